@@ -1,0 +1,40 @@
+# `make demo` and `make test` work from a clean clone: they create .venv if
+# missing and install the project (with its test extra) into it first.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+BENCH_DIR ?= /tmp/tailrace-bench
+
+.PHONY: demo test lint typecheck unit test-all bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tailrace store-demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy core bench deploy
+
+# The CI set: everything but the tests marked slow or drill.
+test: lint typecheck
+	$(BIN)/pytest
+
+# Everything, slow runs included.
+test-all: lint typecheck
+	$(BIN)/pytest -m ''
+
+bench: $(STAMP)
+	$(BIN)/tailrace store-bench --dir $(BENCH_DIR) --count 1000000 --size 1024 --batch 256 --warm both --json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

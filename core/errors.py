@@ -1,0 +1,118 @@
+"""One error root for every Tailrace failure.
+
+Expected outcomes (a pull that finds nothing, an offset below the minimum) are
+statuses, not exceptions. Exceptions are failures; each class says whether a
+retry can help (`retriable`) and whether the caller should refresh its route
+first (`refresh_route`). `for_code()` maps a wire code back to its class, the
+way aiokafka does, so clients and servers share one table.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class TailraceError(Exception):
+    """Root of all Tailrace failures."""
+
+    code: ClassVar[str] = "INTERNAL"
+    retriable: ClassVar[bool] = False
+    refresh_route: ClassVar[bool] = False
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class InvalidArgumentError(TailraceError):
+    """Bad input from a caller; nothing was stored."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class InvalidTopicError(InvalidArgumentError):
+    code = "INVALID_TOPIC"
+
+
+class UnknownTopicError(TailraceError):
+    code = "UNKNOWN_TOPIC"
+    refresh_route = True
+
+
+class InvalidQueueError(InvalidArgumentError):
+    code = "INVALID_QUEUE"
+
+
+class InvalidOffsetError(InvalidArgumentError):
+    code = "INVALID_OFFSET"
+
+
+class MessageTooLargeError(InvalidArgumentError):
+    code = "MESSAGE_TOO_LARGE"
+
+
+class ConfigError(TailraceError):
+    """A configuration value is wrong; names the key and the reason."""
+
+    code = "CONFIG"
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class CorruptRecordError(TailraceError):
+    """Bytes that claim to be a record fail a bounds, magic or CRC check."""
+
+    code = "CORRUPT_RECORD"
+
+
+class StoreLockedError(TailraceError):
+    """Another process holds the data directory."""
+
+    code = "STORE_LOCKED"
+
+
+class StoreClosedError(TailraceError):
+    code = "STORE_CLOSED"
+
+
+class FlushTimeoutError(TailraceError):
+    """Sync flush did not complete in time.
+
+    The records were written to the page cache (they are in the log and will be
+    readable) but their durability was not confirmed; `offsets` says where.
+    """
+
+    code = "FLUSH_DISK_TIMEOUT"
+    retriable = True
+
+    def __init__(self, message: str, offsets: list[tuple[int, int]]) -> None:
+        super().__init__(message)
+        self.offsets = offsets
+
+
+class StorageFullError(TailraceError):
+    code = "STORAGE_FULL"
+    retriable = True
+
+
+_BY_CODE: dict[str, type[TailraceError]] = {}
+
+
+def _register(cls: type[TailraceError]) -> None:
+    _BY_CODE[cls.code] = cls
+    for sub in cls.__subclasses__():
+        _register(sub)
+
+
+_register(TailraceError)
+
+
+def for_code(code: str) -> type[TailraceError]:
+    """The error class for a wire code; unknown codes map to the root."""
+    return _BY_CODE.get(code, TailraceError)

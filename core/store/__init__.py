@@ -1,0 +1,7 @@
+"""The storage engine: CommitLog, ConsumeQueues, recovery, flush, retention."""
+
+from core.store.config import StoreConfig
+from core.store.recovery import RecoveryReport
+from core.store.store import MessageStore, ReadResult, ReadStatus
+
+__all__ = ["MessageStore", "ReadResult", "ReadStatus", "RecoveryReport", "StoreConfig"]

@@ -1,0 +1,416 @@
+"""The CommitLog: one log for all topics, in fixed-size mmap'd segment files.
+
+Segment files are named by their 20-digit start offset and are all
+`segment_bytes` long. A record never spans two segments: when one does not fit
+(with room left for an 8-byte marker), the rest of the segment is declared
+blank by an end-of-segment marker and the record starts the next file.
+
+Invariant the recovery relies on: every byte past the end of the log is zero
+(pre-allocated files are zero, and recovery zeroes what it cuts), so a cut
+record can never be revived by a later scan.
+
+Concurrency: one writer at a time (the store's write lock); readers never
+lock. `write_pos` advances only after a whole batch is in place, and
+`(base, segments)` is swapped as one tuple, so a reader sees a consistent view.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from core.errors import ConfigError, CorruptRecordError
+from core.record import (
+    BLANK_MAGIC,
+    BLANK_MIN,
+    CRC,
+    FIXED,
+    HEADER_SIZE,
+    PREFIX,
+    RECORD_MAGIC,
+    RecordHeader,
+    check_record,
+)
+from core.store.allocator import SegmentAllocator, segment_name
+from core.store.mapped import MappedFile
+
+log = logging.getLogger(__name__)
+
+ZERO_CHUNK = bytes(1 << 20)
+
+
+# A validated message, encoded except for offsets and timestamps (a plain
+# tuple: the append loop unpacks it, which is cheaper than attribute access):
+# (topic, meta block (record bytes 56.. before the body), body, queue id,
+#  flags, born ms, record size, tag hash)
+Prepared = tuple[str, bytes, bytes, int, int, int, int, int]
+
+# What dispatch needs of a record: (topic, queue id, queue offset, physical
+# offset, size, tag hash).
+Entry = tuple[str, int, int, int, int, int]
+
+
+def last_nonzero(view: memoryview, start: int, end: int) -> int:
+    """Offset just past the last non-zero byte in view[start:end] (start if none)."""
+    hi = end
+    while hi > start:
+        lo = max(start, hi - len(ZERO_CHUNK))
+        chunk = view[lo:hi]
+        if chunk != ZERO_CHUNK[: hi - lo]:
+            data = bytes(chunk).rstrip(b"\0")
+            return lo + len(data)
+        hi = lo
+    return start
+
+
+class LogScan:
+    """Walks records from an offset, validating each; stops at the first bad one.
+
+    After iteration, `end` is the offset just past the last valid record (or
+    marker) and `error` says why the walk stopped early (None at a clean end).
+    """
+
+    def __init__(self, log: CommitLog, start: int, limit: int | None = None) -> None:
+        self._log = log
+        self.start = start
+        self.end = start
+        self.limit = limit
+        self.error: str | None = None
+
+    def __iter__(self) -> Iterator[RecordHeader]:
+        clog = self._log
+        seg_bytes = clog.segment_bytes
+        pos = self.start
+        limit = self.limit
+        while limit is None or pos < limit:
+            seg = clog.segment_for(pos)
+            if seg is None:
+                break
+            seg_start = pos - pos % seg_bytes
+            rel = pos - seg_start
+            view = seg.view
+            if rel + BLANK_MIN > seg_bytes:
+                self.error = f"offset {pos} leaves no room for a record in its segment"
+                break
+            total, magic = PREFIX.unpack_from(view, rel)
+            if total == 0 and magic == 0:
+                break  # the zeroed tail: end of log
+            if magic == BLANK_MAGIC:
+                if total != seg_bytes - rel:
+                    self.error = f"end marker at {pos} has size {total}, expected {seg_bytes - rel}"
+                    break
+                pos = seg_start + seg_bytes
+                self.end = pos
+                continue
+            try:
+                hdr = check_record(view, rel, seg_bytes - BLANK_MIN)
+            except CorruptRecordError as exc:
+                self.error = str(exc)
+                break
+            if hdr.physical_offset != pos:
+                self.error = f"record at {pos} claims offset {hdr.physical_offset}"
+                break
+            pos += hdr.size
+            self.end = pos
+            yield hdr
+
+
+class CommitLog:
+    def __init__(self, directory: Path, segment_bytes: int, warm: bool) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        for tmp in directory.glob("*.tmp"):
+            tmp.unlink()
+        self._check_files()
+        self.allocator = SegmentAllocator(directory, segment_bytes, warm)
+        self._view: tuple[int, tuple[MappedFile, ...]] = (0, ())
+        self.write_pos = 0
+        self.flushed = 0
+        self._flush_lock = threading.Lock()
+        self._load_segments()
+
+    # ---- opening -------------------------------------------------------------
+
+    def _check_files(self) -> None:
+        for path in self.directory.iterdir():
+            if not (path.name.isdigit() and len(path.name) == 20):
+                continue
+            size = path.stat().st_size
+            if size != self.segment_bytes:
+                raise ConfigError(
+                    "store.segment_bytes",
+                    f"existing segment {path.name} is {size} bytes but segment_bytes is "
+                    f"{self.segment_bytes}; a log's segment size cannot change",
+                )
+            if int(path.name) % self.segment_bytes:
+                raise ConfigError(
+                    "store.segment_bytes", f"segment {path.name} is not aligned to segment_bytes"
+                )
+
+    def _segment_paths(self) -> list[Path]:
+        return sorted(p for p in self.directory.iterdir() if p.name.isdigit() and len(p.name) == 20)
+
+    def _load_segments(self) -> None:
+        paths = self._segment_paths()
+        segs: list[MappedFile] = []
+        expected: int | None = None
+        for p in paths:
+            start = int(p.name)
+            if expected is not None and start != expected:
+                raise CorruptRecordError(
+                    f"segment gap: expected {segment_name(expected)}, found {p.name}"
+                )
+            segs.append(MappedFile(p, self.segment_bytes))
+            expected = start + self.segment_bytes
+        base = int(paths[0].name) if paths else 0
+        self._view = (base, tuple(segs))
+
+    # ---- positions -----------------------------------------------------------
+
+    @property
+    def min_offset(self) -> int:
+        return self._view[0]
+
+    @property
+    def max_offset(self) -> int:
+        return self.write_pos
+
+    def segments(self) -> tuple[MappedFile, ...]:
+        return self._view[1]
+
+    def segment_for(self, offset: int) -> MappedFile | None:
+        base, segs = self._view
+        if offset < base:
+            return None
+        idx = (offset - base) // self.segment_bytes
+        return segs[idx] if idx < len(segs) else None
+
+    def start_writing_at(self, offset: int) -> None:
+        """Set the append position after recovery; make sure its segment exists."""
+        self.write_pos = offset
+        self.flushed = offset
+        if self.segment_for(offset) is None:
+            start = offset - offset % self.segment_bytes
+            base, segs = self._view
+            if not segs:
+                base = start
+            self._view = (base, (*segs, self.allocator.take(start, expected=False)))
+        self.allocator.request(self._next_start(offset))
+
+    def _next_start(self, offset: int) -> int:
+        return offset - offset % self.segment_bytes + self.segment_bytes
+
+    # ---- reading -------------------------------------------------------------
+
+    def view(self, offset: int, size: int) -> memoryview | None:
+        """The stored bytes [offset, offset+size), or None if that segment is gone."""
+        seg = self.segment_for(offset)
+        if seg is None:
+            return None
+        rel = offset % self.segment_bytes
+        return seg.view[rel : rel + size]
+
+    def record_at(self, offset: int) -> memoryview:
+        """The whole record starting at `offset` (bounds-checked, not CRC-checked)."""
+        if offset < self.min_offset or offset >= self.write_pos:
+            raise CorruptRecordError(f"no record at {offset}")
+        seg = self.segment_for(offset)
+        if seg is None:
+            raise CorruptRecordError(f"no segment for {offset}")
+        rel = offset % self.segment_bytes
+        total, magic = PREFIX.unpack_from(seg.view, rel)
+        if magic != RECORD_MAGIC or total < HEADER_SIZE or rel + total > self.segment_bytes:
+            raise CorruptRecordError(f"no record at {offset}")
+        return seg.view[rel : rel + total]
+
+    def scan(self, start: int, limit: int | None = None) -> LogScan:
+        return LogScan(self, start, limit)
+
+    # ---- writing -------------------------------------------------------------
+
+    def append(
+        self, batch: Sequence[Prepared], queue_offsets: Sequence[int], store_ms: int
+    ) -> tuple[list[Entry], int]:
+        """Write records after `write_pos`; return their dispatch entries and the new end.
+
+        The caller holds the store's write lock, dispatches the entries, then
+        calls `publish(end)`: until then readers and flushers do not see them.
+        All or nothing: if a rollover fails part-way, the bytes written are
+        zeroed.
+        """
+        seg_bytes = self.segment_bytes
+        start = self.write_pos
+        seg_start = start - start % seg_bytes
+        rel = start - seg_start
+        seg = self.segment_for(start)
+        if seg is None:
+            raise CorruptRecordError(f"no segment for write position {start}")
+        mm, view = seg.mm, seg.view
+        pack_fixed = FIXED.pack_into
+        pack_crc = CRC.pack_into
+        crc32 = zlib.crc32
+        meta_at = FIXED.size
+        out: list[Entry] = []
+        add = out.append
+        try:
+            for (topic, meta, body, qid, flags, born, size, th), qoff in zip(
+                batch, queue_offsets, strict=True
+            ):
+                if rel + size + BLANK_MIN > seg_bytes:
+                    PREFIX.pack_into(mm, rel, seg_bytes - rel, BLANK_MAGIC)
+                    seg_start += seg_bytes
+                    seg = self._roll(seg_start)
+                    mm, view = seg.mm, seg.view
+                    rel = 0
+                phys = seg_start + rel
+                end = rel + size
+                body_at = end - len(body)
+                pack_fixed(
+                    mm, rel, size, RECORD_MAGIC, 0, qid, flags, qoff, phys,
+                    born, store_ms, end - body_at,
+                )  # fmt: skip
+                mm[rel + meta_at : body_at] = meta
+                mm[body_at:end] = body
+                pack_crc(mm, rel + 8, crc32(view[rel + 12 : end]))
+                add((topic, qid, qoff, phys, size, th))
+                rel = end
+        except BaseException:
+            self.discard(start, seg_start + rel)
+            raise
+        return out, seg_start + rel
+
+    def publish(self, end: int) -> None:
+        """Make everything below `end` visible to readers and flushers."""
+        self.write_pos = end
+
+    def discard(self, start: int, end: int) -> None:
+        """Zero unpublished bytes [start, end) after a failed append."""
+        self._zero_range(start, end)
+
+    def append_raw(self, offset: int, data: bytes | memoryview) -> None:
+        """Place already-encoded log bytes (records and markers) at `offset`.
+
+        Used by recovery tests and, later, replication; `offset` must be the
+        current end and the bytes must not cross a segment boundary.
+        """
+        if offset != self.write_pos:
+            raise CorruptRecordError(f"raw append at {offset}, log ends at {self.write_pos}")
+        rel = offset % self.segment_bytes
+        if rel + len(data) > self.segment_bytes:
+            raise CorruptRecordError("raw append crosses a segment boundary")
+        seg = self.segment_for(offset)
+        if seg is None:
+            seg = self._roll(offset - rel)
+        seg.mm[rel : rel + len(data)] = data
+        end = offset + len(data)
+        if end % self.segment_bytes == 0:
+            self._roll(end)
+        self.write_pos = end
+
+    def _roll(self, start: int) -> MappedFile:
+        prev = self.segment_for(start - self.segment_bytes)
+        if prev is not None and prev.fd >= 0:
+            os.utime(prev.fd)  # a sealed segment's mtime is its age for retention
+        seg = self.allocator.take(start)
+        base, segs = self._view
+        self._view = (base if segs else start, (*segs, seg))
+        self.allocator.request(start + self.segment_bytes)
+        return seg
+
+    def _zero_range(self, start: int, end: int) -> None:
+        pos = start
+        while pos < end:
+            seg = self.segment_for(pos)
+            if seg is None:
+                return
+            rel = pos % self.segment_bytes
+            stop = min(self.segment_bytes, rel + (end - pos))
+            seg.mm[rel:stop] = bytes(stop - rel)
+            pos += stop - rel
+
+    # ---- cutting ---------------------------------------------------------------
+
+    def truncate(self, offset: int) -> tuple[int, list[str]]:
+        """Physically remove everything at and after `offset`.
+
+        Zeroes the rest of the segment holding `offset` (up to its last non-zero
+        byte) and deletes every later segment file. Returns (bytes of data
+        removed, names of segment files deleted); the segment is synced.
+        """
+        base, segs = self._view
+        keep = [s for s in segs if int(s.path.name) <= offset - offset % self.segment_bytes]
+        removed: list[str] = []
+        zeroed = 0
+        for s in segs[len(keep) :]:
+            removed.append(s.path.name)
+            if PREFIX.unpack_from(s.view, 0) != (0, 0):  # not an unused pre-allocated file
+                zeroed += last_nonzero(s.view, 0, self.segment_bytes)
+            s.close()
+            os.unlink(s.path)
+        self._view = (base if keep else offset - offset % self.segment_bytes, tuple(keep))
+        seg = self.segment_for(offset)
+        if seg is not None:
+            rel = offset % self.segment_bytes
+            last = last_nonzero(seg.view, rel, self.segment_bytes)
+            if last > rel:
+                seg.mm[rel:last] = bytes(last - rel)
+                seg.sync()
+                zeroed += last - rel
+        return zeroed, removed
+
+    def truncate_unused_after(self, offset: int) -> None:
+        """After a clean stop: delete pre-allocated segment files past the one
+        holding `offset` (they hold only zeros)."""
+        base, segs = self._view
+        cut = offset - offset % self.segment_bytes
+        keep = tuple(s for s in segs if int(s.path.name) <= cut)
+        for s in segs[len(keep) :]:
+            s.close()
+            os.unlink(s.path)
+        self._view = (base, keep)
+
+    def delete_oldest(self) -> MappedFile | None:
+        """Drop the first segment if it is not the one being written."""
+        base, segs = self._view
+        if len(segs) < 2 or self.write_pos < base + self.segment_bytes:
+            return None
+        first = segs[0]
+        if self.segment_for(self.write_pos) is first:
+            return None
+        self._view = (base + self.segment_bytes, segs[1:])
+        os.unlink(first.path)
+        # Readers may still hold slices of this mapping: close the descriptor
+        # now and let the last reference unmap it.
+        os.close(first.fd)
+        first.fd = -1
+        return first
+
+    # ---- flushing ----------------------------------------------------------------
+
+    def flush(self) -> int:
+        """fdatasync every segment with unflushed bytes below `write_pos`."""
+        with self._flush_lock:
+            target = self.write_pos
+            done = self.flushed
+            if target <= done:
+                return done
+            pos = done - done % self.segment_bytes
+            while pos < target:
+                seg = self.segment_for(pos)
+                if seg is not None and seg.fd >= 0:
+                    seg.sync()
+                pos += self.segment_bytes
+            self.flushed = target
+            return target
+
+    def close(self) -> None:
+        self.allocator.close()
+        for s in self._view[1]:
+            if s.fd >= 0:
+                s.close()
+        self._view = (self._view[0], ())

@@ -1,0 +1,427 @@
+"""MessageStore: the storage engine both broker roles share.
+
+Layout of a data directory::
+
+    lock                       flock held while open
+    checkpoint                 flushed offsets (see checkpoint.py)
+    clean_shutdown             present only while stopped cleanly
+    topics.json                topic -> queue count
+    commitlog/<20 digits>      CommitLog segments
+    consumequeue/<topic>/<queue>/<20 digits>   ConsumeQueue files
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from core.errors import (
+    FlushTimeoutError,
+    InvalidArgumentError,
+    InvalidOffsetError,
+    InvalidQueueError,
+    MessageTooLargeError,
+    StoreClosedError,
+    UnknownTopicError,
+)
+from core.record import FIXED, Message, encode_meta, encode_properties, tag_hash, validate_topic
+from core.store.checkpoint import (
+    Checkpoint,
+    DirLock,
+    read_checkpoint,
+    take_clean_marker,
+    write_checkpoint,
+    write_clean_marker,
+)
+from core.store.commitlog import CommitLog, Prepared
+from core.store.config import StoreConfig
+from core.store.consumequeue import ConsumeQueueSet
+from core.store.flush import GroupCommit, PeriodicService
+from core.store.recovery import RecoveryReport, recover
+from core.store.topics import TopicTable
+
+log = logging.getLogger(__name__)
+
+_U32 = 0xFFFFFFFF
+_U64 = 0xFFFFFFFFFFFFFFFF
+FIXED_SIZE = FIXED.size
+FILTER_SCAN_LIMIT = 16_384  # ConsumeQueue entries one filtered read may skip
+
+
+class ReadStatus(Enum):
+    FOUND = "FOUND"
+    NO_NEW_MSG = "NO_NEW_MSG"
+    NO_MATCHED_MSG = "NO_MATCHED_MSG"
+    OFFSET_TOO_SMALL = "OFFSET_TOO_SMALL"
+    OFFSET_OVERFLOW = "OFFSET_OVERFLOW"
+
+
+@dataclass(slots=True)
+class ReadResult:
+    status: ReadStatus
+    data: bytes
+    count: int
+    next_queue_offset: int
+    min_offset: int
+    max_offset: int
+    next_physical_offset: int
+
+
+def _u(value: object, limit: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise InvalidArgumentError(f"{what} must be an integer in 0..{limit}, got {value!r}")
+    return value
+
+
+class MessageStore:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        config: StoreConfig | None = None,
+        disk_used_ratio: Callable[[], float] | None = None,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.config = config = config or StoreConfig()
+        config.validate()
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self._disk_used_ratio = disk_used_ratio or self._measure_disk
+        self._lock = threading.Lock()
+        self._closed = False
+        self._topic_info: dict[str, tuple[bytes, int]] = {}
+        self._meta_cache: dict[tuple[str, str], tuple[bytes, int]] = {}
+        self._dirlock = DirLock(self.data_dir)
+        try:
+            self.topics = TopicTable(self.data_dir, config.max_queues_per_topic)
+            clean_end = take_clean_marker(self.data_dir)
+            ckpt = read_checkpoint(self.data_dir)
+            self.commitlog = CommitLog(
+                self.data_dir / "commitlog", config.segment_bytes, config.warm_segments
+            )
+            self.cqs = ConsumeQueueSet(self.data_dir / "consumequeue", config.cq_entries_per_file)
+            self.recovery: RecoveryReport = recover(self.commitlog, self.cqs, clean_end, ckpt)
+            self._checkpoint()
+        except BaseException:
+            self._dirlock.release()
+            raise
+        self._group = GroupCommit(self.commitlog) if config.flush == "sync" else None
+        self._service = PeriodicService(
+            "store-service",
+            [
+                (config.flush_interval_ms / 1000, self._flush_tick),
+                (config.checkpoint_interval_ms / 1000, self._checkpoint),
+                (config.retention_interval_ms / 1000, self._retention_tick),
+            ],
+        )
+
+    # ---- topics -------------------------------------------------------------
+
+    def create_topic(self, topic: str, queues: int) -> bool:
+        """Define a topic or raise its queue count (never lowers it)."""
+        with self._lock:
+            changed = self.topics.create(topic, queues)
+            self._topic_info.pop(topic, None)
+            self._meta_cache.clear()
+            return changed
+
+    def _queue_count(self, topic: str) -> int:
+        validate_topic(topic)
+        count = self.topics.queue_count(topic)
+        if count is None:
+            raise UnknownTopicError(f"topic {topic!r} does not exist")
+        return count
+
+    # ---- writing ------------------------------------------------------------
+
+    def _topic_entry(self, topic: str) -> tuple[bytes, int]:
+        info = (validate_topic(topic), self._queue_count(topic))
+        self._topic_info[topic] = info
+        return info
+
+    def _meta_entry(self, topic: str, tags: str) -> tuple[bytes, int]:
+        """(meta block, tag hash) of a message with no keys or properties, cached."""
+        if not isinstance(tags, str):
+            raise InvalidArgumentError(f"tags must be a string, got {type(tags).__name__}")
+        topic_b = self._topic_info[topic][0]
+        tags_b = tags.encode("utf-8")
+        if len(tags_b) > 0xFFFF:
+            raise InvalidArgumentError("tags must be at most 65535 bytes")
+        entry = (encode_meta(topic_b, tags_b, b"", b""), tag_hash(tags))
+        if len(self._meta_cache) < 4096:
+            self._meta_cache[(topic, tags)] = entry
+        return entry
+
+    def _full_meta(self, m: Message) -> tuple[bytes, int]:
+        """(meta block, tag hash) of a message with keys or properties."""
+        _meta, th = self._meta_entry(m.topic, m.tags)
+        keys = m.keys
+        if not isinstance(keys, str):
+            raise InvalidArgumentError(f"keys must be a string, got {type(keys).__name__}")
+        keys_b = keys.encode("utf-8")
+        if len(keys_b) > 0xFFFF:
+            raise InvalidArgumentError("keys must be at most 65535 bytes")
+        props_b = self._encode_props(m.properties) if m.properties else b""
+        tags_b = m.tags.encode("utf-8")
+        return encode_meta(self._topic_info[m.topic][0], tags_b, keys_b, props_b), th
+
+    def _prepare(self, messages: Sequence[Message]) -> list[Prepared]:
+        """Validate and encode a whole batch, raising before anything is written."""
+        info = self._topic_info
+        meta_cache = self._meta_cache
+        max_bytes = self.config.max_message_bytes
+        out: list[Prepared] = []
+        add = out.append
+        for m in messages:
+            topic = m.topic
+            ti = info.get(topic) if type(topic) is str else None
+            if ti is None:
+                ti = self._topic_entry(topic)
+            count = ti[1]
+            qid = m.queue_id
+            if type(qid) is not int or not 0 <= qid < count:
+                raise InvalidQueueError(
+                    f"queue id {qid!r} out of range for {topic!r} (0..{count - 1})"
+                )
+            body = m.body
+            if type(body) is not bytes:
+                if not isinstance(body, bytes | bytearray | memoryview):
+                    raise InvalidArgumentError(f"body must be bytes, got {type(body).__name__}")
+                body = bytes(body)
+            if m.keys or m.properties:
+                meta, th = self._full_meta(m)
+            else:
+                tags = m.tags
+                mt = meta_cache.get((topic, tags)) if type(tags) is str else None
+                meta, th = mt if mt is not None else self._meta_entry(topic, tags)
+            flags, born = m.flags, m.born_ms
+            if type(flags) is not int or not 0 <= flags <= _U32:
+                raise InvalidArgumentError(f"flags must be an integer in 0..{_U32}, got {flags!r}")
+            if type(born) is not int or not 0 <= born <= _U64:
+                raise InvalidArgumentError(f"born_ms must be an integer in 0..{_U64}, got {born!r}")
+            size = FIXED_SIZE + len(meta) + len(body)
+            if size > max_bytes:
+                raise MessageTooLargeError(
+                    f"record of {size} bytes exceeds max_message_bytes {max_bytes}"
+                )
+            add((topic, meta, body, qid, flags, born, size, th))
+        return out
+
+    @staticmethod
+    def _encode_props(props: object) -> bytes:
+        if not isinstance(props, Mapping):
+            raise InvalidArgumentError(f"properties must be a mapping, got {type(props).__name__}")
+        try:
+            return encode_properties(props)
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from exc
+
+    def append(self, messages: Sequence[Message]) -> list[tuple[int, int]]:
+        """Store a batch; return (physical offset, queue offset) per message.
+
+        The whole batch is validated before a byte is written: one bad message
+        rejects the batch and nothing is stored. With `flush = "sync"` this
+        returns only after the batch is durable (group commit).
+        """
+        if not messages:
+            return []
+        batch = self._prepare(messages)
+        cqs = self.cqs
+        clog = self.commitlog
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError("store is closed")
+            nexts: dict[tuple[str, int], int] = {}
+            firsts: dict[tuple[str, int], int] = {}
+            qoffs: list[int] = []
+            for p in batch:
+                key = (p[0], p[3])
+                q = nexts.get(key)
+                if q is None:
+                    q = firsts[key] = cqs.next_offset(p[0], p[3])
+                qoffs.append(q)
+                nexts[key] = q + 1
+            start = clog.write_pos
+            entries, end = clog.append(batch, qoffs, self._clock_ms())
+            try:
+                cqs.dispatch(entries)
+            except BaseException:
+                clog.discard(start, end)
+                for (topic, qid), q in firsts.items():
+                    cq = cqs.get(topic, qid)
+                    if cq is not None:
+                        cq.max_offset = min(cq.max_offset, q)
+                raise
+            clog.publish(end)
+        result = [(e[3], e[2]) for e in entries]
+        if self._group is not None and not self._group.wait_durable(
+            end, self.config.sync_flush_timeout_ms / 1000
+        ):
+            raise FlushTimeoutError(
+                f"records stored but not flushed within {self.config.sync_flush_timeout_ms} ms",
+                result,
+            )
+        return result
+
+    # ---- reading ------------------------------------------------------------
+
+    def queue_offsets(self, topic: str, queue_id: int) -> tuple[int, int]:
+        """(min, max) queue offsets; max is the offset the next message will get."""
+        self._check_queue(topic, queue_id)
+        cq = self.cqs.get(topic, queue_id)
+        return (cq.min_offset, cq.max_offset) if cq is not None else (0, 0)
+
+    def _check_queue(self, topic: str, queue_id: int) -> None:
+        count = self._queue_count(topic)
+        if isinstance(queue_id, bool) or not isinstance(queue_id, int) or not 0 <= queue_id < count:
+            raise InvalidQueueError(
+                f"queue id {queue_id!r} out of range for {topic!r} (0..{count - 1})"
+            )
+
+    def read(
+        self,
+        topic: str,
+        queue_id: int,
+        queue_offset: int,
+        max_count: int,
+        max_bytes: int,
+        tag_filter: Callable[[int], bool] | None = None,
+    ) -> ReadResult:
+        """Stored record bytes from `queue_offset` on, laid end to end.
+
+        At most `max_count` records and `max_bytes` bytes, but at least one
+        record when one is there. `tag_filter(tag_hash)` skips entries on the
+        ConsumeQueue without touching the CommitLog.
+        """
+        self._check_queue(topic, queue_id)
+        if isinstance(queue_offset, bool) or not isinstance(queue_offset, int) or queue_offset < 0:
+            raise InvalidOffsetError(
+                f"queue offset must be a non-negative integer, got {queue_offset!r}"
+            )
+        if not isinstance(max_count, int) or max_count <= 0:
+            raise InvalidArgumentError(f"max_count must be positive, got {max_count!r}")
+        if not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise InvalidArgumentError(f"max_bytes must be positive, got {max_bytes!r}")
+        clog = self.commitlog
+        cq = self.cqs.get(topic, queue_id)
+        lo, hi = (cq.min_offset, cq.max_offset) if cq is not None else (0, 0)
+        if cq is None or queue_offset >= hi or queue_offset < lo:
+            if queue_offset < lo:
+                status, nxt = ReadStatus.OFFSET_TOO_SMALL, lo
+            elif queue_offset == hi:
+                status, nxt = ReadStatus.NO_NEW_MSG, hi
+            else:
+                status, nxt = ReadStatus.OFFSET_OVERFLOW, hi
+            return ReadResult(status, b"", 0, nxt, lo, hi, clog.max_offset)
+        scan_end = min(hi, queue_offset + (FILTER_SCAN_LIMIT if tag_filter else max_count))
+        chunks: list[memoryview] = []
+        total = 0
+        nxt = queue_offset
+        view = clog.view
+        for q, phys, size, th in cq.entries(queue_offset, scan_end):
+            if tag_filter is not None and not tag_filter(th):
+                nxt = q + 1
+                continue
+            if chunks and total + size > max_bytes:
+                break
+            v = view(phys, size)
+            nxt = q + 1
+            if v is None:  # its segment was deleted under us: skip like a filtered entry
+                continue
+            chunks.append(v)
+            total += size
+            if len(chunks) >= max_count:
+                break
+        data = b"".join(chunks)
+        count = len(chunks)
+        del chunks
+        next_phys = cq.entry(nxt)[0] if nxt < cq.max_offset else clog.max_offset
+        status = ReadStatus.FOUND if count else ReadStatus.NO_MATCHED_MSG
+        return ReadResult(status, data, count, nxt, lo, hi, next_phys)
+
+    # ---- durability and retention ---------------------------------------------
+
+    def flush(self) -> None:
+        """Make everything appended so far durable (CommitLog and ConsumeQueues)."""
+        self.commitlog.flush()
+        self.cqs.flush()
+
+    def _flush_tick(self) -> None:
+        if self.config.flush == "async":
+            self.commitlog.flush()
+
+    def _checkpoint(self) -> None:
+        dispatched = self.commitlog.write_pos  # every record below has its entries written
+        self.commitlog.flush()
+        self.cqs.flush()
+        write_checkpoint(self.data_dir, Checkpoint(self.commitlog.flushed, dispatched))
+
+    def _measure_disk(self) -> float:
+        usage = shutil.disk_usage(self.data_dir)
+        return usage.used / usage.total if usage.total else 0.0
+
+    def _retention_tick(self) -> None:
+        self.enforce_retention()
+
+    def enforce_retention(self, now_ms: int | None = None) -> list[str]:
+        """Delete whole CommitLog segments that are past `retention_hours` or
+        while the disk is fuller than `disk_max_used_ratio`; never the segment
+        being written. Returns the names deleted."""
+        now = self._clock_ms() if now_ms is None else now_ms
+        max_age_ms = self.config.retention_hours * 3600 * 1000
+        deleted: list[str] = []
+        while True:
+            segs = self.commitlog.segments()
+            if len(segs) < 2:
+                break
+            oldest = segs[0]
+            age_ms = now - oldest.path.stat().st_mtime * 1000
+            too_full = self._disk_used_ratio() > self.config.disk_max_used_ratio
+            if age_ms <= max_age_ms and not too_full:
+                break
+            with self._lock:
+                gone = self.commitlog.delete_oldest()
+            if gone is None:
+                break
+            deleted.append(gone.path.name)
+            log.info(
+                "retention deleted segment %s (%s)",
+                gone.path.name,
+                "disk watermark" if too_full else f"age {age_ms / 3_600_000:.1f} h",
+            )
+        if deleted:
+            log_min = self.commitlog.min_offset
+            with self._lock:
+                for cq in list(self.cqs.queues.values()):
+                    cq.correct_min(log_min)
+        return deleted
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush, checkpoint, write the clean-shutdown marker, release the lock."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._service.close()
+        if self._group is not None:
+            self._group.close()
+        self._checkpoint()
+        end = self.commitlog.write_pos
+        self.commitlog.close()
+        self.cqs.close()
+        write_clean_marker(self.data_dir, end)
+        self._dirlock.release()
+
+    def __enter__(self) -> MessageStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

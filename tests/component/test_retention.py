@@ -1,0 +1,102 @@
+"""Retention deletes whole old segments; minimum offsets follow."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from core.record import Message, iter_records
+from core.store import MessageStore, ReadStatus
+from tests.conftest import SMALL
+from tests.helpers.store_tools import check_consistency, segment_files
+
+pytestmark = pytest.mark.component
+HOUR_MS = 3_600_000
+
+
+def fill(s: MessageStore, n: int) -> None:
+    s.create_topic("t", 2)
+    for i in range(0, n, 10):
+        s.append([Message("t", j % 2, str(j).encode() * 100) for j in range(i, i + 10)])
+
+
+def data_segments(s: MessageStore) -> list[Path]:
+    return [f for f in segment_files(s.data_dir) if int(f.name) < s.commitlog.max_offset]
+
+
+def test_young_segments_are_kept(tmp_path: Path) -> None:
+    with MessageStore(tmp_path, SMALL) as s:
+        fill(s, 400)
+        before = data_segments(s)
+        assert s.enforce_retention(now_ms=int(time.time() * 1000)) == []
+        assert data_segments(s) == before
+
+
+def test_old_segments_deleted_and_min_offsets_move(tmp_path: Path) -> None:
+    cfg = replace(SMALL, retention_hours=1.0)
+    with MessageStore(tmp_path, cfg) as s:
+        fill(s, 600)
+        segs = data_segments(s)
+        assert len(segs) >= 4
+        active = segs[-1]
+        deleted = s.enforce_retention(now_ms=int(time.time() * 1000) + 2 * HOUR_MS)
+        assert deleted == [p.name for p in segs[:-1]]
+        assert [p.name for p in data_segments(s)] == [active.name]
+        assert s.commitlog.min_offset == int(active.name)
+        for q in (0, 1):
+            lo, hi = s.queue_offsets("t", q)
+            assert 0 < lo < hi == 300
+            assert s.cqs.get("t", q).entry(lo)[0] >= int(active.name)  # type: ignore[union-attr]
+            assert s.cqs.get("t", q).entry(lo - 1)[0] < int(active.name)  # type: ignore[union-attr]
+            r = s.read("t", q, 0, 10, 1 << 20)
+            assert (r.status, r.next_queue_offset, r.min_offset) == (
+                ReadStatus.OFFSET_TOO_SMALL,
+                lo,
+                lo,
+            )
+            r = s.read("t", q, lo, 1000, 1 << 30)
+            assert r.count == hi - lo
+            first = next(iter_records(r.data))
+            assert first.queue_offset == lo
+        # whole consume-queue files below the new minimum are gone too
+        cq_files = sorted((tmp_path / "consumequeue" / "t" / "0").iterdir())
+        assert int(cq_files[0].name) <= s.queue_offsets("t", 0)[0] < int(cq_files[0].name) + 64
+        s.append([Message("t", 0, b"more")])
+        assert check_consistency(s) == 600 - sum(s.queue_offsets("t", q)[0] for q in (0, 1)) + 1
+    with MessageStore(tmp_path, cfg) as s2:  # minimums survive a restart
+        assert s2.commitlog.min_offset == int(active.name)
+        assert s2.queue_offsets("t", 0)[0] > 0
+
+
+def test_disk_watermark_deletes_oldest_until_below(tmp_path: Path) -> None:
+    keep = 2  # the fake disk is "full" while more than `keep` segments hold data
+    holder: list[MessageStore] = []
+
+    def usage() -> float:
+        return 0.97 if len(data_segments(holder[0])) > keep else 0.5
+
+    s = MessageStore(tmp_path, SMALL, disk_used_ratio=usage)
+    holder.append(s)
+    try:
+        fill(s, 600)
+        segs = data_segments(s)
+        assert len(segs) > keep + 1
+        deleted = s.enforce_retention()  # young segments: only the watermark deletes
+        assert deleted == [p.name for p in segs[: len(segs) - keep]]
+        assert data_segments(s) == segs[-keep:]
+        assert s.commitlog.min_offset == int(segs[-keep].name)
+        assert s.enforce_retention() == []
+    finally:
+        s.close()
+
+
+def test_the_segment_being_written_is_never_deleted(tmp_path: Path) -> None:
+    with MessageStore(tmp_path, SMALL, disk_used_ratio=lambda: 1.0) as s:
+        fill(s, 600)
+        s.enforce_retention(now_ms=int(time.time() * 1000) + 1000 * HOUR_MS)
+        assert len(data_segments(s)) == 1
+        s.append([Message("t", 1, b"still writable")])
+        assert s.read("t", 1, 300, 1, 1 << 20).count == 1
