@@ -3,19 +3,27 @@
     tailrace store-bench --dir D --count N --size 1024 --batch K [--warm on|off|both] --json
 
 Appends N records of `size` body bytes in batches of K (each batch to one
-queue, queues in turn), then reads every queue back from the page cache
+queue, queues in turn), counting the page faults the appending thread takes,
+then reads every queue back from the page cache
 (hot), then closes the store, evicts its files from the page cache
 (posix_fadvise DONTNEED after unmapping, checked with mincore), reopens and
-reads everything again (cold). With `--warm both` it runs with pre-warming on
-and off in one process and reports the ratio, so the figure compares like
-with like on the same machine.
+reads everything again (cold). With `--warm both` it alternates runs with
+pre-warming on and off in one process (`--repeat`, medians) and reports the
+ratios, so the figures compare like with like on the same machine.
+
+On a VM, memory the host has taken back is ~13x slower on first touch than
+memory just freed by this guest (MEASURED.md), so each run waits `--pause-s`
+first: without the pause a run reuses the pages the previous run freed and
+first-touch costs vanish from the comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -76,6 +84,7 @@ def run_once(
     calls = (count + batch - 1) // batch
     lat: list[float] = []
     clock = time.perf_counter
+    faults0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
     t0 = clock()
     for i in range(calls):
         b = batches[i % queues]
@@ -85,6 +94,7 @@ def run_once(
         store.append(b)
         lat.append(clock() - t)
     elapsed = clock() - t0
+    writer_faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - faults0
     written = store.commitlog.max_offset
     misses = store.commitlog.allocator.misses
     segments = len(store.commitlog.segments())
@@ -118,6 +128,7 @@ def run_once(
         "segment_bytes": config.segment_bytes,
         "segments_used": segments,
         "preallocation_misses": misses,
+        "writer_page_faults": writer_faults,
         "appends_per_s": round(count / elapsed),
         "mb_per_s": round(written / elapsed / 1e6, 1),
         "p50_append_us": round(_percentile(lat, 50) * 1e6, 1),
@@ -130,6 +141,31 @@ def run_once(
     }
 
 
+_MEDIAN_KEYS = (
+    "appends_per_s",
+    "mb_per_s",
+    "p50_append_us",
+    "p99_append_us",
+    "max_append_us",
+    "read_hot_per_s",
+    "read_cold_per_s",
+    "cold_resident_fraction_before_read",
+    "preallocation_misses",
+    "writer_page_faults",
+)
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's fields, with each figure replaced by its median over `runs`."""
+    out = dict(runs[0])
+    for k in _MEDIAN_KEYS:
+        out[k] = statistics.median(r[k] for r in runs)
+    out["runs"] = len(runs)
+    if len(runs) > 1:
+        out["appends_per_s_each"] = [r["appends_per_s"] for r in runs]
+    return out
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", required=True, type=Path, help="scratch directory (wiped)")
     p.add_argument("--count", type=int, default=1_000_000)
@@ -139,6 +175,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segment-bytes", type=int, default=StoreConfig().segment_bytes)
     p.add_argument("--flush", choices=["async", "sync"], default="async")
     p.add_argument("--warm", choices=["on", "off", "both"], default="on")
+    p.add_argument(
+        "--pause-s",
+        type=float,
+        default=5.0,
+        help="idle pause before each run, so memory freed by the previous run goes back "
+        "to the host and every run starts from the same first-touch state (default 5)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="runs per setting, alternating on/off with --warm both; medians reported "
+        "(default 3 with --warm both, else 1)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -150,17 +200,23 @@ def run(args: argparse.Namespace) -> int:
     )
     base.validate()
     modes = {"on": [True], "off": [False], "both": [True, False]}[args.warm]
-    runs = [
-        run_once(
-            args.dir / f"warm-{'on' if w else 'off'}",
-            args.count,
-            args.size,
-            args.batch,
-            args.queues,
-            replace(base, warm_segments=w),
-        )
-        for w in modes
-    ]
+    repeat = args.repeat or (3 if len(modes) == 2 else 1)
+    by_mode: dict[bool, list[dict[str, Any]]] = {w: [] for w in modes}
+    for _ in range(repeat):  # alternate, so drifting machine state hits both alike
+        for w in modes:
+            if len(modes) * repeat > 1:
+                time.sleep(args.pause_s)
+            by_mode[w].append(
+                run_once(
+                    args.dir / f"warm-{'on' if w else 'off'}",
+                    args.count,
+                    args.size,
+                    args.batch,
+                    args.queues,
+                    replace(base, warm_segments=w),
+                )
+            )
+    runs = [_median_run(by_mode[w]) for w in modes]
     result: dict[str, Any] = dict(runs[0])
     if len(runs) == 2:
         on, off = runs

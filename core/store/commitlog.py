@@ -120,14 +120,16 @@ class LogScan:
 
 
 class CommitLog:
-    def __init__(self, directory: Path, segment_bytes: int, warm: bool) -> None:
+    def __init__(
+        self, directory: Path, segment_bytes: int, warm: bool, sync_warmed: bool = False
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.segment_bytes = segment_bytes
         for tmp in directory.glob("*.tmp"):
             tmp.unlink()
         self._check_files()
-        self.allocator = SegmentAllocator(directory, segment_bytes, warm)
+        self.allocator = SegmentAllocator(directory, segment_bytes, warm, sync_warmed)
         self._view: tuple[int, tuple[MappedFile, ...]] = (0, ())
         self.write_pos = 0
         self.flushed = 0
@@ -347,6 +349,7 @@ class CommitLog:
         removed: list[str] = []
         zeroed = 0
         for s in segs[len(keep) :]:
+            self.allocator.forget(s)
             removed.append(s.path.name)
             if PREFIX.unpack_from(s.view, 0) != (0, 0):  # not an unused pre-allocated file
                 zeroed += last_nonzero(s.view, 0, self.segment_bytes)
@@ -370,6 +373,7 @@ class CommitLog:
         cut = offset - offset % self.segment_bytes
         keep = tuple(s for s in segs if int(s.path.name) <= cut)
         for s in segs[len(keep) :]:
+            self.allocator.forget(s)
             s.close()
             os.unlink(s.path)
         self._view = (base, keep)
@@ -383,6 +387,7 @@ class CommitLog:
         if self.segment_for(self.write_pos) is first:
             return None
         self._view = (base + self.segment_bytes, segs[1:])
+        self.allocator.forget(first)
         os.unlink(first.path)
         # Readers may still hold slices of this mapping: close the descriptor
         # now and let the last reference unmap it.
@@ -393,18 +398,25 @@ class CommitLog:
     # ---- flushing ----------------------------------------------------------------
 
     def flush(self) -> int:
-        """fdatasync every segment with unflushed bytes below `write_pos`."""
+        """Make every byte below `write_pos` durable; returns the flushed offset.
+
+        Only the range written since the last flush is synced (msync of that
+        range), not whole files.
+        """
         with self._flush_lock:
             target = self.write_pos
             done = self.flushed
             if target <= done:
                 return done
-            pos = done - done % self.segment_bytes
+            seg_bytes = self.segment_bytes
+            pos = done
             while pos < target:
+                seg_start = pos - pos % seg_bytes
+                stop = min(target, seg_start + seg_bytes)
                 seg = self.segment_for(pos)
                 if seg is not None and seg.fd >= 0:
-                    seg.sync()
-                pos += self.segment_bytes
+                    seg.sync_range(pos - seg_start, stop - seg_start)
+                pos = stop
             self.flushed = target
             return target
 

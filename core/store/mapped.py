@@ -1,15 +1,14 @@
 """A fixed-size file mapped read-write, plus the page-cache calls Python lacks.
 
 `madvise` goes through ctypes rather than `mmap.madvise` because ctypes
-releases the GIL: pre-faulting a 1 GiB segment takes tens of milliseconds
-that appenders on other threads must not wait for. Flushing uses
-`os.fdatasync` (also GIL-free); on Linux it writes back pages dirtied through a
-shared mapping exactly like `msync`.
+releases the GIL: pre-faulting a 1 GiB segment takes seconds on a VM, and
+appenders on other threads must not wait for it. Flushing a written range is
+`msync(MS_SYNC)` through ctypes for the same reason (`mmap.flush` holds the
+GIL); whole-file flushes use `os.fdatasync`, which releases it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import mmap
@@ -20,10 +19,13 @@ PAGE = mmap.PAGESIZE
 MADV_WILLNEED = 3
 MADV_DONTNEED = 4
 MADV_POPULATE_WRITE = 23  # Linux 5.14+; Python 3.11's mmap module lacks the name
+MS_SYNC = 4
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.madvise.restype = ctypes.c_int
+_libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.msync.restype = ctypes.c_int
 _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
 _libc.mincore.restype = ctypes.c_int
 _libc.mmap.argtypes = [
@@ -101,22 +103,34 @@ class MappedFile:
         fsync_dir(path.parent)
         return f
 
-    def warm(self) -> None:
-        """Fault in every page writable and ask for read-ahead, then flush the
-        (zero) pages so the first real fdatasync does not write them all."""
-        try:
-            madvise(self.mm, MADV_POPULATE_WRITE)
-        except OSError:
-            # Older kernels: touch one byte per page (writes a zero over a zero).
-            mm = self.mm
-            for off in range(0, self.size, PAGE):
-                mm[off] = 0
-        with contextlib.suppress(OSError):
-            madvise(self.mm, MADV_WILLNEED)
-        os.fdatasync(self.fd)
+    def touch(self, start: int, length: int) -> None:
+        """Fault pages in by reading one byte of each (never writes)."""
+        mm = self.mm
+        for off in range(start - start % PAGE, min(self.size, start + length), PAGE):
+            mm[off]
 
     def sync(self) -> None:
         os.fdatasync(self.fd)
+
+    def sync_range(self, start: int, end: int) -> None:
+        """msync(MS_SYNC) of bytes [start, end) only, without holding the GIL.
+
+        Unlike fdatasync it leaves the rest of the file alone: pages a warmer
+        dirtied ahead of the writer stay writable, so the writer does not
+        fault on them again.
+        """
+        start -= start % PAGE
+        length = min(self.size, end) - start
+        if length <= 0:
+            return
+        buf = (ctypes.c_char * length).from_buffer(self.mm, start)
+        try:
+            rc = _libc.msync(ctypes.addressof(buf), length, MS_SYNC)
+        finally:
+            del buf
+        if rc != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
 
     def close(self) -> None:
         self.view.release()

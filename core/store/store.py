@@ -103,7 +103,10 @@ class MessageStore:
             clean_end = take_clean_marker(self.data_dir)
             ckpt = read_checkpoint(self.data_dir)
             self.commitlog = CommitLog(
-                self.data_dir / "commitlog", config.segment_bytes, config.warm_segments
+                self.data_dir / "commitlog",
+                config.segment_bytes,
+                config.warm_segments,
+                sync_warmed=config.flush == "sync",
             )
             self.cqs = ConsumeQueueSet(self.data_dir / "consumequeue", config.cq_entries_per_file)
             self.recovery: RecoveryReport = recover(self.commitlog, self.cqs, clean_end, ckpt)
