@@ -96,6 +96,21 @@ class FlushTimeoutError(TailraceError):
         self.offsets = offsets
 
 
+class BrokerUnavailableError(TailraceError):
+    """The broker could not be reached or went away mid-call."""
+
+    code = "BROKER_UNAVAILABLE"
+    retriable = True
+    refresh_route = True
+
+
+class RequestTimeoutError(TailraceError):
+    """The call's deadline passed; its outcome is unknown."""
+
+    code = "REQUEST_TIMEOUT"
+    retriable = True
+
+
 class StorageFullError(TailraceError):
     code = "STORAGE_FULL"
     retriable = True

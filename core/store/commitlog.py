@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from core.errors import ConfigError, CorruptRecordError
@@ -134,6 +134,7 @@ class CommitLog:
         self.write_pos = 0
         self.flushed = 0
         self._flush_lock = threading.Lock()
+        self._flush_listeners: list[Callable[[], None]] = []
         self._load_segments()
 
     # ---- opening -------------------------------------------------------------
@@ -192,10 +193,14 @@ class CommitLog:
         idx = (offset - base) // self.segment_bytes
         return segs[idx] if idx < len(segs) else None
 
-    def start_writing_at(self, offset: int) -> None:
-        """Set the append position after recovery; make sure its segment exists."""
+    def start_writing_at(self, offset: int, flushed: int | None = None) -> None:
+        """Set the append position after recovery; make sure its segment exists.
+
+        `flushed` is what is known durable (default: everything below
+        `offset`); the next flush syncs from there.
+        """
         self.write_pos = offset
-        self.flushed = offset
+        self.flushed = offset if flushed is None else min(flushed, offset)
         if self.segment_for(offset) is None:
             start = offset - offset % self.segment_bytes
             base, segs = self._view
@@ -291,8 +296,18 @@ class CommitLog:
         self.write_pos = end
 
     def discard(self, start: int, end: int) -> None:
-        """Zero unpublished bytes [start, end) after a failed append."""
+        """Undo a failed, unpublished append of [start, end): zero its bytes and
+        drop the segments it rolled into (they hold nothing else)."""
         self._zero_range(start, end)
+        base, segs = self._view
+        first_new = start - start % self.segment_bytes + self.segment_bytes
+        keep = tuple(s for s in segs if int(s.path.name) < first_new)
+        for s in segs[len(keep) :]:
+            self.allocator.forget(s)
+            s.close()
+            os.unlink(s.path)
+        self._view = (base, keep)
+        self.allocator.request(first_new)
 
     def append_raw(self, offset: int, data: bytes | memoryview) -> None:
         """Place already-encoded log bytes (records and markers) at `offset`.
@@ -315,6 +330,9 @@ class CommitLog:
         self.write_pos = end
 
     def _roll(self, start: int) -> MappedFile:
+        existing = self.segment_for(start)
+        if existing is not None:
+            return existing
         prev = self.segment_for(start - self.segment_bytes)
         if prev is not None and prev.fd >= 0:
             os.utime(prev.fd)  # a sealed segment's mtime is its age for retention
@@ -389,13 +407,14 @@ class CommitLog:
         self._view = (base + self.segment_bytes, segs[1:])
         self.allocator.forget(first)
         os.unlink(first.path)
-        # Readers may still hold slices of this mapping: close the descriptor
-        # now and let the last reference unmap it.
-        os.close(first.fd)
-        first.fd = -1
+        first.close()  # a reader still holding a slice keeps the mapping until it lets go
         return first
 
     # ---- flushing ----------------------------------------------------------------
+
+    def add_flush_listener(self, fn: Callable[[], None]) -> None:
+        """Call `fn()` after every flush that moved `flushed` (group-commit waiters)."""
+        self._flush_listeners.append(fn)
 
     def flush(self) -> int:
         """Make every byte below `write_pos` durable; returns the flushed offset.
@@ -418,7 +437,9 @@ class CommitLog:
                     seg.sync_range(pos - seg_start, stop - seg_start)
                 pos = stop
             self.flushed = target
-            return target
+        for fn in self._flush_listeners:
+            fn()
+        return target
 
     def close(self) -> None:
         self.allocator.close()

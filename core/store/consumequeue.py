@@ -99,9 +99,11 @@ class ConsumeQueue:
         base, files = self._view
         per_file = self.per_file
         unpack = ENTRY.unpack_from
-        q = start
+        q = max(start, base)  # entries below the first file were removed by retention
         while q < end:
             idx, slot = divmod(q - base, per_file)
+            if idx >= len(files):
+                return
             view = files[idx].view
             stop = min(end - q, per_file - slot)
             pos = slot * ENTRY_SIZE
@@ -111,7 +113,9 @@ class ConsumeQueue:
                 q += 1
                 pos += ENTRY_SIZE
 
-    def put(self, queue_offset: int, phys: int, size: int, taghash: int) -> None:
+    def put(
+        self, queue_offset: int, phys: int, size: int, taghash: int, publish: bool = True
+    ) -> None:
         base, files = self._view
         idx, slot = divmod(queue_offset - base, self.per_file)
         if idx >= len(files) or idx < 0:
@@ -119,7 +123,7 @@ class ConsumeQueue:
             base = self._view[0]
             idx, slot = divmod(queue_offset - base, self.per_file)
         ENTRY.pack_into(files[idx].mm, slot * ENTRY_SIZE, phys, size, taghash)
-        if queue_offset >= self.max_offset:
+        if publish and queue_offset >= self.max_offset:
             self.max_offset = queue_offset + 1
 
     def _file_for(self, queue_offset: int) -> tuple[MappedFile, ...]:
@@ -127,7 +131,8 @@ class ConsumeQueue:
         first_needed = queue_offset - queue_offset % self.per_file
         if not files:
             base = first_needed
-            self.min_offset = self.max_offset = max(self.max_offset, first_needed)
+            if self.max_offset < first_needed:  # only recovery puts past a gap
+                self.min_offset = self.max_offset = first_needed
         elif first_needed < base:
             raise CorruptRecordError(
                 f"{self.topic}/{self.queue_id}: entry {queue_offset} below the first file"
@@ -156,6 +161,16 @@ class ConsumeQueue:
         self._flushed_max = min(self._flushed_max, self.max_offset)
         return dropped
 
+    def rollback(self, queue_offset: int) -> None:
+        """Forget entries from `queue_offset` on (a failed append's), zeroing them."""
+        self.max_offset = min(self.max_offset, queue_offset)
+        self._zero_after(queue_offset)
+        self._flushed_max = min(self._flushed_max, queue_offset)
+
+    def mark_unflushed(self) -> None:
+        """Make the next flush sync every file (after recovery rewrote entries)."""
+        self._flushed_max = self._view[0]
+
     def _zero_after(self, queue_offset: int) -> None:
         base, files = self._view
         if not files:
@@ -174,28 +189,24 @@ class ConsumeQueue:
                 f.mm[rel:last] = bytes(last - rel)
 
     def correct_min(self, log_min: int) -> None:
-        """After CommitLog segments are deleted: drop files wholly below `log_min`
-        and move `min_offset` to the first entry still in the log."""
-        base, files = self._view
-        while len(files) > 1:
-            last_phys = ENTRY.unpack_from(files[0].view, (self.per_file - 1) * ENTRY_SIZE)[0]
-            if last_phys >= log_min:
-                break
-            f = files[0]
-            os.unlink(f.path)
-            os.close(f.fd)
-            f.fd = -1
-            files = files[1:]
-            base += self.per_file
-            self._view = (base, files)
-        lo, hi = max(self.min_offset, base), self.max_offset
+        """After CommitLog segments are deleted: move `min_offset` to the first
+        entry still in the log, then delete files wholly below it."""
+        lo, hi = self.min_offset, self.max_offset
         while lo < hi:
             mid = (lo + hi) // 2
             if self.entry(mid)[0] < log_min:
                 lo = mid + 1
             else:
                 hi = mid
-        self.min_offset = lo
+        self.min_offset = lo  # readers check this before touching files
+        base, files = self._view
+        while len(files) > 1 and base + self.per_file <= lo:
+            f = files[0]
+            files = files[1:]
+            base += self.per_file
+            self._view = (base, files)
+            os.unlink(f.path)
+            f.close()
 
     def flush(self) -> None:
         base, files = self._view
@@ -250,11 +261,14 @@ class ConsumeQueueSet:
         cq = self.queues.get((topic, queue_id))
         return cq.max_offset if cq is not None else 0
 
-    def dispatch(self, entries: Iterable[Entry]) -> None:
+    def dispatch(self, entries: Iterable[Entry], publish: bool = True) -> None:
         """Build the ConsumeQueue entries of CommitLog records.
 
         The one path that fills ConsumeQueues: the append path passes what it
-        just wrote, recovery what it parsed from the log.
+        just wrote, recovery what it parsed from the log. With `publish`
+        false, `max_offset` is left alone: the append path raises it only
+        after the CommitLog bytes are published, so readers never see an
+        entry whose record could still be discarded.
         """
         queues = self.queues
         per_file = self.per_file
@@ -275,10 +289,10 @@ class ConsumeQueueSet:
             idx, slot = divmod(qoff - base, per_file)
             if 0 <= idx < len(files):
                 pack(files[idx].mm, slot * ENTRY_SIZE, phys, size, th)
-                if qoff >= cq.max_offset:
+                if publish and qoff >= cq.max_offset:
                     cq.max_offset = qoff + 1
             else:
-                cq.put(qoff, phys, size, th)
+                cq.put(qoff, phys, size, th, publish)
                 base, files = cq._view
 
     def flush(self) -> None:

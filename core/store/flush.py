@@ -27,6 +27,11 @@ class GroupCommit:
         self.syncs = 0
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
+        clog.add_flush_listener(self._wake)  # any flush (e.g. a checkpoint) releases waiters
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def wait_durable(self, end: int, timeout_s: float) -> bool:
         """Block until the log is flushed to at least `end`; False on timeout."""
@@ -54,13 +59,11 @@ class GroupCommit:
                 if self._closed:
                     return
             try:
-                clog.flush()
+                clog.flush()  # wakes the waiters through the flush listener
                 self.syncs += 1
             except OSError:
                 log.exception("group commit flush failed")
                 time.sleep(0.01)  # back off; waiters time out with FLUSH_DISK_TIMEOUT
-            with self._cond:
-                self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:

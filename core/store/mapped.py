@@ -98,7 +98,13 @@ class MappedFile:
         if tmp.exists():
             tmp.unlink()
         f = cls(tmp, size, create=True)
-        os.rename(tmp, path)
+        try:
+            os.link(tmp, path)  # unlike rename, never replaces an existing file
+        except BaseException:
+            f.close()
+            tmp.unlink()
+            raise
+        tmp.unlink()
         f.path = path
         fsync_dir(path.parent)
         return f
@@ -133,9 +139,16 @@ class MappedFile:
             raise OSError(err, os.strerror(err))
 
     def close(self) -> None:
-        self.view.release()
-        self.mm.close()
-        os.close(self.fd)
+        """Close the descriptor and unmap; if a reader still holds a slice of
+        the mapping, the last reference unmaps it instead."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        try:
+            self.view.release()
+            self.mm.close()
+        except BufferError:
+            pass
 
 
 def resident_bytes(path: Path) -> int:

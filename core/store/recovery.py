@@ -61,6 +61,8 @@ def recover(
         report = RecoveryReport(clean=True, end_offset=clean_end)
         clog.truncate_unused_after(clean_end)
         clog.start_writing_at(clean_end)
+        for cq in cqs.queues.values():
+            cq.correct_min(clog.min_offset)
         report.duration_ms = (time.monotonic() - t0) * 1000
         log.info("store opened after a clean stop: log ends at %d", clean_end)
         return report
@@ -99,9 +101,13 @@ def recover(
     if scan.error is not None or bytes_cut:
         report.cut_at = end
         report.cut_reason = scan.error or "partial record after the last valid one"
-    clog.start_writing_at(end)
+    # Nothing scanned is known durable (pages may be dirty since the kill, and
+    # the cut was just written): the checkpoint at open syncs it all again.
+    clog.start_writing_at(end, flushed=start)
     for cq in list(cqs.queues.values()):
         report.cq_entries_dropped += cq.trim(end)
+        cq.correct_min(clog.min_offset)
+        cq.mark_unflushed()
     cqs.remove_empty()
     report.duration_ms = (time.monotonic() - t0) * 1000
     if report.cut_at is not None:

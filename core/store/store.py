@@ -16,7 +16,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -73,10 +73,11 @@ class ReadResult:
     next_physical_offset: int
 
 
-def _u(value: object, limit: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
-        raise InvalidArgumentError(f"{what} must be an integer in 0..{limit}, got {value!r}")
-    return value
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(f"{what} is not valid text: {exc.reason}") from exc
 
 
 class MessageStore:
@@ -94,8 +95,10 @@ class MessageStore:
         self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self._disk_used_ratio = disk_used_ratio or self._measure_disk
         self._lock = threading.Lock()
+        self._meta_lock = threading.Lock()
         self._closed = False
         self._topic_info: dict[str, tuple[bytes, int]] = {}
+        self._listeners: list[Callable[[Iterable[tuple[str, int]]], None]] = []
         self._meta_cache: dict[tuple[str, str], tuple[bytes, int]] = {}
         self._dirlock = DirLock(self.data_dir)
         try:
@@ -128,7 +131,7 @@ class MessageStore:
 
     def create_topic(self, topic: str, queues: int) -> bool:
         """Define a topic or raise its queue count (never lowers it)."""
-        with self._lock:
+        with self._lock, self._meta_lock:
             changed = self.topics.create(topic, queues)
             self._topic_info.pop(topic, None)
             self._meta_cache.clear()
@@ -144,8 +147,9 @@ class MessageStore:
     # ---- writing ------------------------------------------------------------
 
     def _topic_entry(self, topic: str) -> tuple[bytes, int]:
-        info = (validate_topic(topic), self._queue_count(topic))
-        self._topic_info[topic] = info
+        with self._meta_lock:  # create_topic holds it too: never cache a stale count
+            info = (validate_topic(topic), self._queue_count(topic))
+            self._topic_info[topic] = info
         return info
 
     def _meta_entry(self, topic: str, tags: str) -> tuple[bytes, int]:
@@ -153,7 +157,7 @@ class MessageStore:
         if not isinstance(tags, str):
             raise InvalidArgumentError(f"tags must be a string, got {type(tags).__name__}")
         topic_b = self._topic_info[topic][0]
-        tags_b = tags.encode("utf-8")
+        tags_b = _utf8(tags, "tags")
         if len(tags_b) > 0xFFFF:
             raise InvalidArgumentError("tags must be at most 65535 bytes")
         entry = (encode_meta(topic_b, tags_b, b"", b""), tag_hash(tags))
@@ -167,11 +171,11 @@ class MessageStore:
         keys = m.keys
         if not isinstance(keys, str):
             raise InvalidArgumentError(f"keys must be a string, got {type(keys).__name__}")
-        keys_b = keys.encode("utf-8")
+        keys_b = _utf8(keys, "keys")
         if len(keys_b) > 0xFFFF:
             raise InvalidArgumentError("keys must be at most 65535 bytes")
         props_b = self._encode_props(m.properties) if m.properties else b""
-        tags_b = m.tags.encode("utf-8")
+        tags_b = _utf8(m.tags, "tags")
         return encode_meta(self._topic_info[m.topic][0], tags_b, keys_b, props_b), th
 
     def _prepare(self, messages: Sequence[Message]) -> list[Prepared]:
@@ -182,6 +186,8 @@ class MessageStore:
         out: list[Prepared] = []
         add = out.append
         for m in messages:
+            if type(m) is not Message:
+                raise InvalidArgumentError(f"expected a Message, got {type(m).__name__}")
             topic = m.topic
             ti = info.get(topic) if type(topic) is str else None
             if ti is None:
@@ -222,7 +228,7 @@ class MessageStore:
             raise InvalidArgumentError(f"properties must be a mapping, got {type(props).__name__}")
         try:
             return encode_properties(props)
-        except ValueError as exc:
+        except ValueError as exc:  # UnicodeEncodeError included
             raise InvalidArgumentError(str(exc)) from exc
 
     def append(self, messages: Sequence[Message]) -> list[tuple[int, int]]:
@@ -232,6 +238,10 @@ class MessageStore:
         rejects the batch and nothing is stored. With `flush = "sync"` this
         returns only after the batch is durable (group commit).
         """
+        if not isinstance(messages, list | tuple):
+            raise InvalidArgumentError(
+                f"append takes a list of Message, got {type(messages).__name__}"
+            )
         if not messages:
             return []
         batch = self._prepare(messages)
@@ -253,15 +263,23 @@ class MessageStore:
             start = clog.write_pos
             entries, end = clog.append(batch, qoffs, self._clock_ms())
             try:
-                cqs.dispatch(entries)
+                cqs.dispatch(entries, publish=False)
             except BaseException:
                 clog.discard(start, end)
                 for (topic, qid), q in firsts.items():
                     cq = cqs.get(topic, qid)
                     if cq is not None:
-                        cq.max_offset = min(cq.max_offset, q)
+                        cq.rollback(q)
                 raise
             clog.publish(end)
+            queues = cqs.queues
+            for key, q in nexts.items():  # entries become readable only now
+                queues[key].max_offset = q
+        for listener in self._listeners:
+            try:
+                listener(firsts.keys())
+            except Exception:
+                log.exception("append listener failed")
         result = [(e[3], e[2]) for e in entries]
         if self._group is not None and not self._group.wait_durable(
             end, self.config.sync_flush_timeout_ms / 1000
@@ -272,7 +290,15 @@ class MessageStore:
             )
         return result
 
+    def add_append_listener(self, fn: Callable[[Iterable[tuple[str, int]]], None]) -> None:
+        """Call `fn((topic, queue) keys)` after each append is visible (long polling)."""
+        self._listeners.append(fn)
+
     # ---- reading ------------------------------------------------------------
+
+    def next_queue_offset(self, topic: str, queue_id: int) -> int:
+        """The queue offset the next message will get (no validation: hot path)."""
+        return self.cqs.next_offset(topic, queue_id)
 
     def queue_offsets(self, topic: str, queue_id: int) -> tuple[int, int]:
         """(min, max) queue offsets; max is the offset the next message will get."""
@@ -302,6 +328,8 @@ class MessageStore:
         record when one is there. `tag_filter(tag_hash)` skips entries on the
         ConsumeQueue without touching the CommitLog.
         """
+        if self._closed:
+            raise StoreClosedError("store is closed")
         self._check_queue(topic, queue_id)
         if isinstance(queue_offset, bool) or not isinstance(queue_offset, int) or queue_offset < 0:
             raise InvalidOffsetError(
@@ -341,7 +369,10 @@ class MessageStore:
             total += size
             if len(chunks) >= max_count:
                 break
-        data = b"".join(chunks)
+        try:
+            data = b"".join(chunks)
+        except ValueError as exc:  # a mapping released by close() under us
+            raise StoreClosedError("store closed during the read") from exc
         count = len(chunks)
         del chunks
         next_phys = cq.entry(nxt)[0] if nxt < cq.max_offset else clog.max_offset

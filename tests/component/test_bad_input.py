@@ -16,6 +16,7 @@ from core.errors import (
     InvalidQueueError,
     InvalidTopicError,
     MessageTooLargeError,
+    StoreClosedError,
     StoreLockedError,
     TailraceError,
     UnknownTopicError,
@@ -55,6 +56,10 @@ BAD_BATCHES: list[tuple[str, list[Message], type[TailraceError]]] = [
     ("tags not str", [Message("t", 0, b"x", tags=["a"])], InvalidArgumentError),  # type: ignore[arg-type]
     ("props not map", [Message("t", 0, b"x", properties=[1])], InvalidArgumentError),  # type: ignore[arg-type]
     ("huge tags", [Message("t", 0, b"x", tags="a" * 70_000)], InvalidArgumentError),
+    ("surrogate tags", [GOOD, Message("t", 0, b"x", tags="\ud800")], InvalidArgumentError),
+    ("surrogate keys", [GOOD, Message("t", 0, b"x", keys="\udfff")], InvalidArgumentError),
+    ("surrogate prop", [Message("t", 0, b"x", properties={"k": "\ud800"})], InvalidArgumentError),
+    ("not a message", [GOOD, ("t", 0, b"x")], InvalidArgumentError),  # type: ignore[list-item]
 ]
 
 
@@ -72,6 +77,22 @@ def test_bad_batch_rejected_whole_and_store_unchanged(
     assert fingerprint(s) == before
     # and the store still works, continuing at the right offsets
     assert s.append([GOOD]) == [(before[0], 10)]
+
+
+def test_append_needs_a_list(open_store: Open) -> None:
+    s = open_store()
+    s.create_topic("t", 1)
+    with pytest.raises(InvalidArgumentError):
+        s.append(GOOD)  # type: ignore[arg-type]
+
+
+def test_read_after_close_is_a_clear_error(open_store: Open) -> None:
+    s = open_store()
+    s.create_topic("t", 1)
+    s.append([GOOD])
+    s.close()
+    with pytest.raises(StoreClosedError):
+        s.read("t", 0, 0, 1, 100)
 
 
 @pytest.mark.parametrize(

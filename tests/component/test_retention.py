@@ -11,7 +11,7 @@ import pytest
 from core.record import Message, iter_records
 from core.store import MessageStore, ReadStatus
 from tests.conftest import SMALL
-from tests.helpers.store_tools import check_consistency, segment_files
+from tests.helpers.store_tools import abandon, check_consistency, segment_files
 
 pytestmark = pytest.mark.component
 HOUR_MS = 3_600_000
@@ -66,9 +66,16 @@ def test_old_segments_deleted_and_min_offsets_move(tmp_path: Path) -> None:
         assert int(cq_files[0].name) <= s.queue_offsets("t", 0)[0] < int(cq_files[0].name) + 64
         s.append([Message("t", 0, b"more")])
         assert check_consistency(s) == 600 - sum(s.queue_offsets("t", q)[0] for q in (0, 1)) + 1
-    with MessageStore(tmp_path, cfg) as s2:  # minimums survive a restart
+        mins = [s.queue_offsets("t", q) for q in (0, 1)]
+    with MessageStore(tmp_path, cfg) as s2:  # minimums survive a clean restart
         assert s2.commitlog.min_offset == int(active.name)
-        assert s2.queue_offsets("t", 0)[0] > 0
+        assert [s2.queue_offsets("t", q) for q in (0, 1)] == mins
+        r = s2.read("t", 0, 0, 10, 1 << 20)
+        assert (r.status, r.next_queue_offset) == (ReadStatus.OFFSET_TOO_SMALL, mins[0][0])
+        abandon(s2)
+    with MessageStore(tmp_path, cfg) as s3:  # and an unclean one
+        assert not s3.recovery.clean
+        assert [s3.queue_offsets("t", q) for q in (0, 1)] == mins
 
 
 def test_disk_watermark_deletes_oldest_until_below(tmp_path: Path) -> None:

@@ -1,0 +1,137 @@
+"""An append that fails part-way leaves no trace: not in the log, not in the
+queues, not visible to readers, and the store keeps working (review findings)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from core.record import Message, decode_record
+from core.store import MessageStore, ReadStatus, StoreConfig
+from core.store.consumequeue import ConsumeQueueSet
+from core.store.flush import GroupCommit
+from tests.helpers.store_tools import abandon, check_consistency
+
+pytestmark = pytest.mark.component
+Open = Callable[..., MessageStore]
+
+
+def failing_dispatch(s: MessageStore) -> None:
+    real = s.cqs.dispatch
+
+    def boom(entries: object, publish: bool = True) -> None:
+        real(entries, publish)  # type: ignore[arg-type]
+        raise OSError(28, "No space left on device (simulated)")
+
+    s.cqs.dispatch = boom  # type: ignore[method-assign]
+
+
+def test_failed_append_across_a_rollover_leaves_no_trace(
+    open_store: Open, tmp_path: Path, small_config: StoreConfig
+) -> None:
+    s = open_store(tmp_path / "d")
+    s.create_topic("t", 2)
+    for i in range(80):  # close to the end of the first segment
+        s.append([Message("t", i % 2, b"a" * 700)])
+    end = s.commitlog.max_offset
+    offsets = (s.queue_offsets("t", 0), s.queue_offsets("t", 1))
+    real = s.cqs.dispatch
+    failing_dispatch(s)
+    big = [Message("t", 1, b"b" * 5000) for _ in range(10)]  # rolls into segment 2
+    with pytest.raises(OSError):
+        s.append(big)
+    s.cqs.dispatch = real  # type: ignore[method-assign]
+    assert s.commitlog.max_offset == end
+    assert (s.queue_offsets("t", 0), s.queue_offsets("t", 1)) == offsets
+    assert len(s.commitlog.segments()) == end // small_config.segment_bytes + 1
+    acked = [s.append([Message("t", 1, f"ok-{i}".encode() * 300)])[0] for i in range(40)]
+    s.close()
+    s2 = open_store(tmp_path / "d")
+    for i, (phys, q) in enumerate(acked):
+        rec = decode_record(bytes(s2.commitlog.record_at(phys)))
+        assert rec.body == f"ok-{i}".encode() * 300 and rec.queue_offset == q
+    assert check_consistency(s2) == 120
+
+
+def test_failed_dispatch_leaves_no_queue_entries(open_store: Open, tmp_path: Path) -> None:
+    s = open_store(tmp_path / "d")
+    s.create_topic("a", 1)
+    s.create_topic("b", 1)
+    s.append([Message("b", 0, b"b0"), Message("b", 0, b"b1")])
+    failing_dispatch(s)
+    with pytest.raises(OSError):
+        s.append([Message("a", 0, b"x"), Message("a", 0, b"y")])
+    assert s.queue_offsets("a", 0) == (0, 0)
+    abandon(s)
+    s2 = open_store(tmp_path / "d")  # unclean restart must not resurrect the entries
+    assert s2.queue_offsets("a", 0) == (0, 0)
+    assert check_consistency(s2) == 2
+
+
+def test_entries_are_invisible_until_the_log_is_published(open_store: Open) -> None:
+    s = open_store()
+    s.create_topic("t", 1)
+    seen: list[ReadStatus] = []
+    real = s.cqs.dispatch
+
+    def dispatch_then_read(entries: object, publish: bool = True) -> None:
+        real(entries, publish)  # type: ignore[arg-type]
+        seen.append(s.read("t", 0, 0, 10, 1 << 20).status)
+
+    s.cqs.dispatch = dispatch_then_read  # type: ignore[method-assign]
+    s.append([Message("t", 0, b"x")])
+    assert seen == [ReadStatus.NO_NEW_MSG]
+    assert s.read("t", 0, 0, 10, 1 << 20).count == 1
+
+
+class _StuckLog:
+    """A CommitLog stand-in whose group-commit flushes never finish."""
+
+    def __init__(self) -> None:
+        self.flushed = 0
+        self.write_pos = 100
+        self.listeners: list[Callable[[], None]] = []
+        self.release = threading.Event()
+
+    def add_flush_listener(self, fn: Callable[[], None]) -> None:
+        self.listeners.append(fn)
+
+    def flush(self) -> int:  # the group-commit thread's flush hangs
+        self.release.wait(30)
+        return self.flushed
+
+    def flush_elsewhere(self) -> None:  # e.g. the checkpoint thread
+        self.flushed = self.write_pos
+        for fn in self.listeners:
+            fn()
+
+
+def test_a_flush_by_another_thread_releases_group_commit_waiters() -> None:
+    clog = _StuckLog()
+    group = GroupCommit(clog)  # type: ignore[arg-type]
+    try:
+        result: list[bool] = []
+        waiter = threading.Thread(target=lambda: result.append(group.wait_durable(100, 30.0)))
+        waiter.start()
+        deadline = time.monotonic() + 5
+        while not group._wanted and time.monotonic() < deadline:
+            time.sleep(0.001)
+        clog.flush_elsewhere()
+        waiter.join(10)  # far below the 30 s timeout: the listener woke it
+        assert result == [True]
+    finally:
+        clog.release.set()
+        group.close()
+
+
+def test_consume_queue_set_dispatch_publish_flag(tmp_path: Path) -> None:
+    cqs = ConsumeQueueSet(tmp_path, 16)
+    cqs.dispatch([("t", 0, 0, 0, 100, 0), ("t", 0, 1, 100, 100, 0)], publish=False)
+    assert cqs.next_offset("t", 0) == 0
+    cqs.dispatch([("t", 0, 2, 200, 100, 0)])
+    assert cqs.next_offset("t", 0) == 3
+    cqs.close()
