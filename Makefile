@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy core bench deploy
+	$(BIN)/mypy core bench deploy master slave nameserver consumer
 
 # The CI set: everything but the tests marked slow or drill.
 test: lint typecheck

@@ -6,29 +6,49 @@ import argparse
 import logging
 import sys
 
+from core.errors import TailraceError
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tailrace", description="Tailrace message broker")
-    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
 
     from bench import store_bench
+    from deploy import broker_main, client_cli
 
+    p = sub.add_parser("broker", help="run a broker")
+    broker_main.add_arguments(p)
+    client_cli.add_produce_arguments(sub.add_parser("produce", help="send test messages"))
+    client_cli.add_consume_arguments(sub.add_parser("consume", help="receive messages"))
+    client_cli.add_topic_arguments(sub.add_parser("topic", help="create or list topics"))
     p = sub.add_parser("store-bench", help="benchmark the storage engine")
     store_bench.add_arguments(p)
     sub.add_parser("store-demo", help="kill -9 a writer, recover, benchmark", add_help=False)
 
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    if args.command not in ("broker", "produce", "consume", "topic"):  # they set up their own
+        logging.basicConfig(
+            level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
     if args.command == "store-demo":
         from deploy import store_demo
 
         return store_demo.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return store_bench.run(args)
+    commands = {
+        "broker": broker_main.run,
+        "produce": client_cli.run_produce,
+        "consume": client_cli.run_consume,
+        "topic": client_cli.run_topic,
+        "store-bench": store_bench.run,
+    }
+    try:
+        return commands[args.command](args)
+    except TailraceError as exc:
+        print(f"tailrace {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -99,6 +99,11 @@ class SegmentAllocator:
                 self._cond.notify_all()
         return seg
 
+    def warming(self) -> int:
+        """Segments still being pre-faulted."""
+        with self._cond:
+            return len(self._warm_queue)
+
     def forget(self, seg: MappedFile) -> None:
         """Stop warming `seg` (it is about to be closed or deleted)."""
         with self._warm_lock, self._cond:

@@ -1,0 +1,173 @@
+"""Broker configuration: TOML file, then command-line overrides.
+
+Sections: `[broker]`, `[server]`, `[pull]`, `[store]` (StoreConfig). Every key
+has a default and a doc (`tailrace broker --print-config` lists them).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from core.config import describe, load_section, require
+from core.errors import ConfigError
+from core.store.config import StoreConfig
+
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+def parse_address(value: str, key: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"must be HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSection:
+    cluster: str = field(default="DefaultCluster", metadata=_doc("cluster name"))
+    broker_name: str = field(
+        default="broker-a", metadata=_doc("broker group name; master and slaves share it")
+    )
+    broker_id: int = field(default=0, metadata=_doc("0 = master, >0 = slave"))
+    role: Literal["master", "slave"] = field(default="master", metadata=_doc("master or slave"))
+    listen: str = field(
+        default="127.0.0.1:10911", metadata=_doc("HOST:PORT to serve on; port 0 picks one")
+    )
+    data_dir: Path = field(default=Path("./data"), metadata=_doc("store and offsets directory"))
+    auto_create_topics: bool = field(
+        default=True, metadata=_doc("create unknown topics on first send")
+    )
+    default_queues: int = field(default=8, metadata=_doc("queues of an auto-created topic"))
+
+    def validate(self, prefix: str = "broker") -> None:
+        require(
+            bool(_NAME.fullmatch(self.cluster)),
+            f"{prefix}.cluster",
+            "must match [A-Za-z0-9_.-]{1,64}",
+        )
+        require(
+            bool(_NAME.fullmatch(self.broker_name)),
+            f"{prefix}.broker_name",
+            "must match [A-Za-z0-9_.-]{1,64}",
+        )
+        require(self.broker_id >= 0, f"{prefix}.broker_id", "must be >= 0")
+        require(
+            (self.broker_id == 0) == (self.role == "master"),
+            f"{prefix}.broker_id",
+            "must be 0 for a master and > 0 for a slave",
+        )
+        parse_address(self.listen, f"{prefix}.listen")
+        require(1 <= self.default_queues <= 1024, f"{prefix}.default_queues", "must be in 1..1024")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSection:
+    max_workers: int = field(
+        default=64, metadata=_doc("gRPC server threads; a held long poll occupies one")
+    )
+    max_concurrent_rpcs: int = field(
+        default=512, metadata=_doc("calls beyond this are refused with RESOURCE_EXHAUSTED")
+    )
+    max_message_bytes: int = field(
+        default=64 * 1024 * 1024, metadata=_doc("gRPC send/receive message limit")
+    )
+    grace_ms: int = field(default=5000, metadata=_doc("SIGTERM: time for calls in flight"))
+
+    def validate(self, prefix: str = "server") -> None:
+        require(self.max_workers >= 2, f"{prefix}.max_workers", "must be at least 2")
+        require(self.max_concurrent_rpcs >= 1, f"{prefix}.max_concurrent_rpcs", "must be positive")
+        require(
+            self.max_message_bytes >= 1024 * 1024, f"{prefix}.max_message_bytes", "must be >= 1 MiB"
+        )
+        require(self.grace_ms >= 0, f"{prefix}.grace_ms", "must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class PullSection:
+    max_wait_ms: int = field(default=30_000, metadata=_doc("cap on a pull's long-poll wait"))
+    max_messages: int = field(default=1024, metadata=_doc("cap on messages per pull"))
+    max_bytes: int = field(default=4 * 1024 * 1024, metadata=_doc("cap on bytes per pull"))
+
+    def validate(self, prefix: str = "pull") -> None:
+        require(self.max_wait_ms >= 0, f"{prefix}.max_wait_ms", "must be >= 0")
+        require(self.max_messages >= 1, f"{prefix}.max_messages", "must be positive")
+        require(self.max_bytes >= 1024, f"{prefix}.max_bytes", "must be >= 1024")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    broker: BrokerSection = field(default_factory=BrokerSection)
+    server: ServerSection = field(default_factory=ServerSection)
+    pull: PullSection = field(default_factory=PullSection)
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+    def validate(self) -> None:
+        require(
+            self.server.max_message_bytes >= self.pull.max_bytes + 64 * 1024,
+            "server.max_message_bytes",
+            "must exceed pull.max_bytes (a pull response must fit)",
+        )
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "broker": BrokerSection,
+    "server": ServerSection,
+    "pull": PullSection,
+    "store": StoreConfig,
+}
+
+
+def _parse_value(raw: str) -> Any:
+    """A --set value: TOML syntax if it parses (numbers, booleans, quoted
+    strings), else the bare string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def load_broker_config(
+    path: Path | None, overrides: Mapping[str, Any] | None = None
+) -> BrokerConfig:
+    """Read `path` (optional), apply `overrides` ({"section.key": value}), validate."""
+    tables: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+        for name, table in data.items():
+            if name not in SECTIONS:
+                raise ConfigError(name, "unknown section")
+            if not isinstance(table, dict):
+                raise ConfigError(name, "must be a table")
+            tables[name].update(table)
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS or not key:
+            raise ConfigError(dotted, "unknown key (use section.key)")
+        tables[section][key] = _parse_value(value) if isinstance(value, str) else value
+    built = {name: load_section(cls, tables[name], name) for name, cls in SECTIONS.items()}
+    cfg = BrokerConfig(**built)
+    cfg.validate()
+    return cfg
+
+
+def documented_keys() -> list[tuple[str, Any, str]]:
+    """(section.key, default, doc) for every broker config key."""
+    return [
+        (f"{name}.{key}", default, doc)
+        for name, cls in SECTIONS.items()
+        for key, default, doc in describe(cls)
+    ]

@@ -1,0 +1,76 @@
+"""The one table between Tailrace error codes and gRPC status codes.
+
+Servers send a failure as a gRPC status plus the trailing metadata key
+`tailrace-error-code`; clients map it back with `error_from_rpc`. When the
+key is absent (the failure came from gRPC itself: a dead connection, a
+deadline, a message over the transport limit), the gRPC status code alone
+picks the class.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from core import errors as e
+
+ERROR_CODE_KEY = "tailrace-error-code"
+
+# Tailrace code -> gRPC status, for servers.
+TO_GRPC: dict[str, grpc.StatusCode] = {
+    e.InvalidArgumentError.code: grpc.StatusCode.INVALID_ARGUMENT,
+    e.InvalidTopicError.code: grpc.StatusCode.INVALID_ARGUMENT,
+    e.InvalidQueueError.code: grpc.StatusCode.INVALID_ARGUMENT,
+    e.InvalidOffsetError.code: grpc.StatusCode.INVALID_ARGUMENT,
+    e.MessageTooLargeError.code: grpc.StatusCode.INVALID_ARGUMENT,
+    e.UnknownTopicError.code: grpc.StatusCode.NOT_FOUND,
+    e.ConfigError.code: grpc.StatusCode.FAILED_PRECONDITION,
+    e.StoreLockedError.code: grpc.StatusCode.FAILED_PRECONDITION,
+    e.CorruptRecordError.code: grpc.StatusCode.DATA_LOSS,
+    e.StoreClosedError.code: grpc.StatusCode.UNAVAILABLE,
+    e.BrokerUnavailableError.code: grpc.StatusCode.UNAVAILABLE,
+    e.RequestTimeoutError.code: grpc.StatusCode.DEADLINE_EXCEEDED,
+    e.FlushTimeoutError.code: grpc.StatusCode.DEADLINE_EXCEEDED,
+    e.StorageFullError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    e.TailraceError.code: grpc.StatusCode.INTERNAL,
+}
+
+# gRPC status -> Tailrace class, for failures that carry no Tailrace code.
+FROM_GRPC: dict[grpc.StatusCode, type[e.TailraceError]] = {
+    grpc.StatusCode.UNAVAILABLE: e.BrokerUnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: e.RequestTimeoutError,
+    grpc.StatusCode.INVALID_ARGUMENT: e.InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: e.UnknownTopicError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: e.MessageTooLargeError,
+    grpc.StatusCode.DATA_LOSS: e.CorruptRecordError,
+    grpc.StatusCode.CANCELLED: e.BrokerUnavailableError,
+}
+
+
+def grpc_status_for(err: e.TailraceError) -> grpc.StatusCode:
+    for cls in type(err).__mro__:
+        code = getattr(cls, "code", None)
+        if code in TO_GRPC:
+            return TO_GRPC[code]
+    return grpc.StatusCode.INTERNAL
+
+
+def error_from_rpc(exc: grpc.RpcError) -> e.TailraceError:
+    """The TailraceError a failed call stands for."""
+    code = None
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    for item in trailing or ():
+        pair: tuple[str, str | bytes] = tuple(item)  # type: ignore[arg-type,assignment]
+        if pair[0] == ERROR_CODE_KEY:
+            code = pair[1]
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    status = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    cls = e.for_code(str(code)) if code is not None else FROM_GRPC.get(status, e.TailraceError)
+    message = str(details or status)
+    prefix = f"{cls.code}: "
+    if message.startswith(prefix):
+        message = message[len(prefix) :]
+    if cls is e.ConfigError:
+        return e.TailraceError(message)
+    if cls is e.FlushTimeoutError:
+        return e.FlushTimeoutError(message, [])
+    return cls(message)

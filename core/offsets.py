@@ -1,0 +1,61 @@
+"""Consumer offsets per (group, topic, queue), persisted in the data directory.
+
+`offsets.json` is rewritten atomically (temp file, fsync, rename) on every
+commit that changes something, so an acknowledged commit survives kill -9.
+Commits are rare next to sends (consumers commit every few seconds), so one
+small fsync each is affordable; issue 5 moves offsets into the log.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+
+from core.errors import InvalidArgumentError, InvalidOffsetError
+from core.store.checkpoint import atomic_write
+
+OFFSETS = "offsets.json"
+_GROUP = re.compile(r"[A-Za-z0-9_.\-%]{1,255}")
+U64 = (1 << 64) - 1
+
+
+def validate_group(group: str) -> str:
+    if not isinstance(group, str) or not _GROUP.fullmatch(group):
+        raise InvalidArgumentError(f"group name {group!r} must match [A-Za-z0-9_.%-]{{1,255}}")
+    return group
+
+
+class ConsumerOffsets:
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / OFFSETS
+        self._lock = threading.Lock()
+        self._offsets: dict[tuple[str, str, int], int] = {}
+        if self.path.exists():
+            data = json.loads(self.path.read_text())
+            for group, topics in data.get("offsets", {}).items():
+                for topic, queues in topics.items():
+                    for qid, off in queues.items():
+                        self._offsets[(group, topic, int(qid))] = int(off)
+
+    def commit(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+        validate_group(group)
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= U64:
+            raise InvalidOffsetError(f"offset must be in 0..2^64-1, got {offset!r}")
+        key = (group, topic, queue_id)
+        with self._lock:
+            if self._offsets.get(key) == offset:
+                return
+            self._offsets[key] = offset
+            self._persist()
+
+    def query(self, group: str, topic: str, queue_id: int) -> int | None:
+        validate_group(group)
+        return self._offsets.get((group, topic, queue_id))
+
+    def _persist(self) -> None:
+        tree: dict[str, dict[str, dict[str, int]]] = {}
+        for (g, t, q), off in sorted(self._offsets.items()):
+            tree.setdefault(g, {}).setdefault(t, {})[str(q)] = off
+        atomic_write(self.path, json.dumps({"offsets": tree}).encode())

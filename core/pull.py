@@ -1,0 +1,69 @@
+"""Serving a pull from a store: limits, tag filter, long polling.
+
+Role-independent: the master adds its redirect advice (issue 6), a slave its
+confirmed-offset limit (issue 5), around this.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.errors import InvalidArgumentError
+from core.longpoll import ArrivalNotifier
+from core.offsets import validate_group
+from core.store import MessageStore, ReadResult, ReadStatus
+from core.subscription import Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class PullLimits:
+    max_wait_ms: int
+    max_messages: int
+    max_bytes: int
+
+
+def serve_pull(
+    store: MessageStore,
+    notifier: ArrivalNotifier,
+    limits: PullLimits,
+    group: str,
+    topic: str,
+    queue_id: int,
+    queue_offset: int,
+    max_messages: int,
+    max_bytes: int,
+    max_wait_ms: int,
+    subscription: str,
+    alive: Callable[[], bool] = lambda: True,
+) -> ReadResult:
+    """Read, and if there is nothing new, hold the pull until a record arrives,
+    the wait ends, or `alive()` turns false (the caller went away)."""
+    validate_group(group)
+    sub = Subscription.parse(subscription)
+    if max_messages < 0 or max_bytes < 0 or max_wait_ms < 0:
+        raise InvalidArgumentError("max_messages, max_bytes and max_wait_ms must be >= 0")
+    count = min(max_messages or 32, limits.max_messages)
+    nbytes = min(max_bytes or 256 * 1024, limits.max_bytes)
+    wait_s = min(max_wait_ms, limits.max_wait_ms) / 1000
+    tag_filter = sub.hash_filter()
+    result = store.read(topic, queue_id, queue_offset, count, nbytes, tag_filter)
+    if result.status is not ReadStatus.NO_NEW_MSG or wait_s <= 0:
+        return result
+    deadline = time.monotonic() + wait_s
+    key = (topic, queue_id)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return result
+        notifier.wait(
+            key,
+            lambda: store.next_queue_offset(topic, queue_id) > queue_offset or not alive(),
+            left,
+        )
+        if not alive() or store.next_queue_offset(topic, queue_id) <= queue_offset:
+            return result
+        result = store.read(topic, queue_id, queue_offset, count, nbytes, tag_filter)
+        if result.status is not ReadStatus.NO_NEW_MSG:
+            return result

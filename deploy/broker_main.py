@@ -1,0 +1,149 @@
+"""`tailrace broker`: run one broker process.
+
+Wires config, store, role logic and the gRPC server; handles SIGTERM
+(stop taking requests, flush, clean-shutdown marker, exit 0) and writes the
+ready file once the server answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from core.broker_config import BrokerConfig, documented_keys, load_broker_config, parse_address
+from core.errors import ConfigError, TailraceError
+from core.grpc_server import build_server, set_serving
+from core.offsets import ConsumerOffsets
+from core.pb.tailrace.v1 import broker_pb2_grpc
+from core.store import MessageStore
+from core.store.checkpoint import atomic_write
+from master.broker import MasterBroker
+from master.service import BrokerService
+
+log = logging.getLogger("tailrace.broker")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file (optional)")
+    p.add_argument("--ready-file", type=Path, help="write JSON {address, pid, ...} once serving")
+    p.add_argument("--listen", help="HOST:PORT (port 0 picks a free port)")
+    p.add_argument("--data-dir", help="data directory")
+    p.add_argument("--broker-name", help="broker group name")
+    p.add_argument("--broker-id", type=int, help="0 = master")
+    p.add_argument("--role", choices=["master", "slave"])
+    p.add_argument("--flush", choices=["async", "sync"])
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="any other config key (repeatable)",
+    )
+    p.add_argument("--print-config", action="store_true", help="list every key and exit")
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(item, "--set takes SECTION.KEY=VALUE")
+        out[key.strip()] = value.strip()
+    flags = {
+        "broker.listen": args.listen,
+        "broker.data_dir": args.data_dir,
+        "broker.broker_name": args.broker_name,
+        "broker.broker_id": args.broker_id,
+        "broker.role": args.role,
+        "store.flush": args.flush,
+    }
+    out.update({k: v for k, v in flags.items() if v is not None})
+    return out
+
+
+def write_ready_file(path: Path, info: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(info).encode())
+
+
+def setup_logging(node: str, level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format=f"%(asctime)s %(levelname)s [{node}] %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
+    b = cfg.broker
+    if b.role != "master":
+        raise ConfigError("broker.role", "only the master role exists so far (slaves: issue 5)")
+    host, _ = parse_address(b.listen, "broker.listen")
+    b.data_dir.mkdir(parents=True, exist_ok=True)
+    store = MessageStore(b.data_dir, cfg.store)
+    try:
+        broker = MasterBroker(cfg, store, ConsumerOffsets(b.data_dir))
+        server, health = build_server(
+            cfg.server.max_workers, cfg.server.max_concurrent_rpcs, cfg.server.max_message_bytes
+        )
+        broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker), server)
+        try:
+            port = server.add_insecure_port(b.listen)
+        except RuntimeError as exc:
+            raise ConfigError("broker.listen", f"cannot listen on {b.listen}: {exc}") from exc
+        if port == 0:
+            raise ConfigError("broker.listen", f"cannot listen on {b.listen}")
+        broker.address = f"{host}:{port}"
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        server.start()
+        set_serving(health, True)
+        log.info("serving %s as %s id %d on %s", b.broker_name, b.role, b.broker_id, broker.address)
+        if ready_file is not None:
+            write_ready_file(
+                ready_file,
+                {
+                    "address": broker.address,
+                    "pid": os.getpid(),
+                    "role": b.role,
+                    "broker_name": b.broker_name,
+                    "broker_id": b.broker_id,
+                    "cluster": b.cluster,
+                    "data_dir": str(b.data_dir),
+                },
+            )
+        stop.wait()
+        log.info("stopping: refusing new calls, finishing calls in flight")
+        set_serving(health, False)
+        stopped = server.stop(cfg.server.grace_ms / 1000)
+        broker.close()  # held pulls return now instead of at their deadline
+        stopped.wait()
+    finally:
+        store.close()
+    log.info("stopped cleanly")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.print_config:
+        for key, default, doc in documented_keys():
+            print(f"{key} = {default!r}  # {doc}")
+        return 0
+    try:
+        cfg = load_broker_config(args.config, overrides_from(args))
+    except ConfigError as exc:
+        print(f"tailrace broker: bad config: {exc}", flush=True)
+        return 2
+    setup_logging(f"{cfg.broker.broker_name}/{cfg.broker.broker_id}", args.log_level)
+    try:
+        return serve(cfg, args.ready_file)
+    except TailraceError as exc:
+        log.error("cannot start: %s", exc)
+        return 2

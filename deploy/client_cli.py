@@ -1,0 +1,231 @@
+"""`tailrace produce | consume | topic`: the end-to-end verification tools.
+
+Bodies that `produce` writes start with `<run id>:<sequence number>:`, so
+`consume` (and drills) can tell every message apart and check that each
+acknowledged one arrived. `--log` writes one JSON line per acknowledged
+(produce) or received (consume) message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from typing import IO, Any
+
+from consumer import Admin, Producer, PullConsumer
+from consumer.producer import OutgoingMessage, SendReceipt
+from core.errors import TailraceError
+
+
+def make_body(run_id: str, seq: int, size: int) -> bytes:
+    head = f"{run_id}:{seq}:".encode()
+    return head + b"x" * max(0, size - len(head))
+
+
+def parse_body(body: bytes) -> tuple[str, int] | None:
+    parts = body.split(b":", 2)
+    if len(parts) < 3 or not parts[1].isdigit():
+        return None
+    return parts[0].decode(errors="replace"), int(parts[1])
+
+
+def add_produce_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", required=True, help="broker address HOST:PORT")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--size", type=int, default=1024, help="body bytes")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--queue", type=int, default=-1, help="-1: the broker picks per batch")
+    p.add_argument("--tags", default="")
+    p.add_argument("--in-flight", type=int, default=4, help="batches outstanding at once")
+    p.add_argument("--run-id", default=None)
+    p.add_argument("--log", type=argparse.FileType("w"), default=None)
+    p.add_argument("--json", action="store_true")
+
+
+def run_produce(args: argparse.Namespace) -> int:
+    run_id = args.run_id or uuid.uuid4().hex[:12]
+    if args.count < 0 or args.batch < 1 or args.size < 0:
+        print("tailrace produce: --count >= 0, --batch >= 1, --size >= 0", file=sys.stderr)
+        return 2
+    log: IO[str] | None = args.log
+    lock = threading.Lock()
+    ok = failed = 0
+    errors: dict[str, int] = {}
+
+    def record(seqs: range, fut: Future[list[SendReceipt]]) -> None:
+        nonlocal ok, failed
+        try:
+            receipts = fut.result()
+        except TailraceError as exc:
+            with lock:
+                failed += len(seqs)
+                errors[exc.code] = errors.get(exc.code, 0) + len(seqs)
+            return
+        lines = []
+        for seq, r in zip(seqs, receipts, strict=True):
+            if log is not None:
+                lines.append(
+                    json.dumps(
+                        {
+                            "run": run_id,
+                            "seq": seq,
+                            "queue": r.queue_id,
+                            "offset": r.queue_offset,
+                            "id": r.message_id,
+                            "status": r.status,
+                        }
+                    )
+                )
+        with lock:
+            ok += sum(1 for r in receipts if r.status == "SEND_OK")
+            failed += sum(1 for r in receipts if r.status != "SEND_OK")
+            if log is not None:
+                log.write("\n".join(lines) + "\n")
+
+    t0 = time.perf_counter()
+    with Producer(args.broker, max_in_flight=args.in_flight) as producer:
+        pending: list[Future[list[SendReceipt]]] = []
+        for start in range(0, args.count, args.batch):
+            seqs = range(start, min(args.count, start + args.batch))
+            bodies = [make_body(run_id, s, args.size) for s in seqs]
+            if args.tags:
+                msgs: list[Any] = [OutgoingMessage(b, tags=args.tags) for b in bodies]
+            else:
+                msgs = bodies
+            fut = producer.send_batch_async(args.topic, msgs, args.queue)
+            fut.add_done_callback(functools.partial(record, seqs))
+            pending.append(fut)
+        for fut in pending:
+            with contextlib.suppress(TailraceError):  # counted in record()
+                fut.result()
+    elapsed = time.perf_counter() - t0
+    if log is not None:
+        log.close()
+    summary = {
+        "run_id": run_id,
+        "ok": ok,
+        "failed": failed,
+        "errors": errors,
+        "seconds": round(elapsed, 3),
+        "msgs_per_s": round(ok / elapsed) if elapsed > 0 else 0,
+    }
+    _report(summary, args.json)
+    return 0 if failed == 0 else 1
+
+
+def add_consume_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", required=True, help="broker address HOST:PORT")
+    p.add_argument("--group", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--count", type=int, required=True, help="stop after this many distinct")
+    p.add_argument("--from", dest="start", choices=["first", "last"], default="first")
+    p.add_argument("--subscription", default="*")
+    p.add_argument("--timeout-ms", type=int, default=30_000, help="give up after this long")
+    p.add_argument("--batch", type=int, default=256, help="messages per pull")
+    p.add_argument("--log", type=argparse.FileType("w"), default=None)
+    p.add_argument("--json", action="store_true")
+
+
+def run_consume(args: argparse.Namespace) -> int:
+    log: IO[str] | None = args.log
+    seen: set[tuple[str, int] | tuple[int, int]] = set()
+    received = duplicates = 0
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + args.timeout_ms / 1000
+    first_at: float | None = None
+    last_at = t0
+    with PullConsumer(
+        args.broker,
+        args.group,
+        args.topic,
+        subscription=args.subscription,
+        start=args.start,
+        max_messages=args.batch,
+    ) as consumer:
+        while len(seen) < args.count and time.monotonic() < deadline:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            batch = consumer.poll(max(1, min(200, left_ms)))
+            if not batch:
+                continue
+            if first_at is None:
+                first_at = time.perf_counter()
+            last_at = time.perf_counter()
+            lines = []
+            for m in batch:
+                received += 1
+                ident = parse_body(m.body)
+                key: tuple[str, int] | tuple[int, int] = (
+                    ident if ident is not None else (m.queue_id, m.queue_offset)
+                )
+                if key in seen:
+                    duplicates += 1
+                else:
+                    seen.add(key)
+                if log is not None:
+                    lines.append(
+                        json.dumps(
+                            {
+                                "run": ident[0] if ident else None,
+                                "seq": ident[1] if ident else None,
+                                "queue": m.queue_id,
+                                "offset": m.queue_offset,
+                            }
+                        )
+                    )
+            if log is not None:
+                log.write("\n".join(lines) + "\n")
+        served_by = {str(k): v for k, v in consumer.served_by.items()}
+    if log is not None:
+        log.close()
+    span = last_at - (first_at or t0)
+    summary = {
+        "received": received,
+        "unique": len(seen),
+        "duplicates": duplicates,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "msgs_per_s": round(received / span) if span > 0 else 0,
+        "served_by": served_by,
+    }
+    _report(summary, args.json)
+    return 0 if len(seen) >= args.count else 1
+
+
+def add_topic_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="topic_command", required=True)
+    c = sub.add_parser("create", help="create a topic or raise its queue count")
+    c.add_argument("--broker", required=True)
+    c.add_argument("--topic", required=True)
+    c.add_argument("--queues", type=int, default=8)
+    ls = sub.add_parser("list", help="list topics")
+    ls.add_argument("--broker", required=True)
+    ls.add_argument("--json", action="store_true")
+
+
+def run_topic(args: argparse.Namespace) -> int:
+    with Admin(args.broker) as admin:
+        if args.topic_command == "create":
+            created = admin.create_topic(args.topic, args.queues)
+            print(f"{args.topic}: {'created' if created else 'unchanged'}")
+            return 0
+        topics = admin.list_topics()
+        if args.json:
+            print(json.dumps({"topics": [{"name": n, "queues": q} for n, q in topics.items()]}))
+        else:
+            for name, queues in topics.items():
+                print(f"{name}\t{queues}")
+        return 0
+
+
+def _report(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary), flush=True)
+    else:
+        print("  ".join(f"{k}={v}" for k, v in summary.items()), flush=True)

@@ -1,0 +1,192 @@
+"""A small process harness for tests, benchmarks and drills.
+
+Starts a `tailrace` process with its own log file and ready file, waits until
+it serves, and can `stop` (SIGTERM, keeps its data), `kill` (SIGKILL),
+`restart` (same data) and show `log_tail()`. `ProcessGroup` owns several and
+always cleans up, even when the code using it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class ProcessFailed(RuntimeError):
+    pass
+
+
+class TailraceProcess:
+    def __init__(self, name: str, args: Sequence[str], workdir: Path) -> None:
+        self.name = name
+        self.args = list(args)
+        self.workdir = workdir
+        self.ready_file = workdir / f"{name}.ready.json"
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.info: dict[str, Any] = {}
+
+    @property
+    def address(self) -> str:
+        return str(self.info["address"])
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout_s: float = 30.0) -> TailraceProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.ready_file.exists():
+            self.ready_file.unlink()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "deploy.cli",
+                    *self.args,
+                    "--ready-file",
+                    str(self.ready_file),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parents[1],
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.ready_file.exists():
+                self.info = json.loads(self.ready_file.read_text())
+                return
+            code = self.proc.poll()
+            if code is not None:
+                raise ProcessFailed(
+                    f"{self.name} exited with {code} before serving:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise ProcessFailed(f"{self.name} not ready in {timeout_s}s:\n{self.log_tail()}")
+            time.sleep(0.01)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: the data stays as a crash leaves it."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def restart(self, timeout_s: float = 30.0) -> TailraceProcess:
+        """Start again with the same arguments (and so the same data).
+
+        The listen address is kept when the first start picked a port, so
+        clients can reconnect to the same address.
+        """
+        if self.running():
+            self.stop()
+        if self.info.get("address"):
+            self.args = _replace_flag(self.args, "--listen", self.info["address"])
+        return self.start(timeout_s)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _replace_flag(args: list[str], flag: str, value: str) -> list[str]:
+    out = list(args)
+    if flag in out:
+        out[out.index(flag) + 1] = value
+    else:
+        out += [flag, value]
+    return out
+
+
+class ProcessGroup:
+    """Processes started together; `close()` stops every one of them."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.processes: dict[str, TailraceProcess] = {}
+
+    def broker(
+        self,
+        name: str = "broker",
+        extra: Sequence[str] = (),
+        flush: str = "async",
+        segment_bytes: int = 64 * 1024 * 1024,
+    ) -> TailraceProcess:
+        """A master on port 0 with its own data dir. Segments default to 64 MiB
+        here (not 1 GiB) so that tests do not pre-warm gigabytes."""
+        data = self.workdir / name / "data"
+        args = [
+            "broker",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(data),
+            "--broker-name",
+            name,
+            "--flush",
+            flush,
+            "--set",
+            f"store.segment_bytes={segment_bytes}",
+            *extra,
+        ]
+        proc = TailraceProcess(name, args, self.workdir / name)
+        self.processes[name] = proc
+        return proc.start()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name} ---\n{p.log_tail()}" for name, p in self.processes.items())
+
+    def close(self) -> None:
+        for p in self.processes.values():
+            try:
+                p.stop(timeout_s=10)
+            except Exception:
+                p.kill()
+
+
+@contextmanager
+def process_group(workdir: Path) -> Iterator[ProcessGroup]:
+    group = ProcessGroup(workdir)
+    try:
+        yield group
+    except BaseException:
+        print(group.logs(), file=sys.stderr)
+        raise
+    finally:
+        group.close()

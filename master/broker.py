@@ -1,0 +1,202 @@
+"""The master role's logic: the write path, pulls, offsets, topics, status.
+
+Plain Python over the store; `master/service.py` adapts it to gRPC.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from core.broker_config import BrokerConfig
+from core.errors import (
+    FlushTimeoutError,
+    InvalidArgumentError,
+    InvalidQueueError,
+    UnknownTopicError,
+)
+from core.longpoll import ArrivalNotifier
+from core.offsets import ConsumerOffsets
+from core.pull import PullLimits, serve_pull
+from core.record import Message, validate_topic
+from core.store import MessageStore, ReadResult
+
+SEND_OK = "SEND_OK"
+FLUSH_DISK_TIMEOUT = "FLUSH_DISK_TIMEOUT"
+MAX_BATCH = 65_536
+
+
+@dataclass(slots=True)
+class SendOutcome:
+    status: str
+    topic: str
+    queue_id: int
+    results: list[tuple[str, int, int]]  # (message id, queue offset, physical offset)
+    detail: str = ""
+
+
+def message_id(broker_name: str, physical_offset: int) -> str:
+    """Unique id that locates the message: its group and CommitLog offset."""
+    return f"{broker_name}@{physical_offset:016X}"
+
+
+class MasterBroker:
+    role = "master"
+
+    def __init__(self, config: BrokerConfig, store: MessageStore, offsets: ConsumerOffsets) -> None:
+        self.config = config
+        self.store = store
+        self.offsets = offsets
+        self.notifier = ArrivalNotifier()
+        store.add_append_listener(self.notifier.notify)
+        self.address = ""
+        self.started = time.monotonic()
+        self._rr = itertools.count()
+        self._topic_lock = threading.Lock()
+        self.limits = PullLimits(
+            config.pull.max_wait_ms, config.pull.max_messages, config.pull.max_bytes
+        )
+
+    @property
+    def broker_id(self) -> int:
+        return self.config.broker.broker_id
+
+    @property
+    def broker_name(self) -> str:
+        return self.config.broker.broker_name
+
+    # ---- topics ---------------------------------------------------------------
+
+    def _queues_for_send(self, topic: str) -> int:
+        validate_topic(topic)
+        count = self.store.topics.queue_count(topic)
+        if count is None:
+            if not self.config.broker.auto_create_topics:
+                raise UnknownTopicError(f"topic {topic!r} does not exist (auto-create is off)")
+            with self._topic_lock:
+                self.store.create_topic(topic, self.config.broker.default_queues)
+            count = self.store.topics.queue_count(topic)
+            assert count is not None
+        return count
+
+    def create_topic(self, topic: str, queues: int) -> tuple[bool, int]:
+        created = self.store.create_topic(topic, queues)
+        count = self.store.topics.queue_count(topic)
+        assert count is not None
+        return created, count
+
+    def list_topics(self) -> list[tuple[str, int]]:
+        topics = self.store.topics
+        return [(n, topics.queue_count(n) or 0) for n in topics.names()]
+
+    # ---- writes -----------------------------------------------------------------
+
+    def send(self, topic: str, queue_id: int, messages: Sequence[Message]) -> SendOutcome:
+        """Store messages for one (topic, queue); queue_id -1 lets the broker pick."""
+        if not messages:
+            raise InvalidArgumentError("a send needs at least one message")
+        if len(messages) > MAX_BATCH:
+            raise InvalidArgumentError(f"a batch holds at most {MAX_BATCH} messages")
+        count = self._queues_for_send(topic)
+        if queue_id == -1:
+            queue_id = next(self._rr) % count
+        elif not 0 <= queue_id < count:
+            raise InvalidQueueError(
+                f"queue id {queue_id} out of range for {topic!r} (0..{count - 1})"
+            )
+        for m in messages:
+            m.topic = topic
+            m.queue_id = queue_id
+        name = self.broker_name
+        try:
+            stored = self.store.append(messages)
+            status, detail = SEND_OK, ""
+        except FlushTimeoutError as exc:
+            stored = exc.offsets
+            status, detail = FLUSH_DISK_TIMEOUT, exc.message
+        return SendOutcome(
+            status, topic, queue_id, [(message_id(name, p), q, p) for p, q in stored], detail
+        )
+
+    # ---- reads ------------------------------------------------------------------------
+
+    def pull(
+        self,
+        group: str,
+        topic: str,
+        queue_id: int,
+        queue_offset: int,
+        max_messages: int,
+        max_bytes: int,
+        max_wait_ms: int,
+        subscription: str,
+        alive: Callable[[], bool] = lambda: True,
+    ) -> ReadResult:
+        return serve_pull(
+            self.store,
+            self.notifier,
+            self.limits,
+            group,
+            topic,
+            queue_id,
+            queue_offset,
+            max_messages,
+            max_bytes,
+            max_wait_ms,
+            subscription,
+            alive,
+        )
+
+    def wake_pulls(self, topic: str, queue_id: int) -> None:
+        """Re-check the held pulls of a queue (one of their callers went away)."""
+        self.notifier.notify([(topic, queue_id)])
+
+    def close(self) -> None:
+        """Release every held pull (shutdown)."""
+        self.notifier.close()
+
+    def queue_offsets(self, topic: str) -> list[tuple[int, int, int]]:
+        count = self.store.topics.queue_count(validate_topic(topic).decode())
+        if count is None:
+            raise UnknownTopicError(f"topic {topic!r} does not exist")
+        return [(q, *self.store.queue_offsets(topic, q)) for q in range(count)]
+
+    # ---- consumer offsets --------------------------------------------------------------
+
+    def _check_queue(self, topic: str, queue_id: int) -> None:
+        self.store.queue_offsets(topic, queue_id)  # validates topic and queue
+
+    def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+        self._check_queue(topic, queue_id)
+        self.offsets.commit(group, topic, queue_id, offset)
+
+    def query_offset(self, group: str, topic: str, queue_id: int) -> int | None:
+        self._check_queue(topic, queue_id)
+        return self.offsets.query(group, topic, queue_id)
+
+    # ---- status ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        clog = self.store.commitlog
+        return {
+            "broker_name": self.broker_name,
+            "broker_id": self.broker_id,
+            "role": self.role,
+            "address": self.address,
+            "min_offset": clog.min_offset,
+            "max_offset": clog.max_offset,
+            "flushed_offset": clog.flushed,
+            "uptime_ms": int((time.monotonic() - self.started) * 1000),
+            "details": {
+                "topics": len(self.store.topics.names()),
+                "waiting_pulls": self.notifier.waiting(),
+                "segments": len(clog.segments()),
+                "preallocation_misses": clog.allocator.misses,
+                "segments_warming": clog.allocator.warming(),
+                "recovery": self.store.recovery.to_dict(),
+            },
+        }

@@ -1,0 +1,145 @@
+"""gRPC adapter for the broker: unpack the request, call the role's logic, pack.
+
+No decisions here; failures are TailraceErrors that the error interceptor
+(core/grpc_server.py) turns into gRPC statuses.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+
+from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.pb.tailrace.v1 import broker_pb2_grpc
+from core.record import Message
+from core.store import ReadStatus
+from master.broker import MasterBroker
+
+_PULL_STATUS = {
+    ReadStatus.FOUND: pb.FOUND,
+    ReadStatus.NO_NEW_MSG: pb.NO_NEW_MSG,
+    ReadStatus.NO_MATCHED_MSG: pb.NO_MATCHED_MSG,
+    ReadStatus.OFFSET_TOO_SMALL: pb.OFFSET_TOO_SMALL,
+    ReadStatus.OFFSET_OVERFLOW: pb.OFFSET_OVERFLOW,
+}
+_SEND_STATUS = {"SEND_OK": pb.SEND_OK, "FLUSH_DISK_TIMEOUT": pb.FLUSH_DISK_TIMEOUT}
+
+
+def _message(m: pb.Message) -> Message:
+    return Message(
+        "",
+        0,
+        m.body,
+        tags=m.tags,
+        keys=m.keys,
+        properties=dict(m.properties) if m.properties else None,
+        flags=m.flags,
+        born_ms=m.born_ms,
+    )
+
+
+class BrokerService(broker_pb2_grpc.BrokerServicer):
+    def __init__(self, broker: MasterBroker) -> None:
+        self.broker = broker
+
+    def _send(self, topic: str, queue_id: int, messages: list[Message]) -> pb.SendResponse:
+        out = self.broker.send(topic, queue_id, messages)
+        return pb.SendResponse(
+            status=_SEND_STATUS[out.status],
+            topic=out.topic,
+            queue_id=out.queue_id,
+            results=[
+                pb.SendResult(message_id=mid, queue_offset=q, physical_offset=p)
+                for mid, q, p in out.results
+            ],
+            served_by=self.broker.broker_id,
+            detail=out.detail,
+        )
+
+    def Send(self, request: pb.SendRequest, context: grpc.ServicerContext) -> pb.SendResponse:
+        return self._send(request.topic, request.queue_id, [_message(request.message)])
+
+    def SendBatch(
+        self, request: pb.SendBatchRequest, context: grpc.ServicerContext
+    ) -> pb.SendResponse:
+        return self._send(request.topic, request.queue_id, [_message(m) for m in request.messages])
+
+    def Pull(self, request: pb.PullRequest, context: grpc.ServicerContext) -> pb.PullResponse:
+        topic, queue_id = request.topic, request.queue_id
+        if request.max_wait_ms:  # a cancelled call releases its held pull at once
+            context.add_callback(lambda: self.broker.wake_pulls(topic, queue_id))
+        r = self.broker.pull(
+            request.group,
+            request.topic,
+            request.queue_id,
+            request.queue_offset,
+            request.max_messages,
+            request.max_bytes,
+            request.max_wait_ms,
+            request.subscription,
+            context.is_active,
+        )
+        return pb.PullResponse(
+            status=_PULL_STATUS[r.status],
+            records=r.data,
+            count=r.count,
+            next_queue_offset=r.next_queue_offset,
+            min_offset=r.min_offset,
+            max_offset=r.max_offset,
+            served_by=self.broker.broker_id,
+            suggested_broker_id=-1,
+        )
+
+    def CommitOffset(
+        self, request: pb.CommitOffsetRequest, context: grpc.ServicerContext
+    ) -> pb.CommitOffsetResponse:
+        self.broker.commit_offset(request.group, request.topic, request.queue_id, request.offset)
+        return pb.CommitOffsetResponse(served_by=self.broker.broker_id)
+
+    def QueryOffset(
+        self, request: pb.QueryOffsetRequest, context: grpc.ServicerContext
+    ) -> pb.QueryOffsetResponse:
+        off = self.broker.query_offset(request.group, request.topic, request.queue_id)
+        return pb.QueryOffsetResponse(
+            found=off is not None, offset=off or 0, served_by=self.broker.broker_id
+        )
+
+    def GetQueueOffsets(
+        self, request: pb.GetQueueOffsetsRequest, context: grpc.ServicerContext
+    ) -> pb.GetQueueOffsetsResponse:
+        return pb.GetQueueOffsetsResponse(
+            queues=[
+                pb.QueueOffsets(queue_id=q, min_offset=lo, max_offset=hi)
+                for q, lo, hi in self.broker.queue_offsets(request.topic)
+            ],
+            served_by=self.broker.broker_id,
+        )
+
+    def CreateTopic(
+        self, request: pb.CreateTopicRequest, context: grpc.ServicerContext
+    ) -> pb.CreateTopicResponse:
+        created, queues = self.broker.create_topic(request.topic, request.queues)
+        return pb.CreateTopicResponse(created=created, queues=queues)
+
+    def ListTopics(
+        self, request: pb.ListTopicsRequest, context: grpc.ServicerContext
+    ) -> pb.ListTopicsResponse:
+        return pb.ListTopicsResponse(
+            topics=[pb.TopicInfo(name=n, queues=q) for n, q in self.broker.list_topics()]
+        )
+
+    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:
+        s: dict[str, Any] = self.broker.status()
+        return pb.StatusResponse(
+            broker_name=s["broker_name"],
+            broker_id=s["broker_id"],
+            role=s["role"],
+            address=s["address"],
+            min_offset=s["min_offset"],
+            max_offset=s["max_offset"],
+            flushed_offset=s["flushed_offset"],
+            uptime_ms=s["uptime_ms"],
+            details_json=json.dumps(s["details"]),
+        )

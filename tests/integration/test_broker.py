@@ -1,0 +1,337 @@
+"""A real broker process on port 0, driven through the client library and CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+
+from consumer import Admin, Producer, PullConsumer
+from consumer.producer import OutgoingMessage
+from core.errors import (
+    InvalidArgumentError,
+    InvalidQueueError,
+    InvalidTopicError,
+    MessageTooLargeError,
+    UnknownTopicError,
+)
+from core.grpc_status import ERROR_CODE_KEY
+from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.pb.tailrace.v1 import broker_pb2_grpc
+from core.record import iter_records
+from deploy.harness import ProcessGroup
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_log(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_until(cond, timeout_s: float = 10.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_produce_10k_consume_10k_identical(procs: ProcessGroup, tmp_path: Path) -> None:
+    b = procs.broker("b")
+    plog, clog = tmp_path / "produce.jsonl", tmp_path / "consume.jsonl"
+    p = cli("produce", "--broker", b.address, "--topic", "T", "--count", "10000", "--size", "512",
+            "--batch", "100", "--log", str(plog), "--json")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    ps = json.loads(p.stdout)
+    assert (ps["ok"], ps["failed"]) == (10000, 0)
+    c = cli("consume", "--broker", b.address, "--group", "g", "--topic", "T", "--count", "10000",
+            "--timeout-ms", "30000", "--log", str(clog), "--json")  # fmt: skip
+    assert c.returncode == 0, c.stderr
+    cs = json.loads(c.stdout)
+    assert (cs["received"], cs["unique"], cs["duplicates"]) == (10000, 10000, 0)
+    assert cs["served_by"] == {"0": 10000}
+    produced = {(e["seq"], e["queue"], e["offset"]) for e in read_log(plog)}
+    consumed = {(e["seq"], e["queue"], e["offset"]) for e in read_log(clog)}
+    assert len(produced) == 10000 and produced == consumed
+
+
+def test_message_ids_are_unique_and_locate_the_message(procs: ProcessGroup) -> None:
+    b = procs.broker("b")
+    with Producer(b.address) as prod:
+        receipts = [prod.send("T", f"m{i}".encode(), queue_id=i % 2) for i in range(20)]
+        receipts += prod.send_batch("T", [b"x", b"y"], queue_id=1)
+    ids = [r.message_id for r in receipts]
+    assert len(set(ids)) == len(ids)
+    for r in receipts:
+        name, _, hex_off = r.message_id.partition("@")
+        assert name == "b" and int(hex_off, 16) == r.physical_offset
+        assert r.status == "SEND_OK" and r.served_by == 0
+
+
+def test_kill9_during_produce_loses_no_acknowledged_message(
+    procs: ProcessGroup, tmp_path: Path
+) -> None:
+    b = procs.broker("b", flush="sync")
+    with Admin(b.address) as admin:
+        admin.create_topic("K", 4)
+    # a consumer group commits a position before the crash
+    with Producer(b.address) as prod:
+        prod.send_batch("K", [f"pre-{i}".encode() for i in range(10)], queue_id=0)
+    with PullConsumer(b.address, "g1", "K") as cons:
+        got = []
+        wait_until(lambda: got.extend(cons.poll(200)) or len(got) >= 10, what="pre messages")
+        cons.commit()
+        committed = cons.positions()
+    assert committed[0] == 10
+    plog = tmp_path / "produce.jsonl"
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "produce", "--broker", b.address, "--topic", "K",
+         "--count", "1000000", "--batch", "50", "--size", "200", "--log", str(plog), "--json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: plog.exists() and plog.stat().st_size > 200_000, 60, "acks")
+        b.kill()
+        producer.wait(60)
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.wait()
+    acked = {e["seq"] for e in read_log(plog)}
+    assert len(acked) >= 1000
+    b.restart()
+    with PullConsumer(b.address, "verify", "K") as cons:
+        seen: set[int] = set()
+        deadline = time.monotonic() + 60
+        while not acked <= seen and time.monotonic() < deadline:
+            for m in cons.poll(500):
+                if not m.body.startswith(b"pre-"):
+                    seen.add(int(m.body.split(b":")[1]))
+    assert acked <= seen, f"{len(acked - seen)} acknowledged messages missing"
+    with PullConsumer(b.address, "g1", "K") as again:  # committed offsets survived
+        assert again.position(0) == 10
+
+
+def test_long_poll_delivers_within_100ms_and_empty_pull_waits(procs: ProcessGroup) -> None:
+    b = procs.broker("b")
+    with Admin(b.address) as admin:
+        admin.create_topic("L", 1)
+    arrived: list[float] = []
+    with PullConsumer(b.address, "g", "L", long_poll_ms=10_000) as cons:
+        cons.poll(50)  # the long poll is now held by the broker
+
+        def wait_for_message() -> None:
+            while not arrived:
+                if cons.poll(5000):
+                    arrived.append(time.monotonic())
+
+        t = threading.Thread(target=wait_for_message)
+        t.start()
+        time.sleep(0.3)  # let the pull settle into its wait on the broker (not a sync point)
+        with Producer(b.address) as prod:
+            sent = time.monotonic()
+            prod.send("L", b"wake up", queue_id=0)
+        t.join(10)
+    assert arrived, "message never arrived"
+    assert arrived[0] - sent < 0.1, f"long poll took {arrived[0] - sent:.3f}s"
+
+    channel = grpc.insecure_channel(b.address)
+    stub = broker_pb2_grpc.BrokerStub(channel)
+    req = pb.PullRequest(group="g", topic="L", queue_id=0, queue_offset=1, max_wait_ms=400)
+    t0 = time.monotonic()
+    resp = stub.Pull(req, timeout=10)
+    waited = time.monotonic() - t0
+    assert resp.status == pb.NO_NEW_MSG and resp.count == 0
+    assert 0.4 <= waited < 2.0, waited
+
+    # ten held pulls cost the broker no CPU while they wait (once it has
+    # finished pre-warming its segments, which is real kernel work)
+    with Admin(b.address) as admin:
+        wait_until(lambda: admin.status()["details"]["segments_warming"] == 0, 30, "warming")
+    proc = psutil.Process(b.pid)
+    futures = [
+        stub.Pull.future(
+            pb.PullRequest(group="g", topic="L", queue_id=0, queue_offset=1, max_wait_ms=1500),
+            timeout=10,
+        )
+        for _ in range(10)
+    ]
+    time.sleep(0.3)
+    cpu0 = sum(proc.cpu_times()[:2])
+    time.sleep(1.0)
+    cpu1 = sum(proc.cpu_times()[:2])
+    for f in futures:
+        assert f.result().status == pb.NO_NEW_MSG
+    channel.close()
+    assert cpu1 - cpu0 < 0.05, f"held pulls used {cpu1 - cpu0:.3f}s of CPU in 1s"
+
+
+def test_tag_filtering_on_broker_and_client(procs: ProcessGroup) -> None:
+    b = procs.broker("b")
+    with Producer(b.address) as prod:
+        msgs = [
+            OutgoingMessage(f"{i}".encode(), tags="A" if i % 3 == 0 else "B") for i in range(30)
+        ]
+        prod.send_batch("G", msgs, queue_id=0)
+    channel = grpc.insecure_channel(b.address)
+    stub = broker_pb2_grpc.BrokerStub(channel)
+    resp = stub.Pull(
+        pb.PullRequest(group="g", topic="G", queue_id=0, max_messages=100, subscription="A"),
+        timeout=10,
+    )
+    channel.close()
+    assert resp.count == 10  # filtered on the broker: B records never left it
+    assert {r.tags for r in iter_records(resp.records)} == {"A"}
+    with PullConsumer(b.address, "g", "G", subscription="A || C") as cons:
+        got = []
+        wait_until(lambda: got.extend(cons.poll(200)) or len(got) >= 10, what="tagged")
+    assert sorted(int(m.body) for m in got) == list(range(0, 30, 3))
+
+
+def test_start_positions_and_commit_resume(procs: ProcessGroup) -> None:
+    b = procs.broker("b")
+    with Admin(b.address) as admin:
+        admin.create_topic("S", 2)
+    with Producer(b.address) as prod:
+        for q in (0, 1):
+            prod.send_batch("S", [f"old-{q}-{i}".encode() for i in range(50)], queue_id=q)
+    with PullConsumer(b.address, "late", "S", start="last") as late:
+        assert late.positions() == {0: 50, 1: 50}
+        assert late.poll(300) == []
+        with Producer(b.address) as prod:
+            prod.send("S", b"new", queue_id=1)
+        got = []
+        wait_until(lambda: got.extend(late.poll(200)) or len(got) >= 1, what="new message")
+        assert [m.body for m in got] == [b"new"]
+    # commit part-way, resume from there
+    with PullConsumer(b.address, "g", "S", max_messages=10, auto_commit_interval_ms=0) as first:
+        batch: list[object] = []
+        wait_until(lambda: batch.extend(first.poll(200)) or len(batch) >= 10, what="batch")
+        polled = first.positions()
+    # closing committed what was polled, no more and no less
+    assert sum(polled.values()) == len(batch) and 10 <= len(batch) < 101
+    with PullConsumer(b.address, "g", "S") as resumed:
+        assert resumed.positions() == polled
+        got: list[object] = []
+        wait_until(
+            lambda: got.extend(resumed.poll(200)) or len(got) + len(batch) >= 101, what="rest"
+        )
+    assert len(got) + len(batch) == 101  # nothing skipped, nothing twice
+
+
+def _raw_call(address: str, method: str, payload: bytes) -> grpc.RpcError:
+    channel = grpc.insecure_channel(address)
+    try:
+        call = channel.unary_unary(
+            f"/tailrace.v1.Broker/{method}",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.RpcError) as exc:
+            call(payload, timeout=10)
+        return exc.value  # type: ignore[return-value]
+    finally:
+        channel.close()
+
+
+def test_bad_input_over_grpc_stores_nothing(procs: ProcessGroup) -> None:
+    b = procs.broker(
+        "b",
+        extra=[
+            "--set",
+            "broker.auto_create_topics=false",
+            "--set",
+            "store.max_message_bytes=65536",
+        ],
+    )
+    with Admin(b.address) as admin:
+        admin.create_topic("ok", 2)
+        before = admin.status()["max_offset"]
+        with Producer(b.address) as prod:
+            cases = [
+                (lambda: prod.send("ok", b"x" * 100_000), MessageTooLargeError, "INVALID_ARGUMENT"),
+                (lambda: prod.send("bad/topic", b"x"), InvalidTopicError, "INVALID_ARGUMENT"),
+                (lambda: prod.send("missing", b"x"), UnknownTopicError, "NOT_FOUND"),
+                (lambda: prod.send("ok", b"x", queue_id=7), InvalidQueueError, "INVALID_ARGUMENT"),
+                (lambda: prod.send("ok", b"x", queue_id=-3), InvalidQueueError, "INVALID_ARGUMENT"),
+                (lambda: prod.send_batch("ok", []), InvalidArgumentError, "INVALID_ARGUMENT"),
+            ]
+            for fn, error, _status in cases:
+                with pytest.raises(error) as exc:
+                    fn()
+                assert exc.value.message  # a clear message came back
+        # the raw gRPC view: status code and the Tailrace code in trailing metadata
+        channel = grpc.insecure_channel(b.address)
+        stub = broker_pb2_grpc.BrokerStub(channel)
+        with pytest.raises(grpc.RpcError) as rpc:
+            stub.Send(pb.SendRequest(topic="missing", queue_id=0, message=pb.Message(body=b"x")))
+        assert rpc.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+        md = dict(rpc.value.trailing_metadata())  # type: ignore[attr-defined]
+        assert md[ERROR_CODE_KEY] == "UNKNOWN_TOPIC" and "missing" in rpc.value.details()  # type: ignore[attr-defined]
+        with pytest.raises(grpc.RpcError) as rpc:
+            stub.Pull(pb.PullRequest(group="bad group!", topic="ok", queue_id=0), timeout=5)
+        assert rpc.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        with pytest.raises(grpc.RpcError) as rpc:
+            stub.Pull(
+                pb.PullRequest(group="g", topic="ok", queue_id=0, subscription="A||"), timeout=5
+            )
+        assert rpc.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        absurd = stub.Pull(
+            pb.PullRequest(group="g", topic="ok", queue_id=0, queue_offset=2**63), timeout=5
+        )
+        assert absurd.status == pb.OFFSET_OVERFLOW and absurd.next_queue_offset == 0
+        channel.close()
+        # garbage bytes: not protobuf at all, and invalid UTF-8 in the topic field
+        for payload in (b"\xff\xff\xff\xff", b"\x0a\x02\xff\xfe\x10\x00"):
+            err = _raw_call(b.address, "Send", payload)
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err  # type: ignore[attr-defined]
+            assert "does not decode" in (err.details() or "")  # type: ignore[attr-defined]
+        status = admin.status()
+        assert status["max_offset"] == before  # nothing stored
+        assert admin.list_topics() == {"ok": 2}
+        with Producer(b.address) as prod:  # and the broker still serves
+            assert prod.send("ok", b"fine").status == "SEND_OK"
+
+
+def test_sigterm_stops_cleanly_and_restart_is_clean(procs: ProcessGroup) -> None:
+    b = procs.broker("b")
+    with Producer(b.address) as prod:
+        prod.send_batch("T", [b"a", b"b", b"c"], queue_id=0)
+    assert b.stop() == 0
+    b.restart()
+    with Admin(b.address) as admin:
+        st = admin.status()
+    assert st["details"]["recovery"]["clean"] is True
+    assert st["role"] == "master" and st["broker_name"] == "b"
+    with PullConsumer(b.address, "g", "T") as cons:
+        got = []
+        wait_until(lambda: got.extend(cons.poll(200)) or len(got) >= 3, what="messages")
+    assert [m.body for m in got] == [b"a", b"b", b"c"]
+
+
+def test_bad_config_is_refused_naming_the_key(tmp_path: Path) -> None:
+    r = cli("broker", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path), "--set",
+            "store.flush=sometimes")  # fmt: skip
+    assert r.returncode == 2 and "store.flush" in r.stdout + r.stderr
+    cfg = tmp_path / "b.toml"
+    cfg.write_text('[broker]\nlisten = "127.0.0.1:0"\nno_such_key = 1\n')
+    r = cli("broker", "--config", str(cfg))
+    assert r.returncode == 2 and "broker.no_such_key" in r.stdout + r.stderr

@@ -1,0 +1,147 @@
+"""Broker-side logic without a socket: config, subscriptions, long-poll waits,
+error mapping, offsets, and the generated code being current."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from core.broker_config import documented_keys, load_broker_config
+from core.errors import ConfigError, InvalidArgumentError, MessageTooLargeError, UnknownTopicError
+from core.grpc_status import ERROR_CODE_KEY, TO_GRPC, error_from_rpc, grpc_status_for
+from core.longpoll import ArrivalNotifier
+from core.offsets import ConsumerOffsets
+from core.record import tag_hash
+from core.subscription import Subscription
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_config_file_then_flags(tmp_path: Path) -> None:
+    f = tmp_path / "b.toml"
+    f.write_text('[broker]\nbroker_name = "g1"\nlisten = "127.0.0.1:0"\n[store]\nflush = "sync"\n')
+    cfg = load_broker_config(f, {"store.flush": "async", "pull.max_wait_ms": "100",
+                                 "broker.auto_create_topics": "false"})  # fmt: skip
+    assert cfg.broker.broker_name == "g1" and cfg.store.flush == "async"
+    assert cfg.pull.max_wait_ms == 100 and cfg.broker.auto_create_topics is False
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        ({"broker.listen": "nowhere"}, "broker.listen"),
+        ({"broker.broker_id": "1"}, "broker.broker_id"),  # id 1 with role master
+        ({"store.flush": "maybe"}, "store.flush"),
+        ({"nosection.key": "1"}, "nosection.key"),
+        ({"server.max_workers": "1"}, "server.max_workers"),
+        ({"broker.broker_name": "has space"}, "broker.broker_name"),
+    ],
+)
+def test_bad_config_names_the_key(overrides: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_broker_config(None, overrides)
+    assert exc.value.key == key
+
+
+def test_every_broker_key_is_documented() -> None:
+    keys = documented_keys()
+    assert len(keys) > 20
+    assert all(doc for _, _, doc in keys)
+
+
+def test_subscriptions() -> None:
+    assert Subscription.parse("*").tags is None and Subscription.parse("").hash_filter() is None
+    s = Subscription.parse(" A ||B|| C ")
+    assert s.tags == {"A", "B", "C"} and s.expression == "A || B || C"
+    f = s.hash_filter()
+    assert f is not None and f(tag_hash("B")) and not f(tag_hash("D"))
+    assert s.matches("A") and not s.matches("D")
+    for bad in ("A||", "|| A", "A | B", "A || *"):
+        with pytest.raises(InvalidArgumentError):
+            Subscription.parse(bad)
+
+
+def test_long_poll_wakes_on_notify_and_on_close() -> None:
+    n = ArrivalNotifier()
+    flag = {"v": False}
+    woke: list[bool] = []
+    t = threading.Thread(target=lambda: woke.append(n.wait("k", lambda: flag["v"], 30)))
+    t.start()
+    deadline = time.monotonic() + 5
+    while n.waiting() == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    n.notify(["other"])  # another queue: keeps waiting
+    flag["v"] = True
+    n.notify(["k"])
+    t.join(5)
+    assert woke == [True] and n.waiting() == 0
+    t2 = threading.Thread(target=lambda: woke.append(n.wait("k", lambda: False, 30)))
+    t2.start()
+    while n.waiting() == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    n.close()
+    t2.join(5)
+    assert woke == [True, False] and not t2.is_alive()
+    assert n.wait("k", lambda: False, 30) is False  # closed: returns at once
+
+
+def test_long_poll_times_out() -> None:
+    n = ArrivalNotifier()
+    t0 = time.monotonic()
+    assert n.wait("k", lambda: False, 0.05) is False
+    assert time.monotonic() - t0 >= 0.05
+
+
+class _FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str, md: tuple = ()) -> None:  # type: ignore[type-arg]
+        self._code, self._details, self._md = code, details, md
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple:  # type: ignore[type-arg]
+        return self._md
+
+
+def test_error_table_round_trips() -> None:
+    err = MessageTooLargeError("too big")
+    status = grpc_status_for(err)
+    assert status == grpc.StatusCode.INVALID_ARGUMENT
+    back = error_from_rpc(_FakeRpcError(status, str(err), ((ERROR_CODE_KEY, err.code),)))
+    assert type(back) is MessageTooLargeError and back.message == "too big"
+    plain = error_from_rpc(_FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connect failed"))
+    assert plain.code == "BROKER_UNAVAILABLE" and plain.retriable and plain.refresh_route
+    assert (
+        error_from_rpc(_FakeRpcError(grpc.StatusCode.NOT_FOUND, "x")).code == UnknownTopicError.code
+    )
+    assert all(isinstance(v, grpc.StatusCode) for v in TO_GRPC.values())
+
+
+def test_consumer_offsets_persist(tmp_path: Path) -> None:
+    o = ConsumerOffsets(tmp_path)
+    o.commit("g", "t", 1, 42)
+    o.commit("g", "t", 2, 7)
+    assert ConsumerOffsets(tmp_path).query("g", "t", 1) == 42
+    assert ConsumerOffsets(tmp_path).query("g", "t", 3) is None
+    with pytest.raises(InvalidArgumentError):
+        o.commit("bad group", "t", 1, 1)
+    with pytest.raises(InvalidArgumentError):
+        o.commit("g", "t", 1, -1)
+
+
+def test_generated_code_is_current() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "deploy.protogen", "--check"], cwd=ROOT, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
