@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/tailrace store-demo
+	$(BIN)/tailrace demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -35,6 +35,7 @@ test-all: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/tailrace store-bench --dir $(BENCH_DIR) --count 1000000 --size 1024 --batch 256 --warm both --json
+	$(BIN)/tailrace bench produce-consume --count 500000 --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

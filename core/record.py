@@ -281,9 +281,38 @@ def decode_record(buf: bytes | memoryview | bytearray, pos: int = 0, verify: boo
 
 
 def iter_records(blob: bytes | memoryview, verify: bool = True) -> Iterator[Record]:
-    """Decode a pulled batch: stored records laid end to end."""
-    pos, end = 0, len(blob)
+    """Decode a pulled batch: stored records laid end to end.
+
+    One pass per record (header unpacked once, CRC checked when `verify`):
+    this is the consumer's hot path.
+    """
+    data = bytes(blob) if not isinstance(blob, bytes) else blob
+    end = len(data)
+    unpack = HEADER.unpack_from
+    crc32 = zlib.crc32
+    mv = memoryview(data)
+    pos = 0
     while pos < end:
-        rec = decode_record(blob, pos, verify)
-        pos += rec.size
-        yield rec
+        if pos + HEADER_SIZE > end:
+            raise CorruptRecordError(f"header at {pos} runs past {end}")
+        (total, magic, crc, qid, flags, qoff, phys, born, store, bl, tl, gl, kl, pl) = unpack(
+            data, pos
+        )
+        stop = pos + total
+        if magic != RECORD_MAGIC or total != HEADER_SIZE + tl + gl + kl + pl + bl or stop > end:
+            raise CorruptRecordError(f"no valid record at {pos} of the batch")
+        if verify and crc32(mv[pos + CRC_START : stop]) != crc:
+            raise CorruptRecordError(f"crc mismatch in the record at {pos} of the batch")
+        p = pos + HEADER_SIZE
+        topic = data[p : p + tl].decode("ascii")
+        p += tl
+        tags = data[p : p + gl].decode("utf-8") if gl else ""
+        p += gl
+        keys = data[p : p + kl].decode("utf-8") if kl else ""
+        p += kl
+        props = decode_properties(mv[p : p + pl]) if pl else {}
+        p += pl
+        yield Record(
+            topic, qid, qoff, phys, flags, born, store, tags, keys, props, data[p:stop], total
+        )
+        pos = stop

@@ -22,9 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     client_cli.add_produce_arguments(sub.add_parser("produce", help="send test messages"))
     client_cli.add_consume_arguments(sub.add_parser("consume", help="receive messages"))
     client_cli.add_topic_arguments(sub.add_parser("topic", help="create or list topics"))
+    from bench import produce_consume
+
+    bench_p = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench_p.add_subparsers(dest="bench_command", required=True)
+    produce_consume.add_arguments(
+        bench_sub.add_parser("produce-consume", help="one broker, one producer, one consumer")
+    )
     p = sub.add_parser("store-bench", help="benchmark the storage engine")
     store_bench.add_arguments(p)
     sub.add_parser("store-demo", help="kill -9 a writer, recover, benchmark", add_help=False)
+    sub.add_parser("demo", help="a broker, produce and consume through it", add_help=False)
 
     args, rest = parser.parse_known_args(argv)
     if args.command not in ("broker", "produce", "consume", "topic"):  # they set up their own
@@ -35,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         from deploy import store_demo
 
         return store_demo.main(rest)
+    if args.command == "demo":
+        from deploy import demo
+
+        return demo.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     commands = {
@@ -43,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "consume": client_cli.run_consume,
         "topic": client_cli.run_topic,
         "store-bench": store_bench.run,
+        "bench": produce_consume.run,
     }
     try:
         return commands[args.command](args)

@@ -30,10 +30,12 @@ def make_body(run_id: str, seq: int, size: int) -> bytes:
 
 
 def parse_body(body: bytes) -> tuple[str, int] | None:
-    parts = body.split(b":", 2)
-    if len(parts) < 3 or not parts[1].isdigit():
+    """(run id, sequence number) of a body `make_body` wrote, else None."""
+    i = body.find(b":", 0, 64)
+    j = body.find(b":", i + 1, i + 24) if i >= 0 else -1
+    if j < 0 or not body[i + 1 : j].isdigit():
         return None
-    return parts[0].decode(errors="replace"), int(parts[1])
+    return body[:i].decode(errors="replace"), int(body[i + 1 : j])
 
 
 def add_produce_arguments(p: argparse.ArgumentParser) -> None:

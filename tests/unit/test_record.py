@@ -127,3 +127,13 @@ def test_tag_hash_is_stable_and_nonzero() -> None:
     assert tag_hash("TagA") == int.from_bytes(
         __import__("hashlib").blake2b(b"TagA", digest_size=8).digest(), "big"
     )
+
+
+def test_batch_decoder_detects_every_flip() -> None:
+    blob = make(queue_offset=1, body=b"first") + make(queue_offset=2, body=b"second")
+    assert [r.body for r in iter_records(blob)] == [b"first", b"second"]
+    for i in range(len(blob)):
+        damaged = bytearray(blob)
+        damaged[i] ^= 0x20
+        with pytest.raises(CorruptRecordError):
+            list(iter_records(bytes(damaged)))
