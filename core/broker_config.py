@@ -47,6 +47,16 @@ class BrokerSection:
         default=True, metadata=_doc("create unknown topics on first send")
     )
     default_queues: int = field(default=8, metadata=_doc("queues of an auto-created topic"))
+    namesrv: str = field(
+        default="", metadata=_doc("nameserver addresses, comma-separated (empty: none)")
+    )
+    heartbeat_ms: int = field(
+        default=10_000, metadata=_doc("registration heartbeat to every nameserver")
+    )
+
+    @property
+    def nameservers(self) -> list[str]:
+        return [a.strip() for a in self.namesrv.split(",") if a.strip()]
 
     def validate(self, prefix: str = "broker") -> None:
         require(
@@ -67,6 +77,9 @@ class BrokerSection:
         )
         parse_address(self.listen, f"{prefix}.listen")
         require(1 <= self.default_queues <= 1024, f"{prefix}.default_queues", "must be in 1..1024")
+        for a in self.nameservers:
+            parse_address(a, f"{prefix}.namesrv")
+        require(self.heartbeat_ms >= 10, f"{prefix}.heartbeat_ms", "must be at least 10")
 
 
 @dataclass(frozen=True, slots=True)

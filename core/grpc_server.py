@@ -94,11 +94,13 @@ def build_server(
     return server, health_servicer
 
 
-def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
+def set_serving(
+    health_servicer: health.HealthServicer, serving: bool, service: str = "tailrace.v1.Broker"
+) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
     health_servicer.set("", status)
-    health_servicer.set("tailrace.v1.Broker", status)
+    health_servicer.set(service, status)

@@ -21,6 +21,7 @@ from core.errors import ConfigError, TailraceError
 from core.grpc_server import build_server, set_serving
 from core.offsets import ConsumerOffsets
 from core.pb.tailrace.v1 import broker_pb2_grpc
+from core.registration import Registrar
 from core.store import MessageStore
 from core.store.checkpoint import atomic_write
 from master.broker import MasterBroker
@@ -38,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker-id", type=int, help="0 = master")
     p.add_argument("--role", choices=["master", "slave"])
     p.add_argument("--flush", choices=["async", "sync"])
+    p.add_argument("--namesrv", help="nameserver addresses, comma-separated")
     p.add_argument(
         "--set",
         action="append",
@@ -62,6 +64,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "broker.broker_id": args.broker_id,
         "broker.role": args.role,
         "store.flush": args.flush,
+        "broker.namesrv": args.namesrv,
     }
     out.update({k: v for k, v in flags.items() if v is not None})
     return out
@@ -119,8 +122,14 @@ def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
                     "data_dir": str(b.data_dir),
                 },
             )
+        registrar = None
+        if b.nameservers:
+            registrar = Registrar(b.nameservers, b.heartbeat_ms, broker.registration)
+            registrar.start()
         stop.wait()
         log.info("stopping: refusing new calls, finishing calls in flight")
+        if registrar is not None:
+            registrar.close(unregister=True)
         set_serving(health, False)
         stopped = server.stop(cfg.server.grace_ms / 1000)
         broker.close()  # held pulls return now instead of at their deadline

@@ -15,10 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     from bench import store_bench
-    from deploy import broker_main, client_cli
+    from deploy import broker_main, client_cli, nameserver_main
 
     p = sub.add_parser("broker", help="run a broker")
     broker_main.add_arguments(p)
+    nameserver_main.add_arguments(sub.add_parser("nameserver", help="run a nameserver"))
     client_cli.add_produce_arguments(sub.add_parser("produce", help="send test messages"))
     client_cli.add_consume_arguments(sub.add_parser("consume", help="receive messages"))
     client_cli.add_topic_arguments(sub.add_parser("topic", help="create or list topics"))
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="a broker, produce and consume through it", add_help=False)
 
     args, rest = parser.parse_known_args(argv)
-    if args.command not in ("broker", "produce", "consume", "topic"):  # they set up their own
+    if args.command not in ("broker", "nameserver", "produce", "consume", "topic"):
         logging.basicConfig(
             level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     commands = {
         "broker": broker_main.run,
+        "nameserver": nameserver_main.run,
         "produce": client_cli.run_produce,
         "consume": client_cli.run_consume,
         "topic": client_cli.run_topic,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.broker_config import BrokerConfig
+from core.consumer_groups import ConsumerGroups
 from core.errors import (
     FlushTimeoutError,
     InvalidArgumentError,
@@ -21,6 +22,7 @@ from core.errors import (
 )
 from core.longpoll import ArrivalNotifier
 from core.offsets import ConsumerOffsets
+from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
 from core.pull import PullLimits, serve_pull
 from core.record import Message, validate_topic
 from core.store import MessageStore, ReadResult
@@ -39,6 +41,10 @@ class SendOutcome:
     detail: str = ""
 
 
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
 def message_id(broker_name: str, physical_offset: int) -> str:
     """Unique id that locates the message: its group and CommitLog offset."""
     return f"{broker_name}@{physical_offset:016X}"
@@ -54,6 +60,8 @@ class MasterBroker:
         self.notifier = ArrivalNotifier()
         store.add_append_listener(self.notifier.notify)
         self.address = ""
+        self.epoch = 0  # the group's master epoch: failover (issue 8) moves it
+        self.groups = ConsumerGroups()
         self.started = time.monotonic()
         self._rr = itertools.count()
         self._topic_lock = threading.Lock()
@@ -177,6 +185,32 @@ class MasterBroker:
     def query_offset(self, group: str, topic: str, queue_id: int) -> int | None:
         self._check_queue(topic, queue_id)
         return self.offsets.query(group, topic, queue_id)
+
+    # ---- consumer groups and registration ----------------------------------------------
+
+    def heartbeat(self, group: str, client_id: str, heartbeat_ms: int) -> list[str]:
+        return self.groups.heartbeat(group, client_id, heartbeat_ms, _now_ms())
+
+    def unregister(self, group: str, client_id: str) -> list[str]:
+        return self.groups.unregister(group, client_id, _now_ms())
+
+    def registration(self) -> ns_pb.BrokerRegistration:
+        """What this broker tells the nameservers about itself."""
+        b = self.config.broker
+        return ns_pb.BrokerRegistration(
+            cluster=b.cluster,
+            broker_name=b.broker_name,
+            broker_id=b.broker_id,
+            address=self.address,
+            epoch=self.epoch,
+            role=self.role,
+            max_offset=self.store.commitlog.max_offset,
+            heartbeat_ms=b.heartbeat_ms,
+            topics=[
+                ns_pb.TopicConfig(name=n, read_queues=q, write_queues=q, perm="rw")
+                for n, q in self.list_topics()
+            ],
+        )
 
     # ---- status ---------------------------------------------------------------------------
 

@@ -143,3 +143,16 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             uptime_ms=s["uptime_ms"],
             details_json=json.dumps(s["details"]),
         )
+
+    def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> pb.HeartbeatResponse:
+        members = self.broker.heartbeat(request.group, request.client_id, request.heartbeat_ms)
+        return pb.HeartbeatResponse(members=members, served_by=self.broker.broker_id)
+
+    def Unregister(
+        self, request: pb.UnregisterRequest, context: grpc.ServicerContext
+    ) -> pb.UnregisterResponse:
+        return pb.UnregisterResponse(
+            members=self.broker.unregister(request.group, request.client_id)
+        )

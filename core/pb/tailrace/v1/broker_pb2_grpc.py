@@ -79,6 +79,16 @@ class BrokerStub:
                 request_serializer=tailrace_dot_v1_dot_broker__pb2.StatusRequest.SerializeToString,
                 response_deserializer=tailrace_dot_v1_dot_broker__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/tailrace.v1.Broker/Heartbeat',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
+        self.Unregister = channel.unary_unary(
+                '/tailrace.v1.Broker/Unregister',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.UnregisterRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.UnregisterResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -141,6 +151,21 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Heartbeat(self, request, context):
+        """Consumer-group membership: a consumer heartbeats to every broker of its
+        topic; the reply lists the group's live members (sorted client ids).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unregister(self, request, context):
+        """A consumer leaving its group (after committing its offsets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +213,16 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=tailrace_dot_v1_dot_broker__pb2.StatusRequest.FromString,
                     response_serializer=tailrace_dot_v1_dot_broker__pb2.StatusResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.HeartbeatRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'Unregister': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unregister,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.UnregisterRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.UnregisterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -433,6 +468,60 @@ class Broker:
             '/tailrace.v1.Broker/Status',
             tailrace_dot_v1_dot_broker__pb2.StatusRequest.SerializeToString,
             tailrace_dot_v1_dot_broker__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.Broker/Heartbeat',
+            tailrace_dot_v1_dot_broker__pb2.HeartbeatRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unregister(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.Broker/Unregister',
+            tailrace_dot_v1_dot_broker__pb2.UnregisterRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.UnregisterResponse.FromString,
             options,
             channel_credentials,
             insecure,

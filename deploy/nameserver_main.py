@@ -1,0 +1,118 @@
+"""`tailrace nameserver`: run one nameserver process (same conventions as the
+broker: TOML config, `--listen` with port 0, ready file, SIGTERM)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.broker_config import ServerSection, parse_address
+from core.config import load_section, require
+from core.errors import ConfigError, TailraceError
+from core.grpc_server import build_server, set_serving
+from core.pb.tailrace.v1 import nameserver_pb2_grpc
+from deploy.broker_main import setup_logging, write_ready_file
+from nameserver.registry import BrokerRegistry
+from nameserver.service import NameServerService, _now_ms
+
+log = logging.getLogger("tailrace.nameserver")
+
+
+@dataclass(frozen=True, slots=True)
+class NameserverSection:
+    listen: str = field(default="127.0.0.1:9876", metadata={"doc": "HOST:PORT; port 0 picks one"})
+    expire_check_ms: int = field(
+        default=1000, metadata={"doc": "how often silent brokers are looked for"}
+    )
+
+    def validate(self, prefix: str = "nameserver") -> None:
+        parse_address(self.listen, f"{prefix}.listen")
+        require(self.expire_check_ms > 0, f"{prefix}.expire_check_ms", "must be positive")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path)
+    p.add_argument("--ready-file", type=Path)
+    p.add_argument("--listen")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+
+
+def load(args: argparse.Namespace) -> tuple[NameserverSection, ServerSection]:
+    tables: dict[str, dict[str, Any]] = {"nameserver": {}, "server": {}}
+    if args.config is not None:
+        try:
+            data = tomllib.loads(args.config.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError("--config", f"cannot read {args.config}: {exc}") from exc
+        for name, table in data.items():
+            if name not in tables:
+                raise ConfigError(name, "unknown section")
+            tables[name].update(table)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        section, _, sub = key.partition(".")
+        if not sep or section not in tables or not sub:
+            raise ConfigError(item, "--set takes nameserver.KEY=VALUE or server.KEY=VALUE")
+        try:
+            tables[section][sub] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            tables[section][sub] = value
+    if args.listen:
+        tables["nameserver"]["listen"] = args.listen
+    return (
+        load_section(NameserverSection, tables["nameserver"], "nameserver"),
+        load_section(ServerSection, tables["server"], "server"),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        ns, server_cfg = load(args)
+    except ConfigError as exc:
+        print(f"tailrace nameserver: bad config: {exc}", flush=True)
+        return 2
+    setup_logging("nameserver", args.log_level)
+    host, _ = parse_address(ns.listen, "nameserver.listen")
+    registry = BrokerRegistry()
+    server, health = build_server(
+        server_cfg.max_workers, server_cfg.max_concurrent_rpcs, server_cfg.max_message_bytes
+    )
+    nameserver_pb2_grpc.add_NameServerServicer_to_server(NameServerService(registry), server)
+    try:
+        port = server.add_insecure_port(ns.listen)
+    except RuntimeError as exc:
+        log.error("cannot listen on %s: %s", ns.listen, exc)
+        return 2
+    address = f"{host}:{port}"
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.start()
+    set_serving(health, True, "tailrace.v1.NameServer")
+    log.info("nameserver serving on %s", address)
+    if args.ready_file is not None:
+        write_ready_file(
+            args.ready_file, {"address": address, "pid": os.getpid(), "role": "nameserver"}
+        )
+    try:
+        while not stop.wait(ns.expire_check_ms / 1000):
+            for r in registry.expire(_now_ms()):
+                log.warning(
+                    "dropped %s/%d at %s: silent for 3 heartbeats",
+                    r.broker_name,
+                    r.broker_id,
+                    r.address,
+                )
+    except TailraceError as exc:
+        log.error("%s", exc)
+    set_serving(health, False, "tailrace.v1.NameServer")
+    server.stop(server_cfg.grace_ms / 1000).wait()
+    log.info("stopped cleanly")
+    return 0

@@ -1,0 +1,128 @@
+"""The nameserver's broker registry: plain logic, the clock passed in.
+
+Each registration renews a broker's liveness; a broker silent for 3 of its
+own heartbeat intervals is dropped. Routes are computed on demand: per group,
+the topic's queue counts (taken from the group's master, else any broker) and
+every live broker, where of two brokers claiming id 0 only the higher epoch
+is shown.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from core.route import BrokerEndpoint, GroupRoute, TopicRoute
+
+MISSED_HEARTBEATS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    read_queues: int
+    write_queues: int
+    perm: str
+
+
+@dataclass(slots=True)
+class Registration:
+    cluster: str
+    broker_name: str
+    broker_id: int
+    address: str
+    epoch: int
+    role: str
+    max_offset: int
+    heartbeat_ms: int
+    topics: dict[str, TopicInfo] = field(default_factory=dict)
+    last_seen_ms: int = 0
+
+    def expired(self, now_ms: int) -> bool:
+        return now_ms - self.last_seen_ms > MISSED_HEARTBEATS * self.heartbeat_ms
+
+
+class BrokerRegistry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._brokers: dict[str, Registration] = {}  # by address
+
+    def register(self, reg: Registration, now_ms: int) -> int:
+        """Record a heartbeat; returns the highest epoch known for the group."""
+        reg.last_seen_ms = now_ms
+        with self._lock:
+            self._brokers[reg.address] = reg
+            return max(
+                (r.epoch for r in self._brokers.values() if r.broker_name == reg.broker_name),
+                default=reg.epoch,
+            )
+
+    def unregister(self, address: str) -> bool:
+        with self._lock:
+            return self._brokers.pop(address, None) is not None
+
+    def expire(self, now_ms: int) -> list[Registration]:
+        """Drop brokers silent for too long; returns them."""
+        with self._lock:
+            gone = [r for r in self._brokers.values() if r.expired(now_ms)]
+            for r in gone:
+                del self._brokers[r.address]
+            return gone
+
+    def _live(self, now_ms: int) -> list[Registration]:
+        return [r for r in self._brokers.values() if not r.expired(now_ms)]
+
+    def _group_route(self, regs: list[Registration], topic: str | None) -> GroupRoute | None:
+        masters = [r for r in regs if r.broker_id == 0]
+        top_master = max(masters, key=lambda r: r.epoch) if masters else None
+        shown = [r for r in regs if r.broker_id != 0 or r is top_master]
+        source = top_master or max(regs, key=lambda r: r.epoch)
+        if topic is not None:
+            if top_master is not None and topic in top_master.topics:
+                holder: Registration | None = top_master
+            else:
+                holder = next((r for r in shown if topic in r.topics), None)
+            if holder is None:
+                return None
+            info = holder.topics[topic]
+        else:
+            info = TopicInfo(0, 0, "rw")
+        return GroupRoute(
+            broker_name=source.broker_name,
+            cluster=source.cluster,
+            read_queues=info.read_queues,
+            write_queues=info.write_queues,
+            perm=info.perm,
+            brokers=tuple(
+                BrokerEndpoint(
+                    r.broker_id,
+                    r.address,
+                    "master" if r.broker_id == 0 else "slave",
+                    r.epoch,
+                    True,
+                    r.max_offset,
+                )
+                for r in sorted(shown, key=lambda r: (r.broker_id, r.address))
+            ),
+        )
+
+    def _groups(self, now_ms: int) -> dict[str, list[Registration]]:
+        groups: dict[str, list[Registration]] = {}
+        for r in self._live(now_ms):
+            groups.setdefault(r.broker_name, []).append(r)
+        return groups
+
+    def route(self, topic: str, now_ms: int) -> TopicRoute | None:
+        """The topic's route, or None when no live broker has it."""
+        with self._lock:
+            groups = [self._group_route(regs, topic) for regs in self._groups(now_ms).values()]
+        found = tuple(sorted((g for g in groups if g is not None), key=lambda g: g.broker_name))
+        return TopicRoute(topic, found) if found else None
+
+    def clusters(self, now_ms: int) -> dict[str, list[GroupRoute]]:
+        with self._lock:
+            out: dict[str, list[GroupRoute]] = {}
+            for regs in self._groups(now_ms).values():
+                g = self._group_route(regs, None)
+                if g is not None:
+                    out.setdefault(g.cluster, []).append(g)
+        return {c: sorted(gs, key=lambda g: g.broker_name) for c, gs in sorted(out.items())}

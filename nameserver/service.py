@@ -1,0 +1,89 @@
+"""gRPC adapter for the nameserver registry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import grpc
+
+from core.errors import InvalidArgumentError, UnknownTopicError
+from core.pb.tailrace.v1 import nameserver_pb2 as pb
+from core.pb.tailrace.v1 import nameserver_pb2_grpc
+from core.route import GroupRoute
+from nameserver.registry import BrokerRegistry, Registration, TopicInfo
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+def group_to_pb(g: GroupRoute) -> pb.GroupRoute:
+    return pb.GroupRoute(
+        broker_name=g.broker_name,
+        cluster=g.cluster,
+        read_queues=g.read_queues,
+        write_queues=g.write_queues,
+        perm=g.perm,
+        brokers=[
+            pb.BrokerRoute(
+                broker_id=b.broker_id,
+                address=b.address,
+                role=b.role,
+                epoch=b.epoch,
+                alive=b.alive,
+                max_offset=b.max_offset,
+            )
+            for b in g.brokers
+        ],
+    )
+
+
+class NameServerService(nameserver_pb2_grpc.NameServerServicer):
+    def __init__(self, registry: BrokerRegistry, clock_ms: Callable[[], int] = _now_ms) -> None:
+        self.registry = registry
+        self.clock_ms = clock_ms
+
+    def RegisterBroker(
+        self, request: pb.RegisterBrokerRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterBrokerResponse:
+        b = request.broker
+        if not b.broker_name or not b.address or b.heartbeat_ms == 0:
+            raise InvalidArgumentError("registration needs broker_name, address and heartbeat_ms")
+        reg = Registration(
+            cluster=b.cluster,
+            broker_name=b.broker_name,
+            broker_id=b.broker_id,
+            address=b.address,
+            epoch=b.epoch,
+            role=b.role,
+            max_offset=b.max_offset,
+            heartbeat_ms=b.heartbeat_ms,
+            topics={t.name: TopicInfo(t.read_queues, t.write_queues, t.perm) for t in b.topics},
+        )
+        epoch = self.registry.register(reg, self.clock_ms())
+        return pb.RegisterBrokerResponse(group_epoch=epoch)
+
+    def UnregisterBroker(
+        self, request: pb.UnregisterBrokerRequest, context: grpc.ServicerContext
+    ) -> pb.UnregisterBrokerResponse:
+        self.registry.unregister(request.address)
+        return pb.UnregisterBrokerResponse()
+
+    def GetRoute(
+        self, request: pb.GetRouteRequest, context: grpc.ServicerContext
+    ) -> pb.GetRouteResponse:
+        route = self.registry.route(request.topic, self.clock_ms())
+        if route is None:
+            raise UnknownTopicError(f"no live broker serves topic {request.topic!r}")
+        return pb.GetRouteResponse(topic=route.topic, groups=[group_to_pb(g) for g in route.groups])
+
+    def ListClusters(
+        self, request: pb.ListClustersRequest, context: grpc.ServicerContext
+    ) -> pb.ListClustersResponse:
+        return pb.ListClustersResponse(
+            clusters=[
+                pb.ClusterInfo(name=name, groups=[group_to_pb(g) for g in groups])
+                for name, groups in self.registry.clusters(self.clock_ms()).items()
+            ]
+        )
