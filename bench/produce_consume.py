@@ -27,9 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args: str) -> dict[str, Any]:
-    r = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, capture_output=True, text=True
-    )
+    r = subprocess.run([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"tailrace {args[0]} failed: {r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]

@@ -1,27 +1,74 @@
-"""Admin: topics, queue offsets and status of a broker."""
+"""Admin: topics, queue offsets and status, of one broker or a whole cluster."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
-from consumer.connection import BrokerConnection
+from consumer.connection import BrokerConnection, ConnectionPool
+from consumer.routing import NameserverRoutes
+from core.errors import BrokerUnavailableError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 
 
 class Admin:
-    def __init__(self, broker: str, timeout_s: float = 10.0) -> None:
-        self.conn = BrokerConnection(broker, timeout_s)
+    def __init__(
+        self,
+        broker: str | None = None,
+        namesrv: Sequence[str] | str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if (broker is None) == (namesrv is None):
+            raise ValueError("give either broker= or namesrv=")
+        if isinstance(namesrv, str):
+            namesrv = [a for a in namesrv.split(",") if a]
+        self.pool = ConnectionPool(timeout_s)
+        self.broker = broker
+        self.routes = NameserverRoutes(list(namesrv)) if namesrv is not None else None
 
-    def create_topic(self, topic: str, queues: int) -> bool:
-        r = self.conn.call(
-            self.conn.stub.CreateTopic, pb.CreateTopicRequest(topic=topic, queues=queues)
-        )
-        return bool(r.created)
+    @property
+    def conn(self) -> BrokerConnection:
+        if self.broker is None:
+            raise ValueError("this Admin talks to a cluster; pass broker= for one broker")
+        return self.pool.get(self.broker)
+
+    def masters(self, cluster: str | None = None) -> dict[str, str]:
+        """broker name -> master address, for every group (of `cluster`)."""
+        if self.routes is None:
+            return {self.status()["broker_name"]: self.conn.address}
+        out: dict[str, str] = {}
+        for c in self.routes.clusters().clusters:
+            if cluster is not None and c.name != cluster:
+                continue
+            for g in c.groups:
+                masters = [b for b in g.brokers if b.broker_id == 0 and b.alive]
+                if masters:
+                    out[g.broker_name] = max(masters, key=lambda b: b.epoch).address
+        return out
+
+    def create_topic(self, topic: str, queues: int, cluster: str | None = None) -> bool:
+        """Create the topic on the broker, or on every group's master of the
+        cluster (all clusters when none is named); True if any created it."""
+        targets = [self.conn.address] if self.routes is None else list(self.masters(cluster).values())
+        if not targets:
+            raise BrokerUnavailableError("no live master registered with the nameservers")
+        created = False
+        for address in targets:
+            conn = self.pool.get(address)
+            r = conn.call(conn.stub.CreateTopic, pb.CreateTopicRequest(topic=topic, queues=queues))
+            created = created or bool(r.created)
+        return created
 
     def list_topics(self) -> dict[str, int]:
-        r = self.conn.call(self.conn.stub.ListTopics, pb.ListTopicsRequest())
-        return {t.name: t.queues for t in r.topics}
+        """Topic -> queue count (summed over groups for a cluster)."""
+        targets = [self.conn.address] if self.routes is None else list(self.masters().values())
+        out: dict[str, int] = {}
+        for address in targets:
+            conn = self.pool.get(address)
+            for t in conn.call(conn.stub.ListTopics, pb.ListTopicsRequest()).topics:
+                out[t.name] = out.get(t.name, 0) + t.queues
+        return out
 
     def queue_offsets(self, topic: str) -> dict[int, tuple[int, int]]:
         r = self.conn.call(self.conn.stub.GetQueueOffsets, pb.GetQueueOffsetsRequest(topic=topic))
@@ -42,7 +89,9 @@ class Admin:
         }
 
     def close(self) -> None:
-        self.conn.close()
+        self.pool.close()
+        if self.routes is not None:
+            self.routes.close()
 
     def __enter__(self) -> Admin:
         return self

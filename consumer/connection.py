@@ -1,4 +1,4 @@
-"""One gRPC channel to one broker, with deadlines and error mapping.
+"""gRPC channels to brokers, with deadlines and error mapping.
 
 Every call has a deadline (the client never hangs without one) and every
 failure surfaces as a TailraceError (core.grpc_status maps them).
@@ -6,6 +6,7 @@ failure surfaces as a TailraceError (core.grpc_status maps them).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -41,3 +42,29 @@ class BrokerConnection:
 
     def close(self) -> None:
         self.channel.close()
+
+
+class ConnectionPool:
+    """One connection per broker address, opened on first use."""
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        self._conns: dict[str, BrokerConnection] = {}
+        self._lock = threading.Lock()
+
+    def get(self, address: str) -> BrokerConnection:
+        with self._lock:
+            conn = self._conns.get(address)
+            if conn is None:
+                conn = self._conns[address] = BrokerConnection(address, self.timeout_s)
+            return conn
+
+    def addresses(self) -> list[str]:
+        with self._lock:
+            return list(self._conns)
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._conns.values():
+                c.close()
+            self._conns.clear()

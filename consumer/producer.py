@@ -1,31 +1,35 @@
-"""Producer: send and batch-send to one broker (routes come with issue 4).
+"""Producer: route-aware sends over every writable queue of every group.
 
-Retry policy: a call is retried only when the broker certainly stored
-nothing (it refused before storing: closing down, or over its concurrent
-call limit). A dead connection or a passed deadline leaves the outcome
-unknown: that error is raised as it is (`BrokerUnavailableError`,
-`RequestTimeoutError`), never retried behind the caller's back, because a
-retry could store the batch twice.
+Queue choice: round robin over the writable queues of every broker group
+with a live master, or a user `selector(queues, key)` (e.g. by key, for
+per-key order). A broker that just failed is avoided for `backoff_s`.
+
+Retries: a send that fails with a retriable error (dead connection, passed
+deadline, broker shutting down, NOT_MASTER) is retried on a queue of another
+group after a route refresh, up to `retries` times. A failure whose outcome
+was unknown (the connection died mid-call) may have stored the batch: the
+retry then stores it twice. That is the at-least-once trade RocketMQ makes;
+consumers deduplicate by key. Errors that retrying cannot fix (bad input,
+unknown topic) are raised at once.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
-import grpc
-
-from consumer.connection import BrokerConnection
-from core.errors import StoreClosedError, TailraceError
-from core.grpc_status import error_from_rpc
+from consumer.connection import ConnectionPool
+from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
+from core.errors import BrokerUnavailableError, TailraceError
 from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.route import MessageQueue, TopicRoute
 
 _STATUS_NAMES = {v: k for k, v in pb.SendStatus.items()}
-SAFE_RETRY_ATTEMPTS = 3
+Selector = Callable[[list[MessageQueue], str], MessageQueue]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,7 @@ class SendReceipt:
     queue_offset: int
     physical_offset: int
     served_by: int
+    broker_name: str = ""
 
 
 @dataclass(slots=True)
@@ -47,6 +52,13 @@ class OutgoingMessage:
     properties: Mapping[str, str] | None = None
 
 
+def by_key(queues: list[MessageQueue], key: str) -> MessageQueue:
+    """A selector that sends every message of one key to one queue."""
+    import zlib
+
+    return queues[zlib.crc32(key.encode()) % len(queues)]
+
+
 def _pb_message(m: OutgoingMessage | bytes, born_ms: int) -> pb.Message:
     if isinstance(m, bytes | bytearray):
         return pb.Message(body=bytes(m), born_ms=born_ms)
@@ -55,36 +67,65 @@ def _pb_message(m: OutgoingMessage | bytes, born_ms: int) -> pb.Message:
     )
 
 
-def _receipts(resp: pb.SendResponse) -> list[SendReceipt]:
-    status = _STATUS_NAMES.get(resp.status, str(resp.status))
-    return [
-        SendReceipt(
-            status,
-            r.message_id,
-            resp.topic,
-            resp.queue_id,
-            r.queue_offset,
-            r.physical_offset,
-            resp.served_by,
-        )
-        for r in resp.results
-    ]
-
-
-def _safe_to_retry(err: TailraceError, exc: grpc.RpcError | None) -> bool:
-    if isinstance(err, StoreClosedError):
-        return True
-    return (
-        exc is not None
-        and exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        and ("Concurrent RPC limit" in (exc.details() or ""))
-    )
-
-
 class Producer:
-    def __init__(self, broker: str, timeout_s: float = 10.0, max_in_flight: int = 4) -> None:
-        self.conn = BrokerConnection(broker, timeout_s)
+    def __init__(
+        self,
+        broker: str | None = None,
+        namesrv: Sequence[str] | str | None = None,
+        timeout_s: float = 10.0,
+        max_in_flight: int = 4,
+        selector: Selector | None = None,
+        retries: int = 2,
+        backoff_s: float = 5.0,
+    ) -> None:
+        if (broker is None) == (namesrv is None):
+            raise ValueError("give either broker= or namesrv=")
+        if isinstance(namesrv, str):
+            namesrv = [a for a in namesrv.split(",") if a]
+        self.single = broker is not None
+        self.routes: Routes = (
+            SingleBrokerRoutes(broker) if broker is not None else NameserverRoutes(list(namesrv or []))
+        )
+        self.pool = ConnectionPool(timeout_s)
+        self.selector = selector
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._avoid: dict[str, float] = {}
+        self._rr = itertools.count()
+        self._executor = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="send")
         self._window = threading.BoundedSemaphore(max_in_flight)
+
+    # ---- choosing a queue ---------------------------------------------------------------
+
+    def _choose(
+        self, route: TopicRoute, key: str | None, exclude: set[str]
+    ) -> tuple[MessageQueue | None, str]:
+        queues = route.write_queues()
+        if not queues:
+            if self.single:  # the broker may auto-create the topic and pick a queue
+                g = route.groups[0]
+                return None, g.brokers[0].address
+            raise BrokerUnavailableError(f"no writable queue of {route.topic!r} has a live master")
+        if key is not None and self.selector is not None:
+            mq = self.selector(queues, key)  # stable per key: ignores back-offs
+        else:
+            now = time.monotonic()
+            ok = [
+                q
+                for q in queues
+                if q.broker_name not in exclude and self._avoid.get(self._master(route, q), 0.0) <= now
+            ]
+            pool = ok or [q for q in queues if q.broker_name not in exclude] or queues
+            mq = pool[next(self._rr) % len(pool)]
+        return mq, self._master(route, mq)
+
+    @staticmethod
+    def _master(route: TopicRoute, mq: MessageQueue) -> str:
+        g = route.group(mq.broker_name)
+        m = g.master if g is not None else None
+        return m.address if m is not None else ""
+
+    # ---- sending -----------------------------------------------------------------------
 
     def send(
         self,
@@ -94,77 +135,99 @@ class Producer:
         keys: str = "",
         properties: Mapping[str, str] | None = None,
         queue_id: int = -1,
+        key: str | None = None,
     ) -> SendReceipt:
         msg = OutgoingMessage(body, tags, keys, properties)
-        req = pb.SendRequest(topic=topic, queue_id=queue_id, message=_pb_message(msg, _now_ms()))
-        return _receipts(self._call(self.conn.stub.Send, req))[0]
+        return self.send_batch(topic, [msg], queue_id=queue_id, key=key)[0]
 
     def send_batch(
         self,
         topic: str,
         messages: Sequence[OutgoingMessage | bytes],
         queue_id: int = -1,
+        key: str | None = None,
+        queue: MessageQueue | None = None,
     ) -> list[SendReceipt]:
-        """Store messages for one queue in one call (the broker picks the queue for -1)."""
-        return _receipts(
-            self._call(self.conn.stub.SendBatch, self._batch(topic, messages, queue_id))
-        )
+        """Store messages in one queue with one RPC.
+
+        The queue is `queue` if given, else chosen (round robin, or the
+        selector with `key`). `queue_id` other than -1 picks a queue id on a single
+        broker (producer given `broker=`).
+        """
+        born = int(time.time() * 1000)
+        msgs = [_pb_message(m, born) for m in messages]
+        tried: set[str] = set()
+        last: TailraceError | None = None
+        for attempt in range(self.retries + 1):
+            route = self.routes.get(topic, refresh=attempt > 0)
+            if queue is not None:
+                mq: MessageQueue | None = queue
+                address = self._master(route, queue)
+            elif self.single and queue_id != -1:
+                mq = MessageQueue(route.groups[0].broker_name, queue_id)
+                address = route.groups[0].brokers[0].address
+            else:
+                mq, address = self._choose(route, key, tried)
+            if not address:
+                last = BrokerUnavailableError(f"no live master for {mq}")
+                continue
+            req = pb.SendBatchRequest(
+                topic=topic, queue_id=mq.queue_id if mq is not None else -1, messages=msgs
+            )
+            conn = self.pool.get(address)
+            try:
+                resp = conn.call(conn.stub.SendBatch, req)
+            except TailraceError as err:
+                if not (err.retriable or err.refresh_route) or (queue is not None and attempt):
+                    raise
+                self._avoid[address] = time.monotonic() + self.backoff_s
+                if mq is not None:
+                    tried.add(mq.broker_name)
+                last = err
+                continue
+            if resp.status == pb.NOT_MASTER:
+                self._avoid[address] = time.monotonic() + self.backoff_s
+                last = BrokerUnavailableError(f"{address} is not the master of {mq}")
+                continue
+            status = _STATUS_NAMES.get(resp.status, str(resp.status))
+            name = mq.broker_name if mq is not None else route.groups[0].broker_name
+            return [
+                SendReceipt(
+                    status,
+                    r.message_id,
+                    resp.topic,
+                    resp.queue_id,
+                    r.queue_offset,
+                    r.physical_offset,
+                    resp.served_by,
+                    name,
+                )
+                for r in resp.results
+            ]
+        assert last is not None
+        raise last
 
     def send_batch_async(
         self,
         topic: str,
         messages: Sequence[OutgoingMessage | bytes],
         queue_id: int = -1,
+        key: str | None = None,
     ) -> Future[list[SendReceipt]]:
         """Like send_batch, without waiting; at most `max_in_flight` calls are
         outstanding (this blocks while the window is full)."""
-        req = self._batch(topic, messages, queue_id)
         self._window.acquire()
-        out: Future[list[SendReceipt]] = Future()
-        call = self.conn.stub.SendBatch.future(req, timeout=self.conn.timeout_s)
-
-        def done(f: grpc.Future[pb.SendResponse]) -> None:
-            self._window.release()
-            try:
-                out.set_result(_receipts(f.result()))
-            except grpc.RpcError as exc:
-                out.set_exception(error_from_rpc(exc))
-            except BaseException as exc:  # cancelled
-                out.set_exception(exc)
-
-        call.add_done_callback(done)
-        return out
-
-    @staticmethod
-    def _batch(
-        topic: str, messages: Sequence[OutgoingMessage | bytes], queue_id: int
-    ) -> pb.SendBatchRequest:
-        born = _now_ms()
-        return pb.SendBatchRequest(
-            topic=topic, queue_id=queue_id, messages=[_pb_message(m, born) for m in messages]
-        )
-
-    def _call(self, method: Any, req: object) -> pb.SendResponse:
-        for attempt in range(SAFE_RETRY_ATTEMPTS):
-            try:
-                return method(req, timeout=self.conn.timeout_s)  # type: ignore[no-any-return]
-            except grpc.RpcError as exc:
-                err = error_from_rpc(exc)
-                if attempt + 1 < SAFE_RETRY_ATTEMPTS and _safe_to_retry(err, exc):
-                    time.sleep(0.05 * (attempt + 1))
-                    continue
-                raise err from None
-        raise AssertionError("unreachable")
+        fut = self._executor.submit(self.send_batch, topic, messages, queue_id, key)
+        fut.add_done_callback(lambda _: self._window.release())
+        return fut
 
     def close(self) -> None:
-        self.conn.close()
+        self._executor.shutdown(wait=True)
+        self.pool.close()
+        self.routes.close()
 
     def __enter__(self) -> Producer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

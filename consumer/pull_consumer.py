@@ -1,136 +1,258 @@
-"""PullConsumer: reads every queue of a topic with long polling.
+"""PullConsumer: a member of a consumer group, reading its share of a topic.
 
-One pull per queue is in flight at a time (a gRPC future held by the broker
-until records arrive or the long-poll wait ends), so a record in any queue
-is seen as soon as it is stored, and queues are read in parallel. `poll()`
-returns what has arrived. Positions start from the group's committed offset,
-or from `first`/`last` when it has none; `commit()` stores them, and
-`poll()` auto-commits the positions of what earlier polls returned every
-`auto_commit_interval_ms` (at least once: after a crash, messages after the
-last commit are delivered again, none is skipped). Consumer-group
-rebalancing across several consumers arrives with issue 4; for now a
-consumer reads all queues of its topic.
+Composition (after aiokafka's consumer): routes (`consumer/routing.py`), a
+membership heartbeat (`consumer/membership.py`), the averaging allocation
+(`core/route.py`), and a fetcher kept here: one long-poll pull in flight per
+assigned queue (a gRPC future the broker holds until records arrive or the
+wait ends), so queues are read in parallel and an arrival anywhere is seen at
+once. `poll()` returns what has arrived.
+
+Group protocol (client-side, RocketMQ style): every member heartbeats to the
+master of every group that hosts the topic; the first group's reply lists the
+live members. Each member computes its share with the averaging allocation
+and rebalances when the member list changes and every
+`rebalance_interval_ms`. A queue it gives up is committed first; a queue it
+takes starts from the group's committed offset, or from `first`/`last`. A
+member that leaves commits, then unregisters; one that vanishes is dropped by
+the brokers after three missed heartbeats. At least once: after a crash or a
+move, messages after the last commit are delivered again, none is skipped.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import grpc
 
-from consumer.connection import BrokerConnection
+from consumer.connection import ConnectionPool
+from consumer.membership import Membership
+from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
 from core.errors import TailraceError
 from core.grpc_status import error_from_rpc
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.record import Record, iter_records
+from core.route import MessageQueue, TopicRoute, allocate_average
 from core.subscription import Subscription
 
 log = logging.getLogger(__name__)
-ReceivedMessage = Record
 RETRY_BACKOFF_S = 0.5
+
+
+@dataclass(slots=True)
+class ReceivedMessage(Record):
+    """A decoded record, with the broker group it came from."""
+
+    broker_name: str = ""
 
 
 class PullConsumer:
     def __init__(
         self,
-        broker: str,
-        group: str,
-        topic: str,
+        broker: str | None = None,
+        group: str = "",
+        topic: str = "",
         subscription: str = "*",
         start: Literal["first", "last"] = "first",
+        namesrv: Sequence[str] | str | None = None,
         long_poll_ms: int = 20_000,
         max_messages: int = 256,
         max_bytes: int = 1024 * 1024,
         auto_commit_interval_ms: int = 5_000,
+        heartbeat_ms: int = 3_000,
+        rebalance_interval_ms: int = 20_000,
+        client_id: str | None = None,
         timeout_s: float = 10.0,
     ) -> None:
         if start not in ("first", "last"):
             raise ValueError("start must be 'first' or 'last'")
-        self.conn = BrokerConnection(broker, timeout_s)
+        if (broker is None) == (namesrv is None):
+            raise ValueError("give either broker= or namesrv=")
+        if isinstance(namesrv, str):
+            namesrv = [a for a in namesrv.split(",") if a]
         self.group = group
         self.topic = topic
+        self.start = start
         self.subscription = Subscription.parse(subscription)
         self.long_poll_ms = long_poll_ms
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.auto_commit_s = auto_commit_interval_ms / 1000
+        self.rebalance_s = rebalance_interval_ms / 1000
+        self.client_id = client_id or f"{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}"
         self.served_by: Counter[int] = Counter()
-        stub = self.conn.stub
-        offsets = self.conn.call(stub.GetQueueOffsets, pb.GetQueueOffsetsRequest(topic=topic))
-        self.queues = sorted(q.queue_id for q in offsets.queues)
-        self._positions: dict[int, int] = {}
-        self._committed: dict[int, int] = {}
-        for q in offsets.queues:
-            r = self.conn.call(
-                stub.QueryOffset,
-                pb.QueryOffsetRequest(group=group, topic=topic, queue_id=q.queue_id),
+        self.routes: Routes = (
+            SingleBrokerRoutes(broker) if broker is not None else NameserverRoutes(list(namesrv or []))
+        )
+        self.pool = ConnectionPool(timeout_s)
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._positions: dict[MessageQueue, int] = {}
+        self._committed: dict[MessageQueue, int] = {}
+        self._generation: dict[MessageQueue, int] = {}
+        self._inflight: dict[MessageQueue, grpc.Future[pb.PullResponse]] = {}
+        self._retry_at: dict[MessageQueue, float] = {}
+        self._done: queue.Queue[tuple[MessageQueue, int, grpc.Future[pb.PullResponse]]] = queue.Queue()
+        self._closed = False
+        self._route: TopicRoute = self.routes.get(topic)
+        self.membership = Membership(self.pool, self.routes, group, topic, self.client_id, heartbeat_ms)
+        self.membership.beat()  # join before the first allocation
+        self._last_rebalance = 0.0
+        self._last_commit = time.monotonic()
+        self.rebalance()
+        self.membership.start()
+
+    # ---- assignment -----------------------------------------------------------------
+
+    @property
+    def assignment(self) -> list[MessageQueue]:
+        return sorted(self._positions)
+
+    def rebalance(self) -> None:
+        """Recompute this member's queues; commit the ones given up."""
+        try:
+            self._route = self.routes.get(self.topic, refresh=True)
+        except TailraceError as exc:
+            log.warning("route refresh for %s failed: %s", self.topic, exc)
+        members = self.membership.members or [self.client_id]
+        mine = set(allocate_average(self._route.read_queues(), members, self.client_id))
+        current = set(self._positions)
+        dropped, added = current - mine, mine - current
+        if dropped:
+            gone = {mq: self._positions[mq] for mq in dropped}
+            with self._lock:
+                for mq in dropped:
+                    self._generation[mq] = self._generation.get(mq, 0) + 1
+                    call = self._inflight.pop(mq, None)
+                    if call is not None:
+                        call.cancel()
+                    del self._positions[mq]
+            self._commit(gone)
+        for mq in sorted(added):
+            start = self._start_offset(mq)
+            if start is not None:
+                with self._lock:
+                    self._positions[mq] = start
+                    self._generation.setdefault(mq, 0)
+        if dropped or added:
+            log.info(
+                "%s: %d members, now %d queues (+%d -%d)",
+                self.client_id, len(members), len(self._positions), len(added), len(dropped),
+            )  # fmt: skip
+        self._last_rebalance = time.monotonic()
+
+    def _master_address(self, mq: MessageQueue) -> str | None:
+        g = self._route.group(mq.broker_name)
+        m = g.master if g is not None else None
+        return m.address if m is not None else None
+
+    def _start_offset(self, mq: MessageQueue) -> int | None:
+        address = self._master_address(mq)
+        if address is None:
+            return None
+        conn = self.pool.get(address)
+        try:
+            r = conn.call(
+                conn.stub.QueryOffset,
+                pb.QueryOffsetRequest(group=self.group, topic=self.topic, queue_id=mq.queue_id),
             )
             if r.found:
-                self._positions[q.queue_id] = self._committed[q.queue_id] = r.offset
-            else:
-                self._positions[q.queue_id] = q.min_offset if start == "first" else q.max_offset
-        self._generation = dict.fromkeys(self.queues, 0)
-        self._inflight: dict[int, grpc.Future[pb.PullResponse]] = {}
-        self._retry_at: dict[int, float] = {}
-        self._done: queue.Queue[tuple[int, int, grpc.Future[pb.PullResponse]]] = queue.Queue()
-        self._last_commit = time.monotonic()
-        self._lock = threading.Lock()
-        self._closed = False
+                self._committed[mq] = r.offset
+                return int(r.offset)
+            offs = conn.call(conn.stub.GetQueueOffsets, pb.GetQueueOffsetsRequest(topic=self.topic))
+        except TailraceError as exc:
+            log.warning("cannot find the start of %s: %s (will retry)", mq, exc)
+            return None
+        for q in offs.queues:
+            if q.queue_id == mq.queue_id:
+                return int(q.min_offset if self.start == "first" else q.max_offset)
+        return 0
 
-    # ---- positions ----------------------------------------------------------------
+    # ---- positions and commits ----------------------------------------------------------
 
-    def position(self, queue_id: int) -> int:
-        return self._positions[queue_id]
+    def position(self, queue_id: int, broker_name: str | None = None) -> int:
+        for mq, off in self._positions.items():
+            if mq.queue_id == queue_id and broker_name in (None, mq.broker_name):
+                return off
+        raise KeyError(queue_id)
 
     def positions(self) -> dict[int, int]:
+        """Positions by queue id (single-group view; see `queue_positions`)."""
+        return {mq.queue_id: off for mq, off in self._positions.items()}
+
+    def queue_positions(self) -> dict[MessageQueue, int]:
         return dict(self._positions)
 
-    def seek(self, queue_id: int, offset: int) -> None:
-        """Read `queue_id` from `offset` on (a pull in flight is discarded)."""
+    def seek(self, queue_id: int, offset: int, broker_name: str | None = None) -> None:
+        """Read a queue from `offset` on (a pull in flight is discarded)."""
         with self._lock:
-            self._positions[queue_id] = offset
-            self._generation[queue_id] += 1
-            call = self._inflight.pop(queue_id, None)
-        if call is not None:
-            call.cancel()
+            for mq in list(self._positions):
+                if mq.queue_id == queue_id and broker_name in (None, mq.broker_name):
+                    self._positions[mq] = offset
+                    self._generation[mq] += 1
+                    call = self._inflight.pop(mq, None)
+                    if call is not None:
+                        call.cancel()
 
     def commit(self, positions: dict[int, int] | None = None) -> None:
         """Store the group's offsets (default: everything polled so far)."""
-        for q, off in (positions or self.positions()).items():
-            if self._committed.get(q) == off:
+        if positions is None:
+            self._commit(dict(self._positions))
+        else:
+            self._commit({mq: positions[mq.queue_id] for mq in self._positions if mq.queue_id in positions})
+
+    def _commit(self, positions: dict[MessageQueue, int]) -> None:
+        for mq, off in positions.items():
+            if self._committed.get(mq) == off:
                 continue
-            self.conn.call(
-                self.conn.stub.CommitOffset,
-                pb.CommitOffsetRequest(group=self.group, topic=self.topic, queue_id=q, offset=off),
+            address = self._master_address(mq)
+            if address is None:
+                log.warning("no master for %s: offset %d not committed", mq, off)
+                continue
+            conn = self.pool.get(address)
+            conn.call(
+                conn.stub.CommitOffset,
+                pb.CommitOffsetRequest(group=self.group, topic=self.topic, queue_id=mq.queue_id, offset=off),
             )
-            self._committed[q] = off
+            self._committed[mq] = off
 
-    # ---- polling -------------------------------------------------------------------
+    # ---- polling -----------------------------------------------------------------------
 
-    def poll(self, timeout_ms: int = 1000) -> list[Record]:
+    def poll(self, timeout_ms: int = 1000) -> list[ReceivedMessage]:
         """Messages that arrived, waiting up to `timeout_ms` for the first."""
         if self._closed:
             raise TailraceError("consumer is closed")
-        if self.auto_commit_s and time.monotonic() - self._last_commit >= self.auto_commit_s:
-            self.commit()
-            self._last_commit = time.monotonic()
+        now = time.monotonic()
+        if self.membership.changed.is_set() or now - self._last_rebalance >= self.rebalance_s:
+            self.membership.changed.clear()
+            self.rebalance()
+        if self.auto_commit_s and now - self._last_commit >= self.auto_commit_s:
+            try:
+                self.commit()
+            except TailraceError as exc:
+                log.warning("auto-commit failed: %s", exc)
+            self._last_commit = now
         self._issue_pulls()
-        out: list[Record] = []
+        out: list[ReceivedMessage] = []
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             left = deadline - time.monotonic()
             try:
-                item = (
-                    self._done.get(timeout=max(0.0, left)) if left > 0 else self._done.get_nowait()
-                )
+                item = self._done.get(timeout=min(left, 0.2)) if left > 0 else self._done.get_nowait()
             except queue.Empty:
-                break
+                if left <= 0 or self.membership.changed.is_set():
+                    break
+                self._issue_pulls()  # queues whose retry back-off ended
+                continue
             out.extend(self._complete(*item))
             self._issue_pulls()
             if out and self._done.empty():
@@ -139,64 +261,77 @@ class PullConsumer:
 
     def _issue_pulls(self) -> None:
         now = time.monotonic()
-        stub = self.conn.stub
         with self._lock:
-            for q in self.queues:
-                if q in self._inflight or self._retry_at.get(q, 0) > now:
+            for mq, offset in self._positions.items():
+                if mq in self._inflight or self._retry_at.get(mq, 0) > now:
+                    continue
+                address = self._master_address(mq)
+                if address is None:
+                    self._retry_at[mq] = now + RETRY_BACKOFF_S
                     continue
                 req = pb.PullRequest(
                     group=self.group,
                     topic=self.topic,
-                    queue_id=q,
-                    queue_offset=self._positions[q],
+                    queue_id=mq.queue_id,
+                    queue_offset=offset,
                     max_messages=self.max_messages,
                     max_bytes=self.max_bytes,
                     max_wait_ms=self.long_poll_ms,
                     subscription=self.subscription.expression,
                 )
-                call = stub.Pull.future(req, timeout=self.long_poll_ms / 1000 + self.conn.timeout_s)
-                gen = self._generation[q]
-                self._inflight[q] = call
-                call.add_done_callback(lambda f, q=q, gen=gen: self._done.put((q, gen, f)))
+                call = self.pool.get(address).stub.Pull.future(
+                    req, timeout=self.long_poll_ms / 1000 + self.timeout_s
+                )
+                gen = self._generation[mq]
+                self._inflight[mq] = call
+                call.add_done_callback(lambda f, mq=mq, gen=gen: self._done.put((mq, gen, f)))
 
-    def _complete(self, q: int, gen: int, call: grpc.Future[pb.PullResponse]) -> Iterable[Record]:
+    def _complete(
+        self, mq: MessageQueue, gen: int, call: grpc.Future[pb.PullResponse]
+    ) -> list[ReceivedMessage]:
         with self._lock:
-            if self._inflight.get(q) is call:
-                del self._inflight[q]
-            if gen != self._generation[q] or call.cancelled():
+            if self._inflight.get(mq) is call:
+                del self._inflight[mq]
+            if gen != self._generation.get(mq) or call.cancelled() or mq not in self._positions:
                 return []
         try:
             resp: pb.PullResponse = call.result()
         except grpc.RpcError as exc:
             err = error_from_rpc(exc)
-            log.warning(
-                "pull %s/%d failed: %s; retrying in %.1fs", self.topic, q, err, RETRY_BACKOFF_S
-            )
-            self._retry_at[q] = time.monotonic() + RETRY_BACKOFF_S
+            log.warning("pull %s failed: %s; retrying in %.1fs", mq, err, RETRY_BACKOFF_S)
+            self._retry_at[mq] = time.monotonic() + RETRY_BACKOFF_S
+            if err.refresh_route:
+                self.membership.changed.set()  # rebalance, which refreshes the route
             return []
         status = resp.status
         if status == pb.FOUND:
             self.served_by[resp.served_by] += resp.count
-            records = list(iter_records(resp.records))
-            self._positions[q] = resp.next_queue_offset
+            records = list(iter_records(resp.records, cls=ReceivedMessage))
+            for r in records:
+                r.broker_name = mq.broker_name
+            with self._lock:
+                if gen == self._generation.get(mq):
+                    self._positions[mq] = resp.next_queue_offset
             if self.subscription.tags is None:
                 return records
             return [r for r in records if self.subscription.matches(r.tags)]
         if status in (pb.NO_MATCHED_MSG, pb.OFFSET_TOO_SMALL, pb.OFFSET_OVERFLOW):
             if status != pb.NO_MATCHED_MSG:
                 log.warning(
-                    "%s/%d: offset %d is %s; moving to %d",
-                    self.topic, q, self._positions[q], pb.PullStatus.Name(status),
-                    resp.next_queue_offset,
+                    "%s: offset %d is %s; moving to %d",
+                    mq, self._positions.get(mq), pb.PullStatus.Name(status), resp.next_queue_offset,
                 )  # fmt: skip
-            self._positions[q] = resp.next_queue_offset
+            with self._lock:
+                if gen == self._generation.get(mq):
+                    self._positions[mq] = resp.next_queue_offset
         return []
 
     def close(self, commit: bool = True) -> None:
-        """Stop pulling, commit what was polled (unless told not to), disconnect."""
+        """Stop pulling, commit what was polled (unless told not to), leave the group."""
         if self._closed:
             return
         self._closed = True
+        self.membership.stop()
         with self._lock:
             calls = list(self._inflight.values())
             self._inflight.clear()
@@ -204,9 +339,11 @@ class PullConsumer:
             c.cancel()
         try:
             if commit:
-                self.commit()
+                self._commit(dict(self._positions))
         finally:
-            self.conn.close()
+            self.membership.leave()
+            self.pool.close()
+            self.routes.close()
 
     def __enter__(self) -> PullConsumer:
         return self

@@ -39,20 +39,12 @@ class BrokerSection:
     )
     broker_id: int = field(default=0, metadata=_doc("0 = master, >0 = slave"))
     role: Literal["master", "slave"] = field(default="master", metadata=_doc("master or slave"))
-    listen: str = field(
-        default="127.0.0.1:10911", metadata=_doc("HOST:PORT to serve on; port 0 picks one")
-    )
+    listen: str = field(default="127.0.0.1:10911", metadata=_doc("HOST:PORT to serve on; port 0 picks one"))
     data_dir: Path = field(default=Path("./data"), metadata=_doc("store and offsets directory"))
-    auto_create_topics: bool = field(
-        default=True, metadata=_doc("create unknown topics on first send")
-    )
+    auto_create_topics: bool = field(default=True, metadata=_doc("create unknown topics on first send"))
     default_queues: int = field(default=8, metadata=_doc("queues of an auto-created topic"))
-    namesrv: str = field(
-        default="", metadata=_doc("nameserver addresses, comma-separated (empty: none)")
-    )
-    heartbeat_ms: int = field(
-        default=10_000, metadata=_doc("registration heartbeat to every nameserver")
-    )
+    namesrv: str = field(default="", metadata=_doc("nameserver addresses, comma-separated (empty: none)"))
+    heartbeat_ms: int = field(default=10_000, metadata=_doc("registration heartbeat to every nameserver"))
 
     @property
     def nameservers(self) -> list[str]:
@@ -84,23 +76,17 @@ class BrokerSection:
 
 @dataclass(frozen=True, slots=True)
 class ServerSection:
-    max_workers: int = field(
-        default=64, metadata=_doc("gRPC server threads; a held long poll occupies one")
-    )
+    max_workers: int = field(default=64, metadata=_doc("gRPC server threads; a held long poll occupies one"))
     max_concurrent_rpcs: int = field(
         default=512, metadata=_doc("calls beyond this are refused with RESOURCE_EXHAUSTED")
     )
-    max_message_bytes: int = field(
-        default=64 * 1024 * 1024, metadata=_doc("gRPC send/receive message limit")
-    )
+    max_message_bytes: int = field(default=64 * 1024 * 1024, metadata=_doc("gRPC send/receive message limit"))
     grace_ms: int = field(default=5000, metadata=_doc("SIGTERM: time for calls in flight"))
 
     def validate(self, prefix: str = "server") -> None:
         require(self.max_workers >= 2, f"{prefix}.max_workers", "must be at least 2")
         require(self.max_concurrent_rpcs >= 1, f"{prefix}.max_concurrent_rpcs", "must be positive")
-        require(
-            self.max_message_bytes >= 1024 * 1024, f"{prefix}.max_message_bytes", "must be >= 1 MiB"
-        )
+        require(self.max_message_bytes >= 1024 * 1024, f"{prefix}.max_message_bytes", "must be >= 1 MiB")
         require(self.grace_ms >= 0, f"{prefix}.grace_ms", "must be >= 0")
 
 
@@ -148,9 +134,7 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def load_broker_config(
-    path: Path | None, overrides: Mapping[str, Any] | None = None
-) -> BrokerConfig:
+def load_broker_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> BrokerConfig:
     """Read `path` (optional), apply `overrides` ({"section.key": value}), validate."""
     tables: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     if path is not None:

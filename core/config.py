@@ -64,9 +64,7 @@ def load_section(cls: type[T], table: Mapping[str, Any], prefix: str) -> T:
     unknown = sorted(set(table) - set(fields))
     if unknown:
         raise ConfigError(f"{prefix}.{unknown[0]}", "unknown key")
-    kwargs = {
-        name: _coerce(f"{prefix}.{name}", value, hints[name]) for name, value in table.items()
-    }
+    kwargs = {name: _coerce(f"{prefix}.{name}", value, hints[name]) for name, value in table.items()}
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if validate is not None:

@@ -24,9 +24,7 @@ class ConsumerGroups:
     def heartbeat(self, group: str, client_id: str, heartbeat_ms: int, now_ms: int) -> list[str]:
         validate_group(group)
         if not _CLIENT_ID.fullmatch(client_id or ""):
-            raise InvalidArgumentError(
-                f"client id {client_id!r} must match [A-Za-z0-9_.:@-]{{1,128}}"
-            )
+            raise InvalidArgumentError(f"client id {client_id!r} must match [A-Za-z0-9_.:@-]{{1,128}}")
         if not 1 <= heartbeat_ms <= 3_600_000:
             raise InvalidArgumentError("heartbeat_ms must be in 1..3600000")
         with self._lock:

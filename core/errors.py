@@ -78,7 +78,18 @@ class StoreLockedError(TailraceError):
 
 
 class StoreClosedError(TailraceError):
+    """The broker is shutting down; nothing was stored."""
+
     code = "STORE_CLOSED"
+    retriable = True
+    refresh_route = True
+
+
+class BrokerBusyError(TailraceError):
+    """The broker refused the call (over its concurrent-call limit); nothing was stored."""
+
+    code = "BROKER_BUSY"
+    retriable = True
 
 
 class FlushTimeoutError(TailraceError):
@@ -116,7 +127,7 @@ class StorageFullError(TailraceError):
     retriable = True
 
 
-_BY_CODE: dict[str, type[TailraceError]] = {}
+_BY_CODE: dict[str, type[TailraceError]] = {}  # filled below from the subclass tree
 
 
 def _register(cls: type[TailraceError]) -> None:

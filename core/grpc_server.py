@@ -97,10 +97,6 @@ def build_server(
 def set_serving(
     health_servicer: health.HealthServicer, serving: bool, service: str = "tailrace.v1.Broker"
 ) -> None:
-    status = (
-        health_pb2.HealthCheckResponse.SERVING
-        if serving
-        else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     health_servicer.set("", status)
     health_servicer.set(service, status)

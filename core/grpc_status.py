@@ -31,6 +31,7 @@ TO_GRPC: dict[str, grpc.StatusCode] = {
     e.RequestTimeoutError.code: grpc.StatusCode.DEADLINE_EXCEEDED,
     e.FlushTimeoutError.code: grpc.StatusCode.DEADLINE_EXCEEDED,
     e.StorageFullError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    e.BrokerBusyError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.TailraceError.code: grpc.StatusCode.INTERNAL,
 }
 
@@ -40,7 +41,7 @@ FROM_GRPC: dict[grpc.StatusCode, type[e.TailraceError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: e.RequestTimeoutError,
     grpc.StatusCode.INVALID_ARGUMENT: e.InvalidArgumentError,
     grpc.StatusCode.NOT_FOUND: e.UnknownTopicError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: e.MessageTooLargeError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: e.BrokerBusyError,  # or too large: see below
     grpc.StatusCode.DATA_LOSS: e.CorruptRecordError,
     grpc.StatusCode.CANCELLED: e.BrokerUnavailableError,
 }
@@ -65,6 +66,8 @@ def error_from_rpc(exc: grpc.RpcError) -> e.TailraceError:
     details = exc.details() if hasattr(exc, "details") else str(exc)
     status = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     cls = e.for_code(str(code)) if code is not None else FROM_GRPC.get(status, e.TailraceError)
+    if cls is e.BrokerBusyError and "larger than max" in str(details):
+        cls = e.MessageTooLargeError  # gRPC's own message size limit
     message = str(details or status)
     prefix = f"{cls.code}: "
     if message.startswith(prefix):

@@ -41,6 +41,7 @@ import struct
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar, overload
 
 from core.errors import CorruptRecordError, InvalidTopicError
 
@@ -68,9 +69,7 @@ def validate_topic(topic: str) -> bytes:
     because topics become directory names.
     """
     if not isinstance(topic, str) or not _TOPIC_RE.fullmatch(topic):
-        raise InvalidTopicError(
-            f"topic name {topic!r} must match [A-Za-z0-9_.-]{{1,{MAX_TOPIC_LEN}}}"
-        )
+        raise InvalidTopicError(f"topic name {topic!r} must match [A-Za-z0-9_.-]{{1,{MAX_TOPIC_LEN}}}")
     if topic.strip(".") == "":
         raise InvalidTopicError(f"topic name {topic!r} cannot be only dots")
     return topic.encode("ascii")
@@ -280,7 +279,20 @@ def decode_record(buf: bytes | memoryview | bytearray, pos: int = 0, verify: boo
     )
 
 
-def iter_records(blob: bytes | memoryview, verify: bool = True) -> Iterator[Record]:
+R = TypeVar("R", bound=Record)
+
+
+@overload
+def iter_records(blob: bytes | memoryview, verify: bool = True) -> Iterator[Record]: ...
+
+
+@overload
+def iter_records(blob: bytes | memoryview, verify: bool = True, *, cls: type[R]) -> Iterator[R]: ...
+
+
+def iter_records(
+    blob: bytes | memoryview, verify: bool = True, cls: type[Record] = Record
+) -> Iterator[Record]:
     """Decode a pulled batch: stored records laid end to end.
 
     One pass per record (header unpacked once, CRC checked when `verify`):
@@ -295,9 +307,7 @@ def iter_records(blob: bytes | memoryview, verify: bool = True) -> Iterator[Reco
     while pos < end:
         if pos + HEADER_SIZE > end:
             raise CorruptRecordError(f"header at {pos} runs past {end}")
-        (total, magic, crc, qid, flags, qoff, phys, born, store, bl, tl, gl, kl, pl) = unpack(
-            data, pos
-        )
+        (total, magic, crc, qid, flags, qoff, phys, born, store, bl, tl, gl, kl, pl) = unpack(data, pos)
         stop = pos + total
         if magic != RECORD_MAGIC or total != HEADER_SIZE + tl + gl + kl + pl + bl or stop > end:
             raise CorruptRecordError(f"no valid record at {pos} of the batch")
@@ -312,7 +322,5 @@ def iter_records(blob: bytes | memoryview, verify: bool = True) -> Iterator[Reco
         p += kl
         props = decode_properties(mv[p : p + pl]) if pl else {}
         p += pl
-        yield Record(
-            topic, qid, qoff, phys, flags, born, store, tags, keys, props, data[p:stop], total
-        )
+        yield cls(topic, qid, qoff, phys, flags, born, store, tags, keys, props, data[p:stop], total)
         pos = stop

@@ -30,9 +30,7 @@ class Registrar:
         self.heartbeat_ms = heartbeat_ms
         self._describe = describe
         self._channels = {a: grpc.insecure_channel(a) for a in nameservers}
-        self._stubs = {
-            a: nameserver_pb2_grpc.NameServerStub(ch) for a, ch in self._channels.items()
-        }
+        self._stubs = {a: nameserver_pb2_grpc.NameServerStub(ch) for a, ch in self._channels.items()}
         self._failing: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="registrar", daemon=True)

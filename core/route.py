@@ -76,10 +76,7 @@ class TopicRoute:
     def read_queues(self) -> list[MessageQueue]:
         """Every readable queue of every group, sorted (the allocation order)."""
         return sorted(
-            MessageQueue(g.broker_name, q)
-            for g in self.groups
-            if g.readable
-            for q in range(g.read_queues)
+            MessageQueue(g.broker_name, q) for g in self.groups if g.readable for q in range(g.read_queues)
         )
 
 

@@ -28,9 +28,7 @@ class Subscription:
             return cls(None)
         tags = [t.strip() for t in expr.split("||")]
         if any(not t or t == "*" or "|" in t for t in tags):
-            raise InvalidArgumentError(
-                f"subscription {expression!r} must be '*' or 'TagA || TagB || ...'"
-            )
+            raise InvalidArgumentError(f"subscription {expression!r} must be '*' or 'TagA || TagB || ...'")
         return cls(frozenset(tags))
 
     @property

@@ -38,8 +38,14 @@ def parse_body(body: bytes) -> tuple[str, int] | None:
     return body[:i].decode(errors="replace"), int(body[i + 1 : j])
 
 
+def _target(p: argparse.ArgumentParser) -> None:
+    t = p.add_mutually_exclusive_group(required=True)
+    t.add_argument("--broker", help="one broker, HOST:PORT")
+    t.add_argument("--namesrv", help="nameserver addresses, comma-separated")
+
+
 def add_produce_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", required=True, help="broker address HOST:PORT")
+    _target(p)
     p.add_argument("--topic", required=True)
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--size", type=int, default=1024, help="body bytes")
@@ -91,9 +97,10 @@ def run_produce(args: argparse.Namespace) -> int:
             failed += sum(1 for r in receipts if r.status != "SEND_OK")
             if log is not None:
                 log.write("\n".join(lines) + "\n")
+                log.flush()  # a killed process leaves every line it acknowledged
 
     t0 = time.perf_counter()
-    with Producer(args.broker, max_in_flight=args.in_flight) as producer:
+    with Producer(args.broker, namesrv=args.namesrv, max_in_flight=args.in_flight) as producer:
         pending: list[Future[list[SendReceipt]]] = []
         for start in range(0, args.count, args.batch):
             seqs = range(start, min(args.count, start + args.batch))
@@ -124,7 +131,7 @@ def run_produce(args: argparse.Namespace) -> int:
 
 
 def add_consume_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", required=True, help="broker address HOST:PORT")
+    _target(p)
     p.add_argument("--group", required=True)
     p.add_argument("--topic", required=True)
     p.add_argument("--count", type=int, required=True, help="stop after this many distinct")
@@ -132,6 +139,8 @@ def add_consume_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subscription", default="*")
     p.add_argument("--timeout-ms", type=int, default=30_000, help="give up after this long")
     p.add_argument("--batch", type=int, default=256, help="messages per pull")
+    p.add_argument("--heartbeat-ms", type=int, default=3000, help="group membership heartbeat")
+    p.add_argument("--rebalance-ms", type=int, default=20000, help="periodic rebalance")
     p.add_argument("--log", type=argparse.FileType("w"), default=None)
     p.add_argument("--json", action="store_true")
 
@@ -148,9 +157,13 @@ def run_consume(args: argparse.Namespace) -> int:
         args.broker,
         args.group,
         args.topic,
+        namesrv=args.namesrv,
         subscription=args.subscription,
         start=args.start,
         max_messages=args.batch,
+        heartbeat_ms=args.heartbeat_ms,
+        rebalance_interval_ms=args.rebalance_ms,
+        auto_commit_interval_ms=1000,
     ) as consumer:
         while len(seen) < args.count and time.monotonic() < deadline:
             left_ms = int((deadline - time.monotonic()) * 1000)
@@ -184,6 +197,7 @@ def run_consume(args: argparse.Namespace) -> int:
                     )
             if log is not None:
                 log.write("\n".join(lines) + "\n")
+                log.flush()
         served_by = {str(k): v for k, v in consumer.served_by.items()}
     if log is not None:
         log.close()
@@ -202,19 +216,20 @@ def run_consume(args: argparse.Namespace) -> int:
 
 def add_topic_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="topic_command", required=True)
-    c = sub.add_parser("create", help="create a topic or raise its queue count")
-    c.add_argument("--broker", required=True)
+    c = sub.add_parser("create", help="create a topic (on every master with --namesrv)")
+    _target(c)
     c.add_argument("--topic", required=True)
-    c.add_argument("--queues", type=int, default=8)
+    c.add_argument("--queues", type=int, default=8, help="queues per broker group")
+    c.add_argument("--cluster", default=None, help="only this cluster's groups")
     ls = sub.add_parser("list", help="list topics")
-    ls.add_argument("--broker", required=True)
+    _target(ls)
     ls.add_argument("--json", action="store_true")
 
 
 def run_topic(args: argparse.Namespace) -> int:
-    with Admin(args.broker) as admin:
+    with Admin(args.broker, namesrv=args.namesrv) as admin:
         if args.topic_command == "create":
-            created = admin.create_topic(args.topic, args.queues)
+            created = admin.create_topic(args.topic, args.queues, getattr(args, "cluster", None))
             print(f"{args.topic}: {'created' if created else 'unchanged'}")
             return 0
         topics = admin.list_topics()

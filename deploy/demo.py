@@ -26,9 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args: str) -> dict[str, object]:
-    r = subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, capture_output=True, text=True
-    )
+    r = subprocess.run([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"tailrace {args[0]} failed:\n{r.stderr}")
     return json.loads(r.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]

@@ -77,9 +77,7 @@ class TailraceProcess:
                 return
             code = self.proc.poll()
             if code is not None:
-                raise ProcessFailed(
-                    f"{self.name} exited with {code} before serving:\n{self.log_tail()}"
-                )
+                raise ProcessFailed(f"{self.name} exited with {code} before serving:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise ProcessFailed(f"{self.name} not ready in {timeout_s}s:\n{self.log_tail()}")
             time.sleep(0.01)
@@ -141,12 +139,20 @@ class ProcessGroup:
         self.workdir = workdir
         self.processes: dict[str, TailraceProcess] = {}
 
+    def nameserver(self, name: str = "namesrv", extra: Sequence[str] = ()) -> TailraceProcess:
+        args = ["nameserver", "--listen", "127.0.0.1:0", "--set", "nameserver.expire_check_ms=100"]
+        proc = TailraceProcess(name, [*args, *extra], self.workdir / name)
+        self.processes[name] = proc
+        return proc.start()
+
     def broker(
         self,
         name: str = "broker",
         extra: Sequence[str] = (),
         flush: str = "async",
         segment_bytes: int = 64 * 1024 * 1024,
+        namesrv: Sequence[str] = (),
+        heartbeat_ms: int = 200,
     ) -> TailraceProcess:
         """A master on port 0 with its own data dir. Segments default to 64 MiB
         here (not 1 GiB) so that tests do not pre-warm gigabytes."""
@@ -163,6 +169,11 @@ class ProcessGroup:
             flush,
             "--set",
             f"store.segment_bytes={segment_bytes}",
+            *(
+                ["--namesrv", ",".join(namesrv), "--set", f"broker.heartbeat_ms={heartbeat_ms}"]
+                if namesrv
+                else []
+            ),
             *extra,
         ]
         proc = TailraceProcess(name, args, self.workdir / name)

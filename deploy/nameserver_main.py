@@ -28,9 +28,7 @@ log = logging.getLogger("tailrace.nameserver")
 @dataclass(frozen=True, slots=True)
 class NameserverSection:
     listen: str = field(default="127.0.0.1:9876", metadata={"doc": "HOST:PORT; port 0 picks one"})
-    expire_check_ms: int = field(
-        default=1000, metadata={"doc": "how often silent brokers are looked for"}
-    )
+    expire_check_ms: int = field(default=1000, metadata={"doc": "how often silent brokers are looked for"})
 
     def validate(self, prefix: str = "nameserver") -> None:
         parse_address(self.listen, f"{prefix}.listen")
@@ -98,9 +96,7 @@ def run(args: argparse.Namespace) -> int:
     set_serving(health, True, "tailrace.v1.NameServer")
     log.info("nameserver serving on %s", address)
     if args.ready_file is not None:
-        write_ready_file(
-            args.ready_file, {"address": address, "pid": os.getpid(), "role": "nameserver"}
-        )
+        write_ready_file(args.ready_file, {"address": address, "pid": os.getpid(), "role": "nameserver"})
     try:
         while not stop.wait(ns.expire_check_ms / 1000):
             for r in registry.expire(_now_ms()):

@@ -43,9 +43,7 @@ def generate(out_dir: Path) -> list[Path]:
     written: list[Path] = []
     for path in sorted(out_dir.rglob("*_pb2*.py*")):
         text = path.read_text()
-        fixed = re.sub(
-            r"^from (tailrace(?:\.\w+)*) import", rf"from {PACKAGE}.\1 import", text, flags=re.M
-        )
+        fixed = re.sub(r"^from (tailrace(?:\.\w+)*) import", rf"from {PACKAGE}.\1 import", text, flags=re.M)
         path.write_text(fixed)
         written.append(path)
     for d in {p.parent for p in written} | {out_dir}:

@@ -126,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         total = sum(store.queue_offsets(TOPIC, q)[1] for q in range(QUEUES))
     print(f"== a new writer resumed at {resume:,} and finished: {total:,} messages stored")
 
-    print(
-        f"== benchmark: {args.bench_count:,} x 1 KiB in batches of 256, async flush, "
-        "pre-warming on vs off"
-    )
+    print(f"== benchmark: {args.bench_count:,} x 1 KiB in batches of 256, async flush, pre-warming on vs off")
     store_bench.main(
         [
             "--dir",

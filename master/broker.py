@@ -65,9 +65,7 @@ class MasterBroker:
         self.started = time.monotonic()
         self._rr = itertools.count()
         self._topic_lock = threading.Lock()
-        self.limits = PullLimits(
-            config.pull.max_wait_ms, config.pull.max_messages, config.pull.max_bytes
-        )
+        self.limits = PullLimits(config.pull.max_wait_ms, config.pull.max_messages, config.pull.max_bytes)
 
     @property
     def broker_id(self) -> int:
@@ -113,9 +111,7 @@ class MasterBroker:
         if queue_id == -1:
             queue_id = next(self._rr) % count
         elif not 0 <= queue_id < count:
-            raise InvalidQueueError(
-                f"queue id {queue_id} out of range for {topic!r} (0..{count - 1})"
-            )
+            raise InvalidQueueError(f"queue id {queue_id} out of range for {topic!r} (0..{count - 1})")
         for m in messages:
             m.topic = topic
             m.queue_id = queue_id
@@ -126,9 +122,7 @@ class MasterBroker:
         except FlushTimeoutError as exc:
             stored = exc.offsets
             status, detail = FLUSH_DISK_TIMEOUT, exc.message
-        return SendOutcome(
-            status, topic, queue_id, [(message_id(name, p), q, p) for p, q in stored], detail
-        )
+        return SendOutcome(status, topic, queue_id, [(message_id(name, p), q, p) for p, q in stored], detail)
 
     # ---- reads ------------------------------------------------------------------------
 

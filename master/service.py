@@ -51,8 +51,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             topic=out.topic,
             queue_id=out.queue_id,
             results=[
-                pb.SendResult(message_id=mid, queue_offset=q, physical_offset=p)
-                for mid, q, p in out.results
+                pb.SendResult(message_id=mid, queue_offset=q, physical_offset=p) for mid, q, p in out.results
             ],
             served_by=self.broker.broker_id,
             detail=out.detail,
@@ -61,9 +60,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     def Send(self, request: pb.SendRequest, context: grpc.ServicerContext) -> pb.SendResponse:
         return self._send(request.topic, request.queue_id, [_message(request.message)])
 
-    def SendBatch(
-        self, request: pb.SendBatchRequest, context: grpc.ServicerContext
-    ) -> pb.SendResponse:
+    def SendBatch(self, request: pb.SendBatchRequest, context: grpc.ServicerContext) -> pb.SendResponse:
         return self._send(request.topic, request.queue_id, [_message(m) for m in request.messages])
 
     def Pull(self, request: pb.PullRequest, context: grpc.ServicerContext) -> pb.PullResponse:
@@ -102,9 +99,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self, request: pb.QueryOffsetRequest, context: grpc.ServicerContext
     ) -> pb.QueryOffsetResponse:
         off = self.broker.query_offset(request.group, request.topic, request.queue_id)
-        return pb.QueryOffsetResponse(
-            found=off is not None, offset=off or 0, served_by=self.broker.broker_id
-        )
+        return pb.QueryOffsetResponse(found=off is not None, offset=off or 0, served_by=self.broker.broker_id)
 
     def GetQueueOffsets(
         self, request: pb.GetQueueOffsetsRequest, context: grpc.ServicerContext
@@ -144,15 +139,11 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             details_json=json.dumps(s["details"]),
         )
 
-    def Heartbeat(
-        self, request: pb.HeartbeatRequest, context: grpc.ServicerContext
-    ) -> pb.HeartbeatResponse:
+    def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
         members = self.broker.heartbeat(request.group, request.client_id, request.heartbeat_ms)
         return pb.HeartbeatResponse(members=members, served_by=self.broker.broker_id)
 
     def Unregister(
         self, request: pb.UnregisterRequest, context: grpc.ServicerContext
     ) -> pb.UnregisterResponse:
-        return pb.UnregisterResponse(
-            members=self.broker.unregister(request.group, request.client_id)
-        )
+        return pb.UnregisterResponse(members=self.broker.unregister(request.group, request.client_id))

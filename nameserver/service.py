@@ -70,9 +70,7 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
         self.registry.unregister(request.address)
         return pb.UnregisterBrokerResponse()
 
-    def GetRoute(
-        self, request: pb.GetRouteRequest, context: grpc.ServicerContext
-    ) -> pb.GetRouteResponse:
+    def GetRoute(self, request: pb.GetRouteRequest, context: grpc.ServicerContext) -> pb.GetRouteResponse:
         route = self.registry.route(request.topic, self.clock_ms())
         if route is None:
             raise UnknownTopicError(f"no live broker serves topic {request.topic!r}")

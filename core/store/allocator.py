@@ -39,9 +39,7 @@ def segment_name(start: int) -> str:
 
 
 class SegmentAllocator:
-    def __init__(
-        self, directory: Path, segment_bytes: int, warm: bool, sync_warmed: bool = False
-    ) -> None:
+    def __init__(self, directory: Path, segment_bytes: int, warm: bool, sync_warmed: bool = False) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.warm = warm

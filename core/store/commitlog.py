@@ -120,9 +120,7 @@ class LogScan:
 
 
 class CommitLog:
-    def __init__(
-        self, directory: Path, segment_bytes: int, warm: bool, sync_warmed: bool = False
-    ) -> None:
+    def __init__(self, directory: Path, segment_bytes: int, warm: bool, sync_warmed: bool = False) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.segment_bytes = segment_bytes
@@ -165,9 +163,7 @@ class CommitLog:
         for p in paths:
             start = int(p.name)
             if expected is not None and start != expected:
-                raise CorruptRecordError(
-                    f"segment gap: expected {segment_name(expected)}, found {p.name}"
-                )
+                raise CorruptRecordError(f"segment gap: expected {segment_name(expected)}, found {p.name}")
             segs.append(MappedFile(p, self.segment_bytes))
             expected = start + self.segment_bytes
         base = int(paths[0].name) if paths else 0

@@ -43,9 +43,7 @@ class StoreConfig:
         default=300_000, metadata=_doc("ConsumeQueue entries per file (20 bytes each)")
     )
     max_queues_per_topic: int = field(default=1024, metadata=_doc("upper bound on queue count"))
-    retention_hours: float = field(
-        default=72.0, metadata=_doc("delete whole segments older than this")
-    )
+    retention_hours: float = field(default=72.0, metadata=_doc("delete whole segments older than this"))
     disk_max_used_ratio: float = field(
         default=0.90, metadata=_doc("delete oldest segments while the disk is fuller than this")
     )

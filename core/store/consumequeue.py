@@ -59,8 +59,7 @@ class ConsumeQueue:
                 raise CorruptRecordError(f"consume queue gap before {p}")
             if p.stat().st_size != self.file_bytes:
                 raise CorruptRecordError(
-                    f"consume queue file {p} is {p.stat().st_size} bytes, "
-                    f"expected {self.file_bytes}"
+                    f"consume queue file {p} is {p.stat().st_size} bytes, expected {self.file_bytes}"
                 )
             files.append(MappedFile(p, self.file_bytes))
             expected = first + self.per_file
@@ -113,9 +112,7 @@ class ConsumeQueue:
                 q += 1
                 pos += ENTRY_SIZE
 
-    def put(
-        self, queue_offset: int, phys: int, size: int, taghash: int, publish: bool = True
-    ) -> None:
+    def put(self, queue_offset: int, phys: int, size: int, taghash: int, publish: bool = True) -> None:
         base, files = self._view
         idx, slot = divmod(queue_offset - base, self.per_file)
         if idx >= len(files) or idx < 0:
@@ -241,9 +238,7 @@ class ConsumeQueueSet:
             for qdir in sorted(tdir.iterdir()):
                 if qdir.is_dir() and qdir.name.isdigit():
                     qid = int(qdir.name)
-                    self.queues[(tdir.name, qid)] = ConsumeQueue(
-                        qdir, tdir.name, qid, entries_per_file
-                    )
+                    self.queues[(tdir.name, qid)] = ConsumeQueue(qdir, tdir.name, qid, entries_per_file)
 
     def get(self, topic: str, queue_id: int) -> ConsumeQueue | None:
         return self.queues.get((topic, queue_id))
@@ -251,9 +246,7 @@ class ConsumeQueueSet:
     def get_or_create(self, topic: str, queue_id: int) -> ConsumeQueue:
         cq = self.queues.get((topic, queue_id))
         if cq is None:
-            cq = ConsumeQueue(
-                self.directory / topic / str(queue_id), topic, queue_id, self.per_file
-            )
+            cq = ConsumeQueue(self.directory / topic / str(queue_id), topic, queue_id, self.per_file)
             self.queues[(topic, queue_id)] = cq
         return cq
 

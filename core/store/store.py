@@ -195,9 +195,7 @@ class MessageStore:
             count = ti[1]
             qid = m.queue_id
             if type(qid) is not int or not 0 <= qid < count:
-                raise InvalidQueueError(
-                    f"queue id {qid!r} out of range for {topic!r} (0..{count - 1})"
-                )
+                raise InvalidQueueError(f"queue id {qid!r} out of range for {topic!r} (0..{count - 1})")
             body = m.body
             if type(body) is not bytes:
                 if not isinstance(body, bytes | bytearray | memoryview):
@@ -216,9 +214,7 @@ class MessageStore:
                 raise InvalidArgumentError(f"born_ms must be an integer in 0..{_U64}, got {born!r}")
             size = FIXED_SIZE + len(meta) + len(body)
             if size > max_bytes:
-                raise MessageTooLargeError(
-                    f"record of {size} bytes exceeds max_message_bytes {max_bytes}"
-                )
+                raise MessageTooLargeError(f"record of {size} bytes exceeds max_message_bytes {max_bytes}")
             add((topic, meta, body, qid, flags, born, size, th))
         return out
 
@@ -239,9 +235,7 @@ class MessageStore:
         returns only after the batch is durable (group commit).
         """
         if not isinstance(messages, list | tuple):
-            raise InvalidArgumentError(
-                f"append takes a list of Message, got {type(messages).__name__}"
-            )
+            raise InvalidArgumentError(f"append takes a list of Message, got {type(messages).__name__}")
         if not messages:
             return []
         batch = self._prepare(messages)
@@ -309,9 +303,7 @@ class MessageStore:
     def _check_queue(self, topic: str, queue_id: int) -> None:
         count = self._queue_count(topic)
         if isinstance(queue_id, bool) or not isinstance(queue_id, int) or not 0 <= queue_id < count:
-            raise InvalidQueueError(
-                f"queue id {queue_id!r} out of range for {topic!r} (0..{count - 1})"
-            )
+            raise InvalidQueueError(f"queue id {queue_id!r} out of range for {topic!r} (0..{count - 1})")
 
     def read(
         self,
@@ -332,9 +324,7 @@ class MessageStore:
             raise StoreClosedError("store is closed")
         self._check_queue(topic, queue_id)
         if isinstance(queue_offset, bool) or not isinstance(queue_offset, int) or queue_offset < 0:
-            raise InvalidOffsetError(
-                f"queue offset must be a non-negative integer, got {queue_offset!r}"
-            )
+            raise InvalidOffsetError(f"queue offset must be a non-negative integer, got {queue_offset!r}")
         if not isinstance(max_count, int) or max_count <= 0:
             raise InvalidArgumentError(f"max_count must be positive, got {max_count!r}")
         if not isinstance(max_bytes, int) or max_bytes <= 0:

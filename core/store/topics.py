@@ -41,9 +41,7 @@ class TopicTable:
         if isinstance(queues, bool) or not isinstance(queues, int):
             raise InvalidArgumentError(f"queue count must be an integer, got {queues!r}")
         if not 1 <= queues <= self.max_queues:
-            raise InvalidArgumentError(
-                f"queue count {queues} for {topic!r} must be in 1..{self.max_queues}"
-            )
+            raise InvalidArgumentError(f"queue count {queues} for {topic!r} must be in 1..{self.max_queues}")
         current = self._queues.get(topic)
         if current is not None and current >= queues:
             return False

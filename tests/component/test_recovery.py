@@ -108,9 +108,7 @@ def test_flipped_byte_in_tail_is_cut_and_never_revived(
     assert s4.commitlog.max_offset == new_end and check_consistency(s4) == 291
 
 
-def test_torn_last_record_is_cut(
-    open_store: Open, tmp_path: Path, small_config: StoreConfig
-) -> None:
+def test_torn_last_record_is_cut(open_store: Open, tmp_path: Path, small_config: StoreConfig) -> None:
     """A record whose header landed but whose body did not (kill -9 mid-write)."""
     seg = small_config.segment_bytes
     s = open_store(tmp_path / "d")
@@ -157,9 +155,7 @@ def test_damage_in_a_sealed_segment_cuts_everything_after(
     seg = small_config.segment_bytes
     s = open_store(tmp_path / "d", checkpoint_interval_ms=3_600_000)
     fill(s, 200)  # about 2.2 segments; no checkpoint after open, so the scan starts at 0
-    assert (
-        len([f for f in segment_files(tmp_path / "d") if int(f.name) < s.commitlog.max_offset]) >= 3
-    )
+    assert len([f for f in segment_files(tmp_path / "d") if int(f.name) < s.commitlog.max_offset]) >= 3
     victim = s.cqs.get("t", 0).entry(30)[0]  # type: ignore[union-attr]
     abandon(s)
     flip(tmp_path / "d", victim + 20, seg)

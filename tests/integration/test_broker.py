@@ -86,9 +86,7 @@ def test_message_ids_are_unique_and_locate_the_message(procs: ProcessGroup) -> N
         assert r.status == "SEND_OK" and r.served_by == 0
 
 
-def test_kill9_during_produce_loses_no_acknowledged_message(
-    procs: ProcessGroup, tmp_path: Path
-) -> None:
+def test_kill9_during_produce_loses_no_acknowledged_message(procs: ProcessGroup, tmp_path: Path) -> None:
     b = procs.broker("b", flush="sync")
     with Admin(b.address) as admin:
         admin.create_topic("K", 4)
@@ -110,6 +108,7 @@ def test_kill9_during_produce_loses_no_acknowledged_message(
     try:
         wait_until(lambda: plog.exists() and plog.stat().st_size > 200_000, 60, "acks")
         b.kill()
+        producer.kill()  # its log holds every acknowledged batch (flushed per batch)
         producer.wait(60)
     finally:
         if producer.poll() is None:
@@ -187,9 +186,7 @@ def test_long_poll_delivers_within_100ms_and_empty_pull_waits(procs: ProcessGrou
 def test_tag_filtering_on_broker_and_client(procs: ProcessGroup) -> None:
     b = procs.broker("b")
     with Producer(b.address) as prod:
-        msgs = [
-            OutgoingMessage(f"{i}".encode(), tags="A" if i % 3 == 0 else "B") for i in range(30)
-        ]
+        msgs = [OutgoingMessage(f"{i}".encode(), tags="A" if i % 3 == 0 else "B") for i in range(30)]
         prod.send_batch("G", msgs, queue_id=0)
     channel = grpc.insecure_channel(b.address)
     stub = broker_pb2_grpc.BrokerStub(channel)
@@ -231,9 +228,7 @@ def test_start_positions_and_commit_resume(procs: ProcessGroup) -> None:
     with PullConsumer(b.address, "g", "S") as resumed:
         assert resumed.positions() == polled
         got: list[object] = []
-        wait_until(
-            lambda: got.extend(resumed.poll(200)) or len(got) + len(batch) >= 101, what="rest"
-        )
+        wait_until(lambda: got.extend(resumed.poll(200)) or len(got) + len(batch) >= 101, what="rest")
     assert len(got) + len(batch) == 101  # nothing skipped, nothing twice
 
 
@@ -290,13 +285,9 @@ def test_bad_input_over_grpc_stores_nothing(procs: ProcessGroup) -> None:
             stub.Pull(pb.PullRequest(group="bad group!", topic="ok", queue_id=0), timeout=5)
         assert rpc.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
         with pytest.raises(grpc.RpcError) as rpc:
-            stub.Pull(
-                pb.PullRequest(group="g", topic="ok", queue_id=0, subscription="A||"), timeout=5
-            )
+            stub.Pull(pb.PullRequest(group="g", topic="ok", queue_id=0, subscription="A||"), timeout=5)
         assert rpc.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-        absurd = stub.Pull(
-            pb.PullRequest(group="g", topic="ok", queue_id=0, queue_offset=2**63), timeout=5
-        )
+        absurd = stub.Pull(pb.PullRequest(group="g", topic="ok", queue_id=0, queue_offset=2**63), timeout=5)
         assert absurd.status == pb.OFFSET_OVERFLOW and absurd.next_queue_offset == 0
         channel.close()
         # garbage bytes: not protobuf at all, and invalid UTF-8 in the topic field

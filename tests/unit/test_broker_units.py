@@ -121,9 +121,7 @@ def test_error_table_round_trips() -> None:
     assert type(back) is MessageTooLargeError and back.message == "too big"
     plain = error_from_rpc(_FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connect failed"))
     assert plain.code == "BROKER_UNAVAILABLE" and plain.retriable and plain.refresh_route
-    assert (
-        error_from_rpc(_FakeRpcError(grpc.StatusCode.NOT_FOUND, "x")).code == UnknownTopicError.code
-    )
+    assert error_from_rpc(_FakeRpcError(grpc.StatusCode.NOT_FOUND, "x")).code == UnknownTopicError.code
     assert all(isinstance(v, grpc.StatusCode) for v in TO_GRPC.values())
 
 

@@ -1,0 +1,151 @@
+"""Where a topic lives: routes from the nameservers, or a single broker.
+
+`NameserverRoutes` asks the nameservers in turn (starting after the last one
+that failed), caches each topic's route, and refreshes it when it is older
+than `refresh_s` or when the caller says the cached one failed it
+(`NOT_MASTER`, unknown topic, a dead connection). `SingleBrokerRoutes` serves
+the same interface for a client pointed at one broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+import grpc
+
+from core.errors import BrokerUnavailableError, TailraceError, UnknownTopicError
+from core.grpc_status import error_from_rpc
+from core.pb.tailrace.v1 import broker_pb2 as bpb
+from core.pb.tailrace.v1 import broker_pb2_grpc, nameserver_pb2_grpc
+from core.pb.tailrace.v1 import nameserver_pb2 as pb
+from core.route import BrokerEndpoint, GroupRoute, TopicRoute
+
+log = logging.getLogger(__name__)
+ROUTE_REFRESH_S = 30.0
+
+
+class Routes(Protocol):
+    def get(self, topic: str, refresh: bool = False) -> TopicRoute: ...
+
+    def close(self) -> None: ...
+
+
+def route_from_pb(resp: pb.GetRouteResponse) -> TopicRoute:
+    return TopicRoute(
+        resp.topic,
+        tuple(
+            GroupRoute(
+                g.broker_name,
+                g.cluster,
+                g.read_queues,
+                g.write_queues,
+                g.perm,
+                tuple(
+                    BrokerEndpoint(b.broker_id, b.address, b.role, b.epoch, b.alive, b.max_offset)
+                    for b in g.brokers
+                ),
+            )
+            for g in resp.groups
+        ),
+    )
+
+
+class NameserverRoutes:
+    def __init__(
+        self, nameservers: list[str], refresh_s: float = ROUTE_REFRESH_S, timeout_s: float = 5.0
+    ) -> None:
+        if not nameservers:
+            raise ValueError("at least one nameserver address is needed")
+        self.nameservers = list(nameservers)
+        self.refresh_s = refresh_s
+        self.timeout_s = timeout_s
+        self._channels = [grpc.insecure_channel(a) for a in self.nameservers]
+        self._stubs = [nameserver_pb2_grpc.NameServerStub(c) for c in self._channels]
+        self._next = 0
+        self._cache: dict[str, tuple[float, TopicRoute]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, topic: str, refresh: bool = False) -> TopicRoute:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(topic)
+        if cached is not None and not refresh and now - cached[0] < self.refresh_s:
+            return cached[1]
+        try:
+            route = self._fetch(topic)
+        except BrokerUnavailableError:
+            if cached is not None:  # every nameserver down: keep what we knew
+                log.warning("no nameserver answered; using the cached route of %s", topic)
+                return cached[1]
+            raise
+        with self._lock:
+            self._cache[topic] = (time.monotonic(), route)
+        return route
+
+    def _fetch(self, topic: str) -> TopicRoute:
+        last: TailraceError | None = None
+        n = len(self._stubs)
+        for i in range(n):
+            idx = (self._next + i) % n
+            try:
+                resp = self._stubs[idx].GetRoute(pb.GetRouteRequest(topic=topic), timeout=self.timeout_s)
+                self._next = idx
+                return route_from_pb(resp)
+            except grpc.RpcError as exc:
+                err = error_from_rpc(exc)
+                if isinstance(err, UnknownTopicError):
+                    raise err from None  # the nameserver answered: the topic has no route
+                last = err
+        raise BrokerUnavailableError(f"no nameserver of {self.nameservers} answered: {last}")
+
+    def clusters(self) -> pb.ListClustersResponse:
+        last: Exception | None = None
+        for stub in self._stubs:
+            try:
+                return stub.ListClusters(pb.ListClustersRequest(), timeout=self.timeout_s)  # type: ignore[no-any-return]
+            except grpc.RpcError as exc:
+                last = error_from_rpc(exc)
+        raise BrokerUnavailableError(f"no nameserver answered: {last}")
+
+    def close(self) -> None:
+        for c in self._channels:
+            c.close()
+
+
+class SingleBrokerRoutes:
+    """The route of a topic on one broker, for clients given `broker=ADDR`."""
+
+    def __init__(self, address: str, timeout_s: float = 5.0) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(address)
+        self._stub = broker_pb2_grpc.BrokerStub(self._channel)
+        self._name: str | None = None
+        self._cache: dict[str, TopicRoute] = {}
+
+    def get(self, topic: str, refresh: bool = False) -> TopicRoute:
+        if topic in self._cache and not refresh:
+            return self._cache[topic]
+        try:
+            if self._name is None:
+                self._name = self._stub.Status(bpb.StatusRequest(), timeout=self.timeout_s).broker_name
+            offs = self._stub.GetQueueOffsets(bpb.GetQueueOffsetsRequest(topic=topic), timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            err = error_from_rpc(exc)
+            if isinstance(err, UnknownTopicError):  # the broker may auto-create on send
+                return self._route(topic, 0)
+            raise err from None
+        route = self._route(topic, len(offs.queues))
+        self._cache[topic] = route
+        return route
+
+    def _route(self, topic: str, queues: int) -> TopicRoute:
+        master = BrokerEndpoint(0, self.address, "master", 0, True)
+        group = GroupRoute(self._name or "", "", queues, queues, "rw", (master,))
+        return TopicRoute(topic, (group,))
+
+    def close(self) -> None:
+        self._channel.close()

@@ -1,0 +1,250 @@
+"""Nameservers, two broker groups, producers and consumer groups: real processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from consumer import Admin, Producer, PullConsumer
+from consumer.connection import BrokerConnection
+from consumer.routing import NameserverRoutes
+from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.route import MessageQueue
+from deploy.harness import ProcessGroup, TailraceProcess
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+HB_MS = 200  # broker and consumer heartbeats in these tests
+REBALANCE_MS = 1000
+
+
+def wait_until(cond: Callable[[], bool], timeout_s: float = 15.0, what: str = "condition") -> float:
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout_s:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
+def route_groups(ns: list[str], topic: str) -> list[str]:
+    routes = NameserverRoutes(ns)
+    try:
+        return sorted(g.broker_name for g in routes.get(topic, refresh=True).groups if g.master)
+    except Exception:
+        return []
+    finally:
+        routes.close()
+
+
+def cluster(
+    procs: ProcessGroup, nameservers: int = 1, queues: int = 4
+) -> tuple[list[str], dict[str, TailraceProcess]]:
+    ns = [procs.nameserver(f"ns{i}").address for i in range(nameservers)]
+    brokers = {name: procs.broker(name, namesrv=ns, heartbeat_ms=HB_MS) for name in ("ga", "gb")}
+    with Admin(namesrv=ns) as admin:
+        wait_until(lambda: len(admin.masters()) == 2, what="both groups registered")
+        admin.create_topic("T", queues)
+    wait_until(lambda: route_groups(ns, "T") == ["ga", "gb"], what="topic routed to both groups")
+    return ns, brokers
+
+
+def consumer(ns: list[str], group: str = "G") -> PullConsumer:
+    return PullConsumer(
+        group=group, topic="T", namesrv=ns, heartbeat_ms=HB_MS, rebalance_interval_ms=REBALANCE_MS,
+        auto_commit_interval_ms=500, long_poll_ms=1000,
+    )  # fmt: skip
+
+
+class Collector:
+    """Polls a consumer on a thread, keeping what it receives."""
+
+    def __init__(self, c: PullConsumer) -> None:
+        self.c = c
+        self.got: list[tuple[str, int, int, bytes]] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self.c.poll(100)
+            with self._lock:
+                self.got += [(m.broker_name, m.queue_id, m.queue_offset, m.body) for m in batch]
+
+    def bodies(self) -> list[bytes]:
+        with self._lock:
+            return [g[3] for g in self.got]
+
+    def stop(self, close: bool = True) -> None:
+        self._stop.set()
+        self.t.join(10)
+        if close:
+            self.c.close()
+
+
+def test_three_consumers_share_eight_queues_over_two_groups(procs: ProcessGroup) -> None:
+    ns, _ = cluster(procs)
+    members = [consumer(ns) for _ in range(3)]
+    cols = [Collector(c) for c in members]  # polling drives rebalancing
+    try:
+        wait_until(
+            lambda: (
+                all(len(c.membership.members) == 3 for c in members)
+                and sorted(q for c in members for q in c.assignment)
+                == [MessageQueue(g, q) for g in ("ga", "gb") for q in range(4)]
+            ),
+            what="every queue assigned exactly once",
+        )
+        with Producer(namesrv=ns) as prod:
+            for i in range(0, 30_000, 100):
+                prod.send_batch("T", [f"m{j}".encode() for j in range(i, i + 100)])
+        wait_until(lambda: sum(len(c.bodies()) for c in cols) >= 30_000, 60, "30,000 consumed")
+        everything = [b for c in cols for b in c.bodies()]
+        assert len(everything) == 30_000 and len(set(everything)) == 30_000  # none twice
+        assert set(everything) == {f"m{j}".encode() for j in range(30_000)}  # none lost
+        assert all(len(c.bodies()) > 0 for c in cols)
+    finally:
+        for c in cols:
+            c.stop(close=False)
+        for c in members:
+            c.close()
+
+
+def test_rebalance_after_leave_and_kill_resumes_from_committed_offsets(
+    procs: ProcessGroup, tmp_path: Path
+) -> None:
+    ns, _brokers = cluster(procs)
+    a, b = consumer(ns), consumer(ns)
+    clog = tmp_path / "c.jsonl"
+    c_proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "consume", "--namesrv", ",".join(ns), "--group", "G",
+         "--topic", "T", "--count", "1000000", "--timeout-ms", "120000", "--heartbeat-ms",
+         str(HB_MS), "--rebalance-ms", str(REBALANCE_MS), "--log", str(clog)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    cols = [Collector(a), Collector(b)]
+    try:
+        wait_until(lambda: len(b.membership.members) == 3, what="three members")
+        wait_until(lambda: len(a.assignment) + len(b.assignment) < 8, what="c owns queues")
+
+        def c_got() -> list[str]:
+            text = clog.read_text() if clog.exists() else ""
+            return [json.loads(line)["seq"] for line in text.splitlines() if line.strip()]
+
+        with Producer(namesrv=ns) as prod:
+            for i in range(0, 3000, 100):
+                prod.send_batch("T", [f"r:{j}:".encode() for j in range(i, i + 100)])
+        wait_until(
+            lambda: len(set(cols[0].bodies()) | set(cols[1].bodies())) + len(set(c_got())) >= 3000,
+            30,
+            "phase 1 consumed",
+        )
+        # a leaves cleanly: b and c split the queues within a rebalance period
+        cols[0].stop(close=True)
+        took = wait_until(lambda: len(b.assignment) == 4, 10, "b to take half of a's queues")
+        assert took < REBALANCE_MS / 1000 + 3 * HB_MS / 1000 + 2
+        c_queues = sorted(set(MessageQueue(g, q) for g in ("ga", "gb") for q in range(4)) - set(b.assignment))
+        # c is killed: b takes everything after c's heartbeats expire
+        time.sleep(1.2)  # let c auto-commit (every 1 s) what it polled; its tail stays uncommitted
+        c_proc.send_signal(signal.SIGKILL)
+        c_proc.wait(10)
+        committed = {}
+        with Admin(namesrv=ns) as admin:
+            masters = admin.masters()
+        for mq in c_queues:
+            conn = BrokerConnection(masters[mq.broker_name])
+            r = conn.call(
+                conn.stub.QueryOffset, pb.QueryOffsetRequest(group="G", topic="T", queue_id=mq.queue_id)
+            )
+            conn.close()
+            committed[mq] = r.offset if r.found else 0
+        seen_before = len(cols[1].got)
+        took = wait_until(lambda: len(b.assignment) == 8, 15, "b to take c's queues")
+        assert took < REBALANCE_MS / 1000 + 3 * HB_MS / 1000 + 3
+        with Producer(namesrv=ns) as prod:
+            for i in range(3000, 6000, 100):
+                prod.send_batch("T", [f"r:{j}:".encode() for j in range(i, i + 100)])
+        wanted = {f"r:{j}:".encode() for j in range(6000)}
+        wait_until(
+            lambda: (
+                wanted
+                <= set(cols[1].bodies()) | {f"r:{s}:".encode() for s in c_got()} | set(cols[0].bodies())
+            ),
+            30,
+            "every message consumed by someone",
+        )
+        # b resumed each of c's queues exactly at c's last committed offset
+        taken = [g for g in cols[1].got[seen_before:] if MessageQueue(g[0], g[1]) in committed]
+        for mq, off in committed.items():
+            offsets = [g[2] for g in taken if (g[0], g[1]) == (mq.broker_name, mq.queue_id)]
+            assert offsets and min(offsets) == off, (mq, off, offsets[:3])
+    finally:
+        if c_proc.poll() is None:
+            c_proc.kill()
+            c_proc.wait()
+        for c in cols:
+            c.stop(close=False)
+        a.close()
+        b.close()
+
+
+def test_producer_rides_over_a_dead_group_and_routes_drop_it(procs: ProcessGroup) -> None:
+    ns, brokers = cluster(procs)
+    errors: list[Exception] = []
+    sent: Counter[str] = Counter()
+    stop = threading.Event()
+    prod = Producer(namesrv=ns, backoff_s=5.0)
+
+    def keep_sending() -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                r = prod.send_batch("T", [f"p{i}".encode()] * 10)
+                sent[r[0].broker_name] += 1
+            except Exception as exc:
+                errors.append(exc)
+            i += 1
+
+    t = threading.Thread(target=keep_sending)
+    t.start()
+    try:
+        wait_until(lambda: sent["ga"] > 20 and sent["gb"] > 20, what="sends to both groups")
+        brokers["gb"].kill()
+        before = sent["ga"]
+        wait_until(lambda: sent["ga"] > before + 200, 20, "sends to continue on ga")
+        took = wait_until(lambda: route_groups(ns, "T") == ["ga"], 10, "gb dropped from routes")
+        assert took < 3 * HB_MS / 1000 + 2
+    finally:
+        stop.set()
+        t.join(30)
+        prod.close()
+    assert errors == [], errors[:3]
+
+
+def test_one_of_two_nameservers_killed(procs: ProcessGroup) -> None:
+    ns, _ = cluster(procs, nameservers=2)
+    procs.processes["ns0"].kill()
+    with Producer(namesrv=ns) as prod:  # ns0 is first in the list and dead
+        receipts = [prod.send("T", f"k{i}".encode()) for i in range(40)]
+    assert {r.broker_name for r in receipts} == {"ga", "gb"}
+    c = consumer(ns, group="after-kill")
+    try:
+        got: list[bytes] = []
+        wait_until(lambda: got.extend(m.body for m in c.poll(100)) or len(got) >= 40, what="consume")
+        assert sorted(got) == sorted(f"k{i}".encode() for i in range(40))
+    finally:
+        c.close()
+    # brokers keep registering with the survivor: their routes outlive the expiry window
+    time.sleep(4 * HB_MS / 1000)
+    assert route_groups([ns[1]], "T") == ["ga", "gb"]

@@ -1,0 +1,100 @@
+"""Nameserver registry, routes, membership and allocation with a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.consumer_groups import ConsumerGroups
+from core.errors import InvalidArgumentError
+from core.route import MessageQueue, allocate_average
+from nameserver.registry import BrokerRegistry, Registration, TopicInfo
+
+pytestmark = pytest.mark.unit
+
+
+def reg(
+    name: str, bid: int, addr: str, epoch: int = 0, hb: int = 1000, topics: dict[str, int] | None = None
+) -> Registration:
+    return Registration(
+        cluster="c",
+        broker_name=name,
+        broker_id=bid,
+        address=addr,
+        epoch=epoch,
+        role="master" if bid == 0 else "slave",
+        max_offset=0,
+        heartbeat_ms=hb,
+        topics={t: TopicInfo(q, q, "rw") for t, q in (topics or {"T": 4}).items()},
+    )
+
+
+def test_broker_silent_for_three_heartbeats_is_dropped() -> None:
+    r = BrokerRegistry()
+    r.register(reg("a", 0, "h:1", hb=1000), now_ms=0)
+    r.register(reg("b", 0, "h:2", hb=1000), now_ms=0)
+    r.register(reg("b", 0, "h:2", hb=1000), now_ms=2500)  # b keeps beating
+    assert r.expire(now_ms=3000) == []  # a: exactly 3 intervals silent, not yet
+    route = r.route("T", now_ms=3000)
+    assert route is not None and [g.broker_name for g in route.groups] == ["a", "b"]
+    gone = r.expire(now_ms=3001)
+    assert [g.address for g in gone] == ["h:1"]
+    route = r.route("T", now_ms=3001)
+    assert route is not None and [g.broker_name for g in route.groups] == ["b"]
+    assert r.route("T", now_ms=10_000) is None  # everyone silent: no route at all
+
+
+def test_routes_hide_expired_brokers_even_before_expire_runs() -> None:
+    r = BrokerRegistry()
+    r.register(reg("a", 0, "h:1"), now_ms=0)
+    assert r.route("T", now_ms=3001) is None
+
+
+def test_higher_epoch_wins_between_two_masters() -> None:
+    r = BrokerRegistry()
+    r.register(reg("a", 0, "old:1", epoch=1), now_ms=0)
+    r.register(reg("a", 0, "new:1", epoch=2), now_ms=0)
+    r.register(reg("a", 1, "slave:1", epoch=2), now_ms=0)
+    route = r.route("T", now_ms=1)
+    assert route is not None
+    (g,) = route.groups
+    assert g.master is not None and g.master.address == "new:1"
+    assert sorted(b.address for b in g.brokers) == ["new:1", "slave:1"]
+    assert r.register(reg("a", 0, "old:1", epoch=1), now_ms=2) == 2  # told the group's epoch
+
+
+def test_route_queue_counts_and_topics_per_group() -> None:
+    r = BrokerRegistry()
+    r.register(reg("a", 0, "h:1", topics={"T": 4, "U": 2}), now_ms=0)
+    r.register(reg("b", 0, "h:2", topics={"T": 8}), now_ms=0)
+    t = r.route("T", 0)
+    u = r.route("U", 0)
+    assert t is not None and u is not None
+    assert len(t.write_queues()) == 12 and [g.broker_name for g in u.groups] == ["a"]
+    assert t.write_queues()[0] == MessageQueue("a", 0)
+    assert r.clusters(0)["c"][1].broker_name == "b"
+    assert r.unregister("h:2") and r.route("T", 0).groups[0].broker_name == "a"  # type: ignore[union-attr]
+
+
+def test_averaging_allocation() -> None:
+    qs = [MessageQueue(g, q) for g in ("a", "b") for q in range(4)]
+    members = ["m3", "m1", "m2"]
+    shares = {m: allocate_average(qs, members, m) for m in members}
+    assert [len(shares[m]) for m in ("m1", "m2", "m3")] == [3, 3, 2]
+    everything = [q for m in ("m1", "m2", "m3") for q in shares[m]]
+    assert everything == sorted(qs)  # contiguous blocks, each queue exactly once
+    assert allocate_average(qs, members, "stranger") == []
+    assert allocate_average(qs[:2], members, "m3") == []  # more members than queues
+    assert allocate_average(qs, ["solo"], "solo") == sorted(qs)
+
+
+def test_consumer_membership_expires_by_each_members_interval() -> None:
+    g = ConsumerGroups()
+    assert g.heartbeat("grp", "fast", 100, now_ms=0) == ["fast"]
+    assert g.heartbeat("grp", "slow", 1000, now_ms=0) == ["fast", "slow"]
+    assert g.members("grp", now_ms=300) == ["fast", "slow"]
+    assert g.members("grp", now_ms=301) == ["slow"]
+    assert g.unregister("grp", "slow", now_ms=302) == []
+    with pytest.raises(InvalidArgumentError):
+        g.heartbeat("grp", "bad id!", 100, 0)
+    with pytest.raises(InvalidArgumentError):
+        g.heartbeat("bad group!", "x", 100, 0)
