@@ -1,12 +1,14 @@
 """End-to-end throughput: one broker process, one producer, one consumer.
 
-    tailrace bench produce-consume [--count N] [--size 1024] [--batch 256] [--json]
+    tailrace bench produce-consume [--count N] [--size 1024] [--batch 256] [--groups 2] [--json]
 
 Starts a broker (harness, port 0, temp dir), runs `tailrace produce` and then
 `tailrace consume` as separate processes (the same tools drills use), and
 reports their rates. The baseline, measured in the same script, is the
 storage engine alone appending the same records in-process, so
-`produce_vs_store` says what the network path costs.
+`produce_vs_store` says what the network path costs. With `--groups N` it
+then runs the same through a nameserver and N broker groups (one process
+each) and reports those figures beside the single-broker ones.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.store_bench import run_once
+from consumer import Admin
+from consumer.routing import NameserverRoutes
+from core.errors import TailraceError
 from core.store import StoreConfig
 from deploy.harness import process_group
 
@@ -39,7 +46,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--in-flight", type=int, default=4)
     p.add_argument("--segment-bytes", type=int, default=256 * 1024 * 1024)
+    p.add_argument(
+        "--groups",
+        type=int,
+        default=1,
+        help="also run through a nameserver with this many broker groups (>= 2)",
+    )
     p.add_argument("--json", action="store_true")
+
+
+def _produce_consume(args: argparse.Namespace, target: list[str], group: str) -> dict[str, Any]:
+    produce = _cli(
+        "produce", *target, "--topic", "bench", "--count", str(args.count),
+        "--size", str(args.size), "--batch", str(args.batch),
+        "--in-flight", str(args.in_flight), "--json",
+    )  # fmt: skip
+    consume = _cli(
+        "consume", *target, "--group", group, "--topic", "bench",
+        "--count", str(args.count), "--batch", str(args.batch),
+        "--timeout-ms", "600000", "--json",
+    )  # fmt: skip
+    return {
+        "produce_msgs_per_s": produce["msgs_per_s"],
+        "produce_failed": produce["failed"],
+        "consume_msgs_per_s": consume["msgs_per_s"],
+        "consume_unique": consume["unique"],
+        "consume_duplicates": consume["duplicates"],
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,36 +87,66 @@ def run(args: argparse.Namespace) -> int:
         )
         with process_group(Path(tmp) / "run") as procs:
             b = procs.broker("bench", segment_bytes=args.segment_bytes)
-            produce = _cli(
-                "produce", "--broker", b.address, "--topic", "bench", "--count", str(args.count),
-                "--size", str(args.size), "--batch", str(args.batch),
-                "--in-flight", str(args.in_flight), "--json",
-            )  # fmt: skip
-            consume = _cli(
-                "consume", "--broker", b.address, "--group", "bench", "--topic", "bench",
-                "--count", str(args.count), "--batch", str(args.batch),
-                "--timeout-ms", "600000", "--json",
-            )  # fmt: skip
-    result = {
+            single = _produce_consume(args, ["--broker", b.address], "bench")
+            b.stop()
+        cluster: dict[str, Any] | None = None
+        if args.groups >= 2:
+            with process_group(Path(tmp) / "cluster") as procs:
+                ns = procs.nameserver("ns").address
+                for i in range(args.groups):
+                    procs.broker(f"g{i}", segment_bytes=args.segment_bytes, namesrv=[ns])
+                with Admin(namesrv=[ns]) as admin:
+                    _wait(lambda: len(admin.masters()) == args.groups)
+                    admin.create_topic("bench", 4)
+                _wait(lambda: _routed_groups(ns, "bench") == args.groups)
+                cluster = _produce_consume(args, ["--namesrv", ns], "bench")
+    result: dict[str, Any] = {
         "count": args.count,
         "size": args.size,
         "batch": args.batch,
-        "produce_msgs_per_s": produce["msgs_per_s"],
-        "produce_failed": produce["failed"],
-        "consume_msgs_per_s": consume["msgs_per_s"],
-        "consume_unique": consume["unique"],
-        "consume_duplicates": consume["duplicates"],
+        **single,
         "baseline_store_appends_per_s": base["appends_per_s"],
-        "produce_vs_store": round(produce["msgs_per_s"] / base["appends_per_s"], 3),
+        "produce_vs_store": round(single["produce_msgs_per_s"] / base["appends_per_s"], 3),
     }
+    if cluster is not None:
+        result["cluster"] = {"groups": args.groups, **cluster}
+        result["cluster_vs_single_produce"] = round(
+            cluster["produce_msgs_per_s"] / single["produce_msgs_per_s"], 2
+        )
+        result["cluster_vs_single_consume"] = round(
+            cluster["consume_msgs_per_s"] / single["consume_msgs_per_s"], 2
+        )
     if args.json:
         print(json.dumps(result))
     else:
         print(
-            f"produce {result['produce_msgs_per_s']:,} msgs/s   "
-            f"consume {result['consume_msgs_per_s']:,} msgs/s   "
-            f"(store alone {result['baseline_store_appends_per_s']:,} appends/s; "
-            f"produce/store = {result['produce_vs_store']})"
+            f"one broker: produce {single['produce_msgs_per_s']:,} msgs/s   "
+            f"consume {single['consume_msgs_per_s']:,} msgs/s   "
+            f"(store alone {result['baseline_store_appends_per_s']:,} appends/s)"
         )
-    ok = consume["unique"] == args.count and produce["failed"] == 0
+        if cluster is not None:
+            print(
+                f"{args.groups} groups via nameserver: produce {cluster['produce_msgs_per_s']:,}"
+                f" msgs/s   consume {cluster['consume_msgs_per_s']:,} msgs/s"
+            )
+    runs = [single] + ([cluster] if cluster is not None else [])
+    ok = all(r["consume_unique"] == args.count and r["produce_failed"] == 0 for r in runs)
     return 0 if ok else 1
+
+
+def _wait(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise RuntimeError("cluster did not come up")
+        time.sleep(0.05)
+
+
+def _routed_groups(ns: str, topic: str) -> int:
+    routes = NameserverRoutes([ns])
+    try:
+        return len(routes.get(topic, refresh=True).groups)
+    except TailraceError:
+        return 0
+    finally:
+        routes.close()
