@@ -24,29 +24,37 @@ class PullLimits:
     max_bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class PullArgs:
+    """What a consumer asks for (0 for max_messages/max_bytes: the defaults)."""
+
+    group: str
+    topic: str
+    queue_id: int
+    queue_offset: int
+    max_messages: int = 0
+    max_bytes: int = 0
+    max_wait_ms: int = 0
+    subscription: str = "*"
+
+
 def serve_pull(
     store: MessageStore,
     notifier: ArrivalNotifier,
     limits: PullLimits,
-    group: str,
-    topic: str,
-    queue_id: int,
-    queue_offset: int,
-    max_messages: int,
-    max_bytes: int,
-    max_wait_ms: int,
-    subscription: str,
+    args: PullArgs,
     alive: Callable[[], bool] = lambda: True,
 ) -> ReadResult:
     """Read, and if there is nothing new, hold the pull until a record arrives,
     the wait ends, or `alive()` turns false (the caller went away)."""
-    validate_group(group)
-    sub = Subscription.parse(subscription)
-    if max_messages < 0 or max_bytes < 0 or max_wait_ms < 0:
+    validate_group(args.group)
+    sub = Subscription.parse(args.subscription)
+    if args.max_messages < 0 or args.max_bytes < 0 or args.max_wait_ms < 0:
         raise InvalidArgumentError("max_messages, max_bytes and max_wait_ms must be >= 0")
-    count = min(max_messages or 32, limits.max_messages)
-    nbytes = min(max_bytes or 256 * 1024, limits.max_bytes)
-    wait_s = min(max_wait_ms, limits.max_wait_ms) / 1000
+    topic, queue_id, queue_offset = args.topic, args.queue_id, args.queue_offset
+    count = min(args.max_messages or 32, limits.max_messages)
+    nbytes = min(args.max_bytes or 256 * 1024, limits.max_bytes)
+    wait_s = min(args.max_wait_ms, limits.max_wait_ms) / 1000
     tag_filter = sub.hash_filter()
     result = store.read(topic, queue_id, queue_offset, count, nbytes, tag_filter)
     if result.status is not ReadStatus.NO_NEW_MSG or wait_s <= 0:

@@ -23,7 +23,7 @@ from core.errors import (
 from core.longpoll import ArrivalNotifier
 from core.offsets import ConsumerOffsets
 from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
-from core.pull import PullLimits, serve_pull
+from core.pull import PullArgs, PullLimits, serve_pull
 from core.record import Message, validate_topic
 from core.store import MessageStore, ReadResult
 
@@ -126,32 +126,8 @@ class MasterBroker:
 
     # ---- reads ------------------------------------------------------------------------
 
-    def pull(
-        self,
-        group: str,
-        topic: str,
-        queue_id: int,
-        queue_offset: int,
-        max_messages: int,
-        max_bytes: int,
-        max_wait_ms: int,
-        subscription: str,
-        alive: Callable[[], bool] = lambda: True,
-    ) -> ReadResult:
-        return serve_pull(
-            self.store,
-            self.notifier,
-            self.limits,
-            group,
-            topic,
-            queue_id,
-            queue_offset,
-            max_messages,
-            max_bytes,
-            max_wait_ms,
-            subscription,
-            alive,
-        )
+    def pull(self, args: PullArgs, alive: Callable[[], bool] = lambda: True) -> ReadResult:
+        return serve_pull(self.store, self.notifier, self.limits, args, alive)
 
     def wake_pulls(self, topic: str, queue_id: int) -> None:
         """Re-check the held pulls of a queue (one of their callers went away)."""

@@ -13,6 +13,7 @@ import grpc
 
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
+from core.pull import PullArgs
 from core.record import Message
 from core.store import ReadStatus
 from master.broker import MasterBroker
@@ -67,17 +68,17 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         topic, queue_id = request.topic, request.queue_id
         if request.max_wait_ms:  # a cancelled call releases its held pull at once
             context.add_callback(lambda: self.broker.wake_pulls(topic, queue_id))
-        r = self.broker.pull(
+        args = PullArgs(
             request.group,
-            request.topic,
-            request.queue_id,
+            topic,
+            queue_id,
             request.queue_offset,
             request.max_messages,
             request.max_bytes,
             request.max_wait_ms,
             request.subscription,
-            context.is_active,
         )
+        r = self.broker.pull(args, context.is_active)
         return pb.PullResponse(
             status=_PULL_STATUS[r.status],
             records=r.data,
