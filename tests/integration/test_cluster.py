@@ -16,6 +16,7 @@ import pytest
 
 from consumer import Admin, Producer, PullConsumer
 from consumer.connection import BrokerConnection
+from consumer.producer import by_key
 from consumer.routing import NameserverRoutes
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import MessageQueue
@@ -248,3 +249,17 @@ def test_one_of_two_nameservers_killed(procs: ProcessGroup) -> None:
     # brokers keep registering with the survivor: their routes outlive the expiry window
     time.sleep(4 * HB_MS / 1000)
     assert route_groups([ns[1]], "T") == ["ga", "gb"]
+    # a restarted nameserver is whole again after the next heartbeats
+    procs.processes["ns0"].restart()
+    took = wait_until(lambda: route_groups([ns[0]], "T") == ["ga", "gb"], 10, "ns0 refilled")
+    assert took < 2 * HB_MS / 1000 + 2
+
+
+def test_key_selector_keeps_a_key_on_one_queue(procs: ProcessGroup) -> None:
+    ns, _ = cluster(procs)
+    with Producer(namesrv=ns, selector=by_key) as prod:
+        places = {
+            key: {(r.broker_name, r.queue_id) for r in (prod.send("T", b"x", key=key) for _ in range(5))}
+            for key in ("alice", "bob", "carol", "dave")
+        }
+    assert all(len(p) == 1 for p in places.values()), places
