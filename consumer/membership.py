@@ -1,9 +1,14 @@
 """A consumer's group membership: heartbeats on a background thread.
 
-Every `heartbeat_ms` the member heartbeats to the master of every group that
-hosts its topic. The member list of the first group that answers (groups in
-name order, so every member reads the same broker) is the group's view;
-when it changes, `changed` is set and the consumer rebalances on its next poll.
+Every `heartbeat_ms` the member heartbeats, in parallel and with a short
+deadline, to the master of every group that hosts its topic. The group's
+view of its members comes from one designated broker group, the first by
+name, so every member reads the same list. If that broker does not answer,
+the last view is kept; once it has not answered for three heartbeat
+intervals the broker has dropped this member, so the member drops itself from
+its view too (and so gives up its queues) rather than keep reading queues
+that others have taken over. When the view changes, `changed` is set and the
+consumer rebalances on its next poll.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
+
+import grpc
 
 from consumer.connection import ConnectionPool
 from consumer.routing import Routes
@@ -18,6 +26,7 @@ from core.errors import TailraceError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 
 log = logging.getLogger(__name__)
+MISSED_HEARTBEATS = 3
 
 
 class Membership:
@@ -38,6 +47,8 @@ class Membership:
         self.heartbeat_ms = heartbeat_ms
         self.members: list[str] = []
         self.changed = threading.Event()
+        self._last_ok = time.monotonic()
+        self._failing = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="membership", daemon=True)
 
@@ -56,19 +67,30 @@ class Membership:
 
     def beat(self) -> None:
         req = pb.HeartbeatRequest(
-            group=self.group, client_id=self.client_id, topic=self.topic,
-            heartbeat_ms=self.heartbeat_ms,
-        )  # fmt: skip
+            group=self.group, client_id=self.client_id, topic=self.topic, heartbeat_ms=self.heartbeat_ms
+        )
+        timeout = max(0.5, min(2.0, self.heartbeat_ms / 1000))
+        masters = self._masters()
+        calls = [self.pool.get(a).stub.Heartbeat.future(req, timeout=timeout) for a in masters]
         view: list[str] | None = None
-        for address in self._masters():
-            conn = self.pool.get(address)
+        for i, call in enumerate(calls):
             try:
-                resp = conn.call(conn.stub.Heartbeat, req, timeout_s=max(1.0, self.heartbeat_ms / 1000))
-            except TailraceError as exc:
-                log.debug("heartbeat to %s failed: %s", address, exc)
+                resp = call.result()
+            except grpc.RpcError as exc:
+                if i == 0 and not self._failing:
+                    self._failing = True
+                    log.warning("heartbeat to %s failed: %s", masters[0], exc.code())
                 continue
-            if view is None:
+            if i == 0:
                 view = list(resp.members)
+        now = time.monotonic()
+        if view is not None:
+            self._last_ok = now
+            if self._failing:
+                self._failing = False
+                log.info("heartbeats to %s answered again", masters[0])
+        elif now - self._last_ok > MISSED_HEARTBEATS * self.heartbeat_ms / 1000:
+            view = [m for m in self.members if m != self.client_id]  # we have been dropped
         if view is not None and view != self.members:
             self.members = view
             self.changed.set()
@@ -90,8 +112,8 @@ class Membership:
 
     def leave(self) -> None:
         """Tell every broker this member is gone (after its offsets are committed)."""
-        req = pb.UnregisterRequest(group=self.group, client_id=self.client_id)
-        for address in self._masters():
-            conn = self.pool.get(address)
-            with contextlib.suppress(TailraceError):
-                conn.call(conn.stub.Unregister, req, timeout_s=2.0)
+        req = pb.UnregisterRequest(group=self.group, client_id=self.client_id, topic=self.topic)
+        calls = [self.pool.get(a).stub.Unregister.future(req, timeout=2.0) for a in self._masters()]
+        for call in calls:
+            with contextlib.suppress(grpc.RpcError):
+                call.result()

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 
 from consumer.connection import ConnectionPool
 from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
-from core.errors import BrokerUnavailableError, TailraceError
+from core.errors import (
+    BrokerUnavailableError,
+    InvalidArgumentError,
+    InvalidQueueError,
+    TailraceError,
+    UnknownTopicError,
+)
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import MessageQueue, TopicRoute
 
@@ -60,11 +66,14 @@ def by_key(queues: list[MessageQueue], key: str) -> MessageQueue:
 
 
 def _pb_message(m: OutgoingMessage | bytes, born_ms: int) -> pb.Message:
-    if isinstance(m, bytes | bytearray):
-        return pb.Message(body=bytes(m), born_ms=born_ms)
-    return pb.Message(
-        body=m.body, tags=m.tags, keys=m.keys, properties=dict(m.properties or {}), born_ms=born_ms
-    )
+    try:
+        if isinstance(m, bytes | bytearray):
+            return pb.Message(body=bytes(m), born_ms=born_ms)
+        return pb.Message(
+            body=m.body, tags=m.tags, keys=m.keys, properties=dict(m.properties or {}), born_ms=born_ms
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InvalidArgumentError(f"not a valid message: {exc}") from exc
 
 
 class Producer:
@@ -156,6 +165,8 @@ class Producer:
         """
         born = int(time.time() * 1000)
         msgs = [_pb_message(m, born) for m in messages]
+        if not -1 <= queue_id < 1 << 31:
+            raise InvalidQueueError(f"queue id {queue_id} out of range (-1 lets the broker pick)")
         tried: set[str] = set()
         last: TailraceError | None = None
         for attempt in range(self.retries + 1):
@@ -180,7 +191,8 @@ class Producer:
             except TailraceError as err:
                 if not (err.retriable or err.refresh_route) or (queue is not None and attempt):
                     raise
-                self._avoid[address] = time.monotonic() + self.backoff_s
+                if not isinstance(err, UnknownTopicError):  # the broker itself is fine
+                    self._avoid[address] = time.monotonic() + self.backoff_s
                 if mq is not None:
                     tried.add(mq.broker_name)
                 last = err

@@ -37,15 +37,17 @@ import grpc
 from consumer.connection import ConnectionPool
 from consumer.membership import Membership
 from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
-from core.errors import TailraceError
+from core.errors import InvalidArgumentError, TailraceError
 from core.grpc_status import error_from_rpc
+from core.offsets import validate_group
 from core.pb.tailrace.v1 import broker_pb2 as pb
-from core.record import Record, iter_records
+from core.record import Record, iter_records, validate_topic
 from core.route import MessageQueue, TopicRoute, allocate_average
 from core.subscription import Subscription
 
 log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = 0.5
+NOT_HELD_BACKOFF_S = 0.2
 
 
 @dataclass(slots=True)
@@ -74,9 +76,13 @@ class PullConsumer:
         timeout_s: float = 10.0,
     ) -> None:
         if start not in ("first", "last"):
-            raise ValueError("start must be 'first' or 'last'")
+            raise InvalidArgumentError("start must be 'first' or 'last'")
         if (broker is None) == (namesrv is None):
-            raise ValueError("give either broker= or namesrv=")
+            raise InvalidArgumentError("give either broker= or namesrv=")
+        validate_group(group)
+        validate_topic(topic)
+        if not 10 <= heartbeat_ms <= 3_600_000:
+            raise InvalidArgumentError("heartbeat_ms must be in 10..3600000")
         if isinstance(namesrv, str):
             namesrv = [a for a in namesrv.split(",") if a]
         self.group = group
@@ -103,12 +109,19 @@ class PullConsumer:
         self._retry_at: dict[MessageQueue, float] = {}
         self._done: queue.Queue[tuple[MessageQueue, int, grpc.Future[pb.PullResponse]]] = queue.Queue()
         self._closed = False
-        self._route: TopicRoute = self.routes.get(topic)
         self.membership = Membership(self.pool, self.routes, group, topic, self.client_id, heartbeat_ms)
-        self.membership.beat()  # join before the first allocation
         self._last_rebalance = 0.0
         self._last_commit = time.monotonic()
-        self.rebalance()
+        self._issued_at: dict[MessageQueue, float] = {}
+        self._failures: dict[MessageQueue, int] = {}
+        try:
+            self._route: TopicRoute = self.routes.get(topic)
+            self.membership.beat()  # join before the first allocation
+            self.rebalance()
+        except BaseException:
+            self.pool.close()
+            self.routes.close()
+            raise
         self.membership.start()
 
     # ---- assignment -----------------------------------------------------------------
@@ -123,7 +136,7 @@ class PullConsumer:
             self._route = self.routes.get(self.topic, refresh=True)
         except TailraceError as exc:
             log.warning("route refresh for %s failed: %s", self.topic, exc)
-        members = self.membership.members or [self.client_id]
+        members = self.membership.members  # without us in it (not joined, or dropped): nothing
         mine = set(allocate_average(self._route.read_queues(), members, self.client_id))
         current = set(self._positions)
         dropped, added = current - mine, mine - current
@@ -136,7 +149,7 @@ class PullConsumer:
                     if call is not None:
                         call.cancel()
                     del self._positions[mq]
-            self._commit(gone)
+            self._commit(gone, raise_errors=False)
         for mq in sorted(added):
             start = self._start_offset(mq)
             if start is not None:
@@ -194,6 +207,8 @@ class PullConsumer:
 
     def seek(self, queue_id: int, offset: int, broker_name: str | None = None) -> None:
         """Read a queue from `offset` on (a pull in flight is discarded)."""
+        if not 0 <= offset < 1 << 64:
+            raise InvalidArgumentError(f"offset must be in 0..2^64-1, got {offset}")
         with self._lock:
             for mq in list(self._positions):
                 if mq.queue_id == queue_id and broker_name in (None, mq.broker_name):
@@ -210,7 +225,11 @@ class PullConsumer:
         else:
             self._commit({mq: positions[mq.queue_id] for mq in self._positions if mq.queue_id in positions})
 
-    def _commit(self, positions: dict[MessageQueue, int]) -> None:
+    def _commit(self, positions: dict[MessageQueue, int], raise_errors: bool = True) -> None:
+        """Commit each queue on its own: one failing broker does not keep the
+        others' offsets from being stored. The first error is raised at the end
+        (or only logged, with `raise_errors=False`)."""
+        first: TailraceError | None = None
         for mq, off in positions.items():
             if self._committed.get(mq) == off:
                 continue
@@ -219,11 +238,16 @@ class PullConsumer:
                 log.warning("no master for %s: offset %d not committed", mq, off)
                 continue
             conn = self.pool.get(address)
-            conn.call(
-                conn.stub.CommitOffset,
-                pb.CommitOffsetRequest(group=self.group, topic=self.topic, queue_id=mq.queue_id, offset=off),
-            )
+            req = pb.CommitOffsetRequest(group=self.group, topic=self.topic, queue_id=mq.queue_id, offset=off)
+            try:
+                conn.call(conn.stub.CommitOffset, req)
+            except TailraceError as exc:
+                log.warning("commit of %s at %d failed: %s", mq, off, exc)
+                first = first or exc
+                continue
             self._committed[mq] = off
+        if first is not None and raise_errors:
+            raise first
 
     # ---- polling -----------------------------------------------------------------------
 
@@ -253,7 +277,11 @@ class PullConsumer:
                     break
                 self._issue_pulls()  # queues whose retry back-off ended
                 continue
-            out.extend(self._complete(*item))
+            try:
+                out.extend(self._complete(*item))
+            except TailraceError as exc:  # e.g. a corrupt batch: retry that queue, keep the rest
+                log.warning("pull result for %s dropped: %s", item[0], exc)
+                self._retry_at[item[0]] = time.monotonic() + RETRY_BACKOFF_S
             self._issue_pulls()
             if out and self._done.empty():
                 break
@@ -284,6 +312,7 @@ class PullConsumer:
                 )
                 gen = self._generation[mq]
                 self._inflight[mq] = call
+                self._issued_at[mq] = now
                 call.add_done_callback(lambda f, mq=mq, gen=gen: self._done.put((mq, gen, f)))
 
     def _complete(
@@ -298,11 +327,15 @@ class PullConsumer:
             resp: pb.PullResponse = call.result()
         except grpc.RpcError as exc:
             err = error_from_rpc(exc)
-            log.warning("pull %s failed: %s; retrying in %.1fs", mq, err, RETRY_BACKOFF_S)
-            self._retry_at[mq] = time.monotonic() + RETRY_BACKOFF_S
+            fails = self._failures[mq] = self._failures.get(mq, 0) + 1
+            # errors a retry can fix: soon; others (e.g. the topic is gone): back off to 5 s
+            delay = RETRY_BACKOFF_S if err.retriable else min(5.0, RETRY_BACKOFF_S * 2 ** min(fails, 4))
+            log.warning("pull %s failed: %s; retrying in %.1fs", mq, err, delay)
+            self._retry_at[mq] = time.monotonic() + delay
             if err.refresh_route:
                 self.membership.changed.set()  # rebalance, which refreshes the route
             return []
+        self._failures.pop(mq, None)
         status = resp.status
         if status == pb.FOUND:
             self.served_by[resp.served_by] += resp.count
@@ -315,6 +348,11 @@ class PullConsumer:
             if self.subscription.tags is None:
                 return records
             return [r for r in records if self.subscription.matches(r.tags)]
+        if status == pb.NO_NEW_MSG:
+            held = time.monotonic() - self._issued_at.get(mq, 0.0)
+            if held < self.long_poll_ms / 2000:  # not held (the broker is at its cap): back off
+                self._retry_at[mq] = time.monotonic() + NOT_HELD_BACKOFF_S
+            return []
         if status in (pb.NO_MATCHED_MSG, pb.OFFSET_TOO_SMALL, pb.OFFSET_OVERFLOW):
             if status != pb.NO_MATCHED_MSG:
                 log.warning(

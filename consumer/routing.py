@@ -1,7 +1,7 @@
 """Where a topic lives: routes from the nameservers, or a single broker.
 
-`NameserverRoutes` asks the nameservers in turn (starting after the last one
-that failed), caches each topic's route, and refreshes it when it is older
+`NameserverRoutes` asks the nameservers in turn (starting with the last one
+that answered), caches each topic's route, and refreshes it when it is older
 than `refresh_s` or when the caller says the cached one failed it
 (`NOT_MASTER`, unknown topic, a dead connection). `SingleBrokerRoutes` serves
 the same interface for a client pointed at one broker.

@@ -95,11 +95,19 @@ class PullSection:
     max_wait_ms: int = field(default=30_000, metadata=_doc("cap on a pull's long-poll wait"))
     max_messages: int = field(default=1024, metadata=_doc("cap on messages per pull"))
     max_bytes: int = field(default=4 * 1024 * 1024, metadata=_doc("cap on bytes per pull"))
+    max_held_pulls: int = field(
+        default=0,
+        metadata=_doc(
+            "long polls held at once (0: half of server.max_workers); beyond it a pull is "
+            "answered at once, so held pulls never take every server thread"
+        ),
+    )
 
     def validate(self, prefix: str = "pull") -> None:
         require(self.max_wait_ms >= 0, f"{prefix}.max_wait_ms", "must be >= 0")
         require(self.max_messages >= 1, f"{prefix}.max_messages", "must be positive")
         require(self.max_bytes >= 1024, f"{prefix}.max_bytes", "must be >= 1024")
+        require(self.max_held_pulls >= 0, f"{prefix}.max_held_pulls", "must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +118,11 @@ class BrokerConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
 
     def validate(self) -> None:
+        require(
+            self.pull.max_held_pulls < self.server.max_workers,
+            "pull.max_held_pulls",
+            "must leave server threads for other calls (< server.max_workers)",
+        )
         require(
             self.server.max_message_bytes >= self.pull.max_bytes + 64 * 1024,
             "server.max_message_bytes",

@@ -13,7 +13,7 @@ import re
 import threading
 from pathlib import Path
 
-from core.errors import InvalidArgumentError, InvalidOffsetError
+from core.errors import InvalidArgumentError, InvalidOffsetError, StorageFullError
 from core.store.checkpoint import atomic_write
 
 OFFSETS = "offsets.json"
@@ -47,15 +47,20 @@ class ConsumerOffsets:
         with self._lock:
             if self._offsets.get(key) == offset:
                 return
-            self._offsets[key] = offset
-            self._persist()
+            updated = dict(self._offsets)
+            updated[key] = offset
+            try:
+                self._persist(updated)
+            except OSError as exc:  # nothing changed: memory still matches the file
+                raise StorageFullError(f"cannot store the offset: {exc.strerror}") from exc
+            self._offsets = updated
 
     def query(self, group: str, topic: str, queue_id: int) -> int | None:
         validate_group(group)
         return self._offsets.get((group, topic, queue_id))
 
-    def _persist(self) -> None:
+    def _persist(self, offsets: dict[tuple[str, str, int], int]) -> None:
         tree: dict[str, dict[str, dict[str, int]]] = {}
-        for (g, t, q), off in sorted(self._offsets.items()):
+        for (g, t, q), off in sorted(offsets.items()):
             tree.setdefault(g, {}).setdefault(t, {})[str(q)] = off
         atomic_write(self.path, json.dumps({"offsets": tree}).encode())

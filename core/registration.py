@@ -40,11 +40,14 @@ class Registrar:
         self._thread.start()
 
     def register_once(self) -> None:
+        """One heartbeat to every nameserver at once, each with a short deadline,
+        so an unreachable one delays no other."""
         req = pb.RegisterBrokerRequest(broker=self._describe())
-        timeout = max(1.0, self.heartbeat_ms / 1000)
-        for address, stub in self._stubs.items():
+        timeout = min(2.0, max(0.2, self.heartbeat_ms / 2000))
+        calls = {a: stub.RegisterBroker.future(req, timeout=timeout) for a, stub in self._stubs.items()}
+        for address, call in calls.items():
             try:
-                stub.RegisterBroker(req, timeout=timeout)
+                call.result()
                 if address in self._failing:
                     self._failing.discard(address)
                     log.info("registered with nameserver %s again", address)

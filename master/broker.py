@@ -9,7 +9,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core.broker_config import BrokerConfig
@@ -65,6 +65,9 @@ class MasterBroker:
         self.started = time.monotonic()
         self._rr = itertools.count()
         self._topic_lock = threading.Lock()
+        held = config.pull.max_held_pulls or config.server.max_workers // 2
+        self._hold_slots = threading.BoundedSemaphore(held)
+        self.pulls_not_held = 0
         self.limits = PullLimits(config.pull.max_wait_ms, config.pull.max_messages, config.pull.max_bytes)
 
     @property
@@ -77,14 +80,22 @@ class MasterBroker:
 
     # ---- topics ---------------------------------------------------------------
 
-    def _queues_for_send(self, topic: str) -> int:
+    def _queues_for_send(self, topic: str, queue_id: int, messages: Sequence[Message]) -> int:
+        """The topic's queue count; an unknown topic is auto-created (when on),
+        but only for a batch that will be accepted: bad input stores nothing."""
         validate_topic(topic)
         count = self.store.topics.queue_count(topic)
         if count is None:
             if not self.config.broker.auto_create_topics:
                 raise UnknownTopicError(f"topic {topic!r} does not exist (auto-create is off)")
+            default = self.config.broker.default_queues
+            if not -1 <= queue_id < default:
+                raise InvalidQueueError(f"queue id {queue_id} out of range for {topic!r} (0..{default - 1})")
+            for m in messages:
+                m.topic, m.queue_id = topic, max(queue_id, 0)
+            self.store.validate(messages, default)
             with self._topic_lock:
-                self.store.create_topic(topic, self.config.broker.default_queues)
+                self.store.create_topic(topic, default)
             count = self.store.topics.queue_count(topic)
             assert count is not None
         return count
@@ -107,7 +118,7 @@ class MasterBroker:
             raise InvalidArgumentError("a send needs at least one message")
         if len(messages) > MAX_BATCH:
             raise InvalidArgumentError(f"a batch holds at most {MAX_BATCH} messages")
-        count = self._queues_for_send(topic)
+        count = self._queues_for_send(topic, queue_id, messages)
         if queue_id == -1:
             queue_id = next(self._rr) % count
         elif not 0 <= queue_id < count:
@@ -127,7 +138,17 @@ class MasterBroker:
     # ---- reads ------------------------------------------------------------------------
 
     def pull(self, args: PullArgs, alive: Callable[[], bool] = lambda: True) -> ReadResult:
-        return serve_pull(self.store, self.notifier, self.limits, args, alive)
+        """Serve a pull; at most `max_held_pulls` are held waiting at once, the
+        rest are answered at once (the client backs off briefly)."""
+        if args.max_wait_ms <= 0:
+            return serve_pull(self.store, self.notifier, self.limits, args, alive)
+        if not self._hold_slots.acquire(blocking=False):
+            self.pulls_not_held += 1
+            return serve_pull(self.store, self.notifier, self.limits, replace(args, max_wait_ms=0), alive)
+        try:
+            return serve_pull(self.store, self.notifier, self.limits, args, alive)
+        finally:
+            self._hold_slots.release()
 
     def wake_pulls(self, topic: str, queue_id: int) -> None:
         """Re-check the held pulls of a queue (one of their callers went away)."""
@@ -158,11 +179,11 @@ class MasterBroker:
 
     # ---- consumer groups and registration ----------------------------------------------
 
-    def heartbeat(self, group: str, client_id: str, heartbeat_ms: int) -> list[str]:
-        return self.groups.heartbeat(group, client_id, heartbeat_ms, _now_ms())
+    def heartbeat(self, group: str, topic: str, client_id: str, heartbeat_ms: int) -> list[str]:
+        return self.groups.heartbeat(group, topic, client_id, heartbeat_ms, _now_ms())
 
-    def unregister(self, group: str, client_id: str) -> list[str]:
-        return self.groups.unregister(group, client_id, _now_ms())
+    def unregister(self, group: str, topic: str, client_id: str) -> list[str]:
+        return self.groups.unregister(group, topic, client_id, _now_ms())
 
     def registration(self) -> ns_pb.BrokerRegistration:
         """What this broker tells the nameservers about itself."""
@@ -198,6 +219,7 @@ class MasterBroker:
             "details": {
                 "topics": len(self.store.topics.names()),
                 "waiting_pulls": self.notifier.waiting(),
+                "pulls_not_held": self.pulls_not_held,
                 "segments": len(clog.segments()),
                 "preallocation_misses": clog.allocator.misses,
                 "segments_warming": clog.allocator.warming(),

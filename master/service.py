@@ -141,10 +141,11 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         )
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
-        members = self.broker.heartbeat(request.group, request.client_id, request.heartbeat_ms)
+        members = self.broker.heartbeat(request.group, request.topic, request.client_id, request.heartbeat_ms)
         return pb.HeartbeatResponse(members=members, served_by=self.broker.broker_id)
 
     def Unregister(
         self, request: pb.UnregisterRequest, context: grpc.ServicerContext
     ) -> pb.UnregisterResponse:
-        return pb.UnregisterResponse(members=self.broker.unregister(request.group, request.client_id))
+        members = self.broker.unregister(request.group, request.topic, request.client_id)
+        return pb.UnregisterResponse(members=members)

@@ -50,6 +50,15 @@ class BrokerRegistry:
         """Record a heartbeat; returns the highest epoch known for the group."""
         reg.last_seen_ms = now_ms
         with self._lock:
+            # the same broker back on another address replaces its old entry
+            # (a stale claimant of a higher epoch is kept: fencing, issue 8)
+            for addr, old in list(self._brokers.items()):
+                if (
+                    addr != reg.address
+                    and (old.broker_name, old.broker_id) == (reg.broker_name, reg.broker_id)
+                    and old.epoch <= reg.epoch
+                ):
+                    del self._brokers[addr]
             self._brokers[reg.address] = reg
             return max(
                 (r.epoch for r in self._brokers.values() if r.broker_name == reg.broker_name),
@@ -73,9 +82,9 @@ class BrokerRegistry:
 
     def _group_route(self, regs: list[Registration], topic: str | None) -> GroupRoute | None:
         masters = [r for r in regs if r.broker_id == 0]
-        top_master = max(masters, key=lambda r: r.epoch) if masters else None
+        top_master = max(masters, key=lambda r: (r.epoch, r.last_seen_ms)) if masters else None
         shown = [r for r in regs if r.broker_id != 0 or r is top_master]
-        source = top_master or max(regs, key=lambda r: r.epoch)
+        source = top_master or max(regs, key=lambda r: (r.epoch, r.last_seen_ms))
         if topic is not None:
             if top_master is not None and topic in top_master.topics:
                 holder: Registration | None = top_master

@@ -156,7 +156,7 @@ class MessageStore:
         """(meta block, tag hash) of a message with no keys or properties, cached."""
         if not isinstance(tags, str):
             raise InvalidArgumentError(f"tags must be a string, got {type(tags).__name__}")
-        topic_b = self._topic_info[topic][0]
+        topic_b = topic.encode("ascii")  # validated by the caller
         tags_b = _utf8(tags, "tags")
         if len(tags_b) > 0xFFFF:
             raise InvalidArgumentError("tags must be at most 65535 bytes")
@@ -176,9 +176,15 @@ class MessageStore:
             raise InvalidArgumentError("keys must be at most 65535 bytes")
         props_b = self._encode_props(m.properties) if m.properties else b""
         tags_b = _utf8(m.tags, "tags")
-        return encode_meta(self._topic_info[m.topic][0], tags_b, keys_b, props_b), th
+        return encode_meta(m.topic.encode("ascii"), tags_b, keys_b, props_b), th
 
-    def _prepare(self, messages: Sequence[Message]) -> list[Prepared]:
+    def validate(self, messages: Sequence[Message], new_topic_queues: int) -> None:
+        """Check a batch as `append` would, treating unknown topics as having
+        `new_topic_queues` queues; writes nothing (lets a broker auto-create a
+        topic only for a batch that will be accepted)."""
+        self._prepare(messages, new_topic_queues)
+
+    def _prepare(self, messages: Sequence[Message], new_topic_queues: int = 0) -> list[Prepared]:
         """Validate and encode a whole batch, raising before anything is written."""
         info = self._topic_info
         meta_cache = self._meta_cache
@@ -191,7 +197,10 @@ class MessageStore:
             topic = m.topic
             ti = info.get(topic) if type(topic) is str else None
             if ti is None:
-                ti = self._topic_entry(topic)
+                if new_topic_queues and self.topics.queue_count(validate_topic(topic).decode()) is None:
+                    ti = (topic.encode("ascii"), new_topic_queues)
+                else:
+                    ti = self._topic_entry(topic)
             count = ti[1]
             qid = m.queue_id
             if type(qid) is not int or not 0 <= qid < count:

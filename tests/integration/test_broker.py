@@ -326,3 +326,58 @@ def test_bad_config_is_refused_naming_the_key(tmp_path: Path) -> None:
     cfg.write_text('[broker]\nlisten = "127.0.0.1:0"\nno_such_key = 1\n')
     r = cli("broker", "--config", str(cfg))
     assert r.returncode == 2 and "broker.no_such_key" in r.stdout + r.stderr
+
+
+def test_auto_create_only_for_a_batch_that_is_accepted(procs: ProcessGroup) -> None:
+    b = procs.broker("b", extra=["--set", "store.max_message_bytes=65536"])
+    with Producer(b.address) as prod:
+        with pytest.raises(InvalidQueueError):
+            prod.send("fresh", b"x", queue_id=99)
+        with pytest.raises(MessageTooLargeError):
+            prod.send("fresh2", b"x" * 100_000)
+        with Admin(b.address) as admin:
+            assert admin.list_topics() == {}
+            assert admin.status()["max_offset"] == 0
+        assert prod.send("fresh", b"x", queue_id=3).queue_id == 3
+    with Admin(b.address) as admin:
+        assert admin.list_topics() == {"fresh": 8}
+
+
+def test_group_membership_is_per_topic(procs: ProcessGroup) -> None:
+    b = procs.broker("b")
+    with Admin(b.address) as admin:
+        admin.create_topic("A", 4)
+        admin.create_topic("B", 4)
+    with (
+        PullConsumer(b.address, "g", "A", heartbeat_ms=200) as ca,
+        PullConsumer(b.address, "g", "B", heartbeat_ms=200) as cb,
+    ):
+        time.sleep(0.5)  # a few heartbeats: neither may see the other as a co-member
+        ca.poll(50)
+        cb.poll(50)
+        assert ca.membership.members == [ca.client_id] and len(ca.assignment) == 4
+        assert cb.membership.members == [cb.client_id] and len(cb.assignment) == 4
+
+
+def test_held_pulls_never_take_every_server_thread(procs: ProcessGroup) -> None:
+    b = procs.broker("b", extra=["--set", "server.max_workers=4", "--set", "pull.max_held_pulls=2"])
+    with Admin(b.address) as admin:
+        admin.create_topic("H", 8)
+    channel = grpc.insecure_channel(b.address)
+    stub = broker_pb2_grpc.BrokerStub(channel)
+    held = [
+        stub.Pull.future(
+            pb.PullRequest(group="g", topic="H", queue_id=q, queue_offset=0, max_wait_ms=5000), timeout=10
+        )
+        for q in range(6)
+    ]
+    try:
+        wait_until(lambda: sum(f.done() for f in held) >= 4, 5, "pulls beyond the cap answered")
+        with Producer(b.address, timeout_s=2.0) as prod:  # a thread is still free for this
+            assert prod.send("H", b"through", queue_id=7).status == "SEND_OK"
+        with Admin(b.address) as admin:
+            assert admin.status()["details"]["pulls_not_held"] >= 4
+    finally:
+        for f in held:
+            f.cancel()
+        channel.close()

@@ -62,6 +62,15 @@ def test_higher_epoch_wins_between_two_masters() -> None:
     assert r.register(reg("a", 0, "old:1", epoch=1), now_ms=2) == 2  # told the group's epoch
 
 
+def test_a_master_back_on_a_new_address_replaces_its_old_entry() -> None:
+    r = BrokerRegistry()
+    r.register(reg("a", 0, "old:1"), now_ms=0)
+    r.register(reg("a", 0, "new:2"), now_ms=10)
+    route = r.route("T", now_ms=20)
+    assert route is not None and route.groups[0].master.address == "new:2"  # type: ignore[union-attr]
+    assert [b.address for b in route.groups[0].brokers] == ["new:2"]
+
+
 def test_route_queue_counts_and_topics_per_group() -> None:
     r = BrokerRegistry()
     r.register(reg("a", 0, "h:1", topics={"T": 4, "U": 2}), now_ms=0)
@@ -89,12 +98,16 @@ def test_averaging_allocation() -> None:
 
 def test_consumer_membership_expires_by_each_members_interval() -> None:
     g = ConsumerGroups()
-    assert g.heartbeat("grp", "fast", 100, now_ms=0) == ["fast"]
-    assert g.heartbeat("grp", "slow", 1000, now_ms=0) == ["fast", "slow"]
-    assert g.members("grp", now_ms=300) == ["fast", "slow"]
-    assert g.members("grp", now_ms=301) == ["slow"]
-    assert g.unregister("grp", "slow", now_ms=302) == []
+    assert g.heartbeat("grp", "T", "fast", 100, now_ms=0) == ["fast"]
+    assert g.heartbeat("grp", "T", "slow", 1000, now_ms=0) == ["fast", "slow"]
+    assert g.heartbeat("grp", "U", "other", 1000, now_ms=0) == ["other"]  # per topic
+    assert g.members("grp", "T", now_ms=300) == ["fast", "slow"]
+    assert g.members("grp", "T", now_ms=301) == ["slow"]
+    assert g.unregister("grp", "T", "slow", now_ms=302) == []
+    assert g.members("grp", "U", now_ms=302) == ["other"]
     with pytest.raises(InvalidArgumentError):
-        g.heartbeat("grp", "bad id!", 100, 0)
+        g.heartbeat("grp", "T", "bad id!", 100, 0)
     with pytest.raises(InvalidArgumentError):
-        g.heartbeat("bad group!", "x", 100, 0)
+        g.heartbeat("bad group!", "T", "x", 100, 0)
+    with pytest.raises(InvalidArgumentError):
+        g.heartbeat("grp", "T", "x", 0, 0)

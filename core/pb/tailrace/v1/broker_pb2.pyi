@@ -295,12 +295,14 @@ class HeartbeatResponse(_message.Message):
     def __init__(self, members: _Optional[_Iterable[str]] = ..., served_by: _Optional[int] = ...) -> None: ...
 
 class UnregisterRequest(_message.Message):
-    __slots__ = ("group", "client_id")
+    __slots__ = ("group", "client_id", "topic")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
     group: str
     client_id: str
-    def __init__(self, group: _Optional[str] = ..., client_id: _Optional[str] = ...) -> None: ...
+    topic: str
+    def __init__(self, group: _Optional[str] = ..., client_id: _Optional[str] = ..., topic: _Optional[str] = ...) -> None: ...
 
 class UnregisterResponse(_message.Message):
     __slots__ = ("members",)
