@@ -305,12 +305,42 @@ class CommitLog:
         self._view = (base, keep)
         self.allocator.request(first_new)
 
-    def append_raw(self, offset: int, data: bytes | memoryview) -> None:
-        """Place already-encoded log bytes (records and markers) at `offset`.
+    def read_chunk(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        """Published log bytes from `offset`, whole records only, within one
+        segment: (bytes, offset after them). At least one record when there is
+        one; an end-of-segment marker is sent as its 8 header bytes and ends
+        the chunk (the offset after it is the next segment's start)."""
+        end = self.write_pos
+        if offset >= end:
+            return b"", offset
+        seg = self.segment_for(offset)
+        if seg is None:
+            raise CorruptRecordError(f"offset {offset} is below the log's minimum {self.min_offset}")
+        seg_bytes = self.segment_bytes
+        seg_start = offset - offset % seg_bytes
+        rel = offset - seg_start
+        stop_rel = min(seg_bytes, end - seg_start)
+        view = seg.view
+        pos = rel
+        next_offset = offset
+        while pos < stop_rel:
+            total, magic = PREFIX.unpack_from(view, pos)
+            if magic == BLANK_MAGIC:
+                if pos == rel:  # a marker is sent alone
+                    return bytes(view[pos : pos + BLANK_MIN]), seg_start + seg_bytes
+                break
+            if magic != RECORD_MAGIC or total < HEADER_SIZE or pos + total > stop_rel:
+                raise CorruptRecordError(f"no record at {seg_start + pos} while reading for replication")
+            if pos > rel and pos + total - rel > max_bytes:
+                break
+            pos += total
+            next_offset = seg_start + pos
+        return bytes(view[rel:pos]), next_offset
 
-        Used by recovery tests and, later, replication; `offset` must be the
-        current end and the bytes must not cross a segment boundary.
-        """
+    def append_raw(self, offset: int, data: bytes | memoryview, new_end: int) -> None:
+        """Place already-validated log bytes (records, or one end marker) at
+        `offset`, the current end; the caller publishes `new_end` after
+        dispatching (for a marker, the next segment's start)."""
         if offset != self.write_pos:
             raise CorruptRecordError(f"raw append at {offset}, log ends at {self.write_pos}")
         rel = offset % self.segment_bytes
@@ -320,10 +350,8 @@ class CommitLog:
         if seg is None:
             seg = self._roll(offset - rel)
         seg.mm[rel : rel + len(data)] = data
-        end = offset + len(data)
-        if end % self.segment_bytes == 0:
-            self._roll(end)
-        self.write_pos = end
+        if new_end % self.segment_bytes == 0 and new_end > offset:
+            self._roll(new_end)
 
     def _roll(self, start: int) -> MappedFile:
         existing = self.segment_for(start)
@@ -379,6 +407,21 @@ class CommitLog:
                 seg.sync()
                 zeroed += last - rel
         return zeroed, removed
+
+    def restart_empty_at(self, offset: int) -> None:
+        """Make an empty log start at `offset` (a new slave of a master whose
+        oldest segments are gone): its segment files are replaced."""
+        if self.write_pos != self.min_offset and self.write_pos != 0:
+            raise CorruptRecordError("only an empty log can move its start")
+        _base, segs = self._view
+        for s in segs:
+            self.allocator.forget(s)
+            s.close()
+            os.unlink(s.path)
+        start = offset - offset % self.segment_bytes
+        self._view = (start, ())
+        self.write_pos = self.flushed = start
+        self.start_writing_at(offset)
 
     def truncate_unused_after(self, offset: int) -> None:
         """After a clean stop: delete pre-allocated segment files past the one

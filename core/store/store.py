@@ -22,6 +22,7 @@ from enum import Enum
 from pathlib import Path
 
 from core.errors import (
+    CorruptRecordError,
     FlushTimeoutError,
     InvalidArgumentError,
     InvalidOffsetError,
@@ -44,6 +45,7 @@ from core.store.config import StoreConfig
 from core.store.consumequeue import ConsumeQueueSet
 from core.store.flush import GroupCommit, PeriodicService
 from core.store.recovery import RecoveryReport, recover
+from core.store.replicated import validate_chunk
 from core.store.topics import TopicTable
 
 log = logging.getLogger(__name__)
@@ -377,6 +379,69 @@ class MessageStore:
         next_phys = cq.entry(nxt)[0] if nxt < cq.max_offset else clog.max_offset
         status = ReadStatus.FOUND if count else ReadStatus.NO_MATCHED_MSG
         return ReadResult(status, data, count, nxt, lo, hi, next_phys)
+
+    # ---- replication ------------------------------------------------------------
+
+    def read_log(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        """Published CommitLog bytes from `offset` (whole records, one segment):
+        what a master streams to its slaves. Returns (bytes, next offset)."""
+        return self.commitlog.read_chunk(offset, max_bytes)
+
+    def append_replicated(self, offset: int, data: bytes) -> int:
+        """Append bytes copied from the master at the same physical offset.
+
+        Every record is validated first (nothing is written if one fails);
+        queue offsets must continue this store's queues. Unknown topics are
+        learned from the records (queue count grows to cover each queue id).
+        Returns the new end of the log.
+        """
+        chunk = validate_chunk(offset, data, self.config.segment_bytes)
+        cqs = self.cqs
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError("store is closed")
+            nexts: dict[tuple[str, int], int] = {}
+            for topic, qid, qoff, *_ in chunk.entries:
+                key = (topic, qid)
+                expected = nexts.get(key, cqs.next_offset(topic, qid))
+                if qoff != expected:
+                    raise CorruptRecordError(
+                        f"replicated record for {topic}/{qid} has queue offset {qoff}, expected {expected}"
+                    )
+                nexts[key] = qoff + 1
+            for topic, qid in nexts:
+                count = self.topics.queue_count(topic) or 0
+                if qid >= count:
+                    self.topics.create(topic, qid + 1)
+                    self._topic_info.pop(topic, None)
+            self.commitlog.append_raw(offset, data, chunk.new_end)
+            cqs.dispatch(chunk.entries, publish=False)
+            self.commitlog.publish(chunk.new_end)
+            for key, q in nexts.items():
+                cqs.queues[key].max_offset = q
+        for listener in self._listeners:
+            try:
+                listener(nexts.keys())
+            except Exception:
+                log.exception("append listener failed")
+        return chunk.new_end
+
+    def truncate_to(self, offset: int) -> int:
+        """Remove the log from `offset` on (a slave ahead of its master).
+        Returns the bytes removed."""
+        with self._lock:
+            if offset >= self.commitlog.max_offset:
+                return 0
+            if offset < self.commitlog.min_offset:
+                raise InvalidOffsetError(
+                    f"cannot truncate below the log's minimum {self.commitlog.min_offset}"
+                )
+            removed, _ = self.commitlog.truncate(offset)
+            self.commitlog.start_writing_at(offset, flushed=min(offset, self.commitlog.flushed))
+            for cq in list(self.cqs.queues.values()):
+                cq.trim(offset)
+            log.warning("truncated the log to %d (%d bytes removed)", offset, removed)
+            return removed
 
     # ---- durability and retention ---------------------------------------------
 

@@ -1,0 +1,254 @@
+"""Master -> slave replication as plain objects (no sockets, threads or clock).
+
+A slave opens with a `Handshake`; the master's `MasterSession` checks it
+(cluster, group, shared secret) and answers where to start (the slave's own
+end, or a truncation point when the slave holds bytes the master does not).
+Then the master sends `Chunk`s of CommitLog bytes (whole records of one
+segment, with the master's confirmed offset) and the slave answers each with
+an `Ack` of its new end and flushed offset. `ReplicaSet` keeps every slave's
+progress and says which are in sync and how far writes are confirmed.
+The gRPC adapters (master/replication_service.py, slave/replicator.py) move
+these objects over a bidirectional stream; tests join the two sides in
+memory (`tests/unit/test_replication.py`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from dataclasses import dataclass
+
+from core.errors import TailraceError
+from core.store import MessageStore
+
+
+class ReplicationError(TailraceError):
+    """A replication peer broke the protocol; the stream is closed, nothing changed."""
+
+    code = "REPLICATION"
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    cluster: str
+    group: str
+    broker_id: int
+    max_offset: int
+    secret: str
+    epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeReply:
+    start_offset: int
+    truncate_to: int  # -1: keep everything
+    master_max: int
+    confirmed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    offset: int
+    data: bytes
+    epoch: int
+    confirmed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    max_offset: int
+    flushed_offset: int
+
+
+@dataclass(slots=True)
+class ReplicaState:
+    broker_id: int
+    acked: int = 0
+    flushed: int = 0
+    last_ack_ms: int = 0
+    connected: bool = True
+
+
+class ReplicaSet:
+    """Every slave's progress, as the master sees it (thread-safe)."""
+
+    def __init__(self, max_lag_bytes: int, max_ack_age_ms: int) -> None:
+        self.max_lag_bytes = max_lag_bytes
+        self.max_ack_age_ms = max_ack_age_ms
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._replicas: dict[int, ReplicaState] = {}
+
+    def attach(self, broker_id: int, offset: int, now_ms: int) -> ReplicaState:
+        with self._lock:
+            st = ReplicaState(broker_id, offset, offset, now_ms)
+            self._replicas[broker_id] = st
+            self._cond.notify_all()
+            return st
+
+    def detach(self, broker_id: int, st: ReplicaState) -> None:
+        with self._lock:
+            if self._replicas.get(broker_id) is st:
+                st.connected = False
+            self._cond.notify_all()
+
+    def ack(self, st: ReplicaState, ack: Ack, now_ms: int) -> None:
+        with self._lock:
+            st.acked = max(st.acked, ack.max_offset)
+            st.flushed = max(st.flushed, ack.flushed_offset)
+            st.last_ack_ms = now_ms
+            self._cond.notify_all()
+
+    def in_sync(self, master_max: int, now_ms: int) -> list[ReplicaState]:
+        with self._lock:
+            return self._in_sync(master_max, now_ms)
+
+    def _in_sync(self, master_max: int, now_ms: int) -> list[ReplicaState]:
+        return [
+            r
+            for r in self._replicas.values()
+            if r.connected
+            and master_max - r.acked <= self.max_lag_bytes
+            and now_ms - r.last_ack_ms <= self.max_ack_age_ms
+        ]
+
+    def confirmed(self, master_max: int, min_replicas: int, now_ms: int) -> int:
+        """The offset `min_replicas` in-sync slaves have all acked (master_max
+        when no slave is required)."""
+        with self._lock:
+            return self._confirmed(master_max, min_replicas, now_ms)
+
+    def _confirmed(self, master_max: int, min_replicas: int, now_ms: int) -> int:
+        if min_replicas <= 0:
+            return master_max
+        acks = sorted((r.acked for r in self._in_sync(master_max, now_ms)), reverse=True)
+        return min(acks[min_replicas - 1], master_max) if len(acks) >= min_replicas else 0
+
+    def wait_acked(self, offset: int, min_replicas: int, timeout_s: float) -> bool:
+        """Block until `min_replicas` connected slaves have acked `offset` (or time out)."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: (
+                    sum(1 for r in self._replicas.values() if r.connected and r.acked >= offset)
+                    >= min_replicas
+                ),
+                timeout_s,
+            )
+
+    def snapshot(self) -> list[ReplicaState]:
+        with self._lock:
+            return [
+                ReplicaState(r.broker_id, r.acked, r.flushed, r.last_ack_ms, r.connected)
+                for r in self._replicas.values()
+            ]
+
+
+class MasterSession:
+    """One slave's stream, on the master."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        replicas: ReplicaSet,
+        cluster: str,
+        group: str,
+        secret: str,
+        chunk_bytes: int,
+        epoch: int = 0,
+    ) -> None:
+        self.store = store
+        self.replicas = replicas
+        self.cluster = cluster
+        self.group = group
+        self.secret = secret
+        self.chunk_bytes = chunk_bytes
+        self.epoch = epoch
+        self.next_offset = 0
+        self.state: ReplicaState | None = None
+
+    def handshake(self, hs: Handshake, now_ms: int, confirmed: int) -> HandshakeReply:
+        if not hmac.compare_digest(hs.secret.encode(), self.secret.encode()):
+            raise ReplicationError("wrong cluster secret")
+        if (hs.cluster, hs.group) != (self.cluster, self.group):
+            raise ReplicationError(
+                f"slave of {hs.cluster}/{hs.group} cannot replicate from {self.cluster}/{self.group}"
+            )
+        if hs.broker_id <= 0:
+            raise ReplicationError(f"a slave needs a broker id > 0, got {hs.broker_id}")
+        master_max = self.store.commitlog.max_offset
+        master_min = self.store.commitlog.min_offset
+        truncate_to = -1
+        start = hs.max_offset
+        if start > master_max:  # the slave holds bytes the master does not: drop them
+            truncate_to = start = master_max
+        if start < master_min:  # a new (or far behind) slave starts at the oldest segment
+            start = master_min
+        self.next_offset = start
+        self.state = self.replicas.attach(hs.broker_id, start, now_ms)
+        return HandshakeReply(start, truncate_to, master_max, confirmed)
+
+    def next_chunk(self, confirmed: int) -> Chunk | None:
+        """The next bytes for this slave (None when it has everything), carrying
+        the master's `confirmed` offset."""
+        data, nxt = self.store.read_log(self.next_offset, self.chunk_bytes)
+        if not data:
+            return None
+        chunk = Chunk(self.next_offset, data, self.epoch, confirmed)
+        self.next_offset = nxt
+        return chunk
+
+    def on_ack(self, ack: Ack, now_ms: int) -> None:
+        if self.state is None:
+            raise ReplicationError("ack before handshake")
+        if ack.max_offset > self.store.commitlog.max_offset:
+            raise ReplicationError(
+                f"ack of {ack.max_offset} beyond the master's end {self.store.commitlog.max_offset}"
+            )
+        if ack.max_offset > self.next_offset or ack.flushed_offset > ack.max_offset:
+            raise ReplicationError(
+                f"ack of {ack.max_offset} for bytes never sent (sent to {self.next_offset})"
+            )
+        self.replicas.ack(self.state, ack, now_ms)
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.replicas.detach(self.state.broker_id, self.state)
+
+
+class SlaveSession:
+    """The slave's side of one stream."""
+
+    def __init__(self, store: MessageStore, cluster: str, group: str, broker_id: int, secret: str) -> None:
+        self.store = store
+        self.cluster = cluster
+        self.group = group
+        self.broker_id = broker_id
+        self.secret = secret
+        self.confirmed = 0
+        self.master_epoch = 0
+
+    def handshake(self) -> Handshake:
+        return Handshake(
+            self.cluster, self.group, self.broker_id, self.store.commitlog.max_offset, self.secret
+        )
+
+    def on_handshake_reply(self, reply: HandshakeReply) -> None:
+        if reply.truncate_to >= 0:
+            self.store.truncate_to(reply.truncate_to)
+        mine = self.store.commitlog.max_offset
+        if reply.start_offset != mine:
+            if reply.start_offset < mine:
+                raise ReplicationError(f"master would start at {reply.start_offset}, this log ends at {mine}")
+            # a new slave whose master's log starts later (retention): begin there
+            self.store.commitlog.restart_empty_at(reply.start_offset)
+        self.confirmed = reply.confirmed
+
+    def on_chunk(self, chunk: Chunk) -> Ack:
+        if chunk.offset != self.store.commitlog.max_offset:
+            raise ReplicationError(
+                f"chunk at {chunk.offset}, this log ends at {self.store.commitlog.max_offset}"
+            )
+        end = self.store.append_replicated(chunk.offset, chunk.data)
+        self.confirmed = max(self.confirmed, min(chunk.confirmed, end))
+        self.master_epoch = chunk.epoch
+        return Ack(end, self.store.commitlog.flushed)
