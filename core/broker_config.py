@@ -45,6 +45,7 @@ class BrokerSection:
     default_queues: int = field(default=8, metadata=_doc("queues of an auto-created topic"))
     namesrv: str = field(default="", metadata=_doc("nameserver addresses, comma-separated (empty: none)"))
     heartbeat_ms: int = field(default=10_000, metadata=_doc("registration heartbeat to every nameserver"))
+    master: str = field(default="", metadata=_doc("a slave's master address HOST:PORT"))
 
     @property
     def nameservers(self) -> list[str]:
@@ -72,6 +73,9 @@ class BrokerSection:
         for a in self.nameservers:
             parse_address(a, f"{prefix}.namesrv")
         require(self.heartbeat_ms >= 10, f"{prefix}.heartbeat_ms", "must be at least 10")
+        if self.role == "slave":
+            require(bool(self.master), f"{prefix}.master", "a slave needs its master's address")
+            parse_address(self.master, f"{prefix}.master")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +115,41 @@ class PullSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicationSection:
+    mode: Literal["async", "sync"] = field(
+        default="async", metadata=_doc("sync: a send is acknowledged once enough slaves have it")
+    )
+    min_insync_replicas: int = field(default=1, metadata=_doc("slaves that must ack a sync send"))
+    sync_timeout_ms: int = field(default=3000, metadata=_doc("sync send wait before SLAVE_TIMEOUT"))
+    max_lag_bytes: int = field(
+        default=64 * 1024 * 1024, metadata=_doc("a slave further behind is out of the in-sync set")
+    )
+    max_ack_age_ms: int = field(
+        default=10_000, metadata=_doc("a slave silent longer is out of the in-sync set")
+    )
+    chunk_bytes: int = field(default=1024 * 1024, metadata=_doc("CommitLog bytes per chunk"))
+    heartbeat_ms: int = field(default=500, metadata=_doc("idle stream heartbeat"))
+    secret: str = field(
+        default="",
+        metadata=_doc("shared cluster secret (else the TAILRACE_CLUSTER_SECRET environment variable)"),
+    )
+
+    def validate(self, prefix: str = "replication") -> None:
+        require(0 <= self.min_insync_replicas <= 16, f"{prefix}.min_insync_replicas", "must be in 0..16")
+        require(self.sync_timeout_ms > 0, f"{prefix}.sync_timeout_ms", "must be positive")
+        require(self.max_lag_bytes > 0, f"{prefix}.max_lag_bytes", "must be positive")
+        require(self.max_ack_age_ms > 0, f"{prefix}.max_ack_age_ms", "must be positive")
+        ok = 64 * 1024 <= self.chunk_bytes <= 16 * 1024 * 1024
+        require(ok, f"{prefix}.chunk_bytes", "must be 64 KiB..16 MiB")
+        require(self.heartbeat_ms >= 10, f"{prefix}.heartbeat_ms", "must be at least 10")
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerConfig:
     broker: BrokerSection = field(default_factory=BrokerSection)
     server: ServerSection = field(default_factory=ServerSection)
     pull: PullSection = field(default_factory=PullSection)
+    replication: ReplicationSection = field(default_factory=ReplicationSection)
     store: StoreConfig = field(default_factory=StoreConfig)
 
     def validate(self) -> None:
@@ -134,6 +169,7 @@ SECTIONS: dict[str, type[Any]] = {
     "broker": BrokerSection,
     "server": ServerSection,
     "pull": PullSection,
+    "replication": ReplicationSection,
     "store": StoreConfig,
 }
 

@@ -85,6 +85,14 @@ class StoreClosedError(TailraceError):
     refresh_route = True
 
 
+class NotMasterError(TailraceError):
+    """A write sent to a slave; the route names the master."""
+
+    code = "NOT_MASTER"
+    refresh_route = True
+    retriable = True
+
+
 class BrokerBusyError(TailraceError):
     """The broker refused the call (over its concurrent-call limit); nothing was stored."""
 

@@ -32,6 +32,7 @@ TO_GRPC: dict[str, grpc.StatusCode] = {
     e.FlushTimeoutError.code: grpc.StatusCode.DEADLINE_EXCEEDED,
     e.StorageFullError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.BrokerBusyError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    e.NotMasterError.code: grpc.StatusCode.FAILED_PRECONDITION,
     e.TailraceError.code: grpc.StatusCode.INTERNAL,
 }
 

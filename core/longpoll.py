@@ -63,6 +63,14 @@ class ArrivalNotifier:
                 if w is not None:
                     w.cond.notify_all()
 
+    def notify_all(self) -> None:
+        """Re-check every waiter (e.g. the confirmed offset moved)."""
+        if not self._waiting:
+            return
+        with self._lock:
+            for w in self._waiting.values():
+                w.cond.notify_all()
+
     def waiting(self) -> int:
         with self._lock:
             return sum(w.count for w in self._waiting.values())

@@ -44,9 +44,11 @@ def serve_pull(
     limits: PullLimits,
     args: PullArgs,
     alive: Callable[[], bool] = lambda: True,
+    visible_end: Callable[[], int | None] = lambda: None,
 ) -> ReadResult:
     """Read, and if there is nothing new, hold the pull until a record arrives,
-    the wait ends, or `alive()` turns false (the caller went away)."""
+    the wait ends, or `alive()` turns false (the caller went away).
+    `visible_end()` caps what may be read (the confirmed offset)."""
     validate_group(args.group)
     sub = Subscription.parse(args.subscription)
     if args.max_messages < 0 or args.max_bytes < 0 or args.max_wait_ms < 0:
@@ -56,7 +58,7 @@ def serve_pull(
     nbytes = min(args.max_bytes or 256 * 1024, limits.max_bytes)
     wait_s = min(args.max_wait_ms, limits.max_wait_ms) / 1000
     tag_filter = sub.hash_filter()
-    result = store.read(topic, queue_id, queue_offset, count, nbytes, tag_filter)
+    result = store.read(topic, queue_id, queue_offset, count, nbytes, tag_filter, visible_end())
     if result.status is not ReadStatus.NO_NEW_MSG or wait_s <= 0:
         return result
     deadline = time.monotonic() + wait_s
@@ -65,13 +67,19 @@ def serve_pull(
         left = deadline - time.monotonic()
         if left <= 0:
             return result
-        notifier.wait(
-            key,
-            lambda: store.next_queue_offset(topic, queue_id) > queue_offset or not alive(),
-            left,
-        )
-        if not alive() or store.next_queue_offset(topic, queue_id) <= queue_offset:
+
+        def readable() -> bool:
+            if store.next_queue_offset(topic, queue_id) <= queue_offset:
+                return False
+            cap = visible_end()
+            if cap is None:
+                return True
+            phys, size, _ = store.cqs.queues[(topic, queue_id)].entry(queue_offset)
+            return phys + size <= cap
+
+        notifier.wait(key, lambda: readable() or not alive(), left)
+        if not alive() or not readable():
             return result
-        result = store.read(topic, queue_id, queue_offset, count, nbytes, tag_filter)
+        result = store.read(topic, queue_id, queue_offset, count, nbytes, tag_filter, visible_end())
         if result.status is not ReadStatus.NO_NEW_MSG:
             return result

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.errors import TailraceError
@@ -72,7 +73,10 @@ class ReplicaState:
 class ReplicaSet:
     """Every slave's progress, as the master sees it (thread-safe)."""
 
-    def __init__(self, max_lag_bytes: int, max_ack_age_ms: int) -> None:
+    def __init__(
+        self, max_lag_bytes: int, max_ack_age_ms: int, on_ack: Callable[[], None] | None = None
+    ) -> None:
+        self.on_ack = on_ack
         self.max_lag_bytes = max_lag_bytes
         self.max_ack_age_ms = max_ack_age_ms
         self._lock = threading.Lock()
@@ -98,6 +102,8 @@ class ReplicaSet:
             st.flushed = max(st.flushed, ack.flushed_offset)
             st.last_ack_ms = now_ms
             self._cond.notify_all()
+        if self.on_ack is not None:
+            self.on_ack()
 
     def in_sync(self, master_max: int, now_ms: int) -> list[ReplicaState]:
         with self._lock:

@@ -20,12 +20,14 @@ from core.broker_config import BrokerConfig, documented_keys, load_broker_config
 from core.errors import ConfigError, TailraceError
 from core.grpc_server import build_server, set_serving
 from core.offsets import ConsumerOffsets
-from core.pb.tailrace.v1 import broker_pb2_grpc
+from core.pb.tailrace.v1 import broker_pb2_grpc, replication_pb2_grpc
 from core.registration import Registrar
 from core.store import MessageStore
 from core.store.checkpoint import atomic_write
 from master.broker import MasterBroker
+from master.replication_service import ReplicationService
 from master.service import BrokerService
+from slave.broker import SlaveBroker
 
 log = logging.getLogger("tailrace.broker")
 
@@ -40,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--role", choices=["master", "slave"])
     p.add_argument("--flush", choices=["async", "sync"])
     p.add_argument("--namesrv", help="nameserver addresses, comma-separated")
+    p.add_argument("--master", help="a slave's master address HOST:PORT")
+    p.add_argument("--replication", choices=["async", "sync"], help="a master's replication mode")
     p.add_argument(
         "--set",
         action="append",
@@ -65,6 +69,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "broker.role": args.role,
         "store.flush": args.flush,
         "broker.namesrv": args.namesrv,
+        "broker.master": args.master,
+        "replication.mode": args.replication,
     }
     out.update({k: v for k, v in flags.items() if v is not None})
     return out
@@ -85,17 +91,18 @@ def setup_logging(node: str, level: str = "INFO") -> None:
 
 def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
     b = cfg.broker
-    if b.role != "master":
-        raise ConfigError("broker.role", "only the master role exists so far (slaves: issue 5)")
     host, _ = parse_address(b.listen, "broker.listen")
     b.data_dir.mkdir(parents=True, exist_ok=True)
     store = MessageStore(b.data_dir, cfg.store)
     try:
-        broker = MasterBroker(cfg, store, ConsumerOffsets(b.data_dir))
+        offsets = ConsumerOffsets(b.data_dir)
+        broker = SlaveBroker(cfg, store, offsets) if b.role == "slave" else MasterBroker(cfg, store, offsets)
         server, health = build_server(
             cfg.server.max_workers, cfg.server.max_concurrent_rpcs, cfg.server.max_message_bytes
         )
         broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker), server)
+        if not isinstance(broker, SlaveBroker):
+            replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(broker), server)
         try:
             port = server.add_insecure_port(b.listen)
         except RuntimeError as exc:
@@ -107,6 +114,8 @@ def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         server.start()
+        if isinstance(broker, SlaveBroker):
+            broker.start()
         set_serving(health, True)
         log.info("serving %s as %s id %d on %s", b.broker_name, b.role, b.broker_id, broker.address)
         if ready_file is not None:

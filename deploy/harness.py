@@ -153,6 +153,7 @@ class ProcessGroup:
         segment_bytes: int = 64 * 1024 * 1024,
         namesrv: Sequence[str] = (),
         heartbeat_ms: int = 200,
+        group: str | None = None,
     ) -> TailraceProcess:
         """A master on port 0 with its own data dir. Segments default to 64 MiB
         here (not 1 GiB) so that tests do not pre-warm gigabytes."""
@@ -164,7 +165,7 @@ class ProcessGroup:
             "--data-dir",
             str(data),
             "--broker-name",
-            name,
+            group or name,
             "--flush",
             flush,
             "--set",
@@ -179,6 +180,22 @@ class ProcessGroup:
         proc = TailraceProcess(name, args, self.workdir / name)
         self.processes[name] = proc
         return proc.start()
+
+    def slave(
+        self,
+        name: str,
+        master: TailraceProcess,
+        broker_id: int = 1,
+        extra: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> TailraceProcess:
+        """A slave of `master`'s group (same broker name), its own data dir."""
+        group = str(master.info["broker_name"])
+        args = ["--role", "slave", "--broker-id", str(broker_id), "--master", master.address]
+        proc = self.broker(name, extra=[*args, *extra], group=group, **kwargs)
+        if proc.info["broker_name"] != group:  # the broker name is the group
+            raise ProcessFailed(f"{name} joined {proc.info['broker_name']}, expected {group}")
+        return proc
 
     def logs(self) -> str:
         return "\n".join(f"--- {name} ---\n{p.log_tail()}" for name, p in self.processes.items())

@@ -25,10 +25,14 @@ from core.offsets import ConsumerOffsets
 from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
 from core.pull import PullArgs, PullLimits, serve_pull
 from core.record import Message, validate_topic
+from core.replication import ReplicaSet
 from core.store import MessageStore, ReadResult
 
 SEND_OK = "SEND_OK"
 FLUSH_DISK_TIMEOUT = "FLUSH_DISK_TIMEOUT"
+SLAVE_TIMEOUT = "SLAVE_TIMEOUT"
+SLAVE_NOT_AVAILABLE = "SLAVE_NOT_AVAILABLE"
+LOG_KEY = ("", -1)  # notifier key: "the log grew" (replication streams wait on it)
 MAX_BATCH = 65_536
 
 
@@ -39,6 +43,7 @@ class SendOutcome:
     queue_id: int
     results: list[tuple[str, int, int]]  # (message id, queue offset, physical offset)
     detail: str = ""
+    master_address: str = ""
 
 
 def _now_ms() -> int:
@@ -59,8 +64,12 @@ class MasterBroker:
         self.offsets = offsets
         self.notifier = ArrivalNotifier()
         store.add_append_listener(self.notifier.notify)
+        store.add_append_listener(lambda _keys: self.notifier.notify([LOG_KEY]))
+        rep = config.replication
+        self.replicas = ReplicaSet(rep.max_lag_bytes, rep.max_ack_age_ms, on_ack=self._on_replica_ack)
         self.address = ""
         self.epoch = 0  # the group's master epoch: failover (issue 8) moves it
+        self.closing = False
         self.groups = ConsumerGroups()
         self.started = time.monotonic()
         self._rr = itertools.count()
@@ -127,26 +136,62 @@ class MasterBroker:
             m.topic = topic
             m.queue_id = queue_id
         name = self.broker_name
+        rep = self.config.replication
+        sync = rep.mode == "sync" and rep.min_insync_replicas > 0
+        if (
+            sync
+            and len(self.replicas.in_sync(self.store.commitlog.max_offset, _now_ms()))
+            < rep.min_insync_replicas
+        ):
+            return SendOutcome(
+                SLAVE_NOT_AVAILABLE, topic, queue_id, [],
+                f"{rep.min_insync_replicas} in-sync slave(s) needed; nothing stored",
+            )  # fmt: skip
         try:
             stored = self.store.append(messages)
             status, detail = SEND_OK, ""
         except FlushTimeoutError as exc:
             stored = exc.offsets
             status, detail = FLUSH_DISK_TIMEOUT, exc.message
+        if sync and status == SEND_OK:
+            end = self.store.commitlog.max_offset  # at or past this batch's end
+            if not self.replicas.wait_acked(end, rep.min_insync_replicas, rep.sync_timeout_ms / 1000):
+                status = SLAVE_TIMEOUT
+                detail = "stored on the master, not acknowledged by enough slaves in time"
         return SendOutcome(status, topic, queue_id, [(message_id(name, p), q, p) for p, q in stored], detail)
 
     # ---- reads ------------------------------------------------------------------------
 
+    def confirmed(self) -> int:
+        """The offset below which records are safe from a failover: everything,
+        in async mode; what enough in-sync slaves acked, in sync mode."""
+        rep = self.config.replication
+        end = self.store.commitlog.max_offset
+        if rep.mode != "sync":
+            return end
+        return self.replicas.confirmed(end, rep.min_insync_replicas, _now_ms())
+
+    def _visible_end(self) -> int | None:
+        return self.confirmed() if self.config.replication.mode == "sync" else None
+
+    def _on_replica_ack(self) -> None:
+        if self.config.replication.mode == "sync":
+            self.notifier.notify_all()  # pulls held below the confirmed offset may go
+
     def pull(self, args: PullArgs, alive: Callable[[], bool] = lambda: True) -> ReadResult:
         """Serve a pull; at most `max_held_pulls` are held waiting at once, the
-        rest are answered at once (the client backs off briefly)."""
+        rest are answered at once (the client backs off briefly). In sync mode
+        only confirmed records are served."""
+        vis = self._visible_end
         if args.max_wait_ms <= 0:
-            return serve_pull(self.store, self.notifier, self.limits, args, alive)
+            return serve_pull(self.store, self.notifier, self.limits, args, alive, vis)
         if not self._hold_slots.acquire(blocking=False):
             self.pulls_not_held += 1
-            return serve_pull(self.store, self.notifier, self.limits, replace(args, max_wait_ms=0), alive)
+            return serve_pull(
+                self.store, self.notifier, self.limits, replace(args, max_wait_ms=0), alive, vis
+            )
         try:
-            return serve_pull(self.store, self.notifier, self.limits, args, alive)
+            return serve_pull(self.store, self.notifier, self.limits, args, alive, vis)
         finally:
             self._hold_slots.release()
 
@@ -155,7 +200,8 @@ class MasterBroker:
         self.notifier.notify([(topic, queue_id)])
 
     def close(self) -> None:
-        """Release every held pull (shutdown)."""
+        """Release every held pull and replication stream (shutdown)."""
+        self.closing = True
         self.notifier.close()
 
     def queue_offsets(self, topic: str) -> list[tuple[int, int, int]]:
@@ -220,6 +266,20 @@ class MasterBroker:
                 "topics": len(self.store.topics.names()),
                 "waiting_pulls": self.notifier.waiting(),
                 "pulls_not_held": self.pulls_not_held,
+                "replication": {
+                    "mode": self.config.replication.mode,
+                    "confirmed": self.confirmed(),
+                    "slaves": [
+                        {
+                            "broker_id": r.broker_id,
+                            "acked": r.acked,
+                            "lag_bytes": clog.max_offset - r.acked,
+                            "connected": r.connected,
+                        }
+                        for r in self.replicas.snapshot()
+                    ],
+                    "in_sync": [r.broker_id for r in self.replicas.in_sync(clog.max_offset, _now_ms())],
+                },
                 "segments": len(clog.segments()),
                 "preallocation_misses": clog.allocator.misses,
                 "segments_warming": clog.allocator.warming(),

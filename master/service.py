@@ -25,7 +25,13 @@ _PULL_STATUS = {
     ReadStatus.OFFSET_TOO_SMALL: pb.OFFSET_TOO_SMALL,
     ReadStatus.OFFSET_OVERFLOW: pb.OFFSET_OVERFLOW,
 }
-_SEND_STATUS = {"SEND_OK": pb.SEND_OK, "FLUSH_DISK_TIMEOUT": pb.FLUSH_DISK_TIMEOUT}
+_SEND_STATUS = {
+    "SEND_OK": pb.SEND_OK,
+    "FLUSH_DISK_TIMEOUT": pb.FLUSH_DISK_TIMEOUT,
+    "SLAVE_TIMEOUT": pb.SLAVE_TIMEOUT,
+    "SLAVE_NOT_AVAILABLE": pb.SLAVE_NOT_AVAILABLE,
+    "NOT_MASTER": pb.NOT_MASTER,
+}
 
 
 def _message(m: pb.Message) -> Message:
@@ -55,6 +61,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 pb.SendResult(message_id=mid, queue_offset=q, physical_offset=p) for mid, q, p in out.results
             ],
             served_by=self.broker.broker_id,
+            master_address=out.master_address,
             detail=out.detail,
         )
 

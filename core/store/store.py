@@ -324,12 +324,15 @@ class MessageStore:
         max_count: int,
         max_bytes: int,
         tag_filter: Callable[[int], bool] | None = None,
+        visible_end: int | None = None,
     ) -> ReadResult:
         """Stored record bytes from `queue_offset` on, laid end to end.
 
         At most `max_count` records and `max_bytes` bytes, but at least one
         record when one is there. `tag_filter(tag_hash)` skips entries on the
-        ConsumeQueue without touching the CommitLog.
+        ConsumeQueue without touching the CommitLog. Records that end past
+        `visible_end` (the confirmed offset, in sync replication) are not
+        there yet for this read.
         """
         if self._closed:
             raise StoreClosedError("store is closed")
@@ -356,7 +359,11 @@ class MessageStore:
         total = 0
         nxt = queue_offset
         view = clog.view
+        hidden = False
         for q, phys, size, th in cq.entries(queue_offset, scan_end):
+            if visible_end is not None and phys + size > visible_end:
+                hidden = True
+                break
             if tag_filter is not None and not tag_filter(th):
                 nxt = q + 1
                 continue
@@ -377,7 +384,12 @@ class MessageStore:
         count = len(chunks)
         del chunks
         next_phys = cq.entry(nxt)[0] if nxt < cq.max_offset else clog.max_offset
-        status = ReadStatus.FOUND if count else ReadStatus.NO_MATCHED_MSG
+        if count:
+            status = ReadStatus.FOUND
+        elif hidden and nxt == queue_offset:
+            status = ReadStatus.NO_NEW_MSG  # the next record is not confirmed yet
+        else:
+            status = ReadStatus.NO_MATCHED_MSG
         return ReadResult(status, data, count, nxt, lo, hi, next_phys)
 
     # ---- replication ------------------------------------------------------------

@@ -1,0 +1,134 @@
+"""The slave's replication client: one bidirectional stream to the master,
+reconnected with back-off, resumed from the slave's own end."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from core.errors import TailraceError
+from core.pb.tailrace.v1 import replication_pb2 as pb
+from core.pb.tailrace.v1 import replication_pb2_grpc
+from core.replication import Chunk, HandshakeReply, SlaveSession
+
+log = logging.getLogger(__name__)
+_DONE = object()
+
+
+class Replicator:
+    def __init__(
+        self,
+        session: SlaveSession,
+        master: str,
+        max_message_bytes: int,
+        on_progress: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.on_progress = on_progress
+        self.session = session
+        self.master = master
+        self.max_message_bytes = max_message_bytes
+        self.connected = threading.Event()
+        self.last_error = ""
+        self.master_max = 0
+        self._stop = threading.Event()
+        self._call: grpc.Future | None = None  # type: ignore[type-arg]
+        self._thread = threading.Thread(target=self._run, name="replicator", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                self._stream()
+                backoff = 0.1
+            except (grpc.RpcError, TailraceError) as exc:
+                detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
+                if detail != self.last_error:
+                    log.warning("replication from %s: %s; retrying", self.master, detail)
+                self.last_error = str(detail)
+            self.connected.clear()
+            if self._stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, 3.0)
+
+    def _stream(self) -> None:
+        channel = grpc.insecure_channel(
+            self.master,
+            options=[
+                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.max_send_message_length", self.max_message_bytes),
+            ],
+        )
+        outbox: queue.Queue[object] = queue.Queue()
+        hs = self.session.handshake()
+        outbox.put(
+            pb.ReplicateRequest(
+                handshake=pb.ReplicaHandshake(
+                    cluster=hs.cluster,
+                    group=hs.group,
+                    broker_id=hs.broker_id,
+                    max_offset=hs.max_offset,
+                    secret=hs.secret,
+                    epoch=hs.epoch,
+                )
+            )
+        )
+
+        def requests() -> Iterator[pb.ReplicateRequest]:
+            while True:
+                item = outbox.get()
+                if item is _DONE:
+                    return
+                assert isinstance(item, pb.ReplicateRequest)
+                yield item
+
+        try:
+            responses = replication_pb2_grpc.ReplicationStub(channel).Replicate(requests())
+            self._call = responses
+            for resp in responses:
+                kind = resp.WhichOneof("kind")
+                if kind == "handshake_reply":
+                    r = resp.handshake_reply
+                    self.session.on_handshake_reply(
+                        HandshakeReply(r.start_offset, r.truncate_to, r.master_max, r.confirmed)
+                    )
+                    self.master_max = r.master_max
+                    self.connected.set()
+                    self.last_error = ""
+                    log.info("replicating from %s at offset %d", self.master, r.start_offset)
+                elif kind == "chunk":
+                    c = resp.chunk
+                    ack = self.session.on_chunk(Chunk(c.offset, c.data, c.epoch, c.confirmed))
+                    self.master_max = max(self.master_max, ack.max_offset)
+                    outbox.put(
+                        pb.ReplicateRequest(
+                            ack=pb.ReplicaAck(max_offset=ack.max_offset, flushed_offset=ack.flushed_offset)
+                        )
+                    )
+                    self.on_progress()
+                elif kind == "heartbeat":
+                    self.master_max = resp.heartbeat.master_max
+                    self.session.confirmed = max(
+                        self.session.confirmed,
+                        min(resp.heartbeat.confirmed, self.session.store.commitlog.max_offset),
+                    )
+                    self.on_progress()
+                if self._stop.is_set():
+                    break
+        finally:
+            outbox.put(_DONE)
+            self._call = None
+            channel.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        self._thread.join(10)
