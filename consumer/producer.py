@@ -203,6 +203,9 @@ class Producer:
                 continue
             status = _STATUS_NAMES.get(resp.status, str(resp.status))
             name = mq.broker_name if mq is not None else route.groups[0].broker_name
+            if not resp.results:  # nothing stored (e.g. SLAVE_NOT_AVAILABLE): one receipt each, no id
+                none = SendReceipt(status, "", resp.topic, resp.queue_id, -1, -1, resp.served_by, name)
+                return [none] * len(msgs)
             return [
                 SendReceipt(
                     status,

@@ -1,5 +1,9 @@
 """Consumer offsets per (group, topic, queue), persisted in the data directory.
 
+A commit travels through the log as an `offset` system record (so slaves and
+recovery apply it in log order: a later commit always wins); this table is
+the applied state.
+
 `offsets.json` is rewritten atomically (temp file, fsync, rename) on every
 commit that changes something, so an acknowledged commit survives kill -9.
 Commits are rare next to sends (consumers commit every few seconds), so one
@@ -12,6 +16,7 @@ import json
 import re
 import threading
 from pathlib import Path
+from typing import Any
 
 from core.errors import InvalidArgumentError, InvalidOffsetError, StorageFullError
 from core.store.checkpoint import atomic_write
@@ -39,10 +44,20 @@ class ConsumerOffsets:
                     for qid, off in queues.items():
                         self._offsets[(group, topic, int(qid))] = int(off)
 
-    def commit(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+    @staticmethod
+    def check(group: str, offset: int) -> None:
         validate_group(group)
         if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= U64:
             raise InvalidOffsetError(f"offset must be in 0..2^64-1, got {offset!r}")
+
+    def apply(self, payload: dict[str, Any]) -> None:
+        """Apply an `offset` system record (from this log, replication or recovery)."""
+        self.commit(
+            str(payload["group"]), str(payload["topic"]), int(payload["queue"]), int(payload["offset"])
+        )
+
+    def commit(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+        self.check(group, offset)
         key = (group, topic, queue_id)
         with self._lock:
             if self._offsets.get(key) == offset:

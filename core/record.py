@@ -58,6 +58,10 @@ CRC_START = 12
 BLANK_MIN = PREFIX.size  # a segment always keeps room for an end marker
 
 MAX_TOPIC_LEN = 127
+# System records (topic definitions, consumer offsets) travel in the log like
+# messages, so slaves learn them by replication and recovery replays them.
+SYSTEM_TOPIC = "__sys"
+SYSTEM_FLAG = 0x8000_0000
 _TOPIC_RE = re.compile(r"[A-Za-z0-9_.\-]{1,127}")
 _U16 = struct.Struct(">H")
 
@@ -72,6 +76,8 @@ def validate_topic(topic: str) -> bytes:
         raise InvalidTopicError(f"topic name {topic!r} must match [A-Za-z0-9_.-]{{1,{MAX_TOPIC_LEN}}}")
     if topic.strip(".") == "":
         raise InvalidTopicError(f"topic name {topic!r} cannot be only dots")
+    if topic.startswith("__"):
+        raise InvalidTopicError(f"topic name {topic!r}: names starting with '__' are reserved")
     return topic.encode("ascii")
 
 

@@ -63,6 +63,7 @@ class MasterBroker:
         self.store = store
         self.offsets = offsets
         self.notifier = ArrivalNotifier()
+        store.add_system_handler("offset", offsets.apply)
         store.add_append_listener(self.notifier.notify)
         store.add_append_listener(lambda _keys: self.notifier.notify([LOG_KEY]))
         rep = config.replication
@@ -216,8 +217,14 @@ class MasterBroker:
         self.store.queue_offsets(topic, queue_id)  # validates topic and queue
 
     def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+        """Commit through the log, so slaves learn it; applied as it is appended."""
         self._check_queue(topic, queue_id)
-        self.offsets.commit(group, topic, queue_id, offset)
+        self.offsets.check(group, offset)
+        if self.offsets.query(group, topic, queue_id) == offset:
+            return
+        self.store.append_system(
+            "offset", {"group": group, "topic": topic, "queue": queue_id, "offset": offset}
+        )
 
     def query_offset(self, group: str, topic: str, queue_id: int) -> int | None:
         self._check_queue(topic, queue_id)

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.record import tag_hash
+from core.record import SYSTEM_TOPIC, tag_hash
 from core.store.checkpoint import Checkpoint
 from core.store.commitlog import CommitLog
 from core.store.consumequeue import ConsumeQueueSet
@@ -40,6 +40,7 @@ class RecoveryReport:
     bytes_cut: int = 0
     segments_removed: list[str] = field(default_factory=list)
     cq_entries_dropped: int = 0
+    system_records: list[int] = field(default_factory=list)  # offsets of those scanned
     duration_ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +80,9 @@ def recover(
     scan = clog.scan(start)
     for hdr in scan:
         report.records_scanned += 1
+        if hdr.topic == SYSTEM_TOPIC:
+            report.system_records.append(hdr.physical_offset)
+            continue
         if hdr.physical_offset >= dispatch_from:
             cqs.dispatch(
                 [
@@ -94,6 +98,7 @@ def recover(
             )
             report.records_redispatched += 1
     end = scan.end
+    report.system_records = [p for p in report.system_records if p < end]
     bytes_cut, removed = clog.truncate(end)
     report.end_offset = end
     report.bytes_cut = bytes_cut

@@ -12,6 +12,7 @@ Layout of a data directory::
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from core.errors import (
     CorruptRecordError,
@@ -31,7 +33,17 @@ from core.errors import (
     StoreClosedError,
     UnknownTopicError,
 )
-from core.record import FIXED, Message, encode_meta, encode_properties, tag_hash, validate_topic
+from core.record import (
+    FIXED,
+    SYSTEM_FLAG,
+    SYSTEM_TOPIC,
+    Message,
+    decode_record,
+    encode_meta,
+    encode_properties,
+    tag_hash,
+    validate_topic,
+)
 from core.store.checkpoint import (
     Checkpoint,
     DirLock,
@@ -101,6 +113,10 @@ class MessageStore:
         self._closed = False
         self._topic_info: dict[str, tuple[bytes, int]] = {}
         self._listeners: list[Callable[[Iterable[tuple[str, int]]], None]] = []
+        self._system_handlers: dict[str, list[Callable[[dict[str, Any]], None]]] = {
+            "topic": [self._apply_topic]
+        }
+        self._recovered_system: list[tuple[str, dict[str, Any]]] = []
         self._meta_cache: dict[tuple[str, str], tuple[bytes, int]] = {}
         self._dirlock = DirLock(self.data_dir)
         try:
@@ -115,6 +131,10 @@ class MessageStore:
             )
             self.cqs = ConsumeQueueSet(self.data_dir / "consumequeue", config.cq_entries_per_file)
             self.recovery: RecoveryReport = recover(self.commitlog, self.cqs, clean_end, ckpt)
+            for phys in self.recovery.system_records:  # replay what the scan found
+                kind, payload = self._system_record_at(phys)
+                self._recovered_system.append((kind, payload))
+                self._apply_system(kind, payload)
             self._checkpoint()
         except BaseException:
             self._dirlock.release()
@@ -132,12 +152,47 @@ class MessageStore:
     # ---- topics -------------------------------------------------------------
 
     def create_topic(self, topic: str, queues: int) -> bool:
-        """Define a topic or raise its queue count (never lowers it)."""
-        with self._lock, self._meta_lock:
-            changed = self.topics.create(topic, queues)
-            self._topic_info.pop(topic, None)
+        """Define a topic or raise its queue count (never lowers it), through a
+        system record in the log (so slaves and recovery learn it too)."""
+        if not self.topics.would_change(topic, queues):  # validates
+            return False
+        self.append_system("topic", {"name": topic, "queues": queues})
+        return True
+
+    # ---- system records -------------------------------------------------------------
+
+    def append_system(self, kind: str, payload: dict[str, Any]) -> int:
+        """Append a system record and apply it; returns its physical offset."""
+        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+        meta = encode_meta(SYSTEM_TOPIC.encode(), kind.encode(), b"", b"")
+        size = FIXED_SIZE + len(meta) + len(body)
+        prepared: Prepared = (SYSTEM_TOPIC, meta, body, 0, SYSTEM_FLAG, self._clock_ms(), size, 0)
+        return self._append_prepared([prepared], [(kind, payload)])[0][0]
+
+    def add_system_handler(self, kind: str, fn: Callable[[dict[str, Any]], None]) -> None:
+        """Apply system records of `kind` with `fn`: those found by recovery
+        now (in log order), every later one as it is appended or replicated."""
+        self._system_handlers.setdefault(kind, []).append(fn)
+        for k, payload in self._recovered_system:
+            if k == kind:
+                fn(payload)
+
+    def _apply_system(self, kind: str, payload: dict[str, Any]) -> None:
+        for fn in self._system_handlers.get(kind, ()):
+            try:
+                fn(payload)
+            except Exception:
+                log.exception("applying a %s system record failed: %s", kind, payload)
+
+    def _apply_topic(self, payload: dict[str, Any]) -> None:
+        with self._meta_lock:
+            self.topics.create(str(payload["name"]), int(payload["queues"]))
+            self._topic_info.pop(str(payload["name"]), None)
             self._meta_cache.clear()
-            return changed
+
+    def _system_record_at(self, phys: int) -> tuple[str, dict[str, Any]]:
+        rec = decode_record(bytes(self.commitlog.record_at(phys)))
+        return rec.tags, json.loads(rec.body)
 
     def _queue_count(self, topic: str) -> int:
         validate_topic(topic)
@@ -249,7 +304,13 @@ class MessageStore:
             raise InvalidArgumentError(f"append takes a list of Message, got {type(messages).__name__}")
         if not messages:
             return []
-        batch = self._prepare(messages)
+        return self._append_prepared(self._prepare(messages))
+
+    def _append_prepared(
+        self, batch: list[Prepared], system: list[tuple[str, dict[str, Any]]] | None = None
+    ) -> list[tuple[int, int]]:
+        """Write encoded records; `system` holds the (kind, payload) of a batch of
+        system records, which are applied instead of dispatched."""
         cqs = self.cqs
         clog = self.commitlog
         with self._lock:
@@ -268,7 +329,8 @@ class MessageStore:
             start = clog.write_pos
             entries, end = clog.append(batch, qoffs, self._clock_ms())
             try:
-                cqs.dispatch(entries, publish=False)
+                if system is None:
+                    cqs.dispatch(entries, publish=False)
             except BaseException:
                 clog.discard(start, end)
                 for (topic, qid), q in firsts.items():
@@ -277,9 +339,14 @@ class MessageStore:
                         cq.rollback(q)
                 raise
             clog.publish(end)
-            queues = cqs.queues
-            for key, q in nexts.items():  # entries become readable only now
-                queues[key].max_offset = q
+            if system is None:
+                queues = cqs.queues
+                for key, q in nexts.items():  # entries become readable only now
+                    queues[key].max_offset = q
+            else:
+                for kind, payload in system:  # applied in log order, under the write lock
+                    self._apply_system(kind, payload)
+                firsts = {}
         for listener in self._listeners:
             try:
                 listener(firsts.keys())
@@ -403,9 +470,8 @@ class MessageStore:
         """Append bytes copied from the master at the same physical offset.
 
         Every record is validated first (nothing is written if one fails);
-        queue offsets must continue this store's queues. Unknown topics are
-        learned from the records (queue count grows to cover each queue id).
-        Returns the new end of the log.
+        queue offsets must continue this store's queues. System records
+        (topics, offsets) are applied, not indexed. Returns the new end of the log.
         """
         chunk = validate_chunk(offset, data, self.config.segment_bytes)
         cqs = self.cqs
@@ -413,7 +479,9 @@ class MessageStore:
             if self._closed:
                 raise StoreClosedError("store is closed")
             nexts: dict[tuple[str, int], int] = {}
-            for topic, qid, qoff, *_ in chunk.entries:
+            system = [e[3] for e in chunk.entries if e[0] == SYSTEM_TOPIC]
+            entries = [e for e in chunk.entries if e[0] != SYSTEM_TOPIC] if system else chunk.entries
+            for topic, qid, qoff, *_ in entries:
                 key = (topic, qid)
                 expected = nexts.get(key, cqs.next_offset(topic, qid))
                 if qoff != expected:
@@ -427,10 +495,12 @@ class MessageStore:
                     self.topics.create(topic, qid + 1)
                     self._topic_info.pop(topic, None)
             self.commitlog.append_raw(offset, data, chunk.new_end)
-            cqs.dispatch(chunk.entries, publish=False)
+            cqs.dispatch(entries, publish=False)
             self.commitlog.publish(chunk.new_end)
             for key, q in nexts.items():
                 cqs.queues[key].max_offset = q
+            for phys in system:
+                self._apply_system(*self._system_record_at(phys))
         for listener in self._listeners:
             try:
                 listener(nexts.keys())

@@ -32,18 +32,22 @@ class TopicTable:
     def names(self) -> list[str]:
         return sorted(self._queues)
 
-    def create(self, topic: str, queues: int) -> bool:
-        """Define a topic (or grow its queue count); False if nothing changed.
-
-        Queue counts never shrink: queues that hold data must stay addressable.
-        """
+    def would_change(self, topic: str, queues: int) -> bool:
+        """Validate a definition; True if `create` would change something."""
         validate_topic(topic)
         if isinstance(queues, bool) or not isinstance(queues, int):
             raise InvalidArgumentError(f"queue count must be an integer, got {queues!r}")
         if not 1 <= queues <= self.max_queues:
             raise InvalidArgumentError(f"queue count {queues} for {topic!r} must be in 1..{self.max_queues}")
         current = self._queues.get(topic)
-        if current is not None and current >= queues:
+        return current is None or current < queues
+
+    def create(self, topic: str, queues: int) -> bool:
+        """Define a topic (or grow its queue count); False if nothing changed.
+
+        Queue counts never shrink: queues that hold data must stay addressable.
+        """
+        if not self.would_change(topic, queues):
             return False
         updated = dict(self._queues)
         updated[topic] = queues
