@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -147,6 +148,40 @@ class ReplicaSet:
                 ReplicaState(r.broker_id, r.acked, r.flushed, r.last_ack_ms, r.connected)
                 for r in self._replicas.values()
             ]
+
+
+class AckLag:
+    """How long appends wait for their first slave ack (append -> ack, ms).
+
+    The master notes (end offset, time) per append; an ack covering an end
+    turns it into a lag sample. Bounded: old pending appends and samples are
+    dropped."""
+
+    def __init__(self, keep: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._pending: deque[tuple[int, int]] = deque(maxlen=keep)
+        self._samples: deque[int] = deque(maxlen=keep)
+
+    def appended(self, end: int, now_ms: int) -> None:
+        with self._lock:
+            self._pending.append((end, now_ms))
+
+    def acked(self, offset: int, now_ms: int) -> None:
+        with self._lock:
+            while self._pending and self._pending[0][0] <= offset:
+                _, t = self._pending.popleft()
+                self._samples.append(now_ms - t)
+
+    def percentiles(self) -> dict[str, float]:
+        with self._lock:
+            s = sorted(self._samples)
+        if not s:
+            return {"samples": 0}
+
+        def pick(p: int) -> float:
+            return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+        return {"samples": len(s), "p50_ms": pick(50), "p99_ms": pick(99), "max_ms": s[-1]}
 
 
 class MasterSession:

@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     produce_consume.add_arguments(
         bench_sub.add_parser("produce-consume", help="one broker, one producer, one consumer")
     )
+    from bench import replication as replication_bench
+
+    replication_bench.add_arguments(bench_sub.add_parser("replication", help="master + 1 slave"))
     p = sub.add_parser("store-bench", help="benchmark the storage engine")
     store_bench.add_arguments(p)
     sub.add_parser("store-demo", help="kill -9 a writer, recover, benchmark", add_help=False)
@@ -57,9 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         "consume": client_cli.run_consume,
         "topic": client_cli.run_topic,
         "store-bench": store_bench.run,
-        "bench": produce_consume.run,
     }
     try:
+        if args.command == "bench":
+            if args.bench_command == "replication":
+                return replication_bench.run(args)
+            return produce_consume.run(args)
         return commands[args.command](args)
     except TailraceError as exc:
         print(f"tailrace {args.command}: {exc}", file=sys.stderr)

@@ -25,7 +25,7 @@ from core.offsets import ConsumerOffsets
 from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
 from core.pull import PullArgs, PullLimits, serve_pull
 from core.record import Message, validate_topic
-from core.replication import ReplicaSet
+from core.replication import AckLag, ReplicaSet
 from core.store import MessageStore, ReadResult
 
 SEND_OK = "SEND_OK"
@@ -68,6 +68,8 @@ class MasterBroker:
         store.add_append_listener(lambda _keys: self.notifier.notify([LOG_KEY]))
         rep = config.replication
         self.replicas = ReplicaSet(rep.max_lag_bytes, rep.max_ack_age_ms, on_ack=self._on_replica_ack)
+        self.ack_lag = AckLag()
+        store.add_append_listener(lambda _keys: self.ack_lag.appended(store.commitlog.max_offset, _now_ms()))
         self.address = ""
         self.epoch = 0  # the group's master epoch: failover (issue 8) moves it
         self.closing = False
@@ -176,6 +178,8 @@ class MasterBroker:
         return self.confirmed() if self.config.replication.mode == "sync" else None
 
     def _on_replica_ack(self) -> None:
+        best = max((r.acked for r in self.replicas.snapshot() if r.connected), default=0)
+        self.ack_lag.acked(best, _now_ms())
         if self.config.replication.mode == "sync":
             self.notifier.notify_all()  # pulls held below the confirmed offset may go
 
@@ -286,6 +290,7 @@ class MasterBroker:
                         for r in self.replicas.snapshot()
                     ],
                     "in_sync": [r.broker_id for r in self.replicas.in_sync(clog.max_offset, _now_ms())],
+                    "ack_lag": self.ack_lag.percentiles(),
                 },
                 "segments": len(clog.segments()),
                 "preallocation_misses": clog.allocator.misses,

@@ -481,8 +481,13 @@ class MessageStore:
             nexts: dict[tuple[str, int], int] = {}
             system = [e[3] for e in chunk.entries if e[0] == SYSTEM_TOPIC]
             entries = [e for e in chunk.entries if e[0] != SYSTEM_TOPIC] if system else chunk.entries
+            starts: dict[tuple[str, int], int] = {}
             for topic, qid, qoff, *_ in entries:
                 key = (topic, qid)
+                if key not in nexts and cqs.get(topic, qid) is None:
+                    # a queue this store has never seen: when the log began at
+                    # the master's oldest retained segment it starts mid-way
+                    nexts[key] = starts[key] = qoff
                 expected = nexts.get(key, cqs.next_offset(topic, qid))
                 if qoff != expected:
                     raise CorruptRecordError(
@@ -499,6 +504,8 @@ class MessageStore:
             self.commitlog.publish(chunk.new_end)
             for key, q in nexts.items():
                 cqs.queues[key].max_offset = q
+            for key, first in starts.items():
+                cqs.queues[key].min_offset = first
             for phys in system:
                 self._apply_system(*self._system_record_at(phys))
         for listener in self._listeners:

@@ -216,3 +216,26 @@ def test_topics_and_committed_offsets_reach_the_slave(procs: ProcessGroup) -> No
     wait_until(lambda: on_slave() == ({"defined": 5}, 9, 2), 10, "topic and offsets on the slave")
     s1.restart()  # applied state survives a restart (and is replayed from the log if needed)
     assert on_slave() == ({"defined": 5}, 9, 2)
+
+
+def test_slave_registers_with_the_nameserver_under_its_id(procs: ProcessGroup) -> None:
+    from consumer.routing import NameserverRoutes
+
+    ns = procs.nameserver("ns").address
+    m = procs.broker("m", extra=SECRET, segment_bytes=SEG, namesrv=[ns])
+    procs.slave("s1", m, broker_id=1, extra=SECRET, segment_bytes=SEG, namesrv=[ns])
+    with Admin(m.address) as admin:
+        admin.create_topic("R", 2)
+    routes = NameserverRoutes([ns])
+    try:
+
+        def brokers() -> list[tuple[int, str]]:
+            try:
+                (g,) = routes.get("R", refresh=True).groups
+            except Exception:
+                return []
+            return [(b.broker_id, b.role) for b in g.brokers]
+
+        wait_until(lambda: brokers() == [(0, "master"), (1, "slave")], 10, "master and slave routed")
+    finally:
+        routes.close()

@@ -19,7 +19,7 @@ from core.replication import (
     SlaveSession,
 )
 from core.store import MessageStore
-from tests.helpers.store_tools import check_consistency
+from tests.helpers.store_tools import abandon, check_consistency
 
 pytestmark = pytest.mark.unit
 Open = Callable[..., MessageStore]
@@ -182,3 +182,62 @@ def test_in_sync_set_and_confirmed_offset() -> None:
     assert rs.confirmed(9500, 0, 700) == 9500  # async: nothing to wait for
     rs.detach(1, a)
     assert [r.broker_id for r in rs.in_sync(9000, now_ms=150)] == []
+
+
+def test_topics_and_offsets_travel_as_system_records(open_store: Open, tmp_path: Path) -> None:
+    from core.offsets import ConsumerOffsets
+
+    master, slave = open_store(tmp_path / "m"), open_store(tmp_path / "s")
+    m_offsets, s_offsets = ConsumerOffsets(tmp_path / "m"), ConsumerOffsets(tmp_path / "s")
+    master.add_system_handler("offset", m_offsets.apply)
+    slave.add_system_handler("offset", s_offsets.apply)
+    master.create_topic("x", 6)
+    master.append_system("offset", {"group": "g", "topic": "x", "queue": 2, "offset": 5})
+    master.append_system("offset", {"group": "g", "topic": "x", "queue": 2, "offset": 9})
+    assert m_offsets.query("g", "x", 2) == 9  # applied as appended
+    Pair(master, slave).pump()
+    assert slave.topics.queue_count("x") == 6
+    assert s_offsets.query("g", "x", 2) == 9  # later commit wins: log order
+    assert slave.cqs.queues == {}  # system records are not indexed
+
+
+def test_recovery_replays_system_records_the_files_missed(open_store: Open, tmp_path: Path) -> None:
+    from core.offsets import OFFSETS, ConsumerOffsets
+
+    s = open_store(tmp_path / "d")
+    offs = ConsumerOffsets(tmp_path / "d")
+    s.add_system_handler("offset", offs.apply)
+    s.create_topic("x", 2)
+    s.append_system("offset", {"group": "g", "topic": "x", "queue": 1, "offset": 42})
+    abandon(s)
+    (tmp_path / "d" / OFFSETS).unlink()  # as if the crash came before the file was written
+    (tmp_path / "d" / "topics.json").unlink()
+    s2 = open_store(tmp_path / "d")
+    assert s2.topics.queue_count("x") == 2  # replayed from the log
+    offs2 = ConsumerOffsets(tmp_path / "d")
+    s2.add_system_handler("offset", offs2.apply)  # replays what recovery found
+    assert offs2.query("g", "x", 1) == 42
+
+
+def test_user_topics_cannot_pose_as_system_records(open_store: Open) -> None:
+    from core.errors import InvalidTopicError
+
+    s = open_store()
+    with pytest.raises(InvalidTopicError):
+        s.create_topic("__sys", 1)
+    with pytest.raises(InvalidTopicError):
+        s.append([Message("__sys", 0, b"{}")])
+
+
+def test_a_new_slave_starts_at_the_oldest_retained_segment(open_store: Open, tmp_path: Path) -> None:
+    import time as _time
+
+    master, slave = open_store(tmp_path / "m", retention_hours=1.0), open_store(tmp_path / "s")
+    fill(master, 400)
+    deleted = master.enforce_retention(now_ms=int(_time.time() * 1000) + 2 * 3_600_000)
+    assert deleted and master.commitlog.min_offset > 0
+    pair = Pair(master, slave)
+    pair.pump()
+    assert slave.commitlog.min_offset == master.commitlog.min_offset
+    assert slave.commitlog.max_offset == master.commitlog.max_offset
+    assert log_hash(slave) == log_hash(master)
