@@ -36,6 +36,7 @@ test-all: lint typecheck
 bench: $(STAMP)
 	$(BIN)/tailrace store-bench --dir $(BENCH_DIR) --count 1000000 --size 1024 --batch 256 --warm both --json
 	$(BIN)/tailrace bench produce-consume --count 500000 --groups 2 --json
+	$(BIN)/tailrace bench replication --count 300000 --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
