@@ -203,21 +203,15 @@ class Producer:
                 continue
             status = _STATUS_NAMES.get(resp.status, str(resp.status))
             name = mq.broker_name if mq is not None else route.groups[0].broker_name
-            if not resp.results:  # nothing stored (e.g. SLAVE_NOT_AVAILABLE): one receipt each, no id
+            if not resp.queue_offsets:  # nothing stored (e.g. SLAVE_NOT_AVAILABLE): one receipt each, no id
                 none = SendReceipt(status, "", resp.topic, resp.queue_id, -1, -1, resp.served_by, name)
                 return [none] * len(msgs)
+            prefix = resp.broker_name or name
             return [
                 SendReceipt(
-                    status,
-                    r.message_id,
-                    resp.topic,
-                    resp.queue_id,
-                    r.queue_offset,
-                    r.physical_offset,
-                    resp.served_by,
-                    name,
+                    status, f"{prefix}@{p:016X}", resp.topic, resp.queue_id, q, p, resp.served_by, name
                 )
-                for r in resp.results
+                for q, p in zip(resp.queue_offsets, resp.physical_offsets, strict=True)
             ]
         assert last is not None
         raise last

@@ -41,18 +41,13 @@ class SendOutcome:
     status: str
     topic: str
     queue_id: int
-    results: list[tuple[str, int, int]]  # (message id, queue offset, physical offset)
+    results: list[tuple[int, int]]  # (physical offset, queue offset) per stored message
     detail: str = ""
     master_address: str = ""
 
 
 def _now_ms() -> int:
     return int(time.monotonic() * 1000)
-
-
-def message_id(broker_name: str, physical_offset: int) -> str:
-    """Unique id that locates the message: its group and CommitLog offset."""
-    return f"{broker_name}@{physical_offset:016X}"
 
 
 class MasterBroker:
@@ -138,7 +133,6 @@ class MasterBroker:
         for m in messages:
             m.topic = topic
             m.queue_id = queue_id
-        name = self.broker_name
         rep = self.config.replication
         sync = rep.mode == "sync" and rep.min_insync_replicas > 0
         if (
@@ -161,7 +155,7 @@ class MasterBroker:
             if not self.replicas.wait_acked(end, rep.min_insync_replicas, rep.sync_timeout_ms / 1000):
                 status = SLAVE_TIMEOUT
                 detail = "stored on the master, not acknowledged by enough slaves in time"
-        return SendOutcome(status, topic, queue_id, [(message_id(name, p), q, p) for p, q in stored], detail)
+        return SendOutcome(status, topic, queue_id, stored, detail)
 
     # ---- reads ------------------------------------------------------------------------
 

@@ -57,9 +57,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             status=_SEND_STATUS[out.status],
             topic=out.topic,
             queue_id=out.queue_id,
-            results=[
-                pb.SendResult(message_id=mid, queue_offset=q, physical_offset=p) for mid, q, p in out.results
-            ],
+            broker_name=self.broker.broker_name,
+            queue_offsets=[q for _, q in out.results],
+            physical_offsets=[p for p, _ in out.results],
             served_by=self.broker.broker_id,
             master_address=out.master_address,
             detail=out.detail,

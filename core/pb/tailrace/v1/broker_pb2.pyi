@@ -82,33 +82,27 @@ class SendBatchRequest(_message.Message):
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     def __init__(self, topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
-class SendResult(_message.Message):
-    __slots__ = ("message_id", "queue_offset", "physical_offset")
-    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
-    QUEUE_OFFSET_FIELD_NUMBER: _ClassVar[int]
-    PHYSICAL_OFFSET_FIELD_NUMBER: _ClassVar[int]
-    message_id: str
-    queue_offset: int
-    physical_offset: int
-    def __init__(self, message_id: _Optional[str] = ..., queue_offset: _Optional[int] = ..., physical_offset: _Optional[int] = ...) -> None: ...
-
 class SendResponse(_message.Message):
-    __slots__ = ("status", "topic", "queue_id", "results", "served_by", "master_address", "detail")
+    __slots__ = ("status", "topic", "queue_id", "served_by", "master_address", "detail", "broker_name", "queue_offsets", "physical_offsets")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
-    RESULTS_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     MASTER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    PHYSICAL_OFFSETS_FIELD_NUMBER: _ClassVar[int]
     status: SendStatus
     topic: str
     queue_id: int
-    results: _containers.RepeatedCompositeFieldContainer[SendResult]
     served_by: int
     master_address: str
     detail: str
-    def __init__(self, status: _Optional[_Union[SendStatus, str]] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[SendResult, _Mapping]]] = ..., served_by: _Optional[int] = ..., master_address: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+    broker_name: str
+    queue_offsets: _containers.RepeatedScalarFieldContainer[int]
+    physical_offsets: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, status: _Optional[_Union[SendStatus, str]] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., served_by: _Optional[int] = ..., master_address: _Optional[str] = ..., detail: _Optional[str] = ..., broker_name: _Optional[str] = ..., queue_offsets: _Optional[_Iterable[int]] = ..., physical_offsets: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PullRequest(_message.Message):
     __slots__ = ("group", "topic", "queue_id", "queue_offset", "max_messages", "max_bytes", "max_wait_ms", "subscription")
