@@ -208,6 +208,8 @@ class MasterSession:
         self.state: ReplicaState | None = None
 
     def handshake(self, hs: Handshake, now_ms: int, confirmed: int) -> HandshakeReply:
+        if not self.secret:
+            raise ReplicationError("no cluster secret is configured on the master: replication is refused")
         if not hmac.compare_digest(hs.secret.encode(), self.secret.encode()):
             raise ReplicationError("wrong cluster secret")
         if (hs.cluster, hs.group) != (self.cluster, self.group):
@@ -280,8 +282,9 @@ class SlaveSession:
         if reply.start_offset != mine:
             if reply.start_offset < mine:
                 raise ReplicationError(f"master would start at {reply.start_offset}, this log ends at {mine}")
-            # a new slave whose master's log starts later (retention): begin there
-            self.store.commitlog.restart_empty_at(reply.start_offset)
+            # the master no longer has what this log needs next (retention):
+            # start again, empty, at the master's oldest offset
+            self.store.reset_log(reply.start_offset)
         self.confirmed = reply.confirmed
 
     def on_chunk(self, chunk: Chunk) -> Ack:

@@ -125,6 +125,17 @@ class MasterBroker:
             raise InvalidArgumentError("a send needs at least one message")
         if len(messages) > MAX_BATCH:
             raise InvalidArgumentError(f"a batch holds at most {MAX_BATCH} messages")
+        rep = self.config.replication
+        sync = rep.mode == "sync" and rep.min_insync_replicas > 0
+        if (
+            sync
+            and len(self.replicas.in_sync(self.store.commitlog.max_offset, _now_ms()))
+            < rep.min_insync_replicas
+        ):  # checked first: not even an auto-created topic may be stored
+            return SendOutcome(
+                SLAVE_NOT_AVAILABLE, topic, queue_id, [],
+                f"{rep.min_insync_replicas} in-sync slave(s) needed; nothing stored",
+            )  # fmt: skip
         count = self._queues_for_send(topic, queue_id, messages)
         if queue_id == -1:
             queue_id = next(self._rr) % count
@@ -133,17 +144,6 @@ class MasterBroker:
         for m in messages:
             m.topic = topic
             m.queue_id = queue_id
-        rep = self.config.replication
-        sync = rep.mode == "sync" and rep.min_insync_replicas > 0
-        if (
-            sync
-            and len(self.replicas.in_sync(self.store.commitlog.max_offset, _now_ms()))
-            < rep.min_insync_replicas
-        ):
-            return SendOutcome(
-                SLAVE_NOT_AVAILABLE, topic, queue_id, [],
-                f"{rep.min_insync_replicas} in-sync slave(s) needed; nothing stored",
-            )  # fmt: skip
         try:
             stored = self.store.append(messages)
             status, detail = SEND_OK, ""

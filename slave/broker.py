@@ -38,7 +38,11 @@ class SlaveBroker(MasterBroker):
             store, b.cluster, b.broker_name, b.broker_id, cluster_secret(config.replication.secret)
         )
         self.replicator = Replicator(
-            self.session, b.master, config.server.max_message_bytes, self.notifier.notify_all
+            self.session,
+            b.master,
+            config.server.max_message_bytes,
+            self.notifier.notify_all,
+            silence_s=max(2.0, 10 * config.replication.heartbeat_ms / 1000),
         )
 
     def start(self) -> None:

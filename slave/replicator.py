@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
 
-from core.errors import TailraceError
 from core.pb.tailrace.v1 import replication_pb2 as pb
 from core.pb.tailrace.v1 import replication_pb2_grpc
 from core.replication import Chunk, HandshakeReply, SlaveSession
@@ -26,6 +26,7 @@ class Replicator:
         master: str,
         max_message_bytes: int,
         on_progress: Callable[[], None] = lambda: None,
+        silence_s: float = 5.0,
     ) -> None:
         self.on_progress = on_progress
         self.session = session
@@ -37,9 +38,23 @@ class Replicator:
         self._stop = threading.Event()
         self._call: grpc.Future | None = None  # type: ignore[type-arg]
         self._thread = threading.Thread(target=self._run, name="replicator", daemon=True)
+        self._last_response = time.monotonic()
+        self.silence_s = silence_s
+        self._watchdog = threading.Thread(target=self._watch, name="replicator-watchdog", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Cancel a stream that has gone silent (a half-open connection would
+        otherwise block until TCP gives up, hours later)."""
+        while not self._stop.wait(self.silence_s / 4):
+            call = self._call
+            if call is not None and time.monotonic() - self._last_response > self.silence_s:
+                log.warning("no word from %s for %.1fs: reconnecting", self.master, self.silence_s)
+                call.cancel()
+                self._last_response = time.monotonic()
 
     def _run(self) -> None:
         backoff = 0.1
@@ -47,7 +62,7 @@ class Replicator:
             try:
                 self._stream()
                 backoff = 0.1
-            except (grpc.RpcError, TailraceError) as exc:
+            except Exception as exc:  # any failure: back off and reconnect, never die
                 detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
                 if detail != self.last_error:
                     log.warning("replication from %s: %s; retrying", self.master, detail)
@@ -92,6 +107,7 @@ class Replicator:
             responses = replication_pb2_grpc.ReplicationStub(channel).Replicate(requests())
             self._call = responses
             for resp in responses:
+                self._last_response = time.monotonic()
                 kind = resp.WhichOneof("kind")
                 if kind == "handshake_reply":
                     r = resp.handshake_reply
@@ -113,6 +129,13 @@ class Replicator:
                     )
                     self.on_progress()
                 elif kind == "heartbeat":
+                    # ack heartbeats too: an idle slave stays in the in-sync set
+                    st = self.session.store.commitlog
+                    outbox.put(
+                        pb.ReplicateRequest(
+                            ack=pb.ReplicaAck(max_offset=st.max_offset, flushed_offset=st.flushed)
+                        )
+                    )
                     self.master_max = resp.heartbeat.master_max
                     self.session.confirmed = max(
                         self.session.confirmed,

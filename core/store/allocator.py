@@ -177,6 +177,21 @@ class SegmentAllocator:
                 else:
                     self._warmed[seg] = done
 
+    def reset(self) -> None:
+        """Forget every segment made or asked for ahead, deleting their files
+        (the log was cut or moved: they would leave gaps)."""
+        with self._cond:
+            self._wanted.clear()
+            while self._creating is not None:
+                self._cond.wait()
+            ready = list(self._ready.values())
+            self._ready.clear()
+            self._errors.clear()
+        for seg in ready:
+            self.forget(seg)
+            seg.close()
+            seg.path.unlink(missing_ok=True)
+
     def close(self) -> None:
         """Stop the thread; unused ready segments stay on disk (all zeros)."""
         with self._cond:

@@ -414,10 +414,12 @@ class CommitLog:
         if self.write_pos != self.min_offset and self.write_pos != 0:
             raise CorruptRecordError("only an empty log can move its start")
         _base, segs = self._view
+        self.allocator.reset()
         for s in segs:
             self.allocator.forget(s)
             s.close()
-            os.unlink(s.path)
+        for path in self._segment_paths():  # also any file made ahead
+            path.unlink()
         start = offset - offset % self.segment_bytes
         self._view = (start, ())
         self.write_pos = self.flushed = start

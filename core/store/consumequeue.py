@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from core.errors import CorruptRecordError
-from core.store.commitlog import Entry, last_nonzero
+from core.store.commitlog import ZERO_CHUNK, Entry, last_nonzero
 from core.store.mapped import MappedFile
 
 ENTRY = struct.Struct(">QIQ")
@@ -66,25 +66,41 @@ class ConsumeQueue:
         if files:
             base = int(paths[0].name)
             self._view = (base, tuple(files))
-            self.min_offset = base
+            first = self._first_filled(files[0])
+            self.min_offset = base + (first if first < self.per_file else 0)
             self.max_offset = self._find_max()
             self._flushed_max = self.max_offset
 
+    def _first_filled(self, f: MappedFile) -> int:
+        """Slot of the first entry in `f` (a queue a slave joined part-way starts
+        mid-file: the slots before it are zero); per_file if none."""
+        view = f.view
+        pos, end = 0, self.file_bytes
+        while pos < end:
+            stop = min(end, pos + len(ZERO_CHUNK))
+            if view[pos:stop] != ZERO_CHUNK[: stop - pos]:
+                chunk = bytes(view[pos:stop])
+                first = pos + (len(chunk) - len(chunk.lstrip(b"\0")))
+                return first // ENTRY_SIZE
+            pos = stop
+        return self.per_file
+
     def _find_max(self) -> int:
-        """The first empty slot after the filled run (binary search per file)."""
+        """The first empty slot after the filled run (binary search per file;
+        the run may start mid-way through the first file)."""
         base, files = self._view
         for i in range(len(files) - 1, -1, -1):
             view = files[i].view
-            lo, hi = 0, self.per_file
+            lo, hi = (self.min_offset - base if i == 0 else 0), self.per_file
             while lo < hi:
                 mid = (lo + hi) // 2
                 if ENTRY.unpack_from(view, mid * ENTRY_SIZE)[1]:
                     lo = mid + 1
                 else:
                     hi = mid
-            if lo:
+            if lo and (i > 0 or lo > self.min_offset - base):
                 return base + i * self.per_file + lo
-        return base
+        return self.min_offset
 
     # ---- access ----------------------------------------------------------------
 

@@ -110,6 +110,7 @@ class MessageStore:
         self._disk_used_ratio = disk_used_ratio or self._measure_disk
         self._lock = threading.Lock()
         self._meta_lock = threading.Lock()
+        self._ckpt_lock = threading.RLock()
         self._closed = False
         self._topic_info: dict[str, tuple[bytes, int]] = {}
         self._listeners: list[Callable[[Iterable[tuple[str, int]]], None]] = []
@@ -516,9 +517,12 @@ class MessageStore:
         return chunk.new_end
 
     def truncate_to(self, offset: int) -> int:
-        """Remove the log from `offset` on (a slave ahead of its master).
-        Returns the bytes removed."""
-        with self._lock:
+        """Remove the log from `offset` on (a slave ahead of its master), and
+        checkpoint the new end at once. Returns the bytes removed.
+
+        Known limit: topics and offsets applied from the removed system records
+        stay applied (promotion, issue 8, rebuilds applied state)."""
+        with self._ckpt_lock, self._lock:
             if offset >= self.commitlog.max_offset:
                 return 0
             if offset < self.commitlog.min_offset:
@@ -526,11 +530,30 @@ class MessageStore:
                     f"cannot truncate below the log's minimum {self.commitlog.min_offset}"
                 )
             removed, _ = self.commitlog.truncate(offset)
+            self.commitlog.allocator.reset()  # a segment made ahead would leave a gap
             self.commitlog.start_writing_at(offset, flushed=min(offset, self.commitlog.flushed))
             for cq in list(self.cqs.queues.values()):
                 cq.trim(offset)
+            self.cqs.remove_empty()
+            self._checkpoint_locked()
             log.warning("truncated the log to %d (%d bytes removed)", offset, removed)
             return removed
+
+    def reset_log(self, offset: int) -> None:
+        """Drop the whole log and every ConsumeQueue and start empty at `offset`
+        (a slave so far behind that its master no longer has what it needs)."""
+        with self._ckpt_lock, self._lock:
+            clog = self.commitlog
+            if clog.max_offset > clog.min_offset:
+                clog.truncate(clog.min_offset)
+                clog.write_pos = clog.flushed = clog.min_offset
+            clog.restart_empty_at(offset)
+            for key, cq in list(self.cqs.queues.items()):
+                cq.close()
+                shutil.rmtree(cq.directory, ignore_errors=True)
+                del self.cqs.queues[key]
+            self._checkpoint_locked()
+            log.warning("log reset to start at %d", offset)
 
     # ---- durability and retention ---------------------------------------------
 
@@ -544,6 +567,10 @@ class MessageStore:
             self.commitlog.flush()
 
     def _checkpoint(self) -> None:
+        with self._ckpt_lock:  # never interleaved with a truncation or reset
+            self._checkpoint_locked()
+
+    def _checkpoint_locked(self) -> None:
         dispatched = self.commitlog.write_pos  # every record below has its entries written
         self.commitlog.flush()
         self.cqs.flush()

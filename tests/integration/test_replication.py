@@ -239,3 +239,14 @@ def test_slave_registers_with_the_nameserver_under_its_id(procs: ProcessGroup) -
         wait_until(lambda: brokers() == [(0, "master"), (1, "slave")], 10, "master and slave routed")
     finally:
         routes.close()
+
+
+def test_an_idle_sync_pair_stays_in_sync(procs: ProcessGroup) -> None:
+    m, (s1,) = master_and_slaves(
+        procs, 1, "sync", ["--set", "replication.max_ack_age_ms=600", "--set", "replication.heartbeat_ms=100"]
+    )
+    with Producer(m.address) as prod:
+        assert prod.send("R", b"first").status == "SEND_OK"
+        time.sleep(2.0)  # idle for more than three ack ages: heartbeats keep the slave in sync
+        assert prod.send("R", b"after idling").status == "SEND_OK"
+    assert len(all_messages(m.address, "R", 8)) == 2

@@ -241,3 +241,41 @@ def test_a_new_slave_starts_at_the_oldest_retained_segment(open_store: Open, tmp
     assert slave.commitlog.min_offset == master.commitlog.min_offset
     assert slave.commitlog.max_offset == master.commitlog.max_offset
     assert log_hash(slave) == log_hash(master)
+
+
+def test_a_slave_behind_retention_starts_over_and_restarts_cleanly(open_store: Open, tmp_path: Path) -> None:
+    import time as _time
+
+    master = open_store(tmp_path / "m", retention_hours=1.0)
+    slave = open_store(tmp_path / "s")
+    fill(master, 40)
+    Pair(master, slave).pump()  # the slave holds the first segment
+    fill(master, 400, topic="u")
+    master.enforce_retention(now_ms=int(_time.time() * 1000) + 2 * 3_600_000)
+    assert master.commitlog.min_offset > slave.commitlog.max_offset  # what it needs is gone
+    pair = Pair(master, slave)  # it starts over, empty, at the master's oldest offset
+    pair.pump()
+    assert log_hash(slave) == log_hash(master)
+    slave.close()
+    again = open_store(tmp_path / "s")  # and it reopens: no gap, queues that start mid-file
+    assert again.commitlog.min_offset == master.commitlog.min_offset
+    for q in range(3):
+        assert again.queue_offsets("u", q) == master.queue_offsets("u", q)
+        lo, hi = master.queue_offsets("u", q)
+        assert again.read("u", q, lo, 1000, 1 << 30).data == master.read("u", q, lo, 1000, 1 << 30).data
+    Pair(master, again).pump()  # and continues
+    fill(master, 30, topic="u")
+    Pair(master, again).pump()
+    assert log_hash(again) == log_hash(master)
+
+
+def test_truncated_slave_reopens_at_the_cut(open_store: Open, tmp_path: Path) -> None:
+    slave = open_store(tmp_path / "s")
+    fill(slave, 300)
+    cut = slave.cqs.get("t", 0).entry(20)[0]  # type: ignore[union-attr]
+    slave.truncate_to(cut)
+    assert slave.commitlog.max_offset == cut
+    abandon(slave)  # even without a clean stop
+    again = open_store(tmp_path / "s")
+    assert again.commitlog.max_offset == cut
+    assert check_consistency(again) == 60
