@@ -242,7 +242,7 @@ def test_slave_registers_with_the_nameserver_under_its_id(procs: ProcessGroup) -
 
 
 def test_an_idle_sync_pair_stays_in_sync(procs: ProcessGroup) -> None:
-    m, (s1,) = master_and_slaves(
+    m, (_s1,) = master_and_slaves(
         procs, 1, "sync", ["--set", "replication.max_ack_age_ms=600", "--set", "replication.heartbeat_ms=100"]
     )
     with Producer(m.address) as prod:

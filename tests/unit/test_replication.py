@@ -261,7 +261,7 @@ def test_a_slave_behind_retention_starts_over_and_restarts_cleanly(open_store: O
     assert again.commitlog.min_offset == master.commitlog.min_offset
     for q in range(3):
         assert again.queue_offsets("u", q) == master.queue_offsets("u", q)
-        lo, hi = master.queue_offsets("u", q)
+        lo, _hi = master.queue_offsets("u", q)
         assert again.read("u", q, lo, 1000, 1 << 30).data == master.read("u", q, lo, 1000, 1 << 30).data
     Pair(master, again).pump()  # and continues
     fill(master, 30, topic="u")
