@@ -107,11 +107,31 @@ class PullSection:
         ),
     )
 
+    budget_bytes: int = field(
+        default=0, metadata=_doc("page-cache budget for read redirection; 0: computed (psutil, cgroup)")
+    )
+    hot_ratio: float = field(default=0.4, metadata=_doc("share of the memory limit counted as hot"))
+    return_ratio: float = field(
+        default=0.8, metadata=_doc("a queue sent to a slave comes back below this x budget")
+    )
+    budget_refresh_ms: int = field(default=1000, metadata=_doc("how often the budget is re-sampled"))
+    redirect: bool = field(default=True, metadata=_doc("suggest slaves for backlogs over budget"))
+    hot_max_messages: int = field(default=32, metadata=_doc("per-pull messages served from cache"))
+    hot_max_bytes: int = field(default=256 * 1024, metadata=_doc("per-pull bytes served from cache"))
+    cold_max_messages: int = field(default=8, metadata=_doc("per-pull messages served from disk"))
+    cold_max_bytes: int = field(default=64 * 1024, metadata=_doc("per-pull bytes served from disk"))
+
     def validate(self, prefix: str = "pull") -> None:
         require(self.max_wait_ms >= 0, f"{prefix}.max_wait_ms", "must be >= 0")
         require(self.max_messages >= 1, f"{prefix}.max_messages", "must be positive")
         require(self.max_bytes >= 1024, f"{prefix}.max_bytes", "must be >= 1024")
         require(self.max_held_pulls >= 0, f"{prefix}.max_held_pulls", "must be >= 0")
+        require(self.budget_bytes >= 0, f"{prefix}.budget_bytes", "must be >= 0 (0: computed)")
+        require(0 < self.hot_ratio <= 1, f"{prefix}.hot_ratio", "must be in (0, 1]")
+        require(0 < self.return_ratio <= 1, f"{prefix}.return_ratio", "must be in (0, 1]")
+        require(self.budget_refresh_ms > 0, f"{prefix}.budget_refresh_ms", "must be positive")
+        for k in ("hot_max_messages", "hot_max_bytes", "cold_max_messages", "cold_max_bytes"):
+            require(getattr(self, k) > 0, f"{prefix}.{k}", "must be positive")
 
 
 @dataclass(frozen=True, slots=True)

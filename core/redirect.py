@@ -38,6 +38,10 @@ class Advice:
     suggested_broker_id: int
     reason: str
     cold: bool  # serve this pull with the cold (disk) batch limits
+    retry_elsewhere: bool = False  # this replica cannot serve the offset yet
+
+
+NO_ADVICE = Advice(NO_SUGGESTION, "", False)
 
 
 def route_key(group: str, topic: str, queue_id: int) -> int:

@@ -43,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flush", choices=["async", "sync"])
     p.add_argument("--namesrv", help="nameserver addresses, comma-separated")
     p.add_argument("--master", help="a slave's master address HOST:PORT")
+    p.add_argument("--budget-bytes", type=int, help="pin the page-cache budget (read redirection)")
     p.add_argument("--replication", choices=["async", "sync"], help="a master's replication mode")
     p.add_argument(
         "--set",
@@ -70,6 +71,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "store.flush": args.flush,
         "broker.namesrv": args.namesrv,
         "broker.master": args.master,
+        "pull.budget_bytes": args.budget_bytes,
         "replication.mode": args.replication,
     }
     out.update({k: v for k, v in flags.items() if v is not None})

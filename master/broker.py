@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,9 +23,11 @@ from core.errors import (
 )
 from core.longpoll import ArrivalNotifier
 from core.offsets import ConsumerOffsets
+from core.pagecache import MemoryBudget
 from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
 from core.pull import PullArgs, PullLimits, serve_pull
 from core.record import Message, validate_topic
+from core.redirect import NO_ADVICE, Advice, SlaveView, advise_master, batch_limits, route_key
 from core.replication import AckLag, ReplicaSet
 from core.store import MessageStore, ReadResult
 
@@ -72,6 +75,11 @@ class MasterBroker:
         self.started = time.monotonic()
         self._rr = itertools.count()
         self._topic_lock = threading.Lock()
+        self.budget = MemoryBudget(
+            config.pull.hot_ratio, config.pull.budget_bytes, config.pull.budget_refresh_ms
+        )
+        self._sent_away: set[tuple[str, str, int]] = set()
+        self.redirect_counts: Counter[str] = Counter()
         held = config.pull.max_held_pulls or config.server.max_workers // 2
         self._hold_slots = threading.BoundedSemaphore(held)
         self.pulls_not_held = 0
@@ -177,10 +185,57 @@ class MasterBroker:
         if self.config.replication.mode == "sync":
             self.notifier.notify_all()  # pulls held below the confirmed offset may go
 
-    def pull(self, args: PullArgs, alive: Callable[[], bool] = lambda: True) -> ReadResult:
-        """Serve a pull; at most `max_held_pulls` are held waiting at once, the
-        rest are answered at once (the client backs off briefly). In sync mode
-        only confirmed records are served."""
+    def pull(self, args: PullArgs, alive: Callable[[], bool] = lambda: True) -> tuple[ReadResult, Advice]:
+        """Serve a pull with its redirect advice (core/redirect.py): a backlog
+        over the page-cache budget is served with the cold batch limits and
+        pointed at an eligible slave."""
+        advice = self._advise(args)
+        p = self.config.pull
+        count, nbytes = batch_limits(
+            advice.cold,
+            args.max_messages,
+            args.max_bytes,
+            (p.hot_max_messages, p.hot_max_bytes),
+            (p.cold_max_messages, p.cold_max_bytes),
+        )
+        result = self._serve(replace(args, max_messages=count, max_bytes=nbytes), alive)
+        return result, advice
+
+    def _advise(self, args: PullArgs) -> Advice:
+        p = self.config.pull
+        clog = self.store.commitlog
+        nxt = self.store.physical_offset_of(args.topic, args.queue_id, args.queue_offset)
+        if nxt is None or not p.redirect:
+            return NO_ADVICE
+        backlog = clog.max_offset - nxt
+        key = (args.group, args.topic, args.queue_id)
+        now = _now_ms()
+        in_sync = {r.broker_id for r in self.replicas.in_sync(clog.max_offset, now)}
+        slaves = [
+            SlaveView(r.broker_id, r.connected, r.broker_id in in_sync, r.acked)
+            for r in self.replicas.snapshot()
+        ]
+        advice, away = advise_master(
+            backlog,
+            self.budget.bytes(),
+            key in self._sent_away,
+            nxt,
+            slaves,
+            route_key(*key),
+            p.return_ratio,
+        )
+        if away:
+            self._sent_away.add(key)
+        else:
+            self._sent_away.discard(key)
+        if advice.reason:
+            self.redirect_counts[advice.reason] += 1
+        return advice
+
+    def _serve(self, args: PullArgs, alive: Callable[[], bool]) -> ReadResult:
+        """At most `max_held_pulls` pulls are held waiting at once, the rest are
+        answered at once (the client backs off briefly). In sync mode only
+        confirmed records are served."""
         vis = self._visible_end
         if args.max_wait_ms <= 0:
             return serve_pull(self.store, self.notifier, self.limits, args, alive, vis)
@@ -271,6 +326,11 @@ class MasterBroker:
                 "topics": len(self.store.topics.names()),
                 "waiting_pulls": self.notifier.waiting(),
                 "pulls_not_held": self.pulls_not_held,
+                "redirect": {
+                    "budget_bytes": self.budget.bytes(),
+                    "queues_sent_away": len(self._sent_away),
+                    "reasons": dict(self.redirect_counts),
+                },
                 "replication": {
                     "mode": self.config.replication.mode,
                     "confirmed": self.confirmed(),

@@ -85,16 +85,17 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             request.max_wait_ms,
             request.subscription,
         )
-        r = self.broker.pull(args, context.is_active)
+        r, advice = self.broker.pull(args, context.is_active)
         return pb.PullResponse(
-            status=_PULL_STATUS[r.status],
+            status=pb.RETRY_ELSEWHERE if advice.retry_elsewhere else _PULL_STATUS[r.status],
             records=r.data,
             count=r.count,
             next_queue_offset=r.next_queue_offset,
             min_offset=r.min_offset,
             max_offset=r.max_offset,
             served_by=self.broker.broker_id,
-            suggested_broker_id=-1,
+            suggested_broker_id=advice.suggested_broker_id,
+            suggestion_reason=advice.reason,
         )
 
     def CommitOffset(

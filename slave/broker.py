@@ -11,15 +11,18 @@ split anyway.)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from core.broker_config import BrokerConfig
 from core.errors import NotMasterError
 from core.offsets import ConsumerOffsets
+from core.pull import PullArgs
 from core.record import Message
+from core.redirect import MASTER_ID, REPLICA_BEHIND, Advice, advise_slave, batch_limits
 from core.replication import SlaveSession
-from core.store import MessageStore
+from core.store import MessageStore, ReadResult, ReadStatus
 from master.broker import MasterBroker, SendOutcome
 from master.replication_service import cluster_secret
 from slave.replicator import Replicator
@@ -59,6 +62,37 @@ class SlaveBroker(MasterBroker):
 
     def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
         raise NotMasterError(f"offsets are committed on the master at {self.master_address}")
+
+    def pull(self, args: PullArgs, alive: Callable[[], bool] = lambda: True) -> tuple[ReadResult, Advice]:
+        """Serve what this slave holds (never held: at its end the consumer
+        goes back to the master); an offset it does not have yet gets
+        RETRY_ELSEWHERE naming the master, never an error or a skip."""
+        have = self.store.next_queue_offset(args.topic, args.queue_id)
+        if args.queue_offset > have:
+            self.redirect_counts["retry_elsewhere"] += 1
+            lo, hi = self.store.queue_offsets(args.topic, args.queue_id)
+            empty = ReadResult(ReadStatus.NO_NEW_MSG, b"", 0, args.queue_offset, lo, hi, 0)
+            return empty, Advice(MASTER_ID, REPLICA_BEHIND, False, retry_elsewhere=True)
+        p = self.config.pull
+        nxt = self.store.physical_offset_of(args.topic, args.queue_id, args.queue_offset)
+        master_max = max(self.replicator.master_max, self.store.commitlog.max_offset)
+        backlog = master_max - nxt if nxt is not None else 0
+        cold = backlog > self.budget.bytes() * p.return_ratio
+        count, nbytes = batch_limits(
+            cold,
+            args.max_messages,
+            args.max_bytes,
+            (p.hot_max_messages, p.hot_max_bytes),
+            (p.cold_max_messages, p.cold_max_bytes),
+        )
+        result = self._serve(replace(args, max_messages=count, max_bytes=nbytes, max_wait_ms=0), alive)
+        after = self.store.physical_offset_of(args.topic, args.queue_id, result.next_queue_offset)
+        at_end = result.status is ReadStatus.NO_NEW_MSG or after is None
+        remaining = master_max - after if after is not None else 0
+        advice = advise_slave(remaining, self.budget.bytes(), p.return_ratio, at_end)
+        if advice.reason:
+            self.redirect_counts[advice.reason] += 1
+        return result, advice
 
     def confirmed(self) -> int:
         return min(self.session.confirmed, self.store.commitlog.max_offset)

@@ -369,6 +369,14 @@ class MessageStore:
 
     # ---- reading ------------------------------------------------------------
 
+    def physical_offset_of(self, topic: str, queue_id: int, queue_offset: int) -> int | None:
+        """Where the record at `queue_offset` sits in the CommitLog (None if the
+        queue holds no such record)."""
+        cq = self.cqs.get(topic, queue_id)
+        if cq is None or not cq.min_offset <= queue_offset < cq.max_offset:
+            return None
+        return int(cq.entry(queue_offset)[0])
+
     def next_queue_offset(self, topic: str, queue_id: int) -> int:
         """The queue offset the next message will get (no validation: hot path)."""
         return self.cqs.next_offset(topic, queue_id)
