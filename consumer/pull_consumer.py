@@ -42,12 +42,14 @@ from core.grpc_status import error_from_rpc
 from core.offsets import validate_group
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.record import Record, iter_records, validate_topic
-from core.route import MessageQueue, TopicRoute, allocate_average
+from core.route import MASTER_ID, MessageQueue, TopicRoute, allocate_average
 from core.subscription import Subscription
 
 log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = 0.5
 NOT_HELD_BACKOFF_S = 0.2
+REPLICA_TIMEOUT_S = 2.0  # deadline of a pull from a slave (slaves answer at once)
+REPLICA_AVOID_S = 15.0  # a slave that failed a pull is not followed for this long
 
 
 @dataclass(slots=True)
@@ -113,6 +115,9 @@ class PullConsumer:
         self._last_rebalance = 0.0
         self._last_commit = time.monotonic()
         self._issued_at: dict[MessageQueue, float] = {}
+        self._pull_from: dict[MessageQueue, int] = {}  # broker id each queue is pulled from
+        self._inflight_from: dict[MessageQueue, int] = {}
+        self._avoid: dict[int, float] = {}  # replica broker id -> ignore suggestions of it until
         self._failures: dict[MessageQueue, int] = {}
         try:
             self._route: TopicRoute = self.routes.get(topic)
@@ -293,10 +298,11 @@ class PullConsumer:
             for mq, offset in self._positions.items():
                 if mq in self._inflight or self._retry_at.get(mq, 0) > now:
                     continue
-                address = self._master_address(mq)
+                bid, address = self._pull_address(mq)
                 if address is None:
                     self._retry_at[mq] = now + RETRY_BACKOFF_S
                     continue
+                self._inflight_from[mq] = bid
                 req = pb.PullRequest(
                     group=self.group,
                     topic=self.topic,
@@ -307,13 +313,39 @@ class PullConsumer:
                     max_wait_ms=self.long_poll_ms,
                     subscription=self.subscription.expression,
                 )
-                call = self.pool.get(address).stub.Pull.future(
-                    req, timeout=self.long_poll_ms / 1000 + self.timeout_s
+                # replicas never hold a pull: a short deadline finds a hung one fast
+                deadline = (
+                    self.long_poll_ms / 1000 + self.timeout_s if bid == MASTER_ID else REPLICA_TIMEOUT_S
                 )
+                call = self.pool.get(address).stub.Pull.future(req, timeout=deadline)
                 gen = self._generation[mq]
                 self._inflight[mq] = call
                 self._issued_at[mq] = now
                 call.add_done_callback(lambda f, mq=mq, gen=gen: self._done.put((mq, gen, f)))
+
+    def _pull_address(self, mq: MessageQueue) -> tuple[int, str | None]:
+        """(broker id, address) this queue is pulled from: the broker the last
+        answer suggested, while the route still lists it alive; else the master."""
+        bid = self._pull_from.get(mq, MASTER_ID)
+        if bid != MASTER_ID:
+            g = self._route.group(mq.broker_name)
+            for b in g.brokers if g is not None else ():
+                if b.broker_id == bid and b.alive:
+                    return bid, b.address
+            self._pull_from[mq] = MASTER_ID
+        return MASTER_ID, self._master_address(mq)
+
+    def _follow(self, mq: MessageQueue, suggested: int) -> bool:
+        """Pull `mq` from `suggested` next (if the route knows it); True if it changed."""
+        if suggested < 0 or suggested == self._pull_from.get(mq, MASTER_ID):
+            return False
+        if self._avoid.get(suggested, 0.0) > time.monotonic():
+            return False  # it failed us a moment ago: the master serves meanwhile
+        g = self._route.group(mq.broker_name)
+        if suggested != MASTER_ID and (g is None or not any(b.broker_id == suggested for b in g.brokers)):
+            return False  # a broker this route does not list yet: stay
+        self._pull_from[mq] = suggested
+        return True
 
     def _complete(
         self, mq: MessageQueue, gen: int, call: grpc.Future[pb.PullResponse]
@@ -323,10 +355,17 @@ class PullConsumer:
                 del self._inflight[mq]
             if gen != self._generation.get(mq) or call.cancelled() or mq not in self._positions:
                 return []
+        pulled_from = self._inflight_from.get(mq, MASTER_ID)
         try:
             resp: pb.PullResponse = call.result()
         except grpc.RpcError as exc:
             err = error_from_rpc(exc)
+            if pulled_from != MASTER_ID:  # a replica failed: back to the master at once
+                log.warning("pull %s from broker %d failed: %s; back to the master", mq, pulled_from, err)
+                self._pull_from[mq] = MASTER_ID
+                self._avoid[pulled_from] = time.monotonic() + REPLICA_AVOID_S
+                self.membership.changed.set()  # refreshes the route
+                return []
             fails = self._failures[mq] = self._failures.get(mq, 0) + 1
             # errors a retry can fix: soon; others (e.g. the topic is gone): back off to 5 s
             delay = RETRY_BACKOFF_S if err.retriable else min(5.0, RETRY_BACKOFF_S * 2 ** min(fails, 4))
@@ -337,6 +376,11 @@ class PullConsumer:
             return []
         self._failures.pop(mq, None)
         status = resp.status
+        switched = self._follow(mq, resp.suggested_broker_id)
+        if status == pb.RETRY_ELSEWHERE:  # this replica cannot serve the offset yet
+            if not switched:
+                self._pull_from[mq] = MASTER_ID
+            return []
         if status == pb.FOUND:
             self.served_by[resp.served_by] += resp.count
             records = list(iter_records(resp.records, cls=ReceivedMessage))
@@ -350,7 +394,7 @@ class PullConsumer:
             return [r for r in records if self.subscription.matches(r.tags)]
         if status == pb.NO_NEW_MSG:
             held = time.monotonic() - self._issued_at.get(mq, 0.0)
-            if held < self.long_poll_ms / 2000:  # not held (the broker is at its cap): back off
+            if not switched and held < self.long_poll_ms / 2000:  # not held (broker at its cap): back off
                 self._retry_at[mq] = time.monotonic() + NOT_HELD_BACKOFF_S
             return []
         if status in (pb.NO_MATCHED_MSG, pb.OFFSET_TOO_SMALL, pb.OFFSET_OVERFLOW):

@@ -15,8 +15,9 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from core.route import MASTER_ID
+
 NO_SUGGESTION = -1
-MASTER_ID = 0
 
 OVER_BUDGET = "backlog_over_budget"
 CAUGHT_UP = "caught_up"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+MASTER_ID = 0  # broker id of a group's master
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class MessageQueue:

@@ -20,8 +20,9 @@ from core.errors import NotMasterError
 from core.offsets import ConsumerOffsets
 from core.pull import PullArgs
 from core.record import Message
-from core.redirect import MASTER_ID, REPLICA_BEHIND, Advice, advise_slave, batch_limits
+from core.redirect import REPLICA_BEHIND, Advice, advise_slave, batch_limits
 from core.replication import SlaveSession
+from core.route import MASTER_ID
 from core.store import MessageStore, ReadResult, ReadStatus
 from master.broker import MasterBroker, SendOutcome
 from master.replication_service import cluster_secret
