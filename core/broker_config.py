@@ -116,7 +116,9 @@ class PullSection:
     )
     budget_refresh_ms: int = field(default=1000, metadata=_doc("how often the budget is re-sampled"))
     redirect: bool = field(default=True, metadata=_doc("suggest slaves for backlogs over budget"))
-    hot_max_messages: int = field(default=32, metadata=_doc("per-pull messages served from cache"))
+    hot_max_messages: int = field(
+        default=256, metadata=_doc("per-pull messages served from cache (256 KiB usually binds first)")
+    )
     hot_max_bytes: int = field(default=256 * 1024, metadata=_doc("per-pull bytes served from cache"))
     cold_max_messages: int = field(default=8, metadata=_doc("per-pull messages served from disk"))
     cold_max_bytes: int = field(default=64 * 1024, metadata=_doc("per-pull bytes served from disk"))

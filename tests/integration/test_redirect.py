@@ -32,20 +32,13 @@ def max_offset(p: TailraceProcess) -> int:
         return int(a.status()["max_offset"])
 
 
-def cluster(procs: ProcessGroup) -> tuple[list[str], TailraceProcess, list[TailraceProcess]]:
+def cluster(
+    procs: ProcessGroup, budget: int | None = BUDGET
+) -> tuple[list[str], TailraceProcess, list[TailraceProcess]]:
     ns = [procs.nameserver("ns").address]
-    m = procs.broker("m", extra=[*COMMON, "--budget-bytes", str(BUDGET)], segment_bytes=SEG, namesrv=ns)
-    slaves = [
-        procs.slave(
-            f"s{i}",
-            m,
-            broker_id=i,
-            extra=[*COMMON, "--budget-bytes", str(BUDGET)],
-            segment_bytes=SEG,
-            namesrv=ns,
-        )
-        for i in (1, 2)
-    ]
+    opts = [*COMMON, "--budget-bytes", str(budget)] if budget else COMMON
+    m = procs.broker("m", extra=opts, segment_bytes=SEG, namesrv=ns)
+    slaves = [procs.slave(f"s{i}", m, broker_id=i, extra=opts, segment_bytes=SEG, namesrv=ns) for i in (1, 2)]
     with Admin(m.address) as admin:
         admin.create_topic("B", 2)
     routes = NameserverRoutes(ns)
@@ -177,3 +170,19 @@ def test_a_slave_answers_an_offset_it_lacks_with_retry_elsewhere(procs: ProcessG
         pb.NO_NEW_MSG, 0, "slave_end",
     )  # fmt: skip
     channel.close()
+
+
+def test_with_the_real_budget_a_small_backlog_stays_on_the_master(procs: ProcessGroup) -> None:
+    ns, m, slaves = cluster(procs, budget=None)  # budget from psutil and the cgroup files
+    with Admin(m.address) as admin:
+        budget = admin.status()["details"]["redirect"]["budget_bytes"]
+    assert budget > 64 * 1024 * 1024  # this machine has gigabytes of page cache to count on
+    backlog(m, slaves, 2048)  # about 4.5 MiB behind
+    c = PullConsumer(group="warm", topic="B", namesrv=ns, heartbeat_ms=200)
+    try:
+        consume_all(c, 2 * 2048)
+        assert dict(c.served_by) == {0: 4096}
+    finally:
+        c.close()
+    with Admin(m.address) as admin:
+        assert "backlog_over_budget" not in admin.status()["details"]["redirect"]["reasons"]
