@@ -54,9 +54,11 @@ REPLICA_AVOID_S = 15.0  # a slave that failed a pull is not followed for this lo
 
 @dataclass(slots=True)
 class ReceivedMessage(Record):
-    """A decoded record, with the broker group it came from."""
+    """A decoded record, with the broker group it came from and the broker
+    (id) that served it."""
 
     broker_name: str = ""
+    served_by: int = -1
 
 
 class PullConsumer:
@@ -118,6 +120,8 @@ class PullConsumer:
         self._pull_from: dict[MessageQueue, int] = {}  # broker id each queue is pulled from
         self._inflight_from: dict[MessageQueue, int] = {}
         self._avoid: dict[int, float] = {}  # replica broker id -> ignore suggestions of it until
+        # per queue: (answered by, suggested broker, reason) of the last advice
+        self.last_advice: dict[MessageQueue, tuple[int, int, str]] = {}
         self._failures: dict[MessageQueue, int] = {}
         try:
             self._route: TopicRoute = self.routes.get(topic)
@@ -377,6 +381,8 @@ class PullConsumer:
         self._failures.pop(mq, None)
         status = resp.status
         switched = self._follow(mq, resp.suggested_broker_id)
+        if resp.suggested_broker_id >= 0:
+            self.last_advice[mq] = (resp.served_by, resp.suggested_broker_id, resp.suggestion_reason)
         if status == pb.RETRY_ELSEWHERE:  # this replica cannot serve the offset yet
             if not switched:
                 self._pull_from[mq] = MASTER_ID
@@ -386,6 +392,7 @@ class PullConsumer:
             records = list(iter_records(resp.records, cls=ReceivedMessage))
             for r in records:
                 r.broker_name = mq.broker_name
+                r.served_by = resp.served_by
             with self._lock:
                 if gen == self._generation.get(mq):
                     self._positions[mq] = resp.next_queue_offset
