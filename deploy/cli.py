@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     from bench import replication as replication_bench
 
     replication_bench.add_arguments(bench_sub.add_parser("replication", help="master + 1 slave"))
+    from bench import redirect_bench
+
+    redirect_bench.add_arguments(
+        bench_sub.add_parser("redirect", help="read redirection in memory cgroups, on vs off")
+    )
     p = sub.add_parser("store-bench", help="benchmark the storage engine")
     store_bench.add_arguments(p)
     sub.add_parser("store-demo", help="kill -9 a writer, recover, benchmark", add_help=False)
@@ -65,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             if args.bench_command == "replication":
                 return replication_bench.run(args)
+            if args.bench_command == "redirect":
+                return redirect_bench.run(args)
             return produce_consume.run(args)
         return commands[args.command](args)
     except TailraceError as exc:

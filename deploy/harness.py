@@ -25,8 +25,13 @@ class ProcessFailed(RuntimeError):
 
 
 class TailraceProcess:
-    def __init__(self, name: str, args: Sequence[str], workdir: Path) -> None:
+    def __init__(
+        self, name: str, args: Sequence[str], workdir: Path, exec_prefix: Sequence[str] = ()
+    ) -> None:
+        """`exec_prefix` runs the process through another command (e.g. into a
+        memory cgroup, a network namespace, or over ssh)."""
         self.name = name
+        self.exec_prefix = list(exec_prefix)
         self.args = list(args)
         self.workdir = workdir
         self.ready_file = workdir / f"{name}.ready.json"
@@ -51,6 +56,7 @@ class TailraceProcess:
         try:
             self.proc = subprocess.Popen(
                 [
+                    *self.exec_prefix,
                     sys.executable,
                     "-m",
                     "deploy.cli",
@@ -154,6 +160,7 @@ class ProcessGroup:
         namesrv: Sequence[str] = (),
         heartbeat_ms: int = 200,
         group: str | None = None,
+        exec_prefix: Sequence[str] = (),
     ) -> TailraceProcess:
         """A master on port 0 with its own data dir. Segments default to 64 MiB
         here (not 1 GiB) so that tests do not pre-warm gigabytes."""
@@ -177,7 +184,7 @@ class ProcessGroup:
             ),
             *extra,
         ]
-        proc = TailraceProcess(name, args, self.workdir / name)
+        proc = TailraceProcess(name, args, self.workdir / name, exec_prefix)
         self.processes[name] = proc
         return proc.start()
 

@@ -75,12 +75,12 @@ class SlaveBroker(MasterBroker):
             empty = ReadResult(ReadStatus.NO_NEW_MSG, b"", 0, args.queue_offset, lo, hi, 0)
             return empty, Advice(MASTER_ID, REPLICA_BEHIND, False, retry_elsewhere=True)
         p = self.config.pull
-        nxt = self.store.physical_offset_of(args.topic, args.queue_id, args.queue_offset)
+        self.store.physical_offset_of(args.topic, args.queue_id, args.queue_offset)
         master_max = max(self.replicator.master_max, self.store.commitlog.max_offset)
-        backlog = master_max - nxt if nxt is not None else 0
-        cold = backlog > self.budget.bytes() * p.return_ratio
+        # A slave serves cold reads with the hot (large) batch limits: absorbing
+        # them is its job, and small cold batches made catch-up 4x slower here.
         count, nbytes = batch_limits(
-            cold,
+            False,
             args.max_messages,
             args.max_bytes,
             (p.hot_max_messages, p.hot_max_bytes),
