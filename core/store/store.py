@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import (
-    CorruptRecordError,
     FlushTimeoutError,
     InvalidArgumentError,
     InvalidOffsetError,
@@ -57,7 +56,7 @@ from core.store.config import StoreConfig
 from core.store.consumequeue import ConsumeQueueSet
 from core.store.flush import GroupCommit, PeriodicService
 from core.store.recovery import RecoveryReport, recover
-from core.store.replicated import validate_chunk
+from core.store.replica_ops import ReplicaOps
 from core.store.topics import TopicTable
 
 log = logging.getLogger(__name__)
@@ -94,7 +93,7 @@ def _utf8(text: str, what: str) -> bytes:
         raise InvalidArgumentError(f"{what} is not valid text: {exc.reason}") from exc
 
 
-class MessageStore:
+class MessageStore(ReplicaOps):
     def __init__(
         self,
         data_dir: Path | str,
@@ -467,101 +466,6 @@ class MessageStore:
         else:
             status = ReadStatus.NO_MATCHED_MSG
         return ReadResult(status, data, count, nxt, lo, hi, next_phys)
-
-    # ---- replication ------------------------------------------------------------
-
-    def read_log(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
-        """Published CommitLog bytes from `offset` (whole records, one segment):
-        what a master streams to its slaves. Returns (bytes, next offset)."""
-        return self.commitlog.read_chunk(offset, max_bytes)
-
-    def append_replicated(self, offset: int, data: bytes) -> int:
-        """Append bytes copied from the master at the same physical offset.
-
-        Every record is validated first (nothing is written if one fails);
-        queue offsets must continue this store's queues. System records
-        (topics, offsets) are applied, not indexed. Returns the new end of the log.
-        """
-        chunk = validate_chunk(offset, data, self.config.segment_bytes)
-        cqs = self.cqs
-        with self._lock:
-            if self._closed:
-                raise StoreClosedError("store is closed")
-            nexts: dict[tuple[str, int], int] = {}
-            system = [e[3] for e in chunk.entries if e[0] == SYSTEM_TOPIC]
-            entries = [e for e in chunk.entries if e[0] != SYSTEM_TOPIC] if system else chunk.entries
-            starts: dict[tuple[str, int], int] = {}
-            for topic, qid, qoff, *_ in entries:
-                key = (topic, qid)
-                if key not in nexts and cqs.get(topic, qid) is None:
-                    # a queue this store has never seen: when the log began at
-                    # the master's oldest retained segment it starts mid-way
-                    nexts[key] = starts[key] = qoff
-                expected = nexts.get(key, cqs.next_offset(topic, qid))
-                if qoff != expected:
-                    raise CorruptRecordError(
-                        f"replicated record for {topic}/{qid} has queue offset {qoff}, expected {expected}"
-                    )
-                nexts[key] = qoff + 1
-            for topic, qid in nexts:
-                count = self.topics.queue_count(topic) or 0
-                if qid >= count:
-                    self.topics.create(topic, qid + 1)
-                    self._topic_info.pop(topic, None)
-            self.commitlog.append_raw(offset, data, chunk.new_end)
-            cqs.dispatch(entries, publish=False)
-            self.commitlog.publish(chunk.new_end)
-            for key, q in nexts.items():
-                cqs.queues[key].max_offset = q
-            for key, first in starts.items():
-                cqs.queues[key].min_offset = first
-            for phys in system:
-                self._apply_system(*self._system_record_at(phys))
-        for listener in self._listeners:
-            try:
-                listener(nexts.keys())
-            except Exception:
-                log.exception("append listener failed")
-        return chunk.new_end
-
-    def truncate_to(self, offset: int) -> int:
-        """Remove the log from `offset` on (a slave ahead of its master), and
-        checkpoint the new end at once. Returns the bytes removed.
-
-        Known limit: topics and offsets applied from the removed system records
-        stay applied (promotion, issue 8, rebuilds applied state)."""
-        with self._ckpt_lock, self._lock:
-            if offset >= self.commitlog.max_offset:
-                return 0
-            if offset < self.commitlog.min_offset:
-                raise InvalidOffsetError(
-                    f"cannot truncate below the log's minimum {self.commitlog.min_offset}"
-                )
-            removed, _ = self.commitlog.truncate(offset)
-            self.commitlog.allocator.reset()  # a segment made ahead would leave a gap
-            self.commitlog.start_writing_at(offset, flushed=min(offset, self.commitlog.flushed))
-            for cq in list(self.cqs.queues.values()):
-                cq.trim(offset)
-            self.cqs.remove_empty()
-            self._checkpoint_locked()
-            log.warning("truncated the log to %d (%d bytes removed)", offset, removed)
-            return removed
-
-    def reset_log(self, offset: int) -> None:
-        """Drop the whole log and every ConsumeQueue and start empty at `offset`
-        (a slave so far behind that its master no longer has what it needs)."""
-        with self._ckpt_lock, self._lock:
-            clog = self.commitlog
-            if clog.max_offset > clog.min_offset:
-                clog.truncate(clog.min_offset)
-                clog.write_pos = clog.flushed = clog.min_offset
-            clog.restart_empty_at(offset)
-            for key, cq in list(self.cqs.queues.items()):
-                cq.close()
-                shutil.rmtree(cq.directory, ignore_errors=True)
-                del self.cqs.queues[key]
-            self._checkpoint_locked()
-            log.warning("log reset to start at %d", offset)
 
     # ---- durability and retention ---------------------------------------------
 
