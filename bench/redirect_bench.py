@@ -3,7 +3,10 @@
     tailrace bench redirect [--seconds 20] [--backlog-mib 1024] [--limit-mib 256] [--json]
 
 Master and slave run in their own memory cgroups (limit smaller than the
-backlog), so each has its own page cache on this one machine. Load: a
+backlog), so each has its own page cache on this one machine, and the master
+has CPU core 0 to itself while the slave and every client share core 1 (as
+if they were other machines; without this the 2-core machine's CPU
+contention, not the page cache, decides every latency). Load: a
 producer at a fixed rate, a tail consumer (end-to-end latency), and a cold
 consumer reading a backlog several times the master's memory limit. Three
 runs: no cold consumer (the baseline), cold consumer with redirect on, and
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -53,7 +57,10 @@ def _run(root: Path, args: argparse.Namespace, cold: bool, redirect: bool) -> di
         with process_group(root / tag) as procs:
             ns = procs.nameserver("ns").address
             opts = [*COMMON, "--set", f"pull.redirect={'true' if redirect else 'false'}"]
-            m = procs.broker("m", extra=opts, segment_bytes=SEG, namesrv=[ns], exec_prefix=cg_m.exec_prefix)
+            # the master gets core 0 to itself; everything else shares core 1, as if
+            # the slave and the clients were other machines (this one has 2 cores)
+            m_prefix = [*cg_m.exec_prefix, "taskset", "-c", "0"]
+            m = procs.broker("m", extra=opts, segment_bytes=SEG, namesrv=[ns], exec_prefix=m_prefix)
             s = procs.slave(
                 "s1", m, extra=COMMON, segment_bytes=SEG, namesrv=[ns], exec_prefix=cg_s.exec_prefix
             )
@@ -154,6 +161,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if len(os.sched_getaffinity(0)) >= 2:
+        os.sched_setaffinity(0, {1})  # this process and its children: core 1
     with tempfile.TemporaryDirectory(prefix="tailrace-bench-redirect-", dir="/var/tmp") as tmp:
         root = Path(tmp)
         base = _run(root, args, cold=False, redirect=True)
