@@ -3,10 +3,11 @@
     tailrace bench redirect [--seconds 20] [--backlog-mib 1024] [--limit-mib 256] [--json]
 
 Master and slave run in their own memory cgroups (limit smaller than the
-backlog), so each has its own page cache on this one machine, and the master
-has CPU core 0 to itself while the slave and every client share core 1 (as
-if they were other machines; without this the 2-core machine's CPU
-contention, not the page cache, decides every latency). Load: a
+backlog), so each has its own page cache on this one machine, and the slave
+and the cold consumer run on CPU core 1 while the master, the producer and
+the tail consumer share core 0 (as if the slave were another machine;
+without this the 2-core machine's CPU contention, not the page cache, decides
+every latency). Load: a
 producer at a fixed rate, a tail consumer (end-to-end latency), and a cold
 consumer reading a backlog several times the master's memory limit. Three
 runs: no cold consumer (the baseline), cold consumer with redirect on, and
@@ -57,12 +58,18 @@ def _run(root: Path, args: argparse.Namespace, cold: bool, redirect: bool) -> di
         with process_group(root / tag) as procs:
             ns = procs.nameserver("ns").address
             opts = [*COMMON, "--set", f"pull.redirect={'true' if redirect else 'false'}"]
-            # the master gets core 0 to itself; everything else shares core 1, as if
-            # the slave and the clients were other machines (this one has 2 cores)
+            # core 0: the master with the latency-sensitive clients (producer, tail
+            # consumer: this process); core 1: the slave and the cold consumer, as
+            # if they were another machine (this one has 2 cores)
             m_prefix = [*cg_m.exec_prefix, "taskset", "-c", "0"]
             m = procs.broker("m", extra=opts, segment_bytes=SEG, namesrv=[ns], exec_prefix=m_prefix)
             s = procs.slave(
-                "s1", m, extra=COMMON, segment_bytes=SEG, namesrv=[ns], exec_prefix=cg_s.exec_prefix
+                "s1",
+                m,
+                extra=COMMON,
+                segment_bytes=SEG,
+                namesrv=[ns],
+                exec_prefix=[*cg_s.exec_prefix, "taskset", "-c", "1"],
             )
             with Admin(m.address) as admin:
                 admin.create_topic("load", 4)
@@ -105,8 +112,8 @@ def _run(root: Path, args: argparse.Namespace, cold: bool, redirect: bool) -> di
             cold_proc = None
             if cold:  # its own process: its decoding must not share this one's GIL
                 cold_proc = subprocess.Popen(
-                    [sys.executable, "-m", "deploy.cli", "consume", "--namesrv", ns, "--group", "cold",
-                     "--topic", "load", "--count", str(1 << 40),
+                    ["taskset", "-c", "1", sys.executable, "-m", "deploy.cli", "consume",
+                     "--namesrv", ns, "--group", "cold", "--topic", "load", "--count", str(1 << 40),
                      "--timeout-ms", str(int(args.seconds * 1000)), "--json"],
                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                 )  # fmt: skip
@@ -162,7 +169,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if len(os.sched_getaffinity(0)) >= 2:
-        os.sched_setaffinity(0, {1})  # this process and its children: core 1
+        os.sched_setaffinity(0, {0})  # the producer and tail consumer share the master's core
     with tempfile.TemporaryDirectory(prefix="tailrace-bench-redirect-", dir="/var/tmp") as tmp:
         root = Path(tmp)
         base = _run(root, args, cold=False, redirect=True)
