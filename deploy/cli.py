@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("broker", help="run a broker")
     broker_main.add_arguments(p)
     nameserver_main.add_arguments(sub.add_parser("nameserver", help="run a nameserver"))
+    from deploy import cluster
+
+    cluster.add_arguments(sub.add_parser("cluster", help="run a cluster of processes"))
     client_cli.add_produce_arguments(sub.add_parser("produce", help="send test messages"))
     client_cli.add_consume_arguments(sub.add_parser("consume", help="receive messages"))
     client_cli.add_topic_arguments(sub.add_parser("topic", help="create or list topics"))
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "broker": broker_main.run,
         "nameserver": nameserver_main.run,
+        "cluster": cluster.run,
         "produce": client_cli.run_produce,
         "consume": client_cli.run_consume,
         "topic": client_cli.run_topic,

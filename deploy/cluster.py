@@ -1,0 +1,364 @@
+"""`tailrace cluster up|down|status|kill|stop|start`: a cluster of processes.
+
+A topology (TOML, `deploy/topologies/`) names nameservers and broker groups
+(a master and N slaves each), with per-group `set` overrides and an optional
+`exec_prefix` per host (e.g. `ip netns exec NAME`, `ssh HOST`). `up` starts
+every process in the background with its own data dir, log and ready file
+under DIR, waits until all serve and every broker is registered, and writes
+`DIR/cluster.json`; on any failure it stops what it started and prints the
+failing process's log tail. The processes outlive the command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import ConfigError, TailraceError
+from deploy.harness import ProcessFailed, TailraceProcess
+
+TOPOLOGIES = Path(__file__).resolve().parent / "topologies"
+STATE = "cluster.json"
+
+
+@dataclass
+class GroupSpec:
+    name: str
+    replication: str = "async"
+    slaves: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Topology:
+    cluster: str
+    secret: str
+    segment_bytes: int
+    nameservers: list[str]
+    groups: list[GroupSpec]
+    exec_prefix: list[str]
+
+
+def load_topology(path: Path) -> Topology:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError("--topology", f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--topology", f"{path} is not valid TOML: {exc}") from exc
+    c = data.get("cluster", {})
+    nameservers = [str(n["name"]) for n in data.get("nameserver", [])]
+    if not nameservers:
+        raise ConfigError("nameserver", f"{path.name} defines no [[nameserver]]")
+    groups = []
+    for g in data.get("group", []):
+        if "name" not in g:
+            raise ConfigError("group.name", f"{path.name}: every [[group]] needs a name")
+        repl = g.get("replication", "async")
+        if repl not in ("async", "sync"):
+            raise ConfigError(f"group.{g['name']}.replication", f"must be async or sync, got {repl!r}")
+        slaves = g.get("slaves", 0)
+        if not isinstance(slaves, int) or not 0 <= slaves <= 16:
+            raise ConfigError(f"group.{g['name']}.slaves", "must be an integer in 0..16")
+        groups.append(GroupSpec(str(g["name"]), repl, slaves, dict(g.get("set", {}))))
+    if not groups:
+        raise ConfigError("group", f"{path.name} defines no [[group]]")
+    return Topology(
+        cluster=str(c.get("name", "DefaultCluster")),
+        secret=os.environ.get("TAILRACE_CLUSTER_SECRET") or str(c.get("secret", "")),
+        segment_bytes=int(c.get("segment_bytes", 64 * 1024 * 1024)),
+        nameservers=nameservers,
+        groups=groups,
+        exec_prefix=list(c.get("exec_prefix", [])),
+    )
+
+
+def resolve_topology(name: str | None) -> Path:
+    if name is None:
+        return TOPOLOGIES / "local-1m-2s.toml"
+    p = Path(name)
+    if p.exists():
+        return p
+    shipped = TOPOLOGIES / (name if name.endswith(".toml") else f"{name}.toml")
+    if shipped.exists():
+        return shipped
+    raise ConfigError(
+        "--topology",
+        f"no topology {name!r} (file or one of {sorted(f.stem for f in TOPOLOGIES.glob('*.toml'))})",
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state(directory: Path) -> dict[str, Any] | None:
+    f = directory / STATE
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def up(topology_path: Path, directory: Path) -> dict[str, Any]:
+    state = read_state(directory)
+    if state and any(_alive(p["pid"]) for p in state["processes"]):
+        raise TailraceError(f"a cluster is already running in {directory} (tailrace cluster down first)")
+    topo = load_topology(topology_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    started: list[tuple[TailraceProcess, dict[str, Any]]] = []
+    common = ["--set", f"store.segment_bytes={topo.segment_bytes}", "--set", "broker.heartbeat_ms=1000"]
+    if topo.secret:
+        common += ["--set", f"replication.secret={topo.secret!r}".replace("'", '"')]
+
+    def start(name: str, args: list[str], meta: dict[str, Any]) -> TailraceProcess:
+        proc = TailraceProcess(name, args, directory / name, topo.exec_prefix)
+        try:
+            proc.start()
+        except ProcessFailed:
+            started.append((proc, meta))
+            raise
+        started.append((proc, meta))
+        return proc
+
+    try:
+        ns_addrs = []
+        for n in topo.nameservers:
+            p = start(
+                n,
+                ["nameserver", "--listen", "127.0.0.1:0"],
+                {"role": "nameserver", "group": None, "broker_id": None},
+            )
+            ns_addrs.append(p.address)
+        namesrv = ",".join(ns_addrs)
+        for g in topo.groups:
+            sets = [x for k, v in g.settings.items() for x in ("--set", f"{k}={v}")]
+            base = [
+                "broker",
+                "--listen",
+                "127.0.0.1:0",
+                "--broker-name",
+                g.name,
+                "--namesrv",
+                namesrv,
+                *common,
+                *sets,
+            ]
+            m = start(
+                g.name,
+                [*base, "--data-dir", str(directory / g.name / "data"), "--replication", g.replication],
+                {"role": "master", "group": g.name, "broker_id": 0},
+            )
+            for i in range(1, g.slaves + 1):
+                name = f"{g.name}-s{i}"
+                slave_args = ["--role", "slave", "--broker-id", str(i), "--master", m.address]
+                start(
+                    name,
+                    [*base, "--data-dir", str(directory / name / "data"), *slave_args],
+                    {"role": "slave", "group": g.name, "broker_id": i},
+                )
+        _wait_registered(ns_addrs, topo)
+    except (ProcessFailed, TailraceError) as exc:
+        for proc, _ in reversed(started):
+            proc.stop(timeout_s=10)
+        failing = started[-1][0] if started else None
+        tail = failing.log_tail() if failing is not None else ""
+        raise TailraceError(
+            f"cluster up failed at {failing.name if failing else '?'}: {exc}\n{tail}"
+        ) from exc
+    state = {
+        "topology": str(topology_path),
+        "processes": [
+            {
+                "name": proc.name,
+                **meta,
+                "address": proc.address,
+                "pid": proc.pid,
+                "log": str(proc.log_path),
+                "args": proc.args,
+                "exec_prefix": proc.exec_prefix,
+                "dir": str(proc.workdir),
+            }
+            for proc, meta in started
+        ],
+    }
+    (directory / STATE).write_text(json.dumps(state, indent=1))
+    return state
+
+
+def _wait_registered(nameservers: list[str], topo: Topology, timeout_s: float = 30.0) -> None:
+    from consumer.routing import NameserverRoutes
+
+    expected = sum(1 + g.slaves for g in topo.groups)
+    routes = NameserverRoutes(nameservers)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                n = sum(len(g.brokers) for c in routes.clusters().clusters for g in c.groups)
+            except TailraceError:
+                n = 0
+            if n == expected:
+                return
+            time.sleep(0.1)
+        raise TailraceError(f"only part of the {expected} brokers registered within {timeout_s:.0f} s")
+    finally:
+        routes.close()
+
+
+def down(directory: Path, deadline_s: float = 20.0) -> list[str]:
+    state = read_state(directory)
+    if state is None:
+        return []
+    stopped = []
+    procs = list(reversed(state["processes"]))
+    for p in procs:
+        if _alive(p["pid"]):
+            os.kill(p["pid"], signal.SIGTERM)
+    end = time.monotonic() + deadline_s
+    for p in procs:
+        while _alive(p["pid"]) and time.monotonic() < end:
+            _reap(p["pid"])
+            time.sleep(0.05)
+        if _alive(p["pid"]):
+            os.kill(p["pid"], signal.SIGKILL)
+        stopped.append(p["name"])
+    (directory / STATE).unlink()
+    return stopped
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def status(directory: Path) -> dict[str, Any]:
+    from consumer import Admin
+
+    state = read_state(directory)
+    if state is None:
+        raise TailraceError(f"no cluster in {directory} (tailrace cluster up first)")
+    out = []
+    for p in state["processes"]:
+        row: dict[str, Any] = {k: p[k] for k in ("name", "role", "group", "broker_id", "address", "pid")}
+        row["healthy"] = False
+        if _alive(p["pid"]) and p["role"] != "nameserver":
+            try:
+                with Admin(p["address"], timeout_s=2.0) as a:
+                    st = a.status()
+                d = st["details"]
+                rep = d.get("replication", {})
+                row.update(
+                    healthy=True,
+                    epoch=0,
+                    max_offset=st["max_offset"],
+                    lag_bytes=rep.get("lag_bytes"),
+                    in_sync=rep.get("in_sync"),
+                    redirects=d.get("redirect", {}).get("reasons"),
+                )
+            except TailraceError:
+                pass
+        elif p["role"] == "nameserver":
+            row["healthy"] = _alive(p["pid"])
+        out.append(row)
+    return {"processes": out}
+
+
+def signal_process(directory: Path, name: str, sig: signal.Signals) -> None:
+    state = read_state(directory)
+    if state is None:
+        raise TailraceError(f"no cluster in {directory}")
+    for p in state["processes"]:
+        if p["name"] == name:
+            if _alive(p["pid"]):
+                os.kill(p["pid"], sig)
+            return
+    raise TailraceError(f"no process {name!r} in this cluster")
+
+
+def start_process(directory: Path, name: str) -> None:
+    state = read_state(directory)
+    if state is None:
+        raise TailraceError(f"no cluster in {directory}")
+    for p in state["processes"]:
+        if p["name"] == name:
+            if _alive(p["pid"]):
+                raise TailraceError(f"{name} is running (pid {p['pid']})")
+            args = list(p["args"])
+            if "--listen" in args:  # keep its address: routes and clients know it
+                args[args.index("--listen") + 1] = p["address"]
+            proc = TailraceProcess(name, args, Path(p["dir"]), p["exec_prefix"]).start()
+            p["pid"] = proc.pid
+            (directory / STATE).write_text(json.dumps(state, indent=1))
+            return
+    raise TailraceError(f"no process {name!r} in this cluster")
+
+
+def add_arguments(p: Any) -> None:
+    sub = p.add_subparsers(dest="cluster_command", required=True)
+    u = sub.add_parser("up", help="start a cluster in the background")
+    u.add_argument("--topology", default=None, help="file, or a shipped name (local-1m-2s, local-2g)")
+    u.add_argument("--dir", type=Path, default=Path(".tailrace"))
+    d = sub.add_parser("down", help="stop every process (SIGTERM, then SIGKILL)")
+    d.add_argument("--dir", type=Path, default=Path(".tailrace"))
+    s = sub.add_parser("status", help="role, health, offsets, lag per process")
+    s.add_argument("--dir", type=Path, default=Path(".tailrace"))
+    s.add_argument("--json", action="store_true")
+    for verb in ("kill", "stop", "start"):
+        v = sub.add_parser(verb, help=f"{verb} one process")
+        v.add_argument("name")
+        v.add_argument("--dir", type=Path, default=Path(".tailrace"))
+
+
+def run(args: Any) -> int:
+    cmd = args.cluster_command
+    if cmd == "up":
+        state = up(resolve_topology(args.topology), args.dir)
+        for p in state["processes"]:
+            print(f"{p['name']:<16} {p['role']:<10} {p['address']:<22} pid {p['pid']}  log {p['log']}")
+        print(f"cluster up: {len(state['processes'])} processes; state in {args.dir / STATE}")
+        return 0
+    if cmd == "down":
+        names = down(args.dir)
+        print(f"cluster down: stopped {', '.join(names) if names else 'nothing (no cluster)'}")
+        return 0
+    if cmd == "status":
+        st = status(args.dir)
+        if args.json:
+            print(json.dumps(st))
+        else:
+            for r in st["processes"]:
+                extra = (
+                    ""
+                    if r["role"] == "nameserver"
+                    else (
+                        f" max_offset={r.get('max_offset')} lag={r.get('lag_bytes')}"
+                        f" in_sync={r.get('in_sync')} redirects={r.get('redirects')}"
+                    )
+                )
+                health = "healthy" if r["healthy"] else "DOWN"
+                print(f"{r['name']:<16} {r['role']:<10} {health:<8} {r['address']}{extra}")
+        return 0
+    if cmd == "kill":
+        signal_process(args.dir, args.name, signal.SIGKILL)
+        return 0
+    if cmd == "stop":
+        signal_process(args.dir, args.name, signal.SIGTERM)
+        return 0
+    start_process(args.dir, args.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(0)

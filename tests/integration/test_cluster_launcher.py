@@ -1,0 +1,84 @@
+"""tailrace cluster up / status / down with the shipped topologies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.errors import TailraceError
+from deploy import cluster
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    "topology,roles",
+    [
+        ("local-1m-2s", ["nameserver", "master", "slave", "slave"]),
+        ("local-2g", ["nameserver", "nameserver", "master", "slave", "master", "slave"]),
+    ],
+)
+def test_up_status_down(tmp_path: Path, topology: str, roles: list[str]) -> None:
+    d = tmp_path / "c"
+    r = cli("cluster", "up", "--topology", topology, "--dir", str(d))
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        again = cli("cluster", "up", "--topology", topology, "--dir", str(d))
+        assert again.returncode != 0 and "already running" in again.stdout + again.stderr
+        st = json.loads(cli("cluster", "status", "--dir", str(d), "--json").stdout)
+        assert [p["role"] for p in st["processes"]] == roles
+        assert all(p["healthy"] for p in st["processes"]), st
+        masters = [p for p in st["processes"] if p["role"] == "master"]
+        assert all(len(p["in_sync"]) == roles.count("slave") // len(masters) for p in masters)
+        pids = [p["pid"] for p in st["processes"]]
+    finally:
+        down = cli("cluster", "down", "--dir", str(d))
+    assert down.returncode == 0
+    assert not any(alive(pid) for pid in pids)  # nothing left running
+    assert not (d / "cluster.json").exists()
+
+
+def test_up_with_a_broken_config_names_it_and_leaves_nothing(tmp_path: Path) -> None:
+    topo = tmp_path / "bad.toml"
+    topo.write_text(
+        '[cluster]\nsecret = "s"\n[[nameserver]]\nname = "ns"\n'
+        '[[group]]\nname = "g"\nslaves = 1\n[group.set]\n"store.flush" = "sometimes"\n'
+    )
+    before = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+    with pytest.raises(TailraceError) as exc:
+        cluster.up(topo, tmp_path / "c")
+    assert "g" in str(exc.value) and "store.flush" in str(exc.value)
+
+    def cmdline(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+        except OSError:  # gone meanwhile
+            return ""
+
+    leftover = [
+        pid
+        for pid in ({int(p) for p in os.listdir("/proc") if p.isdigit()} - before)
+        if alive(pid) and "deploy.cli" in cmdline(pid)
+    ]
+    assert leftover == []
+    assert not (tmp_path / "c" / "cluster.json").exists()
