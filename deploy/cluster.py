@@ -111,7 +111,8 @@ def read_state(directory: Path) -> dict[str, Any] | None:
     return json.loads(f.read_text()) if f.exists() else None
 
 
-def up(topology_path: Path, directory: Path) -> dict[str, Any]:
+def up(topology_path: Path, directory: Path, broker_sets: list[str] | None = None) -> dict[str, Any]:
+    """Start the cluster; `broker_sets` ("section.key=value") apply to every broker."""
     state = read_state(directory)
     if state and any(_alive(p["pid"]) for p in state["processes"]):
         raise TailraceError(f"a cluster is already running in {directory} (tailrace cluster down first)")
@@ -121,6 +122,8 @@ def up(topology_path: Path, directory: Path) -> dict[str, Any]:
     common = ["--set", f"store.segment_bytes={topo.segment_bytes}", "--set", "broker.heartbeat_ms=1000"]
     if topo.secret:
         common += ["--set", f"replication.secret={topo.secret!r}".replace("'", '"')]
+    for item in broker_sets or []:
+        common += ["--set", item]
 
     def start(name: str, args: list[str], meta: dict[str, Any]) -> TailraceProcess:
         proc = TailraceProcess(name, args, directory / name, topo.exec_prefix)
@@ -310,6 +313,7 @@ def add_arguments(p: Any) -> None:
     u = sub.add_parser("up", help="start a cluster in the background")
     u.add_argument("--topology", default=None, help="file, or a shipped name (local-1m-2s, local-2g)")
     u.add_argument("--dir", type=Path, default=Path(".tailrace"))
+    u.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="for every broker")
     d = sub.add_parser("down", help="stop every process (SIGTERM, then SIGKILL)")
     d.add_argument("--dir", type=Path, default=Path(".tailrace"))
     s = sub.add_parser("status", help="role, health, offsets, lag per process")
@@ -324,7 +328,7 @@ def add_arguments(p: Any) -> None:
 def run(args: Any) -> int:
     cmd = args.cluster_command
     if cmd == "up":
-        state = up(resolve_topology(args.topology), args.dir)
+        state = up(resolve_topology(args.topology), args.dir, args.set)
         for p in state["processes"]:
             print(f"{p['name']:<16} {p['role']:<10} {p['address']:<22} pid {p['pid']}  log {p['log']}")
         print(f"cluster up: {len(state['processes'])} processes; state in {args.dir / STATE}")
