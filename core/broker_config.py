@@ -86,6 +86,9 @@ class ServerSection:
     )
     max_message_bytes: int = field(default=64 * 1024 * 1024, metadata=_doc("gRPC send/receive message limit"))
     grace_ms: int = field(default=5000, metadata=_doc("SIGTERM: time for calls in flight"))
+    metrics_listen: str = field(
+        default="127.0.0.1:0", metadata=_doc("HOST:PORT of the Prometheus /metrics endpoint; empty: off")
+    )
 
     def validate(self, prefix: str = "server") -> None:
         require(self.max_workers >= 2, f"{prefix}.max_workers", "must be at least 2")

@@ -118,6 +118,10 @@ def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
         server.start()
         if isinstance(broker, SlaveBroker):
             broker.start()
+        metrics_address = ""
+        if cfg.server.metrics_listen:
+            mhost, mport = parse_address(cfg.server.metrics_listen, "server.metrics_listen")
+            metrics_address = f"{mhost}:{broker.metrics.serve(mhost, mport)}"
         set_serving(health, True)
         log.info("serving %s as %s id %d on %s", b.broker_name, b.role, b.broker_id, broker.address)
         if ready_file is not None:
@@ -131,6 +135,7 @@ def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
                     "broker_id": b.broker_id,
                     "cluster": b.cluster,
                     "data_dir": str(b.data_dir),
+                    "metrics_address": metrics_address,
                 },
             )
         registrar = None

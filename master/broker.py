@@ -22,6 +22,7 @@ from core.errors import (
     UnknownTopicError,
 )
 from core.longpoll import ArrivalNotifier
+from core.metrics import BrokerMetrics
 from core.offsets import ConsumerOffsets
 from core.pagecache import MemoryBudget
 from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
@@ -71,6 +72,7 @@ class MasterBroker:
         self.address = ""
         self.epoch = 0  # the group's master epoch: failover (issue 8) moves it
         self.closing = False
+        self.metrics = BrokerMetrics(self.metrics_snapshot)
         self.groups = ConsumerGroups()
         self.started = time.monotonic()
         self._rr = itertools.count()
@@ -152,9 +154,13 @@ class MasterBroker:
         for m in messages:
             m.topic = topic
             m.queue_id = queue_id
+        t0 = time.perf_counter()
         try:
             stored = self.store.append(messages)
             status, detail = SEND_OK, ""
+            self.metrics.append_latency.observe(time.perf_counter() - t0)
+            self.metrics.messages_in.labels(topic).inc(len(messages))
+            self.metrics.bytes_in.labels(topic).inc(sum(len(m.body) for m in messages))
         except FlushTimeoutError as exc:
             stored = exc.offsets
             status, detail = FLUSH_DISK_TIMEOUT, exc.message
@@ -308,6 +314,30 @@ class MasterBroker:
                 for n, q in self.list_topics()
             ],
         )
+
+    def count_pull(self, topic: str, status: str, count: int, nbytes: int, reason: str) -> None:
+        m = self.metrics
+        m.pulls.labels(status).inc()
+        if count:
+            m.messages_out.labels(topic).inc(count)
+            m.bytes_out.labels(topic).inc(nbytes)
+        if reason:
+            m.redirects.labels(reason).inc()
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        clog = self.store.commitlog
+        end = clog.max_offset
+        return {
+            "min_offset": clog.min_offset,
+            "max_offset": end,
+            "flushed_offset": clog.flushed,
+            "confirmed_offset": self.confirmed(),
+            "budget_bytes": self.budget.bytes(),
+            "consume_queues": len(self.store.cqs.queues),
+            "held_pulls": self.notifier.waiting(),
+            "replica_lag": {r.broker_id: end - r.acked for r in self.replicas.snapshot() if r.connected},
+            "in_sync": len(self.replicas.in_sync(end, _now_ms())),
+        }
 
     # ---- status ---------------------------------------------------------------------------
 

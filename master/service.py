@@ -86,8 +86,10 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             request.subscription,
         )
         r, advice = self.broker.pull(args, context.is_active)
+        status = pb.RETRY_ELSEWHERE if advice.retry_elsewhere else _PULL_STATUS[r.status]
+        self.broker.count_pull(topic, pb.PullStatus.Name(status), r.count, len(r.data), advice.reason)
         return pb.PullResponse(
-            status=pb.RETRY_ELSEWHERE if advice.retry_elsewhere else _PULL_STATUS[r.status],
+            status=status,
             records=r.data,
             count=r.count,
             next_queue_offset=r.next_queue_offset,

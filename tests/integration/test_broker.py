@@ -381,3 +381,30 @@ def test_held_pulls_never_take_every_server_thread(procs: ProcessGroup) -> None:
         for f in held:
             f.cancel()
         channel.close()
+
+
+def test_metrics_endpoint_counts_a_produce_run(procs: ProcessGroup) -> None:
+    import urllib.request
+
+    b = procs.broker("b")
+    with Producer(b.address) as prod:
+        for _ in range(10):
+            prod.send_batch("M", [b"y" * 100] * 100)
+    with PullConsumer(b.address, "g", "M") as cons:
+        got: list[object] = []
+        wait_until(lambda: got.extend(cons.poll(200)) or len(got) >= 1000, what="consume")
+
+    def metric(text: str, name: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"{name} not exported")
+
+    url = f"http://{b.info['metrics_address']}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    assert metric(text, 'tailrace_messages_in_total{topic="M"}') == 1000
+    assert metric(text, 'tailrace_bytes_in_total{topic="M"}') == 100_000
+    assert metric(text, 'tailrace_messages_out_total{topic="M"}') == 1000
+    assert metric(text, "tailrace_append_seconds_count") == 10
+    assert metric(text, "tailrace_max_offset") > 100_000
+    assert metric(text, "tailrace_process_rss_bytes") > 0

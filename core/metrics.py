@@ -1,0 +1,78 @@
+"""Prometheus metrics of a broker (prometheus-client, text format on its own port).
+
+Counters and the append-latency histogram are updated on the request paths;
+offsets, replication lag, the in-sync set, the page-cache budget and process
+memory are read at scrape time by a collector, so nothing is kept twice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class BrokerMetrics:
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages_in = Counter("tailrace_messages_in", "Messages stored", ["topic"], registry=r)
+        self.bytes_in = Counter("tailrace_bytes_in", "Message body bytes stored", ["topic"], registry=r)
+        self.messages_out = Counter(
+            "tailrace_messages_out", "Messages served to consumers", ["topic"], registry=r
+        )
+        self.bytes_out = Counter(
+            "tailrace_bytes_out", "Record bytes served to consumers", ["topic"], registry=r
+        )
+        self.pulls = Counter("tailrace_pulls", "Pulls answered, by status", ["status"], registry=r)
+        self.redirects = Counter(
+            "tailrace_pull_advice", "Redirect advice given, by reason", ["reason"], registry=r
+        )
+        self.append_latency = Histogram(
+            "tailrace_append_seconds",
+            "Store append latency (one batch)",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        r.register(_StateCollector(snapshot))
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics; returns the bound port (port 0 picks one)."""
+        server, _thread = start_http_server(port, host, registry=self.registry)
+        return int(server.server_port)
+
+
+class _StateCollector(Collector):
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.snapshot = snapshot
+        self.process = psutil.Process(os.getpid())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        s = self.snapshot()
+        for name, doc in (
+            ("min_offset", "CommitLog minimum offset"),
+            ("max_offset", "CommitLog end offset"),
+            ("flushed_offset", "CommitLog offset known durable"),
+            ("confirmed_offset", "Offset confirmed by enough slaves (sync) or the end (async)"),
+            ("budget_bytes", "Page-cache budget for read redirection"),
+            ("consume_queues", "ConsumeQueues held"),
+            ("held_pulls", "Long polls waiting"),
+        ):
+            yield GaugeMetricFamily(f"tailrace_{name}", doc, value=float(s.get(name, 0)))
+        lag = GaugeMetricFamily(
+            "tailrace_replica_lag_bytes", "Master end minus a slave's acked offset", labels=["slave"]
+        )
+        for slave_id, lag_bytes in s.get("replica_lag", {}).items():
+            lag.add_metric([str(slave_id)], float(lag_bytes))
+        yield lag
+        yield GaugeMetricFamily(
+            "tailrace_in_sync_slaves", "Slaves in the in-sync set", value=float(s.get("in_sync", 0))
+        )
+        yield GaugeMetricFamily(
+            "tailrace_process_rss_bytes", "Resident memory", value=float(self.process.memory_info().rss)
+        )
