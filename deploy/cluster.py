@@ -187,6 +187,7 @@ def up(topology_path: Path, directory: Path, broker_sets: list[str] | None = Non
                 "name": proc.name,
                 **meta,
                 "address": proc.address,
+                "metrics_address": proc.info.get("metrics_address", ""),
                 "pid": proc.pid,
                 "log": str(proc.log_path),
                 "args": proc.args,
