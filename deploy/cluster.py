@@ -30,11 +30,22 @@ STATE = "cluster.json"
 
 
 @dataclass
+class HostSpec:
+    """Where a process runs: a command prefix (e.g. `ip netns exec ns1`,
+    `ssh host`) and the address it listens on there."""
+
+    exec_prefix: list[str] = field(default_factory=list)
+    listen_host: str = "127.0.0.1"
+
+
+@dataclass
 class GroupSpec:
     name: str
     replication: str = "async"
     slaves: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+    host: str = "local"
+    slave_hosts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -42,9 +53,9 @@ class Topology:
     cluster: str
     secret: str
     segment_bytes: int
-    nameservers: list[str]
+    nameservers: list[tuple[str, str]]  # (name, host)
     groups: list[GroupSpec]
-    exec_prefix: list[str]
+    hosts: dict[str, HostSpec]
 
 
 def load_topology(path: Path) -> Topology:
@@ -55,7 +66,10 @@ def load_topology(path: Path) -> Topology:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--topology", f"{path} is not valid TOML: {exc}") from exc
     c = data.get("cluster", {})
-    nameservers = [str(n["name"]) for n in data.get("nameserver", [])]
+    hosts = {"local": HostSpec()}
+    for hname, h in data.get("hosts", {}).items():
+        hosts[hname] = HostSpec(list(h.get("exec_prefix", [])), str(h.get("listen_host", "127.0.0.1")))
+    nameservers = [(str(n["name"]), str(n.get("host", "local"))) for n in data.get("nameserver", [])]
     if not nameservers:
         raise ConfigError("nameserver", f"{path.name} defines no [[nameserver]]")
     groups = []
@@ -68,17 +82,25 @@ def load_topology(path: Path) -> Topology:
         slaves = g.get("slaves", 0)
         if not isinstance(slaves, int) or not 0 <= slaves <= 16:
             raise ConfigError(f"group.{g['name']}.slaves", "must be an integer in 0..16")
-        groups.append(GroupSpec(str(g["name"]), repl, slaves, dict(g.get("set", {}))))
+        spec = GroupSpec(
+            str(g["name"]), repl, slaves, dict(g.get("set", {})), str(g.get("host", "local")),
+            [str(h) for h in g.get("slave_hosts", [])],
+        )  # fmt: skip
+        groups.append(spec)
     if not groups:
         raise ConfigError("group", f"{path.name} defines no [[group]]")
-    return Topology(
+    topo = Topology(
         cluster=str(c.get("name", "DefaultCluster")),
         secret=os.environ.get("TAILRACE_CLUSTER_SECRET") or str(c.get("secret", "")),
         segment_bytes=int(c.get("segment_bytes", 64 * 1024 * 1024)),
         nameservers=nameservers,
         groups=groups,
-        exec_prefix=list(c.get("exec_prefix", [])),
+        hosts=hosts,
     )
+    for pname, host in [*nameservers] + [(g.name, h) for g in groups for h in [g.host, *g.slave_hosts]]:
+        if host not in hosts:
+            raise ConfigError(f"{pname}.host", f"no [hosts.{host}] in {path.name}")
+    return topo
 
 
 def resolve_topology(name: str | None) -> Path:
@@ -125,8 +147,10 @@ def up(topology_path: Path, directory: Path, broker_sets: list[str] | None = Non
     for item in broker_sets or []:
         common += ["--set", item]
 
-    def start(name: str, args: list[str], meta: dict[str, Any]) -> TailraceProcess:
-        proc = TailraceProcess(name, args, directory / name, topo.exec_prefix)
+    def start(name: str, args: list[str], meta: dict[str, Any], host: str) -> TailraceProcess:
+        h = topo.hosts[host]
+        args = [*args[:1], "--listen", f"{h.listen_host}:0", *args[1:]]
+        proc = TailraceProcess(name, args, directory / name, h.exec_prefix)
         try:
             proc.start()
         except ProcessFailed:
@@ -137,20 +161,14 @@ def up(topology_path: Path, directory: Path, broker_sets: list[str] | None = Non
 
     try:
         ns_addrs = []
-        for n in topo.nameservers:
-            p = start(
-                n,
-                ["nameserver", "--listen", "127.0.0.1:0"],
-                {"role": "nameserver", "group": None, "broker_id": None},
-            )
+        for n, host in topo.nameservers:
+            p = start(n, ["nameserver"], {"role": "nameserver", "group": None, "broker_id": None}, host)
             ns_addrs.append(p.address)
         namesrv = ",".join(ns_addrs)
         for g in topo.groups:
             sets = [x for k, v in g.settings.items() for x in ("--set", f"{k}={v}")]
             base = [
                 "broker",
-                "--listen",
-                "127.0.0.1:0",
                 "--broker-name",
                 g.name,
                 "--namesrv",
@@ -162,6 +180,7 @@ def up(topology_path: Path, directory: Path, broker_sets: list[str] | None = Non
                 g.name,
                 [*base, "--data-dir", str(directory / g.name / "data"), "--replication", g.replication],
                 {"role": "master", "group": g.name, "broker_id": 0},
+                g.host,
             )
             for i in range(1, g.slaves + 1):
                 name = f"{g.name}-s{i}"
@@ -170,6 +189,7 @@ def up(topology_path: Path, directory: Path, broker_sets: list[str] | None = Non
                     name,
                     [*base, "--data-dir", str(directory / name / "data"), *slave_args],
                     {"role": "slave", "group": g.name, "broker_id": i},
+                    g.slave_hosts[i - 1] if i <= len(g.slave_hosts) else g.host,
                 )
         _wait_registered(ns_addrs, topo)
     except (ProcessFailed, TailraceError) as exc:
