@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ log = logging.getLogger("tailrace.broker")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML config file (optional)")
     p.add_argument("--ready-file", type=Path, help="write JSON {address, pid, ...} once serving")
+    p.add_argument("--log-file", type=Path, help="log here, rotated by size (default: stderr)")
     p.add_argument("--listen", help="HOST:PORT (port 0 picks a free port)")
     p.add_argument("--data-dir", help="data directory")
     p.add_argument("--broker-name", help="broker group name")
@@ -83,12 +85,21 @@ def write_ready_file(path: Path, info: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(info).encode())
 
 
-def setup_logging(node: str, level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format=f"%(asctime)s %(levelname)s [{node}] %(name)s: %(message)s",
-        force=True,
-    )
+LOG_MAX_BYTES = 64 * 1024 * 1024
+LOG_BACKUPS = 5
+
+
+def setup_logging(node: str, level: str = "INFO", log_file: Path | None = None) -> None:
+    """Node id on every line; to `log_file` rotated by size (64 MiB, 5 kept),
+    else to stderr."""
+    fmt = f"%(asctime)s %(levelname)s [{node}] %(name)s: %(message)s"
+    handlers: list[logging.Handler] = []
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(RotatingFileHandler(log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS))
+    else:
+        handlers.append(logging.StreamHandler())
+    logging.basicConfig(level=level.upper(), format=fmt, handlers=handlers, force=True)
 
 
 def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
@@ -166,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tailrace broker: bad config: {exc}", flush=True)
         return 2
-    setup_logging(f"{cfg.broker.broker_name}/{cfg.broker.broker_id}", args.log_level)
+    setup_logging(f"{cfg.broker.broker_name}/{cfg.broker.broker_id}", args.log_level, args.log_file)
     try:
         return serve(cfg, args.ready_file)
     except TailraceError as exc:

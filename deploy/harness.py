@@ -35,7 +35,8 @@ class TailraceProcess:
         self.args = list(args)
         self.workdir = workdir
         self.ready_file = workdir / f"{name}.ready.json"
-        self.log_path = workdir / f"{name}.log"
+        self.log_path = workdir / f"{name}.log"  # the process's own log (rotated by size)
+        self.out_path = workdir / f"{name}.out"  # its stdout and stderr (start-up errors, crashes)
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
 
@@ -52,7 +53,7 @@ class TailraceProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.ready_file.exists():
             self.ready_file.unlink()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.out_path, "ab")  # noqa: SIM115 - owned by the child
         try:
             self.proc = subprocess.Popen(
                 [
@@ -63,6 +64,8 @@ class TailraceProcess:
                     *self.args,
                     "--ready-file",
                     str(self.ready_file),
+                    "--log-file",
+                    str(self.log_path),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -122,11 +125,14 @@ class TailraceProcess:
         return self.start(timeout_s)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        out = []
+        for path in (self.out_path, self.log_path):
+            try:
+                text = path.read_text(errors="replace")
+            except FileNotFoundError:
+                continue
+            out += text.splitlines()
+        return "\n".join(out[-lines:]) if out else "(no log)"
 
 
 def _replace_flag(args: list[str], flag: str, value: str) -> list[str]:

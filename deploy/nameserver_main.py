@@ -38,6 +38,7 @@ class NameserverSection:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path)
     p.add_argument("--ready-file", type=Path)
+    p.add_argument("--log-file", type=Path, help="log here, rotated by size (default: stderr)")
     p.add_argument("--listen")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tailrace nameserver: bad config: {exc}", flush=True)
         return 2
-    setup_logging("nameserver", args.log_level)
+    setup_logging("nameserver", args.log_level, args.log_file)
     host, _ = parse_address(ns.listen, "nameserver.listen")
     registry = BrokerRegistry()
     server, health = build_server(
