@@ -24,6 +24,31 @@ from consumer.producer import OutgoingMessage, SendReceipt
 from core.errors import TailraceError
 
 
+class Progress:
+    """A one-line progress report on a terminal (stderr), silent when piped."""
+
+    def __init__(self, what: str, total: int) -> None:
+        self.what = what
+        self.total = total
+        self.enabled = sys.stderr.isatty()
+        self._last = 0.0
+        self._t0 = time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.5:
+            return
+        self._last = now
+        rate = done / max(1e-9, now - self._t0)
+        sys.stderr.write(f"\r{self.what}: {done:,}/{self.total:,} ({rate:,.0f}/s)   ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+            sys.stderr.flush()
+
+
 def make_body(run_id: str, seq: int, size: int) -> bytes:
     head = f"{run_id}:{seq}:".encode()
     return head + b"x" * max(0, size - len(head))
@@ -102,7 +127,9 @@ def run_produce(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with Producer(args.broker, namesrv=args.namesrv, max_in_flight=args.in_flight) as producer:
         pending: list[Future[list[SendReceipt]]] = []
+        progress = Progress("produced", args.count)
         for start in range(0, args.count, args.batch):
+            progress.update(ok + failed)
             seqs = range(start, min(args.count, start + args.batch))
             bodies = [make_body(run_id, s, args.size) for s in seqs]
             if args.tags:
@@ -115,6 +142,7 @@ def run_produce(args: argparse.Namespace) -> int:
         for fut in pending:
             with contextlib.suppress(TailraceError):  # counted in record()
                 fut.result()
+        progress.done()
     elapsed = time.perf_counter() - t0
     if log is not None:
         log.close()
@@ -165,7 +193,9 @@ def run_consume(args: argparse.Namespace) -> int:
         rebalance_interval_ms=args.rebalance_ms,
         auto_commit_interval_ms=1000,
     ) as consumer:
+        progress = Progress("consumed", args.count)
         while len(seen) < args.count and time.monotonic() < deadline:
+            progress.update(len(seen))
             left_ms = int((deadline - time.monotonic()) * 1000)
             batch = consumer.poll(max(1, min(200, left_ms)))
             if not batch:
@@ -198,6 +228,7 @@ def run_consume(args: argparse.Namespace) -> int:
             if log is not None:
                 log.write("\n".join(lines) + "\n")
                 log.flush()
+        progress.done()
         served_by = {str(k): v for k, v in consumer.served_by.items()}
     if log is not None:
         log.close()

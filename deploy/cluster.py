@@ -228,12 +228,18 @@ def _wait_registered(nameservers: list[str], topo: Topology, timeout_s: float = 
     routes = NameserverRoutes(nameservers)
     try:
         deadline = time.monotonic() + timeout_s
+        tty = sys.stderr.isatty()
         while time.monotonic() < deadline:
             try:
                 n = sum(len(g.brokers) for c in routes.clusters().clusters for g in c.groups)
             except TailraceError:
                 n = 0
+            if tty:  # progress on a terminal only
+                sys.stderr.write(f"\rwaiting for brokers to register: {n}/{expected}   ")
+                sys.stderr.flush()
             if n == expected:
+                if tty:
+                    sys.stderr.write("\n")
                 return
             time.sleep(0.1)
         raise TailraceError(f"only part of the {expected} brokers registered within {timeout_s:.0f} s")

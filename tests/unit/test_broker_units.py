@@ -143,3 +143,17 @@ def test_generated_code_is_current() -> None:
         text=True,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
+
+
+def test_progress_is_silent_when_not_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    from deploy.client_cli import Progress
+
+    p = Progress("produced", 100)
+    assert not p.enabled  # pytest captures stderr: not a terminal
+    p.update(50)
+    p.done()
+    assert capsys.readouterr().err == ""
+    p.enabled = True  # as on a terminal
+    p._last = -1.0
+    p.update(50)
+    assert "produced: 50/100" in capsys.readouterr().err
