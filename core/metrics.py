@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -37,6 +37,12 @@ class BrokerMetrics:
             "tailrace_append_seconds",
             "Store append latency (one batch)",
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "tailrace_consumer_backlog_bytes",
+            "Unconsumed log bytes behind a group's position, as of its last pull (master)",
+            ["group", "topic", "queue"],
             registry=r,
         )
         r.register(_StateCollector(snapshot))
@@ -70,9 +76,31 @@ class _StateCollector(Collector):
         for slave_id, lag_bytes in s.get("replica_lag", {}).items():
             lag.add_metric([str(slave_id)], float(lag_bytes))
         yield lag
+        qmax = GaugeMetricFamily(
+            "tailrace_queue_max_offset", "Next queue offset of each ConsumeQueue", labels=["topic", "queue"]
+        )
+        for (topic, queue), off in s.get("queue_max", {}).items():
+            qmax.add_metric([topic, str(queue)], float(off))
+        yield qmax
         yield GaugeMetricFamily(
             "tailrace_in_sync_slaves", "Slaves in the in-sync set", value=float(s.get("in_sync", 0))
         )
         yield GaugeMetricFamily(
             "tailrace_process_rss_bytes", "Resident memory", value=float(self.process.memory_info().rss)
         )
+
+
+class NameserverMetrics:
+    """A nameserver's metrics: live brokers and route lookups."""
+
+    def __init__(self, live_brokers: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        self.route_lookups = Counter(
+            "tailrace_route_lookups", "GetRoute calls, by outcome", ["outcome"], registry=self.registry
+        )
+        live = Gauge("tailrace_live_brokers", "Brokers registered and not expired", registry=self.registry)
+        live.set_function(lambda: float(live_brokers()))
+
+    def serve(self, host: str, port: int) -> int:
+        server, _thread = start_http_server(port, host, registry=self.registry)
+        return int(server.server_port)

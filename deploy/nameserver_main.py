@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     server, health = build_server(
         server_cfg.max_workers, server_cfg.max_concurrent_rpcs, server_cfg.max_message_bytes
     )
-    nameserver_pb2_grpc.add_NameServerServicer_to_server(NameServerService(registry), server)
+    service = NameServerService(registry)
+    nameserver_pb2_grpc.add_NameServerServicer_to_server(service, server)
     try:
         port = server.add_insecure_port(ns.listen)
     except RuntimeError as exc:
@@ -94,10 +95,20 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server.start()
+    metrics_address = ""
+    if server_cfg.metrics_listen:
+        mhost, mport = parse_address(server_cfg.metrics_listen, "server.metrics_listen")
+        metrics_address = f"{mhost}:{service.metrics.serve(mhost, mport)}"
     set_serving(health, True, "tailrace.v1.NameServer")
     log.info("nameserver serving on %s", address)
     if args.ready_file is not None:
-        write_ready_file(args.ready_file, {"address": address, "pid": os.getpid(), "role": "nameserver"})
+        info = {
+            "address": address,
+            "pid": os.getpid(),
+            "role": "nameserver",
+            "metrics_address": metrics_address,
+        }
+        write_ready_file(args.ready_file, info)
     try:
         while not stop.wait(ns.expire_check_ms / 1000):
             for r in registry.expire(_now_ms()):

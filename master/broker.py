@@ -215,6 +215,7 @@ class MasterBroker:
             return NO_ADVICE
         backlog = clog.max_offset - nxt
         key = (args.group, args.topic, args.queue_id)
+        self.metrics.backlog.labels(args.group, args.topic, str(args.queue_id)).set(backlog)
         now = _now_ms()
         in_sync = {r.broker_id for r in self.replicas.in_sync(clog.max_offset, now)}
         slaves = [
@@ -334,6 +335,7 @@ class MasterBroker:
             "confirmed_offset": self.confirmed(),
             "budget_bytes": self.budget.bytes(),
             "consume_queues": len(self.store.cqs.queues),
+            "queue_max": {key: cq.max_offset for key, cq in list(self.store.cqs.queues.items())},
             "held_pulls": self.notifier.waiting(),
             "replica_lag": {r.broker_id: end - r.acked for r in self.replicas.snapshot() if r.connected},
             "in_sync": len(self.replicas.in_sync(end, _now_ms())),

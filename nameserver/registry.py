@@ -65,6 +65,10 @@ class BrokerRegistry:
                 default=reg.epoch,
             )
 
+    def live_count(self, now_ms: int) -> int:
+        with self._lock:
+            return len(self._live(now_ms))
+
     def unregister(self, address: str) -> bool:
         with self._lock:
             return self._brokers.pop(address, None) is not None

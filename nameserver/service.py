@@ -8,6 +8,7 @@ from collections.abc import Callable
 import grpc
 
 from core.errors import InvalidArgumentError, UnknownTopicError
+from core.metrics import NameserverMetrics
 from core.pb.tailrace.v1 import nameserver_pb2 as pb
 from core.pb.tailrace.v1 import nameserver_pb2_grpc
 from core.route import GroupRoute
@@ -43,6 +44,7 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
     def __init__(self, registry: BrokerRegistry, clock_ms: Callable[[], int] = _now_ms) -> None:
         self.registry = registry
         self.clock_ms = clock_ms
+        self.metrics = NameserverMetrics(lambda: registry.live_count(clock_ms()))
 
     def RegisterBroker(
         self, request: pb.RegisterBrokerRequest, context: grpc.ServicerContext
@@ -72,6 +74,7 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
 
     def GetRoute(self, request: pb.GetRouteRequest, context: grpc.ServicerContext) -> pb.GetRouteResponse:
         route = self.registry.route(request.topic, self.clock_ms())
+        self.metrics.route_lookups.labels("found" if route is not None else "unknown_topic").inc()
         if route is None:
             raise UnknownTopicError(f"no live broker serves topic {request.topic!r}")
         return pb.GetRouteResponse(topic=route.topic, groups=[group_to_pb(g) for g in route.groups])

@@ -263,3 +263,17 @@ def test_key_selector_keeps_a_key_on_one_queue(procs: ProcessGroup) -> None:
             for key in ("alice", "bob", "carol", "dave")
         }
     assert all(len(p) == 1 for p in places.values()), places
+
+
+def test_nameserver_metrics_count_brokers_and_lookups(procs: ProcessGroup) -> None:
+    import urllib.request
+
+    ns, _ = cluster(procs)
+    route_groups(ns, "T")
+    route_groups(ns, "no-such-topic")
+    url = f"http://{procs.processes['ns0'].info['metrics_address']}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert float(values["tailrace_live_brokers"]) == 2
+    assert float(values['tailrace_route_lookups_total{outcome="found"}']) >= 1
+    assert float(values['tailrace_route_lookups_total{outcome="unknown_topic"}']) >= 1
