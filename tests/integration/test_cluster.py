@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,20 +20,12 @@ from consumer.routing import NameserverRoutes
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import MessageQueue
 from deploy.harness import ProcessGroup, TailraceProcess
+from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 HB_MS = 200  # broker and consumer heartbeats in these tests
 REBALANCE_MS = 1000
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float = 15.0, what: str = "condition") -> float:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout_s:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return time.monotonic() - t0
 
 
 def route_groups(ns: list[str], topic: str) -> list[str]:

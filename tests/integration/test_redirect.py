@@ -12,19 +12,12 @@ import pytest
 from consumer import Admin, Producer, PullConsumer
 from consumer.routing import NameserverRoutes
 from deploy.harness import ProcessGroup, TailraceProcess
+from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.integration
 SEG = 8 * 1024 * 1024
 COMMON = ["--set", "replication.secret=r", "--set", "store.max_message_bytes=1048576"]
 BUDGET = 1024 * 1024
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout_s:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def max_offset(p: TailraceProcess) -> int:

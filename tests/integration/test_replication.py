@@ -6,7 +6,6 @@ import hashlib
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -17,19 +16,11 @@ from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.record import iter_records
 from deploy.harness import ProcessGroup, TailraceProcess
+from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.integration
 SEG = 4 * 1024 * 1024  # small segments: 100,000 messages span many
 SECRET = ["--set", "replication.secret=test-secret", "--set", "store.max_message_bytes=1048576"]
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> float:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout_s:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return time.monotonic() - t0
 
 
 def max_offset(p: TailraceProcess) -> int:
