@@ -59,10 +59,6 @@ class ConnectionPool:
                 conn = self._conns[address] = BrokerConnection(address, self.timeout_s)
             return conn
 
-    def addresses(self) -> list[str]:
-        with self._lock:
-            return list(self._conns)
-
     def close(self) -> None:
         with self._lock:
             for c in self._conns.values():

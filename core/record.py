@@ -53,7 +53,6 @@ FIXED = struct.Struct(">IIIIIQQQQI")  # the first 56 bytes, up to body_len
 META_LENGTHS = struct.Struct(">BHHI")  # topic, tags, keys, props lengths
 PREFIX = struct.Struct(">II")  # total_size, magic
 CRC = struct.Struct(">I")
-CRC_FIELD_OFFSET = 8
 CRC_START = 12
 BLANK_MIN = PREFIX.size  # a segment always keeps room for an end marker
 

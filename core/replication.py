@@ -84,6 +84,11 @@ class ReplicaSet:
         self._cond = threading.Condition(self._lock)
         self._replicas: dict[int, ReplicaState] = {}
 
+    @property
+    def attached(self) -> bool:
+        """Whether any slave ever attached (read without the lock: a hint)."""
+        return bool(self._replicas)
+
     def attach(self, broker_id: int, offset: int, now_ms: int) -> ReplicaState:
         with self._lock:
             st = ReplicaState(broker_id, offset, offset, now_ms)
@@ -268,7 +273,6 @@ class SlaveSession:
         self.broker_id = broker_id
         self.secret = secret
         self.confirmed = 0
-        self.master_epoch = 0
 
     def handshake(self) -> Handshake:
         return Handshake(
@@ -294,5 +298,4 @@ class SlaveSession:
             )
         end = self.store.append_replicated(chunk.offset, chunk.data)
         self.confirmed = max(self.confirmed, min(chunk.confirmed, end))
-        self.master_epoch = chunk.epoch
         return Ack(end, self.store.commitlog.flushed)

@@ -9,7 +9,6 @@ so callers can skip with a clear message.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,15 +64,3 @@ def process_read_bytes(pid: int) -> int:
         if line.startswith("read_bytes:"):
             return int(line.split()[1])
     return 0
-
-
-def drop_file_cache(path: Path) -> None:
-    """Best effort: evict a directory's files from the page cache."""
-    for f in path.rglob("*"):
-        if f.is_file():
-            with contextlib.suppress(OSError):
-                fd = os.open(f, os.O_RDONLY)
-                try:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                finally:
-                    os.close(fd)

@@ -305,34 +305,33 @@ def status(directory: Path) -> dict[str, Any]:
     return {"processes": out}
 
 
-def signal_process(directory: Path, name: str, sig: signal.Signals) -> None:
+def _find(directory: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(cluster state, the named process's entry in it)."""
     state = read_state(directory)
     if state is None:
         raise TailraceError(f"no cluster in {directory}")
     for p in state["processes"]:
         if p["name"] == name:
-            if _alive(p["pid"]):
-                os.kill(p["pid"], sig)
-            return
+            return state, p
     raise TailraceError(f"no process {name!r} in this cluster")
+
+
+def signal_process(directory: Path, name: str, sig: signal.Signals) -> None:
+    _, p = _find(directory, name)
+    if _alive(p["pid"]):
+        os.kill(p["pid"], sig)
 
 
 def start_process(directory: Path, name: str) -> None:
-    state = read_state(directory)
-    if state is None:
-        raise TailraceError(f"no cluster in {directory}")
-    for p in state["processes"]:
-        if p["name"] == name:
-            if _alive(p["pid"]):
-                raise TailraceError(f"{name} is running (pid {p['pid']})")
-            args = list(p["args"])
-            if "--listen" in args:  # keep its address: routes and clients know it
-                args[args.index("--listen") + 1] = p["address"]
-            proc = TailraceProcess(name, args, Path(p["dir"]), p["exec_prefix"]).start()
-            p["pid"] = proc.pid
-            (directory / STATE).write_text(json.dumps(state, indent=1))
-            return
-    raise TailraceError(f"no process {name!r} in this cluster")
+    state, p = _find(directory, name)
+    if _alive(p["pid"]):
+        raise TailraceError(f"{name} is running (pid {p['pid']})")
+    args = list(p["args"])
+    if "--listen" in args:  # keep its address: routes and clients know it
+        args[args.index("--listen") + 1] = p["address"]
+    proc = TailraceProcess(name, args, Path(p["dir"]), p["exec_prefix"]).start()
+    p["pid"] = proc.pid
+    (directory / STATE).write_text(json.dumps(state, indent=1))
 
 
 def add_arguments(p: Any) -> None:
@@ -389,7 +388,3 @@ def run(args: Any) -> int:
         return 0
     start_process(args.dir, args.name)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(0)

@@ -68,7 +68,7 @@ class MasterBroker:
         rep = config.replication
         self.replicas = ReplicaSet(rep.max_lag_bytes, rep.max_ack_age_ms, on_ack=self._on_replica_ack)
         self.ack_lag = AckLag()
-        store.add_append_listener(lambda _keys: self.ack_lag.appended(store.commitlog.max_offset, _now_ms()))
+        store.add_append_listener(self._note_append)
         self.address = ""
         self.epoch = 0  # the group's master epoch: failover (issue 8) moves it
         self.closing = False
@@ -184,6 +184,10 @@ class MasterBroker:
 
     def _visible_end(self) -> int | None:
         return self.confirmed() if self.config.replication.mode == "sync" else None
+
+    def _note_append(self, _keys: object) -> None:
+        if self.replicas.attached:  # lag samples need a slave; skip the work otherwise
+            self.ack_lag.appended(self.store.commitlog.max_offset, _now_ms())
 
     def _on_replica_ack(self) -> None:
         best = max((r.acked for r in self.replicas.snapshot() if r.connected), default=0)

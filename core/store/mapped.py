@@ -17,7 +17,6 @@ from pathlib import Path
 
 PAGE = mmap.PAGESIZE
 MADV_WILLNEED = 3
-MADV_DONTNEED = 4
 MADV_POPULATE_WRITE = 23  # Linux 5.14+; Python 3.11's mmap module lacks the name
 MS_SYNC = 4
 
