@@ -37,8 +37,14 @@ class BrokerSection:
     broker_name: str = field(
         default="broker-a", metadata=_doc("broker group name; master and slaves share it")
     )
-    broker_id: int = field(default=0, metadata=_doc("0 = master, >0 = slave"))
-    role: Literal["master", "slave"] = field(default="master", metadata=_doc("master or slave"))
+    broker_id: int = field(
+        default=0,
+        metadata=_doc("0 = master, >0 = slave; with a controller: this node's stable id in its group, >= 1"),
+    )
+    role: Literal["master", "slave"] = field(
+        default="master",
+        metadata=_doc("master or slave; with a controller, only the starting role (the controller decides)"),
+    )
     listen: str = field(default="127.0.0.1:10911", metadata=_doc("HOST:PORT to serve on; port 0 picks one"))
     data_dir: Path = field(default=Path("./data"), metadata=_doc("store and offsets directory"))
     auto_create_topics: bool = field(default=True, metadata=_doc("create unknown topics on first send"))
@@ -46,6 +52,16 @@ class BrokerSection:
     namesrv: str = field(default="", metadata=_doc("nameserver addresses, comma-separated (empty: none)"))
     heartbeat_ms: int = field(default=10_000, metadata=_doc("registration heartbeat to every nameserver"))
     master: str = field(default="", metadata=_doc("a slave's master address HOST:PORT"))
+    controller: str = field(
+        default="",
+        metadata=_doc(
+            "failover controller HOST:PORT (a nameserver with [controller] enabled); empty: no failover"
+        ),
+    )
+    controller_heartbeat_ms: int = field(
+        default=1000, metadata=_doc("heartbeat to the controller; a master's renews its lease")
+    )
+    election_priority: int = field(default=0, metadata=_doc("breaks election ties: higher wins"))
 
     @property
     def nameservers(self) -> list[str]:
@@ -63,18 +79,24 @@ class BrokerSection:
             "must match [A-Za-z0-9_.-]{1,64}",
         )
         require(self.broker_id >= 0, f"{prefix}.broker_id", "must be >= 0")
-        require(
-            (self.broker_id == 0) == (self.role == "master"),
-            f"{prefix}.broker_id",
-            "must be 0 for a master and > 0 for a slave",
-        )
+        if self.controller:
+            parse_address(self.controller, f"{prefix}.controller")
+            require(self.broker_id >= 1, f"{prefix}.broker_id", "must be >= 1 with a controller (a node id)")
+            require(self.controller_heartbeat_ms >= 10, f"{prefix}.controller_heartbeat_ms", "must be >= 10")
+        else:
+            require(
+                (self.broker_id == 0) == (self.role == "master"),
+                f"{prefix}.broker_id",
+                "must be 0 for a master and > 0 for a slave",
+            )
         parse_address(self.listen, f"{prefix}.listen")
         require(1 <= self.default_queues <= 1024, f"{prefix}.default_queues", "must be in 1..1024")
         for a in self.nameservers:
             parse_address(a, f"{prefix}.namesrv")
         require(self.heartbeat_ms >= 10, f"{prefix}.heartbeat_ms", "must be at least 10")
-        if self.role == "slave":
+        if self.role == "slave" and not self.controller:
             require(bool(self.master), f"{prefix}.master", "a slave needs its master's address")
+        if self.master:
             parse_address(self.master, f"{prefix}.master")
 
 

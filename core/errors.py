@@ -93,6 +93,19 @@ class NotMasterError(TailraceError):
     retriable = True
 
 
+class NotControllerError(TailraceError):
+    """A controller call reached a nameserver that does not run the controller."""
+
+    code = "NOT_CONTROLLER"
+
+
+class OutcomeUnknownError(TailraceError):
+    """A send failed in a way that may have stored it (the connection died
+    mid-call, or it was stored but not acknowledged): retrying may duplicate."""
+
+    code = "OUTCOME_UNKNOWN"
+
+
 class BrokerBusyError(TailraceError):
     """The broker refused the call (over its concurrent-call limit); nothing was stored."""
 

@@ -33,6 +33,8 @@ TO_GRPC: dict[str, grpc.StatusCode] = {
     e.StorageFullError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.BrokerBusyError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.NotMasterError.code: grpc.StatusCode.FAILED_PRECONDITION,
+    e.NotControllerError.code: grpc.StatusCode.FAILED_PRECONDITION,
+    e.OutcomeUnknownError.code: grpc.StatusCode.UNKNOWN,
     e.TailraceError.code: grpc.StatusCode.INTERNAL,
 }
 

@@ -70,6 +70,27 @@ class ConsumerOffsets:
                 raise StorageFullError(f"cannot store the offset: {exc.strerror}") from exc
             self._offsets = updated
 
+    @staticmethod
+    def keys_of(payloads: list[dict[str, Any]]) -> set[tuple[str, str, int]]:
+        return {(str(p["group"]), str(p["topic"]), int(p["queue"])) for p in payloads}
+
+    def roll_back(self, keys: set[tuple[str, str, int]], kept: list[dict[str, Any]]) -> None:
+        """The log was cut: commits of `keys` in the removed part are undone,
+        back to their last commit in `kept` (the remaining `offset` records, in
+        log order), or forgotten when the remaining log has none."""
+        if not keys:
+            return
+        last: dict[tuple[str, str, int], int] = {}
+        for p in kept:
+            key = (str(p["group"]), str(p["topic"]), int(p["queue"]))
+            if key in keys:
+                last[key] = int(p["offset"])
+        with self._lock:
+            table = {k: v for k, v in self._offsets.items() if k not in keys}
+            table.update(last)
+            self._persist(table)
+            self._offsets = table
+
     def query(self, group: str, topic: str, queue_id: int) -> int | None:
         validate_group(group)
         return self._offsets.get((group, topic, queue_id))

@@ -19,7 +19,9 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
+from core.epochs import History, divergence_point
 from core.errors import TailraceError
 from core.store import MessageStore
 
@@ -30,6 +32,21 @@ class ReplicationError(TailraceError):
     code = "REPLICATION"
 
 
+class EpochSource(Protocol):
+    """A slave's epoch history, and what to do when its log is cut or restarted."""
+
+    @property
+    def history(self) -> History: ...
+
+    def truncating(self, offset: int) -> None:
+        """About to cut the log at `offset`: undo applied state of the cut part
+        first (so a crash in between leaves it undone; the cut is redone on the
+        next handshake)."""
+        ...
+
+    def adopt(self, history: list[tuple[int, int]]) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Handshake:
     cluster: str
@@ -38,6 +55,7 @@ class Handshake:
     max_offset: int
     secret: str
     epoch: int = 0
+    history: History = ()  # the slave's epoch history
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +64,7 @@ class HandshakeReply:
     truncate_to: int  # -1: keep everything
     master_max: int
     confirmed: int
+    history: History = ()  # the master's epoch history
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +102,16 @@ class ReplicaSet:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._replicas: dict[int, ReplicaState] = {}
+        # failover mode (a controller elects from the in-sync set): sync writes
+        # wait for every `required` slave. A slave joins `required` here once
+        # it has every acknowledged write (acked >= hw); it leaves only when the
+        # controller has confirmed a set without it, so every slave the
+        # controller may elect holds every acknowledged write.
+        self.failover = False
+        self.hw = 0  # end of the highest acknowledged sync write
+        self._confirmed_set: frozenset[int] = frozenset()
+        self._added: dict[int, int] = {}  # node -> proposal generation it was added in
+        self._gen = 0
 
     @property
     def attached(self) -> bool:
@@ -107,6 +136,8 @@ class ReplicaSet:
             st.acked = max(st.acked, ack.max_offset)
             st.flushed = max(st.flushed, ack.flushed_offset)
             st.last_ack_ms = now_ms
+            if self.failover and st.broker_id not in self._required() and st.acked >= self.hw:
+                self._added[st.broker_id] = self._gen + 1  # caught up: writes wait for it from now
             self._cond.notify_all()
         if self.on_ack is not None:
             self.on_ack()
@@ -146,6 +177,73 @@ class ReplicaSet:
                 ),
                 timeout_s,
             )
+
+    # ---- failover mode: the required set --------------------------------------------
+
+    def reset_required(self, hw: int) -> None:
+        """A new mastership: nobody is required until caught up to `hw`."""
+        with self._lock:
+            self.failover = True
+            self.hw = hw
+            self._confirmed_set = frozenset()
+            self._added.clear()
+            self._gen += 1
+
+    def _required(self) -> frozenset[int]:
+        return self._confirmed_set | self._added.keys()
+
+    def required(self) -> frozenset[int]:
+        with self._lock:
+            return self._required()
+
+    def propose(self, master_max: int, now_ms: int) -> tuple[int, frozenset[int]]:
+        """The in-sync set to report to the controller: required slaves still
+        in sync (the others are dropped once the controller confirms)."""
+        with self._lock:
+            self._gen += 1
+            live = {r.broker_id for r in self._in_sync(master_max, now_ms)}
+            return self._gen, self._required() & live
+
+    def confirm(self, gen: int, confirmed: frozenset[int]) -> None:
+        """The controller stored the proposal of generation `gen`."""
+        with self._lock:
+            self._confirmed_set = confirmed
+            self._added = {n: g for n, g in self._added.items() if g > gen and n not in confirmed}
+            self._cond.notify_all()
+
+    def required_ready(self, min_replicas: int, master_max: int, now_ms: int) -> bool:
+        """Whether a sync write can be acknowledged now: enough required
+        slaves, all of them in sync."""
+        with self._lock:
+            req = self._required()
+            live = {r.broker_id for r in self._in_sync(master_max, now_ms)}
+            return len(req) >= min_replicas and req <= live
+
+    def safe_offset(self, master_max: int, min_replicas: int) -> int:
+        """Below this offset every slave the controller may elect has the log:
+        the highest acknowledged write, or what every required slave acked."""
+        with self._lock:
+            req = self._required()
+            acked = [self._replicas[n].acked if n in self._replicas else 0 for n in req]
+            floor = min(acked) if acked and len(acked) >= max(1, min_replicas) else 0
+            return min(master_max, max(self.hw, floor))
+
+    def wait_required(self, offset: int, min_replicas: int, timeout_s: float) -> bool:
+        """Block until every required slave (at least `min_replicas`) acked `offset`."""
+
+        def done() -> bool:
+            req = self._required()
+            if len(req) < min_replicas:
+                return False
+            for node in req:
+                r = self._replicas.get(node)
+                if r is None or not r.connected or r.acked < offset:
+                    return False
+            self.hw = max(self.hw, offset)
+            return True
+
+        with self._cond:
+            return self._cond.wait_for(done, timeout_s)
 
     def snapshot(self) -> list[ReplicaState]:
         with self._lock:
@@ -201,7 +299,9 @@ class MasterSession:
         secret: str,
         chunk_bytes: int,
         epoch: int = 0,
+        history: History = (),
     ) -> None:
+        self.history = history
         self.store = store
         self.replicas = replicas
         self.cluster = cluster
@@ -223,17 +323,24 @@ class MasterSession:
             )
         if hs.broker_id <= 0:
             raise ReplicationError(f"a slave needs a broker id > 0, got {hs.broker_id}")
+        slave_epoch = hs.history[-1][0] if hs.history else 0
+        if slave_epoch > self.epoch:
+            raise ReplicationError(
+                f"this broker (epoch {self.epoch}) is behind the slave (epoch {slave_epoch}): not the master"
+            )
         master_max = self.store.commitlog.max_offset
         master_min = self.store.commitlog.min_offset
         truncate_to = -1
-        start = hs.max_offset
-        if start > master_max:  # the slave holds bytes the master does not: drop them
-            truncate_to = start = master_max
+        # the slave keeps what agrees with this log (epoch histories); a slave
+        # holding bytes this master does not have loses them
+        start = divergence_point(self.history, master_max, hs.history, hs.max_offset)
+        if start < hs.max_offset:
+            truncate_to = start
         if start < master_min:  # a new (or far behind) slave starts at the oldest segment
             start = master_min
         self.next_offset = start
         self.state = self.replicas.attach(hs.broker_id, start, now_ms)
-        return HandshakeReply(start, truncate_to, master_max, confirmed)
+        return HandshakeReply(start, truncate_to, master_max, confirmed, self.history)
 
     def next_chunk(self, confirmed: int) -> Chunk | None:
         """The next bytes for this slave (None when it has everything), carrying
@@ -266,21 +373,40 @@ class MasterSession:
 class SlaveSession:
     """The slave's side of one stream."""
 
-    def __init__(self, store: MessageStore, cluster: str, group: str, broker_id: int, secret: str) -> None:
+    def __init__(
+        self,
+        store: MessageStore,
+        cluster: str,
+        group: str,
+        broker_id: int,
+        secret: str,
+        epochs: EpochSource | None = None,
+    ) -> None:
         self.store = store
         self.cluster = cluster
         self.group = group
         self.broker_id = broker_id
         self.secret = secret
+        self.epochs = epochs
         self.confirmed = 0
+        self.min_epoch = 0  # chunks of an older master epoch are refused (fencing)
 
     def handshake(self) -> Handshake:
+        history = self.epochs.history if self.epochs is not None else ()
         return Handshake(
-            self.cluster, self.group, self.broker_id, self.store.commitlog.max_offset, self.secret
+            self.cluster,
+            self.group,
+            self.broker_id,
+            self.store.commitlog.max_offset,
+            self.secret,
+            history[-1][0] if history else 0,
+            history,
         )
 
     def on_handshake_reply(self, reply: HandshakeReply) -> None:
         if reply.truncate_to >= 0:
+            if self.epochs is not None:
+                self.epochs.truncating(reply.truncate_to)
             self.store.truncate_to(reply.truncate_to)
         mine = self.store.commitlog.max_offset
         if reply.start_offset != mine:
@@ -289,9 +415,15 @@ class SlaveSession:
             # the master no longer has what this log needs next (retention):
             # start again, empty, at the master's oldest offset
             self.store.reset_log(reply.start_offset)
+            if self.epochs is not None:
+                self.epochs.adopt([x for x in reply.history if x[1] <= reply.start_offset])
         self.confirmed = reply.confirmed
 
     def on_chunk(self, chunk: Chunk) -> Ack:
+        if chunk.epoch < self.min_epoch:
+            raise ReplicationError(
+                f"chunk of master epoch {chunk.epoch}; epoch {self.min_epoch} has been elected"
+            )
         if chunk.offset != self.store.commitlog.max_offset:
             raise ReplicationError(
                 f"chunk at {chunk.offset}, this log ends at {self.store.commitlog.max_offset}"

@@ -13,11 +13,13 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
 from core.broker_config import BrokerConfig, documented_keys, load_broker_config, parse_address
+from core.epochs import EpochFile
 from core.errors import ConfigError, TailraceError
 from core.grpc_server import build_server, set_serving
 from core.offsets import ConsumerOffsets
@@ -25,10 +27,10 @@ from core.pb.tailrace.v1 import broker_pb2_grpc, replication_pb2_grpc
 from core.registration import Registrar
 from core.store import MessageStore
 from core.store.checkpoint import atomic_write
-from master.broker import MasterBroker
+from master.controller_link import ControllerLink
 from master.replication_service import ReplicationService
 from master.service import BrokerService
-from slave.broker import SlaveBroker
+from slave.broker import ReplicaBroker
 
 log = logging.getLogger("tailrace.broker")
 
@@ -102,6 +104,19 @@ def setup_logging(node: str, level: str = "INFO", log_file: Path | None = None) 
     logging.basicConfig(level=level.upper(), format=fmt, handlers=handlers, force=True)
 
 
+def _announcer(registrar: Registrar | None, link: ControllerLink | None) -> Callable[[], None]:
+    """After a role change: tell the nameservers and the controller at once
+    (clients find a new master by its registration, not after a heartbeat)."""
+
+    def announce() -> None:
+        if link is not None:
+            link.poke()
+        if registrar is not None:
+            threading.Thread(target=registrar.register_once, name="announce", daemon=True).start()
+
+    return announce
+
+
 def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
     b = cfg.broker
     host, _ = parse_address(b.listen, "broker.listen")
@@ -109,13 +124,13 @@ def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
     store = MessageStore(b.data_dir, cfg.store)
     try:
         offsets = ConsumerOffsets(b.data_dir)
-        broker = SlaveBroker(cfg, store, offsets) if b.role == "slave" else MasterBroker(cfg, store, offsets)
+        epochs = EpochFile(b.data_dir, store.commitlog.max_offset)
+        broker = ReplicaBroker(cfg, store, offsets, epochs)
         server, health = build_server(
             cfg.server.max_workers, cfg.server.max_concurrent_rpcs, cfg.server.max_message_bytes
         )
         broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker), server)
-        if not isinstance(broker, SlaveBroker):
-            replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(broker), server)
+        replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(broker), server)
         try:
             port = server.add_insecure_port(b.listen)
         except RuntimeError as exc:
@@ -127,8 +142,7 @@ def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         server.start()
-        if isinstance(broker, SlaveBroker):
-            broker.start()
+        broker.start()
         metrics_address = ""
         if cfg.server.metrics_listen:
             mhost, mport = parse_address(cfg.server.metrics_listen, "server.metrics_listen")
@@ -152,9 +166,19 @@ def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
         registrar = None
         if b.nameservers:
             registrar = Registrar(b.nameservers, b.heartbeat_ms, broker.registration)
+        link = None
+        if b.controller:
+            link = ControllerLink(b.controller, b.controller_heartbeat_ms, broker)
+        if registrar is not None or link is not None:
+            broker.on_role_change = _announcer(registrar, link)
+        if link is not None:
+            link.start()
+        if registrar is not None:
             registrar.start()
         stop.wait()
         log.info("stopping: refusing new calls, finishing calls in flight")
+        if link is not None:
+            link.close()
         if registrar is not None:
             registrar.close(unregister=True)
         set_serving(health, False)

@@ -19,6 +19,7 @@ from core.errors import ConfigError, TailraceError
 from core.grpc_server import build_server, set_serving
 from core.pb.tailrace.v1 import nameserver_pb2_grpc
 from deploy.broker_main import setup_logging, write_ready_file
+from nameserver.controller import Controller
 from nameserver.registry import BrokerRegistry
 from nameserver.service import NameServerService, _now_ms
 
@@ -35,6 +36,32 @@ class NameserverSection:
         require(self.expire_check_ms > 0, f"{prefix}.expire_check_ms", "must be positive")
 
 
+@dataclass(frozen=True, slots=True)
+class ControllerSection:
+    enabled: bool = field(
+        default=False,
+        metadata={
+            "doc": "run the failover controller here (one per cluster; brokers name it in broker.controller)"
+        },
+    )
+    data_dir: Path = field(
+        default=Path("./controller"), metadata={"doc": "where epochs are persisted (controller.json)"}
+    )
+    lease_ms: int = field(
+        default=4000,
+        metadata={"doc": "master lease; a master silent this long is replaced (keep >= 3 broker heartbeats)"},
+    )
+    unclean_election: bool = field(
+        default=False,
+        metadata={
+            "doc": "elect an out-of-sync slave when no in-sync one is alive (may lose acknowledged writes)"
+        },
+    )
+
+    def validate(self, prefix: str = "controller") -> None:
+        require(self.lease_ms >= 100, f"{prefix}.lease_ms", "must be at least 100")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path)
     p.add_argument("--ready-file", type=Path)
@@ -43,8 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
 
 
-def load(args: argparse.Namespace) -> tuple[NameserverSection, ServerSection]:
-    tables: dict[str, dict[str, Any]] = {"nameserver": {}, "server": {}}
+def load(args: argparse.Namespace) -> tuple[NameserverSection, ServerSection, ControllerSection]:
+    tables: dict[str, dict[str, Any]] = {"nameserver": {}, "server": {}, "controller": {}}
     if args.config is not None:
         try:
             data = tomllib.loads(args.config.read_text())
@@ -58,7 +85,7 @@ def load(args: argparse.Namespace) -> tuple[NameserverSection, ServerSection]:
         key, sep, value = item.partition("=")
         section, _, sub = key.partition(".")
         if not sep or section not in tables or not sub:
-            raise ConfigError(item, "--set takes nameserver.KEY=VALUE or server.KEY=VALUE")
+            raise ConfigError(item, "--set takes SECTION.KEY=VALUE (nameserver, server, controller)")
         try:
             tables[section][sub] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
@@ -68,12 +95,13 @@ def load(args: argparse.Namespace) -> tuple[NameserverSection, ServerSection]:
     return (
         load_section(NameserverSection, tables["nameserver"], "nameserver"),
         load_section(ServerSection, tables["server"], "server"),
+        load_section(ControllerSection, tables["controller"], "controller"),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        ns, server_cfg = load(args)
+        ns, server_cfg, ctl_cfg = load(args)
     except ConfigError as exc:
         print(f"tailrace nameserver: bad config: {exc}", flush=True)
         return 2
@@ -83,7 +111,11 @@ def run(args: argparse.Namespace) -> int:
     server, health = build_server(
         server_cfg.max_workers, server_cfg.max_concurrent_rpcs, server_cfg.max_message_bytes
     )
-    service = NameServerService(registry)
+    controller = None
+    if ctl_cfg.enabled:
+        ctl_cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        controller = Controller(ctl_cfg.data_dir, ctl_cfg.lease_ms, ctl_cfg.unclean_election, _now_ms())
+    service = NameServerService(registry, controller=controller)
     nameserver_pb2_grpc.add_NameServerServicer_to_server(service, server)
     try:
         port = server.add_insecure_port(ns.listen)
@@ -107,8 +139,20 @@ def run(args: argparse.Namespace) -> int:
             "pid": os.getpid(),
             "role": "nameserver",
             "metrics_address": metrics_address,
+            "controller": controller is not None,
         }
         write_ready_file(args.ready_file, info)
+    ticker = None
+    if controller is not None:
+        ctl = controller
+
+        def tick() -> None:  # elections run on time even when no broker calls
+            while not stop.wait(ctl.lease_ms / 8000):
+                ctl.tick(_now_ms())
+
+        ticker = threading.Thread(target=tick, name="controller", daemon=True)
+        ticker.start()
+        log.info("failover controller on (lease %d ms, state in %s)", ctl.lease_ms, ctl_cfg.data_dir)
     try:
         while not stop.wait(ns.expire_check_ms / 1000):
             for r in registry.expire(_now_ms()):

@@ -15,10 +15,13 @@ from typing import Any
 
 from core.broker_config import BrokerConfig
 from core.consumer_groups import ConsumerGroups
+from core.epochs import History
 from core.errors import (
     FlushTimeoutError,
     InvalidArgumentError,
     InvalidQueueError,
+    NotMasterError,
+    RequestTimeoutError,
     UnknownTopicError,
 )
 from core.longpoll import ArrivalNotifier
@@ -31,11 +34,13 @@ from core.record import Message, validate_topic
 from core.redirect import NO_ADVICE, Advice, SlaveView, advise_master, batch_limits, route_key
 from core.replication import AckLag, ReplicaSet
 from core.store import MessageStore, ReadResult
+from master.lease import Lease
 
 SEND_OK = "SEND_OK"
 FLUSH_DISK_TIMEOUT = "FLUSH_DISK_TIMEOUT"
 SLAVE_TIMEOUT = "SLAVE_TIMEOUT"
 SLAVE_NOT_AVAILABLE = "SLAVE_NOT_AVAILABLE"
+NOT_MASTER = "NOT_MASTER"
 LOG_KEY = ("", -1)  # notifier key: "the log grew" (replication streams wait on it)
 MAX_BATCH = 65_536
 
@@ -48,6 +53,7 @@ class SendOutcome:
     results: list[tuple[int, int]]  # (physical offset, queue offset) per stored message
     detail: str = ""
     master_address: str = ""
+    epoch: int = 0
 
 
 def _now_ms() -> int:
@@ -55,9 +61,9 @@ def _now_ms() -> int:
 
 
 class MasterBroker:
-    role = "master"
-
     def __init__(self, config: BrokerConfig, store: MessageStore, offsets: ConsumerOffsets) -> None:
+        self.role = "master"
+        self.lease: Lease | None = None  # with a controller: writes need a valid lease
         self.config = config
         self.store = store
         self.offsets = offsets
@@ -70,7 +76,7 @@ class MasterBroker:
         self.ack_lag = AckLag()
         store.add_append_listener(self._note_append)
         self.address = ""
-        self.epoch = 0  # the group's master epoch: failover (issue 8) moves it
+        self.epoch = 0  # the master epoch this broker leads in (0: no controller)
         self.closing = False
         self.metrics = BrokerMetrics(self.metrics_snapshot)
         self.groups = ConsumerGroups()
@@ -95,6 +101,10 @@ class MasterBroker:
     def broker_name(self) -> str:
         return self.config.broker.broker_name
 
+    def epoch_history(self) -> History:
+        """(epoch, start offset) of every master epoch in this log (none without a controller)."""
+        return ()
+
     # ---- topics ---------------------------------------------------------------
 
     def _queues_for_send(self, topic: str, queue_id: int, messages: Sequence[Message]) -> int:
@@ -118,6 +128,7 @@ class MasterBroker:
         return count
 
     def create_topic(self, topic: str, queues: int) -> tuple[bool, int]:
+        self._check_lease()
         created = self.store.create_topic(topic, queues)
         count = self.store.topics.queue_count(topic)
         assert count is not None
@@ -135,13 +146,13 @@ class MasterBroker:
             raise InvalidArgumentError("a send needs at least one message")
         if len(messages) > MAX_BATCH:
             raise InvalidArgumentError(f"a batch holds at most {MAX_BATCH} messages")
+        if self.lease is not None and not self.lease.valid():
+            return SendOutcome(
+                NOT_MASTER, topic, queue_id, [], "this master's lease lapsed (fenced); nothing stored"
+            )
         rep = self.config.replication
         sync = rep.mode == "sync" and rep.min_insync_replicas > 0
-        if (
-            sync
-            and len(self.replicas.in_sync(self.store.commitlog.max_offset, _now_ms()))
-            < rep.min_insync_replicas
-        ):  # checked first: not even an auto-created topic may be stored
+        if sync and not self._sync_ready():  # checked first: not even an auto-created topic may be stored
             return SendOutcome(
                 SLAVE_NOT_AVAILABLE, topic, queue_id, [],
                 f"{rep.min_insync_replicas} in-sync slave(s) needed; nothing stored",
@@ -164,12 +175,31 @@ class MasterBroker:
         except FlushTimeoutError as exc:
             stored = exc.offsets
             status, detail = FLUSH_DISK_TIMEOUT, exc.message
-        if sync and status == SEND_OK:
-            end = self.store.commitlog.max_offset  # at or past this batch's end
-            if not self.replicas.wait_acked(end, rep.min_insync_replicas, rep.sync_timeout_ms / 1000):
-                status = SLAVE_TIMEOUT
-                detail = "stored on the master, not acknowledged by enough slaves in time"
-        return SendOutcome(status, topic, queue_id, stored, detail)
+        if sync and status == SEND_OK and not self._wait_replicated():
+            status = SLAVE_TIMEOUT
+            detail = "stored on the master, not acknowledged by enough slaves in time"
+        return SendOutcome(status, topic, queue_id, stored, detail, epoch=self.epoch)
+
+    def _check_lease(self) -> None:
+        if self.lease is not None and not self.lease.valid():
+            raise NotMasterError("this master's lease lapsed (fenced): it takes no writes")
+
+    def _sync_ready(self) -> bool:
+        rep = self.config.replication
+        end, now = self.store.commitlog.max_offset, _now_ms()
+        if self.replicas.failover:  # every required slave must be there
+            return self.replicas.required_ready(rep.min_insync_replicas, end, now)
+        return len(self.replicas.in_sync(end, now)) >= rep.min_insync_replicas
+
+    def _wait_replicated(self) -> bool:
+        """Wait until the log's current end (at or past the caller's write) is
+        on enough slaves: with failover, on every slave that may be elected."""
+        rep = self.config.replication
+        end = self.store.commitlog.max_offset
+        timeout = rep.sync_timeout_ms / 1000
+        if self.replicas.failover:
+            return self.replicas.wait_required(end, rep.min_insync_replicas, timeout)
+        return self.replicas.wait_acked(end, rep.min_insync_replicas, timeout)
 
     # ---- reads ------------------------------------------------------------------------
 
@@ -180,6 +210,8 @@ class MasterBroker:
         end = self.store.commitlog.max_offset
         if rep.mode != "sync":
             return end
+        if self.replicas.failover:
+            return self.replicas.safe_offset(end, rep.min_insync_replicas)
         return self.replicas.confirmed(end, rep.min_insync_replicas, _now_ms())
 
     def _visible_end(self) -> int | None:
@@ -281,14 +313,20 @@ class MasterBroker:
         self.store.queue_offsets(topic, queue_id)  # validates topic and queue
 
     def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
-        """Commit through the log, so slaves learn it; applied as it is appended."""
+        """Commit through the log, so slaves learn it; applied as it is appended.
+        In sync mode the commit is acknowledged once replicated like a send, so
+        a failover never takes an acknowledged commit back."""
         self._check_queue(topic, queue_id)
         self.offsets.check(group, offset)
+        self._check_lease()
         if self.offsets.query(group, topic, queue_id) == offset:
             return
         self.store.append_system(
             "offset", {"group": group, "topic": topic, "queue": queue_id, "offset": offset}
         )
+        rep = self.config.replication
+        if rep.mode == "sync" and rep.min_insync_replicas > 0 and not self._wait_replicated():
+            raise RequestTimeoutError("offset stored on the master, not on enough slaves in time")
 
     def query_offset(self, group: str, topic: str, queue_id: int) -> int | None:
         self._check_queue(topic, queue_id)

@@ -42,9 +42,10 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
     ) -> Iterator[pb.ReplicateResponse]:
         b = self.broker
         rep = b.config.replication
+        epoch = b.epoch
         session = MasterSession(
             b.store, b.replicas, b.config.broker.cluster, b.broker_name,
-            cluster_secret(rep.secret), rep.chunk_bytes, b.epoch,
+            cluster_secret(rep.secret), rep.chunk_bytes, epoch, b.epoch_history(),
         )  # fmt: skip
         try:
             first = next(request_iterator)
@@ -52,10 +53,13 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
             return
         if first.WhichOneof("kind") != "handshake":
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "REPLICATION: handshake expected first")
+        if b.role != "master":
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "REPLICATION: this broker is not the master")
         h = first.handshake
+        history = tuple((e.epoch, e.start_offset) for e in h.history)
         try:
             reply = session.handshake(
-                Handshake(h.cluster, h.group, h.broker_id, h.max_offset, h.secret, h.epoch),
+                Handshake(h.cluster, h.group, h.broker_id, h.max_offset, h.secret, h.epoch, history),
                 _now_ms(),
                 b.confirmed(),
             )
@@ -74,6 +78,7 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
                 truncate_to=reply.truncate_to,
                 master_max=reply.master_max,
                 confirmed=reply.confirmed,
+                history=[pb.EpochEntry(epoch=e, start_offset=o) for e, o in reply.history],
             )
         )
         failed: list[TailraceError] = []
@@ -94,7 +99,11 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
         reader.start()
         heartbeat_s = rep.heartbeat_ms / 1000
         try:
-            while context.is_active() and not failed and not b.closing:
+
+            def serving() -> bool:  # a demoted master or a new epoch ends the stream
+                return b.role == "master" and b.epoch == epoch and not b.closing
+
+            while context.is_active() and not failed and serving():
                 chunk = session.next_chunk(b.confirmed())
                 if chunk is not None:
                     yield pb.ReplicateResponse(
@@ -106,7 +115,7 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
                 sent = session.next_offset
 
                 def more(sent: int = sent) -> bool:
-                    return b.store.commitlog.max_offset > sent or bool(failed) or b.closing
+                    return b.store.commitlog.max_offset > sent or bool(failed) or not serving()
 
                 b.notifier.wait(LOG_KEY, more, heartbeat_s)
                 if b.store.commitlog.max_offset <= sent:

@@ -63,6 +63,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             served_by=self.broker.broker_id,
             master_address=out.master_address,
             detail=out.detail,
+            epoch=out.epoch,
         )
 
     def Send(self, request: pb.SendRequest, context: grpc.ServicerContext) -> pb.SendResponse:

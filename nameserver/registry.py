@@ -35,7 +35,12 @@ class Registration:
     max_offset: int
     heartbeat_ms: int
     topics: dict[str, TopicInfo] = field(default_factory=dict)
+    node_id: int = -1  # stable id in the group (failover); -1: same as broker_id
     last_seen_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.node_id < 0:
+            self.node_id = self.broker_id
 
     def expired(self, now_ms: int) -> bool:
         return now_ms - self.last_seen_ms > MISSED_HEARTBEATS * self.heartbeat_ms
@@ -55,7 +60,7 @@ class BrokerRegistry:
             for addr, old in list(self._brokers.items()):
                 if (
                     addr != reg.address
-                    and (old.broker_name, old.broker_id) == (reg.broker_name, reg.broker_id)
+                    and (old.broker_name, old.node_id) == (reg.broker_name, reg.node_id)
                     and old.epoch <= reg.epoch
                 ):
                     del self._brokers[addr]

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
 import grpc
 
-from core.errors import InvalidArgumentError, UnknownTopicError
+from core.errors import InvalidArgumentError, NotControllerError, UnknownTopicError
 from core.metrics import NameserverMetrics
 from core.pb.tailrace.v1 import nameserver_pb2 as pb
 from core.pb.tailrace.v1 import nameserver_pb2_grpc
 from core.route import GroupRoute
+from nameserver.controller import Controller, Heartbeat
 from nameserver.registry import BrokerRegistry, Registration, TopicInfo
 
 
@@ -41,8 +43,14 @@ def group_to_pb(g: GroupRoute) -> pb.GroupRoute:
 
 
 class NameServerService(nameserver_pb2_grpc.NameServerServicer):
-    def __init__(self, registry: BrokerRegistry, clock_ms: Callable[[], int] = _now_ms) -> None:
+    def __init__(
+        self,
+        registry: BrokerRegistry,
+        clock_ms: Callable[[], int] = _now_ms,
+        controller: Controller | None = None,
+    ) -> None:
         self.registry = registry
+        self.controller = controller
         self.clock_ms = clock_ms
         self.metrics = NameserverMetrics(lambda: registry.live_count(clock_ms()))
 
@@ -62,6 +70,7 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
             max_offset=b.max_offset,
             heartbeat_ms=b.heartbeat_ms,
             topics={t.name: TopicInfo(t.read_queues, t.write_queues, t.perm) for t in b.topics},
+            node_id=b.node_id or b.broker_id,
         )
         epoch = self.registry.register(reg, self.clock_ms())
         return pb.RegisterBrokerResponse(group_epoch=epoch)
@@ -88,3 +97,44 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
                 for name, groups in self.registry.clusters(self.clock_ms()).items()
             ]
         )
+
+    # ---- failover controller ------------------------------------------------------------
+
+    def _controller(self) -> Controller:
+        if self.controller is None:
+            raise NotControllerError("this nameserver does not run the failover controller")
+        return self.controller
+
+    def ControllerHeartbeat(
+        self, request: pb.ControllerHeartbeatRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerHeartbeatResponse:
+        hb = Heartbeat(
+            group=request.group,
+            cluster=request.cluster,
+            node_id=request.node_id,
+            address=request.address,
+            epoch=request.epoch,
+            role=request.role,
+            max_offset=request.max_offset,
+            in_sync=frozenset(request.in_sync),
+            priority=request.priority,
+        )
+        d = self._controller().heartbeat(hb, self.clock_ms())
+        return pb.ControllerHeartbeatResponse(
+            epoch=d.epoch,
+            master_id=d.master_id,
+            master_address=d.master_address,
+            in_sync=sorted(d.in_sync),
+            lease_ms=d.lease_ms,
+        )
+
+    def ControllerStatus(
+        self, request: pb.ControllerStatusRequest, context: grpc.ServicerContext
+    ) -> pb.ControllerStatusResponse:
+        return pb.ControllerStatusResponse(json=json.dumps(self._controller().status(self.clock_ms())))
+
+    def Isolate(self, request: pb.IsolateRequest, context: grpc.ServicerContext) -> pb.IsolateResponse:
+        if not request.address:
+            raise InvalidArgumentError("isolate needs an address")
+        self._controller().isolate(request.address, request.duration_ms, self.clock_ms())
+        return pb.IsolateResponse()

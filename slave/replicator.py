@@ -91,6 +91,7 @@ class Replicator:
                     max_offset=hs.max_offset,
                     secret=hs.secret,
                     epoch=hs.epoch,
+                    history=[pb.EpochEntry(epoch=e, start_offset=o) for e, o in hs.history],
                 )
             )
         )
@@ -112,7 +113,13 @@ class Replicator:
                 if kind == "handshake_reply":
                     r = resp.handshake_reply
                     self.session.on_handshake_reply(
-                        HandshakeReply(r.start_offset, r.truncate_to, r.master_max, r.confirmed)
+                        HandshakeReply(
+                            r.start_offset,
+                            r.truncate_to,
+                            r.master_max,
+                            r.confirmed,
+                            tuple((e.epoch, e.start_offset) for e in r.history),
+                        )
                     )
                     self.master_max = r.master_max
                     self.connected.set()

@@ -7,6 +7,7 @@ append and read paths stay in store.py, the replication paths here.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from core.errors import CorruptRecordError, InvalidOffsetError, StoreClosedError
-from core.record import SYSTEM_TOPIC
+from core.record import HEADER, RECORD_MAGIC, SYSTEM_FLAG, SYSTEM_TOPIC, decode_record
 from core.store.replicated import validate_chunk
 
 if TYPE_CHECKING:
@@ -138,3 +139,32 @@ class ReplicaOps:
                 del self.cqs.queues[key]
             self._checkpoint_locked()
             log.warning("log reset to start at %d", offset)
+
+    def system_payloads(self, kind: str, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        """The system records of `kind` in [start, stop) of the log, in log order.
+
+        A header walk over the segments (only system records are decoded):
+        used to roll back applied state around a truncation, which is rare."""
+        out: list[dict[str, Any]] = []
+        clog = self.commitlog
+        end = clog.max_offset if stop is None else min(stop, clog.max_offset)
+        start = max(start, clog.min_offset)
+        seg_bytes = clog.segment_bytes
+        for seg in clog.segments():
+            base = int(seg.path.name)
+            if base + seg_bytes <= start or base >= end:
+                continue
+            pos = max(0, start - base)  # record-aligned: callers pass record offsets
+            limit = min(seg_bytes, end - base)
+            view = seg.view
+            while pos + HEADER.size <= limit:
+                head = HEADER.unpack_from(view, pos)
+                total, magic, flags = head[0], head[1], head[4]
+                if magic != RECORD_MAGIC or total <= 0:
+                    break  # end-of-segment marker
+                if flags & SYSTEM_FLAG:
+                    rec = decode_record(view[pos : pos + total], verify=False)
+                    if rec.topic == SYSTEM_TOPIC and rec.tags == kind:
+                        out.append(json.loads(rec.body))
+                pos += total
+        return out

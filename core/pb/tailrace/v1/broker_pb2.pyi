@@ -83,7 +83,7 @@ class SendBatchRequest(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
 class SendResponse(_message.Message):
-    __slots__ = ("status", "topic", "queue_id", "served_by", "master_address", "detail", "broker_name", "queue_offsets", "physical_offsets")
+    __slots__ = ("status", "topic", "queue_id", "served_by", "master_address", "detail", "broker_name", "queue_offsets", "physical_offsets", "epoch")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class SendResponse(_message.Message):
     BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
     QUEUE_OFFSETS_FIELD_NUMBER: _ClassVar[int]
     PHYSICAL_OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     status: SendStatus
     topic: str
     queue_id: int
@@ -102,7 +103,8 @@ class SendResponse(_message.Message):
     broker_name: str
     queue_offsets: _containers.RepeatedScalarFieldContainer[int]
     physical_offsets: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, status: _Optional[_Union[SendStatus, str]] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., served_by: _Optional[int] = ..., master_address: _Optional[str] = ..., detail: _Optional[str] = ..., broker_name: _Optional[str] = ..., queue_offsets: _Optional[_Iterable[int]] = ..., physical_offsets: _Optional[_Iterable[int]] = ...) -> None: ...
+    epoch: int
+    def __init__(self, status: _Optional[_Union[SendStatus, str]] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., served_by: _Optional[int] = ..., master_address: _Optional[str] = ..., detail: _Optional[str] = ..., broker_name: _Optional[str] = ..., queue_offsets: _Optional[_Iterable[int]] = ..., physical_offsets: _Optional[_Iterable[int]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class PullRequest(_message.Message):
     __slots__ = ("group", "topic", "queue_id", "queue_offset", "max_messages", "max_bytes", "max_wait_ms", "subscription")

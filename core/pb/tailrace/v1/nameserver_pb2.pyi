@@ -6,6 +6,64 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ControllerHeartbeatRequest(_message.Message):
+    __slots__ = ("cluster", "group", "node_id", "address", "epoch", "role", "max_offset", "in_sync", "priority")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    MAX_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    IN_SYNC_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    group: str
+    node_id: int
+    address: str
+    epoch: int
+    role: str
+    max_offset: int
+    in_sync: _containers.RepeatedScalarFieldContainer[int]
+    priority: int
+    def __init__(self, cluster: _Optional[str] = ..., group: _Optional[str] = ..., node_id: _Optional[int] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., max_offset: _Optional[int] = ..., in_sync: _Optional[_Iterable[int]] = ..., priority: _Optional[int] = ...) -> None: ...
+
+class ControllerHeartbeatResponse(_message.Message):
+    __slots__ = ("epoch", "master_id", "master_address", "in_sync", "lease_ms")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MASTER_ID_FIELD_NUMBER: _ClassVar[int]
+    MASTER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    IN_SYNC_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    master_id: int
+    master_address: str
+    in_sync: _containers.RepeatedScalarFieldContainer[int]
+    lease_ms: int
+    def __init__(self, epoch: _Optional[int] = ..., master_id: _Optional[int] = ..., master_address: _Optional[str] = ..., in_sync: _Optional[_Iterable[int]] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+
+class ControllerStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ControllerStatusResponse(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    def __init__(self, json: _Optional[str] = ...) -> None: ...
+
+class IsolateRequest(_message.Message):
+    __slots__ = ("address", "duration_ms")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    duration_ms: int
+    def __init__(self, address: _Optional[str] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+
+class IsolateResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class TopicConfig(_message.Message):
     __slots__ = ("name", "read_queues", "write_queues", "perm")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -19,7 +77,7 @@ class TopicConfig(_message.Message):
     def __init__(self, name: _Optional[str] = ..., read_queues: _Optional[int] = ..., write_queues: _Optional[int] = ..., perm: _Optional[str] = ...) -> None: ...
 
 class BrokerRegistration(_message.Message):
-    __slots__ = ("cluster", "broker_name", "broker_id", "address", "epoch", "role", "max_offset", "heartbeat_ms", "topics")
+    __slots__ = ("cluster", "broker_name", "broker_id", "address", "epoch", "role", "max_offset", "heartbeat_ms", "topics", "node_id")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +87,7 @@ class BrokerRegistration(_message.Message):
     MAX_OFFSET_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
     TOPICS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     broker_name: str
     broker_id: int
@@ -38,7 +97,8 @@ class BrokerRegistration(_message.Message):
     max_offset: int
     heartbeat_ms: int
     topics: _containers.RepeatedCompositeFieldContainer[TopicConfig]
-    def __init__(self, cluster: _Optional[str] = ..., broker_name: _Optional[str] = ..., broker_id: _Optional[int] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., max_offset: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ..., topics: _Optional[_Iterable[_Union[TopicConfig, _Mapping]]] = ...) -> None: ...
+    node_id: int
+    def __init__(self, cluster: _Optional[str] = ..., broker_name: _Optional[str] = ..., broker_id: _Optional[int] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., max_offset: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ..., topics: _Optional[_Iterable[_Union[TopicConfig, _Mapping]]] = ..., node_id: _Optional[int] = ...) -> None: ...
 
 class RegisterBrokerRequest(_message.Message):
     __slots__ = ("broker",)

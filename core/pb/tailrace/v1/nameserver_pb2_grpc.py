@@ -54,6 +54,21 @@ class NameServerStub:
                 request_serializer=tailrace_dot_v1_dot_nameserver__pb2.ListClustersRequest.SerializeToString,
                 response_deserializer=tailrace_dot_v1_dot_nameserver__pb2.ListClustersResponse.FromString,
                 _registered_method=True)
+        self.ControllerHeartbeat = channel.unary_unary(
+                '/tailrace.v1.NameServer/ControllerHeartbeat',
+                request_serializer=tailrace_dot_v1_dot_nameserver__pb2.ControllerHeartbeatRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_nameserver__pb2.ControllerHeartbeatResponse.FromString,
+                _registered_method=True)
+        self.ControllerStatus = channel.unary_unary(
+                '/tailrace.v1.NameServer/ControllerStatus',
+                request_serializer=tailrace_dot_v1_dot_nameserver__pb2.ControllerStatusRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_nameserver__pb2.ControllerStatusResponse.FromString,
+                _registered_method=True)
+        self.Isolate = channel.unary_unary(
+                '/tailrace.v1.NameServer/Isolate',
+                request_serializer=tailrace_dot_v1_dot_nameserver__pb2.IsolateRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_nameserver__pb2.IsolateResponse.FromString,
+                _registered_method=True)
 
 
 class NameServerServicer:
@@ -85,6 +100,28 @@ class NameServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ControllerHeartbeat(self, request, context):
+        """Failover controller (a nameserver with [controller] enabled): brokers of
+        failover-enabled groups heartbeat here; the master's renews its lease.
+        Other nameservers answer FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ControllerStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Isolate(self, request, context):
+        """Drills: refuse one broker's controller heartbeats for a while (a partition).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NameServerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +144,21 @@ def add_NameServerServicer_to_server(servicer, server):
                     servicer.ListClusters,
                     request_deserializer=tailrace_dot_v1_dot_nameserver__pb2.ListClustersRequest.FromString,
                     response_serializer=tailrace_dot_v1_dot_nameserver__pb2.ListClustersResponse.SerializeToString,
+            ),
+            'ControllerHeartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.ControllerHeartbeat,
+                    request_deserializer=tailrace_dot_v1_dot_nameserver__pb2.ControllerHeartbeatRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_nameserver__pb2.ControllerHeartbeatResponse.SerializeToString,
+            ),
+            'ControllerStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ControllerStatus,
+                    request_deserializer=tailrace_dot_v1_dot_nameserver__pb2.ControllerStatusRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_nameserver__pb2.ControllerStatusResponse.SerializeToString,
+            ),
+            'Isolate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Isolate,
+                    request_deserializer=tailrace_dot_v1_dot_nameserver__pb2.IsolateRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_nameserver__pb2.IsolateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -217,6 +269,87 @@ class NameServer:
             '/tailrace.v1.NameServer/ListClusters',
             tailrace_dot_v1_dot_nameserver__pb2.ListClustersRequest.SerializeToString,
             tailrace_dot_v1_dot_nameserver__pb2.ListClustersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ControllerHeartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.NameServer/ControllerHeartbeat',
+            tailrace_dot_v1_dot_nameserver__pb2.ControllerHeartbeatRequest.SerializeToString,
+            tailrace_dot_v1_dot_nameserver__pb2.ControllerHeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ControllerStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.NameServer/ControllerStatus',
+            tailrace_dot_v1_dot_nameserver__pb2.ControllerStatusRequest.SerializeToString,
+            tailrace_dot_v1_dot_nameserver__pb2.ControllerStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Isolate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.NameServer/Isolate',
+            tailrace_dot_v1_dot_nameserver__pb2.IsolateRequest.SerializeToString,
+            tailrace_dot_v1_dot_nameserver__pb2.IsolateResponse.FromString,
             options,
             channel_credentials,
             insecure,

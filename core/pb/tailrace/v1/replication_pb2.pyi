@@ -1,25 +1,36 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ReplicaHandshake(_message.Message):
-    __slots__ = ("cluster", "group", "broker_id", "max_offset", "secret", "epoch")
+    __slots__ = ("cluster", "group", "broker_id", "max_offset", "secret", "epoch", "history")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_OFFSET_FIELD_NUMBER: _ClassVar[int]
     SECRET_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     group: str
     broker_id: int
     max_offset: int
     secret: str
     epoch: int
-    def __init__(self, cluster: _Optional[str] = ..., group: _Optional[str] = ..., broker_id: _Optional[int] = ..., max_offset: _Optional[int] = ..., secret: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[EpochEntry]
+    def __init__(self, cluster: _Optional[str] = ..., group: _Optional[str] = ..., broker_id: _Optional[int] = ..., max_offset: _Optional[int] = ..., secret: _Optional[str] = ..., epoch: _Optional[int] = ..., history: _Optional[_Iterable[_Union[EpochEntry, _Mapping]]] = ...) -> None: ...
+
+class EpochEntry(_message.Message):
+    __slots__ = ("epoch", "start_offset")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    start_offset: int
+    def __init__(self, epoch: _Optional[int] = ..., start_offset: _Optional[int] = ...) -> None: ...
 
 class ReplicaAck(_message.Message):
     __slots__ = ("max_offset", "flushed_offset")
@@ -38,16 +49,18 @@ class ReplicateRequest(_message.Message):
     def __init__(self, handshake: _Optional[_Union[ReplicaHandshake, _Mapping]] = ..., ack: _Optional[_Union[ReplicaAck, _Mapping]] = ...) -> None: ...
 
 class ReplicaHandshakeReply(_message.Message):
-    __slots__ = ("start_offset", "truncate_to", "master_max", "confirmed")
+    __slots__ = ("start_offset", "truncate_to", "master_max", "confirmed", "history")
     START_OFFSET_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_TO_FIELD_NUMBER: _ClassVar[int]
     MASTER_MAX_FIELD_NUMBER: _ClassVar[int]
     CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     start_offset: int
     truncate_to: int
     master_max: int
     confirmed: int
-    def __init__(self, start_offset: _Optional[int] = ..., truncate_to: _Optional[int] = ..., master_max: _Optional[int] = ..., confirmed: _Optional[int] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[EpochEntry]
+    def __init__(self, start_offset: _Optional[int] = ..., truncate_to: _Optional[int] = ..., master_max: _Optional[int] = ..., confirmed: _Optional[int] = ..., history: _Optional[_Iterable[_Union[EpochEntry, _Mapping]]] = ...) -> None: ...
 
 class ReplicaChunk(_message.Message):
     __slots__ = ("offset", "data", "epoch", "confirmed")

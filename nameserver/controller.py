@@ -1,0 +1,247 @@
+"""The failover controller: per broker group, who is master, in which epoch,
+and which slaves may be elected. Plain logic, the clock passed in.
+
+Brokers of a failover-enabled group heartbeat to the controller every
+`controller_heartbeat_ms`. The master's heartbeat renews its lease and
+reports its in-sync set (the slaves that hold every acknowledged write);
+every heartbeat is answered with the group's `Directive` (epoch, master,
+confirmed in-sync set), which is how brokers learn of an election.
+
+Election: when the master's lease has expired (`tick`), the controller picks,
+among the alive members of the confirmed in-sync set, the one with the highest
+reported max offset (then the highest priority, then the lowest node id),
+bumps the epoch, persists it and only then announces it. With no such member
+nothing is elected (unless `unclean_election`), and `status` says why.
+
+Persistence: `controller.json` holds every group's epoch, master and in-sync
+set; it is written (fsync, rename) before a new epoch or set is announced, so
+a restarted controller never reuses an epoch. After a restart every master is
+given a full lease before it can be replaced: the controller cannot know when
+it last renewed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import BrokerUnavailableError, InvalidArgumentError
+from core.store.checkpoint import atomic_write
+
+log = logging.getLogger(__name__)
+STATE_FILE = "controller.json"
+NO_MASTER = -1
+MASTER = "master"  # a broker leading in its epoch
+INITIAL_MASTER = "initial-master"  # configured master, never directed: may bootstrap a new group
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    group: str
+    cluster: str
+    node_id: int
+    address: str
+    epoch: int  # the epoch the broker runs in
+    role: str  # "master" or "slave", as the broker sees itself
+    max_offset: int
+    in_sync: frozenset[int] = frozenset()  # a master's proposal
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Directive:
+    epoch: int
+    master_id: int  # NO_MASTER: none yet
+    master_address: str
+    in_sync: frozenset[int]
+    lease_ms: int
+
+
+@dataclass(slots=True)
+class Member:
+    node_id: int
+    address: str
+    max_offset: int
+    priority: int
+    last_seen_ms: int
+
+
+@dataclass(slots=True)
+class GroupState:
+    epoch: int = 0
+    master_id: int = NO_MASTER
+    master_address: str = ""
+    in_sync: frozenset[int] = frozenset()
+    lease_until_ms: int = 0
+    members: dict[int, Member] = field(default_factory=dict)
+    status: str = "waiting for a master to register"
+    elections: int = 0
+
+
+class Controller:
+    def __init__(
+        self,
+        data_dir: Path | None,
+        lease_ms: int,
+        unclean_election: bool = False,
+        now_ms: int = 0,
+    ) -> None:
+        if lease_ms <= 0:
+            raise InvalidArgumentError("lease_ms must be positive")
+        self.lease_ms = lease_ms
+        self.unclean_election = unclean_election
+        self.path = data_dir / STATE_FILE if data_dir is not None else None
+        self._lock = threading.Lock()
+        self._groups: dict[str, GroupState] = {}
+        self._isolated: dict[str, int] = {}  # address -> until (drills: cut off at the controller)
+        if self.path is not None and self.path.exists():
+            for name, g in json.loads(self.path.read_text())["groups"].items():
+                self._groups[name] = GroupState(
+                    epoch=int(g["epoch"]),
+                    master_id=int(g["master_id"]),
+                    master_address=str(g["master_address"]),
+                    in_sync=frozenset(int(i) for i in g["in_sync"]),
+                    lease_until_ms=now_ms + lease_ms,  # benefit of the doubt after a restart
+                    status="restarted: the master has a full lease to renew",
+                )
+
+    # ---- heartbeats --------------------------------------------------------------------
+
+    def heartbeat(self, hb: Heartbeat, now_ms: int) -> Directive:
+        if not hb.group or hb.node_id <= 0 or not hb.address:
+            raise InvalidArgumentError("a controller heartbeat needs group, node_id > 0 and address")
+        with self._lock:
+            if self._isolated.get(hb.address, 0) > now_ms:
+                raise BrokerUnavailableError(f"{hb.address} is cut off at the controller (drill)")
+            g = self._groups.setdefault(hb.group, GroupState())
+            g.members[hb.node_id] = Member(hb.node_id, hb.address, hb.max_offset, hb.priority, now_ms)
+            if g.master_id == NO_MASTER and g.epoch == 0 and hb.role in (MASTER, INITIAL_MASTER):
+                self._install(hb.group, g, hb.node_id, hb.address, now_ms, "bootstrap")
+            elif hb.node_id == g.master_id:
+                g.master_address = hb.address
+                if hb.epoch == g.epoch and hb.role == MASTER:  # leading in the current epoch: renew
+                    g.lease_until_ms = now_ms + self.lease_ms
+                    proposed = hb.in_sync - {hb.node_id}
+                    if proposed != g.in_sync:
+                        g.in_sync = proposed
+                        self._persist()
+                    g.status = "ok"
+                elif hb.epoch == g.epoch:
+                    # the master restarted: its log may have lost an unflushed tail, so
+                    # it may not simply lead on; elect now (it is a candidate too)
+                    g.lease_until_ms = now_ms - 1
+                    g.status = f"master {hb.node_id} restarted: electing"
+            self._elect_if_expired(hb.group, g, now_ms)
+            return self._directive(g)
+
+    def _directive(self, g: GroupState) -> Directive:
+        return Directive(g.epoch, g.master_id, g.master_address, g.in_sync, self.lease_ms)
+
+    # ---- elections ---------------------------------------------------------------------
+
+    def tick(self, now_ms: int) -> list[str]:
+        """Elect wherever a master's lease has expired; returns the groups
+        that got a new master."""
+        with self._lock:
+            return [name for name, g in self._groups.items() if self._elect_if_expired(name, g, now_ms)]
+
+    def _elect_if_expired(self, name: str, g: GroupState, now_ms: int) -> bool:
+        if g.master_id == NO_MASTER or now_ms <= g.lease_until_ms:
+            return False
+        alive = {
+            m.node_id: m
+            for m in g.members.values()
+            if m.node_id != g.master_id and now_ms - m.last_seen_ms <= self.lease_ms
+        }
+        others = dict(alive)
+        master = g.members.get(g.master_id)
+        if master is not None and now_ms - master.last_seen_ms <= self.lease_ms:
+            # heard from, yet not leading (restarted): every acknowledged write is
+            # on it or on an in-sync slave, and the longest log holds them all
+            alive[master.node_id] = master
+        electable = g.in_sync | {g.master_id}
+        candidates = [m for i, m in alive.items() if i in electable]
+        how = "clean"
+        if not candidates and self.unclean_election:
+            candidates, how = list(alive.values()), "unclean"
+        if not candidates:
+            why = "no in-sync slave is alive" if others else "no slave is alive"
+            g.status = (
+                f"master {g.master_id} lost its lease; {why}"
+                + ("" if self.unclean_election else " (unclean_election is off)")
+                + ": not electing"
+            )
+            return False
+        best = choose(candidates)
+        self._install(name, g, best.node_id, best.address, now_ms, how)
+        return True
+
+    def _install(self, name: str, g: GroupState, node_id: int, address: str, now_ms: int, how: str) -> None:
+        old = g.master_id
+        g.epoch += 1
+        g.master_id, g.master_address = node_id, address
+        g.in_sync = frozenset()
+        g.lease_until_ms = now_ms + self.lease_ms  # time for the new master to learn it
+        g.elections += how != "bootstrap"
+        self._persist()  # before anyone hears of the epoch
+        g.status = f"epoch {g.epoch}: node {node_id} elected ({how})"
+        log.warning(
+            "group %s: epoch %d, master %s -> %d at %s (%s)", name, g.epoch, old, node_id, address, how
+        )
+
+    def _persist(self) -> None:
+        if self.path is None:
+            return
+        state = {
+            "groups": {
+                name: {
+                    "epoch": g.epoch,
+                    "master_id": g.master_id,
+                    "master_address": g.master_address,
+                    "in_sync": sorted(g.in_sync),
+                }
+                for name, g in sorted(self._groups.items())
+            }
+        }
+        atomic_write(self.path, json.dumps(state, indent=1).encode())
+
+    # ---- drills and status -------------------------------------------------------------
+
+    def isolate(self, address: str, duration_ms: int, now_ms: int) -> None:
+        """Refuse `address`'s heartbeats for a while: a partition between the
+        controller and that broker (drills, where network namespaces are not
+        available)."""
+        with self._lock:
+            self._isolated[address] = now_ms + duration_ms
+
+    def status(self, now_ms: int) -> dict[str, Any]:
+        with self._lock:
+            return {
+                name: {
+                    "epoch": g.epoch,
+                    "master_id": g.master_id,
+                    "master_address": g.master_address,
+                    "in_sync": sorted(g.in_sync),
+                    "lease_left_ms": max(0, g.lease_until_ms - now_ms) if g.master_id != NO_MASTER else 0,
+                    "elections": g.elections,
+                    "status": g.status,
+                    "members": {
+                        m.node_id: {
+                            "address": m.address,
+                            "max_offset": m.max_offset,
+                            "alive": now_ms - m.last_seen_ms <= self.lease_ms,
+                        }
+                        for m in sorted(g.members.values(), key=lambda m: m.node_id)
+                    },
+                }
+                for name, g in sorted(self._groups.items())
+            }
+
+
+def choose(candidates: list[Member]) -> Member:
+    """Highest max offset, then highest priority, then lowest node id."""
+    return max(candidates, key=lambda m: (m.max_offset, m.priority, -m.node_id))
