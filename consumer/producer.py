@@ -5,12 +5,15 @@ with a live master, or a user `selector(queues, key)` (e.g. by key, for
 per-key order). A broker that just failed is avoided for `backoff_s`.
 
 Retries: a send that fails with a retriable error (dead connection, passed
-deadline, broker shutting down, NOT_MASTER) is retried on a queue of another
-group after a route refresh, up to `retries` times. A failure whose outcome
-was unknown (the connection died mid-call) may have stored the batch: the
-retry then stores it twice. That is the at-least-once trade RocketMQ makes;
-consumers deduplicate by key. Errors that retrying cannot fix (bad input,
-unknown topic) are raised at once.
+deadline, broker shutting down, NOT_MASTER, a fenced master) is retried after
+a route refresh: at once up to `retries` times (on another group when there
+is one), then with a growing pause until `retry_timeout_s` has passed, which
+covers a failover (the new master appears in the routes within about the
+controller's lease). A failure whose outcome was unknown (the connection died
+mid-call, the deadline passed) may have stored the batch: a retry then may
+store it twice (at least once, as in RocketMQ; consumers deduplicate by key),
+and when every attempt fails the caller gets `OutcomeUnknownError`, not a
+plain failure. Errors that retrying cannot fix (bad input) are raised at once.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from core.errors import (
     BrokerUnavailableError,
     InvalidArgumentError,
     InvalidQueueError,
+    OutcomeUnknownError,
+    RequestTimeoutError,
     TailraceError,
     UnknownTopicError,
 )
@@ -58,6 +63,18 @@ class OutgoingMessage:
     properties: Mapping[str, str] | None = None
 
 
+def outcome_unknown(err: TailraceError) -> bool:
+    """Whether a failed call may have been carried out: its deadline passed,
+    or the connection broke after the call was sent (a refused connection
+    or a broker that answered with an error did nothing)."""
+    if isinstance(err, RequestTimeoutError):
+        return True
+    if isinstance(err, BrokerUnavailableError):
+        text = err.message.lower()
+        return not ("failed to connect" in text or "connection refused" in text or "not the master" in text)
+    return False
+
+
 def by_key(queues: list[MessageQueue], key: str) -> MessageQueue:
     """A selector that sends every message of one key to one queue."""
     import zlib
@@ -86,6 +103,7 @@ class Producer:
         selector: Selector | None = None,
         retries: int = 2,
         backoff_s: float = 5.0,
+        retry_timeout_s: float = 20.0,
     ) -> None:
         if (broker is None) == (namesrv is None):
             raise ValueError("give either broker= or namesrv=")
@@ -98,6 +116,7 @@ class Producer:
         self.pool = ConnectionPool(timeout_s)
         self.selector = selector
         self.retries = retries
+        self.retry_timeout_s = retry_timeout_s
         self.backoff_s = backoff_s
         self._avoid: dict[str, float] = {}
         self._rr = itertools.count()
@@ -169,16 +188,33 @@ class Producer:
             raise InvalidQueueError(f"queue id {queue_id} out of range (-1 lets the broker pick)")
         tried: set[str] = set()
         last: TailraceError | None = None
-        for attempt in range(self.retries + 1):
-            route = self.routes.get(topic, refresh=attempt > 0)
-            if queue is not None:
-                mq: MessageQueue | None = queue
-                address = self._master(route, queue)
-            elif self.single and queue_id != -1:
-                mq = MessageQueue(route.groups[0].broker_name, queue_id)
-                address = route.groups[0].brokers[0].address
-            else:
-                mq, address = self._choose(route, key, tried)
+        unknown = False  # an attempt may have stored the batch
+        deadline = time.monotonic() + self.retry_timeout_s
+        pause = 0.05
+        attempt = -1
+        while True:
+            attempt += 1
+            if attempt > self.retries:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 1.0)
+                tried.clear()  # every group may be tried again
+            try:
+                route = self.routes.get(topic, refresh=attempt > 0)
+                if queue is not None:
+                    mq: MessageQueue | None = queue
+                    address = self._master(route, queue)
+                elif self.single and queue_id != -1:
+                    mq = MessageQueue(route.groups[0].broker_name, queue_id)
+                    address = route.groups[0].brokers[0].address
+                else:
+                    mq, address = self._choose(route, key, tried)
+            except TailraceError as err:  # no route, or no live master in it (failover)
+                if not (err.retriable or err.refresh_route):
+                    raise
+                last = err
+                continue
             if not address:
                 last = BrokerUnavailableError(f"no live master for {mq}")
                 continue
@@ -189,11 +225,14 @@ class Producer:
             try:
                 resp = conn.call(conn.stub.SendBatch, req)
             except TailraceError as err:
-                if not (err.retriable or err.refresh_route) or (queue is not None and attempt):
+                if not (err.retriable or err.refresh_route):
+                    if unknown:
+                        raise OutcomeUnknownError(f"an earlier attempt may have stored it; then: {err}") from err
                     raise
+                unknown = unknown or outcome_unknown(err)
                 if not isinstance(err, UnknownTopicError):  # the broker itself is fine
                     self._avoid[address] = time.monotonic() + self.backoff_s
-                if mq is not None:
+                if mq is not None and queue is None:
                     tried.add(mq.broker_name)
                 last = err
                 continue
@@ -214,6 +253,8 @@ class Producer:
                 for q, p in zip(resp.queue_offsets, resp.physical_offsets, strict=True)
             ]
         assert last is not None
+        if unknown:
+            raise OutcomeUnknownError(f"the send may have been stored (retries failed too): {last}")
         raise last
 
     def send_batch_async(

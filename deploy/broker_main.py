@@ -148,7 +148,14 @@ def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
             mhost, mport = parse_address(cfg.server.metrics_listen, "server.metrics_listen")
             metrics_address = f"{mhost}:{broker.metrics.serve(mhost, mport)}"
         set_serving(health, True)
-        log.info("serving %s as %s id %d on %s", b.broker_name, b.role, b.broker_id, broker.address)
+        log.info(
+            "serving %s as %s id %d on %s%s",
+            b.broker_name,
+            broker.role,
+            b.broker_id,
+            broker.address,
+            f" (the controller at {b.controller} decides the role)" if b.controller else "",
+        )
         if ready_file is not None:
             write_ready_file(
                 ready_file,

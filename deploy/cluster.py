@@ -56,6 +56,10 @@ class Topology:
     nameservers: list[tuple[str, str]]  # (name, host)
     groups: list[GroupSpec]
     hosts: dict[str, HostSpec]
+    failover: bool = False  # the first nameserver runs the controller; brokers follow it
+    lease_ms: int = 4000
+    controller_heartbeat_ms: int = 1000
+    heartbeat_ms: int = 1000  # registration with the nameservers
 
 
 def load_topology(path: Path) -> Topology:
@@ -96,7 +100,13 @@ def load_topology(path: Path) -> Topology:
         nameservers=nameservers,
         groups=groups,
         hosts=hosts,
+        failover=bool(c.get("failover", False)),
+        lease_ms=int(c.get("lease_ms", 4000)),
+        controller_heartbeat_ms=int(c.get("controller_heartbeat_ms", 1000)),
+        heartbeat_ms=int(c.get("heartbeat_ms", 1000)),
     )
+    if topo.failover and not 0 < 4 * topo.controller_heartbeat_ms <= topo.lease_ms:
+        raise ConfigError("cluster.lease_ms", "must be at least 4 controller heartbeats (fencing margin)")
     for pname, host in [*nameservers] + [(g.name, h) for g in groups for h in [g.host, *g.slave_hosts]]:
         if host not in hosts:
             raise ConfigError(f"{pname}.host", f"no [hosts.{host}] in {path.name}")
@@ -141,7 +151,10 @@ def up(topology_path: Path, directory: Path, broker_sets: list[str] | None = Non
     topo = load_topology(topology_path)
     directory.mkdir(parents=True, exist_ok=True)
     started: list[tuple[TailraceProcess, dict[str, Any]]] = []
-    common = ["--set", f"store.segment_bytes={topo.segment_bytes}", "--set", "broker.heartbeat_ms=1000"]
+    common = [
+        *("--set", f"store.segment_bytes={topo.segment_bytes}"),
+        *("--set", f"broker.heartbeat_ms={topo.heartbeat_ms}"),
+    ]
     if topo.secret:
         common += ["--set", f"replication.secret={topo.secret!r}".replace("'", '"')]
     for item in broker_sets or []:
@@ -161,10 +174,24 @@ def up(topology_path: Path, directory: Path, broker_sets: list[str] | None = Non
 
     try:
         ns_addrs = []
-        for n, host in topo.nameservers:
-            p = start(n, ["nameserver"], {"role": "nameserver", "group": None, "broker_id": None}, host)
+        for i, (n, host) in enumerate(topo.nameservers):
+            ctl: list[str] = []
+            if topo.failover and i == 0:
+                ctl = [
+                    *("--set", "controller.enabled=true"),
+                    *("--set", f"controller.data_dir={json.dumps(str(directory / n / 'controller'))}"),
+                    *("--set", f"controller.lease_ms={topo.lease_ms}"),
+                ]
+            meta = {"role": "nameserver", "group": None, "broker_id": None, "controller": bool(ctl)}
+            p = start(n, ["nameserver", *ctl], meta, host)
             ns_addrs.append(p.address)
         namesrv = ",".join(ns_addrs)
+        if topo.failover:  # node ids from 1; the controller decides who leads
+            common += [
+                *("--set", f"broker.controller={ns_addrs[0]}"),
+                *("--set", f"broker.controller_heartbeat_ms={topo.controller_heartbeat_ms}"),
+            ]
+        first_id = 1 if topo.failover else 0
         for g in topo.groups:
             sets = [x for k, v in g.settings.items() for x in ("--set", f"{k}={v}")]
             base = [
@@ -178,17 +205,24 @@ def up(topology_path: Path, directory: Path, broker_sets: list[str] | None = Non
             ]
             m = start(
                 g.name,
-                [*base, "--data-dir", str(directory / g.name / "data"), "--replication", g.replication],
-                {"role": "master", "group": g.name, "broker_id": 0},
+                [
+                    *base,
+                    *("--data-dir", str(directory / g.name / "data"), "--broker-id", str(first_id)),
+                    *("--replication", g.replication),
+                ],
+                {"role": "master", "group": g.name, "broker_id": first_id},
                 g.host,
             )
             for i in range(1, g.slaves + 1):
                 name = f"{g.name}-s{i}"
-                slave_args = ["--role", "slave", "--broker-id", str(i), "--master", m.address]
+                node = first_id + i
+                slave_args = ["--role", "slave", "--broker-id", str(node), "--master", m.address]
+                # a slave promoted later serves with the group's replication mode
+                slave_args += ["--replication", g.replication]
                 start(
                     name,
                     [*base, "--data-dir", str(directory / name / "data"), *slave_args],
-                    {"role": "slave", "group": g.name, "broker_id": i},
+                    {"role": "slave", "group": g.name, "broker_id": node},
                     g.slave_hosts[i - 1] if i <= len(g.slave_hosts) else g.host,
                 )
         _wait_registered(ns_addrs, topo)

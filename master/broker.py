@@ -346,7 +346,7 @@ class MasterBroker:
         return ns_pb.BrokerRegistration(
             cluster=b.cluster,
             broker_name=b.broker_name,
-            broker_id=b.broker_id,
+            broker_id=self.broker_id,
             address=self.address,
             epoch=self.epoch,
             role=self.role,
