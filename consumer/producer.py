@@ -9,7 +9,9 @@ deadline, broker shutting down, NOT_MASTER, a fenced master) is retried after
 a route refresh: at once up to `retries` times (on another group when there
 is one), then with a growing pause until `retry_timeout_s` has passed, which
 covers a failover (the new master appears in the routes within about the
-controller's lease). A failure whose outcome was unknown (the connection died
+controller's lease). A send the master refused with SLAVE_NOT_AVAILABLE
+(nothing stored: too few in-sync slaves for now) is retried the same way,
+and its status is returned only when the time is up. A failure whose outcome was unknown (the connection died
 mid-call, the deadline passed) may have stored the batch: a retry then may
 store it twice (at least once, as in RocketMQ; consumers deduplicate by key),
 and when every attempt fails the caller gets `OutcomeUnknownError`, not a
@@ -53,6 +55,8 @@ class SendReceipt:
     physical_offset: int
     served_by: int
     broker_name: str = ""
+    epoch: int = 0  # the master epoch it was acknowledged in (0: no controller)
+    address: str = ""  # the broker that answered
 
 
 @dataclass(slots=True)
@@ -227,7 +231,7 @@ class Producer:
             except TailraceError as err:
                 if not (err.retriable or err.refresh_route):
                     if unknown:
-                        raise OutcomeUnknownError(f"an earlier attempt may have stored it; then: {err}") from err
+                        raise OutcomeUnknownError(f"an earlier try may have stored it, then {err}") from err
                     raise
                 unknown = unknown or outcome_unknown(err)
                 if not isinstance(err, UnknownTopicError):  # the broker itself is fine
@@ -240,15 +244,34 @@ class Producer:
                 self._avoid[address] = time.monotonic() + self.backoff_s
                 last = BrokerUnavailableError(f"{address} is not the master of {mq}")
                 continue
+            if resp.status == pb.SLAVE_NOT_AVAILABLE and time.monotonic() < deadline:
+                # nothing stored: the master waits for its slaves (a failover, a
+                # slave lost or catching up); the same queue is retried after a pause
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 1.0)
+                queue = queue or mq
+                last = BrokerUnavailableError(f"{address}: {resp.detail}")
+                continue
             status = _STATUS_NAMES.get(resp.status, str(resp.status))
             name = mq.broker_name if mq is not None else route.groups[0].broker_name
             if not resp.queue_offsets:  # nothing stored (e.g. SLAVE_NOT_AVAILABLE): one receipt each, no id
-                none = SendReceipt(status, "", resp.topic, resp.queue_id, -1, -1, resp.served_by, name)
+                none = SendReceipt(
+                    status, "", resp.topic, resp.queue_id, -1, -1, resp.served_by, name, resp.epoch, address
+                )
                 return [none] * len(msgs)
             prefix = resp.broker_name or name
             return [
                 SendReceipt(
-                    status, f"{prefix}@{p:016X}", resp.topic, resp.queue_id, q, p, resp.served_by, name
+                    status,
+                    f"{prefix}@{p:016X}",
+                    resp.topic,
+                    resp.queue_id,
+                    q,
+                    p,
+                    resp.served_by,
+                    name,
+                    resp.epoch,
+                    address,
                 )
                 for q, p in zip(resp.queue_offsets, resp.physical_offsets, strict=True)
             ]

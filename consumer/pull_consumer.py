@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -78,6 +78,7 @@ class PullConsumer:
         rebalance_interval_ms: int = 20_000,
         client_id: str | None = None,
         timeout_s: float = 10.0,
+        on_commit: Callable[[MessageQueue, int], None] | None = None,
     ) -> None:
         if start not in ("first", "last"):
             raise InvalidArgumentError("start must be 'first' or 'last'")
@@ -97,6 +98,7 @@ class PullConsumer:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.auto_commit_s = auto_commit_interval_ms / 1000
+        self.on_commit = on_commit  # told of every acknowledged commit (verification logs)
         self.rebalance_s = rebalance_interval_ms / 1000
         self.client_id = client_id or f"{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}"
         self.served_by: Counter[int] = Counter()
@@ -255,6 +257,8 @@ class PullConsumer:
                 first = first or exc
                 continue
             self._committed[mq] = off
+            if self.on_commit is not None:
+                self.on_commit(mq, off)
         if first is not None and raise_errors:
             raise first
 

@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     redirect_bench.add_arguments(
         bench_sub.add_parser("redirect", help="read redirection in memory cgroups, on vs off")
     )
+    from deploy import drill
+
+    drill.add_arguments(sub.add_parser("drill", help="a failure drill on a real cluster, checked from logs"))
     p = sub.add_parser("store-bench", help="benchmark the storage engine")
     store_bench.add_arguments(p)
     sub.add_parser("store-demo", help="kill -9 a writer, recover, benchmark", add_help=False)
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "consume": client_cli.run_consume,
         "topic": client_cli.run_topic,
         "store-bench": store_bench.run,
+        "drill": drill.run,
     }
     try:
         if args.command == "bench":

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import functools
 import json
+import signal
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import IO, Any
 from consumer import Admin, Producer, PullConsumer
 from consumer.producer import OutgoingMessage, SendReceipt
 from core.errors import TailraceError
+from core.route import MessageQueue
 
 
 class Progress:
@@ -78,6 +80,7 @@ def add_produce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queue", type=int, default=-1, help="-1: the broker picks per batch")
     p.add_argument("--tags", default="")
     p.add_argument("--in-flight", type=int, default=4, help="batches outstanding at once")
+    p.add_argument("--rate", type=float, default=0, help="messages per second (0: as fast as possible)")
     p.add_argument("--run-id", default=None)
     p.add_argument("--log", type=argparse.FileType("w"), default=None)
     p.add_argument("--json", action="store_true")
@@ -85,8 +88,8 @@ def add_produce_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_produce(args: argparse.Namespace) -> int:
     run_id = args.run_id or uuid.uuid4().hex[:12]
-    if args.count < 0 or args.batch < 1 or args.size < 0:
-        print("tailrace produce: --count >= 0, --batch >= 1, --size >= 0", file=sys.stderr)
+    if args.count < 0 or args.batch < 1 or args.size < 0 or args.rate < 0:
+        print("tailrace produce: --count >= 0, --batch >= 1, --size >= 0, --rate >= 0", file=sys.stderr)
         return 2
     log: IO[str] | None = args.log
     lock = threading.Lock()
@@ -103,6 +106,7 @@ def run_produce(args: argparse.Namespace) -> int:
                 errors[exc.code] = errors.get(exc.code, 0) + len(seqs)
             return
         lines = []
+        now = round(time.time(), 4)
         for seq, r in zip(seqs, receipts, strict=True):
             if log is not None:
                 lines.append(
@@ -114,6 +118,10 @@ def run_produce(args: argparse.Namespace) -> int:
                             "offset": r.queue_offset,
                             "id": r.message_id,
                             "status": r.status,
+                            "broker": r.broker_name,
+                            "epoch": r.epoch,
+                            "address": r.address,
+                            "t": now,
                         }
                     )
                 )
@@ -128,8 +136,13 @@ def run_produce(args: argparse.Namespace) -> int:
     with Producer(args.broker, namesrv=args.namesrv, max_in_flight=args.in_flight) as producer:
         pending: list[Future[list[SendReceipt]]] = []
         progress = Progress("produced", args.count)
+        paced_from = time.monotonic()
         for start in range(0, args.count, args.batch):
             progress.update(ok + failed)
+            if args.rate:  # pace: batch n leaves no earlier than n*batch/rate seconds in
+                ahead = paced_from + start / args.rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
             seqs = range(start, min(args.count, start + args.batch))
             bodies = [make_body(run_id, s, args.size) for s in seqs]
             if args.tags:
@@ -181,6 +194,15 @@ def run_consume(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout_ms / 1000
     first_at: float | None = None
     last_at = t0
+
+    def log_commit(mq: MessageQueue, offset: int) -> None:
+        if log is not None:  # the drill checks no delivery goes back below a commit
+            log.write(json.dumps({"commit": offset, "broker": mq.broker_name, "queue": mq.queue_id}) + "\n")
+            log.flush()
+
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():  # SIGTERM: stop, commit, leave
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with PullConsumer(
         args.broker,
         args.group,
@@ -192,9 +214,10 @@ def run_consume(args: argparse.Namespace) -> int:
         heartbeat_ms=args.heartbeat_ms,
         rebalance_interval_ms=args.rebalance_ms,
         auto_commit_interval_ms=1000,
+        on_commit=log_commit,
     ) as consumer:
         progress = Progress("consumed", args.count)
-        while len(seen) < args.count and time.monotonic() < deadline:
+        while len(seen) < args.count and time.monotonic() < deadline and not stop.is_set():
             progress.update(len(seen))
             left_ms = int((deadline - time.monotonic()) * 1000)
             batch = consumer.poll(max(1, min(200, left_ms)))
@@ -222,6 +245,7 @@ def run_consume(args: argparse.Namespace) -> int:
                                 "seq": ident[1] if ident else None,
                                 "queue": m.queue_id,
                                 "offset": m.queue_offset,
+                                "broker": m.broker_name,
                             }
                         )
                     )

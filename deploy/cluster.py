@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,7 @@ def resolve_topology(name: str | None) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    _reap(pid)  # a child of this process that exited is a zombie until reaped
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -143,12 +145,20 @@ def read_state(directory: Path) -> dict[str, Any] | None:
     return json.loads(f.read_text()) if f.exists() else None
 
 
-def up(topology_path: Path, directory: Path, broker_sets: list[str] | None = None) -> dict[str, Any]:
-    """Start the cluster; `broker_sets` ("section.key=value") apply to every broker."""
+def up(
+    topology_path: Path,
+    directory: Path,
+    broker_sets: list[str] | None = None,
+    tune: Callable[[Topology], None] | None = None,
+) -> dict[str, Any]:
+    """Start the cluster; `broker_sets` ("section.key=value") apply to every
+    broker; `tune` may adjust the loaded topology (drills: fast timings)."""
     state = read_state(directory)
     if state and any(_alive(p["pid"]) for p in state["processes"]):
         raise TailraceError(f"a cluster is already running in {directory} (tailrace cluster down first)")
     topo = load_topology(topology_path)
+    if tune is not None:
+        tune(topo)
     directory.mkdir(parents=True, exist_ok=True)
     started: list[tuple[TailraceProcess, dict[str, Any]]] = []
     common = [

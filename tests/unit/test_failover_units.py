@@ -130,7 +130,8 @@ def test_isolated_broker_cannot_renew() -> None:
 def test_bad_heartbeat_is_refused_and_changes_nothing() -> None:
     c = bootstrapped()
     before = c.status(0)
-    for bad in (hb(0), Heartbeat("", "c", 1, "h:1", 0, "slave", 0), Heartbeat("g", "c", 1, "", 0, "slave", 0)):
+    bad_ones = (hb(0), Heartbeat("", "c", 1, "h:1", 0, "slave", 0), Heartbeat("g", "c", 1, "", 0, "slave", 0))
+    for bad in bad_ones:
         with pytest.raises(InvalidArgumentError):
             c.heartbeat(bad, 1)
     assert c.status(0) == before
