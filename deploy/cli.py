@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     from bench import replication as replication_bench
 
     replication_bench.add_arguments(bench_sub.add_parser("replication", help="master + 1 slave"))
+    from bench import failover as failover_bench
+
+    failover_bench.add_arguments(bench_sub.add_parser("failover", help="seeded kill-master drills in a row"))
     from bench import redirect_bench
 
     redirect_bench.add_arguments(
@@ -78,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             if args.bench_command == "replication":
                 return replication_bench.run(args)
+            if args.bench_command == "failover":
+                return failover_bench.run(args)
             if args.bench_command == "redirect":
                 return redirect_bench.run(args)
             return produce_consume.run(args)

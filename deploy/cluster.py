@@ -333,9 +333,11 @@ def status(directory: Path) -> dict[str, Any]:
                     st = a.status()
                 d = st["details"]
                 rep = d.get("replication", {})
+                fo = d.get("failover", {})
                 row.update(
                     healthy=True,
-                    epoch=0,
+                    role=st["role"],  # the current role: a failover changes it
+                    epoch=fo.get("epoch", 0),
                     max_offset=st["max_offset"],
                     lag_bytes=rep.get("lag_bytes"),
                     in_sync=rep.get("in_sync"),

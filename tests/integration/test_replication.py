@@ -125,7 +125,9 @@ def test_a_stranger_is_refused(procs: ProcessGroup) -> None:
 def test_sync_mode_without_its_slave_never_answers_ok(procs: ProcessGroup) -> None:
     m, (s1,) = master_and_slaves(procs, 1, "sync", ["--set", "replication.sync_timeout_ms=500",
                                                     "--set", "replication.max_ack_age_ms=1000"])  # fmt: skip
-    with Producer(m.address) as prod:
+    # retry_timeout_s=0: the broker's answers as they are (producers retry
+    # SLAVE_NOT_AVAILABLE within their retry window by default)
+    with Producer(m.address, retry_timeout_s=0) as prod:
         assert prod.send("R", b"with slave").status == "SEND_OK"
         s1.kill()
         statuses = []

@@ -1,0 +1,148 @@
+"""A former master's divergent tail: two in-process ReplicaBrokers (no
+sockets), roles switched by controller directives the way the controller
+link delivers them. The returning master's handshake cuts what it wrote
+after the new epoch began, undoes the offset commits in that tail, and the
+cut holds across a crash right after it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from core.broker_config import load_broker_config
+from core.epochs import EpochFile
+from core.offsets import ConsumerOffsets
+from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
+from core.record import Message
+from core.replication import MasterSession
+from core.store import MessageStore
+from nameserver.controller import Directive
+from slave.broker import ReplicaBroker
+from tests.helpers.store_tools import abandon, check_consistency
+
+pytestmark = pytest.mark.component
+Open = Callable[..., MessageStore]
+SECRET = "s3cret"
+
+
+def broker(open_store: Open, d: Path, node: int) -> ReplicaBroker:
+    cfg = load_broker_config(
+        None,
+        {
+            "broker.broker_name": "g",
+            "broker.broker_id": node,
+            "broker.role": "master" if node == 1 else "slave",
+            "broker.controller": "127.0.0.1:1",
+            "replication.secret": SECRET,
+        },
+    )
+    store = open_store(d / "store")
+    b = ReplicaBroker(cfg, store, ConsumerOffsets(d), EpochFile(d, store.commitlog.max_offset))
+    b.address = f"h:{node}"
+    return b
+
+
+def direct(b: ReplicaBroker, epoch: int, master: int, address: str = "") -> None:
+    """A controller directive, answering a heartbeat sent just now."""
+    req, gen = b.controller_heartbeat()
+    b.on_directive(Directive(epoch, master, address, frozenset(), 4000), time.monotonic(), req, gen)
+    if b.leading and b.epoch == epoch:  # the next heartbeat, as master, renews the lease
+        req, gen = b.controller_heartbeat()
+        b.on_directive(Directive(epoch, master, address, frozenset(), 4000), time.monotonic(), req, gen)
+
+
+def replicate(master: ReplicaBroker, slave: ReplicaBroker) -> None:
+    """Join master and slave in memory until the slave has everything."""
+    m = MasterSession(master.store, master.replicas, "DefaultCluster", "g", SECRET, 1 << 16,
+                      master.epoch, master.epoch_history())  # fmt: skip
+    slave.session.on_handshake_reply(m.handshake(slave.session.handshake(), 0, 0))
+    while (chunk := m.next_chunk(master.store.commitlog.max_offset)) is not None:
+        m.on_ack(slave.session.on_chunk(chunk), 0)
+
+
+def send(b: ReplicaBroker, n: int, tag: str) -> None:
+    out = b.send("t", 0, [Message("t", 0, f"{tag}-{i}".encode() * 20) for i in range(n)])
+    assert out.status == "SEND_OK", out
+
+
+def test_returning_master_cuts_its_divergent_tail(open_store: Open, tmp_path: Path) -> None:
+    a, b = broker(open_store, tmp_path / "a", 1), broker(open_store, tmp_path / "b", 2)
+    direct(a, 1, 1)
+    assert a.leading and a.epoch == 1 and a.epochs.history == ((1, 0),)
+    send(a, 50, "e1")
+    a.commit_offset("grp", "t", 0, 10)
+    replicate(a, b)
+    common = a.store.commitlog.max_offset
+    assert b.store.commitlog.max_offset == common and b.epochs.history == ((1, 0),)
+    assert b.offsets.query("grp", "t", 0) == 10
+
+    # a goes on alone (its writes never reach b), commits past what b knows
+    send(a, 30, "lost")
+    a.commit_offset("grp", "t", 0, 70)
+    a.commit_offset("other", "t", 0, 5)  # a group b never heard of
+    # b is elected for epoch 2 and takes writes
+    direct(b, 2, 2)
+    assert b.leading and b.epochs.history == ((1, 0), (2, common))
+    send(b, 20, "e2")
+    b.commit_offset("grp", "t", 0, 55)
+
+    # a learns of epoch 2: it is a slave now, and takes no writes
+    direct(a, 2, 2)
+    assert not a.leading and a.role == "slave"
+    assert a.send("t", 0, [Message("t", 0, b"x")]).status == "NOT_MASTER"
+    replicate(b, a)
+    assert a.store.commitlog.max_offset == b.store.commitlog.max_offset
+    assert bytes(a.store.commitlog.view(0, common)) == bytes(b.store.commitlog.view(0, common))
+    assert a.epochs.history == b.epochs.history == ((1, 0), (2, common))
+    assert a.offsets.query("grp", "t", 0) == 55  # rolled back to 10, then b's 55 replicated
+    assert a.offsets.query("other", "t", 0) is None  # only ever committed in the cut tail
+    check_consistency(a.store)
+
+
+def test_cut_survives_a_crash_right_after_it(open_store: Open, tmp_path: Path) -> None:
+    a, b = broker(open_store, tmp_path / "a", 1), broker(open_store, tmp_path / "b", 2)
+    direct(a, 1, 1)
+    send(a, 40, "e1")
+    a.commit_offset("grp", "t", 0, 7)
+    replicate(a, b)
+    common = a.store.commitlog.max_offset
+    send(a, 40, "lost")
+    a.commit_offset("grp", "t", 0, 60)
+    direct(b, 2, 2)
+    send(b, 5, "e2")
+    direct(a, 2, 2)
+    # only the handshake: a cuts its tail, then dies before any chunk
+    m = MasterSession(b.store, b.replicas, "DefaultCluster", "g", SECRET, 1 << 16, b.epoch, b.epoch_history())
+    a.session.on_handshake_reply(m.handshake(a.session.handshake(), 0, 0))
+    assert a.store.commitlog.max_offset == common
+    abandon(a.store)
+
+    store = open_store(tmp_path / "a" / "store")  # recovery after the crash
+    assert store.commitlog.max_offset == common
+    assert EpochFile(tmp_path / "a", store.commitlog.max_offset).history == ((1, 0),)
+    assert ConsumerOffsets(tmp_path / "a").query("grp", "t", 0) == 7
+    check_consistency(store)
+    # and the tail never comes back: replication continues from the cut
+    cfg = a.config
+    again = ReplicaBroker(cfg, store, ConsumerOffsets(tmp_path / "a"), EpochFile(tmp_path / "a", common))
+    replicate(b, again)
+    assert again.store.commitlog.max_offset == b.store.commitlog.max_offset
+    assert again.epochs.history == ((1, 0), (2, common))
+
+
+def test_fenced_master_refuses_writes(open_store: Open, tmp_path: Path) -> None:
+    a = broker(open_store, tmp_path / "a", 1)
+    direct(a, 1, 1)
+    send(a, 1, "ok")
+    assert a.lease is not None
+    a.lease.revoke()  # the lease ran out: no renewal reached the controller
+    before = a.store.commitlog.max_offset
+    assert a.send("t", 0, [Message("t", 0, b"x")]).status == "NOT_MASTER"
+    with pytest.raises(Exception, match="lease"):
+        a.commit_offset("grp", "t", 0, 1)
+    assert a.store.commitlog.max_offset == before  # nothing stored
+    req, _ = a.controller_heartbeat()
+    assert req.role == "master" and isinstance(req, ns_pb.ControllerHeartbeatRequest)
