@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 BENCH_DIR ?= /tmp/tailrace-bench
 
-.PHONY: demo test lint typecheck unit test-all bench clean
+.PHONY: demo test lint typecheck unit test-all drills bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: lint typecheck
 # Everything, slow runs included.
 test-all: lint typecheck
 	$(BIN)/pytest -m ''
+
+# Every failover drill once (fast timings), and the drill-marked tests.
+drills: $(STAMP)
+	for d in kill-master pause-master partition-master kill-slave restart-all rolling-restart; do \
+		$(BIN)/tailrace drill $$d --fast --duration 10 || exit 1; done
+	$(BIN)/pytest -m drill
 
 bench: $(STAMP)
 	$(BIN)/tailrace store-bench --dir $(BENCH_DIR) --count 1000000 --size 1024 --batch 256 --warm both --json
