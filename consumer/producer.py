@@ -7,7 +7,7 @@ per-key order). A broker that just failed is avoided for `backoff_s`.
 Retries: a send that fails with a retriable error (dead connection, passed
 deadline, broker shutting down, NOT_MASTER, a fenced master) is retried after
 a route refresh: at once up to `retries` times (on another group when there
-is one), then with a growing pause until `retry_timeout_s` has passed, which
+is one), then with a growing pause (50 ms up to 250 ms) until `retry_timeout_s` has passed, which
 covers a failover (the new master appears in the routes within about the
 controller's lease). A send the master refused with SLAVE_NOT_AVAILABLE
 (nothing stored: too few in-sync slaves for now) is retried the same way,
@@ -42,6 +42,9 @@ from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import MessageQueue, TopicRoute
 
 _STATUS_NAMES = {v: k for k, v in pb.SendStatus.items()}
+# Retries after the first ones pause 50 ms, doubling up to this: short enough
+# that a send lands within a fraction of a second of a new master appearing.
+MAX_RETRY_PAUSE_S = 0.25
 Selector = Callable[[list[MessageQueue], str], MessageQueue]
 
 
@@ -202,7 +205,7 @@ class Producer:
                 if time.monotonic() >= deadline:
                     break
                 time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-                pause = min(pause * 2, 1.0)
+                pause = min(pause * 2, MAX_RETRY_PAUSE_S)
                 tried.clear()  # every group may be tried again
             try:
                 route = self.routes.get(topic, refresh=attempt > 0)
@@ -248,7 +251,7 @@ class Producer:
                 # nothing stored: the master waits for its slaves (a failover, a
                 # slave lost or catching up); the same queue is retried after a pause
                 time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-                pause = min(pause * 2, 1.0)
+                pause = min(pause * 2, MAX_RETRY_PAUSE_S)
                 queue = queue or mq
                 last = BrokerUnavailableError(f"{address}: {resp.detail}")
                 continue

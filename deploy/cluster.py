@@ -348,7 +348,26 @@ def status(directory: Path) -> dict[str, Any]:
         elif p["role"] == "nameserver":
             row["healthy"] = _alive(p["pid"])
         out.append(row)
-    return {"processes": out}
+    result: dict[str, Any] = {"processes": out}
+    ctl = [p for p in state["processes"] if p.get("controller") and _alive(p["pid"])]
+    if ctl:
+        result["controller"] = controller_status(ctl[0]["address"])
+    return result
+
+
+def controller_status(address: str) -> dict[str, Any]:
+    """The failover controller's view per group (epoch, master, in-sync set, why)."""
+    import grpc
+
+    from core.pb.tailrace.v1 import nameserver_pb2, nameserver_pb2_grpc
+
+    with grpc.insecure_channel(address) as ch:
+        try:
+            stub = nameserver_pb2_grpc.NameServerStub(ch)  # type: ignore[no-untyped-call]
+            reply = stub.ControllerStatus(nameserver_pb2.ControllerStatusRequest(), timeout=2)
+        except grpc.RpcError as exc:
+            return {"error": str(exc.code())}
+    return dict(json.loads(reply.json))
 
 
 def _find(directory: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -425,6 +444,12 @@ def run(args: Any) -> int:
                 )
                 health = "healthy" if r["healthy"] else "DOWN"
                 print(f"{r['name']:<16} {r['role']:<10} {health:<8} {r['address']}{extra}")
+            for group, g in st.get("controller", {}).items():
+                if isinstance(g, dict):
+                    print(
+                        f"controller: {group} epoch {g['epoch']} master {g['master_id']} "
+                        f"in_sync={g['in_sync']} lease_left_ms={g['lease_left_ms']}: {g['status']}"
+                    )
         return 0
     if cmd == "kill":
         signal_process(args.dir, args.name, signal.SIGKILL)

@@ -120,6 +120,7 @@ class Controller:
             g = self._groups.setdefault(hb.group, GroupState())
             g.members[hb.node_id] = Member(hb.node_id, hb.address, hb.max_offset, hb.priority, now_ms)
             if g.master_id == NO_MASTER and g.epoch == 0 and hb.role in (MASTER, INITIAL_MASTER):
+                g.epoch = max(g.epoch, hb.epoch)  # a leader from before a lost state file: a newer epoch
                 self._install(hb.group, g, hb.node_id, hb.address, now_ms, "bootstrap")
             elif hb.node_id == g.master_id:
                 g.master_address = hb.address

@@ -40,6 +40,13 @@ def test_bootstrap_needs_a_configured_master() -> None:
     assert (d.epoch, d.master_id, d.master_address) == (1, 1, "h:1")
 
 
+def test_lost_state_file_adopts_the_leader_in_a_newer_epoch() -> None:
+    c = Controller(None, L)  # no state: the file was lost, the brokers still run
+    c.heartbeat(hb(2, "slave", 4, 90), 0)
+    d = c.heartbeat(hb(1, MASTER, 4, 100), 10)
+    assert (d.epoch, d.master_id) == (5, 1)  # never an epoch the group has used
+
+
 def test_master_renews_and_reports_in_sync() -> None:
     c = bootstrapped()
     for t in range(0, 20_000, 1000):
