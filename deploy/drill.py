@@ -179,6 +179,7 @@ def run_drill(opt: DrillOptions) -> dict[str, Any]:
         wait_for(view.all_in_sync, 30, "every slave in sync")
         with Admin(namesrv=view.nameservers) as admin:
             admin.create_topic(TOPIC, 4)
+            wait_for(lambda: _routed(admin), 30, "the topic in the routes")  # clients start from a route
         count = int(opt.rate * opt.duration_s)
         plog, clog = work / "produce.jsonl", work / "consume.jsonl"
         ns = ",".join(view.nameservers)
@@ -216,6 +217,9 @@ def run_drill(opt: DrillOptions) -> dict[str, Any]:
             wait_for(drained, 90, "the consumer draining every acknowledged message", 0.5)
         except TailraceError as exc:
             events.append(str(exc))
+        if consumer.poll() is not None and not drained():
+            out = (work / "consume.out").read_text(errors="replace")[-2000:]
+            raise TailraceError(f"drill: the consumer exited early ({consumer.returncode}):\n{out}")
         consumer.send_signal(signal.SIGTERM)  # stop, commit, leave the group
         consumer.wait(30)
         report = check(produced, read_lines(clog))
@@ -329,6 +333,13 @@ def _inject(
             wait_for(view.all_in_sync, 60 + 10 * lease_s, f"{n} back in sync")
             note(f"restarted {n}")
     return events
+
+
+def _routed(admin: Admin) -> bool:
+    try:
+        return bool(admin.routes is not None and admin.routes.get(TOPIC, refresh=True).write_queues())
+    except TailraceError:
+        return False
 
 
 def _stopped(view: ClusterView, name: str) -> bool:
