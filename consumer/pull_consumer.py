@@ -61,6 +61,23 @@ class ReceivedMessage(Record):
     served_by: int = -1
 
 
+class QueueHooks:
+    """How a consumer built on this one (consumer/push_consumer.py) steers it
+    per queue; the defaults are the plain pull consumer's behaviour."""
+
+    def paused(self, mq: MessageQueue) -> bool:
+        """No new pull for this queue (flow control)."""
+        return False
+
+    def commit_point(self, mq: MessageQueue, pulled: int) -> int:
+        """The offset to commit for a queue pulled up to `pulled`: everything
+        polled, here; the lowest offset not yet processed, for a push consumer."""
+        return pulled
+
+    def revoked(self, mq: MessageQueue) -> None:
+        """The queue is about to be given up (then committed) in a rebalance."""
+
+
 class PullConsumer:
     def __init__(
         self,
@@ -79,6 +96,7 @@ class PullConsumer:
         client_id: str | None = None,
         timeout_s: float = 10.0,
         on_commit: Callable[[MessageQueue, int], None] | None = None,
+        hooks: QueueHooks | None = None,
     ) -> None:
         if start not in ("first", "last"):
             raise InvalidArgumentError("start must be 'first' or 'last'")
@@ -99,6 +117,7 @@ class PullConsumer:
         self.max_bytes = max_bytes
         self.auto_commit_s = auto_commit_interval_ms / 1000
         self.on_commit = on_commit  # told of every acknowledged commit (verification logs)
+        self.hooks = hooks or QueueHooks()
         self.rebalance_s = rebalance_interval_ms / 1000
         self.client_id = client_id or f"{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}"
         self.served_by: Counter[int] = Counter()
@@ -152,6 +171,8 @@ class PullConsumer:
         current = set(self._positions)
         dropped, added = current - mine, mine - current
         if dropped:
+            for mq in dropped:
+                self.hooks.revoked(mq)  # a push consumer stops processing it first
             gone = {mq: self._positions[mq] for mq in dropped}
             with self._lock:
                 for mq in dropped:
@@ -241,7 +262,8 @@ class PullConsumer:
         others' offsets from being stored. The first error is raised at the end
         (or only logged, with `raise_errors=False`)."""
         first: TailraceError | None = None
-        for mq, off in positions.items():
+        for mq, pulled in positions.items():
+            off = self.hooks.commit_point(mq, pulled)
             if self._committed.get(mq) == off:
                 continue
             address = self._master_address(mq)
@@ -304,7 +326,7 @@ class PullConsumer:
         now = time.monotonic()
         with self._lock:
             for mq, offset in self._positions.items():
-                if mq in self._inflight or self._retry_at.get(mq, 0) > now:
+                if mq in self._inflight or self._retry_at.get(mq, 0) > now or self.hooks.paused(mq):
                     continue
                 bid, address = self._pull_address(mq)
                 if address is None:

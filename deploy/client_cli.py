@@ -20,7 +20,9 @@ import uuid
 from concurrent.futures import Future
 from typing import IO, Any
 
-from consumer import Admin, Producer, PullConsumer
+import psutil
+
+from consumer import Admin, Producer, PullConsumer, PushConsumer, ReceivedMessage
 from consumer.producer import OutgoingMessage, SendReceipt
 from core.errors import TailraceError
 from core.route import MessageQueue
@@ -182,59 +184,41 @@ def add_consume_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=256, help="messages per pull")
     p.add_argument("--heartbeat-ms", type=int, default=3000, help="group membership heartbeat")
     p.add_argument("--rebalance-ms", type=int, default=20000, help="periodic rebalance")
+    p.add_argument(
+        "--threads", type=int, default=None, help="a push consumer with this many processing threads"
+    )
+    p.add_argument("--handler-ms", type=float, default=0, help="simulated processing cost per message")
+    p.add_argument("--max-cached", type=int, default=1000, help="push: unprocessed messages per queue")
     p.add_argument("--log", type=argparse.FileType("w"), default=None)
     p.add_argument("--json", action="store_true")
 
 
 def run_consume(args: argparse.Namespace) -> int:
+    if (args.threads is not None and args.threads < 1) or args.handler_ms < 0:
+        print("tailrace consume: --threads >= 1, --handler-ms >= 0", file=sys.stderr)
+        return 2
     log: IO[str] | None = args.log
     seen: set[tuple[str, int] | tuple[int, int]] = set()
-    received = duplicates = 0
+    counts = {"received": 0, "duplicates": 0}
+    lock = threading.Lock()
     t0 = time.perf_counter()
     deadline = time.monotonic() + args.timeout_ms / 1000
-    first_at: float | None = None
-    last_at = t0
+    span = [0.0, 0.0]  # first and last delivery (perf_counter)
 
-    def log_commit(mq: MessageQueue, offset: int) -> None:
-        if log is not None:  # the drill checks no delivery goes back below a commit
-            log.write(json.dumps({"commit": offset, "broker": mq.broker_name, "queue": mq.queue_id}) + "\n")
-            log.flush()
-
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():  # SIGTERM: stop, commit, leave
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with PullConsumer(
-        args.broker,
-        args.group,
-        args.topic,
-        namesrv=args.namesrv,
-        subscription=args.subscription,
-        start=args.start,
-        max_messages=args.batch,
-        heartbeat_ms=args.heartbeat_ms,
-        rebalance_interval_ms=args.rebalance_ms,
-        auto_commit_interval_ms=1000,
-        on_commit=log_commit,
-    ) as consumer:
-        progress = Progress("consumed", args.count)
-        while len(seen) < args.count and time.monotonic() < deadline and not stop.is_set():
-            progress.update(len(seen))
-            left_ms = int((deadline - time.monotonic()) * 1000)
-            batch = consumer.poll(max(1, min(200, left_ms)))
-            if not batch:
-                continue
-            if first_at is None:
-                first_at = time.perf_counter()
-            last_at = time.perf_counter()
-            lines = []
+    def record(batch: list[ReceivedMessage]) -> None:
+        lines = []
+        now = time.perf_counter()
+        with lock:
+            span[0] = span[0] or now
+            span[1] = now
             for m in batch:
-                received += 1
+                counts["received"] += 1
                 ident = parse_body(m.body)
                 key: tuple[str, int] | tuple[int, int] = (
                     ident if ident is not None else (m.queue_id, m.queue_offset)
                 )
                 if key in seen:
-                    duplicates += 1
+                    counts["duplicates"] += 1
                 else:
                     seen.add(key)
                 if log is not None:
@@ -249,21 +233,97 @@ def run_consume(args: argparse.Namespace) -> int:
                             }
                         )
                     )
-            if log is not None:
+            if log is not None and lines:
                 log.write("\n".join(lines) + "\n")
                 log.flush()
-        progress.done()
-        served_by = {str(k): v for k, v in consumer.served_by.items()}
+
+    def log_commit(mq: MessageQueue, offset: int) -> None:
+        if log is not None:  # the drill checks no delivery goes back below a commit
+            with lock:
+                log.write(
+                    json.dumps({"commit": offset, "broker": mq.broker_name, "queue": mq.queue_id}) + "\n"
+                )
+                log.flush()
+
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():  # SIGTERM: stop, commit, leave
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def running() -> bool:
+        return len(seen) < args.count and time.monotonic() < deadline and not stop.is_set()
+
+    progress = Progress("consumed", args.count)
+    rss_max = 0
+    me = psutil.Process()
+    extra: dict[str, Any] = {}
+    if args.threads is None and not args.handler_ms:
+        with PullConsumer(
+            args.broker,
+            args.group,
+            args.topic,
+            namesrv=args.namesrv,
+            subscription=args.subscription,
+            start=args.start,
+            max_messages=args.batch,
+            heartbeat_ms=args.heartbeat_ms,
+            rebalance_interval_ms=args.rebalance_ms,
+            auto_commit_interval_ms=1000,
+            on_commit=log_commit,
+        ) as consumer:
+            while running():
+                progress.update(len(seen))
+                left_ms = int((deadline - time.monotonic()) * 1000)
+                batch = consumer.poll(max(1, min(200, left_ms)))
+                if batch:
+                    record(batch)
+            served = consumer.served_by
+    else:
+        cost_s = args.handler_ms / 1000
+
+        def handler(batch: list[ReceivedMessage]) -> None:
+            if cost_s:
+                time.sleep(cost_s * len(batch))  # the simulated processing cost
+            record(batch)
+
+        push = PushConsumer(
+            args.group,
+            args.topic,
+            handler,
+            args.subscription,
+            broker=args.broker,
+            namesrv=args.namesrv,
+            consume_threads=args.threads or 20,
+            start=args.start,
+            pull_batch=min(args.batch, 1000),
+            max_cached_messages=args.max_cached,
+            heartbeat_ms=args.heartbeat_ms,
+            rebalance_interval_ms=args.rebalance_ms,
+            on_commit=log_commit,
+        )
+        try:
+            cached_max = 0
+            while running():
+                progress.update(len(seen))
+                cached_max = max(cached_max, push.cached()[0])
+                rss_max = max(rss_max, me.memory_info().rss)
+                stop.wait(0.05)
+            served = push.pull.served_by
+            extra = {"threads": args.threads or 20, "handler_ms": args.handler_ms, "cached_max": cached_max}
+        finally:
+            push.close()
+    progress.done()
     if log is not None:
         log.close()
-    span = last_at - (first_at or t0)
+    elapsed = span[1] - (span[0] or t0)
     summary = {
-        "received": received,
+        "received": counts["received"],
         "unique": len(seen),
-        "duplicates": duplicates,
+        "duplicates": counts["duplicates"],
         "seconds": round(time.perf_counter() - t0, 3),
-        "msgs_per_s": round(received / span) if span > 0 else 0,
-        "served_by": served_by,
+        "msgs_per_s": round(counts["received"] / elapsed) if elapsed > 0 else 0,
+        "served_by": {str(k): v for k, v in served.items()},
+        "rss_max_mb": round(max(rss_max, me.memory_info().rss) / 2**20, 1),
+        **extra,
     }
     _report(summary, args.json)
     return 0 if len(seen) >= args.count else 1

@@ -1,0 +1,97 @@
+"""One assigned queue's messages between pull and processing (a push consumer).
+
+Pulled messages wait here until the handler has processed them. The queue
+knows what is cached (count and bytes: flow control pauses pulling above the
+limits) and the lowest offset not yet processed, which is the only offset
+that may be committed: a crash then redelivers what was in flight, never
+skips it, however the pool's threads finish out of order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections import deque
+
+from consumer.pull_consumer import ReceivedMessage
+
+
+class ProcessQueue:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[int, int] = {}  # offset -> body bytes, not processed yet
+        self._heap: list[int] = []  # pending offsets (lazily cleaned)
+        self._waiting: deque[ReceivedMessage] = deque()  # orderly: not handed to a thread yet
+        self.bytes = 0
+        self.dropped = False  # given up in a rebalance: results are ignored
+        self.busy = False  # orderly: a thread is processing this queue
+        self.idle = threading.Condition(self._lock)
+
+    def add(self, messages: list[ReceivedMessage], orderly: bool = False) -> None:
+        with self._lock:
+            for m in messages:
+                if m.queue_offset in self._pending:
+                    continue  # the same offset pulled again (a retried pull)
+                size = len(m.body)
+                self._pending[m.queue_offset] = size
+                heapq.heappush(self._heap, m.queue_offset)
+                self.bytes += size
+                if orderly:
+                    self._waiting.append(m)
+
+    def done(self, offsets: list[int]) -> None:
+        """These offsets are processed (or handed to the retry path)."""
+        with self._lock:
+            for off in offsets:
+                size = self._pending.pop(off, None)
+                if size is not None:
+                    self.bytes -= size
+            while self._heap and self._heap[0] not in self._pending:
+                heapq.heappop(self._heap)
+            self.idle.notify_all()
+
+    def take(self, n: int) -> list[ReceivedMessage]:
+        """Orderly: the next `n` messages in offset order."""
+        with self._lock:
+            return [self._waiting.popleft() for _ in range(min(n, len(self._waiting)))]
+
+    def put_back(self, messages: list[ReceivedMessage]) -> None:
+        """Orderly: a batch to process again first (it failed)."""
+        with self._lock:
+            self._waiting.extendleft(reversed(messages))
+
+    @property
+    def count(self) -> int:
+        return len(self._pending)
+
+    def lowest_pending(self) -> int | None:
+        with self._lock:
+            return self._heap[0] if self._heap else None
+
+    def commit_point(self, pulled: int) -> int:
+        """What may be committed for a queue pulled up to `pulled`."""
+        low = self.lowest_pending()
+        return pulled if low is None else min(low, pulled)
+
+    def over(self, max_messages: int, max_bytes: int) -> bool:
+        return len(self._pending) >= max_messages or self.bytes >= max_bytes
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Orderly revoke: wait until no thread is processing this queue."""
+        with self._lock:
+            return self.idle.wait_for(lambda: not self.busy, timeout_s)
+
+    def acquire(self) -> bool:
+        """Orderly: become the one thread processing this queue (False: one is)."""
+        with self._lock:
+            if self.busy or not self._waiting or self.dropped:
+                return False
+            self.busy = True
+            return True
+
+    def release(self) -> bool:
+        """Orderly: stop processing; True when messages arrived meanwhile."""
+        with self._lock:
+            self.busy = False
+            self.idle.notify_all()
+            return bool(self._waiting) and not self.dropped

@@ -1,0 +1,270 @@
+"""PushConsumer: the pull path, with a processing pool behind it.
+
+The Tailrace counterpart of RocketMQ's DefaultMQPushConsumer. One thread
+polls a `PullConsumer` (group membership, rebalancing, long polls, the
+suggest-pull-from-slave advice) and hands the messages to a pool of
+`consume_threads`, `batch_size` messages per `handler(messages)` call. The
+handler returns `ConsumeStatus.SUCCESS` (or None) or `RETRY_LATER`; raising
+counts as `RETRY_LATER`.
+
+- **Safe commits**: each queue's messages wait in a `ProcessQueue` until
+  processed; the committed offset is the lowest one not processed yet, so a
+  crash redelivers but never skips.
+- **Flow control**: a queue is not pulled while it holds
+  `max_cached_messages` (1,000) or `max_cached_bytes` (100 MiB) unprocessed;
+  memory stays bounded however long the backlog.
+- **Orderly mode** (`orderly=True`): one thread at a time per queue, in
+  offset order; a failed batch is retried in place after `retry_backoff_s`.
+  A queue given up in a rebalance is committed only after its thread stopped.
+- **Failures** (concurrent mode): the batch is retried after a growing
+  back-off (`retry_delays_s`), in this process; its offsets hold the
+  commit point until it succeeds.
+- **Shutdown** (`close`): stop pulling, let in-flight batches finish for up
+  to `shutdown_timeout_s` (the rest are abandoned, so not committed), commit,
+  leave the group.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+from consumer.process_queue import ProcessQueue
+from consumer.pull_consumer import PullConsumer, QueueHooks, ReceivedMessage
+from core.errors import InvalidArgumentError
+from core.route import MessageQueue
+
+log = logging.getLogger(__name__)
+MiB = 1024 * 1024
+
+
+class ConsumeStatus(enum.Enum):
+    SUCCESS = "SUCCESS"
+    RETRY_LATER = "RETRY_LATER"
+
+
+Handler = Callable[[list[ReceivedMessage]], "ConsumeStatus | None"]
+DEFAULT_RETRY_DELAYS_S = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class PushConsumer(QueueHooks):
+    def __init__(
+        self,
+        group: str,
+        topic: str,
+        handler: Handler,
+        subscription: str = "*",
+        *,
+        namesrv: Sequence[str] | str | None = None,
+        broker: str | None = None,
+        consume_threads: int = 20,
+        batch_size: int = 1,
+        orderly: bool = False,
+        max_cached_messages: int = 1000,
+        max_cached_bytes: int = 100 * MiB,
+        start: Literal["first", "last"] = "first",
+        pull_batch: int = 32,
+        heartbeat_ms: int = 3000,
+        rebalance_interval_ms: int = 20_000,
+        auto_commit_interval_ms: int = 1000,
+        retry_delays_s: Sequence[float] = DEFAULT_RETRY_DELAYS_S,
+        retry_backoff_s: float = 1.0,
+        shutdown_timeout_s: float = 10.0,
+        on_commit: Callable[[MessageQueue, int], None] | None = None,
+    ) -> None:
+        if not 1 <= consume_threads <= 1024:
+            raise InvalidArgumentError("consume_threads must be in 1..1024")
+        if not 1 <= batch_size <= 1024:
+            raise InvalidArgumentError("batch_size must be in 1..1024")
+        if max_cached_messages < 1 or max_cached_bytes < 1024:
+            raise InvalidArgumentError("max_cached_messages >= 1 and max_cached_bytes >= 1024")
+        if not retry_delays_s or min(retry_delays_s) < 0:
+            raise InvalidArgumentError("retry_delays_s needs at least one delay, none negative")
+        self.handler = handler
+        self.orderly = orderly
+        self.batch_size = batch_size
+        self.max_cached_messages = max_cached_messages
+        self.max_cached_bytes = max_cached_bytes
+        self.retry_delays_s = tuple(retry_delays_s)
+        self.retry_backoff_s = retry_backoff_s
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._queues: dict[MessageQueue, ProcessQueue] = {}
+        self._revoked: dict[MessageQueue, ProcessQueue] = {}  # until their commit
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._inflight_cond = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self.consumed = 0  # messages processed with SUCCESS
+        self.retried = 0  # batches handed back for a retry
+        self._executor = ThreadPoolExecutor(max_workers=consume_threads, thread_name_prefix="consume")
+        self.pull = PullConsumer(
+            broker,
+            group,
+            topic,
+            subscription=subscription,
+            start=start,
+            namesrv=namesrv,
+            max_messages=pull_batch,
+            heartbeat_ms=heartbeat_ms,
+            rebalance_interval_ms=rebalance_interval_ms,
+            auto_commit_interval_ms=auto_commit_interval_ms,
+            on_commit=on_commit,
+            hooks=self,
+        )
+        self._thread = threading.Thread(target=self._run, name="push-dispatch", daemon=True)
+        self._thread.start()
+
+    # ---- hooks the pull consumer calls -------------------------------------------------
+
+    def paused(self, mq: MessageQueue) -> bool:
+        pq = self._queues.get(mq)
+        return pq is not None and pq.over(self.max_cached_messages, self.max_cached_bytes)
+
+    def commit_point(self, mq: MessageQueue, pulled: int) -> int:
+        pq = self._queues.get(mq) or self._revoked.get(mq)
+        return pulled if pq is None else pq.commit_point(pulled)
+
+    def revoked(self, mq: MessageQueue) -> None:
+        with self._lock:
+            pq = self._queues.pop(mq, None)
+            if pq is None:
+                return
+            pq.dropped = True  # results of batches still running are ignored
+            self._revoked[mq] = pq
+        if self.orderly and not pq.wait_idle(self.shutdown_timeout_s):
+            log.warning("%s still being processed after %.0f s; giving it up", mq, self.shutdown_timeout_s)
+
+    # ---- dispatch ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                messages = self.pull.poll(100)
+            except Exception:  # never die: the consumer would silently stop
+                log.exception("poll failed")
+                self._stop.wait(0.5)
+                continue
+            by_queue: dict[MessageQueue, list[ReceivedMessage]] = {}
+            for m in messages:
+                by_queue.setdefault(MessageQueue(m.broker_name, m.queue_id), []).append(m)
+            for mq, msgs in by_queue.items():
+                with self._lock:
+                    pq = self._queues.get(mq)
+                    if pq is None:
+                        pq = self._queues[mq] = ProcessQueue()
+                        self._revoked.pop(mq, None)
+                pq.add(msgs, self.orderly)
+                if self.orderly:
+                    self._schedule_orderly(mq, pq)
+                else:
+                    for i in range(0, len(msgs), self.batch_size):
+                        self._submit(self._consume, pq, msgs[i : i + self.batch_size], 0)
+
+    def _submit(self, fn: Callable[..., None], *args: object) -> None:
+        with self._lock:
+            self._inflight += 1
+        try:
+            self._executor.submit(self._tracked, fn, *args)
+        except RuntimeError:  # shut down meanwhile
+            self._finished()
+
+    def _tracked(self, fn: Callable[..., None], *args: object) -> None:
+        try:
+            fn(*args)
+        finally:
+            self._finished()
+
+    def _finished(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+            self._inflight_cond.notify_all()
+
+    def _call(self, batch: list[ReceivedMessage]) -> bool:
+        try:
+            status = self.handler(batch)
+        except Exception:
+            log.exception("handler failed on %d message(s); retrying later", len(batch))
+            return False
+        return status is None or status is ConsumeStatus.SUCCESS
+
+    # ---- concurrent mode -----------------------------------------------------------------
+
+    def _consume(self, pq: ProcessQueue, batch: list[ReceivedMessage], attempt: int) -> None:
+        if pq.dropped or (self._stop.is_set() and attempt):  # no retries after close
+            return
+        if self._call(batch):
+            pq.done([m.queue_offset for m in batch])
+            with self._lock:
+                self.consumed += len(batch)
+            return
+        with self._lock:
+            self.retried += 1
+        delay = self.retry_delays_s[min(attempt, len(self.retry_delays_s) - 1)]
+        timer = threading.Timer(delay, self._submit, (self._consume, pq, batch, attempt + 1))
+        timer.daemon = True
+        timer.start()
+
+    # ---- orderly mode --------------------------------------------------------------------
+
+    def _schedule_orderly(self, mq: MessageQueue, pq: ProcessQueue) -> None:
+        if pq.acquire():
+            self._submit(self._consume_orderly, mq, pq)
+
+    def _consume_orderly(self, mq: MessageQueue, pq: ProcessQueue) -> None:
+        try:
+            while not pq.dropped and not self._stop.is_set():
+                batch = pq.take(self.batch_size)
+                if not batch:
+                    break
+                if self._call(batch):
+                    pq.done([m.queue_offset for m in batch])
+                    with self._lock:
+                        self.consumed += len(batch)
+                else:
+                    pq.put_back(batch)
+                    with self._lock:
+                        self.retried += 1
+                    if self._stop.wait(self.retry_backoff_s):
+                        break
+        finally:
+            if pq.release():
+                self._schedule_orderly(mq, pq)
+
+    # ---- status and shutdown ---------------------------------------------------------------
+
+    def cached(self) -> tuple[int, int]:
+        """(messages, bytes) waiting to be processed, over every queue."""
+        with self._lock:
+            queues = list(self._queues.values())
+        return sum(q.count for q in queues), sum(q.bytes for q in queues)
+
+    @property
+    def assignment(self) -> list[MessageQueue]:
+        return self.pull.assignment
+
+    def close(self) -> None:
+        """Stop pulling, finish (or after `shutdown_timeout_s` abandon) the
+        batches in flight, commit what was processed, leave the group."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(10)
+        deadline = time.monotonic() + self.shutdown_timeout_s
+        with self._inflight_cond:
+            self._inflight_cond.wait_for(lambda: self._inflight == 0, max(0.0, deadline - time.monotonic()))
+            abandoned = self._inflight
+        if abandoned:
+            log.warning("abandoning %d batch(es) still running: they will be delivered again", abandoned)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.pull.close(commit=True)
+
+    def __enter__(self) -> PushConsumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
