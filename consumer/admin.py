@@ -74,6 +74,13 @@ class Admin:
         r = self.conn.call(self.conn.stub.GetQueueOffsets, pb.GetQueueOffsetsRequest(topic=topic))
         return {q.queue_id: (q.min_offset, q.max_offset) for q in r.queues}
 
+    def query_offset(self, group: str, topic: str, queue_id: int) -> int | None:
+        """The group's committed offset of a queue (on the broker given), or None."""
+        r = self.conn.call(
+            self.conn.stub.QueryOffset, pb.QueryOffsetRequest(group=group, topic=topic, queue_id=queue_id)
+        )
+        return int(r.offset) if r.found else None
+
     def status(self) -> dict[str, Any]:
         r = self.conn.call(self.conn.stub.Status, pb.StatusRequest())
         return {

@@ -302,6 +302,7 @@ class PullConsumer:
             self._last_commit = now
         self._issue_pulls()
         out: list[ReceivedMessage] = []
+        answered: set[MessageQueue] = set()
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
             left = deadline - time.monotonic()
@@ -310,23 +311,28 @@ class PullConsumer:
             except queue.Empty:
                 if left <= 0 or self.membership.changed.is_set():
                     break
-                self._issue_pulls()  # queues whose retry back-off ended
+                self._issue_pulls(answered)  # queues whose retry back-off ended
                 continue
             try:
                 out.extend(self._complete(*item))
             except TailraceError as exc:  # e.g. a corrupt batch: retry that queue, keep the rest
                 log.warning("pull result for %s dropped: %s", item[0], exc)
                 self._retry_at[item[0]] = time.monotonic() + RETRY_BACKOFF_S
-            self._issue_pulls()
+            answered.add(item[0])
+            # a queue answered in this call is pulled again in the next one, after
+            # the caller has taken these messages (flow control sees them then)
+            self._issue_pulls(answered)
             if out and self._done.empty():
                 break
         return out
 
-    def _issue_pulls(self) -> None:
+    def _issue_pulls(self, skip: set[MessageQueue] | None = None) -> None:
         now = time.monotonic()
         with self._lock:
             for mq, offset in self._positions.items():
                 if mq in self._inflight or self._retry_at.get(mq, 0) > now or self.hooks.paused(mq):
+                    continue
+                if skip and mq in skip:
                     continue
                 bid, address = self._pull_address(mq)
                 if address is None:

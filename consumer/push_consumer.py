@@ -195,7 +195,7 @@ class PushConsumer(QueueHooks):
     # ---- concurrent mode -----------------------------------------------------------------
 
     def _consume(self, pq: ProcessQueue, batch: list[ReceivedMessage], attempt: int) -> None:
-        if pq.dropped or (self._stop.is_set() and attempt):  # no retries after close
+        if pq.dropped or self._stop.is_set():  # closing: batches not started are abandoned
             return
         if self._call(batch):
             pq.done([m.queue_offset for m in batch])
