@@ -195,6 +195,16 @@ class PullConsumer:
             )  # fmt: skip
         self._last_rebalance = time.monotonic()
 
+    def queues(self) -> list[MessageQueue]:
+        """Every readable queue of the topic (the last route seen)."""
+        return self._route.read_queues()
+
+    def master_of(self, broker_name: str) -> str | None:
+        """The address of a broker group's master (the last route seen)."""
+        g = self._route.group(broker_name)
+        m = g.master if g is not None else None
+        return m.address if m is not None else None
+
     def _master_address(self, mq: MessageQueue) -> str | None:
         g = self._route.group(mq.broker_name)
         m = g.master if g is not None else None

@@ -16,9 +16,14 @@ counts as `RETRY_LATER`.
 - **Orderly mode** (`orderly=True`): one thread at a time per queue, in
   offset order; a failed batch is retried in place after `retry_backoff_s`.
   A queue given up in a rebalance is committed only after its thread stopped.
-- **Failures** (concurrent mode): the batch is retried after a growing
-  back-off (`retry_delays_s`), in this process; its offsets hold the
-  commit point until it succeeds.
+- **Failures** (concurrent mode): each message of a failed batch is handed
+  back to its broker (`SendBack`), which redelivers it through the group's
+  retry topic `%RETRY%<group>` after the next delay level (the broker's
+  `retry_delays`), counting attempts in its `RECONSUME_TIMES` property, and
+  after `max_reconsume` attempts stores it in `%DLQ%<group>`. This consumer
+  reads the retry topic beside its own. A message the broker cannot take
+  back (or every failure, with `send_back=False`) is retried in this process
+  after `retry_delays_s`, holding the commit point until it succeeds.
 - **Shutdown** (`close`): stop pulling, let in-flight batches finish for up
   to `shutdown_timeout_s` (the rest are abandoned, so not committed), commit,
   leave the group.
@@ -26,7 +31,9 @@ counts as `RETRY_LATER`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import functools
 import logging
 import threading
 import time
@@ -36,7 +43,9 @@ from typing import Literal
 
 from consumer.process_queue import ProcessQueue
 from consumer.pull_consumer import PullConsumer, QueueHooks, ReceivedMessage
-from core.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError, TailraceError, UnknownTopicError
+from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.retry import retry_topic
 from core.route import MessageQueue
 
 log = logging.getLogger(__name__)
@@ -49,10 +58,31 @@ class ConsumeStatus(enum.Enum):
 
 
 Handler = Callable[[list[ReceivedMessage]], "ConsumeStatus | None"]
+Key = tuple[str, MessageQueue]  # (topic, queue): the group's topic and its retry topic
+RETRY_TOPIC_CHECK_S = 2.0
+
+
+class _TopicHooks(QueueHooks):
+    """One pull consumer's view of the push consumer's process queues."""
+
+    def __init__(self, push: PushConsumer, topic: str) -> None:
+        self.push = push
+        self.topic = topic
+
+    def paused(self, mq: MessageQueue) -> bool:
+        return self.push.paused((self.topic, mq))
+
+    def commit_point(self, mq: MessageQueue, pulled: int) -> int:
+        return self.push.commit_point((self.topic, mq), pulled)
+
+    def revoked(self, mq: MessageQueue) -> None:
+        self.push.revoked((self.topic, mq))
+
+
 DEFAULT_RETRY_DELAYS_S = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
-class PushConsumer(QueueHooks):
+class PushConsumer:
     def __init__(
         self,
         group: str,
@@ -73,6 +103,8 @@ class PushConsumer(QueueHooks):
         rebalance_interval_ms: int = 20_000,
         auto_commit_interval_ms: int = 1000,
         retry_delays_s: Sequence[float] = DEFAULT_RETRY_DELAYS_S,
+        max_reconsume: int = 16,
+        send_back: bool = True,
         retry_backoff_s: float = 1.0,
         shutdown_timeout_s: float = 10.0,
         on_commit: Callable[[MessageQueue, int], None] | None = None,
@@ -83,6 +115,8 @@ class PushConsumer(QueueHooks):
             raise InvalidArgumentError("batch_size must be in 1..1024")
         if max_cached_messages < 1 or max_cached_bytes < 1024:
             raise InvalidArgumentError("max_cached_messages >= 1 and max_cached_bytes >= 1024")
+        if not 0 <= max_reconsume <= 1000:
+            raise InvalidArgumentError("max_reconsume must be in 0..1000")
         if not retry_delays_s or min(retry_delays_s) < 0:
             raise InvalidArgumentError("retry_delays_s needs at least one delay, none negative")
         self.handler = handler
@@ -91,22 +125,13 @@ class PushConsumer(QueueHooks):
         self.max_cached_messages = max_cached_messages
         self.max_cached_bytes = max_cached_bytes
         self.retry_delays_s = tuple(retry_delays_s)
-        self.retry_backoff_s = retry_backoff_s
-        self.shutdown_timeout_s = shutdown_timeout_s
-        self._queues: dict[MessageQueue, ProcessQueue] = {}
-        self._revoked: dict[MessageQueue, ProcessQueue] = {}  # until their commit
-        self._lock = threading.Lock()
-        self._inflight = 0
-        self._inflight_cond = threading.Condition(self._lock)
-        self._stop = threading.Event()
-        self.consumed = 0  # messages processed with SUCCESS
-        self.retried = 0  # batches handed back for a retry
-        self._executor = ThreadPoolExecutor(max_workers=consume_threads, thread_name_prefix="consume")
-        self.pull = PullConsumer(
+        self.max_reconsume = max_reconsume
+        self.send_back = send_back  # False: every retry stays in this process
+        self.group = group
+        self._make_pull = functools.partial(
+            PullConsumer,
             broker,
             group,
-            topic,
-            subscription=subscription,
             start=start,
             namesrv=namesrv,
             max_messages=pull_batch,
@@ -114,56 +139,94 @@ class PushConsumer(QueueHooks):
             rebalance_interval_ms=rebalance_interval_ms,
             auto_commit_interval_ms=auto_commit_interval_ms,
             on_commit=on_commit,
-            hooks=self,
         )
+        self.retry: PullConsumer | None = None  # the retry topic's consumer, once routed
+        self._retry_next = 0.0
+        self.sent_back = 0
+        self.retry_backoff_s = retry_backoff_s
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._queues: dict[Key, ProcessQueue] = {}
+        self._revoked: dict[Key, ProcessQueue] = {}  # until their commit
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._inflight_cond = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self.consumed = 0  # messages processed with SUCCESS
+        self.retried = 0  # batches handed back for a retry
+        self._executor = ThreadPoolExecutor(max_workers=consume_threads, thread_name_prefix="consume")
+        self.pull = self._make_pull(topic, subscription, hooks=_TopicHooks(self, topic))
         self._thread = threading.Thread(target=self._run, name="push-dispatch", daemon=True)
         self._thread.start()
 
-    # ---- hooks the pull consumer calls -------------------------------------------------
+    # ---- what the pull consumers' hooks ask ---------------------------------------------
 
-    def paused(self, mq: MessageQueue) -> bool:
-        pq = self._queues.get(mq)
+    def paused(self, key: Key) -> bool:
+        pq = self._queues.get(key)
         return pq is not None and pq.over(self.max_cached_messages, self.max_cached_bytes)
 
-    def commit_point(self, mq: MessageQueue, pulled: int) -> int:
-        pq = self._queues.get(mq) or self._revoked.get(mq)
+    def commit_point(self, key: Key, pulled: int) -> int:
+        pq = self._queues.get(key) or self._revoked.get(key)
         return pulled if pq is None else pq.commit_point(pulled)
 
-    def revoked(self, mq: MessageQueue) -> None:
+    def revoked(self, key: Key) -> None:
         with self._lock:
-            pq = self._queues.pop(mq, None)
+            pq = self._queues.pop(key, None)
             if pq is None:
                 return
             pq.dropped = True  # results of batches still running are ignored
-            self._revoked[mq] = pq
+            self._revoked[key] = pq
         if self.orderly and not pq.wait_idle(self.shutdown_timeout_s):
-            log.warning("%s still being processed after %.0f s; giving it up", mq, self.shutdown_timeout_s)
+            log.warning("%s still being processed after %.0f s; giving it up", key, self.shutdown_timeout_s)
 
     # ---- dispatch ----------------------------------------------------------------------
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                messages = self.pull.poll(100)
+                messages = self.pull.poll(50)
+                if self.retry is None and not self.orderly and self.send_back:
+                    self._open_retry()
+                if self.retry is not None:
+                    messages += self.retry.poll(1)
             except Exception:  # never die: the consumer would silently stop
                 log.exception("poll failed")
                 self._stop.wait(0.5)
                 continue
-            by_queue: dict[MessageQueue, list[ReceivedMessage]] = {}
+            by_queue: dict[Key, list[ReceivedMessage]] = {}
             for m in messages:
-                by_queue.setdefault(MessageQueue(m.broker_name, m.queue_id), []).append(m)
-            for mq, msgs in by_queue.items():
+                by_queue.setdefault((m.topic, MessageQueue(m.broker_name, m.queue_id)), []).append(m)
+            for key, msgs in by_queue.items():
                 with self._lock:
-                    pq = self._queues.get(mq)
+                    pq = self._queues.get(key)
                     if pq is None:
-                        pq = self._queues[mq] = ProcessQueue()
-                        self._revoked.pop(mq, None)
+                        pq = self._queues[key] = ProcessQueue()
+                        self._revoked.pop(key, None)
                 pq.add(msgs, self.orderly)
                 if self.orderly:
-                    self._schedule_orderly(mq, pq)
+                    self._schedule_orderly(key, pq)
                 else:
                     for i in range(0, len(msgs), self.batch_size):
                         self._submit(self._consume, pq, msgs[i : i + self.batch_size], 0)
+
+    def _open_retry(self) -> None:
+        """Create the group's retry topic on each master and read it too (the
+        routes list it from the brokers' next registration: tried again)."""
+        now = time.monotonic()
+        if now < self._retry_next:
+            return
+        self._retry_next = now + RETRY_TOPIC_CHECK_S
+        topic = retry_topic(self.group)
+        for name in {mq.broker_name for mq in self.pull.queues()}:
+            address = self.pull.master_of(name)
+            if address is None:
+                continue
+            conn = self.pull.pool.get(address)
+            try:
+                conn.call(conn.stub.CreateTopic, pb.CreateTopicRequest(topic=topic, queues=1))
+            except TailraceError as exc:
+                log.debug("creating %s on %s: %s", topic, address, exc)
+        with contextlib.suppress(UnknownTopicError):  # not routed yet
+            self.retry = self._make_pull(topic, "*", hooks=_TopicHooks(self, topic))
 
     def _submit(self, fn: Callable[..., None], *args: object) -> None:
         with self._lock:
@@ -202,6 +265,16 @@ class PushConsumer(QueueHooks):
             with self._lock:
                 self.consumed += len(batch)
             return
+        if self.send_back:
+            kept = []
+            for m in batch:
+                if self._send_back(m):
+                    pq.done([m.queue_offset])
+                else:
+                    kept.append(m)
+            if not kept:
+                return
+            batch = kept
         with self._lock:
             self.retried += 1
         delay = self.retry_delays_s[min(attempt, len(self.retry_delays_s) - 1)]
@@ -209,13 +282,34 @@ class PushConsumer(QueueHooks):
         timer.daemon = True
         timer.start()
 
+    def _send_back(self, m: ReceivedMessage) -> bool:
+        """Hand a failed message back to its broker group's master."""
+        address = self.pull.master_of(m.broker_name)
+        if address is None:
+            return False
+        conn = self.pull.pool.get(address)
+        req = pb.SendBackRequest(
+            group=self.group,
+            topic=m.topic,
+            message=pb.Message(body=m.body, tags=m.tags, keys=m.keys, properties=m.properties),
+            max_reconsume=self.max_reconsume,
+        )
+        try:
+            conn.call(conn.stub.SendBack, req)
+        except TailraceError as exc:
+            log.warning("sending back %s/%d@%d failed: %s", m.topic, m.queue_id, m.queue_offset, exc)
+            return False
+        with self._lock:
+            self.sent_back += 1
+        return True
+
     # ---- orderly mode --------------------------------------------------------------------
 
-    def _schedule_orderly(self, mq: MessageQueue, pq: ProcessQueue) -> None:
+    def _schedule_orderly(self, key: Key, pq: ProcessQueue) -> None:
         if pq.acquire():
-            self._submit(self._consume_orderly, mq, pq)
+            self._submit(self._consume_orderly, key, pq)
 
-    def _consume_orderly(self, mq: MessageQueue, pq: ProcessQueue) -> None:
+    def _consume_orderly(self, key: Key, pq: ProcessQueue) -> None:
         try:
             while not pq.dropped and not self._stop.is_set():
                 batch = pq.take(self.batch_size)
@@ -233,7 +327,7 @@ class PushConsumer(QueueHooks):
                         break
         finally:
             if pq.release():
-                self._schedule_orderly(mq, pq)
+                self._schedule_orderly(key, pq)
 
     # ---- status and shutdown ---------------------------------------------------------------
 
@@ -261,6 +355,8 @@ class PushConsumer(QueueHooks):
         if abandoned:
             log.warning("abandoning %d batch(es) still running: they will be delivered again", abandoned)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.retry is not None:
+            self.retry.close(commit=True)
         self.pull.close(commit=True)
 
     def __enter__(self) -> PushConsumer:

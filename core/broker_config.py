@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.config import describe, load_section, require
-from core.errors import ConfigError
+from core.errors import ConfigError, InvalidArgumentError
+from core.retry import DEFAULT_DELAYS, parse_delays
 from core.store.config import StoreConfig
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -62,6 +63,10 @@ class BrokerSection:
         default=1000, metadata=_doc("heartbeat to the controller; a master's renews its lease")
     )
     election_priority: int = field(default=0, metadata=_doc("breaks election ties: higher wins"))
+    retry_delays: str = field(
+        default=DEFAULT_DELAYS,
+        metadata=_doc("delay before each redelivery of a failed message (attempt n: level n, then the last)"),
+    )
 
     @property
     def nameservers(self) -> list[str]:
@@ -94,6 +99,10 @@ class BrokerSection:
         for a in self.nameservers:
             parse_address(a, f"{prefix}.namesrv")
         require(self.heartbeat_ms >= 10, f"{prefix}.heartbeat_ms", "must be at least 10")
+        try:
+            parse_delays(self.retry_delays)
+        except InvalidArgumentError as exc:
+            raise ConfigError(f"{prefix}.retry_delays", exc.message) from exc
         if self.role == "slave" and not self.controller:
             require(bool(self.master), f"{prefix}.master", "a slave needs its master's address")
         if self.master:

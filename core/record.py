@@ -61,18 +61,19 @@ MAX_TOPIC_LEN = 127
 # messages, so slaves learn them by replication and recovery replays them.
 SYSTEM_TOPIC = "__sys"
 SYSTEM_FLAG = 0x8000_0000
-_TOPIC_RE = re.compile(r"[A-Za-z0-9_.\-]{1,127}")
+_TOPIC_RE = re.compile(r"[A-Za-z0-9_.%\-]{1,127}")
 _U16 = struct.Struct(">H")
 
 
 def validate_topic(topic: str) -> bytes:
     """Check a topic name and return its UTF-8 bytes.
 
-    Names are `[A-Za-z0-9_.-]{1,127}`; names made only of dots are refused too,
-    because topics become directory names.
+    Names are `[A-Za-z0-9_.%-]{1,127}` (a leading `%` marks the broker's
+    retry, dead-letter and schedule topics, core/retry.py); names made only of
+    dots are refused too, because topics become directory names.
     """
     if not isinstance(topic, str) or not _TOPIC_RE.fullmatch(topic):
-        raise InvalidTopicError(f"topic name {topic!r} must match [A-Za-z0-9_.-]{{1,{MAX_TOPIC_LEN}}}")
+        raise InvalidTopicError(f"topic name {topic!r} must match [A-Za-z0-9_.%-]{{1,{MAX_TOPIC_LEN}}}")
     if topic.strip(".") == "":
         raise InvalidTopicError(f"topic name {topic!r} cannot be only dots")
     if topic.startswith("__"):

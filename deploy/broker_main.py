@@ -29,6 +29,7 @@ from core.store import MessageStore
 from core.store.checkpoint import atomic_write
 from master.controller_link import ControllerLink
 from master.replication_service import ReplicationService
+from master.scheduler import Scheduler
 from master.service import BrokerService
 from slave.broker import ReplicaBroker
 
@@ -143,6 +144,8 @@ def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         server.start()
         broker.start()
+        scheduler = Scheduler(broker)  # retries of failed messages (acts while leading)
+        scheduler.start()
         metrics_address = ""
         if cfg.server.metrics_listen:
             mhost, mport = parse_address(cfg.server.metrics_listen, "server.metrics_listen")
@@ -184,6 +187,7 @@ def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
             registrar.start()
         stop.wait()
         log.info("stopping: refusing new calls, finishing calls in flight")
+        scheduler.close()
         if link is not None:
             link.close()
         if registrar is not None:

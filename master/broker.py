@@ -17,22 +17,25 @@ from core.broker_config import BrokerConfig
 from core.consumer_groups import ConsumerGroups
 from core.epochs import History
 from core.errors import (
+    BrokerBusyError,
     FlushTimeoutError,
     InvalidArgumentError,
     InvalidQueueError,
+    InvalidTopicError,
     NotMasterError,
     RequestTimeoutError,
     UnknownTopicError,
 )
 from core.longpoll import ArrivalNotifier
 from core.metrics import BrokerMetrics
-from core.offsets import ConsumerOffsets
+from core.offsets import ConsumerOffsets, validate_group
 from core.pagecache import MemoryBudget
 from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
 from core.pull import PullArgs, PullLimits, serve_pull
 from core.record import Message, validate_topic
 from core.redirect import NO_ADVICE, Advice, SlaveView, advise_master, batch_limits, route_key
 from core.replication import AckLag, ReplicaSet
+from core.retry import DELIVER_AT, SCHEDULE_TOPIC, check_creatable, is_reserved, parse_delays, plan_send_back
 from core.store import MessageStore, ReadResult
 from master.lease import Lease
 
@@ -92,6 +95,7 @@ class MasterBroker:
         self._hold_slots = threading.BoundedSemaphore(held)
         self.pulls_not_held = 0
         self.limits = PullLimits(config.pull.max_wait_ms, config.pull.max_messages, config.pull.max_bytes)
+        self.retry_delays = parse_delays(config.broker.retry_delays)
 
     @property
     def broker_id(self) -> int:
@@ -128,6 +132,7 @@ class MasterBroker:
         return count
 
     def create_topic(self, topic: str, queues: int) -> tuple[bool, int]:
+        check_creatable(topic)
         self._check_lease()
         created = self.store.create_topic(topic, queues)
         count = self.store.topics.queue_count(topic)
@@ -140,8 +145,13 @@ class MasterBroker:
 
     # ---- writes -----------------------------------------------------------------
 
-    def send(self, topic: str, queue_id: int, messages: Sequence[Message]) -> SendOutcome:
-        """Store messages for one (topic, queue); queue_id -1 lets the broker pick."""
+    def send(
+        self, topic: str, queue_id: int, messages: Sequence[Message], internal: bool = False
+    ) -> SendOutcome:
+        """Store messages for one (topic, queue); queue_id -1 lets the broker pick.
+        `%` topics (retry, dead-letter, schedule) take only the broker's own writes."""
+        if is_reserved(topic) and not internal:
+            raise InvalidTopicError(f"topic {topic!r}: names starting with '%' take no sends")
         if not messages:
             raise InvalidArgumentError("a send needs at least one message")
         if len(messages) > MAX_BATCH:
@@ -179,6 +189,26 @@ class MasterBroker:
             status = SLAVE_TIMEOUT
             detail = "stored on the master, not acknowledged by enough slaves in time"
         return SendOutcome(status, topic, queue_id, stored, detail, epoch=self.epoch)
+
+    def send_back(self, group: str, topic: str, message: Message, max_reconsume: int) -> tuple[str, int, int]:
+        """A message a consumer of `group` failed: park it in the schedule (queue
+        = delay level) for the group's retry topic, or dead-letter it after
+        `max_reconsume` attempts. Returns (destination, attempts, deliver_at_ms)."""
+        validate_group(group)
+        validate_topic(topic)
+        if not 0 <= max_reconsume <= 1000:
+            raise InvalidArgumentError("max_reconsume must be in 0..1000")
+        dest, queue, props, attempts = plan_send_back(
+            message.properties or {}, topic, group, max_reconsume, self.retry_delays, int(time.time() * 1000)
+        )
+        if self.store.topics.queue_count(dest) is None:
+            with self._topic_lock:
+                self.store.create_topic(dest, len(self.retry_delays) if dest == SCHEDULE_TOPIC else 1)
+        stored = Message(dest, queue, message.body, tags=message.tags, keys=message.keys, properties=props)
+        out = self.send(dest, queue, [stored], internal=True)
+        if out.status != SEND_OK:
+            raise BrokerBusyError(f"the message was not stored for a retry ({out.status}): {out.detail}")
+        return dest, attempts, int(props.get(DELIVER_AT, "0"))
 
     def _check_lease(self) -> None:
         if self.lease is not None and not self.lease.valid():

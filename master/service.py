@@ -124,6 +124,12 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             served_by=self.broker.broker_id,
         )
 
+    def SendBack(self, request: pb.SendBackRequest, context: grpc.ServicerContext) -> pb.SendBackResponse:
+        dest, attempts, due = self.broker.send_back(
+            request.group, request.topic, _message(request.message), request.max_reconsume
+        )
+        return pb.SendBackResponse(destination=dest, attempts=attempts, deliver_at_ms=due)
+
     def CreateTopic(
         self, request: pb.CreateTopicRequest, context: grpc.ServicerContext
     ) -> pb.CreateTopicResponse:

@@ -205,9 +205,11 @@ class ReplicaBroker(MasterBroker):
 
     # ---- writes ---------------------------------------------------------------------------
 
-    def send(self, topic: str, queue_id: int, messages: Sequence[Message]) -> SendOutcome:
+    def send(
+        self, topic: str, queue_id: int, messages: Sequence[Message], internal: bool = False
+    ) -> SendOutcome:
         if self.leading:
-            return super().send(topic, queue_id, messages)
+            return super().send(topic, queue_id, messages, internal)
         return SendOutcome(
             NOT_MASTER, topic, queue_id, [], f"writes go to the master at {self.master_address}",
             self.master_address,
@@ -217,6 +219,11 @@ class ReplicaBroker(MasterBroker):
         if self.leading:
             return super().create_topic(topic, queues)
         raise NotMasterError(f"topics are created on the master at {self.master_address}")
+
+    def send_back(self, group: str, topic: str, message: Message, max_reconsume: int) -> tuple[str, int, int]:
+        if self.leading:
+            return super().send_back(group, topic, message, max_reconsume)
+        raise NotMasterError(f"failed messages go back to the master at {self.master_address}")
 
     def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
         if self.leading:

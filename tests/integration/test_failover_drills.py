@@ -27,7 +27,8 @@ def drill(name: str, tmp_path: Path, seed: int) -> dict[str, Any]:
     assert report["violations"] == [], report["violations"]
     assert report["lost"] == 0
     assert report["acknowledged"] >= 0.9 * report["attempted"] > 0
-    assert report["consumed"] == report["acknowledged"]
+    # stored but not confirmed (SLAVE_TIMEOUT, reported to the producer) may be consumed too
+    assert report["consumed"] >= report["acknowledged"]
     return report
 
 

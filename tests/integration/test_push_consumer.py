@@ -4,6 +4,7 @@ consumer process), and memory bounded by flow control."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer import Admin, ConsumeStatus, PushConsumer, ReceivedMessage
+from consumer import Admin, ConsumeStatus, PullConsumer, PushConsumer, ReceivedMessage
 from core.route import MessageQueue
 from deploy.client_cli import parse_body
 from deploy.harness import ProcessGroup
@@ -141,7 +142,7 @@ def test_flow_control_bounds_memory(procs: ProcessGroup) -> None:
     assert unbounded["rss_max_mb"] - bounded["rss_max_mb"] > 20  # and so does memory
 
 
-def test_handler_failure_is_retried_and_holds_the_commit(procs: ProcessGroup) -> None:
+def test_local_retry_holds_the_commit_point(procs: ProcessGroup) -> None:
     address = broker_with(procs, 200, queues=1)
     attempts: dict[int, int] = defaultdict(int)
 
@@ -156,7 +157,8 @@ def test_handler_failure_is_retried_and_holds_the_commit(procs: ProcessGroup) ->
 
     commits: list[int] = []
     c = PushConsumer("flaky", "t", flaky, broker=address, consume_threads=4, retry_delays_s=[0.3, 0.6],
-                     auto_commit_interval_ms=50, on_commit=lambda mq, o: commits.append(o))  # fmt: skip
+                     send_back=False, auto_commit_interval_ms=50,
+                     on_commit=lambda mq, o: commits.append(o))  # fmt: skip
     try:
         wait_until(lambda: attempts[50] >= 3 and len(attempts) == 200, 30, "the retries")
         wait_until(lambda: bool(commits) and commits[-1] == 200, 30, "the final commit")
@@ -165,3 +167,53 @@ def test_handler_failure_is_retried_and_holds_the_commit(procs: ProcessGroup) ->
     assert attempts[50] == 3 and attempts[60] == 2
     assert all(o <= 50 for o in commits[: commits.index(200)] if o <= 50) and 200 in commits
     assert max(o for o in commits if o < 200) <= 50  # held at 50 until it succeeded
+
+
+def test_failed_messages_retry_with_growing_delays_then_dead_letter(procs: ProcessGroup) -> None:
+    b = procs.broker("b", extra=["--set", 'broker.retry_delays="200ms 400ms 800ms"'])
+    with Admin(b.address) as admin:
+        admin.create_topic("t", 4)
+    r = cli(
+        "produce", "--broker", b.address, "--topic", "t", "--count", "300", "--batch", "50", "--size", "64"
+    )
+    assert r.returncode == 0, r.stderr
+    failing = {7, 100, 222}
+    calls: dict[int, list[tuple[float, str]]] = defaultdict(list)
+    lock = threading.Lock()
+
+    def handler(batch: list[ReceivedMessage]) -> ConsumeStatus:
+        ident = parse_body(batch[0].body)
+        assert ident is not None
+        with lock:
+            calls[ident[1]].append((time.monotonic(), batch[0].properties.get("RECONSUME_TIMES", "0")))
+        return ConsumeStatus.RETRY_LATER if ident[1] in failing else ConsumeStatus.SUCCESS
+
+    c = PushConsumer("g", "t", handler, broker=b.address, consume_threads=4, max_reconsume=3)
+    try:
+        wait_until(
+            lambda: all(len(calls[s]) == 4 for s in failing) and len(calls) == 300, 30, "every attempt"
+        )
+        # the fourth failure goes to the dead-letter topic
+        dead: list[ReceivedMessage] = []
+        with PullConsumer(b.address, "dlq-reader", "%DLQ%g") as dlq:
+
+            def three_dead() -> bool:
+                dead.extend(dlq.poll(200))
+                return len(dead) >= 3
+
+            wait_until(three_dead, 20, "three dead letters")
+    finally:
+        c.close()
+    for s in failing:
+        times = [t for t, _ in calls[s]]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert [n for _, n in calls[s]] == ["0", "1", "2", "3"]  # attempts counted in the message
+        assert gaps[0] >= 0.15 and gaps[1] >= 0.35 and gaps[2] >= 0.7, gaps  # growing delays
+        assert gaps[0] < gaps[1] < gaps[2]
+    assert all(len(v) == 1 for k, v in calls.items() if k not in failing)  # the rest: once
+    assert sorted(parse_body(m.body)[1] for m in dead) == sorted(failing)  # type: ignore[index]
+    assert {m.properties["RECONSUME_TIMES"] for m in dead} == {"4"}
+    assert {m.properties["ORIGIN_TOPIC"] for m in dead} == {"t"}
+    # the dead letters are readable with the command line too
+    out = cli_json("consume", "--broker", b.address, "--group", "cli", "--topic", "%DLQ%g", "--count", "3")
+    assert out["unique"] == 3

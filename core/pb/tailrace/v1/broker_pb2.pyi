@@ -39,6 +39,28 @@ OFFSET_TOO_SMALL: PullStatus
 OFFSET_OVERFLOW: PullStatus
 RETRY_ELSEWHERE: PullStatus
 
+class SendBackRequest(_message.Message):
+    __slots__ = ("group", "topic", "message", "max_reconsume")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MAX_RECONSUME_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    message: Message
+    max_reconsume: int
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., max_reconsume: _Optional[int] = ...) -> None: ...
+
+class SendBackResponse(_message.Message):
+    __slots__ = ("destination", "attempts", "deliver_at_ms")
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    attempts: int
+    deliver_at_ms: int
+    def __init__(self, destination: _Optional[str] = ..., attempts: _Optional[int] = ..., deliver_at_ms: _Optional[int] = ...) -> None: ...
+
 class Message(_message.Message):
     __slots__ = ("body", "tags", "keys", "properties", "born_ms", "flags")
     class PropertiesEntry(_message.Message):

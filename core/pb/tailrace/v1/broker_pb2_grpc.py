@@ -89,6 +89,11 @@ class BrokerStub:
                 request_serializer=tailrace_dot_v1_dot_broker__pb2.UnregisterRequest.SerializeToString,
                 response_deserializer=tailrace_dot_v1_dot_broker__pb2.UnregisterResponse.FromString,
                 _registered_method=True)
+        self.SendBack = channel.unary_unary(
+                '/tailrace.v1.Broker/SendBack',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.SendBackRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.SendBackResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -166,6 +171,15 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendBack(self, request, context):
+        """A message a push consumer failed to process: redelivered through the
+        group's retry topic after the next delay level, or stored in its
+        dead-letter topic after max_reconsume attempts (core/retry.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -223,6 +237,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.Unregister,
                     request_deserializer=tailrace_dot_v1_dot_broker__pb2.UnregisterRequest.FromString,
                     response_serializer=tailrace_dot_v1_dot_broker__pb2.UnregisterResponse.SerializeToString,
+            ),
+            'SendBack': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendBack,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.SendBackRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.SendBackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -522,6 +541,33 @@ class Broker:
             '/tailrace.v1.Broker/Unregister',
             tailrace_dot_v1_dot_broker__pb2.UnregisterRequest.SerializeToString,
             tailrace_dot_v1_dot_broker__pb2.UnregisterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendBack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.Broker/SendBack',
+            tailrace_dot_v1_dot_broker__pb2.SendBackRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.SendBackResponse.FromString,
             options,
             channel_credentials,
             insecure,

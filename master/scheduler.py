@@ -1,0 +1,94 @@
+"""The delay-level schedule: moves due messages to their retry topics.
+
+`SendBack` parks a failed message in the schedule topic, queue = its delay
+level. Every message of one level waits the same delay, so each level's
+queue is in due order: the scheduler only looks at each queue's head. Due
+messages are stored in their `REAL_TOPIC` (the group's retry topic) and the
+level's progress is committed as a consumer offset of `%SCHEDULER%`, through
+the log like every commit: a new master after a failover carries on where
+the old one stopped (a message moved just before a crash may be moved twice:
+at least once). Runs only while this broker leads with a valid lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from core.errors import TailraceError
+from core.record import Message, iter_records
+from core.retry import DELIVER_AT, REAL_TOPIC, SCHEDULE_TOPIC, SCHEDULER_GROUP
+from master.broker import SEND_OK, MasterBroker
+
+log = logging.getLogger(__name__)
+BATCH = 64
+
+
+class Scheduler:
+    def __init__(self, broker: MasterBroker, tick_s: float = 0.05) -> None:
+        self.broker = broker
+        self.tick_s = tick_s
+        self.moved = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            b = self.broker
+            if b.role != "master" or (b.lease is not None and not b.lease.valid()):
+                continue
+            if b.store.topics.queue_count(SCHEDULE_TOPIC) is None:
+                continue
+            try:
+                self.run_once(int(time.time() * 1000))
+            except TailraceError as exc:
+                log.warning("schedule: %s (retrying)", exc)
+            except Exception:
+                log.exception("schedule failed")
+
+    def run_once(self, now_ms: int) -> int:
+        """Move every due message; returns how many moved."""
+        b = self.broker
+        levels = b.store.topics.queue_count(SCHEDULE_TOPIC) or 0
+        moved = 0
+        for level in range(levels):
+            lo, _hi = b.store.queue_offsets(SCHEDULE_TOPIC, level)
+            offset = max(lo, b.offsets.query(SCHEDULER_GROUP, SCHEDULE_TOPIC, level) or 0)
+            start = offset
+            while True:
+                read = b.store.read(
+                    SCHEDULE_TOPIC, level, offset, BATCH, 4 << 20, visible_end=b._visible_end()
+                )
+                if not read.count:
+                    break
+                due_stop = False
+                for rec in iter_records(read.data, verify=False):
+                    if int(rec.properties.get(DELIVER_AT, "0")) > now_ms:
+                        due_stop = True
+                        break
+                    props = {k: v for k, v in rec.properties.items() if k not in (DELIVER_AT, REAL_TOPIC)}
+                    target = rec.properties.get(REAL_TOPIC, "")
+                    if target:
+                        if b.store.topics.queue_count(target) is None:
+                            b.store.create_topic(target, 1)
+                        msg = Message(target, 0, rec.body, tags=rec.tags, keys=rec.keys, properties=props)
+                        out = b.send(target, 0, [msg], internal=True)
+                        if out.status != SEND_OK:
+                            raise TailraceError(f"moving a due message to {target}: {out.status}")
+                        moved += 1
+                    offset = rec.queue_offset + 1
+                if due_stop:
+                    break
+            if offset != start:
+                b.commit_offset(SCHEDULER_GROUP, SCHEDULE_TOPIC, level, offset)
+        self.moved += moved
+        return moved
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
