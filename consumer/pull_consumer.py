@@ -69,13 +69,17 @@ class QueueHooks:
         """No new pull for this queue (flow control)."""
         return False
 
-    def commit_point(self, mq: MessageQueue, pulled: int) -> int:
+    def commit_point(self, mq: MessageQueue, pulled: int) -> int | None:
         """The offset to commit for a queue pulled up to `pulled`: everything
-        polled, here; the lowest offset not yet processed, for a push consumer."""
+        polled, here; the lowest offset not yet processed, for a push consumer;
+        None: do not commit it (an orderly member that does not hold it)."""
         return pulled
 
     def revoked(self, mq: MessageQueue) -> None:
         """The queue is about to be given up (then committed) in a rebalance."""
+
+    def released(self, mq: MessageQueue) -> None:
+        """The queue was given up and its offset committed."""
 
 
 class PullConsumer:
@@ -182,6 +186,8 @@ class PullConsumer:
                         call.cancel()
                     del self._positions[mq]
             self._commit(gone, raise_errors=False)
+            for mq in dropped:
+                self.hooks.released(mq)
         for mq in sorted(added):
             start = self._start_offset(mq)
             if start is not None:
@@ -204,6 +210,22 @@ class PullConsumer:
         g = self._route.group(broker_name)
         m = g.master if g is not None else None
         return m.address if m is not None else None
+
+    def restart_from_committed(self, mq: MessageQueue) -> bool:
+        """Read `mq` again from the group's committed offset (orderly: the
+        previous owner committed after this member was assigned the queue)."""
+        start = self._start_offset(mq)
+        if start is None:
+            return False
+        with self._lock:
+            if mq not in self._positions:
+                return False
+            self._positions[mq] = start
+            self._generation[mq] += 1
+            call = self._inflight.pop(mq, None)
+            if call is not None:
+                call.cancel()
+        return True
 
     def _master_address(self, mq: MessageQueue) -> str | None:
         g = self._route.group(mq.broker_name)
@@ -229,8 +251,14 @@ class PullConsumer:
             return None
         for q in offs.queues:
             if q.queue_id == mq.queue_id:
-                return int(q.min_offset if self.start == "first" else q.max_offset)
-        return 0
+                start = int(q.min_offset if self.start == "first" else q.max_offset)
+                break
+        else:
+            start = 0
+        # nothing to commit until this member moves past it: committing a start
+        # it never read could overwrite what the previous owner commits meanwhile
+        self._committed[mq] = start
+        return start
 
     # ---- positions and commits ----------------------------------------------------------
 
@@ -274,7 +302,7 @@ class PullConsumer:
         first: TailraceError | None = None
         for mq, pulled in positions.items():
             off = self.hooks.commit_point(mq, pulled)
-            if self._committed.get(mq) == off:
+            if off is None or self._committed.get(mq) == off:
                 continue
             address = self._master_address(mq)
             if address is None:

@@ -15,7 +15,11 @@ counts as `RETRY_LATER`.
   memory stays bounded however long the backlog.
 - **Orderly mode** (`orderly=True`): one thread at a time per queue, in
   offset order; a failed batch is retried in place after `retry_backoff_s`.
-  A queue given up in a rebalance is committed only after its thread stopped.
+  A queue is pulled and processed only while this member holds its lock on
+  the master (`LockQueues`, a lease renewed every `lock_lease_ms`/4); on
+  taking a lock it reads from the group's committed offset. A queue given up
+  in a rebalance is committed after its thread stopped, then unlocked: the
+  next owner starts exactly there, and never while the old one processes.
 - **Failures** (concurrent mode): each message of a failed batch is handed
   back to its broker (`SendBack`), which redelivers it through the group's
   retry topic `%RETRY%<group>` after the next delay level (the broker's
@@ -41,6 +45,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
+from consumer.connection import ConnectionPool
 from consumer.process_queue import ProcessQueue
 from consumer.pull_consumer import PullConsumer, QueueHooks, ReceivedMessage
 from core.errors import InvalidArgumentError, TailraceError, UnknownTopicError
@@ -72,7 +77,7 @@ class _TopicHooks(QueueHooks):
     def paused(self, mq: MessageQueue) -> bool:
         return self.push.paused((self.topic, mq))
 
-    def commit_point(self, mq: MessageQueue, pulled: int) -> int:
+    def commit_point(self, mq: MessageQueue, pulled: int) -> int | None:
         return self.push.commit_point((self.topic, mq), pulled)
 
     def revoked(self, mq: MessageQueue) -> None:
@@ -105,6 +110,7 @@ class PushConsumer:
         retry_delays_s: Sequence[float] = DEFAULT_RETRY_DELAYS_S,
         max_reconsume: int = 16,
         send_back: bool = True,
+        lock_lease_ms: int = 10_000,
         retry_backoff_s: float = 1.0,
         shutdown_timeout_s: float = 10.0,
         on_commit: Callable[[MessageQueue, int], None] | None = None,
@@ -127,6 +133,8 @@ class PushConsumer:
         self.retry_delays_s = tuple(retry_delays_s)
         self.max_reconsume = max_reconsume
         self.send_back = send_back  # False: every retry stays in this process
+        self.lock_lease_ms = lock_lease_ms
+        self._locked: dict[MessageQueue, float] = {}  # orderly: held locks, valid until (monotonic)
         self.group = group
         self._make_pull = functools.partial(
             PullConsumer,
@@ -157,15 +165,23 @@ class PushConsumer:
         self.pull = self._make_pull(topic, subscription, hooks=_TopicHooks(self, topic))
         self._thread = threading.Thread(target=self._run, name="push-dispatch", daemon=True)
         self._thread.start()
+        self._lock_thread: threading.Thread | None = None
+        if orderly:
+            self._lock_thread = threading.Thread(target=self._keep_locks, name="queue-locks", daemon=True)
+            self._lock_thread.start()
 
     # ---- what the pull consumers' hooks ask ---------------------------------------------
 
     def paused(self, key: Key) -> bool:
+        if self.orderly and not self._holds(key[1]):
+            return True  # orderly: no lock, no pulls
         pq = self._queues.get(key)
         return pq is not None and pq.over(self.max_cached_messages, self.max_cached_bytes)
 
-    def commit_point(self, key: Key, pulled: int) -> int:
+    def commit_point(self, key: Key, pulled: int) -> int | None:
         pq = self._queues.get(key) or self._revoked.get(key)
+        if self.orderly and not self._holds(key[1]) and key not in self._revoked:
+            return None  # not ours to commit: its owner (or the lock) is elsewhere
         return pulled if pq is None else pq.commit_point(pulled)
 
     def revoked(self, key: Key) -> None:
@@ -177,6 +193,13 @@ class PushConsumer:
             self._revoked[key] = pq
         if self.orderly and not pq.wait_idle(self.shutdown_timeout_s):
             log.warning("%s still being processed after %.0f s; giving it up", key, self.shutdown_timeout_s)
+
+    def released(self, key: Key) -> None:
+        with self._lock:
+            self._revoked.pop(key, None)
+        if self.orderly:  # committed: the next owner may start from there
+            self._locked.pop(key[1], None)
+            self._unlock([key[1]])
 
     # ---- dispatch ----------------------------------------------------------------------
 
@@ -309,9 +332,70 @@ class PushConsumer:
         if pq.acquire():
             self._submit(self._consume_orderly, key, pq)
 
+    # ---- orderly mode: queue locks ---------------------------------------------------------
+
+    def _holds(self, mq: MessageQueue) -> bool:
+        return self._locked.get(mq, 0.0) > time.monotonic()
+
+    def _keep_locks(self) -> None:
+        """Take and renew the assigned queues' locks: every lease/4, or every
+        0.2 s while some assigned queue is not held (its owner is handing over)."""
+        while not self._stop.is_set():
+            try:
+                self._lock_round()
+            except Exception:
+                log.exception("queue lock renewal failed")
+            all_held = all(self._holds(mq) for mq in self.pull.assignment)
+            self._stop.wait(self.lock_lease_ms / 4000 if all_held else 0.2)
+
+    def _lock_round(self) -> None:
+        by_group: dict[str, list[MessageQueue]] = {}
+        for mq in self.pull.assignment:
+            by_group.setdefault(mq.broker_name, []).append(mq)
+        for name, mqs in by_group.items():
+            address = self.pull.master_of(name)
+            if address is None:
+                continue
+            conn = self.pull.pool.get(address)
+            sent = time.monotonic()
+            req = pb.LockQueuesRequest(
+                group=self.group, topic=self.pull.topic, client_id=self.pull.client_id,
+                queue_ids=[mq.queue_id for mq in mqs], lease_ms=self.lock_lease_ms,
+            )  # fmt: skip
+            try:
+                got = set(conn.call(conn.stub.LockQueues, req).locked)
+            except TailraceError as exc:
+                log.warning("locking queues on %s: %s", address, exc)
+                continue
+            for mq in mqs:
+                if mq.queue_id in got:
+                    # a fresh lock: read from the commit the previous owner made
+                    # (before pulls may start: the queue is paused until held)
+                    if not self._holds(mq) and not self.pull.restart_from_committed(mq):
+                        continue  # its commit cannot be read yet: next round
+                    self._locked[mq] = sent + 0.75 * self.lock_lease_ms / 1000
+                else:
+                    self._locked.pop(mq, None)
+
+    def _unlock(self, mqs: list[MessageQueue], pool: ConnectionPool | None = None) -> None:
+        by_group: dict[str, list[int]] = {}
+        for mq in mqs:
+            by_group.setdefault(mq.broker_name, []).append(mq.queue_id)
+        for name, qids in by_group.items():
+            address = self.pull.master_of(name)
+            if address is None:
+                continue
+            conn = (pool or self.pull.pool).get(address)
+            req = pb.LockQueuesRequest(group=self.group, topic=self.pull.topic, client_id=self.pull.client_id,
+                                       queue_ids=qids)  # fmt: skip
+            try:
+                conn.call(conn.stub.UnlockQueues, req)
+            except TailraceError as exc:  # the lease frees it anyway
+                log.warning("unlocking queues on %s: %s", address, exc)
+
     def _consume_orderly(self, key: Key, pq: ProcessQueue) -> None:
         try:
-            while not pq.dropped and not self._stop.is_set():
+            while not pq.dropped and not self._stop.is_set() and self._holds(key[1]):
                 batch = pq.take(self.batch_size)
                 if not batch:
                     break
@@ -355,9 +439,18 @@ class PushConsumer:
         if abandoned:
             log.warning("abandoning %d batch(es) still running: they will be delivered again", abandoned)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._lock_thread is not None:
+            self._lock_thread.join(5)
         if self.retry is not None:
             self.retry.close(commit=True)
+        held = list(self._locked)
         self.pull.close(commit=True)
+        if held:  # committed: release them for the next owner
+            pool = ConnectionPool(5.0)  # the pull consumer's own pool is closed now
+            try:
+                self._unlock(held, pool)
+            finally:
+                pool.close()
 
     def __enter__(self) -> PushConsumer:
         return self

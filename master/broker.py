@@ -32,6 +32,7 @@ from core.offsets import ConsumerOffsets, validate_group
 from core.pagecache import MemoryBudget
 from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
 from core.pull import PullArgs, PullLimits, serve_pull
+from core.queue_locks import QueueLocks
 from core.record import Message, validate_topic
 from core.redirect import NO_ADVICE, Advice, SlaveView, advise_master, batch_limits, route_key
 from core.replication import AckLag, ReplicaSet
@@ -96,6 +97,7 @@ class MasterBroker:
         self.pulls_not_held = 0
         self.limits = PullLimits(config.pull.max_wait_ms, config.pull.max_messages, config.pull.max_bytes)
         self.retry_delays = parse_delays(config.broker.retry_delays)
+        self.queue_locks = QueueLocks()
 
     @property
     def broker_id(self) -> int:
@@ -209,6 +211,24 @@ class MasterBroker:
         if out.status != SEND_OK:
             raise BrokerBusyError(f"the message was not stored for a retry ({out.status}): {out.detail}")
         return dest, attempts, int(props.get(DELIVER_AT, "0"))
+
+    def lock_queues(
+        self, group: str, topic: str, client_id: str, queue_ids: list[int], lease_ms: int
+    ) -> list[int]:
+        validate_group(group)
+        count = self.store.topics.queue_count(validate_topic(topic).decode())
+        if count is None:
+            raise UnknownTopicError(f"topic {topic!r} does not exist")
+        if any(not 0 <= q < count for q in queue_ids) or not client_id:
+            raise InvalidQueueError(f"queue ids must be in 0..{count - 1}, with a client id")
+        if not 1000 <= lease_ms <= 600_000:
+            raise InvalidArgumentError("lease_ms must be in 1000..600000")
+        self._check_lease()
+        return self.queue_locks.lock(group, topic, client_id, queue_ids, lease_ms, _now_ms())
+
+    def unlock_queues(self, group: str, topic: str, client_id: str, queue_ids: list[int]) -> None:
+        validate_group(group)
+        self.queue_locks.unlock(group, topic, client_id, queue_ids)
 
     def _check_lease(self) -> None:
         if self.lease is not None and not self.lease.valid():

@@ -130,6 +130,20 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         )
         return pb.SendBackResponse(destination=dest, attempts=attempts, deliver_at_ms=due)
 
+    def LockQueues(
+        self, request: pb.LockQueuesRequest, context: grpc.ServicerContext
+    ) -> pb.LockQueuesResponse:
+        got = self.broker.lock_queues(
+            request.group, request.topic, request.client_id, list(request.queue_ids), request.lease_ms
+        )
+        return pb.LockQueuesResponse(locked=got)
+
+    def UnlockQueues(
+        self, request: pb.LockQueuesRequest, context: grpc.ServicerContext
+    ) -> pb.LockQueuesResponse:
+        self.broker.unlock_queues(request.group, request.topic, request.client_id, list(request.queue_ids))
+        return pb.LockQueuesResponse()
+
     def CreateTopic(
         self, request: pb.CreateTopicRequest, context: grpc.ServicerContext
     ) -> pb.CreateTopicResponse:

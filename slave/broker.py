@@ -225,6 +225,13 @@ class ReplicaBroker(MasterBroker):
             return super().send_back(group, topic, message, max_reconsume)
         raise NotMasterError(f"failed messages go back to the master at {self.master_address}")
 
+    def lock_queues(
+        self, group: str, topic: str, client_id: str, queue_ids: list[int], lease_ms: int
+    ) -> list[int]:
+        if self.leading:
+            return super().lock_queues(group, topic, client_id, queue_ids, lease_ms)
+        raise NotMasterError(f"queue locks are held on the master at {self.master_address}")
+
     def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
         if self.leading:
             return super().commit_offset(group, topic, queue_id, offset)

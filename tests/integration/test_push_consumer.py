@@ -217,3 +217,52 @@ def test_failed_messages_retry_with_growing_delays_then_dead_letter(procs: Proce
     # the dead letters are readable with the command line too
     out = cli_json("consume", "--broker", b.address, "--group", "cli", "--topic", "%DLQ%g", "--count", "3")
     assert out["unique"] == 3
+
+
+def test_orderly_mode_keeps_queue_order_across_a_rebalance(procs: ProcessGroup) -> None:
+    address = broker_with(procs, 4000, queues=4)
+    events: list[tuple[str, int, int, float, float]] = []  # (member, queue, offset, start, end)
+    lock = threading.Lock()
+    busy: dict[int, str] = {}
+    overlaps: list[tuple[int, str, str]] = []
+
+    def handler_for(member: str):  # type: ignore[no-untyped-def]
+        def handle(batch: list[ReceivedMessage]) -> None:
+            m = batch[0]
+            with lock:
+                if m.queue_id in busy:  # another thread (or member) is in this queue now
+                    overlaps.append((m.queue_id, busy[m.queue_id], member))
+                busy[m.queue_id] = member
+            t0 = time.monotonic()
+            time.sleep(0.002)
+            with lock:
+                del busy[m.queue_id]
+                events.append((member, m.queue_id, m.queue_offset, t0, time.monotonic()))
+
+        return handle
+
+    opts = dict(broker=address, orderly=True, consume_threads=8, heartbeat_ms=200,
+                rebalance_interval_ms=1000, lock_lease_ms=2000)  # fmt: skip
+    a = PushConsumer("ord", "t", handler_for("a"), **opts)  # type: ignore[arg-type]
+    b: PushConsumer | None = None
+    try:
+        wait_until(lambda: len(events) >= 600, 30, "member a under way")
+        b = PushConsumer("ord", "t", handler_for("b"), **opts)  # type: ignore[arg-type]
+        wait_until(lambda: {e[1] for e in events if e[0] == "b"} != set(), 30, "b taking over queues")
+        wait_until(lambda: len({(e[1], e[2]) for e in events}) == 4000, 60, "everything processed")
+    finally:
+        if b is not None:
+            b.close()
+        a.close()
+    assert overlaps == []  # one thread at a time per queue, across members too
+    moved = {e[1] for e in events if e[0] == "b"}
+    assert moved and len(moved) < 4
+    for q in range(4):
+        seq = [e for e in events if e[1] == q]
+        offsets = [e[2] for e in seq]
+        assert offsets == sorted(offsets) == list(range(1000)), f"queue {q} out of order or incomplete"
+        if q in moved:  # handed over exactly once, at a's last processed offset + 1
+            owners = [e[0] for e in seq]
+            switch = owners.index("b")
+            assert set(owners[:switch]) == {"a"} and set(owners[switch:]) == {"b"}
+            assert seq[switch][3] >= seq[switch - 1][4]  # b began after a finished

@@ -39,6 +39,26 @@ OFFSET_TOO_SMALL: PullStatus
 OFFSET_OVERFLOW: PullStatus
 RETRY_ELSEWHERE: PullStatus
 
+class LockQueuesRequest(_message.Message):
+    __slots__ = ("group", "topic", "client_id", "queue_ids", "lease_ms")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_IDS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    client_id: str
+    queue_ids: _containers.RepeatedScalarFieldContainer[int]
+    lease_ms: int
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., client_id: _Optional[str] = ..., queue_ids: _Optional[_Iterable[int]] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+
+class LockQueuesResponse(_message.Message):
+    __slots__ = ("locked",)
+    LOCKED_FIELD_NUMBER: _ClassVar[int]
+    locked: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, locked: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class SendBackRequest(_message.Message):
     __slots__ = ("group", "topic", "message", "max_reconsume")
     GROUP_FIELD_NUMBER: _ClassVar[int]

@@ -94,6 +94,16 @@ class BrokerStub:
                 request_serializer=tailrace_dot_v1_dot_broker__pb2.SendBackRequest.SerializeToString,
                 response_deserializer=tailrace_dot_v1_dot_broker__pb2.SendBackResponse.FromString,
                 _registered_method=True)
+        self.LockQueues = channel.unary_unary(
+                '/tailrace.v1.Broker/LockQueues',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.LockQueuesRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.LockQueuesResponse.FromString,
+                _registered_method=True)
+        self.UnlockQueues = channel.unary_unary(
+                '/tailrace.v1.Broker/UnlockQueues',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.LockQueuesRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.LockQueuesResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -180,6 +190,20 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LockQueues(self, request, context):
+        """Orderly consumption: a member processes a queue only while it holds its
+        lock (a lease it renews); it unlocks after committing (core/queue_locks.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnlockQueues(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -242,6 +266,16 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.SendBack,
                     request_deserializer=tailrace_dot_v1_dot_broker__pb2.SendBackRequest.FromString,
                     response_serializer=tailrace_dot_v1_dot_broker__pb2.SendBackResponse.SerializeToString,
+            ),
+            'LockQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.LockQueues,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.LockQueuesRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.LockQueuesResponse.SerializeToString,
+            ),
+            'UnlockQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnlockQueues,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.LockQueuesRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.LockQueuesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -568,6 +602,60 @@ class Broker:
             '/tailrace.v1.Broker/SendBack',
             tailrace_dot_v1_dot_broker__pb2.SendBackRequest.SerializeToString,
             tailrace_dot_v1_dot_broker__pb2.SendBackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LockQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.Broker/LockQueues',
+            tailrace_dot_v1_dot_broker__pb2.LockQueuesRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.LockQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnlockQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.Broker/UnlockQueues',
+            tailrace_dot_v1_dot_broker__pb2.LockQueuesRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.LockQueuesResponse.FromString,
             options,
             channel_credentials,
             insecure,
