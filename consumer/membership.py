@@ -1,9 +1,13 @@
 """A consumer's group membership: heartbeats on a background thread.
 
 Every `heartbeat_ms` the member heartbeats, in parallel and with a short
-deadline, to the master of every group that hosts its topic. The group's
-view of its members comes from one designated broker group, the first by
-name, so every member reads the same list. If that broker does not answer,
+deadline, to the master of the designated broker group (the first by name
+with a live master) and to the masters of the groups hosting its assigned
+queues, and to no other broker: a consumer connects only to the nameservers
+and the brokers it reads from. The group's view of its members comes from
+the designated group, so every member reads the same list (if that group's
+master dies, the next group is designated and learns every member at their
+next heartbeat). If that broker does not answer,
 the last view is kept; once it has not answered for three heartbeat
 intervals the broker has dropped this member, so the member drops itself from
 its view too (and so gives up its queues) rather than keep reading queues
@@ -17,6 +21,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -38,7 +43,9 @@ class Membership:
         topic: str,
         client_id: str,
         heartbeat_ms: int,
+        assigned_groups: Callable[[], set[str]] = set,
     ) -> None:
+        self.assigned_groups = assigned_groups
         self.pool = pool
         self.routes = routes
         self.group = group
@@ -47,6 +54,7 @@ class Membership:
         self.heartbeat_ms = heartbeat_ms
         self.members: list[str] = []
         self.changed = threading.Event()
+        self._listeners = [self.changed]
         self._last_ok = time.monotonic()
         self._failing = False
         self._stop = threading.Event()
@@ -58,11 +66,12 @@ class Membership:
         except TailraceError as exc:
             log.warning("no route for %s: %s", self.topic, exc)
             return []
-        out = []
+        out: list[str] = []
+        mine = self.assigned_groups()
         for g in sorted(route.groups, key=lambda g: g.broker_name):
             m = g.master
-            if m is not None:
-                out.append(m.address)
+            if m is not None and (not out or g.broker_name in mine):
+                out.append(m.address)  # the designated group first, then the assigned ones
         return out
 
     def beat(self) -> None:
@@ -93,7 +102,15 @@ class Membership:
             view = [m for m in self.members if m != self.client_id]  # we have been dropped
         if view is not None and view != self.members:
             self.members = view
-            self.changed.set()
+            for e in list(self._listeners):
+                e.set()
+
+    def subscribe(self) -> threading.Event:
+        """Another event set at every change of the view (a second consumer
+        of the same group sharing this membership)."""
+        e = threading.Event()
+        self._listeners.append(e)
+        return e
 
     def _run(self) -> None:
         while not self._stop.wait(self.heartbeat_ms / 1000):

@@ -101,7 +101,11 @@ class PullConsumer:
         timeout_s: float = 10.0,
         on_commit: Callable[[MessageQueue, int], None] | None = None,
         hooks: QueueHooks | None = None,
+        members_of: PullConsumer | None = None,
     ) -> None:
+        """`members_of`: take the group's members from that consumer of the same
+        group (a push consumer's retry topic), so both split their queues over
+        the same view; this one sends no membership heartbeats of its own."""
         if start not in ("first", "last"):
             raise InvalidArgumentError("start must be 'first' or 'last'")
         if (broker is None) == (namesrv is None):
@@ -138,7 +142,22 @@ class PullConsumer:
         self._retry_at: dict[MessageQueue, float] = {}
         self._done: queue.Queue[tuple[MessageQueue, int, grpc.Future[pb.PullResponse]]] = queue.Queue()
         self._closed = False
-        self.membership = Membership(self.pool, self.routes, group, topic, self.client_id, heartbeat_ms)
+        self._owns_membership = members_of is None
+        if members_of is None:
+            self.membership = Membership(
+                self.pool,
+                self.routes,
+                group,
+                topic,
+                self.client_id,
+                heartbeat_ms,
+                lambda: {mq.broker_name for mq in list(self._positions)},
+            )
+            self._changed: threading.Event = self.membership.changed
+        else:
+            self.client_id = members_of.client_id
+            self.membership = members_of.membership
+            self._changed = self.membership.subscribe()
         self._last_rebalance = 0.0
         self._last_commit = time.monotonic()
         self._issued_at: dict[MessageQueue, float] = {}
@@ -150,13 +169,15 @@ class PullConsumer:
         self._failures: dict[MessageQueue, int] = {}
         try:
             self._route: TopicRoute = self.routes.get(topic)
-            self.membership.beat()  # join before the first allocation
+            if self._owns_membership:
+                self.membership.beat()  # join before the first allocation
             self.rebalance()
         except BaseException:
             self.pool.close()
             self.routes.close()
             raise
-        self.membership.start()
+        if self._owns_membership:
+            self.membership.start()
 
     # ---- assignment -----------------------------------------------------------------
 
@@ -200,10 +221,6 @@ class PullConsumer:
                 self.client_id, len(members), len(self._positions), len(added), len(dropped),
             )  # fmt: skip
         self._last_rebalance = time.monotonic()
-
-    def queues(self) -> list[MessageQueue]:
-        """Every readable queue of the topic (the last route seen)."""
-        return self._route.read_queues()
 
     def master_of(self, broker_name: str) -> str | None:
         """The address of a broker group's master (the last route seen)."""
@@ -329,8 +346,8 @@ class PullConsumer:
         if self._closed:
             raise TailraceError("consumer is closed")
         now = time.monotonic()
-        if self.membership.changed.is_set() or now - self._last_rebalance >= self.rebalance_s:
-            self.membership.changed.clear()
+        if self._changed.is_set() or now - self._last_rebalance >= self.rebalance_s:
+            self._changed.clear()
             self.rebalance()
         if self.auto_commit_s and now - self._last_commit >= self.auto_commit_s:
             try:
@@ -347,7 +364,7 @@ class PullConsumer:
             try:
                 item = self._done.get(timeout=min(left, 0.2)) if left > 0 else self._done.get_nowait()
             except queue.Empty:
-                if left <= 0 or self.membership.changed.is_set():
+                if left <= 0 or self._changed.is_set():
                     break
                 self._issue_pulls(answered)  # queues whose retry back-off ended
                 continue
@@ -438,7 +455,7 @@ class PullConsumer:
                 log.warning("pull %s from broker %d failed: %s; back to the master", mq, pulled_from, err)
                 self._pull_from[mq] = MASTER_ID
                 self._avoid[pulled_from] = time.monotonic() + REPLICA_AVOID_S
-                self.membership.changed.set()  # refreshes the route
+                self._changed.set()  # refreshes the route
                 return []
             fails = self._failures[mq] = self._failures.get(mq, 0) + 1
             # errors a retry can fix: soon; others (e.g. the topic is gone): back off to 5 s
@@ -446,7 +463,7 @@ class PullConsumer:
             log.warning("pull %s failed: %s; retrying in %.1fs", mq, err, delay)
             self._retry_at[mq] = time.monotonic() + delay
             if err.refresh_route:
-                self.membership.changed.set()  # rebalance, which refreshes the route
+                self._changed.set()  # rebalance, which refreshes the route
             return []
         self._failures.pop(mq, None)
         status = resp.status
@@ -490,7 +507,8 @@ class PullConsumer:
         if self._closed:
             return
         self._closed = True
-        self.membership.stop()
+        if self._owns_membership:
+            self.membership.stop()
         with self._lock:
             calls = list(self._inflight.values())
             self._inflight.clear()
@@ -500,7 +518,8 @@ class PullConsumer:
             if commit:
                 self._commit(dict(self._positions))
         finally:
-            self.membership.leave()
+            if self._owns_membership:
+                self.membership.leave()
             self.pool.close()
             self.routes.close()
 

@@ -111,6 +111,7 @@ class PushConsumer:
         max_reconsume: int = 16,
         send_back: bool = True,
         lock_lease_ms: int = 10_000,
+        client_id: str | None = None,
         retry_backoff_s: float = 1.0,
         shutdown_timeout_s: float = 10.0,
         on_commit: Callable[[MessageQueue, int], None] | None = None,
@@ -147,6 +148,7 @@ class PushConsumer:
             rebalance_interval_ms=rebalance_interval_ms,
             auto_commit_interval_ms=auto_commit_interval_ms,
             on_commit=on_commit,
+            client_id=client_id,
         )
         self.retry: PullConsumer | None = None  # the retry topic's consumer, once routed
         self._retry_next = 0.0
@@ -239,7 +241,7 @@ class PushConsumer:
             return
         self._retry_next = now + RETRY_TOPIC_CHECK_S
         topic = retry_topic(self.group)
-        for name in {mq.broker_name for mq in self.pull.queues()}:
+        for name in {mq.broker_name for mq in self.pull.assignment}:  # only brokers it reads from
             address = self.pull.master_of(name)
             if address is None:
                 continue
@@ -249,7 +251,7 @@ class PushConsumer:
             except TailraceError as exc:
                 log.debug("creating %s on %s: %s", topic, address, exc)
         with contextlib.suppress(UnknownTopicError):  # not routed yet
-            self.retry = self._make_pull(topic, "*", hooks=_TopicHooks(self, topic))
+            self.retry = self._make_pull(topic, "*", hooks=_TopicHooks(self, topic), members_of=self.pull)
 
     def _submit(self, fn: Callable[..., None], *args: object) -> None:
         with self._lock:

@@ -189,6 +189,9 @@ def add_consume_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--handler-ms", type=float, default=0, help="simulated processing cost per message")
     p.add_argument("--max-cached", type=int, default=1000, help="push: unprocessed messages per queue")
+    p.add_argument(
+        "--client-id", default=None, help="this member's id in the group (default: host@pid@random)"
+    )
     p.add_argument("--log", type=argparse.FileType("w"), default=None)
     p.add_argument("--json", action="store_true")
 
@@ -269,6 +272,7 @@ def run_consume(args: argparse.Namespace) -> int:
             rebalance_interval_ms=args.rebalance_ms,
             auto_commit_interval_ms=1000,
             on_commit=log_commit,
+            client_id=args.client_id,
         ) as consumer:
             while running():
                 progress.update(len(seen))
@@ -299,6 +303,7 @@ def run_consume(args: argparse.Namespace) -> int:
             heartbeat_ms=args.heartbeat_ms,
             rebalance_interval_ms=args.rebalance_ms,
             on_commit=log_commit,
+            client_id=args.client_id,
         )
         try:
             cached_max = 0

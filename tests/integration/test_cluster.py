@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 
 from consumer import Admin, Producer, PullConsumer
@@ -269,3 +270,51 @@ def test_nameserver_metrics_count_brokers_and_lookups(procs: ProcessGroup) -> No
     assert float(values["tailrace_live_brokers"]) == 2
     assert float(values['tailrace_route_lookups_total{outcome="found"}']) >= 1
     assert float(values['tailrace_route_lookups_total{outcome="unknown_topic"}']) >= 1
+
+
+def test_a_consumer_connects_only_to_the_brokers_it_reads(procs: ProcessGroup, tmp_path: Path) -> None:
+    """A push consumer that joins a group as the member owning group ga's
+    queues (its id sorts first) holds TCP connections to ga's master only,
+    never to gb, whose queues the other member reads."""
+    ns, brokers = cluster(procs, queues=2)
+    ports = {name: int(b.address.rsplit(":", 1)[1]) for name, b in brokers.items()}
+    args = ["consume", "--namesrv", ",".join(ns), "--group", "G", "--topic", "T", "--count", "100000",
+            "--threads", "2", "--heartbeat-ms", str(HB_MS), "--rebalance-ms", str(REBALANCE_MS),
+            "--timeout-ms", "60000"]  # fmt: skip
+    logs = {cid: tmp_path / f"{cid}.jsonl" for cid in ("z-first", "a-late")}
+    ps: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(cid: str) -> None:
+        ps[cid] = subprocess.Popen(
+            [sys.executable, "-m", "deploy.cli", *args, "--client-id", cid, "--log", str(logs[cid])],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def groups_read(cid: str) -> set[str]:
+        text = logs[cid].read_text() if logs[cid].exists() else ""
+        return {json.loads(x)["broker"] for x in text.splitlines() if '"seq"' in x}
+
+    try:
+        start("z-first")
+        with Producer(namesrv=ns) as prod:
+            for i in range(40):
+                prod.send("T", f"early {i}".encode())
+            wait_until(lambda: groups_read("z-first") == {"ga", "gb"}, 30, "the first member reading both")
+            start("a-late")  # sorts first: the averaging allocation gives it ga's two queues
+            for i in range(400):
+                prod.send("T", f"late {i}".encode())
+            wait_until(lambda: groups_read("a-late") == {"ga"}, 30, "the late member reading ga")
+        p = psutil.Process(ps["a-late"].pid)
+        connected = {c.raddr.port for c in p.net_connections("tcp") if c.raddr}
+        assert ports["ga"] in connected
+        assert ports["gb"] not in connected, (connected, ports)  # never a broker it does not read
+        assert groups_read("a-late") == {"ga"}
+    finally:
+        for proc in ps.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in ps.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
