@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     from bench import failover as failover_bench
 
     failover_bench.add_arguments(bench_sub.add_parser("failover", help="seeded kill-master drills in a row"))
+    from bench import push_consumer as push_bench
+
+    push_bench.add_arguments(bench_sub.add_parser("push-consumer", help="threads, handler cost, memory"))
     from bench import redirect_bench
 
     redirect_bench.add_arguments(
@@ -83,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 return replication_bench.run(args)
             if args.bench_command == "failover":
                 return failover_bench.run(args)
+            if args.bench_command == "push-consumer":
+                return push_bench.run(args)
             if args.bench_command == "redirect":
                 return redirect_bench.run(args)
             return produce_consume.run(args)
