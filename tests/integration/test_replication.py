@@ -11,7 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from consumer import Admin, Producer
+from consumer import Admin, Producer, PullConsumer, ReceivedMessage
+from consumer.connection import BrokerConnection
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.record import iter_records
@@ -243,3 +244,50 @@ def test_an_idle_sync_pair_stays_in_sync(procs: ProcessGroup) -> None:
         time.sleep(2.0)  # idle for more than three ack ages: heartbeats keep the slave in sync
         assert prod.send("R", b"after idling").status == "SEND_OK"
     assert len(all_messages(m.address, "R", 8)) == 2
+
+
+def test_retry_and_dead_letter_topics_replicate(procs: ProcessGroup) -> None:
+    """A message sent back by a consumer travels through the schedule and the
+    retry topic into the dead-letter topic on the master: the slave holds the
+    same topics and the same dead letter."""
+    m, (s1,) = master_and_slaves(procs, 1, "sync", ["--set", 'broker.retry_delays="100ms"'])
+    with Producer(m.address) as prod:
+        prod.send("R", b"poison", keys="k1")
+    conn = BrokerConnection(m.address)
+    try:
+        props: dict[str, str] = {}
+        for attempt in range(3):  # max_reconsume=1: one redelivery, then the dead-letter topic
+            msg = pb.Message(body=b"poison", properties=props)
+            req = pb.SendBackRequest(group="g", topic="R", message=msg, max_reconsume=1)
+            r = conn.call(conn.stub.SendBack, req)
+            if r.destination.startswith("%DLQ%"):
+                break
+            assert attempt == 0 and r.destination == "%SCHEDULE%"
+            props = {"RECONSUME_TIMES": str(r.attempts)}
+        assert r.destination == "%DLQ%g" and r.attempts == 2
+    finally:
+        conn.close()
+    with Admin(m.address) as admin:
+        wait_until(
+            lambda: "%RETRY%g" in admin.list_topics() and admin.queue_offsets("%RETRY%g")[0][1] == 1,
+            10,
+            "the scheduler moving it",
+        )
+    for p in (m, s1):
+        with Admin(p.address) as admin:
+            wait_until(lambda a=admin: "%DLQ%g" in a.list_topics(), 10, f"the dead-letter topic on {p.name}")
+            assert admin.queue_offsets("%DLQ%g")[0] == (0, 1)
+            assert admin.queue_offsets("%RETRY%g")[0] == (0, 1)
+    c = PullConsumer(s1.address, "reader", "%DLQ%g", auto_commit_interval_ms=0)  # from the slave itself
+    got: list[ReceivedMessage] = []
+
+    def polled() -> bool:
+        got.extend(c.poll(200))
+        return bool(got)
+
+    try:
+        wait_until(polled, 10, "the dead letter on the slave")
+    finally:
+        c.close(commit=False)  # a slave takes no commits
+    assert got[0].body == b"poison" and got[0].properties["RECONSUME_TIMES"] == "2"
+    assert got[0].properties["ORIGIN_TOPIC"] == "R"
