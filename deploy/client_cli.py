@@ -189,6 +189,7 @@ def add_consume_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--handler-ms", type=float, default=0, help="simulated processing cost per message")
     p.add_argument("--max-cached", type=int, default=1000, help="push: unprocessed messages per queue")
+    p.add_argument("--consume-batch", type=int, default=1, help="push: messages per handler call")
     p.add_argument(
         "--client-id", default=None, help="this member's id in the group (default: host@pid@random)"
     )
@@ -297,6 +298,7 @@ def run_consume(args: argparse.Namespace) -> int:
             broker=args.broker,
             namesrv=args.namesrv,
             consume_threads=args.threads or 20,
+            batch_size=args.consume_batch,
             start=args.start,
             pull_batch=min(args.batch, 1000),
             max_cached_messages=args.max_cached,
@@ -313,7 +315,12 @@ def run_consume(args: argparse.Namespace) -> int:
                 rss_max = max(rss_max, me.memory_info().rss)
                 stop.wait(0.05)
             served = push.pull.served_by
-            extra = {"threads": args.threads or 20, "handler_ms": args.handler_ms, "cached_max": cached_max}
+            extra = {
+                "threads": args.threads or 20,
+                "handler_ms": args.handler_ms,
+                "consume_batch": args.consume_batch,
+                "cached_max": cached_max,
+            }
         finally:
             push.close()
     progress.done()
