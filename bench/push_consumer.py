@@ -55,7 +55,8 @@ def _consume(address: str, topic: str, group: str, count: int, threads: int, cos
              max_cached: int = 1000, timeout_ms: int = 300_000) -> dict[str, Any]:  # fmt: skip
     return _cli("consume", "--broker", address, "--topic", topic, "--group", group, "--count", str(count),
                 "--threads", str(threads), "--handler-ms", str(cost_ms), "--max-cached", str(max_cached),
-                "--timeout-ms", str(timeout_ms), "--batch", "64")  # fmt: skip
+                "--timeout-ms", str(timeout_ms), "--batch", "64",
+                "--max-span", str(max(2000, 2 * max_cached)))  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ class ProcessQueue:
         self._heap: list[int] = []  # pending offsets (lazily cleaned)
         self._waiting: deque[ReceivedMessage] = deque()  # orderly: not handed to a thread yet
         self.bytes = 0
+        self.max_seen = -1  # highest offset ever added
         self.dropped = False  # given up in a rebalance: results are ignored
         self.busy = False  # orderly: a thread is processing this queue
         self.idle = threading.Condition(self._lock)
@@ -36,6 +37,7 @@ class ProcessQueue:
                 self._pending[m.queue_offset] = size
                 heapq.heappush(self._heap, m.queue_offset)
                 self.bytes += size
+                self.max_seen = max(self.max_seen, m.queue_offset)
                 if orderly:
                     self._waiting.append(m)
 
@@ -73,8 +75,14 @@ class ProcessQueue:
         low = self.lowest_pending()
         return pulled if low is None else min(low, pulled)
 
-    def over(self, max_messages: int, max_bytes: int) -> bool:
-        return len(self._pending) >= max_messages or self.bytes >= max_bytes
+    def over(self, max_messages: int, max_bytes: int, max_span: int) -> bool:
+        """Flow control: too many messages or bytes waiting, or too wide a span
+        between the oldest unprocessed and the newest pulled offset (one stuck
+        message would otherwise let pulling go on while nothing can be committed)."""
+        if len(self._pending) >= max_messages or self.bytes >= max_bytes:
+            return True
+        low = self.lowest_pending()
+        return low is not None and self.max_seen - low >= max_span
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Orderly revoke: wait until no thread is processing this queue."""

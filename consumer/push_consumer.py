@@ -11,8 +11,10 @@ counts as `RETRY_LATER`.
   processed; the committed offset is the lowest one not processed yet, so a
   crash redelivers but never skips.
 - **Flow control**: a queue is not pulled while it holds
-  `max_cached_messages` (1,000) or `max_cached_bytes` (100 MiB) unprocessed;
-  memory stays bounded however long the backlog.
+  `max_cached_messages` (1,000) or `max_cached_bytes` (100 MiB) unprocessed,
+  or while its newest pulled offset is `max_span` (2,000) past its oldest
+  unprocessed one (a stuck message); memory stays bounded however long the
+  backlog.
 - **Orderly mode** (`orderly=True`): one thread at a time per queue, in
   offset order; a failed batch is retried in place after `retry_backoff_s`.
   A queue is pulled and processed only while this member holds its lock on
@@ -48,8 +50,9 @@ from typing import Literal
 from consumer.connection import ConnectionPool
 from consumer.process_queue import ProcessQueue
 from consumer.pull_consumer import PullConsumer, QueueHooks, ReceivedMessage
-from core.errors import InvalidArgumentError, TailraceError, UnknownTopicError
+from core.errors import InvalidArgumentError, InvalidTopicError, TailraceError, UnknownTopicError
 from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.record import validate_topic
 from core.retry import retry_topic
 from core.route import MessageQueue
 
@@ -83,6 +86,9 @@ class _TopicHooks(QueueHooks):
     def revoked(self, mq: MessageQueue) -> None:
         self.push.revoked((self.topic, mq))
 
+    def released(self, mq: MessageQueue) -> None:
+        self.push.released((self.topic, mq))
+
 
 DEFAULT_RETRY_DELAYS_S = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -111,6 +117,7 @@ class PushConsumer:
         max_reconsume: int = 16,
         send_back: bool = True,
         lock_lease_ms: int = 10_000,
+        max_span: int = 2000,
         client_id: str | None = None,
         retry_backoff_s: float = 1.0,
         shutdown_timeout_s: float = 10.0,
@@ -135,7 +142,14 @@ class PushConsumer:
         self.max_reconsume = max_reconsume
         self.send_back = send_back  # False: every retry stays in this process
         self.lock_lease_ms = lock_lease_ms
+        self.max_span = max_span
+        if send_back:  # the retry topic's name must be a valid topic name
+            try:
+                validate_topic(retry_topic(group))
+            except InvalidTopicError as exc:
+                raise InvalidArgumentError(f"group {group!r} is too long for its retry topic: {exc}") from exc
         self._locked: dict[MessageQueue, float] = {}  # orderly: held locks, valid until (monotonic)
+        self._lock_calls = threading.Lock()
         self.group = group
         self._make_pull = functools.partial(
             PullConsumer,
@@ -178,7 +192,7 @@ class PushConsumer:
         if self.orderly and not self._holds(key[1]):
             return True  # orderly: no lock, no pulls
         pq = self._queues.get(key)
-        return pq is not None and pq.over(self.max_cached_messages, self.max_cached_bytes)
+        return pq is not None and pq.over(self.max_cached_messages, self.max_cached_bytes, self.max_span)
 
     def commit_point(self, key: Key, pulled: int) -> int | None:
         pq = self._queues.get(key) or self._revoked.get(key)
@@ -207,31 +221,42 @@ class PushConsumer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                messages = self.pull.poll(50)
-                if self.retry is None and not self.orderly and self.send_back:
-                    self._open_retry()
+            self._dispatch(self._poll(self.pull, 50))
+            if self.send_back and not self.orderly:
+                try:
+                    if self.retry is None:
+                        self._open_retry()
+                except Exception:
+                    log.exception("opening the retry topic failed (trying again)")
                 if self.retry is not None:
-                    messages += self.retry.poll(1)
-            except Exception:  # never die: the consumer would silently stop
-                log.exception("poll failed")
-                self._stop.wait(0.5)
-                continue
-            by_queue: dict[Key, list[ReceivedMessage]] = {}
-            for m in messages:
-                by_queue.setdefault((m.topic, MessageQueue(m.broker_name, m.queue_id)), []).append(m)
-            for key, msgs in by_queue.items():
-                with self._lock:
-                    pq = self._queues.get(key)
-                    if pq is None:
-                        pq = self._queues[key] = ProcessQueue()
-                        self._revoked.pop(key, None)
-                pq.add(msgs, self.orderly)
-                if self.orderly:
-                    self._schedule_orderly(key, pq)
-                else:
-                    for i in range(0, len(msgs), self.batch_size):
-                        self._submit(self._consume, pq, msgs[i : i + self.batch_size], 0)
+                    self._dispatch(self._poll(self.retry, 1))
+
+    def _poll(self, consumer: PullConsumer, timeout_ms: int) -> list[ReceivedMessage]:
+        try:
+            return consumer.poll(timeout_ms)
+        except Exception:  # never die: the consumer would silently stop
+            log.exception("poll of %s failed", consumer.topic)
+            self._stop.wait(0.5)
+            return []
+
+    def _dispatch(self, messages: list[ReceivedMessage]) -> None:
+        """Hand polled messages to their process queues and the pool (what poll
+        returned has moved the pull position: it must never be dropped here)."""
+        by_queue: dict[Key, list[ReceivedMessage]] = {}
+        for m in messages:
+            by_queue.setdefault((m.topic, MessageQueue(m.broker_name, m.queue_id)), []).append(m)
+        for key, msgs in by_queue.items():
+            with self._lock:
+                pq = self._queues.get(key)
+                if pq is None:
+                    pq = self._queues[key] = ProcessQueue()
+                    self._revoked.pop(key, None)
+            pq.add(msgs, self.orderly)
+            if self.orderly:
+                self._schedule_orderly(key, pq)
+            else:
+                for i in range(0, len(msgs), self.batch_size):
+                    self._submit(self._consume, pq, msgs[i : i + self.batch_size], 0)
 
     def _open_retry(self) -> None:
         """Create the group's retry topic on each master and read it too (the
@@ -251,7 +276,10 @@ class PushConsumer:
             except TailraceError as exc:
                 log.debug("creating %s on %s: %s", topic, address, exc)
         with contextlib.suppress(UnknownTopicError):  # not routed yet
-            self.retry = self._make_pull(topic, "*", hooks=_TopicHooks(self, topic), members_of=self.pull)
+            # always from the first offset: what was sent back must all come back
+            self.retry = self._make_pull(
+                topic, "*", start="first", hooks=_TopicHooks(self, topic), members_of=self.pull
+            )
 
     def _submit(self, fn: Callable[..., None], *args: object) -> None:
         with self._lock:
@@ -264,6 +292,8 @@ class PushConsumer:
     def _tracked(self, fn: Callable[..., None], *args: object) -> None:
         try:
             fn(*args)
+        except Exception:  # a future would swallow it: the batch stays pending, say so
+            log.exception("processing task failed")
         finally:
             self._finished()
 
@@ -351,6 +381,10 @@ class PushConsumer:
             self._stop.wait(self.lock_lease_ms / 4000 if all_held else 0.2)
 
     def _lock_round(self) -> None:
+        with self._lock_calls:  # never interleaved with an unlock (a late grant would re-lock)
+            self._lock_round_locked()
+
+    def _lock_round_locked(self) -> None:
         by_group: dict[str, list[MessageQueue]] = {}
         for mq in self.pull.assignment:
             by_group.setdefault(mq.broker_name, []).append(mq)
@@ -369,17 +403,34 @@ class PushConsumer:
             except TailraceError as exc:
                 log.warning("locking queues on %s: %s", address, exc)
                 continue
+            assigned = set(self.pull.assignment)
             for mq in mqs:
-                if mq.queue_id in got:
-                    # a fresh lock: read from the commit the previous owner made
-                    # (before pulls may start: the queue is paused until held)
-                    if not self._holds(mq) and not self.pull.restart_from_committed(mq):
-                        continue  # its commit cannot be read yet: next round
+                if mq.queue_id in got and mq not in assigned:  # given up meanwhile: let it go
+                    self._unlock_locked([mq])
+                elif mq.queue_id in got:
+                    if not self._holds(mq):
+                        # a fresh lock (or one that lapsed): drop what was cached
+                        # and read from the group's commit (the queue is paused
+                        # until held, so no pull races this)
+                        self._drop_cached((self.pull.topic, mq))
+                        if not self.pull.restart_from_committed(mq):
+                            continue  # its commit cannot be read yet: next round
                     self._locked[mq] = sent + 0.75 * self.lock_lease_ms / 1000
                 else:
                     self._locked.pop(mq, None)
 
+    def _drop_cached(self, key: Key) -> None:
+        with self._lock:
+            pq = self._queues.pop(key, None)
+        if pq is not None:
+            pq.dropped = True
+            pq.wait_idle(self.shutdown_timeout_s)
+
     def _unlock(self, mqs: list[MessageQueue], pool: ConnectionPool | None = None) -> None:
+        with self._lock_calls:
+            self._unlock_locked(mqs, pool)
+
+    def _unlock_locked(self, mqs: list[MessageQueue], pool: ConnectionPool | None = None) -> None:
         by_group: dict[str, list[int]] = {}
         for mq in mqs:
             by_group.setdefault(mq.broker_name, []).append(mq.queue_id)
@@ -412,8 +463,8 @@ class PushConsumer:
                     if self._stop.wait(self.retry_backoff_s):
                         break
         finally:
-            if pq.release():
-                self._schedule_orderly(key, pq)
+            if pq.release() and self._holds(key[1]) and not self._stop.is_set():
+                self._schedule_orderly(key, pq)  # messages arrived meanwhile
 
     # ---- status and shutdown ---------------------------------------------------------------
 
@@ -434,6 +485,9 @@ class PushConsumer:
             return
         self._stop.set()
         self._thread.join(10)
+        stopped = not self._thread.is_alive()
+        if not stopped:  # it may have polled messages it has not queued yet: no commit
+            log.warning("the dispatcher did not stop in 10 s: closing without a commit")
         deadline = time.monotonic() + self.shutdown_timeout_s
         with self._inflight_cond:
             self._inflight_cond.wait_for(lambda: self._inflight == 0, max(0.0, deadline - time.monotonic()))
@@ -443,10 +497,14 @@ class PushConsumer:
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._lock_thread is not None:
             self._lock_thread.join(5)
+            try:
+                self._lock_round()  # renewed just before the final commit (only holders commit)
+            except Exception:
+                log.exception("renewing queue locks before the final commit failed")
         if self.retry is not None:
-            self.retry.close(commit=True)
+            self.retry.close(commit=stopped)
         held = list(self._locked)
-        self.pull.close(commit=True)
+        self.pull.close(commit=stopped)
         if held:  # committed: release them for the next owner
             pool = ConnectionPool(5.0)  # the pull consumer's own pool is closed now
             try:

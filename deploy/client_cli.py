@@ -191,6 +191,9 @@ def add_consume_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-cached", type=int, default=1000, help="push: unprocessed messages per queue")
     p.add_argument("--consume-batch", type=int, default=1, help="push: messages per handler call")
     p.add_argument(
+        "--max-span", type=int, default=2000, help="push: oldest unprocessed to newest pulled, per queue"
+    )
+    p.add_argument(
         "--client-id", default=None, help="this member's id in the group (default: host@pid@random)"
     )
     p.add_argument("--log", type=argparse.FileType("w"), default=None)
@@ -299,6 +302,7 @@ def run_consume(args: argparse.Namespace) -> int:
             namesrv=args.namesrv,
             consume_threads=args.threads or 20,
             batch_size=args.consume_batch,
+            max_span=args.max_span,
             start=args.start,
             pull_batch=min(args.batch, 1000),
             max_cached_messages=args.max_cached,

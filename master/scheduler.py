@@ -19,7 +19,7 @@ import time
 from core.errors import TailraceError
 from core.record import Message, iter_records
 from core.retry import DELIVER_AT, REAL_TOPIC, SCHEDULE_TOPIC, SCHEDULER_GROUP
-from master.broker import SEND_OK, MasterBroker
+from master.broker import MasterBroker
 
 log = logging.getLogger(__name__)
 BATCH = 64
@@ -58,35 +58,41 @@ class Scheduler:
         for level in range(levels):
             lo, _hi = b.store.queue_offsets(SCHEDULE_TOPIC, level)
             offset = max(lo, b.offsets.query(SCHEDULER_GROUP, SCHEDULE_TOPIC, level) or 0)
-            start = offset
-            while True:
-                read = b.store.read(
-                    SCHEDULE_TOPIC, level, offset, BATCH, 4 << 20, visible_end=b._visible_end()
-                )
-                if not read.count:
-                    break
-                due_stop = False
-                for rec in iter_records(read.data, verify=False):
-                    if int(rec.properties.get(DELIVER_AT, "0")) > now_ms:
-                        due_stop = True
-                        break
-                    props = {k: v for k, v in rec.properties.items() if k not in (DELIVER_AT, REAL_TOPIC)}
-                    target = rec.properties.get(REAL_TOPIC, "")
-                    if target:
-                        if b.store.topics.queue_count(target) is None:
-                            b.store.create_topic(target, 1)
-                        msg = Message(target, 0, rec.body, tags=rec.tags, keys=rec.keys, properties=props)
-                        out = b.send(target, 0, [msg], internal=True)
-                        if out.status != SEND_OK:
-                            raise TailraceError(f"moving a due message to {target}: {out.status}")
-                        moved += 1
-                    offset = rec.queue_offset + 1
-                if due_stop:
-                    break
-            if offset != start:
-                b.commit_offset(SCHEDULER_GROUP, SCHEDULE_TOPIC, level, offset)
+            progress = [offset]
+            try:
+                moved += self._move_due(level, progress, now_ms)
+            finally:  # progress so far is kept even when a move failed half way
+                if progress[0] != offset:
+                    b.commit_offset(SCHEDULER_GROUP, SCHEDULE_TOPIC, level, progress[0])
         self.moved += moved
         return moved
+
+    def _move_due(self, level: int, progress: list[int], now_ms: int) -> int:
+        """Move the level's due head messages, keeping `progress[0]` at the
+        offset after the last one moved; returns how many moved. A message
+        counts as moved once it is stored (also SLAVE_TIMEOUT: stored, not
+        confirmed), so it is never moved twice."""
+        b = self.broker
+        moved = 0
+        while True:
+            vis = b._visible_end()
+            read = b.store.read(SCHEDULE_TOPIC, level, progress[0], BATCH, 4 << 20, visible_end=vis)
+            if not read.count:
+                return moved
+            for rec in iter_records(read.data, verify=False):
+                if int(rec.properties.get(DELIVER_AT, "0")) > now_ms:
+                    return moved
+                target = rec.properties.get(REAL_TOPIC, "")
+                if target:
+                    props = {k: v for k, v in rec.properties.items() if k not in (DELIVER_AT, REAL_TOPIC)}
+                    if b.store.topics.queue_count(target) is None:
+                        b.store.create_topic(target, 1)
+                    msg = Message(target, 0, rec.body, tags=rec.tags, keys=rec.keys, properties=props)
+                    out = b.send(target, 0, [msg], internal=True)
+                    if not out.results:  # not stored (no in-sync slave, fenced): try again later
+                        raise TailraceError(f"moving a due message to {target}: {out.status}")
+                    moved += 1
+                progress[0] = rec.queue_offset + 1
 
     def close(self) -> None:
         self._stop.set()

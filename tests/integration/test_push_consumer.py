@@ -135,7 +135,9 @@ def test_flow_control_bounds_memory(procs: ProcessGroup) -> None:
     common = ["consume", "--broker", address, "--topic", "t", "--count", "60000", "--threads", "2",
               "--handler-ms", "5", "--timeout-ms", "4000", "--batch", "256"]  # fmt: skip
     bounded = cli_json(*common, "--group", "bounded", "--max-cached", "64")
-    unbounded = cli_json(*common, "--group", "unbounded", "--max-cached", "1000000")
+    unbounded = cli_json(
+        *common, "--group", "unbounded", "--max-cached", "1000000", "--max-span", "100000000"
+    )
     print(bounded, unbounded)
     assert bounded["cached_max"] <= 8 * (64 + 256)  # per queue: the limit plus one pull in flight
     assert unbounded["cached_max"] > 20_000  # without the bound the backlog piles up

@@ -46,9 +46,20 @@ def test_flow_control_counts_messages_and_bytes() -> None:
     pq.add([msg(o, 100) for o in range(5)])
     pq.add([msg(3, 100)])  # pulled again: not counted twice
     assert (pq.count, pq.bytes) == (5, 500)
-    assert pq.over(5, 10_000) and pq.over(100, 500) and not pq.over(6, 501)
+    assert pq.over(5, 10_000, 99) and pq.over(100, 500, 99) and not pq.over(6, 501, 99)
     pq.done([0])
-    assert not pq.over(5, 10_000)
+    assert not pq.over(5, 10_000, 99)
+    # one stuck message: few pending, but the span from it to the newest pulled is too wide
+    pq.done([2, 3, 4])
+    pq.add([msg(o, 1) for o in range(5, 50)])
+    pq.done(list(range(5, 50)))
+    assert pq.count == 1 and not pq.over(100, 10_000, 50)
+    pq.add([msg(50, 1)])
+    assert not pq.over(100, 10_000, 50)  # offsets 1..50: a span of 49
+    pq.add([msg(51, 1)])
+    assert pq.over(100, 10_000, 50)  # 1..51: 50, paused though only 3 are pending
+    pq.done([1])
+    assert not pq.over(100, 10_000, 50)
 
 
 def test_orderly_take_put_back_and_one_thread() -> None:
