@@ -255,6 +255,9 @@ class Producer:
                 queue = queue or mq
                 last = BrokerUnavailableError(f"{address}: {resp.detail}")
                 continue
+            if resp.status == pb.SLAVE_NOT_AVAILABLE and unknown:
+                # this attempt stored nothing, but an earlier one may have
+                raise OutcomeUnknownError(f"an earlier try may have stored it, then {resp.detail}")
             status = _STATUS_NAMES.get(resp.status, str(resp.status))
             name = mq.broker_name if mq is not None else route.groups[0].broker_name
             if not resp.queue_offsets:  # nothing stored (e.g. SLAVE_NOT_AVAILABLE): one receipt each, no id

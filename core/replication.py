@@ -201,7 +201,9 @@ class ReplicaSet:
         in sync (the others are dropped once the controller confirms)."""
         with self._lock:
             self._gen += 1
-            live = {r.broker_id for r in self._in_sync(master_max, now_ms)}
+            # in sync, and holding every acknowledged write (a slave that came
+            # back with a shorter log is not, until it has caught up again)
+            live = {r.broker_id for r in self._in_sync(master_max, now_ms) if r.acked >= self.hw}
             return self._gen, self._required() & live
 
     def confirm(self, gen: int, confirmed: frozenset[int]) -> None:

@@ -148,7 +148,10 @@ def run(args: argparse.Namespace) -> int:
 
         def tick() -> None:  # elections run on time even when no broker calls
             while not stop.wait(ctl.lease_ms / 8000):
-                ctl.tick(_now_ms())
+                try:
+                    ctl.tick(_now_ms())
+                except Exception:  # e.g. the state file cannot be written: try again
+                    log.exception("controller tick failed")
 
         ticker = threading.Thread(target=tick, name="controller", daemon=True)
         ticker.start()

@@ -190,6 +190,13 @@ class MasterBroker:
         if sync and status == SEND_OK and not self._wait_replicated():
             status = SLAVE_TIMEOUT
             detail = "stored on the master, not acknowledged by enough slaves in time"
+        if status == SEND_OK and self.lease is not None and not self.lease.valid():
+            # the lease lapsed while the write was under way: another master may
+            # be elected now, so it is not acknowledged (stored, outcome open)
+            status, detail = (
+                SLAVE_TIMEOUT,
+                "stored, but this master's lease lapsed before it was acknowledged",
+            )
         return SendOutcome(status, topic, queue_id, stored, detail, epoch=self.epoch)
 
     def send_back(self, group: str, topic: str, message: Message, max_reconsume: int) -> tuple[str, int, int]:
@@ -369,11 +376,11 @@ class MasterBroker:
         self._check_queue(topic, queue_id)
         self.offsets.check(group, offset)
         self._check_lease()
-        if self.offsets.query(group, topic, queue_id) == offset:
-            return
-        self.store.append_system(
-            "offset", {"group": group, "topic": topic, "queue": queue_id, "offset": offset}
-        )
+        if self.offsets.query(group, topic, queue_id) != offset:
+            self.store.append_system(
+                "offset", {"group": group, "topic": topic, "queue": queue_id, "offset": offset}
+            )
+        # (an unchanged offset is waited for too: an earlier commit of it may have timed out)
         rep = self.config.replication
         if rep.mode == "sync" and rep.min_insync_replicas > 0 and not self._wait_replicated():
             raise RequestTimeoutError("offset stored on the master, not on enough slaves in time")

@@ -80,6 +80,7 @@ class GroupState:
     members: dict[int, Member] = field(default_factory=dict)
     status: str = "waiting for a master to register"
     elections: int = 0
+    restarted_ms: int = -1  # when the master was seen back without leading (-1: not)
 
 
 class Controller:
@@ -120,21 +121,25 @@ class Controller:
             g = self._groups.setdefault(hb.group, GroupState())
             g.members[hb.node_id] = Member(hb.node_id, hb.address, hb.max_offset, hb.priority, now_ms)
             if g.master_id == NO_MASTER and g.epoch == 0 and hb.role in (MASTER, INITIAL_MASTER):
-                g.epoch = max(g.epoch, hb.epoch)  # a leader from before a lost state file: a newer epoch
-                self._install(hb.group, g, hb.node_id, hb.address, now_ms, "bootstrap")
+                # (a leader from before a lost state file gets an epoch above its own)
+                self._install(
+                    hb.group, g, hb.node_id, hb.address, now_ms, "bootstrap", max(g.epoch, hb.epoch)
+                )
             elif hb.node_id == g.master_id:
                 g.master_address = hb.address
                 if hb.epoch == g.epoch and hb.role == MASTER:  # leading in the current epoch: renew
-                    g.lease_until_ms = now_ms + self.lease_ms
                     proposed = hb.in_sync - {hb.node_id}
                     if proposed != g.in_sync:
+                        self._persist(hb.group, in_sync=proposed)  # on disk before it is confirmed
                         g.in_sync = proposed
-                        self._persist()
+                    g.lease_until_ms = max(g.lease_until_ms, now_ms + self.lease_ms)
+                    g.restarted_ms = -1
                     g.status = "ok"
-                elif hb.epoch == g.epoch:
+                elif hb.epoch == g.epoch and g.restarted_ms < 0:
                     # the master restarted: its log may have lost an unflushed tail, so
                     # it may not simply lead on; elect now (it is a candidate too)
                     g.lease_until_ms = now_ms - 1
+                    g.restarted_ms = now_ms
                     g.status = f"master {hb.node_id} restarted: electing"
             self._elect_if_expired(hb.group, g, now_ms)
             return self._directive(g)
@@ -160,17 +165,25 @@ class Controller:
         }
         others = dict(alive)
         master = g.members.get(g.master_id)
-        if master is not None and now_ms - master.last_seen_ms <= self.lease_ms:
-            # heard from, yet not leading (restarted): every acknowledged write is
-            # on it or on an in-sync slave, and the longest log holds them all
-            alive[master.node_id] = master
-        electable = g.in_sync | {g.master_id}
-        candidates = [m for i, m in alive.items() if i in electable]
+        if g.restarted_ms >= 0:
+            reported = all(i in g.members and g.members[i].last_seen_ms >= g.restarted_ms for i in g.in_sync)
+            if not reported and now_ms - g.restarted_ms <= self.lease_ms:
+                g.status = f"master restarted; waiting for in-sync slaves {sorted(g.in_sync)} to report"
+                return False  # their current offsets decide whether the restarted log is longest
+            if reported and master is not None and now_ms - master.last_seen_ms <= self.lease_ms:
+                # every acknowledged write is on an in-sync slave or on it, and
+                # the longest log holds them all. (Unless all have reported, only
+                # an in-sync slave may be elected: the restarted log may have lost
+                # an unflushed tail.)
+                alive[master.node_id] = master
+        candidates = [m for i, m in alive.items() if i in g.in_sync or i == g.master_id]
         how = "clean"
-        if not candidates and self.unclean_election:
+        if not candidates and self.unclean_election and g.restarted_ms < 0:
             candidates, how = list(alive.values()), "unclean"
         if not candidates:
             why = "no in-sync slave is alive" if others else "no slave is alive"
+            if g.restarted_ms >= 0:
+                why = f"master restarted; waiting for in-sync slaves {sorted(g.in_sync)} to report"
             g.status = (
                 f"master {g.master_id} lost its lease; {why}"
                 + ("" if self.unclean_election else " (unclean_election is off)")
@@ -181,34 +194,45 @@ class Controller:
         self._install(name, g, best.node_id, best.address, now_ms, how)
         return True
 
-    def _install(self, name: str, g: GroupState, node_id: int, address: str, now_ms: int, how: str) -> None:
+    def _install(
+        self,
+        name: str,
+        g: GroupState,
+        node_id: int,
+        address: str,
+        now_ms: int,
+        how: str,
+        base: int | None = None,
+    ) -> None:
         old = g.master_id
-        g.epoch += 1
+        epoch = (g.epoch if base is None else base) + 1
+        # on disk before anyone hears of the epoch; a failed write changes nothing
+        self._persist(name, epoch=epoch, master_id=node_id, master_address=address, in_sync=frozenset())
+        g.epoch = epoch
         g.master_id, g.master_address = node_id, address
         g.in_sync = frozenset()
         g.lease_until_ms = now_ms + self.lease_ms  # time for the new master to learn it
+        g.restarted_ms = -1
         g.elections += how != "bootstrap"
-        self._persist()  # before anyone hears of the epoch
         g.status = f"epoch {g.epoch}: node {node_id} elected ({how})"
         log.warning(
             "group %s: epoch %d, master %s -> %d at %s (%s)", name, g.epoch, old, node_id, address, how
         )
 
-    def _persist(self) -> None:
+    def _persist(self, name: str, **changes: Any) -> None:
+        """Write every group's state, with `changes` applied to group `name`
+        (the caller assigns them only after this returned)."""
         if self.path is None:
             return
-        state = {
-            "groups": {
-                name: {
-                    "epoch": g.epoch,
-                    "master_id": g.master_id,
-                    "master_address": g.master_address,
-                    "in_sync": sorted(g.in_sync),
-                }
-                for name, g in sorted(self._groups.items())
-            }
-        }
-        atomic_write(self.path, json.dumps(state, indent=1).encode())
+        groups: dict[str, dict[str, Any]] = {}
+        for n, g in sorted(self._groups.items()):
+            row: dict[str, Any] = {"epoch": g.epoch, "master_id": g.master_id,
+                                   "master_address": g.master_address, "in_sync": g.in_sync}  # fmt: skip
+            if n == name:
+                row.update(changes)
+            row["in_sync"] = sorted(int(i) for i in row["in_sync"])
+            groups[n] = row
+        atomic_write(self.path, json.dumps({"groups": groups}, indent=1).encode())
 
     # ---- drills and status -------------------------------------------------------------
 

@@ -113,15 +113,31 @@ def test_restarted_master_is_re_elected_only_through_a_new_epoch() -> None:
     c = bootstrapped()
     c.heartbeat(hb(1, MASTER, 1, 500, in_sync=frozenset({2})), 0)
     c.heartbeat(hb(2, offset=450), 100)
-    # node 1 comes back (kill -9 and restart) not leading, with less than node 2
+    # node 1 comes back (kill -9 and restart) not leading: the controller waits
+    # for the in-sync slave's current offset before choosing the longest log
     d = c.heartbeat(hb(1, "slave", 1, 400), 200)
-    assert (d.epoch, d.master_id) == (2, 2)
-    # and when it has the longest log, it is re-elected in a new epoch
+    assert (d.epoch, d.master_id) == (1, 1)
+    assert "waiting for in-sync slaves [2]" in c.status(200)["g"]["status"]
+    d = c.heartbeat(hb(2, offset=450), 300)
+    assert (d.epoch, d.master_id) == (2, 2)  # 450 > 400
+    # and when the restarted master has the longest log, it is re-elected in a new epoch
     c2 = bootstrapped()
     c2.heartbeat(hb(1, MASTER, 1, 500, in_sync=frozenset({2})), 0)
-    c2.heartbeat(hb(2, offset=450), 100)
-    d = c2.heartbeat(hb(1, "slave", 1, 500), 200)
+    c2.heartbeat(hb(1, "slave", 1, 500), 200)
+    d = c2.heartbeat(hb(2, offset=450), 300)
     assert (d.epoch, d.master_id) == (2, 1)
+
+
+def test_restarted_master_alone_is_never_elected_over_a_silent_in_sync_slave() -> None:
+    c = bootstrapped()
+    c.heartbeat(hb(1, MASTER, 1, 1000, in_sync=frozenset({2})), 0)
+    c.heartbeat(hb(2, offset=1000), 0)
+    # the host crashed: node 1 lost its unflushed tail; node 2 cannot reach the controller
+    for t in (5000, 6000, 12_000):
+        d = c.heartbeat(hb(1, "slave", 1, 800), t)
+        c.tick(t)
+        assert (d.epoch, d.master_id) == (1, 1)  # no election: node 2 may hold acknowledged writes
+    assert "waiting for in-sync slaves [2]" in c.status(12_000)["g"]["status"]
 
 
 def test_isolated_broker_cannot_renew() -> None:
@@ -168,6 +184,24 @@ def test_epoch_survives_restart_and_is_never_reused(tmp_path: Path) -> None:
     assert (d.epoch, d.master_id) == (3, 1)
     assert again.tick(50_000 + 3 * L + 1) == []  # elected once
     assert json.loads((tmp_path / "controller.json").read_text())["groups"]["g"]["epoch"] == 3
+
+
+def test_a_state_write_that_fails_announces_nothing(tmp_path: Path) -> None:
+    d = tmp_path / "ctl"
+    d.mkdir()
+    c = Controller(d, L)
+    c.heartbeat(hb(1, INITIAL_MASTER), 0)
+    c.heartbeat(hb(1, MASTER, 1, 500, in_sync=frozenset({2})), 0)
+    c.heartbeat(hb(2, offset=500), L)
+    (d / "controller.json").unlink()
+    d.rmdir()  # the state can no longer be written
+    with pytest.raises(OSError):
+        c.tick(L + 1)
+    st = c.status(L + 1)["g"]
+    assert (st["epoch"], st["master_id"]) == (1, 1)  # not elected in memory either
+    with pytest.raises(OSError):  # a new in-sync set is not confirmed either
+        c.heartbeat(hb(1, MASTER, 1, 600, in_sync=frozenset({2, 3})), 10)
+    assert c.status(10)["g"]["in_sync"] == [2]
 
 
 # ---- lease: fencing before election ------------------------------------------------------------
