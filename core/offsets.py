@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,26 +71,42 @@ class ConsumerOffsets:
                 raise StorageFullError(f"cannot store the offset: {exc.strerror}") from exc
             self._offsets = updated
 
-    @staticmethod
-    def keys_of(payloads: list[dict[str, Any]]) -> set[tuple[str, str, int]]:
-        return {(str(p["group"]), str(p["topic"]), int(p["queue"])) for p in payloads}
-
-    def roll_back(self, keys: set[tuple[str, str, int]], kept: list[dict[str, Any]]) -> None:
-        """The log was cut: commits of `keys` in the removed part are undone,
-        back to their last commit in `kept` (the remaining `offset` records, in
-        log order), or forgotten when the remaining log has none."""
-        if not keys:
-            return
-        last: dict[tuple[str, str, int], int] = {}
-        for p in kept:
-            key = (str(p["group"]), str(p["topic"]), int(p["queue"]))
-            if key in keys:
-                last[key] = int(p["offset"])
+    def roll_back(self, tail: list[dict[str, Any]], scan_before: Callable[[], list[dict[str, Any]]]) -> int:
+        """The log is cut: undo the commits in the removed part (`tail`, its
+        `offset` records in log order). Each record carries the value it
+        replaced (`prev`, -1: none), so a key goes back to the `prev` of its
+        first record in the tail; for records written before `prev` existed,
+        the last value in the rest of the log (`scan_before()`) is used, or the
+        key is forgotten. Returns how many keys changed."""
+        firsts: dict[tuple[str, str, int], dict[str, Any]] = {}
+        for p in tail:
+            firsts.setdefault((str(p["group"]), str(p["topic"]), int(p["queue"])), p)
+        restore: dict[tuple[str, str, int], int | None] = {}
+        unknown = set()
+        for key, p in firsts.items():
+            if "prev" in p:
+                restore[key] = int(p["prev"]) if int(p["prev"]) >= 0 else None
+            else:
+                unknown.add(key)
+        if unknown:
+            last: dict[tuple[str, str, int], int] = {}
+            for p in scan_before():
+                key = (str(p["group"]), str(p["topic"]), int(p["queue"]))
+                if key in unknown:
+                    last[key] = int(p["offset"])
+            restore.update({key: last.get(key) for key in unknown})
+        if not restore:
+            return 0
         with self._lock:
-            table = {k: v for k, v in self._offsets.items() if k not in keys}
-            table.update(last)
+            table = dict(self._offsets)
+            for key, value in restore.items():
+                if value is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = value
             self._persist(table)
             self._offsets = table
+        return len(restore)
 
     def query(self, group: str, topic: str, queue_id: int) -> int | None:
         validate_group(group)

@@ -376,9 +376,17 @@ class MasterBroker:
         self._check_queue(topic, queue_id)
         self.offsets.check(group, offset)
         self._check_lease()
-        if self.offsets.query(group, topic, queue_id) != offset:
+        prev = self.offsets.query(group, topic, queue_id)
+        if prev != offset:  # `prev` lets a truncation undo it without reading the log
             self.store.append_system(
-                "offset", {"group": group, "topic": topic, "queue": queue_id, "offset": offset}
+                "offset",
+                {
+                    "group": group,
+                    "topic": topic,
+                    "queue": queue_id,
+                    "offset": offset,
+                    "prev": -1 if prev is None else prev,
+                },
             )
         # (an unchanged offset is waited for too: an earlier commit of it may have timed out)
         rep = self.config.replication

@@ -94,11 +94,10 @@ class ReplicaBroker(MasterBroker):
         return self.epochs.history
 
     def truncating(self, offset: int) -> None:
-        tail = self.store.system_payloads("offset", offset)
-        keys = self.offsets.keys_of(tail)
-        if keys:
-            self.offsets.roll_back(keys, self.store.system_payloads("offset", 0, offset))
-            log.warning("cutting the log at %d undoes %d offset commit(s)", offset, len(keys))
+        tail = self.store.system_payloads("offset", offset)  # only the tail is walked
+        changed = self.offsets.roll_back(tail, lambda: self.store.system_payloads("offset", 0, offset))
+        if changed:
+            log.warning("cutting the log at %d undoes the commits of %d queue(s)", offset, changed)
         self.epochs.truncate_from(offset)
         self.epoch = self.epochs.last_epoch
 

@@ -11,6 +11,7 @@ import pytest
 
 from core.epochs import EpochFile, divergence_point, end_of
 from core.errors import BrokerUnavailableError, InvalidArgumentError
+from core.offsets import ConsumerOffsets
 from core.replication import Ack, ReplicaSet
 from master.lease import FENCE_FRACTION, Lease
 from nameserver.controller import INITIAL_MASTER, MASTER, NO_MASTER, Controller, Heartbeat
@@ -312,3 +313,43 @@ def test_required_set_grows_on_catch_up_and_shrinks_only_when_confirmed() -> Non
     assert rs.required_ready(1, 200, 0)
     assert rs.wait_required(200, 1, 0.01)
     assert rs.safe_offset(300, 1) == 200
+
+
+# ---- undoing offset commits in a cut tail ------------------------------------------------------
+
+
+def test_offset_roll_back_uses_prev_without_reading_the_log(tmp_path: Path) -> None:
+    offs = ConsumerOffsets(tmp_path)
+    offs.commit("g", "t", 0, 70)
+    offs.commit("g", "t", 1, 9)
+    offs.commit("new", "t", 0, 5)
+    tail = [
+        {"group": "g", "topic": "t", "queue": 0, "offset": 60, "prev": 40},  # first in the tail: back to 40
+        {"group": "g", "topic": "t", "queue": 0, "offset": 70, "prev": 60},
+        {"group": "new", "topic": "t", "queue": 0, "offset": 5, "prev": -1},  # first commit ever: forgotten
+    ]
+
+    def no_scan() -> list[dict[str, object]]:
+        raise AssertionError("the log was read although every record carries prev")
+
+    assert offs.roll_back(tail, no_scan) == 2
+    assert offs.query("g", "t", 0) == 40 and offs.query("new", "t", 0) is None
+    assert offs.query("g", "t", 1) == 9  # untouched
+    again = ConsumerOffsets(tmp_path)  # persisted
+    assert again.query("g", "t", 0) == 40 and again.query("new", "t", 0) is None
+
+
+def test_offset_roll_back_of_old_records_reads_the_rest_of_the_log(tmp_path: Path) -> None:
+    offs = ConsumerOffsets(tmp_path)
+    offs.commit("g", "t", 0, 70)
+    offs.commit("h", "t", 0, 3)
+    tail = [
+        {"group": "g", "topic": "t", "queue": 0, "offset": 70},
+        {"group": "h", "topic": "t", "queue": 0, "offset": 3},
+    ]
+    before = [
+        {"group": "g", "topic": "t", "queue": 0, "offset": 20},
+        {"group": "g", "topic": "t", "queue": 0, "offset": 35},
+    ]
+    assert offs.roll_back(tail, lambda: before) == 2
+    assert offs.query("g", "t", 0) == 35 and offs.query("h", "t", 0) is None
