@@ -48,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from consumer.connection import ConnectionPool
+from consumer.delayed import Delayed
 from consumer.process_queue import ProcessQueue
 from consumer.pull_consumer import PullConsumer, QueueHooks, ReceivedMessage
 from core.errors import InvalidArgumentError, InvalidTopicError, TailraceError, UnknownTopicError
@@ -178,6 +179,7 @@ class PushConsumer:
         self.consumed = 0  # messages processed with SUCCESS
         self.retried = 0  # batches handed back for a retry
         self._executor = ThreadPoolExecutor(max_workers=consume_threads, thread_name_prefix="consume")
+        self._later = Delayed("local-retries")
         self.pull = self._make_pull(topic, subscription, hooks=_TopicHooks(self, topic))
         self._thread = threading.Thread(target=self._run, name="push-dispatch", daemon=True)
         self._thread.start()
@@ -333,9 +335,7 @@ class PushConsumer:
         with self._lock:
             self.retried += 1
         delay = self.retry_delays_s[min(attempt, len(self.retry_delays_s) - 1)]
-        timer = threading.Timer(delay, self._submit, (self._consume, pq, batch, attempt + 1))
-        timer.daemon = True
-        timer.start()
+        self._later.call_later(delay, functools.partial(self._submit, self._consume, pq, batch, attempt + 1))
 
     def _send_back(self, m: ReceivedMessage) -> bool:
         """Hand a failed message back to its broker group's master."""
@@ -495,6 +495,7 @@ class PushConsumer:
         if abandoned:
             log.warning("abandoning %d batch(es) still running: they will be delivered again", abandoned)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._later.close()
         if self._lock_thread is not None:
             self._lock_thread.join(5)
             try:

@@ -3,6 +3,8 @@ control, retry planning and delay levels, and queue locks (fake clock)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from consumer.process_queue import ProcessQueue
@@ -126,3 +128,22 @@ def test_queue_locks_lease_renewal_and_handover() -> None:
     locks.unlock("g", "t", "a", [0])  # a committed: handed over
     assert locks.lock("g", "t", "b", [0], 1000, 1600) == [0]
     assert locks.lock("other", "t", "c", [0], 1000, 1600) == [0]  # per group
+
+
+def test_delayed_calls_run_in_due_order_on_one_thread() -> None:
+    from consumer.delayed import Delayed
+    from tests.helpers.wait import wait_until
+
+    d = Delayed()
+    ran: list[tuple[str, str]] = []
+    try:
+        for name, delay in (("slow", 0.2), ("fast", 0.05), ("mid", 0.1)):
+            d.call_later(delay, lambda n=name: ran.append((n, threading.current_thread().name)))
+        d.call_later(60, lambda: ran.append(("never", "")))
+        wait_until(lambda: len(ran) == 3, 5, "the three due calls")
+        assert [n for n, _ in ran] == ["fast", "mid", "slow"]
+        assert len({t for _, t in ran}) == 1  # one thread for all of them
+        assert d.pending() == 1
+    finally:
+        d.close()
+    assert d.pending() == 0 and len(ran) == 3  # closing drops what is pending
