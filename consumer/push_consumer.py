@@ -150,6 +150,7 @@ class PushConsumer:
             except InvalidTopicError as exc:
                 raise InvalidArgumentError(f"group {group!r} is too long for its retry topic: {exc}") from exc
         self._locked: dict[MessageQueue, float] = {}  # orderly: held locks, valid until (monotonic)
+        self._draining: dict[MessageQueue, ProcessQueue] = {}  # given up, a handler still running
         self._lock_calls = threading.Lock()
         self.group = group
         self._make_pull = functools.partial(
@@ -214,10 +215,17 @@ class PushConsumer:
 
     def released(self, key: Key) -> None:
         with self._lock:
-            self._revoked.pop(key, None)
-        if self.orderly:  # committed: the next owner may start from there
-            self._locked.pop(key[1], None)
-            self._unlock([key[1]])
+            pq = self._revoked.pop(key, None)
+        if not self.orderly:
+            return
+        if pq is not None and pq.busy:
+            # its handler outlived the revoke wait: keep the lock (renewed) until
+            # it returns, so the next owner never runs beside it
+            log.warning("%s: a handler is still running; the lock is kept until it returns", key[1])
+            self._draining[key[1]] = pq
+            return
+        self._locked.pop(key[1], None)  # committed: the next owner may start from there
+        self._unlock([key[1]])
 
     # ---- dispatch ----------------------------------------------------------------------
 
@@ -385,8 +393,13 @@ class PushConsumer:
             self._lock_round_locked()
 
     def _lock_round_locked(self) -> None:
+        for mq, pq in list(self._draining.items()):  # a late handler returned: hand the queue over
+            if not pq.busy:
+                del self._draining[mq]
+                self._locked.pop(mq, None)
+                self._unlock_locked([mq])
         by_group: dict[str, list[MessageQueue]] = {}
-        for mq in self.pull.assignment:
+        for mq in [*self.pull.assignment, *self._draining]:
             by_group.setdefault(mq.broker_name, []).append(mq)
         for name, mqs in by_group.items():
             address = self.pull.master_of(name)
@@ -405,7 +418,10 @@ class PushConsumer:
                 continue
             assigned = set(self.pull.assignment)
             for mq in mqs:
-                if mq.queue_id in got and mq not in assigned:  # given up meanwhile: let it go
+                if mq in self._draining:
+                    if mq.queue_id in got:
+                        self._locked[mq] = sent + 0.75 * self.lock_lease_ms / 1000
+                elif mq.queue_id in got and mq not in assigned:  # given up meanwhile: let it go
                     self._unlock_locked([mq])
                 elif mq.queue_id in got:
                     if not self._holds(mq):

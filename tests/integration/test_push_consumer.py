@@ -268,3 +268,51 @@ def test_orderly_mode_keeps_queue_order_across_a_rebalance(procs: ProcessGroup) 
             switch = owners.index("b")
             assert set(owners[:switch]) == {"a"} and set(owners[switch:]) == {"b"}
             assert seq[switch][3] >= seq[switch - 1][4]  # b began after a finished
+
+
+def test_orderly_handler_outliving_the_revoke_keeps_its_lock(procs: ProcessGroup) -> None:
+    """A's handler is still running when its queues are given up (the revoke
+    waits only 0.3 s here): A keeps the lock until it returns, so B never
+    processes a queue beside it; B then redoes that message (at least once)."""
+    address = broker_with(procs, 800, queues=4)
+    lock = threading.Lock()
+    busy: dict[int, str] = {}
+    overlaps: list[tuple[int, str, str]] = []
+    done: list[tuple[str, int, int]] = []
+    slow = threading.Event()
+
+    def handler_for(member: str):  # type: ignore[no-untyped-def]
+        def handle(batch: list[ReceivedMessage]) -> None:
+            m = batch[0]
+            with lock:
+                if m.queue_id in busy:
+                    overlaps.append((m.queue_id, busy[m.queue_id], member))
+                busy[m.queue_id] = member
+            time.sleep(1.5 if member == "a" and slow.is_set() else 0.002)
+            with lock:
+                del busy[m.queue_id]
+                done.append((member, m.queue_id, m.queue_offset))
+
+        return handle
+
+    opts = dict(broker=address, orderly=True, consume_threads=8, heartbeat_ms=200, rebalance_interval_ms=1000,
+                lock_lease_ms=2000, shutdown_timeout_s=0.3)  # fmt: skip
+    a = PushConsumer("ord2", "t", handler_for("a"), **opts)  # type: ignore[arg-type]
+    b: PushConsumer | None = None
+    try:
+        wait_until(lambda: len(done) >= 100, 30, "member a under way")
+        slow.set()  # a's handlers now outlive the revoke wait
+        b = PushConsumer("ord2", "t", handler_for("b"), **opts)  # type: ignore[arg-type]
+        wait_until(lambda: any(x[0] == "b" for x in done), 30, "b taking over a queue")
+        slow.clear()
+        wait_until(lambda: len({(q, o) for _, q, o in done}) == 800, 60, "everything processed")
+    finally:
+        slow.clear()
+        if b is not None:
+            b.close()
+        a.close()
+    assert overlaps == []  # never two members (or threads) in one queue
+    for q in {x[1] for x in done if x[0] == "b"}:
+        for member in ("a", "b"):
+            offs = [o for m, qq, o in done if qq == q and m == member]
+            assert offs == sorted(offs)  # each member in offset order
