@@ -94,6 +94,14 @@ class _TopicHooks(QueueHooks):
 DEFAULT_RETRY_DELAYS_S = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
+def _by_group(mqs: list[MessageQueue]) -> dict[str, list[MessageQueue]]:
+    """Queues by broker group (lock calls go to each group's master)."""
+    out: dict[str, list[MessageQueue]] = {}
+    for mq in mqs:
+        out.setdefault(mq.broker_name, []).append(mq)
+    return out
+
+
 class PushConsumer:
     def __init__(
         self,
@@ -398,10 +406,7 @@ class PushConsumer:
                 del self._draining[mq]
                 self._locked.pop(mq, None)
                 self._unlock_locked([mq])
-        by_group: dict[str, list[MessageQueue]] = {}
-        for mq in [*self.pull.assignment, *self._draining]:
-            by_group.setdefault(mq.broker_name, []).append(mq)
-        for name, mqs in by_group.items():
+        for name, mqs in _by_group([*self.pull.assignment, *self._draining]).items():
             address = self.pull.master_of(name)
             if address is None:
                 continue
@@ -447,16 +452,13 @@ class PushConsumer:
             self._unlock_locked(mqs, pool)
 
     def _unlock_locked(self, mqs: list[MessageQueue], pool: ConnectionPool | None = None) -> None:
-        by_group: dict[str, list[int]] = {}
-        for mq in mqs:
-            by_group.setdefault(mq.broker_name, []).append(mq.queue_id)
-        for name, qids in by_group.items():
+        for name, group_mqs in _by_group(mqs).items():
             address = self.pull.master_of(name)
             if address is None:
                 continue
             conn = (pool or self.pull.pool).get(address)
             req = pb.LockQueuesRequest(group=self.group, topic=self.pull.topic, client_id=self.pull.client_id,
-                                       queue_ids=qids)  # fmt: skip
+                                       queue_ids=[mq.queue_id for mq in group_mqs])  # fmt: skip
             try:
                 conn.call(conn.stub.UnlockQueues, req)
             except TailraceError as exc:  # the lease frees it anyway

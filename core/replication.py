@@ -35,8 +35,7 @@ class ReplicationError(TailraceError):
 class EpochSource(Protocol):
     """A slave's epoch history, and what to do when its log is cut or restarted."""
 
-    @property
-    def history(self) -> History: ...
+    def epoch_history(self) -> History: ...
 
     def truncating(self, offset: int) -> None:
         """About to cut the log at `offset`: undo applied state of the cut part
@@ -394,7 +393,7 @@ class SlaveSession:
         self.min_epoch = 0  # chunks of an older master epoch are refused (fencing)
 
     def handshake(self) -> Handshake:
-        history = self.epochs.history if self.epochs is not None else ()
+        history = self.epochs.epoch_history() if self.epochs is not None else ()
         return Handshake(
             self.cluster,
             self.group,

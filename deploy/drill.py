@@ -274,36 +274,40 @@ def _inject(
         events.append(text)
         log(f"  {text}")
 
+    def elected() -> None:
+        wait_for(new_epoch, 10 * lease_s + 30, "an election")
+        note(f"elected {view.master()}")
+
+    def back_as_slave(m: str, timeout_s: float, what: str) -> None:
+        wait_for(lambda: view.role_of(m) == "slave", timeout_s, f"{m} {what}")
+
     slaves_before = [n for n in view.brokers() if n != view.master()]
     if name == "kill-master":
         m = view.master()
         view.signal(m, signal.SIGKILL)
         note(f"SIGKILL {m}")
-        wait_for(new_epoch, 10 * lease_s + 30, "an election")
-        note(f"elected {view.master()}")
-        time.sleep(rng.uniform(0.5, 2.0) * lease_s)
+        elected()
+        time.sleep(rng.uniform(0.5, 2.0) * lease_s)  # the schedule: how long it stays down
         view.start(m)
-        wait_for(lambda: view.role_of(m) == "slave", 30, f"{m} rejoining as a slave")
+        back_as_slave(m, 30, "rejoining as a slave")
         note(f"restarted {m}: slave")
     elif name == "pause-master":
         m = view.master()
         view.signal(m, signal.SIGSTOP)
         note(f"SIGSTOP {m}")
-        wait_for(new_epoch, 10 * lease_s + 30, "an election")
-        note(f"elected {view.master()}")
-        time.sleep(rng.uniform(0.5, 1.5) * lease_s)
+        elected()
+        time.sleep(rng.uniform(0.5, 1.5) * lease_s)  # the schedule: how long it stays paused
         view.signal(m, signal.SIGCONT)
         note(f"SIGCONT {m}")
-        wait_for(lambda: view.role_of(m) == "slave", 30, f"{m} coming back fenced, as a slave")
+        back_as_slave(m, 30, "coming back fenced, as a slave")
         note(f"{m} is a slave")
     elif name == "partition-master":
         m = view.master()
         cut_ms = int(3 * lease_s * 1000)
         view.ctl.Isolate(nameserver_pb2.IsolateRequest(address=view.procs[m]["address"], duration_ms=cut_ms))
         note(f"cut {m} off from the controller for {cut_ms} ms")
-        wait_for(new_epoch, 10 * lease_s + 30, "an election")
-        note(f"elected {view.master()}")
-        wait_for(lambda: view.role_of(m) == "slave", cut_ms / 1000 + 30, f"{m} rejoining as a slave")
+        elected()
+        back_as_slave(m, cut_ms / 1000 + 30, "rejoining as a slave")
         note(f"{m} is a slave")
     elif name == "kill-slave":
         s = rng.choice(slaves_before)

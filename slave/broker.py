@@ -86,10 +86,6 @@ class ReplicaBroker(MasterBroker):
         self.epochs.apply(payload)
         self.epoch = max(self.epoch, self.epochs.last_epoch)
 
-    @property
-    def history(self) -> History:
-        return self.epochs.history
-
     def epoch_history(self) -> History:
         return self.epochs.history
 

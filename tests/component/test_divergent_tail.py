@@ -15,7 +15,6 @@ import pytest
 from core.broker_config import load_broker_config
 from core.epochs import EpochFile
 from core.offsets import ConsumerOffsets
-from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
 from core.record import Message
 from core.replication import MasterSession
 from core.store import MessageStore
@@ -145,4 +144,4 @@ def test_fenced_master_refuses_writes(open_store: Open, tmp_path: Path) -> None:
         a.commit_offset("grp", "t", 0, 1)
     assert a.store.commitlog.max_offset == before  # nothing stored
     req, _ = a.controller_heartbeat()
-    assert req.role == "master" and isinstance(req, ns_pb.ControllerHeartbeatRequest)
+    assert req.role == "master"  # still the leader in its epoch: it may renew, it just may not write
