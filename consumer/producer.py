@@ -39,9 +39,9 @@ from core.errors import (
     UnknownTopicError,
 )
 from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.roles import SendStatus
 from core.route import MessageQueue, TopicRoute
 
-_STATUS_NAMES = {v: k for k, v in pb.SendStatus.items()}
 # Retries after the first ones pause 50 ms, doubling up to this: short enough
 # that a send lands within a fraction of a second of a new master appearing.
 MAX_RETRY_PAUSE_S = 0.25
@@ -50,7 +50,7 @@ Selector = Callable[[list[MessageQueue], str], MessageQueue]
 
 @dataclass(frozen=True, slots=True)
 class SendReceipt:
-    status: str  # SEND_OK, FLUSH_DISK_TIMEOUT, ...
+    status: SendStatus
     message_id: str
     topic: str
     queue_id: int
@@ -68,6 +68,16 @@ class OutgoingMessage:
     tags: str = ""
     keys: str = ""
     properties: Mapping[str, str] | None = None
+
+
+def send_status(wire: int) -> SendStatus:
+    """The protobuf status as the enum of the same name; a status this client
+    does not know is a broker it cannot talk to (a newer protocol)."""
+    name = pb.SendStatus.Name(wire) if wire in pb.SendStatus.values() else str(wire)
+    try:
+        return SendStatus[name]
+    except KeyError:
+        raise TailraceError(f"the broker answered an unknown send status {name}") from None
 
 
 def outcome_unknown(err: TailraceError) -> bool:
@@ -258,7 +268,7 @@ class Producer:
             if resp.status == pb.SLAVE_NOT_AVAILABLE and unknown:
                 # this attempt stored nothing, but an earlier one may have
                 raise OutcomeUnknownError(f"an earlier try may have stored it, then {resp.detail}")
-            status = _STATUS_NAMES.get(resp.status, str(resp.status))
+            status = send_status(resp.status)
             name = mq.broker_name if mq is not None else route.groups[0].broker_name
             if not resp.queue_offsets:  # nothing stored (e.g. SLAVE_NOT_AVAILABLE): one receipt each, no id
                 none = SendReceipt(

@@ -160,7 +160,6 @@ class PullConsumer:
             self._changed = self.membership.subscribe()
         self._last_rebalance = 0.0
         self._last_commit = time.monotonic()
-        self._issued_at: dict[MessageQueue, float] = {}
         self._pull_from: dict[MessageQueue, int] = {}  # broker id each queue is pulled from
         self._inflight_from: dict[MessageQueue, int] = {}
         self._avoid: dict[int, float] = {}  # replica broker id -> ignore suggestions of it until
@@ -411,7 +410,6 @@ class PullConsumer:
                 call = self.pool.get(address).stub.Pull.future(req, timeout=deadline)
                 gen = self._generation[mq]
                 self._inflight[mq] = call
-                self._issued_at[mq] = now
                 call.add_done_callback(lambda f, mq=mq, gen=gen: self._done.put((mq, gen, f)))
 
     def _pull_address(self, mq: MessageQueue) -> tuple[int, str | None]:
@@ -487,8 +485,7 @@ class PullConsumer:
                 return records
             return [r for r in records if self.subscription.matches(r.tags)]
         if status == pb.NO_NEW_MSG:
-            held = time.monotonic() - self._issued_at.get(mq, 0.0)
-            if not switched and held < self.long_poll_ms / 2000:  # not held (broker at its cap): back off
+            if not switched and self.long_poll_ms > 0 and not resp.held:  # broker at its cap: back off
                 self._retry_at[mq] = time.monotonic() + NOT_HELD_BACKOFF_S
             return []
         if status in (pb.NO_MATCHED_MSG, pb.OFFSET_TOO_SMALL, pb.OFFSET_OVERFLOW):

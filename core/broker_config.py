@@ -6,16 +6,18 @@ has a default and a doc (`tailrace broker --print-config` lists them).
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from core.config import describe, load_section, require
 from core.errors import ConfigError, InvalidArgumentError
 from core.retry import DEFAULT_DELAYS, parse_delays
+from core.roles import ReplicationMode, Role
 from core.store.config import StoreConfig
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -42,8 +44,8 @@ class BrokerSection:
         default=0,
         metadata=_doc("0 = master, >0 = slave; with a controller: this node's stable id in its group, >= 1"),
     )
-    role: Literal["master", "slave"] = field(
-        default="master",
+    role: Role = field(
+        default=Role.MASTER,
         metadata=_doc("master or slave; with a controller, only the starting role (the controller decides)"),
     )
     listen: str = field(default="127.0.0.1:10911", metadata=_doc("HOST:PORT to serve on; port 0 picks one"))
@@ -84,13 +86,14 @@ class BrokerSection:
             "must match [A-Za-z0-9_.-]{1,64}",
         )
         require(self.broker_id >= 0, f"{prefix}.broker_id", "must be >= 0")
+        require(self.role in (Role.MASTER, Role.SLAVE), f"{prefix}.role", "must be 'master' or 'slave'")
         if self.controller:
             parse_address(self.controller, f"{prefix}.controller")
             require(self.broker_id >= 1, f"{prefix}.broker_id", "must be >= 1 with a controller (a node id)")
             require(self.controller_heartbeat_ms >= 10, f"{prefix}.controller_heartbeat_ms", "must be >= 10")
         else:
             require(
-                (self.broker_id == 0) == (self.role == "master"),
+                (self.broker_id == 0) == (self.role is Role.MASTER),
                 f"{prefix}.broker_id",
                 "must be 0 for a master and > 0 for a slave",
             )
@@ -103,7 +106,7 @@ class BrokerSection:
             parse_delays(self.retry_delays)
         except InvalidArgumentError as exc:
             raise ConfigError(f"{prefix}.retry_delays", exc.message) from exc
-        if self.role == "slave" and not self.controller:
+        if self.role is Role.SLAVE and not self.controller:
             require(bool(self.master), f"{prefix}.master", "a slave needs its master's address")
         if self.master:
             parse_address(self.master, f"{prefix}.master")
@@ -172,8 +175,9 @@ class PullSection:
 
 @dataclass(frozen=True, slots=True)
 class ReplicationSection:
-    mode: Literal["async", "sync"] = field(
-        default="async", metadata=_doc("sync: a send is acknowledged once enough slaves have it")
+    mode: ReplicationMode = field(
+        default=ReplicationMode.ASYNC,
+        metadata=_doc("sync: a send is acknowledged once enough slaves have it"),
     )
     min_insync_replicas: int = field(default=1, metadata=_doc("slaves that must ack a sync send"))
     sync_timeout_ms: int = field(default=3000, metadata=_doc("sync send wait before SLAVE_TIMEOUT"))
@@ -189,6 +193,15 @@ class ReplicationSection:
         default="",
         metadata=_doc("shared cluster secret (else the TAILRACE_CLUSTER_SECRET environment variable)"),
     )
+
+    @property
+    def sync(self) -> bool:
+        """Whether sends wait for slaves (sync mode, with at least one required)."""
+        return self.mode is ReplicationMode.SYNC and self.min_insync_replicas > 0
+
+    def resolved_secret(self) -> str:
+        """The shared cluster secret: the configured one, else $TAILRACE_CLUSTER_SECRET."""
+        return self.secret or os.environ.get("TAILRACE_CLUSTER_SECRET", "")
 
     def validate(self, prefix: str = "replication") -> None:
         require(0 <= self.min_insync_replicas <= 16, f"{prefix}.min_insync_replicas", "must be in 0..16")

@@ -12,6 +12,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if value not in allowed:
             raise ConfigError(key, f"must be one of {', '.join(map(repr, allowed))}, got {value!r}")
         return value
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        values = [m.value for m in hint]
+        if value not in values:
+            raise ConfigError(key, f"must be one of {', '.join(map(repr, values))}, got {value!r}")
+        return hint(value)
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
@@ -83,5 +89,7 @@ def describe(cls: type[Any]) -> list[tuple[str, Any, str]]:
     out: list[tuple[str, Any, str]] = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, Enum):
+            default = default.value
         out.append((f.name, default, f.metadata.get("doc", "")))
     return out

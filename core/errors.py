@@ -143,6 +143,18 @@ class RequestTimeoutError(TailraceError):
     retriable = True
 
 
+class ReplicationError(TailraceError):
+    """A replication peer broke the protocol; the stream is closed, nothing changed."""
+
+    code = "REPLICATION"
+
+
+class ReplicationDeniedError(ReplicationError):
+    """A replica was refused: wrong or missing cluster secret."""
+
+    code = "REPLICATION_DENIED"
+
+
 class StorageFullError(TailraceError):
     code = "STORAGE_FULL"
     retriable = True

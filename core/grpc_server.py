@@ -4,7 +4,7 @@ health service, and one interceptor that maps domain errors to statuses."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -44,7 +44,9 @@ def _abort(context: grpc.ServicerContext, err: TailraceError) -> None:
 
 class ErrorInterceptor(grpc.ServerInterceptor):
     """TailraceError -> its gRPC status (+ code in trailing metadata); a request
-    that does not decode -> INVALID_ARGUMENT; anything else -> INTERNAL, logged."""
+    that does not decode -> INVALID_ARGUMENT; anything else -> INTERNAL, logged.
+    Unary and streaming methods alike (an error raised while a stream is
+    being produced or its requests are read ends the stream the same way)."""
 
     def intercept_service(
         self,
@@ -52,36 +54,86 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
+        if handler is None:
+            return None
         method = handler_call_details.method
+        deserializer = _lenient(handler.request_deserializer)
+        serializer = handler.response_serializer
 
-        def call(request: Any, context: grpc.ServicerContext) -> Any:
+        def fail(context: grpc.ServicerContext, exc: Exception) -> None:
+            if isinstance(exc, TailraceError):
+                _abort(context, exc)
+            log.error("%s failed", method, exc_info=exc)
+            _abort(context, TailraceError("internal error; see the broker log"))
+
+        def checked(request: Any) -> Any:
             if isinstance(request, _Undecodable):
-                _abort(context, InvalidArgumentError(f"request does not decode: {request.error}"))
-            try:
-                return inner(request, context)
-            except TailraceError as err:
-                _abort(context, err)
-            except Exception:
-                log.exception("%s failed", method)
-                _abort(context, TailraceError("internal error; see the broker log"))
-            return None  # unreachable: abort raises
+                raise InvalidArgumentError(f"request does not decode: {request.error}")
+            return request
 
-        return grpc.unary_unary_rpc_method_handler(
-            call,
-            request_deserializer=_lenient(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+        def checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
+            for r in requests:
+                yield checked(r)
+
+        if handler.unary_unary is not None:
+            unary_unary = handler.unary_unary
+
+            def uu(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return unary_unary(checked(request), context)
+                except Exception as exc:
+                    if _is_abort(exc):
+                        raise
+                    fail(context, exc)
+                return None  # unreachable: abort raises
+
+            return grpc.unary_unary_rpc_method_handler(uu, deserializer, serializer)
+        if handler.unary_stream is not None:
+            unary_stream = handler.unary_stream
+
+            def us(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                try:
+                    yield from unary_stream(checked(request), context)
+                except Exception as exc:
+                    if _is_abort(exc):
+                        raise
+                    fail(context, exc)
+
+            return grpc.unary_stream_rpc_method_handler(us, deserializer, serializer)
+        if handler.stream_stream is not None:
+            stream_stream = handler.stream_stream
+
+            def ss(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+                try:
+                    yield from stream_stream(checked_stream(requests), context)
+                except Exception as exc:
+                    if _is_abort(exc):
+                        raise
+                    fail(context, exc)
+
+            return grpc.stream_stream_rpc_method_handler(ss, deserializer, serializer)
+        return handler  # stream-unary: none of ours
+
+
+def _is_abort(exc: Exception) -> bool:
+    """`context.abort` raises a bare Exception (grpc's own): let it through."""
+    return type(exc) is Exception
 
 
 def build_server(
-    max_workers: int, max_concurrent_rpcs: int, max_message_bytes: int
+    max_workers: int,
+    max_concurrent_rpcs: int,
+    max_message_bytes: int,
+    guard: grpc.ServerInterceptor | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer]:
+    """A server with the error interceptor (outermost) and, for a broker, the
+    role guard (core/access.py) inside it, so its refusals are mapped too."""
+    interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor()]
+    if guard is not None:
+        interceptors.append(guard)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=[ErrorInterceptor()],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

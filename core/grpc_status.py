@@ -35,6 +35,8 @@ TO_GRPC: dict[str, grpc.StatusCode] = {
     e.NotMasterError.code: grpc.StatusCode.FAILED_PRECONDITION,
     e.NotControllerError.code: grpc.StatusCode.FAILED_PRECONDITION,
     e.OutcomeUnknownError.code: grpc.StatusCode.UNKNOWN,
+    e.ReplicationError.code: grpc.StatusCode.FAILED_PRECONDITION,
+    e.ReplicationDeniedError.code: grpc.StatusCode.PERMISSION_DENIED,
     e.TailraceError.code: grpc.StatusCode.INTERNAL,
 }
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from core.errors import InvalidArgumentError
 from core.longpoll import ArrivalNotifier
 from core.offsets import validate_group
+from core.redirect import Advice
 from core.store import MessageStore, ReadResult, ReadStatus
 from core.subscription import Subscription
 
@@ -38,6 +39,26 @@ class PullArgs:
     subscription: str = "*"
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A read, and whether the pull was held waiting for records (a
+    `NO_NEW_MSG` that was not held means: this broker would not wait now)."""
+
+    result: ReadResult
+    held: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PullReply:
+    """What a broker answers a pull: the read, the redirect advice, and
+    whether it was held (the client backs off briefly after an unheld empty
+    answer instead of guessing from timing)."""
+
+    result: ReadResult
+    advice: Advice
+    held: bool
+
+
 def serve_pull(
     store: MessageStore,
     notifier: ArrivalNotifier,
@@ -45,7 +66,7 @@ def serve_pull(
     args: PullArgs,
     alive: Callable[[], bool] = lambda: True,
     visible_end: Callable[[], int | None] = lambda: None,
-) -> ReadResult:
+) -> Served:
     """Read, and if there is nothing new, hold the pull until a record arrives,
     the wait ends, or `alive()` turns false (the caller went away).
     `visible_end()` caps what may be read (the confirmed offset)."""
@@ -60,13 +81,13 @@ def serve_pull(
     tag_filter = sub.hash_filter()
     result = store.read(topic, queue_id, queue_offset, count, nbytes, tag_filter, visible_end())
     if result.status is not ReadStatus.NO_NEW_MSG or wait_s <= 0:
-        return result
+        return Served(result, False)
     deadline = time.monotonic() + wait_s
     key = (topic, queue_id)
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            return result
+            return Served(result, True)
 
         def readable() -> bool:
             if store.next_queue_offset(topic, queue_id) <= queue_offset:
@@ -79,7 +100,7 @@ def serve_pull(
 
         notifier.wait(key, lambda: readable() or not alive(), left)
         if not alive() or not readable():
-            return result
+            return Served(result, True)
         result = store.read(topic, queue_id, queue_offset, count, nbytes, tag_filter, visible_end())
         if result.status is not ReadStatus.NO_NEW_MSG:
-            return result
+            return Served(result, True)

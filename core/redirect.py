@@ -14,16 +14,23 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from enum import StrEnum
 
 from core.route import MASTER_ID
 
 NO_SUGGESTION = -1
 
-OVER_BUDGET = "backlog_over_budget"
-CAUGHT_UP = "caught_up"
-NO_SLAVE = "no_slave_available"
-REPLICA_BEHIND = "replica_behind"
-SLAVE_END = "slave_end"
+
+class RedirectReason(StrEnum):
+    """Why a pull's answer suggests another broker, or why it does not.
+    On the wire (`PullResponse.suggestion_reason`) and in metrics: the value."""
+
+    NONE = ""
+    OVER_BUDGET = "backlog_over_budget"  # master: cold backlog, a slave is suggested
+    CAUGHT_UP = "caught_up"  # the backlog is small again: back to the master
+    NO_SLAVE = "no_slave_available"  # master: cold, but no slave is connected and in sync
+    REPLICA_BEHIND = "replica_behind"  # the replica does not hold the next record yet
+    SLAVE_END = "slave_end"  # slave: the consumer reached its end
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +44,12 @@ class SlaveView:
 @dataclass(frozen=True, slots=True)
 class Advice:
     suggested_broker_id: int
-    reason: str
+    reason: RedirectReason
     cold: bool  # serve this pull with the cold (disk) batch limits
     retry_elsewhere: bool = False  # this replica cannot serve the offset yet
 
 
-NO_ADVICE = Advice(NO_SUGGESTION, "", False)
+NO_ADVICE = Advice(NO_SUGGESTION, RedirectReason.NONE, False)
 
 
 def route_key(group: str, topic: str, queue_id: int) -> int:
@@ -61,21 +68,25 @@ def advise_master(
     """(advice for this pull, whether the queue counts as sent away now)."""
     over = backlog >= return_ratio * budget if redirected else backlog > budget
     if not over:
-        return Advice(NO_SUGGESTION, CAUGHT_UP if redirected else "", False), False
+        return Advice(
+            NO_SUGGESTION, RedirectReason.CAUGHT_UP if redirected else RedirectReason.NONE, False
+        ), False
     live = [s for s in slaves if s.alive and s.in_sync]
     eligible = sorted((s for s in live if s.acked > next_offset), key=lambda s: s.broker_id)
     if not eligible:
-        return Advice(NO_SUGGESTION, REPLICA_BEHIND if live else NO_SLAVE, True), redirected
+        return Advice(
+            NO_SUGGESTION, RedirectReason.REPLICA_BEHIND if live else RedirectReason.NO_SLAVE, True
+        ), redirected
     chosen = eligible[key % len(eligible)]
-    return Advice(chosen.broker_id, OVER_BUDGET, True), True
+    return Advice(chosen.broker_id, RedirectReason.OVER_BUDGET, True), True
 
 
 def advise_slave(backlog: int, budget: int, return_ratio: float, at_end: bool) -> Advice:
     if at_end:
-        return Advice(MASTER_ID, SLAVE_END, False)
+        return Advice(MASTER_ID, RedirectReason.SLAVE_END, False)
     if backlog < return_ratio * budget:
-        return Advice(MASTER_ID, CAUGHT_UP, False)
-    return Advice(NO_SUGGESTION, "", True)
+        return Advice(MASTER_ID, RedirectReason.CAUGHT_UP, False)
+    return Advice(NO_SUGGESTION, RedirectReason.NONE, True)
 
 
 def batch_limits(

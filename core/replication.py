@@ -22,20 +22,21 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from core.epochs import History, divergence_point
-from core.errors import TailraceError
+from core.errors import ReplicationDeniedError, ReplicationError
 from core.store import MessageStore
 
-
-class ReplicationError(TailraceError):
-    """A replication peer broke the protocol; the stream is closed, nothing changed."""
-
-    code = "REPLICATION"
+__all__ = ["ReplicationError"]  # re-exported: it lives in core.errors' one table
 
 
 class EpochSource(Protocol):
     """A slave's epoch history, and what to do when its log is cut or restarted."""
 
     def epoch_history(self) -> History: ...
+
+    def newest_epoch(self) -> int:
+        """The newest master epoch this broker knows was elected: chunks of an
+        older master are refused (fencing)."""
+        ...
 
     def truncating(self, offset: int) -> None:
         """About to cut the log at `offset`: undo applied state of the cut part
@@ -71,6 +72,14 @@ class Chunk:
     offset: int
     data: bytes
     epoch: int
+    confirmed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What an idle stream carries: the master's end and confirmed offset."""
+
+    master_max: int
     confirmed: int
 
 
@@ -315,9 +324,11 @@ class MasterSession:
 
     def handshake(self, hs: Handshake, now_ms: int, confirmed: int) -> HandshakeReply:
         if not self.secret:
-            raise ReplicationError("no cluster secret is configured on the master: replication is refused")
+            raise ReplicationDeniedError(
+                "no cluster secret is configured on the master: replication is refused"
+            )
         if not hmac.compare_digest(hs.secret.encode(), self.secret.encode()):
-            raise ReplicationError("wrong cluster secret")
+            raise ReplicationDeniedError("wrong cluster secret")
         if (hs.cluster, hs.group) != (self.cluster, self.group):
             raise ReplicationError(
                 f"slave of {hs.cluster}/{hs.group} cannot replicate from {self.cluster}/{self.group}"
@@ -352,6 +363,11 @@ class MasterSession:
         chunk = Chunk(self.next_offset, data, self.epoch, confirmed)
         self.next_offset = nxt
         return chunk
+
+    def heartbeat(self, confirmed: int) -> Heartbeat:
+        """For an idle stream (the slave has everything): keeps it in sync and
+        tells it how far the log is confirmed."""
+        return Heartbeat(self.store.commitlog.max_offset, confirmed)
 
     def on_ack(self, ack: Ack, now_ms: int) -> None:
         if self.state is None:
@@ -389,7 +405,8 @@ class SlaveSession:
         self.broker_id = broker_id
         self.secret = secret
         self.epochs = epochs
-        self.confirmed = 0
+        self.confirmed = 0  # what the master says is safe to serve (capped by this log's end)
+        self.master_max = 0  # the master's end, as last heard
         self.min_epoch = 0  # chunks of an older master epoch are refused (fencing)
 
     def handshake(self) -> Handshake:
@@ -418,17 +435,25 @@ class SlaveSession:
             self.store.reset_log(reply.start_offset)
             if self.epochs is not None:
                 self.epochs.adopt([x for x in reply.history if x[1] <= reply.start_offset])
-        self.confirmed = reply.confirmed
+        self.confirmed = min(reply.confirmed, self.store.commitlog.max_offset)
+        self.master_max = reply.master_max
 
     def on_chunk(self, chunk: Chunk) -> Ack:
-        if chunk.epoch < self.min_epoch:
-            raise ReplicationError(
-                f"chunk of master epoch {chunk.epoch}; epoch {self.min_epoch} has been elected"
-            )
+        newest = max(self.min_epoch, self.epochs.newest_epoch() if self.epochs is not None else 0)
+        if chunk.epoch < newest:
+            raise ReplicationError(f"chunk of master epoch {chunk.epoch}; epoch {newest} has been elected")
         if chunk.offset != self.store.commitlog.max_offset:
             raise ReplicationError(
                 f"chunk at {chunk.offset}, this log ends at {self.store.commitlog.max_offset}"
             )
         end = self.store.append_replicated(chunk.offset, chunk.data)
         self.confirmed = max(self.confirmed, min(chunk.confirmed, end))
+        self.master_max = max(self.master_max, end)
         return Ack(end, self.store.commitlog.flushed)
+
+    def on_heartbeat(self, hb: Heartbeat) -> Ack:
+        """Heartbeats are acked too: an idle slave stays in the in-sync set."""
+        clog = self.store.commitlog
+        self.master_max = hb.master_max
+        self.confirmed = max(self.confirmed, min(hb.confirmed, clog.max_offset))
+        return Ack(clog.max_offset, clog.flushed)

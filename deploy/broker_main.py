@@ -13,25 +13,14 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
-from core.broker_config import BrokerConfig, documented_keys, load_broker_config, parse_address
-from core.epochs import EpochFile
+from core.broker_config import BrokerConfig, documented_keys, load_broker_config
 from core.errors import ConfigError, TailraceError
-from core.grpc_server import build_server, set_serving
-from core.offsets import ConsumerOffsets
-from core.pb.tailrace.v1 import broker_pb2_grpc, replication_pb2_grpc
-from core.registration import Registrar
-from core.store import MessageStore
 from core.store.checkpoint import atomic_write
-from master.controller_link import ControllerLink
-from master.replication_service import ReplicationService
-from master.scheduler import Scheduler
-from master.service import BrokerService
-from slave.broker import ReplicaBroker
+from deploy.broker_node import BrokerNode
 
 log = logging.getLogger("tailrace.broker")
 
@@ -105,99 +94,32 @@ def setup_logging(node: str, level: str = "INFO", log_file: Path | None = None) 
     logging.basicConfig(level=level.upper(), format=fmt, handlers=handlers, force=True)
 
 
-def _announcer(registrar: Registrar | None, link: ControllerLink | None) -> Callable[[], None]:
-    """After a role change: tell the nameservers and the controller at once
-    (clients find a new master by its registration, not after a heartbeat)."""
-
-    def announce() -> None:
-        if link is not None:
-            link.poke()
-        if registrar is not None:
-            threading.Thread(target=registrar.register_once, name="announce", daemon=True).start()
-
-    return announce
-
-
 def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
     b = cfg.broker
-    host, _ = parse_address(b.listen, "broker.listen")
-    b.data_dir.mkdir(parents=True, exist_ok=True)
-    store = MessageStore(b.data_dir, cfg.store)
+    node = BrokerNode(cfg)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        offsets = ConsumerOffsets(b.data_dir)
-        epochs = EpochFile(b.data_dir, store.commitlog.max_offset)
-        broker = ReplicaBroker(cfg, store, offsets, epochs)
-        server, health = build_server(
-            cfg.server.max_workers, cfg.server.max_concurrent_rpcs, cfg.server.max_message_bytes
-        )
-        broker_pb2_grpc.add_BrokerServicer_to_server(BrokerService(broker), server)
-        replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(broker), server)
-        try:
-            port = server.add_insecure_port(b.listen)
-        except RuntimeError as exc:
-            raise ConfigError("broker.listen", f"cannot listen on {b.listen}: {exc}") from exc
-        if port == 0:
-            raise ConfigError("broker.listen", f"cannot listen on {b.listen}")
-        broker.address = f"{host}:{port}"
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        server.start()
-        broker.start()
-        scheduler = Scheduler(broker)  # retries of failed messages (acts while leading)
-        scheduler.start()
-        metrics_address = ""
-        if cfg.server.metrics_listen:
-            mhost, mport = parse_address(cfg.server.metrics_listen, "server.metrics_listen")
-            metrics_address = f"{mhost}:{broker.metrics.serve(mhost, mport)}"
-        set_serving(health, True)
-        log.info(
-            "serving %s as %s id %d on %s%s",
-            b.broker_name,
-            broker.role,
-            b.broker_id,
-            broker.address,
-            f" (the controller at {b.controller} decides the role)" if b.controller else "",
-        )
+        node.start()
         if ready_file is not None:
             write_ready_file(
                 ready_file,
                 {
-                    "address": broker.address,
+                    "address": node.address,
                     "pid": os.getpid(),
-                    "role": b.role,
+                    "role": str(b.role),
                     "broker_name": b.broker_name,
                     "broker_id": b.broker_id,
                     "cluster": b.cluster,
                     "data_dir": str(b.data_dir),
-                    "metrics_address": metrics_address,
+                    "metrics_address": node.metrics_address,
                 },
             )
-        registrar = None
-        if b.nameservers:
-            registrar = Registrar(b.nameservers, b.heartbeat_ms, broker.registration)
-        link = None
-        if b.controller:
-            link = ControllerLink(b.controller, b.controller_heartbeat_ms, broker)
-        if registrar is not None or link is not None:
-            broker.on_role_change = _announcer(registrar, link)
-        if link is not None:
-            link.start()
-        if registrar is not None:
-            registrar.start()
         stop.wait()
         log.info("stopping: refusing new calls, finishing calls in flight")
-        scheduler.close()
-        if link is not None:
-            link.close()
-        if registrar is not None:
-            registrar.close(unregister=True)
-        set_serving(health, False)
-        stopped = server.stop(cfg.server.grace_ms / 1000)
-        broker.close()  # held pulls return now instead of at their deadline
-        stopped.wait()
     finally:
-        store.close()
+        node.stop()
     log.info("stopped cleanly")
     return 0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core.broker_config import ServerSection, parse_address
+from core.clock import now_ms
 from core.config import load_section, require
 from core.errors import ConfigError, TailraceError
 from core.grpc_server import build_server, set_serving
@@ -21,7 +22,7 @@ from core.pb.tailrace.v1 import nameserver_pb2_grpc
 from deploy.broker_main import setup_logging, write_ready_file
 from nameserver.controller import Controller
 from nameserver.registry import BrokerRegistry
-from nameserver.service import NameServerService, _now_ms
+from nameserver.service import NameServerService
 
 log = logging.getLogger("tailrace.nameserver")
 
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     controller = None
     if ctl_cfg.enabled:
         ctl_cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        controller = Controller(ctl_cfg.data_dir, ctl_cfg.lease_ms, ctl_cfg.unclean_election, _now_ms())
+        controller = Controller(ctl_cfg.data_dir, ctl_cfg.lease_ms, ctl_cfg.unclean_election, now_ms())
     service = NameServerService(registry, controller=controller)
     nameserver_pb2_grpc.add_NameServerServicer_to_server(service, server)
     try:
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         def tick() -> None:  # elections run on time even when no broker calls
             while not stop.wait(ctl.lease_ms / 8000):
                 try:
-                    ctl.tick(_now_ms())
+                    ctl.tick(now_ms())
                 except Exception:  # e.g. the state file cannot be written: try again
                     log.exception("controller tick failed")
 
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("failover controller on (lease %d ms, state in %s)", ctl.lease_ms, ctl_cfg.data_dir)
     try:
         while not stop.wait(ns.expire_check_ms / 1000):
-            for r in registry.expire(_now_ms()):
+            for r in registry.expire(now_ms()):
                 log.warning(
                     "dropped %s/%d at %s: silent for 3 heartbeats",
                     r.broker_name,

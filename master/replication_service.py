@@ -2,75 +2,67 @@
 
 The response generator streams chunks (or heartbeats when idle) from the
 slave's position; a reader thread feeds the slave's acks into the session.
-A protocol error from either side closes the stream with FAILED_PRECONDITION
-(PERMISSION_DENIED for a wrong secret) and changes nothing.
+A protocol error from either side ends the stream with the error's status
+(`REPLICATION`: FAILED_PRECONDITION; a wrong secret: PERMISSION_DENIED) and
+changes nothing. A follower never gets here: `Replicate` is leader-only
+(core/access.py). The stream ends when the leader role it began under is
+retired (demotion) or the broker shuts down.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from collections.abc import Iterator
 
 import grpc
 
-from core.errors import TailraceError
+from core.broker.core import LOG_KEY, BrokerCore
+from core.clock import now_ms
+from core.errors import ReplicationError, TailraceError
 from core.pb.tailrace.v1 import replication_pb2 as pb
 from core.pb.tailrace.v1 import replication_pb2_grpc
-from core.replication import Ack, Handshake, MasterSession, ReplicationError
-from master.broker import LOG_KEY, MasterBroker
+from core.replication import Ack, Chunk, Handshake, MasterSession
 
 log = logging.getLogger(__name__)
 
 
-def _now_ms() -> int:
-    return int(time.monotonic() * 1000)
-
-
-def cluster_secret(configured: str) -> str:
-    return configured or os.environ.get("TAILRACE_CLUSTER_SECRET", "")
+def _chunk(c: Chunk) -> pb.ReplicateResponse:
+    return pb.ReplicateResponse(
+        chunk=pb.ReplicaChunk(offset=c.offset, data=c.data, epoch=c.epoch, confirmed=c.confirmed)
+    )
 
 
 class ReplicationService(replication_pb2_grpc.ReplicationServicer):
-    def __init__(self, broker: MasterBroker) -> None:
-        self.broker = broker
+    def __init__(self, core: BrokerCore) -> None:
+        self.core = core
 
     def Replicate(
         self, request_iterator: Iterator[pb.ReplicateRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.ReplicateResponse]:
-        b = self.broker
-        rep = b.config.replication
-        epoch = b.epoch
+        core = self.core
+        leader = core.leader()
+        rep = core.config.replication
         session = MasterSession(
-            b.store, b.replicas, b.config.broker.cluster, b.broker_name,
-            cluster_secret(rep.secret), rep.chunk_bytes, epoch, b.epoch_history(),
+            core.store, leader.replicas, core.config.broker.cluster, core.broker_name,
+            rep.resolved_secret(), rep.chunk_bytes, leader.epoch, core.epoch_history(),
         )  # fmt: skip
-        try:
-            first = next(request_iterator)
-        except StopIteration:
+        first = next(request_iterator, None)
+        if first is None:
             return
         if first.WhichOneof("kind") != "handshake":
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "REPLICATION: handshake expected first")
-        if b.role != "master":
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "REPLICATION: this broker is not the master")
+            raise ReplicationError("handshake expected first")
         h = first.handshake
         history = tuple((e.epoch, e.start_offset) for e in h.history)
         try:
             reply = session.handshake(
                 Handshake(h.cluster, h.group, h.broker_id, h.max_offset, h.secret, h.epoch, history),
-                _now_ms(),
-                b.confirmed(),
+                now_ms(),
+                leader.confirmed(),
             )
         except ReplicationError as exc:
-            code = (
-                grpc.StatusCode.PERMISSION_DENIED
-                if "secret" in exc.message
-                else grpc.StatusCode.FAILED_PRECONDITION
-            )
             log.warning("refused replica %s/%d: %s", h.group, h.broker_id, exc.message)
-            context.abort(code, str(exc))
+            raise
         log.info("slave %d attached at offset %d", h.broker_id, reply.start_offset)
         yield pb.ReplicateResponse(
             handshake_reply=pb.ReplicaHandshakeReply(
@@ -88,44 +80,40 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
                 for req in request_iterator:
                     if req.WhichOneof("kind") != "ack":
                         raise ReplicationError("only acks may follow the handshake")
-                    session.on_ack(Ack(req.ack.max_offset, req.ack.flushed_offset), _now_ms())
+                    session.on_ack(Ack(req.ack.max_offset, req.ack.flushed_offset), now_ms())
             except TailraceError as exc:
                 failed.append(exc)
-                b.notifier.notify([LOG_KEY])
+                core.notifier.notify([LOG_KEY])
             except grpc.RpcError:
                 pass
 
         reader = threading.Thread(target=read_acks, name=f"acks-{h.broker_id}", daemon=True)
         reader.start()
         heartbeat_s = rep.heartbeat_ms / 1000
+        clog = core.store.commitlog
+
+        def serving() -> bool:  # a retired leader (demotion) or a shutdown ends the stream
+            return not leader.retired and not core.closing
+
         try:
-
-            def serving() -> bool:  # a demoted master or a new epoch ends the stream
-                return b.role == "master" and b.epoch == epoch and not b.closing
-
             while context.is_active() and not failed and serving():
-                chunk = session.next_chunk(b.confirmed())
+                chunk = session.next_chunk(leader.confirmed())
                 if chunk is not None:
-                    yield pb.ReplicateResponse(
-                        chunk=pb.ReplicaChunk(
-                            offset=chunk.offset, data=chunk.data, epoch=chunk.epoch, confirmed=chunk.confirmed
-                        )
-                    )
+                    yield _chunk(chunk)
                     continue
                 sent = session.next_offset
 
                 def more(sent: int = sent) -> bool:
-                    return b.store.commitlog.max_offset > sent or bool(failed) or not serving()
+                    return clog.max_offset > sent or bool(failed) or not serving()
 
-                b.notifier.wait(LOG_KEY, more, heartbeat_s)
-                if b.store.commitlog.max_offset <= sent:
+                core.notifier.wait(LOG_KEY, more, heartbeat_s)
+                if clog.max_offset <= sent:
+                    hb = session.heartbeat(leader.confirmed())
                     yield pb.ReplicateResponse(
-                        heartbeat=pb.ReplicaHeartbeat(
-                            master_max=b.store.commitlog.max_offset, confirmed=b.confirmed()
-                        )
+                        heartbeat=pb.ReplicaHeartbeat(master_max=hb.master_max, confirmed=hb.confirmed)
                     )
             if failed:
                 log.warning("closing the stream of slave %d: %s", h.broker_id, failed[0])
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(failed[0]))
+                raise failed[0]
         finally:
             session.close()

@@ -7,7 +7,8 @@ messages are stored in their `REAL_TOPIC` (the group's retry topic) and the
 level's progress is committed as a consumer offset of `%SCHEDULER%`, through
 the log like every commit: a new master after a failover carries on where
 the old one stopped (a message moved just before a crash may be moved twice:
-at least once). Runs only while this broker leads with a valid lease.
+at least once). The leader role owns it: it runs while that role leads and
+holds a valid lease, and stops when the role is retired.
 """
 
 from __future__ import annotations
@@ -15,19 +16,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from core.errors import TailraceError
 from core.record import Message, iter_records
 from core.retry import DELIVER_AT, REAL_TOPIC, SCHEDULE_TOPIC, SCHEDULER_GROUP
-from master.broker import MasterBroker
+
+if TYPE_CHECKING:
+    from master.leader import LeaderRole
 
 log = logging.getLogger(__name__)
 BATCH = 64
 
 
 class Scheduler:
-    def __init__(self, broker: MasterBroker, tick_s: float = 0.05) -> None:
-        self.broker = broker
+    def __init__(self, leader: LeaderRole, tick_s: float = 0.05) -> None:
+        self.leader = leader
         self.tick_s = tick_s
         self.moved = 0
         self._stop = threading.Event()
@@ -38,10 +42,9 @@ class Scheduler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.tick_s):
-            b = self.broker
-            if b.role != "master" or (b.lease is not None and not b.lease.valid()):
+            if self.leader.fenced():
                 continue
-            if b.store.topics.queue_count(SCHEDULE_TOPIC) is None:
+            if self.leader.core.store.topics.queue_count(SCHEDULE_TOPIC) is None:
                 continue
             try:
                 self.run_once(int(time.time() * 1000))
@@ -52,18 +55,18 @@ class Scheduler:
 
     def run_once(self, now_ms: int) -> int:
         """Move every due message; returns how many moved."""
-        b = self.broker
-        levels = b.store.topics.queue_count(SCHEDULE_TOPIC) or 0
+        leader, store = self.leader, self.leader.core.store
+        levels = store.topics.queue_count(SCHEDULE_TOPIC) or 0
         moved = 0
         for level in range(levels):
-            lo, _hi = b.store.queue_offsets(SCHEDULE_TOPIC, level)
-            offset = max(lo, b.offsets.query(SCHEDULER_GROUP, SCHEDULE_TOPIC, level) or 0)
+            lo, _hi = store.queue_offsets(SCHEDULE_TOPIC, level)
+            offset = max(lo, leader.core.offsets.query(SCHEDULER_GROUP, SCHEDULE_TOPIC, level) or 0)
             progress = [offset]
             try:
                 moved += self._move_due(level, progress, now_ms)
             finally:  # progress so far is kept even when a move failed half way
                 if progress[0] != offset:
-                    b.commit_offset(SCHEDULER_GROUP, SCHEDULE_TOPIC, level, progress[0])
+                    leader.commit_offset(SCHEDULER_GROUP, SCHEDULE_TOPIC, level, progress[0])
         self.moved += moved
         return moved
 
@@ -72,11 +75,11 @@ class Scheduler:
         offset after the last one moved; returns how many moved. A message
         counts as moved once it is stored (also SLAVE_TIMEOUT: stored, not
         confirmed), so it is never moved twice."""
-        b = self.broker
+        leader, store = self.leader, self.leader.core.store
         moved = 0
         while True:
-            vis = b._visible_end()
-            read = b.store.read(SCHEDULE_TOPIC, level, progress[0], BATCH, 4 << 20, visible_end=vis)
+            vis = leader.visible_end()
+            read = store.read(SCHEDULE_TOPIC, level, progress[0], BATCH, 4 << 20, visible_end=vis)
             if not read.count:
                 return moved
             for rec in iter_records(read.data, verify=False):
@@ -85,10 +88,10 @@ class Scheduler:
                 target = rec.properties.get(REAL_TOPIC, "")
                 if target:
                     props = {k: v for k, v in rec.properties.items() if k not in (DELIVER_AT, REAL_TOPIC)}
-                    if b.store.topics.queue_count(target) is None:
-                        b.store.create_topic(target, 1)
+                    if store.topics.queue_count(target) is None:
+                        store.create_topic(target, 1)
                     msg = Message(target, 0, rec.body, tags=rec.tags, keys=rec.keys, properties=props)
-                    out = b.send(target, 0, [msg], internal=True)
+                    out = leader.send(target, 0, [msg], internal=True)
                     if not out.results:  # not stored (no in-sync slave, fenced): try again later
                         raise TailraceError(f"moving a due message to {target}: {out.status}")
                     moved += 1
@@ -96,5 +99,5 @@ class Scheduler:
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(5)

@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import BrokerUnavailableError, InvalidArgumentError
+from core.roles import NO_MASTER, Directive, Role
 from core.store.checkpoint import atomic_write
 
 log = logging.getLogger(__name__)
 STATE_FILE = "controller.json"
-NO_MASTER = -1
-MASTER = "master"  # a broker leading in its epoch
-INITIAL_MASTER = "initial-master"  # configured master, never directed: may bootstrap a new group
+MASTER = Role.MASTER  # a broker leading in its epoch
+INITIAL_MASTER = Role.INITIAL_MASTER  # configured master, never directed: may bootstrap a new group
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,19 +46,10 @@ class Heartbeat:
     node_id: int
     address: str
     epoch: int  # the epoch the broker runs in
-    role: str  # "master" or "slave", as the broker sees itself
+    role: Role  # as the broker sees itself
     max_offset: int
     in_sync: frozenset[int] = frozenset()  # a master's proposal
     priority: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Directive:
-    epoch: int
-    master_id: int  # NO_MASTER: none yet
-    master_address: str
-    in_sync: frozenset[int]
-    lease_ms: int
 
 
 @dataclass(slots=True)

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 import grpc
 
+from core.clock import now_ms
 from core.errors import InvalidArgumentError, NotControllerError, UnknownTopicError
 from core.metrics import NameserverMetrics
 from core.pb.tailrace.v1 import nameserver_pb2 as pb
 from core.pb.tailrace.v1 import nameserver_pb2_grpc
+from core.roles import parse_role
 from core.route import GroupRoute
 from nameserver.controller import Controller, Heartbeat
 from nameserver.registry import BrokerRegistry, Registration, TopicInfo
-
-
-def _now_ms() -> int:
-    return int(time.monotonic() * 1000)
 
 
 def group_to_pb(g: GroupRoute) -> pb.GroupRoute:
@@ -46,7 +43,7 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
     def __init__(
         self,
         registry: BrokerRegistry,
-        clock_ms: Callable[[], int] = _now_ms,
+        clock_ms: Callable[[], int] = now_ms,
         controller: Controller | None = None,
     ) -> None:
         self.registry = registry
@@ -114,7 +111,7 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
             node_id=request.node_id,
             address=request.address,
             epoch=request.epoch,
-            role=request.role,
+            role=parse_role(request.role),
             max_offset=request.max_offset,
             in_sync=frozenset(request.in_sync),
             priority=request.priority,

@@ -13,10 +13,16 @@ import grpc
 
 from core.pb.tailrace.v1 import replication_pb2 as pb
 from core.pb.tailrace.v1 import replication_pb2_grpc
-from core.replication import Chunk, HandshakeReply, SlaveSession
+from core.replication import Ack, Chunk, HandshakeReply, Heartbeat, SlaveSession
 
 log = logging.getLogger(__name__)
 _DONE = object()
+
+
+def _ack(ack: Ack) -> pb.ReplicateRequest:
+    return pb.ReplicateRequest(
+        ack=pb.ReplicaAck(max_offset=ack.max_offset, flushed_offset=ack.flushed_offset)
+    )
 
 
 class Replicator:
@@ -34,7 +40,6 @@ class Replicator:
         self.max_message_bytes = max_message_bytes
         self.connected = threading.Event()
         self.last_error = ""
-        self.master_max = 0
         self._stop = threading.Event()
         self._call: grpc.Future | None = None  # type: ignore[type-arg]
         self._thread = threading.Thread(target=self._run, name="replicator", daemon=True)
@@ -121,34 +126,20 @@ class Replicator:
                             tuple((e.epoch, e.start_offset) for e in r.history),
                         )
                     )
-                    self.master_max = r.master_max
                     self.connected.set()
                     self.last_error = ""
                     log.info("replicating from %s at offset %d", self.master, r.start_offset)
-                elif kind == "chunk":
+                    continue
+                if kind == "chunk":
                     c = resp.chunk
                     ack = self.session.on_chunk(Chunk(c.offset, c.data, c.epoch, c.confirmed))
-                    self.master_max = max(self.master_max, ack.max_offset)
-                    outbox.put(
-                        pb.ReplicateRequest(
-                            ack=pb.ReplicaAck(max_offset=ack.max_offset, flushed_offset=ack.flushed_offset)
-                        )
-                    )
-                    self.on_progress()
                 elif kind == "heartbeat":
-                    # ack heartbeats too: an idle slave stays in the in-sync set
-                    st = self.session.store.commitlog
-                    outbox.put(
-                        pb.ReplicateRequest(
-                            ack=pb.ReplicaAck(max_offset=st.max_offset, flushed_offset=st.flushed)
-                        )
-                    )
-                    self.master_max = resp.heartbeat.master_max
-                    self.session.confirmed = max(
-                        self.session.confirmed,
-                        min(resp.heartbeat.confirmed, self.session.store.commitlog.max_offset),
-                    )
-                    self.on_progress()
+                    h = resp.heartbeat
+                    ack = self.session.on_heartbeat(Heartbeat(h.master_max, h.confirmed))
+                else:
+                    continue
+                outbox.put(_ack(ack))
+                self.on_progress()
                 if self._stop.is_set():
                     break
         finally:

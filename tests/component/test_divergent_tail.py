@@ -1,4 +1,4 @@
-"""A former master's divergent tail: two in-process ReplicaBrokers (no
+"""A former master's divergent tail: two in-process broker cores (no
 sockets), roles switched by controller directives the way the controller
 link delivers them. The returning master's handshake cuts what it wrote
 after the new epoch began, undoes the offset commits in that tail, and the
@@ -7,27 +7,46 @@ cut holds across a crash right after it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from core.broker.core import BrokerCore
+from core.broker.failover import FailoverMember
 from core.broker_config import load_broker_config
 from core.epochs import EpochFile
+from core.errors import NotMasterError
 from core.offsets import ConsumerOffsets
 from core.record import Message
-from core.replication import MasterSession
+from core.replication import MasterSession, SlaveSession
+from core.roles import Directive, SendStatus
 from core.store import MessageStore
-from nameserver.controller import Directive
-from slave.broker import ReplicaBroker
+from deploy.broker_node import Roles
+from master.leader import LeaderRole
+from slave.follower import FollowerRole
 from tests.helpers.store_tools import abandon, check_consistency
 
 pytestmark = pytest.mark.component
 Open = Callable[..., MessageStore]
 SECRET = "s3cret"
+CORES: list[BrokerCore] = []
 
 
-def broker(open_store: Open, d: Path, node: int) -> ReplicaBroker:
+@pytest.fixture(autouse=True)
+def _close_cores() -> Iterator[None]:
+    yield
+    while CORES:
+        CORES.pop().close()  # stops a leader's scheduler before its store closes
+
+
+def session(b: BrokerCore) -> SlaveSession:
+    role = b.role
+    assert isinstance(role, FollowerRole)
+    return role.session
+
+
+def broker(open_store: Open, d: Path, node: int) -> BrokerCore:
     cfg = load_broker_config(
         None,
         {
@@ -39,59 +58,72 @@ def broker(open_store: Open, d: Path, node: int) -> ReplicaBroker:
         },
     )
     store = open_store(d / "store")
-    b = ReplicaBroker(cfg, store, ConsumerOffsets(d), EpochFile(d, store.commitlog.max_offset))
+    b = BrokerCore(cfg, store, ConsumerOffsets(d), EpochFile(d, store.commitlog.max_offset), Roles())
     b.address = f"h:{node}"
+    CORES.append(b)
     return b
 
 
-def direct(b: ReplicaBroker, epoch: int, master: int, address: str = "") -> None:
+def direct(b: BrokerCore, epoch: int, master: int, address: str = "") -> None:
     """A controller directive, answering a heartbeat sent just now."""
-    req, gen = b.controller_heartbeat()
-    b.on_directive(Directive(epoch, master, address, frozenset(), 4000), time.monotonic(), req, gen)
-    if b.leading and b.epoch == epoch:  # the next heartbeat, as master, renews the lease
-        req, gen = b.controller_heartbeat()
-        b.on_directive(Directive(epoch, master, address, frozenset(), 4000), time.monotonic(), req, gen)
+    member = FailoverMember(b)
+    member.directed = True
+    req, gen = member.controller_heartbeat()
+    member.on_directive(Directive(epoch, master, address, frozenset(), 4000), time.monotonic(), req, gen)
+    if b.role.is_leader and b.epoch == epoch:  # the next heartbeat, as master, renews the lease
+        req, gen = member.controller_heartbeat()
+        member.on_directive(Directive(epoch, master, address, frozenset(), 4000), time.monotonic(), req, gen)
 
 
-def replicate(master: ReplicaBroker, slave: ReplicaBroker) -> None:
+def replicate(master: BrokerCore, slave: BrokerCore) -> None:
     """Join master and slave in memory until the slave has everything."""
-    m = MasterSession(master.store, master.replicas, "DefaultCluster", "g", SECRET, 1 << 16,
-                      master.epoch, master.epoch_history())  # fmt: skip
-    slave.session.on_handshake_reply(m.handshake(slave.session.handshake(), 0, 0))
+    leader = master.leader()
+    m = MasterSession(master.store, leader.replicas, "DefaultCluster", "g", SECRET, 1 << 16,
+                      leader.epoch, master.epoch_history())  # fmt: skip
+    s = session(slave)
+    s.on_handshake_reply(m.handshake(s.handshake(), 0, 0))
     while (chunk := m.next_chunk(master.store.commitlog.max_offset)) is not None:
-        m.on_ack(slave.session.on_chunk(chunk), 0)
+        m.on_ack(s.on_chunk(chunk), 0)
 
 
-def send(b: ReplicaBroker, n: int, tag: str) -> None:
-    out = b.send("t", 0, [Message("t", 0, f"{tag}-{i}".encode() * 20) for i in range(n)])
-    assert out.status == "SEND_OK", out
+def send(b: BrokerCore, n: int, tag: str) -> None:
+    out = b.leader().send("t", 0, [Message("t", 0, f"{tag}-{i}".encode() * 20) for i in range(n)])
+    assert out.status is SendStatus.SEND_OK, out
 
 
 def test_returning_master_cuts_its_divergent_tail(open_store: Open, tmp_path: Path) -> None:
     a, b = broker(open_store, tmp_path / "a", 1), broker(open_store, tmp_path / "b", 2)
     direct(a, 1, 1)
-    assert a.leading and a.epoch == 1 and a.epochs.history == ((1, 0),)
+    assert a.role.is_leader and a.epoch == 1 and a.epochs.history == ((1, 0),)
     send(a, 50, "e1")
-    a.commit_offset("grp", "t", 0, 10)
+    a.leader().commit_offset("grp", "t", 0, 10)
     replicate(a, b)
     common = a.store.commitlog.max_offset
     assert b.store.commitlog.max_offset == common and b.epochs.history == ((1, 0),)
     assert b.offsets.query("grp", "t", 0) == 10
 
     # a goes on alone (its writes never reach b), commits past what b knows
+    old = a.leader()
     send(a, 30, "lost")
-    a.commit_offset("grp", "t", 0, 70)
-    a.commit_offset("other", "t", 0, 5)  # a group b never heard of
+    old.commit_offset("grp", "t", 0, 70)
+    old.commit_offset("other", "t", 0, 5)  # a group b never heard of
     # b is elected for epoch 2 and takes writes
     direct(b, 2, 2)
-    assert b.leading and b.epochs.history == ((1, 0), (2, common))
+    assert b.role.is_leader and b.epochs.history == ((1, 0), (2, common))
     send(b, 20, "e2")
-    b.commit_offset("grp", "t", 0, 55)
+    b.leader().commit_offset("grp", "t", 0, 55)
 
     # a learns of epoch 2: it is a slave now, and takes no writes
     direct(a, 2, 2)
-    assert not a.leading and a.role == "slave"
-    assert a.send("t", 0, [Message("t", 0, b"x")]).status == "NOT_MASTER"
+    assert not a.role.is_leader and a.role.name == "slave"
+    with pytest.raises(NotMasterError):
+        a.leader()
+    end = a.store.commitlog.max_offset
+    # the retired leader object stores nothing either (a call already under way)
+    assert old.send("t", 0, [Message("t", 0, b"x")]).status is SendStatus.NOT_MASTER
+    with pytest.raises(NotMasterError):
+        old.commit_offset("grp", "t", 0, 99)
+    assert a.store.commitlog.max_offset == end
     replicate(b, a)
     assert a.store.commitlog.max_offset == b.store.commitlog.max_offset
     assert bytes(a.store.commitlog.view(0, common)) == bytes(b.store.commitlog.view(0, common))
@@ -105,18 +137,23 @@ def test_cut_survives_a_crash_right_after_it(open_store: Open, tmp_path: Path) -
     a, b = broker(open_store, tmp_path / "a", 1), broker(open_store, tmp_path / "b", 2)
     direct(a, 1, 1)
     send(a, 40, "e1")
-    a.commit_offset("grp", "t", 0, 7)
+    a.leader().commit_offset("grp", "t", 0, 7)
     replicate(a, b)
     common = a.store.commitlog.max_offset
     send(a, 40, "lost")
-    a.commit_offset("grp", "t", 0, 60)
+    a.leader().commit_offset("grp", "t", 0, 60)
     direct(b, 2, 2)
     send(b, 5, "e2")
     direct(a, 2, 2)
     # only the handshake: a cuts its tail, then dies before any chunk
-    m = MasterSession(b.store, b.replicas, "DefaultCluster", "g", SECRET, 1 << 16, b.epoch, b.epoch_history())
-    a.session.on_handshake_reply(m.handshake(a.session.handshake(), 0, 0))
+    lb = b.leader()
+    m = MasterSession(
+        b.store, lb.replicas, "DefaultCluster", "g", SECRET, 1 << 16, lb.epoch, b.epoch_history()
+    )
+    session(a).on_handshake_reply(m.handshake(session(a).handshake(), 0, 0))
     assert a.store.commitlog.max_offset == common
+    CORES.remove(a)
+    a.close()
     abandon(a.store)
 
     store = open_store(tmp_path / "a" / "store")  # recovery after the crash
@@ -126,7 +163,10 @@ def test_cut_survives_a_crash_right_after_it(open_store: Open, tmp_path: Path) -
     check_consistency(store)
     # and the tail never comes back: replication continues from the cut
     cfg = a.config
-    again = ReplicaBroker(cfg, store, ConsumerOffsets(tmp_path / "a"), EpochFile(tmp_path / "a", common))
+    again = BrokerCore(
+        cfg, store, ConsumerOffsets(tmp_path / "a"), EpochFile(tmp_path / "a", common), Roles()
+    )
+    CORES.append(again)
     replicate(b, again)
     assert again.store.commitlog.max_offset == b.store.commitlog.max_offset
     assert again.epochs.history == ((1, 0), (2, common))
@@ -136,12 +176,13 @@ def test_fenced_master_refuses_writes(open_store: Open, tmp_path: Path) -> None:
     a = broker(open_store, tmp_path / "a", 1)
     direct(a, 1, 1)
     send(a, 1, "ok")
-    assert a.lease is not None
-    a.lease.revoke()  # the lease ran out: no renewal reached the controller
+    leader = a.leader()
+    assert isinstance(leader, LeaderRole) and leader.lease is not None
+    leader.lease.revoke()  # the lease ran out: no renewal reached the controller
     before = a.store.commitlog.max_offset
-    assert a.send("t", 0, [Message("t", 0, b"x")]).status == "NOT_MASTER"
-    with pytest.raises(Exception, match="lease"):
-        a.commit_offset("grp", "t", 0, 1)
+    assert leader.send("t", 0, [Message("t", 0, b"x")]).status is SendStatus.NOT_MASTER
+    with pytest.raises(NotMasterError, match="lease"):
+        leader.commit_offset("grp", "t", 0, 1)
     assert a.store.commitlog.max_offset == before  # nothing stored
-    req, _ = a.controller_heartbeat()
+    req, _ = FailoverMember(a).controller_heartbeat()
     assert req.role == "master"  # still the leader in its epoch: it may renew, it just may not write

@@ -16,11 +16,7 @@ from core.pagecache import (
     read_cgroup_memory,
 )
 from core.redirect import (
-    CAUGHT_UP,
-    NO_SLAVE,
-    OVER_BUDGET,
-    REPLICA_BEHIND,
-    SLAVE_END,
+    RedirectReason,
     SlaveView,
     advise_master,
     advise_slave,
@@ -98,7 +94,7 @@ SLAVES = [SlaveView(1, True, True, 10_000), SlaveView(2, True, True, 10_000)]
 def test_over_budget_suggests_an_eligible_slave_spread_by_key() -> None:
     a1, sent = advise_master(5 * MiB, MiB, False, 100, SLAVES, key=0, return_ratio=0.8)
     a2, _ = advise_master(5 * MiB, MiB, False, 100, SLAVES, key=1, return_ratio=0.8)
-    assert sent and a1.reason == OVER_BUDGET and a1.cold
+    assert sent and a1.reason == RedirectReason.OVER_BUDGET and a1.cold
     assert {a1.suggested_broker_id, a2.suggested_broker_id} == {1, 2}
 
 
@@ -112,7 +108,7 @@ def test_hysteresis_holds_until_below_return_ratio() -> None:
     a, sent = advise_master(int(0.9 * MiB), MiB, True, 100, SLAVES, key=0, return_ratio=0.8)
     assert sent and a.suggested_broker_id in (1, 2)
     a, sent = advise_master(int(0.7 * MiB), MiB, True, 100, SLAVES, key=0, return_ratio=0.8)
-    assert not sent and a.reason == CAUGHT_UP and not a.cold
+    assert not sent and a.reason == RedirectReason.CAUGHT_UP and not a.cold
 
 
 def test_only_alive_in_sync_slaves_past_the_offset_qualify() -> None:
@@ -122,15 +118,15 @@ def test_only_alive_in_sync_slaves_past_the_offset_qualify() -> None:
         SlaveView(3, True, False, 10_000),
     ]
     a, _ = advise_master(5 * MiB, MiB, False, 100, behind, key=0, return_ratio=0.8)
-    assert (a.suggested_broker_id, a.reason, a.cold) == (-1, REPLICA_BEHIND, True)
+    assert (a.suggested_broker_id, a.reason, a.cold) == (-1, RedirectReason.REPLICA_BEHIND, True)
     a, _ = advise_master(5 * MiB, MiB, False, 100, [], key=0, return_ratio=0.8)
-    assert a.reason == NO_SLAVE
+    assert a.reason == RedirectReason.NO_SLAVE
 
 
 def test_slave_hands_back_when_caught_up_or_at_its_end() -> None:
     assert advise_slave(5 * MiB, MiB, 0.8, at_end=False).suggested_broker_id == -1
-    assert advise_slave(MiB // 2, MiB, 0.8, at_end=False).reason == CAUGHT_UP
-    assert advise_slave(5 * MiB, MiB, 0.8, at_end=True).reason == SLAVE_END
+    assert advise_slave(MiB // 2, MiB, 0.8, at_end=False).reason == RedirectReason.CAUGHT_UP
+    assert advise_slave(5 * MiB, MiB, 0.8, at_end=True).reason == RedirectReason.SLAVE_END
 
 
 def test_hot_and_cold_batch_limits() -> None:

@@ -169,7 +169,7 @@ class PullRequest(_message.Message):
     def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., queue_offset: _Optional[int] = ..., max_messages: _Optional[int] = ..., max_bytes: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., subscription: _Optional[str] = ...) -> None: ...
 
 class PullResponse(_message.Message):
-    __slots__ = ("status", "records", "count", "next_queue_offset", "min_offset", "max_offset", "served_by", "suggested_broker_id", "suggestion_reason")
+    __slots__ = ("status", "records", "count", "next_queue_offset", "min_offset", "max_offset", "served_by", "suggested_broker_id", "suggestion_reason", "held")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +179,7 @@ class PullResponse(_message.Message):
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     SUGGESTED_BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     SUGGESTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     status: PullStatus
     records: bytes
     count: int
@@ -188,7 +189,8 @@ class PullResponse(_message.Message):
     served_by: int
     suggested_broker_id: int
     suggestion_reason: str
-    def __init__(self, status: _Optional[_Union[PullStatus, str]] = ..., records: _Optional[bytes] = ..., count: _Optional[int] = ..., next_queue_offset: _Optional[int] = ..., min_offset: _Optional[int] = ..., max_offset: _Optional[int] = ..., served_by: _Optional[int] = ..., suggested_broker_id: _Optional[int] = ..., suggestion_reason: _Optional[str] = ...) -> None: ...
+    held: bool
+    def __init__(self, status: _Optional[_Union[PullStatus, str]] = ..., records: _Optional[bytes] = ..., count: _Optional[int] = ..., next_queue_offset: _Optional[int] = ..., min_offset: _Optional[int] = ..., max_offset: _Optional[int] = ..., served_by: _Optional[int] = ..., suggested_broker_id: _Optional[int] = ..., suggestion_reason: _Optional[str] = ..., held: _Optional[bool] = ...) -> None: ...
 
 class CommitOffsetRequest(_message.Message):
     __slots__ = ("group", "topic", "queue_id", "offset")

@@ -18,7 +18,7 @@ import grpc
 
 from core.pb.tailrace.v1 import nameserver_pb2 as pb
 from core.pb.tailrace.v1 import nameserver_pb2_grpc
-from nameserver.controller import Directive
+from core.roles import Directive
 
 log = logging.getLogger(__name__)
 

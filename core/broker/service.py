@@ -1,7 +1,9 @@
-"""gRPC adapter for the broker: unpack the request, call the role's logic, pack.
+"""gRPC adapter for the broker: unpack the request, call the core (or its
+leader role), pack.
 
-No decisions here; failures are TailraceErrors that the error interceptor
-(core/grpc_server.py) turns into gRPC statuses.
+No decisions here: which role serves what is `core/access.py`'s table,
+enforced before a handler runs; failures are TailraceErrors that the error
+interceptor (core/grpc_server.py) turns into gRPC statuses.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from typing import Any
 
 import grpc
 
+from core.broker.core import BrokerCore
+from core.broker.role import SendOutcome
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.pull import PullArgs
 from core.record import Message
+from core.roles import SendStatus
 from core.store import ReadStatus
-from master.broker import MasterBroker
 
 _PULL_STATUS = {
     ReadStatus.FOUND: pb.FOUND,
@@ -25,13 +29,7 @@ _PULL_STATUS = {
     ReadStatus.OFFSET_TOO_SMALL: pb.OFFSET_TOO_SMALL,
     ReadStatus.OFFSET_OVERFLOW: pb.OFFSET_OVERFLOW,
 }
-_SEND_STATUS = {
-    "SEND_OK": pb.SEND_OK,
-    "FLUSH_DISK_TIMEOUT": pb.FLUSH_DISK_TIMEOUT,
-    "SLAVE_TIMEOUT": pb.SLAVE_TIMEOUT,
-    "SLAVE_NOT_AVAILABLE": pb.SLAVE_NOT_AVAILABLE,
-    "NOT_MASTER": pb.NOT_MASTER,
-}
+_SENDS = ("/tailrace.v1.Broker/Send", "/tailrace.v1.Broker/SendBatch")
 
 
 def _message(m: pb.Message) -> Message:
@@ -48,23 +46,35 @@ def _message(m: pb.Message) -> Message:
 
 
 class BrokerService(broker_pb2_grpc.BrokerServicer):
-    def __init__(self, broker: MasterBroker) -> None:
-        self.broker = broker
+    def __init__(self, core: BrokerCore) -> None:
+        self.core = core
 
-    def _send(self, topic: str, queue_id: int, messages: list[Message]) -> pb.SendResponse:
-        out = self.broker.send(topic, queue_id, messages)
+    def refuse(self, method: str) -> pb.SendResponse:
+        """A follower's answer to a leader-only method (core/access.LeaderGuard):
+        a send gets the NOT_MASTER status naming the master, as a fenced
+        master's does; everything else NotMasterError."""
+        if method in _SENDS:
+            master = self.core.role.master_address
+            detail = f"writes go to the master at {master}" if master else "no master known yet"
+            return self._response(SendOutcome(SendStatus.NOT_MASTER, "", 0, [], detail, master))
+        raise self.core.not_master()
+
+    def _response(self, out: SendOutcome) -> pb.SendResponse:
         return pb.SendResponse(
-            status=_SEND_STATUS[out.status],
+            status=out.status.value,  # the enum value is its protobuf name
             topic=out.topic,
             queue_id=out.queue_id,
-            broker_name=self.broker.broker_name,
+            broker_name=self.core.broker_name,
             queue_offsets=[q for _, q in out.results],
             physical_offsets=[p for p, _ in out.results],
-            served_by=self.broker.broker_id,
+            served_by=self.core.broker_id,
             master_address=out.master_address,
             detail=out.detail,
             epoch=out.epoch,
         )
+
+    def _send(self, topic: str, queue_id: int, messages: list[Message]) -> pb.SendResponse:
+        return self._response(self.core.leader().send(topic, queue_id, messages))
 
     def Send(self, request: pb.SendRequest, context: grpc.ServicerContext) -> pb.SendResponse:
         return self._send(request.topic, request.queue_id, [_message(request.message)])
@@ -75,7 +85,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     def Pull(self, request: pb.PullRequest, context: grpc.ServicerContext) -> pb.PullResponse:
         topic, queue_id = request.topic, request.queue_id
         if request.max_wait_ms:  # a cancelled call releases its held pull at once
-            context.add_callback(lambda: self.broker.wake_pulls(topic, queue_id))
+            context.add_callback(lambda: self.core.wake_pulls(topic, queue_id))
         args = PullArgs(
             request.group,
             topic,
@@ -86,9 +96,10 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             request.max_wait_ms,
             request.subscription,
         )
-        r, advice = self.broker.pull(args, context.is_active)
+        reply = self.core.pull(args, context.is_active)
+        r, advice = reply.result, reply.advice
         status = pb.RETRY_ELSEWHERE if advice.retry_elsewhere else _PULL_STATUS[r.status]
-        self.broker.count_pull(topic, pb.PullStatus.Name(status), r.count, len(r.data), advice.reason)
+        self.core.count_pull(topic, pb.PullStatus.Name(status), r.count, len(r.data), advice.reason)
         return pb.PullResponse(
             status=status,
             records=r.data,
@@ -96,22 +107,23 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             next_queue_offset=r.next_queue_offset,
             min_offset=r.min_offset,
             max_offset=r.max_offset,
-            served_by=self.broker.broker_id,
+            served_by=self.core.broker_id,
             suggested_broker_id=advice.suggested_broker_id,
-            suggestion_reason=advice.reason,
+            suggestion_reason=advice.reason.value,
+            held=reply.held,
         )
 
     def CommitOffset(
         self, request: pb.CommitOffsetRequest, context: grpc.ServicerContext
     ) -> pb.CommitOffsetResponse:
-        self.broker.commit_offset(request.group, request.topic, request.queue_id, request.offset)
-        return pb.CommitOffsetResponse(served_by=self.broker.broker_id)
+        self.core.leader().commit_offset(request.group, request.topic, request.queue_id, request.offset)
+        return pb.CommitOffsetResponse(served_by=self.core.broker_id)
 
     def QueryOffset(
         self, request: pb.QueryOffsetRequest, context: grpc.ServicerContext
     ) -> pb.QueryOffsetResponse:
-        off = self.broker.query_offset(request.group, request.topic, request.queue_id)
-        return pb.QueryOffsetResponse(found=off is not None, offset=off or 0, served_by=self.broker.broker_id)
+        off = self.core.query_offset(request.group, request.topic, request.queue_id)
+        return pb.QueryOffsetResponse(found=off is not None, offset=off or 0, served_by=self.core.broker_id)
 
     def GetQueueOffsets(
         self, request: pb.GetQueueOffsetsRequest, context: grpc.ServicerContext
@@ -119,13 +131,13 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         return pb.GetQueueOffsetsResponse(
             queues=[
                 pb.QueueOffsets(queue_id=q, min_offset=lo, max_offset=hi)
-                for q, lo, hi in self.broker.queue_offsets(request.topic)
+                for q, lo, hi in self.core.queue_offsets(request.topic)
             ],
-            served_by=self.broker.broker_id,
+            served_by=self.core.broker_id,
         )
 
     def SendBack(self, request: pb.SendBackRequest, context: grpc.ServicerContext) -> pb.SendBackResponse:
-        dest, attempts, due = self.broker.send_back(
+        dest, attempts, due = self.core.leader().send_back(
             request.group, request.topic, _message(request.message), request.max_reconsume
         )
         return pb.SendBackResponse(destination=dest, attempts=attempts, deliver_at_ms=due)
@@ -133,7 +145,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     def LockQueues(
         self, request: pb.LockQueuesRequest, context: grpc.ServicerContext
     ) -> pb.LockQueuesResponse:
-        got = self.broker.lock_queues(
+        got = self.core.leader().lock_queues(
             request.group, request.topic, request.client_id, list(request.queue_ids), request.lease_ms
         )
         return pb.LockQueuesResponse(locked=got)
@@ -141,24 +153,26 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     def UnlockQueues(
         self, request: pb.LockQueuesRequest, context: grpc.ServicerContext
     ) -> pb.LockQueuesResponse:
-        self.broker.unlock_queues(request.group, request.topic, request.client_id, list(request.queue_ids))
+        self.core.leader().unlock_queues(
+            request.group, request.topic, request.client_id, list(request.queue_ids)
+        )
         return pb.LockQueuesResponse()
 
     def CreateTopic(
         self, request: pb.CreateTopicRequest, context: grpc.ServicerContext
     ) -> pb.CreateTopicResponse:
-        created, queues = self.broker.create_topic(request.topic, request.queues)
+        created, queues = self.core.leader().create_topic(request.topic, request.queues)
         return pb.CreateTopicResponse(created=created, queues=queues)
 
     def ListTopics(
         self, request: pb.ListTopicsRequest, context: grpc.ServicerContext
     ) -> pb.ListTopicsResponse:
         return pb.ListTopicsResponse(
-            topics=[pb.TopicInfo(name=n, queues=q) for n, q in self.broker.list_topics()]
+            topics=[pb.TopicInfo(name=n, queues=q) for n, q in self.core.list_topics()]
         )
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusResponse:
-        s: dict[str, Any] = self.broker.status()
+        s: dict[str, Any] = self.core.status()
         return pb.StatusResponse(
             broker_name=s["broker_name"],
             broker_id=s["broker_id"],
@@ -172,11 +186,11 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         )
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
-        members = self.broker.heartbeat(request.group, request.topic, request.client_id, request.heartbeat_ms)
-        return pb.HeartbeatResponse(members=members, served_by=self.broker.broker_id)
+        members = self.core.heartbeat(request.group, request.topic, request.client_id, request.heartbeat_ms)
+        return pb.HeartbeatResponse(members=members, served_by=self.core.broker_id)
 
     def Unregister(
         self, request: pb.UnregisterRequest, context: grpc.ServicerContext
     ) -> pb.UnregisterResponse:
-        members = self.broker.unregister(request.group, request.topic, request.client_id)
+        members = self.core.unregister(request.group, request.topic, request.client_id)
         return pb.UnregisterResponse(members=members)

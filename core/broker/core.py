@@ -1,0 +1,328 @@
+"""The broker core both roles share: store, topics, consumer offsets and
+groups, pull serving, metrics, status, registration, and the role object.
+
+Plain Python; the gRPC adapters (`core/broker/service.py`,
+`master/replication_service.py`) call it. Which requests a follower refuses
+is decided in one place, `core/access.py`; `leader()` hands out the leader's
+operations and refuses the same way when this broker follows.
+
+Role changes (`promote`, `demote`, `follow`) swap the role object under one
+lock; `core/broker/failover.py` decides when, from the controller's
+directives.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, cast
+
+from core.broker.role import BrokerRole, LeaderOps, RoleFactory
+from core.broker_config import BrokerConfig
+from core.clock import now_ms
+from core.consumer_groups import ConsumerGroups
+from core.epochs import EpochFile, History
+from core.errors import NotMasterError, UnknownTopicError
+from core.longpoll import ArrivalNotifier
+from core.metrics import BrokerMetrics
+from core.offsets import ConsumerOffsets
+from core.pagecache import MemoryBudget
+from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
+from core.pull import PullArgs, PullLimits, PullReply, Served, serve_pull
+from core.record import validate_topic
+from core.redirect import RedirectReason
+from core.roles import Role
+from core.route import MASTER_ID
+from core.store import MessageStore
+
+log = logging.getLogger(__name__)
+LOG_KEY = ("", -1)  # notifier key: "the log grew" (replication streams wait on it)
+
+
+class BrokerCore:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        store: MessageStore,
+        offsets: ConsumerOffsets,
+        epochs: EpochFile,
+        roles: RoleFactory,
+    ) -> None:
+        b = config.broker
+        self.config = config
+        self.store = store
+        self.offsets = offsets
+        self.epochs = epochs
+        self.epoch = epochs.last_epoch  # the newest epoch in this log (0: no controller)
+        self.elected_epoch = self.epoch  # the newest epoch the controller announced
+        self.failover = bool(b.controller)
+        self.node_id = b.broker_id
+        self.address = ""
+        self.closing = False
+        self.started = time.monotonic()
+        self.notifier = ArrivalNotifier()
+        self.groups = ConsumerGroups()
+        self.metrics = BrokerMetrics(self.metrics_snapshot)
+        self.budget = MemoryBudget(
+            config.pull.hot_ratio, config.pull.budget_bytes, config.pull.budget_refresh_ms
+        )
+        self.advice_counts: Counter[str] = Counter()  # pull advice given, by reason
+        self.limits = PullLimits(config.pull.max_wait_ms, config.pull.max_messages, config.pull.max_bytes)
+        self._hold_slots = threading.BoundedSemaphore(
+            config.pull.max_held_pulls or config.server.max_workers // 2
+        )
+        self.pulls_not_held = 0
+        self.promotions = 0
+        self.on_role_change: Callable[[], None] = lambda: None
+        self._roles = roles
+        self._role_lock = threading.RLock()
+        store.add_system_handler("offset", offsets.apply)
+        store.add_system_handler("epoch", self._apply_epoch)
+        store.add_append_listener(self._appended)
+        # without a controller the config fixes the role; with one, every
+        # broker starts following (a master it was told of, or nobody) until
+        # the controller says otherwise
+        self.role: BrokerRole
+        if not self.failover and b.role is Role.MASTER:
+            self.role = roles.leader(self, 0)
+        else:
+            self.role = roles.follower(self, b.master)
+
+    # ---- identity ------------------------------------------------------------------
+
+    @property
+    def broker_name(self) -> str:
+        return self.config.broker.broker_name
+
+    @property
+    def broker_id(self) -> int:
+        """The id routes show: the configured id; with a controller, 0 while
+        leading and the node id otherwise."""
+        if not self.failover:
+            return self.config.broker.broker_id
+        return MASTER_ID if self.role.is_leader else self.node_id
+
+    def start(self) -> None:
+        self.role.start()
+
+    def close(self) -> None:
+        """Release every held pull and replication stream, and retire the role (shutdown)."""
+        self.closing = True
+        with self._role_lock:
+            self.role.close()
+        self.notifier.close()
+
+    # ---- the role ------------------------------------------------------------------
+
+    def not_master(self, what: str = "writes") -> NotMasterError:
+        """The refusal a follower gives every leader-only request (core/access.py)."""
+        addr = self.role.master_address
+        where = f"the master at {addr}" if addr else "the master (not known yet)"
+        return NotMasterError(f"{what} go to {where}; this broker is a {self.role.name}")
+
+    def leader(self) -> LeaderOps:
+        """The leader role, or NotMasterError naming the master when following."""
+        role = self.role
+        if not role.is_leader:
+            raise self.not_master()
+        return cast(LeaderOps, role)
+
+    def promote(self, epoch: int) -> None:
+        """Lead `epoch`: stop following, mark the epoch's start in the log (an
+        `epoch` system record at its end: the log holds whole records only),
+        then take writes."""
+        with self._role_lock:
+            self.role.close()
+            end = self.store.commitlog.max_offset
+            self.store.append_system("epoch", {"epoch": epoch, "start": end})
+            self.store.flush()
+            self.epoch = max(self.epoch, epoch)
+            self.role = self._roles.leader(self, epoch)
+            self.role.start()
+            self.promotions += 1
+        log.warning("promoted to master of %s in epoch %d at offset %d", self.broker_name, epoch, end)
+
+    def follow(self, master_address: str) -> None:
+        """Follow the master at `master_address` (a demotion, when leading)."""
+        with self._role_lock:
+            was_leader = self.role.is_leader
+            self.role.close()  # a leader is fenced and its streams end before anything else
+            self.notifier.notify([LOG_KEY])
+            self.role = self._roles.follower(self, master_address)
+            self.role.start()
+        if was_leader:
+            log.warning("epoch %d is led by another broker: now a slave", self.elected_epoch)
+
+    # ---- epochs (the follower session's EpochSource) ---------------------------------
+
+    def _apply_epoch(self, payload: dict[str, Any]) -> None:
+        self.epochs.apply(payload)
+        self.epoch = max(self.epoch, self.epochs.last_epoch)
+
+    def epoch_history(self) -> History:
+        """(epoch, start offset) of every master epoch in this log (none without a controller)."""
+        return self.epochs.history
+
+    def newest_epoch(self) -> int:
+        return max(self.elected_epoch, self.epoch)
+
+    def truncating(self, offset: int) -> None:
+        tail = self.store.system_payloads("offset", offset)  # only the tail is walked
+        changed = self.offsets.roll_back(tail, lambda: self.store.system_payloads("offset", 0, offset))
+        if changed:
+            log.warning("cutting the log at %d undoes the commits of %d queue(s)", offset, changed)
+        self.epochs.truncate_from(offset)
+        self.epoch = self.epochs.last_epoch
+
+    def adopt(self, history: list[tuple[int, int]]) -> None:
+        self.epochs.replace(history)
+        self.epoch = self.epochs.last_epoch
+
+    # ---- pulls --------------------------------------------------------------------
+
+    def pull(self, args: PullArgs, alive: Callable[[], bool] = lambda: True) -> PullReply:
+        return self.role.pull(args, alive)
+
+    def serve(
+        self, args: PullArgs, alive: Callable[[], bool], visible_end: Callable[[], int | None]
+    ) -> Served:
+        """At most `max_held_pulls` pulls are held waiting at once; the rest are
+        answered at once (not held: the client backs off briefly)."""
+        if args.max_wait_ms <= 0:
+            return serve_pull(self.store, self.notifier, self.limits, args, alive, visible_end)
+        if not self._hold_slots.acquire(blocking=False):
+            self.pulls_not_held += 1
+            unheld = replace(args, max_wait_ms=0)
+            return serve_pull(self.store, self.notifier, self.limits, unheld, alive, visible_end)
+        try:
+            return serve_pull(self.store, self.notifier, self.limits, args, alive, visible_end)
+        finally:
+            self._hold_slots.release()
+
+    def wake_pulls(self, topic: str, queue_id: int) -> None:
+        """Re-check the held pulls of a queue (one of their callers went away)."""
+        self.notifier.notify([(topic, queue_id)])
+
+    def count_advice(self, reason: str) -> None:
+        if reason:
+            self.advice_counts[reason] += 1
+
+    def count_pull(self, topic: str, status: str, count: int, nbytes: int, reason: RedirectReason) -> None:
+        m = self.metrics
+        m.pulls.labels(status).inc()
+        if count:
+            m.messages_out.labels(topic).inc(count)
+            m.bytes_out.labels(topic).inc(nbytes)
+        if reason:
+            m.redirects.labels(reason.value).inc()
+
+    def _appended(self, keys: Any) -> None:
+        self.notifier.notify(keys)
+        self.notifier.notify([LOG_KEY])
+        self.role.on_append()
+
+    # ---- topics, offsets, groups (the reads; writes go through leader()) -------------
+
+    def list_topics(self) -> list[tuple[str, int]]:
+        topics = self.store.topics
+        return [(n, topics.queue_count(n) or 0) for n in topics.names()]
+
+    def queue_offsets(self, topic: str) -> list[tuple[int, int, int]]:
+        count = self.store.topics.queue_count(validate_topic(topic).decode())
+        if count is None:
+            raise UnknownTopicError(f"topic {topic!r} does not exist")
+        return [(q, *self.store.queue_offsets(topic, q)) for q in range(count)]
+
+    def query_offset(self, group: str, topic: str, queue_id: int) -> int | None:
+        self.store.queue_offsets(topic, queue_id)  # validates topic and queue
+        return self.offsets.query(group, topic, queue_id)
+
+    def heartbeat(self, group: str, topic: str, client_id: str, heartbeat_ms: int) -> list[str]:
+        return self.groups.heartbeat(group, topic, client_id, heartbeat_ms, now_ms())
+
+    def unregister(self, group: str, topic: str, client_id: str) -> list[str]:
+        return self.groups.unregister(group, topic, client_id, now_ms())
+
+    # ---- registration, metrics, status ------------------------------------------------
+
+    def registration(self) -> ns_pb.BrokerRegistration:
+        """What this broker tells the nameservers about itself."""
+        b = self.config.broker
+        return ns_pb.BrokerRegistration(
+            cluster=b.cluster,
+            broker_name=b.broker_name,
+            broker_id=self.broker_id,
+            node_id=self.node_id,
+            address=self.address,
+            epoch=self.epoch,
+            role=str(Role.MASTER if self.role.is_leader else Role.SLAVE),
+            max_offset=self.store.commitlog.max_offset,
+            heartbeat_ms=b.heartbeat_ms,
+            topics=[
+                ns_pb.TopicConfig(name=n, read_queues=q, write_queues=q, perm="rw")
+                for n, q in self.list_topics()
+            ],
+        )
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        clog = self.store.commitlog
+        lag, in_sync = self.role.replication_gauges()
+        return {
+            "min_offset": clog.min_offset,
+            "max_offset": clog.max_offset,
+            "flushed_offset": clog.flushed,
+            "confirmed_offset": self.role.confirmed(),
+            "budget_bytes": self.budget.bytes(),
+            "consume_queues": len(self.store.cqs.queues),
+            "queue_max": {key: cq.max_offset for key, cq in list(self.store.cqs.queues.items())},
+            "held_pulls": self.notifier.waiting(),
+            "replica_lag": lag,
+            "in_sync": in_sync,
+        }
+
+    def status(self) -> dict[str, Any]:
+        clog = self.store.commitlog
+        role = self.role
+        mine = role.status_details()  # "replication"; a leader adds its redirect and lease state
+        details: dict[str, Any] = {
+            "topics": len(self.store.topics.names()),
+            "waiting_pulls": self.notifier.waiting(),
+            "pulls_not_held": self.pulls_not_held,
+            "redirect": {
+                "budget_bytes": self.budget.bytes(),
+                "queues_sent_away": mine.pop("queues_sent_away", 0),
+                "reasons": dict(self.advice_counts),
+            },
+            "segments": len(clog.segments()),
+            "preallocation_misses": clog.allocator.misses,
+            "segments_warming": clog.allocator.warming(),
+            "recovery": self.store.recovery.to_dict(),
+        }
+        lease_left_ms = mine.pop("lease_left_ms", 0)
+        required = mine.pop("required", [])
+        details.update(mine)
+        if self.failover:
+            details["failover"] = {
+                "node_id": self.node_id,
+                "epoch": self.epoch,
+                "leading": role.is_leader,
+                "lease_left_ms": lease_left_ms,
+                "required": required,
+                "history": [list(x) for x in self.epochs.history],
+                "promotions": self.promotions,
+            }
+        return {
+            "broker_name": self.broker_name,
+            "broker_id": self.broker_id,
+            "role": str(role.name),
+            "address": self.address,
+            "min_offset": clog.min_offset,
+            "max_offset": clog.max_offset,
+            "flushed_offset": clog.flushed,
+            "uptime_ms": int((time.monotonic() - self.started) * 1000),
+            "details": details,
+        }

@@ -1,0 +1,123 @@
+"""What the broker core expects of a role object, and how it gets one.
+
+A broker holds exactly one role at a time (`BrokerCore.role`). The core asks
+it one question, `is_leader`; everything else it asks is the same for both
+roles (serve a pull, say how far the log is confirmed, report status). The
+leader's own operations (the write path, replication source, lease, queue
+locks) are reached only through `BrokerCore.leader()`, which refuses on a
+follower. Promotion and demotion swap the object (`RoleFactory` makes them;
+`deploy/` wires `master.LeaderRole` and `slave.FollowerRole` in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from core.pull import PullArgs, PullReply
+from core.record import Message
+from core.replication import ReplicaSet
+from core.roles import Directive, Role, SendStatus
+
+if TYPE_CHECKING:
+    from core.broker.core import BrokerCore
+
+
+@dataclass(slots=True)
+class SendOutcome:
+    status: SendStatus
+    topic: str
+    queue_id: int
+    results: list[tuple[int, int]]  # (physical offset, queue offset) per stored message
+    detail: str = ""
+    master_address: str = ""
+    epoch: int = 0
+
+
+class BrokerRole(Protocol):
+    """What both roles do."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def name(self) -> Role: ...
+
+    @property
+    def master_address(self) -> str:
+        """Where writes go ("" while a follower has not heard of a master)."""
+        ...
+
+    def start(self) -> None: ...
+
+    def close(self) -> None:
+        """Retire: stop this role's threads and streams (promotion, demotion, shutdown)."""
+        ...
+
+    def pull(self, args: PullArgs, alive: Callable[[], bool]) -> PullReply: ...
+
+    def confirmed(self) -> int:
+        """The log offset below which records are safe from a failover."""
+        ...
+
+    def on_append(self) -> None:
+        """The log grew (called after every append, by the store's listener)."""
+        ...
+
+    def replication_gauges(self) -> tuple[dict[int, int], int]:
+        """(lag bytes per connected slave, slaves in sync) for the metrics."""
+        ...
+
+    def status_details(self) -> dict[str, Any]:
+        """This role's part of `Status.details` (its "replication" entry)."""
+        ...
+
+
+class LeaderOps(BrokerRole, Protocol):
+    """What only the leader does; reached through `BrokerCore.leader()`."""
+
+    epoch: int
+    replicas: ReplicaSet
+    retired: bool
+
+    def send(
+        self, topic: str, queue_id: int, messages: Sequence[Message], internal: bool = False
+    ) -> SendOutcome: ...
+
+    def send_back(
+        self, group: str, topic: str, message: Message, max_reconsume: int
+    ) -> tuple[str, int, int]: ...
+
+    def create_topic(self, topic: str, queues: int) -> tuple[bool, int]: ...
+
+    def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None: ...
+
+    def lock_queues(
+        self, group: str, topic: str, client_id: str, queue_ids: list[int], lease_ms: int
+    ) -> list[int]: ...
+
+    def unlock_queues(self, group: str, topic: str, client_id: str, queue_ids: list[int]) -> None: ...
+
+    def propose(self) -> tuple[int, frozenset[int]]:
+        """The in-sync set to report to the controller, and its generation."""
+        ...
+
+    def renewed(self, sent_at: float, directive: Directive, gen: int) -> None:
+        """The controller renewed the lease of a heartbeat sent at `sent_at`
+        and confirmed the in-sync proposal of generation `gen`."""
+        ...
+
+    def fenced(self) -> bool:
+        """Whether writes are refused (lease lapsed, or retired)."""
+        ...
+
+
+class RoleFactory(Protocol):
+    def leader(self, core: BrokerCore, epoch: int) -> LeaderOps:
+        """The leader role for `epoch` (0 without a controller)."""
+        ...
+
+    def follower(self, core: BrokerCore, master_address: str) -> BrokerRole:
+        """A follower of the master at `master_address` ("": none known yet)."""
+        ...

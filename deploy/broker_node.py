@@ -1,0 +1,136 @@
+"""One broker, wired: the core with its roles, the gRPC server with the role
+guard, the nameserver registration and the controller link.
+
+`tailrace broker` (deploy/broker_main.py) runs one per process; the
+component tests run several in one process, each on its own port 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from core.access import LeaderGuard
+from core.broker.controller_link import ControllerLink
+from core.broker.core import BrokerCore
+from core.broker.failover import FailoverMember
+from core.broker.role import BrokerRole, LeaderOps
+from core.broker.service import BrokerService
+from core.broker_config import BrokerConfig, parse_address
+from core.epochs import EpochFile
+from core.errors import ConfigError
+from core.grpc_server import build_server, set_serving
+from core.offsets import ConsumerOffsets
+from core.pb.tailrace.v1 import broker_pb2_grpc, replication_pb2_grpc
+from core.registration import Registrar
+from core.store import MessageStore
+from master.leader import LeaderRole
+from master.replication_service import ReplicationService
+from slave.follower import FollowerRole
+
+log = logging.getLogger(__name__)
+
+
+class Roles:
+    """The role objects a broker core switches between."""
+
+    def leader(self, core: BrokerCore, epoch: int) -> LeaderOps:
+        return LeaderRole(core, epoch)
+
+    def follower(self, core: BrokerCore, master_address: str) -> BrokerRole:
+        return FollowerRole(core, master_address)
+
+
+class BrokerNode:
+    """Opens the store, builds the core and serves it. `start()` listens and
+    begins following or leading; `stop()` ends it in order (registration,
+    in-flight calls, held pulls, the store)."""
+
+    def __init__(self, cfg: BrokerConfig) -> None:
+        self.cfg = cfg
+        b = cfg.broker
+        self.host, _ = parse_address(b.listen, "broker.listen")
+        b.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = MessageStore(b.data_dir, cfg.store)
+        try:
+            offsets = ConsumerOffsets(b.data_dir)
+            epochs = EpochFile(b.data_dir, self.store.commitlog.max_offset)
+            self.core = BrokerCore(cfg, self.store, offsets, epochs, Roles())
+            self.service = BrokerService(self.core)
+            guard = LeaderGuard(lambda: self.core.role.is_leader, self.service.refuse)
+            self.server, self.health = build_server(
+                cfg.server.max_workers, cfg.server.max_concurrent_rpcs, cfg.server.max_message_bytes, guard
+            )
+            broker_pb2_grpc.add_BrokerServicer_to_server(self.service, self.server)
+            replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(self.core), self.server)
+            try:
+                port = self.server.add_insecure_port(b.listen)
+            except RuntimeError as exc:
+                raise ConfigError("broker.listen", f"cannot listen on {b.listen}: {exc}") from exc
+            if port == 0:
+                raise ConfigError("broker.listen", f"cannot listen on {b.listen}")
+        except BaseException:
+            self.store.close()
+            raise
+        self.address = self.core.address = f"{self.host}:{port}"
+        self.failover = FailoverMember(self.core)
+        self.registrar: Registrar | None = None
+        self.link: ControllerLink | None = None
+        self.metrics_address = ""
+
+    def start(self) -> BrokerNode:
+        cfg, b = self.cfg, self.cfg.broker
+        self.server.start()
+        self.core.start()
+        if cfg.server.metrics_listen:
+            mhost, mport = parse_address(cfg.server.metrics_listen, "server.metrics_listen")
+            self.metrics_address = f"{mhost}:{self.core.metrics.serve(mhost, mport)}"
+        set_serving(self.health, True)
+        log.info(
+            "serving %s as %s id %d on %s%s",
+            b.broker_name,
+            self.core.role.name,
+            b.broker_id,
+            self.address,
+            f" (the controller at {b.controller} decides the role)" if b.controller else "",
+        )
+        if b.nameservers:
+            self.registrar = Registrar(b.nameservers, b.heartbeat_ms, self.core.registration)
+        if b.controller:
+            self.link = ControllerLink(b.controller, b.controller_heartbeat_ms, self.failover)
+        if self.registrar is not None or self.link is not None:
+            self.core.on_role_change = _announcer(self.registrar, self.link)
+        if self.link is not None:
+            self.link.start()
+        if self.registrar is not None:
+            self.registrar.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop taking requests, finish calls in flight, release held pulls,
+        retire the role, close the store (flush, checkpoint, clean marker)."""
+        try:
+            if self.link is not None:
+                self.link.close()
+            if self.registrar is not None:
+                self.registrar.close(unregister=True)
+            set_serving(self.health, False)
+            stopped = self.server.stop(self.cfg.server.grace_ms / 1000)
+            self.core.close()  # held pulls return now instead of at their deadline
+            stopped.wait()
+        finally:
+            self.store.close()
+
+
+def _announcer(registrar: Registrar | None, link: ControllerLink | None) -> Callable[[], None]:
+    """After a role change: tell the nameservers and the controller at once
+    (clients find a new master by its registration, not after a heartbeat)."""
+
+    def announce() -> None:
+        if link is not None:
+            link.poke()
+        if registrar is not None:
+            threading.Thread(target=registrar.register_once, name="announce", daemon=True).start()
+
+    return announce

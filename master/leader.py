@@ -1,0 +1,381 @@
+"""The leader role: the write path, the replication source and its in-sync
+set, the lease, redirect advice, the retry scheduler and queue locks.
+
+One object per mastership: promotion makes a new one, demotion retires it
+(`close`: lease revoked, scheduler stopped, its replication streams end).
+A retired or fenced leader stores nothing: every write checks `fenced()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from core.broker.core import BrokerCore
+from core.broker.role import SendOutcome
+from core.clock import now_ms
+from core.errors import (
+    BrokerBusyError,
+    FlushTimeoutError,
+    InvalidArgumentError,
+    InvalidQueueError,
+    InvalidTopicError,
+    NotMasterError,
+    RequestTimeoutError,
+    UnknownTopicError,
+)
+from core.offsets import validate_group
+from core.pull import PullArgs, PullReply
+from core.queue_locks import QueueLocks
+from core.record import Message, validate_topic
+from core.redirect import NO_ADVICE, Advice, SlaveView, advise_master, batch_limits, route_key
+from core.replication import AckLag, ReplicaSet
+from core.retry import DELIVER_AT, SCHEDULE_TOPIC, check_creatable, is_reserved, parse_delays, plan_send_back
+from core.roles import Directive, ReplicationMode, Role, SendStatus
+from master.lease import Lease
+from master.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 65_536
+
+
+class LeaderRole:
+    def __init__(self, core: BrokerCore, epoch: int) -> None:
+        self.core = core
+        self.epoch = epoch
+        self.retired = False
+        cfg = core.config
+        rep = cfg.replication
+        self.replicas = ReplicaSet(rep.max_lag_bytes, rep.max_ack_age_ms, on_ack=self._on_replica_ack)
+        self.ack_lag = AckLag()
+        # with a controller, writes need a lease it renews; and a sync write
+        # waits for every slave that may be elected (the required set)
+        self.lease: Lease | None = Lease() if core.failover else None
+        if core.failover:
+            self.replicas.reset_required(core.store.commitlog.max_offset)
+        self.queue_locks = QueueLocks()
+        self.retry_delays = parse_delays(cfg.broker.retry_delays)
+        self.scheduler = Scheduler(self)
+        self._rr = itertools.count()
+        self._topic_lock = threading.Lock()
+        self._sent_away: set[tuple[str, str, int]] = set()
+
+    # ---- the role ---------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return True
+
+    @property
+    def name(self) -> Role:
+        return Role.MASTER
+
+    @property
+    def master_address(self) -> str:
+        return self.core.address
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def close(self) -> None:
+        self.retired = True
+        if self.lease is not None:
+            self.lease.revoke()
+        self.scheduler.close()
+        self.core.notifier.notify_all()  # streams served from here end
+
+    def fenced(self) -> bool:
+        return self.retired or (self.lease is not None and not self.lease.valid())
+
+    def _check_writable(self) -> None:
+        if self.retired:
+            raise self.core.not_master()
+        if self.fenced():
+            raise NotMasterError("this master's lease lapsed (fenced): it takes no writes")
+
+    # ---- the controller ---------------------------------------------------------------
+
+    def propose(self) -> tuple[int, frozenset[int]]:
+        return self.replicas.propose(self.core.store.commitlog.max_offset, now_ms())
+
+    def renewed(self, sent_at: float, directive: Directive, gen: int) -> None:
+        if self.lease is not None and not self.retired:
+            self.lease.grant(sent_at, directive.lease_ms)
+        self.replicas.confirm(gen, directive.in_sync)
+
+    # ---- topics -----------------------------------------------------------------------
+
+    def _queues_for_send(self, topic: str, queue_id: int, messages: Sequence[Message]) -> int:
+        """The topic's queue count; an unknown topic is auto-created (when on),
+        but only for a batch that will be accepted: bad input stores nothing."""
+        store, b = self.core.store, self.core.config.broker
+        validate_topic(topic)
+        count = store.topics.queue_count(topic)
+        if count is None:
+            if not b.auto_create_topics:
+                raise UnknownTopicError(f"topic {topic!r} does not exist (auto-create is off)")
+            default = b.default_queues
+            if not -1 <= queue_id < default:
+                raise InvalidQueueError(f"queue id {queue_id} out of range for {topic!r} (0..{default - 1})")
+            for m in messages:
+                m.topic, m.queue_id = topic, max(queue_id, 0)
+            store.validate(messages, default)
+            with self._topic_lock:
+                store.create_topic(topic, default)
+            count = store.topics.queue_count(topic)
+            assert count is not None
+        return count
+
+    def create_topic(self, topic: str, queues: int) -> tuple[bool, int]:
+        check_creatable(topic)
+        self._check_writable()
+        store = self.core.store
+        created = store.create_topic(topic, queues)
+        count = store.topics.queue_count(topic)
+        assert count is not None
+        return created, count
+
+    # ---- writes -----------------------------------------------------------------------
+
+    def send(
+        self, topic: str, queue_id: int, messages: Sequence[Message], internal: bool = False
+    ) -> SendOutcome:
+        """Store messages for one (topic, queue); queue_id -1 lets the broker pick.
+        `%` topics (retry, dead-letter, schedule) take only the broker's own writes."""
+        if is_reserved(topic) and not internal:
+            raise InvalidTopicError(f"topic {topic!r}: names starting with '%' take no sends")
+        if not messages:
+            raise InvalidArgumentError("a send needs at least one message")
+        if len(messages) > MAX_BATCH:
+            raise InvalidArgumentError(f"a batch holds at most {MAX_BATCH} messages")
+        if self.fenced():
+            why = "no longer the master" if self.retired else "this master's lease lapsed (fenced)"
+            master = self.core.role.master_address if self.retired else ""
+            return SendOutcome(SendStatus.NOT_MASTER, topic, queue_id, [], f"{why}; nothing stored", master)
+        rep = self.core.config.replication
+        sync = rep.sync
+        if sync and not self._sync_ready():  # checked first: not even an auto-created topic may be stored
+            return SendOutcome(
+                SendStatus.SLAVE_NOT_AVAILABLE, topic, queue_id, [],
+                f"{rep.min_insync_replicas} in-sync slave(s) needed; nothing stored",
+            )  # fmt: skip
+        count = self._queues_for_send(topic, queue_id, messages)
+        if queue_id == -1:
+            queue_id = next(self._rr) % count
+        elif not 0 <= queue_id < count:
+            raise InvalidQueueError(f"queue id {queue_id} out of range for {topic!r} (0..{count - 1})")
+        for m in messages:
+            m.topic = topic
+            m.queue_id = queue_id
+        metrics = self.core.metrics
+        t0 = time.perf_counter()
+        try:
+            stored = self.core.store.append(messages)
+            status, detail = SendStatus.SEND_OK, ""
+            metrics.append_latency.observe(time.perf_counter() - t0)
+            metrics.messages_in.labels(topic).inc(len(messages))
+            metrics.bytes_in.labels(topic).inc(sum(len(m.body) for m in messages))
+        except FlushTimeoutError as exc:
+            stored = exc.offsets
+            status, detail = SendStatus.FLUSH_DISK_TIMEOUT, exc.message
+        if sync and status is SendStatus.SEND_OK and not self._wait_replicated():
+            status = SendStatus.SLAVE_TIMEOUT
+            detail = "stored on the master, not acknowledged by enough slaves in time"
+        if status is SendStatus.SEND_OK and self.fenced():
+            # the lease lapsed while the write was under way: another master may
+            # be elected now, so it is not acknowledged (stored, outcome open)
+            status = SendStatus.SLAVE_TIMEOUT
+            detail = "stored, but this master's lease lapsed before it was acknowledged"
+        return SendOutcome(status, topic, queue_id, stored, detail, epoch=self.core.epoch)
+
+    def send_back(self, group: str, topic: str, message: Message, max_reconsume: int) -> tuple[str, int, int]:
+        """A message a consumer of `group` failed: park it in the schedule (queue
+        = delay level) for the group's retry topic, or dead-letter it after
+        `max_reconsume` attempts. Returns (destination, attempts, deliver_at_ms)."""
+        validate_group(group)
+        validate_topic(topic)
+        if not 0 <= max_reconsume <= 1000:
+            raise InvalidArgumentError("max_reconsume must be in 0..1000")
+        self._check_writable()
+        dest, queue, props, attempts = plan_send_back(
+            message.properties or {}, topic, group, max_reconsume, self.retry_delays, int(time.time() * 1000)
+        )
+        store = self.core.store
+        if store.topics.queue_count(dest) is None:
+            with self._topic_lock:
+                store.create_topic(dest, len(self.retry_delays) if dest == SCHEDULE_TOPIC else 1)
+        stored = Message(dest, queue, message.body, tags=message.tags, keys=message.keys, properties=props)
+        out = self.send(dest, queue, [stored], internal=True)
+        if out.status is not SendStatus.SEND_OK:
+            raise BrokerBusyError(f"the message was not stored for a retry ({out.status}): {out.detail}")
+        return dest, attempts, int(props.get(DELIVER_AT, "0"))
+
+    def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+        """Commit through the log, so slaves learn it; applied as it is appended.
+        In sync mode the commit is acknowledged once replicated like a send, so
+        a failover never takes an acknowledged commit back."""
+        core = self.core
+        core.store.queue_offsets(topic, queue_id)  # validates topic and queue
+        core.offsets.check(group, offset)
+        self._check_writable()
+        prev = core.offsets.query(group, topic, queue_id)
+        if prev != offset:  # `prev` lets a truncation undo it without reading the log
+            core.store.append_system(
+                "offset",
+                {
+                    "group": group,
+                    "topic": topic,
+                    "queue": queue_id,
+                    "offset": offset,
+                    "prev": -1 if prev is None else prev,
+                },
+            )
+        # (an unchanged offset is waited for too: an earlier commit of it may have timed out)
+        if core.config.replication.sync and not self._wait_replicated():
+            raise RequestTimeoutError("offset stored on the master, not on enough slaves in time")
+
+    def lock_queues(
+        self, group: str, topic: str, client_id: str, queue_ids: list[int], lease_ms: int
+    ) -> list[int]:
+        validate_group(group)
+        count = self.core.store.topics.queue_count(validate_topic(topic).decode())
+        if count is None:
+            raise UnknownTopicError(f"topic {topic!r} does not exist")
+        if any(not 0 <= q < count for q in queue_ids) or not client_id:
+            raise InvalidQueueError(f"queue ids must be in 0..{count - 1}, with a client id")
+        if not 1000 <= lease_ms <= 600_000:
+            raise InvalidArgumentError("lease_ms must be in 1000..600000")
+        self._check_writable()
+        return self.queue_locks.lock(group, topic, client_id, queue_ids, lease_ms, now_ms())
+
+    def unlock_queues(self, group: str, topic: str, client_id: str, queue_ids: list[int]) -> None:
+        validate_group(group)
+        self.queue_locks.unlock(group, topic, client_id, queue_ids)
+
+    # ---- replication ------------------------------------------------------------------
+
+    def _sync_ready(self) -> bool:
+        rep = self.core.config.replication
+        end, now = self.core.store.commitlog.max_offset, now_ms()
+        if self.replicas.failover:  # every required slave must be there
+            return self.replicas.required_ready(rep.min_insync_replicas, end, now)
+        return len(self.replicas.in_sync(end, now)) >= rep.min_insync_replicas
+
+    def _wait_replicated(self) -> bool:
+        """Wait until the log's current end (at or past the caller's write) is
+        on enough slaves: with failover, on every slave that may be elected."""
+        rep = self.core.config.replication
+        end = self.core.store.commitlog.max_offset
+        timeout = rep.sync_timeout_ms / 1000
+        if self.replicas.failover:
+            return self.replicas.wait_required(end, rep.min_insync_replicas, timeout)
+        return self.replicas.wait_acked(end, rep.min_insync_replicas, timeout)
+
+    def confirmed(self) -> int:
+        """The offset below which records are safe from a failover: everything,
+        in async mode; what enough in-sync slaves acked, in sync mode."""
+        rep = self.core.config.replication
+        end = self.core.store.commitlog.max_offset
+        if rep.mode is not ReplicationMode.SYNC:
+            return end
+        if self.replicas.failover:
+            return self.replicas.safe_offset(end, rep.min_insync_replicas)
+        return self.replicas.confirmed(end, rep.min_insync_replicas, now_ms())
+
+    def visible_end(self) -> int | None:
+        return self.confirmed() if self.core.config.replication.mode is ReplicationMode.SYNC else None
+
+    def on_append(self) -> None:
+        if self.replicas.attached:  # lag samples need a slave; skip the work otherwise
+            self.ack_lag.appended(self.core.store.commitlog.max_offset, now_ms())
+
+    def _on_replica_ack(self) -> None:
+        best = max((r.acked for r in self.replicas.snapshot() if r.connected), default=0)
+        self.ack_lag.acked(best, now_ms())
+        if self.core.config.replication.mode is ReplicationMode.SYNC:
+            self.core.notifier.notify_all()  # pulls held below the confirmed offset may go
+
+    # ---- reads ------------------------------------------------------------------------
+
+    def pull(self, args: PullArgs, alive: Callable[[], bool]) -> PullReply:
+        """Serve a pull with its redirect advice (core/redirect.py): a backlog
+        over the page-cache budget is served with the cold batch limits and
+        pointed at an eligible slave. In sync mode only confirmed records are
+        served."""
+        advice = self._advise(args)
+        p = self.core.config.pull
+        count, nbytes = batch_limits(
+            advice.cold,
+            args.max_messages,
+            args.max_bytes,
+            (p.hot_max_messages, p.hot_max_bytes),
+            (p.cold_max_messages, p.cold_max_bytes),
+        )
+        served = self.core.serve(replace(args, max_messages=count, max_bytes=nbytes), alive, self.visible_end)
+        return PullReply(served.result, advice, served.held)
+
+    def _advise(self, args: PullArgs) -> Advice:
+        core = self.core
+        p = core.config.pull
+        clog = core.store.commitlog
+        nxt = core.store.physical_offset_of(args.topic, args.queue_id, args.queue_offset)
+        if nxt is None or not p.redirect:
+            return NO_ADVICE
+        backlog = clog.max_offset - nxt
+        key = (args.group, args.topic, args.queue_id)
+        core.metrics.backlog.labels(args.group, args.topic, str(args.queue_id)).set(backlog)
+        in_sync = {r.broker_id for r in self.replicas.in_sync(clog.max_offset, now_ms())}
+        slaves = [
+            SlaveView(r.broker_id, r.connected, r.broker_id in in_sync, r.acked)
+            for r in self.replicas.snapshot()
+        ]
+        advice, away = advise_master(
+            backlog,
+            core.budget.bytes(),
+            key in self._sent_away,
+            nxt,
+            slaves,
+            route_key(*key),
+            p.return_ratio,
+        )
+        if away:
+            self._sent_away.add(key)
+        else:
+            self._sent_away.discard(key)
+        core.count_advice(advice.reason)
+        return advice
+
+    # ---- status -------------------------------------------------------------------------
+
+    def replication_gauges(self) -> tuple[dict[int, int], int]:
+        end = self.core.store.commitlog.max_offset
+        lag = {r.broker_id: end - r.acked for r in self.replicas.snapshot() if r.connected}
+        return lag, len(self.replicas.in_sync(end, now_ms()))
+
+    def status_details(self) -> dict[str, Any]:
+        end = self.core.store.commitlog.max_offset
+        return {
+            "queues_sent_away": len(self._sent_away),
+            "lease_left_ms": self.lease.left_ms() if self.lease is not None else 0,
+            "required": sorted(self.replicas.required()),
+            "replication": {
+                "mode": str(self.core.config.replication.mode),
+                "confirmed": self.confirmed(),
+                "slaves": [
+                    {
+                        "broker_id": r.broker_id,
+                        "acked": r.acked,
+                        "lag_bytes": end - r.acked,
+                        "connected": r.connected,
+                    }
+                    for r in self.replicas.snapshot()
+                ],
+                "in_sync": [r.broker_id for r in self.replicas.in_sync(end, now_ms())],
+                "ack_lag": self.ack_lag.percentiles(),
+            },
+        }
