@@ -169,6 +169,65 @@ def test_corrupt_or_misplaced_chunks_change_nothing(open_store: Open, tmp_path: 
     assert slave.commitlog.max_offset == chunk.offset + len(chunk.data)
 
 
+def test_idle_streams_heartbeat_and_stay_in_sync(open_store: Open, tmp_path: Path) -> None:
+    """Heartbeats are the sessions' business: the master's carries its end and
+    confirmed offset, the slave acks it, so an idle slave stays in sync and
+    learns how far it may serve."""
+    master, slave = open_store(tmp_path / "m"), open_store(tmp_path / "s")
+    fill(master, 20)
+    pair = Pair(master, slave)
+    pair.pump()
+    end = master.commitlog.max_offset
+    assert pair.s.confirmed == end and pair.s.master_max == end
+    in_sync = pair.replicas.in_sync(end, 9_000)
+    assert in_sync and in_sync[0].last_ack_ms < 9_000
+    pair.m.on_ack(pair.s.on_heartbeat(pair.m.heartbeat(confirmed=end)), 9_000)
+    (st,) = pair.replicas.in_sync(end, 15_000)  # the heartbeat's ack renewed it
+    assert st.acked == end and st.last_ack_ms == 9_000
+    # the master's end moved on (not sent yet): the slave learns it, serves no more
+    fill(master, 10, topic="u")
+    hb = pair.m.heartbeat(confirmed=end)
+    ack = pair.s.on_heartbeat(hb)
+    assert pair.s.master_max == master.commitlog.max_offset > end
+    assert ack.max_offset == end and pair.s.confirmed == end
+    # a confirmed offset past the slave's own end is capped at what it holds
+    pair.s.on_heartbeat(pair.m.heartbeat(confirmed=master.commitlog.max_offset))
+    assert pair.s.confirmed == end
+
+
+def test_chunks_of_an_older_epoch_are_refused(open_store: Open, tmp_path: Path) -> None:
+    master, slave = open_store(tmp_path / "m"), open_store(tmp_path / "s")
+    fill(master, 10)
+
+    class Epochs:
+        newest = 0
+
+        def epoch_history(self) -> tuple[tuple[int, int], ...]:
+            return ()
+
+        def newest_epoch(self) -> int:
+            return self.newest
+
+        def truncating(self, offset: int) -> None: ...
+
+        def adopt(self, history: list[tuple[int, int]]) -> None: ...
+
+    epochs = Epochs()
+    replicas = ReplicaSet(max_lag_bytes=1 << 20, max_ack_age_ms=10_000)
+    m = MasterSession(master, replicas, "c", "g", SECRET, 4096, epoch=3)
+    s = SlaveSession(slave, "c", "g", 1, SECRET, epochs)
+    s.on_handshake_reply(m.handshake(s.handshake(), 0, 0))
+    chunk = m.next_chunk(0)
+    assert chunk is not None and chunk.epoch == 3
+    epochs.newest = 4  # the controller elected someone else meanwhile
+    with pytest.raises(ReplicationError, match="epoch 4"):
+        s.on_chunk(chunk)
+    assert slave.commitlog.max_offset == 0
+    epochs.newest = 3
+    s.on_chunk(chunk)
+    assert slave.commitlog.max_offset == chunk.offset + len(chunk.data)
+
+
 def test_in_sync_set_and_confirmed_offset() -> None:
     rs = ReplicaSet(max_lag_bytes=1000, max_ack_age_ms=500)
     a = rs.attach(1, 0, now_ms=0)
