@@ -134,8 +134,8 @@ class LeaderGuard(grpc.ServerInterceptor):
 
             def guarded_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
                 if refused():
-                    self.refuse(method)
-                    return
+                    self.refuse(method)  # raises: a stream has no refusal status to answer
+                    raise RuntimeError(f"{method}: a refusal of a stream must raise")
                 yield from stream(requests, context)
 
             return grpc.stream_stream_rpc_method_handler(

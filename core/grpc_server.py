@@ -46,7 +46,8 @@ class ErrorInterceptor(grpc.ServerInterceptor):
     """TailraceError -> its gRPC status (+ code in trailing metadata); a request
     that does not decode -> INVALID_ARGUMENT; anything else -> INTERNAL, logged.
     Unary and streaming methods alike (an error raised while a stream is
-    being produced or its requests are read ends the stream the same way)."""
+    being produced or its requests are read ends the stream the same way).
+    Handlers raise; they never call `context.abort` themselves."""
 
     def intercept_service(
         self,
@@ -82,8 +83,6 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                 try:
                     return unary_unary(checked(request), context)
                 except Exception as exc:
-                    if _is_abort(exc):
-                        raise
                     fail(context, exc)
                 return None  # unreachable: abort raises
 
@@ -95,8 +94,6 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                 try:
                     yield from unary_stream(checked(request), context)
                 except Exception as exc:
-                    if _is_abort(exc):
-                        raise
                     fail(context, exc)
 
             return grpc.unary_stream_rpc_method_handler(us, deserializer, serializer)
@@ -107,17 +104,10 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                 try:
                     yield from stream_stream(checked_stream(requests), context)
                 except Exception as exc:
-                    if _is_abort(exc):
-                        raise
                     fail(context, exc)
 
             return grpc.stream_stream_rpc_method_handler(ss, deserializer, serializer)
         return handler  # stream-unary: none of ours
-
-
-def _is_abort(exc: Exception) -> bool:
-    """`context.abort` raises a bare Exception (grpc's own): let it through."""
-    return type(exc) is Exception
 
 
 def build_server(

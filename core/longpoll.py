@@ -71,6 +71,10 @@ class ArrivalNotifier:
             for w in self._waiting.values():
                 w.cond.notify_all()
 
-    def waiting(self) -> int:
+    def waiting(self, key: Hashable | None = None) -> int:
+        """Waiters of `key`, or of every key."""
         with self._lock:
+            if key is not None:
+                w = self._waiting.get(key)
+                return w.count if w is not None else 0
             return sum(w.count for w in self._waiting.values())

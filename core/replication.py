@@ -407,7 +407,6 @@ class SlaveSession:
         self.epochs = epochs
         self.confirmed = 0  # what the master says is safe to serve (capped by this log's end)
         self.master_max = 0  # the master's end, as last heard
-        self.min_epoch = 0  # chunks of an older master epoch are refused (fencing)
 
     def handshake(self) -> Handshake:
         history = self.epochs.epoch_history() if self.epochs is not None else ()
@@ -439,8 +438,8 @@ class SlaveSession:
         self.master_max = reply.master_max
 
     def on_chunk(self, chunk: Chunk) -> Ack:
-        newest = max(self.min_epoch, self.epochs.newest_epoch() if self.epochs is not None else 0)
-        if chunk.epoch < newest:
+        newest = self.epochs.newest_epoch() if self.epochs is not None else 0
+        if chunk.epoch < newest:  # fencing: an older master's chunk
             raise ReplicationError(f"chunk of master epoch {chunk.epoch}; epoch {newest} has been elected")
         if chunk.offset != self.store.commitlog.max_offset:
             raise ReplicationError(

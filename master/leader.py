@@ -2,8 +2,11 @@
 set, the lease, redirect advice, the retry scheduler and queue locks.
 
 One object per mastership: promotion makes a new one, demotion retires it
-(`close`: lease revoked, scheduler stopped, its replication streams end).
-A retired or fenced leader stores nothing: every write checks `fenced()`.
+(`retire`: lease revoked, writes gated off, its replication streams end;
+`close`: its scheduler thread stopped). Every write enters the role's
+`WriteGate` and checks the lease inside it, so once `retire` returns no write
+of this mastership is under way and none can start: nothing it does lands in
+the log of the follower the broker has become.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -39,9 +43,11 @@ from core.retry import DELIVER_AT, SCHEDULE_TOPIC, check_creatable, is_reserved,
 from core.roles import Directive, ReplicationMode, Role, SendStatus
 from master.lease import Lease
 from master.scheduler import Scheduler
+from master.write_gate import WriteGate
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 65_536
+RETIRE_WAIT_S = 10.0  # for writes under way to finish their append (a sync flush at worst)
 
 
 class LeaderRole:
@@ -56,8 +62,9 @@ class LeaderRole:
         # with a controller, writes need a lease it renews; and a sync write
         # waits for every slave that may be elected (the required set)
         self.lease: Lease | None = Lease() if core.failover else None
-        if core.failover:
+        if core.failover:  # made before the epoch record is appended: it starts below it
             self.replicas.reset_required(core.store.commitlog.max_offset)
+        self._gate = WriteGate()
         self.queue_locks = QueueLocks()
         self.retry_delays = parse_delays(cfg.broker.retry_delays)
         self.scheduler = Scheduler(self)
@@ -69,34 +76,61 @@ class LeaderRole:
 
     @property
     def is_leader(self) -> bool:
-        return True
+        return not self.retired
 
     @property
     def name(self) -> Role:
-        return Role.MASTER
+        return Role.SLAVE if self.retired else Role.MASTER
 
     @property
     def master_address(self) -> str:
-        return self.core.address
+        return "" if self.retired else self.core.address
 
     def start(self) -> None:
         self.scheduler.start()
 
-    def close(self) -> None:
+    def retire(self) -> None:
         self.retired = True
         if self.lease is not None:
             self.lease.revoke()
-        self.scheduler.close()
+        if not self._gate.close(RETIRE_WAIT_S):
+            log.error("writes still under way %.0f s after this master retired", RETIRE_WAIT_S)
         self.core.notifier.notify_all()  # streams served from here end
+
+    def close(self) -> None:
+        if not self.retired:
+            self.retire()
+        self.scheduler.close()
 
     def fenced(self) -> bool:
         return self.retired or (self.lease is not None and not self.lease.valid())
 
-    def _check_writable(self) -> None:
-        if self.retired:
-            raise self.core.not_master()
-        if self.fenced():
-            raise NotMasterError("this master's lease lapsed (fenced): it takes no writes")
+    def _enter(self) -> str:
+        """Enter the write gate: "" when this mastership may write now (the
+        caller leaves the gate after its append), else why not (not entered)."""
+        if not self._gate.enter():
+            return "no longer the master"
+        if self.lease is not None and not self.lease.valid():
+            self._gate.leave()
+            return "this master's lease lapsed (fenced)"
+        return ""
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        why = self._enter()
+        if why:
+            raise NotMasterError(f"{why}: it takes no writes")
+        try:
+            yield
+        finally:
+            self._gate.leave()
+
+    def ensure_topic(self, topic: str, queues: int) -> None:
+        """Create one of the broker's own topics (retry, schedule, dead letter) if missing."""
+        store = self.core.store
+        if store.topics.queue_count(topic) is None:
+            with self._writing(), self._topic_lock:
+                store.create_topic(topic, queues)
 
     # ---- the controller ---------------------------------------------------------------
 
@@ -133,9 +167,9 @@ class LeaderRole:
 
     def create_topic(self, topic: str, queues: int) -> tuple[bool, int]:
         check_creatable(topic)
-        self._check_writable()
         store = self.core.store
-        created = store.create_topic(topic, queues)
+        with self._writing():
+            created = store.create_topic(topic, queues)
         count = store.topics.queue_count(topic)
         assert count is not None
         return created, count
@@ -153,36 +187,39 @@ class LeaderRole:
             raise InvalidArgumentError("a send needs at least one message")
         if len(messages) > MAX_BATCH:
             raise InvalidArgumentError(f"a batch holds at most {MAX_BATCH} messages")
-        if self.fenced():
-            why = "no longer the master" if self.retired else "this master's lease lapsed (fenced)"
+        why = self._enter()
+        if why:
             master = self.core.role.master_address if self.retired else ""
             return SendOutcome(SendStatus.NOT_MASTER, topic, queue_id, [], f"{why}; nothing stored", master)
         rep = self.core.config.replication
         sync = rep.sync
-        if sync and not self._sync_ready():  # checked first: not even an auto-created topic may be stored
-            return SendOutcome(
-                SendStatus.SLAVE_NOT_AVAILABLE, topic, queue_id, [],
-                f"{rep.min_insync_replicas} in-sync slave(s) needed; nothing stored",
-            )  # fmt: skip
-        count = self._queues_for_send(topic, queue_id, messages)
-        if queue_id == -1:
-            queue_id = next(self._rr) % count
-        elif not 0 <= queue_id < count:
-            raise InvalidQueueError(f"queue id {queue_id} out of range for {topic!r} (0..{count - 1})")
-        for m in messages:
-            m.topic = topic
-            m.queue_id = queue_id
-        metrics = self.core.metrics
-        t0 = time.perf_counter()
         try:
-            stored = self.core.store.append(messages)
-            status, detail = SendStatus.SEND_OK, ""
-            metrics.append_latency.observe(time.perf_counter() - t0)
-            metrics.messages_in.labels(topic).inc(len(messages))
-            metrics.bytes_in.labels(topic).inc(sum(len(m.body) for m in messages))
-        except FlushTimeoutError as exc:
-            stored = exc.offsets
-            status, detail = SendStatus.FLUSH_DISK_TIMEOUT, exc.message
+            if sync and not self._sync_ready():  # checked first: not even an auto-created topic is stored
+                return SendOutcome(
+                    SendStatus.SLAVE_NOT_AVAILABLE, topic, queue_id, [],
+                    f"{rep.min_insync_replicas} in-sync slave(s) needed; nothing stored",
+                )  # fmt: skip
+            count = self._queues_for_send(topic, queue_id, messages)
+            if queue_id == -1:
+                queue_id = next(self._rr) % count
+            elif not 0 <= queue_id < count:
+                raise InvalidQueueError(f"queue id {queue_id} out of range for {topic!r} (0..{count - 1})")
+            for m in messages:
+                m.topic = topic
+                m.queue_id = queue_id
+            metrics = self.core.metrics
+            t0 = time.perf_counter()
+            try:
+                stored = self.core.store.append(messages)
+                status, detail = SendStatus.SEND_OK, ""
+                metrics.append_latency.observe(time.perf_counter() - t0)
+                metrics.messages_in.labels(topic).inc(len(messages))
+                metrics.bytes_in.labels(topic).inc(sum(len(m.body) for m in messages))
+            except FlushTimeoutError as exc:
+                stored = exc.offsets
+                status, detail = SendStatus.FLUSH_DISK_TIMEOUT, exc.message
+        finally:
+            self._gate.leave()
         if sync and status is SendStatus.SEND_OK and not self._wait_replicated():
             status = SendStatus.SLAVE_TIMEOUT
             detail = "stored on the master, not acknowledged by enough slaves in time"
@@ -201,14 +238,10 @@ class LeaderRole:
         validate_topic(topic)
         if not 0 <= max_reconsume <= 1000:
             raise InvalidArgumentError("max_reconsume must be in 0..1000")
-        self._check_writable()
         dest, queue, props, attempts = plan_send_back(
             message.properties or {}, topic, group, max_reconsume, self.retry_delays, int(time.time() * 1000)
         )
-        store = self.core.store
-        if store.topics.queue_count(dest) is None:
-            with self._topic_lock:
-                store.create_topic(dest, len(self.retry_delays) if dest == SCHEDULE_TOPIC else 1)
+        self.ensure_topic(dest, len(self.retry_delays) if dest == SCHEDULE_TOPIC else 1)
         stored = Message(dest, queue, message.body, tags=message.tags, keys=message.keys, properties=props)
         out = self.send(dest, queue, [stored], internal=True)
         if out.status is not SendStatus.SEND_OK:
@@ -222,22 +255,24 @@ class LeaderRole:
         core = self.core
         core.store.queue_offsets(topic, queue_id)  # validates topic and queue
         core.offsets.check(group, offset)
-        self._check_writable()
-        prev = core.offsets.query(group, topic, queue_id)
-        if prev != offset:  # `prev` lets a truncation undo it without reading the log
-            core.store.append_system(
-                "offset",
-                {
-                    "group": group,
-                    "topic": topic,
-                    "queue": queue_id,
-                    "offset": offset,
-                    "prev": -1 if prev is None else prev,
-                },
-            )
+        with self._writing():
+            prev = core.offsets.query(group, topic, queue_id)
+            if prev != offset:  # `prev` lets a truncation undo it without reading the log
+                core.store.append_system(
+                    "offset",
+                    {
+                        "group": group,
+                        "topic": topic,
+                        "queue": queue_id,
+                        "offset": offset,
+                        "prev": -1 if prev is None else prev,
+                    },
+                )
         # (an unchanged offset is waited for too: an earlier commit of it may have timed out)
         if core.config.replication.sync and not self._wait_replicated():
             raise RequestTimeoutError("offset stored on the master, not on enough slaves in time")
+        if self.fenced():  # as for a send: stored, but another master may lead by now
+            raise RequestTimeoutError("offset stored, but this master was fenced before it was acknowledged")
 
     def lock_queues(
         self, group: str, topic: str, client_id: str, queue_ids: list[int], lease_ms: int
@@ -250,8 +285,8 @@ class LeaderRole:
             raise InvalidQueueError(f"queue ids must be in 0..{count - 1}, with a client id")
         if not 1000 <= lease_ms <= 600_000:
             raise InvalidArgumentError("lease_ms must be in 1000..600000")
-        self._check_writable()
-        return self.queue_locks.lock(group, topic, client_id, queue_ids, lease_ms, now_ms())
+        with self._writing():
+            return self.queue_locks.lock(group, topic, client_id, queue_ids, lease_ms, now_ms())
 
     def unlock_queues(self, group: str, topic: str, client_id: str, queue_ids: list[int]) -> None:
         validate_group(group)

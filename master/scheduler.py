@@ -88,8 +88,7 @@ class Scheduler:
                 target = rec.properties.get(REAL_TOPIC, "")
                 if target:
                     props = {k: v for k, v in rec.properties.items() if k not in (DELIVER_AT, REAL_TOPIC)}
-                    if store.topics.queue_count(target) is None:
-                        store.create_topic(target, 1)
+                    leader.ensure_topic(target, 1)
                     msg = Message(target, 0, rec.body, tags=rec.tags, keys=rec.keys, properties=props)
                     out = leader.send(target, 0, [msg], internal=True)
                     if not out.results:  # not stored (no in-sync slave, fenced): try again later

@@ -71,9 +71,12 @@ class FollowerRole:
             "%s/%d follows the master at %s", cfg.broker.broker_name, self.core.node_id, self._master_address
         )
 
-    def close(self) -> None:
+    def retire(self) -> None:
         if self.replicator is not None:
-            self.replicator.close()
+            self.replicator.close()  # waits for the stream thread: no chunk lands after this
+
+    def close(self) -> None:
+        self.retire()
 
     def confirmed(self) -> int:
         return min(self.session.confirmed, self.core.store.commitlog.max_offset)

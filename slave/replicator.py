@@ -153,3 +153,5 @@ class Replicator:
         if call is not None:
             call.cancel()
         self._thread.join(10)
+        if self._thread.is_alive():
+            log.error("the replication stream from %s did not stop within 10 s", self.master)

@@ -88,7 +88,7 @@ class BrokerCore:
         # the controller says otherwise
         self.role: BrokerRole
         if not self.failover and b.role is Role.MASTER:
-            self.role = roles.leader(self, 0)
+            self.role = roles.leader(self, self.epoch)
         else:
             self.role = roles.follower(self, b.master)
 
@@ -111,9 +111,11 @@ class BrokerCore:
 
     def close(self) -> None:
         """Release every held pull and replication stream, and retire the role (shutdown)."""
-        self.closing = True
         with self._role_lock:
-            self.role.close()
+            self.closing = True  # no role change after this
+            role = self.role
+            role.retire()
+        role.close()
         self.notifier.close()
 
     # ---- the role ------------------------------------------------------------------
@@ -136,24 +138,33 @@ class BrokerCore:
         `epoch` system record at its end: the log holds whole records only),
         then take writes."""
         with self._role_lock:
-            self.role.close()
+            if self.closing:
+                return
+            old = self.role
+            old.retire()  # a follower's stream has stopped: nothing more arrives
             end = self.store.commitlog.max_offset
+            leader = self._roles.leader(self, epoch)  # made first: its required set starts below the record
             self.store.append_system("epoch", {"epoch": epoch, "start": end})
             self.store.flush()
             self.epoch = max(self.epoch, epoch)
-            self.role = self._roles.leader(self, epoch)
-            self.role.start()
+            self.role = leader
+            leader.start()
             self.promotions += 1
+        old.close()
         log.warning("promoted to master of %s in epoch %d at offset %d", self.broker_name, epoch, end)
 
     def follow(self, master_address: str) -> None:
         """Follow the master at `master_address` (a demotion, when leading)."""
         with self._role_lock:
-            was_leader = self.role.is_leader
-            self.role.close()  # a leader is fenced and its streams end before anything else
+            if self.closing:
+                return
+            old = self.role
+            was_leader = old.is_leader
+            old.retire()  # a leader is fenced, its writes under way done, before anything else
             self.notifier.notify([LOG_KEY])
             self.role = self._roles.follower(self, master_address)
             self.role.start()
+        old.close()  # its remaining threads, outside the lock
         if was_leader:
             log.warning("epoch %d is led by another broker: now a slave", self.elected_epoch)
 
@@ -202,6 +213,10 @@ class BrokerCore:
             return serve_pull(self.store, self.notifier, self.limits, args, alive, visible_end)
         finally:
             self._hold_slots.release()
+
+    def held_pulls(self) -> int:
+        """Pulls waiting now (replication streams also wait on the notifier: not counted)."""
+        return self.notifier.waiting() - self.notifier.waiting(LOG_KEY)
 
     def wake_pulls(self, topic: str, queue_id: int) -> None:
         """Re-check the held pulls of a queue (one of their callers went away)."""
@@ -279,7 +294,7 @@ class BrokerCore:
             "budget_bytes": self.budget.bytes(),
             "consume_queues": len(self.store.cqs.queues),
             "queue_max": {key: cq.max_offset for key, cq in list(self.store.cqs.queues.items())},
-            "held_pulls": self.notifier.waiting(),
+            "held_pulls": self.held_pulls(),
             "replica_lag": lag,
             "in_sync": in_sync,
         }
@@ -290,7 +305,7 @@ class BrokerCore:
         mine = role.status_details()  # "replication"; a leader adds its redirect and lease state
         details: dict[str, Any] = {
             "topics": len(self.store.topics.names()),
-            "waiting_pulls": self.notifier.waiting(),
+            "waiting_pulls": self.held_pulls(),
             "pulls_not_held": self.pulls_not_held,
             "redirect": {
                 "budget_bytes": self.budget.bytes(),

@@ -51,8 +51,16 @@ class BrokerRole(Protocol):
 
     def start(self) -> None: ...
 
+    def retire(self) -> None:
+        """Take this role's power away, under the core's role lock: once it
+        returns, nothing this role does changes the log any more (a leader is
+        fenced and waits for the appends under way; a follower's replication
+        stream has stopped). Called before the next role starts."""
+        ...
+
     def close(self) -> None:
-        """Retire: stop this role's threads and streams (promotion, demotion, shutdown)."""
+        """Release what is left (threads that no longer change anything). May
+        block; called outside the role lock, after `retire`."""
         ...
 
     def pull(self, args: PullArgs, alive: Callable[[], bool]) -> PullReply: ...
@@ -70,7 +78,9 @@ class BrokerRole(Protocol):
         ...
 
     def status_details(self) -> dict[str, Any]:
-        """This role's part of `Status.details` (its "replication" entry)."""
+        """This role's part of `Status.details`: its "replication" entry; a
+        leader adds "queues_sent_away", "lease_left_ms" and "required", which
+        the core files under "redirect" and "failover"."""
         ...
 
 
@@ -111,6 +121,8 @@ class LeaderOps(BrokerRole, Protocol):
     def fenced(self) -> bool:
         """Whether writes are refused (lease lapsed, or retired)."""
         ...
+
+    def ensure_topic(self, topic: str, queues: int) -> None: ...
 
 
 class RoleFactory(Protocol):

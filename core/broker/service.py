@@ -15,6 +15,7 @@ import grpc
 
 from core.broker.core import BrokerCore
 from core.broker.role import SendOutcome
+from core.errors import NotMasterError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.pull import PullArgs
@@ -74,7 +75,11 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         )
 
     def _send(self, topic: str, queue_id: int, messages: list[Message]) -> pb.SendResponse:
-        return self._response(self.core.leader().send(topic, queue_id, messages))
+        try:
+            leader = self.core.leader()
+        except NotMasterError:  # demoted since the guard let it through: the same answer
+            return self.refuse(_SENDS[0])
+        return self._response(leader.send(topic, queue_id, messages))
 
     def Send(self, request: pb.SendRequest, context: grpc.ServicerContext) -> pb.SendResponse:
         return self._send(request.topic, request.queue_id, [_message(request.message)])

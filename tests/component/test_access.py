@@ -190,7 +190,7 @@ def test_a_pull_says_whether_it_was_held(nodes: Nodes) -> None:
         held = pull_m.future(
             pb.PullRequest(group="G", topic="T", queue_id=0, queue_offset=0, max_wait_ms=3000)
         )
-        wait_until(lambda: master.core.notifier.waiting() == 1, 5, "a held pull")
+        wait_until(lambda: master.core.notifier.waiting(("T", 0)) == 1, 5, "a held pull")
         r = pull_m(req, timeout=5)
         assert (r.status, r.held) == (pb.NO_NEW_MSG, False)
         held.cancel()

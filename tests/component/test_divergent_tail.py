@@ -6,6 +6,8 @@ cut holds across a crash right after it."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from core.broker.core import BrokerCore
 from core.broker.failover import FailoverMember
 from core.broker_config import load_broker_config
 from core.epochs import EpochFile
-from core.errors import NotMasterError
+from core.errors import NotMasterError, RequestTimeoutError
 from core.offsets import ConsumerOffsets
 from core.record import Message
 from core.replication import MasterSession, SlaveSession
@@ -26,6 +28,7 @@ from deploy.broker_node import Roles
 from master.leader import LeaderRole
 from slave.follower import FollowerRole
 from tests.helpers.store_tools import abandon, check_consistency
+from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.component
 Open = Callable[..., MessageStore]
@@ -186,3 +189,36 @@ def test_fenced_master_refuses_writes(open_store: Open, tmp_path: Path) -> None:
     assert a.store.commitlog.max_offset == before  # nothing stored
     req, _ = FailoverMember(a).controller_heartbeat()
     assert req.role == "master"  # still the leader in its epoch: it may renew, it just may not write
+
+
+def test_no_write_lands_after_a_demotion(open_store: Open, tmp_path: Path) -> None:
+    """Writers racing a demotion: once the broker follows, its log never grows
+    from them again (the retired leader's write gate), and the role it shows
+    the world is a slave's from that moment."""
+    a = broker(open_store, tmp_path / "a", 1)
+    direct(a, 1, 1)
+    leader = a.leader()
+    leader.create_topic("t", 2)
+    stop = threading.Event()
+    outcomes: list[SendStatus] = []
+
+    def write() -> None:
+        while not stop.is_set():
+            outcomes.append(leader.send("t", -1, [Message("t", 0, b"w" * 200)]).status)
+            with contextlib.suppress(NotMasterError, RequestTimeoutError):  # refused; or stored, not acked
+                leader.commit_offset("grp", "t", 0, len(outcomes))
+
+    writers = [threading.Thread(target=write) for _ in range(3)]
+    for w in writers:
+        w.start()
+    wait_until(lambda: len(outcomes) > 50, 10, "writes under way")
+    direct(a, 2, 2, "h:2")  # another node leads epoch 2
+    after = a.store.commitlog.max_offset
+    assert not a.role.is_leader and a.registration().role == "slave" and a.broker_id == 1
+    n = len(outcomes)
+    wait_until(lambda: len(outcomes) > n + 50, 10, "more writes refused")
+    stop.set()
+    for w in writers:
+        w.join()
+    assert a.store.commitlog.max_offset == after
+    assert SendStatus.SEND_OK in outcomes[:n] and set(outcomes[n + 3 :]) == {SendStatus.NOT_MASTER}
