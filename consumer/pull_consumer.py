@@ -2,10 +2,11 @@
 
 Composition (after aiokafka's consumer): routes (`consumer/routing.py`), a
 membership heartbeat (`consumer/membership.py`), the averaging allocation
-(`core/route.py`), and a fetcher kept here: one long-poll pull in flight per
-assigned queue (a gRPC future the broker holds until records arrive or the
-wait ends), so queues are read in parallel and an arrival anywhere is seen at
-once. `poll()` returns what has arrived.
+(`core/route.py`), the group's committed offsets (`consumer/offset_store.py`),
+and a fetcher kept here: one long-poll pull in flight per assigned queue (a
+gRPC future the broker holds until records arrive or the wait ends), so
+queues are read in parallel and an arrival anywhere is seen at once. `poll()`
+returns what has arrived.
 
 Group protocol (client-side, RocketMQ style): every member heartbeats to the
 master of every group that hosts the topic; the first group's reply lists the
@@ -36,6 +37,7 @@ import grpc
 
 from consumer.connection import ConnectionPool
 from consumer.membership import Membership
+from consumer.offset_store import OffsetStore
 from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
 from core.errors import InvalidArgumentError, TailraceError
 from core.grpc_status import error_from_rpc
@@ -124,7 +126,6 @@ class PullConsumer:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.auto_commit_s = auto_commit_interval_ms / 1000
-        self.on_commit = on_commit  # told of every acknowledged commit (verification logs)
         self.hooks = hooks or QueueHooks()
         self.rebalance_s = rebalance_interval_ms / 1000
         self.client_id = client_id or f"{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}"
@@ -134,9 +135,9 @@ class PullConsumer:
         )
         self.pool = ConnectionPool(timeout_s)
         self.timeout_s = timeout_s
+        self._offsets = OffsetStore(self.pool, group, topic, start, self._master_address, on_commit)
         self._lock = threading.Lock()
         self._positions: dict[MessageQueue, int] = {}
-        self._committed: dict[MessageQueue, int] = {}
         self._generation: dict[MessageQueue, int] = {}
         self._inflight: dict[MessageQueue, grpc.Future[pb.PullResponse]] = {}
         self._retry_at: dict[MessageQueue, float] = {}
@@ -209,7 +210,7 @@ class PullConsumer:
             for mq in dropped:
                 self.hooks.released(mq)
         for mq in sorted(added):
-            start = self._start_offset(mq)
+            start = self._offsets.start_offset(mq)
             if start is not None:
                 with self._lock:
                     self._positions[mq] = start
@@ -227,10 +228,15 @@ class PullConsumer:
         m = g.master if g is not None else None
         return m.address if m is not None else None
 
+    @property
+    def on_commit(self) -> Callable[[MessageQueue, int], None] | None:
+        """Told of every acknowledged commit (verification logs)."""
+        return self._offsets.on_commit
+
     def restart_from_committed(self, mq: MessageQueue) -> bool:
         """Read `mq` again from the group's committed offset (orderly: the
         previous owner committed after this member was assigned the queue)."""
-        start = self._start_offset(mq)
+        start = self._offsets.start_offset(mq)
         if start is None:
             return False
         with self._lock:
@@ -247,34 +253,6 @@ class PullConsumer:
         g = self._route.group(mq.broker_name)
         m = g.master if g is not None else None
         return m.address if m is not None else None
-
-    def _start_offset(self, mq: MessageQueue) -> int | None:
-        address = self._master_address(mq)
-        if address is None:
-            return None
-        conn = self.pool.get(address)
-        try:
-            r = conn.call(
-                conn.stub.QueryOffset,
-                pb.QueryOffsetRequest(group=self.group, topic=self.topic, queue_id=mq.queue_id),
-            )
-            if r.found:
-                self._committed[mq] = r.offset
-                return int(r.offset)
-            offs = conn.call(conn.stub.GetQueueOffsets, pb.GetQueueOffsetsRequest(topic=self.topic))
-        except TailraceError as exc:
-            log.warning("cannot find the start of %s: %s (will retry)", mq, exc)
-            return None
-        for q in offs.queues:
-            if q.queue_id == mq.queue_id:
-                start = int(q.min_offset if self.start == "first" else q.max_offset)
-                break
-        else:
-            start = 0
-        # nothing to commit until this member moves past it: committing a start
-        # it never read could overwrite what the previous owner commits meanwhile
-        self._committed[mq] = start
-        return start
 
     # ---- positions and commits ----------------------------------------------------------
 
@@ -312,31 +290,9 @@ class PullConsumer:
             self._commit({mq: positions[mq.queue_id] for mq in self._positions if mq.queue_id in positions})
 
     def _commit(self, positions: dict[MessageQueue, int], raise_errors: bool = True) -> None:
-        """Commit each queue on its own: one failing broker does not keep the
-        others' offsets from being stored. The first error is raised at the end
-        (or only logged, with `raise_errors=False`)."""
-        first: TailraceError | None = None
-        for mq, pulled in positions.items():
-            off = self.hooks.commit_point(mq, pulled)
-            if off is None or self._committed.get(mq) == off:
-                continue
-            address = self._master_address(mq)
-            if address is None:
-                log.warning("no master for %s: offset %d not committed", mq, off)
-                continue
-            conn = self.pool.get(address)
-            req = pb.CommitOffsetRequest(group=self.group, topic=self.topic, queue_id=mq.queue_id, offset=off)
-            try:
-                conn.call(conn.stub.CommitOffset, req)
-            except TailraceError as exc:
-                log.warning("commit of %s at %d failed: %s", mq, off, exc)
-                first = first or exc
-                continue
-            self._committed[mq] = off
-            if self.on_commit is not None:
-                self.on_commit(mq, off)
-        if first is not None and raise_errors:
-            raise first
+        """Commit each queue on its own (see `OffsetStore.commit`), at the
+        offsets the hooks say."""
+        self._offsets.commit(positions, self.hooks.commit_point, raise_errors)
 
     # ---- polling -----------------------------------------------------------------------
 
