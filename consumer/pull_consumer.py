@@ -3,10 +3,11 @@
 Composition (after aiokafka's consumer): routes (`consumer/routing.py`), a
 membership heartbeat (`consumer/membership.py`), the averaging allocation
 (`core/route.py`), the group's committed offsets (`consumer/offset_store.py`),
-and a fetcher kept here: one long-poll pull in flight per assigned queue (a
-gRPC future the broker holds until records arrive or the wait ends), so
-queues are read in parallel and an arrival anywhere is seen at once. `poll()`
-returns what has arrived.
+which broker each queue is pulled from (`consumer/pull_source.py`: the
+master, or the slave its last answer suggested), and a fetcher kept here:
+one long-poll pull in flight per assigned queue (a gRPC future the broker
+holds until records arrive or the wait ends), so queues are read in parallel
+and an arrival anywhere is seen at once. `poll()` returns what has arrived.
 
 Group protocol (client-side, RocketMQ style): every member heartbeats to the
 master of every group that hosts the topic; the first group's reply lists the
@@ -38,6 +39,7 @@ import grpc
 from consumer.connection import ConnectionPool
 from consumer.membership import Membership
 from consumer.offset_store import OffsetStore
+from consumer.pull_source import REPLICA_TIMEOUT_S, PullSources, master_address
 from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
 from core.errors import InvalidArgumentError, TailraceError
 from core.grpc_status import error_from_rpc
@@ -50,8 +52,6 @@ from core.subscription import Subscription
 log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = 0.5
 NOT_HELD_BACKOFF_S = 0.2
-REPLICA_TIMEOUT_S = 2.0  # deadline of a pull from a slave (slaves answer at once)
-REPLICA_AVOID_S = 15.0  # a slave that failed a pull is not followed for this long
 
 
 @dataclass(slots=True)
@@ -136,6 +136,7 @@ class PullConsumer:
         self.pool = ConnectionPool(timeout_s)
         self.timeout_s = timeout_s
         self._offsets = OffsetStore(self.pool, group, topic, start, self._master_address, on_commit)
+        self._sources = PullSources()  # which broker each queue is pulled from
         self._lock = threading.Lock()
         self._positions: dict[MessageQueue, int] = {}
         self._generation: dict[MessageQueue, int] = {}
@@ -161,11 +162,6 @@ class PullConsumer:
             self._changed = self.membership.subscribe()
         self._last_rebalance = 0.0
         self._last_commit = time.monotonic()
-        self._pull_from: dict[MessageQueue, int] = {}  # broker id each queue is pulled from
-        self._inflight_from: dict[MessageQueue, int] = {}
-        self._avoid: dict[int, float] = {}  # replica broker id -> ignore suggestions of it until
-        # per queue: (answered by, suggested broker, reason) of the last advice
-        self.last_advice: dict[MessageQueue, tuple[int, int, str]] = {}
         self._failures: dict[MessageQueue, int] = {}
         try:
             self._route: TopicRoute = self.routes.get(topic)
@@ -224,9 +220,17 @@ class PullConsumer:
 
     def master_of(self, broker_name: str) -> str | None:
         """The address of a broker group's master (the last route seen)."""
-        g = self._route.group(broker_name)
-        m = g.master if g is not None else None
-        return m.address if m is not None else None
+        return master_address(self._route, broker_name)
+
+    @property
+    def last_advice(self) -> dict[MessageQueue, tuple[int, int, str]]:
+        """Per queue: (answered by, suggested broker, reason) of the last advice."""
+        return self._sources.last_advice
+
+    @property
+    def _pull_from(self) -> dict[MessageQueue, int]:
+        """The broker id each queue is pulled from (tests look at it)."""
+        return self._sources.pull_from
 
     @property
     def on_commit(self) -> Callable[[MessageQueue, int], None] | None:
@@ -250,9 +254,7 @@ class PullConsumer:
         return True
 
     def _master_address(self, mq: MessageQueue) -> str | None:
-        g = self._route.group(mq.broker_name)
-        m = g.master if g is not None else None
-        return m.address if m is not None else None
+        return master_address(self._route, mq.broker_name)
 
     # ---- positions and commits ----------------------------------------------------------
 
@@ -344,11 +346,11 @@ class PullConsumer:
                     continue
                 if skip and mq in skip:
                     continue
-                bid, address = self._pull_address(mq)
+                bid, address = self._sources.address(mq, self._route)
                 if address is None:
                     self._retry_at[mq] = now + RETRY_BACKOFF_S
                     continue
-                self._inflight_from[mq] = bid
+                self._sources.issued(mq, bid)
                 req = pb.PullRequest(
                     group=self.group,
                     topic=self.topic,
@@ -368,30 +370,6 @@ class PullConsumer:
                 self._inflight[mq] = call
                 call.add_done_callback(lambda f, mq=mq, gen=gen: self._done.put((mq, gen, f)))
 
-    def _pull_address(self, mq: MessageQueue) -> tuple[int, str | None]:
-        """(broker id, address) this queue is pulled from: the broker the last
-        answer suggested, while the route still lists it alive; else the master."""
-        bid = self._pull_from.get(mq, MASTER_ID)
-        if bid != MASTER_ID:
-            g = self._route.group(mq.broker_name)
-            for b in g.brokers if g is not None else ():
-                if b.broker_id == bid and b.alive:
-                    return bid, b.address
-            self._pull_from[mq] = MASTER_ID
-        return MASTER_ID, self._master_address(mq)
-
-    def _follow(self, mq: MessageQueue, suggested: int) -> bool:
-        """Pull `mq` from `suggested` next (if the route knows it); True if it changed."""
-        if suggested < 0 or suggested == self._pull_from.get(mq, MASTER_ID):
-            return False
-        if self._avoid.get(suggested, 0.0) > time.monotonic():
-            return False  # it failed us a moment ago: the master serves meanwhile
-        g = self._route.group(mq.broker_name)
-        if suggested != MASTER_ID and (g is None or not any(b.broker_id == suggested for b in g.brokers)):
-            return False  # a broker this route does not list yet: stay
-        self._pull_from[mq] = suggested
-        return True
-
     def _complete(
         self, mq: MessageQueue, gen: int, call: grpc.Future[pb.PullResponse]
     ) -> list[ReceivedMessage]:
@@ -400,15 +378,14 @@ class PullConsumer:
                 del self._inflight[mq]
             if gen != self._generation.get(mq) or call.cancelled() or mq not in self._positions:
                 return []
-        pulled_from = self._inflight_from.get(mq, MASTER_ID)
+        pulled_from = self._sources.issued_to(mq)
         try:
             resp: pb.PullResponse = call.result()
         except grpc.RpcError as exc:
             err = error_from_rpc(exc)
             if pulled_from != MASTER_ID:  # a replica failed: back to the master at once
                 log.warning("pull %s from broker %d failed: %s; back to the master", mq, pulled_from, err)
-                self._pull_from[mq] = MASTER_ID
-                self._avoid[pulled_from] = time.monotonic() + REPLICA_AVOID_S
+                self._sources.replica_failed(mq, pulled_from)
                 self._changed.set()  # refreshes the route
                 return []
             fails = self._failures[mq] = self._failures.get(mq, 0) + 1
@@ -421,12 +398,9 @@ class PullConsumer:
             return []
         self._failures.pop(mq, None)
         status = resp.status
-        switched = self._follow(mq, resp.suggested_broker_id)
-        if resp.suggested_broker_id >= 0:
-            self.last_advice[mq] = (resp.served_by, resp.suggested_broker_id, resp.suggestion_reason)
+        switched = self._sources.advised(mq, resp, self._route)
         if status == pb.RETRY_ELSEWHERE:  # this replica cannot serve the offset yet
-            if not switched:
-                self._pull_from[mq] = MASTER_ID
+            self._sources.retry_elsewhere(mq, switched)
             return []
         if status == pb.FOUND:
             self.served_by[resp.served_by] += resp.count
