@@ -18,10 +18,11 @@ counts as `RETRY_LATER`.
 - **Orderly mode** (`orderly=True`): one thread at a time per queue, in
   offset order; a failed batch is retried in place after `retry_backoff_s`.
   A queue is pulled and processed only while this member holds its lock on
-  the master (`LockQueues`, a lease renewed every `lock_lease_ms`/4); on
-  taking a lock it reads from the group's committed offset. A queue given up
-  in a rebalance is committed after its thread stopped, then unlocked: the
-  next owner starts exactly there, and never while the old one processes.
+  the master (`LockQueues`, a lease renewed every `lock_lease_ms`/4, kept by
+  `consumer/queue_locks.py`); on taking a lock it reads from the group's
+  committed offset. A queue given up in a rebalance is committed after its
+  thread stopped, then unlocked: the next owner starts exactly there, and
+  never while the old one processes.
 - **Failures** (concurrent mode): each message of a failed batch is handed
   back to its broker (`SendBack`), which redelivers it through the group's
   retry topic `%RETRY%<group>` after the next delay level (the broker's
@@ -51,6 +52,7 @@ from consumer.connection import ConnectionPool
 from consumer.delayed import Delayed
 from consumer.process_queue import ProcessQueue
 from consumer.pull_consumer import PullConsumer, QueueHooks, ReceivedMessage
+from consumer.queue_locks import QueueLocks
 from core.errors import InvalidArgumentError, InvalidTopicError, TailraceError, UnknownTopicError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.record import validate_topic
@@ -92,14 +94,6 @@ class _TopicHooks(QueueHooks):
 
 
 DEFAULT_RETRY_DELAYS_S = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0)
-
-
-def _by_group(mqs: list[MessageQueue]) -> dict[str, list[MessageQueue]]:
-    """Queues by broker group (lock calls go to each group's master)."""
-    out: dict[str, list[MessageQueue]] = {}
-    for mq in mqs:
-        out.setdefault(mq.broker_name, []).append(mq)
-    return out
 
 
 class PushConsumer:
@@ -157,9 +151,6 @@ class PushConsumer:
                 validate_topic(retry_topic(group))
             except InvalidTopicError as exc:
                 raise InvalidArgumentError(f"group {group!r} is too long for its retry topic: {exc}") from exc
-        self._locked: dict[MessageQueue, float] = {}  # orderly: held locks, valid until (monotonic)
-        self._draining: dict[MessageQueue, ProcessQueue] = {}  # given up, a handler still running
-        self._lock_calls = threading.Lock()
         self.group = group
         self._make_pull = functools.partial(
             PullConsumer,
@@ -190,24 +181,26 @@ class PushConsumer:
         self._executor = ThreadPoolExecutor(max_workers=consume_threads, thread_name_prefix="consume")
         self._later = Delayed("local-retries")
         self.pull = self._make_pull(topic, subscription, hooks=_TopicHooks(self, topic))
+        # orderly: the queues' locks (built before the dispatcher polls: the hooks ask it)
+        self._locks = QueueLocks(self.pull, group, lock_lease_ms, self._stop, self._drop_cached)
         self._thread = threading.Thread(target=self._run, name="push-dispatch", daemon=True)
         self._thread.start()
         self._lock_thread: threading.Thread | None = None
         if orderly:
-            self._lock_thread = threading.Thread(target=self._keep_locks, name="queue-locks", daemon=True)
+            self._lock_thread = threading.Thread(target=self._locks.keep, name="queue-locks", daemon=True)
             self._lock_thread.start()
 
     # ---- what the pull consumers' hooks ask ---------------------------------------------
 
     def paused(self, key: Key) -> bool:
-        if self.orderly and not self._holds(key[1]):
+        if self.orderly and not self._locks.holds(key[1]):
             return True  # orderly: no lock, no pulls
         pq = self._queues.get(key)
         return pq is not None and pq.over(self.max_cached_messages, self.max_cached_bytes, self.max_span)
 
     def commit_point(self, key: Key, pulled: int) -> int | None:
         pq = self._queues.get(key) or self._revoked.get(key)
-        if self.orderly and not self._holds(key[1]) and key not in self._revoked:
+        if self.orderly and not self._locks.holds(key[1]) and key not in self._revoked:
             return None  # not ours to commit: its owner (or the lock) is elsewhere
         return pulled if pq is None else pq.commit_point(pulled)
 
@@ -224,16 +217,8 @@ class PushConsumer:
     def released(self, key: Key) -> None:
         with self._lock:
             pq = self._revoked.pop(key, None)
-        if not self.orderly:
-            return
-        if pq is not None and pq.busy:
-            # its handler outlived the revoke wait: keep the lock (renewed) until
-            # it returns, so the next owner never runs beside it
-            log.warning("%s: a handler is still running; the lock is kept until it returns", key[1])
-            self._draining[key[1]] = pq
-            return
-        self._locked.pop(key[1], None)  # committed: the next owner may start from there
-        self._unlock([key[1]])
+        if self.orderly:
+            self._locks.release(key[1], pq)
 
     # ---- dispatch ----------------------------------------------------------------------
 
@@ -380,93 +365,18 @@ class PushConsumer:
         if pq.acquire():
             self._submit(self._consume_orderly, key, pq)
 
-    # ---- orderly mode: queue locks ---------------------------------------------------------
-
-    def _holds(self, mq: MessageQueue) -> bool:
-        return self._locked.get(mq, 0.0) > time.monotonic()
-
-    def _keep_locks(self) -> None:
-        """Take and renew the assigned queues' locks: every lease/4, or every
-        0.2 s while some assigned queue is not held (its owner is handing over)."""
-        while not self._stop.is_set():
-            try:
-                self._lock_round()
-            except Exception:
-                log.exception("queue lock renewal failed")
-            all_held = all(self._holds(mq) for mq in self.pull.assignment)
-            self._stop.wait(self.lock_lease_ms / 4000 if all_held else 0.2)
-
-    def _lock_round(self) -> None:
-        with self._lock_calls:  # never interleaved with an unlock (a late grant would re-lock)
-            self._lock_round_locked()
-
-    def _lock_round_locked(self) -> None:
-        for mq, pq in list(self._draining.items()):  # a late handler returned: hand the queue over
-            if not pq.busy:
-                del self._draining[mq]
-                self._locked.pop(mq, None)
-                self._unlock_locked([mq])
-        for name, mqs in _by_group([*self.pull.assignment, *self._draining]).items():
-            address = self.pull.master_of(name)
-            if address is None:
-                continue
-            conn = self.pull.pool.get(address)
-            sent = time.monotonic()
-            req = pb.LockQueuesRequest(
-                group=self.group, topic=self.pull.topic, client_id=self.pull.client_id,
-                queue_ids=[mq.queue_id for mq in mqs], lease_ms=self.lock_lease_ms,
-            )  # fmt: skip
-            try:
-                got = set(conn.call(conn.stub.LockQueues, req).locked)
-            except TailraceError as exc:
-                log.warning("locking queues on %s: %s", address, exc)
-                continue
-            assigned = set(self.pull.assignment)
-            for mq in mqs:
-                if mq in self._draining:
-                    if mq.queue_id in got:
-                        self._locked[mq] = sent + 0.75 * self.lock_lease_ms / 1000
-                elif mq.queue_id in got and mq not in assigned:  # given up meanwhile: let it go
-                    self._unlock_locked([mq])
-                elif mq.queue_id in got:
-                    if not self._holds(mq):
-                        # a fresh lock (or one that lapsed): drop what was cached
-                        # and read from the group's commit (the queue is paused
-                        # until held, so no pull races this)
-                        self._drop_cached((self.pull.topic, mq))
-                        if not self.pull.restart_from_committed(mq):
-                            continue  # its commit cannot be read yet: next round
-                    self._locked[mq] = sent + 0.75 * self.lock_lease_ms / 1000
-                else:
-                    self._locked.pop(mq, None)
-
-    def _drop_cached(self, key: Key) -> None:
+    def _drop_cached(self, mq: MessageQueue) -> None:
+        """Forget what was pulled of `mq` (its lock was just taken: it is read
+        again from the group's commit)."""
         with self._lock:
-            pq = self._queues.pop(key, None)
+            pq = self._queues.pop((self.pull.topic, mq), None)
         if pq is not None:
             pq.dropped = True
             pq.wait_idle(self.shutdown_timeout_s)
 
-    def _unlock(self, mqs: list[MessageQueue], pool: ConnectionPool | None = None) -> None:
-        with self._lock_calls:
-            self._unlock_locked(mqs, pool)
-
-    def _unlock_locked(self, mqs: list[MessageQueue], pool: ConnectionPool | None = None) -> None:
-        for name, group_mqs in _by_group(mqs).items():
-            address = self.pull.master_of(name)
-            if address is None:
-                continue
-            conn = (pool or self.pull.pool).get(address)
-            req = pb.LockQueuesRequest(group=self.group, topic=self.pull.topic, client_id=self.pull.client_id,
-                                       queue_ids=[mq.queue_id for mq in group_mqs])  # fmt: skip
-            try:
-                conn.call(conn.stub.UnlockQueues, req)
-            except TailraceError as exc:  # the lease frees it anyway
-                log.warning("unlocking queues on %s: %s", address, exc)
-
     def _consume_orderly(self, key: Key, pq: ProcessQueue) -> None:
         try:
-            while not pq.dropped and not self._stop.is_set() and self._holds(key[1]):
+            while not pq.dropped and not self._stop.is_set() and self._locks.holds(key[1]):
                 batch = pq.take(self.batch_size)
                 if not batch:
                     break
@@ -481,7 +391,7 @@ class PushConsumer:
                     if self._stop.wait(self.retry_backoff_s):
                         break
         finally:
-            if pq.release() and self._holds(key[1]) and not self._stop.is_set():
+            if pq.release() and self._locks.holds(key[1]) and not self._stop.is_set():
                 self._schedule_orderly(key, pq)  # messages arrived meanwhile
 
     # ---- status and shutdown ---------------------------------------------------------------
@@ -517,17 +427,17 @@ class PushConsumer:
         if self._lock_thread is not None:
             self._lock_thread.join(5)
             try:
-                self._lock_round()  # renewed just before the final commit (only holders commit)
+                self._locks.round()  # renewed just before the final commit (only holders commit)
             except Exception:
                 log.exception("renewing queue locks before the final commit failed")
         if self.retry is not None:
             self.retry.close(commit=stopped)
-        held = list(self._locked)
+        held = self._locks.held()
         self.pull.close(commit=stopped)
         if held:  # committed: release them for the next owner
             pool = ConnectionPool(5.0)  # the pull consumer's own pool is closed now
             try:
-                self._unlock(held, pool)
+                self._locks.unlock(held, pool)
             finally:
                 pool.close()
 
