@@ -28,9 +28,10 @@ counts as `RETRY_LATER`.
   retry topic `%RETRY%<group>` after the next delay level (the broker's
   `retry_delays`), counting attempts in its `RECONSUME_TIMES` property, and
   after `max_reconsume` attempts stores it in `%DLQ%<group>`. This consumer
-  reads the retry topic beside its own. A message the broker cannot take
-  back (or every failure, with `send_back=False`) is retried in this process
-  after `retry_delays_s`, holding the commit point until it succeeds.
+  reads the retry topic beside its own (both in `consumer/send_back.py`). A
+  message the broker cannot take back (or every failure, with
+  `send_back=False`) is retried in this process after `retry_delays_s`,
+  holding the commit point until it succeeds.
 - **Shutdown** (`close`): stop pulling, let in-flight batches finish for up
   to `shutdown_timeout_s` (the rest are abandoned, so not committed), commit,
   leave the group.
@@ -38,7 +39,6 @@ counts as `RETRY_LATER`.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
 import logging
@@ -53,8 +53,8 @@ from consumer.delayed import Delayed
 from consumer.process_queue import ProcessQueue
 from consumer.pull_consumer import PullConsumer, QueueHooks, ReceivedMessage
 from consumer.queue_locks import QueueLocks
-from core.errors import InvalidArgumentError, InvalidTopicError, TailraceError, UnknownTopicError
-from core.pb.tailrace.v1 import broker_pb2 as pb
+from consumer.send_back import SendBack
+from core.errors import InvalidArgumentError, InvalidTopicError
 from core.record import validate_topic
 from core.retry import retry_topic
 from core.route import MessageQueue
@@ -70,7 +70,6 @@ class ConsumeStatus(enum.Enum):
 
 Handler = Callable[[list[ReceivedMessage]], "ConsumeStatus | None"]
 Key = tuple[str, MessageQueue]  # (topic, queue): the group's topic and its retry topic
-RETRY_TOPIC_CHECK_S = 2.0
 
 
 class _TopicHooks(QueueHooks):
@@ -165,9 +164,6 @@ class PushConsumer:
             on_commit=on_commit,
             client_id=client_id,
         )
-        self.retry: PullConsumer | None = None  # the retry topic's consumer, once routed
-        self._retry_next = 0.0
-        self.sent_back = 0
         self.retry_backoff_s = retry_backoff_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self._queues: dict[Key, ProcessQueue] = {}
@@ -183,6 +179,8 @@ class PushConsumer:
         self.pull = self._make_pull(topic, subscription, hooks=_TopicHooks(self, topic))
         # orderly: the queues' locks (built before the dispatcher polls: the hooks ask it)
         self._locks = QueueLocks(self.pull, group, lock_lease_ms, self._stop, self._drop_cached)
+        # concurrent mode: failed messages back to the brokers, and the retry topic read
+        self._retries = SendBack(self.pull, group, max_reconsume, self._open_retry_consumer)
         self._thread = threading.Thread(target=self._run, name="push-dispatch", daemon=True)
         self._thread.start()
         self._lock_thread: threading.Thread | None = None
@@ -228,7 +226,7 @@ class PushConsumer:
             if self.send_back and not self.orderly:
                 try:
                     if self.retry is None:
-                        self._open_retry()
+                        self._retries.open()
                 except Exception:
                     log.exception("opening the retry topic failed (trying again)")
                 if self.retry is not None:
@@ -261,28 +259,12 @@ class PushConsumer:
                 for i in range(0, len(msgs), self.batch_size):
                     self._submit(self._consume, pq, msgs[i : i + self.batch_size], 0)
 
-    def _open_retry(self) -> None:
-        """Create the group's retry topic on each master and read it too (the
-        routes list it from the brokers' next registration: tried again)."""
-        now = time.monotonic()
-        if now < self._retry_next:
-            return
-        self._retry_next = now + RETRY_TOPIC_CHECK_S
-        topic = retry_topic(self.group)
-        for name in {mq.broker_name for mq in self.pull.assignment}:  # only brokers it reads from
-            address = self.pull.master_of(name)
-            if address is None:
-                continue
-            conn = self.pull.pool.get(address)
-            try:
-                conn.call(conn.stub.CreateTopic, pb.CreateTopicRequest(topic=topic, queues=1))
-            except TailraceError as exc:
-                log.debug("creating %s on %s: %s", topic, address, exc)
-        with contextlib.suppress(UnknownTopicError):  # not routed yet
-            # always from the first offset: what was sent back must all come back
-            self.retry = self._make_pull(
-                topic, "*", start="first", hooks=_TopicHooks(self, topic), members_of=self.pull
-            )
+    def _open_retry_consumer(self, topic: str) -> PullConsumer:
+        """The retry topic's consumer: always from the first offset, since
+        what was sent back must all come back."""
+        return self._make_pull(
+            topic, "*", start="first", hooks=_TopicHooks(self, topic), members_of=self.pull
+        )
 
     def _submit(self, fn: Callable[..., None], *args: object) -> None:
         with self._lock:
@@ -326,7 +308,7 @@ class PushConsumer:
         if self.send_back:
             kept = []
             for m in batch:
-                if self._send_back(m):
+                if self._retries.send(m):
                     pq.done([m.queue_offset])
                 else:
                     kept.append(m)
@@ -337,27 +319,6 @@ class PushConsumer:
             self.retried += 1
         delay = self.retry_delays_s[min(attempt, len(self.retry_delays_s) - 1)]
         self._later.call_later(delay, functools.partial(self._submit, self._consume, pq, batch, attempt + 1))
-
-    def _send_back(self, m: ReceivedMessage) -> bool:
-        """Hand a failed message back to its broker group's master."""
-        address = self.pull.master_of(m.broker_name)
-        if address is None:
-            return False
-        conn = self.pull.pool.get(address)
-        req = pb.SendBackRequest(
-            group=self.group,
-            topic=m.topic,
-            message=pb.Message(body=m.body, tags=m.tags, keys=m.keys, properties=m.properties),
-            max_reconsume=self.max_reconsume,
-        )
-        try:
-            conn.call(conn.stub.SendBack, req)
-        except TailraceError as exc:
-            log.warning("sending back %s/%d@%d failed: %s", m.topic, m.queue_id, m.queue_offset, exc)
-            return False
-        with self._lock:
-            self.sent_back += 1
-        return True
 
     # ---- orderly mode --------------------------------------------------------------------
 
@@ -405,6 +366,16 @@ class PushConsumer:
     @property
     def assignment(self) -> list[MessageQueue]:
         return self.pull.assignment
+
+    @property
+    def retry(self) -> PullConsumer | None:
+        """The retry topic's consumer, once routed."""
+        return self._retries.consumer
+
+    @property
+    def sent_back(self) -> int:
+        """Messages the brokers took back for a retry."""
+        return self._retries.sent_back
 
     def close(self) -> None:
         """Stop pulling, finish (or after `shutdown_timeout_s` abandon) the
