@@ -4,10 +4,11 @@ Composition (after aiokafka's consumer): routes (`consumer/routing.py`), a
 membership heartbeat (`consumer/membership.py`), the averaging allocation
 (`core/route.py`), the group's committed offsets (`consumer/offset_store.py`),
 which broker each queue is pulled from (`consumer/pull_source.py`: the
-master, or the slave its last answer suggested), and a fetcher kept here:
-one long-poll pull in flight per assigned queue (a gRPC future the broker
-holds until records arrive or the wait ends), so queues are read in parallel
-and an arrival anywhere is seen at once. `poll()` returns what has arrived.
+master, or the slave its last answer suggested), each queue's position and
+pull in flight (`consumer/positions.py`), and a fetcher kept here: one
+long-poll pull in flight per assigned queue (a gRPC future the broker holds
+until records arrive or the wait ends), so queues are read in parallel and
+an arrival anywhere is seen at once. `poll()` returns what has arrived.
 
 Group protocol (client-side, RocketMQ style): every member heartbeats to the
 master of every group that hosts the topic; the first group's reply lists the
@@ -39,6 +40,7 @@ import grpc
 from consumer.connection import ConnectionPool
 from consumer.membership import Membership
 from consumer.offset_store import OffsetStore
+from consumer.positions import QueuePositions
 from consumer.pull_source import REPLICA_TIMEOUT_S, PullSources, master_address
 from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
 from core.errors import InvalidArgumentError, TailraceError
@@ -137,10 +139,7 @@ class PullConsumer:
         self.timeout_s = timeout_s
         self._offsets = OffsetStore(self.pool, group, topic, start, self._master_address, on_commit)
         self._sources = PullSources()  # which broker each queue is pulled from
-        self._lock = threading.Lock()
-        self._positions: dict[MessageQueue, int] = {}
-        self._generation: dict[MessageQueue, int] = {}
-        self._inflight: dict[MessageQueue, grpc.Future[pb.PullResponse]] = {}
+        self._queues = QueuePositions()  # per assigned queue: position, pull in flight
         self._retry_at: dict[MessageQueue, float] = {}
         self._done: queue.Queue[tuple[MessageQueue, int, grpc.Future[pb.PullResponse]]] = queue.Queue()
         self._closed = False
@@ -153,7 +152,7 @@ class PullConsumer:
                 topic,
                 self.client_id,
                 heartbeat_ms,
-                lambda: {mq.broker_name for mq in list(self._positions)},
+                lambda: {mq.broker_name for mq in list(self._queues.offsets)},
             )
             self._changed: threading.Event = self.membership.changed
         else:
@@ -179,7 +178,7 @@ class PullConsumer:
 
     @property
     def assignment(self) -> list[MessageQueue]:
-        return sorted(self._positions)
+        return sorted(self._queues.offsets)
 
     def rebalance(self) -> None:
         """Recompute this member's queues; commit the ones given up."""
@@ -189,32 +188,24 @@ class PullConsumer:
             log.warning("route refresh for %s failed: %s", self.topic, exc)
         members = self.membership.members  # without us in it (not joined, or dropped): nothing
         mine = set(allocate_average(self._route.read_queues(), members, self.client_id))
-        current = set(self._positions)
+        current = set(self._queues.offsets)
         dropped, added = current - mine, mine - current
         if dropped:
             for mq in dropped:
                 self.hooks.revoked(mq)  # a push consumer stops processing it first
-            gone = {mq: self._positions[mq] for mq in dropped}
-            with self._lock:
-                for mq in dropped:
-                    self._generation[mq] = self._generation.get(mq, 0) + 1
-                    call = self._inflight.pop(mq, None)
-                    if call is not None:
-                        call.cancel()
-                    del self._positions[mq]
+            gone = {mq: self._queues.offsets[mq] for mq in dropped}
+            self._queues.drop(dropped)
             self._commit(gone, raise_errors=False)
             for mq in dropped:
                 self.hooks.released(mq)
         for mq in sorted(added):
             start = self._offsets.start_offset(mq)
             if start is not None:
-                with self._lock:
-                    self._positions[mq] = start
-                    self._generation.setdefault(mq, 0)
+                self._queues.add(mq, start)
         if dropped or added:
             log.info(
                 "%s: %d members, now %d queues (+%d -%d)",
-                self.client_id, len(members), len(self._positions), len(added), len(dropped),
+                self.client_id, len(members), len(self._queues.offsets), len(added), len(dropped),
             )  # fmt: skip
         self._last_rebalance = time.monotonic()
 
@@ -243,15 +234,7 @@ class PullConsumer:
         start = self._offsets.start_offset(mq)
         if start is None:
             return False
-        with self._lock:
-            if mq not in self._positions:
-                return False
-            self._positions[mq] = start
-            self._generation[mq] += 1
-            call = self._inflight.pop(mq, None)
-            if call is not None:
-                call.cancel()
-        return True
+        return self._queues.move(mq, start)
 
     def _master_address(self, mq: MessageQueue) -> str | None:
         return master_address(self._route, mq.broker_name)
@@ -259,37 +242,34 @@ class PullConsumer:
     # ---- positions and commits ----------------------------------------------------------
 
     def position(self, queue_id: int, broker_name: str | None = None) -> int:
-        for mq, off in self._positions.items():
+        for mq, off in self._queues.offsets.items():
             if mq.queue_id == queue_id and broker_name in (None, mq.broker_name):
                 return off
         raise KeyError(queue_id)
 
     def positions(self) -> dict[int, int]:
         """Positions by queue id (single-group view; see `queue_positions`)."""
-        return {mq.queue_id: off for mq, off in self._positions.items()}
+        return {mq.queue_id: off for mq, off in self._queues.offsets.items()}
 
     def queue_positions(self) -> dict[MessageQueue, int]:
-        return dict(self._positions)
+        return dict(self._queues.offsets)
 
     def seek(self, queue_id: int, offset: int, broker_name: str | None = None) -> None:
         """Read a queue from `offset` on (a pull in flight is discarded)."""
         if not 0 <= offset < 1 << 64:
             raise InvalidArgumentError(f"offset must be in 0..2^64-1, got {offset}")
-        with self._lock:
-            for mq in list(self._positions):
-                if mq.queue_id == queue_id and broker_name in (None, mq.broker_name):
-                    self._positions[mq] = offset
-                    self._generation[mq] += 1
-                    call = self._inflight.pop(mq, None)
-                    if call is not None:
-                        call.cancel()
+        self._queues.move_where(
+            lambda mq: mq.queue_id == queue_id and broker_name in (None, mq.broker_name), offset
+        )
 
     def commit(self, positions: dict[int, int] | None = None) -> None:
         """Store the group's offsets (default: everything polled so far)."""
         if positions is None:
-            self._commit(dict(self._positions))
+            self._commit(dict(self._queues.offsets))
         else:
-            self._commit({mq: positions[mq.queue_id] for mq in self._positions if mq.queue_id in positions})
+            self._commit(
+                {mq: positions[mq.queue_id] for mq in self._queues.offsets if mq.queue_id in positions}
+            )
 
     def _commit(self, positions: dict[MessageQueue, int], raise_errors: bool = True) -> None:
         """Commit each queue on its own (see `OffsetStore.commit`), at the
@@ -340,9 +320,9 @@ class PullConsumer:
 
     def _issue_pulls(self, skip: set[MessageQueue] | None = None) -> None:
         now = time.monotonic()
-        with self._lock:
-            for mq, offset in self._positions.items():
-                if mq in self._inflight or self._retry_at.get(mq, 0) > now or self.hooks.paused(mq):
+        with self._queues.lock:  # held while pulls go out: nothing moves a position meanwhile
+            for mq, offset in self._queues.offsets.items():
+                if self._queues.pulling(mq) or self._retry_at.get(mq, 0) > now or self.hooks.paused(mq):
                     continue
                 if skip and mq in skip:
                     continue
@@ -366,18 +346,14 @@ class PullConsumer:
                     self.long_poll_ms / 1000 + self.timeout_s if bid == MASTER_ID else REPLICA_TIMEOUT_S
                 )
                 call = self.pool.get(address).stub.Pull.future(req, timeout=deadline)
-                gen = self._generation[mq]
-                self._inflight[mq] = call
+                gen = self._queues.issued(mq, call)
                 call.add_done_callback(lambda f, mq=mq, gen=gen: self._done.put((mq, gen, f)))
 
     def _complete(
         self, mq: MessageQueue, gen: int, call: grpc.Future[pb.PullResponse]
     ) -> list[ReceivedMessage]:
-        with self._lock:
-            if self._inflight.get(mq) is call:
-                del self._inflight[mq]
-            if gen != self._generation.get(mq) or call.cancelled() or mq not in self._positions:
-                return []
+        if not self._queues.answered(mq, gen, call):
+            return []
         pulled_from = self._sources.issued_to(mq)
         try:
             resp: pb.PullResponse = call.result()
@@ -408,9 +384,7 @@ class PullConsumer:
             for r in records:
                 r.broker_name = mq.broker_name
                 r.served_by = resp.served_by
-            with self._lock:
-                if gen == self._generation.get(mq):
-                    self._positions[mq] = resp.next_queue_offset
+            self._queues.advance(mq, gen, resp.next_queue_offset)
             if self.subscription.tags is None:
                 return records
             return [r for r in records if self.subscription.matches(r.tags)]
@@ -422,11 +396,9 @@ class PullConsumer:
             if status != pb.NO_MATCHED_MSG:
                 log.warning(
                     "%s: offset %d is %s; moving to %d",
-                    mq, self._positions.get(mq), pb.PullStatus.Name(status), resp.next_queue_offset,
+                    mq, self._queues.offsets.get(mq), pb.PullStatus.Name(status), resp.next_queue_offset,
                 )  # fmt: skip
-            with self._lock:
-                if gen == self._generation.get(mq):
-                    self._positions[mq] = resp.next_queue_offset
+            self._queues.advance(mq, gen, resp.next_queue_offset)
         return []
 
     def close(self, commit: bool = True) -> None:
@@ -436,14 +408,10 @@ class PullConsumer:
         self._closed = True
         if self._owns_membership:
             self.membership.stop()
-        with self._lock:
-            calls = list(self._inflight.values())
-            self._inflight.clear()
-        for c in calls:
-            c.cancel()
+        self._queues.cancel_all()
         try:
             if commit:
-                self._commit(dict(self._positions))
+                self._commit(dict(self._queues.offsets))
         finally:
             if self._owns_membership:
                 self.membership.leave()
