@@ -3,9 +3,9 @@
 The Tailrace counterpart of RocketMQ's DefaultMQPushConsumer. One thread
 polls a `PullConsumer` (group membership, rebalancing, long polls, the
 suggest-pull-from-slave advice) and hands the messages to a pool of
-`consume_threads`, `batch_size` messages per `handler(messages)` call. The
-handler returns `ConsumeStatus.SUCCESS` (or None) or `RETRY_LATER`; raising
-counts as `RETRY_LATER`.
+`consume_threads` (`consumer/consume_pool.py`), `batch_size` messages per
+`handler(messages)` call. The handler returns `ConsumeStatus.SUCCESS` (or
+None) or `RETRY_LATER`; raising counts as `RETRY_LATER`.
 
 - **Safe commits**: each queue's messages wait in a `ProcessQueue` until
   processed; the committed offset is the lowest one not processed yet, so a
@@ -45,10 +45,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from consumer.connection import ConnectionPool
+from consumer.consume_pool import ConsumePool
 from consumer.delayed import Delayed
 from consumer.process_queue import ProcessQueue
 from consumer.pull_consumer import PullConsumer, QueueHooks, ReceivedMessage
@@ -169,12 +169,10 @@ class PushConsumer:
         self._queues: dict[Key, ProcessQueue] = {}
         self._revoked: dict[Key, ProcessQueue] = {}  # until their commit
         self._lock = threading.Lock()
-        self._inflight = 0
-        self._inflight_cond = threading.Condition(self._lock)
         self._stop = threading.Event()
         self.consumed = 0  # messages processed with SUCCESS
         self.retried = 0  # batches handed back for a retry
-        self._executor = ThreadPoolExecutor(max_workers=consume_threads, thread_name_prefix="consume")
+        self._workers = ConsumePool(consume_threads)
         self._later = Delayed("local-retries")
         self.pull = self._make_pull(topic, subscription, hooks=_TopicHooks(self, topic))
         # orderly: the queues' locks (built before the dispatcher polls: the hooks ask it)
@@ -257,7 +255,7 @@ class PushConsumer:
                 self._schedule_orderly(key, pq)
             else:
                 for i in range(0, len(msgs), self.batch_size):
-                    self._submit(self._consume, pq, msgs[i : i + self.batch_size], 0)
+                    self._workers.submit(self._consume, pq, msgs[i : i + self.batch_size], 0)
 
     def _open_retry_consumer(self, topic: str) -> PullConsumer:
         """The retry topic's consumer: always from the first offset, since
@@ -265,27 +263,6 @@ class PushConsumer:
         return self._make_pull(
             topic, "*", start="first", hooks=_TopicHooks(self, topic), members_of=self.pull
         )
-
-    def _submit(self, fn: Callable[..., None], *args: object) -> None:
-        with self._lock:
-            self._inflight += 1
-        try:
-            self._executor.submit(self._tracked, fn, *args)
-        except RuntimeError:  # shut down meanwhile
-            self._finished()
-
-    def _tracked(self, fn: Callable[..., None], *args: object) -> None:
-        try:
-            fn(*args)
-        except Exception:  # a future would swallow it: the batch stays pending, say so
-            log.exception("processing task failed")
-        finally:
-            self._finished()
-
-    def _finished(self) -> None:
-        with self._lock:
-            self._inflight -= 1
-            self._inflight_cond.notify_all()
 
     def _call(self, batch: list[ReceivedMessage]) -> bool:
         try:
@@ -318,13 +295,15 @@ class PushConsumer:
         with self._lock:
             self.retried += 1
         delay = self.retry_delays_s[min(attempt, len(self.retry_delays_s) - 1)]
-        self._later.call_later(delay, functools.partial(self._submit, self._consume, pq, batch, attempt + 1))
+        self._later.call_later(
+            delay, functools.partial(self._workers.submit, self._consume, pq, batch, attempt + 1)
+        )
 
     # ---- orderly mode --------------------------------------------------------------------
 
     def _schedule_orderly(self, key: Key, pq: ProcessQueue) -> None:
         if pq.acquire():
-            self._submit(self._consume_orderly, key, pq)
+            self._workers.submit(self._consume_orderly, key, pq)
 
     def _drop_cached(self, mq: MessageQueue) -> None:
         """Forget what was pulled of `mq` (its lock was just taken: it is read
@@ -388,12 +367,10 @@ class PushConsumer:
         if not stopped:  # it may have polled messages it has not queued yet: no commit
             log.warning("the dispatcher did not stop in 10 s: closing without a commit")
         deadline = time.monotonic() + self.shutdown_timeout_s
-        with self._inflight_cond:
-            self._inflight_cond.wait_for(lambda: self._inflight == 0, max(0.0, deadline - time.monotonic()))
-            abandoned = self._inflight
+        abandoned = self._workers.wait_idle(max(0.0, deadline - time.monotonic()))
         if abandoned:
             log.warning("abandoning %d batch(es) still running: they will be delivered again", abandoned)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._workers.shutdown()
         self._later.close()
         if self._lock_thread is not None:
             self._lock_thread.join(5)
