@@ -42,6 +42,7 @@ from consumer.membership import Membership
 from consumer.offset_store import OffsetStore
 from consumer.positions import QueuePositions
 from consumer.pull_source import REPLICA_TIMEOUT_S, PullSources, master_address
+from consumer.queue_hooks import QueueHooks
 from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
 from core.errors import InvalidArgumentError, TailraceError
 from core.grpc_status import error_from_rpc
@@ -63,27 +64,6 @@ class ReceivedMessage(Record):
 
     broker_name: str = ""
     served_by: int = -1
-
-
-class QueueHooks:
-    """How a consumer built on this one (consumer/push_consumer.py) steers it
-    per queue; the defaults are the plain pull consumer's behaviour."""
-
-    def paused(self, mq: MessageQueue) -> bool:
-        """No new pull for this queue (flow control)."""
-        return False
-
-    def commit_point(self, mq: MessageQueue, pulled: int) -> int | None:
-        """The offset to commit for a queue pulled up to `pulled`: everything
-        polled, here; the lowest offset not yet processed, for a push consumer;
-        None: do not commit it (an orderly member that does not hold it)."""
-        return pulled
-
-    def revoked(self, mq: MessageQueue) -> None:
-        """The queue is about to be given up (then committed) in a rebalance."""
-
-    def released(self, mq: MessageQueue) -> None:
-        """The queue was given up and its offset committed."""
 
 
 class PullConsumer:

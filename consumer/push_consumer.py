@@ -51,7 +51,8 @@ from consumer.connection import ConnectionPool
 from consumer.consume_pool import ConsumePool
 from consumer.delayed import Delayed
 from consumer.process_queue import ProcessQueue
-from consumer.pull_consumer import PullConsumer, QueueHooks, ReceivedMessage
+from consumer.pull_consumer import PullConsumer, ReceivedMessage
+from consumer.queue_hooks import QueueHooks
 from consumer.queue_locks import QueueLocks
 from consumer.send_back import SendBack
 from core.errors import InvalidArgumentError, InvalidTopicError
