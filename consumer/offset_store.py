@@ -29,23 +29,24 @@ class OffsetStore:
         group: str,
         topic: str,
         start: Literal["first", "last"],
-        master_address: Callable[[MessageQueue], str | None],
+        master_of: Callable[[str], str | None],
         on_commit: Callable[[MessageQueue, int], None] | None = None,
     ) -> None:
-        """`master_address`: the address of a queue's master in the current
-        route, or None; `on_commit`: told of every acknowledged commit."""
+        """`master_of(broker_name)`: the address of a broker group's master in
+        the current route, or None; `on_commit`: told of every acknowledged
+        commit."""
         self.pool = pool
         self.group = group
         self.topic = topic
         self.start = start
-        self.master_address = master_address
+        self.master_of = master_of
         self.on_commit = on_commit
         self.committed: dict[MessageQueue, int] = {}  # last offset stored (or found) per queue
 
     def start_offset(self, mq: MessageQueue) -> int | None:
         """Where this member reads `mq` from: the group's committed offset, else
         the queue's first or last offset; None when that cannot be read now."""
-        address = self.master_address(mq)
+        address = self.master_of(mq.broker_name)
         if address is None:
             return None
         conn = self.pool.get(address)
@@ -87,7 +88,7 @@ class OffsetStore:
             off = commit_point(mq, pulled)
             if off is None or self.committed.get(mq) == off:
                 continue
-            address = self.master_address(mq)
+            address = self.master_of(mq.broker_name)
             if address is None:
                 log.warning("no master for %s: offset %d not committed", mq, off)
                 continue

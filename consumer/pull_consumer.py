@@ -117,7 +117,7 @@ class PullConsumer:
         )
         self.pool = ConnectionPool(timeout_s)
         self.timeout_s = timeout_s
-        self._offsets = OffsetStore(self.pool, group, topic, start, self._master_address, on_commit)
+        self._offsets = OffsetStore(self.pool, group, topic, start, self.master_of, on_commit)
         self._sources = PullSources()  # which broker each queue is pulled from
         self._queues = QueuePositions()  # per assigned queue: position, pull in flight
         self._retry_at: dict[MessageQueue, float] = {}
@@ -215,9 +215,6 @@ class PullConsumer:
         if start is None:
             return False
         return self._queues.move(mq, start)
-
-    def _master_address(self, mq: MessageQueue) -> str | None:
-        return master_address(self._route, mq.broker_name)
 
     # ---- positions and commits ----------------------------------------------------------
 
