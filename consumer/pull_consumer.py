@@ -2,10 +2,13 @@
 
 Composition (after aiokafka's consumer): routes (`consumer/routing.py`), a
 membership heartbeat (`consumer/membership.py`), the averaging allocation
-(`core/route.py`), and a fetcher kept here: one long-poll pull in flight per
-assigned queue (a gRPC future the broker holds until records arrive or the
-wait ends), so queues are read in parallel and an arrival anywhere is seen at
-once. `poll()` returns what has arrived.
+(`core/route.py`), the group's committed offsets (`consumer/offset_store.py`),
+which broker each queue is pulled from (`consumer/pull_source.py`: the
+master, or the slave its last answer suggested), each queue's position and
+pull in flight (`consumer/positions.py`), and a fetcher kept here: one
+long-poll pull in flight per assigned queue (a gRPC future the broker holds
+until records arrive or the wait ends), so queues are read in parallel and
+an arrival anywhere is seen at once. `poll()` returns what has arrived.
 
 Group protocol (client-side, RocketMQ style): every member heartbeats to the
 master of every group that hosts the topic; the first group's reply lists the
@@ -36,6 +39,10 @@ import grpc
 
 from consumer.connection import ConnectionPool
 from consumer.membership import Membership
+from consumer.offset_store import OffsetStore
+from consumer.positions import QueuePositions
+from consumer.pull_source import REPLICA_TIMEOUT_S, PullSources, master_address
+from consumer.queue_hooks import QueueHooks
 from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
 from core.errors import InvalidArgumentError, TailraceError
 from core.grpc_status import error_from_rpc
@@ -48,8 +55,6 @@ from core.subscription import Subscription
 log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = 0.5
 NOT_HELD_BACKOFF_S = 0.2
-REPLICA_TIMEOUT_S = 2.0  # deadline of a pull from a slave (slaves answer at once)
-REPLICA_AVOID_S = 15.0  # a slave that failed a pull is not followed for this long
 
 
 @dataclass(slots=True)
@@ -59,27 +64,6 @@ class ReceivedMessage(Record):
 
     broker_name: str = ""
     served_by: int = -1
-
-
-class QueueHooks:
-    """How a consumer built on this one (consumer/push_consumer.py) steers it
-    per queue; the defaults are the plain pull consumer's behaviour."""
-
-    def paused(self, mq: MessageQueue) -> bool:
-        """No new pull for this queue (flow control)."""
-        return False
-
-    def commit_point(self, mq: MessageQueue, pulled: int) -> int | None:
-        """The offset to commit for a queue pulled up to `pulled`: everything
-        polled, here; the lowest offset not yet processed, for a push consumer;
-        None: do not commit it (an orderly member that does not hold it)."""
-        return pulled
-
-    def revoked(self, mq: MessageQueue) -> None:
-        """The queue is about to be given up (then committed) in a rebalance."""
-
-    def released(self, mq: MessageQueue) -> None:
-        """The queue was given up and its offset committed."""
 
 
 class PullConsumer:
@@ -124,7 +108,6 @@ class PullConsumer:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.auto_commit_s = auto_commit_interval_ms / 1000
-        self.on_commit = on_commit  # told of every acknowledged commit (verification logs)
         self.hooks = hooks or QueueHooks()
         self.rebalance_s = rebalance_interval_ms / 1000
         self.client_id = client_id or f"{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}"
@@ -134,11 +117,9 @@ class PullConsumer:
         )
         self.pool = ConnectionPool(timeout_s)
         self.timeout_s = timeout_s
-        self._lock = threading.Lock()
-        self._positions: dict[MessageQueue, int] = {}
-        self._committed: dict[MessageQueue, int] = {}
-        self._generation: dict[MessageQueue, int] = {}
-        self._inflight: dict[MessageQueue, grpc.Future[pb.PullResponse]] = {}
+        self._offsets = OffsetStore(self.pool, group, topic, start, self.master_of, on_commit)
+        self._sources = PullSources()  # which broker each queue is pulled from
+        self._queues = QueuePositions()  # per assigned queue: position, pull in flight
         self._retry_at: dict[MessageQueue, float] = {}
         self._done: queue.Queue[tuple[MessageQueue, int, grpc.Future[pb.PullResponse]]] = queue.Queue()
         self._closed = False
@@ -151,7 +132,7 @@ class PullConsumer:
                 topic,
                 self.client_id,
                 heartbeat_ms,
-                lambda: {mq.broker_name for mq in list(self._positions)},
+                lambda: {mq.broker_name for mq in list(self._queues.offsets)},
             )
             self._changed: threading.Event = self.membership.changed
         else:
@@ -160,11 +141,6 @@ class PullConsumer:
             self._changed = self.membership.subscribe()
         self._last_rebalance = 0.0
         self._last_commit = time.monotonic()
-        self._pull_from: dict[MessageQueue, int] = {}  # broker id each queue is pulled from
-        self._inflight_from: dict[MessageQueue, int] = {}
-        self._avoid: dict[int, float] = {}  # replica broker id -> ignore suggestions of it until
-        # per queue: (answered by, suggested broker, reason) of the last advice
-        self.last_advice: dict[MessageQueue, tuple[int, int, str]] = {}
         self._failures: dict[MessageQueue, int] = {}
         try:
             self._route: TopicRoute = self.routes.get(topic)
@@ -182,7 +158,7 @@ class PullConsumer:
 
     @property
     def assignment(self) -> list[MessageQueue]:
-        return sorted(self._positions)
+        return sorted(self._queues.offsets)
 
     def rebalance(self) -> None:
         """Recompute this member's queues; commit the ones given up."""
@@ -192,151 +168,90 @@ class PullConsumer:
             log.warning("route refresh for %s failed: %s", self.topic, exc)
         members = self.membership.members  # without us in it (not joined, or dropped): nothing
         mine = set(allocate_average(self._route.read_queues(), members, self.client_id))
-        current = set(self._positions)
+        current = set(self._queues.offsets)
         dropped, added = current - mine, mine - current
         if dropped:
             for mq in dropped:
                 self.hooks.revoked(mq)  # a push consumer stops processing it first
-            gone = {mq: self._positions[mq] for mq in dropped}
-            with self._lock:
-                for mq in dropped:
-                    self._generation[mq] = self._generation.get(mq, 0) + 1
-                    call = self._inflight.pop(mq, None)
-                    if call is not None:
-                        call.cancel()
-                    del self._positions[mq]
+            gone = {mq: self._queues.offsets[mq] for mq in dropped}
+            self._queues.drop(dropped)
             self._commit(gone, raise_errors=False)
             for mq in dropped:
                 self.hooks.released(mq)
         for mq in sorted(added):
-            start = self._start_offset(mq)
+            start = self._offsets.start_offset(mq)
             if start is not None:
-                with self._lock:
-                    self._positions[mq] = start
-                    self._generation.setdefault(mq, 0)
+                self._queues.add(mq, start)
         if dropped or added:
             log.info(
                 "%s: %d members, now %d queues (+%d -%d)",
-                self.client_id, len(members), len(self._positions), len(added), len(dropped),
+                self.client_id, len(members), len(self._queues.offsets), len(added), len(dropped),
             )  # fmt: skip
         self._last_rebalance = time.monotonic()
 
     def master_of(self, broker_name: str) -> str | None:
         """The address of a broker group's master (the last route seen)."""
-        g = self._route.group(broker_name)
-        m = g.master if g is not None else None
-        return m.address if m is not None else None
+        return master_address(self._route, broker_name)
+
+    @property
+    def last_advice(self) -> dict[MessageQueue, tuple[int, int, str]]:
+        """Per queue: (answered by, suggested broker, reason) of the last advice."""
+        return self._sources.last_advice
+
+    @property
+    def _pull_from(self) -> dict[MessageQueue, int]:
+        """The broker id each queue is pulled from (tests look at it)."""
+        return self._sources.pull_from
+
+    @property
+    def on_commit(self) -> Callable[[MessageQueue, int], None] | None:
+        """Told of every acknowledged commit (verification logs)."""
+        return self._offsets.on_commit
 
     def restart_from_committed(self, mq: MessageQueue) -> bool:
         """Read `mq` again from the group's committed offset (orderly: the
         previous owner committed after this member was assigned the queue)."""
-        start = self._start_offset(mq)
+        start = self._offsets.start_offset(mq)
         if start is None:
             return False
-        with self._lock:
-            if mq not in self._positions:
-                return False
-            self._positions[mq] = start
-            self._generation[mq] += 1
-            call = self._inflight.pop(mq, None)
-            if call is not None:
-                call.cancel()
-        return True
-
-    def _master_address(self, mq: MessageQueue) -> str | None:
-        g = self._route.group(mq.broker_name)
-        m = g.master if g is not None else None
-        return m.address if m is not None else None
-
-    def _start_offset(self, mq: MessageQueue) -> int | None:
-        address = self._master_address(mq)
-        if address is None:
-            return None
-        conn = self.pool.get(address)
-        try:
-            r = conn.call(
-                conn.stub.QueryOffset,
-                pb.QueryOffsetRequest(group=self.group, topic=self.topic, queue_id=mq.queue_id),
-            )
-            if r.found:
-                self._committed[mq] = r.offset
-                return int(r.offset)
-            offs = conn.call(conn.stub.GetQueueOffsets, pb.GetQueueOffsetsRequest(topic=self.topic))
-        except TailraceError as exc:
-            log.warning("cannot find the start of %s: %s (will retry)", mq, exc)
-            return None
-        for q in offs.queues:
-            if q.queue_id == mq.queue_id:
-                start = int(q.min_offset if self.start == "first" else q.max_offset)
-                break
-        else:
-            start = 0
-        # nothing to commit until this member moves past it: committing a start
-        # it never read could overwrite what the previous owner commits meanwhile
-        self._committed[mq] = start
-        return start
+        return self._queues.move(mq, start)
 
     # ---- positions and commits ----------------------------------------------------------
 
     def position(self, queue_id: int, broker_name: str | None = None) -> int:
-        for mq, off in self._positions.items():
+        for mq, off in self._queues.offsets.items():
             if mq.queue_id == queue_id and broker_name in (None, mq.broker_name):
                 return off
         raise KeyError(queue_id)
 
     def positions(self) -> dict[int, int]:
         """Positions by queue id (single-group view; see `queue_positions`)."""
-        return {mq.queue_id: off for mq, off in self._positions.items()}
+        return {mq.queue_id: off for mq, off in self._queues.offsets.items()}
 
     def queue_positions(self) -> dict[MessageQueue, int]:
-        return dict(self._positions)
+        return dict(self._queues.offsets)
 
     def seek(self, queue_id: int, offset: int, broker_name: str | None = None) -> None:
         """Read a queue from `offset` on (a pull in flight is discarded)."""
         if not 0 <= offset < 1 << 64:
             raise InvalidArgumentError(f"offset must be in 0..2^64-1, got {offset}")
-        with self._lock:
-            for mq in list(self._positions):
-                if mq.queue_id == queue_id and broker_name in (None, mq.broker_name):
-                    self._positions[mq] = offset
-                    self._generation[mq] += 1
-                    call = self._inflight.pop(mq, None)
-                    if call is not None:
-                        call.cancel()
+        self._queues.move_where(
+            lambda mq: mq.queue_id == queue_id and broker_name in (None, mq.broker_name), offset
+        )
 
     def commit(self, positions: dict[int, int] | None = None) -> None:
         """Store the group's offsets (default: everything polled so far)."""
         if positions is None:
-            self._commit(dict(self._positions))
+            self._commit(dict(self._queues.offsets))
         else:
-            self._commit({mq: positions[mq.queue_id] for mq in self._positions if mq.queue_id in positions})
+            self._commit(
+                {mq: positions[mq.queue_id] for mq in self._queues.offsets if mq.queue_id in positions}
+            )
 
     def _commit(self, positions: dict[MessageQueue, int], raise_errors: bool = True) -> None:
-        """Commit each queue on its own: one failing broker does not keep the
-        others' offsets from being stored. The first error is raised at the end
-        (or only logged, with `raise_errors=False`)."""
-        first: TailraceError | None = None
-        for mq, pulled in positions.items():
-            off = self.hooks.commit_point(mq, pulled)
-            if off is None or self._committed.get(mq) == off:
-                continue
-            address = self._master_address(mq)
-            if address is None:
-                log.warning("no master for %s: offset %d not committed", mq, off)
-                continue
-            conn = self.pool.get(address)
-            req = pb.CommitOffsetRequest(group=self.group, topic=self.topic, queue_id=mq.queue_id, offset=off)
-            try:
-                conn.call(conn.stub.CommitOffset, req)
-            except TailraceError as exc:
-                log.warning("commit of %s at %d failed: %s", mq, off, exc)
-                first = first or exc
-                continue
-            self._committed[mq] = off
-            if self.on_commit is not None:
-                self.on_commit(mq, off)
-        if first is not None and raise_errors:
-            raise first
+        """Commit each queue on its own (see `OffsetStore.commit`), at the
+        offsets the hooks say."""
+        self._offsets.commit(positions, self.hooks.commit_point, raise_errors)
 
     # ---- polling -----------------------------------------------------------------------
 
@@ -382,17 +297,17 @@ class PullConsumer:
 
     def _issue_pulls(self, skip: set[MessageQueue] | None = None) -> None:
         now = time.monotonic()
-        with self._lock:
-            for mq, offset in self._positions.items():
-                if mq in self._inflight or self._retry_at.get(mq, 0) > now or self.hooks.paused(mq):
+        with self._queues.lock:  # held while pulls go out: nothing moves a position meanwhile
+            for mq, offset in self._queues.offsets.items():
+                if self._queues.pulling(mq) or self._retry_at.get(mq, 0) > now or self.hooks.paused(mq):
                     continue
                 if skip and mq in skip:
                     continue
-                bid, address = self._pull_address(mq)
+                bid, address = self._sources.address(mq, self._route)
                 if address is None:
                     self._retry_at[mq] = now + RETRY_BACKOFF_S
                     continue
-                self._inflight_from[mq] = bid
+                self._sources.issued(mq, bid)
                 req = pb.PullRequest(
                     group=self.group,
                     topic=self.topic,
@@ -408,51 +323,22 @@ class PullConsumer:
                     self.long_poll_ms / 1000 + self.timeout_s if bid == MASTER_ID else REPLICA_TIMEOUT_S
                 )
                 call = self.pool.get(address).stub.Pull.future(req, timeout=deadline)
-                gen = self._generation[mq]
-                self._inflight[mq] = call
+                gen = self._queues.issued(mq, call)
                 call.add_done_callback(lambda f, mq=mq, gen=gen: self._done.put((mq, gen, f)))
-
-    def _pull_address(self, mq: MessageQueue) -> tuple[int, str | None]:
-        """(broker id, address) this queue is pulled from: the broker the last
-        answer suggested, while the route still lists it alive; else the master."""
-        bid = self._pull_from.get(mq, MASTER_ID)
-        if bid != MASTER_ID:
-            g = self._route.group(mq.broker_name)
-            for b in g.brokers if g is not None else ():
-                if b.broker_id == bid and b.alive:
-                    return bid, b.address
-            self._pull_from[mq] = MASTER_ID
-        return MASTER_ID, self._master_address(mq)
-
-    def _follow(self, mq: MessageQueue, suggested: int) -> bool:
-        """Pull `mq` from `suggested` next (if the route knows it); True if it changed."""
-        if suggested < 0 or suggested == self._pull_from.get(mq, MASTER_ID):
-            return False
-        if self._avoid.get(suggested, 0.0) > time.monotonic():
-            return False  # it failed us a moment ago: the master serves meanwhile
-        g = self._route.group(mq.broker_name)
-        if suggested != MASTER_ID and (g is None or not any(b.broker_id == suggested for b in g.brokers)):
-            return False  # a broker this route does not list yet: stay
-        self._pull_from[mq] = suggested
-        return True
 
     def _complete(
         self, mq: MessageQueue, gen: int, call: grpc.Future[pb.PullResponse]
     ) -> list[ReceivedMessage]:
-        with self._lock:
-            if self._inflight.get(mq) is call:
-                del self._inflight[mq]
-            if gen != self._generation.get(mq) or call.cancelled() or mq not in self._positions:
-                return []
-        pulled_from = self._inflight_from.get(mq, MASTER_ID)
+        if not self._queues.answered(mq, gen, call):
+            return []
+        pulled_from = self._sources.issued_to(mq)
         try:
             resp: pb.PullResponse = call.result()
         except grpc.RpcError as exc:
             err = error_from_rpc(exc)
             if pulled_from != MASTER_ID:  # a replica failed: back to the master at once
                 log.warning("pull %s from broker %d failed: %s; back to the master", mq, pulled_from, err)
-                self._pull_from[mq] = MASTER_ID
-                self._avoid[pulled_from] = time.monotonic() + REPLICA_AVOID_S
+                self._sources.replica_failed(mq, pulled_from)
                 self._changed.set()  # refreshes the route
                 return []
             fails = self._failures[mq] = self._failures.get(mq, 0) + 1
@@ -465,12 +351,9 @@ class PullConsumer:
             return []
         self._failures.pop(mq, None)
         status = resp.status
-        switched = self._follow(mq, resp.suggested_broker_id)
-        if resp.suggested_broker_id >= 0:
-            self.last_advice[mq] = (resp.served_by, resp.suggested_broker_id, resp.suggestion_reason)
+        switched = self._sources.advised(mq, resp, self._route)
         if status == pb.RETRY_ELSEWHERE:  # this replica cannot serve the offset yet
-            if not switched:
-                self._pull_from[mq] = MASTER_ID
+            self._sources.retry_elsewhere(mq, switched)
             return []
         if status == pb.FOUND:
             self.served_by[resp.served_by] += resp.count
@@ -478,9 +361,7 @@ class PullConsumer:
             for r in records:
                 r.broker_name = mq.broker_name
                 r.served_by = resp.served_by
-            with self._lock:
-                if gen == self._generation.get(mq):
-                    self._positions[mq] = resp.next_queue_offset
+            self._queues.advance(mq, gen, resp.next_queue_offset)
             if self.subscription.tags is None:
                 return records
             return [r for r in records if self.subscription.matches(r.tags)]
@@ -492,11 +373,9 @@ class PullConsumer:
             if status != pb.NO_MATCHED_MSG:
                 log.warning(
                     "%s: offset %d is %s; moving to %d",
-                    mq, self._positions.get(mq), pb.PullStatus.Name(status), resp.next_queue_offset,
+                    mq, self._queues.offsets.get(mq), pb.PullStatus.Name(status), resp.next_queue_offset,
                 )  # fmt: skip
-            with self._lock:
-                if gen == self._generation.get(mq):
-                    self._positions[mq] = resp.next_queue_offset
+            self._queues.advance(mq, gen, resp.next_queue_offset)
         return []
 
     def close(self, commit: bool = True) -> None:
@@ -506,14 +385,10 @@ class PullConsumer:
         self._closed = True
         if self._owns_membership:
             self.membership.stop()
-        with self._lock:
-            calls = list(self._inflight.values())
-            self._inflight.clear()
-        for c in calls:
-            c.cancel()
+        self._queues.cancel_all()
         try:
             if commit:
-                self._commit(dict(self._positions))
+                self._commit(dict(self._queues.offsets))
         finally:
             if self._owns_membership:
                 self.membership.leave()

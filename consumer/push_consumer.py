@@ -3,9 +3,9 @@
 The Tailrace counterpart of RocketMQ's DefaultMQPushConsumer. One thread
 polls a `PullConsumer` (group membership, rebalancing, long polls, the
 suggest-pull-from-slave advice) and hands the messages to a pool of
-`consume_threads`, `batch_size` messages per `handler(messages)` call. The
-handler returns `ConsumeStatus.SUCCESS` (or None) or `RETRY_LATER`; raising
-counts as `RETRY_LATER`.
+`consume_threads` (`consumer/consume_pool.py`), `batch_size` messages per
+`handler(messages)` call. The handler returns `ConsumeStatus.SUCCESS` (or
+None) or `RETRY_LATER`; raising counts as `RETRY_LATER`.
 
 - **Safe commits**: each queue's messages wait in a `ProcessQueue` until
   processed; the committed offset is the lowest one not processed yet, so a
@@ -18,18 +18,20 @@ counts as `RETRY_LATER`.
 - **Orderly mode** (`orderly=True`): one thread at a time per queue, in
   offset order; a failed batch is retried in place after `retry_backoff_s`.
   A queue is pulled and processed only while this member holds its lock on
-  the master (`LockQueues`, a lease renewed every `lock_lease_ms`/4); on
-  taking a lock it reads from the group's committed offset. A queue given up
-  in a rebalance is committed after its thread stopped, then unlocked: the
-  next owner starts exactly there, and never while the old one processes.
+  the master (`LockQueues`, a lease renewed every `lock_lease_ms`/4, kept by
+  `consumer/queue_locks.py`); on taking a lock it reads from the group's
+  committed offset. A queue given up in a rebalance is committed after its
+  thread stopped, then unlocked: the next owner starts exactly there, and
+  never while the old one processes.
 - **Failures** (concurrent mode): each message of a failed batch is handed
   back to its broker (`SendBack`), which redelivers it through the group's
   retry topic `%RETRY%<group>` after the next delay level (the broker's
   `retry_delays`), counting attempts in its `RECONSUME_TIMES` property, and
   after `max_reconsume` attempts stores it in `%DLQ%<group>`. This consumer
-  reads the retry topic beside its own. A message the broker cannot take
-  back (or every failure, with `send_back=False`) is retried in this process
-  after `retry_delays_s`, holding the commit point until it succeeds.
+  reads the retry topic beside its own (both in `consumer/send_back.py`). A
+  message the broker cannot take back (or every failure, with
+  `send_back=False`) is retried in this process after `retry_delays_s`,
+  holding the commit point until it succeeds.
 - **Shutdown** (`close`): stop pulling, let in-flight batches finish for up
   to `shutdown_timeout_s` (the rest are abandoned, so not committed), commit,
   leave the group.
@@ -37,22 +39,23 @@ counts as `RETRY_LATER`.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from consumer.connection import ConnectionPool
+from consumer.consume_pool import ConsumePool
 from consumer.delayed import Delayed
 from consumer.process_queue import ProcessQueue
-from consumer.pull_consumer import PullConsumer, QueueHooks, ReceivedMessage
-from core.errors import InvalidArgumentError, InvalidTopicError, TailraceError, UnknownTopicError
-from core.pb.tailrace.v1 import broker_pb2 as pb
+from consumer.pull_consumer import PullConsumer, ReceivedMessage
+from consumer.queue_hooks import QueueHooks
+from consumer.queue_locks import QueueLocks
+from consumer.send_back import SendBack
+from core.errors import InvalidArgumentError, InvalidTopicError
 from core.record import validate_topic
 from core.retry import retry_topic
 from core.route import MessageQueue
@@ -68,7 +71,6 @@ class ConsumeStatus(enum.Enum):
 
 Handler = Callable[[list[ReceivedMessage]], "ConsumeStatus | None"]
 Key = tuple[str, MessageQueue]  # (topic, queue): the group's topic and its retry topic
-RETRY_TOPIC_CHECK_S = 2.0
 
 
 class _TopicHooks(QueueHooks):
@@ -92,14 +94,6 @@ class _TopicHooks(QueueHooks):
 
 
 DEFAULT_RETRY_DELAYS_S = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0)
-
-
-def _by_group(mqs: list[MessageQueue]) -> dict[str, list[MessageQueue]]:
-    """Queues by broker group (lock calls go to each group's master)."""
-    out: dict[str, list[MessageQueue]] = {}
-    for mq in mqs:
-        out.setdefault(mq.broker_name, []).append(mq)
-    return out
 
 
 class PushConsumer:
@@ -157,9 +151,6 @@ class PushConsumer:
                 validate_topic(retry_topic(group))
             except InvalidTopicError as exc:
                 raise InvalidArgumentError(f"group {group!r} is too long for its retry topic: {exc}") from exc
-        self._locked: dict[MessageQueue, float] = {}  # orderly: held locks, valid until (monotonic)
-        self._draining: dict[MessageQueue, ProcessQueue] = {}  # given up, a handler still running
-        self._lock_calls = threading.Lock()
         self.group = group
         self._make_pull = functools.partial(
             PullConsumer,
@@ -174,40 +165,39 @@ class PushConsumer:
             on_commit=on_commit,
             client_id=client_id,
         )
-        self.retry: PullConsumer | None = None  # the retry topic's consumer, once routed
-        self._retry_next = 0.0
-        self.sent_back = 0
         self.retry_backoff_s = retry_backoff_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self._queues: dict[Key, ProcessQueue] = {}
         self._revoked: dict[Key, ProcessQueue] = {}  # until their commit
         self._lock = threading.Lock()
-        self._inflight = 0
-        self._inflight_cond = threading.Condition(self._lock)
         self._stop = threading.Event()
         self.consumed = 0  # messages processed with SUCCESS
         self.retried = 0  # batches handed back for a retry
-        self._executor = ThreadPoolExecutor(max_workers=consume_threads, thread_name_prefix="consume")
+        self._workers = ConsumePool(consume_threads)
         self._later = Delayed("local-retries")
         self.pull = self._make_pull(topic, subscription, hooks=_TopicHooks(self, topic))
+        # orderly: the queues' locks (built before the dispatcher polls: the hooks ask it)
+        self._locks = QueueLocks(self.pull, group, lock_lease_ms, self._stop, self._drop_cached)
+        # concurrent mode: failed messages back to the brokers, and the retry topic read
+        self._retries = SendBack(self.pull, group, max_reconsume, self._open_retry_consumer)
         self._thread = threading.Thread(target=self._run, name="push-dispatch", daemon=True)
         self._thread.start()
         self._lock_thread: threading.Thread | None = None
         if orderly:
-            self._lock_thread = threading.Thread(target=self._keep_locks, name="queue-locks", daemon=True)
+            self._lock_thread = threading.Thread(target=self._locks.keep, name="queue-locks", daemon=True)
             self._lock_thread.start()
 
     # ---- what the pull consumers' hooks ask ---------------------------------------------
 
     def paused(self, key: Key) -> bool:
-        if self.orderly and not self._holds(key[1]):
+        if self.orderly and not self._locks.holds(key[1]):
             return True  # orderly: no lock, no pulls
         pq = self._queues.get(key)
         return pq is not None and pq.over(self.max_cached_messages, self.max_cached_bytes, self.max_span)
 
     def commit_point(self, key: Key, pulled: int) -> int | None:
         pq = self._queues.get(key) or self._revoked.get(key)
-        if self.orderly and not self._holds(key[1]) and key not in self._revoked:
+        if self.orderly and not self._locks.holds(key[1]) and key not in self._revoked:
             return None  # not ours to commit: its owner (or the lock) is elsewhere
         return pulled if pq is None else pq.commit_point(pulled)
 
@@ -224,16 +214,8 @@ class PushConsumer:
     def released(self, key: Key) -> None:
         with self._lock:
             pq = self._revoked.pop(key, None)
-        if not self.orderly:
-            return
-        if pq is not None and pq.busy:
-            # its handler outlived the revoke wait: keep the lock (renewed) until
-            # it returns, so the next owner never runs beside it
-            log.warning("%s: a handler is still running; the lock is kept until it returns", key[1])
-            self._draining[key[1]] = pq
-            return
-        self._locked.pop(key[1], None)  # committed: the next owner may start from there
-        self._unlock([key[1]])
+        if self.orderly:
+            self._locks.release(key[1], pq)
 
     # ---- dispatch ----------------------------------------------------------------------
 
@@ -243,7 +225,7 @@ class PushConsumer:
             if self.send_back and not self.orderly:
                 try:
                     if self.retry is None:
-                        self._open_retry()
+                        self._retries.open()
                 except Exception:
                     log.exception("opening the retry topic failed (trying again)")
                 if self.retry is not None:
@@ -274,51 +256,14 @@ class PushConsumer:
                 self._schedule_orderly(key, pq)
             else:
                 for i in range(0, len(msgs), self.batch_size):
-                    self._submit(self._consume, pq, msgs[i : i + self.batch_size], 0)
+                    self._workers.submit(self._consume, pq, msgs[i : i + self.batch_size], 0)
 
-    def _open_retry(self) -> None:
-        """Create the group's retry topic on each master and read it too (the
-        routes list it from the brokers' next registration: tried again)."""
-        now = time.monotonic()
-        if now < self._retry_next:
-            return
-        self._retry_next = now + RETRY_TOPIC_CHECK_S
-        topic = retry_topic(self.group)
-        for name in {mq.broker_name for mq in self.pull.assignment}:  # only brokers it reads from
-            address = self.pull.master_of(name)
-            if address is None:
-                continue
-            conn = self.pull.pool.get(address)
-            try:
-                conn.call(conn.stub.CreateTopic, pb.CreateTopicRequest(topic=topic, queues=1))
-            except TailraceError as exc:
-                log.debug("creating %s on %s: %s", topic, address, exc)
-        with contextlib.suppress(UnknownTopicError):  # not routed yet
-            # always from the first offset: what was sent back must all come back
-            self.retry = self._make_pull(
-                topic, "*", start="first", hooks=_TopicHooks(self, topic), members_of=self.pull
-            )
-
-    def _submit(self, fn: Callable[..., None], *args: object) -> None:
-        with self._lock:
-            self._inflight += 1
-        try:
-            self._executor.submit(self._tracked, fn, *args)
-        except RuntimeError:  # shut down meanwhile
-            self._finished()
-
-    def _tracked(self, fn: Callable[..., None], *args: object) -> None:
-        try:
-            fn(*args)
-        except Exception:  # a future would swallow it: the batch stays pending, say so
-            log.exception("processing task failed")
-        finally:
-            self._finished()
-
-    def _finished(self) -> None:
-        with self._lock:
-            self._inflight -= 1
-            self._inflight_cond.notify_all()
+    def _open_retry_consumer(self, topic: str) -> PullConsumer:
+        """The retry topic's consumer: always from the first offset, since
+        what was sent back must all come back."""
+        return self._make_pull(
+            topic, "*", start="first", hooks=_TopicHooks(self, topic), members_of=self.pull
+        )
 
     def _call(self, batch: list[ReceivedMessage]) -> bool:
         try:
@@ -341,7 +286,7 @@ class PushConsumer:
         if self.send_back:
             kept = []
             for m in batch:
-                if self._send_back(m):
+                if self._retries.send(m):
                     pq.done([m.queue_offset])
                 else:
                     kept.append(m)
@@ -351,122 +296,28 @@ class PushConsumer:
         with self._lock:
             self.retried += 1
         delay = self.retry_delays_s[min(attempt, len(self.retry_delays_s) - 1)]
-        self._later.call_later(delay, functools.partial(self._submit, self._consume, pq, batch, attempt + 1))
-
-    def _send_back(self, m: ReceivedMessage) -> bool:
-        """Hand a failed message back to its broker group's master."""
-        address = self.pull.master_of(m.broker_name)
-        if address is None:
-            return False
-        conn = self.pull.pool.get(address)
-        req = pb.SendBackRequest(
-            group=self.group,
-            topic=m.topic,
-            message=pb.Message(body=m.body, tags=m.tags, keys=m.keys, properties=m.properties),
-            max_reconsume=self.max_reconsume,
+        self._later.call_later(
+            delay, functools.partial(self._workers.submit, self._consume, pq, batch, attempt + 1)
         )
-        try:
-            conn.call(conn.stub.SendBack, req)
-        except TailraceError as exc:
-            log.warning("sending back %s/%d@%d failed: %s", m.topic, m.queue_id, m.queue_offset, exc)
-            return False
-        with self._lock:
-            self.sent_back += 1
-        return True
 
     # ---- orderly mode --------------------------------------------------------------------
 
     def _schedule_orderly(self, key: Key, pq: ProcessQueue) -> None:
         if pq.acquire():
-            self._submit(self._consume_orderly, key, pq)
+            self._workers.submit(self._consume_orderly, key, pq)
 
-    # ---- orderly mode: queue locks ---------------------------------------------------------
-
-    def _holds(self, mq: MessageQueue) -> bool:
-        return self._locked.get(mq, 0.0) > time.monotonic()
-
-    def _keep_locks(self) -> None:
-        """Take and renew the assigned queues' locks: every lease/4, or every
-        0.2 s while some assigned queue is not held (its owner is handing over)."""
-        while not self._stop.is_set():
-            try:
-                self._lock_round()
-            except Exception:
-                log.exception("queue lock renewal failed")
-            all_held = all(self._holds(mq) for mq in self.pull.assignment)
-            self._stop.wait(self.lock_lease_ms / 4000 if all_held else 0.2)
-
-    def _lock_round(self) -> None:
-        with self._lock_calls:  # never interleaved with an unlock (a late grant would re-lock)
-            self._lock_round_locked()
-
-    def _lock_round_locked(self) -> None:
-        for mq, pq in list(self._draining.items()):  # a late handler returned: hand the queue over
-            if not pq.busy:
-                del self._draining[mq]
-                self._locked.pop(mq, None)
-                self._unlock_locked([mq])
-        for name, mqs in _by_group([*self.pull.assignment, *self._draining]).items():
-            address = self.pull.master_of(name)
-            if address is None:
-                continue
-            conn = self.pull.pool.get(address)
-            sent = time.monotonic()
-            req = pb.LockQueuesRequest(
-                group=self.group, topic=self.pull.topic, client_id=self.pull.client_id,
-                queue_ids=[mq.queue_id for mq in mqs], lease_ms=self.lock_lease_ms,
-            )  # fmt: skip
-            try:
-                got = set(conn.call(conn.stub.LockQueues, req).locked)
-            except TailraceError as exc:
-                log.warning("locking queues on %s: %s", address, exc)
-                continue
-            assigned = set(self.pull.assignment)
-            for mq in mqs:
-                if mq in self._draining:
-                    if mq.queue_id in got:
-                        self._locked[mq] = sent + 0.75 * self.lock_lease_ms / 1000
-                elif mq.queue_id in got and mq not in assigned:  # given up meanwhile: let it go
-                    self._unlock_locked([mq])
-                elif mq.queue_id in got:
-                    if not self._holds(mq):
-                        # a fresh lock (or one that lapsed): drop what was cached
-                        # and read from the group's commit (the queue is paused
-                        # until held, so no pull races this)
-                        self._drop_cached((self.pull.topic, mq))
-                        if not self.pull.restart_from_committed(mq):
-                            continue  # its commit cannot be read yet: next round
-                    self._locked[mq] = sent + 0.75 * self.lock_lease_ms / 1000
-                else:
-                    self._locked.pop(mq, None)
-
-    def _drop_cached(self, key: Key) -> None:
+    def _drop_cached(self, mq: MessageQueue) -> None:
+        """Forget what was pulled of `mq` (its lock was just taken: it is read
+        again from the group's commit)."""
         with self._lock:
-            pq = self._queues.pop(key, None)
+            pq = self._queues.pop((self.pull.topic, mq), None)
         if pq is not None:
             pq.dropped = True
             pq.wait_idle(self.shutdown_timeout_s)
 
-    def _unlock(self, mqs: list[MessageQueue], pool: ConnectionPool | None = None) -> None:
-        with self._lock_calls:
-            self._unlock_locked(mqs, pool)
-
-    def _unlock_locked(self, mqs: list[MessageQueue], pool: ConnectionPool | None = None) -> None:
-        for name, group_mqs in _by_group(mqs).items():
-            address = self.pull.master_of(name)
-            if address is None:
-                continue
-            conn = (pool or self.pull.pool).get(address)
-            req = pb.LockQueuesRequest(group=self.group, topic=self.pull.topic, client_id=self.pull.client_id,
-                                       queue_ids=[mq.queue_id for mq in group_mqs])  # fmt: skip
-            try:
-                conn.call(conn.stub.UnlockQueues, req)
-            except TailraceError as exc:  # the lease frees it anyway
-                log.warning("unlocking queues on %s: %s", address, exc)
-
     def _consume_orderly(self, key: Key, pq: ProcessQueue) -> None:
         try:
-            while not pq.dropped and not self._stop.is_set() and self._holds(key[1]):
+            while not pq.dropped and not self._stop.is_set() and self._locks.holds(key[1]):
                 batch = pq.take(self.batch_size)
                 if not batch:
                     break
@@ -481,7 +332,7 @@ class PushConsumer:
                     if self._stop.wait(self.retry_backoff_s):
                         break
         finally:
-            if pq.release() and self._holds(key[1]) and not self._stop.is_set():
+            if pq.release() and self._locks.holds(key[1]) and not self._stop.is_set():
                 self._schedule_orderly(key, pq)  # messages arrived meanwhile
 
     # ---- status and shutdown ---------------------------------------------------------------
@@ -496,6 +347,16 @@ class PushConsumer:
     def assignment(self) -> list[MessageQueue]:
         return self.pull.assignment
 
+    @property
+    def retry(self) -> PullConsumer | None:
+        """The retry topic's consumer, once routed."""
+        return self._retries.consumer
+
+    @property
+    def sent_back(self) -> int:
+        """Messages the brokers took back for a retry."""
+        return self._retries.sent_back
+
     def close(self) -> None:
         """Stop pulling, finish (or after `shutdown_timeout_s` abandon) the
         batches in flight, commit what was processed, leave the group."""
@@ -507,27 +368,25 @@ class PushConsumer:
         if not stopped:  # it may have polled messages it has not queued yet: no commit
             log.warning("the dispatcher did not stop in 10 s: closing without a commit")
         deadline = time.monotonic() + self.shutdown_timeout_s
-        with self._inflight_cond:
-            self._inflight_cond.wait_for(lambda: self._inflight == 0, max(0.0, deadline - time.monotonic()))
-            abandoned = self._inflight
+        abandoned = self._workers.wait_idle(max(0.0, deadline - time.monotonic()))
         if abandoned:
             log.warning("abandoning %d batch(es) still running: they will be delivered again", abandoned)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._workers.shutdown()
         self._later.close()
         if self._lock_thread is not None:
             self._lock_thread.join(5)
             try:
-                self._lock_round()  # renewed just before the final commit (only holders commit)
+                self._locks.round()  # renewed just before the final commit (only holders commit)
             except Exception:
                 log.exception("renewing queue locks before the final commit failed")
         if self.retry is not None:
             self.retry.close(commit=stopped)
-        held = list(self._locked)
+        held = self._locks.held()
         self.pull.close(commit=stopped)
         if held:  # committed: release them for the next owner
             pool = ConnectionPool(5.0)  # the pull consumer's own pool is closed now
             try:
-                self._unlock(held, pool)
+                self._locks.unlock(held, pool)
             finally:
                 pool.close()
 
