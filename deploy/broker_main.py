@@ -21,12 +21,12 @@ from typing import Any
 from core.broker_config import BrokerConfig, documented_keys, load_broker_config, parse_address
 from core.epochs import EpochFile
 from core.errors import ConfigError, TailraceError
+from core.fileutil import atomic_write
 from core.grpc_server import build_server, set_serving
 from core.offsets import ConsumerOffsets
 from core.pb.tailrace.v1 import broker_pb2_grpc, replication_pb2_grpc
 from core.registration import Registrar
 from core.store import MessageStore
-from core.store.checkpoint import atomic_write
 from master.controller_link import ControllerLink
 from master.replication_service import ReplicationService
 from master.scheduler import Scheduler

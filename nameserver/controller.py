@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import BrokerUnavailableError, InvalidArgumentError
-from core.store.checkpoint import atomic_write
+from core.fileutil import atomic_write
 
 log = logging.getLogger(__name__)
 STATE_FILE = "controller.json"
