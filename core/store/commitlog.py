@@ -32,8 +32,10 @@ from core.record import (
     HEADER_SIZE,
     PREFIX,
     RECORD_MAGIC,
+    Entry,
     RecordHeader,
-    check_record,
+    check_marker,
+    record_headers,
 )
 from core.store.allocator import SegmentAllocator, segment_name
 from core.store.mapped import MappedFile
@@ -48,10 +50,6 @@ ZERO_CHUNK = bytes(1 << 20)
 # (topic, meta block (record bytes 56.. before the body), body, queue id,
 #  flags, born ms, record size, tag hash)
 Prepared = tuple[str, bytes, bytes, int, int, int, int, int]
-
-# What dispatch needs of a record: (topic, queue id, queue offset, physical
-# offset, size, tag hash).
-Entry = tuple[str, int, int, int, int, int]
 
 
 def last_nonzero(view: memoryview, start: int, end: int) -> int:
@@ -70,8 +68,13 @@ def last_nonzero(view: memoryview, start: int, end: int) -> int:
 class LogScan:
     """Walks records from an offset, validating each; stops at the first bad one.
 
+    Records are checked with core.record.frames (the checks every
+    decoder shares), including the offset each claims and the room for its
+    segment's end marker; markers with core.record.check_marker.
+
     After iteration, `end` is the offset just past the last valid record (or
-    marker) and `error` says why the walk stopped early (None at a clean end).
+    marker), `failure` the CorruptRecordError that stopped the walk early and
+    `error` its message (both None at a clean end).
     """
 
     def __init__(self, log: CommitLog, start: int, limit: int | None = None) -> None:
@@ -79,44 +82,43 @@ class LogScan:
         self.start = start
         self.end = start
         self.limit = limit
-        self.error: str | None = None
+        self.failure: CorruptRecordError | None = None
+
+    @property
+    def error(self) -> str | None:
+        return None if self.failure is None else str(self.failure)
 
     def __iter__(self) -> Iterator[RecordHeader]:
         clog = self._log
         seg_bytes = clog.segment_bytes
+        room = seg_bytes - BLANK_MIN
         pos = self.start
         limit = self.limit
-        while limit is None or pos < limit:
-            seg = clog.segment_for(pos)
-            if seg is None:
-                break
-            seg_start = pos - pos % seg_bytes
-            rel = pos - seg_start
-            view = seg.view
-            if rel + BLANK_MIN > seg_bytes:
-                self.error = f"offset {pos} leaves no room for a record in its segment"
-                break
-            total, magic = PREFIX.unpack_from(view, rel)
-            if total == 0 and magic == 0:
-                break  # the zeroed tail: end of log
-            if magic == BLANK_MAGIC:
-                if total != seg_bytes - rel:
-                    self.error = f"end marker at {pos} has size {total}, expected {seg_bytes - rel}"
+        try:
+            while limit is None or pos < limit:
+                seg = clog.segment_for(pos)
+                if seg is None:
                     break
-                pos = seg_start + seg_bytes
-                self.end = pos
-                continue
-            try:
-                hdr = check_record(view, rel, seg_bytes - BLANK_MIN)
-            except CorruptRecordError as exc:
-                self.error = str(exc)
-                break
-            if hdr.physical_offset != pos:
-                self.error = f"record at {pos} claims offset {hdr.physical_offset}"
-                break
-            pos += hdr.size
-            self.end = pos
-            yield hdr
+                seg_start = pos - pos % seg_bytes
+                view = seg.view
+                walk = record_headers(
+                    view, pos - seg_start, seg_bytes, base=seg_start, room=room, until_blank=True
+                )
+                for hdr in walk:
+                    pos += hdr.size
+                    self.end = pos
+                    yield hdr
+                    if limit is not None and pos >= limit:
+                        return
+                rel = pos - seg_start  # the walk stopped at a blank: the log's end or a marker
+                if rel + BLANK_MIN > seg_bytes:
+                    raise CorruptRecordError(f"offset {pos} leaves no room for a record in its segment")
+                total, magic = PREFIX.unpack_from(view, rel)
+                if total == 0 and magic == 0:
+                    break  # the zeroed tail: end of log
+                pos = self.end = check_marker(total, pos, seg_bytes)
+        except CorruptRecordError as exc:
+            self.failure = exc
 
 
 class CommitLog:
