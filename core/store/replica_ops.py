@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from core.store.commitlog import CommitLog
     from core.store.config import StoreConfig
     from core.store.consumequeue import ConsumeQueueSet
-    from core.store.topics import TopicTable
+    from core.store.encoder import BatchEncoder
 
 log = logging.getLogger("core.store.store")
 
@@ -34,8 +34,7 @@ class ReplicaOps:
         config: StoreConfig
         commitlog: CommitLog
         cqs: ConsumeQueueSet
-        topics: TopicTable
-        _topic_info: dict[str, tuple[bytes, int]]
+        _encoder: BatchEncoder
         _lock: threading.Lock
         _ckpt_lock: threading.RLock
         _closed: bool
@@ -81,10 +80,7 @@ class ReplicaOps:
             # topics come from system records; a slave that started at its master's
             # oldest retained segment may have missed one: cover what the records use
             for topic, qid in nexts:
-                count = self.topics.queue_count(topic) or 0
-                if qid >= count:
-                    self.topics.create(topic, qid + 1)
-                    self._topic_info.pop(topic, None)
+                self._encoder.ensure_queues(topic, qid + 1)
             self.commitlog.append_raw(offset, data, chunk.new_end)
             cqs.dispatch(entries, publish=False)
             self.commitlog.publish(chunk.new_end)
