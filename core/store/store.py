@@ -16,7 +16,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -43,6 +43,7 @@ from core.store.config import StoreConfig
 from core.store.consumequeue import ConsumeQueueSet
 from core.store.encoder import BatchEncoder
 from core.store.flush import GroupCommit, PeriodicService
+from core.store.publish import Listener, Publisher, QueueKey
 from core.store.recovery import RecoveryReport, recover
 from core.store.replica_ops import ReplicaOps
 from core.store.system import Handler, SystemRecords, decode_system, encode_system
@@ -72,7 +73,12 @@ class ReadResult:
     next_physical_offset: int
 
 
-class MessageStore(ReplicaOps):
+class MessageStore:
+    """The storage engine's façade. Its parts, one job each: BatchEncoder
+    (validating and encoding append batches), Publisher (the write lock and
+    the publish step both append paths end with), ReplicaOps (the
+    replication paths), SystemRecords (applying system records)."""
+
     def __init__(
         self,
         data_dir: Path | str,
@@ -86,10 +92,7 @@ class MessageStore(ReplicaOps):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self._disk_used_ratio = disk_used_ratio or self._measure_disk
-        self._lock = threading.Lock()
         self._ckpt_lock = threading.RLock()
-        self._closed = False
-        self._listeners: list[Callable[[Iterable[tuple[str, int]]], None]] = []
         self._system = SystemRecords()
         self._system.add_handler("topic", self._apply_topic)
         self._dirlock = DirLock(self.data_dir)
@@ -112,6 +115,15 @@ class MessageStore(ReplicaOps):
         except BaseException:
             self._dirlock.release()
             raise
+        self._writer = Publisher(self.commitlog, self.cqs, self._system.apply)
+        self._replica = ReplicaOps(
+            self.commitlog,
+            self.cqs,
+            self._writer,
+            self._ckpt_lock,
+            self._checkpoint_locked,
+            self._encoder.ensure_queues,
+        )
         self._group = GroupCommit(self.commitlog) if config.flush == "sync" else None
         self._service = PeriodicService(
             "store-service",
@@ -121,6 +133,16 @@ class MessageStore(ReplicaOps):
                 (config.retention_interval_ms / 1000, self._retention_tick),
             ],
         )
+
+    @property
+    def _closed(self) -> bool:
+        """Whether the store is closed: set once by close() (tests' kill -9
+        stand-in, tests/helpers/store_tools.abandon, sets it too)."""
+        return self._writer.closed
+
+    @_closed.setter
+    def _closed(self, value: bool) -> None:
+        self._writer.closed = value
 
     # ---- topics -------------------------------------------------------------
 
@@ -143,9 +165,6 @@ class MessageStore(ReplicaOps):
         """Apply system records of `kind` with `fn`: those found by recovery
         now (in log order), every later one as it is appended or replicated."""
         self._system.add_handler(kind, fn)
-
-    def _apply_system(self, kind: str, payload: dict[str, Any]) -> None:
-        self._system.apply(kind, payload)
 
     def _apply_topic(self, payload: dict[str, Any]) -> None:
         self._encoder.define_topic(str(payload["name"]), int(payload["queues"]))
@@ -181,11 +200,11 @@ class MessageStore(ReplicaOps):
         system records, which are applied instead of dispatched."""
         cqs = self.cqs
         clog = self.commitlog
-        with self._lock:
-            if self._closed:
-                raise StoreClosedError("store is closed")
-            nexts: dict[tuple[str, int], int] = {}
-            firsts: dict[tuple[str, int], int] = {}
+        writer = self._writer
+        with writer.lock:
+            writer.check_open()
+            nexts: dict[QueueKey, int] = {}
+            firsts: dict[QueueKey, int] = {}
             qoffs: list[int] = []
             for p in batch:
                 key = (p[0], p[3])
@@ -196,30 +215,12 @@ class MessageStore(ReplicaOps):
                 nexts[key] = q + 1
             start = clog.write_pos
             entries, end = clog.append(batch, qoffs, self._clock_ms())
-            try:
-                if system is None:
-                    cqs.dispatch(entries, publish=False)
-            except BaseException:
-                clog.discard(start, end)
-                for (topic, qid), q in firsts.items():
-                    cq = cqs.get(topic, qid)
-                    if cq is not None:
-                        cq.rollback(q)
-                raise
-            clog.publish(end)
             if system is None:
-                queues = cqs.queues
-                for key, q in nexts.items():  # entries become readable only now
-                    queues[key].max_offset = q
-            else:
-                for kind, payload in system:  # applied in log order, under the write lock
-                    self._apply_system(kind, payload)
-                firsts = {}
-        for listener in self._listeners:
-            try:
-                listener(firsts.keys())
-            except Exception:
-                log.exception("append listener failed")
+                writer.publish(start, end, entries, firsts, nexts)
+            else:  # applied, not indexed: no queue grows
+                nexts = {}
+                writer.publish(start, end, (), {}, nexts, system)
+        writer.notify(nexts.keys())
         result = [(e[3], e[2]) for e in entries]
         if self._group is not None and not self._group.wait_durable(
             end, self.config.sync_flush_timeout_ms / 1000
@@ -230,9 +231,31 @@ class MessageStore(ReplicaOps):
             )
         return result
 
-    def add_append_listener(self, fn: Callable[[Iterable[tuple[str, int]]], None]) -> None:
+    def add_append_listener(self, fn: Listener) -> None:
         """Call `fn((topic, queue) keys)` after each append is visible (long polling)."""
-        self._listeners.append(fn)
+        self._writer.add_listener(fn)
+
+    # ---- replication (ReplicaOps) ---------------------------------------------
+
+    def read_log(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        """What a master streams to its slaves; see ReplicaOps.read_log."""
+        return self._replica.read_log(offset, max_bytes)
+
+    def append_replicated(self, offset: int, data: bytes) -> int:
+        """Append a master's bytes at the same offsets; see ReplicaOps.append_replicated."""
+        return self._replica.append_replicated(offset, data)
+
+    def truncate_to(self, offset: int) -> int:
+        """Cut the log from `offset` on; see ReplicaOps.truncate_to."""
+        return self._replica.truncate_to(offset)
+
+    def reset_log(self, offset: int) -> None:
+        """Start over, empty, at `offset`; see ReplicaOps.reset_log."""
+        self._replica.reset_log(offset)
+
+    def system_payloads(self, kind: str, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        """The system records of `kind` in [start, stop); see ReplicaOps.system_payloads."""
+        return self._replica.system_payloads(kind, start, stop)
 
     # ---- reading ------------------------------------------------------------
 
@@ -379,7 +402,7 @@ class MessageStore(ReplicaOps):
             too_full = self._disk_used_ratio() > self.config.disk_max_used_ratio
             if age_ms <= max_age_ms and not too_full:
                 break
-            with self._lock:
+            with self._writer.lock:
                 gone = self.commitlog.delete_oldest()
             if gone is None:
                 break
@@ -391,7 +414,7 @@ class MessageStore(ReplicaOps):
             )
         if deleted:
             log_min = self.commitlog.min_offset
-            with self._lock:
+            with self._writer.lock:
                 for cq in list(self.cqs.queues.values()):
                     cq.correct_min(log_min)
         return deleted
@@ -400,10 +423,10 @@ class MessageStore(ReplicaOps):
 
     def close(self) -> None:
         """Flush, checkpoint, write the clean-shutdown marker, release the lock."""
-        with self._lock:
-            if self._closed:
+        with self._writer.lock:
+            if self._writer.closed:
                 return
-            self._closed = True
+            self._writer.closed = True
         self._service.close()
         if self._group is not None:
             self._group.close()
