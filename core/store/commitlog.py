@@ -35,6 +35,7 @@ from core.record import (
     Entry,
     RecordHeader,
     check_marker,
+    frames,
     record_headers,
 )
 from core.store.allocator import SegmentAllocator, segment_name
@@ -221,17 +222,20 @@ class CommitLog:
         return seg.view[rel : rel + size]
 
     def record_at(self, offset: int) -> memoryview:
-        """The whole record starting at `offset` (bounds-checked, not CRC-checked)."""
+        """The whole record starting at `offset`: its framing checked as
+        core.record.frames does (the offset it claims included), not its CRC."""
         if offset < self.min_offset or offset >= self.write_pos:
             raise CorruptRecordError(f"no record at {offset}")
         seg = self.segment_for(offset)
         if seg is None:
             raise CorruptRecordError(f"no segment for {offset}")
-        rel = offset % self.segment_bytes
-        total, magic = PREFIX.unpack_from(seg.view, rel)
-        if magic != RECORD_MAGIC or total < HEADER_SIZE or rel + total > self.segment_bytes:
-            raise CorruptRecordError(f"no record at {offset}")
-        return seg.view[rel : rel + total]
+        seg_bytes = self.segment_bytes
+        seg_start = offset - offset % seg_bytes
+        rel = offset - seg_start
+        walk = frames(seg.view, rel, seg_bytes, base=seg_start, room=seg_bytes - BLANK_MIN, verify=False)
+        for _topic, head in walk:
+            return seg.view[rel : rel + head[0]]
+        raise CorruptRecordError(f"no record at {offset}")
 
     def scan(self, start: int, limit: int | None = None) -> LogScan:
         return LogScan(self, start, limit)
@@ -311,7 +315,11 @@ class CommitLog:
         """Published log bytes from `offset`, whole records only, within one
         segment: (bytes, offset after them). At least one record when there is
         one; an end-of-segment marker is sent as its 8 header bytes and ends
-        the chunk (the offset after it is the next segment's start)."""
+        the chunk (the offset after it is the next segment's start).
+
+        It only finds record boundaries (magic and size, 8 bytes a record):
+        this is the master's side of every replication stream, and the slave
+        checks every record (core.record.frames) before writing any."""
         end = self.write_pos
         if offset >= end:
             return b"", offset

@@ -14,7 +14,6 @@ in store.py.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.errors import CorruptRecordError, InvalidOffsetError
-from core.record import HEADER, RECORD_MAGIC, SYSTEM_FLAG, SYSTEM_TOPIC, decode_record
+from core.record import BLANK_MIN, SYSTEM_FLAG, SYSTEM_TOPIC, decode_record, frames
 from core.store.commitlog import CommitLog
 from core.store.consumequeue import ConsumeQueueSet
 from core.store.publish import Publisher, QueueKey
@@ -134,8 +133,10 @@ class ReplicaOps:
     def system_payloads(self, kind: str, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
         """The system records of `kind` in [start, stop) of the log, in log order.
 
-        A header walk over the segments (only system records are decoded):
-        used to roll back applied state around a truncation, which is rare."""
+        A walk over the segments that checks framing but decodes only system
+        records (no CRC: the log was validated when it was written or
+        recovered): used to roll back applied state around a truncation, which
+        is rare."""
         out: list[dict[str, Any]] = []
         clog = self._clog
         end = clog.max_offset if stop is None else min(stop, clog.max_offset)
@@ -148,14 +149,14 @@ class ReplicaOps:
             pos = max(0, start - base)  # record-aligned: callers pass record offsets
             limit = min(seg_bytes, end - base)
             view = seg.view
-            while pos + HEADER.size <= limit:
-                head = HEADER.unpack_from(view, pos)
-                total, magic, flags = head[0], head[1], head[4]
-                if magic != RECORD_MAGIC or total <= 0:
-                    break  # end-of-segment marker
-                if flags & SYSTEM_FLAG:
+            walk = frames(
+                view, pos, limit, base=base, room=seg_bytes - BLANK_MIN, verify=False, until_blank=True
+            )
+            for topic, head in walk:  # ends at the segment's end marker
+                total, flags = head[0], head[4]
+                if flags & SYSTEM_FLAG and topic == SYSTEM_TOPIC:
                     rec = decode_record(view[pos : pos + total], verify=False)
-                    if rec.topic == SYSTEM_TOPIC and rec.tags == kind:
-                        out.append(json.loads(rec.body))
+                    if rec.tags == kind:
+                        out.append(decode_system(rec)[1])
                 pos += total
         return out
