@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import CorruptRecordError
-from core.store.checkpoint import atomic_write
+from core.fileutil import atomic_write
 
 EPOCHS = "epochs.json"
 History = tuple[tuple[int, int], ...]  # (epoch, start offset), ascending

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidArgumentError, InvalidOffsetError, StorageFullError
-from core.store.checkpoint import atomic_write
+from core.fileutil import atomic_write
 
 OFFSETS = "offsets.json"
 _GROUP = re.compile(r"[A-Za-z0-9_.\-%]{1,255}")

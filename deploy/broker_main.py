@@ -19,7 +19,7 @@ from typing import Any
 
 from core.broker_config import BrokerConfig, documented_keys, load_broker_config
 from core.errors import ConfigError, TailraceError
-from core.store.checkpoint import atomic_write
+from core.fileutil import atomic_write
 from deploy.broker_node import BrokerNode
 
 log = logging.getLogger("tailrace.broker")

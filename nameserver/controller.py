@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import BrokerUnavailableError, InvalidArgumentError
+from core.fileutil import atomic_write
 from core.roles import NO_MASTER, Directive, Role
-from core.store.checkpoint import atomic_write
 
 log = logging.getLogger(__name__)
 STATE_FILE = "controller.json"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import StoreLockedError
-from core.store.mapped import fsync_dir
+from core.fileutil import atomic_write, fsync_dir
 
 _CKPT = struct.Struct(">IIQQ")
 _CKPT_MAGIC = 0x54524350  # "TRCP"
@@ -35,18 +35,6 @@ LOCK = "lock"
 class Checkpoint:
     commitlog_flushed: int = 0
     dispatched: int = 0
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def write_checkpoint(directory: Path, ckpt: Checkpoint) -> None:

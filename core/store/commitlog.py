@@ -32,8 +32,11 @@ from core.record import (
     HEADER_SIZE,
     PREFIX,
     RECORD_MAGIC,
+    Entry,
     RecordHeader,
-    check_record,
+    check_marker,
+    frames,
+    record_headers,
 )
 from core.store.allocator import SegmentAllocator, segment_name
 from core.store.mapped import MappedFile
@@ -48,10 +51,6 @@ ZERO_CHUNK = bytes(1 << 20)
 # (topic, meta block (record bytes 56.. before the body), body, queue id,
 #  flags, born ms, record size, tag hash)
 Prepared = tuple[str, bytes, bytes, int, int, int, int, int]
-
-# What dispatch needs of a record: (topic, queue id, queue offset, physical
-# offset, size, tag hash).
-Entry = tuple[str, int, int, int, int, int]
 
 
 def last_nonzero(view: memoryview, start: int, end: int) -> int:
@@ -70,8 +69,13 @@ def last_nonzero(view: memoryview, start: int, end: int) -> int:
 class LogScan:
     """Walks records from an offset, validating each; stops at the first bad one.
 
+    Records are checked with core.record.frames (the checks every
+    decoder shares), including the offset each claims and the room for its
+    segment's end marker; markers with core.record.check_marker.
+
     After iteration, `end` is the offset just past the last valid record (or
-    marker) and `error` says why the walk stopped early (None at a clean end).
+    marker), `failure` the CorruptRecordError that stopped the walk early and
+    `error` its message (both None at a clean end).
     """
 
     def __init__(self, log: CommitLog, start: int, limit: int | None = None) -> None:
@@ -79,44 +83,43 @@ class LogScan:
         self.start = start
         self.end = start
         self.limit = limit
-        self.error: str | None = None
+        self.failure: CorruptRecordError | None = None
+
+    @property
+    def error(self) -> str | None:
+        return None if self.failure is None else str(self.failure)
 
     def __iter__(self) -> Iterator[RecordHeader]:
         clog = self._log
         seg_bytes = clog.segment_bytes
+        room = seg_bytes - BLANK_MIN
         pos = self.start
         limit = self.limit
-        while limit is None or pos < limit:
-            seg = clog.segment_for(pos)
-            if seg is None:
-                break
-            seg_start = pos - pos % seg_bytes
-            rel = pos - seg_start
-            view = seg.view
-            if rel + BLANK_MIN > seg_bytes:
-                self.error = f"offset {pos} leaves no room for a record in its segment"
-                break
-            total, magic = PREFIX.unpack_from(view, rel)
-            if total == 0 and magic == 0:
-                break  # the zeroed tail: end of log
-            if magic == BLANK_MAGIC:
-                if total != seg_bytes - rel:
-                    self.error = f"end marker at {pos} has size {total}, expected {seg_bytes - rel}"
+        try:
+            while limit is None or pos < limit:
+                seg = clog.segment_for(pos)
+                if seg is None:
                     break
-                pos = seg_start + seg_bytes
-                self.end = pos
-                continue
-            try:
-                hdr = check_record(view, rel, seg_bytes - BLANK_MIN)
-            except CorruptRecordError as exc:
-                self.error = str(exc)
-                break
-            if hdr.physical_offset != pos:
-                self.error = f"record at {pos} claims offset {hdr.physical_offset}"
-                break
-            pos += hdr.size
-            self.end = pos
-            yield hdr
+                seg_start = pos - pos % seg_bytes
+                view = seg.view
+                walk = record_headers(
+                    view, pos - seg_start, seg_bytes, base=seg_start, room=room, until_blank=True
+                )
+                for hdr in walk:
+                    pos += hdr.size
+                    self.end = pos
+                    yield hdr
+                    if limit is not None and pos >= limit:
+                        return
+                rel = pos - seg_start  # the walk stopped at a blank: the log's end or a marker
+                if rel + BLANK_MIN > seg_bytes:
+                    raise CorruptRecordError(f"offset {pos} leaves no room for a record in its segment")
+                total, magic = PREFIX.unpack_from(view, rel)
+                if total == 0 and magic == 0:
+                    break  # the zeroed tail: end of log
+                pos = self.end = check_marker(total, pos, seg_bytes)
+        except CorruptRecordError as exc:
+            self.failure = exc
 
 
 class CommitLog:
@@ -219,17 +222,20 @@ class CommitLog:
         return seg.view[rel : rel + size]
 
     def record_at(self, offset: int) -> memoryview:
-        """The whole record starting at `offset` (bounds-checked, not CRC-checked)."""
+        """The whole record starting at `offset`: its framing checked as
+        core.record.frames does (the offset it claims included), not its CRC."""
         if offset < self.min_offset or offset >= self.write_pos:
             raise CorruptRecordError(f"no record at {offset}")
         seg = self.segment_for(offset)
         if seg is None:
             raise CorruptRecordError(f"no segment for {offset}")
-        rel = offset % self.segment_bytes
-        total, magic = PREFIX.unpack_from(seg.view, rel)
-        if magic != RECORD_MAGIC or total < HEADER_SIZE or rel + total > self.segment_bytes:
-            raise CorruptRecordError(f"no record at {offset}")
-        return seg.view[rel : rel + total]
+        seg_bytes = self.segment_bytes
+        seg_start = offset - offset % seg_bytes
+        rel = offset - seg_start
+        walk = frames(seg.view, rel, seg_bytes, base=seg_start, room=seg_bytes - BLANK_MIN, verify=False)
+        for _topic, head in walk:
+            return seg.view[rel : rel + head[0]]
+        raise CorruptRecordError(f"no record at {offset}")
 
     def scan(self, start: int, limit: int | None = None) -> LogScan:
         return LogScan(self, start, limit)
@@ -309,7 +315,11 @@ class CommitLog:
         """Published log bytes from `offset`, whole records only, within one
         segment: (bytes, offset after them). At least one record when there is
         one; an end-of-segment marker is sent as its 8 header bytes and ends
-        the chunk (the offset after it is the next segment's start)."""
+        the chunk (the offset after it is the next segment's start).
+
+        It only finds record boundaries (magic and size, 8 bytes a record):
+        this is the master's side of every replication stream, and the slave
+        checks every record (core.record.frames) before writing any."""
         end = self.write_pos
         if offset >= end:
             return b"", offset

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from core.errors import CorruptRecordError
-from core.store.commitlog import ZERO_CHUNK, Entry, last_nonzero
+from core.record import Entry
+from core.store.commitlog import ZERO_CHUNK, last_nonzero
 from core.store.mapped import MappedFile
 
 ENTRY = struct.Struct(">QIQ")

@@ -15,6 +15,8 @@ import mmap
 import os
 from pathlib import Path
 
+from core.fileutil import fsync_dir
+
 PAGE = mmap.PAGESIZE
 MADV_WILLNEED = 3
 MADV_POPULATE_WRITE = 23  # Linux 5.14+; Python 3.11's mmap module lacks the name
@@ -39,14 +41,6 @@ _libc.mmap.restype = ctypes.c_void_p
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.munmap.restype = ctypes.c_int
 _MAP_FAILED = ctypes.c_void_p(-1).value
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def madvise(mm: mmap.mmap, advice: int, start: int = 0, length: int | None = None) -> None:

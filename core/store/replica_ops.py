@@ -1,54 +1,57 @@
-"""What a slave's store does with its master's log: read it out (master),
-append it at the same offsets (slave), cut it, or start over.
+"""The replication paths of a store: read its log out (master), append a
+master's bytes at the same offsets (slave), cut the log, or start over.
 
-A mixin of `MessageStore` (its state and locks live there): the store's
-append and read paths stay in store.py, the replication paths here.
+A part of `MessageStore` by composition, not a mixin: it is handed exactly
+what these paths use (the CommitLog and ConsumeQueues, the write side with
+its lock and publish step, the checkpoint lock and a checkpoint function,
+and a way to grow a topic's queue count) and nothing else of the store, so
+its dependencies are its constructor's arguments, checked like any others,
+instead of fields of a host class re-declared for the type checker. The
+store's public methods (`read_log`, `append_replicated`, `truncate_to`,
+`reset_log`, `system_payloads`) delegate here; the append and read paths stay
+in store.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from core.errors import CorruptRecordError, InvalidOffsetError, StoreClosedError
-from core.record import HEADER, RECORD_MAGIC, SYSTEM_FLAG, SYSTEM_TOPIC, decode_record
+from core.errors import CorruptRecordError, InvalidOffsetError
+from core.record import BLANK_MIN, SYSTEM_FLAG, SYSTEM_TOPIC, decode_record, frames
+from core.store.commitlog import CommitLog
+from core.store.consumequeue import ConsumeQueueSet
+from core.store.publish import Publisher, QueueKey
 from core.store.replicated import validate_chunk
-
-if TYPE_CHECKING:
-    from core.store.commitlog import CommitLog
-    from core.store.config import StoreConfig
-    from core.store.consumequeue import ConsumeQueueSet
-    from core.store.topics import TopicTable
+from core.store.system import decode_system
 
 log = logging.getLogger("core.store.store")
 
 
 class ReplicaOps:
-    """Replication paths of MessageStore."""
-
-    if TYPE_CHECKING:  # provided by MessageStore
-        config: StoreConfig
-        commitlog: CommitLog
-        cqs: ConsumeQueueSet
-        topics: TopicTable
-        _topic_info: dict[str, tuple[bytes, int]]
-        _lock: threading.Lock
-        _ckpt_lock: threading.RLock
-        _closed: bool
-        _listeners: list[Callable[[Iterable[tuple[str, int]]], None]]
-
-        def _apply_system(self, kind: str, payload: dict[str, Any]) -> None: ...
-        def _system_record_at(self, phys: int) -> tuple[str, dict[str, Any]]: ...
-        def _checkpoint_locked(self) -> None: ...
+    def __init__(
+        self,
+        commitlog: CommitLog,
+        cqs: ConsumeQueueSet,
+        writer: Publisher,
+        ckpt_lock: threading.RLock,
+        checkpoint_locked: Callable[[], None],
+        ensure_queues: Callable[[str, int], None],
+    ) -> None:
+        self._clog = commitlog
+        self._cqs = cqs
+        self._writer = writer
+        self._ckpt_lock = ckpt_lock
+        self._checkpoint_locked = checkpoint_locked  # called holding both locks
+        self._ensure_queues = ensure_queues
 
     def read_log(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
         """Published CommitLog bytes from `offset` (whole records, one segment):
         what a master streams to its slaves. Returns (bytes, next offset)."""
-        return self.commitlog.read_chunk(offset, max_bytes)
+        return self._clog.read_chunk(offset, max_bytes)
 
     def append_replicated(self, offset: int, data: bytes) -> int:
         """Append bytes copied from the master at the same physical offset.
@@ -57,22 +60,24 @@ class ReplicaOps:
         queue offsets must continue this store's queues. System records
         (topics, offsets) are applied, not indexed. Returns the new end of the log.
         """
-        chunk = validate_chunk(offset, data, self.config.segment_bytes)
-        cqs = self.cqs
-        with self._lock:
-            if self._closed:
-                raise StoreClosedError("store is closed")
-            nexts: dict[tuple[str, int], int] = {}
-            system = [e[3] for e in chunk.entries if e[0] == SYSTEM_TOPIC]
-            entries = [e for e in chunk.entries if e[0] != SYSTEM_TOPIC] if system else chunk.entries
-            starts: dict[tuple[str, int], int] = {}
+        chunk = validate_chunk(offset, data, self._clog.segment_bytes)
+        system = [
+            decode_system(decode_record(data, e[3] - offset)) for e in chunk.entries if e[0] == SYSTEM_TOPIC
+        ]
+        entries = [e for e in chunk.entries if e[0] != SYSTEM_TOPIC] if system else chunk.entries
+        cqs = self._cqs
+        writer = self._writer
+        with writer.lock:
+            writer.check_open()
+            firsts: dict[QueueKey, int] = {}
+            nexts: dict[QueueKey, int] = {}
             for topic, qid, qoff, *_ in entries:
                 key = (topic, qid)
-                if key not in nexts and cqs.get(topic, qid) is None:
-                    # a queue this store has never seen: when the log began at
-                    # the master's oldest retained segment it starts mid-way
-                    nexts[key] = starts[key] = qoff
-                expected = nexts.get(key, cqs.next_offset(topic, qid))
+                expected = nexts.get(key)
+                if expected is None:
+                    # A queue this store has never seen starts where the chunk
+                    # has it (the log began at the master's oldest retained segment).
+                    expected = firsts[key] = qoff if cqs.get(topic, qid) is None else cqs.next_offset(*key)
                 if qoff != expected:
                     raise CorruptRecordError(
                         f"replicated record for {topic}/{qid} has queue offset {qoff}, expected {expected}"
@@ -81,24 +86,10 @@ class ReplicaOps:
             # topics come from system records; a slave that started at its master's
             # oldest retained segment may have missed one: cover what the records use
             for topic, qid in nexts:
-                count = self.topics.queue_count(topic) or 0
-                if qid >= count:
-                    self.topics.create(topic, qid + 1)
-                    self._topic_info.pop(topic, None)
-            self.commitlog.append_raw(offset, data, chunk.new_end)
-            cqs.dispatch(entries, publish=False)
-            self.commitlog.publish(chunk.new_end)
-            for key, q in nexts.items():
-                cqs.queues[key].max_offset = q
-            for key, first in starts.items():
-                cqs.queues[key].min_offset = first
-            for phys in system:
-                self._apply_system(*self._system_record_at(phys))
-        for listener in self._listeners:
-            try:
-                listener(nexts.keys())
-            except Exception:
-                log.exception("append listener failed")
+                self._ensure_queues(topic, qid + 1)
+            self._clog.append_raw(offset, data, chunk.new_end)
+            writer.publish(offset, chunk.new_end, entries, firsts, nexts, system)
+        writer.notify(nexts.keys())
         return chunk.new_end
 
     def truncate_to(self, offset: int) -> int:
@@ -107,19 +98,18 @@ class ReplicaOps:
 
         Known limit: topics and offsets applied from the removed system records
         stay applied (promotion, issue 8, rebuilds applied state)."""
-        with self._ckpt_lock, self._lock:
-            if offset >= self.commitlog.max_offset:
+        clog = self._clog
+        with self._ckpt_lock, self._writer.lock:
+            if offset >= clog.max_offset:
                 return 0
-            if offset < self.commitlog.min_offset:
-                raise InvalidOffsetError(
-                    f"cannot truncate below the log's minimum {self.commitlog.min_offset}"
-                )
-            removed, _ = self.commitlog.truncate(offset)
-            self.commitlog.allocator.reset()  # a segment made ahead would leave a gap
-            self.commitlog.start_writing_at(offset, flushed=min(offset, self.commitlog.flushed))
-            for cq in list(self.cqs.queues.values()):
+            if offset < clog.min_offset:
+                raise InvalidOffsetError(f"cannot truncate below the log's minimum {clog.min_offset}")
+            removed, _ = clog.truncate(offset)
+            clog.allocator.reset()  # a segment made ahead would leave a gap
+            clog.start_writing_at(offset, flushed=min(offset, clog.flushed))
+            for cq in list(self._cqs.queues.values()):
                 cq.trim(offset)
-            self.cqs.remove_empty()
+            self._cqs.remove_empty()
             self._checkpoint_locked()
             log.warning("truncated the log to %d (%d bytes removed)", offset, removed)
             return removed
@@ -127,26 +117,28 @@ class ReplicaOps:
     def reset_log(self, offset: int) -> None:
         """Drop the whole log and every ConsumeQueue and start empty at `offset`
         (a slave so far behind that its master no longer has what it needs)."""
-        with self._ckpt_lock, self._lock:
-            clog = self.commitlog
+        clog = self._clog
+        with self._ckpt_lock, self._writer.lock:
             if clog.max_offset > clog.min_offset:
                 clog.truncate(clog.min_offset)
                 clog.write_pos = clog.flushed = clog.min_offset
             clog.restart_empty_at(offset)
-            for key, cq in list(self.cqs.queues.items()):
+            for key, cq in list(self._cqs.queues.items()):
                 cq.close()
                 shutil.rmtree(cq.directory, ignore_errors=True)
-                del self.cqs.queues[key]
+                del self._cqs.queues[key]
             self._checkpoint_locked()
             log.warning("log reset to start at %d", offset)
 
     def system_payloads(self, kind: str, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
         """The system records of `kind` in [start, stop) of the log, in log order.
 
-        A header walk over the segments (only system records are decoded):
-        used to roll back applied state around a truncation, which is rare."""
+        A walk over the segments that checks framing but decodes only system
+        records (no CRC: the log was validated when it was written or
+        recovered): used to roll back applied state around a truncation, which
+        is rare."""
         out: list[dict[str, Any]] = []
-        clog = self.commitlog
+        clog = self._clog
         end = clog.max_offset if stop is None else min(stop, clog.max_offset)
         start = max(start, clog.min_offset)
         seg_bytes = clog.segment_bytes
@@ -157,14 +149,14 @@ class ReplicaOps:
             pos = max(0, start - base)  # record-aligned: callers pass record offsets
             limit = min(seg_bytes, end - base)
             view = seg.view
-            while pos + HEADER.size <= limit:
-                head = HEADER.unpack_from(view, pos)
-                total, magic, flags = head[0], head[1], head[4]
-                if magic != RECORD_MAGIC or total <= 0:
-                    break  # end-of-segment marker
-                if flags & SYSTEM_FLAG:
+            walk = frames(
+                view, pos, limit, base=base, room=seg_bytes - BLANK_MIN, verify=False, until_blank=True
+            )
+            for topic, head in walk:  # ends at the segment's end marker
+                total, flags = head[0], head[4]
+                if flags & SYSTEM_FLAG and topic == SYSTEM_TOPIC:
                     rec = decode_record(view[pos : pos + total], verify=False)
-                    if rec.topic == SYSTEM_TOPIC and rec.tags == kind:
-                        out.append(json.loads(rec.body))
+                    if rec.tags == kind:
+                        out.append(decode_system(rec)[1])
                 pos += total
         return out

@@ -12,12 +12,11 @@ Layout of a data directory::
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -28,21 +27,9 @@ from core.errors import (
     InvalidArgumentError,
     InvalidOffsetError,
     InvalidQueueError,
-    MessageTooLargeError,
     StoreClosedError,
-    UnknownTopicError,
 )
-from core.record import (
-    FIXED,
-    SYSTEM_FLAG,
-    SYSTEM_TOPIC,
-    Message,
-    decode_record,
-    encode_meta,
-    encode_properties,
-    tag_hash,
-    validate_topic,
-)
+from core.record import Message, decode_record
 from core.store.checkpoint import (
     Checkpoint,
     DirLock,
@@ -54,16 +41,16 @@ from core.store.checkpoint import (
 from core.store.commitlog import CommitLog, Prepared
 from core.store.config import StoreConfig
 from core.store.consumequeue import ConsumeQueueSet
+from core.store.encoder import BatchEncoder
 from core.store.flush import GroupCommit, PeriodicService
+from core.store.publish import Listener, Publisher, QueueKey
 from core.store.recovery import RecoveryReport, recover
 from core.store.replica_ops import ReplicaOps
+from core.store.system import Handler, SystemRecords, decode_system, encode_system
 from core.store.topics import TopicTable
 
 log = logging.getLogger(__name__)
 
-_U32 = 0xFFFFFFFF
-_U64 = 0xFFFFFFFFFFFFFFFF
-FIXED_SIZE = FIXED.size
 FILTER_SCAN_LIMIT = 16_384  # ConsumeQueue entries one filtered read may skip
 
 
@@ -86,14 +73,12 @@ class ReadResult:
     next_physical_offset: int
 
 
-def _utf8(text: str, what: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidArgumentError(f"{what} is not valid text: {exc.reason}") from exc
+class MessageStore:
+    """The storage engine's façade. Its parts, one job each: BatchEncoder
+    (validating and encoding append batches), Publisher (the write lock and
+    the publish step both append paths end with), ReplicaOps (the
+    replication paths), SystemRecords (applying system records)."""
 
-
-class MessageStore(ReplicaOps):
     def __init__(
         self,
         data_dir: Path | str,
@@ -107,20 +92,13 @@ class MessageStore(ReplicaOps):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self._disk_used_ratio = disk_used_ratio or self._measure_disk
-        self._lock = threading.Lock()
-        self._meta_lock = threading.Lock()
         self._ckpt_lock = threading.RLock()
-        self._closed = False
-        self._topic_info: dict[str, tuple[bytes, int]] = {}
-        self._listeners: list[Callable[[Iterable[tuple[str, int]]], None]] = []
-        self._system_handlers: dict[str, list[Callable[[dict[str, Any]], None]]] = {
-            "topic": [self._apply_topic]
-        }
-        self._recovered_system: list[tuple[str, dict[str, Any]]] = []
-        self._meta_cache: dict[tuple[str, str], tuple[bytes, int]] = {}
+        self._system = SystemRecords()
+        self._system.add_handler("topic", self._apply_topic)
         self._dirlock = DirLock(self.data_dir)
         try:
             self.topics = TopicTable(self.data_dir, config.max_queues_per_topic)
+            self._encoder = BatchEncoder(self.topics, config.max_message_bytes)
             clean_end = take_clean_marker(self.data_dir)
             ckpt = read_checkpoint(self.data_dir)
             self.commitlog = CommitLog(
@@ -132,13 +110,20 @@ class MessageStore(ReplicaOps):
             self.cqs = ConsumeQueueSet(self.data_dir / "consumequeue", config.cq_entries_per_file)
             self.recovery: RecoveryReport = recover(self.commitlog, self.cqs, clean_end, ckpt)
             for phys in self.recovery.system_records:  # replay what the scan found
-                kind, payload = self._system_record_at(phys)
-                self._recovered_system.append((kind, payload))
-                self._apply_system(kind, payload)
+                self._system.recovered(*self._system_record_at(phys))
             self._checkpoint()
         except BaseException:
             self._dirlock.release()
             raise
+        self._writer = Publisher(self.commitlog, self.cqs, self._system.apply)
+        self._replica = ReplicaOps(
+            self.commitlog,
+            self.cqs,
+            self._writer,
+            self._ckpt_lock,
+            self._checkpoint_locked,
+            self._encoder.ensure_queues,
+        )
         self._group = GroupCommit(self.commitlog) if config.flush == "sync" else None
         self._service = PeriodicService(
             "store-service",
@@ -148,6 +133,16 @@ class MessageStore(ReplicaOps):
                 (config.retention_interval_ms / 1000, self._retention_tick),
             ],
         )
+
+    @property
+    def _closed(self) -> bool:
+        """Whether the store is closed: set once by close() (tests' kill -9
+        stand-in, tests/helpers/store_tools.abandon, sets it too)."""
+        return self._writer.closed
+
+    @_closed.setter
+    def _closed(self, value: bool) -> None:
+        self._writer.closed = value
 
     # ---- topics -------------------------------------------------------------
 
@@ -163,135 +158,27 @@ class MessageStore(ReplicaOps):
 
     def append_system(self, kind: str, payload: dict[str, Any]) -> int:
         """Append a system record and apply it; returns its physical offset."""
-        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
-        meta = encode_meta(SYSTEM_TOPIC.encode(), kind.encode(), b"", b"")
-        size = FIXED_SIZE + len(meta) + len(body)
-        prepared: Prepared = (SYSTEM_TOPIC, meta, body, 0, SYSTEM_FLAG, self._clock_ms(), size, 0)
+        prepared = encode_system(kind, payload, self._clock_ms())
         return self._append_prepared([prepared], [(kind, payload)])[0][0]
 
-    def add_system_handler(self, kind: str, fn: Callable[[dict[str, Any]], None]) -> None:
+    def add_system_handler(self, kind: str, fn: Handler) -> None:
         """Apply system records of `kind` with `fn`: those found by recovery
         now (in log order), every later one as it is appended or replicated."""
-        self._system_handlers.setdefault(kind, []).append(fn)
-        for k, payload in self._recovered_system:
-            if k == kind:
-                fn(payload)
-
-    def _apply_system(self, kind: str, payload: dict[str, Any]) -> None:
-        for fn in self._system_handlers.get(kind, ()):
-            try:
-                fn(payload)
-            except Exception:
-                log.exception("applying a %s system record failed: %s", kind, payload)
+        self._system.add_handler(kind, fn)
 
     def _apply_topic(self, payload: dict[str, Any]) -> None:
-        with self._meta_lock:
-            self.topics.create(str(payload["name"]), int(payload["queues"]))
-            self._topic_info.pop(str(payload["name"]), None)
-            self._meta_cache.clear()
+        self._encoder.define_topic(str(payload["name"]), int(payload["queues"]))
 
     def _system_record_at(self, phys: int) -> tuple[str, dict[str, Any]]:
-        rec = decode_record(bytes(self.commitlog.record_at(phys)))
-        return rec.tags, json.loads(rec.body)
-
-    def _queue_count(self, topic: str) -> int:
-        validate_topic(topic)
-        count = self.topics.queue_count(topic)
-        if count is None:
-            raise UnknownTopicError(f"topic {topic!r} does not exist")
-        return count
+        return decode_system(decode_record(bytes(self.commitlog.record_at(phys))))
 
     # ---- writing ------------------------------------------------------------
-
-    def _topic_entry(self, topic: str) -> tuple[bytes, int]:
-        with self._meta_lock:  # create_topic holds it too: never cache a stale count
-            info = (validate_topic(topic), self._queue_count(topic))
-            self._topic_info[topic] = info
-        return info
-
-    def _meta_entry(self, topic: str, tags: str) -> tuple[bytes, int]:
-        """(meta block, tag hash) of a message with no keys or properties, cached."""
-        if not isinstance(tags, str):
-            raise InvalidArgumentError(f"tags must be a string, got {type(tags).__name__}")
-        topic_b = topic.encode("ascii")  # validated by the caller
-        tags_b = _utf8(tags, "tags")
-        if len(tags_b) > 0xFFFF:
-            raise InvalidArgumentError("tags must be at most 65535 bytes")
-        entry = (encode_meta(topic_b, tags_b, b"", b""), tag_hash(tags))
-        if len(self._meta_cache) < 4096:
-            self._meta_cache[(topic, tags)] = entry
-        return entry
-
-    def _full_meta(self, m: Message) -> tuple[bytes, int]:
-        """(meta block, tag hash) of a message with keys or properties."""
-        _meta, th = self._meta_entry(m.topic, m.tags)
-        keys = m.keys
-        if not isinstance(keys, str):
-            raise InvalidArgumentError(f"keys must be a string, got {type(keys).__name__}")
-        keys_b = _utf8(keys, "keys")
-        if len(keys_b) > 0xFFFF:
-            raise InvalidArgumentError("keys must be at most 65535 bytes")
-        props_b = self._encode_props(m.properties) if m.properties else b""
-        tags_b = _utf8(m.tags, "tags")
-        return encode_meta(m.topic.encode("ascii"), tags_b, keys_b, props_b), th
 
     def validate(self, messages: Sequence[Message], new_topic_queues: int) -> None:
         """Check a batch as `append` would, treating unknown topics as having
         `new_topic_queues` queues; writes nothing (lets a broker auto-create a
         topic only for a batch that will be accepted)."""
-        self._prepare(messages, new_topic_queues)
-
-    def _prepare(self, messages: Sequence[Message], new_topic_queues: int = 0) -> list[Prepared]:
-        """Validate and encode a whole batch, raising before anything is written."""
-        info = self._topic_info
-        meta_cache = self._meta_cache
-        max_bytes = self.config.max_message_bytes
-        out: list[Prepared] = []
-        add = out.append
-        for m in messages:
-            if type(m) is not Message:
-                raise InvalidArgumentError(f"expected a Message, got {type(m).__name__}")
-            topic = m.topic
-            ti = info.get(topic) if type(topic) is str else None
-            if ti is None:
-                if new_topic_queues and self.topics.queue_count(validate_topic(topic).decode()) is None:
-                    ti = (topic.encode("ascii"), new_topic_queues)
-                else:
-                    ti = self._topic_entry(topic)
-            count = ti[1]
-            qid = m.queue_id
-            if type(qid) is not int or not 0 <= qid < count:
-                raise InvalidQueueError(f"queue id {qid!r} out of range for {topic!r} (0..{count - 1})")
-            body = m.body
-            if type(body) is not bytes:
-                if not isinstance(body, bytes | bytearray | memoryview):
-                    raise InvalidArgumentError(f"body must be bytes, got {type(body).__name__}")
-                body = bytes(body)
-            if m.keys or m.properties:
-                meta, th = self._full_meta(m)
-            else:
-                tags = m.tags
-                mt = meta_cache.get((topic, tags)) if type(tags) is str else None
-                meta, th = mt if mt is not None else self._meta_entry(topic, tags)
-            flags, born = m.flags, m.born_ms
-            if type(flags) is not int or not 0 <= flags <= _U32:
-                raise InvalidArgumentError(f"flags must be an integer in 0..{_U32}, got {flags!r}")
-            if type(born) is not int or not 0 <= born <= _U64:
-                raise InvalidArgumentError(f"born_ms must be an integer in 0..{_U64}, got {born!r}")
-            size = FIXED_SIZE + len(meta) + len(body)
-            if size > max_bytes:
-                raise MessageTooLargeError(f"record of {size} bytes exceeds max_message_bytes {max_bytes}")
-            add((topic, meta, body, qid, flags, born, size, th))
-        return out
-
-    @staticmethod
-    def _encode_props(props: object) -> bytes:
-        if not isinstance(props, Mapping):
-            raise InvalidArgumentError(f"properties must be a mapping, got {type(props).__name__}")
-        try:
-            return encode_properties(props)
-        except ValueError as exc:  # UnicodeEncodeError included
-            raise InvalidArgumentError(str(exc)) from exc
+        self._encoder.prepare(messages, new_topic_queues)
 
     def append(self, messages: Sequence[Message]) -> list[tuple[int, int]]:
         """Store a batch; return (physical offset, queue offset) per message.
@@ -304,7 +191,7 @@ class MessageStore(ReplicaOps):
             raise InvalidArgumentError(f"append takes a list of Message, got {type(messages).__name__}")
         if not messages:
             return []
-        return self._append_prepared(self._prepare(messages))
+        return self._append_prepared(self._encoder.prepare(messages))
 
     def _append_prepared(
         self, batch: list[Prepared], system: list[tuple[str, dict[str, Any]]] | None = None
@@ -313,11 +200,11 @@ class MessageStore(ReplicaOps):
         system records, which are applied instead of dispatched."""
         cqs = self.cqs
         clog = self.commitlog
-        with self._lock:
-            if self._closed:
-                raise StoreClosedError("store is closed")
-            nexts: dict[tuple[str, int], int] = {}
-            firsts: dict[tuple[str, int], int] = {}
+        writer = self._writer
+        with writer.lock:
+            writer.check_open()
+            nexts: dict[QueueKey, int] = {}
+            firsts: dict[QueueKey, int] = {}
             qoffs: list[int] = []
             for p in batch:
                 key = (p[0], p[3])
@@ -328,30 +215,12 @@ class MessageStore(ReplicaOps):
                 nexts[key] = q + 1
             start = clog.write_pos
             entries, end = clog.append(batch, qoffs, self._clock_ms())
-            try:
-                if system is None:
-                    cqs.dispatch(entries, publish=False)
-            except BaseException:
-                clog.discard(start, end)
-                for (topic, qid), q in firsts.items():
-                    cq = cqs.get(topic, qid)
-                    if cq is not None:
-                        cq.rollback(q)
-                raise
-            clog.publish(end)
             if system is None:
-                queues = cqs.queues
-                for key, q in nexts.items():  # entries become readable only now
-                    queues[key].max_offset = q
-            else:
-                for kind, payload in system:  # applied in log order, under the write lock
-                    self._apply_system(kind, payload)
-                firsts = {}
-        for listener in self._listeners:
-            try:
-                listener(firsts.keys())
-            except Exception:
-                log.exception("append listener failed")
+                writer.publish(start, end, entries, firsts, nexts)
+            else:  # applied, not indexed: no queue grows
+                nexts = {}
+                writer.publish(start, end, (), {}, nexts, system)
+        writer.notify(nexts.keys())
         result = [(e[3], e[2]) for e in entries]
         if self._group is not None and not self._group.wait_durable(
             end, self.config.sync_flush_timeout_ms / 1000
@@ -362,9 +231,31 @@ class MessageStore(ReplicaOps):
             )
         return result
 
-    def add_append_listener(self, fn: Callable[[Iterable[tuple[str, int]]], None]) -> None:
+    def add_append_listener(self, fn: Listener) -> None:
         """Call `fn((topic, queue) keys)` after each append is visible (long polling)."""
-        self._listeners.append(fn)
+        self._writer.add_listener(fn)
+
+    # ---- replication (ReplicaOps) ---------------------------------------------
+
+    def read_log(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
+        """What a master streams to its slaves; see ReplicaOps.read_log."""
+        return self._replica.read_log(offset, max_bytes)
+
+    def append_replicated(self, offset: int, data: bytes) -> int:
+        """Append a master's bytes at the same offsets; see ReplicaOps.append_replicated."""
+        return self._replica.append_replicated(offset, data)
+
+    def truncate_to(self, offset: int) -> int:
+        """Cut the log from `offset` on; see ReplicaOps.truncate_to."""
+        return self._replica.truncate_to(offset)
+
+    def reset_log(self, offset: int) -> None:
+        """Start over, empty, at `offset`; see ReplicaOps.reset_log."""
+        self._replica.reset_log(offset)
+
+    def system_payloads(self, kind: str, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        """The system records of `kind` in [start, stop); see ReplicaOps.system_payloads."""
+        return self._replica.system_payloads(kind, start, stop)
 
     # ---- reading ------------------------------------------------------------
 
@@ -387,7 +278,7 @@ class MessageStore(ReplicaOps):
         return (cq.min_offset, cq.max_offset) if cq is not None else (0, 0)
 
     def _check_queue(self, topic: str, queue_id: int) -> None:
-        count = self._queue_count(topic)
+        count = self._encoder.queue_count(topic)
         if isinstance(queue_id, bool) or not isinstance(queue_id, int) or not 0 <= queue_id < count:
             raise InvalidQueueError(f"queue id {queue_id!r} out of range for {topic!r} (0..{count - 1})")
 
@@ -511,7 +402,7 @@ class MessageStore(ReplicaOps):
             too_full = self._disk_used_ratio() > self.config.disk_max_used_ratio
             if age_ms <= max_age_ms and not too_full:
                 break
-            with self._lock:
+            with self._writer.lock:
                 gone = self.commitlog.delete_oldest()
             if gone is None:
                 break
@@ -523,7 +414,7 @@ class MessageStore(ReplicaOps):
             )
         if deleted:
             log_min = self.commitlog.min_offset
-            with self._lock:
+            with self._writer.lock:
                 for cq in list(self.cqs.queues.values()):
                     cq.correct_min(log_min)
         return deleted
@@ -532,10 +423,10 @@ class MessageStore(ReplicaOps):
 
     def close(self) -> None:
         """Flush, checkpoint, write the clean-shutdown marker, release the lock."""
-        with self._lock:
-            if self._closed:
+        with self._writer.lock:
+            if self._writer.closed:
                 return
-            self._closed = True
+            self._writer.closed = True
         self._service.close()
         if self._group is not None:
             self._group.close()

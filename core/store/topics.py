@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from core.errors import InvalidArgumentError
+from core.fileutil import atomic_write
 from core.record import validate_topic
-from core.store.checkpoint import atomic_write
 
 TOPICS = "topics.json"
 

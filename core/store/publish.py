@@ -1,0 +1,105 @@
+"""The write side both append paths share: the store's write lock, and the
+publish step they end with, written once.
+
+An append (MessageStore.append, append_system) encodes records and writes
+them after the log's end; a replicated append (ReplicaOps.append_replicated)
+copies its master's bytes to the same offsets. Both then, under the write
+lock, call `Publisher.publish`, and after releasing it `notify`:
+
+1. dispatch the records' ConsumeQueue entries, unpublished (readers do not
+   see them yet); if that fails, zero the written bytes, drop segments the
+   batch rolled into, zero the queue slots written, and re-raise: nothing
+   is published;
+2. publish the CommitLog's new end (readers and flushers see the records);
+3. raise each queue's `max_offset` (its entries become readable only now);
+   a queue the batch created begins at the batch's first offset for it (0 on
+   the append path; mid-way on a slave whose log began at its master's oldest
+   retained segment);
+4. apply the batch's system records, in log order, still under the lock;
+5. `notify` (outside the lock): tell the append listeners (long polling)
+   which queues grew; a listener's failure is logged, never reported as a
+   failed append.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from core.errors import StoreClosedError
+from core.record import Entry
+from core.store.commitlog import CommitLog
+from core.store.consumequeue import ConsumeQueueSet
+
+log = logging.getLogger("core.store.store")
+
+QueueKey = tuple[str, int]  # (topic, queue id)
+Listener = Callable[[Iterable[QueueKey]], None]
+
+
+class Publisher:
+    def __init__(
+        self,
+        commitlog: CommitLog,
+        cqs: ConsumeQueueSet,
+        apply_system: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        self.lock = threading.Lock()  # the store's write lock: one writer at a time
+        self.closed = False  # set under the lock by close()
+        self._clog = commitlog
+        self._cqs = cqs
+        self._apply_system = apply_system
+        self._listeners: list[Listener] = []
+
+    def check_open(self) -> None:
+        """Raise StoreClosedError once the store is closed (under the lock)."""
+        if self.closed:
+            raise StoreClosedError("store is closed")
+
+    def add_listener(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    def publish(
+        self,
+        start: int,
+        end: int,
+        entries: Sequence[Entry],
+        firsts: Mapping[QueueKey, int],
+        nexts: Mapping[QueueKey, int],
+        system: Sequence[tuple[str, dict[str, Any]]] = (),
+    ) -> None:
+        """Steps 1-4 above, under the write lock, for the bytes [start, end)
+        just written: `entries` to dispatch; per queue, the first queue offset
+        written (`firsts`, where a failure rolls back to) and the next one
+        (`nexts`, its new `max_offset`); the (kind, payload) of the system
+        records among them."""
+        cqs = self._cqs
+        queues = cqs.queues
+        created = [(key, q) for key, q in firsts.items() if key not in queues]
+        if entries:
+            try:
+                cqs.dispatch(entries, publish=False)
+            except BaseException:
+                self._clog.discard(start, end)
+                for (topic, qid), q in firsts.items():
+                    cq = cqs.get(topic, qid)
+                    if cq is not None:
+                        cq.rollback(q)
+                raise
+        self._clog.publish(end)
+        for key, q in nexts.items():
+            queues[key].max_offset = q
+        for key, q in created:
+            queues[key].min_offset = q
+        for kind, payload in system:
+            self._apply_system(kind, payload)
+
+    def notify(self, grown: Iterable[QueueKey]) -> None:
+        """Step 5, after the write lock is released."""
+        for listener in self._listeners:
+            try:
+                listener(grown)
+            except Exception:
+                log.exception("append listener failed")
