@@ -135,3 +135,24 @@ def test_consume_queue_set_dispatch_publish_flag(tmp_path: Path) -> None:
     cqs.dispatch([("t", 0, 2, 200, 100, 0)])
     assert cqs.next_offset("t", 0) == 3
     cqs.close()
+
+
+def test_a_slaves_failed_dispatch_leaves_no_trace_and_the_chunk_applies_again(
+    open_store: Open, tmp_path: Path
+) -> None:
+    """The replicated append path shares the master's publish step, so a
+    dispatch failure undoes the written bytes and queue slots there too."""
+    master, slave = open_store(tmp_path / "m"), open_store(tmp_path / "s")
+    master.create_topic("t", 2)
+    for i in range(30):
+        master.append([Message("t", i % 2, f"m-{i}".encode() * 100)])
+    data, _ = master.read_log(0, 1 << 20)
+    real = slave.cqs.dispatch
+    failing_dispatch(slave)
+    with pytest.raises(OSError):
+        slave.append_replicated(0, data)
+    slave.cqs.dispatch = real  # type: ignore[method-assign]
+    assert slave.commitlog.max_offset == 0 and slave.read("t", 0, 0, 10, 1 << 20).count == 0
+    assert bytes(slave.commitlog.view(0, len(data)) or b"").strip(b"\0") == b""  # bytes zeroed
+    assert slave.append_replicated(0, data) == master.commitlog.max_offset
+    assert check_consistency(slave) == 30
