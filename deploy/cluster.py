@@ -262,6 +262,8 @@ def up(
         ],
     }
     (directory / STATE).write_text(json.dumps(state, indent=1))
+    for proc, _ in started:
+        proc.detach()  # they outlive this command; cluster.json has their pids
     return state
 
 
@@ -397,6 +399,7 @@ def start_process(directory: Path, name: str) -> None:
     proc = TailraceProcess(name, args, Path(p["dir"]), p["exec_prefix"]).start()
     p["pid"] = proc.pid
     (directory / STATE).write_text(json.dumps(state, indent=1))
+    proc.detach()
 
 
 def add_arguments(p: Any) -> None:

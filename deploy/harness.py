@@ -30,6 +30,10 @@ class ProcessFailed(RuntimeError):
     pass
 
 
+# Handles of processes left running on purpose (`TailraceProcess.detach`).
+_detached: list[subprocess.Popen[bytes]] = []
+
+
 class TailraceProcess:
     def __init__(
         self, name: str, args: Sequence[str], workdir: Path, exec_prefix: Sequence[str] = ()
@@ -93,6 +97,16 @@ class TailraceProcess:
         if not self.ready_file.exists():
             raise ProcessFailed(f"{self.name} exited with {proc.poll()} before serving:\n{self.log_tail()}")
         self.info = json.loads(self.ready_file.read_text())
+
+    def detach(self) -> None:
+        """Leave the process running after this handle is gone: the launcher's
+        processes outlive it, and it finds and reaps them by pid. Without this
+        the garbage-collected handle of a running child raises ResourceWarning.
+        Handles of detached processes that have exited since are reaped and
+        dropped."""
+        _detached[:] = [p for p in _detached if p.poll() is None]
+        if self.proc is not None and self.proc.poll() is None:
+            _detached.append(self.proc)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

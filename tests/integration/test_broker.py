@@ -84,11 +84,11 @@ def test_kill9_during_produce_loses_no_acknowledged_message(procs: ProcessGroup,
         cons.commit()
         committed = cons.positions()
     assert committed[0] == 10
-    plog = tmp_path / "produce.jsonl"
+    plog = tmp_path / "produce.jsonl"  # what it acknowledged: its output is not read
     producer = subprocess.Popen(
         [sys.executable, "-m", "deploy.cli", "produce", "--broker", b.address, "--topic", "K",
          "--count", "1000000", "--batch", "50", "--size", "200", "--log", str(plog), "--json"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         poll_until(lambda: plog.exists() and plog.stat().st_size > 200_000, 60, "acks")

@@ -82,8 +82,9 @@ class Child:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
         self._reader.join(10)  # every line written before the kill is read
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
 
 
 def verify(store: MessageStore, acked: dict[int, tuple[int, int, int, int]]) -> None:
