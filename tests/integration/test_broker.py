@@ -157,9 +157,9 @@ def test_long_poll_delivers_within_100ms_and_empty_pull_waits(procs: ProcessGrou
         )
         for _ in range(10)
     ]
-    time.sleep(0.3)
+    time.sleep(0.3)  # let the pulls arrive and be held (not a sync point)
     cpu0 = sum(proc.cpu_times()[:2])
-    time.sleep(1.0)
+    time.sleep(1.0)  # the measured window
     cpu1 = sum(proc.cpu_times()[:2])
     for f in futures:
         assert f.result().status == pb.NO_NEW_MSG
