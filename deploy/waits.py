@@ -5,7 +5,7 @@ condition until a deadline (never a bare sleep standing in for a wait) and,
 at the deadline, raise `WaitTimeout` naming what was waited for.
 
 - `poll_until(cond, timeout_s, what)`: the one polling loop;
-- `route_of`, `wait_routed`: a topic's route in the nameservers;
+- `route_of`, `master_groups`, `wait_routed`: a topic's route in the nameservers;
 - `broker_status`, `max_offset`, `wait_max_offset`, `wait_caught_up`,
   `wait_warm`: a broker's Status, and waits on its CommitLog.
 """
