@@ -18,15 +18,10 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.store_bench import run_once
-from consumer import Admin
-from consumer.routing import NameserverRoutes
-from core.errors import TailraceError
 from core.store import StoreConfig
 from deploy.harness import process_group
 
@@ -92,14 +87,9 @@ def run(args: argparse.Namespace) -> int:
         cluster: dict[str, Any] | None = None
         if args.groups >= 2:
             with process_group(Path(tmp) / "cluster") as procs:
-                ns = procs.nameserver("ns").address
-                for i in range(args.groups):
-                    procs.broker(f"g{i}", segment_bytes=args.segment_bytes, namesrv=[ns])
-                with Admin(namesrv=[ns]) as admin:
-                    _wait(lambda: len(admin.masters()) == args.groups)
-                    admin.create_topic("bench", 4)
-                _wait(lambda: _routed_groups(ns, "bench") == args.groups)
-                cluster = _produce_consume(args, ["--namesrv", ns], "bench")
+                groups = [f"g{i}" for i in range(args.groups)]
+                c = procs.cluster(groups, segment_bytes=args.segment_bytes, topic="bench", queues=4)
+                cluster = _produce_consume(args, ["--namesrv", ",".join(c.namesrv)], "bench")
     result: dict[str, Any] = {
         "count": args.count,
         "size": args.size,
@@ -132,21 +122,3 @@ def run(args: argparse.Namespace) -> int:
     runs = [single] + ([cluster] if cluster is not None else [])
     ok = all(r["consume_unique"] == args.count and r["produce_failed"] == 0 for r in runs)
     return 0 if ok else 1
-
-
-def _wait(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise RuntimeError("cluster did not come up")
-        time.sleep(0.05)
-
-
-def _routed_groups(ns: str, topic: str) -> int:
-    routes = NameserverRoutes([ns])
-    try:
-        return len(routes.get(topic, refresh=True).groups)
-    except TailraceError:
-        return 0
-    finally:
-        routes.close()

@@ -29,11 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from consumer import Admin, Producer, PullConsumer
-from consumer.routing import NameserverRoutes
-from core.errors import TailraceError
+from consumer import Producer, PullConsumer
 from deploy.cgroups import MemoryCgroup, process_read_bytes
 from deploy.harness import process_group
+from deploy.waits import broker_status, wait_caught_up
 
 ROOT = Path(__file__).resolve().parents[1]
 SEG = 64 * 1024 * 1024
@@ -56,33 +55,29 @@ def _run(root: Path, args: argparse.Namespace, cold: bool, redirect: bool) -> di
         raise SystemExit("memory cgroups cannot be created here: skipping the redirect benchmark")
     try:
         with process_group(root / tag) as procs:
-            ns = procs.nameserver("ns").address
-            opts = [*COMMON, "--set", f"pull.redirect={'true' if redirect else 'false'}"]
             # core 0: the master with the latency-sensitive clients (producer, tail
             # consumer: this process); core 1: the slave and the cold consumer, as
             # if they were another machine (this one has 2 cores)
-            m_prefix = [*cg_m.exec_prefix, "taskset", "-c", "0"]
-            m = procs.broker("m", extra=opts, segment_bytes=SEG, namesrv=[ns], exec_prefix=m_prefix)
-            s = procs.slave(
-                "s1",
-                m,
+            c = procs.cluster(
+                ("m",),
+                slaves=1,
                 extra=COMMON,
+                master_extra=["--set", f"pull.redirect={'true' if redirect else 'false'}"],
                 segment_bytes=SEG,
-                namesrv=[ns],
-                exec_prefix=[*cg_s.exec_prefix, "taskset", "-c", "1"],
+                exec_prefix=[*cg_m.exec_prefix, "taskset", "-c", "0"],
+                slave_exec_prefix=[*cg_s.exec_prefix, "taskset", "-c", "1"],
+                topic="load",
+                queues=4,
             )
-            with Admin(m.address) as admin:
-                admin.create_topic("load", 4)
-            _wait_routed(ns)
+            (ns,) = c.namesrv
+            m, (s,) = c.groups["m"].master, c.groups["m"].slaves
             # the backlog the cold consumer will read: several times the master's memory
             body = b"x" * 1024
             with Producer(m.address, max_in_flight=4) as prod:
                 futs = [prod.send_batch_async("load", [body] * 256) for _ in range(args.backlog_mib * 4)]
                 for f in futs:
                     f.result()
-            end = _status(m)["max_offset"]
-            while _status(s)["max_offset"] < end:
-                time.sleep(0.1)
+            wait_caught_up(m, [s], timeout_s=600)
             send_ms: list[float] = []
             e2e_ms: list[float] = []
             cold_count = [0]
@@ -126,7 +121,7 @@ def _run(root: Path, args: argparse.Namespace, cold: bool, redirect: bool) -> di
                 cold_summary = json.loads(out.strip().splitlines()[-1])
                 cold_count[0] = cold_summary["msgs_per_s"]  # first to last message it received
             read1 = process_read_bytes(m.pid)
-            served = _status(m)["details"]["redirect"]["reasons"]
+            served = broker_status(m)["details"]["redirect"]["reasons"]
     finally:
         cg_m.remove()
         cg_s.remove()
@@ -137,27 +132,6 @@ def _run(root: Path, args: argparse.Namespace, cold: bool, redirect: bool) -> di
         "cold_msgs_per_s": cold_count[0] if cold else None,
         "master_advice": served,
     }
-
-
-def _status(p: Any) -> dict[str, Any]:
-    with Admin(p.address) as a:
-        return a.status()
-
-
-def _wait_routed(ns: str) -> None:
-    routes = NameserverRoutes([ns])
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if len(routes.get("load", refresh=True).groups[0].brokers) == 2:
-                    return
-            except TailraceError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("the cluster did not come up")
-    finally:
-        routes.close()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

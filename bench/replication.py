@@ -17,12 +17,11 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from consumer import Admin
-from deploy.harness import ProcessGroup, TailraceProcess, process_group
+from deploy.harness import process_group
+from deploy.waits import broker_status, max_offset, poll_until, wait_caught_up, wait_warm
 
 ROOT = Path(__file__).resolve().parents[1]
 SEG = 256 * 1024 * 1024
@@ -42,30 +41,15 @@ def _produce(address: str, count: int, batch: int) -> dict[str, Any]:
     return json.loads(r.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def _status(p: TailraceProcess) -> dict[str, Any]:
-    with Admin(p.address) as a:
-        return a.status()
-
-
-def _wait_caught_up(master: TailraceProcess, slave: TailraceProcess, timeout_s: float = 600) -> float:
-    t0 = time.monotonic()
-    end = _status(master)["max_offset"]
-    while _status(slave)["max_offset"] < end:
-        if time.monotonic() - t0 > timeout_s:
-            raise RuntimeError("slave did not catch up")
-        time.sleep(0.05)
-    return time.monotonic() - t0
-
-
 def _mode_run(root: Path, mode: str, count: int, batch: int) -> dict[str, Any]:
     with process_group(root / mode) as procs:
-        m = procs.broker("m", extra=[*COMMON, "--replication", mode], segment_bytes=SEG)
-        s = procs.slave("s1", m, extra=COMMON, segment_bytes=SEG)
-        _wait_in_sync(procs, m)
-        _wait_warm(m, s)
+        rs = procs.replica_set("m", 1, extra=COMMON, master_extra=["--replication", mode], segment_bytes=SEG)
+        m, s = rs.master, rs.slaves[0]
+        poll_until(lambda: broker_status(m)["details"]["replication"]["in_sync"], 30, "the slave in sync")
+        wait_warm(m, s)  # pre-faulting the first segments is start-up work, not what is measured
         out = _produce(m.address, count, batch)
-        _wait_caught_up(m, s)
-        rep = _status(m)["details"]["replication"]
+        wait_caught_up(m, [s], timeout_s=600)
+        rep = broker_status(m)["details"]["replication"]
         return {
             "produce_msgs_per_s": out["msgs_per_s"],
             "failed": out["failed"],
@@ -73,33 +57,15 @@ def _mode_run(root: Path, mode: str, count: int, batch: int) -> dict[str, Any]:
         }
 
 
-def _wait_in_sync(procs: ProcessGroup, m: TailraceProcess) -> None:
-    t0 = time.monotonic()
-    while not _status(m)["details"]["replication"]["in_sync"]:
-        if time.monotonic() - t0 > 30:
-            raise RuntimeError(f"slave never in sync:\n{procs.logs()}")
-        time.sleep(0.02)
-
-
-def _wait_warm(*procs: TailraceProcess) -> None:
-    """Let every broker finish pre-faulting its first segments: that is
-    start-up work, not part of what is measured."""
-    t0 = time.monotonic()
-    while any(_status(p)["details"]["segments_warming"] for p in procs):
-        if time.monotonic() - t0 > 60:
-            raise RuntimeError("segments still warming after 60 s")
-        time.sleep(0.05)
-
-
 def _catch_up(root: Path, count: int, batch: int) -> dict[str, Any]:
     with process_group(root / "catchup") as procs:
         m = procs.broker("m", extra=COMMON, segment_bytes=SEG)
-        _wait_warm(m)
+        wait_warm(m)
         _produce(m.address, count, batch)
-        nbytes = _status(m)["max_offset"]
+        nbytes = max_offset(m)
         s = procs.slave("s1", m, extra=COMMON, segment_bytes=SEG)
         # from the moment the slave serves (its stream opens as it starts)
-        took = _wait_caught_up(m, s)
+        took = wait_caught_up(m, [s], timeout_s=600)
         return {"bytes": nbytes, "seconds": round(took, 3), "mb_per_s": round(nbytes / took / 1e6, 1)}
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from core.errors import ConfigError, TailraceError
 from deploy.harness import ProcessFailed, TailraceProcess
+from deploy.waits import poll_until
 
 TOPOLOGIES = Path(__file__).resolve().parent / "topologies"
 STATE = "cluster.json"
@@ -262,6 +263,8 @@ def up(
         ],
     }
     (directory / STATE).write_text(json.dumps(state, indent=1))
+    for proc, _ in started:
+        proc.detach()  # they outlive this command; cluster.json has their pids
     return state
 
 
@@ -270,23 +273,21 @@ def _wait_registered(nameservers: list[str], topo: Topology, timeout_s: float = 
 
     expected = sum(1 + g.slaves for g in topo.groups)
     routes = NameserverRoutes(nameservers)
+    tty = sys.stderr.isatty()
+
+    def registered() -> bool:
+        try:
+            n = sum(len(g.brokers) for c in routes.clusters().clusters for g in c.groups)
+        except TailraceError:
+            n = 0
+        if tty:  # progress on a terminal only
+            sys.stderr.write(f"\rwaiting for brokers to register: {n}/{expected}   ")
+            sys.stderr.write("\n" if n == expected else "")
+            sys.stderr.flush()
+        return n == expected
+
     try:
-        deadline = time.monotonic() + timeout_s
-        tty = sys.stderr.isatty()
-        while time.monotonic() < deadline:
-            try:
-                n = sum(len(g.brokers) for c in routes.clusters().clusters for g in c.groups)
-            except TailraceError:
-                n = 0
-            if tty:  # progress on a terminal only
-                sys.stderr.write(f"\rwaiting for brokers to register: {n}/{expected}   ")
-                sys.stderr.flush()
-            if n == expected:
-                if tty:
-                    sys.stderr.write("\n")
-                return
-            time.sleep(0.1)
-        raise TailraceError(f"only part of the {expected} brokers registered within {timeout_s:.0f} s")
+        poll_until(registered, timeout_s, f"all {expected} brokers to register", every_s=0.1)
     finally:
         routes.close()
 
@@ -397,6 +398,7 @@ def start_process(directory: Path, name: str) -> None:
     proc = TailraceProcess(name, args, Path(p["dir"]), p["exec_prefix"]).start()
     p["pid"] = proc.pid
     (directory / STATE).write_text(json.dumps(state, indent=1))
+    proc.detach()
 
 
 def add_arguments(p: Any) -> None:

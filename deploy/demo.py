@@ -24,22 +24,10 @@ from collections import Counter
 from pathlib import Path
 
 from consumer import Admin, Producer, PullConsumer
-from consumer.routing import NameserverRoutes
-from core.errors import TailraceError
 from deploy import cluster
+from deploy.waits import WaitTimeout, wait_routed
 
 BUDGET = 1024 * 1024
-
-
-def _routed(ns: list[str]) -> bool:
-    routes = NameserverRoutes(ns)
-    try:
-        (g,) = routes.get("demo", refresh=True).groups
-        return sorted(b.broker_id for b in g.brokers) == [0, 1, 2]
-    except (TailraceError, ValueError):
-        return False
-    finally:
-        routes.close()
 
 
 def _print_status(directory: Path) -> None:
@@ -70,11 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {x['name']:<13} {x['role']:<10} {x['address']}  log {x['log']}")
         with Admin(master["address"]) as admin:
             admin.create_topic("demo", 2)
-        deadline = time.monotonic() + 30
-        while not _routed(ns):
-            if time.monotonic() > deadline:
-                raise SystemExit("the topic did not reach the nameserver's routes")
-            time.sleep(0.1)
+        try:
+            wait_routed(ns, "demo", groups=1, brokers=[0, 1, 2])  # the master and both slaves
+        except WaitTimeout:
+            raise SystemExit("the topic did not reach the nameserver's routes") from None
         per_queue = args.backlog_mib * 1024 // 2
         with Producer(namesrv=ns) as prod:
             for i in range(0, per_queue, 256):

@@ -47,10 +47,12 @@ from core.errors import TailraceError
 from core.pb.tailrace.v1 import broker_pb2, broker_pb2_grpc, nameserver_pb2, nameserver_pb2_grpc
 from deploy import cluster
 from deploy.drill_check import check, read_lines
+from deploy.waits import WaitTimeout, poll_until, wait_routed
 
 DRILLS = ("kill-master", "pause-master", "partition-master", "kill-slave", "restart-all", "rolling-restart")
 TOPIC = "drill"
 REPO = Path(__file__).resolve().parents[1]
+POLL_S = 0.05  # how often the drill's waits ask (their conditions are RPCs)
 
 
 @dataclass
@@ -64,14 +66,6 @@ class DrillOptions:
     workdir: Path | None = None
     keep: bool = False
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TailraceError(f"drill: {what} did not happen within {timeout_s:.0f} s")
-        time.sleep(every_s)
 
 
 class ClusterView:
@@ -176,10 +170,10 @@ def run_drill(opt: DrillOptions) -> dict[str, Any]:
         view = ClusterView(cdir)
         topo = cluster.load_topology(opt.topology)
         lease_s = (1000 if opt.fast else topo.lease_ms) / 1000
-        wait_for(view.all_in_sync, 30, "every slave in sync")
+        poll_until(view.all_in_sync, 30, "every slave in sync", every_s=POLL_S)
         with Admin(namesrv=view.nameservers) as admin:
             admin.create_topic(TOPIC, 4)
-            wait_for(lambda: _routed(admin), 30, "the topic in the routes")  # clients start from a route
+        wait_routed(view.nameservers, TOPIC)  # clients start from a route
         count = int(opt.rate * opt.duration_s)
         plog, clog = work / "produce.jsonl", work / "consume.jsonl"
         ns = ",".join(view.nameservers)
@@ -200,11 +194,11 @@ def run_drill(opt: DrillOptions) -> dict[str, Any]:
         t_fault = time.time()
         opt.log(f"drill {opt.name}: fault at {fault_at:.1f} s (epoch {epoch0})")
         events = _inject(opt.name, view, rng, lease_s, epoch0, opt.log)
-        wait_for(
+        poll_until(
             lambda: producer is not None and producer.poll() is not None,
             opt.duration_s * 3 + 120,
             "the producer finishing",
-            0.2,
+            every_s=0.2,
         )
         produced = read_lines(plog)
         acked = {int(p["seq"]) for p in produced if p.get("status") == "SEND_OK"}
@@ -214,8 +208,8 @@ def run_drill(opt: DrillOptions) -> dict[str, Any]:
             return acked <= got
 
         try:
-            wait_for(drained, 90, "the consumer draining every acknowledged message", 0.5)
-        except TailraceError as exc:
+            poll_until(drained, 90, "the consumer draining every acknowledged message", every_s=0.5)
+        except WaitTimeout as exc:
             events.append(str(exc))
         if consumer.poll() is not None and not drained():
             out = (work / "consume.out").read_text(errors="replace")[-2000:]
@@ -275,11 +269,11 @@ def _inject(
         log(f"  {text}")
 
     def elected() -> None:
-        wait_for(new_epoch, 10 * lease_s + 30, "an election")
+        poll_until(new_epoch, 10 * lease_s + 30, "an election", every_s=POLL_S)
         note(f"elected {view.master()}")
 
     def back_as_slave(m: str, timeout_s: float, what: str) -> None:
-        wait_for(lambda: view.role_of(m) == "slave", timeout_s, f"{m} {what}")
+        poll_until(lambda: view.role_of(m) == "slave", timeout_s, f"{m} {what}", every_s=POLL_S)
 
     slaves_before = [n for n in view.brokers() if n != view.master()]
     if name == "kill-master":
@@ -315,35 +309,28 @@ def _inject(
         note(f"SIGKILL {s}")
         time.sleep(rng.uniform(1.0, 3.0) * lease_s)
         view.start(s)
-        wait_for(view.all_in_sync, 60, f"{s} back in sync")
+        poll_until(view.all_in_sync, 60, f"{s} back in sync", every_s=POLL_S)
         note(f"restarted {s}: in sync")
     elif name == "restart-all":
         names = view.brokers()
         for n in names:
             view.signal(n, signal.SIGKILL)
         note(f"SIGKILL {', '.join(names)}")
-        wait_for(lambda: not any(view.alive(n) for n in names), 10, "every broker exiting")
+        poll_until(lambda: not any(view.alive(n) for n in names), 10, "every broker exiting", every_s=POLL_S)
         time.sleep(rng.uniform(0.2, 1.0) * lease_s)
         for n in rng.sample(names, len(names)):
             view.start(n)
         note("restarted every broker")
-        wait_for(view.all_in_sync, 60 + 10 * lease_s, "a master with every slave in sync")
+        poll_until(view.all_in_sync, 60 + 10 * lease_s, "a master with every slave in sync", every_s=POLL_S)
         note(f"master {view.master()}")
     elif name == "rolling-restart":
         for n in rng.sample(view.brokers(), len(view.brokers())):
             view.signal(n, signal.SIGTERM)
-            wait_for(functools.partial(_stopped, view, n), 30, f"{n} stopping")
+            poll_until(functools.partial(_stopped, view, n), 30, f"{n} stopping", every_s=POLL_S)
             view.start(n)
-            wait_for(view.all_in_sync, 60 + 10 * lease_s, f"{n} back in sync")
+            poll_until(view.all_in_sync, 60 + 10 * lease_s, f"{n} back in sync", every_s=POLL_S)
             note(f"restarted {n}")
     return events
-
-
-def _routed(admin: Admin) -> bool:
-    try:
-        return bool(admin.routes is not None and admin.routes.get(TOPIC, refresh=True).write_queues())
-    except TailraceError:
-        return False
 
 
 def _stopped(view: ClusterView, name: str) -> bool:

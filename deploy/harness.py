@@ -1,9 +1,12 @@
-"""A small process harness for tests, benchmarks and drills.
+"""The process harness of tests, benchmarks, the demo and the drills.
 
-Starts a `tailrace` process with its own log file and ready file, waits until
-it serves, and can `stop` (SIGTERM, keeps its data), `kill` (SIGKILL),
-`restart` (same data) and show `log_tail()`. `ProcessGroup` owns several and
-always cleans up, even when the code using it fails.
+`TailraceProcess` starts a `tailrace` process with its own log file and ready
+file, waits until it serves, and can `stop` (SIGTERM, keeps its data), `kill`
+(SIGKILL), `restart` (same data) and show `log_tail()`. `ProcessGroup` owns
+several and always cleans up, even when the code using it fails; it builds
+single processes (`nameserver`, `broker`, `slave`), a master with its slaves
+(`replica_set`), and nameservers with broker groups and a routed topic
+(`cluster`). The waits on a running cluster are in `deploy/waits.py`.
 """
 
 from __future__ import annotations
@@ -13,15 +16,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from consumer.admin import Admin
+from deploy.waits import WaitTimeout, poll_until, wait_routed
 
 
 class ProcessFailed(RuntimeError):
     pass
+
+
+# Handles of processes left running on purpose (`TailraceProcess.detach`).
+_detached: list[subprocess.Popen[bytes]] = []
 
 
 class TailraceProcess:
@@ -78,18 +88,25 @@ class TailraceProcess:
         return self
 
     def wait_ready(self, timeout_s: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.ready_file.exists():
-                self.info = json.loads(self.ready_file.read_text())
-                return
-            code = self.proc.poll()
-            if code is not None:
-                raise ProcessFailed(f"{self.name} exited with {code} before serving:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise ProcessFailed(f"{self.name} not ready in {timeout_s}s:\n{self.log_tail()}")
-            time.sleep(0.01)
+        proc = self.proc
+        assert proc is not None
+        try:
+            poll_until(lambda: self.ready_file.exists() or proc.poll() is not None, timeout_s, self.name)
+        except WaitTimeout:
+            raise ProcessFailed(f"{self.name} not ready in {timeout_s}s:\n{self.log_tail()}") from None
+        if not self.ready_file.exists():
+            raise ProcessFailed(f"{self.name} exited with {proc.poll()} before serving:\n{self.log_tail()}")
+        self.info = json.loads(self.ready_file.read_text())
+
+    def detach(self) -> None:
+        """Leave the process running after this handle is gone: the launcher's
+        processes outlive it, and it finds and reaps them by pid. Without this
+        the garbage-collected handle of a running child raises ResourceWarning.
+        Handles of detached processes that have exited since are reaped and
+        dropped."""
+        _detached[:] = [p for p in _detached if p.poll() is None]
+        if self.proc is not None and self.proc.poll() is None:
+            _detached.append(self.proc)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -142,6 +159,26 @@ def _replace_flag(args: list[str], flag: str, value: str) -> list[str]:
     else:
         out += [flag, value]
     return out
+
+
+@dataclass
+class ReplicaSet:
+    """A broker group's processes: its master and its slaves (ids 1, 2, ...)."""
+
+    master: TailraceProcess
+    slaves: list[TailraceProcess]
+
+    @property
+    def brokers(self) -> list[TailraceProcess]:
+        return [self.master, *self.slaves]
+
+
+@dataclass
+class Cluster:
+    """Nameserver addresses and the broker groups registered with them."""
+
+    namesrv: list[str]
+    groups: dict[str, ReplicaSet]
 
 
 class ProcessGroup:
@@ -209,6 +246,57 @@ class ProcessGroup:
         if proc.info["broker_name"] != group:  # the broker name is the group
             raise ProcessFailed(f"{name} joined {proc.info['broker_name']}, expected {group}")
         return proc
+
+    def replica_set(
+        self,
+        name: str = "m",
+        slaves: int = 1,
+        *,
+        extra: Sequence[str] = (),
+        master_extra: Sequence[str] = (),
+        exec_prefix: Sequence[str] = (),
+        slave_exec_prefix: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> ReplicaSet:
+        """A master `name` and `slaves` slaves `name-s1`, `name-s2`, ... (broker
+        ids 1, 2, ...), started in that order. `extra` goes to every one of
+        them, `master_extra` (e.g. `--replication sync`) to the master only;
+        the slaves run under `slave_exec_prefix` (default: the master's);
+        other keyword arguments (`namesrv`, `segment_bytes`, `heartbeat_ms`,
+        `flush`) go to `broker()`."""
+        master = self.broker(name, extra=[*extra, *master_extra], exec_prefix=exec_prefix, **kwargs)
+        prefix = exec_prefix if slave_exec_prefix is None else slave_exec_prefix
+        replicas = [
+            self.slave(f"{name}-s{i}", master, broker_id=i, extra=extra, exec_prefix=prefix, **kwargs)
+            for i in range(1, slaves + 1)
+        ]
+        return ReplicaSet(master, replicas)
+
+    def cluster(
+        self,
+        groups: Sequence[str] = ("g",),
+        *,
+        slaves: int = 0,
+        nameservers: int = 1,
+        topic: str | None = None,
+        queues: int = 4,
+        **kwargs: Any,
+    ) -> Cluster:
+        """Nameservers `ns0`, `ns1`, ... and a replica set per group name, each
+        registered with every nameserver (keyword arguments as for
+        `replica_set`). With `topic`: once every group's master is registered,
+        creates it with `queues` queues in every group and waits until the
+        nameservers route it to every group with all its brokers."""
+        ns = [self.nameserver(f"ns{i}").address for i in range(nameservers)]
+        sets = {g: self.replica_set(g, slaves, namesrv=ns, **kwargs) for g in groups}
+        if topic is not None:
+            with Admin(namesrv=ns) as admin:
+                poll_until(
+                    lambda: sorted(admin.masters()) == sorted(groups), 30, f"masters of {list(groups)}"
+                )
+                admin.create_topic(topic, queues)
+            wait_routed(ns, topic, groups=groups, brokers=range(slaves + 1))
+        return Cluster(ns, sets)
 
     def logs(self) -> str:
         return "\n".join(f"--- {name} ---\n{p.log_tail()}" for name, p in self.processes.items())

@@ -23,8 +23,8 @@ from core.pb.tailrace.v1 import broker_pb2_grpc, nameserver_pb2, replication_pb2
 from core.pb.tailrace.v1 import replication_pb2 as rpb
 from core.pb.tailrace.v1 import replication_pb2_grpc as rgrpc
 from deploy.broker_node import BrokerNode
+from deploy.harness import poll_until
 from tests.helpers.nodes import SECRET, Nodes, nodes
-from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.component
 __all__ = ["nodes"]  # the fixture
@@ -104,7 +104,7 @@ def test_a_follower_refuses_every_leader_only_rpc_and_changes_nothing(nodes: Nod
     master.core.leader().create_topic("T", 4)
     master.core.leader().commit_offset("G", "T", 0, 0)
     slave = nodes.slave(master)
-    wait_until(lambda: state(slave)[:3] == state(master)[:3], 10, "the slave caught up")
+    poll_until(lambda: state(slave)[:3] == state(master)[:3], 10, "the slave caught up")
     before_slave, before_master = state(slave), state(master)
     for name in [*UNARY_SAMPLES, *STREAM_SAMPLES]:
         if name in ("Send", "SendBatch"):  # a send's refusal is a status, as a fenced master's
@@ -176,7 +176,7 @@ def test_a_pull_says_whether_it_was_held(nodes: Nodes) -> None:
     master = nodes.master({"pull.max_held_pulls": 1})
     master.core.leader().create_topic("T", 1)
     slave = nodes.slave(master)
-    wait_until(lambda: slave.core.list_topics() == [("T", 1)], 10, "the topic on the slave")
+    poll_until(lambda: slave.core.list_topics() == [("T", 1)], 10, "the topic on the slave")
     req = pb.PullRequest(group="G", topic="T", queue_id=0, queue_offset=0, max_wait_ms=100)
     with grpc.insecure_channel(master.address) as m, grpc.insecure_channel(slave.address) as s:
         pull_m, pull_s = broker_pb2_grpc.BrokerStub(m).Pull, broker_pb2_grpc.BrokerStub(s).Pull
@@ -190,7 +190,7 @@ def test_a_pull_says_whether_it_was_held(nodes: Nodes) -> None:
         held = pull_m.future(
             pb.PullRequest(group="G", topic="T", queue_id=0, queue_offset=0, max_wait_ms=3000)
         )
-        wait_until(lambda: master.core.notifier.waiting(("T", 0)) == 1, 5, "a held pull")
+        poll_until(lambda: master.core.notifier.waiting(("T", 0)) == 1, 5, "a held pull")
         r = pull_m(req, timeout=5)
         assert (r.status, r.held) == (pb.NO_NEW_MSG, False)
         held.cancel()

@@ -25,10 +25,10 @@ from core.replication import MasterSession, SlaveSession
 from core.roles import Directive, SendStatus
 from core.store import MessageStore
 from deploy.broker_node import Roles
+from deploy.harness import poll_until
 from master.leader import LeaderRole
 from slave.follower import FollowerRole
 from tests.helpers.store_tools import abandon, check_consistency
-from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.component
 Open = Callable[..., MessageStore]
@@ -211,12 +211,12 @@ def test_no_write_lands_after_a_demotion(open_store: Open, tmp_path: Path) -> No
     writers = [threading.Thread(target=write) for _ in range(3)]
     for w in writers:
         w.start()
-    wait_until(lambda: len(outcomes) > 50, 10, "writes under way")
+    poll_until(lambda: len(outcomes) > 50, 10, "writes under way")
     direct(a, 2, 2, "h:2")  # another node leads epoch 2
     after = a.store.commitlog.max_offset
     assert not a.role.is_leader and a.registration().role == "slave" and a.broker_id == 1
     n = len(outcomes)
-    wait_until(lambda: len(outcomes) > n + 50, 10, "more writes refused")
+    poll_until(lambda: len(outcomes) > n + 50, 10, "more writes refused")
     stop.set()
     for w in writers:
         w.join()

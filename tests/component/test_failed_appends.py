@@ -4,7 +4,6 @@ queues, not visible to readers, and the store keeps working (review findings).""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from core.record import Message, decode_record
 from core.store import MessageStore, ReadStatus, StoreConfig
 from core.store.consumequeue import ConsumeQueueSet
 from core.store.flush import GroupCommit
+from deploy.waits import poll_until
 from tests.helpers.store_tools import abandon, check_consistency
 
 pytestmark = pytest.mark.component
@@ -117,9 +117,7 @@ def test_a_flush_by_another_thread_releases_group_commit_waiters() -> None:
         result: list[bool] = []
         waiter = threading.Thread(target=lambda: result.append(group.wait_durable(100, 30.0)))
         waiter.start()
-        deadline = time.monotonic() + 5
-        while not group._wanted and time.monotonic() < deadline:
-            time.sleep(0.001)
+        poll_until(lambda: group._wanted, 5, "the waiter asking for a flush", every_s=0.001)
         clog.flush_elsewhere()
         waiter.join(10)  # far below the 30 s timeout: the listener woke it
         assert result == [True]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,17 +12,10 @@ from core.errors import FlushTimeoutError
 from core.record import Message
 from core.store import MessageStore
 from core.store.checkpoint import read_checkpoint
+from deploy.waits import poll_until
 
 pytestmark = pytest.mark.component
 Open = Callable[..., MessageStore]
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.005)
 
 
 def test_sync_append_returns_only_when_durable_and_shares_syncs(open_store: Open) -> None:
@@ -80,13 +72,13 @@ def test_async_flush_catches_up_and_checkpoints(open_store: Open, tmp_path: Path
     s.append([Message("t", 0, b"y" * 500)] * 50)
     end = s.commitlog.max_offset
     assert s.commitlog.flushed < end
-    wait_for(lambda: s.commitlog.flushed == end)
-    wait_for(
-        lambda: (
-            (read_checkpoint(tmp_path / "d") or None) is not None
-            and read_checkpoint(tmp_path / "d").dispatched == end
-        )
-    )  # type: ignore[union-attr]
+    poll_until(lambda: s.commitlog.flushed == end, 5, "the periodic flush reaching the end")
+
+    def checkpointed() -> bool:
+        ck = read_checkpoint(tmp_path / "d")
+        return ck is not None and ck.dispatched == end
+
+    poll_until(checkpointed, 5, "a checkpoint at the end")
     s.close()
     ck = read_checkpoint(tmp_path / "d")
     assert ck is not None and ck.commitlog_flushed == ck.dispatched == end

@@ -14,7 +14,7 @@ import pytest
 
 from core.broker_config import load_broker_config
 from deploy.broker_node import BrokerNode
-from tests.helpers.wait import wait_until as poll_until
+from deploy.harness import poll_until
 
 SECRET = "component-secret"
 

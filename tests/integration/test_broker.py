@@ -27,8 +27,8 @@ from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.record import iter_records
 from deploy.harness import ProcessGroup
+from deploy.waits import poll_until, wait_warm
 from tests.helpers.cli import ROOT, cli
-from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -80,18 +80,18 @@ def test_kill9_during_produce_loses_no_acknowledged_message(procs: ProcessGroup,
         prod.send_batch("K", [f"pre-{i}".encode() for i in range(10)], queue_id=0)
     with PullConsumer(b.address, "g1", "K") as cons:
         got = []
-        wait_until(lambda: got.extend(cons.poll(200)) or len(got) >= 10, what="pre messages")
+        poll_until(lambda: got.extend(cons.poll(200)) or len(got) >= 10, 30, "pre messages")
         cons.commit()
         committed = cons.positions()
     assert committed[0] == 10
-    plog = tmp_path / "produce.jsonl"
+    plog = tmp_path / "produce.jsonl"  # what it acknowledged: its output is not read
     producer = subprocess.Popen(
         [sys.executable, "-m", "deploy.cli", "produce", "--broker", b.address, "--topic", "K",
          "--count", "1000000", "--batch", "50", "--size", "200", "--log", str(plog), "--json"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_until(lambda: plog.exists() and plog.stat().st_size > 200_000, 60, "acks")
+        poll_until(lambda: plog.exists() and plog.stat().st_size > 200_000, 60, "acks")
         b.kill()
         producer.kill()  # its log holds every acknowledged batch (flushed per batch)
         producer.wait(60)
@@ -148,8 +148,7 @@ def test_long_poll_delivers_within_100ms_and_empty_pull_waits(procs: ProcessGrou
 
     # ten held pulls cost the broker no CPU while they wait (once it has
     # finished pre-warming its segments, which is real kernel work)
-    with Admin(b.address) as admin:
-        wait_until(lambda: admin.status()["details"]["segments_warming"] == 0, 30, "warming")
+    wait_warm(b, timeout_s=30)
     proc = psutil.Process(b.pid)
     futures = [
         stub.Pull.future(
@@ -158,9 +157,9 @@ def test_long_poll_delivers_within_100ms_and_empty_pull_waits(procs: ProcessGrou
         )
         for _ in range(10)
     ]
-    time.sleep(0.3)
+    time.sleep(0.3)  # let the pulls arrive and be held (not a sync point)
     cpu0 = sum(proc.cpu_times()[:2])
-    time.sleep(1.0)
+    time.sleep(1.0)  # the measured window
     cpu1 = sum(proc.cpu_times()[:2])
     for f in futures:
         assert f.result().status == pb.NO_NEW_MSG
@@ -184,7 +183,7 @@ def test_tag_filtering_on_broker_and_client(procs: ProcessGroup) -> None:
     assert {r.tags for r in iter_records(resp.records)} == {"A"}
     with PullConsumer(b.address, "g", "G", subscription="A || C") as cons:
         got = []
-        wait_until(lambda: got.extend(cons.poll(200)) or len(got) >= 10, what="tagged")
+        poll_until(lambda: got.extend(cons.poll(200)) or len(got) >= 10, 30, "tagged")
     assert sorted(int(m.body) for m in got) == list(range(0, 30, 3))
 
 
@@ -201,19 +200,19 @@ def test_start_positions_and_commit_resume(procs: ProcessGroup) -> None:
         with Producer(b.address) as prod:
             prod.send("S", b"new", queue_id=1)
         got = []
-        wait_until(lambda: got.extend(late.poll(200)) or len(got) >= 1, what="new message")
+        poll_until(lambda: got.extend(late.poll(200)) or len(got) >= 1, 30, "new message")
         assert [m.body for m in got] == [b"new"]
     # commit part-way, resume from there
     with PullConsumer(b.address, "g", "S", max_messages=10, auto_commit_interval_ms=0) as first:
         batch: list[object] = []
-        wait_until(lambda: batch.extend(first.poll(200)) or len(batch) >= 10, what="batch")
+        poll_until(lambda: batch.extend(first.poll(200)) or len(batch) >= 10, 30, "batch")
         polled = first.positions()
     # closing committed what was polled, no more and no less
     assert sum(polled.values()) == len(batch) and 10 <= len(batch) < 101
     with PullConsumer(b.address, "g", "S") as resumed:
         assert resumed.positions() == polled
         got: list[object] = []
-        wait_until(lambda: got.extend(resumed.poll(200)) or len(got) + len(batch) >= 101, what="rest")
+        poll_until(lambda: got.extend(resumed.poll(200)) or len(got) + len(batch) >= 101, 30, "rest")
     assert len(got) + len(batch) == 101  # nothing skipped, nothing twice
 
 
@@ -299,7 +298,7 @@ def test_sigterm_stops_cleanly_and_restart_is_clean(procs: ProcessGroup) -> None
     assert st["role"] == "master" and st["broker_name"] == "b"
     with PullConsumer(b.address, "g", "T") as cons:
         got = []
-        wait_until(lambda: got.extend(cons.poll(200)) or len(got) >= 3, what="messages")
+        poll_until(lambda: got.extend(cons.poll(200)) or len(got) >= 3, 30, "messages")
     assert [m.body for m in got] == [b"a", b"b", b"c"]
 
 
@@ -357,7 +356,7 @@ def test_held_pulls_never_take_every_server_thread(procs: ProcessGroup) -> None:
         for q in range(6)
     ]
     try:
-        wait_until(lambda: sum(f.done() for f in held) >= 4, 5, "pulls beyond the cap answered")
+        poll_until(lambda: sum(f.done() for f in held) >= 4, 5, "pulls beyond the cap answered")
         with Producer(b.address, timeout_s=2.0) as prod:  # a thread is still free for this
             assert prod.send("H", b"through", queue_id=7).status == "SEND_OK"
         with Admin(b.address) as admin:
@@ -377,7 +376,7 @@ def test_metrics_endpoint_counts_a_produce_run(procs: ProcessGroup) -> None:
             prod.send_batch("M", [b"y" * 100] * 100)
     with PullConsumer(b.address, "g", "M") as cons:
         got: list[object] = []
-        wait_until(lambda: got.extend(cons.poll(200)) or len(got) >= 1000, what="consume")
+        poll_until(lambda: got.extend(cons.poll(200)) or len(got) >= 1000, 30, "consume")
 
     def metric(text: str, name: str) -> float:
         for line in text.splitlines():

@@ -17,11 +17,10 @@ import pytest
 from consumer import Admin, Producer, PullConsumer
 from consumer.connection import BrokerConnection
 from consumer.producer import by_key
-from consumer.routing import NameserverRoutes
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import MessageQueue
 from deploy.harness import ProcessGroup, TailraceProcess
-from tests.helpers.wait import wait_until
+from deploy.waits import master_groups, poll_until, route_of, wait_routed
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,25 +29,14 @@ REBALANCE_MS = 1000
 
 
 def route_groups(ns: list[str], topic: str) -> list[str]:
-    routes = NameserverRoutes(ns)
-    try:
-        return sorted(g.broker_name for g in routes.get(topic, refresh=True).groups if g.master)
-    except Exception:
-        return []
-    finally:
-        routes.close()
+    return master_groups(route_of(ns, topic))
 
 
 def cluster(
     procs: ProcessGroup, nameservers: int = 1, queues: int = 4
 ) -> tuple[list[str], dict[str, TailraceProcess]]:
-    ns = [procs.nameserver(f"ns{i}").address for i in range(nameservers)]
-    brokers = {name: procs.broker(name, namesrv=ns, heartbeat_ms=HB_MS) for name in ("ga", "gb")}
-    with Admin(namesrv=ns) as admin:
-        wait_until(lambda: len(admin.masters()) == 2, what="both groups registered")
-        admin.create_topic("T", queues)
-    wait_until(lambda: route_groups(ns, "T") == ["ga", "gb"], what="topic routed to both groups")
-    return ns, brokers
+    c = procs.cluster(("ga", "gb"), nameservers=nameservers, heartbeat_ms=HB_MS, topic="T", queues=queues)
+    return c.namesrv, {name: rs.master for name, rs in c.groups.items()}
 
 
 def consumer(ns: list[str], group: str = "G") -> PullConsumer:
@@ -91,18 +79,19 @@ def test_three_consumers_share_eight_queues_over_two_groups(procs: ProcessGroup)
     members = [consumer(ns) for _ in range(3)]
     cols = [Collector(c) for c in members]  # polling drives rebalancing
     try:
-        wait_until(
+        poll_until(
             lambda: (
                 all(len(c.membership.members) == 3 for c in members)
                 and sorted(q for c in members for q in c.assignment)
                 == [MessageQueue(g, q) for g in ("ga", "gb") for q in range(4)]
             ),
-            what="every queue assigned exactly once",
+            30,
+            "every queue assigned exactly once",
         )
         with Producer(namesrv=ns) as prod:
             for i in range(0, 30_000, 100):
                 prod.send_batch("T", [f"m{j}".encode() for j in range(i, i + 100)])
-        wait_until(lambda: sum(len(c.bodies()) for c in cols) >= 30_000, 60, "30,000 consumed")
+        poll_until(lambda: sum(len(c.bodies()) for c in cols) >= 30_000, 60, "30,000 consumed")
         everything = [b for c in cols for b in c.bodies()]
         assert len(everything) == 30_000 and len(set(everything)) == 30_000  # none twice
         assert set(everything) == {f"m{j}".encode() for j in range(30_000)}  # none lost
@@ -128,8 +117,8 @@ def test_rebalance_after_leave_and_kill_resumes_from_committed_offsets(
     )  # fmt: skip
     cols = [Collector(a), Collector(b)]
     try:
-        wait_until(lambda: len(b.membership.members) == 3, what="three members")
-        wait_until(lambda: len(a.assignment) + len(b.assignment) < 8, what="c owns queues")
+        poll_until(lambda: len(b.membership.members) == 3, 30, "three members")
+        poll_until(lambda: len(a.assignment) + len(b.assignment) < 8, 30, "c owns queues")
 
         def c_got() -> list[str]:
             text = clog.read_text() if clog.exists() else ""
@@ -139,14 +128,14 @@ def test_rebalance_after_leave_and_kill_resumes_from_committed_offsets(
         with Producer(namesrv=ns) as prod:
             for i in range(0, 3000, 100):
                 prod.send_batch("T", [f"r:{j}:".encode() for j in range(i, i + 100)])
-        wait_until(
+        poll_until(
             lambda: len(set(cols[0].bodies()) | set(cols[1].bodies())) + len(set(c_got())) >= 3000,
             30,
             "phase 1 consumed",
         )
         # a leaves cleanly: b and c split the queues within a rebalance period
         cols[0].stop(close=True)
-        took = wait_until(lambda: len(b.assignment) == 4, 10, "b to take half of a's queues")
+        took = poll_until(lambda: len(b.assignment) == 4, 10, "b to take half of a's queues")
         assert took < REBALANCE_MS / 1000 + 3 * HB_MS / 1000 + 2
         c_queues = sorted(set(MessageQueue(g, q) for g in ("ga", "gb") for q in range(4)) - set(b.assignment))
         # c is killed: b takes everything after c's heartbeats expire
@@ -164,13 +153,13 @@ def test_rebalance_after_leave_and_kill_resumes_from_committed_offsets(
             conn.close()
             committed[mq] = r.offset if r.found else 0
         seen_before = len(cols[1].got)
-        took = wait_until(lambda: len(b.assignment) == 8, 15, "b to take c's queues")
+        took = poll_until(lambda: len(b.assignment) == 8, 15, "b to take c's queues")
         assert took < REBALANCE_MS / 1000 + 3 * HB_MS / 1000 + 3
         with Producer(namesrv=ns) as prod:
             for i in range(3000, 6000, 100):
                 prod.send_batch("T", [f"r:{j}:".encode() for j in range(i, i + 100)])
         wanted = {f"r:{j}:".encode() for j in range(6000)}
-        wait_until(
+        poll_until(
             lambda: (
                 wanted
                 <= set(cols[1].bodies()) | {f"r:{s}:".encode() for s in c_got()} | set(cols[0].bodies())
@@ -213,11 +202,11 @@ def test_producer_rides_over_a_dead_group_and_routes_drop_it(procs: ProcessGroup
     t = threading.Thread(target=keep_sending)
     t.start()
     try:
-        wait_until(lambda: sent["ga"] > 20 and sent["gb"] > 20, what="sends to both groups")
+        poll_until(lambda: sent["ga"] > 20 and sent["gb"] > 20, 30, "sends to both groups")
         brokers["gb"].kill()
         before = sent["ga"]
-        wait_until(lambda: sent["ga"] > before + 200, 20, "sends to continue on ga")
-        took = wait_until(lambda: route_groups(ns, "T") == ["ga"], 10, "gb dropped from routes")
+        poll_until(lambda: sent["ga"] > before + 200, 20, "sends to continue on ga")
+        took = wait_routed(ns, "T", groups=["ga"], timeout_s=10, what="gb dropped from routes")
         assert took < 3 * HB_MS / 1000 + 2
     finally:
         stop.set()
@@ -235,7 +224,7 @@ def test_one_of_two_nameservers_killed(procs: ProcessGroup) -> None:
     c = consumer(ns, group="after-kill")
     try:
         got: list[bytes] = []
-        wait_until(lambda: got.extend(m.body for m in c.poll(100)) or len(got) >= 40, what="consume")
+        poll_until(lambda: got.extend(m.body for m in c.poll(100)) or len(got) >= 40, 30, "consume")
         assert sorted(got) == sorted(f"k{i}".encode() for i in range(40))
     finally:
         c.close()
@@ -244,7 +233,7 @@ def test_one_of_two_nameservers_killed(procs: ProcessGroup) -> None:
     assert route_groups([ns[1]], "T") == ["ga", "gb"]
     # a restarted nameserver is whole again after the next heartbeats
     procs.processes["ns0"].restart()
-    took = wait_until(lambda: route_groups([ns[0]], "T") == ["ga", "gb"], 10, "ns0 refilled")
+    took = wait_routed([ns[0]], "T", groups=["ga", "gb"], timeout_s=10, what="ns0 refilled")
     assert took < 2 * HB_MS / 1000 + 2
 
 
@@ -299,11 +288,11 @@ def test_a_consumer_connects_only_to_the_brokers_it_reads(procs: ProcessGroup, t
         with Producer(namesrv=ns) as prod:
             for i in range(40):
                 prod.send("T", f"early {i}".encode())
-            wait_until(lambda: groups_read("z-first") == {"ga", "gb"}, 30, "the first member reading both")
+            poll_until(lambda: groups_read("z-first") == {"ga", "gb"}, 30, "the first member reading both")
             start("a-late")  # sorts first: the averaging allocation gives it ga's two queues
             for i in range(400):
                 prod.send("T", f"late {i}".encode())
-            wait_until(lambda: groups_read("a-late") == {"ga"}, 30, "the late member reading ga")
+            poll_until(lambda: groups_read("a-late") == {"ga"}, 30, "the late member reading ga")
         p = psutil.Process(ps["a-late"].pid)
         connected = {c.raddr.port for c in p.net_connections("tcp") if c.raddr}
         assert ports["ga"] in connected

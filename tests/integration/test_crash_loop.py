@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import zlib
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 
 from core.record import HEADER_SIZE, Message, decode_record, iter_records
 from core.store import MessageStore
+from deploy.waits import poll_until
 from tests.helpers.crash_writer import CONFIG, QUEUES, TOPIC, body_for
 from tests.helpers.store_tools import check_consistency
 
@@ -68,22 +68,24 @@ class Child:
             return len(self.acks)
 
     def wait_acks(self, n: int, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.ack_count() < n:
+        def acked() -> bool:
+            if self.ack_count() >= n:
+                return True
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read() if self.proc.stderr else ""
                 raise AssertionError(f"writer exited with {self.proc.returncode}: {err}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"writer acked only {self.ack_count()} of {n}")
-            time.sleep(0.002)
+            return False
+
+        poll_until(acked, timeout_s, f"the writer acknowledging {n} records", every_s=0.002)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
         self._reader.join(10)  # every line written before the kill is read
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
 
 
 def verify(store: MessageStore, acked: dict[int, tuple[int, int, int, int]]) -> None:

@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from consumer.routing import NameserverRoutes
-from core.errors import TailraceError
 from deploy import cluster
+from deploy.waits import wait_routed
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,16 +85,7 @@ def test_cluster_across_three_namespaces(namespaces: list[tuple[str, str]], tmp_
             cwd=ROOT, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert t.returncode == 0, t.stderr
-        routes = NameserverRoutes([namesrv])
-        deadline = time.monotonic() + 20
-        while True:  # the master's next heartbeat puts the topic in the routes
-            try:
-                routes.get("N", refresh=True)
-                break
-            except TailraceError:
-                assert time.monotonic() < deadline, "topic never routed"
-                time.sleep(0.1)
-        routes.close()
+        wait_routed([namesrv], "N", timeout_s=20)  # the master's next heartbeat puts the topic in the routes
         p = subprocess.run(
             [*run, "produce", "--namesrv", namesrv, "--topic", "N", "--count", "2000",
              "--batch", "100", "--json"],

@@ -19,8 +19,8 @@ from consumer import Admin, ConsumeStatus, PullConsumer, PushConsumer, ReceivedM
 from core.route import MessageQueue
 from deploy.client_cli import parse_body
 from deploy.harness import ProcessGroup
+from deploy.waits import poll_until
 from tests.helpers.cli import ROOT, cli, cli_json, read_jsonl
-from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def test_throughput_grows_with_threads_and_commits_stay_safe(procs: ProcessGroup
     c = PushConsumer("safe", "t", slow_evens, broker=address, consume_threads=16, batch_size=4,
                      auto_commit_interval_ms=100, on_commit=check_commit)  # fmt: skip
     try:
-        wait_until(lambda: sum(len(v) for v in done.values()) >= 6000, 60, "every message processed")
+        poll_until(lambda: sum(len(v) for v in done.values()) >= 6000, 60, "every message processed")
     finally:
         c.close()
     assert len(commits) > 8 and skipped == []  # committed all along, none past a gap
@@ -94,7 +94,7 @@ def test_sigkill_mid_run_skips_nothing(procs: ProcessGroup, tmp_path: Path) -> N
             text = log1.read_text() if log1.exists() else ""
             return text.count('"commit"') >= 3 and text.count('"seq"') >= 2000
 
-        wait_until(under_way, 60, "a run under way")
+        poll_until(under_way, 60, "a run under way")
         p.send_signal(signal.SIGKILL)
     finally:
         p.kill()
@@ -118,7 +118,7 @@ def test_sigkill_mid_run_skips_nothing(procs: ProcessGroup, tmp_path: Path) -> N
     first_seqs = {int(e["seq"]) for e in first if "seq" in e}
     c = PushConsumer("crash", "t", record, broker=address, consume_threads=8)
     try:
-        wait_until(lambda: first_seqs | {x[2] for x in list(second)} >= produced, 60, "the rest consumed")
+        poll_until(lambda: first_seqs | {x[2] for x in list(second)} >= produced, 60, "the rest consumed")
     finally:
         c.close()
     assert first_seqs | {x[2] for x in second} == produced  # nothing skipped
@@ -162,8 +162,8 @@ def test_local_retry_holds_the_commit_point(procs: ProcessGroup) -> None:
                      send_back=False, auto_commit_interval_ms=50,
                      on_commit=lambda mq, o: commits.append(o))  # fmt: skip
     try:
-        wait_until(lambda: attempts[50] >= 3 and len(attempts) == 200, 30, "the retries")
-        wait_until(lambda: bool(commits) and commits[-1] == 200, 30, "the final commit")
+        poll_until(lambda: attempts[50] >= 3 and len(attempts) == 200, 30, "the retries")
+        poll_until(lambda: bool(commits) and commits[-1] == 200, 30, "the final commit")
     finally:
         c.close()
     assert attempts[50] == 3 and attempts[60] == 2
@@ -192,7 +192,7 @@ def test_failed_messages_retry_with_growing_delays_then_dead_letter(procs: Proce
 
     c = PushConsumer("g", "t", handler, broker=b.address, consume_threads=4, max_reconsume=3)
     try:
-        wait_until(
+        poll_until(
             lambda: all(len(calls[s]) == 4 for s in failing) and len(calls) == 300, 30, "every attempt"
         )
         # the fourth failure goes to the dead-letter topic
@@ -203,7 +203,7 @@ def test_failed_messages_retry_with_growing_delays_then_dead_letter(procs: Proce
                 dead.extend(dlq.poll(200))
                 return len(dead) >= 3
 
-            wait_until(three_dead, 20, "three dead letters")
+            poll_until(three_dead, 20, "three dead letters")
     finally:
         c.close()
     for s in failing:
@@ -248,10 +248,10 @@ def test_orderly_mode_keeps_queue_order_across_a_rebalance(procs: ProcessGroup) 
     a = PushConsumer("ord", "t", handler_for("a"), **opts)  # type: ignore[arg-type]
     b: PushConsumer | None = None
     try:
-        wait_until(lambda: len(events) >= 600, 30, "member a under way")
+        poll_until(lambda: len(events) >= 600, 30, "member a under way")
         b = PushConsumer("ord", "t", handler_for("b"), **opts)  # type: ignore[arg-type]
-        wait_until(lambda: {e[1] for e in events if e[0] == "b"} != set(), 30, "b taking over queues")
-        wait_until(lambda: len({(e[1], e[2]) for e in events}) == 4000, 60, "everything processed")
+        poll_until(lambda: {e[1] for e in events if e[0] == "b"} != set(), 30, "b taking over queues")
+        poll_until(lambda: len({(e[1], e[2]) for e in events}) == 4000, 60, "everything processed")
     finally:
         if b is not None:
             b.close()
@@ -300,12 +300,12 @@ def test_orderly_handler_outliving_the_revoke_keeps_its_lock(procs: ProcessGroup
     a = PushConsumer("ord2", "t", handler_for("a"), **opts)  # type: ignore[arg-type]
     b: PushConsumer | None = None
     try:
-        wait_until(lambda: len(done) >= 100, 30, "member a under way")
+        poll_until(lambda: len(done) >= 100, 30, "member a under way")
         slow.set()  # a's handlers now outlive the revoke wait
         b = PushConsumer("ord2", "t", handler_for("b"), **opts)  # type: ignore[arg-type]
-        wait_until(lambda: any(x[0] == "b" for x in done), 30, "b taking over a queue")
+        poll_until(lambda: any(x[0] == "b" for x in done), 30, "b taking over a queue")
         slow.clear()
-        wait_until(lambda: len({(q, o) for _, q, o in done}) == 800, 60, "everything processed")
+        poll_until(lambda: len({(q, o) for _, q, o in done}) == 800, 60, "everything processed")
     finally:
         slow.clear()
         if b is not None:

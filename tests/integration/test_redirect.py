@@ -10,9 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from consumer import Admin, Producer, PullConsumer
-from consumer.routing import NameserverRoutes
 from deploy.harness import ProcessGroup, TailraceProcess
-from tests.helpers.wait import wait_until
+from deploy.waits import wait_caught_up
 
 pytestmark = pytest.mark.integration
 SEG = 8 * 1024 * 1024
@@ -20,32 +19,13 @@ COMMON = ["--set", "replication.secret=r", "--set", "store.max_message_bytes=104
 BUDGET = 1024 * 1024
 
 
-def max_offset(p: TailraceProcess) -> int:
-    with Admin(p.address) as a:
-        return int(a.status()["max_offset"])
-
-
 def cluster(
     procs: ProcessGroup, budget: int | None = BUDGET
 ) -> tuple[list[str], TailraceProcess, list[TailraceProcess]]:
-    ns = [procs.nameserver("ns").address]
+    """A nameserver, a master and two slaves; topic B (2 queues) routed to all three."""
     opts = [*COMMON, "--budget-bytes", str(budget)] if budget else COMMON
-    m = procs.broker("m", extra=opts, segment_bytes=SEG, namesrv=ns)
-    slaves = [procs.slave(f"s{i}", m, broker_id=i, extra=opts, segment_bytes=SEG, namesrv=ns) for i in (1, 2)]
-    with Admin(m.address) as admin:
-        admin.create_topic("B", 2)
-    routes = NameserverRoutes(ns)
-
-    def routed() -> bool:
-        try:
-            (g,) = routes.get("B", refresh=True).groups
-        except Exception:
-            return False
-        return sorted(b.broker_id for b in g.brokers) == [0, 1, 2]
-
-    wait_until(routed, what="master and both slaves routed")
-    routes.close()
-    return ns, m, slaves
+    c = procs.cluster(("m",), slaves=2, extra=opts, segment_bytes=SEG, topic="B", queues=2)
+    return c.namesrv, c.groups["m"].master, c.groups["m"].slaves
 
 
 def backlog(m: TailraceProcess, slaves: list[TailraceProcess], n: int, start: int = 0) -> None:
@@ -55,8 +35,7 @@ def backlog(m: TailraceProcess, slaves: list[TailraceProcess], n: int, start: in
                 prod.send_batch(
                     "B", [f"{q}:{j}:".encode() + b"x" * 1000 for j in range(i, i + 256)], queue_id=q
                 )
-    end = max_offset(m)
-    wait_until(lambda: all(max_offset(s) == end for s in slaves), what="slaves caught up")
+    wait_caught_up(m, slaves)
 
 
 def consume_all(

@@ -6,6 +6,7 @@ import hashlib
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -16,17 +17,13 @@ from consumer.connection import BrokerConnection
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.record import iter_records
+from core.route import TopicRoute
 from deploy.harness import ProcessGroup, TailraceProcess
-from tests.helpers.wait import wait_until
+from deploy.waits import max_offset, poll_until, wait_max_offset, wait_routed
 
 pytestmark = pytest.mark.integration
 SEG = 4 * 1024 * 1024  # small segments: 100,000 messages span many
 SECRET = ["--set", "replication.secret=test-secret", "--set", "store.max_message_bytes=1048576"]
-
-
-def max_offset(p: TailraceProcess) -> int:
-    with Admin(p.address) as a:
-        return int(a.status()["max_offset"])
 
 
 def log_digest(p: TailraceProcess, upto: int) -> str:
@@ -69,11 +66,13 @@ def produce(address: str, n: int, start: int = 0, topic: str = "R") -> None:
             prod.send_batch(topic, [f"{j}:".encode() + b"x" * 200 for j in range(i, min(start + n, i + 500))])
 
 
-def master_and_slaves(procs: ProcessGroup, slaves: int, mode: str = "async", extra: list[str] | None = None):  # type: ignore[no-untyped-def]
-    opts = [*SECRET, "--replication", mode, *(extra or [])]
-    m = procs.broker("m", extra=opts, segment_bytes=SEG)
-    ss = [procs.slave(f"s{i}", m, broker_id=i, extra=SECRET, segment_bytes=SEG) for i in range(1, slaves + 1)]
-    return m, ss
+def master_and_slaves(
+    procs: ProcessGroup, slaves: int, mode: str = "async", extra: Sequence[str] = ()
+) -> tuple[TailraceProcess, list[TailraceProcess]]:
+    rs = procs.replica_set(
+        "m", slaves, extra=SECRET, master_extra=["--replication", mode, *extra], segment_bytes=SEG
+    )
+    return rs.master, rs.slaves
 
 
 def test_two_slaves_hold_byte_identical_logs(procs: ProcessGroup) -> None:
@@ -81,7 +80,7 @@ def test_two_slaves_hold_byte_identical_logs(procs: ProcessGroup) -> None:
     produce(m.address, 100_000)
     end = max_offset(m)
     assert end > 5 * SEG
-    wait_until(lambda: max_offset(s1) == end and max_offset(s2) == end, what="slaves caught up")
+    wait_max_offset([s1, s2], end, what="slaves caught up")
     with Admin(m.address) as admin:
         st = admin.status()["details"]["replication"]
     assert sorted(st["in_sync"]) == [1, 2] and all(s["acked"] == end for s in st["slaves"])
@@ -105,7 +104,7 @@ def test_restarts_and_a_new_slave_converge(procs: ProcessGroup) -> None:
     late = procs.slave("s9", m, broker_id=9, extra=SECRET, segment_bytes=SEG)  # empty, master has segments
     end = max_offset(m)
     assert end > 3 * SEG
-    wait_until(lambda: max_offset(s1) == end and max_offset(late) == end, 60, "all converge")
+    wait_max_offset([s1, late], end, 60, "all converge")
     assert sorted(all_messages(late.address, "R", 8)) == sorted(all_messages(m.address, "R", 8))
     for p in (m, s1, late):
         assert p.stop() == 0
@@ -117,7 +116,7 @@ def test_a_stranger_is_refused(procs: ProcessGroup) -> None:
     bad = procs.broker("intruder", extra=["--role", "slave", "--broker-id", "1", "--master", m.address,
                                           "--set", "replication.secret=wrong"], group="m")  # fmt: skip
     produce(m.address, 1000)
-    wait_until(lambda: "secret" in bad.log_tail(), 10, "the refusal to show in the slave's log")
+    poll_until(lambda: "secret" in bad.log_tail(), 10, "the refusal to show in the slave's log")
     assert max_offset(bad) == 0
     with Admin(m.address) as admin:
         assert admin.status()["details"]["replication"]["slaves"] == []
@@ -166,9 +165,9 @@ def test_consumers_never_read_past_the_confirmed_offset(procs: ProcessGroup) -> 
         assert len(all_messages(m.address, "R", 8)) == before  # invisible on the master
     finally:
         os.kill(s1.pid, signal.SIGCONT)
-    wait_until(lambda: len(all_messages(m.address, "R", 8)) == before + 10, 20, "confirmed after resume")
+    poll_until(lambda: len(all_messages(m.address, "R", 8)) == before + 10, 20, "confirmed after resume")
     # the slave learns the new confirmed offset with the next chunk or heartbeat
-    wait_until(lambda: len(all_messages(s1.address, "R", 8)) == before + 10, 10, "confirmed on the slave")
+    poll_until(lambda: len(all_messages(s1.address, "R", 8)) == before + 10, 10, "confirmed on the slave")
 
 
 def test_slave_refuses_writes_naming_its_master(procs: ProcessGroup) -> None:
@@ -207,32 +206,21 @@ def test_topics_and_committed_offsets_reach_the_slave(procs: ProcessGroup) -> No
         finally:
             ch.close()
 
-    wait_until(lambda: on_slave() == ({"defined": 5}, 9, 2), 10, "topic and offsets on the slave")
+    poll_until(lambda: on_slave() == ({"defined": 5}, 9, 2), 10, "topic and offsets on the slave")
     s1.restart()  # applied state survives a restart (and is replayed from the log if needed)
     assert on_slave() == ({"defined": 5}, 9, 2)
 
 
 def test_slave_registers_with_the_nameserver_under_its_id(procs: ProcessGroup) -> None:
-    from consumer.routing import NameserverRoutes
-
-    ns = procs.nameserver("ns").address
-    m = procs.broker("m", extra=SECRET, segment_bytes=SEG, namesrv=[ns])
-    procs.slave("s1", m, broker_id=1, extra=SECRET, segment_bytes=SEG, namesrv=[ns])
-    with Admin(m.address) as admin:
+    c = procs.cluster(("m",), slaves=1, extra=SECRET, segment_bytes=SEG)
+    with Admin(c.groups["m"].master.address) as admin:
         admin.create_topic("R", 2)
-    routes = NameserverRoutes([ns])
-    try:
 
-        def brokers() -> list[tuple[int, str]]:
-            try:
-                (g,) = routes.get("R", refresh=True).groups
-            except Exception:
-                return []
-            return [(b.broker_id, b.role) for b in g.brokers]
+    def master_and_slave(route: TopicRoute) -> bool:
+        brokers = [(b.broker_id, b.role) for g in route.groups for b in g.brokers]
+        return brokers == [(0, "master"), (1, "slave")]
 
-        wait_until(lambda: brokers() == [(0, "master"), (1, "slave")], 10, "master and slave routed")
-    finally:
-        routes.close()
+    wait_routed(c.namesrv, "R", check=master_and_slave, timeout_s=10, what="master and slave routed")
 
 
 def test_an_idle_sync_pair_stays_in_sync(procs: ProcessGroup) -> None:
@@ -268,14 +256,14 @@ def test_retry_and_dead_letter_topics_replicate(procs: ProcessGroup) -> None:
     finally:
         conn.close()
     with Admin(m.address) as admin:
-        wait_until(
+        poll_until(
             lambda: "%RETRY%g" in admin.list_topics() and admin.queue_offsets("%RETRY%g")[0][1] == 1,
             10,
             "the scheduler moving it",
         )
     for p in (m, s1):
         with Admin(p.address) as admin:
-            wait_until(lambda a=admin: "%DLQ%g" in a.list_topics(), 10, f"the dead-letter topic on {p.name}")
+            poll_until(lambda a=admin: "%DLQ%g" in a.list_topics(), 10, f"the dead-letter topic on {p.name}")
             assert admin.queue_offsets("%DLQ%g")[0] == (0, 1)
             assert admin.queue_offsets("%RETRY%g")[0] == (0, 1)
     c = PullConsumer(s1.address, "reader", "%DLQ%g", auto_commit_interval_ms=0)  # from the slave itself
@@ -286,7 +274,7 @@ def test_retry_and_dead_letter_topics_replicate(procs: ProcessGroup) -> None:
         return bool(got)
 
     try:
-        wait_until(polled, 10, "the dead letter on the slave")
+        poll_until(polled, 10, "the dead letter on the slave")
     finally:
         c.close(commit=False)  # a slave takes no commits
     assert got[0].body == b"poison" and got[0].properties["RECONSUME_TIMES"] == "2"

@@ -132,7 +132,7 @@ def test_queue_locks_lease_renewal_and_handover() -> None:
 
 def test_delayed_calls_run_in_due_order_on_one_thread() -> None:
     from consumer.delayed import Delayed
-    from tests.helpers.wait import wait_until
+    from deploy.waits import poll_until
 
     d = Delayed()
     ran: list[tuple[str, str]] = []
@@ -140,7 +140,7 @@ def test_delayed_calls_run_in_due_order_on_one_thread() -> None:
         for name, delay in (("slow", 0.2), ("fast", 0.05), ("mid", 0.1)):
             d.call_later(delay, lambda n=name: ran.append((n, threading.current_thread().name)))
         d.call_later(60, lambda: ran.append(("never", "")))
-        wait_until(lambda: len(ran) == 3, 5, "the three due calls")
+        poll_until(lambda: len(ran) == 3, 5, "the three due calls")
         assert [n for n, _ in ran] == ["fast", "mid", "slow"]
         assert len({t for _, t in ran}) == 1  # one thread for all of them
         assert d.pending() == 1

@@ -49,7 +49,7 @@ def _spawn(directory: Path, first: int, count: int) -> subprocess.Popen[str]:
         [
             sys.executable,
             "-m",
-            "deploy.store_demo",
+            "bench.store_demo",
             "--writer",
             str(directory),
             str(first),
