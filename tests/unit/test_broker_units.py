@@ -19,6 +19,7 @@ from core.longpoll import ArrivalNotifier
 from core.offsets import ConsumerOffsets
 from core.record import tag_hash
 from core.subscription import Subscription
+from deploy.harness import poll_until
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,9 +75,7 @@ def test_long_poll_wakes_on_notify_and_on_close() -> None:
     woke: list[bool] = []
     t = threading.Thread(target=lambda: woke.append(n.wait("k", lambda: flag["v"], 30)))
     t.start()
-    deadline = time.monotonic() + 5
-    while n.waiting() == 0 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    poll_until(lambda: n.waiting("k") == 1, 5, "the waiter")
     n.notify(["other"])  # another queue: keeps waiting
     flag["v"] = True
     n.notify(["k"])
@@ -84,8 +83,7 @@ def test_long_poll_wakes_on_notify_and_on_close() -> None:
     assert woke == [True] and n.waiting() == 0
     t2 = threading.Thread(target=lambda: woke.append(n.wait("k", lambda: False, 30)))
     t2.start()
-    while n.waiting() == 0 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    poll_until(lambda: n.waiting("k") == 1, 5, "the second waiter")
     n.close()
     t2.join(5)
     assert woke == [True, False] and not t2.is_alive()
