@@ -351,7 +351,7 @@ class LeaderRole:
             (p.hot_max_messages, p.hot_max_bytes),
             (p.cold_max_messages, p.cold_max_bytes),
         )
-        served = self.core.serve(replace(args, max_messages=count, max_bytes=nbytes), alive, self.visible_end)
+        served = self.core.serve(replace(args, max_messages=count, max_bytes=nbytes), alive)
         return PullReply(served.result, advice, served.held)
 
     def _advise(self, args: PullArgs) -> Advice:

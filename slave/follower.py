@@ -81,6 +81,9 @@ class FollowerRole:
     def confirmed(self) -> int:
         return min(self.session.confirmed, self.core.store.commitlog.max_offset)
 
+    def visible_end(self) -> int | None:
+        return self.confirmed()
+
     def on_append(self) -> None:
         pass
 
@@ -108,7 +111,7 @@ class FollowerRole:
             (p.cold_max_messages, p.cold_max_bytes),
         )
         unheld = replace(args, max_messages=count, max_bytes=nbytes, max_wait_ms=0)
-        result = core.serve(unheld, alive, self.confirmed).result
+        result = core.serve(unheld, alive).result
         after = store.physical_offset_of(args.topic, args.queue_id, result.next_queue_offset)
         at_end = result.status is ReadStatus.NO_NEW_MSG or after is None
         remaining = master_max - after if after is not None else 0

@@ -198,11 +198,15 @@ class BrokerCore:
     def pull(self, args: PullArgs, alive: Callable[[], bool] = lambda: True) -> PullReply:
         return self.role.pull(args, alive)
 
-    def serve(
-        self, args: PullArgs, alive: Callable[[], bool], visible_end: Callable[[], int | None]
-    ) -> Served:
+    def visible_end(self) -> int | None:
+        """What pulls may read up to, as the role *now* says: a pull held
+        across a demotion is capped by the follower's confirmed offset."""
+        return self.role.visible_end()
+
+    def serve(self, args: PullArgs, alive: Callable[[], bool]) -> Served:
         """At most `max_held_pulls` pulls are held waiting at once; the rest are
         answered at once (not held: the client backs off briefly)."""
+        visible_end = self.visible_end
         if args.max_wait_ms <= 0:
             return serve_pull(self.store, self.notifier, self.limits, args, alive, visible_end)
         if not self._hold_slots.acquire(blocking=False):

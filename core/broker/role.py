@@ -69,6 +69,10 @@ class BrokerRole(Protocol):
         """The log offset below which records are safe from a failover."""
         ...
 
+    def visible_end(self) -> int | None:
+        """What a pull may read up to (None: the whole log)."""
+        ...
+
     def on_append(self) -> None:
         """The log grew (called after every append, by the store's listener)."""
         ...

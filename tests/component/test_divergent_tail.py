@@ -20,6 +20,7 @@ from core.broker_config import load_broker_config
 from core.epochs import EpochFile
 from core.errors import NotMasterError, RequestTimeoutError
 from core.offsets import ConsumerOffsets
+from core.pull import PullArgs, PullReply
 from core.record import Message
 from core.replication import MasterSession, SlaveSession
 from core.roles import Directive, SendStatus
@@ -222,3 +223,37 @@ def test_no_write_lands_after_a_demotion(open_store: Open, tmp_path: Path) -> No
         w.join()
     assert a.store.commitlog.max_offset == after
     assert SendStatus.SEND_OK in outcomes[:n] and set(outcomes[n + 3 :]) == {SendStatus.NOT_MASTER}
+
+
+def test_a_pull_held_across_a_demotion_sees_only_what_the_new_master_confirmed(
+    open_store: Open, tmp_path: Path
+) -> None:
+    a, b = broker(open_store, tmp_path / "a", 1), broker(open_store, tmp_path / "b", 2)
+    direct(a, 1, 1)
+    a.leader().create_topic("t", 1)
+    replicate(a, b)
+    end = a.store.next_queue_offset("t", 0)
+    got: list[PullReply] = []
+    held = threading.Thread(
+        target=lambda: got.append(a.pull(PullArgs("grp", "t", 0, end, max_wait_ms=10_000)))
+    )
+    held.start()
+    poll_until(lambda: a.notifier.waiting(("t", 0)) == 1, 5, "the held pull")
+    direct(b, 2, 2)
+    direct(a, 2, 2, "h:2")  # a follows b now; its pull is still held
+    send(b, 3, "e2")
+    lb = b.leader()
+    m = MasterSession(
+        b.store, lb.replicas, "DefaultCluster", "g", SECRET, 1 << 16, lb.epoch, b.epoch_history()
+    )
+    s = session(a)
+    s.on_handshake_reply(m.handshake(s.handshake(), 0, 0))
+    while (chunk := m.next_chunk(0)) is not None:  # nothing confirmed yet
+        m.on_ack(s.on_chunk(chunk), 0)
+    a.notifier.notify_all()
+    held.join(0.5)
+    assert held.is_alive() and not got  # on a's log, not confirmed: not served
+    s.on_heartbeat(m.heartbeat(b.store.commitlog.max_offset))
+    a.notifier.notify_all()
+    held.join(5)
+    assert got and got[0].result.count == 3 and got[0].held
