@@ -49,15 +49,30 @@ class ErrorInterceptor(grpc.ServerInterceptor):
     being produced or its requests are read ends the stream the same way).
     Handlers raise; they never call `context.abort` themselves."""
 
+    def __init__(self) -> None:
+        # gRPC asks for the handler on every call; the wrapping (this one and
+        # the interceptors inside) is the same for every call of a method
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
+        wrapped = self._wrap(continuation(handler_call_details), method)
+        if wrapped is not None and len(self._wrapped) < 256:  # only methods a service has
+            self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any] | None, method: str
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if handler is None:
             return None
-        method = handler_call_details.method
         deserializer = _lenient(handler.request_deserializer)
         serializer = handler.response_serializer
 
