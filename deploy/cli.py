@@ -37,27 +37,19 @@ def _demo(argv: list[str]) -> int:
 def _builtin(sub: Subcommands) -> None:
     from deploy import broker_main, client_cli, cluster, drill, nameserver_main
 
-    p = sub.add_parser("broker", help="run a broker")
-    broker_main.add_arguments(p)
-    p.set_defaults(run=broker_main.run)
-    p = sub.add_parser("nameserver", help="run a nameserver")
-    nameserver_main.add_arguments(p)
-    p.set_defaults(run=nameserver_main.run)
-    p = sub.add_parser("cluster", help="run a cluster of processes")
-    cluster.add_arguments(p)
-    p.set_defaults(run=cluster.run)
-    p = sub.add_parser("produce", help="send test messages")
-    client_cli.add_produce_arguments(p)
-    p.set_defaults(run=client_cli.run_produce)
-    p = sub.add_parser("consume", help="receive messages")
-    client_cli.add_consume_arguments(p)
-    p.set_defaults(run=client_cli.run_consume)
-    p = sub.add_parser("topic", help="create or list topics")
-    client_cli.add_topic_arguments(p)
-    p.set_defaults(run=client_cli.run_topic)
-    p = sub.add_parser("drill", help="a failure drill on a real cluster, checked from logs")
-    drill.add_arguments(p)
-    p.set_defaults(run=drill.run)
+    table: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = [
+        ("broker", "run a broker", broker_main.add_arguments, broker_main.run),
+        ("nameserver", "run a nameserver", nameserver_main.add_arguments, nameserver_main.run),
+        ("cluster", "run a cluster of processes", cluster.add_arguments, cluster.run),
+        ("produce", "send test messages", client_cli.add_produce_arguments, client_cli.run_produce),
+        ("consume", "receive messages", client_cli.add_consume_arguments, client_cli.run_consume),
+        ("topic", "create or list topics", client_cli.add_topic_arguments, client_cli.run_topic),
+        ("drill", "a failure drill on a real cluster, checked from logs", drill.add_arguments, drill.run),
+    ]
+    for name, text, add_arguments, run in table:
+        p = sub.add_parser(name, help=text)
+        add_arguments(p)
+        p.set_defaults(run=run)
     p = sub.add_parser("demo", help="a broker, produce and consume through it", add_help=False)
     p.set_defaults(main=_demo)
 
