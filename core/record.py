@@ -121,6 +121,13 @@ def encode_properties(props: Mapping[str, str] | None) -> bytes:
 
 
 def decode_properties(buf: bytes | memoryview) -> dict[str, str]:
+    try:
+        return _decode_properties(buf)
+    except UnicodeDecodeError as exc:
+        raise CorruptRecordError("a property key or value is not UTF-8") from exc
+
+
+def _decode_properties(buf: bytes | memoryview) -> dict[str, str]:
     out: dict[str, str] = {}
     pos, end = 0, len(buf)
     while pos < end:
@@ -320,10 +327,13 @@ def _walk(
             yield topic, head
         else:
             p += tl
-            tags = raw[p : p + gl].decode("utf-8") if gl else ""
-            p += gl
-            keys = raw[p : p + kl].decode("utf-8") if kl else ""
-            p += kl
+            try:
+                tags = raw[p : p + gl].decode("utf-8") if gl else ""
+                p += gl
+                keys = raw[p : p + kl].decode("utf-8") if kl else ""
+                p += kl
+            except UnicodeDecodeError as exc:
+                raise CorruptRecordError(f"record at {off + pos}: tags or keys are not UTF-8") from exc
             props = decode_properties(mv[p : p + pl]) if pl else {}
             p += pl
             yield cls(topic, qid, qoff, phys, flags, born, store, tags, keys, props, raw[p:stop], total)
@@ -398,10 +408,13 @@ def decode_record(buf: Buffer, pos: int = 0, verify: bool = True) -> Record:
     (total, _m, _c, queue_id, flags, queue_offset, physical_offset, born, store_ms, bl, tl, gl, kl, pl) = head
     mv = memoryview(buf)
     p = pos + HEADER_SIZE + tl
-    tags = bytes(mv[p : p + gl]).decode("utf-8")
-    p += gl
-    keys = bytes(mv[p : p + kl]).decode("utf-8")
-    p += kl
+    try:
+        tags = bytes(mv[p : p + gl]).decode("utf-8")
+        p += gl
+        keys = bytes(mv[p : p + kl]).decode("utf-8")
+        p += kl
+    except UnicodeDecodeError as exc:
+        raise CorruptRecordError(f"record at {pos}: tags or keys are not UTF-8") from exc
     props = decode_properties(mv[p : p + pl])
     p += pl
     body = bytes(mv[p : p + bl])

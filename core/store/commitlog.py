@@ -29,7 +29,6 @@ from core.record import (
     BLANK_MIN,
     CRC,
     FIXED,
-    HEADER_SIZE,
     PREFIX,
     RECORD_MAGIC,
     Entry,
@@ -311,42 +310,6 @@ class CommitLog:
         self._view = (base, keep)
         self.allocator.request(first_new)
 
-    def read_chunk(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
-        """Published log bytes from `offset`, whole records only, within one
-        segment: (bytes, offset after them). At least one record when there is
-        one; an end-of-segment marker is sent as its 8 header bytes and ends
-        the chunk (the offset after it is the next segment's start).
-
-        It only finds record boundaries (magic and size, 8 bytes a record):
-        this is the master's side of every replication stream, and the slave
-        checks every record (core.record.frames) before writing any."""
-        end = self.write_pos
-        if offset >= end:
-            return b"", offset
-        seg = self.segment_for(offset)
-        if seg is None:
-            raise CorruptRecordError(f"offset {offset} is below the log's minimum {self.min_offset}")
-        seg_bytes = self.segment_bytes
-        seg_start = offset - offset % seg_bytes
-        rel = offset - seg_start
-        stop_rel = min(seg_bytes, end - seg_start)
-        view = seg.view
-        pos = rel
-        next_offset = offset
-        while pos < stop_rel:
-            total, magic = PREFIX.unpack_from(view, pos)
-            if magic == BLANK_MAGIC:
-                if pos == rel:  # a marker is sent alone
-                    return bytes(view[pos : pos + BLANK_MIN]), seg_start + seg_bytes
-                break
-            if magic != RECORD_MAGIC or total < HEADER_SIZE or pos + total > stop_rel:
-                raise CorruptRecordError(f"no record at {seg_start + pos} while reading for replication")
-            if pos > rel and pos + total - rel > max_bytes:
-                break
-            pos += total
-            next_offset = seg_start + pos
-        return bytes(view[rel:pos]), next_offset
-
     def append_raw(self, offset: int, data: bytes | memoryview, new_end: int) -> None:
         """Place already-validated log bytes (records, or one end marker) at
         `offset`, the current end; the caller publishes `new_end` after
@@ -361,7 +324,11 @@ class CommitLog:
             seg = self._roll(offset - rel)
         seg.mm[rel : rel + len(data)] = data
         if new_end % self.segment_bytes == 0 and new_end > offset:
-            self._roll(new_end)
+            try:
+                self._roll(new_end)
+            except BaseException:  # e.g. no space for the next segment: leave no byte past the end
+                seg.mm[rel : rel + len(data)] = bytes(len(data))
+                raise
 
     def _roll(self, start: int) -> MappedFile:
         existing = self.segment_for(start)

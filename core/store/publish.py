@@ -8,8 +8,8 @@ lock, call `Publisher.publish`, and after releasing it `notify`:
 
 1. dispatch the records' ConsumeQueue entries, unpublished (readers do not
    see them yet); if that fails, zero the written bytes, drop segments the
-   batch rolled into, zero the queue slots written, and re-raise: nothing
-   is published;
+   batch rolled into, zero the queue slots written, remove the queues the
+   batch created (files too), and re-raise: nothing is published;
 2. publish the CommitLog's new end (readers and flushers see the records);
 3. raise each queue's `max_offset` (its entries become readable only now);
    a queue the batch created begins at the batch's first offset for it (0 on
@@ -24,6 +24,7 @@ lock, call `Publisher.publish`, and after releasing it `notify`:
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -83,16 +84,23 @@ class Publisher:
                 cqs.dispatch(entries, publish=False)
             except BaseException:
                 self._clog.discard(start, end)
-                for (topic, qid), q in firsts.items():
-                    cq = cqs.get(topic, qid)
-                    if cq is not None:
+                new = {key for key, _ in created}
+                for key, q in firsts.items():
+                    cq = cqs.get(*key)
+                    if cq is None:
+                        continue
+                    if key in new:  # a queue this batch made: gone again, files and all
+                        del queues[key]
+                        cq.close()
+                        shutil.rmtree(cq.directory, ignore_errors=True)
+                    else:
                         cq.rollback(q)
                 raise
         self._clog.publish(end)
+        for key, q in created:  # first: lock-free readers never see slots below it
+            queues[key].min_offset = q
         for key, q in nexts.items():
             queues[key].max_offset = q
-        for key, q in created:
-            queues[key].min_offset = q
         for kind, payload in system:
             self._apply_system(kind, payload)
 

@@ -21,7 +21,17 @@ from collections.abc import Callable
 from typing import Any
 
 from core.errors import CorruptRecordError, InvalidOffsetError
-from core.record import BLANK_MIN, SYSTEM_FLAG, SYSTEM_TOPIC, decode_record, frames
+from core.record import (
+    BLANK_MAGIC,
+    BLANK_MIN,
+    HEADER_SIZE,
+    PREFIX,
+    RECORD_MAGIC,
+    SYSTEM_FLAG,
+    SYSTEM_TOPIC,
+    decode_record,
+    frames,
+)
 from core.store.commitlog import CommitLog
 from core.store.consumequeue import ConsumeQueueSet
 from core.store.publish import Publisher, QueueKey
@@ -51,7 +61,7 @@ class ReplicaOps:
     def read_log(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
         """Published CommitLog bytes from `offset` (whole records, one segment):
         what a master streams to its slaves. Returns (bytes, next offset)."""
-        return self._clog.read_chunk(offset, max_bytes)
+        return read_chunk(self._clog, offset, max_bytes)
 
     def append_replicated(self, offset: int, data: bytes) -> int:
         """Append bytes copied from the master at the same physical offset.
@@ -118,6 +128,10 @@ class ReplicaOps:
         """Drop the whole log and every ConsumeQueue and start empty at `offset`
         (a slave so far behind that its master no longer has what it needs)."""
         clog = self._clog
+        if offset < 0 or offset % clog.segment_bytes:
+            # recovery scans from a segment's start: a log starting mid-segment
+            # would read as zeroes there and be cut away at the next unclean start
+            raise InvalidOffsetError(f"a log can only start at a segment boundary, not at {offset}")
         with self._ckpt_lock, self._writer.lock:
             if clog.max_offset > clog.min_offset:
                 clog.truncate(clog.min_offset)
@@ -160,3 +174,40 @@ class ReplicaOps:
                         out.append(decode_system(rec)[1])
                 pos += total
         return out
+
+
+def read_chunk(clog: CommitLog, offset: int, max_bytes: int) -> tuple[bytes, int]:
+    """Published log bytes from `offset`, whole records only, within one
+    segment: (bytes, offset after them). At least one record when there is
+    one; an end-of-segment marker is sent as its 8 header bytes and ends
+    the chunk (the offset after it is the next segment's start).
+
+    It only finds record boundaries (magic and size, 8 bytes a record):
+    this is the master's side of every replication stream, and the slave
+    checks every record (core.record.frames) before writing any."""
+    end = clog.write_pos
+    if offset >= end:
+        return b"", offset
+    seg = clog.segment_for(offset)
+    if seg is None:
+        raise CorruptRecordError(f"offset {offset} is below the log's minimum {clog.min_offset}")
+    seg_bytes = clog.segment_bytes
+    seg_start = offset - offset % seg_bytes
+    rel = offset - seg_start
+    stop_rel = min(seg_bytes, end - seg_start)
+    view = seg.view
+    pos = rel
+    next_offset = offset
+    while pos < stop_rel:
+        total, magic = PREFIX.unpack_from(view, pos)
+        if magic == BLANK_MAGIC:
+            if pos == rel:  # a marker is sent alone
+                return bytes(view[pos : pos + BLANK_MIN]), seg_start + seg_bytes
+            break
+        if magic != RECORD_MAGIC or total < HEADER_SIZE or pos + total > stop_rel:
+            raise CorruptRecordError(f"no record at {seg_start + pos} while reading for replication")
+        if pos > rel and pos + total - rel > max_bytes:
+            break
+        pos += total
+        next_offset = seg_start + pos
+    return bytes(view[rel:pos]), next_offset

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from core.errors import CorruptRecordError
 from core.record import FIXED, SYSTEM_FLAG, SYSTEM_TOPIC, Record, encode_meta
 from core.store.commitlog import Prepared
 
@@ -31,8 +32,15 @@ def encode_system(kind: str, payload: dict[str, Any], born_ms: int) -> Prepared:
 
 
 def decode_system(rec: Record) -> tuple[str, dict[str, Any]]:
-    """(kind, payload) of a system record."""
-    return rec.tags, json.loads(rec.body)
+    """(kind, payload) of a system record; a body that is not a JSON object
+    is a corrupt record (it passed the CRC, so it was written that way)."""
+    try:
+        payload = json.loads(rec.body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
+        raise CorruptRecordError(f"system record at {rec.physical_offset}: body is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise CorruptRecordError(f"system record at {rec.physical_offset}: body is not a JSON object")
+    return rec.tags, payload
 
 
 class SystemRecords:

@@ -4,12 +4,14 @@ queues, not visible to readers, and the store keeps working (review findings).""
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from core.record import Message, decode_record
+from core.errors import CorruptRecordError
+from core.record import FIXED, RECORD_MAGIC, Message, decode_record
 from core.store import MessageStore, ReadStatus, StoreConfig
 from core.store.consumequeue import ConsumeQueueSet
 from core.store.flush import GroupCommit
@@ -154,3 +156,51 @@ def test_a_slaves_failed_dispatch_leaves_no_trace_and_the_chunk_applies_again(
     assert bytes(slave.commitlog.view(0, len(data)) or b"").strip(b"\0") == b""  # bytes zeroed
     assert slave.append_replicated(0, data) == master.commitlog.max_offset
     assert check_consistency(slave) == 30
+
+
+def test_a_failed_replicated_append_removes_a_queue_it_created_mid_file(
+    open_store: Open, tmp_path: Path
+) -> None:
+    """A slave that joined part-way (its log starts at its master's later
+    segment) creates queues that begin mid-file; a failed dispatch must take
+    them away again, or every retry would expect the wrong queue offset."""
+    master, slave = open_store(tmp_path / "m"), open_store(tmp_path / "s")
+    master.create_topic("t", 1)
+    for i in range(200):
+        master.append([Message("t", 0, f"m-{i}".encode() * 100)])
+    seg = master.commitlog.segment_bytes
+    start = seg  # the second segment: queue offsets start mid-way there
+    slave.reset_log(start)
+    data, _ = master.read_log(start, 1 << 20)
+    first = decode_record(data).queue_offset
+    assert first % 64 != 0  # mid-file (64 entries per ConsumeQueue file here)
+    real = slave.cqs.dispatch
+    failing_dispatch(slave)
+    with pytest.raises(OSError):
+        slave.append_replicated(start, data)
+    slave.cqs.dispatch = real  # type: ignore[method-assign]
+    assert slave.cqs.get("t", 0) is None and slave.commitlog.max_offset == start
+    assert not (slave.data_dir / "consumequeue" / "t" / "0").exists()
+    slave.append_replicated(start, data)  # the retry applies
+    lo, hi = slave.queue_offsets("t", 0)
+    assert lo == first and hi > first
+    assert slave.read("t", 0, first, 1, 1 << 20).count == 1
+
+
+def test_a_replicated_system_record_that_is_not_json_changes_nothing(
+    open_store: Open, tmp_path: Path
+) -> None:
+    from core.record import CRC, SYSTEM_FLAG, SYSTEM_TOPIC
+    from core.store.system import encode_system
+
+    slave = open_store(tmp_path / "s")
+    topic, meta, body, _q, flags, born, size, _th = encode_system("offset", {"x": 1}, 0)
+    assert topic == SYSTEM_TOPIC and flags == SYSTEM_FLAG
+    rec = bytearray(size)
+    FIXED.pack_into(rec, 0, size, RECORD_MAGIC, 0, 0, flags, 0, 0, born, born, len(body))
+    rec[FIXED.size : FIXED.size + len(meta)] = meta
+    rec[FIXED.size + len(meta) :] = b"\xff" * len(body)  # CRC-valid garbage where JSON belongs
+    CRC.pack_into(rec, 8, zlib.crc32(rec[12:]))
+    with pytest.raises(CorruptRecordError, match="not JSON"):
+        slave.append_replicated(0, bytes(rec))
+    assert slave.commitlog.max_offset == 0

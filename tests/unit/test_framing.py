@@ -289,3 +289,28 @@ def test_the_zeroed_tail_ends_the_scan_quietly(clog: CommitLog) -> None:
     good = bytes(record(AT))
     headers = _scan(clog)(good, AT, 0)
     assert isinstance(headers, list) and [h.physical_offset for h in headers] == [AT]
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"tags": b"\xff\xfe"},
+        {"keys": b"k\xc3"},
+    ],
+    ids=["tags", "keys"],
+)
+def test_text_that_is_not_utf8_is_a_corrupt_record(field: dict[str, bytes]) -> None:
+    """CRC-valid (written that way), framing intact: still a CorruptRecordError,
+    never a UnicodeDecodeError escaping to the caller."""
+    bad = bytes(record(0, **field))  # type: ignore[arg-type]
+    with pytest.raises(CorruptRecordError, match="UTF-8"):
+        decode_record(bad)
+    with pytest.raises(CorruptRecordError, match="UTF-8"):
+        list(iter_records(bad))
+
+
+def test_a_property_that_is_not_utf8_is_a_corrupt_record() -> None:
+    from core.record import decode_properties
+
+    with pytest.raises(CorruptRecordError, match="UTF-8"):
+        decode_properties(b"\x00\x01\xff\x00\x01a")

@@ -338,3 +338,16 @@ def test_truncated_slave_reopens_at_the_cut(open_store: Open, tmp_path: Path) ->
     again = open_store(tmp_path / "s")
     assert again.commitlog.max_offset == cut
     assert check_consistency(again) == 60
+
+
+def test_a_log_restarts_only_at_a_segment_boundary(open_store: Open, tmp_path: Path) -> None:
+    from core.errors import InvalidOffsetError
+
+    slave = open_store(tmp_path / "s")
+    fill(slave, 10)
+    end = slave.commitlog.max_offset
+    with pytest.raises(InvalidOffsetError, match="segment boundary"):
+        slave.reset_log(slave.commitlog.segment_bytes + 100)
+    assert slave.commitlog.max_offset == end  # nothing changed
+    slave.reset_log(2 * slave.commitlog.segment_bytes)
+    assert slave.commitlog.min_offset == slave.commitlog.max_offset == 2 * slave.commitlog.segment_bytes
