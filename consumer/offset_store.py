@@ -5,7 +5,11 @@ brokers' offset table (RocketMQ's RemoteBrokerOffsetStore): where a queue
 starts when this member takes it (the group's committed offset, else the
 queue's first or last offset), and committing positions, each queue on its
 own. It remembers the last offset committed per queue, so an unchanged one is
-not sent again.
+not sent again. A commit answered `NOT_MASTER` goes to the master that answer
+names (a consumer given a slave's address reads there and commits on the
+master), which is then used for that group until it fails; a commit that
+fails stays pending and is retried with the next one (never lost, and reads
+go on meanwhile).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from consumer.connection import ConnectionPool
-from core.errors import TailraceError
+from core.errors import NotMasterError, TailraceError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import MessageQueue
 
@@ -42,6 +46,7 @@ class OffsetStore:
         self.master_of = master_of
         self.on_commit = on_commit
         self.committed: dict[MessageQueue, int] = {}  # last offset stored (or found) per queue
+        self.named: dict[str, str] = {}  # broker group -> the master a NOT_MASTER answer named
 
     def start_offset(self, mq: MessageQueue) -> int | None:
         """Where this member reads `mq` from: the group's committed offset, else
@@ -88,16 +93,13 @@ class OffsetStore:
             off = commit_point(mq, pulled)
             if off is None or self.committed.get(mq) == off:
                 continue
-            address = self.master_of(mq.broker_name)
-            if address is None:
-                log.warning("no master for %s: offset %d not committed", mq, off)
-                continue
-            conn = self.pool.get(address)
             req = pb.CommitOffsetRequest(group=self.group, topic=self.topic, queue_id=mq.queue_id, offset=off)
             try:
-                conn.call(conn.stub.CommitOffset, req)
+                self._commit(mq.broker_name, req)
             except TailraceError as exc:
-                log.warning("commit of %s at %d failed: %s", mq, off, exc)
+                log.warning(
+                    "commit of %s at %d failed: %s (kept; retried with the next commit)", mq, off, exc
+                )
                 first = first or exc
                 continue
             self.committed[mq] = off
@@ -105,3 +107,25 @@ class OffsetStore:
                 self.on_commit(mq, off)
         if first is not None and raise_errors:
             raise first
+
+    def _commit(self, broker_name: str, req: pb.CommitOffsetRequest) -> None:
+        """Commit on the group's master: the one a NOT_MASTER answer named,
+        else the route's; a NOT_MASTER that names another broker is followed
+        once, at once."""
+        address = self.named.get(broker_name) or self.master_of(broker_name)
+        if address is None:
+            raise TailraceError(f"no master known for {broker_name}")
+        for _ in range(2):
+            conn = self.pool.get(address)
+            try:
+                conn.call(conn.stub.CommitOffset, req)
+                return
+            except NotMasterError as exc:
+                if not exc.master_address or exc.master_address == address:
+                    self.named.pop(broker_name, None)
+                    raise
+                address = self.named[broker_name] = exc.master_address
+            except TailraceError:
+                self.named.pop(broker_name, None)  # the named master failed: ask the route again
+                raise
+        raise TailraceError(f"{broker_name}: NOT_MASTER answers kept naming other brokers")

@@ -166,9 +166,7 @@ class Producer:
 
     @staticmethod
     def _master(route: TopicRoute, mq: MessageQueue) -> str:
-        g = route.group(mq.broker_name)
-        m = g.master if g is not None else None
-        return m.address if m is not None else ""
+        return route.master_address(mq.broker_name) or ""
 
     # ---- sending -----------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from consumer.connection import ConnectionPool
 from consumer.membership import Membership
 from consumer.offset_store import OffsetStore
 from consumer.positions import QueuePositions
-from consumer.pull_source import REPLICA_TIMEOUT_S, PullSources, master_address
+from consumer.pull_source import REPLICA_TIMEOUT_S, PullSources
 from consumer.queue_hooks import QueueHooks
 from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
 from core.errors import InvalidArgumentError, TailraceError
@@ -191,7 +191,7 @@ class PullConsumer:
 
     def master_of(self, broker_name: str) -> str | None:
         """The address of a broker group's master (the last route seen)."""
-        return master_address(self._route, broker_name)
+        return self._route.master_address(broker_name)
 
     @property
     def last_advice(self) -> dict[MessageQueue, tuple[int, int, str]]:

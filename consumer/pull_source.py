@@ -21,13 +21,6 @@ REPLICA_TIMEOUT_S = 2.0  # deadline of a pull from a slave (slaves answer at onc
 REPLICA_AVOID_S = 15.0  # a slave that failed a pull is not followed for this long
 
 
-def master_address(route: TopicRoute, broker_name: str) -> str | None:
-    """The address of a broker group's master in `route`, or None."""
-    g = route.group(broker_name)
-    m = g.master if g is not None else None
-    return m.address if m is not None else None
-
-
 class PullSources:
     def __init__(self) -> None:
         self.pull_from: dict[MessageQueue, int] = {}  # broker id each queue is pulled from
@@ -46,7 +39,7 @@ class PullSources:
                 if b.broker_id == bid and b.alive:
                     return bid, b.address
             self.pull_from[mq] = MASTER_ID
-        return MASTER_ID, master_address(route, mq.broker_name)
+        return MASTER_ID, route.master_address(mq.broker_name)
 
     def issued(self, mq: MessageQueue, bid: int) -> None:
         """A pull of `mq` went to broker `bid`."""

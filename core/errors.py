@@ -86,11 +86,16 @@ class StoreClosedError(TailraceError):
 
 
 class NotMasterError(TailraceError):
-    """A write sent to a slave; the route names the master."""
+    """A write sent to a broker that does not lead; `master_address` names the
+    master when the broker knows it (it travels in the trailing metadata)."""
 
     code = "NOT_MASTER"
     refresh_route = True
     retriable = True
+
+    def __init__(self, message: str = "", master_address: str = "") -> None:
+        super().__init__(message)
+        self.master_address = master_address
 
 
 class NotControllerError(TailraceError):

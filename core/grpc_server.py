@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from core.errors import InvalidArgumentError, TailraceError
-from core.grpc_status import ERROR_CODE_KEY, grpc_status_for
+from core.grpc_status import ERROR_CODE_KEY, MASTER_ADDRESS_KEY, grpc_status_for
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,11 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
 
 
 def _abort(context: grpc.ServicerContext, err: TailraceError) -> None:
-    context.set_trailing_metadata(((ERROR_CODE_KEY, err.code),))
+    metadata = [(ERROR_CODE_KEY, err.code)]
+    master = getattr(err, "master_address", "")
+    if master:
+        metadata.append((MASTER_ADDRESS_KEY, master))
+    context.set_trailing_metadata(tuple(metadata))
     context.abort(grpc_status_for(err), str(err))
 
 

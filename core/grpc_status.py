@@ -14,6 +14,7 @@ import grpc
 from core import errors as e
 
 ERROR_CODE_KEY = "tailrace-error-code"
+MASTER_ADDRESS_KEY = "tailrace-master-address"  # with NOT_MASTER: where the master is
 
 # Tailrace code -> gRPC status, for servers.
 TO_GRPC: dict[str, grpc.StatusCode] = {
@@ -68,6 +69,11 @@ def error_from_rpc(exc: grpc.RpcError) -> e.TailraceError:
         pair: tuple[str, str | bytes] = tuple(item)  # type: ignore[arg-type,assignment]
         if pair[0] == ERROR_CODE_KEY:
             code = pair[1]
+    master = ""
+    for item in trailing or ():
+        pair2: tuple[str, str | bytes] = tuple(item)  # type: ignore[arg-type,assignment]
+        if pair2[0] == MASTER_ADDRESS_KEY:
+            master = str(pair2[1])
     details = exc.details() if hasattr(exc, "details") else str(exc)
     status = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     cls = e.for_code(str(code)) if code is not None else FROM_GRPC.get(status, e.TailraceError)
@@ -81,4 +87,6 @@ def error_from_rpc(exc: grpc.RpcError) -> e.TailraceError:
         return e.TailraceError(message)
     if cls is e.FlushTimeoutError:
         return e.FlushTimeoutError(message, [])
+    if cls is e.NotMasterError:
+        return e.NotMasterError(message, master)
     return cls(message)

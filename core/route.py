@@ -66,6 +66,12 @@ class TopicRoute:
                 return g
         return None
 
+    def master_address(self, broker_name: str) -> str | None:
+        """The address of a broker group's live master, or None."""
+        g = self.group(broker_name)
+        m = g.master if g is not None else None
+        return m.address if m is not None else None
+
     def write_queues(self) -> list[MessageQueue]:
         """Every writable queue of every group with a live master, sorted."""
         return sorted(

@@ -124,7 +124,7 @@ class BrokerCore:
         """The refusal a follower gives every leader-only request (core/access.py)."""
         addr = self.role.master_address
         where = f"the master at {addr}" if addr else "the master (not known yet)"
-        return NotMasterError(f"{what} go to {where}; this broker is a {self.role.name}")
+        return NotMasterError(f"{what} go to {where}; this broker is a {self.role.name}", addr)
 
     def leader(self) -> LeaderOps:
         """The leader role, or NotMasterError naming the master when following."""

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2
 
 from core.access import RPC_ACCESS, LeaderGuard, Serves
 from core.grpc_server import build_server
-from core.grpc_status import ERROR_CODE_KEY
+from core.grpc_status import ERROR_CODE_KEY, MASTER_ADDRESS_KEY
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc, nameserver_pb2, replication_pb2
 from core.pb.tailrace.v1 import replication_pb2 as rpb
@@ -117,6 +117,8 @@ def test_a_follower_refuses_every_leader_only_rpc_and_changes_nothing(nodes: Nod
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, name
         assert error_code(info.value) == "NOT_MASTER", name
         assert master.address in str(info.value.details()), name
+        md = dict(info.value.trailing_metadata() or ())  # type: ignore[attr-defined]
+        assert md[MASTER_ADDRESS_KEY] == master.address, name  # for clients to follow
     assert state(slave) == before_slave
     assert state(master) == before_master  # nothing was forwarded either
 

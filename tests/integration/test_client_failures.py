@@ -1,0 +1,73 @@
+"""What a user of the command-line clients sees when brokers are not where
+the clients expect them (issue 14): real broker processes, the `tailrace`
+command as a child process, deadlines polled, never slept."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from consumer import Admin, Producer
+from deploy.harness import ProcessGroup
+from deploy.waits import max_offset, poll_until, wait_caught_up
+from tests.helpers.cli import ROOT, cli_json
+
+pytestmark = pytest.mark.integration
+
+
+def test_consume_from_a_slave_reads_there_and_commits_on_the_master(procs: ProcessGroup) -> None:
+    rs = procs.replica_set("m", slaves=1, extra=["--set", "replication.secret=s"])
+    with Admin(rs.master.address) as admin:
+        admin.create_topic("T", 2)
+    with Producer(rs.master.address) as prod:
+        for q in range(2):
+            prod.send_batch("T", [f"m-{q}-{i}".encode() for i in range(50)], queue_id=q)
+    wait_caught_up(rs.master, rs.slaves)
+    slave = rs.slaves[0]
+    out = cli_json(
+        "consume", "--broker", slave.address, "--group", "g", "--topic", "T", "--count", "100",
+        "--timeout-ms", "20000", "--heartbeat-ms", "200",
+    )  # fmt: skip
+    assert out["unique"] == 100 and out["served_by"] == {"1": 100}  # all of it read on the slave
+    with Admin(rs.master.address) as admin:  # and the commits landed on the master
+        assert [admin.query_offset("g", "T", q) for q in range(2)] == [50, 50]
+
+
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+
+
+def finish(p: subprocess.Popen[str], timeout_s: float) -> tuple[str, str]:
+    try:
+        return p.communicate(timeout=timeout_s)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+
+def test_produce_to_a_broker_killed_midway_gives_up_in_time(procs: ProcessGroup) -> None:
+    """200,000 messages, the broker SIGKILLed two seconds in: the producer says
+    why as soon as it fails and exits non-zero within retry_timeout_s + 5 s."""
+    b = procs.broker("b")
+    with Admin(b.address) as admin:
+        admin.create_topic("T", 4)
+    p = start_cli(
+        "produce", "--broker", b.address, "--topic", "T", "--count", "200000", "--batch", "64", "--json"
+    )
+    poll_until(lambda: max_offset(b) > 0, 10, "the first messages stored")
+    b.kill()
+    killed = time.monotonic()
+    out, err = finish(p, 60)
+    took = time.monotonic() - killed
+    assert p.returncode != 0
+    assert took < 20 + 5, f"gave up {took:.1f} s after the kill"  # retry_timeout_s + 5 s
+    assert "BROKER_UNAVAILABLE" in err, err  # the first error, said when it happened
+    assert json.loads(out.strip().splitlines()[-1])["failed"] > 0
