@@ -106,6 +106,8 @@ def run_produce(args: argparse.Namespace) -> int:
             with lock:
                 failed += len(seqs)
                 errors[exc.code] = errors.get(exc.code, 0) + len(seqs)
+                if len(errors) == 1 and errors[exc.code] == len(seqs):  # the first: say it now
+                    print(f"tailrace produce: {exc} (failures from here on are counted)", file=sys.stderr)
             return
         lines = []
         now = round(time.time(), 4)
@@ -151,7 +153,11 @@ def run_produce(args: argparse.Namespace) -> int:
                 msgs: list[Any] = [OutgoingMessage(b, tags=args.tags) for b in bodies]
             else:
                 msgs = bodies
-            fut = producer.send_batch_async(args.topic, msgs, args.queue)
+            try:
+                fut = producer.send_batch_async(args.topic, msgs, args.queue)
+            except TailraceError as exc:  # no room in the window in time: counted like a failed send
+                fut = Future()
+                fut.set_exception(exc)
             fut.add_done_callback(functools.partial(record, seqs))
             pending.append(fut)
         for fut in pending:

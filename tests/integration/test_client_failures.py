@@ -71,3 +71,22 @@ def test_produce_to_a_broker_killed_midway_gives_up_in_time(procs: ProcessGroup)
     assert took < 20 + 5, f"gave up {took:.1f} s after the kill"  # retry_timeout_s + 5 s
     assert "BROKER_UNAVAILABLE" in err, err  # the first error, said when it happened
     assert json.loads(out.strip().splitlines()[-1])["failed"] > 0
+
+
+def test_produce_through_a_nameserver_gives_up_when_the_master_dies_without_failover(
+    procs: ProcessGroup,
+) -> None:
+    """The local-1m-2s shape (no controller): the master SIGKILLed mid-run
+    leaves no writable queue; the producer exits non-zero within
+    retry_timeout_s + 5 s instead of stalling for good."""
+    c = procs.cluster(("m",), slaves=2, extra=["--set", "replication.secret=s"], topic="T", queues=4)
+    master = c.groups["m"].master
+    p = start_cli("produce", "--namesrv", c.namesrv[0], "--topic", "T", "--count", "200000", "--batch", "64")
+    poll_until(lambda: max_offset(master) > 100_000, 20, "the first messages stored")
+    master.kill()
+    killed = time.monotonic()
+    _out, err = finish(p, 60)
+    took = time.monotonic() - killed
+    assert p.returncode != 0
+    assert took < 20 + 5, f"gave up {took:.1f} s after the kill"
+    assert "tailrace produce:" in err, err
