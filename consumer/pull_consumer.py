@@ -338,7 +338,7 @@ class PullConsumer:
             err = error_from_rpc(exc)
             if pulled_from != MASTER_ID:  # a replica failed: back to the master at once
                 log.warning("pull %s from broker %d failed: %s; back to the master", mq, pulled_from, err)
-                self._sources.replica_failed(mq, pulled_from)
+                self._sources.replica_failed(mq, pulled_from, time.monotonic())
                 self._changed.set()  # refreshes the route
                 return []
             fails = self._failures[mq] = self._failures.get(mq, 0) + 1
@@ -351,7 +351,7 @@ class PullConsumer:
             return []
         self._failures.pop(mq, None)
         status = resp.status
-        switched = self._sources.advised(mq, resp, self._route)
+        switched = self._sources.advised(mq, resp, self._route, time.monotonic())
         if status == pb.RETRY_ELSEWHERE:  # this replica cannot serve the offset yet
             self._sources.retry_elsewhere(mq, switched)
             return []

@@ -7,12 +7,13 @@ or the master again); the suggestion is followed while the route lists that
 broker alive. A slave that fails a pull sends the queue back to the master
 at once and is not followed again for `REPLICA_AVOID_S`; a slave that
 cannot serve the offset yet (`RETRY_ELSEWHERE`) does too, unless it
-suggested another broker. All calls come from the polling thread.
+suggested another broker. All calls come from the polling thread. Plain
+logic: the time is passed in (`now`, monotonic seconds), so the choice is
+unit-tested as a table (tests/unit/test_pull_source.py), like the broker's
+side of it in core/redirect.py.
 """
 
 from __future__ import annotations
-
-import time
 
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import MASTER_ID, MessageQueue, TopicRoute
@@ -49,15 +50,15 @@ class PullSources:
         """The broker id the last pull of `mq` went to."""
         return self.inflight_from.get(mq, MASTER_ID)
 
-    def replica_failed(self, mq: MessageQueue, bid: int) -> None:
+    def replica_failed(self, mq: MessageQueue, bid: int, now: float) -> None:
         """A pull from replica `bid` failed: back to the master at once, and
         that replica's suggestions are ignored for a while."""
         self.pull_from[mq] = MASTER_ID
-        self.avoid[bid] = time.monotonic() + REPLICA_AVOID_S
+        self.avoid[bid] = now + REPLICA_AVOID_S
 
-    def advised(self, mq: MessageQueue, resp: pb.PullResponse, route: TopicRoute) -> bool:
+    def advised(self, mq: MessageQueue, resp: pb.PullResponse, route: TopicRoute, now: float) -> bool:
         """Take an answer's advice; True if `mq` is pulled from another broker next."""
-        switched = self._follow(mq, resp.suggested_broker_id, route)
+        switched = self._follow(mq, resp.suggested_broker_id, route, now)
         if resp.suggested_broker_id >= 0:
             self.last_advice[mq] = (resp.served_by, resp.suggested_broker_id, resp.suggestion_reason)
         return switched
@@ -68,11 +69,11 @@ class PullSources:
         if not switched:
             self.pull_from[mq] = MASTER_ID
 
-    def _follow(self, mq: MessageQueue, suggested: int, route: TopicRoute) -> bool:
+    def _follow(self, mq: MessageQueue, suggested: int, route: TopicRoute, now: float) -> bool:
         """Pull `mq` from `suggested` next (if the route knows it); True if it changed."""
         if suggested < 0 or suggested == self.pull_from.get(mq, MASTER_ID):
             return False
-        if self.avoid.get(suggested, 0.0) > time.monotonic():
+        if self.avoid.get(suggested, float("-inf")) > now:
             return False  # it failed us a moment ago: the master serves meanwhile
         g = route.group(mq.broker_name)
         if suggested != MASTER_ID and (g is None or not any(b.broker_id == suggested for b in g.brokers)):
