@@ -1,0 +1,68 @@
+"""Topics and their routes through the nameservers (issue 14), real processes.
+
+A broker registers as soon as its topics change, however they change.
+
+Brokers here register every 60 s unless told otherwise, so a route that
+appears within a few seconds came from the registration its topic change
+caused, not from a heartbeat.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+
+from consumer import Admin, Producer
+from consumer.connection import BrokerConnection
+from core.pb.tailrace.v1 import broker_pb2 as pb
+from deploy.harness import ProcessGroup
+from deploy.waits import poll_until, route_of, wait_routed
+
+pytestmark = pytest.mark.integration
+SLOW_HB_MS = 60_000  # registrations: one at start, then only what topic changes cause
+FAST_HB_MS = 200
+SECRET = ["--set", "replication.secret=test-secret", "--set", 'broker.retry_delays="100ms"']
+
+
+def unknown_topic_lookups(procs: ProcessGroup, nameserver: str = "ns0") -> float:
+    """How many route lookups the nameserver answered with UNKNOWN_TOPIC."""
+    url = f"http://{procs.processes[nameserver].info['metrics_address']}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return float(values.get('tailrace_route_lookups_total{outcome="unknown_topic"}', 0))
+
+
+def test_every_way_a_broker_gets_a_topic_reaches_the_routes_at_once(procs: ProcessGroup) -> None:
+    ns = [procs.nameserver("ns0").address]
+    rs = procs.replica_set("g", 1, extra=SECRET, namesrv=ns, heartbeat_ms=SLOW_HB_MS)
+    # auto-created by a send
+    with Producer(rs.master.address) as prod:
+        prod.send("auto", b"x")
+    wait_routed(ns, "auto", groups=["g"], timeout_s=10)
+    # created by the broker itself for a message sent back: the dead-letter
+    # topic at once, the schedule topic, then the scheduler's retry topic
+    conn = BrokerConnection(rs.master.address)
+    try:
+        for max_reconsume in (0, 1):
+            req = pb.SendBackRequest(
+                group="G", topic="auto", message=pb.Message(body=b"x"), max_reconsume=max_reconsume
+            )
+            conn.call(conn.stub.SendBack, req)
+    finally:
+        conn.close()
+    for topic in ("%DLQ%G", "%SCHEDULE%", "%RETRY%G"):
+        wait_routed(ns, topic, groups=["g"], timeout_s=10)
+    # replicated to the slave: with the master gone (unregistered), the
+    # slave's own registration still routes the topic
+    with Admin(rs.slaves[0].address) as slave:
+        poll_until(lambda: "auto" in slave.list_topics(), 10, "the topic on the slave")
+    rs.master.stop()
+    poll_until(
+        lambda: (
+            (r := route_of(ns, "auto")) is not None
+            and [b.broker_id for g in r.groups for b in g.brokers] == [1]
+        ),
+        10,
+        "the route of 'auto' from the slave's registration alone",
+    )
