@@ -3,8 +3,10 @@
 `NameserverRoutes` asks the nameservers in turn (starting with the last one
 that answered), caches each topic's route, and refreshes it when it is older
 than `refresh_s` or when the caller says the cached one failed it
-(`NOT_MASTER`, unknown topic, a dead connection). `SingleBrokerRoutes` serves
-the same interface for a client pointed at one broker.
+(`NOT_MASTER`, unknown topic, a dead connection). It also says what each
+nameserver routes (`routes_by_nameserver`: an admin waiting for a topic it
+created). `SingleBrokerRoutes` serves the same interface for a client
+pointed at one broker.
 """
 
 from __future__ import annotations
@@ -100,6 +102,22 @@ class NameserverRoutes:
                     raise err from None  # the nameserver answered: the topic has no route
                 last = err
         raise BrokerUnavailableError(f"no nameserver of {self.nameservers} answered: {last}")
+
+    def routes_by_nameserver(self, topic: str) -> dict[str, TopicRoute | None]:
+        """What every nameserver that answers routes for `topic` now (None: no
+        route); one that does not answer is left out."""
+        out: dict[str, TopicRoute | None] = {}
+        calls = [
+            (a, stub.GetRoute.future(pb.GetRouteRequest(topic=topic), timeout=self.timeout_s))
+            for a, stub in zip(self.nameservers, self._stubs, strict=True)
+        ]
+        for address, call in calls:
+            try:
+                out[address] = route_from_pb(call.result())
+            except grpc.RpcError as exc:
+                if isinstance(error_from_rpc(exc), UnknownTopicError):
+                    out[address] = None
+        return out
 
     def clusters(self) -> pb.ListClustersResponse:
         last: Exception | None = None

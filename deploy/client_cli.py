@@ -352,6 +352,9 @@ def add_topic_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--topic", required=True)
     c.add_argument("--queues", type=int, default=8, help="queues per broker group")
     c.add_argument("--cluster", default=None, help="only this cluster's groups")
+    c.add_argument(
+        "--route-timeout-ms", type=int, default=30_000, help="--namesrv: how long to wait for the route"
+    )
     ls = sub.add_parser("list", help="list topics")
     _target(ls)
     ls.add_argument("--json", action="store_true")
@@ -360,7 +363,9 @@ def add_topic_arguments(p: argparse.ArgumentParser) -> None:
 def run_topic(args: argparse.Namespace) -> int:
     with Admin(args.broker, namesrv=args.namesrv) as admin:
         if args.topic_command == "create":
-            created = admin.create_topic(args.topic, args.queues, getattr(args, "cluster", None))
+            created = admin.create_topic(
+                args.topic, args.queues, getattr(args, "cluster", None), args.route_timeout_ms / 1000
+            )
             print(f"{args.topic}: {'created' if created else 'unchanged'}")
             return 0
         topics = admin.list_topics()

@@ -1,6 +1,7 @@
 """Topics and their routes through the nameservers (issue 14), real processes.
 
-A broker registers as soon as its topics change, however they change.
+A broker registers as soon as its topics change, however they change, so
+`topic create --namesrv` returns with the topic routed (or says what is not).
 
 Brokers here register every 60 s unless told otherwise, so a route that
 appears within a few seconds came from the registration its topic change
@@ -9,6 +10,7 @@ caused, not from a heartbeat.
 
 from __future__ import annotations
 
+import json
 import urllib.request
 
 import pytest
@@ -17,7 +19,8 @@ from consumer import Admin, Producer
 from consumer.connection import BrokerConnection
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from deploy.harness import ProcessGroup
-from deploy.waits import poll_until, route_of, wait_routed
+from deploy.waits import master_groups, poll_until, route_of, wait_routed
+from tests.helpers.cli import cli
 
 pytestmark = pytest.mark.integration
 SLOW_HB_MS = 60_000  # registrations: one at start, then only what topic changes cause
@@ -31,6 +34,35 @@ def unknown_topic_lookups(procs: ProcessGroup, nameserver: str = "ns0") -> float
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
     return float(values.get('tailrace_route_lookups_total{outcome="unknown_topic"}', 0))
+
+
+def test_topic_create_returns_routed_and_a_consumer_started_right_after_reads_it(
+    procs: ProcessGroup,
+) -> None:
+    c = procs.cluster(("ga", "gb"), heartbeat_ms=SLOW_HB_MS)
+    ns = ",".join(c.namesrv)
+    r = cli("topic", "create", "--namesrv", ns, "--topic", "T", "--queues", "4")
+    assert r.returncode == 0, r.stderr
+    route = route_of(c.namesrv, "T")  # as soon as the command returned
+    assert route is not None, "topic create returned before the topic was routed"
+    assert master_groups(route) == ["ga", "gb"] and len(route.write_queues()) == 8
+    with Producer(namesrv=c.namesrv) as prod:
+        for i in range(40):
+            prod.send("T", f"run:{i}:".encode())
+    r = cli(
+        "consume", "--namesrv", ns, "--group", "G", "--topic", "T", "--count", "40",
+        "--timeout-ms", "30000", "--json",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["unique"] == 40
+
+
+def test_topic_create_names_what_is_not_routed_at_its_deadline(procs: ProcessGroup) -> None:
+    ns0, ns1 = procs.nameserver("ns0").address, procs.nameserver("ns1").address
+    procs.broker("g", namesrv=[ns0], heartbeat_ms=SLOW_HB_MS)  # never registers with ns1
+    r = cli("topic", "create", "--namesrv", f"{ns0},{ns1}", "--topic", "T", "--route-timeout-ms", "1000")
+    assert r.returncode == 1
+    assert f"nameserver {ns1} has no route to it" in r.stderr and ns0 not in r.stderr, r.stderr
 
 
 def test_every_way_a_broker_gets_a_topic_reaches_the_routes_at_once(procs: ProcessGroup) -> None:

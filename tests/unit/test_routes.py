@@ -111,3 +111,22 @@ def test_consumer_membership_expires_by_each_members_interval() -> None:
         g.heartbeat("bad group!", "T", "x", 100, 0)
     with pytest.raises(InvalidArgumentError):
         g.heartbeat("grp", "T", "x", 0, 0)
+
+
+def test_route_gaps_name_each_nameserver_and_the_groups_it_lacks() -> None:
+    from consumer.admin import route_gaps
+    from core.route import BrokerEndpoint, GroupRoute, TopicRoute
+
+    def group(name: str, queues: int, master: bool = True) -> GroupRoute:
+        ends = (BrokerEndpoint(0 if master else 1, f"{name}:1", "master", 0, True),)
+        return GroupRoute(name, "c", queues, queues, "rw", ends)
+
+    full = TopicRoute("T", (group("a", 4), group("b", 4)))
+    assert route_gaps({"ns0": full, "ns1": full}, ["a", "b"], 4) == []
+    assert route_gaps({"ns0": full}, ["a", "b"], 8) == ["nameserver ns0 does not route it to a, b"]
+    partial = TopicRoute("T", (group("a", 4), group("b", 4, master=False)))
+    assert route_gaps({"ns0": full, "ns1": partial, "ns2": None}, ["a", "b"], 4) == [
+        "nameserver ns1 does not route it to b",
+        "nameserver ns2 has no route to it",
+    ]
+    assert route_gaps({}, ["a"], 1) == ["no nameserver answered"]
