@@ -277,6 +277,7 @@ def run_consume(args: argparse.Namespace) -> int:
             auto_commit_interval_ms=1000,
             on_commit=log_commit,
             client_id=args.client_id,
+            route_timeout_s=max(0.0, deadline - time.monotonic()),  # a topic being created: wait
         ) as consumer:
             while running():
                 progress.update(len(seen))
@@ -310,6 +311,7 @@ def run_consume(args: argparse.Namespace) -> int:
             rebalance_interval_ms=args.rebalance_ms,
             on_commit=log_commit,
             client_id=args.client_id,
+            route_timeout_s=max(0.0, deadline - time.monotonic()),
         )
         try:
             cached_max = 0

@@ -1,7 +1,8 @@
 """Topics and their routes through the nameservers (issue 14), real processes.
 
 A broker registers as soon as its topics change, however they change, so
-`topic create --namesrv` returns with the topic routed (or says what is not).
+`topic create --namesrv` returns with the topic routed (or says what is not);
+a consumer waits for a topic that is not routed yet (until its timeout).
 
 Brokers here register every 60 s unless told otherwise, so a route that
 appears within a few seconds came from the registration its topic change
@@ -11,6 +12,9 @@ caused, not from a heartbeat.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 import urllib.request
 
 import pytest
@@ -20,7 +24,7 @@ from consumer.connection import BrokerConnection
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from deploy.harness import ProcessGroup
 from deploy.waits import master_groups, poll_until, route_of, wait_routed
-from tests.helpers.cli import cli
+from tests.helpers.cli import ROOT, cli
 
 pytestmark = pytest.mark.integration
 SLOW_HB_MS = 60_000  # registrations: one at start, then only what topic changes cause
@@ -98,3 +102,42 @@ def test_every_way_a_broker_gets_a_topic_reaches_the_routes_at_once(procs: Proce
         10,
         "the route of 'auto' from the slave's registration alone",
     )
+
+
+def test_a_consumer_waits_for_its_topic_to_be_routed(procs: ProcessGroup) -> None:
+    c = procs.cluster(("g",), heartbeat_ms=FAST_HB_MS)
+    ns = ",".join(c.namesrv)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "consume", "--namesrv", ns, "--group", "G", "--topic", "later",
+         "--count", "10", "--timeout-ms", "60000", "--json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        poll_until(
+            lambda: unknown_topic_lookups(procs) >= 3 or proc.poll() is not None,
+            30,
+            "the consumer asking for the route again and again",
+        )
+        assert proc.poll() is None, "the consumer exited instead of waiting for its topic"
+        with Producer(c.groups["g"].master.address) as prod:  # the broker auto-creates it
+            for i in range(10):
+                prod.send("later", f"run:{i}:".encode())
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["unique"] == 10
+
+
+def test_a_consumer_gives_up_at_its_timeout_naming_the_topic_and_nameservers(procs: ProcessGroup) -> None:
+    c = procs.cluster(("g",), heartbeat_ms=FAST_HB_MS)
+    ns = ",".join(c.namesrv)
+    t0 = time.monotonic()
+    r = cli("consume", "--namesrv", ns, "--group", "G", "--topic", "never", "--count", "1",
+            "--timeout-ms", "2000")  # fmt: skip
+    took = time.monotonic() - t0
+    assert r.returncode == 1
+    assert took >= 2.0, f"gave up after {took:.1f} s, before its timeout: {r.stderr}"
+    assert "'never'" in r.stderr and c.namesrv[0] in r.stderr, r.stderr
