@@ -164,6 +164,27 @@ class Producer:
             mq = pool[next(self._rr) % len(pool)]
         return mq, self._master(route, mq)
 
+    def _no_route(self, topic: str, err: TailraceError) -> tuple[TopicRoute, str] | None:
+        """`topic` has no route. Through nameservers, do as one broker does: send
+        it to a live master that creates topics on first send (RocketMQ sends an
+        unknown topic to the cluster's auto-create brokers); that broker picks
+        the queue and registers the topic at once. Returns (a route of its
+        group, its address), or None to retry as before (another error, one
+        broker, no master registered yet). Raises UnknownTopicError, which is
+        not to be retried, when no registered master creates topics."""
+        if self.single or not isinstance(err, UnknownTopicError):
+            return None
+        assert isinstance(self.routes, NameserverRoutes)
+        try:
+            creating = self.routes.auto_create_route(topic)
+        except BrokerUnavailableError:
+            return None
+        masters = [(g, g.master.address) for g in creating.groups if g.master is not None]
+        now = time.monotonic()
+        pool = [m for m in masters if self._avoid.get(m[1], 0.0) <= now] or masters
+        group, address = pool[next(self._rr) % len(pool)]
+        return TopicRoute(topic, (group,)), address
+
     @staticmethod
     def _master(route: TopicRoute, mq: MessageQueue) -> str:
         g = route.group(mq.broker_name)
@@ -231,7 +252,11 @@ class Producer:
                 if not (err.retriable or err.refresh_route):
                     raise
                 last = err
-                continue
+                unrouted = self._no_route(topic, err) if queue is None else None
+                if unrouted is None:
+                    continue
+                route, address = unrouted  # a master that creates the topic on first send
+                mq = None
             if not address:
                 last = BrokerUnavailableError(f"no live master for {mq}")
                 continue

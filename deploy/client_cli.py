@@ -97,6 +97,7 @@ def run_produce(args: argparse.Namespace) -> int:
     lock = threading.Lock()
     ok = failed = 0
     errors: dict[str, int] = {}
+    first_errors: dict[str, str] = {}  # the first message of each error code, shown on stderr
 
     def record(seqs: range, fut: Future[list[SendReceipt]]) -> None:
         nonlocal ok, failed
@@ -106,6 +107,7 @@ def run_produce(args: argparse.Namespace) -> int:
             with lock:
                 failed += len(seqs)
                 errors[exc.code] = errors.get(exc.code, 0) + len(seqs)
+                first_errors.setdefault(exc.code, str(exc))
             return
         lines = []
         now = round(time.time(), 4)
@@ -169,6 +171,8 @@ def run_produce(args: argparse.Namespace) -> int:
         "seconds": round(elapsed, 3),
         "msgs_per_s": round(ok / elapsed) if elapsed > 0 else 0,
     }
+    for text in first_errors.values():
+        print(f"tailrace produce: {text}", file=sys.stderr)
     _report(summary, args.json)
     return 0 if failed == 0 else 1
 

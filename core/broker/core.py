@@ -286,6 +286,7 @@ class BrokerCore:
             role=str(Role.MASTER if self.role.is_leader else Role.SLAVE),
             max_offset=self.store.commitlog.max_offset,
             heartbeat_ms=b.heartbeat_ms,
+            auto_create_topics=b.auto_create_topics,
             topics=[
                 ns_pb.TopicConfig(name=n, read_queues=q, write_queues=q, perm="rw")
                 for n, q in self.list_topics()

@@ -1,8 +1,10 @@
 """Topics and their routes through the nameservers (issue 14), real processes.
 
-A broker registers as soon as its topics change, however they change, so
+A broker registers as soon as its topics change (however they change), so
 `topic create --namesrv` returns with the topic routed (or says what is not);
-a consumer waits for a topic that is not routed yet (until its timeout).
+a consumer waits for a topic that is not routed yet (until its timeout); a
+producer's unknown topic is auto-created on a master that allows it, or
+refused at once when none does.
 
 Brokers here register every 60 s unless told otherwise, so a route that
 appears within a few seconds came from the registration its topic change
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +144,35 @@ def test_a_consumer_gives_up_at_its_timeout_naming_the_topic_and_nameservers(pro
     assert r.returncode == 1
     assert took >= 2.0, f"gave up after {took:.1f} s, before its timeout: {r.stderr}"
     assert "'never'" in r.stderr and c.namesrv[0] in r.stderr, r.stderr
+
+
+def test_produce_through_a_nameserver_auto_creates_on_a_master_that_allows_it(
+    procs: ProcessGroup, tmp_path: Path
+) -> None:
+    ns = [procs.nameserver("ns0").address]
+    procs.broker("ga", namesrv=ns, heartbeat_ms=SLOW_HB_MS)
+    no_auto = ["--set", "broker.auto_create_topics=false"]
+    procs.broker("gb", namesrv=ns, heartbeat_ms=SLOW_HB_MS, extra=no_auto)
+    with Admin(namesrv=ns) as admin:
+        poll_until(lambda: sorted(admin.masters()) == ["ga", "gb"], 30, "both groups registered")
+    r = cli("produce", "--namesrv", ns[0], "--topic", "new-topic", "--count", "20", "--batch", "5",
+            "--json", timeout=120)  # fmt: skip
+    summary = json.loads(r.stdout.splitlines()[-1])
+    assert r.returncode == 0 and summary["ok"] == 20, (summary, r.stderr)
+    assert summary["seconds"] < 10, summary
+    # only the group that creates topics on first send has it; its route came at once
+    wait_routed(ns, "new-topic", groups=["ga"], timeout_s=10)
+    with Admin(procs.processes["gb"].address) as admin:
+        assert "new-topic" not in admin.list_topics()
+
+
+def test_produce_through_a_nameserver_refuses_an_unknown_topic_no_broker_creates(
+    procs: ProcessGroup,
+) -> None:
+    c = procs.cluster(("g",), heartbeat_ms=FAST_HB_MS, extra=["--set", "broker.auto_create_topics=false"])
+    t0 = time.monotonic()
+    r = cli("produce", "--namesrv", c.namesrv[0], "--topic", "nope", "--count", "3", timeout=120)
+    took = time.monotonic() - t0
+    assert r.returncode == 1
+    assert took < 10, f"took {took:.1f} s to give up"
+    assert "topic 'nope' does not exist; create it with `tailrace topic create`" in r.stderr, r.stderr
