@@ -1,15 +1,45 @@
-"""Admin: topics, queue offsets and status, of one broker or a whole cluster."""
+"""Admin: topics, queue offsets and status, of one broker or a whole cluster.
+
+Through nameservers, `create_topic` creates the topic on every group's
+master and returns once the nameservers route it (`wait_routed`): a producer
+or consumer started right after finds it.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from consumer.connection import BrokerConnection, ConnectionPool
 from consumer.routing import NameserverRoutes
-from core.errors import BrokerUnavailableError
+from core.errors import BrokerUnavailableError, RequestTimeoutError
 from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.route import GroupRoute, TopicRoute
+
+ROUTE_TIMEOUT_S = 30.0  # a created topic not routed by then: an error naming what is missing
+
+
+def _serves(g: GroupRoute | None, queues: int) -> bool:
+    return g is not None and g.master is not None and g.writable and g.write_queues >= queues
+
+
+def route_gaps(answers: Mapping[str, TopicRoute | None], groups: Sequence[str], queues: int) -> list[str]:
+    """What keeps a topic from being routed to each of `groups` (a live master
+    and at least `queues` writable queues) by every nameserver that answered
+    (`answers`: nameserver -> its route, None for none); [] when nothing does."""
+    if not answers:
+        return ["no nameserver answered"]
+    gaps = []
+    for address, route in sorted(answers.items()):
+        if route is None:
+            gaps.append(f"nameserver {address} has no route to it")
+            continue
+        missing = [g for g in groups if not _serves(route.group(g), queues)]
+        if missing:
+            gaps.append(f"nameserver {address} does not route it to {', '.join(missing)}")
+    return gaps
 
 
 class Admin:
@@ -47,18 +77,45 @@ class Admin:
                     out[g.broker_name] = max(masters, key=lambda b: b.epoch).address
         return out
 
-    def create_topic(self, topic: str, queues: int, cluster: str | None = None) -> bool:
+    def create_topic(
+        self, topic: str, queues: int, cluster: str | None = None, route_timeout_s: float = ROUTE_TIMEOUT_S
+    ) -> bool:
         """Create the topic on the broker, or on every group's master of the
-        cluster (all clusters when none is named); True if any created it."""
-        targets = [self.conn.address] if self.routes is None else list(self.masters(cluster).values())
-        if not targets:
+        cluster (all clusters when none is named) and then wait until the
+        nameservers route it to every one of those groups (see `wait_routed`);
+        True if any created it."""
+        masters = {"": self.conn.address} if self.routes is None else self.masters(cluster)
+        if not masters:
             raise BrokerUnavailableError("no live master registered with the nameservers")
         created = False
-        for address in targets:
+        for address in masters.values():
             conn = self.pool.get(address)
             r = conn.call(conn.stub.CreateTopic, pb.CreateTopicRequest(topic=topic, queues=queues))
             created = created or bool(r.created)
+        if self.routes is not None:
+            self.wait_routed(topic, sorted(masters), queues, route_timeout_s)
         return created
+
+    def wait_routed(
+        self, topic: str, groups: Sequence[str], queues: int = 1, timeout_s: float = ROUTE_TIMEOUT_S
+    ) -> None:
+        """Return once every nameserver that answers routes `topic` to each of
+        `groups` with a live master and at least `queues` writable queues (a
+        broker registers as soon as its topics change); after `timeout_s`,
+        raise `RequestTimeoutError` saying which nameserver lacks what."""
+        if self.routes is None:
+            raise ValueError("waiting for a route needs namesrv=")
+        deadline = time.monotonic() + timeout_s
+        pause = 0.01
+        while gaps := route_gaps(self.routes.routes_by_nameserver(topic), groups, queues):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RequestTimeoutError(
+                    f"topic {topic!r} is on the masters of {', '.join(groups)} but not routed after "
+                    f"{timeout_s:g} s: {'; '.join(gaps)}"
+                )
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.2)
 
     def list_topics(self) -> dict[str, int]:
         """Topic -> queue count (summed over groups for a cluster)."""

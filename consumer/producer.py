@@ -39,6 +39,7 @@ from core.errors import (
     OutcomeUnknownError,
     RequestTimeoutError,
     TailraceError,
+    UnknownTopicError,
 )
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.roles import SendStatus
@@ -157,6 +158,27 @@ class Producer:
             pool = ok or [q for q in queues if q.broker_name not in exclude] or queues
             mq = pool[next(self._rr) % len(pool)]
         return mq, self._master(route, mq)
+
+    def _no_route(self, topic: str, err: TailraceError) -> tuple[TopicRoute, str] | None:
+        """`topic` has no route. Through nameservers, do as one broker does: send
+        it to a live master that creates topics on first send (RocketMQ sends an
+        unknown topic to the cluster's auto-create brokers); that broker picks
+        the queue and registers the topic at once. Returns (a route of its
+        group, its address), or None to retry as before (another error, one
+        broker, no master registered yet). Raises UnknownTopicError, which is
+        not to be retried, when no registered master creates topics."""
+        if self.single or not isinstance(err, UnknownTopicError):
+            return None
+        assert isinstance(self.routes, NameserverRoutes)
+        try:
+            creating = self.routes.auto_create_route(topic)
+        except BrokerUnavailableError:
+            return None
+        masters = [(g, g.master.address) for g in creating.groups if g.master is not None]
+        now = self.clock()
+        pool = [m for m in masters if not self.breaker.avoid(m[1], now)] or masters
+        group, address = pool[next(self._rr) % len(pool)]
+        return TopicRoute(topic, (group,)), address
 
     @staticmethod
     def _master(route: TopicRoute, mq: MessageQueue) -> str:
@@ -287,6 +309,9 @@ class Producer:
             else:
                 mq, address = self._choose(route, key, tried)
         except TailraceError as err:
+            unrouted = self._no_route(topic, err) if queue is None else None  # may raise: no such topic
+            if unrouted is not None:
+                return None, None, unrouted[1], None  # a master that creates the topic on first send
             failure = classify(err)
             if self.single and failure in (Failure.REFUSED, Failure.OUTCOME_UNKNOWN):
                 self.breaker.failed(self.single, self.clock(), str(err))  # the broker did not answer

@@ -44,7 +44,7 @@ from consumer.positions import QueuePositions
 from consumer.pull_source import REPLICA_TIMEOUT_S, PullSources
 from consumer.queue_hooks import QueueHooks
 from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
-from core.errors import InvalidArgumentError, TailraceError
+from core.errors import InvalidArgumentError, TailraceError, UnknownTopicError
 from core.grpc_status import error_from_rpc
 from core.offsets import validate_group
 from core.pb.tailrace.v1 import broker_pb2 as pb
@@ -86,10 +86,14 @@ class PullConsumer:
         on_commit: Callable[[MessageQueue, int], None] | None = None,
         hooks: QueueHooks | None = None,
         members_of: PullConsumer | None = None,
+        route_timeout_s: float = 0.0,
     ) -> None:
         """`members_of`: take the group's members from that consumer of the same
         group (a push consumer's retry topic), so both split their queues over
-        the same view; this one sends no membership heartbeats of its own."""
+        the same view; this one sends no membership heartbeats of its own.
+        `route_timeout_s`: with nameservers, how long to keep asking for the
+        route of a topic they do not route yet (it may be being created)
+        before failing with `UnknownTopicError` (0: fail at once)."""
         if start not in ("first", "last"):
             raise InvalidArgumentError("start must be 'first' or 'last'")
         if (broker is None) == (namesrv is None):
@@ -112,6 +116,7 @@ class PullConsumer:
         self.rebalance_s = rebalance_interval_ms / 1000
         self.client_id = client_id or f"{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}"
         self.served_by: Counter[int] = Counter()
+        self.nameservers = list(namesrv or [])
         self.routes: Routes = (
             SingleBrokerRoutes(broker) if broker is not None else NameserverRoutes(list(namesrv or []))
         )
@@ -143,7 +148,7 @@ class PullConsumer:
         self._last_commit = time.monotonic()
         self._failures: dict[MessageQueue, int] = {}
         try:
-            self._route: TopicRoute = self.routes.get(topic)
+            self._route: TopicRoute = self._first_route(route_timeout_s)
             if self._owns_membership:
                 self.membership.beat()  # join before the first allocation
             self.rebalance()
@@ -153,6 +158,25 @@ class PullConsumer:
             raise
         if self._owns_membership:
             self.membership.start()
+
+    def _first_route(self, timeout_s: float) -> TopicRoute:
+        """The topic's route; one the nameservers do not have yet is asked for
+        again (pauses from 50 ms up to 500 ms) until `timeout_s` has passed."""
+        deadline = time.monotonic() + timeout_s
+        pause = 0.05
+        while True:
+            try:
+                return self.routes.get(self.topic)
+            except UnknownTopicError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    waited = f" after waiting {timeout_s:g} s" if timeout_s > 0 else ""
+                    raise UnknownTopicError(
+                        f"topic {self.topic!r} is not routed by the nameservers "
+                        f"{', '.join(self.nameservers)}{waited}: {exc.message}"
+                    ) from None
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, 0.5)
 
     # ---- assignment -----------------------------------------------------------------
 

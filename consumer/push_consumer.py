@@ -125,7 +125,10 @@ class PushConsumer:
         retry_backoff_s: float = 1.0,
         shutdown_timeout_s: float = 10.0,
         on_commit: Callable[[MessageQueue, int], None] | None = None,
+        route_timeout_s: float = 0.0,
     ) -> None:
+        """`route_timeout_s`: how long to wait for the nameservers to route the
+        topic (see PullConsumer) before failing with `UnknownTopicError`."""
         if not 1 <= consume_threads <= 1024:
             raise InvalidArgumentError("consume_threads must be in 1..1024")
         if not 1 <= batch_size <= 1024:
@@ -175,7 +178,9 @@ class PushConsumer:
         self.retried = 0  # batches handed back for a retry
         self._workers = ConsumePool(consume_threads)
         self._later = Delayed("local-retries")
-        self.pull = self._make_pull(topic, subscription, hooks=_TopicHooks(self, topic))
+        self.pull = self._make_pull(
+            topic, subscription, hooks=_TopicHooks(self, topic), route_timeout_s=route_timeout_s
+        )
         # orderly: the queues' locks (built before the dispatcher polls: the hooks ask it)
         self._locks = QueueLocks(self.pull, group, lock_lease_ms, self._stop, self._drop_cached)
         # concurrent mode: failed messages back to the brokers, and the retry topic read

@@ -3,8 +3,11 @@
 `NameserverRoutes` asks the nameservers in turn (starting with the last one
 that answered), caches each topic's route, and refreshes it when it is older
 than `refresh_s` or when the caller says the cached one failed it
-(`NOT_MASTER`, unknown topic, a dead connection). `SingleBrokerRoutes` serves
-the same interface for a client pointed at one broker.
+(`NOT_MASTER`, unknown topic, a dead connection). It also says where a topic
+with no route can be created by sending to it (`auto_create_route`), and
+what each nameserver routes (`routes_by_nameserver`: an admin waiting for a
+topic it created). `SingleBrokerRoutes` serves the same interface for a client
+pointed at one broker.
 """
 
 from __future__ import annotations
@@ -33,24 +36,22 @@ class Routes(Protocol):
     def close(self) -> None: ...
 
 
-def route_from_pb(resp: pb.GetRouteResponse) -> TopicRoute:
-    return TopicRoute(
-        resp.topic,
+def group_from_pb(g: pb.GroupRoute) -> GroupRoute:
+    return GroupRoute(
+        g.broker_name,
+        g.cluster,
+        g.read_queues,
+        g.write_queues,
+        g.perm,
         tuple(
-            GroupRoute(
-                g.broker_name,
-                g.cluster,
-                g.read_queues,
-                g.write_queues,
-                g.perm,
-                tuple(
-                    BrokerEndpoint(b.broker_id, b.address, b.role, b.epoch, b.alive, b.max_offset)
-                    for b in g.brokers
-                ),
-            )
-            for g in resp.groups
+            BrokerEndpoint(b.broker_id, b.address, b.role, b.epoch, b.alive, b.max_offset) for b in g.brokers
         ),
+        g.auto_create_topics,
     )
+
+
+def route_from_pb(resp: pb.GetRouteResponse) -> TopicRoute:
+    return TopicRoute(resp.topic, tuple(group_from_pb(g) for g in resp.groups))
 
 
 class NameserverRoutes:
@@ -100,6 +101,42 @@ class NameserverRoutes:
                     raise err from None  # the nameserver answered: the topic has no route
                 last = err
         raise BrokerUnavailableError(f"no nameserver of {self.nameservers} answered: {last}")
+
+    def routes_by_nameserver(self, topic: str) -> dict[str, TopicRoute | None]:
+        """What every nameserver that answers routes for `topic` now (None: no
+        route); one that does not answer is left out."""
+        out: dict[str, TopicRoute | None] = {}
+        calls = [
+            (a, stub.GetRoute.future(pb.GetRouteRequest(topic=topic), timeout=self.timeout_s))
+            for a, stub in zip(self.nameservers, self._stubs, strict=True)
+        ]
+        for address, call in calls:
+            try:
+                out[address] = route_from_pb(call.result())
+            except grpc.RpcError as exc:
+                if isinstance(error_from_rpc(exc), UnknownTopicError):
+                    out[address] = None
+        return out
+
+    def auto_create_route(self, topic: str) -> TopicRoute:
+        """Where `topic`, which has no route, is created by sending to it: the
+        groups (of every cluster) whose live master creates a topic it lacks
+        on first send (`broker.auto_create_topics`), with no queues yet.
+
+        Raises `UnknownTopicError` when masters are registered but none
+        creates topics (create it first), `BrokerUnavailableError` when no
+        master is registered or no nameserver answers (try again later)."""
+        groups = [group_from_pb(g) for c in self.clusters().clusters for g in c.groups]
+        live = [g for g in groups if g.master is not None]
+        if not live:
+            raise BrokerUnavailableError(f"no live master is registered with {self.nameservers}")
+        creating = tuple(g for g in live if g.auto_create)
+        if not creating:
+            raise UnknownTopicError(
+                f"topic {topic!r} does not exist; create it with `tailrace topic create` (no master "
+                f"registered with {', '.join(self.nameservers)} creates topics on first send)"
+            )
+        return TopicRoute(topic, creating)
 
     def clusters(self) -> pb.ListClustersResponse:
         last: Exception | None = None

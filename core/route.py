@@ -39,6 +39,7 @@ class GroupRoute:
     write_queues: int
     perm: str
     brokers: tuple[BrokerEndpoint, ...] = field(default_factory=tuple)
+    auto_create: bool = False  # its master creates a topic it lacks on first send
 
     @property
     def master(self) -> BrokerEndpoint | None:

@@ -97,6 +97,7 @@ class BrokerNode:
         )
         if b.nameservers:
             self.registrar = Registrar(b.nameservers, b.heartbeat_ms, self.core.registration)
+            self.core.on_topics_change = self.registrar.poke  # routes list a new topic at once
         if b.controller:
             self.link = ControllerLink(b.controller, b.controller_heartbeat_ms, self.failover)
         if self.registrar is not None or self.link is not None:

@@ -97,6 +97,7 @@ def run_produce(args: argparse.Namespace) -> int:
     lock = threading.Lock()
     ok = failed = 0
     errors: dict[str, int] = {}
+    first_errors: dict[str, str] = {}  # the first message of each error code, shown on stderr
 
     def record(seqs: range, fut: Future[list[SendReceipt]]) -> None:
         nonlocal ok, failed
@@ -108,6 +109,7 @@ def run_produce(args: argparse.Namespace) -> int:
                 errors[exc.code] = errors.get(exc.code, 0) + len(seqs)
                 if len(errors) == 1 and errors[exc.code] == len(seqs):  # the first: say it now
                     print(f"tailrace produce: {exc} (failures from here on are counted)", file=sys.stderr)
+                first_errors.setdefault(exc.code, str(exc))
             return
         lines = []
         now = round(time.time(), 4)
@@ -175,6 +177,8 @@ def run_produce(args: argparse.Namespace) -> int:
         "seconds": round(elapsed, 3),
         "msgs_per_s": round(ok / elapsed) if elapsed > 0 else 0,
     }
+    for text in list(first_errors.values())[1:]:  # the first one was said when it happened
+        print(f"tailrace produce: {text}", file=sys.stderr)
     _report(summary, args.json)
     return 0 if failed == 0 else 1
 
@@ -283,6 +287,7 @@ def run_consume(args: argparse.Namespace) -> int:
             auto_commit_interval_ms=1000,
             on_commit=log_commit,
             client_id=args.client_id,
+            route_timeout_s=max(0.0, deadline - time.monotonic()),  # a topic being created: wait
         ) as consumer:
             while running():
                 progress.update(len(seen))
@@ -316,6 +321,7 @@ def run_consume(args: argparse.Namespace) -> int:
             rebalance_interval_ms=args.rebalance_ms,
             on_commit=log_commit,
             client_id=args.client_id,
+            route_timeout_s=max(0.0, deadline - time.monotonic()),
         )
         try:
             cached_max = 0
@@ -358,6 +364,9 @@ def add_topic_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--topic", required=True)
     c.add_argument("--queues", type=int, default=8, help="queues per broker group")
     c.add_argument("--cluster", default=None, help="only this cluster's groups")
+    c.add_argument(
+        "--route-timeout-ms", type=int, default=30_000, help="--namesrv: how long to wait for the route"
+    )
     ls = sub.add_parser("list", help="list topics")
     _target(ls)
     ls.add_argument("--json", action="store_true")
@@ -366,7 +375,9 @@ def add_topic_arguments(p: argparse.ArgumentParser) -> None:
 def run_topic(args: argparse.Namespace) -> int:
     with Admin(args.broker, namesrv=args.namesrv) as admin:
         if args.topic_command == "create":
-            created = admin.create_topic(args.topic, args.queues, getattr(args, "cluster", None))
+            created = admin.create_topic(
+                args.topic, args.queues, getattr(args, "cluster", None), args.route_timeout_ms / 1000
+            )
             print(f"{args.topic}: {'created' if created else 'unchanged'}")
             return 0
         topics = admin.list_topics()

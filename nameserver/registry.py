@@ -4,7 +4,8 @@ Each registration renews a broker's liveness; a broker silent for 3 of its
 own heartbeat intervals is dropped. Routes are computed on demand: per group,
 the topic's queue counts (taken from the group's master, else any broker) and
 every live broker, where of two brokers claiming id 0 only the higher epoch
-is shown.
+is shown, and whether the group creates topics on first send (as its master,
+else its newest broker, registered).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Registration:
     heartbeat_ms: int
     topics: dict[str, TopicInfo] = field(default_factory=dict)
     node_id: int = -1  # stable id in the group (failover); -1: same as broker_id
+    auto_create: bool = False  # broker.auto_create_topics
     last_seen_ms: int = 0
 
     def __post_init__(self) -> None:
@@ -121,6 +123,7 @@ class BrokerRegistry:
                 )
                 for r in sorted(shown, key=lambda r: (r.broker_id, r.address))
             ),
+            auto_create=source.auto_create,
         )
 
     def _groups(self, now_ms: int) -> dict[str, list[Registration]]:

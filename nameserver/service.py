@@ -36,6 +36,7 @@ def group_to_pb(g: GroupRoute) -> pb.GroupRoute:
             )
             for b in g.brokers
         ],
+        auto_create_topics=g.auto_create,
     )
 
 
@@ -68,6 +69,7 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
             heartbeat_ms=b.heartbeat_ms,
             topics={t.name: TopicInfo(t.read_queues, t.write_queues, t.perm) for t in b.topics},
             node_id=b.node_id or b.broker_id,
+            auto_create=b.auto_create_topics,
         )
         epoch = self.registry.register(reg, self.clock_ms())
         return pb.RegisterBrokerResponse(group_epoch=epoch)

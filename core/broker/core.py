@@ -78,11 +78,16 @@ class BrokerCore:
         self.pulls_not_held = 0
         self.promotions = 0
         self.on_role_change: Callable[[], None] = lambda: None
+        # told of every topic defined or grown, however (created, auto-created,
+        # replicated, made for sent-back messages); runs under the store's
+        # write lock, so it only wakes something (deploy/broker_node.py)
+        self.on_topics_change: Callable[[], None] = lambda: None
         self._roles = roles
         self._role_lock = threading.RLock()
         store.add_system_handler("offset", offsets.apply)
         store.add_system_handler("epoch", self._apply_epoch)
         store.add_append_listener(self._appended)
+        store.add_topic_listener(lambda _topic: self.on_topics_change())
         # without a controller the config fixes the role; with one, every
         # broker starts following (a master it was told of, or nobody) until
         # the controller says otherwise
@@ -281,6 +286,7 @@ class BrokerCore:
             role=str(Role.MASTER if self.role.is_leader else Role.SLAVE),
             max_offset=self.store.commitlog.max_offset,
             heartbeat_ms=b.heartbeat_ms,
+            auto_create_topics=b.auto_create_topics,
             topics=[
                 ns_pb.TopicConfig(name=n, read_queues=q, write_queues=q, perm="rw")
                 for n, q in self.list_topics()

@@ -11,8 +11,9 @@ cache, so the cache never keeps a stale queue count.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from core.errors import InvalidArgumentError, InvalidQueueError, MessageTooLargeError, UnknownTopicError
 from core.record import FIXED, Message, encode_meta, encode_properties, tag_hash, validate_topic
@@ -22,6 +23,7 @@ from core.store.topics import TopicTable
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF
 FIXED_SIZE = FIXED.size
+log = logging.getLogger("core.store.store")
 
 
 def _utf8(text: str, what: str) -> bytes:
@@ -38,6 +40,7 @@ class BatchEncoder:
         self._lock = threading.Lock()
         self._topic_info: dict[str, tuple[bytes, int]] = {}
         self._meta_cache: dict[tuple[str, str], tuple[bytes, int]] = {}
+        self.topic_listeners: list[Callable[[str], None]] = []
 
     # ---- topic definitions ---------------------------------------------------
 
@@ -51,11 +54,18 @@ class BatchEncoder:
 
     def define_topic(self, topic: str, queues: int) -> None:
         """Define a topic or raise its queue count (TopicTable.create), and
-        forget what the caches hold for it."""
+        forget what the caches hold for it; then, if it changed, tell the
+        topic listeners (a listener's failure is logged, never raised)."""
         with self._lock:
-            self.topics.create(topic, queues)
+            changed = self.topics.create(topic, queues)
             self._topic_info.pop(topic, None)
             self._meta_cache.clear()
+        if changed:
+            for listener in self.topic_listeners:
+                try:
+                    listener(topic)
+                except Exception:
+                    log.exception("topic listener failed")
 
     def ensure_queues(self, topic: str, queues: int) -> None:
         """Grow `topic` to at least `queues` queues (a slave whose log began

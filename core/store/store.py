@@ -231,6 +231,13 @@ class MessageStore:
             )
         return result
 
+    def add_topic_listener(self, fn: Callable[[str], None]) -> None:
+        """Call `fn(topic)` whenever a topic is defined or grows, however
+        (`create_topic`, a replicated system record, a slave covering the
+        queues its records use). It runs under the write lock: it must return
+        at once (set a flag, wake a thread), never wait on anything."""
+        self._encoder.topic_listeners.append(fn)
+
     def add_append_listener(self, fn: Listener) -> None:
         """Call `fn((topic, queue) keys)` after each append is visible (long polling)."""
         self._writer.add_listener(fn)

@@ -351,3 +351,27 @@ def test_a_log_restarts_only_at_a_segment_boundary(open_store: Open, tmp_path: P
     assert slave.commitlog.max_offset == end  # nothing changed
     slave.reset_log(2 * slave.commitlog.segment_bytes)
     assert slave.commitlog.min_offset == slave.commitlog.max_offset == 2 * slave.commitlog.segment_bytes
+
+
+def test_topic_listeners_hear_of_every_definition_made_or_replicated(
+    open_store: Open, tmp_path: Path
+) -> None:
+    """What a broker registers with its nameservers at once: topics created
+    on the master and topics a slave learns by replication; a failing
+    listener never fails the write."""
+    master, slave = open_store(tmp_path / "m"), open_store(tmp_path / "s")
+    heard: dict[str, list[str]] = {"m": [], "s": []}
+    master.add_topic_listener(heard["m"].append)
+    slave.add_topic_listener(heard["s"].append)
+
+    def broken(topic: str) -> None:
+        raise RuntimeError("listener bug")
+
+    master.add_topic_listener(broken)
+    assert master.create_topic("x", 2)
+    assert not master.create_topic("x", 2)  # unchanged: nothing to tell
+    assert master.create_topic("x", 4)  # grown
+    master.create_topic("y", 1)
+    assert heard["m"] == ["x", "x", "y"]
+    Pair(master, slave).pump()
+    assert heard["s"] == ["x", "x", "y"]

@@ -111,3 +111,68 @@ def test_consumer_membership_expires_by_each_members_interval() -> None:
         g.heartbeat("bad group!", "T", "x", 100, 0)
     with pytest.raises(InvalidArgumentError):
         g.heartbeat("grp", "T", "x", 0, 0)
+
+
+def test_a_group_creates_topics_on_first_send_as_its_master_says() -> None:
+    from dataclasses import replace
+
+    r = BrokerRegistry()
+    r.register(replace(reg("a", 0, "m:1"), auto_create=True), now_ms=0)
+    r.register(reg("a", 1, "s:1"), now_ms=0)  # a slave's own setting does not decide
+    r.register(reg("b", 0, "m:2"), now_ms=0)
+    r.register(replace(reg("c", 1, "s:3"), auto_create=True), now_ms=0)  # no master: its newest broker
+    groups = {g.broker_name: g.auto_create for gs in r.clusters(now_ms=1).values() for g in gs}
+    assert groups == {"a": True, "b": False, "c": True}
+    route = r.route("T", now_ms=1)
+    assert route is not None and [g.auto_create for g in route.groups] == [True, False, True]
+
+
+def test_route_gaps_name_each_nameserver_and_the_groups_it_lacks() -> None:
+    from consumer.admin import route_gaps
+    from core.route import BrokerEndpoint, GroupRoute, TopicRoute
+
+    def group(name: str, queues: int, master: bool = True) -> GroupRoute:
+        ends = (BrokerEndpoint(0 if master else 1, f"{name}:1", "master", 0, True),)
+        return GroupRoute(name, "c", queues, queues, "rw", ends)
+
+    full = TopicRoute("T", (group("a", 4), group("b", 4)))
+    assert route_gaps({"ns0": full, "ns1": full}, ["a", "b"], 4) == []
+    assert route_gaps({"ns0": full}, ["a", "b"], 8) == ["nameserver ns0 does not route it to a, b"]
+    partial = TopicRoute("T", (group("a", 4), group("b", 4, master=False)))
+    assert route_gaps({"ns0": full, "ns1": partial, "ns2": None}, ["a", "b"], 4) == [
+        "nameserver ns1 does not route it to b",
+        "nameserver ns2 has no route to it",
+    ]
+    assert route_gaps({}, ["a"], 1) == ["no nameserver answered"]
+
+
+def test_a_producer_sends_an_unrouted_topic_to_a_master_that_creates_it() -> None:
+
+    from consumer.producer import Producer
+    from core.errors import BrokerUnavailableError, UnknownTopicError
+    from core.route import BrokerEndpoint, GroupRoute, TopicRoute
+
+    def group(name: str) -> GroupRoute:
+        return GroupRoute(name, "c", 0, 0, "rw", (BrokerEndpoint(0, f"{name}:1", "master", 0, True),), True)
+
+    answer: TopicRoute | Exception = TopicRoute("new", (group("a"), group("b")))
+
+    def auto_create_route(topic: str) -> TopicRoute:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with Producer(namesrv="127.0.0.1:1") as prod:  # never contacted
+        prod.routes.auto_create_route = auto_create_route  # type: ignore[attr-defined]
+        no_route = UnknownTopicError("no live broker serves topic 'new'")
+        picks = [prod._no_route("new", no_route) for _ in range(4)]
+        assert [p[1] for p in picks if p] == ["a:1", "b:1", "a:1", "b:1"]  # round robin
+        assert all(p and p[0].groups[0].broker_name == p[1][0] for p in picks)
+        prod.breaker.failed("a:1", prod.clock(), "refused")  # just failed: avoided for a while
+        assert [p[1] for _ in range(2) if (p := prod._no_route("new", no_route))] == ["b:1", "b:1"]
+        assert prod._no_route("new", BrokerUnavailableError("down")) is None  # other errors: retried
+        answer = BrokerUnavailableError("no live master is registered")
+        assert prod._no_route("new", no_route) is None  # nobody registered yet: retried
+        answer = UnknownTopicError("topic 'new' does not exist; create it with `tailrace topic create`")
+        with pytest.raises(UnknownTopicError, match="create it with"):
+            prod._no_route("new", no_route)

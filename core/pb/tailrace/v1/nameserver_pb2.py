@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctailrace/v1/nameserver.proto\x12\x0btailrace.v1\"\xb2\x01\n\x1a\x43ontrollerHeartbeatRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x0c\n\x04role\x18\x06 \x01(\t\x12\x12\n\nmax_offset\x18\x07 \x01(\x04\x12\x0f\n\x07in_sync\x18\x08 \x03(\x03\x12\x10\n\x08priority\x18\t \x01(\x05\"z\n\x1b\x43ontrollerHeartbeatResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x11\n\tmaster_id\x18\x02 \x01(\x03\x12\x16\n\x0emaster_address\x18\x03 \x01(\t\x12\x0f\n\x07in_sync\x18\x04 \x03(\x03\x12\x10\n\x08lease_ms\x18\x05 \x01(\r\"\x19\n\x17\x43ontrollerStatusRequest\"(\n\x18\x43ontrollerStatusResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\"6\n\x0eIsolateRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\r\"\x11\n\x0fIsolateResponse\"T\n\x0bTopicConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bread_queues\x18\x02 \x01(\r\x12\x14\n\x0cwrite_queues\x18\x03 \x01(\r\x12\x0c\n\x04perm\x18\x04 \x01(\t\"\xe0\x01\n\x12\x42rokerRegistration\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x13\n\x0b\x62roker_name\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x0c\n\x04role\x18\x06 \x01(\t\x12\x12\n\nmax_offset\x18\x07 \x01(\x04\x12\x14\n\x0cheartbeat_ms\x18\x08 \x01(\r\x12(\n\x06topics\x18\t \x03(\x0b\x32\x18.tailrace.v1.TopicConfig\x12\x0f\n\x07node_id\x18\n \x01(\x03\"H\n\x15RegisterBrokerRequest\x12/\n\x06\x62roker\x18\x01 \x01(\x0b\x32\x1f.tailrace.v1.BrokerRegistration\"-\n\x16RegisterBrokerResponse\x12\x13\n\x0bgroup_epoch\x18\x01 \x01(\x04\"R\n\x17UnregisterBrokerRequest\x12\x13\n\x0b\x62roker_name\x18\x01 \x01(\t\x12\x11\n\tbroker_id\x18\x02 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\"\x1a\n\x18UnregisterBrokerResponse\" \n\x0fGetRouteRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"q\n\x0b\x42rokerRoute\x12\x11\n\tbroker_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\r\n\x05\x61live\x18\x05 \x01(\x08\x12\x12\n\nmax_offset\x18\x06 \x01(\x04\"\x96\x01\n\nGroupRoute\x12\x13\n\x0b\x62roker_name\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x13\n\x0bread_queues\x18\x03 \x01(\r\x12\x14\n\x0cwrite_queues\x18\x04 \x01(\r\x12\x0c\n\x04perm\x18\x05 \x01(\t\x12)\n\x07\x62rokers\x18\x06 \x03(\x0b\x32\x18.tailrace.v1.BrokerRoute\"J\n\x10GetRouteResponse\x12\r\n\x05topic\x18\x01 \x01(\t\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.tailrace.v1.GroupRoute\"\x15\n\x13ListClustersRequest\"D\n\x0b\x43lusterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.tailrace.v1.GroupRoute\"B\n\x14ListClustersResponse\x12*\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x18.tailrace.v1.ClusterInfo2\xf7\x04\n\nNameServer\x12Y\n\x0eRegisterBroker\x12\".tailrace.v1.RegisterBrokerRequest\x1a#.tailrace.v1.RegisterBrokerResponse\x12_\n\x10UnregisterBroker\x12$.tailrace.v1.UnregisterBrokerRequest\x1a%.tailrace.v1.UnregisterBrokerResponse\x12G\n\x08GetRoute\x12\x1c.tailrace.v1.GetRouteRequest\x1a\x1d.tailrace.v1.GetRouteResponse\x12S\n\x0cListClusters\x12 .tailrace.v1.ListClustersRequest\x1a!.tailrace.v1.ListClustersResponse\x12h\n\x13\x43ontrollerHeartbeat\x12\'.tailrace.v1.ControllerHeartbeatRequest\x1a(.tailrace.v1.ControllerHeartbeatResponse\x12_\n\x10\x43ontrollerStatus\x12$.tailrace.v1.ControllerStatusRequest\x1a%.tailrace.v1.ControllerStatusResponse\x12\x44\n\x07Isolate\x12\x1b.tailrace.v1.IsolateRequest\x1a\x1c.tailrace.v1.IsolateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctailrace/v1/nameserver.proto\x12\x0btailrace.v1\"\xb2\x01\n\x1a\x43ontrollerHeartbeatRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x0c\n\x04role\x18\x06 \x01(\t\x12\x12\n\nmax_offset\x18\x07 \x01(\x04\x12\x0f\n\x07in_sync\x18\x08 \x03(\x03\x12\x10\n\x08priority\x18\t \x01(\x05\"z\n\x1b\x43ontrollerHeartbeatResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x11\n\tmaster_id\x18\x02 \x01(\x03\x12\x16\n\x0emaster_address\x18\x03 \x01(\t\x12\x0f\n\x07in_sync\x18\x04 \x03(\x03\x12\x10\n\x08lease_ms\x18\x05 \x01(\r\"\x19\n\x17\x43ontrollerStatusRequest\"(\n\x18\x43ontrollerStatusResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\"6\n\x0eIsolateRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\r\"\x11\n\x0fIsolateResponse\"T\n\x0bTopicConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bread_queues\x18\x02 \x01(\r\x12\x14\n\x0cwrite_queues\x18\x03 \x01(\r\x12\x0c\n\x04perm\x18\x04 \x01(\t\"\xfc\x01\n\x12\x42rokerRegistration\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x13\n\x0b\x62roker_name\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x0c\n\x04role\x18\x06 \x01(\t\x12\x12\n\nmax_offset\x18\x07 \x01(\x04\x12\x14\n\x0cheartbeat_ms\x18\x08 \x01(\r\x12(\n\x06topics\x18\t \x03(\x0b\x32\x18.tailrace.v1.TopicConfig\x12\x0f\n\x07node_id\x18\n \x01(\x03\x12\x1a\n\x12\x61uto_create_topics\x18\x0b \x01(\x08\"H\n\x15RegisterBrokerRequest\x12/\n\x06\x62roker\x18\x01 \x01(\x0b\x32\x1f.tailrace.v1.BrokerRegistration\"-\n\x16RegisterBrokerResponse\x12\x13\n\x0bgroup_epoch\x18\x01 \x01(\x04\"R\n\x17UnregisterBrokerRequest\x12\x13\n\x0b\x62roker_name\x18\x01 \x01(\t\x12\x11\n\tbroker_id\x18\x02 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\"\x1a\n\x18UnregisterBrokerResponse\" \n\x0fGetRouteRequest\x12\r\n\x05topic\x18\x01 \x01(\t\"q\n\x0b\x42rokerRoute\x12\x11\n\tbroker_id\x18\x01 \x01(\x03\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\r\n\x05\x61live\x18\x05 \x01(\x08\x12\x12\n\nmax_offset\x18\x06 \x01(\x04\"\xb2\x01\n\nGroupRoute\x12\x13\n\x0b\x62roker_name\x18\x01 \x01(\t\x12\x0f\n\x07\x63luster\x18\x02 \x01(\t\x12\x13\n\x0bread_queues\x18\x03 \x01(\r\x12\x14\n\x0cwrite_queues\x18\x04 \x01(\r\x12\x0c\n\x04perm\x18\x05 \x01(\t\x12)\n\x07\x62rokers\x18\x06 \x03(\x0b\x32\x18.tailrace.v1.BrokerRoute\x12\x1a\n\x12\x61uto_create_topics\x18\x07 \x01(\x08\"J\n\x10GetRouteResponse\x12\r\n\x05topic\x18\x01 \x01(\t\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.tailrace.v1.GroupRoute\"\x15\n\x13ListClustersRequest\"D\n\x0b\x43lusterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06groups\x18\x02 \x03(\x0b\x32\x17.tailrace.v1.GroupRoute\"B\n\x14ListClustersResponse\x12*\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x18.tailrace.v1.ClusterInfo2\xf7\x04\n\nNameServer\x12Y\n\x0eRegisterBroker\x12\".tailrace.v1.RegisterBrokerRequest\x1a#.tailrace.v1.RegisterBrokerResponse\x12_\n\x10UnregisterBroker\x12$.tailrace.v1.UnregisterBrokerRequest\x1a%.tailrace.v1.UnregisterBrokerResponse\x12G\n\x08GetRoute\x12\x1c.tailrace.v1.GetRouteRequest\x1a\x1d.tailrace.v1.GetRouteResponse\x12S\n\x0cListClusters\x12 .tailrace.v1.ListClustersRequest\x1a!.tailrace.v1.ListClustersResponse\x12h\n\x13\x43ontrollerHeartbeat\x12\'.tailrace.v1.ControllerHeartbeatRequest\x1a(.tailrace.v1.ControllerHeartbeatResponse\x12_\n\x10\x43ontrollerStatus\x12$.tailrace.v1.ControllerStatusRequest\x1a%.tailrace.v1.ControllerStatusResponse\x12\x44\n\x07Isolate\x12\x1b.tailrace.v1.IsolateRequest\x1a\x1c.tailrace.v1.IsolateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,29 +46,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOPICCONFIG']._serialized_start=494
   _globals['_TOPICCONFIG']._serialized_end=578
   _globals['_BROKERREGISTRATION']._serialized_start=581
-  _globals['_BROKERREGISTRATION']._serialized_end=805
-  _globals['_REGISTERBROKERREQUEST']._serialized_start=807
-  _globals['_REGISTERBROKERREQUEST']._serialized_end=879
-  _globals['_REGISTERBROKERRESPONSE']._serialized_start=881
-  _globals['_REGISTERBROKERRESPONSE']._serialized_end=926
-  _globals['_UNREGISTERBROKERREQUEST']._serialized_start=928
-  _globals['_UNREGISTERBROKERREQUEST']._serialized_end=1010
-  _globals['_UNREGISTERBROKERRESPONSE']._serialized_start=1012
-  _globals['_UNREGISTERBROKERRESPONSE']._serialized_end=1038
-  _globals['_GETROUTEREQUEST']._serialized_start=1040
-  _globals['_GETROUTEREQUEST']._serialized_end=1072
-  _globals['_BROKERROUTE']._serialized_start=1074
-  _globals['_BROKERROUTE']._serialized_end=1187
-  _globals['_GROUPROUTE']._serialized_start=1190
-  _globals['_GROUPROUTE']._serialized_end=1340
-  _globals['_GETROUTERESPONSE']._serialized_start=1342
-  _globals['_GETROUTERESPONSE']._serialized_end=1416
-  _globals['_LISTCLUSTERSREQUEST']._serialized_start=1418
-  _globals['_LISTCLUSTERSREQUEST']._serialized_end=1439
-  _globals['_CLUSTERINFO']._serialized_start=1441
-  _globals['_CLUSTERINFO']._serialized_end=1509
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=1511
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=1577
-  _globals['_NAMESERVER']._serialized_start=1580
-  _globals['_NAMESERVER']._serialized_end=2211
+  _globals['_BROKERREGISTRATION']._serialized_end=833
+  _globals['_REGISTERBROKERREQUEST']._serialized_start=835
+  _globals['_REGISTERBROKERREQUEST']._serialized_end=907
+  _globals['_REGISTERBROKERRESPONSE']._serialized_start=909
+  _globals['_REGISTERBROKERRESPONSE']._serialized_end=954
+  _globals['_UNREGISTERBROKERREQUEST']._serialized_start=956
+  _globals['_UNREGISTERBROKERREQUEST']._serialized_end=1038
+  _globals['_UNREGISTERBROKERRESPONSE']._serialized_start=1040
+  _globals['_UNREGISTERBROKERRESPONSE']._serialized_end=1066
+  _globals['_GETROUTEREQUEST']._serialized_start=1068
+  _globals['_GETROUTEREQUEST']._serialized_end=1100
+  _globals['_BROKERROUTE']._serialized_start=1102
+  _globals['_BROKERROUTE']._serialized_end=1215
+  _globals['_GROUPROUTE']._serialized_start=1218
+  _globals['_GROUPROUTE']._serialized_end=1396
+  _globals['_GETROUTERESPONSE']._serialized_start=1398
+  _globals['_GETROUTERESPONSE']._serialized_end=1472
+  _globals['_LISTCLUSTERSREQUEST']._serialized_start=1474
+  _globals['_LISTCLUSTERSREQUEST']._serialized_end=1495
+  _globals['_CLUSTERINFO']._serialized_start=1497
+  _globals['_CLUSTERINFO']._serialized_end=1565
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=1567
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=1633
+  _globals['_NAMESERVER']._serialized_start=1636
+  _globals['_NAMESERVER']._serialized_end=2267
 # @@protoc_insertion_point(module_scope)

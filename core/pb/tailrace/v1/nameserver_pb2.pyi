@@ -77,7 +77,7 @@ class TopicConfig(_message.Message):
     def __init__(self, name: _Optional[str] = ..., read_queues: _Optional[int] = ..., write_queues: _Optional[int] = ..., perm: _Optional[str] = ...) -> None: ...
 
 class BrokerRegistration(_message.Message):
-    __slots__ = ("cluster", "broker_name", "broker_id", "address", "epoch", "role", "max_offset", "heartbeat_ms", "topics", "node_id")
+    __slots__ = ("cluster", "broker_name", "broker_id", "address", "epoch", "role", "max_offset", "heartbeat_ms", "topics", "node_id", "auto_create_topics")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class BrokerRegistration(_message.Message):
     HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
     TOPICS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTO_CREATE_TOPICS_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     broker_name: str
     broker_id: int
@@ -98,7 +99,8 @@ class BrokerRegistration(_message.Message):
     heartbeat_ms: int
     topics: _containers.RepeatedCompositeFieldContainer[TopicConfig]
     node_id: int
-    def __init__(self, cluster: _Optional[str] = ..., broker_name: _Optional[str] = ..., broker_id: _Optional[int] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., max_offset: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ..., topics: _Optional[_Iterable[_Union[TopicConfig, _Mapping]]] = ..., node_id: _Optional[int] = ...) -> None: ...
+    auto_create_topics: bool
+    def __init__(self, cluster: _Optional[str] = ..., broker_name: _Optional[str] = ..., broker_id: _Optional[int] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., max_offset: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ..., topics: _Optional[_Iterable[_Union[TopicConfig, _Mapping]]] = ..., node_id: _Optional[int] = ..., auto_create_topics: _Optional[bool] = ...) -> None: ...
 
 class RegisterBrokerRequest(_message.Message):
     __slots__ = ("broker",)
@@ -149,20 +151,22 @@ class BrokerRoute(_message.Message):
     def __init__(self, broker_id: _Optional[int] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., epoch: _Optional[int] = ..., alive: _Optional[bool] = ..., max_offset: _Optional[int] = ...) -> None: ...
 
 class GroupRoute(_message.Message):
-    __slots__ = ("broker_name", "cluster", "read_queues", "write_queues", "perm", "brokers")
+    __slots__ = ("broker_name", "cluster", "read_queues", "write_queues", "perm", "brokers", "auto_create_topics")
     BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     READ_QUEUES_FIELD_NUMBER: _ClassVar[int]
     WRITE_QUEUES_FIELD_NUMBER: _ClassVar[int]
     PERM_FIELD_NUMBER: _ClassVar[int]
     BROKERS_FIELD_NUMBER: _ClassVar[int]
+    AUTO_CREATE_TOPICS_FIELD_NUMBER: _ClassVar[int]
     broker_name: str
     cluster: str
     read_queues: int
     write_queues: int
     perm: str
     brokers: _containers.RepeatedCompositeFieldContainer[BrokerRoute]
-    def __init__(self, broker_name: _Optional[str] = ..., cluster: _Optional[str] = ..., read_queues: _Optional[int] = ..., write_queues: _Optional[int] = ..., perm: _Optional[str] = ..., brokers: _Optional[_Iterable[_Union[BrokerRoute, _Mapping]]] = ...) -> None: ...
+    auto_create_topics: bool
+    def __init__(self, broker_name: _Optional[str] = ..., cluster: _Optional[str] = ..., read_queues: _Optional[int] = ..., write_queues: _Optional[int] = ..., perm: _Optional[str] = ..., brokers: _Optional[_Iterable[_Union[BrokerRoute, _Mapping]]] = ..., auto_create_topics: _Optional[bool] = ...) -> None: ...
 
 class GetRouteResponse(_message.Message):
     __slots__ = ("topic", "groups")
