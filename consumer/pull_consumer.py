@@ -44,7 +44,13 @@ from consumer.positions import QueuePositions
 from consumer.pull_source import REPLICA_TIMEOUT_S, PullSources
 from consumer.queue_hooks import QueueHooks
 from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
-from core.errors import InvalidArgumentError, TailraceError, UnknownTopicError
+from core.errors import (
+    BrokerUnavailableError,
+    InvalidArgumentError,
+    RequestTimeoutError,
+    TailraceError,
+    UnknownTopicError,
+)
 from core.grpc_status import error_from_rpc
 from core.offsets import validate_group
 from core.pb.tailrace.v1 import broker_pb2 as pb
@@ -126,7 +132,10 @@ class PullConsumer:
         self._sources = PullSources()  # which broker each queue is pulled from
         self._queues = QueuePositions()  # per assigned queue: position, pull in flight
         self._retry_at: dict[MessageQueue, float] = {}
-        self._done: queue.Queue[tuple[MessageQueue, int, grpc.Future[pb.PullResponse]]] = queue.Queue()
+        self._done: queue.Queue[tuple[MessageQueue, int, grpc.Future[pb.PullResponse], str]] = queue.Queue()
+        self.unreachable: dict[
+            str, str
+        ] = {}  # broker address -> the error of its last pull, until one succeeds
         self._closed = False
         self._owns_membership = members_of is None
         if members_of is None:
@@ -348,18 +357,21 @@ class PullConsumer:
                 )
                 call = self.pool.get(address).stub.Pull.future(req, timeout=deadline)
                 gen = self._queues.issued(mq, call)
-                call.add_done_callback(lambda f, mq=mq, gen=gen: self._done.put((mq, gen, f)))
+                call.add_done_callback(lambda f, mq=mq, gen=gen, a=address: self._done.put((mq, gen, f, a)))
 
     def _complete(
-        self, mq: MessageQueue, gen: int, call: grpc.Future[pb.PullResponse]
+        self, mq: MessageQueue, gen: int, call: grpc.Future[pb.PullResponse], address: str
     ) -> list[ReceivedMessage]:
         if not self._queues.answered(mq, gen, call):
             return []
         pulled_from = self._sources.issued_to(mq)
         try:
             resp: pb.PullResponse = call.result()
+            self.unreachable.pop(address, None)
         except grpc.RpcError as exc:
             err = error_from_rpc(exc)
+            if isinstance(err, BrokerUnavailableError | RequestTimeoutError):
+                self.unreachable[address] = str(err)
             if pulled_from != MASTER_ID:  # a replica failed: back to the master at once
                 log.warning("pull %s from broker %d failed: %s; back to the master", mq, pulled_from, err)
                 self._sources.replica_failed(mq, pulled_from, time.monotonic())

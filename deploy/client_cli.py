@@ -273,6 +273,7 @@ def run_consume(args: argparse.Namespace) -> int:
     rss_max = 0
     me = psutil.Process()
     extra: dict[str, Any] = {}
+    unreachable: dict[str, str] = {}
     if args.threads is None and not args.handler_ms:
         with PullConsumer(
             args.broker,
@@ -296,6 +297,7 @@ def run_consume(args: argparse.Namespace) -> int:
                 if batch:
                     record(batch)
             served = consumer.served_by
+            unreachable = dict(consumer.unreachable)
     else:
         cost_s = args.handler_ms / 1000
 
@@ -331,6 +333,7 @@ def run_consume(args: argparse.Namespace) -> int:
                 rss_max = max(rss_max, me.memory_info().rss)
                 stop.wait(0.05)
             served = push.pull.served_by
+            unreachable = dict(push.pull.unreachable)
             extra = {
                 "threads": args.threads or 20,
                 "handler_ms": args.handler_ms,
@@ -354,7 +357,13 @@ def run_consume(args: argparse.Namespace) -> int:
         **extra,
     }
     _report(summary, args.json)
-    return 0 if len(seen) >= args.count else 1
+    if len(seen) >= args.count:
+        return 0
+    if unreachable:  # say what kept it from its count
+        where = "; ".join(f"{a} ({why})" for a, why in sorted(unreachable.items()))
+        got = f"{len(seen)} of {args.count} in {args.timeout_ms} ms"
+        print(f"tailrace consume: {got}; could not reach {where}", file=sys.stderr)
+    return 1
 
 
 def add_topic_arguments(p: argparse.ArgumentParser) -> None:

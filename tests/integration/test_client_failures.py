@@ -13,7 +13,7 @@ import pytest
 
 from consumer import Admin, Producer
 from deploy.harness import ProcessGroup
-from deploy.waits import max_offset, poll_until, wait_caught_up
+from deploy.waits import broker_status, max_offset, poll_until, wait_caught_up
 from tests.helpers.cli import ROOT, cli_json
 
 pytestmark = pytest.mark.integration
@@ -90,3 +90,21 @@ def test_produce_through_a_nameserver_gives_up_when_the_master_dies_without_fail
     assert p.returncode != 0
     assert took < 20 + 5, f"gave up {took:.1f} s after the kill"
     assert "tailrace produce:" in err, err
+
+
+def test_consume_whose_brokers_are_gone_says_so_within_its_timeout(procs: ProcessGroup) -> None:
+    c = procs.cluster(("m",), slaves=0, topic="T", queues=2)
+    master = c.groups["m"].master
+    with Producer(master.address) as prod:
+        prod.send_batch("T", [b"x"] * 20, queue_id=0)
+    p = start_cli(
+        "consume", "--namesrv", c.namesrv[0], "--group", "g", "--topic", "T", "--count", "1000",
+        "--timeout-ms", "6000", "--heartbeat-ms", "200",
+    )  # fmt: skip
+    poll_until(lambda: broker_status(master)["details"]["waiting_pulls"] > 0, 20, "the consumer's held pulls")
+    master.kill()
+    killed = time.monotonic()
+    _out, err = finish(p, 30)
+    assert p.returncode != 0
+    assert time.monotonic() - killed < 6 + 3
+    assert f"could not reach {master.address}" in err, err
