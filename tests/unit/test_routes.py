@@ -147,32 +147,44 @@ def test_route_gaps_name_each_nameserver_and_the_groups_it_lacks() -> None:
 
 
 def test_a_producer_sends_an_unrouted_topic_to_a_master_that_creates_it() -> None:
+    """The send logic (consumer/send_logic.py) driven by hand: no route for the
+    topic, so it asks which masters create topics and sends to one of them."""
+    import contextlib
+    import itertools
 
-    from consumer.producer import Producer
+    from consumer.send_logic import AutoCreateLookup, Call, RouteLookup, SendLogic
     from core.errors import BrokerUnavailableError, UnknownTopicError
+    from core.pb.tailrace.v1 import broker_pb2 as bpb
     from core.route import BrokerEndpoint, GroupRoute, TopicRoute
 
     def group(name: str) -> GroupRoute:
         return GroupRoute(name, "c", 0, 0, "rw", (BrokerEndpoint(0, f"{name}:1", "master", 0, True),), True)
 
-    answer: TopicRoute | Exception = TopicRoute("new", (group("a"), group("b")))
+    clock = itertools.count(0.0, 0.001)
+    logic = SendLogic("", None, 2, 20.0, 10.0, 5.0, lambda: float(next(clock)), nameservers=True)
+    no_route = UnknownTopicError("no live broker serves topic 'new'")
+    ok = bpb.SendResponse(status=bpb.SEND_OK, topic="new", queue_offsets=[0], physical_offsets=[0])
 
-    def auto_create_route(topic: str) -> TopicRoute:
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+    def first_call(creating: object) -> object:
+        """Drive one send until its first Call (returns its address) or what it does instead."""
+        steps = logic.steps("new", [bpb.Message(body=b"x")])
+        action = next(steps)
+        assert isinstance(action, RouteLookup)
+        action = steps.send(no_route)
+        assert isinstance(action, AutoCreateLookup)
+        action = steps.send(creating)
+        if isinstance(action, Call):
+            assert action.request.queue_id == -1  # the broker picks the queue of the topic it creates
+            with contextlib.suppress(StopIteration):  # stored: the send is over
+                steps.send(ok)
+            return action.address
+        return action
 
-    with Producer(namesrv="127.0.0.1:1") as prod:  # never contacted
-        prod.routes.auto_create_route = auto_create_route  # type: ignore[attr-defined]
-        no_route = UnknownTopicError("no live broker serves topic 'new'")
-        picks = [prod._no_route("new", no_route) for _ in range(4)]
-        assert [p[1] for p in picks if p] == ["a:1", "b:1", "a:1", "b:1"]  # round robin
-        assert all(p and p[0].groups[0].broker_name == p[1][0] for p in picks)
-        prod.breaker.failed("a:1", prod.clock(), "refused")  # just failed: avoided for a while
-        assert [p[1] for _ in range(2) if (p := prod._no_route("new", no_route))] == ["b:1", "b:1"]
-        assert prod._no_route("new", BrokerUnavailableError("down")) is None  # other errors: retried
-        answer = BrokerUnavailableError("no live master is registered")
-        assert prod._no_route("new", no_route) is None  # nobody registered yet: retried
-        answer = UnknownTopicError("topic 'new' does not exist; create it with `tailrace topic create`")
-        with pytest.raises(UnknownTopicError, match="create it with"):
-            prod._no_route("new", no_route)
+    creating = TopicRoute("new", (group("a"), group("b")))
+    assert [first_call(creating) for _ in range(4)] == ["a:1", "b:1", "a:1", "b:1"]  # round robin
+    logic.breaker.failed("a:1", 0.0, "refused")  # just failed: avoided for a while
+    assert [first_call(creating) for _ in range(2)] == ["b:1", "b:1"]
+    nobody = BrokerUnavailableError("no live master is registered")
+    assert not isinstance(first_call(nobody), Call)  # nobody registered yet: retried later
+    with pytest.raises(UnknownTopicError, match="create it with"):
+        first_call(UnknownTopicError("topic 'new' does not exist; create it with `tailrace topic create`"))
