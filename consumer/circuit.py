@@ -3,22 +3,31 @@
 - **Closed** (the broker works, or has not failed for long): sends go to it.
   After a failure it is *avoided* for `avoid_s` where another group can take
   the send.
-- **Open**: once a broker has failed for `open_after_s` (the producer's
-  `retry_timeout_s`) with no success in between, sends to it fail at once,
-  saying why, instead of each retrying for the whole timeout again.
-- **Half-open**: every `probe_every_s` one send is let through as a probe;
-  its success closes the circuit, its failure keeps it open.
+- **Open**: once a broker has been failing for `open_after_s` (the
+  producer's `retry_timeout_s`) with no success in between, sends to it fail
+  at once, saying why, instead of each retrying for the whole timeout again.
+  "Failing" means failures close together: a failure more than
+  `open_after_s / 2` after the previous one starts the count again, and a
+  circuit with no failure for that long is closed again (one glitch, then a
+  quiet spell, is not a dead broker; nor is one nobody has tried lately).
+- **Half-open**: every `probe_every_s` one send is let through as the probe
+  (`allow` answers `Grant.PROBE`); its success closes the circuit, its
+  failure keeps it open. A broker whose probe is due is not avoided, so it is
+  tried even while other groups take the traffic. A probe whose outcome is
+  never reported (its sender failed in between) is given up after
+  `open_after_s`.
 
 Only failures of the broker itself count (no connection, deadline, broken
 call, shutting down); an answer such as NOT_MASTER or UNKNOWN_TOPIC means
-the broker is up.
+the broker is up. The same object guards a topic as a whole (a key other
+than an address: "topic T").
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, IntEnum
 
 
 class State(Enum):
@@ -27,13 +36,19 @@ class State(Enum):
     HALF_OPEN = "half-open"  # open, with a probe under way
 
 
+class Grant(IntEnum):
+    REFUSED = 0  # open: fail at once (falsy)
+    GO = 1  # closed
+    PROBE = 2  # open, and this send is the probe: report its outcome, or `release`
+
+
 @dataclass(slots=True)
 class _Broker:
     failing_since: float | None = None
     last_failure: float = float("-inf")
     last_error: str = ""
     next_probe: float = 0.0
-    probing: bool = False
+    probe_since: float | None = None  # a probe under way since
 
 
 class CircuitBreaker:
@@ -45,71 +60,90 @@ class CircuitBreaker:
         self._brokers: dict[str, _Broker] = {}
 
     def _open(self, b: _Broker, now: float) -> bool:
-        return b.failing_since is not None and now - b.failing_since >= self.open_after_s
+        """Failing for `open_after_s`, and not gone quiet since (no failure for
+        half of it: nothing was tried, so nothing is known; try again)."""
+        return (
+            b.failing_since is not None
+            and now - b.failing_since >= self.open_after_s
+            and now - b.last_failure <= self.open_after_s / 2
+        )
 
-    def state(self, address: str, now: float) -> State:
+    def _probing(self, b: _Broker, now: float) -> bool:
+        return b.probe_since is not None and now - b.probe_since < self.open_after_s
+
+    def state(self, key: str, now: float) -> State:
         with self._lock:
-            b = self._brokers.get(address)
+            b = self._brokers.get(key)
             if b is None or not self._open(b, now):
                 return State.CLOSED
-            return State.HALF_OPEN if b.probing else State.OPEN
+            return State.HALF_OPEN if self._probing(b, now) else State.OPEN
 
-    def allow(self, address: str, now: float) -> bool:
-        """May a send go to `address` now? Closed: yes. Open: only as the probe
-        (one at a time, every `probe_every_s`); the caller then reports its
-        outcome with `succeeded` or `failed`."""
+    def allow(self, key: str, now: float) -> Grant:
+        """May a send go to `key` now? Closed: GO. Open: PROBE for one send
+        every `probe_every_s`, REFUSED for the others."""
         with self._lock:
-            b = self._brokers.get(address)
+            b = self._brokers.get(key)
             if b is None or not self._open(b, now):
-                return True
-            if b.probing or now < b.next_probe:
+                return Grant.GO
+            if self._probing(b, now) or now < b.next_probe:
+                return Grant.REFUSED
+            b.probe_since = now
+            return Grant.PROBE
+
+    def avoid(self, key: str, now: float) -> bool:
+        """Whether to prefer another group: it failed within `avoid_s`, or it
+        is open and its probe is not due."""
+        with self._lock:
+            b = self._brokers.get(key)
+            if b is None:
                 return False
-            b.probing = True
-            return True
+            if self._open(b, now):
+                return self._probing(b, now) or now < b.next_probe
+            return now - b.last_failure < self.avoid_s
 
-    def avoid(self, address: str, now: float) -> bool:
-        """Whether to prefer another group: it failed within `avoid_s`, or is open."""
+    def failed(self, key: str, now: float, error: str) -> None:
         with self._lock:
-            b = self._brokers.get(address)
-            return b is not None and (now - b.last_failure < self.avoid_s or self._open(b, now))
-
-    def failed(self, address: str, now: float, error: str) -> None:
-        with self._lock:
-            b = self._brokers.setdefault(address, _Broker())
-            if b.failing_since is None:
-                b.failing_since = now
+            b = self._brokers.setdefault(key, _Broker())
+            if b.failing_since is None or now - b.last_failure > self.open_after_s / 2:
+                b.failing_since = now  # failures far apart: count from this one
             b.last_failure = now
             b.last_error = error
-            if b.probing or self._open(b, now):
-                b.probing = False
-                b.next_probe = now + self.probe_every_s
+            b.probe_since = None
+            b.next_probe = now + self.probe_every_s
 
-    def succeeded(self, address: str) -> None:
+    def succeeded(self, key: str) -> None:
         with self._lock:
-            self._brokers.pop(address, None)
+            self._brokers.pop(key, None)
 
-    def answered(self, address: str) -> None:
-        """The broker answered (even with a refusal such as NOT_MASTER): it is
-        up, so it is not failing; a recent refusal still counts for `avoid`."""
+    def answered(self, key: str) -> None:
+        """The broker answered (even with a refusal such as UNKNOWN_TOPIC): it
+        is up, so it is not failing; a recent failure still counts for `avoid`."""
         with self._lock:
-            b = self._brokers.get(address)
+            b = self._brokers.get(key)
             if b is not None:
                 b.failing_since = None
-                b.probing = False
+                b.probe_since = None
 
-    def refused(self, address: str, now: float) -> None:
+    def refused(self, key: str, now: float) -> None:
         """It answered but would not take the send (NOT_MASTER): up, yet to be
         avoided for `avoid_s` where another group can take it."""
         with self._lock:
-            b = self._brokers.setdefault(address, _Broker())
+            b = self._brokers.setdefault(key, _Broker())
             b.failing_since = None
-            b.probing = False
+            b.probe_since = None
             b.last_failure = now
 
-    def why(self, address: str, now: float) -> str:
-        """Why sends to `address` fail at once (for the error message)."""
+    def release(self, key: str) -> None:
+        """A probe ended with no verdict (its send failed for another reason)."""
         with self._lock:
-            b = self._brokers.get(address)
+            b = self._brokers.get(key)
+            if b is not None:
+                b.probe_since = None
+
+    def why(self, key: str, now: float) -> str:
+        """Why sends to `key` fail at once (for the error message)."""
+        with self._lock:
+            b = self._brokers.get(key)
             if b is None or b.failing_since is None:
                 return ""
-            return f"{address} has failed for {now - b.failing_since:.0f} s (last: {b.last_error})"
+            return f"{key} has failed for {now - b.failing_since:.0f} s (last: {b.last_error})"

@@ -35,6 +35,7 @@ class OffsetStore:
         start: Literal["first", "last"],
         master_of: Callable[[str], str | None],
         on_commit: Callable[[MessageQueue, int], None] | None = None,
+        trusted: Callable[[str, str], bool] = lambda _group, _address: False,
     ) -> None:
         """`master_of(broker_name)`: the address of a broker group's master in
         the current route, or None; `on_commit`: told of every acknowledged
@@ -46,7 +47,9 @@ class OffsetStore:
         self.master_of = master_of
         self.on_commit = on_commit
         self.committed: dict[MessageQueue, int] = {}  # last offset stored (or found) per queue
-        self.named: dict[str, str] = {}  # broker group -> the master a NOT_MASTER answer named
+        self.trusted = trusted  # (group, address): whether that address may be its master
+        # broker group -> (the master a NOT_MASTER answer named, the route's master then)
+        self.named: dict[str, tuple[str, str | None]] = {}
 
     def start_offset(self, mq: MessageQueue) -> int | None:
         """Where this member reads `mq` from: the group's committed offset, else
@@ -109,10 +112,17 @@ class OffsetStore:
             raise first
 
     def _commit(self, broker_name: str, req: pb.CommitOffsetRequest) -> None:
-        """Commit on the group's master: the one a NOT_MASTER answer named,
-        else the route's; a NOT_MASTER that names another broker is followed
-        once, at once."""
-        address = self.named.get(broker_name) or self.master_of(broker_name)
+        """Commit on the group's master: the one a NOT_MASTER answer named
+        (while the route's master is what it was then), else the route's. A
+        NOT_MASTER that names another broker is followed once, at once, if
+        that broker checks out as the group's master (`trusted`): an answer
+        cannot send offsets to any address it likes."""
+        route_master = self.master_of(broker_name)
+        named = self.named.get(broker_name)
+        if named is not None and named[1] != route_master:
+            del self.named[broker_name]  # the route moved on: so do we
+            named = None
+        address = named[0] if named is not None else route_master
         if address is None:
             raise TailraceError(f"no master known for {broker_name}")
         for _ in range(2):
@@ -121,10 +131,12 @@ class OffsetStore:
                 conn.call(conn.stub.CommitOffset, req)
                 return
             except NotMasterError as exc:
-                if not exc.master_address or exc.master_address == address:
+                following = exc.master_address
+                if not following or following == address or not self.trusted(broker_name, following):
                     self.named.pop(broker_name, None)
                     raise
-                address = self.named[broker_name] = exc.master_address
+                self.named[broker_name] = (following, route_master)
+                address = following
             except TailraceError:
                 self.named.pop(broker_name, None)  # the named master failed: ask the route again
                 raise

@@ -135,14 +135,14 @@ class Producer:
     def _do(self, action: Action) -> object:
         try:
             if isinstance(action, RouteLookup):
-                return self.routes.get(action.topic, refresh=action.refresh)
+                return self.routes.get(action.topic, refresh=action.refresh, timeout_s=action.timeout_s)
             if isinstance(action, Call):
                 conn = self.pool.get(action.address)
                 return conn.call(conn.stub.SendBatch, action.request, action.timeout_s)
             if isinstance(action, AutoCreateLookup):
                 if not isinstance(self.routes, NameserverRoutes):
                     return UnknownTopicError(f"topic {action.topic!r} does not exist")
-                return self.routes.auto_create_route(action.topic)
+                return self.routes.auto_create_route(action.topic, action.timeout_s)
             if isinstance(action, Pause):
                 time.sleep(action.seconds)
                 return None

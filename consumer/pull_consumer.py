@@ -128,7 +128,9 @@ class PullConsumer:
         )
         self.pool = ConnectionPool(timeout_s)
         self.timeout_s = timeout_s
-        self._offsets = OffsetStore(self.pool, group, topic, start, self.master_of, on_commit)
+        self._offsets = OffsetStore(
+            self.pool, group, topic, start, self.master_of, on_commit, self._master_checks_out
+        )
         self._sources = PullSources()  # which broker each queue is pulled from
         self._queues = QueuePositions()  # per assigned queue: position, pull in flight
         self._retry_at: dict[MessageQueue, float] = {}
@@ -225,6 +227,20 @@ class PullConsumer:
     def master_of(self, broker_name: str) -> str | None:
         """The address of a broker group's master (the last route seen)."""
         return self._route.master_address(broker_name)
+
+    def _master_checks_out(self, broker_name: str, address: str) -> bool:
+        """Whether `address` (named by a NOT_MASTER answer) is `broker_name`'s
+        master: the route lists it in that group, or it says so itself (a
+        consumer given one broker's address knows no other)."""
+        g = self._route.group(broker_name)
+        if g is not None and any(b.address == address for b in g.brokers):
+            return True
+        conn = self.pool.get(address)
+        try:
+            st = conn.call(conn.stub.Status, pb.StatusRequest(), 2.0)
+        except TailraceError:
+            return False
+        return bool(st.broker_name == broker_name and st.role == "master")
 
     @property
     def last_advice(self) -> dict[MessageQueue, tuple[int, int, str]]:

@@ -98,5 +98,9 @@ def plan(failure: Failure, attempt: int, now: float, deadline: float, quick_retr
     left = deadline - now
     if failure is Failure.SLAVE_NOT_AVAILABLE:
         pause = min(MAX_PAUSE_S, FIRST_PAUSE_S * float(2 ** max(0, attempt - 1)))
-        return Step(True, min(pause, left), same_queue=True, refresh_route=False)
-    return Step(True, min(pause_for(attempt, quick_retries), left))
+        same_queue, refresh = True, False
+    else:
+        pause, same_queue, refresh = pause_for(attempt, quick_retries), False, True
+    if pause >= left:  # the pause would use up the time: no attempt would follow it
+        return GIVE_UP
+    return Step(True, pause, same_queue=same_queue, refresh_route=refresh)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import grpc
@@ -31,7 +32,14 @@ ROUTE_REFRESH_S = 30.0
 
 
 class Routes(Protocol):
-    def get(self, topic: str, refresh: bool = False) -> TopicRoute: ...
+    def get(self, topic: str, refresh: bool = False, timeout_s: float | None = None) -> TopicRoute:
+        """The topic's route; a lookup gives up within `timeout_s` (default:
+        the routes' own timeout per nameserver)."""
+        ...
+
+    def peek(self, topic: str) -> TopicRoute | None:
+        """The cached route while it is fresh, with no I/O (an event loop may call it)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -69,14 +77,14 @@ class NameserverRoutes:
         self._cache: dict[str, tuple[float, TopicRoute]] = {}
         self._lock = threading.Lock()
 
-    def get(self, topic: str, refresh: bool = False) -> TopicRoute:
+    def get(self, topic: str, refresh: bool = False, timeout_s: float | None = None) -> TopicRoute:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(topic)
         if cached is not None and not refresh and now - cached[0] < self.refresh_s:
             return cached[1]
         try:
-            route = self._fetch(topic)
+            route = self._fetch(topic, timeout_s)
         except BrokerUnavailableError:
             if cached is not None:  # every nameserver down: keep what we knew
                 log.warning("no nameserver answered; using the cached route of %s", topic)
@@ -86,13 +94,28 @@ class NameserverRoutes:
             self._cache[topic] = (time.monotonic(), route)
         return route
 
-    def _fetch(self, topic: str) -> TopicRoute:
+    def peek(self, topic: str) -> TopicRoute | None:
+        with self._lock:
+            cached = self._cache.get(topic)
+        if cached is not None and time.monotonic() - cached[0] < self.refresh_s:
+            return cached[1]
+        return None
+
+    def _deadline(self, timeout_s: float | None) -> Callable[[], float]:
+        """Per call, the time left of a lookup that must end within `timeout_s`."""
+        if timeout_s is None:
+            return lambda: self.timeout_s
+        end = time.monotonic() + timeout_s
+        return lambda: max(0.001, min(self.timeout_s, end - time.monotonic()))
+
+    def _fetch(self, topic: str, timeout_s: float | None = None) -> TopicRoute:
+        left = self._deadline(timeout_s)
         last: TailraceError | None = None
         n = len(self._stubs)
         for i in range(n):
             idx = (self._next + i) % n
             try:
-                resp = self._stubs[idx].GetRoute(pb.GetRouteRequest(topic=topic), timeout=self.timeout_s)
+                resp = self._stubs[idx].GetRoute(pb.GetRouteRequest(topic=topic), timeout=left())
                 self._next = idx
                 return route_from_pb(resp)
             except grpc.RpcError as exc:
@@ -118,7 +141,7 @@ class NameserverRoutes:
                     out[address] = None
         return out
 
-    def auto_create_route(self, topic: str) -> TopicRoute:
+    def auto_create_route(self, topic: str, timeout_s: float | None = None) -> TopicRoute:
         """Where `topic`, which has no route, is created by sending to it: the
         groups (of every cluster) whose live master creates a topic it lacks
         on first send (`broker.auto_create_topics`), with no queues yet.
@@ -126,7 +149,7 @@ class NameserverRoutes:
         Raises `UnknownTopicError` when masters are registered but none
         creates topics (create it first), `BrokerUnavailableError` when no
         master is registered or no nameserver answers (try again later)."""
-        groups = [group_from_pb(g) for c in self.clusters().clusters for g in c.groups]
+        groups = [group_from_pb(g) for c in self.clusters(timeout_s).clusters for g in c.groups]
         live = [g for g in groups if g.master is not None]
         if not live:
             raise BrokerUnavailableError(f"no live master is registered with {self.nameservers}")
@@ -138,11 +161,12 @@ class NameserverRoutes:
             )
         return TopicRoute(topic, creating)
 
-    def clusters(self) -> pb.ListClustersResponse:
+    def clusters(self, timeout_s: float | None = None) -> pb.ListClustersResponse:
+        left = self._deadline(timeout_s)
         last: Exception | None = None
         for stub in self._stubs:
             try:
-                return stub.ListClusters(pb.ListClustersRequest(), timeout=self.timeout_s)  # type: ignore[no-any-return]
+                return stub.ListClusters(pb.ListClustersRequest(), timeout=left())  # type: ignore[no-any-return]
             except grpc.RpcError as exc:
                 last = error_from_rpc(exc)
         raise BrokerUnavailableError(f"no nameserver answered: {last}")
@@ -163,13 +187,17 @@ class SingleBrokerRoutes:
         self._name: str | None = None
         self._cache: dict[str, TopicRoute] = {}
 
-    def get(self, topic: str, refresh: bool = False) -> TopicRoute:
+    def peek(self, topic: str) -> TopicRoute | None:
+        return self._cache.get(topic)
+
+    def get(self, topic: str, refresh: bool = False, timeout_s: float | None = None) -> TopicRoute:
         if topic in self._cache and not refresh:
             return self._cache[topic]
+        t = self.timeout_s if timeout_s is None else max(0.001, min(self.timeout_s, timeout_s / 2))
         try:
             if self._name is None:
-                self._name = self._stub.Status(bpb.StatusRequest(), timeout=self.timeout_s).broker_name
-            offs = self._stub.GetQueueOffsets(bpb.GetQueueOffsetsRequest(topic=topic), timeout=self.timeout_s)
+                self._name = self._stub.Status(bpb.StatusRequest(), timeout=t).broker_name
+            offs = self._stub.GetQueueOffsets(bpb.GetQueueOffsetsRequest(topic=topic), timeout=t)
         except grpc.RpcError as exc:
             err = error_from_rpc(exc)
             if isinstance(err, UnknownTopicError):  # the broker may auto-create on send

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 
-from consumer.circuit import CircuitBreaker
+from consumer.circuit import CircuitBreaker, Grant
 from consumer.retry_plan import Failure, classify, plan
 from core.errors import (
     BrokerUnavailableError,
@@ -32,7 +32,8 @@ from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.roles import SendStatus
 from core.route import MessageQueue, TopicRoute
 
-MIN_RPC_TIMEOUT_S = 0.05  # the last attempt of a send still gets this long
+MIN_RPC_TIMEOUT_S = 0.05  # the least time a send waits for room in the window
+MIN_ATTEMPT_S = 0.01  # with less time left than this, a send makes no further attempt
 Selector = Callable[[list[MessageQueue], str], MessageQueue]
 
 
@@ -63,17 +64,21 @@ class OutgoingMessage:
 
 @dataclass(frozen=True, slots=True)
 class RouteLookup:
-    """The topic's route (`refresh`: ask the nameservers again) -> TopicRoute."""
+    """The topic's route (`refresh`: ask the nameservers again), within
+    `timeout_s` -> TopicRoute."""
 
     topic: str
     refresh: bool
+    timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)
 class AutoCreateLookup:
-    """The groups whose masters create topics on first send -> TopicRoute."""
+    """The groups whose masters create topics on first send, within
+    `timeout_s` -> TopicRoute."""
 
     topic: str
+    timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +170,36 @@ class SendLogic:
         limit = self.limit(timeout_s)
         deadline = self.clock() + limit
         breaker = self.breaker
+        # a topic nothing can be written to for retry_timeout_s fails at once too; only
+        # sends free to go to any group count for it (a pinned one says nothing of the rest)
+        free = queue is None and not (key is not None and self.selector is not None) and queue_id == -1
+        gate = f"topic {topic}"
+        gate_grant = breaker.allow(gate, self.clock()) if free else Grant.GO
+        if not gate_grant:
+            raise BrokerUnavailableError(f"cannot write {topic!r}: {breaker.why(gate, self.clock())}")
+        probes: list[str] = [gate] if gate_grant is Grant.PROBE else []  # probes this send holds
+        try:
+            return (
+                yield from self._attempts(topic, msgs, queue, queue_id, key, deadline, limit, free, probes)
+            )
+        finally:
+            for k in probes:  # a probe that ended with no verdict must not hold its circuit for good
+                breaker.release(k)
+
+    def _attempts(
+        self,
+        topic: str,
+        msgs: list[pb.Message],
+        queue: MessageQueue | None,
+        queue_id: int,
+        key: str | None,
+        deadline: float,
+        limit: float,
+        free: bool,
+        probes: list[str],
+    ) -> Steps:
+        breaker = self.breaker
+        gate = f"topic {topic}"
         tried: set[str] = set()
         last: TailraceError | None = None
         waiting: list[SendReceipt] | None = None  # the last SLAVE_NOT_AVAILABLE answer
@@ -172,36 +207,56 @@ class SendLogic:
         refresh = False
         attempt = 0
         failure: Failure | None = None
-        gate = f"topic {topic}"  # a topic nothing can be written to for retry_timeout_s fails at once too
         while True:
             attempt += 1
             now = self.clock()
-            if not breaker.allow(gate, now):
-                last = BrokerUnavailableError(f"cannot write {topic!r}: {breaker.why(gate, now)}")
+            left = deadline - now
+            if left < MIN_ATTEMPT_S:
                 break
-            target = yield from self._target(topic, queue, queue_id, key, tried, refresh)
+            if free and attempt > 1:  # the topic closed meanwhile (this send's probe failed): over
+                grant = breaker.allow(gate, now)
+                if not grant:
+                    last = BrokerUnavailableError(f"cannot write {topic!r}: {breaker.why(gate, now)}")
+                    break
+                if grant is Grant.PROBE:
+                    probes.append(gate)
+            try:
+                target = yield from self._target(topic, queue, queue_id, key, tried, refresh, left)
+            except UnknownTopicError as exc:  # no such topic, and no broker creates it
+                if unknown:
+                    raise OutcomeUnknownError(f"an earlier try may have stored it, then {exc}") from exc
+                raise
             failure, mq, address, route_error = target
-            if failure is None and not breaker.allow(address, now):  # open: at once, or another group
-                last = BrokerUnavailableError(f"circuit open: {breaker.why(address, now)}")
-                breaker.answered(gate)  # the topic was not tried: no verdict on it
-                if mq is not None and queue is None:
-                    route = yield RouteLookup(topic, False)
-                    if isinstance(route, TopicRoute) and any(
-                        q.broker_name not in tried | {mq.broker_name} for q in route.write_queues()
-                    ):
-                        tried.add(mq.broker_name)
-                        continue
-                break
             if failure is None:
+                grant = breaker.allow(address, self.clock())
+                if not grant:  # open: fail at once, or take another group's queue
+                    last = BrokerUnavailableError(f"circuit open: {breaker.why(address, self.clock())}")
+                    if mq is not None and free:
+                        route = yield RouteLookup(topic, False, max(MIN_ATTEMPT_S, deadline - self.clock()))
+                        if isinstance(route, TopicRoute) and any(
+                            q.broker_name not in tried | {mq.broker_name} for q in route.write_queues()
+                        ):
+                            tried.add(mq.broker_name)
+                            continue
+                    break
+                if grant is Grant.PROBE:
+                    probes.append(address)
                 req = pb.SendBatchRequest(
                     topic=topic, queue_id=mq.queue_id if mq is not None else -1, messages=msgs
                 )
-                timeout = max(MIN_RPC_TIMEOUT_S, min(self.rpc_timeout_s, deadline - self.clock()))
+                timeout = min(self.rpc_timeout_s, deadline - self.clock())
+                if timeout < MIN_ATTEMPT_S:
+                    break
                 answer = yield Call(address, req, timeout)
                 failure, result = self._judge(answer, mq, address, len(msgs))
+                if address in probes:
+                    probes.remove(address)  # judged: its verdict is in
                 if isinstance(result, list):
                     if failure is None:
-                        breaker.succeeded(gate)
+                        if free:
+                            breaker.succeeded(gate)
+                            if gate in probes:
+                                probes.remove(gate)
                         return result
                     waiting = result  # SLAVE_NOT_AVAILABLE: nothing stored; the same queue again
                     queue = queue or mq
@@ -214,10 +269,13 @@ class SendLogic:
             else:
                 last = route_error or BrokerUnavailableError(f"no live master for {mq}")
             assert failure is not None
-            if failure in (Failure.FATAL, Failure.SLAVE_NOT_AVAILABLE):
-                breaker.answered(gate)  # bad input, or a master that answers: the topic is fine
-            else:
-                breaker.failed(gate, self.clock(), str(last))
+            if free:
+                if failure in (Failure.FATAL, Failure.SLAVE_NOT_AVAILABLE):
+                    breaker.answered(gate)  # bad input, or a master that answers: the topic is fine
+                else:
+                    breaker.failed(gate, self.clock(), str(last))
+                if gate in probes:
+                    probes.remove(gate)
             if failure is Failure.FATAL:
                 assert last is not None
                 if unknown:
@@ -246,11 +304,12 @@ class SendLogic:
         key: str | None,
         tried: set[str],
         refresh: bool,
+        left: float,
     ) -> Generator[Action, object, tuple[Failure | None, MessageQueue | None, str, TailraceError | None]]:
         """(None, queue, master address, None) to send to, or (NO_ROUTE, ...)
         when the route has none now (a failover under way, an unknown topic),
         with the route's error if there was one."""
-        route = yield RouteLookup(topic, refresh)
+        route = yield RouteLookup(topic, refresh, left)
         mq: MessageQueue | None = None
         address = ""
         err = route if isinstance(route, TailraceError) else None
@@ -267,7 +326,7 @@ class SendLogic:
                 err = exc
         if err is not None:
             if queue is None and self.nameservers and isinstance(err, UnknownTopicError):
-                creating = yield AutoCreateLookup(topic)
+                creating = yield AutoCreateLookup(topic, max(MIN_ATTEMPT_S, left / 2))
                 if isinstance(creating, UnknownTopicError):
                     raise creating  # masters are registered, none creates topics: create it first
                 if isinstance(creating, TopicRoute):  # else none registered yet: retried

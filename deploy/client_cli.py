@@ -98,6 +98,7 @@ def run_produce(args: argparse.Namespace) -> int:
     ok = failed = 0
     errors: dict[str, int] = {}
     first_errors: dict[str, str] = {}  # the first message of each error code, shown on stderr
+    failing_since: list[float] = []  # when sends began to fail with no success since
 
     def record(seqs: range, fut: Future[list[SendReceipt]]) -> None:
         nonlocal ok, failed
@@ -110,6 +111,8 @@ def run_produce(args: argparse.Namespace) -> int:
                 if len(errors) == 1 and errors[exc.code] == len(seqs):  # the first: say it now
                     print(f"tailrace produce: {exc} (failures from here on are counted)", file=sys.stderr)
                 first_errors.setdefault(exc.code, str(exc))
+                if not failing_since:
+                    failing_since.append(time.monotonic())
             return
         lines = []
         now = round(time.time(), 4)
@@ -132,6 +135,7 @@ def run_produce(args: argparse.Namespace) -> int:
                     )
                 )
         with lock:
+            failing_since.clear()
             ok += sum(1 for r in receipts if r.status == "SEND_OK")
             failed += sum(1 for r in receipts if r.status != "SEND_OK")
             if log is not None:
@@ -145,6 +149,17 @@ def run_produce(args: argparse.Namespace) -> int:
         paced_from = time.monotonic()
         for start in range(0, args.count, args.batch):
             progress.update(ok + failed)
+            with lock:  # failing for a whole retry timeout with no success: give the rest up
+                hopeless = (
+                    bool(failing_since) and time.monotonic() - failing_since[0] >= producer.retry_timeout_s
+                )
+            if hopeless:
+                left = args.count - start
+                with lock:
+                    failed += left
+                    errors["GIVEN_UP"] = errors.get("GIVEN_UP", 0) + left
+                print(f"tailrace produce: giving up the {left} messages not sent yet", file=sys.stderr)
+                break
             if args.rate:  # pace: batch n leaves no earlier than n*batch/rate seconds in
                 ahead = paced_from + start / args.rate - time.monotonic()
                 if ahead > 0:

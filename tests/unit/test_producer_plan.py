@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.circuit import CircuitBreaker, State
+from consumer.circuit import CircuitBreaker, Grant, State
 from consumer.retry_plan import Failure, classify, pause_for, plan
 from core.errors import (
     BrokerBusyError,
@@ -48,7 +48,8 @@ PLAN = [
     (Failure.REFUSED, 4, 10.0, (True, 0.1, False, True)),
     (Failure.REFUSED, 5, 10.0, (True, 0.2, False, True)),
     (Failure.REFUSED, 9, 10.0, (True, 0.25, False, True)),  # capped
-    (Failure.REFUSED, 9, 0.1, (True, 0.1, False, True)),  # never past the deadline
+    (Failure.REFUSED, 9, 0.1, (False, 0.0, False, True)),  # a pause that would use up the time: over
+    (Failure.REFUSED, 3, 0.1, (True, 0.05, False, True)),  # a pause that leaves time for an attempt
     (Failure.REFUSED, 3, 0.0, (False, 0.0, False, True)),  # time is up
     (Failure.OUTCOME_UNKNOWN, 1, 10.0, (True, 0.0, False, True)),
     (Failure.NOT_MASTER, 1, 10.0, (True, 0.0, False, True)),
@@ -77,7 +78,7 @@ def test_pauses_never_sum_past_the_deadline() -> None:
         if not step.retry:
             break
         now += step.pause_s + 0.01  # the attempt itself takes 10 ms
-    assert 3.0 <= now < 3.3 and attempt > 10
+    assert 2.75 <= now <= 3.0 and attempt > 10  # never past the deadline
     assert pause_for(1, 2) == pause_for(2, 2) == 0.0
 
 
@@ -115,5 +116,40 @@ def test_an_answer_is_not_a_failure_and_a_success_resets_the_count() -> None:
     assert cb.avoid(a, 13.0) and cb.state(a, 13.0) is State.CLOSED
     cb.failed(a, 13.0, "x")
     cb.succeeded(a)
-    cb.failed(a, 30.0, "x")
-    assert cb.state(a, 39.0) is State.CLOSED and cb.state(a, 40.0) is State.OPEN
+    for t in range(30, 41, 2):  # failing again, from 30 on
+        cb.failed(a, float(t), "x")
+    assert cb.state(a, 39.9) is State.CLOSED and cb.state(a, 40.0) is State.OPEN
+    assert cb.state(a, 45.1) is State.CLOSED  # nothing tried for half the time: closed again
+
+
+def test_one_glitch_then_a_quiet_spell_is_not_a_dead_broker() -> None:
+    cb = CircuitBreaker(open_after_s=20.0)
+    cb.failed("a", 0.0, "timeout")
+    cb.failed("a", 30.0, "timeout")  # the next failure long after: counted from here
+    assert cb.state("a", 30.0) is State.CLOSED and cb.allow("a", 30.0) is Grant.GO
+
+
+def test_an_open_broker_is_tried_when_its_probe_is_due_even_with_other_groups_up() -> None:
+    cb = CircuitBreaker(open_after_s=2.0, probe_every_s=1.0, avoid_s=5.0)
+    for t in (0.0, 0.5, 1.0, 1.5, 2.0):
+        cb.failed("a", t, "refused")
+    assert cb.state("a", 2.0) is State.OPEN
+    assert cb.avoid("a", 2.5)  # probe not due: other groups take the sends
+    assert not cb.avoid("a", 3.0)  # due: chosen again, so that it can close
+    assert cb.allow("a", 3.0) is Grant.PROBE and cb.avoid("a", 3.1)
+    cb.succeeded("a")
+    assert not cb.avoid("a", 3.2) and cb.allow("a", 3.2) is Grant.GO
+
+
+def test_a_probe_that_never_reports_does_not_hold_the_circuit_for_good() -> None:
+    cb = CircuitBreaker(open_after_s=10.0, probe_every_s=1.0)
+    for t in range(11):
+        cb.failed("a", float(t), "refused")
+    assert cb.allow("a", 11.0) is Grant.PROBE
+    assert cb.allow("a", 12.0) is Grant.REFUSED  # one probe at a time
+    assert cb.allow("a", 15.1) is Grant.GO  # nothing heard for half the time: closed, tried afresh
+    for t in range(16, 27):
+        cb.failed("a", float(t), "refused")
+    assert cb.allow("a", 27.0) is Grant.PROBE
+    cb.release("a")  # its sender ended without a verdict
+    assert cb.allow("a", 27.1) is Grant.PROBE

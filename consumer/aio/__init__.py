@@ -1,0 +1,7 @@
+"""asyncio clients on `grpc.aio`, built on the same plain logic as the
+threaded ones (consumer/send_logic.py, consumer/retry_plan.py,
+consumer/circuit.py): only the I/O differs."""
+
+from consumer.aio.producer import AsyncProducer
+
+__all__ = ["AsyncProducer"]

@@ -1,0 +1,159 @@
+"""AsyncProducer: the producer for asyncio programs, on `grpc.aio`.
+
+It drives the same send logic as `Producer` (consumer/send_logic.py: queue
+choice, retry plan, circuit breaker, auto-create through a nameserver,
+at-least-once accounting); only the I/O is asynchronous. Route lookups use
+the threaded route classes: a fresh cached route is read without I/O, and a
+lookup that needs the nameservers runs in a worker thread, so the event loop
+never blocks on one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import grpc
+
+from consumer.connection import MAX_MESSAGE_BYTES
+from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
+from consumer.send_logic import (
+    Action,
+    AutoCreateLookup,
+    Call,
+    OutgoingMessage,
+    Pause,
+    RouteLookup,
+    Selector,
+    SendLogic,
+    SendReceipt,
+    Steps,
+    pb_message,
+)
+from core.errors import TailraceError, UnknownTopicError
+from core.grpc_status import error_from_rpc
+from core.pb.tailrace.v1 import broker_pb2_grpc
+from core.route import MessageQueue
+
+
+class AsyncProducer:
+    def __init__(
+        self,
+        broker: str | None = None,
+        namesrv: Sequence[str] | str | None = None,
+        timeout_s: float = 10.0,
+        selector: Selector | None = None,
+        retries: int = 2,
+        backoff_s: float = 5.0,
+        retry_timeout_s: float = 20.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if (broker is None) == (namesrv is None):
+            raise ValueError("give either broker= or namesrv=")
+        if isinstance(namesrv, str):
+            namesrv = [a for a in namesrv.split(",") if a]
+        self.routes: Routes = (
+            SingleBrokerRoutes(broker) if broker is not None else NameserverRoutes(list(namesrv or []))
+        )
+        self.retry_timeout_s = retry_timeout_s
+        self.logic = SendLogic(
+            broker or "", selector, retries, retry_timeout_s, timeout_s, backoff_s, clock, broker is None
+        )
+        self.breaker = self.logic.breaker
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, broker_pb2_grpc.BrokerStub] = {}
+
+    def _stub(self, address: str) -> broker_pb2_grpc.BrokerStub:
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(
+                address,
+                options=[
+                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.enable_retries", 0),
+                ],
+            )
+            self._channels[address] = channel
+            stub = self._stubs[address] = broker_pb2_grpc.BrokerStub(channel)  # type: ignore[no-untyped-call]
+        return stub
+
+    async def send(
+        self,
+        topic: str,
+        body: bytes,
+        tags: str = "",
+        keys: str = "",
+        properties: Mapping[str, str] | None = None,
+        queue_id: int = -1,
+        key: str | None = None,
+    ) -> SendReceipt:
+        msg = OutgoingMessage(body, tags, keys, properties)
+        return (await self.send_batch(topic, [msg], queue_id=queue_id, key=key))[0]
+
+    async def send_batch(
+        self,
+        topic: str,
+        messages: Sequence[OutgoingMessage | bytes],
+        queue_id: int = -1,
+        key: str | None = None,
+        queue: MessageQueue | None = None,
+        timeout_s: float | None = None,
+    ) -> list[SendReceipt]:
+        """As `Producer.send_batch`: one RPC, one queue, retried within
+        `timeout_s` (default and cap: `retry_timeout_s`). Run several at
+        once with `asyncio.gather` for more in flight."""
+        born = int(time.time() * 1000)
+        msgs = [pb_message(m, born) for m in messages]
+        return await self._drive(self.logic.steps(topic, msgs, queue, queue_id, key, timeout_s))
+
+    async def _drive(self, steps: Steps) -> list[SendReceipt]:
+        result: object = None
+        try:
+            while True:
+                action = steps.send(result)
+                result = await self._do(action)
+        except StopIteration as done:
+            receipts: list[SendReceipt] = done.value
+            return receipts
+
+    async def _do(self, action: Action) -> object:
+        try:
+            if isinstance(action, RouteLookup):
+                route = None if action.refresh else self.routes.peek(action.topic)
+                if route is None:
+                    route = await asyncio.to_thread(
+                        self.routes.get, action.topic, action.refresh, action.timeout_s
+                    )
+                return route
+            if isinstance(action, Call):
+                try:
+                    return await self._stub(action.address).SendBatch(
+                        action.request, timeout=action.timeout_s
+                    )
+                except grpc.RpcError as exc:
+                    return error_from_rpc(exc)
+            if isinstance(action, AutoCreateLookup):
+                if not isinstance(self.routes, NameserverRoutes):
+                    return UnknownTopicError(f"topic {action.topic!r} does not exist")
+                return await asyncio.to_thread(self.routes.auto_create_route, action.topic, action.timeout_s)
+            if isinstance(action, Pause):
+                await asyncio.sleep(action.seconds)
+                return None
+        except TailraceError as err:
+            return err
+        raise TypeError(f"unknown action {action!r}")
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        self._stubs.clear()
+        self.routes.close()
+
+    async def __aenter__(self) -> AsyncProducer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
