@@ -30,46 +30,32 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import grpc
 
 from consumer.connection import ConnectionPool
+from consumer.fetcher import Fetcher, PullSettings, ReceivedMessage
 from consumer.membership import Membership
 from consumer.offset_store import OffsetStore
 from consumer.positions import QueuePositions
-from consumer.pull_source import REPLICA_TIMEOUT_S, PullSources
 from consumer.queue_hooks import QueueHooks
 from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
 from core.errors import (
-    BrokerUnavailableError,
     InvalidArgumentError,
-    RequestTimeoutError,
     TailraceError,
     UnknownTopicError,
 )
 from core.grpc_status import error_from_rpc
 from core.offsets import validate_group
 from core.pb.tailrace.v1 import broker_pb2 as pb
-from core.record import Record, iter_records, validate_topic
-from core.route import MASTER_ID, MessageQueue, TopicRoute, allocate_average
+from core.record import validate_topic
+from core.route import MessageQueue, TopicRoute, allocate_average
 from core.subscription import Subscription
 
 log = logging.getLogger(__name__)
-RETRY_BACKOFF_S = 0.5
-NOT_HELD_BACKOFF_S = 0.2
-
-
-@dataclass(slots=True)
-class ReceivedMessage(Record):
-    """A decoded record, with the broker group it came from and the broker
-    (id) that served it."""
-
-    broker_name: str = ""
-    served_by: int = -1
+__all__ = ["PullConsumer", "ReceivedMessage"]
 
 
 class PullConsumer:
@@ -121,7 +107,6 @@ class PullConsumer:
         self.hooks = hooks or QueueHooks()
         self.rebalance_s = rebalance_interval_ms / 1000
         self.client_id = client_id or f"{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}"
-        self.served_by: Counter[int] = Counter()
         self.nameservers = list(namesrv or [])
         self.routes: Routes = (
             SingleBrokerRoutes(broker) if broker is not None else NameserverRoutes(list(namesrv or []))
@@ -131,13 +116,17 @@ class PullConsumer:
         self._offsets = OffsetStore(
             self.pool, group, topic, start, self.master_of, on_commit, self._master_checks_out
         )
-        self._sources = PullSources()  # which broker each queue is pulled from
         self._queues = QueuePositions()  # per assigned queue: position, pull in flight
-        self._retry_at: dict[MessageQueue, float] = {}
+        settings = PullSettings(
+            group, topic, self.subscription, max_messages, max_bytes, long_poll_ms, timeout_s
+        )
+        self._fetcher = Fetcher(settings, self._queues, self.hooks)  # the pulls, as plain logic
+        self._sources = self._fetcher.sources
+        self.served_by = self._fetcher.served_by
+        self.unreachable = (
+            self._fetcher.unreachable
+        )  # broker address -> its last pull's error, until one works
         self._done: queue.Queue[tuple[MessageQueue, int, grpc.Future[pb.PullResponse], str]] = queue.Queue()
-        self.unreachable: dict[
-            str, str
-        ] = {}  # broker address -> the error of its last pull, until one succeeds
         self._closed = False
         self._owns_membership = members_of is None
         if members_of is None:
@@ -157,7 +146,6 @@ class PullConsumer:
             self._changed = self.membership.subscribe()
         self._last_rebalance = 0.0
         self._last_commit = time.monotonic()
-        self._failures: dict[MessageQueue, int] = {}
         try:
             self._route: TopicRoute = self._first_route(route_timeout_s)
             if self._owns_membership:
@@ -334,8 +322,7 @@ class PullConsumer:
             try:
                 out.extend(self._complete(*item))
             except TailraceError as exc:  # e.g. a corrupt batch: retry that queue, keep the rest
-                log.warning("pull result for %s dropped: %s", item[0], exc)
-                self._retry_at[item[0]] = time.monotonic() + RETRY_BACKOFF_S
+                self._fetcher.failed_batch(item[0], time.monotonic(), exc)
             answered.add(item[0])
             # a queue answered in this call is pulled again in the next one, after
             # the caller has taken these messages (flow control sees them then)
@@ -345,90 +332,28 @@ class PullConsumer:
         return out
 
     def _issue_pulls(self, skip: set[MessageQueue] | None = None) -> None:
-        now = time.monotonic()
         with self._queues.lock:  # held while pulls go out: nothing moves a position meanwhile
-            for mq, offset in self._queues.offsets.items():
-                if self._queues.pulling(mq) or self._retry_at.get(mq, 0) > now or self.hooks.paused(mq):
-                    continue
-                if skip and mq in skip:
-                    continue
-                bid, address = self._sources.address(mq, self._route)
-                if address is None:
-                    self._retry_at[mq] = now + RETRY_BACKOFF_S
-                    continue
-                self._sources.issued(mq, bid)
-                req = pb.PullRequest(
-                    group=self.group,
-                    topic=self.topic,
-                    queue_id=mq.queue_id,
-                    queue_offset=offset,
-                    max_messages=self.max_messages,
-                    max_bytes=self.max_bytes,
-                    max_wait_ms=self.long_poll_ms,
-                    subscription=self.subscription.expression,
+            for p in self._fetcher.due(self._route, time.monotonic(), skip):
+                call = self.pool.get(p.address).stub.Pull.future(p.request, timeout=p.timeout_s)
+                gen = self._queues.issued(p.mq, call)
+                call.add_done_callback(
+                    lambda f, mq=p.mq, gen=gen, a=p.address: self._done.put((mq, gen, f, a))
                 )
-                # replicas never hold a pull: a short deadline finds a hung one fast
-                deadline = (
-                    self.long_poll_ms / 1000 + self.timeout_s if bid == MASTER_ID else REPLICA_TIMEOUT_S
-                )
-                call = self.pool.get(address).stub.Pull.future(req, timeout=deadline)
-                gen = self._queues.issued(mq, call)
-                call.add_done_callback(lambda f, mq=mq, gen=gen, a=address: self._done.put((mq, gen, f, a)))
 
     def _complete(
         self, mq: MessageQueue, gen: int, call: grpc.Future[pb.PullResponse], address: str
     ) -> list[ReceivedMessage]:
         if not self._queues.answered(mq, gen, call):
             return []
-        pulled_from = self._sources.issued_to(mq)
+        answer: pb.PullResponse | TailraceError
         try:
-            resp: pb.PullResponse = call.result()
-            self.unreachable.pop(address, None)
+            answer = call.result()
         except grpc.RpcError as exc:
-            err = error_from_rpc(exc)
-            if isinstance(err, BrokerUnavailableError | RequestTimeoutError):
-                self.unreachable[address] = str(err)
-            if pulled_from != MASTER_ID:  # a replica failed: back to the master at once
-                log.warning("pull %s from broker %d failed: %s; back to the master", mq, pulled_from, err)
-                self._sources.replica_failed(mq, pulled_from, time.monotonic())
-                self._changed.set()  # refreshes the route
-                return []
-            fails = self._failures[mq] = self._failures.get(mq, 0) + 1
-            # errors a retry can fix: soon; others (e.g. the topic is gone): back off to 5 s
-            delay = RETRY_BACKOFF_S if err.retriable else min(5.0, RETRY_BACKOFF_S * 2 ** min(fails, 4))
-            log.warning("pull %s failed: %s; retrying in %.1fs", mq, err, delay)
-            self._retry_at[mq] = time.monotonic() + delay
-            if err.refresh_route:
-                self._changed.set()  # rebalance, which refreshes the route
-            return []
-        self._failures.pop(mq, None)
-        status = resp.status
-        switched = self._sources.advised(mq, resp, self._route, time.monotonic())
-        if status == pb.RETRY_ELSEWHERE:  # this replica cannot serve the offset yet
-            self._sources.retry_elsewhere(mq, switched)
-            return []
-        if status == pb.FOUND:
-            self.served_by[resp.served_by] += resp.count
-            records = list(iter_records(resp.records, cls=ReceivedMessage))
-            for r in records:
-                r.broker_name = mq.broker_name
-                r.served_by = resp.served_by
-            self._queues.advance(mq, gen, resp.next_queue_offset)
-            if self.subscription.tags is None:
-                return records
-            return [r for r in records if self.subscription.matches(r.tags)]
-        if status == pb.NO_NEW_MSG:
-            if not switched and self.long_poll_ms > 0 and not resp.held:  # broker at its cap: back off
-                self._retry_at[mq] = time.monotonic() + NOT_HELD_BACKOFF_S
-            return []
-        if status in (pb.NO_MATCHED_MSG, pb.OFFSET_TOO_SMALL, pb.OFFSET_OVERFLOW):
-            if status != pb.NO_MATCHED_MSG:
-                log.warning(
-                    "%s: offset %d is %s; moving to %d",
-                    mq, self._queues.offsets.get(mq), pb.PullStatus.Name(status), resp.next_queue_offset,
-                )  # fmt: skip
-            self._queues.advance(mq, gen, resp.next_queue_offset)
-        return []
+            answer = error_from_rpc(exc)
+        result = self._fetcher.answered(mq, gen, answer, address, self._route, time.monotonic())
+        if result.refresh_route:
+            self._changed.set()  # rebalance, which refreshes the route
+        return result.records
 
     def close(self, commit: bool = True) -> None:
         """Stop pulling, commit what was polled (unless told not to), leave the group."""
