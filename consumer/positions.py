@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
-import grpc
-
-from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import MessageQueue
+
+
+class PullCall(Protocol):
+    """A pull in flight: a gRPC future, or a grpc.aio call."""
+
+    def cancel(self) -> bool: ...
+
+    def cancelled(self) -> bool: ...
 
 
 class QueuePositions:
@@ -26,7 +32,7 @@ class QueuePositions:
         self.lock = threading.Lock()
         self.offsets: dict[MessageQueue, int] = {}  # next offset to pull, per assigned queue
         self._generation: dict[MessageQueue, int] = {}  # kept after a queue is given up
-        self._inflight: dict[MessageQueue, grpc.Future[pb.PullResponse]] = {}
+        self._inflight: dict[MessageQueue, PullCall] = {}
 
     def add(self, mq: MessageQueue, offset: int) -> None:
         """A queue taken in a rebalance, read from `offset`."""
@@ -62,13 +68,13 @@ class QueuePositions:
         """A pull of `mq` is in flight (call with `lock` held)."""
         return mq in self._inflight
 
-    def issued(self, mq: MessageQueue, call: grpc.Future[pb.PullResponse]) -> int:
+    def issued(self, mq: MessageQueue, call: PullCall) -> int:
         """A pull of `mq` went out (call with `lock` held); its generation."""
         gen = self._generation[mq]
         self._inflight[mq] = call
         return gen
 
-    def answered(self, mq: MessageQueue, gen: int, call: grpc.Future[pb.PullResponse]) -> bool:
+    def answered(self, mq: MessageQueue, gen: int, call: PullCall) -> bool:
         """A pull finished; True if its answer still counts (the queue is
         assigned, its position was not moved meanwhile, it was not cancelled)."""
         with self.lock:

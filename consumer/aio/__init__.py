@@ -2,6 +2,7 @@
 threaded ones (consumer/send_logic.py, consumer/retry_plan.py,
 consumer/circuit.py): only the I/O differs."""
 
+from consumer.aio.consumer import AsyncPullConsumer
 from consumer.aio.producer import AsyncProducer
 
-__all__ = ["AsyncProducer"]
+__all__ = ["AsyncProducer", "AsyncPullConsumer"]

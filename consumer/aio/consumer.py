@@ -1,0 +1,217 @@
+"""AsyncPullConsumer: a consumer-group member for asyncio programs.
+
+The data path is asynchronous: pulls are `grpc.aio` calls, one long poll
+in flight per assigned queue, driven through the same fetcher as the
+threaded consumer (consumer/fetcher.py: which pulls to send, to which
+broker, what each answer means), so redirect following, back-offs and
+position moves are one piece of code. The control path (group membership,
+rebalancing, the group's offsets, route lookups: a few calls a second at
+most) is the threaded `PullConsumer`'s, used as this consumer's member: it
+runs in worker threads (`asyncio.to_thread`), so the event loop never blocks
+on it, and its heartbeat thread keeps the membership alive. Only `poll()`
+handles answers, as in the threaded consumer, so nothing changes state under
+it.
+
+    async with AsyncPullConsumer(namesrv=NS, group="g", topic="t") as c:
+        async for message in c:
+            ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from consumer.connection import MAX_MESSAGE_BYTES
+from consumer.fetcher import ReceivedMessage
+from consumer.pull_consumer import PullConsumer
+from core.errors import TailraceError
+from core.grpc_status import error_from_rpc
+from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.pb.tailrace.v1 import broker_pb2_grpc
+from core.route import MessageQueue
+
+log = logging.getLogger(__name__)
+Inflight = tuple[MessageQueue, int, Any, str]  # queue, generation, the aio call, address
+
+
+class AsyncPullConsumer:
+    def __init__(self, **member: Any) -> None:
+        """Takes `PullConsumer`'s arguments (broker= or namesrv=, group, topic,
+        subscription, start, long_poll_ms, max_messages, ...)."""
+        self._member_args = member
+        self.member: PullConsumer | None = None
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, broker_pb2_grpc.BrokerStub] = {}
+        self._tasks: dict[asyncio.Task[pb.PullResponse | TailraceError], Inflight] = {}
+        self._buffer: list[ReceivedMessage] = []
+        self._closed = False
+
+    async def start(self) -> AsyncPullConsumer:
+        """Join the group and take this member's queues (in a worker thread)."""
+        self.member = await asyncio.to_thread(PullConsumer, **self._member_args)
+        return self
+
+    @property
+    def _m(self) -> PullConsumer:
+        if self.member is None:
+            raise TailraceError("the consumer is not started (use `async with` or `await start()`)")
+        return self.member
+
+    @property
+    def served_by(self) -> dict[int, int]:
+        return dict(self._m.served_by)
+
+    @property
+    def assignment(self) -> list[MessageQueue]:
+        return self._m.assignment
+
+    def _stub(self, address: str) -> broker_pb2_grpc.BrokerStub:
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(
+                address,
+                options=[
+                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.enable_retries", 0),
+                ],
+            )
+            self._channels[address] = channel
+            stub = self._stubs[address] = broker_pb2_grpc.BrokerStub(channel)  # type: ignore[no-untyped-call]
+        return stub
+
+    # ---- polling ---------------------------------------------------------------------
+
+    async def poll(self, timeout_ms: int = 1000) -> list[ReceivedMessage]:
+        """Messages that arrived, waiting up to `timeout_ms` for the first."""
+        if self._closed:
+            raise TailraceError("consumer is closed")
+        m = self._m
+        now = time.monotonic()
+        if m._changed.is_set() or now - m._last_rebalance >= m.rebalance_s:
+            m._changed.clear()
+            await asyncio.to_thread(m.rebalance)
+        if m.auto_commit_s and now - m._last_commit >= m.auto_commit_s:
+            try:
+                await asyncio.to_thread(m.commit)
+            except TailraceError as exc:
+                log.warning("auto-commit failed: %s", exc)
+            m._last_commit = now
+        self._issue()
+        out: list[ReceivedMessage] = []
+        answered: set[MessageQueue] = set()
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            left = deadline - time.monotonic()
+            if self._tasks:
+                done, _ = await asyncio.wait(
+                    set(self._tasks), timeout=max(0.0, min(left, 0.2)), return_when=asyncio.FIRST_COMPLETED
+                )
+            else:
+                await asyncio.sleep(max(0.0, min(left, 0.05)))
+                done = set()
+            if not done:
+                if left <= 0 or m._changed.is_set():
+                    break
+                self._issue(answered)  # queues whose retry back-off ended
+                continue
+            for task in done:
+                mq, gen, call, address = self._tasks.pop(task)
+                answered.add(mq)
+                if not m._queues.answered(mq, gen, call):
+                    continue
+                try:
+                    result = m._fetcher.answered(mq, gen, task.result(), address, m._route, time.monotonic())
+                except TailraceError as exc:  # e.g. a corrupt batch: retry that queue, keep the rest
+                    m._fetcher.failed_batch(mq, time.monotonic(), exc)
+                    continue
+                out.extend(result.records)
+                if result.refresh_route:
+                    m._changed.set()  # rebalance, which refreshes the route
+            # a queue answered in this call is pulled again in the next one, after
+            # the caller has taken these messages
+            self._issue(answered)
+            if out and not any(t.done() for t in self._tasks):
+                break
+        return out
+
+    def _issue(self, skip: set[MessageQueue] | None = None) -> None:
+        m = self._m
+        loop = asyncio.get_running_loop()
+        with m._queues.lock:  # nothing moves a position between choosing a pull and sending it
+            for p in m._fetcher.due(m._route, time.monotonic(), skip):
+                call = _LoopCall(self._stub(p.address).Pull(p.request, timeout=p.timeout_s), loop)
+                gen = m._queues.issued(p.mq, call)
+                self._tasks[asyncio.ensure_future(_answer(call.call))] = (p.mq, gen, call, p.address)
+
+    def __aiter__(self) -> AsyncIterator[ReceivedMessage]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[ReceivedMessage]:
+        while not self._closed:
+            if not self._buffer:
+                self._buffer = await self.poll(1000)
+                continue
+            yield self._buffer.pop(0)
+
+    # ---- offsets and lifecycle -------------------------------------------------------------
+
+    async def commit(self, positions: dict[int, int] | None = None) -> None:
+        await asyncio.to_thread(self._m.commit, positions)
+
+    async def close(self, commit: bool = True) -> None:
+        """Stop pulling, commit what was polled (unless told not to), leave the group."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        if self.member is not None:
+            await asyncio.to_thread(self.member.close, commit)
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+    async def __aenter__(self) -> AsyncPullConsumer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class _LoopCall:
+    """An aio call as the positions see a pull in flight: the member may
+    cancel it from a worker thread (a rebalance), so the cancel is handed to
+    the event loop that owns the call."""
+
+    def __init__(self, call: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.call = call
+        self.loop = loop
+
+    def cancel(self) -> bool:
+        self.loop.call_soon_threadsafe(self.call.cancel)
+        return True
+
+    def cancelled(self) -> bool:
+        return bool(self.call.cancelled())
+
+
+async def _answer(call: Any) -> pb.PullResponse | TailraceError:
+    """A pull's answer, or the error it failed with (cancelled: the same)."""
+    try:
+        resp: pb.PullResponse = await call
+        return resp
+    except grpc.RpcError as exc:
+        return error_from_rpc(exc)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            call.cancel()
+        return TailraceError("cancelled")
