@@ -211,7 +211,7 @@ class PushConsumer:
                 except Exception:
                     log.exception("opening the retry topic failed (trying again)")
                 if self.retry is not None:
-                    self._dispatch(self._poll(self.retry, 1))
+                    self._dispatch(self._poll(self.retry, 0))  # what has arrived: no wait
 
     def _poll(self, consumer: PullConsumer, timeout_ms: int) -> list[ReceivedMessage]:
         try:
