@@ -192,6 +192,10 @@ class ConsumePool:
                 if self._runs:
                     self._wake()
             self._run(chunk)
+            # let the GIL go between chunks: the dispatcher (and gRPC's callback thread)
+            # would otherwise wait out the 5 ms switch interval while a busy pool holds it,
+            # and the pulls they issue wait with them
+            time.sleep(0)
 
     def _run(self, chunk: list[Run]) -> None:
         start = time.perf_counter()
