@@ -259,29 +259,30 @@ class PushConsumer:
                      deadline: float) -> int:  # fmt: skip
         """The pool's run function (`consume_pool.RunFn`): attempt `ctx[1]` of
         `msgs`, `n` per handler call, until done or past `deadline`. Successes
-        are marked done (and counted) once, at the end: until then they only
-        hold the commit point back, which is safe."""
+        are marked done once, at the end (until then they only hold the
+        commit point back: safe). Closing abandons the batches not started."""
         pq, attempt = ctx
         ok: list[int] = []
         i = 0
         try:
-            while i < len(msgs):
-                if pq.dropped or self._stop.is_set():  # closing: batches not started are abandoned
-                    return len(msgs)
+            while i < len(msgs) and not (pq.dropped or self._stop.is_set()):
                 batch = msgs[i : i + n]
                 i += n
-                if self._call(batch):
-                    ok.extend([m.queue_offset for m in batch])
-                else:
-                    self._failed(pq, batch, attempt)
-                if time.perf_counter() > deadline:
-                    break
+                try:
+                    if self._call(batch):
+                        ok += [m.queue_offset for m in batch]
+                    else:
+                        self._failed(pq, batch, attempt)
+                except Exception:  # past the handler (a bug): this batch stays pending, say so
+                    log.exception("processing %d message(s) failed", len(batch))
+                if i < len(msgs) and time.perf_counter() > deadline:
+                    return i
         finally:
             if ok:
                 pq.done(ok)
                 with self._lock:
                     self.consumed += len(ok)
-        return min(i, len(msgs))
+        return len(msgs)
 
     def _failed(self, pq: ProcessQueue, batch: list[ReceivedMessage], attempt: int) -> None:
         """Attempt `attempt` of `batch` failed: back to the broker, or a local retry later."""
