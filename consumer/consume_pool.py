@@ -18,7 +18,9 @@ time), so:
   cost microseconds (one hand-off, one wake-up, one bookkeeping step for all);
 - a chunk that runs past `GIVE_BACK_S` (tasks got slower than planned) hands
   the tasks it has not started back to the front of the queue for the other
-  threads; only as many threads are woken as the queued chunks need.
+  threads; only as many threads are woken as the queued chunks need, the
+  one that went to sleep last first (its caches are warm: with 64 threads
+  and cheap tasks, waking the longest asleep cost ~10% of the throughput).
 """
 
 from __future__ import annotations
@@ -106,10 +108,11 @@ class ConsumePool:
         self.plan = ChunkPlan(chunk_s)
         self._give_back_s = give_back_s
         self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)  # threads wait here for tasks
+        # sleeping threads' locks (held: a thread sleeps acquiring its own), the latest
+        # last: woken first, so the same few warm threads do the work
+        self._parked: list[threading.Lock] = []
         self._idle = threading.Condition(self._lock)  # wait_idle waits here
         self._inflight = 0  # tasks submitted, not finished
-        self._sleeping = 0  # threads waiting for work, not yet woken
         self._woken = 0  # woken, not yet back for a chunk
         self._closed = False
         self._threads = [
@@ -139,8 +142,9 @@ class ConsumePool:
             self._closed = True
             self._inflight -= self._queued
             self._runs.clear()
-            self._queued = self._sleeping = 0
-            self._work.notify_all()
+            self._queued = 0
+            while self._parked:
+                self._parked.pop().release()
             self._idle.notify_all()
 
     def _put(self, run: Run) -> None:
@@ -155,11 +159,10 @@ class ConsumePool:
 
     def _wake(self) -> None:
         """Wake as many sleeping threads as the queued chunks need (lock held)."""
-        n = min(self.plan.chunks(self._queued) - self._woken, self._sleeping)
-        if n > 0:
-            self._sleeping -= n
-            self._woken += n
-            self._work.notify(n)
+        n = min(self.plan.chunks(self._queued) - self._woken, len(self._parked))
+        for _ in range(n):
+            self._woken += 1
+            self._parked.pop().release()
 
     def _take(self) -> list[Run]:
         """A chunk off the queue's front (lock held, the queue not empty)."""
@@ -180,11 +183,15 @@ class ConsumePool:
         return chunk
 
     def _worker(self) -> None:
+        park = threading.Lock()
+        park.acquire()
         while True:
             with self._lock:
                 while not self._runs and not self._closed:
-                    self._sleeping += 1
-                    self._work.wait()  # never wakes but by notify: whoever did counted it
+                    self._parked.append(park)
+                    self._lock.release()
+                    park.acquire()  # until whoever wakes it (and counted it) releases it
+                    self._lock.acquire()
                     self._woken = max(0, self._woken - 1)
                 if self._closed:
                     return

@@ -79,6 +79,20 @@ def test_cheap_tasks_go_in_few_chunks_slow_ones_to_every_thread() -> None:
         pool.shutdown()
 
 
+def test_the_thread_that_slept_last_is_woken_first() -> None:
+    seen: list[tuple[int, str]] = []
+    pool = ConsumePool(4)
+    try:
+        pool.plan.cost_s = 1e-6  # cheap: one thread a run
+        for k in range(5):
+            poll_until(lambda: len(pool._parked) == 4, 5, "every thread asleep")
+            pool.submit_run(_recorder(seen, 0.0), None, [k] * 10, 1)
+            assert pool.wait_idle(5) == 0
+        assert len(seen) == 50 and len({t for _, t in seen}) == 1  # the same warm thread
+    finally:
+        pool.shutdown()
+
+
 def test_a_chunk_that_turns_slow_hands_the_rest_back() -> None:
     seen: list[tuple[int, str]] = []
     pool = ConsumePool(2, give_back_s=0.01)
