@@ -30,27 +30,35 @@ class ProcessQueue:
 
     def add(self, messages: list[ReceivedMessage], orderly: bool = False) -> None:
         with self._lock:
+            pending, heap = self._pending, self._heap
+            added, top = 0, self.max_seen
             for m in messages:
-                if m.queue_offset in self._pending:
+                off = m.queue_offset
+                if off in pending:
                     continue  # the same offset pulled again (a retried pull)
-                size = len(m.body)
-                self._pending[m.queue_offset] = size
-                heapq.heappush(self._heap, m.queue_offset)
-                self.bytes += size
-                self.max_seen = max(self.max_seen, m.queue_offset)
+                size = pending[off] = len(m.body)
+                added += size
+                if off > top:  # the usual case: above every pending offset, a valid heap leaf
+                    top = off
+                    heap.append(off)
+                else:
+                    heapq.heappush(heap, off)
                 if orderly:
                     self._waiting.append(m)
+            self.bytes += added
+            self.max_seen = top
 
     def done(self, offsets: list[int]) -> None:
-        """These offsets are processed (or handed to the retry path)."""
+        """These offsets are processed (or handed to the retry path). Nothing
+        waits on this (`wait_idle` waits for `release`): no notify."""
         with self._lock:
+            pending, heap = self._pending, self._heap
             for off in offsets:
-                size = self._pending.pop(off, None)
+                size = pending.pop(off, None)
                 if size is not None:
                     self.bytes -= size
-            while self._heap and self._heap[0] not in self._pending:
-                heapq.heappop(self._heap)
-            self.idle.notify_all()
+            while heap and heap[0] not in pending:
+                heapq.heappop(heap)
 
     def take(self, n: int) -> list[ReceivedMessage]:
         """Orderly: the next `n` messages in offset order."""

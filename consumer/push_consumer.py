@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,7 +54,7 @@ from consumer.consume_pool import ConsumePool
 from consumer.delayed import Delayed
 from consumer.process_queue import ProcessQueue
 from consumer.pull_consumer import PullConsumer, ReceivedMessage
-from consumer.queue_hooks import QueueHooks
+from consumer.queue_hooks import Key, TopicHooks
 from consumer.queue_locks import QueueLocks
 from consumer.send_back import SendBack
 from core.errors import InvalidArgumentError, InvalidTopicError
@@ -70,27 +72,7 @@ class ConsumeStatus(enum.Enum):
 
 
 Handler = Callable[[list[ReceivedMessage]], "ConsumeStatus | None"]
-Key = tuple[str, MessageQueue]  # (topic, queue): the group's topic and its retry topic
-
-
-class _TopicHooks(QueueHooks):
-    """One pull consumer's view of the push consumer's process queues."""
-
-    def __init__(self, push: PushConsumer, topic: str) -> None:
-        self.push = push
-        self.topic = topic
-
-    def paused(self, mq: MessageQueue) -> bool:
-        return self.push.paused((self.topic, mq))
-
-    def commit_point(self, mq: MessageQueue, pulled: int) -> int | None:
-        return self.push.commit_point((self.topic, mq), pulled)
-
-    def revoked(self, mq: MessageQueue) -> None:
-        self.push.revoked((self.topic, mq))
-
-    def released(self, mq: MessageQueue) -> None:
-        self.push.released((self.topic, mq))
+_queue_of = operator.attrgetter("topic", "broker_name", "queue_id")
 
 
 DEFAULT_RETRY_DELAYS_S = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -179,7 +161,7 @@ class PushConsumer:
         self._workers = ConsumePool(consume_threads)
         self._later = Delayed("local-retries")
         self.pull = self._make_pull(
-            topic, subscription, hooks=_TopicHooks(self, topic), route_timeout_s=route_timeout_s
+            topic, subscription, hooks=TopicHooks(self, topic), route_timeout_s=route_timeout_s
         )
         # orderly: the queues' locks (built before the dispatcher polls: the hooks ask it)
         self._locks = QueueLocks(self.pull, group, lock_lease_ms, self._stop, self._drop_cached)
@@ -234,7 +216,7 @@ class PushConsumer:
                 except Exception:
                     log.exception("opening the retry topic failed (trying again)")
                 if self.retry is not None:
-                    self._dispatch(self._poll(self.retry, 1))
+                    self._dispatch(self._poll(self.retry, 0))  # what has arrived: no wait
 
     def _poll(self, consumer: PullConsumer, timeout_ms: int) -> list[ReceivedMessage]:
         try:
@@ -246,11 +228,12 @@ class PushConsumer:
 
     def _dispatch(self, messages: list[ReceivedMessage]) -> None:
         """Hand polled messages to their process queues and the pool (what poll
-        returned has moved the pull position: it must never be dropped here)."""
-        by_queue: dict[Key, list[ReceivedMessage]] = {}
-        for m in messages:
-            by_queue.setdefault((m.topic, MessageQueue(m.broker_name, m.queue_id)), []).append(m)
-        for key, msgs in by_queue.items():
+        returned has moved the pull position: it must never be dropped here).
+        A poll returns each queue's messages together: one key, one process
+        queue call and one pool hand-off per run of them, not per message."""
+        for (topic, broker_name, queue_id), run in itertools.groupby(messages, _queue_of):
+            msgs = list(run)
+            key = (topic, MessageQueue(broker_name, queue_id))
             with self._lock:
                 pq = self._queues.get(key)
                 if pq is None:
@@ -260,15 +243,12 @@ class PushConsumer:
             if self.orderly:
                 self._schedule_orderly(key, pq)
             else:
-                for i in range(0, len(msgs), self.batch_size):
-                    self._workers.submit(self._consume, pq, msgs[i : i + self.batch_size], 0)
+                self._workers.submit_run(self._consume_run, (pq, 0), msgs, self.batch_size)
 
     def _open_retry_consumer(self, topic: str) -> PullConsumer:
         """The retry topic's consumer: always from the first offset, since
         what was sent back must all come back."""
-        return self._make_pull(
-            topic, "*", start="first", hooks=_TopicHooks(self, topic), members_of=self.pull
-        )
+        return self._make_pull(topic, "*", start="first", hooks=TopicHooks(self, topic), members_of=self.pull)
 
     def _call(self, batch: list[ReceivedMessage]) -> bool:
         try:
@@ -280,14 +260,37 @@ class PushConsumer:
 
     # ---- concurrent mode -----------------------------------------------------------------
 
-    def _consume(self, pq: ProcessQueue, batch: list[ReceivedMessage], attempt: int) -> None:
-        if pq.dropped or self._stop.is_set():  # closing: batches not started are abandoned
-            return
-        if self._call(batch):
-            pq.done([m.queue_offset for m in batch])
-            with self._lock:
-                self.consumed += len(batch)
-            return
+    def _consume_run(self, ctx: tuple[ProcessQueue, int], msgs: list[ReceivedMessage], n: int,
+                     deadline: float) -> int:  # fmt: skip
+        """The pool's run function (`consume_pool.RunFn`): attempt `ctx[1]` of
+        `msgs`, `n` per handler call, until done or past `deadline`. Successes
+        are marked done once, at the end (until then they only hold the
+        commit point back: safe). Closing abandons the batches not started."""
+        pq, attempt = ctx
+        ok: list[int] = []
+        i = 0
+        try:
+            while i < len(msgs) and not (pq.dropped or self._stop.is_set()):
+                batch = msgs[i : i + n]
+                i += n
+                try:
+                    if self._call(batch):
+                        ok += [m.queue_offset for m in batch]
+                    else:
+                        self._failed(pq, batch, attempt)
+                except Exception:  # past the handler (a bug): this batch stays pending, say so
+                    log.exception("processing %d message(s) failed", len(batch))
+                if i < len(msgs) and time.perf_counter() > deadline:
+                    return i
+        finally:
+            if ok:
+                pq.done(ok)
+                with self._lock:
+                    self.consumed += len(ok)
+        return len(msgs)
+
+    def _failed(self, pq: ProcessQueue, batch: list[ReceivedMessage], attempt: int) -> None:
+        """Attempt `attempt` of `batch` failed: back to the broker, or a local retry later."""
         if self.send_back:
             kept = []
             for m in batch:
@@ -301,9 +304,8 @@ class PushConsumer:
         with self._lock:
             self.retried += 1
         delay = self.retry_delays_s[min(attempt, len(self.retry_delays_s) - 1)]
-        self._later.call_later(
-            delay, functools.partial(self._workers.submit, self._consume, pq, batch, attempt + 1)
-        )
+        retry = (self._consume_run, (pq, attempt + 1), batch, len(batch))
+        self._later.call_later(delay, functools.partial(self._workers.submit_run, *retry))
 
     # ---- orderly mode --------------------------------------------------------------------
 

@@ -3,12 +3,18 @@
 The interface between `PullConsumer` (consumer/pull_consumer.py), which calls
 these at each pull, commit and rebalance, and `PushConsumer`
 (consumer/push_consumer.py), which implements them over its process queues
-and queue locks. The defaults are the plain pull consumer's behaviour.
+and queue locks (`TopicHooks`: one pull consumer's view of them, keyed by
+topic, since a push consumer reads its topic and its retry topic). The
+defaults are the plain pull consumer's behaviour.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from core.route import MessageQueue
+
+Key = tuple[str, MessageQueue]  # (topic, queue): the group's topic and its retry topic
 
 
 class QueueHooks:
@@ -29,3 +35,32 @@ class QueueHooks:
 
     def released(self, mq: MessageQueue) -> None:
         """The queue was given up and its offset committed."""
+
+
+class KeyedQueues(Protocol):
+    """What `TopicHooks` forwards to (a push consumer)."""
+
+    def paused(self, key: Key) -> bool: ...
+    def commit_point(self, key: Key, pulled: int) -> int | None: ...
+    def revoked(self, key: Key) -> None: ...
+    def released(self, key: Key) -> None: ...
+
+
+class TopicHooks(QueueHooks):
+    """One pull consumer's view of a push consumer's process queues."""
+
+    def __init__(self, owner: KeyedQueues, topic: str) -> None:
+        self.owner = owner
+        self.topic = topic
+
+    def paused(self, mq: MessageQueue) -> bool:
+        return self.owner.paused((self.topic, mq))
+
+    def commit_point(self, mq: MessageQueue, pulled: int) -> int | None:
+        return self.owner.commit_point((self.topic, mq), pulled)
+
+    def revoked(self, mq: MessageQueue) -> None:
+        self.owner.revoked((self.topic, mq))
+
+    def released(self, mq: MessageQueue) -> None:
+        self.owner.released((self.topic, mq))
