@@ -211,7 +211,10 @@ class SendLogic:
             attempt += 1
             now = self.clock()
             left = deadline - now
-            if left < MIN_ATTEMPT_S:
+            once = limit <= 0 and attempt == 1  # retry_timeout_s = 0: one attempt, its RPC deadline
+            if once:
+                left = self.rpc_timeout_s
+            elif left < MIN_ATTEMPT_S:
                 break
             if free and attempt > 1:  # the topic closed meanwhile (this send's probe failed): over
                 grant = breaker.allow(gate, now)
@@ -244,7 +247,7 @@ class SendLogic:
                 req = pb.SendBatchRequest(
                     topic=topic, queue_id=mq.queue_id if mq is not None else -1, messages=msgs
                 )
-                timeout = min(self.rpc_timeout_s, deadline - self.clock())
+                timeout = self.rpc_timeout_s if once else min(self.rpc_timeout_s, deadline - self.clock())
                 if timeout < MIN_ATTEMPT_S:
                     break
                 answer = yield Call(address, req, timeout)

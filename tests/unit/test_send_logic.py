@@ -186,3 +186,21 @@ def test_an_unknown_topic_is_sent_to_a_master_that_creates_it() -> None:
 
     receipts, _ = drive(lg, clock, answer)
     assert isinstance(receipts, list) and receipts[0].status == "SEND_OK"
+
+
+def test_no_retry_timeout_means_one_attempt_with_its_rpc_deadline() -> None:
+    clock = Clock()
+    lg = logic(clock, retry_timeout_s=0.0)
+    calls: list[Call] = []
+
+    def answer(a: Action) -> object:
+        if isinstance(a, RouteLookup):
+            return route("a")
+        assert isinstance(a, Call)
+        calls.append(a)
+        return OK
+
+    receipts, _ = drive(lg, clock, answer)
+    assert isinstance(receipts, list) and len(calls) == 1 and calls[0].timeout_s == 10.0
+    err, _ = drive(lg, clock, lambda a: route("a") if isinstance(a, RouteLookup) else REFUSED)
+    assert isinstance(err, BrokerUnavailableError)  # failed: not retried
