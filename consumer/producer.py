@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from consumer.connection import ConnectionPool
 from consumer.retry_plan import outcome_unknown
-from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
+from consumer.routing import NameserverRoutes, Routes, routes_for
 from consumer.send_logic import (
     MIN_RPC_TIMEOUT_S,
     Action,
@@ -68,13 +68,7 @@ class Producer:
         retry_timeout_s: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if (broker is None) == (namesrv is None):
-            raise ValueError("give either broker= or namesrv=")
-        if isinstance(namesrv, str):
-            namesrv = [a for a in namesrv.split(",") if a]
-        self.routes: Routes = (
-            SingleBrokerRoutes(broker) if broker is not None else NameserverRoutes(list(namesrv or []))
-        )
+        self.routes: Routes = routes_for(broker, namesrv)
         self.pool = ConnectionPool(timeout_s)
         self.retry_timeout_s = retry_timeout_s
         self.clock = clock

@@ -41,7 +41,7 @@ from consumer.membership import Membership
 from consumer.offset_store import OffsetStore
 from consumer.positions import QueuePositions
 from consumer.queue_hooks import QueueHooks
-from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
+from consumer.routing import Routes, routes_for
 from core.errors import (
     InvalidArgumentError,
     TailraceError,
@@ -108,9 +108,7 @@ class PullConsumer:
         self.rebalance_s = rebalance_interval_ms / 1000
         self.client_id = client_id or f"{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}"
         self.nameservers = list(namesrv or [])
-        self.routes: Routes = (
-            SingleBrokerRoutes(broker) if broker is not None else NameserverRoutes(list(namesrv or []))
-        )
+        self.routes: Routes = routes_for(broker, namesrv)
         self.pool = ConnectionPool(timeout_s)
         self.timeout_s = timeout_s
         self._offsets = OffsetStore(

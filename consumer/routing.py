@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import grpc
@@ -214,3 +214,14 @@ class SingleBrokerRoutes:
 
     def close(self) -> None:
         self._channel.close()
+
+
+def routes_for(broker: str | None, namesrv: Sequence[str] | str | None) -> Routes:
+    """The routes of a client given `broker=ADDR` or `namesrv=[...]` (or "A,B")."""
+    if (broker is None) == (namesrv is None):
+        raise ValueError("give either broker= or namesrv=")
+    if broker is not None:
+        return SingleBrokerRoutes(broker)
+    if isinstance(namesrv, str):
+        namesrv = [a for a in namesrv.split(",") if a]
+    return NameserverRoutes(list(namesrv or []))

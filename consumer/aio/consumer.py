@@ -28,13 +28,12 @@ from typing import Any
 
 import grpc
 
-from consumer.connection import MAX_MESSAGE_BYTES
+from consumer.aio.channels import AioStubs
 from consumer.fetcher import ReceivedMessage
 from consumer.pull_consumer import PullConsumer
 from core.errors import TailraceError
 from core.grpc_status import error_from_rpc
 from core.pb.tailrace.v1 import broker_pb2 as pb
-from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.route import MessageQueue
 
 log = logging.getLogger(__name__)
@@ -47,8 +46,7 @@ class AsyncPullConsumer:
         subscription, start, long_poll_ms, max_messages, ...)."""
         self._member_args = member
         self.member: PullConsumer | None = None
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._stubs: dict[str, broker_pb2_grpc.BrokerStub] = {}
+        self._stubs = AioStubs()
         self._tasks: dict[asyncio.Task[pb.PullResponse | TailraceError], Inflight] = {}
         self._buffer: list[ReceivedMessage] = []
         self._closed = False
@@ -71,21 +69,6 @@ class AsyncPullConsumer:
     @property
     def assignment(self) -> list[MessageQueue]:
         return self._m.assignment
-
-    def _stub(self, address: str) -> broker_pb2_grpc.BrokerStub:
-        stub = self._stubs.get(address)
-        if stub is None:
-            channel = grpc.aio.insecure_channel(
-                address,
-                options=[
-                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                    ("grpc.enable_retries", 0),
-                ],
-            )
-            self._channels[address] = channel
-            stub = self._stubs[address] = broker_pb2_grpc.BrokerStub(channel)  # type: ignore[no-untyped-call]
-        return stub
 
     # ---- polling ---------------------------------------------------------------------
 
@@ -147,7 +130,7 @@ class AsyncPullConsumer:
         loop = asyncio.get_running_loop()
         with m._queues.lock:  # nothing moves a position between choosing a pull and sending it
             for p in m._fetcher.due(m._route, time.monotonic(), skip):
-                call = _LoopCall(self._stub(p.address).Pull(p.request, timeout=p.timeout_s), loop)
+                call = _LoopCall(self._stubs.get(p.address).Pull(p.request, timeout=p.timeout_s), loop)
                 gen = m._queues.issued(p.mq, call)
                 self._tasks[asyncio.ensure_future(_answer(call.call))] = (p.mq, gen, call, p.address)
 
@@ -176,9 +159,7 @@ class AsyncPullConsumer:
         self._tasks.clear()
         if self.member is not None:
             await asyncio.to_thread(self.member.close, commit)
-        for channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()
+        await self._stubs.close()
 
     async def __aenter__(self) -> AsyncPullConsumer:
         return await self.start()

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 
-from consumer.connection import MAX_MESSAGE_BYTES
-from consumer.routing import NameserverRoutes, Routes, SingleBrokerRoutes
+from consumer.aio.channels import AioStubs
+from consumer.routing import NameserverRoutes, Routes, routes_for
 from consumer.send_logic import (
     Action,
     AutoCreateLookup,
@@ -33,7 +33,6 @@ from consumer.send_logic import (
 )
 from core.errors import TailraceError, UnknownTopicError
 from core.grpc_status import error_from_rpc
-from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.route import MessageQueue
 
 
@@ -49,35 +48,13 @@ class AsyncProducer:
         retry_timeout_s: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if (broker is None) == (namesrv is None):
-            raise ValueError("give either broker= or namesrv=")
-        if isinstance(namesrv, str):
-            namesrv = [a for a in namesrv.split(",") if a]
-        self.routes: Routes = (
-            SingleBrokerRoutes(broker) if broker is not None else NameserverRoutes(list(namesrv or []))
-        )
+        self.routes: Routes = routes_for(broker, namesrv)
         self.retry_timeout_s = retry_timeout_s
         self.logic = SendLogic(
             broker or "", selector, retries, retry_timeout_s, timeout_s, backoff_s, clock, broker is None
         )
         self.breaker = self.logic.breaker
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._stubs: dict[str, broker_pb2_grpc.BrokerStub] = {}
-
-    def _stub(self, address: str) -> broker_pb2_grpc.BrokerStub:
-        stub = self._stubs.get(address)
-        if stub is None:
-            channel = grpc.aio.insecure_channel(
-                address,
-                options=[
-                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                    ("grpc.enable_retries", 0),
-                ],
-            )
-            self._channels[address] = channel
-            stub = self._stubs[address] = broker_pb2_grpc.BrokerStub(channel)  # type: ignore[no-untyped-call]
-        return stub
+        self._stubs = AioStubs()
 
     async def send(
         self,
@@ -129,7 +106,7 @@ class AsyncProducer:
                 return route
             if isinstance(action, Call):
                 try:
-                    return await self._stub(action.address).SendBatch(
+                    return await self._stubs.get(action.address).SendBatch(
                         action.request, timeout=action.timeout_s
                     )
                 except grpc.RpcError as exc:
@@ -146,10 +123,7 @@ class AsyncProducer:
         raise TypeError(f"unknown action {action!r}")
 
     async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()
-        self._stubs.clear()
+        await self._stubs.close()
         self.routes.close()
 
     async def __aenter__(self) -> AsyncProducer:
