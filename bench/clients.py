@@ -5,9 +5,14 @@
 One broker process (harness, port 0, temp dir); the clients run in this
 process, one after another, on the same broker and topic: the threaded
 `Producer` (`send_batch_async`, `--in-flight` calls outstanding) and the
-`AsyncProducer` (as many concurrent `send_batch` tasks), then a
+`AsyncProducer` (as many concurrent `send_batch` tasks), each twice with
+half the messages, in the order threads, asyncio, asyncio, threads (the
+broker's log grows under them; the order cancels that drift), then a
 `PullConsumer` and an `AsyncPullConsumer` reading everything back (a fresh
-group each). Ratios are asyncio over threads, from this one run.
+group each). Rates count from the first send (or joining the group) to the
+last answer: starting and closing a client are not part of them (closing
+grpc.aio channels alone takes about a second). Ratios are asyncio over
+threads, from this one run.
 
 Then the time for a `--give-up-count` produce to give up against a dead
 broker (SIGKILLed after one message went through), for each client: with
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import tempfile
 import time
@@ -48,62 +54,63 @@ def _batches(count: int, size: int, batch: int) -> list[list[bytes]]:
 
 def produce_threads(
     address: str, topic: str, batches: list[list[bytes]], in_flight: int, **kw: Any
-) -> tuple[int, int]:
-    """(messages stored, messages failed)"""
-    ok = failed = 0
+) -> tuple[int, float]:
+    """(messages stored, seconds from the first send to the last answer:
+    starting and closing the client are not counted)"""
+    ok = 0
     with Producer(address, max_in_flight=in_flight, **kw) as p:
+        t0 = time.perf_counter()
         futures = [p.send_batch_async(topic, b) for b in batches]
         for f in futures:
-            try:
+            with contextlib.suppress(TailraceError):
                 ok += sum(1 for r in f.result() if r.status == "SEND_OK")
-            except TailraceError:
-                failed += 1
-    return ok, failed
+        took = time.perf_counter() - t0
+    return ok, took
 
 
 async def produce_asyncio(
     address: str, topic: str, batches: list[list[bytes]], in_flight: int, **kw: Any
-) -> tuple[int, int]:
-    counts = [0, 0]
+) -> tuple[int, float]:
+    ok = [0]
     async with AsyncProducer(address, **kw) as p:
         window = asyncio.Semaphore(in_flight)
 
         async def one(b: list[bytes]) -> None:
             async with window:
-                try:
-                    counts[0] += sum(1 for r in await p.send_batch(topic, b) if r.status == "SEND_OK")
-                except TailraceError:
-                    counts[1] += 1
+                with contextlib.suppress(TailraceError):
+                    receipts = await p.send_batch(topic, b)  # (not `ok[0] += ...await...`: the
+                    ok[0] += sum(1 for r in receipts if r.status == "SEND_OK")  # read precedes the await)
 
+        t0 = time.perf_counter()
         await asyncio.gather(*(one(b) for b in batches))
-    return counts[0], counts[1]
+        took = time.perf_counter() - t0
+    return ok[0], took
 
 
-def consume_threads(address: str, topic: str, group: str, count: int) -> int:
+def consume_threads(address: str, topic: str, group: str, count: int) -> tuple[int, float]:
+    """(messages read, seconds from joining the group to the last one)"""
     n = 0
     with PullConsumer(address, group, topic, max_messages=256, auto_commit_interval_ms=0) as c:
+        t0 = time.perf_counter()
         while n < count:
             n += len(c.poll(1000))
-    return n
+        took = time.perf_counter() - t0
+    return n, took
 
 
-async def consume_asyncio(address: str, topic: str, group: str, count: int) -> int:
+async def consume_asyncio(address: str, topic: str, group: str, count: int) -> tuple[int, float]:
     n = 0
     async with AsyncPullConsumer(broker=address, group=group, topic=topic, max_messages=256,
                                  auto_commit_interval_ms=0) as c:  # fmt: skip
+        t0 = time.perf_counter()
         while n < count:
             n += len(await c.poll(1000))
-    return n
+        took = time.perf_counter() - t0
+    return n, took
 
 
 def _rate(n: int, seconds: float) -> int:
     return round(n / seconds) if seconds > 0 else 0
-
-
-def _timed(fn: Any) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
 
 
 def give_up_seconds(
@@ -115,11 +122,11 @@ def give_up_seconds(
     broker.kill()
     batches = _batches(count, 1024, batch)
     if kind == "threads":
-        (ok, _), took = _timed(lambda: produce_threads(broker.address, "dead", batches, in_flight,
-                                                        retry_timeout_s=retry_s))  # fmt: skip
+        ok, took = produce_threads(broker.address, "dead", batches, in_flight, retry_timeout_s=retry_s)
     else:
-        (ok, _), took = _timed(lambda: asyncio.run(produce_asyncio(broker.address, "dead", batches, in_flight,
-                                                                  retry_timeout_s=retry_s)))  # fmt: skip
+        ok, took = asyncio.run(
+            produce_asyncio(broker.address, "dead", batches, in_flight, retry_timeout_s=retry_s)
+        )
     assert ok == 0
     return took
 
@@ -136,11 +143,19 @@ def run(args: argparse.Namespace) -> int:
         b = procs.broker("b", segment_bytes=256 * 1024 * 1024)
         with Admin(b.address) as admin:
             admin.create_topic("t", 8)
-        (ok_t, _), s_t = _timed(lambda: produce_threads(b.address, "t", batches, args.in_flight))
-        (ok_a, _), s_a = _timed(lambda: asyncio.run(produce_asyncio(b.address, "t", batches, args.in_flight)))
+        half = batches[: len(batches) // 2]  # each client twice, in the order A B B A: drift cancels
+        runs: dict[str, list[tuple[int, float]]] = {"threads": [], "asyncio": []}
+        for kind in ("threads", "asyncio", "asyncio", "threads"):
+            if kind == "threads":
+                ok, took = produce_threads(b.address, "t", half, args.in_flight)
+            else:
+                ok, took = asyncio.run(produce_asyncio(b.address, "t", half, args.in_flight))
+            runs[kind].append((ok, took))
+        ok_t, s_t = sum(r[0] for r in runs["threads"]), sum(r[1] for r in runs["threads"])
+        ok_a, s_a = sum(r[0] for r in runs["asyncio"]), sum(r[1] for r in runs["asyncio"])
         total = ok_t + ok_a
-        n_t, c_t = _timed(lambda: consume_threads(b.address, "t", "bench-threads", total))
-        n_a, c_a = _timed(lambda: asyncio.run(consume_asyncio(b.address, "t", "bench-asyncio", total)))
+        n_t, c_t = consume_threads(b.address, "t", "bench-threads", total)
+        n_a, c_a = asyncio.run(consume_asyncio(b.address, "t", "bench-asyncio", total))
         result.update(
             produce_threads_msgs_per_s=_rate(ok_t, s_t),
             produce_asyncio_msgs_per_s=_rate(ok_a, s_a),
