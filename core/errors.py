@@ -12,6 +12,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 
+def brief(value: object, limit: int = 80) -> str:
+    """`repr(value)` cut to `limit` characters: bad input is named in an
+    error, never echoed whole (a status detail has to fit gRPC's metadata)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class TailraceError(Exception):
     """Root of all Tailrace failures."""
 

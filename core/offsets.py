@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.errors import InvalidArgumentError, InvalidOffsetError, StorageFullError
+from core.errors import InvalidArgumentError, InvalidOffsetError, StorageFullError, brief
 from core.fileutil import atomic_write
 
 OFFSETS = "offsets.json"
@@ -29,7 +29,7 @@ U64 = (1 << 64) - 1
 
 def validate_group(group: str) -> str:
     if not isinstance(group, str) or not _GROUP.fullmatch(group):
-        raise InvalidArgumentError(f"group name {group!r} must match [A-Za-z0-9_.%-]{{1,255}}")
+        raise InvalidArgumentError(f"group name {brief(group)} must match [A-Za-z0-9_.%-]{{1,255}}")
     return group
 
 

@@ -59,6 +59,15 @@ class PullReply:
     held: bool
 
 
+def check_pull(args: PullArgs) -> None:
+    """Refuse bad pull arguments before a broker does or counts anything for
+    them (a metrics series per client-sent group name, say)."""
+    validate_group(args.group)
+    Subscription.parse(args.subscription)
+    if args.max_messages < 0 or args.max_bytes < 0 or args.max_wait_ms < 0:
+        raise InvalidArgumentError("max_messages, max_bytes and max_wait_ms must be >= 0")
+
+
 def serve_pull(
     store: MessageStore,
     notifier: ArrivalNotifier,
@@ -69,11 +78,9 @@ def serve_pull(
 ) -> Served:
     """Read, and if there is nothing new, hold the pull until a record arrives,
     the wait ends, or `alive()` turns false (the caller went away).
-    `visible_end()` caps what may be read (the confirmed offset)."""
-    validate_group(args.group)
+    `visible_end()` caps what may be read (the confirmed offset). The
+    arguments were checked (`check_pull`) before anything was counted."""
     sub = Subscription.parse(args.subscription)
-    if args.max_messages < 0 or args.max_bytes < 0 or args.max_wait_ms < 0:
-        raise InvalidArgumentError("max_messages, max_bytes and max_wait_ms must be >= 0")
     topic, queue_id, queue_offset = args.topic, args.queue_id, args.queue_offset
     count = min(args.max_messages or 32, limits.max_messages)
     nbytes = min(args.max_bytes or 256 * 1024, limits.max_bytes)

@@ -50,7 +50,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from core.errors import CorruptRecordError, InvalidTopicError
+from core.errors import CorruptRecordError, InvalidTopicError, brief
 
 RECORD_MAGIC = 0x54524C31  # "TRL1"
 BLANK_MAGIC = 0x54524C45  # "TRLE": end-of-segment marker, total_size = bytes to segment end
@@ -80,7 +80,7 @@ def validate_topic(topic: str) -> bytes:
     dots are refused too, because topics become directory names.
     """
     if not isinstance(topic, str) or not _TOPIC_RE.fullmatch(topic):
-        raise InvalidTopicError(f"topic name {topic!r} must match [A-Za-z0-9_.%-]{{1,{MAX_TOPIC_LEN}}}")
+        raise InvalidTopicError(f"topic name {brief(topic)} must match [A-Za-z0-9_.%-]{{1,{MAX_TOPIC_LEN}}}")
     if topic.strip(".") == "":
         raise InvalidTopicError(f"topic name {topic!r} cannot be only dots")
     if topic.startswith("__"):

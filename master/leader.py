@@ -18,10 +18,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
 
 from core.broker.core import BrokerCore
-from core.broker.role import SendOutcome
+from core.broker.role import RoleStatus, SendOutcome
 from core.clock import now_ms
 from core.errors import (
     BrokerBusyError,
@@ -241,8 +240,13 @@ class LeaderRole:
         dest, queue, props, attempts = plan_send_back(
             message.properties or {}, topic, group, max_reconsume, self.retry_delays, int(time.time() * 1000)
         )
-        self.ensure_topic(dest, len(self.retry_delays) if dest == SCHEDULE_TOPIC else 1)
+        queues = len(self.retry_delays) if dest == SCHEDULE_TOPIC else 1
         stored = Message(dest, queue, message.body, tags=message.tags, keys=message.keys, properties=props)
+        # a message that will not be stored must not leave its retry or dead-letter topic behind
+        self.core.store.validate([stored], queues)
+        if self.core.config.replication.sync and not self._sync_ready():
+            raise BrokerBusyError("too few in-sync slaves to take it back now; nothing stored")
+        self.ensure_topic(dest, queues)
         out = self.send(dest, queue, [stored], internal=True)
         if out.status is not SendStatus.SEND_OK:
             raise BrokerBusyError(f"the message was not stored for a retry ({out.status}): {out.detail}")
@@ -392,13 +396,13 @@ class LeaderRole:
         lag = {r.broker_id: end - r.acked for r in self.replicas.snapshot() if r.connected}
         return lag, len(self.replicas.in_sync(end, now_ms()))
 
-    def status_details(self) -> dict[str, Any]:
+    def status_details(self) -> RoleStatus:
         end = self.core.store.commitlog.max_offset
-        return {
-            "queues_sent_away": len(self._sent_away),
-            "lease_left_ms": self.lease.left_ms() if self.lease is not None else 0,
-            "required": sorted(self.replicas.required()),
-            "replication": {
+        return RoleStatus(
+            queues_sent_away=len(self._sent_away),
+            lease_left_ms=self.lease.left_ms() if self.lease is not None else 0,
+            required=sorted(self.replicas.required()),
+            replication={
                 "mode": str(self.core.config.replication.mode),
                 "confirmed": self.confirmed(),
                 "slaves": [
@@ -413,4 +417,4 @@ class LeaderRole:
                 "in_sync": [r.broker_id for r in self.replicas.in_sync(end, now_ms())],
                 "ack_lag": self.ack_lag.percentiles(),
             },
-        }
+        )

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from core.broker.core import BrokerCore
+from core.broker.role import RoleStatus
 from core.pull import PullArgs, PullReply
 from core.redirect import Advice, RedirectReason, advise_slave, batch_limits
 from core.replication import SlaveSession
@@ -92,10 +92,9 @@ class FollowerRole:
         RETRY_ELSEWHERE naming the master, never an error or a skip."""
         core = self.core
         store = core.store
-        have = store.next_queue_offset(args.topic, args.queue_id)
-        if args.queue_offset > have:
+        lo, hi = store.queue_offsets(args.topic, args.queue_id)  # validates topic and queue first
+        if args.queue_offset > store.next_queue_offset(args.topic, args.queue_id):
             core.count_advice(RETRY_ELSEWHERE)
-            lo, hi = store.queue_offsets(args.topic, args.queue_id)
             empty = ReadResult(ReadStatus.NO_NEW_MSG, b"", 0, args.queue_offset, lo, hi, 0)
             advice = Advice(MASTER_ID, RedirectReason.REPLICA_BEHIND, False, retry_elsewhere=True)
             return PullReply(empty, advice, False)
@@ -122,11 +121,11 @@ class FollowerRole:
     def replication_gauges(self) -> tuple[dict[int, int], int]:
         return {}, 0
 
-    def status_details(self) -> dict[str, Any]:
+    def status_details(self) -> RoleStatus:
         r = self.replicator
         master_max = self.session.master_max
-        return {
-            "replication": {
+        return RoleStatus(
+            replication={
                 "master": self._master_address,
                 "connected": r is not None and r.connected.is_set(),
                 "confirmed": self.confirmed(),
@@ -134,4 +133,4 @@ class FollowerRole:
                 "lag_bytes": max(0, master_max - self.core.store.commitlog.max_offset),
                 "last_error": r.last_error if r is not None else "",
             }
-        }
+        )

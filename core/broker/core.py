@@ -32,7 +32,7 @@ from core.metrics import BrokerMetrics
 from core.offsets import ConsumerOffsets
 from core.pagecache import MemoryBudget
 from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
-from core.pull import PullArgs, PullLimits, PullReply, Served, serve_pull
+from core.pull import PullArgs, PullLimits, PullReply, Served, check_pull, serve_pull
 from core.record import validate_topic
 from core.redirect import RedirectReason
 from core.roles import Role
@@ -201,6 +201,7 @@ class BrokerCore:
     # ---- pulls --------------------------------------------------------------------
 
     def pull(self, args: PullArgs, alive: Callable[[], bool] = lambda: True) -> PullReply:
+        check_pull(args)
         return self.role.pull(args, alive)
 
     def visible_end(self) -> int | None:
@@ -312,14 +313,14 @@ class BrokerCore:
     def status(self) -> dict[str, Any]:
         clog = self.store.commitlog
         role = self.role
-        mine = role.status_details()  # "replication"; a leader adds its redirect and lease state
+        mine = role.status_details()
         details: dict[str, Any] = {
             "topics": len(self.store.topics.names()),
             "waiting_pulls": self.held_pulls(),
             "pulls_not_held": self.pulls_not_held,
             "redirect": {
                 "budget_bytes": self.budget.bytes(),
-                "queues_sent_away": mine.pop("queues_sent_away", 0),
+                "queues_sent_away": mine.queues_sent_away,
                 "reasons": dict(self.advice_counts),
             },
             "segments": len(clog.segments()),
@@ -327,16 +328,14 @@ class BrokerCore:
             "segments_warming": clog.allocator.warming(),
             "recovery": self.store.recovery.to_dict(),
         }
-        lease_left_ms = mine.pop("lease_left_ms", 0)
-        required = mine.pop("required", [])
-        details.update(mine)
+        details["replication"] = mine.replication
         if self.failover:
             details["failover"] = {
                 "node_id": self.node_id,
                 "epoch": self.epoch,
                 "leading": role.is_leader,
-                "lease_left_ms": lease_left_ms,
-                "required": required,
+                "lease_left_ms": mine.lease_left_ms,
+                "required": mine.required,
                 "history": [list(x) for x in self.epochs.history],
                 "promotions": self.promotions,
             }

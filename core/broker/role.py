@@ -12,7 +12,7 @@ follower. Promotion and demotion swap the object (`RoleFactory` makes them;
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from core.pull import PullArgs, PullReply
@@ -33,6 +33,17 @@ class SendOutcome:
     detail: str = ""
     master_address: str = ""
     epoch: int = 0
+
+
+@dataclass(slots=True)
+class RoleStatus:
+    """What a role adds to `Status.details`: its "replication" entry, and
+    (a leader's) what the core files under "redirect" and "failover"."""
+
+    replication: dict[str, Any]
+    queues_sent_away: int = 0
+    lease_left_ms: int = 0
+    required: list[int] = field(default_factory=list)
 
 
 class BrokerRole(Protocol):
@@ -81,10 +92,8 @@ class BrokerRole(Protocol):
         """(lag bytes per connected slave, slaves in sync) for the metrics."""
         ...
 
-    def status_details(self) -> dict[str, Any]:
-        """This role's part of `Status.details`: its "replication" entry; a
-        leader adds "queues_sent_away", "lease_left_ms" and "required", which
-        the core files under "redirect" and "failover"."""
+    def status_details(self) -> RoleStatus:
+        """This role's part of `Status.details`."""
         ...
 
 
