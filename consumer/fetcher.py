@@ -4,7 +4,8 @@ One long-poll pull in flight per assigned queue. `due()` says which pulls
 to send now (queues not pulling, not backing off, not paused by the push
 consumer's flow control), to which broker (consumer/pull_source.py: the
 master, or the slave its last answer suggested) and with what deadline;
-`answered()` says what an answer, or a failure, means: records to hand out,
+`answered()` says what an answer, or a failure, means (if it is still the
+queue's current pull): records to hand out,
 a position to move, a back-off, a replica to avoid, a route to refresh. The
 clients own the calls: `PullConsumer` with gRPC futures, `AsyncPullConsumer`
 with `grpc.aio`. Positions and generations live in consumer/positions.py:
@@ -18,7 +19,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from consumer.positions import QueuePositions
+from consumer.positions import PullCall, QueuePositions
 from consumer.pull_source import REPLICA_TIMEOUT_S, PullSources
 from consumer.queue_hooks import QueueHooks
 from core.errors import BrokerUnavailableError, RequestTimeoutError, TailraceError
@@ -110,12 +111,30 @@ class Fetcher:
             out.append(PullToSend(mq, bid, address, req, timeout))
         return out
 
-    def failed_batch(self, mq: MessageQueue, now: float, error: TailraceError) -> None:
-        """An answer that could not be used (e.g. a corrupt batch): retry that queue."""
-        log.warning("pull result for %s dropped: %s", mq, error)
-        self.retry_at[mq] = now + RETRY_BACKOFF_S
-
     def answered(
+        self,
+        mq: MessageQueue,
+        gen: int,
+        call: PullCall,
+        answer: pb.PullResponse | TailraceError,
+        address: str,
+        route: TopicRoute,
+        now: float,
+    ) -> Answered:
+        """What the answer to the pull `call` of `mq` (generation `gen`, sent to
+        `address`) means; nothing if it is no longer the queue's current pull
+        (given up, moved, cancelled). An answer that cannot be used (a corrupt
+        batch) is dropped and the queue retried, the others kept."""
+        if not self.positions.answered(mq, gen, call):
+            return Answered()
+        try:
+            return self._answered(mq, gen, answer, address, route, now)
+        except TailraceError as exc:
+            log.warning("pull result for %s dropped: %s", mq, exc)
+            self.retry_at[mq] = now + RETRY_BACKOFF_S
+            return Answered()
+
+    def _answered(
         self,
         mq: MessageQueue,
         gen: int,
@@ -124,9 +143,6 @@ class Fetcher:
         route: TopicRoute,
         now: float,
     ) -> Answered:
-        """What the answer to a pull of `mq` (generation `gen`, from
-        `address`) means. The driver first checks it is still the queue's
-        current pull (`positions.answered`)."""
         pulled_from = self.sources.issued_to(mq)
         if isinstance(answer, TailraceError):
             return self._failed(mq, answer, address, pulled_from, now)

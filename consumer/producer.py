@@ -31,8 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from consumer.connection import ConnectionPool
-from consumer.retry_plan import outcome_unknown
-from consumer.routing import NameserverRoutes, Routes, routes_for
+from consumer.routing import Routes, routes_for
 from consumer.send_logic import (
     MIN_RPC_TIMEOUT_S,
     Action,
@@ -46,13 +45,11 @@ from consumer.send_logic import (
     SendReceipt,
     Steps,
     by_key,
-    pb_message,
-    send_status,
 )
-from core.errors import RequestTimeoutError, TailraceError, UnknownTopicError
+from core.errors import RequestTimeoutError, TailraceError
 from core.route import MessageQueue
 
-__all__ = ["OutgoingMessage", "Producer", "SendReceipt", "by_key", "outcome_unknown", "send_status"]
+__all__ = ["OutgoingMessage", "Producer", "SendReceipt", "by_key"]
 
 
 class Producer:
@@ -72,10 +69,7 @@ class Producer:
         self.pool = ConnectionPool(timeout_s)
         self.retry_timeout_s = retry_timeout_s
         self.clock = clock
-        self.logic = SendLogic(
-            broker or "", selector, retries, retry_timeout_s, timeout_s, backoff_s, clock, broker is None
-        )
-        self.breaker = self.logic.breaker
+        self.logic = SendLogic(broker, selector, retries, retry_timeout_s, timeout_s, backoff_s, clock)
         self.max_in_flight = max_in_flight
         self._executor = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="send")
         self._window = threading.BoundedSemaphore(max_in_flight)
@@ -111,9 +105,7 @@ class Producer:
         broker (producer given `broker=`). Returns or raises within
         `timeout_s` (default and cap: `retry_timeout_s`).
         """
-        born = int(time.time() * 1000)
-        msgs = [pb_message(m, born) for m in messages]
-        return self._drive(self.logic.steps(topic, msgs, queue, queue_id, key, timeout_s))
+        return self._drive(self.logic.steps(topic, messages, queue, queue_id, key, timeout_s))
 
     def _drive(self, steps: Steps) -> list[SendReceipt]:
         """Carry out a send's actions (consumer/send_logic.py) with blocking calls."""
@@ -134,8 +126,6 @@ class Producer:
                 conn = self.pool.get(action.address)
                 return conn.call(conn.stub.SendBatch, action.request, action.timeout_s)
             if isinstance(action, AutoCreateLookup):
-                if not isinstance(self.routes, NameserverRoutes):
-                    return UnknownTopicError(f"topic {action.topic!r} does not exist")
                 return self.routes.auto_create_route(action.topic, action.timeout_s)
             if isinstance(action, Pause):
                 time.sleep(action.seconds)

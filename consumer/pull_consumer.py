@@ -294,16 +294,7 @@ class PullConsumer:
         """Messages that arrived, waiting up to `timeout_ms` for the first."""
         if self._closed:
             raise TailraceError("consumer is closed")
-        now = time.monotonic()
-        if self._changed.is_set() or now - self._last_rebalance >= self.rebalance_s:
-            self._changed.clear()
-            self.rebalance()
-        if self.auto_commit_s and now - self._last_commit >= self.auto_commit_s:
-            try:
-                self.commit()
-            except TailraceError as exc:
-                log.warning("auto-commit failed: %s", exc)
-            self._last_commit = now
+        self.housekeeping()
         self._issue_pulls()
         out: list[ReceivedMessage] = []
         answered: set[MessageQueue] = set()
@@ -317,10 +308,7 @@ class PullConsumer:
                     break
                 self._issue_pulls(answered)  # queues whose retry back-off ended
                 continue
-            try:
-                out.extend(self._complete(*item))
-            except TailraceError as exc:  # e.g. a corrupt batch: retry that queue, keep the rest
-                self._fetcher.failed_batch(item[0], time.monotonic(), exc)
+            out.extend(self._complete(*item))
             answered.add(item[0])
             # a queue answered in this call is pulled again in the next one, after
             # the caller has taken these messages (flow control sees them then)
@@ -328,6 +316,21 @@ class PullConsumer:
             if out and self._done.empty():
                 break
         return out
+
+    def housekeeping(self) -> None:
+        """What a poll does before pulling: rebalance when the group changed
+        (or every `rebalance_interval_ms`), auto-commit when it is due. Blocking
+        (the asyncio consumer runs it in a worker thread)."""
+        now = time.monotonic()
+        if self._changed.is_set() or now - self._last_rebalance >= self.rebalance_s:
+            self._changed.clear()
+            self.rebalance()
+        if self.auto_commit_s and now - self._last_commit >= self.auto_commit_s:
+            try:
+                self.commit()
+            except TailraceError as exc:
+                log.warning("auto-commit failed: %s", exc)
+            self._last_commit = now
 
     def _issue_pulls(self, skip: set[MessageQueue] | None = None) -> None:
         with self._queues.lock:  # held while pulls go out: nothing moves a position meanwhile
@@ -341,14 +344,14 @@ class PullConsumer:
     def _complete(
         self, mq: MessageQueue, gen: int, call: grpc.Future[pb.PullResponse], address: str
     ) -> list[ReceivedMessage]:
-        if not self._queues.answered(mq, gen, call):
-            return []
         answer: pb.PullResponse | TailraceError
         try:
             answer = call.result()
         except grpc.RpcError as exc:
             answer = error_from_rpc(exc)
-        result = self._fetcher.answered(mq, gen, answer, address, self._route, time.monotonic())
+        except grpc.FutureCancelledError:
+            answer = TailraceError("cancelled")  # a moved queue's pull: its answer is not wanted
+        result = self._fetcher.answered(mq, gen, call, answer, address, self._route, time.monotonic())
         if result.refresh_route:
             self._changed.set()  # rebalance, which refreshes the route
         return result.records

@@ -41,6 +41,10 @@ class Routes(Protocol):
         """The cached route while it is fresh, with no I/O (an event loop may call it)."""
         ...
 
+    def auto_create_route(self, topic: str, timeout_s: float | None = None) -> TopicRoute:
+        """Where `topic`, which has no route, is created by sending to it."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -189,6 +193,11 @@ class SingleBrokerRoutes:
 
     def peek(self, topic: str) -> TopicRoute | None:
         return self._cache.get(topic)
+
+    def auto_create_route(self, topic: str, timeout_s: float | None = None) -> TopicRoute:
+        """One broker: it creates the topic on first send or not at all (its
+        route, with no queues, says where to send)."""
+        raise UnknownTopicError(f"topic {topic!r} does not exist on {self.address}")
 
     def get(self, topic: str, refresh: bool = False, timeout_s: float | None = None) -> TopicRoute:
         if topic in self._cache and not refresh:

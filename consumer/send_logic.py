@@ -13,8 +13,9 @@ written once, and each client only does the I/O its way (the h11 pattern).
 from __future__ import annotations
 
 import itertools
+import time
 import zlib
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 
 from consumer.circuit import CircuitBreaker, Grant
@@ -131,22 +132,23 @@ class SendLogic:
 
     def __init__(
         self,
-        single: str,
+        broker: str | None,
         selector: Selector | None,
         retries: int,
         retry_timeout_s: float,
         rpc_timeout_s: float,
         backoff_s: float,
         clock: Callable[[], float],
-        nameservers: bool,
     ) -> None:
-        self.single = single  # the one broker's address, for a producer given one
+        """`broker`: the one broker of a producer given `broker=`; None for a
+        producer that looks routes up on nameservers."""
+        self.single = broker or ""
+        self.nameservers = broker is None
         self.selector = selector
         self.retries = retries
         self.retry_timeout_s = retry_timeout_s
         self.rpc_timeout_s = rpc_timeout_s
         self.clock = clock
-        self.nameservers = nameservers
         self.breaker = CircuitBreaker(open_after_s=retry_timeout_s, avoid_s=backoff_s)
         self._rr = itertools.count()
 
@@ -158,13 +160,15 @@ class SendLogic:
     def steps(
         self,
         topic: str,
-        msgs: list[pb.Message],
+        messages: Sequence[OutgoingMessage | bytes],
         queue: MessageQueue | None = None,
         queue_id: int = -1,
         key: str | None = None,
         timeout_s: float | None = None,
     ) -> Steps:
         """The attempts of one send (see the module doc for how to drive it)."""
+        born = int(time.time() * 1000)
+        msgs = [pb_message(m, born) for m in messages]
         if not -1 <= queue_id < 1 << 31:
             raise InvalidQueueError(f"queue id {queue_id} out of range (-1 lets the broker pick)")
         limit = self.limit(timeout_s)
@@ -180,7 +184,9 @@ class SendLogic:
         probes: list[str] = [gate] if gate_grant is Grant.PROBE else []  # probes this send holds
         try:
             return (
-                yield from self._attempts(topic, msgs, queue, queue_id, key, deadline, limit, free, probes)
+                yield from self._attempts(
+                    topic, msgs, queue, queue_id, key, deadline, limit, free, gate, probes
+                )
             )
         finally:
             for k in probes:  # a probe that ended with no verdict must not hold its circuit for good
@@ -196,10 +202,10 @@ class SendLogic:
         deadline: float,
         limit: float,
         free: bool,
+        gate: str,
         probes: list[str],
     ) -> Steps:
         breaker = self.breaker
-        gate = f"topic {topic}"
         tried: set[str] = set()
         last: TailraceError | None = None
         waiting: list[SendReceipt] | None = None  # the last SLAVE_NOT_AVAILABLE answer

@@ -63,17 +63,13 @@ def grpc_status_for(err: e.TailraceError) -> grpc.StatusCode:
 
 def error_from_rpc(exc: grpc.RpcError) -> e.TailraceError:
     """The TailraceError a failed call stands for."""
-    code = None
     trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    md: dict[str, str] = {}
     for item in trailing or ():
         pair: tuple[str, str | bytes] = tuple(item)  # type: ignore[arg-type,assignment]
-        if pair[0] == ERROR_CODE_KEY:
-            code = pair[1]
-    master = ""
-    for item in trailing or ():
-        pair2: tuple[str, str | bytes] = tuple(item)  # type: ignore[arg-type,assignment]
-        if pair2[0] == MASTER_ADDRESS_KEY:
-            master = str(pair2[1])
+        md[pair[0]] = str(pair[1])
+    code = md.get(ERROR_CODE_KEY)
+    master = md.get(MASTER_ADDRESS_KEY, "")
     details = exc.details() if hasattr(exc, "details") else str(exc)
     status = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     cls = e.for_code(str(code)) if code is not None else FROM_GRPC.get(status, e.TailraceError)

@@ -18,14 +18,12 @@ import hmac
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from core.epochs import History, divergence_point
 from core.errors import ReplicationDeniedError, ReplicationError
 from core.store import MessageStore
-
-__all__ = ["ReplicationError"]  # re-exported: it lives in core.errors' one table
 
 
 class EpochSource(Protocol):
@@ -53,7 +51,7 @@ class Handshake:
     group: str
     broker_id: int
     max_offset: int
-    secret: str
+    secret: str = field(repr=False)  # never in a log line
     epoch: int = 0
     history: History = ()  # the slave's epoch history
 

@@ -168,10 +168,6 @@ class ReplicaSet:
     master: TailraceProcess
     slaves: list[TailraceProcess]
 
-    @property
-    def brokers(self) -> list[TailraceProcess]:
-        return [self.master, *self.slaves]
-
 
 @dataclass
 class Cluster:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,7 +35,6 @@ from core.grpc_status import error_from_rpc
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import MessageQueue
 
-log = logging.getLogger(__name__)
 Inflight = tuple[MessageQueue, int, Any, str]  # queue, generation, the aio call, address
 
 
@@ -77,16 +75,7 @@ class AsyncPullConsumer:
         if self._closed:
             raise TailraceError("consumer is closed")
         m = self._m
-        now = time.monotonic()
-        if m._changed.is_set() or now - m._last_rebalance >= m.rebalance_s:
-            m._changed.clear()
-            await asyncio.to_thread(m.rebalance)
-        if m.auto_commit_s and now - m._last_commit >= m.auto_commit_s:
-            try:
-                await asyncio.to_thread(m.commit)
-            except TailraceError as exc:
-                log.warning("auto-commit failed: %s", exc)
-            m._last_commit = now
+        await asyncio.to_thread(m.housekeeping)  # rebalance, auto-commit: the member's own
         self._issue()
         out: list[ReceivedMessage] = []
         answered: set[MessageQueue] = set()
@@ -108,13 +97,9 @@ class AsyncPullConsumer:
             for task in done:
                 mq, gen, call, address = self._tasks.pop(task)
                 answered.add(mq)
-                if not m._queues.answered(mq, gen, call):
-                    continue
-                try:
-                    result = m._fetcher.answered(mq, gen, task.result(), address, m._route, time.monotonic())
-                except TailraceError as exc:  # e.g. a corrupt batch: retry that queue, keep the rest
-                    m._fetcher.failed_batch(mq, time.monotonic(), exc)
-                    continue
+                result = m._fetcher.answered(
+                    mq, gen, call, task.result(), address, m._route, time.monotonic()
+                )
                 out.extend(result.records)
                 if result.refresh_route:
                     m._changed.set()  # rebalance, which refreshes the route

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 import grpc
 
 from consumer.aio.channels import AioStubs
-from consumer.routing import NameserverRoutes, Routes, routes_for
+from consumer.routing import Routes, routes_for
 from consumer.send_logic import (
     Action,
     AutoCreateLookup,
@@ -29,9 +29,8 @@ from consumer.send_logic import (
     SendLogic,
     SendReceipt,
     Steps,
-    pb_message,
 )
-from core.errors import TailraceError, UnknownTopicError
+from core.errors import TailraceError
 from core.grpc_status import error_from_rpc
 from core.route import MessageQueue
 
@@ -50,10 +49,7 @@ class AsyncProducer:
     ) -> None:
         self.routes: Routes = routes_for(broker, namesrv)
         self.retry_timeout_s = retry_timeout_s
-        self.logic = SendLogic(
-            broker or "", selector, retries, retry_timeout_s, timeout_s, backoff_s, clock, broker is None
-        )
-        self.breaker = self.logic.breaker
+        self.logic = SendLogic(broker, selector, retries, retry_timeout_s, timeout_s, backoff_s, clock)
         self._stubs = AioStubs()
 
     async def send(
@@ -81,9 +77,7 @@ class AsyncProducer:
         """As `Producer.send_batch`: one RPC, one queue, retried within
         `timeout_s` (default and cap: `retry_timeout_s`). Run several at
         once with `asyncio.gather` for more in flight."""
-        born = int(time.time() * 1000)
-        msgs = [pb_message(m, born) for m in messages]
-        return await self._drive(self.logic.steps(topic, msgs, queue, queue_id, key, timeout_s))
+        return await self._drive(self.logic.steps(topic, messages, queue, queue_id, key, timeout_s))
 
     async def _drive(self, steps: Steps) -> list[SendReceipt]:
         result: object = None
@@ -112,8 +106,6 @@ class AsyncProducer:
                 except grpc.RpcError as exc:
                     return error_from_rpc(exc)
             if isinstance(action, AutoCreateLookup):
-                if not isinstance(self.routes, NameserverRoutes):
-                    return UnknownTopicError(f"topic {action.topic!r} does not exist")
                 return await asyncio.to_thread(self.routes.auto_create_route, action.topic, action.timeout_s)
             if isinstance(action, Pause):
                 await asyncio.sleep(action.seconds)

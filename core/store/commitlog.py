@@ -16,7 +16,6 @@ lock. `write_pos` advances only after a whole batch is in place, and
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import zlib
@@ -39,8 +38,6 @@ from core.record import (
 )
 from core.store.allocator import SegmentAllocator, segment_name
 from core.store.mapped import MappedFile
-
-log = logging.getLogger(__name__)
 
 ZERO_CHUNK = bytes(1 << 20)
 
@@ -212,8 +209,17 @@ class CommitLog:
 
     # ---- reading -------------------------------------------------------------
 
+    def locate(self, offset: int) -> tuple[MappedFile, int, int] | None:
+        """(segment, its start offset, `offset` within it), or None if gone."""
+        seg = self.segment_for(offset)
+        if seg is None:
+            return None
+        rel = offset % self.segment_bytes
+        return seg, offset - rel, rel
+
     def view(self, offset: int, size: int) -> memoryview | None:
-        """The stored bytes [offset, offset+size), or None if that segment is gone."""
+        """The stored bytes [offset, offset+size), or None if that segment is
+        gone (written out, not through `locate`: the read path calls it per record)."""
         seg = self.segment_for(offset)
         if seg is None:
             return None
@@ -225,12 +231,11 @@ class CommitLog:
         core.record.frames does (the offset it claims included), not its CRC."""
         if offset < self.min_offset or offset >= self.write_pos:
             raise CorruptRecordError(f"no record at {offset}")
-        seg = self.segment_for(offset)
-        if seg is None:
+        at = self.locate(offset)
+        if at is None:
             raise CorruptRecordError(f"no segment for {offset}")
+        seg, seg_start, rel = at
         seg_bytes = self.segment_bytes
-        seg_start = offset - offset % seg_bytes
-        rel = offset - seg_start
         walk = frames(seg.view, rel, seg_bytes, base=seg_start, room=seg_bytes - BLANK_MIN, verify=False)
         for _topic, head in walk:
             return seg.view[rel : rel + head[0]]

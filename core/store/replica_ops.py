@@ -188,12 +188,11 @@ def read_chunk(clog: CommitLog, offset: int, max_bytes: int) -> tuple[bytes, int
     end = clog.write_pos
     if offset >= end:
         return b"", offset
-    seg = clog.segment_for(offset)
-    if seg is None:
+    at = clog.locate(offset)
+    if at is None:
         raise CorruptRecordError(f"offset {offset} is below the log's minimum {clog.min_offset}")
+    seg, seg_start, rel = at
     seg_bytes = clog.segment_bytes
-    seg_start = offset - offset % seg_bytes
-    rel = offset - seg_start
     stop_rel = min(seg_bytes, end - seg_start)
     view = seg.view
     pos = rel

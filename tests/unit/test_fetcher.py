@@ -57,10 +57,9 @@ def issue(f: Fetcher, now: float = 0.0) -> tuple[int, Call]:
 
 
 def answer(f: Fetcher, sent: tuple[int, Call], what: object, address: str, now: float) -> Answered:
-    """As a driver does: check it is the current pull, then ask what it means."""
+    """As a driver does: hand the answer to a pull over."""
     gen, call = sent
-    assert f.positions.answered(MQ, gen, call)  # type: ignore[arg-type]
-    return f.answered(MQ, gen, what, address, ROUTE, now)  # type: ignore[arg-type]
+    return f.answered(MQ, gen, call, what, address, ROUTE, now)  # type: ignore[arg-type]
 
 
 def test_one_pull_per_queue_to_the_master_with_a_long_poll_deadline() -> None:
@@ -115,3 +114,24 @@ def test_failures_back_off_refresh_the_route_and_name_the_broker() -> None:
     sent = issue(f, 10.0)
     out = answer(f, sent, BrokerUnavailableError("gone"), "s:1", 10.0)
     assert out.refresh_route and f.sources.pull_from[MQ] == 0  # a failed slave: the master at once
+
+
+def test_an_answer_to_a_pull_no_longer_current_is_ignored() -> None:
+    f = fetcher()
+    sent = issue(f)
+    f.positions.move(MQ, 500)  # a seek: the pull in flight is discarded
+    data = bytes(record(100, queue_offset=7))
+    out = answer(
+        f, sent, pb.PullResponse(status=pb.FOUND, records=data, count=1, next_queue_offset=8), "m:1", 1.0
+    )
+    assert out.records == [] and f.positions.offsets[MQ] == 500
+
+
+def test_a_corrupt_batch_is_dropped_and_its_queue_retried() -> None:
+    f = fetcher()
+    sent = issue(f)
+    bad = bytearray(record(100, queue_offset=7))
+    bad[-1] ^= 0xFF  # the CRC no longer matches
+    resp = pb.PullResponse(status=pb.FOUND, records=bytes(bad), count=1, next_queue_offset=8)
+    out = answer(f, sent, resp, "m:1", 2.0)
+    assert out.records == [] and f.positions.offsets[MQ] == 7 and f.retry_at[MQ] == 2.0 + RETRY_BACKOFF_S

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ReplicationError
 from core.record import Message
 from core.replication import (
     Ack,
@@ -15,7 +16,6 @@ from core.replication import (
     Handshake,
     MasterSession,
     ReplicaSet,
-    ReplicationError,
     SlaveSession,
 )
 from core.store import MessageStore

@@ -161,13 +161,13 @@ def test_a_producer_sends_an_unrouted_topic_to_a_master_that_creates_it() -> Non
         return GroupRoute(name, "c", 0, 0, "rw", (BrokerEndpoint(0, f"{name}:1", "master", 0, True),), True)
 
     clock = itertools.count(0.0, 0.001)
-    logic = SendLogic("", None, 2, 20.0, 10.0, 5.0, lambda: float(next(clock)), nameservers=True)
+    logic = SendLogic(None, None, 2, 20.0, 10.0, 5.0, lambda: float(next(clock)))
     no_route = UnknownTopicError("no live broker serves topic 'new'")
     ok = bpb.SendResponse(status=bpb.SEND_OK, topic="new", queue_offsets=[0], physical_offsets=[0])
 
     def first_call(creating: object) -> object:
         """Drive one send until its first Call (returns its address) or what it does instead."""
-        steps = logic.steps("new", [bpb.Message(body=b"x")])
+        steps = logic.steps("new", [b"x"])
         action = next(steps)
         assert isinstance(action, RouteLookup)
         action = steps.send(no_route)
