@@ -36,6 +36,8 @@ from consumer.aio import AsyncProducer, AsyncPullConsumer
 from core.errors import TailraceError
 from deploy.harness import TailraceProcess, process_group
 
+READ_LIMIT_S = 300.0  # a consume that has not finished by then has failed
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=300_000)
@@ -93,6 +95,8 @@ def consume_threads(address: str, topic: str, group: str, count: int) -> tuple[i
     with PullConsumer(address, group, topic, max_messages=256, auto_commit_interval_ms=0) as c:
         t0 = time.perf_counter()
         while n < count:
+            if time.perf_counter() - t0 > READ_LIMIT_S:
+                raise TailraceError(f"read {n} of {count} in {READ_LIMIT_S} s")
             n += len(c.poll(1000))
         took = time.perf_counter() - t0
     return n, took
@@ -104,6 +108,8 @@ async def consume_asyncio(address: str, topic: str, group: str, count: int) -> t
                                  auto_commit_interval_ms=0) as c:  # fmt: skip
         t0 = time.perf_counter()
         while n < count:
+            if time.perf_counter() - t0 > READ_LIMIT_S:
+                raise TailraceError(f"read {n} of {count} in {READ_LIMIT_S} s")
             n += len(await c.poll(1000))
         took = time.perf_counter() - t0
     return n, took
@@ -156,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
         total = ok_t + ok_a
         n_t, c_t = consume_threads(b.address, "t", "bench-threads", total)
         n_a, c_a = asyncio.run(consume_asyncio(b.address, "t", "bench-asyncio", total))
+        sent_each = 2 * sum(len(b) for b in half)
         result.update(
+            produce_failed={"threads": sent_each - ok_t, "asyncio": sent_each - ok_a},  # should be 0
             produce_threads_msgs_per_s=_rate(ok_t, s_t),
             produce_asyncio_msgs_per_s=_rate(ok_a, s_a),
             consume_threads_msgs_per_s=_rate(n_t, c_t),

@@ -106,6 +106,15 @@ def test_a_follower_refuses_every_leader_only_rpc_and_changes_nothing(nodes: Nod
     slave = nodes.slave(master)
     poll_until(lambda: state(slave)[:3] == state(master)[:3], 10, "the slave caught up")
     before_slave, before_master = state(slave), state(master)
+    # every handler of a leader-only RPC asks the core for the leader first: a
+    # call that got past the guard would show up here (the guard is what refuses)
+    reached: list[str] = []
+
+    def handler_reached() -> object:
+        reached.append("leader()")
+        raise AssertionError("a leader-only handler ran on a follower")
+
+    slave.core.leader = handler_reached  # type: ignore[method-assign]
     for name in [*UNARY_SAMPLES, *STREAM_SAMPLES]:
         if name in ("Send", "SendBatch"):  # a send's refusal is a status, as a fenced master's
             resp = call(slave, name)
@@ -119,6 +128,7 @@ def test_a_follower_refuses_every_leader_only_rpc_and_changes_nothing(nodes: Nod
         assert master.address in str(info.value.details()), name
         md = dict(info.value.trailing_metadata() or ())  # type: ignore[attr-defined]
         assert md[MASTER_ADDRESS_KEY] == master.address, name  # for clients to follow
+    assert reached == [], "the guard let leader-only calls through to their handlers"
     assert state(slave) == before_slave
     assert state(master) == before_master  # nothing was forwarded either
 

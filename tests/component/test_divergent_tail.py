@@ -40,8 +40,13 @@ CORES: list[BrokerCore] = []
 @pytest.fixture(autouse=True)
 def _close_cores() -> Iterator[None]:
     yield
+    errors = []
     while CORES:
-        CORES.pop().close()  # stops a leader's scheduler before its store closes
+        try:
+            CORES.pop().close()  # stops a leader's scheduler before its store closes
+        except Exception as exc:  # close the others all the same
+            errors.append(exc)
+    assert errors == []
 
 
 def session(b: BrokerCore) -> SlaveSession:
@@ -209,18 +214,20 @@ def test_no_write_lands_after_a_demotion(open_store: Open, tmp_path: Path) -> No
             with contextlib.suppress(NotMasterError, RequestTimeoutError):  # refused; or stored, not acked
                 leader.commit_offset("grp", "t", 0, len(outcomes))
 
-    writers = [threading.Thread(target=write) for _ in range(3)]
+    writers = [threading.Thread(target=write, daemon=True) for _ in range(3)]
     for w in writers:
         w.start()
-    poll_until(lambda: len(outcomes) > 50, 10, "writes under way")
-    direct(a, 2, 2, "h:2")  # another node leads epoch 2
-    after = a.store.commitlog.max_offset
-    assert not a.role.is_leader and a.registration().role == "slave" and a.broker_id == 1
-    n = len(outcomes)
-    poll_until(lambda: len(outcomes) > n + 50, 10, "more writes refused")
-    stop.set()
-    for w in writers:
-        w.join()
+    try:
+        poll_until(lambda: len(outcomes) > 50, 10, "writes under way")
+        direct(a, 2, 2, "h:2")  # another node leads epoch 2
+        after = a.store.commitlog.max_offset
+        assert not a.role.is_leader and a.registration().role == "slave" and a.broker_id == 1
+        n = len(outcomes)
+        poll_until(lambda: len(outcomes) > n + 50, 10, "more writes refused")
+    finally:
+        stop.set()
+        for w in writers:
+            w.join(10)
     assert a.store.commitlog.max_offset == after
     assert SendStatus.SEND_OK in outcomes[:n] and set(outcomes[n + 3 :]) == {SendStatus.NOT_MASTER}
 

@@ -5,7 +5,6 @@ even when the test fails."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,9 @@ class Nodes:
             "store.warm_segments": False,
         }
         settings.update(overrides or {})
-        node = BrokerNode(load_broker_config(None, settings)).start()
-        self.started.append(node)
-        return node
+        node = BrokerNode(load_broker_config(None, settings))
+        self.started.append(node)  # before start(): a node that fails half way is stopped too
+        return node.start()
 
     def master(self, overrides: dict[str, Any] | None = None) -> BrokerNode:
         return self.start("master", overrides)
@@ -58,10 +57,16 @@ class Nodes:
         return node
 
     def stop_all(self) -> None:
+        """Stop every node, then report the first that failed to stop."""
+        errors: list[Exception] = []
         for node in reversed(self.started):
-            with contextlib.suppress(Exception):
+            try:
                 node.stop()
+            except Exception as exc:
+                errors.append(exc)
         self.started.clear()
+        if errors:
+            raise errors[0]
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -37,20 +39,23 @@ def test_consume_from_a_slave_reads_there_and_commits_on_the_master(procs: Proce
         assert [admin.query_offset("g", "T", q) for q in range(2)] == [50, 50]
 
 
-def start_cli(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+@contextmanager
+def cli_child(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """`tailrace ARGS` as a child process, killed (and its pipes closed)
+    however the test ends."""
+    p = subprocess.Popen(
         [sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-
-
-def finish(p: subprocess.Popen[str], timeout_s: float) -> tuple[str, str]:
     try:
-        return p.communicate(timeout=timeout_s)
+        yield p
     finally:
         if p.poll() is None:
             p.kill()
             p.communicate()
+        for pipe in (p.stdout, p.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def test_produce_to_a_broker_killed_midway_gives_up_in_time(procs: ProcessGroup) -> None:
@@ -59,14 +64,13 @@ def test_produce_to_a_broker_killed_midway_gives_up_in_time(procs: ProcessGroup)
     b = procs.broker("b")
     with Admin(b.address) as admin:
         admin.create_topic("T", 4)
-    p = start_cli(
-        "produce", "--broker", b.address, "--topic", "T", "--count", "200000", "--batch", "64", "--json"
-    )
-    poll_until(lambda: max_offset(b) > 0, 10, "the first messages stored")
-    b.kill()
-    killed = time.monotonic()
-    out, err = finish(p, 60)
-    took = time.monotonic() - killed
+    args = ["--broker", b.address, "--topic", "T", "--count", "200000", "--batch", "64", "--json"]
+    with cli_child("produce", *args) as p:
+        poll_until(lambda: max_offset(b) > 0, 10, "the first messages stored")
+        b.kill()
+        killed = time.monotonic()
+        out, err = p.communicate(timeout=60)
+        took = time.monotonic() - killed
     assert p.returncode != 0
     assert took < 20 + 5, f"gave up {took:.1f} s after the kill"  # retry_timeout_s + 5 s
     assert "BROKER_UNAVAILABLE" in err, err  # the first error, said when it happened
@@ -81,12 +85,14 @@ def test_produce_through_a_nameserver_gives_up_when_the_master_dies_without_fail
     retry_timeout_s + 5 s instead of stalling for good."""
     c = procs.cluster(("m",), slaves=2, extra=["--set", "replication.secret=s"], topic="T", queues=4)
     master = c.groups["m"].master
-    p = start_cli("produce", "--namesrv", c.namesrv[0], "--topic", "T", "--count", "200000", "--batch", "64")
-    poll_until(lambda: max_offset(master) > 100_000, 20, "the first messages stored")
-    master.kill()
-    killed = time.monotonic()
-    _out, err = finish(p, 60)
-    took = time.monotonic() - killed
+    with cli_child(
+        "produce", "--namesrv", c.namesrv[0], "--topic", "T", "--count", "200000", "--batch", "64"
+    ) as p:
+        poll_until(lambda: max_offset(master) > 100_000, 20, "the first messages stored")
+        master.kill()
+        killed = time.monotonic()
+        _out, err = p.communicate(timeout=60)
+        took = time.monotonic() - killed
     assert p.returncode != 0
     assert took < 20 + 5, f"gave up {took:.1f} s after the kill"
     assert "tailrace produce:" in err, err
@@ -97,14 +103,25 @@ def test_consume_whose_brokers_are_gone_says_so_within_its_timeout(procs: Proces
     master = c.groups["m"].master
     with Producer(master.address) as prod:
         prod.send_batch("T", [b"x"] * 20, queue_id=0)
-    p = start_cli(
-        "consume", "--namesrv", c.namesrv[0], "--group", "g", "--topic", "T", "--count", "1000",
-        "--timeout-ms", "6000", "--heartbeat-ms", "200",
-    )  # fmt: skip
-    poll_until(lambda: broker_status(master)["details"]["waiting_pulls"] > 0, 20, "the consumer's held pulls")
-    master.kill()
-    killed = time.monotonic()
-    _out, err = finish(p, 30)
+    args = [
+        "--namesrv",
+        c.namesrv[0],
+        "--group",
+        "g",
+        "--topic",
+        "T",
+        "--count",
+        "1000",
+        "--timeout-ms",
+        "6000",
+    ]
+    with cli_child("consume", *args, "--heartbeat-ms", "200") as p:
+        poll_until(
+            lambda: broker_status(master)["details"]["waiting_pulls"] > 0, 20, "the consumer's held pulls"
+        )
+        master.kill()
+        killed = time.monotonic()
+        _out, err = p.communicate(timeout=30)
     assert p.returncode != 0
     assert time.monotonic() - killed < 6 + 3
     assert f"could not reach {master.address}" in err, err

@@ -35,6 +35,7 @@ def test_up_status_down(tmp_path: Path, topology: str, roles: list[str]) -> None
     r = cli("cluster", "up", "--topology", topology, "--dir", str(d))
     try:
         assert r.returncode == 0, r.stdout + r.stderr
+        assert (d / "cluster.json").stat().st_mode & 0o077 == 0  # it holds the secret: owner only
         again = cli("cluster", "up", "--topology", topology, "--dir", str(d))
         assert again.returncode != 0 and "already running" in again.stdout + again.stderr
         st = json.loads(cli("cluster", "status", "--dir", str(d), "--json").stdout)

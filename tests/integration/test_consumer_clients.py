@@ -35,7 +35,11 @@ class Reader:
             self.c = PullConsumer(**self.kw)
         else:
             self.loop = asyncio.new_event_loop()
-            self.c = self.loop.run_until_complete(AsyncPullConsumer(**self.kw).start())
+            try:
+                self.c = self.loop.run_until_complete(AsyncPullConsumer(**self.kw).start())
+            except BaseException:
+                self.loop.close()
+                raise
         return self
 
     def poll(self, ms: int) -> list[ReceivedMessage]:
@@ -59,8 +63,10 @@ class Reader:
         if self.loop is None:
             self.c.close()
         else:
-            self.loop.run_until_complete(self.c.close())
-            self.loop.close()
+            try:
+                self.loop.run_until_complete(self.c.close())
+            finally:
+                self.loop.close()
 
 
 @pytest.mark.parametrize("kind", CLIENTS)

@@ -36,7 +36,7 @@ def run_with(kind: str, scenario: Callable[[Callable[..., Any]], Any], **produce
 
             def send(topic: str, bodies: list[bytes]) -> Any:
                 fut: Awaitable[Any] = asyncio.run_coroutine_threadsafe(p.send_batch(topic, bodies), loop)
-                return fut.result()  # type: ignore[attr-defined]
+                return fut.result(timeout=60)  # type: ignore[attr-defined]  # a send never takes this long
 
             return await asyncio.to_thread(scenario, send)
 
@@ -88,7 +88,9 @@ def test_sends_ride_over_a_dead_group(kind: str, procs: ProcessGroup) -> None:
                 errors.append(exc)
 
         i = 0
+        deadline = time.monotonic() + 30
         while sent["ga"] < 20 or sent["gb"] < 20:
+            assert time.monotonic() < deadline, f"sends to both groups: {dict(sent)}"
             one(i := i + 1)
         c.groups["gb"].master.kill()
         before = sent["ga"]

@@ -8,6 +8,8 @@ and does not reach into bench/ (bench registers its own subcommands).
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,15 @@ def test_no_module_past_the_size_limit() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     ]
     assert big == [], "a module past ~500 lines has two jobs: split it along the seam"
+
+
+def test_the_client_library_never_loads_the_store() -> None:
+    """consumer/ may use core's pure modules (codec, errors, routes, statuses),
+    never the storage engine, not even through another import."""
+    code = (
+        "import sys, consumer, consumer.aio, consumer.push_consumer; "
+        "print(sorted(m for m in sys.modules if m.startswith('core.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = ast.literal_eval(out.stdout.strip())
+    assert loaded and not [m for m in loaded if m.startswith(("core.store", "core.broker"))], loaded
