@@ -24,11 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError, TailraceError
+from core.fileutil import atomic_write
 from deploy.harness import ProcessFailed, TailraceProcess
 from deploy.waits import poll_until
 
 TOPOLOGIES = Path(__file__).resolve().parent / "topologies"
 STATE = "cluster.json"
+
+
+def _save_state(directory: Path, state: dict[str, Any]) -> None:
+    """cluster.json holds every process's arguments, the cluster secret among
+    them: readable by its owner only."""
+    atomic_write(directory / STATE, json.dumps(state, indent=1).encode(), mode=0o600)
 
 
 @dataclass
@@ -262,7 +269,7 @@ def up(
             for proc, meta in started
         ],
     }
-    (directory / STATE).write_text(json.dumps(state, indent=1))
+    _save_state(directory, state)
     for proc, _ in started:
         proc.detach()  # they outlive this command; cluster.json has their pids
     return state
@@ -397,7 +404,7 @@ def start_process(directory: Path, name: str) -> None:
         args[args.index("--listen") + 1] = p["address"]
     proc = TailraceProcess(name, args, Path(p["dir"]), p["exec_prefix"]).start()
     p["pid"] = proc.pid
-    (directory / STATE).write_text(json.dumps(state, indent=1))
+    _save_state(directory, state)
     proc.detach()
 
 
