@@ -39,11 +39,8 @@ None) or `RETRY_LATER`; raising counts as `RETRY_LATER`.
 
 from __future__ import annotations
 
-import enum
 import functools
-import itertools
 import logging
-import operator
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -54,28 +51,24 @@ from consumer.consume_pool import ConsumePool
 from consumer.delayed import Delayed
 from consumer.process_queue import ProcessQueue
 from consumer.pull_consumer import PullConsumer, ReceivedMessage
+from consumer.push_queues import (
+    DEFAULT_RETRY_DELAYS_S,
+    ConsumeStatus,
+    MiB,
+    PushQueues,
+    PushSettings,
+    succeeded,
+)
 from consumer.queue_hooks import Key, TopicHooks
 from consumer.queue_locks import QueueLocks
 from consumer.send_back import SendBack
-from core.errors import InvalidArgumentError, InvalidTopicError
-from core.record import validate_topic
-from core.retry import retry_topic
+from core.errors import InvalidArgumentError
 from core.route import MessageQueue
 
 log = logging.getLogger(__name__)
-MiB = 1024 * 1024
-
-
-class ConsumeStatus(enum.Enum):
-    SUCCESS = "SUCCESS"
-    RETRY_LATER = "RETRY_LATER"
-
 
 Handler = Callable[[list[ReceivedMessage]], "ConsumeStatus | None"]
-_queue_of = operator.attrgetter("topic", "broker_name", "queue_id")
-
-
-DEFAULT_RETRY_DELAYS_S = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+__all__ = ["ConsumeStatus", "Handler", "PushConsumer"]
 
 
 class PushConsumer:
@@ -113,29 +106,14 @@ class PushConsumer:
         topic (see PullConsumer) before failing with `UnknownTopicError`."""
         if not 1 <= consume_threads <= 1024:
             raise InvalidArgumentError("consume_threads must be in 1..1024")
-        if not 1 <= batch_size <= 1024:
-            raise InvalidArgumentError("batch_size must be in 1..1024")
-        if max_cached_messages < 1 or max_cached_bytes < 1024:
-            raise InvalidArgumentError("max_cached_messages >= 1 and max_cached_bytes >= 1024")
-        if not 0 <= max_reconsume <= 1000:
-            raise InvalidArgumentError("max_reconsume must be in 0..1000")
-        if not retry_delays_s or min(retry_delays_s) < 0:
-            raise InvalidArgumentError("retry_delays_s needs at least one delay, none negative")
+        self.settings = settings = PushSettings(
+            batch_size=batch_size, orderly=orderly, max_cached_messages=max_cached_messages,
+            max_cached_bytes=max_cached_bytes, retry_delays_s=tuple(retry_delays_s),
+            max_reconsume=max_reconsume, send_back=send_back, lock_lease_ms=lock_lease_ms,
+            max_span=max_span, retry_backoff_s=retry_backoff_s, shutdown_timeout_s=shutdown_timeout_s,
+        )  # fmt: skip
+        settings.check(group)
         self.handler = handler
-        self.orderly = orderly
-        self.batch_size = batch_size
-        self.max_cached_messages = max_cached_messages
-        self.max_cached_bytes = max_cached_bytes
-        self.retry_delays_s = tuple(retry_delays_s)
-        self.max_reconsume = max_reconsume
-        self.send_back = send_back  # False: every retry stays in this process
-        self.lock_lease_ms = lock_lease_ms
-        self.max_span = max_span
-        if send_back:  # the retry topic's name must be a valid topic name
-            try:
-                validate_topic(retry_topic(group))
-            except InvalidTopicError as exc:
-                raise InvalidArgumentError(f"group {group!r} is too long for its retry topic: {exc}") from exc
         self.group = group
         self._make_pull = functools.partial(
             PullConsumer,
@@ -150,21 +128,18 @@ class PushConsumer:
             on_commit=on_commit,
             client_id=client_id,
         )
-        self.retry_backoff_s = retry_backoff_s
-        self.shutdown_timeout_s = shutdown_timeout_s
-        self._queues: dict[Key, ProcessQueue] = {}
-        self._revoked: dict[Key, ProcessQueue] = {}  # until their commit
-        self._lock = threading.Lock()
+        self.queues = PushQueues(settings)
         self._stop = threading.Event()
-        self.consumed = 0  # messages processed with SUCCESS
-        self.retried = 0  # batches handed back for a retry
         self._workers = ConsumePool(consume_threads)
         self._later = Delayed("local-retries")
         self.pull = self._make_pull(
-            topic, subscription, hooks=TopicHooks(self, topic), route_timeout_s=route_timeout_s
+            topic, subscription, hooks=TopicHooks(self.queues, topic), route_timeout_s=route_timeout_s
         )
         # orderly: the queues' locks (built before the dispatcher polls: the hooks ask it)
         self._locks = QueueLocks(self.pull, group, lock_lease_ms, self._stop, self._drop_cached)
+        if orderly:
+            self.queues.holds = self._locks.holds
+            self.queues.on_released = self._locks.release
         # concurrent mode: failed messages back to the brokers, and the retry topic read
         self._retries = SendBack(self.pull, group, max_reconsume, self._open_retry_consumer)
         self._thread = threading.Thread(target=self._run, name="push-dispatch", daemon=True)
@@ -174,42 +149,12 @@ class PushConsumer:
             self._lock_thread = threading.Thread(target=self._locks.keep, name="queue-locks", daemon=True)
             self._lock_thread.start()
 
-    # ---- what the pull consumers' hooks ask ---------------------------------------------
-
-    def paused(self, key: Key) -> bool:
-        if self.orderly and not self._locks.holds(key[1]):
-            return True  # orderly: no lock, no pulls
-        pq = self._queues.get(key)
-        return pq is not None and pq.over(self.max_cached_messages, self.max_cached_bytes, self.max_span)
-
-    def commit_point(self, key: Key, pulled: int) -> int | None:
-        pq = self._queues.get(key) or self._revoked.get(key)
-        if self.orderly and not self._locks.holds(key[1]) and key not in self._revoked:
-            return None  # not ours to commit: its owner (or the lock) is elsewhere
-        return pulled if pq is None else pq.commit_point(pulled)
-
-    def revoked(self, key: Key) -> None:
-        with self._lock:
-            pq = self._queues.pop(key, None)
-            if pq is None:
-                return
-            pq.dropped = True  # results of batches still running are ignored
-            self._revoked[key] = pq
-        if self.orderly and not pq.wait_idle(self.shutdown_timeout_s):
-            log.warning("%s still being processed after %.0f s; giving it up", key, self.shutdown_timeout_s)
-
-    def released(self, key: Key) -> None:
-        with self._lock:
-            pq = self._revoked.pop(key, None)
-        if self.orderly:
-            self._locks.release(key[1], pq)
-
     # ---- dispatch ----------------------------------------------------------------------
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._dispatch(self._poll(self.pull, 50))
-            if self.send_back and not self.orderly:
+            if self.settings.reads_retry_topic:
                 try:
                     if self.retry is None:
                         self._retries.open()
@@ -227,36 +172,26 @@ class PushConsumer:
             return []
 
     def _dispatch(self, messages: list[ReceivedMessage]) -> None:
-        """Hand polled messages to their process queues and the pool (what poll
-        returned has moved the pull position: it must never be dropped here).
-        A poll returns each queue's messages together: one key, one process
-        queue call and one pool hand-off per run of them, not per message."""
-        for (topic, broker_name, queue_id), run in itertools.groupby(messages, _queue_of):
-            msgs = list(run)
-            key = (topic, MessageQueue(broker_name, queue_id))
-            with self._lock:
-                pq = self._queues.get(key)
-                if pq is None:
-                    pq = self._queues[key] = ProcessQueue()
-                    self._revoked.pop(key, None)
-            pq.add(msgs, self.orderly)
-            if self.orderly:
+        """Hand polled messages to their process queues and the pool."""
+        for key, pq, msgs in self.queues.runs(messages):
+            if self.settings.orderly:
                 self._schedule_orderly(key, pq)
             else:
-                self._workers.submit_run(self._consume_run, (pq, 0), msgs, self.batch_size)
+                self._workers.submit_run(self._consume_run, (pq, 0), msgs, self.settings.batch_size)
 
     def _open_retry_consumer(self, topic: str) -> PullConsumer:
         """The retry topic's consumer: always from the first offset, since
         what was sent back must all come back."""
-        return self._make_pull(topic, "*", start="first", hooks=TopicHooks(self, topic), members_of=self.pull)
+        return self._make_pull(
+            topic, "*", start="first", hooks=TopicHooks(self.queues, topic), members_of=self.pull
+        )
 
     def _call(self, batch: list[ReceivedMessage]) -> bool:
         try:
-            status = self.handler(batch)
+            return succeeded(self.handler(batch))
         except Exception:
             log.exception("handler failed on %d message(s); retrying later", len(batch))
             return False
-        return status is None or status is ConsumeStatus.SUCCESS
 
     # ---- concurrent mode -----------------------------------------------------------------
 
@@ -285,13 +220,12 @@ class PushConsumer:
         finally:
             if ok:
                 pq.done(ok)
-                with self._lock:
-                    self.consumed += len(ok)
+                self.queues.count(consumed=len(ok))
         return len(msgs)
 
     def _failed(self, pq: ProcessQueue, batch: list[ReceivedMessage], attempt: int) -> None:
         """Attempt `attempt` of `batch` failed: back to the broker, or a local retry later."""
-        if self.send_back:
+        if self.settings.send_back:
             kept = []
             for m in batch:
                 if self._retries.send(m):
@@ -301,11 +235,10 @@ class PushConsumer:
             if not kept:
                 return
             batch = kept
-        with self._lock:
-            self.retried += 1
-        delay = self.retry_delays_s[min(attempt, len(self.retry_delays_s) - 1)]
+        self.queues.count(retried=1)
         retry = (self._consume_run, (pq, attempt + 1), batch, len(batch))
-        self._later.call_later(delay, functools.partial(self._workers.submit_run, *retry))
+        later = functools.partial(self._workers.submit_run, *retry)
+        self._later.call_later(self.settings.retry_delay(attempt), later)
 
     # ---- orderly mode --------------------------------------------------------------------
 
@@ -316,27 +249,23 @@ class PushConsumer:
     def _drop_cached(self, mq: MessageQueue) -> None:
         """Forget what was pulled of `mq` (its lock was just taken: it is read
         again from the group's commit)."""
-        with self._lock:
-            pq = self._queues.pop((self.pull.topic, mq), None)
+        pq = self.queues.forget((self.pull.topic, mq))
         if pq is not None:
-            pq.dropped = True
-            pq.wait_idle(self.shutdown_timeout_s)
+            pq.wait_idle(self.settings.shutdown_timeout_s)
 
     def _consume_orderly(self, key: Key, pq: ProcessQueue) -> None:
         try:
             while not pq.dropped and not self._stop.is_set() and self._locks.holds(key[1]):
-                batch = pq.take(self.batch_size)
+                batch = pq.take(self.settings.batch_size)
                 if not batch:
                     break
                 if self._call(batch):
                     pq.done([m.queue_offset for m in batch])
-                    with self._lock:
-                        self.consumed += len(batch)
+                    self.queues.count(consumed=len(batch))
                 else:
                     pq.put_back(batch)
-                    with self._lock:
-                        self.retried += 1
-                    if self._stop.wait(self.retry_backoff_s):
+                    self.queues.count(retried=1)
+                    if self._stop.wait(self.settings.retry_backoff_s):
                         break
         finally:
             if pq.release() and self._locks.holds(key[1]) and not self._stop.is_set():
@@ -346,9 +275,17 @@ class PushConsumer:
 
     def cached(self) -> tuple[int, int]:
         """(messages, bytes) waiting to be processed, over every queue."""
-        with self._lock:
-            queues = list(self._queues.values())
-        return sum(q.count for q in queues), sum(q.bytes for q in queues)
+        return self.queues.cached()
+
+    @property
+    def consumed(self) -> int:
+        """Messages processed with SUCCESS."""
+        return self.queues.consumed
+
+    @property
+    def retried(self) -> int:
+        """Batches handed back for a retry."""
+        return self.queues.retried
 
     @property
     def assignment(self) -> list[MessageQueue]:
@@ -374,7 +311,7 @@ class PushConsumer:
         stopped = not self._thread.is_alive()
         if not stopped:  # it may have polled messages it has not queued yet: no commit
             log.warning("the dispatcher did not stop in 10 s: closing without a commit")
-        deadline = time.monotonic() + self.shutdown_timeout_s
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
         abandoned = self._workers.wait_idle(max(0.0, deadline - time.monotonic()))
         if abandoned:
             log.warning("abandoning %d batch(es) still running: they will be delivered again", abandoned)
