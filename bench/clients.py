@@ -9,7 +9,10 @@ process, one after another, on the same broker and topic: the threaded
 half the messages, in the order threads, asyncio, asyncio, threads (the
 broker's log grows under them; the order cancels that drift), then a
 `PullConsumer` and an `AsyncPullConsumer` reading everything back (a fresh
-group each). Rates count from the first send (or joining the group) to the
+group each), then a `PushConsumer` (20 threads) and an `AsyncPushConsumer`
+(20 concurrent coroutines) handling `--push-count` of them with a zero-cost
+handler, one message per call (rates from the first handler call to the
+last). Rates count from the first send (or joining the group) to the
 last answer: starting and closing a client are not part of them (closing
 grpc.aio channels alone takes about a second). Ratios are asyncio over
 threads, from this one run.
@@ -27,12 +30,13 @@ import asyncio
 import contextlib
 import json
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from consumer import Admin, Producer, PullConsumer
-from consumer.aio import AsyncProducer, AsyncPullConsumer
+from consumer import Admin, Producer, PullConsumer, PushConsumer, ReceivedMessage
+from consumer.aio import AsyncProducer, AsyncPullConsumer, AsyncPushConsumer
 from core.errors import TailraceError
 from deploy.harness import TailraceProcess, process_group
 
@@ -45,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--in-flight", type=int, default=4)
     p.add_argument("--give-up-count", type=int, default=100_000)
+    p.add_argument("--push-count", type=int, default=100_000, help="messages each push consumer handles")
     p.add_argument("--retry-timeout-s", type=float, default=20.0)
     p.add_argument("--json", action="store_true")
 
@@ -115,6 +120,55 @@ async def consume_asyncio(address: str, topic: str, group: str, count: int) -> t
     return n, took
 
 
+def push_threads(address: str, topic: str, group: str, count: int) -> tuple[int, float]:
+    """A `PushConsumer` with a zero-cost handler, one message per call:
+    (messages handled, seconds from the first delivery to the `count`th)."""
+    span = [0.0, 0.0]
+    done = threading.Event()
+    n = [0]
+    lock = threading.Lock()
+
+    def handle(batch: list[ReceivedMessage]) -> None:
+        with lock:
+            now = time.perf_counter()
+            span[0] = span[0] or now
+            n[0] += len(batch)
+            if n[0] >= count and not done.is_set():
+                span[1] = now
+                done.set()
+
+    c = PushConsumer(group, topic, handle, broker=address, pull_batch=64, auto_commit_interval_ms=1000)
+    try:
+        if not done.wait(READ_LIMIT_S):
+            raise TailraceError(f"handled {n[0]} of {count} in {READ_LIMIT_S} s")
+    finally:
+        c.close()
+    return n[0], span[1] - span[0]
+
+
+async def push_asyncio(address: str, topic: str, group: str, count: int) -> tuple[int, float]:
+    """The same with an `AsyncPushConsumer` and a coroutine handler."""
+    span = [0.0, 0.0]
+    done = asyncio.Event()
+    n = [0]
+
+    async def handle(batch: list[ReceivedMessage]) -> None:
+        now = time.perf_counter()
+        span[0] = span[0] or now
+        n[0] += len(batch)
+        if n[0] >= count and not done.is_set():
+            span[1] = now
+            done.set()
+
+    async with AsyncPushConsumer(group=group, topic=topic, handler=handle, broker=address, max_messages=64,
+                                 auto_commit_interval_ms=1000):  # fmt: skip
+        try:
+            await asyncio.wait_for(done.wait(), READ_LIMIT_S)
+        except TimeoutError:
+            raise TailraceError(f"handled {n[0]} of {count} in {READ_LIMIT_S} s") from None
+    return n[0], span[1] - span[0]
+
+
 def _rate(n: int, seconds: float) -> int:
     return round(n / seconds) if seconds > 0 else 0
 
@@ -175,6 +229,16 @@ def run(args: argparse.Namespace) -> int:
         )
         result["consume_asyncio_vs_threads"] = round(
             result["consume_asyncio_msgs_per_s"] / max(1, result["consume_threads_msgs_per_s"]), 2
+        )
+        push_count = min(total, args.push_count)
+        n_pt, s_pt = push_threads(b.address, "t", "bench-push-threads", push_count)
+        n_pa, s_pa = asyncio.run(push_asyncio(b.address, "t", "bench-push-asyncio", push_count))
+        result.update(
+            push_threads_msgs_per_s=_rate(n_pt, s_pt),
+            push_asyncio_msgs_per_s=_rate(n_pa, s_pa),
+        )
+        result["push_asyncio_vs_threads"] = round(
+            result["push_asyncio_msgs_per_s"] / max(1, result["push_threads_msgs_per_s"]), 2
         )
         for kind in ("threads", "asyncio"):
             dead = procs.broker(f"dead-{kind}")

@@ -107,8 +107,9 @@ class PushQueues:
         self._queues: dict[Key, ProcessQueue] = {}
         self._revoked: dict[Key, ProcessQueue] = {}  # until their commit
         self._lock = threading.Lock()
-        # orderly mode: is this queue's lock held, and what to do once given up
-        self.holds: Callable[[MessageQueue], bool] = lambda mq: True
+        # orderly mode: is this queue's lock held (nothing is, until the engine
+        # wires its QueueLocks in), and what to do once a queue is given up
+        self.holds: Callable[[MessageQueue], bool] = lambda mq: False
         self.on_released: Callable[[MessageQueue, ProcessQueue | None], None] = lambda mq, pq: None
         self.consumed = 0  # messages processed with SUCCESS
         self.retried = 0  # batches handed back for a retry

@@ -49,9 +49,18 @@ class AsyncPullConsumer:
         self._buffer: list[ReceivedMessage] = []
         self._closed = False
 
+    @classmethod
+    def of(cls, member: PullConsumer) -> AsyncPullConsumer:
+        """An async data path over a member already started (a push
+        consumer's retry topic, opened in a worker thread)."""
+        consumer = cls()
+        consumer.member = member
+        return consumer
+
     async def start(self) -> AsyncPullConsumer:
         """Join the group and take this member's queues (in a worker thread)."""
-        self.member = await asyncio.to_thread(PullConsumer, **self._member_args)
+        if self.member is None:
+            self.member = await asyncio.to_thread(PullConsumer, **self._member_args)
         return self
 
     @property
