@@ -28,14 +28,19 @@ class ProcessQueue:
         self.busy = False  # orderly: a thread is processing this queue
         self.idle = threading.Condition(self._lock)
 
-    def add(self, messages: list[ReceivedMessage], orderly: bool = False) -> None:
+    def add(self, messages: list[ReceivedMessage], orderly: bool = False) -> list[ReceivedMessage]:
+        """Cache `messages`; returns those to process: all of them but any
+        offset already waiting here (pulled again by a retried pull: it is
+        processed once, where it was first added)."""
+        again: list[int] = []
         with self._lock:
             pending, heap = self._pending, self._heap
             added, top = 0, self.max_seen
             for m in messages:
                 off = m.queue_offset
                 if off in pending:
-                    continue  # the same offset pulled again (a retried pull)
+                    again.append(off)
+                    continue
                 size = pending[off] = len(m.body)
                 added += size
                 if off > top:  # the usual case: above every pending offset, a valid heap leaf
@@ -47,6 +52,10 @@ class ProcessQueue:
                     self._waiting.append(m)
             self.bytes += added
             self.max_seen = top
+        if not again:
+            return messages
+        skip = set(again)
+        return [m for m in messages if m.queue_offset not in skip]
 
     def done(self, offsets: list[int]) -> None:
         """These offsets are processed (or handed to the retry path). Nothing

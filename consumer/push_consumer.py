@@ -136,7 +136,8 @@ class PushConsumer:
             topic, subscription, hooks=TopicHooks(self.queues, topic), route_timeout_s=route_timeout_s
         )
         # orderly: the queues' locks (built before the dispatcher polls: the hooks ask it)
-        self._locks = QueueLocks(self.pull, group, lock_lease_ms, self._stop, self._drop_cached)
+        self._lock_stop = threading.Event()  # set last in a close: locks held until the final commit
+        self._locks = QueueLocks(self.pull, group, lock_lease_ms, self._lock_stop, self._drop_cached)
         if orderly:
             self.queues.holds = self._locks.holds
             self.queues.on_released = self._locks.release
@@ -318,6 +319,7 @@ class PushConsumer:
         self._workers.shutdown()
         self._later.close()
         if self._lock_thread is not None:
+            self._lock_stop.set()
             self._lock_thread.join(5)
             try:
                 self._locks.round()  # renewed just before the final commit (only holders commit)

@@ -149,8 +149,9 @@ class PushQueues:
     def runs(self, messages: list[ReceivedMessage]) -> Iterator[Run]:
         """Polled messages added to their process queues: one (key, queue,
         messages) per run of one queue's messages (a poll returns each queue's
-        messages together: one lookup per run, not per message). What poll
-        returned has moved the pull position: every run must be processed."""
+        messages together: one lookup per run, not per message), less any
+        offset already waiting in its queue. What poll returned has moved the
+        pull position: every run must be processed."""
         for (topic, broker_name, queue_id), run in itertools.groupby(messages, _queue_of):
             msgs = list(run)
             key = (topic, MessageQueue(broker_name, queue_id))
@@ -159,8 +160,9 @@ class PushQueues:
                 if pq is None:
                     pq = self._queues[key] = ProcessQueue()
                     self._revoked.pop(key, None)
-            pq.add(msgs, self.s.orderly)
-            yield key, pq, msgs
+            fresh = pq.add(msgs, self.s.orderly)
+            if fresh:
+                yield key, pq, fresh
 
     def forget(self, key: Key) -> ProcessQueue | None:
         """Orderly: drop what was pulled of a queue whose lock was just taken

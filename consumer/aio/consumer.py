@@ -7,8 +7,9 @@ broker, what each answer means), so redirect following, back-offs and
 position moves are one piece of code. The control path (group membership,
 rebalancing, the group's offsets, route lookups: a few calls a second at
 most) is the threaded `PullConsumer`'s, used as this consumer's member: it
-runs in worker threads (`asyncio.to_thread`), so the event loop never blocks
-on it, and its heartbeat thread keeps the membership alive. Only `poll()`
+runs on this consumer's own control thread (consumer/aio/control.py), so
+the event loop never blocks on it, and its heartbeat thread keeps the
+membership alive. Only `poll()`
 handles answers, as in the threaded consumer, so nothing changes state under
 it.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,6 +30,7 @@ from typing import Any
 import grpc
 
 from consumer.aio.channels import AioStubs
+from consumer.aio.control import ControlThreads
 from consumer.fetcher import ReceivedMessage
 from consumer.pull_consumer import PullConsumer
 from core.errors import TailraceError
@@ -44,6 +47,7 @@ class AsyncPullConsumer:
         subscription, start, long_poll_ms, max_messages, ...)."""
         self._member_args = member
         self.member: PullConsumer | None = None
+        self._control = ControlThreads("tailrace-consumer-control")
         self._stubs = AioStubs()
         self._tasks: dict[asyncio.Task[pb.PullResponse | TailraceError], Inflight] = {}
         self._buffer: list[ReceivedMessage] = []
@@ -58,9 +62,22 @@ class AsyncPullConsumer:
         return consumer
 
     async def start(self) -> AsyncPullConsumer:
-        """Join the group and take this member's queues (in a worker thread)."""
+        """Join the group and take this member's queues (on the control
+        thread). Cancelled or closed meanwhile: the member it was joining
+        leaves the group again once it has joined."""
+        if self._closed:
+            raise TailraceError("consumer is closed")
         if self.member is None:
-            self.member = await asyncio.to_thread(PullConsumer, **self._member_args)
+            joining = asyncio.ensure_future(self._control.run(PullConsumer, **self._member_args))
+            try:
+                member = await asyncio.shield(joining)
+            except asyncio.CancelledError:
+                joining.add_done_callback(_leave_when_joined)
+                raise
+            if self._closed:
+                await asyncio.to_thread(member.close, False)
+                raise TailraceError("consumer was closed while starting")
+            self.member = member
         return self
 
     @property
@@ -84,7 +101,7 @@ class AsyncPullConsumer:
         if self._closed:
             raise TailraceError("consumer is closed")
         m = self._m
-        await asyncio.to_thread(m.housekeeping)  # rebalance, auto-commit: the member's own
+        await self._control.run(m.housekeeping)  # rebalance, auto-commit: the member's own
         self._issue()
         out: list[ReceivedMessage] = []
         answered: set[MessageQueue] = set()
@@ -141,7 +158,7 @@ class AsyncPullConsumer:
     # ---- offsets and lifecycle -------------------------------------------------------------
 
     async def commit(self, positions: dict[int, int] | None = None) -> None:
-        await asyncio.to_thread(self._m.commit, positions)
+        await self._control.run(self._m.commit, positions)
 
     async def close(self, commit: bool = True) -> None:
         """Stop pulling, commit what was polled (unless told not to), leave the group."""
@@ -152,7 +169,8 @@ class AsyncPullConsumer:
             task.cancel()
         self._tasks.clear()
         if self.member is not None:
-            await asyncio.to_thread(self.member.close, commit)
+            await self._control.run(self.member.close, commit)
+        await self._control.close()
         await self._stubs.close()
 
     async def __aenter__(self) -> AsyncPullConsumer:
@@ -160,6 +178,13 @@ class AsyncPullConsumer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _leave_when_joined(joining: asyncio.Future[PullConsumer]) -> None:
+    """A start was cancelled while its member was joining: once joined, it leaves."""
+    if not joining.cancelled() and joining.exception() is None:
+        member = joining.result()
+        threading.Thread(target=member.close, args=(False,), name="tailrace-leave", daemon=True).start()
 
 
 class _LoopCall:

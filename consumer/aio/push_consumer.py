@@ -15,8 +15,9 @@ What differs is only how it runs:
 - each polled run of a queue's messages becomes a task that awaits
   `handler(batch)`; at most `concurrency` handler calls run at once;
 - a local retry is a task sleeping out its delay; a send back and the
-  queue locks' calls are blocking control-path calls, made in worker
-  threads (the lock lease on its own thread), never on the loop.
+  queue locks' calls are blocking control-path calls, made on threads of
+  its own (consumer/aio/control.py; the lock lease on its own thread),
+  never on the loop nor in the loop's default executor.
 
     async def handle(batch):
         ...
@@ -34,12 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from consumer.aio.consumer import AsyncPullConsumer
+from consumer.aio.control import ControlThreads
 from consumer.connection import ConnectionPool
 from consumer.process_queue import ProcessQueue
 from consumer.pull_consumer import PullConsumer, ReceivedMessage
@@ -55,6 +58,7 @@ log = logging.getLogger(__name__)
 AsyncHandler = Callable[[list[ReceivedMessage]], Awaitable["ConsumeStatus | None"]]
 POLL_MS = 100  # a dispatch loop notices a close within this (plus its housekeeping)
 RETRY_TOPIC_WAIT_S = 0.5
+SEND_BACK_THREADS = 4  # send backs (blocking calls to the masters) at once
 
 
 class AsyncPushConsumer:
@@ -72,6 +76,10 @@ class AsyncPushConsumer:
         consumer's `consume_threads`). Other options: see the module docstring."""
         if not 1 <= concurrency <= 100_000:
             raise InvalidArgumentError("concurrency must be in 1..100000")
+        if not _is_coroutine_function(handler):
+            raise InvalidArgumentError(
+                "handler must be a coroutine function (`async def`); a plain function goes to PushConsumer"
+            )
         self.settings = PushSettings(**{k: options.pop(k) for k in list(options) if k in SETTINGS_FIELDS})
         self.settings.check(group)
         self.group = group
@@ -79,13 +87,16 @@ class AsyncPushConsumer:
         self.handler = handler
         self.concurrency = concurrency
         options.setdefault("max_messages", 32)  # per pull, as the threaded one's pull_batch
+        options.setdefault("auto_commit_interval_ms", 1000)  # as the threaded one
         self._member_args = {**options, "group": group}
         self.queues = PushQueues(self.settings)
         self.pull = AsyncPullConsumer(
             topic=topic, subscription=subscription, hooks=TopicHooks(self.queues, topic), **self._member_args
         )
         self.retry: AsyncPullConsumer | None = None  # the retry topic's, once routed
-        self._stop = threading.Event()  # ends the lock keeper's thread
+        self._lock_stop = threading.Event()  # ends the lock keeper's thread (last thing of a close)
+        self._sending = ControlThreads("tailrace-send-back", SEND_BACK_THREADS)  # send backs, retry topic
+        self._send_slots: asyncio.Semaphore | None = None
         self._closing = False
         self._started = False
         self._sem: asyncio.Semaphore | None = None
@@ -97,14 +108,19 @@ class AsyncPushConsumer:
         self._lock_thread: threading.Thread | None = None
 
     async def start(self) -> AsyncPushConsumer:
-        """Join the group (in a worker thread) and start consuming."""
+        """Join the group (on a control thread) and start consuming. A start
+        that failed may be tried again; a closed consumer cannot start."""
+        if self._closing:
+            raise TailraceError("consumer is closed")
         if self._started:
             return self
-        self._started = True
+        await self.pull.start()  # refuses (and leaves the group) if closed meanwhile
+        if self._closing:
+            raise TailraceError("consumer was closed while starting")
         self._sem = asyncio.Semaphore(self.concurrency)
-        await self.pull.start()
+        self._send_slots = asyncio.Semaphore(SEND_BACK_THREADS)
         member, s = self._member, self.settings
-        self._locks = QueueLocks(member, self.group, s.lock_lease_ms, self._stop, self._drop_cached)
+        self._locks = QueueLocks(member, self.group, s.lock_lease_ms, self._lock_stop, self._drop_cached)
         self._retries = SendBack(member, self.group, s.max_reconsume, self._open_retry_member)
         if self.settings.orderly:
             self.queues.holds = self._locks.holds
@@ -114,6 +130,7 @@ class AsyncPushConsumer:
         self._loops.append(asyncio.create_task(self._run(self.pull), name=f"push:{self.topic}"))
         if self.settings.reads_retry_topic:
             self._loops.append(asyncio.create_task(self._run_retry(), name="push:retry-topic"))
+        self._started = True
         return self
 
     @property
@@ -145,7 +162,7 @@ class AsyncPushConsumer:
         assert retries is not None
         while not self._closing and retries.consumer is None:
             try:
-                await asyncio.to_thread(retries.open)
+                await self._sending.run(retries.open)
             except Exception:
                 log.exception("opening the retry topic failed (trying again)")
             if retries.consumer is None:
@@ -173,9 +190,13 @@ class AsyncPushConsumer:
         into.add(task)
         task.add_done_callback(into.discard)
 
-    async def _call(self, batch: list[ReceivedMessage]) -> bool:
+    async def _call(self, pq: ProcessQueue, batch: list[ReceivedMessage]) -> bool | None:
+        """The handler's verdict on `batch`; None: not called (its queue was
+        given up, or the consumer is closing, while it waited for a slot)."""
         assert self._sem is not None
         async with self._sem:
+            if pq.dropped or self._closing:
+                return None
             try:
                 return succeeded(await self.handler(batch))
             except Exception:
@@ -191,10 +212,11 @@ class AsyncPushConsumer:
         once per run instead measured no faster). Closing stops before the
         next batch."""
         for i in range(0, len(msgs), n):
-            if pq.dropped or self._closing:
-                return
             batch = msgs[i : i + n]
-            if await self._call(batch):
+            verdict = await self._call(pq, batch)
+            if verdict is None:
+                return
+            if verdict:
                 pq.done([m.queue_offset for m in batch])
                 self.queues.count(consumed=len(batch))
             else:
@@ -202,19 +224,17 @@ class AsyncPushConsumer:
 
     async def _failed(self, pq: ProcessQueue, batch: list[ReceivedMessage], attempt: int) -> None:
         """Attempt `attempt` of `batch` failed: back to the broker, or a local retry later."""
-        retries = self._retries
-        if self.settings.send_back and retries is not None:
-            kept = []
-            for m in batch:
-                if await asyncio.to_thread(retries.send, m):
-                    pq.done([m.queue_offset])
-                else:
-                    kept.append(m)
-            if not kept:
+        retries, slots = self._retries, self._send_slots
+        if self.settings.send_back and retries is not None and slots is not None:
+            async with slots:  # the send-back threads' queue stays short: back-pressure on handlers
+                sent = await self._sending.run(_send_back, retries, batch)
+            pq.done([m.queue_offset for m, ok in zip(batch, sent, strict=True) if ok])
+            batch = [m for m, ok in zip(batch, sent, strict=True) if not ok]
+            if not batch:
                 return
-            batch = kept
         self.queues.count(retried=1)
-        self._spawn(self._retry_later(pq, attempt + 1, batch), self._waiting)
+        if not self._closing:  # closing: not processed, so delivered again
+            self._spawn(self._retry_later(pq, attempt + 1, batch), self._waiting)
 
     async def _retry_later(self, pq: ProcessQueue, attempt: int, batch: list[ReceivedMessage]) -> None:
         await asyncio.sleep(self.settings.retry_delay(attempt - 1))
@@ -236,7 +256,11 @@ class AsyncPushConsumer:
                 batch = pq.take(self.settings.batch_size)
                 if not batch:
                     break
-                if await self._call(batch):
+                verdict = await self._call(pq, batch)
+                if verdict is None:
+                    pq.put_back(batch)
+                    break
+                if verdict:
                     pq.done([m.queue_offset for m in batch])
                     self.queues.count(consumed=len(batch))
                 else:
@@ -282,19 +306,20 @@ class AsyncPushConsumer:
 
     async def close(self) -> None:
         """Stop pulling, finish (or after `shutdown_timeout_s` abandon) the
-        handler calls in flight, commit what was processed, leave the group."""
+        handler calls in flight, commit what was processed, leave the group.
+        The queue locks stay renewed until the final commit."""
         if self._closing:
             return
         self._closing = True
-        self._stop.set()
         stopped = True
         if self._loops:
             _, late = await asyncio.wait(self._loops, timeout=10)
-            if late:  # it may have polled messages it has not queued yet: no commit
+            for task in late:
+                task.cancel()
+            # a loop still opening the retry topic has polled nothing: no loss
+            if late and (self.retry is not None or self._loops[0] in late):
                 log.warning("the dispatch loop did not stop in 10 s: closing without a commit")
                 stopped = False
-                for task in late:
-                    task.cancel()
         for task in list(self._waiting):  # not started: delivered again
             task.cancel()
         if self._work:
@@ -304,11 +329,15 @@ class AsyncPushConsumer:
                 for task in abandoned:
                     task.cancel()
                 await asyncio.wait(abandoned, timeout=1)
+        for task in list(self._waiting):  # started by a batch that failed meanwhile
+            task.cancel()
+        await self._sending.close()  # send backs and a retry topic opening: let them end
         await self._release_locks_and_close(stopped)
 
     async def _release_locks_and_close(self, commit: bool) -> None:
         locks = self._locks
         if self._lock_thread is not None and locks is not None:
+            self._lock_stop.set()
             await asyncio.to_thread(self._lock_thread.join, 5)
             try:
                 await asyncio.to_thread(locks.round)  # renewed just before the final commit
@@ -316,6 +345,8 @@ class AsyncPushConsumer:
                 log.exception("renewing queue locks before the final commit failed")
         if self.retry is not None:
             await self.retry.close(commit=commit)
+        elif self._retries is not None and self._retries.consumer is not None:  # opened as we closed
+            await asyncio.to_thread(self._retries.consumer.close, False)
         held = locks.held() if locks is not None else []
         await self.pull.close(commit=commit)
         if held and locks is not None:  # committed: release them for the next owner
@@ -326,6 +357,19 @@ class AsyncPushConsumer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _is_coroutine_function(fn: object) -> bool:
+    """`async def` functions, partials of them, objects with an `async def __call__`."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return callable(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _send_back(retries: SendBack, batch: list[ReceivedMessage]) -> list[bool]:
+    """Each message of a failed batch back to its broker (a send-back thread):
+    which ones the brokers took."""
+    return [retries.send(m) for m in batch]
 
 
 def _unlock(locks: QueueLocks, held: list[MessageQueue]) -> None:

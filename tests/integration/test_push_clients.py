@@ -22,6 +22,10 @@ import pytest
 
 from consumer import Admin, ConsumeStatus, PullConsumer, PushConsumer, ReceivedMessage
 from consumer.aio import AsyncPushConsumer
+from consumer.aio import consumer as aio_consumer
+from consumer.connection import BrokerConnection
+from core.errors import InvalidArgumentError, TailraceError
+from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import MessageQueue
 from deploy.client_cli import parse_body
 from deploy.harness import ProcessGroup
@@ -229,6 +233,7 @@ def test_failures_come_back_with_growing_delays_then_dead_letter(kind: str, proc
     assert all(len(v) == 1 for k, v in calls.items() if k not in failing)  # the rest: once
     assert sorted(parse_body(m.body)[1] for m in dead) == sorted(failing)  # type: ignore[index]
     assert {m.properties["RECONSUME_TIMES"] for m in dead} == {"4"}
+    assert {m.properties["ORIGIN_TOPIC"] for m in dead} == {"t"}
     if kind == "threads":  # the dead letters are readable with the command line too
         out = cli_json("consume", "--broker", address, "--group", "cli", "--topic", "%DLQ%g", "--count", "3")
         assert out["unique"] == 3
@@ -284,3 +289,170 @@ def test_orderly_mode_keeps_queue_order_across_a_rebalance(kind: str, procs: Pro
             switch = owners.index("b")
             assert set(owners[:switch]) == {"a"} and set(owners[switch:]) == {"b"}
             assert seq[switch][3] >= seq[switch - 1][4]  # b began after a finished
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_closing_with_a_handler_stuck_commits_below_it(kind: str, procs: ProcessGroup) -> None:
+    """A handler still running when the shutdown wait ends is abandoned: the
+    final commit stops at it, and the next member of the group gets it."""
+    address = broker_with(procs, 40, queues=1)
+    stuck, release = threading.Event(), threading.Event()
+
+    def before(batch: list[ReceivedMessage]) -> float:
+        if batch[0].queue_offset != 20:
+            return 0.0
+        stuck.set()
+        if kind == "threads":  # its thread is stuck until the test has checked the commit
+            release.wait(30)
+            return 0.0
+        return 30.0  # its task sleeps until cancelled
+
+    handled: list[int] = []
+    c = Pusher(kind, "stuck", "t", before, lambda b: handled.extend(m.queue_offset for m in b), workers=4,
+               broker=address, shutdown_timeout_s=0.5, send_back=False)  # fmt: skip
+    try:
+        poll_until(lambda: stuck.is_set() and len(set(handled)) >= 20, 30, "offset 20 stuck, 20 others done")
+    finally:
+        try:
+            c.close()
+            with Admin(address) as admin:
+                committed = admin.query_offset("stuck", "t", 0)
+        finally:
+            release.set()
+    # never past the abandoned message; the asyncio engine marks each batch done
+    # as it succeeds, the threaded pool a chunk's successes at the chunk's end
+    # (those before 20 in its chunk are delivered again too)
+    start = committed or 0
+    assert start == 20 if kind == "asyncio" else start <= 20
+    redelivered: list[int] = []
+    again = Pusher(kind, "stuck", "t", no_wait, lambda b: redelivered.extend(m.queue_offset for m in b),
+                   broker=address)  # fmt: skip
+    try:
+        poll_until(lambda: 20 in redelivered, 30, "offset 20 delivered again")
+    finally:
+        again.close()
+    assert min(redelivered) == start  # the next member starts at the commit
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_an_orderly_handler_outliving_its_revoke_keeps_the_lock(kind: str, procs: ProcessGroup) -> None:
+    """A's handler is still running when its queues are given up (the revoke
+    waits only 0.3 s here): A keeps the lock until it returns, so B never
+    processes a queue beside it; B then redoes that message (at least once)."""
+    address = broker_with(procs, 800, queues=4)
+    lock = threading.Lock()
+    busy: dict[int, str] = {}
+    overlaps: list[tuple[int, str, str]] = []
+    done: list[tuple[str, int, int]] = []
+    slow = threading.Event()
+
+    def member(name: str) -> tuple[Before, After]:
+        def before(batch: list[ReceivedMessage]) -> float:
+            q = batch[0].queue_id
+            with lock:
+                if q in busy:
+                    overlaps.append((q, busy[q], name))
+                busy[q] = name
+            return 1.5 if name == "a" and slow.is_set() else 0.002
+
+        def after(batch: list[ReceivedMessage]) -> None:
+            m = batch[0]
+            with lock:
+                del busy[m.queue_id]
+                done.append((name, m.queue_id, m.queue_offset))
+
+        return before, after
+
+    opts: dict[str, Any] = dict(broker=address, orderly=True, heartbeat_ms=200, rebalance_interval_ms=1000,
+                                lock_lease_ms=2000, shutdown_timeout_s=0.3)  # fmt: skip
+    a = Pusher(kind, "ord2", "t", *member("a"), **opts)
+    b: Pusher | None = None
+    try:
+        poll_until(lambda: len(done) >= 100, 30, "member a under way")
+        slow.set()  # a's handlers now outlive the revoke wait
+        b = Pusher(kind, "ord2", "t", *member("b"), **opts)
+        poll_until(lambda: any(x[0] == "b" for x in done), 30, "b taking over a queue")
+        slow.clear()
+        poll_until(lambda: len({(q, o) for _, q, o in done}) == 800, 60, "everything processed")
+    finally:
+        slow.clear()
+        if b is not None:
+            b.close()
+        a.close()
+    assert overlaps == []  # never two members (or handlers) in one queue
+    for q in {x[1] for x in done if x[0] == "b"}:
+        for name in ("a", "b"):
+            offs = [o for m, qq, o in done if qq == q and m == name]
+            assert offs == sorted(offs)  # each member in offset order
+
+
+# ---- the asyncio consumer's lifecycle ---------------------------------------------------------
+
+
+def members(address: str, group: str, topic: str) -> set[str]:
+    """The group's members as the broker sees them (the probe's own heartbeat left out)."""
+    conn = BrokerConnection(address)
+    try:
+        req = pb.HeartbeatRequest(group=group, client_id="probe", topic=topic, heartbeat_ms=100)
+        return set(conn.call(conn.stub.Heartbeat, req).members) - {"probe"}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("interrupt", ["cancel", "close"])
+def test_an_interrupted_start_leaves_the_group(
+    interrupt: str, procs: ProcessGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start cancelled (or a close) while the member is joining: once it
+    has joined, it leaves again; the consumer cannot be started after a close."""
+    address = broker_with(procs, 10, queues=2)
+    joined, go_on = threading.Event(), threading.Event()
+
+    class SlowJoin(PullConsumer):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            joined.set()
+            go_on.wait(30)
+
+    monkeypatch.setattr(aio_consumer, "PullConsumer", SlowJoin)
+
+    async def handle(batch: list[ReceivedMessage]) -> None:
+        return None
+
+    async def scenario() -> None:
+        c = AsyncPushConsumer(group="lc", topic="t", handler=handle, broker=address, client_id="m1",
+                              heartbeat_ms=200)  # fmt: skip
+        starting = asyncio.create_task(c.start())
+        await asyncio.to_thread(joined.wait, 30)
+        assert await asyncio.to_thread(members, address, "lc", "t") == {"m1"}  # it has joined
+        if interrupt == "cancel":
+            starting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await starting
+        else:
+            closing = asyncio.create_task(c.close())
+            await asyncio.sleep(0.05)
+            go_on.set()
+            with pytest.raises(TailraceError, match="closed"):
+                await starting
+            await closing
+        go_on.set()
+        await c.close()
+        with pytest.raises(TailraceError, match="closed"):
+            await c.start()
+
+    asyncio.run(scenario())
+    poll_until(lambda: members(address, "lc", "t") == set(), 10, "the member gone from the group")
+
+
+def test_a_plain_function_is_refused_as_an_async_handler() -> None:
+    def plain(batch: list[ReceivedMessage]) -> None:
+        return None
+
+    class AsyncCallable:
+        async def __call__(self, batch: list[ReceivedMessage]) -> None:
+            return None
+
+    with pytest.raises(InvalidArgumentError, match="coroutine function"):
+        AsyncPushConsumer(group="g", topic="t", handler=plain, broker="127.0.0.1:1")  # type: ignore[arg-type]
+    AsyncPushConsumer(group="g", topic="t", handler=AsyncCallable(), broker="127.0.0.1:1")  # accepted

@@ -1,8 +1,7 @@
 """PushConsumer against a real broker process: parallel processing that
 scales with threads, commits that never skip across a SIGKILL of the
-consumer process, memory bounded by flow control, an orderly handler that
-outlives its revoke. What both engines (threads and asyncio) must do alike
-is in test_push_clients.py."""
+consumer process, memory bounded by flow control. What both engines
+(threads and asyncio) must do alike is in test_push_clients.py."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -109,51 +107,3 @@ def test_flow_control_bounds_memory(procs: ProcessGroup) -> None:
     assert bounded["cached_max"] <= 8 * (64 + 256)  # per queue: the limit plus one pull in flight
     assert unbounded["cached_max"] > 20_000  # without the bound the backlog piles up
     assert unbounded["rss_max_mb"] - bounded["rss_max_mb"] > 20  # and so does memory
-
-
-def test_orderly_handler_outliving_the_revoke_keeps_its_lock(procs: ProcessGroup) -> None:
-    """A's handler is still running when its queues are given up (the revoke
-    waits only 0.3 s here): A keeps the lock until it returns, so B never
-    processes a queue beside it; B then redoes that message (at least once)."""
-    address = broker_with(procs, 800, queues=4)
-    lock = threading.Lock()
-    busy: dict[int, str] = {}
-    overlaps: list[tuple[int, str, str]] = []
-    done: list[tuple[str, int, int]] = []
-    slow = threading.Event()
-
-    def handler_for(member: str):  # type: ignore[no-untyped-def]
-        def handle(batch: list[ReceivedMessage]) -> None:
-            m = batch[0]
-            with lock:
-                if m.queue_id in busy:
-                    overlaps.append((m.queue_id, busy[m.queue_id], member))
-                busy[m.queue_id] = member
-            time.sleep(1.5 if member == "a" and slow.is_set() else 0.002)
-            with lock:
-                del busy[m.queue_id]
-                done.append((member, m.queue_id, m.queue_offset))
-
-        return handle
-
-    opts = dict(broker=address, orderly=True, consume_threads=8, heartbeat_ms=200, rebalance_interval_ms=1000,
-                lock_lease_ms=2000, shutdown_timeout_s=0.3)  # fmt: skip
-    a = PushConsumer("ord2", "t", handler_for("a"), **opts)  # type: ignore[arg-type]
-    b: PushConsumer | None = None
-    try:
-        poll_until(lambda: len(done) >= 100, 30, "member a under way")
-        slow.set()  # a's handlers now outlive the revoke wait
-        b = PushConsumer("ord2", "t", handler_for("b"), **opts)  # type: ignore[arg-type]
-        poll_until(lambda: any(x[0] == "b" for x in done), 30, "b taking over a queue")
-        slow.clear()
-        poll_until(lambda: len({(q, o) for _, q, o in done}) == 800, 60, "everything processed")
-    finally:
-        slow.clear()
-        if b is not None:
-            b.close()
-        a.close()
-    assert overlaps == []  # never two members (or threads) in one queue
-    for q in {x[1] for x in done if x[0] == "b"}:
-        for member in ("a", "b"):
-            offs = [o for m, qq, o in done if qq == q and m == member]
-            assert offs == sorted(offs)  # each member in offset order
