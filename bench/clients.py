@@ -120,53 +120,61 @@ async def consume_asyncio(address: str, topic: str, group: str, count: int) -> t
     return n, took
 
 
+class _Tally:
+    """Messages handled, and the time from the first to the `count`th."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.n = 0
+        self.first = self.last = 0.0
+
+    def add(self, k: int) -> bool:
+        """Count `k` more; True once, when the count is reached."""
+        now = time.perf_counter()
+        self.first = self.first or now
+        reached = self.n < self.count <= self.n + k
+        self.n += k
+        if reached:
+            self.last = now
+        return reached
+
+    def result(self) -> tuple[int, float]:
+        if self.n < self.count:
+            raise TailraceError(f"handled {self.n} of {self.count} in {READ_LIMIT_S} s")
+        return self.n, self.last - self.first
+
+
 def push_threads(address: str, topic: str, group: str, count: int) -> tuple[int, float]:
     """A `PushConsumer` with a zero-cost handler, one message per call:
     (messages handled, seconds from the first delivery to the `count`th)."""
-    span = [0.0, 0.0]
-    done = threading.Event()
-    n = [0]
-    lock = threading.Lock()
+    tally, done, lock = _Tally(count), threading.Event(), threading.Lock()
 
     def handle(batch: list[ReceivedMessage]) -> None:
         with lock:
-            now = time.perf_counter()
-            span[0] = span[0] or now
-            n[0] += len(batch)
-            if n[0] >= count and not done.is_set():
-                span[1] = now
+            if tally.add(len(batch)):
                 done.set()
 
     c = PushConsumer(group, topic, handle, broker=address, pull_batch=64, auto_commit_interval_ms=1000)
     try:
-        if not done.wait(READ_LIMIT_S):
-            raise TailraceError(f"handled {n[0]} of {count} in {READ_LIMIT_S} s")
+        done.wait(READ_LIMIT_S)
     finally:
         c.close()
-    return n[0], span[1] - span[0]
+    return tally.result()
 
 
 async def push_asyncio(address: str, topic: str, group: str, count: int) -> tuple[int, float]:
     """The same with an `AsyncPushConsumer` and a coroutine handler."""
-    span = [0.0, 0.0]
-    done = asyncio.Event()
-    n = [0]
+    tally, done = _Tally(count), asyncio.Event()
 
     async def handle(batch: list[ReceivedMessage]) -> None:
-        now = time.perf_counter()
-        span[0] = span[0] or now
-        n[0] += len(batch)
-        if n[0] >= count and not done.is_set():
-            span[1] = now
+        if tally.add(len(batch)):
             done.set()
 
     async with AsyncPushConsumer(group=group, topic=topic, handler=handle, broker=address, max_messages=64,
                                  auto_commit_interval_ms=1000):  # fmt: skip
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), READ_LIMIT_S)
-        except TimeoutError:
-            raise TailraceError(f"handled {n[0]} of {count} in {READ_LIMIT_S} s") from None
-    return n[0], span[1] - span[0]
+    return tally.result()
 
 
 def _rate(n: int, seconds: float) -> int:

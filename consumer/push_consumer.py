@@ -55,6 +55,7 @@ from consumer.push_queues import (
     DEFAULT_RETRY_DELAYS_S,
     ConsumeStatus,
     MiB,
+    PushCounters,
     PushQueues,
     PushSettings,
     succeeded,
@@ -71,7 +72,7 @@ Handler = Callable[[list[ReceivedMessage]], "ConsumeStatus | None"]
 __all__ = ["ConsumeStatus", "Handler", "PushConsumer"]
 
 
-class PushConsumer:
+class PushConsumer(PushCounters):
     def __init__(
         self,
         group: str,
@@ -273,20 +274,6 @@ class PushConsumer:
                 self._schedule_orderly(key, pq)  # messages arrived meanwhile
 
     # ---- status and shutdown ---------------------------------------------------------------
-
-    def cached(self) -> tuple[int, int]:
-        """(messages, bytes) waiting to be processed, over every queue."""
-        return self.queues.cached()
-
-    @property
-    def consumed(self) -> int:
-        """Messages processed with SUCCESS."""
-        return self.queues.consumed
-
-    @property
-    def retried(self) -> int:
-        """Batches handed back for a retry."""
-        return self.queues.retried
 
     @property
     def assignment(self) -> list[MessageQueue]:

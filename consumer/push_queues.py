@@ -184,3 +184,23 @@ class PushQueues:
         with self._lock:
             queues = list(self._queues.values())
         return sum(q.count for q in queues), sum(q.bytes for q in queues)
+
+
+class PushCounters:
+    """What both push consumers report, from their `queues`."""
+
+    queues: PushQueues
+
+    @property
+    def consumed(self) -> int:
+        """Messages processed with SUCCESS."""
+        return self.queues.consumed
+
+    @property
+    def retried(self) -> int:
+        """Batches handed back for a retry."""
+        return self.queues.retried
+
+    def cached(self) -> tuple[int, int]:
+        """(messages, bytes) waiting to be processed, over every queue."""
+        return self.queues.cached()

@@ -46,7 +46,14 @@ from consumer.aio.control import ControlThreads
 from consumer.connection import ConnectionPool
 from consumer.process_queue import ProcessQueue
 from consumer.pull_consumer import PullConsumer, ReceivedMessage
-from consumer.push_queues import SETTINGS_FIELDS, ConsumeStatus, PushQueues, PushSettings, succeeded
+from consumer.push_queues import (
+    SETTINGS_FIELDS,
+    ConsumeStatus,
+    PushCounters,
+    PushQueues,
+    PushSettings,
+    succeeded,
+)
 from consumer.queue_hooks import Key, TopicHooks
 from consumer.queue_locks import QueueLocks
 from consumer.send_back import SendBack
@@ -61,7 +68,7 @@ RETRY_TOPIC_WAIT_S = 0.5
 SEND_BACK_THREADS = 4  # send backs (blocking calls to the masters) at once
 
 
-class AsyncPushConsumer:
+class AsyncPushConsumer(PushCounters):
     def __init__(
         self,
         *,
@@ -282,16 +289,6 @@ class AsyncPushConsumer:
     # ---- status and shutdown -------------------------------------------------------------------
 
     @property
-    def consumed(self) -> int:
-        """Messages processed with SUCCESS."""
-        return self.queues.consumed
-
-    @property
-    def retried(self) -> int:
-        """Batches handed back for a retry."""
-        return self.queues.retried
-
-    @property
     def sent_back(self) -> int:
         """Messages the brokers took back for a retry."""
         return 0 if self._retries is None else self._retries.sent_back
@@ -299,10 +296,6 @@ class AsyncPushConsumer:
     @property
     def assignment(self) -> list[MessageQueue]:
         return self.pull.assignment
-
-    def cached(self) -> tuple[int, int]:
-        """(messages, bytes) waiting to be processed, over every queue."""
-        return self.queues.cached()
 
     async def close(self) -> None:
         """Stop pulling, finish (or after `shutdown_timeout_s` abandon) the
