@@ -167,6 +167,20 @@ class ReplicationDeniedError(ReplicationError):
     code = "REPLICATION_DENIED"
 
 
+class UnauthenticatedError(TailraceError):
+    """The caller could not be identified: no credentials, an unknown access
+    key, a bad signature, a timestamp outside the allowed skew, or no member
+    certificate where one is required. Nothing was done."""
+
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(TailraceError):
+    """The caller is known but may not do this. Nothing was done."""
+
+    code = "PERMISSION_DENIED"
+
+
 class StorageFullError(TailraceError):
     code = "STORAGE_FULL"
     retriable = True

@@ -38,6 +38,8 @@ TO_GRPC: dict[str, grpc.StatusCode] = {
     e.OutcomeUnknownError.code: grpc.StatusCode.UNKNOWN,
     e.ReplicationError.code: grpc.StatusCode.FAILED_PRECONDITION,
     e.ReplicationDeniedError.code: grpc.StatusCode.PERMISSION_DENIED,
+    e.UnauthenticatedError.code: grpc.StatusCode.UNAUTHENTICATED,
+    e.PermissionDeniedError.code: grpc.StatusCode.PERMISSION_DENIED,
     e.TailraceError.code: grpc.StatusCode.INTERNAL,
 }
 
@@ -50,6 +52,8 @@ FROM_GRPC: dict[grpc.StatusCode, type[e.TailraceError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: e.BrokerBusyError,  # or too large: see below
     grpc.StatusCode.DATA_LOSS: e.CorruptRecordError,
     grpc.StatusCode.CANCELLED: e.BrokerUnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: e.UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: e.PermissionDeniedError,
 }
 
 
