@@ -18,6 +18,8 @@ from core.config import describe, load_section, require
 from core.errors import ConfigError, InvalidArgumentError
 from core.retry import DEFAULT_DELAYS, parse_delays
 from core.roles import ReplicationMode, Role
+from core.security.config import AuthSection
+from core.security.tls import TlsSection
 from core.store.config import StoreConfig
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -55,6 +57,9 @@ class BrokerSection:
     namesrv: str = field(default="", metadata=_doc("nameserver addresses, comma-separated (empty: none)"))
     heartbeat_ms: int = field(default=10_000, metadata=_doc("registration heartbeat to every nameserver"))
     master: str = field(default="", metadata=_doc("a slave's master address HOST:PORT"))
+    master_member: str = field(
+        default="", metadata=_doc("the master's members' port (replication) with TLS; empty: `master`")
+    )
     controller: str = field(
         default="",
         metadata=_doc(
@@ -110,6 +115,8 @@ class BrokerSection:
             require(bool(self.master), f"{prefix}.master", "a slave needs its master's address")
         if self.master:
             parse_address(self.master, f"{prefix}.master")
+        if self.master_member:
+            parse_address(self.master_member, f"{prefix}.master_member")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +128,28 @@ class ServerSection:
     max_message_bytes: int = field(default=64 * 1024 * 1024, metadata=_doc("gRPC send/receive message limit"))
     grace_ms: int = field(default=5000, metadata=_doc("SIGTERM: time for calls in flight"))
     metrics_listen: str = field(
-        default="127.0.0.1:0", metadata=_doc("HOST:PORT of the Prometheus /metrics endpoint; empty: off")
+        default="127.0.0.1:0",
+        metadata=_doc("HOST:PORT of the Prometheus /metrics endpoint (HTTPS with [tls]); empty: off"),
+    )
+    member_listen: str = field(
+        default="",
+        metadata=_doc(
+            "with [tls]: HOST:PORT of the cluster members' port (mutual TLS); empty: listen's host, port 0"
+        ),
+    )
+    enable_drills: bool = field(default=False, metadata=_doc("serve drill-only RPCs (Isolate): for drills"))
+    insecure: bool = field(
+        default=False,
+        metadata=_doc("allow serving a non-loopback address without [tls] and [auth] (--insecure)"),
     )
 
+    def member_listen_for(self, listen: str) -> str:
+        """Where the members' port listens: as configured, else `listen`'s host, port 0."""
+        return self.member_listen or f"{listen.rpartition(':')[0]}:0"
+
     def validate(self, prefix: str = "server") -> None:
+        if self.member_listen:
+            parse_address(self.member_listen, f"{prefix}.member_listen")
         require(self.max_workers >= 2, f"{prefix}.max_workers", "must be at least 2")
         require(self.max_concurrent_rpcs >= 1, f"{prefix}.max_concurrent_rpcs", "must be positive")
         require(self.max_message_bytes >= 1024 * 1024, f"{prefix}.max_message_bytes", "must be >= 1 MiB")
@@ -220,6 +245,8 @@ class BrokerConfig:
     pull: PullSection = field(default_factory=PullSection)
     replication: ReplicationSection = field(default_factory=ReplicationSection)
     store: StoreConfig = field(default_factory=StoreConfig)
+    tls: TlsSection = field(default_factory=TlsSection)
+    auth: AuthSection = field(default_factory=AuthSection)
 
     def validate(self) -> None:
         require(
@@ -240,6 +267,8 @@ SECTIONS: dict[str, type[Any]] = {
     "pull": PullSection,
     "replication": ReplicationSection,
     "store": StoreConfig,
+    "tls": TlsSection,
+    "auth": AuthSection,
 }
 
 

@@ -4,7 +4,7 @@ health service, and one interceptor that maps domain errors to statuses."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -133,13 +133,12 @@ def build_server(
     max_workers: int,
     max_concurrent_rpcs: int,
     max_message_bytes: int,
-    guard: grpc.ServerInterceptor | None = None,
+    guards: Sequence[grpc.ServerInterceptor] = (),
 ) -> tuple[grpc.Server, health.HealthServicer]:
-    """A server with the error interceptor (outermost) and, for a broker, the
-    role guard (core/access.py) inside it, so its refusals are mapped too."""
-    interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor()]
-    if guard is not None:
-        interceptors.append(guard)
+    """A server with the error interceptor (outermost) and the `guards`
+    inside it, in order (the security guard, then a broker's role guard:
+    core/security/guard.py, core/access.py), so their refusals are mapped too."""
+    interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(), *guards]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=interceptors,

@@ -8,6 +8,7 @@ memory are read at scrape time by a collector, so nothing is kept twice.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +16,20 @@ import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+
+def serve_metrics(
+    registry: CollectorRegistry, host: str, port: int, tls_files: tuple[str, str] | None
+) -> int:
+    """The Prometheus endpoint; HTTPS (TLS 1.2 or newer) with `tls_files`."""
+    if tls_files is None:
+        server, _thread = start_http_server(port, host, registry=registry)
+    else:
+        server, _thread = start_http_server(
+            port, host, registry=registry, certfile=tls_files[0], keyfile=tls_files[1],
+            tls_min_version=ssl.TLSVersion.TLSv1_2,
+        )  # fmt: skip
+    return int(server.server_port)
 
 
 class BrokerMetrics:
@@ -47,10 +62,10 @@ class BrokerMetrics:
         )
         r.register(_StateCollector(snapshot))
 
-    def serve(self, host: str, port: int) -> int:
-        """Serve /metrics; returns the bound port (port 0 picks one)."""
-        server, _thread = start_http_server(port, host, registry=self.registry)
-        return int(server.server_port)
+    def serve(self, host: str, port: int, tls_files: tuple[str, str] | None = None) -> int:
+        """Serve /metrics (over HTTPS with `tls_files`: (certificate, key));
+        returns the bound port (port 0 picks one)."""
+        return serve_metrics(self.registry, host, port, tls_files)
 
 
 class _StateCollector(Collector):
@@ -101,6 +116,5 @@ class NameserverMetrics:
         live = Gauge("tailrace_live_brokers", "Brokers registered and not expired", registry=self.registry)
         live.set_function(lambda: float(live_brokers()))
 
-    def serve(self, host: str, port: int) -> int:
-        server, _thread = start_http_server(port, host, registry=self.registry)
-        return int(server.server_port)
+    def serve(self, host: str, port: int, tls_files: tuple[str, str] | None = None) -> int:
+        return serve_metrics(self.registry, host, port, tls_files)

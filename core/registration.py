@@ -25,6 +25,8 @@ import grpc
 
 from core.pb.tailrace.v1 import nameserver_pb2 as pb
 from core.pb.tailrace.v1 import nameserver_pb2_grpc
+from core.security.identity import Kind
+from core.security.serving import ChannelFactory, plaintext_channel
 
 log = logging.getLogger(__name__)
 SETTLE_S = 0.01  # after a change, wait this long for the rest of its burst
@@ -68,12 +70,15 @@ class Registrar:
         nameservers: list[str],
         heartbeat_ms: int,
         describe: Callable[[], pb.BrokerRegistration],
+        channel_to: ChannelFactory = plaintext_channel,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`channel_to`: opens a channel to a nameserver's members' port
+        (mutual TLS with TLS configured: core/security/serving.py)."""
         self.heartbeat_ms = heartbeat_ms
         self._describe = describe
         self._clock = clock
-        self._channels = {a: grpc.insecure_channel(a) for a in nameservers}
+        self._channels = {a: channel_to(a, Kind.NAMESERVER) for a in nameservers}
         self._stubs = {a: nameserver_pb2_grpc.NameServerStub(ch) for a, ch in self._channels.items()}
         self._failing: set[str] = set()
         self._schedule = RegistrationSchedule(heartbeat_ms / 1000, SETTLE_S, MIN_GAP_S, clock())

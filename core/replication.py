@@ -304,11 +304,13 @@ class MasterSession:
         replicas: ReplicaSet,
         cluster: str,
         group: str,
-        secret: str,
+        secret: str | None,
         chunk_bytes: int,
         epoch: int = 0,
         history: History = (),
     ) -> None:
+        """`secret`: the shared cluster secret a slave must present; None when
+        the slave is proven by its member certificate (mutual TLS)."""
         self.history = history
         self.store = store
         self.replicas = replicas
@@ -321,12 +323,13 @@ class MasterSession:
         self.state: ReplicaState | None = None
 
     def handshake(self, hs: Handshake, now_ms: int, confirmed: int) -> HandshakeReply:
-        if not self.secret:
-            raise ReplicationDeniedError(
-                "no cluster secret is configured on the master: replication is refused"
-            )
-        if not hmac.compare_digest(hs.secret.encode(), self.secret.encode()):
-            raise ReplicationDeniedError("wrong cluster secret")
+        if self.secret is not None:
+            if not self.secret:
+                raise ReplicationDeniedError(
+                    "no cluster secret (nor TLS) is configured on the master: replication is refused"
+                )
+            if not hmac.compare_digest(hs.secret.encode(), self.secret.encode()):
+                raise ReplicationDeniedError("wrong cluster secret")
         if (hs.cluster, hs.group) != (self.cluster, self.group):
             raise ReplicationError(
                 f"slave of {hs.cluster}/{hs.group} cannot replicate from {self.cluster}/{self.group}"

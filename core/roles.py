@@ -62,3 +62,4 @@ class Directive:
     master_address: str
     in_sync: frozenset[int]
     lease_ms: int
+    master_member_address: str = ""  # the master's members' port (replication); "": master_address

@@ -47,6 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="any other config key (repeatable)",
     )
     p.add_argument("--print-config", action="store_true", help="list every key and exit")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback address without [tls] and [auth] (anyone who reaches it owns it)",
+    )
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,6 +72,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "broker.master": args.master,
         "pull.budget_bytes": args.budget_bytes,
         "replication.mode": args.replication,
+        "server.insecure": True if getattr(args, "insecure", False) else None,
     }
     out.update({k: v for k, v in flags.items() if v is not None})
     return out
@@ -114,6 +120,7 @@ def serve(cfg: BrokerConfig, ready_file: Path | None) -> int:
                     "cluster": b.cluster,
                     "data_dir": str(b.data_dir),
                     "metrics_address": node.metrics_address,
+                    "member_address": node.member_address,
                 },
             )
         stop.wait()

@@ -19,11 +19,12 @@ from core.broker.role import BrokerRole, LeaderOps
 from core.broker.service import BrokerService
 from core.broker_config import BrokerConfig, parse_address
 from core.epochs import EpochFile
-from core.errors import ConfigError
 from core.grpc_server import build_server, set_serving
 from core.offsets import ConsumerOffsets
 from core.pb.tailrace.v1 import broker_pb2_grpc, replication_pb2_grpc
 from core.registration import Registrar
+from core.security.identity import Kind, Member
+from core.security.serving import ProcessSecurity
 from core.store import MessageStore
 from master.leader import LeaderRole
 from master.replication_service import ReplicationService
@@ -38,8 +39,8 @@ class Roles:
     def leader(self, core: BrokerCore, epoch: int) -> LeaderOps:
         return LeaderRole(core, epoch)
 
-    def follower(self, core: BrokerCore, master_address: str) -> BrokerRole:
-        return FollowerRole(core, master_address)
+    def follower(self, core: BrokerCore, master_address: str, member_address: str = "") -> BrokerRole:
+        return FollowerRole(core, master_address, member_address)
 
 
 class BrokerNode:
@@ -51,7 +52,22 @@ class BrokerNode:
         self.cfg = cfg
         b = cfg.broker
         self.host, _ = parse_address(b.listen, "broker.listen")
-        b.data_dir.mkdir(parents=True, exist_ok=True)
+        member_listen = cfg.server.member_listen_for(b.listen)
+        self.security = ProcessSecurity(
+            Member(b.cluster, Kind.BROKER, b.broker_name, b.broker_id),
+            cfg.tls,
+            cfg.auth,
+            insecure=cfg.server.insecure,
+            drills=cfg.server.enable_drills,
+        )
+        self.security.check_exposure(
+            [
+                ("broker.listen", self.host),
+                ("server.member_listen", member_listen.rpartition(":")[0]),
+                ("server.metrics_listen", cfg.server.metrics_listen.rpartition(":")[0]),
+            ]
+        )
+        b.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = MessageStore(b.data_dir, cfg.store)
         try:
             offsets = ConsumerOffsets(b.data_dir)
@@ -60,20 +76,21 @@ class BrokerNode:
             self.service = BrokerService(self.core)
             guard = LeaderGuard(lambda: self.core.role.is_leader, self.service.refuse)
             self.server, self.health = build_server(
-                cfg.server.max_workers, cfg.server.max_concurrent_rpcs, cfg.server.max_message_bytes, guard
+                cfg.server.max_workers,
+                cfg.server.max_concurrent_rpcs,
+                cfg.server.max_message_bytes,
+                [self.security.guard, guard],
             )
             broker_pb2_grpc.add_BrokerServicer_to_server(self.service, self.server)
             replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(self.core), self.server)
-            try:
-                port = self.server.add_insecure_port(b.listen)
-            except RuntimeError as exc:
-                raise ConfigError("broker.listen", f"cannot listen on {b.listen}: {exc}") from exc
-            if port == 0:
-                raise ConfigError("broker.listen", f"cannot listen on {b.listen}")
+            port, member_port = self.security.listen(self.server, b.listen, member_listen, "broker.listen")
         except BaseException:
             self.store.close()
             raise
         self.address = self.core.address = f"{self.host}:{port}"
+        mhost = member_listen.rpartition(":")[0]
+        self.member_address = self.core.member_address = f"{mhost}:{member_port}"
+        self.core.channel_to = self.security.channel_to
         self.failover = FailoverMember(self.core)
         self.registrar: Registrar | None = None
         self.link: ControllerLink | None = None
@@ -85,7 +102,8 @@ class BrokerNode:
         self.core.start()
         if cfg.server.metrics_listen:
             mhost, mport = parse_address(cfg.server.metrics_listen, "server.metrics_listen")
-            self.metrics_address = f"{mhost}:{self.core.metrics.serve(mhost, mport)}"
+            port = self.core.metrics.serve(mhost, mport, self.security.metrics_tls)
+            self.metrics_address = f"{mhost}:{port}"
         set_serving(self.health, True)
         log.info(
             "serving %s as %s id %d on %s%s",
@@ -96,10 +114,14 @@ class BrokerNode:
             f" (the controller at {b.controller} decides the role)" if b.controller else "",
         )
         if b.nameservers:
-            self.registrar = Registrar(b.nameservers, b.heartbeat_ms, self.core.registration)
+            self.registrar = Registrar(
+                b.nameservers, b.heartbeat_ms, self.core.registration, self.security.channel_to
+            )
             self.core.on_topics_change = self.registrar.poke  # routes list a new topic at once
         if b.controller:
-            self.link = ControllerLink(b.controller, b.controller_heartbeat_ms, self.failover)
+            self.link = ControllerLink(
+                b.controller, b.controller_heartbeat_ms, self.failover, self.security.channel_to
+            )
         if self.registrar is not None or self.link is not None:
             self.core.on_role_change = _announcer(self.registrar, self.link)
         if self.link is not None:

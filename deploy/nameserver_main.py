@@ -19,6 +19,10 @@ from core.config import load_section, require
 from core.errors import ConfigError, TailraceError
 from core.grpc_server import build_server, set_serving
 from core.pb.tailrace.v1 import nameserver_pb2_grpc
+from core.security.config import AuthSection
+from core.security.identity import Kind, Member
+from core.security.serving import ProcessSecurity
+from core.security.tls import TlsSection
 from deploy.broker_main import setup_logging, write_ready_file
 from nameserver.controller import Controller
 from nameserver.registry import BrokerRegistry
@@ -30,6 +34,10 @@ log = logging.getLogger("tailrace.nameserver")
 @dataclass(frozen=True, slots=True)
 class NameserverSection:
     listen: str = field(default="127.0.0.1:9876", metadata={"doc": "HOST:PORT; port 0 picks one"})
+    cluster: str = field(
+        default="DefaultCluster", metadata={"doc": "the cluster it serves: member certificates must name it"}
+    )
+    name: str = field(default="namesrv", metadata={"doc": "its name (its certificate names it)"})
     expire_check_ms: int = field(default=1000, metadata={"doc": "how often silent brokers are looked for"})
 
     def validate(self, prefix: str = "nameserver") -> None:
@@ -69,10 +77,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-file", type=Path, help="log here, rotated by size (default: stderr)")
     p.add_argument("--listen")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback address without [tls] and [auth] (anyone who reaches it owns it)",
+    )
 
 
-def load(args: argparse.Namespace) -> tuple[NameserverSection, ServerSection, ControllerSection]:
-    tables: dict[str, dict[str, Any]] = {"nameserver": {}, "server": {}, "controller": {}}
+@dataclass(frozen=True)
+class NameserverConfig:
+    nameserver: NameserverSection
+    server: ServerSection
+    controller: ControllerSection
+    tls: TlsSection
+    auth: AuthSection
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "nameserver": NameserverSection,
+    "server": ServerSection,
+    "controller": ControllerSection,
+    "tls": TlsSection,
+    "auth": AuthSection,
+}
+
+
+def load(args: argparse.Namespace) -> NameserverConfig:
+    tables: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     if args.config is not None:
         try:
             data = tomllib.loads(args.config.read_text())
@@ -86,23 +117,37 @@ def load(args: argparse.Namespace) -> tuple[NameserverSection, ServerSection, Co
         key, sep, value = item.partition("=")
         section, _, sub = key.partition(".")
         if not sep or section not in tables or not sub:
-            raise ConfigError(item, "--set takes SECTION.KEY=VALUE (nameserver, server, controller)")
+            raise ConfigError(item, f"--set takes SECTION.KEY=VALUE ({', '.join(SECTIONS)})")
         try:
             tables[section][sub] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             tables[section][sub] = value
     if args.listen:
         tables["nameserver"]["listen"] = args.listen
-    return (
-        load_section(NameserverSection, tables["nameserver"], "nameserver"),
-        load_section(ServerSection, tables["server"], "server"),
-        load_section(ControllerSection, tables["controller"], "controller"),
-    )
+    if getattr(args, "insecure", False):
+        tables["server"]["insecure"] = True
+    return NameserverConfig(**{n: load_section(cls, tables[n], n) for n, cls in SECTIONS.items()})
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        ns, server_cfg, ctl_cfg = load(args)
+        cfg = load(args)
+        ns, server_cfg, ctl_cfg = cfg.nameserver, cfg.server, cfg.controller
+        member_listen = server_cfg.member_listen_for(ns.listen)
+        security = ProcessSecurity(
+            Member(ns.cluster, Kind.NAMESERVER, ns.name),
+            cfg.tls,
+            cfg.auth,
+            insecure=server_cfg.insecure,
+            drills=server_cfg.enable_drills,
+        )
+        security.check_exposure(
+            [
+                ("nameserver.listen", ns.listen.rpartition(":")[0]),
+                ("server.member_listen", member_listen.rpartition(":")[0]),
+                ("server.metrics_listen", server_cfg.metrics_listen.rpartition(":")[0]),
+            ]
+        )
     except ConfigError as exc:
         print(f"tailrace nameserver: bad config: {exc}", flush=True)
         return 2
@@ -110,20 +155,21 @@ def run(args: argparse.Namespace) -> int:
     host, _ = parse_address(ns.listen, "nameserver.listen")
     registry = BrokerRegistry()
     server, health = build_server(
-        server_cfg.max_workers, server_cfg.max_concurrent_rpcs, server_cfg.max_message_bytes
+        server_cfg.max_workers, server_cfg.max_concurrent_rpcs, server_cfg.max_message_bytes, [security.guard]
     )
     controller = None
     if ctl_cfg.enabled:
-        ctl_cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        ctl_cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         controller = Controller(ctl_cfg.data_dir, ctl_cfg.lease_ms, ctl_cfg.unclean_election, now_ms())
     service = NameServerService(registry, controller=controller)
     nameserver_pb2_grpc.add_NameServerServicer_to_server(service, server)
     try:
-        port = server.add_insecure_port(ns.listen)
-    except RuntimeError as exc:
-        log.error("cannot listen on %s: %s", ns.listen, exc)
+        port, member_port = security.listen(server, ns.listen, member_listen, "nameserver.listen")
+    except ConfigError as exc:
+        log.error("%s", exc)
         return 2
     address = f"{host}:{port}"
+    member_address = f"{member_listen.rpartition(':')[0]}:{member_port}"
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -131,15 +177,21 @@ def run(args: argparse.Namespace) -> int:
     metrics_address = ""
     if server_cfg.metrics_listen:
         mhost, mport = parse_address(server_cfg.metrics_listen, "server.metrics_listen")
-        metrics_address = f"{mhost}:{service.metrics.serve(mhost, mport)}"
+        metrics_address = f"{mhost}:{service.metrics.serve(mhost, mport, security.metrics_tls)}"
     set_serving(health, True, "tailrace.v1.NameServer")
-    log.info("nameserver serving on %s", address)
+    if security.tls is not None:
+        log.info(
+            "nameserver serving clients on %s (TLS), members on %s (mutual TLS)", address, member_address
+        )
+    else:
+        log.info("nameserver serving on %s (plaintext)", address)
     if args.ready_file is not None:
         info = {
             "address": address,
             "pid": os.getpid(),
             "role": "nameserver",
             "metrics_address": metrics_address,
+            "member_address": member_address,
             "controller": controller is not None,
         }
         write_ready_file(args.ready_file, info)

@@ -85,6 +85,10 @@ class LeaderRole:
     def master_address(self) -> str:
         return "" if self.retired else self.core.address
 
+    @property
+    def master_member_address(self) -> str:
+        return ""
+
     def start(self) -> None:
         self.scheduler.start()
 

@@ -19,10 +19,12 @@ import grpc
 
 from core.broker.core import LOG_KEY, BrokerCore
 from core.clock import now_ms
-from core.errors import ReplicationError, TailraceError
+from core.errors import PermissionDeniedError, ReplicationError, TailraceError
 from core.pb.tailrace.v1 import replication_pb2 as pb
 from core.pb.tailrace.v1 import replication_pb2_grpc
 from core.replication import Ack, Chunk, Handshake, MasterSession
+from core.security.guard import caller
+from core.security.identity import Member
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,12 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
         core = self.core
         leader = core.leader()
         rep = core.config.replication
+        who = caller()  # a member certificate of this group (TLS), checked by the guard
+        # with a certificate the peer is proven: no shared secret is asked for
+        secret = None if isinstance(who, Member) else rep.resolved_secret()
         session = MasterSession(
             core.store, leader.replicas, core.config.broker.cluster, core.broker_name,
-            rep.resolved_secret(), rep.chunk_bytes, leader.epoch, core.epoch_history(),
+            secret, rep.chunk_bytes, leader.epoch, core.epoch_history(),
         )  # fmt: skip
         first = next(request_iterator, None)
         if first is None:
@@ -53,6 +58,8 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
         if first.WhichOneof("kind") != "handshake":
             raise ReplicationError("handshake expected first")
         h = first.handshake
+        if isinstance(who, Member) and who.node != h.broker_id:
+            raise PermissionDeniedError(f"{who} may not replicate as broker {h.broker_id}")
         history = tuple((e.epoch, e.start_offset) for e in h.history)
         try:
             reply = session.handshake(

@@ -50,6 +50,7 @@ class Heartbeat:
     max_offset: int
     in_sync: frozenset[int] = frozenset()  # a master's proposal
     priority: int = 0
+    member_address: str = ""  # its members' port (replication); "": address
 
 
 @dataclass(slots=True)
@@ -59,6 +60,7 @@ class Member:
     max_offset: int
     priority: int
     last_seen_ms: int
+    member_address: str = ""
 
 
 @dataclass(slots=True)
@@ -110,7 +112,9 @@ class Controller:
             if self._isolated.get(hb.address, 0) > now_ms:
                 raise BrokerUnavailableError(f"{hb.address} is cut off at the controller (drill)")
             g = self._groups.setdefault(hb.group, GroupState())
-            g.members[hb.node_id] = Member(hb.node_id, hb.address, hb.max_offset, hb.priority, now_ms)
+            g.members[hb.node_id] = Member(
+                hb.node_id, hb.address, hb.max_offset, hb.priority, now_ms, hb.member_address
+            )
             if g.master_id == NO_MASTER and g.epoch == 0 and hb.role in (MASTER, INITIAL_MASTER):
                 # (a leader from before a lost state file gets an epoch above its own)
                 self._install(
@@ -136,7 +140,9 @@ class Controller:
             return self._directive(g)
 
     def _directive(self, g: GroupState) -> Directive:
-        return Directive(g.epoch, g.master_id, g.master_address, g.in_sync, self.lease_ms)
+        m = g.members.get(g.master_id)
+        member_address = m.member_address if m is not None and m.address == g.master_address else ""
+        return Directive(g.epoch, g.master_id, g.master_address, g.in_sync, self.lease_ms, member_address)
 
     # ---- elections ---------------------------------------------------------------------
 

@@ -76,9 +76,15 @@ class BrokerRegistry:
         with self._lock:
             return len(self._live(now_ms))
 
-    def unregister(self, address: str) -> bool:
+    def unregister(self, address: str, owner: tuple[str, int] | None = None) -> bool:
+        """Forget the broker registered at `address`; with `owner` (group,
+        node id: the caller's certificate), only if it is that broker."""
         with self._lock:
-            return self._brokers.pop(address, None) is not None
+            reg = self._brokers.get(address)
+            if reg is None or (owner is not None and (reg.broker_name, reg.node_id) != owner):
+                return False
+            del self._brokers[address]
+            return True
 
     def expire(self, now_ms: int) -> list[Registration]:
         """Drop brokers silent for too long; returns them."""

@@ -14,6 +14,8 @@ from core.pb.tailrace.v1 import nameserver_pb2 as pb
 from core.pb.tailrace.v1 import nameserver_pb2_grpc
 from core.roles import parse_role
 from core.route import GroupRoute
+from core.security.guard import caller
+from core.security.identity import Member
 from nameserver.controller import Controller, Heartbeat
 from nameserver.registry import BrokerRegistry, Registration, TopicInfo
 
@@ -77,7 +79,9 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
     def UnregisterBroker(
         self, request: pb.UnregisterBrokerRequest, context: grpc.ServicerContext
     ) -> pb.UnregisterBrokerResponse:
-        self.registry.unregister(request.address)
+        who = caller()  # a broker may unregister only itself (core/security/guard.py)
+        owner = (who.name, who.node) if isinstance(who, Member) else None
+        self.registry.unregister(request.address, owner)
         return pb.UnregisterBrokerResponse()
 
     def GetRoute(self, request: pb.GetRouteRequest, context: grpc.ServicerContext) -> pb.GetRouteResponse:
@@ -117,6 +121,7 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
             max_offset=request.max_offset,
             in_sync=frozenset(request.in_sync),
             priority=request.priority,
+            member_address=request.member_address,
         )
         d = self._controller().heartbeat(hb, self.clock_ms())
         return pb.ControllerHeartbeatResponse(
@@ -125,6 +130,7 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
             master_address=d.master_address,
             in_sync=sorted(d.in_sync),
             lease_ms=d.lease_ms,
+            master_member_address=d.master_member_address,
         )
 
     def ControllerStatus(

@@ -29,9 +29,10 @@ RETRY_ELSEWHERE = "retry_elsewhere"  # the advice count of pulls this replica co
 
 
 class FollowerRole:
-    def __init__(self, core: BrokerCore, master_address: str) -> None:
+    def __init__(self, core: BrokerCore, master_address: str, member_address: str = "") -> None:
         self.core = core
         self._master_address = master_address
+        self._member_address = member_address  # the master's members' port: replication
         b = core.config.broker
         self.session = SlaveSession(
             core.store,
@@ -55,16 +56,21 @@ class FollowerRole:
     def master_address(self) -> str:
         return self._master_address
 
+    @property
+    def master_member_address(self) -> str:
+        return self._member_address
+
     def start(self) -> None:
         if not self._master_address:
             return  # told of no master yet (a controller will say)
         cfg = self.core.config
         self.replicator = Replicator(
             self.session,
-            self._master_address,
+            self._member_address or self._master_address,
             cfg.server.max_message_bytes,
             self.core.notifier.notify_all,
             silence_s=max(2.0, 10 * cfg.replication.heartbeat_ms / 1000),
+            channel_to=self.core.channel_to,
         )
         self.replicator.start()
         log.info(

@@ -14,6 +14,8 @@ import grpc
 from core.pb.tailrace.v1 import replication_pb2 as pb
 from core.pb.tailrace.v1 import replication_pb2_grpc
 from core.replication import Ack, Chunk, HandshakeReply, Heartbeat, SlaveSession
+from core.security.identity import Kind
+from core.security.serving import ChannelFactory, plaintext_channel
 
 log = logging.getLogger(__name__)
 _DONE = object()
@@ -33,7 +35,11 @@ class Replicator:
         max_message_bytes: int,
         on_progress: Callable[[], None] = lambda: None,
         silence_s: float = 5.0,
+        channel_to: ChannelFactory = plaintext_channel,
     ) -> None:
+        """`channel_to`: opens the channel to the master's members' port
+        (mutual TLS naming a broker of this group, with TLS configured)."""
+        self.channel_to = channel_to
         self.on_progress = on_progress
         self.session = session
         self.master = master
@@ -78,9 +84,11 @@ class Replicator:
             backoff = min(backoff * 2, 3.0)
 
     def _stream(self) -> None:
-        channel = grpc.insecure_channel(
+        channel = self.channel_to(
             self.master,
-            options=[
+            Kind.BROKER,
+            self.session.group,
+            [
                 ("grpc.max_receive_message_length", self.max_message_bytes),
                 ("grpc.max_send_message_length", self.max_message_bytes),
             ],

@@ -19,6 +19,8 @@ import grpc
 from core.pb.tailrace.v1 import nameserver_pb2 as pb
 from core.pb.tailrace.v1 import nameserver_pb2_grpc
 from core.roles import Directive
+from core.security.identity import Kind
+from core.security.serving import ChannelFactory, plaintext_channel
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +34,18 @@ class Follower(Protocol):
 
 
 class ControllerLink:
-    def __init__(self, address: str, heartbeat_ms: int, broker: Follower) -> None:
+    def __init__(
+        self,
+        address: str,
+        heartbeat_ms: int,
+        broker: Follower,
+        channel_to: ChannelFactory = plaintext_channel,
+    ) -> None:
         self.address = address
         self.heartbeat_ms = heartbeat_ms
         self.broker = broker
         self.last_error = ""
-        self._channel = grpc.insecure_channel(address)
+        self._channel = channel_to(address, Kind.NAMESERVER)  # the controller's members' port
         self._stub = nameserver_pb2_grpc.NameServerStub(self._channel)
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -63,7 +71,14 @@ class ControllerLink:
                 self.last_error = detail
             return False
         self.last_error = ""
-        d = Directive(resp.epoch, resp.master_id, resp.master_address, frozenset(resp.in_sync), resp.lease_ms)
+        d = Directive(
+            resp.epoch,
+            resp.master_id,
+            resp.master_address,
+            frozenset(resp.in_sync),
+            resp.lease_ms,
+            resp.master_member_address,
+        )
         self.broker.on_directive(d, sent_at, req, gen)
         return True
 

@@ -37,6 +37,7 @@ from core.record import validate_topic
 from core.redirect import RedirectReason
 from core.roles import Role
 from core.route import MASTER_ID
+from core.security.serving import ChannelFactory, plaintext_channel
 from core.store import MessageStore
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,9 @@ class BrokerCore:
         self.elected_epoch = self.epoch  # the newest epoch the controller announced
         self.failover = bool(b.controller)
         self.node_id = b.broker_id
-        self.address = ""
+        self.address = ""  # where clients reach it
+        self.member_address = ""  # where members reach it (replication); "": `address`
+        self.channel_to: ChannelFactory = plaintext_channel  # to other members (TLS: BrokerNode sets it)
         self.closing = False
         self.started = time.monotonic()
         self.notifier = ArrivalNotifier()
@@ -95,7 +98,7 @@ class BrokerCore:
         if not self.failover and b.role is Role.MASTER:
             self.role = roles.leader(self, self.epoch)
         else:
-            self.role = roles.follower(self, b.master)
+            self.role = roles.follower(self, b.master, b.master_member)
 
     # ---- identity ------------------------------------------------------------------
 
@@ -158,8 +161,9 @@ class BrokerCore:
         old.close()
         log.warning("promoted to master of %s in epoch %d at offset %d", self.broker_name, epoch, end)
 
-    def follow(self, master_address: str) -> None:
-        """Follow the master at `master_address` (a demotion, when leading)."""
+    def follow(self, master_address: str, member_address: str = "") -> None:
+        """Follow the master at `master_address`, replicating from its members'
+        port `member_address` ("": the same address) (a demotion, when leading)."""
         with self._role_lock:
             if self.closing:
                 return
@@ -167,7 +171,7 @@ class BrokerCore:
             was_leader = old.is_leader
             old.retire()  # a leader is fenced, its writes under way done, before anything else
             self.notifier.notify([LOG_KEY])
-            self.role = self._roles.follower(self, master_address)
+            self.role = self._roles.follower(self, master_address, member_address)
             self.role.start()
         old.close()  # its remaining threads, outside the lock
         if was_leader:
@@ -283,6 +287,7 @@ class BrokerCore:
             broker_id=self.broker_id,
             node_id=self.node_id,
             address=self.address,
+            member_address=self.member_address,
             epoch=self.epoch,
             role=str(Role.MASTER if self.role.is_leader else Role.SLAVE),
             max_offset=self.store.commitlog.max_offset,

@@ -48,6 +48,7 @@ class FailoverMember:
                 group=b.broker_name,
                 node_id=core.node_id,
                 address=core.address,
+                member_address=core.member_address,
                 epoch=core.epoch,
                 role=str(name),
                 max_offset=core.store.commitlog.max_offset,
@@ -79,9 +80,12 @@ class FailoverMember:
                 ):
                     cast(LeaderOps, role).renewed(sent_at, d, gen)
             elif core.role.is_leader:  # demoted: follow the new master (or nobody, yet)
-                core.follow(d.master_address)
+                core.follow(d.master_address, d.master_member_address)
                 changed = True
-            elif d.master_address and core.role.master_address != d.master_address:
-                core.follow(d.master_address)
+            elif d.master_address and (core.role.master_address, core.role.master_member_address) != (
+                d.master_address,
+                d.master_member_address,
+            ):
+                core.follow(d.master_address, d.master_member_address)
         if changed:
             core.on_role_change()

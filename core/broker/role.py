@@ -60,6 +60,11 @@ class BrokerRole(Protocol):
         """Where writes go ("" while a follower has not heard of a master)."""
         ...
 
+    @property
+    def master_member_address(self) -> str:
+        """Where a follower replicates from ("": `master_address`; a leader: "")."""
+        ...
+
     def start(self) -> None: ...
 
     def retire(self) -> None:
@@ -143,6 +148,7 @@ class RoleFactory(Protocol):
         """The leader role for `epoch` (0 without a controller)."""
         ...
 
-    def follower(self, core: BrokerCore, master_address: str) -> BrokerRole:
-        """A follower of the master at `master_address` ("": none known yet)."""
+    def follower(self, core: BrokerCore, master_address: str, member_address: str = "") -> BrokerRole:
+        """A follower of the master at `master_address` ("": none known yet),
+        replicating from `member_address` ("": the same)."""
         ...

@@ -23,8 +23,10 @@ from __future__ import annotations
 import datetime
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -72,13 +74,15 @@ class ServerTls:
             [(self.key_pem, self.cert_pem)], root_certificates=self.ca_pem, require_client_auth=True
         )
 
-    def member_channel(self, target: str, peer: Kind, group: str = "") -> grpc.Channel:
+    def member_channel(
+        self, target: str, peer: Kind, group: str = "", options: Sequence[tuple[str, Any]] = ()
+    ) -> grpc.Channel:
         """A mutual-TLS channel to another member's member port that succeeds
         only if the peer's certificate is from this cluster's CA and names a
         member of `peer` kind (a broker of `group`)."""
         creds = grpc.ssl_channel_credentials(self.ca_pem, self.key_pem, self.cert_pem)
         name = member_dns(self.member.cluster, peer, group)
-        return grpc.secure_channel(target, creds, options=[("grpc.ssl_target_name_override", name)])
+        return grpc.secure_channel(target, creds, options=[*options, ("grpc.ssl_target_name_override", name)])
 
 
 def _read(path: str, what: str, key: str) -> bytes:

@@ -150,7 +150,7 @@ def test_the_same_requests_change_the_leader(nodes: Nodes) -> None:
 
 
 def test_an_unclassified_rpc_is_refused() -> None:
-    server, _ = build_server(4, 8, 1 << 20, LeaderGuard(lambda: True, lambda m: None))
+    server, _ = build_server(4, 8, 1 << 20, [LeaderGuard(lambda: True, lambda m: None)])
     handler = grpc.unary_unary_rpc_method_handler(lambda req, ctx: b"done")
     server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler("tailrace.v1.New", {"Call": handler})]

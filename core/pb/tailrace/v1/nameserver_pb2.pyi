@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ControllerHeartbeatRequest(_message.Message):
-    __slots__ = ("cluster", "group", "node_id", "address", "epoch", "role", "max_offset", "in_sync", "priority")
+    __slots__ = ("cluster", "group", "node_id", "address", "epoch", "role", "max_offset", "in_sync", "priority", "member_address")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class ControllerHeartbeatRequest(_message.Message):
     MAX_OFFSET_FIELD_NUMBER: _ClassVar[int]
     IN_SYNC_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     group: str
     node_id: int
@@ -26,21 +27,24 @@ class ControllerHeartbeatRequest(_message.Message):
     max_offset: int
     in_sync: _containers.RepeatedScalarFieldContainer[int]
     priority: int
-    def __init__(self, cluster: _Optional[str] = ..., group: _Optional[str] = ..., node_id: _Optional[int] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., max_offset: _Optional[int] = ..., in_sync: _Optional[_Iterable[int]] = ..., priority: _Optional[int] = ...) -> None: ...
+    member_address: str
+    def __init__(self, cluster: _Optional[str] = ..., group: _Optional[str] = ..., node_id: _Optional[int] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., max_offset: _Optional[int] = ..., in_sync: _Optional[_Iterable[int]] = ..., priority: _Optional[int] = ..., member_address: _Optional[str] = ...) -> None: ...
 
 class ControllerHeartbeatResponse(_message.Message):
-    __slots__ = ("epoch", "master_id", "master_address", "in_sync", "lease_ms")
+    __slots__ = ("epoch", "master_id", "master_address", "in_sync", "lease_ms", "master_member_address")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     MASTER_ID_FIELD_NUMBER: _ClassVar[int]
     MASTER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     IN_SYNC_FIELD_NUMBER: _ClassVar[int]
     LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    MASTER_MEMBER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     master_id: int
     master_address: str
     in_sync: _containers.RepeatedScalarFieldContainer[int]
     lease_ms: int
-    def __init__(self, epoch: _Optional[int] = ..., master_id: _Optional[int] = ..., master_address: _Optional[str] = ..., in_sync: _Optional[_Iterable[int]] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+    master_member_address: str
+    def __init__(self, epoch: _Optional[int] = ..., master_id: _Optional[int] = ..., master_address: _Optional[str] = ..., in_sync: _Optional[_Iterable[int]] = ..., lease_ms: _Optional[int] = ..., master_member_address: _Optional[str] = ...) -> None: ...
 
 class ControllerStatusRequest(_message.Message):
     __slots__ = ()
@@ -77,7 +81,7 @@ class TopicConfig(_message.Message):
     def __init__(self, name: _Optional[str] = ..., read_queues: _Optional[int] = ..., write_queues: _Optional[int] = ..., perm: _Optional[str] = ...) -> None: ...
 
 class BrokerRegistration(_message.Message):
-    __slots__ = ("cluster", "broker_name", "broker_id", "address", "epoch", "role", "max_offset", "heartbeat_ms", "topics", "node_id", "auto_create_topics")
+    __slots__ = ("cluster", "broker_name", "broker_id", "address", "epoch", "role", "max_offset", "heartbeat_ms", "topics", "node_id", "auto_create_topics", "member_address")
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +93,7 @@ class BrokerRegistration(_message.Message):
     TOPICS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AUTO_CREATE_TOPICS_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     cluster: str
     broker_name: str
     broker_id: int
@@ -100,7 +105,8 @@ class BrokerRegistration(_message.Message):
     topics: _containers.RepeatedCompositeFieldContainer[TopicConfig]
     node_id: int
     auto_create_topics: bool
-    def __init__(self, cluster: _Optional[str] = ..., broker_name: _Optional[str] = ..., broker_id: _Optional[int] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., max_offset: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ..., topics: _Optional[_Iterable[_Union[TopicConfig, _Mapping]]] = ..., node_id: _Optional[int] = ..., auto_create_topics: _Optional[bool] = ...) -> None: ...
+    member_address: str
+    def __init__(self, cluster: _Optional[str] = ..., broker_name: _Optional[str] = ..., broker_id: _Optional[int] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., max_offset: _Optional[int] = ..., heartbeat_ms: _Optional[int] = ..., topics: _Optional[_Iterable[_Union[TopicConfig, _Mapping]]] = ..., node_id: _Optional[int] = ..., auto_create_topics: _Optional[bool] = ..., member_address: _Optional[str] = ...) -> None: ...
 
 class RegisterBrokerRequest(_message.Message):
     __slots__ = ("broker",)
