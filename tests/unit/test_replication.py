@@ -10,12 +10,12 @@ import pytest
 
 from core.errors import ReplicationError
 from core.record import Message
+from core.replicas import ReplicaSet
 from core.replication import (
     Ack,
     Chunk,
     Handshake,
     MasterSession,
-    ReplicaSet,
     SlaveSession,
 )
 from core.store import MessageStore
