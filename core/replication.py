@@ -2,7 +2,9 @@
 
 A slave opens with a `Handshake`; the master's `MasterSession` checks it
 (cluster, group, shared secret) and answers where to start (the slave's own
-end, or a truncation point when the slave holds bytes the master does not).
+end, or a truncation point when the slave holds bytes the master does not);
+the slave repeats that arithmetic over both epoch histories and refuses a
+reply that would cut or restart more than they prove.
 Then the master sends `Chunk`s of CommitLog bytes (whole records of one
 segment, with the master's confirmed offset) and the slave answers each with
 an `Ack` of its new end and flushed offset. `ReplicaSet` keeps every slave's
@@ -19,7 +21,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from core.epochs import History, divergence_point
+from core.epochs import History, divergence_point, history_fault
 from core.errors import ReplicationDeniedError, ReplicationError
 from core.replicas import ReplicaSet, ReplicaState
 from core.store import MessageStore
@@ -210,21 +212,85 @@ class SlaveSession:
         )
 
     def on_handshake_reply(self, reply: HandshakeReply) -> None:
-        if reply.truncate_to >= 0:
-            if self.epochs is not None:
-                self.epochs.truncating(reply.truncate_to)
-            self.store.truncate_to(reply.truncate_to)
+        """Cut or restart this log only as far as the epoch histories prove.
+
+        The slave repeats the master's arithmetic (`divergence_point` over the
+        master's history and end and its own) and acts only on a reply that
+        matches it: a cut to exactly that point (or none when its whole log
+        agrees), then a start there, or a restart (`reset_log`) past it when
+        the master no longer holds what comes next (retention). Anything else
+        raises ReplicationError before anything changes; the replicator logs
+        it and retries.
+
+        A cut above the proven point (or "keep everything" when the histories
+        say the tail diverges) is refused, not capped: an honest master gets
+        the same point from the same inputs, so another answer means a bug or
+        a history one side has wrong. Keeping the unproven bytes could leave a
+        log that differs from the master's in the middle; capping would leave
+        the master's start offset, computed from its own point, past this
+        log's end, where it reads as a restart behind retention and wipes the
+        log."""
         mine = self.store.commitlog.max_offset
-        if reply.start_offset != mine:
-            if reply.start_offset < mine:
-                raise ReplicationError(f"master would start at {reply.start_offset}, this log ends at {mine}")
+        proven = self._proven_point(reply)
+        start = reply.start_offset
+        if proven < mine:
+            if self.epochs is not None:
+                self.epochs.truncating(proven)
+            self.store.truncate_to(proven)
+        if start > proven:
             # the master no longer has what this log needs next (retention):
             # start again, empty, at the master's oldest offset
-            self.store.reset_log(reply.start_offset)
+            self.store.reset_log(start)
             if self.epochs is not None:
-                self.epochs.adopt([x for x in reply.history if x[1] <= reply.start_offset])
+                self.epochs.adopt([x for x in reply.history if x[1] <= start])
         self.confirmed = min(reply.confirmed, self.store.commitlog.max_offset)
         self.master_max = reply.master_max
+
+    def _proven_point(self, reply: HandshakeReply) -> int:
+        """Where the histories prove this log agrees with the master's, once
+        the reply is checked against it (ReplicationError, nothing changed)."""
+        clog = self.store.commitlog
+        mine = clog.max_offset
+        own = self.epochs.epoch_history() if self.epochs is not None else ()
+        newest = self.epochs.newest_epoch() if self.epochs is not None else 0
+        fault = history_fault(reply.history, reply.master_max)
+        if fault:
+            raise ReplicationError(f"the master's epoch history is malformed ({fault}): refused")
+        last = reply.history[-1][0] if reply.history else 0
+        if last < newest:
+            raise ReplicationError(
+                f"the master's history ends in epoch {last}; epoch {newest} has been elected: refused"
+            )
+        proven = divergence_point(reply.history, reply.master_max, own, mine)
+        keep = mine if reply.truncate_to < 0 else reply.truncate_to
+        if keep < proven:
+            raise ReplicationError(
+                f"master would cut this log to {keep}, below {proven}, "
+                "where the epoch histories prove it agrees with the master's: refused"
+            )
+        if keep > proven:
+            raise ReplicationError(
+                f"master would keep this log to {keep}, "
+                f"but the epoch histories prove it agrees with the master's only to {proven}: refused"
+            )
+        if proven < clog.min_offset:
+            raise ReplicationError(
+                f"the epoch histories prove this log agrees with the master's to {proven}, "
+                f"before its own start {clog.min_offset}: it cannot be cut there"
+            )
+        start = reply.start_offset
+        if start < proven:
+            raise ReplicationError(f"master would start at {start}, this log ends at {proven}")
+        if start > proven:  # this log agrees up to its (cut) end: a restart only skips ahead
+            if start > reply.master_max:
+                raise ReplicationError(
+                    f"master would restart this log at {start}, past its own end {reply.master_max}: refused"
+                )
+            if start % clog.segment_bytes:
+                raise ReplicationError(
+                    f"master would restart this log at {start}, not at a segment boundary: refused"
+                )
+        return proven
 
     def on_chunk(self, chunk: Chunk) -> Ack:
         newest = self.epochs.newest_epoch() if self.epochs is not None else 0
