@@ -578,3 +578,67 @@ def test_every_legitimate_path_still_works_with_epochs(open_store: Open, tmp_pat
     assert epochs.cuts == [common] and epochs.history == ((1, 0), (2, common))
     assert slave.commitlog.min_offset == master.commitlog.min_offset
     assert log_hash(slave) == log_hash(master)
+
+
+def test_the_replicator_logs_a_refused_reply_and_retries_after_its_backoff(
+    open_store: Open, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stream ends with the slave's refusal; the replicator logs it once,
+    shows it as last_error, and reconnects after 0.1 s, 0.2 s, 0.4 s...:
+    never a crash loop, never a change to the log. (A fake stub: no sockets.)"""
+    import itertools
+    import threading
+    import time as _time
+    from types import SimpleNamespace
+
+    import grpc
+
+    from core.pb.tailrace.v1 import replication_pb2 as pb
+    from slave import replicator as rmod
+
+    master, slave, epochs, s = caught_up(open_store, tmp_path)
+    before = stored(slave, epochs)
+    forged = pb.ReplicateResponse(
+        handshake_reply=pb.ReplicaHandshakeReply(
+            start_offset=0,
+            truncate_to=0,
+            master_max=master.commitlog.max_offset,
+            history=[pb.EpochEntry(epoch=1, start_offset=0)],
+        )
+    )
+    attempts: list[float] = []
+    four = threading.Event()
+
+    class Call:
+        def __init__(self) -> None:
+            self._replies = iter([forged])
+
+        def __iter__(self) -> Call:
+            return self
+
+        def __next__(self) -> pb.ReplicateResponse:
+            return next(self._replies)
+
+        def cancel(self) -> None: ...
+
+    def replicate(requests: object) -> Call:
+        attempts.append(_time.monotonic())
+        if len(attempts) >= 4:
+            four.set()
+        return Call()
+
+    stub = SimpleNamespace(ReplicationStub=lambda channel: SimpleNamespace(Replicate=replicate))
+    monkeypatch.setattr(rmod, "replication_pb2_grpc", stub)
+    monkeypatch.setattr(grpc, "insecure_channel", lambda *a, **k: SimpleNamespace(close=lambda: None))
+    r = rmod.Replicator(s, "master:1", 1 << 20)
+    r.start()
+    try:
+        assert four.wait(10)
+    finally:
+        r.close()
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert all(g >= 0.09 for g in gaps) and gaps[2] > gaps[0], gaps  # backing off
+    assert not r.connected.is_set() and "cut this log to 0" in r.last_error
+    refusals = [rec for rec in caplog.records if "cut this log to 0" in rec.getMessage()]
+    assert len(refusals) == 1 and refusals[0].levelname == "WARNING"  # once, not per attempt
+    assert stored(slave, epochs) == before
