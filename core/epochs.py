@@ -8,7 +8,10 @@ other record. `epochs.json` is the applied state (atomic rewrite, fsync).
 Before a slave replicates, the master compares the two histories
 (`divergence_point`, Kafka's leader-epoch rule): the slave keeps its log up to
 the end of the last epoch both have, as far as both agree, and truncates the
-rest. Epoch 0 (before any controller) is implicit at offset 0 in every history.
+rest. The slave repeats the computation over the master's history (checked
+with `history_fault`) and cuts only to the point it proves itself
+(`SlaveSession.on_handshake_reply`). Epoch 0 (before any controller) is
+implicit at offset 0 in every history.
 """
 
 from __future__ import annotations
@@ -43,6 +46,24 @@ def divergence_point(leader: History, leader_end: int, follower: History, follow
     epoch covers in both logs."""
     common = max({0, *(e for e, _ in leader)} & {0, *(e for e, _ in follower)})
     return min(end_of(leader, common, leader_end), end_of(follower, common, follower_end))
+
+
+def history_fault(history: History, log_end: int) -> str:
+    """Why `history` cannot be that of a log ending at `log_end` ('' when it can).
+
+    Each epoch is elected once, after the previous one (strictly increasing,
+    above the implicit epoch 0), and starts where the log then ended: never
+    before the previous epoch's start, never past the log's end."""
+    prev_epoch, prev_start = 0, 0
+    for epoch, start in history:
+        if epoch <= prev_epoch:
+            return f"epoch {epoch} follows epoch {prev_epoch}"
+        if start < prev_start:
+            return f"epoch {epoch} starts at {start}, before {prev_start}"
+        if start > log_end:
+            return f"epoch {epoch} starts at {start}, past the log's end {log_end}"
+        prev_epoch, prev_start = epoch, start
+    return ""
 
 
 class EpochFile:

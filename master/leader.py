@@ -37,7 +37,7 @@ from core.pull import PullArgs, PullReply
 from core.queue_locks import QueueLocks
 from core.record import Message, validate_topic
 from core.redirect import NO_ADVICE, Advice, SlaveView, advise_master, batch_limits, route_key
-from core.replication import AckLag, ReplicaSet
+from core.replicas import AckLag, ReplicaSet
 from core.retry import DELIVER_AT, SCHEDULE_TOPIC, check_creatable, is_reserved, parse_delays, plan_send_back
 from core.roles import Directive, ReplicationMode, Role, SendStatus
 from master.lease import Lease

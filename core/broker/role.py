@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from core.pull import PullArgs, PullReply
 from core.record import Message
-from core.replication import ReplicaSet
+from core.replicas import ReplicaSet
 from core.roles import Directive, Role, SendStatus
 
 if TYPE_CHECKING:

@@ -12,7 +12,8 @@ import pytest
 from core.epochs import EpochFile, divergence_point, end_of
 from core.errors import BrokerUnavailableError, InvalidArgumentError
 from core.offsets import ConsumerOffsets
-from core.replication import Ack, ReplicaSet
+from core.replicas import ReplicaSet
+from core.replication import Ack
 from master.lease import FENCE_FRACTION, Lease
 from nameserver.controller import INITIAL_MASTER, MASTER, NO_MASTER, Controller, Heartbeat
 
