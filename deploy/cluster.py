@@ -7,6 +7,15 @@ every process in the background with its own data dir, log and ready file
 under DIR, waits until all serve and every broker is registered, and writes
 `DIR/cluster.json`; on any failure it stops what it started and prints the
 failing process's log tail. The processes outlive the command.
+
+Secure by default (deploy/pki.py): `up` makes the cluster's CA under
+DIR/tls, a certificate per process, an `admin` account (DIR/acl.toml) and
+the client profile DIR/client.toml (nameservers, CA, keys) that every
+command takes (`--profile`, `TAILRACE_PROFILE`); every process serves TLS
+with accounts on. Command lines and cluster.json hold file paths, never a
+secret; DIR is owner-only. `up --insecure` runs the old plaintext cluster
+(loopback only: benchmarks' baselines), its replication secret in an
+owner-only config file.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -25,7 +35,10 @@ from typing import Any
 
 from core.errors import ConfigError, TailraceError
 from core.fileutil import atomic_write
+from core.security.config import is_loopback
+from core.security.identity import Kind, Member
 from deploy.harness import ProcessFailed, TailraceProcess
+from deploy.pki import LocalPki
 from deploy.waits import poll_until
 
 TOPOLOGIES = Path(__file__).resolve().parent / "topologies"
@@ -66,6 +79,7 @@ class Topology:
     groups: list[GroupSpec]
     hosts: dict[str, HostSpec]
     failover: bool = False  # the first nameserver runs the controller; brokers follow it
+    drills: bool = False  # serve the drill-only RPCs (Isolate): `tailrace drill` turns it on
     lease_ms: int = 4000
     controller_heartbeat_ms: int = 1000
     heartbeat_ms: int = 1000  # registration with the nameservers
@@ -158,25 +172,37 @@ def up(
     directory: Path,
     broker_sets: list[str] | None = None,
     tune: Callable[[Topology], None] | None = None,
+    insecure: bool = False,
 ) -> dict[str, Any]:
     """Start the cluster; `broker_sets` ("section.key=value") apply to every
-    broker; `tune` may adjust the loaded topology (drills: fast timings)."""
+    broker; `tune` may adjust the loaded topology (drills: fast timings);
+    `insecure`: plaintext, no accounts (loopback hosts only)."""
     state = read_state(directory)
     if state and any(_alive(p["pid"]) for p in state["processes"]):
         raise TailraceError(f"a cluster is already running in {directory} (tailrace cluster down first)")
     topo = load_topology(topology_path)
     if tune is not None:
         tune(topo)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.chmod(0o700)  # keys, accounts and logs: the owner's only
+    pki = None if insecure else LocalPki(directory, topo.cluster)
     started: list[tuple[TailraceProcess, dict[str, Any]]] = []
     common = [
         *("--set", f"store.segment_bytes={topo.segment_bytes}"),
         *("--set", f"broker.heartbeat_ms={topo.heartbeat_ms}"),
     ]
-    if topo.secret:
-        common += ["--set", f"replication.secret={topo.secret!r}".replace("'", '"')]
+    if pki is None:
+        common += ["--config", str(_secret_config(directory, topo))]
     for item in broker_sets or []:
         common += ["--set", item]
+
+    def identity(name: str, member: Member, host: str) -> list[str]:
+        """A process's certificate flags (none when insecure)."""
+        if pki is None:
+            if not is_loopback(topo.hosts[host].listen_host):
+                raise TailraceError(f"--insecure clusters listen on loopback only ({name} is on {host})")
+            return []
+        return pki.member_flags(member, [topo.hosts[host].listen_host], name)
 
     def start(name: str, args: list[str], meta: dict[str, Any], host: str) -> TailraceProcess:
         h = topo.hosts[host]
@@ -191,7 +217,8 @@ def up(
         return proc
 
     try:
-        ns_addrs = []
+        ns_addrs: list[str] = []
+        ns_members: list[str] = []
         for i, (n, host) in enumerate(topo.nameservers):
             ctl: list[str] = []
             if topo.failover and i == 0:
@@ -200,13 +227,25 @@ def up(
                     *("--set", f"controller.data_dir={json.dumps(str(directory / n / 'controller'))}"),
                     *("--set", f"controller.lease_ms={topo.lease_ms}"),
                 ]
+            if topo.drills:
+                ctl += ["--set", "server.enable_drills=true"]
             meta = {"role": "nameserver", "group": None, "broker_id": None, "controller": bool(ctl)}
-            p = start(n, ["nameserver", *ctl], meta, host)
+            named = [
+                "--set",
+                f"nameserver.cluster={json.dumps(topo.cluster)}",
+                "--set",
+                f"nameserver.name={n}",
+            ]
+            member = Member(topo.cluster, Kind.NAMESERVER, n)
+            p = start(n, ["nameserver", *ctl, *named, *identity(n, member, host)], meta, host)
             ns_addrs.append(p.address)
-        namesrv = ",".join(ns_addrs)
+            ns_members.append(_member_address(p))
+        if pki is not None:
+            pki.write_profile(ns_addrs)
+        namesrv = ",".join(ns_members)  # brokers register at the members' ports
         if topo.failover:  # node ids from 1; the controller decides who leads
             common += [
-                *("--set", f"broker.controller={ns_addrs[0]}"),
+                *("--set", f"broker.controller={ns_members[0]}"),
                 *("--set", f"broker.controller_heartbeat_ms={topo.controller_heartbeat_ms}"),
             ]
         first_id = 1 if topo.failover else 0
@@ -218,6 +257,7 @@ def up(
                 g.name,
                 "--namesrv",
                 namesrv,
+                *("--set", f"broker.cluster={json.dumps(topo.cluster)}"),
                 *common,
                 *sets,
             ]
@@ -227,6 +267,7 @@ def up(
                     *base,
                     *("--data-dir", str(directory / g.name / "data"), "--broker-id", str(first_id)),
                     *("--replication", g.replication),
+                    *identity(g.name, Member(topo.cluster, Kind.BROKER, g.name, first_id), g.host),
                 ],
                 {"role": "master", "group": g.name, "broker_id": first_id},
                 g.host,
@@ -235,13 +276,16 @@ def up(
                 name = f"{g.name}-s{i}"
                 node = first_id + i
                 slave_args = ["--role", "slave", "--broker-id", str(node), "--master", m.address]
+                slave_args += ["--set", f"broker.master_member={_member_address(m)}"]
                 # a slave promoted later serves with the group's replication mode
                 slave_args += ["--replication", g.replication]
+                host = g.slave_hosts[i - 1] if i <= len(g.slave_hosts) else g.host
+                slave_args += identity(name, Member(topo.cluster, Kind.BROKER, g.name, node), host)
                 start(
                     name,
                     [*base, "--data-dir", str(directory / name / "data"), *slave_args],
                     {"role": "slave", "group": g.name, "broker_id": node},
-                    g.slave_hosts[i - 1] if i <= len(g.slave_hosts) else g.host,
+                    host,
                 )
         _wait_registered(ns_addrs, topo)
     except (ProcessFailed, TailraceError) as exc:
@@ -254,11 +298,14 @@ def up(
         ) from exc
     state = {
         "topology": str(topology_path),
+        "secure": pki is not None,
+        "profile": str(pki.profile_file) if pki is not None else "",
         "processes": [
             {
                 "name": proc.name,
                 **meta,
                 "address": proc.address,
+                "member_address": _member_address(proc),
                 "metrics_address": proc.info.get("metrics_address", ""),
                 "pid": proc.pid,
                 "log": str(proc.log_path),
@@ -273,6 +320,20 @@ def up(
     for proc, _ in started:
         proc.detach()  # they outlive this command; cluster.json has their pids
     return state
+
+
+def _member_address(proc: TailraceProcess) -> str:
+    """Where members reach a process (its members' port; the same port without TLS)."""
+    return str(proc.info.get("member_address") or proc.address)
+
+
+def _secret_config(directory: Path, topo: Topology) -> Path:
+    """An --insecure cluster's replication secret, in an owner-only config
+    file rather than on command lines."""
+    secret = topo.secret or secrets.token_urlsafe(24)
+    path = directory / "insecure-replication.toml"
+    atomic_write(path, f"[replication]\nsecret = {json.dumps(secret)}\n".encode(), mode=0o600)
+    return path
 
 
 def _wait_registered(nameservers: list[str], topo: Topology, timeout_s: float = 30.0) -> None:
@@ -402,6 +463,8 @@ def start_process(directory: Path, name: str) -> None:
     args = list(p["args"])
     if "--listen" in args:  # keep its address: routes and clients know it
         args[args.index("--listen") + 1] = p["address"]
+    if p.get("member_address") and p["member_address"] != p["address"]:  # and its members' port
+        args += ["--set", f"server.member_listen={p['member_address']}"]
     proc = TailraceProcess(name, args, Path(p["dir"]), p["exec_prefix"]).start()
     p["pid"] = proc.pid
     _save_state(directory, state)
@@ -414,6 +477,11 @@ def add_arguments(p: Any) -> None:
     u.add_argument("--topology", default=None, help="file, or a shipped name (local-1m-2s, local-2g)")
     u.add_argument("--dir", type=Path, default=Path(".tailrace"))
     u.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="for every broker")
+    u.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext, no accounts (loopback only; for baselines): the default makes a CA and accounts",
+    )
     d = sub.add_parser("down", help="stop every process (SIGTERM, then SIGKILL)")
     d.add_argument("--dir", type=Path, default=Path(".tailrace"))
     s = sub.add_parser("status", help="role, health, offsets, lag per process")
@@ -428,10 +496,12 @@ def add_arguments(p: Any) -> None:
 def run(args: Any) -> int:
     cmd = args.cluster_command
     if cmd == "up":
-        state = up(resolve_topology(args.topology), args.dir, args.set)
+        state = up(resolve_topology(args.topology), args.dir, args.set, insecure=args.insecure)
         for p in state["processes"]:
             print(f"{p['name']:<16} {p['role']:<10} {p['address']:<22} pid {p['pid']}  log {p['log']}")
         print(f"cluster up: {len(state['processes'])} processes; state in {args.dir / STATE}")
+        if state.get("profile"):
+            print(f"TLS and accounts on; clients: export TAILRACE_PROFILE={state['profile']}")
         return 0
     if cmd == "down":
         names = down(args.dir)

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from consumer.admin import Admin
+from core.security.identity import Kind, Member
+from deploy.pki import LocalPki
 from deploy.waits import WaitTimeout, poll_until, wait_routed
 
 
@@ -53,6 +55,11 @@ class TailraceProcess:
     @property
     def address(self) -> str:
         return str(self.info["address"])
+
+    @property
+    def member_address(self) -> str:
+        """Where other members reach it (its members' port with TLS; else `address`)."""
+        return str(self.info.get("member_address") or self.info["address"])
 
     @property
     def pid(self) -> int:
@@ -183,9 +190,24 @@ class ProcessGroup:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.processes: dict[str, TailraceProcess] = {}
+        self.pki: LocalPki | None = None
+
+    def secure(self, cluster: str = "DefaultCluster") -> LocalPki:
+        """Processes started from now on serve TLS with accounts on, as
+        `tailrace cluster up` runs them: a CA, a certificate each, the
+        `admin` account and a client profile (`pki.profile_file`), all
+        under this group's directory."""
+        self.pki = LocalPki(self.workdir / "pki", cluster)
+        return self.pki
+
+    def _identity(self, name: str, member: Member) -> list[str]:
+        return [] if self.pki is None else self.pki.member_flags(member, ["127.0.0.1"], name)
 
     def nameserver(self, name: str = "namesrv", extra: Sequence[str] = ()) -> TailraceProcess:
         args = ["nameserver", "--listen", "127.0.0.1:0", "--set", "nameserver.expire_check_ms=100"]
+        if self.pki is not None:
+            args += ["--set", f"nameserver.name={name}", "--set", f'nameserver.cluster="{self.pki.cluster}"']
+            args += self._identity(name, Member(self.pki.cluster, Kind.NAMESERVER, name))
         proc = TailraceProcess(name, [*args, *extra], self.workdir / name)
         self.processes[name] = proc
         return proc.start()
@@ -221,8 +243,12 @@ class ProcessGroup:
                 if namesrv
                 else []
             ),
-            *extra,
         ]
+        if self.pki is not None:  # before `extra`, which may override it (a later --set wins)
+            node = int(extra[list(extra).index("--broker-id") + 1]) if "--broker-id" in extra else 0
+            args += ["--set", f'broker.cluster="{self.pki.cluster}"']
+            args += self._identity(name, Member(self.pki.cluster, Kind.BROKER, group or name, node))
+        args += extra
         proc = TailraceProcess(name, args, self.workdir / name, exec_prefix)
         self.processes[name] = proc
         return proc.start()
@@ -238,6 +264,7 @@ class ProcessGroup:
         """A slave of `master`'s group (same broker name), its own data dir."""
         group = str(master.info["broker_name"])
         args = ["--role", "slave", "--broker-id", str(broker_id), "--master", master.address]
+        args += ["--set", f"broker.master_member={master.member_address}"]
         proc = self.broker(name, extra=[*args, *extra], group=group, **kwargs)
         if proc.info["broker_name"] != group:  # the broker name is the group
             raise ProcessFailed(f"{name} joined {proc.info['broker_name']}, expected {group}")
@@ -283,8 +310,10 @@ class ProcessGroup:
         `replica_set`). With `topic`: once every group's master is registered,
         creates it with `queues` queues in every group and waits until the
         nameservers route it to every group with all its brokers."""
-        ns = [self.nameserver(f"ns{i}").address for i in range(nameservers)]
-        sets = {g: self.replica_set(g, slaves, namesrv=ns, **kwargs) for g in groups}
+        ns_procs = [self.nameserver(f"ns{i}") for i in range(nameservers)]
+        ns = [p.address for p in ns_procs]  # clients' ports
+        members = [p.member_address for p in ns_procs]  # brokers register at the members' ports
+        sets = {g: self.replica_set(g, slaves, namesrv=members, **kwargs) for g in groups}
         if topic is not None:
             with Admin(namesrv=ns) as admin:
                 poll_until(
