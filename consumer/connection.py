@@ -35,7 +35,7 @@ def rpc_error(exc: grpc.RpcError, address: str, security: ClientSecurity = PLAIN
     if isinstance(err, BrokerUnavailableError):
         why = explain_handshake_failure(err.message, address, security.ca_file)
         if why:
-            return BrokerUnavailableError(f"failed to connect to {address}: {why}")
+            return BrokerUnavailableError(f"failed to connect (TLS): {why}")
     return err
 
 

@@ -44,12 +44,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Literal
 
 from consumer.connection import ConnectionPool
 from consumer.consume_pool import ConsumePool
 from consumer.delayed import Delayed
 from consumer.process_queue import ProcessQueue
+from consumer.profile import Profile
 from consumer.pull_consumer import PullConsumer, ReceivedMessage
 from consumer.push_queues import (
     DEFAULT_RETRY_DELAYS_S,
@@ -102,9 +104,14 @@ class PushConsumer(PushCounters):
         shutdown_timeout_s: float = 10.0,
         on_commit: Callable[[MessageQueue, int], None] | None = None,
         route_timeout_s: float = 0.0,
+        profile: str | Path | Profile | None = None,
     ) -> None:
         """`route_timeout_s`: how long to wait for the nameservers to route the
-        topic (see PullConsumer) before failing with `UnknownTopicError`."""
+        topic (see PullConsumer) before failing with `UnknownTopicError`.
+        `profile`: the client profile (consumer/profile.py; None:
+        `$TAILRACE_PROFILE`, else plaintext), read once for the group's topic
+        and its retry topic; its nameservers are used when neither `broker`
+        nor `namesrv` is given."""
         if not 1 <= consume_threads <= 1024:
             raise InvalidArgumentError("consume_threads must be in 1..1024")
         self.settings = settings = PushSettings(
@@ -128,6 +135,7 @@ class PushConsumer(PushCounters):
             auto_commit_interval_ms=auto_commit_interval_ms,
             on_commit=on_commit,
             client_id=client_id,
+            profile=Profile.resolve(profile),
         )
         self.queues = PushQueues(settings)
         self._stop = threading.Event()
@@ -317,7 +325,7 @@ class PushConsumer(PushCounters):
         held = self._locks.held()
         self.pull.close(commit=stopped)
         if held:  # committed: release them for the next owner
-            pool = ConnectionPool(5.0)  # the pull consumer's own pool is closed now
+            pool = ConnectionPool(5.0, self.pull.security)  # the pull consumer's own pool is closed now
             try:
                 self._locks.unlock(held, pool)
             finally:

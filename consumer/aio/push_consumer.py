@@ -28,7 +28,8 @@ What differs is only how it runs:
 Options are the threaded `PushConsumer`'s processing options (`PushSettings`:
 batch_size, orderly, max_cached_messages, retry_delays_s, send_back, ...)
 plus `PullConsumer`'s (broker= or namesrv=, start, max_messages,
-heartbeat_ms, auto_commit_interval_ms, on_commit, route_timeout_s, ...).
+heartbeat_ms, auto_commit_interval_ms, on_commit, route_timeout_s,
+profile, ...).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from consumer.aio.consumer import AsyncPullConsumer
 from consumer.aio.control import ControlThreads
 from consumer.connection import ConnectionPool
 from consumer.process_queue import ProcessQueue
+from consumer.profile import Profile
 from consumer.pull_consumer import PullConsumer, ReceivedMessage
 from consumer.push_queues import (
     SETTINGS_FIELDS,
@@ -95,6 +97,7 @@ class AsyncPushConsumer(PushCounters):
         self.concurrency = concurrency
         options.setdefault("max_messages", 32)  # per pull, as the threaded one's pull_batch
         options.setdefault("auto_commit_interval_ms", 1000)  # as the threaded one
+        options["profile"] = Profile.resolve(options.get("profile"))  # read once, for both topics
         self._member_args = {**options, "group": group}
         self.queues = PushQueues(self.settings)
         self.pull = AsyncPullConsumer(
@@ -366,7 +369,7 @@ def _send_back(retries: SendBack, batch: list[ReceivedMessage]) -> list[bool]:
 
 
 def _unlock(locks: QueueLocks, held: list[MessageQueue]) -> None:
-    pool = ConnectionPool(5.0)  # the member's own pool is closed now
+    pool = ConnectionPool(5.0, locks.pull.security)  # the member's own pool is closed now
     try:
         locks.unlock(held, pool)
     finally:
