@@ -155,6 +155,8 @@ class PullConsumer:
             self._route: TopicRoute = self._first_route(route_timeout_s)
             if self._owns_membership:
                 self.membership.beat()  # join before the first allocation
+                if self.membership.denied is not None:
+                    raise self.membership.denied  # this account may not use the group
             self.rebalance()
         except BaseException:
             self.pool.close()
@@ -301,6 +303,7 @@ class PullConsumer:
         """Messages that arrived, waiting up to `timeout_ms` for the first."""
         if self._closed:
             raise TailraceError("consumer is closed")
+        self.raise_denied()
         self.housekeeping()
         self._issue_pulls()
         out: list[ReceivedMessage] = []
@@ -316,6 +319,8 @@ class PullConsumer:
                 self._issue_pulls(answered)  # queues whose retry back-off ended
                 continue
             out.extend(self._complete(*item))
+            if not out:
+                self.raise_denied()  # a pull was refused access: the caller hears of it now
             answered.add(item[0])
             # a queue answered in this call is pulled again in the next one, after
             # the caller has taken these messages (flow control sees them then)
@@ -323,6 +328,15 @@ class PullConsumer:
             if out and self._done.empty():
                 break
         return out
+
+    def raise_denied(self) -> None:
+        """Raise the refusal of access (UNAUTHENTICATED, PERMISSION_DENIED) a
+        pull or the group's heartbeat met, once: it is final (core/errors.py),
+        so it is the caller's to see, as Kafka's poll raises its
+        authorization errors, not something to retry in silence."""
+        denied = self._fetcher.take_denied() or self.membership.denied
+        if denied is not None:
+            raise denied
 
     def housekeeping(self) -> None:
         """What a poll does before pulling: rebalance when the group changed

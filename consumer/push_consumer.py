@@ -50,6 +50,7 @@ from typing import Literal
 from consumer.connection import ConnectionPool
 from consumer.consume_pool import ConsumePool
 from consumer.delayed import Delayed
+from consumer.fetcher import DENIED_BACKOFF_S
 from consumer.process_queue import ProcessQueue
 from consumer.profile import Profile
 from consumer.pull_consumer import PullConsumer, ReceivedMessage
@@ -64,6 +65,7 @@ from consumer.push_queues import (
 )
 from consumer.queue_hooks import Key, TopicHooks
 from consumer.queue_locks import QueueLocks
+from consumer.retry_plan import ACCESS_REFUSED
 from consumer.send_back import SendBack
 from core.errors import InvalidArgumentError
 from core.route import MessageQueue
@@ -176,6 +178,10 @@ class PushConsumer(PushCounters):
     def _poll(self, consumer: PullConsumer, timeout_ms: int) -> list[ReceivedMessage]:
         try:
             return consumer.poll(timeout_ms)
+        except ACCESS_REFUSED as exc:  # final until an operator changes the ACL: say so, slowly
+            log.error("poll of %s refused: %s (polling again in %g s)", consumer.topic, exc, DENIED_BACKOFF_S)
+            self._stop.wait(DENIED_BACKOFF_S)
+            return []
         except Exception:  # never die: the consumer would silently stop
             log.exception("poll of %s failed", consumer.topic)
             self._stop.wait(0.5)

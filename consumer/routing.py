@@ -3,7 +3,10 @@
 `NameserverRoutes` asks the nameservers in turn (starting with the last one
 that answered), caches each topic's route, and refreshes it when it is older
 than `refresh_s` or when the caller says the cached one failed it
-(`NOT_MASTER`, unknown topic, a dead connection). It also says where a topic
+(`NOT_MASTER`, unknown topic, a dead connection). A nameserver that refuses
+the caller (UNAUTHENTICATED, PERMISSION_DENIED) has answered: that error is
+raised as it is, not tried on the next one nor turned into "no nameserver
+answered" (which the producer would retry). It also says where a topic
 with no route can be created by sending to it (`auto_create_route`), and
 what each nameserver routes (`routes_by_nameserver`: an admin waiting for a
 topic it created). `SingleBrokerRoutes` serves the same interface for a client
@@ -23,6 +26,7 @@ import grpc
 from consumer.channels import open_channel
 from consumer.connection import rpc_error
 from consumer.profile import PLAINTEXT, ClientSecurity
+from consumer.retry_plan import ACCESS_REFUSED
 from core.errors import BrokerUnavailableError, TailraceError, UnknownTopicError
 from core.pb.tailrace.v1 import broker_pb2 as bpb
 from core.pb.tailrace.v1 import broker_pb2_grpc, nameserver_pb2_grpc
@@ -131,8 +135,8 @@ class NameserverRoutes:
                 return route_from_pb(resp)
             except grpc.RpcError as exc:
                 err = rpc_error(exc, self.nameservers[idx], self.security)
-                if isinstance(err, UnknownTopicError):
-                    raise err from None  # the nameserver answered: the topic has no route
+                if isinstance(err, UnknownTopicError | ACCESS_REFUSED):
+                    raise err from None  # the nameserver answered: no route, or not for this caller
                 last = err
         raise BrokerUnavailableError(f"no nameserver of {self.nameservers} answered: {last}")
 
@@ -148,7 +152,10 @@ class NameserverRoutes:
             try:
                 out[address] = route_from_pb(call.result())
             except grpc.RpcError as exc:
-                if isinstance(rpc_error(exc, address, self.security), UnknownTopicError):
+                err = rpc_error(exc, address, self.security)
+                if isinstance(err, ACCESS_REFUSED):
+                    raise err from None  # waiting would not change it
+                if isinstance(err, UnknownTopicError):
                     out[address] = None
         return out
 
@@ -180,6 +187,8 @@ class NameserverRoutes:
                 return stub.ListClusters(pb.ListClustersRequest(), timeout=left())  # type: ignore[no-any-return]
             except grpc.RpcError as exc:
                 last = rpc_error(exc, address, self.security)
+                if isinstance(last, ACCESS_REFUSED):
+                    raise last from None
         raise BrokerUnavailableError(f"no nameserver answered: {last}")
 
     def close(self) -> None:

@@ -105,6 +105,7 @@ class AsyncPullConsumer:
         if self._closed:
             raise TailraceError("consumer is closed")
         m = self._m
+        m.raise_denied()  # a refusal of access met since the last poll (see PullConsumer.poll)
         await self._control.run(m.housekeeping)  # rebalance, auto-commit: the member's own
         self._issue()
         out: list[ReceivedMessage] = []
@@ -133,6 +134,8 @@ class AsyncPullConsumer:
                 out.extend(result.records)
                 if result.refresh_route:
                     m._changed.set()  # rebalance, which refreshes the route
+            if not out:
+                m.raise_denied()
             # a queue answered in this call is pulled again in the next one, after
             # the caller has taken these messages
             self._issue(answered)

@@ -45,6 +45,7 @@ from typing import Any
 from consumer.aio.consumer import AsyncPullConsumer
 from consumer.aio.control import ControlThreads
 from consumer.connection import ConnectionPool
+from consumer.fetcher import DENIED_BACKOFF_S
 from consumer.process_queue import ProcessQueue
 from consumer.profile import Profile
 from consumer.pull_consumer import PullConsumer, ReceivedMessage
@@ -58,6 +59,7 @@ from consumer.push_queues import (
 )
 from consumer.queue_hooks import Key, TopicHooks
 from consumer.queue_locks import QueueLocks
+from consumer.retry_plan import ACCESS_REFUSED
 from consumer.send_back import SendBack
 from core.errors import InvalidArgumentError, TailraceError
 from core.route import MessageQueue
@@ -159,6 +161,14 @@ class AsyncPushConsumer(PushCounters):
         while not self._closing:
             try:
                 messages = await consumer.poll(POLL_MS)
+            except ACCESS_REFUSED as exc:  # final until an operator changes the ACL: say so, slowly
+                topic = consumer.member and consumer.member.topic
+                log.error("poll of %s refused: %s (polling again in %g s)", topic, exc, DENIED_BACKOFF_S)
+                for _ in range(int(DENIED_BACKOFF_S * 1000 / POLL_MS)):
+                    if self._closing:
+                        break
+                    await asyncio.sleep(POLL_MS / 1000)
+                continue
             except Exception:  # never die: the consumer would silently stop
                 log.exception("poll of %s failed", consumer.member and consumer.member.topic)
                 await asyncio.sleep(0.5)
