@@ -135,7 +135,7 @@ class NameserverRoutes:
                 return route_from_pb(resp)
             except grpc.RpcError as exc:
                 err = rpc_error(exc, self.nameservers[idx], self.security)
-                if isinstance(err, UnknownTopicError | ACCESS_REFUSED):
+                if isinstance(err, (UnknownTopicError, *ACCESS_REFUSED)):
                     raise err from None  # the nameserver answered: no route, or not for this caller
                 last = err
         raise BrokerUnavailableError(f"no nameserver of {self.nameservers} answered: {last}")
