@@ -152,10 +152,6 @@ class Profile:
             return None, list(self.namesrv)
         return broker, namesrv
 
-    def describe(self) -> str:
-        """For error messages: which profile this is."""
-        return f"profile {self.path}" if self.path is not None else "no profile"
-
 
 EMPTY = Profile()
 

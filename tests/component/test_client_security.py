@@ -24,6 +24,7 @@ import pytest
 from consumer import Admin, Producer, PullConsumer
 from consumer.aio import AsyncProducer
 from consumer.aio.channels import AioStubs
+from consumer.channels import open_aio_channel, open_channel
 from consumer.connection import BrokerConnection
 from consumer.profile import Profile
 from core.errors import BrokerUnavailableError, PermissionDeniedError, UnauthenticatedError
@@ -137,6 +138,34 @@ class FakeBroker(broker_pb2_grpc.BrokerServicer):
         return pb.UnregisterResponse()
 
 
+ECHO = "/test.Echo/"
+
+
+def _echo_handlers(seen: Seen) -> grpc.GenericRpcHandler:
+    """Streaming methods (the client library has none yet; its channels must sign them)."""
+
+    def many(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        seen.check(ECHO + "Many", context)
+        yield from (request, request)
+
+    def chat(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        seen.check(ECHO + "Chat", context)
+        yield from requests
+
+    def total(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        seen.check(ECHO + "Total", context)
+        return b"".join(requests)
+
+    return grpc.method_handlers_generic_handler(
+        "test.Echo",
+        {
+            "Many": grpc.unary_stream_rpc_method_handler(many),
+            "Chat": grpc.stream_stream_rpc_method_handler(chat),
+            "Total": grpc.stream_unary_rpc_method_handler(total),
+        },
+    )
+
+
 @dataclass
 class Servers:
     tls: str  # the TLS port's address
@@ -175,6 +204,7 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     nameserver_pb2_grpc.add_NameServerServicer_to_server(FakeNameServer(seen, broker_address), server)  # type: ignore[no-untyped-call]
     broker_pb2_grpc.add_BrokerServicer_to_server(FakeBroker(seen), server)  # type: ignore[no-untyped-call]
+    server.add_generic_rpc_handlers((_echo_handlers(seen),))
     tls = f"127.0.0.1:{server.add_secure_port('127.0.0.1:0', creds)}"
     plain = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
     server.start()
@@ -290,3 +320,28 @@ def test_a_consumer_its_group_is_refused_to_fails_at_start(servers: Servers) -> 
         producer.send("orders", b"x")
     sends = [m for m, _ in servers.seen.calls if m == BROKER + "SendBatch"]
     assert len(sends) == 1  # refused: not sent again to another queue or after a pause
+
+
+def test_streaming_calls_are_signed_too(servers: Servers) -> None:
+    security = Profile.load(servers.profile("client")).security()
+    with open_channel(servers.tls, security) as channel:
+        assert list(channel.unary_stream(ECHO + "Many")(b"a", timeout=5)) == [b"a", b"a"]
+        assert list(channel.stream_stream(ECHO + "Chat")(iter([b"x", b"y"]), timeout=5)) == [b"x", b"y"]
+        assert channel.stream_unary(ECHO + "Total").future(iter([b"1", b"2"]), timeout=5).result() == b"12"
+
+    async def asyncio_streams() -> None:
+        channel = open_aio_channel(servers.tls, security)
+        try:
+            assert [r async for r in channel.unary_stream(ECHO + "Many")(b"b", timeout=5)] == [b"b", b"b"]
+            call = channel.stream_stream(ECHO + "Chat")(timeout=5)  # written by the caller
+            await call.write(b"z")
+            await call.done_writing()
+            assert [r async for r in call] == [b"z"]
+            assert await channel.stream_unary(ECHO + "Total")(iter([b"3", b"4"]), timeout=5) == b"34"
+        finally:
+            await channel.close()
+
+    asyncio.run(asyncio_streams())
+    methods = [m for m, _ in servers.seen.calls]
+    assert sorted(methods) == sorted([ECHO + "Many", ECHO + "Chat", ECHO + "Total"] * 2)
+    assert all(ak == "app" for _, ak in servers.seen.calls)
