@@ -14,7 +14,15 @@ if TYPE_CHECKING:
 
 
 def register_bench(sub: Subcommands) -> None:
-    from bench import clients, failover, produce_consume, push_consumer, redirect_bench, replication
+    from bench import (
+        clients,
+        failover,
+        produce_consume,
+        push_consumer,
+        redirect_bench,
+        replication,
+        signing,
+    )
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     for name, module, help_text in (
@@ -24,6 +32,7 @@ def register_bench(sub: Subcommands) -> None:
         ("push-consumer", push_consumer, "threads, handler cost, memory"),
         ("redirect", redirect_bench, "read redirection in memory cgroups, on vs off"),
         ("clients", clients, "threaded against asyncio clients; giving up on a dead broker"),
+        ("signing", signing, "the cost of signed calls against bare ones (in-process loopback)"),
     ):
         p = bench.add_parser(name, help=help_text)
         module.add_arguments(p)

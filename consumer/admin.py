@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from consumer.connection import BrokerConnection, ConnectionPool
+from consumer.profile import Profile, client_setup
 from consumer.routing import NameserverRoutes
 from core.errors import BrokerUnavailableError, RequestTimeoutError
 from core.pb.tailrace.v1 import broker_pb2 as pb
@@ -48,14 +50,20 @@ class Admin:
         broker: str | None = None,
         namesrv: Sequence[str] | str | None = None,
         timeout_s: float = 10.0,
+        profile: str | Path | Profile | None = None,
     ) -> None:
+        """`profile`: the client profile (consumer/profile.py; None:
+        `$TAILRACE_PROFILE`, else plaintext); its nameservers are used when
+        neither `broker` nor `namesrv` is given."""
+        security, broker, namesrv = client_setup(profile, broker, namesrv)
         if (broker is None) == (namesrv is None):
             raise ValueError("give either broker= or namesrv=")
         if isinstance(namesrv, str):
             namesrv = [a for a in namesrv.split(",") if a]
-        self.pool = ConnectionPool(timeout_s)
+        self.security = security
+        self.pool = ConnectionPool(timeout_s, security)
         self.broker = broker
-        self.routes = NameserverRoutes(list(namesrv)) if namesrv is not None else None
+        self.routes = NameserverRoutes(list(namesrv), security=security) if namesrv is not None else None
 
     @property
     def conn(self) -> BrokerConnection:

@@ -6,7 +6,10 @@ consumer's flow control), to which broker (consumer/pull_source.py: the
 master, or the slave its last answer suggested) and with what deadline;
 `answered()` says what an answer, or a failure, means (if it is still the
 queue's current pull): records to hand out,
-a position to move, a back-off, a replica to avoid, a route to refresh. The
+a position to move, a back-off, a replica to avoid, a route to refresh, or
+a refusal of access (`denied`: the consumer raises it from its next poll
+instead of retrying; the queue waits `DENIED_BACKOFF_S` before it is pulled
+again, should the caller poll on). The
 clients own the calls: `PullConsumer` with gRPC futures, `AsyncPullConsumer`
 with `grpc.aio`. Positions and generations live in consumer/positions.py:
 a driver issues the pulls `due()` returns while it holds `positions.lock`,
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from consumer.positions import PullCall, QueuePositions
 from consumer.pull_source import REPLICA_TIMEOUT_S, PullSources
 from consumer.queue_hooks import QueueHooks
+from consumer.retry_plan import ACCESS_REFUSED
 from core.errors import BrokerUnavailableError, RequestTimeoutError, TailraceError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.record import Record, iter_records
@@ -31,6 +35,7 @@ from core.subscription import Subscription
 log = logging.getLogger("consumer.pull_consumer")
 RETRY_BACKOFF_S = 0.5
 NOT_HELD_BACKOFF_S = 0.2
+DENIED_BACKOFF_S = 5.0
 
 
 @dataclass(slots=True)
@@ -80,6 +85,7 @@ class Fetcher:
         self.unreachable: dict[
             str, str
         ] = {}  # broker address -> the error of its last pull, until one succeeds
+        self.denied: TailraceError | None = None  # a pull refused access, not raised yet
 
     def due(self, route: TopicRoute, now: float, skip: set[MessageQueue] | None = None) -> list[PullToSend]:
         """The pulls to send now. Call with `positions.lock` held, and send
@@ -110,6 +116,11 @@ class Fetcher:
             timeout = s.long_poll_ms / 1000 + s.timeout_s if bid == MASTER_ID else REPLICA_TIMEOUT_S
             out.append(PullToSend(mq, bid, address, req, timeout))
         return out
+
+    def take_denied(self) -> TailraceError | None:
+        """The refusal of access a pull met since the last call (once)."""
+        err, self.denied = self.denied, None
+        return err
 
     def answered(
         self,
@@ -181,6 +192,10 @@ class Fetcher:
     ) -> Answered:
         if isinstance(err, BrokerUnavailableError | RequestTimeoutError):
             self.unreachable[address] = str(err)
+        if isinstance(err, ACCESS_REFUSED):  # final: the caller hears of it, no retry
+            self.denied = err
+            self.retry_at[mq] = now + DENIED_BACKOFF_S
+            return Answered()
         if pulled_from != MASTER_ID:  # a replica failed: back to the master at once
             log.warning("pull %s from broker %d failed: %s; back to the master", mq, pulled_from, err)
             self.sources.replica_failed(mq, pulled_from, now)

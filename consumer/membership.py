@@ -12,7 +12,9 @@ the last view is kept; once it has not answered for three heartbeat
 intervals the broker has dropped this member, so the member drops itself from
 its view too (and so gives up its queues) rather than keep reading queues
 that others have taken over. When the view changes, `changed` is set and the
-consumer rebalances on its next poll.
+consumer rebalances on its next poll. A heartbeat refused access
+(UNAUTHENTICATED, PERMISSION_DENIED: the account may not use the group) is
+kept in `denied` for the consumer to raise, until one is answered again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Callable
 import grpc
 
 from consumer.connection import ConnectionPool
+from consumer.retry_plan import ACCESS_REFUSED
 from consumer.routing import Routes
 from core.errors import TailraceError
 from core.pb.tailrace.v1 import broker_pb2 as pb
@@ -54,6 +57,7 @@ class Membership:
         self.heartbeat_ms = heartbeat_ms
         self.members: list[str] = []
         self.changed = threading.Event()
+        self.denied: TailraceError | None = None  # the designated master refuses this member
         self._listeners = [self.changed]
         self._last_ok = time.monotonic()
         self._failing = False
@@ -86,11 +90,16 @@ class Membership:
             try:
                 resp = call.result()
             except grpc.RpcError as exc:
-                if i == 0 and not self._failing:
-                    self._failing = True
-                    log.warning("heartbeat to %s failed: %s", masters[0], exc.code())
+                if i == 0:
+                    err = self.pool.get(masters[0]).error(exc)
+                    if isinstance(err, ACCESS_REFUSED):
+                        self.denied = err
+                    if not self._failing:
+                        self._failing = True
+                        log.warning("heartbeat to %s failed: %s", masters[0], err)
                 continue
             if i == 0:
+                self.denied = None
                 view = list(resp.members)
         now = time.monotonic()
         if view is not None:

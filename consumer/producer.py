@@ -29,8 +29,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 from consumer.connection import ConnectionPool
+from consumer.profile import Profile, client_setup
 from consumer.routing import Routes, routes_for
 from consumer.send_logic import (
     MIN_RPC_TIMEOUT_S,
@@ -64,9 +66,15 @@ class Producer:
         backoff_s: float = 5.0,
         retry_timeout_s: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
+        profile: str | Path | Profile | None = None,
     ) -> None:
-        self.routes: Routes = routes_for(broker, namesrv)
-        self.pool = ConnectionPool(timeout_s)
+        """`profile`: the client profile (consumer/profile.py; None:
+        `$TAILRACE_PROFILE`, else plaintext); its nameservers are used when
+        neither `broker` nor `namesrv` is given."""
+        security, broker, namesrv = client_setup(profile, broker, namesrv)
+        self.security = security
+        self.routes: Routes = routes_for(broker, namesrv, security)
+        self.pool = ConnectionPool(timeout_s, security)
         self.retry_timeout_s = retry_timeout_s
         self.clock = clock
         self.logic = SendLogic(broker, selector, retries, retry_timeout_s, timeout_s, backoff_s, clock)

@@ -31,15 +31,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Literal
 
 import grpc
 
-from consumer.connection import ConnectionPool
+from consumer.connection import ConnectionPool, rpc_error
 from consumer.fetcher import Fetcher, PullSettings, ReceivedMessage
 from consumer.membership import Membership
 from consumer.offset_store import OffsetStore
 from consumer.positions import QueuePositions
+from consumer.profile import Profile, client_setup
 from consumer.queue_hooks import QueueHooks
 from consumer.routing import Routes, routes_for
 from core.errors import (
@@ -47,7 +49,6 @@ from core.errors import (
     TailraceError,
     UnknownTopicError,
 )
-from core.grpc_status import error_from_rpc
 from core.offsets import validate_group
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.record import validate_topic
@@ -79,13 +80,18 @@ class PullConsumer:
         hooks: QueueHooks | None = None,
         members_of: PullConsumer | None = None,
         route_timeout_s: float = 0.0,
+        profile: str | Path | Profile | None = None,
     ) -> None:
         """`members_of`: take the group's members from that consumer of the same
         group (a push consumer's retry topic), so both split their queues over
         the same view; this one sends no membership heartbeats of its own.
         `route_timeout_s`: with nameservers, how long to keep asking for the
         route of a topic they do not route yet (it may be being created)
-        before failing with `UnknownTopicError` (0: fail at once)."""
+        before failing with `UnknownTopicError` (0: fail at once).
+        `profile`: the client profile (consumer/profile.py; None:
+        `$TAILRACE_PROFILE`, else plaintext); its nameservers are used when
+        neither `broker` nor `namesrv` is given."""
+        security, broker, namesrv = client_setup(profile, broker, namesrv)
         if start not in ("first", "last"):
             raise InvalidArgumentError("start must be 'first' or 'last'")
         if (broker is None) == (namesrv is None):
@@ -108,8 +114,9 @@ class PullConsumer:
         self.rebalance_s = rebalance_interval_ms / 1000
         self.client_id = client_id or f"{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}"
         self.nameservers = list(namesrv or [])
-        self.routes: Routes = routes_for(broker, namesrv)
-        self.pool = ConnectionPool(timeout_s)
+        self.security = security
+        self.routes: Routes = routes_for(broker, namesrv, security)
+        self.pool = ConnectionPool(timeout_s, security)
         self.timeout_s = timeout_s
         self._offsets = OffsetStore(
             self.pool, group, topic, start, self.master_of, on_commit, self._master_checks_out
@@ -148,6 +155,8 @@ class PullConsumer:
             self._route: TopicRoute = self._first_route(route_timeout_s)
             if self._owns_membership:
                 self.membership.beat()  # join before the first allocation
+                if self.membership.denied is not None:
+                    raise self.membership.denied  # this account may not use the group
             self.rebalance()
         except BaseException:
             self.pool.close()
@@ -294,6 +303,7 @@ class PullConsumer:
         """Messages that arrived, waiting up to `timeout_ms` for the first."""
         if self._closed:
             raise TailraceError("consumer is closed")
+        self.raise_denied()
         self.housekeeping()
         self._issue_pulls()
         out: list[ReceivedMessage] = []
@@ -309,6 +319,8 @@ class PullConsumer:
                 self._issue_pulls(answered)  # queues whose retry back-off ended
                 continue
             out.extend(self._complete(*item))
+            if not out:
+                self.raise_denied()  # a pull was refused access: the caller hears of it now
             answered.add(item[0])
             # a queue answered in this call is pulled again in the next one, after
             # the caller has taken these messages (flow control sees them then)
@@ -316,6 +328,15 @@ class PullConsumer:
             if out and self._done.empty():
                 break
         return out
+
+    def raise_denied(self) -> None:
+        """Raise the refusal of access (UNAUTHENTICATED, PERMISSION_DENIED) a
+        pull or the group's heartbeat met, once: it is final (core/errors.py),
+        so it is the caller's to see, as Kafka's poll raises its
+        authorization errors, not something to retry in silence."""
+        denied = self._fetcher.take_denied() or self.membership.denied
+        if denied is not None:
+            raise denied
 
     def housekeeping(self) -> None:
         """What a poll does before pulling: rebalance when the group changed
@@ -348,7 +369,7 @@ class PullConsumer:
         try:
             answer = call.result()
         except grpc.RpcError as exc:
-            answer = error_from_rpc(exc)
+            answer = rpc_error(exc, address, self.security)
         except grpc.FutureCancelledError:
             answer = TailraceError("cancelled")  # a moved queue's pull: its answer is not wanted
         result = self._fetcher.answered(mq, gen, call, answer, address, self._route, time.monotonic())

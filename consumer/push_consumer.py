@@ -44,12 +44,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Literal
 
 from consumer.connection import ConnectionPool
 from consumer.consume_pool import ConsumePool
 from consumer.delayed import Delayed
+from consumer.fetcher import DENIED_BACKOFF_S
 from consumer.process_queue import ProcessQueue
+from consumer.profile import Profile
 from consumer.pull_consumer import PullConsumer, ReceivedMessage
 from consumer.push_queues import (
     DEFAULT_RETRY_DELAYS_S,
@@ -62,6 +65,7 @@ from consumer.push_queues import (
 )
 from consumer.queue_hooks import Key, TopicHooks
 from consumer.queue_locks import QueueLocks
+from consumer.retry_plan import ACCESS_REFUSED
 from consumer.send_back import SendBack
 from core.errors import InvalidArgumentError
 from core.route import MessageQueue
@@ -102,9 +106,14 @@ class PushConsumer(PushCounters):
         shutdown_timeout_s: float = 10.0,
         on_commit: Callable[[MessageQueue, int], None] | None = None,
         route_timeout_s: float = 0.0,
+        profile: str | Path | Profile | None = None,
     ) -> None:
         """`route_timeout_s`: how long to wait for the nameservers to route the
-        topic (see PullConsumer) before failing with `UnknownTopicError`."""
+        topic (see PullConsumer) before failing with `UnknownTopicError`.
+        `profile`: the client profile (consumer/profile.py; None:
+        `$TAILRACE_PROFILE`, else plaintext), read once for the group's topic
+        and its retry topic; its nameservers are used when neither `broker`
+        nor `namesrv` is given."""
         if not 1 <= consume_threads <= 1024:
             raise InvalidArgumentError("consume_threads must be in 1..1024")
         self.settings = settings = PushSettings(
@@ -128,6 +137,7 @@ class PushConsumer(PushCounters):
             auto_commit_interval_ms=auto_commit_interval_ms,
             on_commit=on_commit,
             client_id=client_id,
+            profile=Profile.resolve(profile),
         )
         self.queues = PushQueues(settings)
         self._stop = threading.Event()
@@ -168,6 +178,10 @@ class PushConsumer(PushCounters):
     def _poll(self, consumer: PullConsumer, timeout_ms: int) -> list[ReceivedMessage]:
         try:
             return consumer.poll(timeout_ms)
+        except ACCESS_REFUSED as exc:  # final until an operator changes the ACL: say so, slowly
+            log.error("poll of %s refused: %s (polling again in %g s)", consumer.topic, exc, DENIED_BACKOFF_S)
+            self._stop.wait(DENIED_BACKOFF_S)
+            return []
         except Exception:  # never die: the consumer would silently stop
             log.exception("poll of %s failed", consumer.topic)
             self._stop.wait(0.5)
@@ -317,7 +331,7 @@ class PushConsumer(PushCounters):
         held = self._locks.held()
         self.pull.close(commit=stopped)
         if held:  # committed: release them for the next owner
-            pool = ConnectionPool(5.0)  # the pull consumer's own pool is closed now
+            pool = ConnectionPool(5.0, self.pull.security)  # the pull consumer's own pool is closed now
             try:
                 self._locks.unlock(held, pool)
             finally:

@@ -6,7 +6,9 @@ group's, with a fresh route or not. Time is passed in; the producer owns the
 clock and the sleeping.
 
 The plan (RocketMQ's retries, with a deadline):
-- bad input is never retried;
+- bad input is never retried, nor is a refusal of access (UNAUTHENTICATED,
+  PERMISSION_DENIED: `ACCESS_REFUSED`, final everywhere in the client: a
+  retry would be refused the same way);
 - the first `quick_retries` retries go at once, each to another group when
   there is one (a dead broker costs no waiting where another can take it);
 - then pauses of 50 ms doubling to 250 ms, every group eligible again, until
@@ -26,12 +28,15 @@ from core.errors import (
     BrokerBusyError,
     BrokerUnavailableError,
     NotMasterError,
+    PermissionDeniedError,
     RequestTimeoutError,
     StoreClosedError,
     TailraceError,
+    UnauthenticatedError,
     UnknownTopicError,
 )
 
+ACCESS_REFUSED = (UnauthenticatedError, PermissionDeniedError)  # the server said no: never retried
 FIRST_PAUSE_S = 0.05
 MAX_PAUSE_S = 0.25
 
@@ -70,6 +75,8 @@ def outcome_unknown(err: TailraceError) -> bool:
 
 
 def classify(err: TailraceError) -> Failure:
+    if isinstance(err, ACCESS_REFUSED):
+        return Failure.FATAL
     if isinstance(err, NotMasterError):
         return Failure.NOT_MASTER
     if isinstance(err, UnknownTopicError):

@@ -3,7 +3,10 @@
 `NameserverRoutes` asks the nameservers in turn (starting with the last one
 that answered), caches each topic's route, and refreshes it when it is older
 than `refresh_s` or when the caller says the cached one failed it
-(`NOT_MASTER`, unknown topic, a dead connection). It also says where a topic
+(`NOT_MASTER`, unknown topic, a dead connection). A nameserver that refuses
+the caller (UNAUTHENTICATED, PERMISSION_DENIED) has answered: that error is
+raised as it is, not tried on the next one nor turned into "no nameserver
+answered" (which the producer would retry). It also says where a topic
 with no route can be created by sending to it (`auto_create_route`), and
 what each nameserver routes (`routes_by_nameserver`: an admin waiting for a
 topic it created). `SingleBrokerRoutes` serves the same interface for a client
@@ -20,8 +23,11 @@ from typing import Protocol
 
 import grpc
 
+from consumer.channels import open_channel
+from consumer.connection import rpc_error
+from consumer.profile import PLAINTEXT, ClientSecurity
+from consumer.retry_plan import ACCESS_REFUSED
 from core.errors import BrokerUnavailableError, TailraceError, UnknownTopicError
-from core.grpc_status import error_from_rpc
 from core.pb.tailrace.v1 import broker_pb2 as bpb
 from core.pb.tailrace.v1 import broker_pb2_grpc, nameserver_pb2_grpc
 from core.pb.tailrace.v1 import nameserver_pb2 as pb
@@ -68,14 +74,19 @@ def route_from_pb(resp: pb.GetRouteResponse) -> TopicRoute:
 
 class NameserverRoutes:
     def __init__(
-        self, nameservers: list[str], refresh_s: float = ROUTE_REFRESH_S, timeout_s: float = 5.0
+        self,
+        nameservers: list[str],
+        refresh_s: float = ROUTE_REFRESH_S,
+        timeout_s: float = 5.0,
+        security: ClientSecurity = PLAINTEXT,
     ) -> None:
         if not nameservers:
             raise ValueError("at least one nameserver address is needed")
         self.nameservers = list(nameservers)
         self.refresh_s = refresh_s
         self.timeout_s = timeout_s
-        self._channels = [grpc.insecure_channel(a) for a in self.nameservers]
+        self.security = security
+        self._channels = [open_channel(a, security) for a in self.nameservers]
         self._stubs = [nameserver_pb2_grpc.NameServerStub(c) for c in self._channels]
         self._next = 0
         self._cache: dict[str, tuple[float, TopicRoute]] = {}
@@ -123,9 +134,9 @@ class NameserverRoutes:
                 self._next = idx
                 return route_from_pb(resp)
             except grpc.RpcError as exc:
-                err = error_from_rpc(exc)
-                if isinstance(err, UnknownTopicError):
-                    raise err from None  # the nameserver answered: the topic has no route
+                err = rpc_error(exc, self.nameservers[idx], self.security)
+                if isinstance(err, (UnknownTopicError, *ACCESS_REFUSED)):
+                    raise err from None  # the nameserver answered: no route, or not for this caller
                 last = err
         raise BrokerUnavailableError(f"no nameserver of {self.nameservers} answered: {last}")
 
@@ -141,7 +152,10 @@ class NameserverRoutes:
             try:
                 out[address] = route_from_pb(call.result())
             except grpc.RpcError as exc:
-                if isinstance(error_from_rpc(exc), UnknownTopicError):
+                err = rpc_error(exc, address, self.security)
+                if isinstance(err, ACCESS_REFUSED):
+                    raise err from None  # waiting would not change it
+                if isinstance(err, UnknownTopicError):
                     out[address] = None
         return out
 
@@ -168,11 +182,13 @@ class NameserverRoutes:
     def clusters(self, timeout_s: float | None = None) -> pb.ListClustersResponse:
         left = self._deadline(timeout_s)
         last: Exception | None = None
-        for stub in self._stubs:
+        for address, stub in zip(self.nameservers, self._stubs, strict=True):
             try:
                 return stub.ListClusters(pb.ListClustersRequest(), timeout=left())  # type: ignore[no-any-return]
             except grpc.RpcError as exc:
-                last = error_from_rpc(exc)
+                last = rpc_error(exc, address, self.security)
+                if isinstance(last, ACCESS_REFUSED):
+                    raise last from None
         raise BrokerUnavailableError(f"no nameserver answered: {last}")
 
     def close(self) -> None:
@@ -183,10 +199,11 @@ class NameserverRoutes:
 class SingleBrokerRoutes:
     """The route of a topic on one broker, for clients given `broker=ADDR`."""
 
-    def __init__(self, address: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, address: str, timeout_s: float = 5.0, security: ClientSecurity = PLAINTEXT) -> None:
         self.address = address
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(address)
+        self.security = security
+        self._channel = open_channel(address, security)
         self._stub = broker_pb2_grpc.BrokerStub(self._channel)
         self._name: str | None = None
         self._cache: dict[str, TopicRoute] = {}
@@ -208,7 +225,7 @@ class SingleBrokerRoutes:
                 self._name = self._stub.Status(bpb.StatusRequest(), timeout=t).broker_name
             offs = self._stub.GetQueueOffsets(bpb.GetQueueOffsetsRequest(topic=topic), timeout=t)
         except grpc.RpcError as exc:
-            err = error_from_rpc(exc)
+            err = rpc_error(exc, self.address, self.security)
             if isinstance(err, UnknownTopicError):  # the broker may auto-create on send
                 return self._route(topic, 0)
             raise err from None
@@ -225,12 +242,14 @@ class SingleBrokerRoutes:
         self._channel.close()
 
 
-def routes_for(broker: str | None, namesrv: Sequence[str] | str | None) -> Routes:
+def routes_for(
+    broker: str | None, namesrv: Sequence[str] | str | None, security: ClientSecurity = PLAINTEXT
+) -> Routes:
     """The routes of a client given `broker=ADDR` or `namesrv=[...]` (or "A,B")."""
     if (broker is None) == (namesrv is None):
         raise ValueError("give either broker= or namesrv=")
     if broker is not None:
-        return SingleBrokerRoutes(broker)
+        return SingleBrokerRoutes(broker, security=security)
     if isinstance(namesrv, str):
         namesrv = [a for a in namesrv.split(",") if a]
-    return NameserverRoutes(list(namesrv or []))
+    return NameserverRoutes(list(namesrv or []), security=security)

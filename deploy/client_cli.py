@@ -4,6 +4,10 @@ Bodies that `produce` writes start with `<run id>:<sequence number>:`, so
 `consume` (and drills) can tell every message apart and check that each
 acknowledged one arrived. `--log` writes one JSON line per acknowledged
 (produce) or received (consume) message.
+
+Each command takes `--profile FILE` (default: `$TAILRACE_PROFILE`), the
+client profile of consumer/profile.py: TLS and the account that signs, and
+the nameservers when neither `--broker` nor `--namesrv` is given.
 """
 
 from __future__ import annotations
@@ -12,19 +16,23 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import signal
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import IO, Any
 
 import psutil
 
 from consumer import Admin, Producer, PullConsumer, PushConsumer, ReceivedMessage
 from consumer.producer import OutgoingMessage, SendReceipt
-from core.errors import TailraceError
+from consumer.profile import ENV, Profile
+from core.errors import ConfigError, TailraceError
 from core.route import MessageQueue
 
 
@@ -68,9 +76,63 @@ def parse_body(body: bytes) -> tuple[str, int] | None:
 
 
 def _target(p: argparse.ArgumentParser) -> None:
-    t = p.add_mutually_exclusive_group(required=True)
+    t = p.add_mutually_exclusive_group()
     t.add_argument("--broker", help="one broker, HOST:PORT")
-    t.add_argument("--namesrv", help="nameserver addresses, comma-separated")
+    t.add_argument("--namesrv", help="nameserver addresses, comma-separated (default: the profile's)")
+    p.add_argument(
+        "--profile",
+        default=None,
+        metavar="FILE",
+        help=f"client profile: TLS, account, nameservers (default: ${ENV})",
+    )
+
+
+class TargetError(Exception):
+    """A command's profile or target is wrong; the message says which and why."""
+
+
+def client_target(args: argparse.Namespace) -> tuple[Profile, str | None, str | None]:
+    """(profile, broker, namesrv) of a client command: `--profile`, else
+    `$TAILRACE_PROFILE`; the profile's nameservers when neither `--broker`
+    nor `--namesrv` was given. Raises `TargetError` naming the profile (and
+    where it came from) when it is bad, or when there is nothing to connect to."""
+    path = args.profile or os.environ.get(ENV, "")
+    source = "--profile" if args.profile else f"${ENV}"
+    try:
+        profile = Profile.load(path) if path else Profile()
+    except ConfigError as exc:
+        field = exc.key.removeprefix(f"profile {Path(path)}").lstrip(": ")  # the file is named once
+        raise TargetError(
+            f"bad client profile {path} (from {source}): {field + ': ' if field else ''}{exc.reason}"
+        ) from None
+    broker, namesrv = args.broker, args.namesrv
+    if broker is None and namesrv is None:
+        if not profile.namesrv:
+            where = (
+                f"; the profile {path} names no namesrv" if path else f" (or a profile: --profile, ${ENV})"
+            )
+            raise TargetError(f"give --broker or --namesrv{where}")
+        namesrv = ",".join(profile.namesrv)
+    return profile, broker, namesrv
+
+
+ClientRun = Callable[[argparse.Namespace, Profile, str | None, str | None], int]
+
+
+def _run_with_target(run: ClientRun) -> Callable[[argparse.Namespace], int]:
+    """A command's run function, which first works out its profile and target
+    (an error there: said on stderr naming the profile, exit status 2)."""
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            target = client_target(args)
+        except TargetError as exc:
+            print(f"tailrace {getattr(args, 'command', 'client')}: {exc}", file=sys.stderr)
+            return 2
+        return run(args, *target)
+
+    return wrapped
 
 
 def add_produce_arguments(p: argparse.ArgumentParser) -> None:
@@ -88,7 +150,8 @@ def add_produce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def run_produce(args: argparse.Namespace) -> int:
+@_run_with_target
+def run_produce(args: argparse.Namespace, profile: Profile, broker: str | None, namesrv: str | None) -> int:
     run_id = args.run_id or uuid.uuid4().hex[:12]
     if args.count < 0 or args.batch < 1 or args.size < 0 or args.rate < 0:
         print("tailrace produce: --count >= 0, --batch >= 1, --size >= 0, --rate >= 0", file=sys.stderr)
@@ -143,7 +206,7 @@ def run_produce(args: argparse.Namespace) -> int:
                 log.flush()  # a killed process leaves every line it acknowledged
 
     t0 = time.perf_counter()
-    with Producer(args.broker, namesrv=args.namesrv, max_in_flight=args.in_flight) as producer:
+    with Producer(broker, namesrv=namesrv, max_in_flight=args.in_flight, profile=profile) as producer:
         pending: list[Future[list[SendReceipt]]] = []
         progress = Progress("produced", args.count)
         paced_from = time.monotonic()
@@ -225,7 +288,8 @@ def add_consume_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def run_consume(args: argparse.Namespace) -> int:
+@_run_with_target
+def run_consume(args: argparse.Namespace, profile: Profile, broker: str | None, namesrv: str | None) -> int:
     if (args.threads is not None and args.threads < 1) or args.handler_ms < 0:
         print("tailrace consume: --threads >= 1, --handler-ms >= 0", file=sys.stderr)
         return 2
@@ -291,10 +355,11 @@ def run_consume(args: argparse.Namespace) -> int:
     unreachable: dict[str, str] = {}
     if args.threads is None and not args.handler_ms:
         with PullConsumer(
-            args.broker,
+            broker,
             args.group,
             args.topic,
-            namesrv=args.namesrv,
+            namesrv=namesrv,
+            profile=profile,
             subscription=args.subscription,
             start=args.start,
             max_messages=args.batch,
@@ -326,8 +391,9 @@ def run_consume(args: argparse.Namespace) -> int:
             args.topic,
             handler,
             args.subscription,
-            broker=args.broker,
-            namesrv=args.namesrv,
+            broker=broker,
+            namesrv=namesrv,
+            profile=profile,
             consume_threads=args.threads or 20,
             batch_size=args.consume_batch,
             max_span=args.max_span,
@@ -396,8 +462,9 @@ def add_topic_arguments(p: argparse.ArgumentParser) -> None:
     ls.add_argument("--json", action="store_true")
 
 
-def run_topic(args: argparse.Namespace) -> int:
-    with Admin(args.broker, namesrv=args.namesrv) as admin:
+@_run_with_target
+def run_topic(args: argparse.Namespace, profile: Profile, broker: str | None, namesrv: str | None) -> int:
+    with Admin(broker, namesrv=namesrv, profile=profile) as admin:
         if args.topic_command == "create":
             created = admin.create_topic(
                 args.topic, args.queues, getattr(args, "cluster", None), args.route_timeout_ms / 1000

@@ -24,6 +24,12 @@ SMALL = StoreConfig(
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_client_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients in tests never pick up the developer's profile ($TAILRACE_PROFILE)."""
+    monkeypatch.delenv("TAILRACE_PROFILE", raising=False)
+
+
 @pytest.fixture
 def small_config() -> StoreConfig:
     return SMALL

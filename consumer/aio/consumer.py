@@ -31,10 +31,11 @@ import grpc
 
 from consumer.aio.channels import AioStubs
 from consumer.aio.control import ControlThreads
+from consumer.connection import rpc_error
 from consumer.fetcher import ReceivedMessage
+from consumer.profile import ClientSecurity
 from consumer.pull_consumer import PullConsumer
 from core.errors import TailraceError
-from core.grpc_status import error_from_rpc
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import MessageQueue
 
@@ -44,11 +45,12 @@ Inflight = tuple[MessageQueue, int, Any, str]  # queue, generation, the aio call
 class AsyncPullConsumer:
     def __init__(self, **member: Any) -> None:
         """Takes `PullConsumer`'s arguments (broker= or namesrv=, group, topic,
-        subscription, start, long_poll_ms, max_messages, ...)."""
+        subscription, start, long_poll_ms, max_messages, profile, ...). The
+        pulls' channels have the member's security (its profile's)."""
         self._member_args = member
         self.member: PullConsumer | None = None
         self._control = ControlThreads("tailrace-consumer-control")
-        self._stubs = AioStubs()
+        self._stubs: AioStubs | None = None  # once the member (and so its security) is known
         self._tasks: dict[asyncio.Task[pb.PullResponse | TailraceError], Inflight] = {}
         self._buffer: list[ReceivedMessage] = []
         self._closed = False
@@ -59,6 +61,7 @@ class AsyncPullConsumer:
         consumer's retry topic, opened in a worker thread)."""
         consumer = cls()
         consumer.member = member
+        consumer._stubs = AioStubs(member.security)
         return consumer
 
     async def start(self) -> AsyncPullConsumer:
@@ -78,6 +81,7 @@ class AsyncPullConsumer:
                 await asyncio.to_thread(member.close, False)
                 raise TailraceError("consumer was closed while starting")
             self.member = member
+            self._stubs = AioStubs(member.security)
         return self
 
     @property
@@ -101,6 +105,7 @@ class AsyncPullConsumer:
         if self._closed:
             raise TailraceError("consumer is closed")
         m = self._m
+        m.raise_denied()  # a refusal of access met since the last poll (see PullConsumer.poll)
         await self._control.run(m.housekeeping)  # rebalance, auto-commit: the member's own
         self._issue()
         out: list[ReceivedMessage] = []
@@ -129,6 +134,8 @@ class AsyncPullConsumer:
                 out.extend(result.records)
                 if result.refresh_route:
                     m._changed.set()  # rebalance, which refreshes the route
+            if not out:
+                m.raise_denied()
             # a queue answered in this call is pulled again in the next one, after
             # the caller has taken these messages
             self._issue(answered)
@@ -138,12 +145,15 @@ class AsyncPullConsumer:
 
     def _issue(self, skip: set[MessageQueue] | None = None) -> None:
         m = self._m
+        stubs = self._stubs
+        assert stubs is not None  # set with the member
         loop = asyncio.get_running_loop()
         with m._queues.lock:  # nothing moves a position between choosing a pull and sending it
             for p in m._fetcher.due(m._route, time.monotonic(), skip):
-                call = _LoopCall(self._stubs.get(p.address).Pull(p.request, timeout=p.timeout_s), loop)
+                call = _LoopCall(stubs.get(p.address).Pull(p.request, timeout=p.timeout_s), loop)
                 gen = m._queues.issued(p.mq, call)
-                self._tasks[asyncio.ensure_future(_answer(call.call))] = (p.mq, gen, call, p.address)
+                answer = _answer(call.call, p.address, stubs.security)
+                self._tasks[asyncio.ensure_future(answer)] = (p.mq, gen, call, p.address)
 
     def __aiter__(self) -> AsyncIterator[ReceivedMessage]:
         return self._messages()
@@ -171,7 +181,8 @@ class AsyncPullConsumer:
         if self.member is not None:
             await self._control.run(self.member.close, commit)
         await self._control.close()
-        await self._stubs.close()
+        if self._stubs is not None:
+            await self._stubs.close()
 
     async def __aenter__(self) -> AsyncPullConsumer:
         return await self.start()
@@ -204,13 +215,13 @@ class _LoopCall:
         return bool(self.call.cancelled())
 
 
-async def _answer(call: Any) -> pb.PullResponse | TailraceError:
+async def _answer(call: Any, address: str, security: ClientSecurity) -> pb.PullResponse | TailraceError:
     """A pull's answer, or the error it failed with (cancelled: the same)."""
     try:
         resp: pb.PullResponse = await call
         return resp
     except grpc.RpcError as exc:
-        return error_from_rpc(exc)
+        return rpc_error(exc, address, security)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
             call.cancel()

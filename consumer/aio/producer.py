@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import grpc
 
 from consumer.aio.channels import AioStubs
+from consumer.connection import rpc_error
+from consumer.profile import Profile, client_setup
 from consumer.routing import Routes, routes_for
 from consumer.send_logic import (
     Action,
@@ -31,7 +34,6 @@ from consumer.send_logic import (
     Steps,
 )
 from core.errors import TailraceError
-from core.grpc_status import error_from_rpc
 from core.route import MessageQueue
 
 
@@ -46,11 +48,17 @@ class AsyncProducer:
         backoff_s: float = 5.0,
         retry_timeout_s: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
+        profile: str | Path | Profile | None = None,
     ) -> None:
-        self.routes: Routes = routes_for(broker, namesrv)
+        """`profile`: the client profile (consumer/profile.py; None:
+        `$TAILRACE_PROFILE`, else plaintext); its nameservers are used when
+        neither `broker` nor `namesrv` is given."""
+        security, broker, namesrv = client_setup(profile, broker, namesrv)
+        self.security = security
+        self.routes: Routes = routes_for(broker, namesrv, security)
         self.retry_timeout_s = retry_timeout_s
         self.logic = SendLogic(broker, selector, retries, retry_timeout_s, timeout_s, backoff_s, clock)
-        self._stubs = AioStubs()
+        self._stubs = AioStubs(security)
 
     async def send(
         self,
@@ -104,7 +112,7 @@ class AsyncProducer:
                         action.request, timeout=action.timeout_s
                     )
                 except grpc.RpcError as exc:
-                    return error_from_rpc(exc)
+                    return rpc_error(exc, action.address, self.security)
             if isinstance(action, AutoCreateLookup):
                 return await asyncio.to_thread(self.routes.auto_create_route, action.topic, action.timeout_s)
             if isinstance(action, Pause):

@@ -28,7 +28,8 @@ What differs is only how it runs:
 Options are the threaded `PushConsumer`'s processing options (`PushSettings`:
 batch_size, orderly, max_cached_messages, retry_delays_s, send_back, ...)
 plus `PullConsumer`'s (broker= or namesrv=, start, max_messages,
-heartbeat_ms, auto_commit_interval_ms, on_commit, route_timeout_s, ...).
+heartbeat_ms, auto_commit_interval_ms, on_commit, route_timeout_s,
+profile, ...).
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ from typing import Any
 from consumer.aio.consumer import AsyncPullConsumer
 from consumer.aio.control import ControlThreads
 from consumer.connection import ConnectionPool
+from consumer.fetcher import DENIED_BACKOFF_S
 from consumer.process_queue import ProcessQueue
+from consumer.profile import Profile
 from consumer.pull_consumer import PullConsumer, ReceivedMessage
 from consumer.push_queues import (
     SETTINGS_FIELDS,
@@ -56,6 +59,7 @@ from consumer.push_queues import (
 )
 from consumer.queue_hooks import Key, TopicHooks
 from consumer.queue_locks import QueueLocks
+from consumer.retry_plan import ACCESS_REFUSED
 from consumer.send_back import SendBack
 from core.errors import InvalidArgumentError, TailraceError
 from core.route import MessageQueue
@@ -95,6 +99,7 @@ class AsyncPushConsumer(PushCounters):
         self.concurrency = concurrency
         options.setdefault("max_messages", 32)  # per pull, as the threaded one's pull_batch
         options.setdefault("auto_commit_interval_ms", 1000)  # as the threaded one
+        options["profile"] = Profile.resolve(options.get("profile"))  # read once, for both topics
         self._member_args = {**options, "group": group}
         self.queues = PushQueues(self.settings)
         self.pull = AsyncPullConsumer(
@@ -156,6 +161,14 @@ class AsyncPushConsumer(PushCounters):
         while not self._closing:
             try:
                 messages = await consumer.poll(POLL_MS)
+            except ACCESS_REFUSED as exc:  # final until an operator changes the ACL: say so, slowly
+                topic = consumer.member and consumer.member.topic
+                log.error("poll of %s refused: %s (polling again in %g s)", topic, exc, DENIED_BACKOFF_S)
+                for _ in range(int(DENIED_BACKOFF_S * 1000 / POLL_MS)):
+                    if self._closing:
+                        break
+                    await asyncio.sleep(POLL_MS / 1000)
+                continue
             except Exception:  # never die: the consumer would silently stop
                 log.exception("poll of %s failed", consumer.member and consumer.member.topic)
                 await asyncio.sleep(0.5)
@@ -366,7 +379,7 @@ def _send_back(retries: SendBack, batch: list[ReceivedMessage]) -> list[bool]:
 
 
 def _unlock(locks: QueueLocks, held: list[MessageQueue]) -> None:
-    pool = ConnectionPool(5.0)  # the member's own pool is closed now
+    pool = ConnectionPool(5.0, locks.pull.security)  # the member's own pool is closed now
     try:
         locks.unlock(held, pool)
     finally:

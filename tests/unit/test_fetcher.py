@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.fetcher import NOT_HELD_BACKOFF_S, RETRY_BACKOFF_S, Answered, Fetcher, PullSettings
+from consumer.fetcher import (
+    DENIED_BACKOFF_S,
+    NOT_HELD_BACKOFF_S,
+    RETRY_BACKOFF_S,
+    Answered,
+    Fetcher,
+    PullSettings,
+)
 from consumer.positions import QueuePositions
 from consumer.pull_source import REPLICA_TIMEOUT_S
 from consumer.queue_hooks import QueueHooks
-from core.errors import BrokerUnavailableError, UnknownTopicError
+from core.errors import BrokerUnavailableError, PermissionDeniedError, UnknownTopicError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import BrokerEndpoint, GroupRoute, MessageQueue, TopicRoute
 from core.subscription import Subscription
@@ -114,6 +121,17 @@ def test_failures_back_off_refresh_the_route_and_name_the_broker() -> None:
     sent = issue(f, 10.0)
     out = answer(f, sent, BrokerUnavailableError("gone"), "s:1", 10.0)
     assert out.refresh_route and f.sources.pull_from[MQ] == 0  # a failed slave: the master at once
+
+
+def test_a_pull_refused_access_is_kept_for_the_caller_and_not_retried_soon() -> None:
+    f = fetcher()
+    sent = issue(f)
+    denied = PermissionDeniedError("account 'app' may not subscribe to topic 'orders' as group 'G'")
+    out = answer(f, sent, denied, "m:1", 2.0)
+    assert out == Answered() and f.retry_at[MQ] == 2.0 + DENIED_BACKOFF_S and "m:1" not in f.unreachable
+    with f.positions.lock:
+        assert f.due(ROUTE, 3.0) == []  # no pull until the back-off is over (the caller polls on)
+    assert f.take_denied() is denied and f.take_denied() is None  # raised once
 
 
 def test_an_answer_to_a_pull_no_longer_current_is_ignored() -> None:

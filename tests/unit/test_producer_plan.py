@@ -12,8 +12,10 @@ from core.errors import (
     InvalidArgumentError,
     MessageTooLargeError,
     NotMasterError,
+    PermissionDeniedError,
     RequestTimeoutError,
     StoreClosedError,
+    UnauthenticatedError,
     UnknownTopicError,
 )
 
@@ -33,6 +35,10 @@ pytestmark = pytest.mark.unit
         (BrokerBusyError("too many calls"), Failure.REFUSED),
         (NotMasterError("not me", "h:1"), Failure.NOT_MASTER),
         (UnknownTopicError("no T"), Failure.UNKNOWN_TOPIC),
+        # refusals of access are final: a retry is refused the same way
+        (UnauthenticatedError("bad signature for access key 'app'"), Failure.FATAL),
+        (UnauthenticatedError("anonymous access is off"), Failure.FATAL),
+        (PermissionDeniedError("account 'app' may not publish to topic 'T'"), Failure.FATAL),
     ],
 )
 def test_classify(error: Exception, failure: Failure) -> None:

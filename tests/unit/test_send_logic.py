@@ -12,8 +12,10 @@ from consumer.send_logic import Action, AutoCreateLookup, Call, Pause, RouteLook
 from core.errors import (
     BrokerUnavailableError,
     OutcomeUnknownError,
+    PermissionDeniedError,
     RequestTimeoutError,
     TailraceError,
+    UnauthenticatedError,
     UnknownTopicError,
 )
 from core.pb.tailrace.v1 import broker_pb2 as pb
@@ -210,3 +212,18 @@ def test_no_retry_timeout_means_one_attempt_with_its_rpc_deadline() -> None:
     assert isinstance(receipts, list) and len(calls) == 1 and calls[0].timeout_s == 10.0
     err, _ = drive(lg, clock, lambda a: route("a") if isinstance(a, RouteLookup) else REFUSED)
     assert isinstance(err, BrokerUnavailableError)  # failed: not retried
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [UnauthenticatedError("bad signature for access key 'app'"), PermissionDeniedError("may not publish")],
+)
+def test_a_refusal_of_access_is_raised_at_once_and_never_retried(refusal: TailraceError) -> None:
+    clock = Clock()
+    lg = logic(clock)
+    err, seen = drive(lg, clock, lambda a: route("a", "b") if isinstance(a, RouteLookup) else refusal)
+    assert err is refusal
+    assert [type(a) for a in seen] == [RouteLookup, Call]  # no other group, no pause, no second try
+    err, seen = drive(lg, clock, lambda a: refusal)  # the nameservers refuse the route lookup
+    assert err is refusal and [type(a) for a in seen] == [RouteLookup]
+    assert lg.breaker.allow("a:1", clock()) is Grant.GO  # a broker that answers is not a dead one
