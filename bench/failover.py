@@ -19,8 +19,8 @@ import json
 import statistics
 from typing import Any
 
-from deploy.cluster import resolve_topology
 from deploy.drill import DrillOptions, run_drill
+from deploy.topology import resolve_topology
 
 
 def _series(runs: int, seed: int, fast: bool, duration: float) -> dict[str, Any]:

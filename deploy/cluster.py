@@ -27,21 +27,19 @@ import secrets
 import signal
 import sys
 import time
-import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError, TailraceError
+from core.errors import TailraceError
 from core.fileutil import atomic_write
 from core.security.config import is_loopback
 from core.security.identity import Kind, Member
 from deploy.harness import ProcessFailed, TailraceProcess
 from deploy.pki import LocalPki
+from deploy.topology import Topology, load_topology, resolve_topology
 from deploy.waits import poll_until
 
-TOPOLOGIES = Path(__file__).resolve().parent / "topologies"
 STATE = "cluster.json"
 
 
@@ -49,106 +47,6 @@ def _save_state(directory: Path, state: dict[str, Any]) -> None:
     """cluster.json holds every process's arguments, the cluster secret among
     them: readable by its owner only."""
     atomic_write(directory / STATE, json.dumps(state, indent=1).encode(), mode=0o600)
-
-
-@dataclass
-class HostSpec:
-    """Where a process runs: a command prefix (e.g. `ip netns exec ns1`,
-    `ssh host`) and the address it listens on there."""
-
-    exec_prefix: list[str] = field(default_factory=list)
-    listen_host: str = "127.0.0.1"
-
-
-@dataclass
-class GroupSpec:
-    name: str
-    replication: str = "async"
-    slaves: int = 0
-    settings: dict[str, Any] = field(default_factory=dict)
-    host: str = "local"
-    slave_hosts: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Topology:
-    cluster: str
-    secret: str
-    segment_bytes: int
-    nameservers: list[tuple[str, str]]  # (name, host)
-    groups: list[GroupSpec]
-    hosts: dict[str, HostSpec]
-    failover: bool = False  # the first nameserver runs the controller; brokers follow it
-    drills: bool = False  # serve the drill-only RPCs (Isolate): `tailrace drill` turns it on
-    lease_ms: int = 4000
-    controller_heartbeat_ms: int = 1000
-    heartbeat_ms: int = 1000  # registration with the nameservers
-
-
-def load_topology(path: Path) -> Topology:
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError("--topology", f"cannot read {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--topology", f"{path} is not valid TOML: {exc}") from exc
-    c = data.get("cluster", {})
-    hosts = {"local": HostSpec()}
-    for hname, h in data.get("hosts", {}).items():
-        hosts[hname] = HostSpec(list(h.get("exec_prefix", [])), str(h.get("listen_host", "127.0.0.1")))
-    nameservers = [(str(n["name"]), str(n.get("host", "local"))) for n in data.get("nameserver", [])]
-    if not nameservers:
-        raise ConfigError("nameserver", f"{path.name} defines no [[nameserver]]")
-    groups = []
-    for g in data.get("group", []):
-        if "name" not in g:
-            raise ConfigError("group.name", f"{path.name}: every [[group]] needs a name")
-        repl = g.get("replication", "async")
-        if repl not in ("async", "sync"):
-            raise ConfigError(f"group.{g['name']}.replication", f"must be async or sync, got {repl!r}")
-        slaves = g.get("slaves", 0)
-        if not isinstance(slaves, int) or not 0 <= slaves <= 16:
-            raise ConfigError(f"group.{g['name']}.slaves", "must be an integer in 0..16")
-        spec = GroupSpec(
-            str(g["name"]), repl, slaves, dict(g.get("set", {})), str(g.get("host", "local")),
-            [str(h) for h in g.get("slave_hosts", [])],
-        )  # fmt: skip
-        groups.append(spec)
-    if not groups:
-        raise ConfigError("group", f"{path.name} defines no [[group]]")
-    topo = Topology(
-        cluster=str(c.get("name", "DefaultCluster")),
-        secret=os.environ.get("TAILRACE_CLUSTER_SECRET") or str(c.get("secret", "")),
-        segment_bytes=int(c.get("segment_bytes", 64 * 1024 * 1024)),
-        nameservers=nameservers,
-        groups=groups,
-        hosts=hosts,
-        failover=bool(c.get("failover", False)),
-        lease_ms=int(c.get("lease_ms", 4000)),
-        controller_heartbeat_ms=int(c.get("controller_heartbeat_ms", 1000)),
-        heartbeat_ms=int(c.get("heartbeat_ms", 1000)),
-    )
-    if topo.failover and not 0 < 4 * topo.controller_heartbeat_ms <= topo.lease_ms:
-        raise ConfigError("cluster.lease_ms", "must be at least 4 controller heartbeats (fencing margin)")
-    for pname, host in [*nameservers] + [(g.name, h) for g in groups for h in [g.host, *g.slave_hosts]]:
-        if host not in hosts:
-            raise ConfigError(f"{pname}.host", f"no [hosts.{host}] in {path.name}")
-    return topo
-
-
-def resolve_topology(name: str | None) -> Path:
-    if name is None:
-        return TOPOLOGIES / "local-1m-2s.toml"
-    p = Path(name)
-    if p.exists():
-        return p
-    shipped = TOPOLOGIES / (name if name.endswith(".toml") else f"{name}.toml")
-    if shipped.exists():
-        return shipped
-    raise ConfigError(
-        "--topology",
-        f"no topology {name!r} (file or one of {sorted(f.stem for f in TOPOLOGIES.glob('*.toml'))})",
-    )
 
 
 def _alive(pid: int) -> bool:
@@ -287,7 +185,7 @@ def up(
                     {"role": "slave", "group": g.name, "broker_id": node},
                     host,
                 )
-        _wait_registered(ns_addrs, topo)
+        _wait_registered(ns_addrs, topo, pki.profile_file if pki is not None else None)
     except (ProcessFailed, TailraceError) as exc:
         for proc, _ in reversed(started):
             proc.stop(timeout_s=10)
@@ -336,11 +234,14 @@ def _secret_config(directory: Path, topo: Topology) -> Path:
     return path
 
 
-def _wait_registered(nameservers: list[str], topo: Topology, timeout_s: float = 30.0) -> None:
+def _wait_registered(
+    nameservers: list[str], topo: Topology, profile: Path | None, timeout_s: float = 30.0
+) -> None:
+    from consumer.profile import Profile
     from consumer.routing import NameserverRoutes
 
     expected = sum(1 + g.slaves for g in topo.groups)
-    routes = NameserverRoutes(nameservers)
+    routes = NameserverRoutes(nameservers, security=Profile.resolve(profile).security())
     tty = sys.stderr.isatty()
 
     def registered() -> bool:
@@ -398,7 +299,7 @@ def status(directory: Path) -> dict[str, Any]:
         row["healthy"] = False
         if _alive(p["pid"]) and p["role"] != "nameserver":
             try:
-                with Admin(p["address"], timeout_s=2.0) as a:
+                with Admin(p["address"], timeout_s=2.0, profile=state_profile(state)) as a:
                     st = a.status()
                 d = st["details"]
                 rep = d.get("replication", {})
@@ -420,17 +321,24 @@ def status(directory: Path) -> dict[str, Any]:
     result: dict[str, Any] = {"processes": out}
     ctl = [p for p in state["processes"] if p.get("controller") and _alive(p["pid"])]
     if ctl:
-        result["controller"] = controller_status(ctl[0]["address"])
+        result["controller"] = controller_status(ctl[0]["address"], state_profile(state))
     return result
 
 
-def controller_status(address: str) -> dict[str, Any]:
+def state_profile(state: dict[str, Any]) -> Path | None:
+    """The client profile of a cluster's state (None: an --insecure cluster)."""
+    return Path(state["profile"]) if state.get("profile") else None
+
+
+def controller_status(address: str, profile: Path | None = None) -> dict[str, Any]:
     """The failover controller's view per group (epoch, master, in-sync set, why)."""
     import grpc
 
+    from consumer.channels import open_channel
+    from consumer.profile import Profile
     from core.pb.tailrace.v1 import nameserver_pb2, nameserver_pb2_grpc
 
-    with grpc.insecure_channel(address) as ch:
+    with open_channel(address, Profile.resolve(profile).security()) as ch:
         try:
             stub = nameserver_pb2_grpc.NameServerStub(ch)  # type: ignore[no-untyped-call]
             reply = stub.ControllerStatus(nameserver_pb2.ControllerStatusRequest(), timeout=2)

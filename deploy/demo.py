@@ -25,6 +25,7 @@ from pathlib import Path
 
 from consumer import Admin, Producer, PullConsumer
 from deploy import cluster
+from deploy.topology import resolve_topology
 from deploy.waits import WaitTimeout, wait_routed
 
 BUDGET = 1024 * 1024
@@ -47,23 +48,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cluster.down(args.dir)  # a cluster left over from an interrupted demo
     print("== tailrace cluster up --topology local-1m-2s --set pull.budget_bytes=1048576")
-    state = cluster.up(cluster.resolve_topology("local-1m-2s"), args.dir, [f"pull.budget_bytes={BUDGET}"])
+    state = cluster.up(resolve_topology("local-1m-2s"), args.dir, [f"pull.budget_bytes={BUDGET}"])
     try:
         procs = state["processes"]
         ns = [x["address"] for x in procs if x["role"] == "nameserver"]
+        profile = cluster.state_profile(state)  # TLS and the admin account: every client below uses it
+        print(f"   TLS and accounts on; client profile {profile}")
         master = next(x for x in procs if x["role"] == "master")
         names = {x["broker_id"]: ("master" if x["broker_id"] == 0 else f"slave-{x['broker_id']}")
                  for x in procs if x["role"] != "nameserver"}  # fmt: skip
         for x in procs:
             print(f"   {x['name']:<13} {x['role']:<10} {x['address']}  log {x['log']}")
-        with Admin(master["address"]) as admin:
+        with Admin(master["address"], profile=profile) as admin:
             admin.create_topic("demo", 2)
         try:
-            wait_routed(ns, "demo", groups=1, brokers=[0, 1, 2])  # the master and both slaves
+            wait_routed(
+                ns, "demo", groups=1, brokers=[0, 1, 2], profile=profile
+            )  # the master and both slaves
         except WaitTimeout:
             raise SystemExit("the topic did not reach the nameserver's routes") from None
         per_queue = args.backlog_mib * 1024 // 2
-        with Producer(namesrv=ns) as prod:
+        with Producer(namesrv=ns, profile=profile) as prod:
             for i in range(0, per_queue, 256):
                 for q in (0, 1):
                     bodies = [f"{q}:{j}:".encode() + b"x" * 1000 for j in range(i, i + 256)]
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         behind = f"~{args.backlog_mib} MiB"
         print(f"== produced {total:,} x 1 KiB (sync replication): a new consumer is {behind} behind")
         got, n, last_line = 0, 0, ""
-        with PullConsumer(group="demo", topic="demo", namesrv=ns, heartbeat_ms=500) as c:
+        with PullConsumer(group="demo", topic="demo", namesrv=ns, heartbeat_ms=500, profile=profile) as c:
             while got < total:
                 batch = c.poll(500)
                 if not batch:
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"   batch {n:4d}  {got:6,}/{total:,} consumed  {line}")
                     last_line = line
             print(f"== backlog consumed: served_by {dict((names[k], v) for k, v in c.served_by.items())}")
-            with Producer(namesrv=ns) as prod:
+            with Producer(namesrv=ns, profile=profile) as prod:
                 for q in (0, 1):
                     prod.send_batch("demo", [b"fresh"] * 100, queue_id=q)
             fresh: list[int] = []

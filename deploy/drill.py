@@ -43,10 +43,13 @@ from typing import Any
 import grpc
 
 from consumer.admin import Admin
+from consumer.channels import open_channel
+from consumer.profile import Profile
 from core.errors import TailraceError
 from core.pb.tailrace.v1 import broker_pb2, broker_pb2_grpc, nameserver_pb2, nameserver_pb2_grpc
 from deploy import cluster
 from deploy.drill_check import check, read_lines
+from deploy.topology import Topology, load_topology, resolve_topology
 from deploy.waits import WaitTimeout, poll_until, wait_routed
 
 DRILLS = ("kill-master", "pause-master", "partition-master", "kill-slave", "restart-all", "rolling-restart")
@@ -81,7 +84,9 @@ class ClusterView:
             raise TailraceError("drill: the topology has no controller (set failover = true in [cluster])")
         self.controller = ctl[0]["address"]
         self.nameservers = [p["address"] for p in state["processes"] if p["role"] == "nameserver"]
-        self._ch = grpc.insecure_channel(self.controller)
+        self.profile = cluster.state_profile(state)  # the cluster's client profile (TLS, the admin account)
+        self.security = Profile.resolve(self.profile).security()
+        self._ch = open_channel(self.controller, self.security)
         self.ctl = nameserver_pb2_grpc.NameServerStub(self._ch)
 
     def refresh(self) -> None:
@@ -109,7 +114,7 @@ class ClusterView:
         raise TailraceError(f"drill: no broker at the master address {addr!r}")
 
     def role_of(self, name: str) -> str:
-        with grpc.insecure_channel(self.procs[name]["address"]) as ch:
+        with open_channel(self.procs[name]["address"], self.security) as ch:
             try:
                 st = broker_pb2_grpc.BrokerStub(ch).Status(broker_pb2.StatusRequest(), timeout=2)
             except grpc.RpcError:
@@ -159,31 +164,33 @@ def run_drill(opt: DrillOptions) -> dict[str, Any]:
     view: ClusterView | None = None
     try:
 
-        def tune(t: cluster.Topology) -> None:
+        def tune(t: Topology) -> None:
             if not t.failover:
                 raise TailraceError("drill: the topology must set failover = true")
             if opt.fast:
                 t.lease_ms, t.controller_heartbeat_ms, t.heartbeat_ms = 1000, 100, 200
+            t.drills = True  # partition-master cuts the master off at the controller (Isolate)
 
         t_start = time.time()
         cluster.up(opt.topology, cdir, tune=tune)
         view = ClusterView(cdir)
-        topo = cluster.load_topology(opt.topology)
+        topo = load_topology(opt.topology)
         lease_s = (1000 if opt.fast else topo.lease_ms) / 1000
         poll_until(view.all_in_sync, 30, "every slave in sync", every_s=POLL_S)
-        with Admin(namesrv=view.nameservers) as admin:
+        with Admin(namesrv=view.nameservers, profile=view.profile) as admin:
             admin.create_topic(TOPIC, 4)
-        wait_routed(view.nameservers, TOPIC)  # clients start from a route
+        wait_routed(view.nameservers, TOPIC, profile=view.profile)  # clients start from a route
+        secure = ["--profile", str(view.profile)] if view.profile else []
         count = int(opt.rate * opt.duration_s)
         plog, clog = work / "produce.jsonl", work / "consume.jsonl"
         ns = ",".join(view.nameservers)
         producer = _client(
-            ["produce", "--namesrv", ns, "--topic", TOPIC, "--count", str(count), "--batch", "16",
+            ["produce", *secure, "--namesrv", ns, "--topic", TOPIC, "--count", str(count), "--batch", "16",
              "--rate", str(opt.rate), "--in-flight", "2", "--size", "256", "--log", str(plog), "--json"],
             work / "produce.out",
         )  # fmt: skip
         consumer = _client(
-            ["consume", "--namesrv", ns, "--group", "drill", "--topic", TOPIC, "--count", str(count),
+            ["consume", *secure, "--namesrv", ns, "--group", "drill", "--topic", TOPIC, "--count", str(count),
              "--from", "first", "--timeout-ms", str(int((opt.duration_s + 300) * 1000)),
              "--heartbeat-ms", "500", "--log", str(clog), "--json"],
             work / "consume.out",
@@ -354,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_drill(
         DrillOptions(
             args.name,
-            cluster.resolve_topology(args.topology),
+            resolve_topology(args.topology),
             seed,
             args.duration,
             args.rate,

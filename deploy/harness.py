@@ -51,6 +51,7 @@ class TailraceProcess:
         self.out_path = workdir / f"{name}.out"  # its stdout and stderr (start-up errors, crashes)
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
+        self.profile: Path | None = None  # the client profile that reaches it (a secure group's)
 
     @property
     def address(self) -> str:
@@ -198,6 +199,7 @@ class ProcessGroup:
         `admin` account and a client profile (`pki.profile_file`), all
         under this group's directory."""
         self.pki = LocalPki(self.workdir / "pki", cluster)
+        self.pki.write_profile([])
         return self.pki
 
     def _identity(self, name: str, member: Member) -> list[str]:
@@ -209,6 +211,7 @@ class ProcessGroup:
             args += ["--set", f"nameserver.name={name}", "--set", f'nameserver.cluster="{self.pki.cluster}"']
             args += self._identity(name, Member(self.pki.cluster, Kind.NAMESERVER, name))
         proc = TailraceProcess(name, [*args, *extra], self.workdir / name)
+        proc.profile = self.pki.profile_file if self.pki else None
         self.processes[name] = proc
         return proc.start()
 
@@ -250,6 +253,7 @@ class ProcessGroup:
             args += self._identity(name, Member(self.pki.cluster, Kind.BROKER, group or name, node))
         args += extra
         proc = TailraceProcess(name, args, self.workdir / name, exec_prefix)
+        proc.profile = self.pki.profile_file if self.pki else None
         self.processes[name] = proc
         return proc.start()
 
@@ -313,14 +317,15 @@ class ProcessGroup:
         ns_procs = [self.nameserver(f"ns{i}") for i in range(nameservers)]
         ns = [p.address for p in ns_procs]  # clients' ports
         members = [p.member_address for p in ns_procs]  # brokers register at the members' ports
+        profile = self.pki.write_profile(ns) if self.pki else None
         sets = {g: self.replica_set(g, slaves, namesrv=members, **kwargs) for g in groups}
         if topic is not None:
-            with Admin(namesrv=ns) as admin:
+            with Admin(namesrv=ns, profile=profile) as admin:
                 poll_until(
                     lambda: sorted(admin.masters()) == sorted(groups), 30, f"masters of {list(groups)}"
                 )
                 admin.create_topic(topic, queues)
-            wait_routed(ns, topic, groups=groups, brokers=range(slaves + 1))
+            wait_routed(ns, topic, groups=groups, brokers=range(slaves + 1), profile=profile)
         return Cluster(ns, sets)
 
     def logs(self) -> str:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from consumer.admin import Admin
+from consumer.profile import Profile
 from consumer.routing import NameserverRoutes
 from core.errors import TailraceError
 from core.route import TopicRoute
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from deploy.harness import TailraceProcess
 
 Broker: TypeAlias = "TailraceProcess | str"  # a harness process, or a broker address
+ProfileArg: TypeAlias = (
+    "str | Path | Profile | None"  # a client profile; None: $TAILRACE_PROFILE, else plaintext
+)
 
 
 class WaitTimeout(TailraceError, AssertionError):
@@ -64,10 +69,10 @@ def _fetch(routes: NameserverRoutes, topic: str) -> TopicRoute | None:
         return None
 
 
-def route_of(namesrv: Sequence[str] | str, topic: str) -> TopicRoute | None:
+def route_of(namesrv: Sequence[str] | str, topic: str, profile: ProfileArg = None) -> TopicRoute | None:
     """The nameservers' route of `topic` as of now; None when they have none
     (or none of them answers)."""
-    routes = NameserverRoutes(_addresses(namesrv))
+    routes = NameserverRoutes(_addresses(namesrv), security=Profile.resolve(profile).security())
     try:
         return _fetch(routes, topic)
     finally:
@@ -88,6 +93,7 @@ def wait_routed(
     check: Callable[[TopicRoute], bool] | None = None,
     timeout_s: float = 30.0,
     what: str | None = None,
+    profile: ProfileArg = None,
 ) -> float:
     """Wait until the nameservers route `topic` to a writable queue (what a
     producer needs), and, when given: to exactly these `groups` with a live
@@ -111,7 +117,7 @@ def wait_routed(
         what = f"topic {topic!r} routed"
         what += f" to groups {_sorted(groups)}" if groups is not None else ""
         what += f" with brokers {want_ids} in each" if want_ids is not None else ""
-    routes = NameserverRoutes(_addresses(namesrv))
+    routes = NameserverRoutes(_addresses(namesrv), security=Profile.resolve(profile).security())
     try:
         return poll_until(lambda: ready(_fetch(routes, topic)), timeout_s, what, every_s=0.05)
     finally:
@@ -126,9 +132,14 @@ def _name(broker: Broker) -> str:
     return broker if isinstance(broker, str) else broker.name
 
 
-def broker_status(broker: Broker) -> dict[str, Any]:
+def _profile(broker: Broker) -> ProfileArg:
+    """A harness process's client profile (secure groups), else None."""
+    return None if isinstance(broker, str) else broker.profile
+
+
+def broker_status(broker: Broker, profile: ProfileArg = None) -> dict[str, Any]:
     """The broker's Status (`Admin.status()`)."""
-    with Admin(_address(broker)) as admin:
+    with Admin(_address(broker), profile=profile or _profile(broker)) as admin:
         return admin.status()
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from deploy.cluster import resolve_topology
 from deploy.drill import DrillOptions, run_drill
+from deploy.topology import resolve_topology
 
 pytestmark = pytest.mark.integration
 

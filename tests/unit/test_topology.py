@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
-from deploy.cluster import load_topology, resolve_topology
+from deploy.topology import load_topology, resolve_topology
 
 pytestmark = pytest.mark.unit
 
