@@ -94,10 +94,10 @@ async def produce_asyncio(
     return ok[0], took
 
 
-def consume_threads(address: str, topic: str, group: str, count: int) -> tuple[int, float]:
+def consume_threads(address: str, topic: str, group: str, count: int, **kw: Any) -> tuple[int, float]:
     """(messages read, seconds from joining the group to the last one)"""
     n = 0
-    with PullConsumer(address, group, topic, max_messages=256, auto_commit_interval_ms=0) as c:
+    with PullConsumer(address, group, topic, max_messages=256, auto_commit_interval_ms=0, **kw) as c:
         t0 = time.perf_counter()
         while n < count:
             if time.perf_counter() - t0 > READ_LIMIT_S:

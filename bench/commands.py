@@ -21,6 +21,7 @@ def register_bench(sub: Subcommands) -> None:
         push_consumer,
         redirect_bench,
         replication,
+        security,
         signing,
     )
 
@@ -33,6 +34,7 @@ def register_bench(sub: Subcommands) -> None:
         ("redirect", redirect_bench, "read redirection in memory cgroups, on vs off"),
         ("clients", clients, "threaded against asyncio clients; giving up on a dead broker"),
         ("signing", signing, "the cost of signed calls against bare ones (in-process loopback)"),
+        ("security", security, "produce and consume with TLS and accounts against plaintext (sync slave)"),
     ):
         p = bench.add_parser(name, help=help_text)
         module.add_arguments(p)
