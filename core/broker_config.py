@@ -216,6 +216,7 @@ class ReplicationSection:
     heartbeat_ms: int = field(default=500, metadata=_doc("idle stream heartbeat"))
     secret: str = field(
         default="",
+        repr=False,
         metadata=_doc("shared cluster secret (else the TAILRACE_CLUSTER_SECRET environment variable)"),
     )
 

@@ -15,6 +15,7 @@ from core.errors import InvalidArgumentError, TailraceError
 from core.grpc_status import ERROR_CODE_KEY, MASTER_ADDRESS_KEY, grpc_status_for
 
 log = logging.getLogger(__name__)
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
 class _Undecodable:
@@ -75,8 +76,10 @@ class ErrorInterceptor(grpc.ServerInterceptor):
     def _wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any] | None, method: str
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        if handler is None:
-            return None
+        if handler is None or method.startswith(HEALTH_PREFIX):
+            # the health service as grpc-health made it: its Watch is non-blocking
+            # (a wrapping generator would hold a server thread per open stream)
+            return handler
         deserializer = _lenient(handler.request_deserializer)
         serializer = handler.response_serializer
 

@@ -39,8 +39,10 @@ class Roles:
     def leader(self, core: BrokerCore, epoch: int) -> LeaderOps:
         return LeaderRole(core, epoch)
 
-    def follower(self, core: BrokerCore, master_address: str, member_address: str = "") -> BrokerRole:
-        return FollowerRole(core, master_address, member_address)
+    def follower(
+        self, core: BrokerCore, master_address: str, member_address: str = "", master_node: int | None = None
+    ) -> BrokerRole:
+        return FollowerRole(core, master_address, member_address, master_node)
 
 
 class BrokerNode:
@@ -68,6 +70,7 @@ class BrokerNode:
             ]
         )
         b.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        b.data_dir.chmod(0o700)  # an existing one too: offsets, epochs and messages are the owner's
         self.store = MessageStore(b.data_dir, cfg.store)
         try:
             offsets = ConsumerOffsets(b.data_dir)
@@ -91,6 +94,8 @@ class BrokerNode:
         mhost = member_listen.rpartition(":")[0]
         self.member_address = self.core.member_address = f"{mhost}:{member_port}"
         self.core.channel_to = self.security.channel_to
+        self.core.member_tls = self.security.tls is not None
+        self.core.may_create_topic = self.security.may_create_topic
         self.failover = FailoverMember(self.core)
         self.registrar: Registrar | None = None
         self.link: ControllerLink | None = None

@@ -160,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     controller = None
     if ctl_cfg.enabled:
         ctl_cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ctl_cfg.data_dir.chmod(0o700)
         controller = Controller(ctl_cfg.data_dir, ctl_cfg.lease_ms, ctl_cfg.unclean_election, now_ms())
     service = NameServerService(registry, controller=controller)
     nameserver_pb2_grpc.add_NameServerServicer_to_server(service, server)

@@ -29,6 +29,7 @@ from core.errors import (
     InvalidQueueError,
     InvalidTopicError,
     NotMasterError,
+    PermissionDeniedError,
     RequestTimeoutError,
     UnknownTopicError,
 )
@@ -88,6 +89,10 @@ class LeaderRole:
     @property
     def master_member_address(self) -> str:
         return ""
+
+    @property
+    def master_node(self) -> int | None:
+        return None
 
     def start(self) -> None:
         self.scheduler.start()
@@ -156,6 +161,10 @@ class LeaderRole:
         if count is None:
             if not b.auto_create_topics:
                 raise UnknownTopicError(f"topic {topic!r} does not exist (auto-create is off)")
+            if not self.core.may_create_topic(topic):
+                raise PermissionDeniedError(
+                    f"topic {topic!r} does not exist and this account may not create it (ACL `create`)"
+                )
             default = b.default_queues
             if not -1 <= queue_id < default:
                 raise InvalidQueueError(f"queue id {queue_id} out of range for {topic!r} (0..{default - 1})")

@@ -233,6 +233,12 @@ class Controller:
 
     # ---- drills and status -------------------------------------------------------------
 
+    def leader_of(self, group: str) -> tuple[int, int] | None:
+        """(epoch, master node) the controller has elected for `group` (None: no state)."""
+        with self._lock:
+            g = self._groups.get(group)
+            return None if g is None or g.master_id == NO_MASTER else (g.epoch, g.master_id)
+
     def isolate(self, address: str, duration_ms: int, now_ms: int) -> None:
         """Refuse `address`'s heartbeats for a while: a partition between the
         controller and that broker (drills, where network namespaces are not

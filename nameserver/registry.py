@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from core.errors import PermissionDeniedError
 from core.route import BrokerEndpoint, GroupRoute, TopicRoute
 
 MISSED_HEARTBEATS = 3
@@ -57,6 +58,17 @@ class BrokerRegistry:
         """Record a heartbeat; returns the highest epoch known for the group."""
         reg.last_seen_ms = now_ms
         with self._lock:
+            held = self._brokers.get(reg.address)
+            if (
+                held is not None
+                and (held.broker_name, held.node_id) != (reg.broker_name, reg.node_id)
+                and not held.expired(now_ms)
+            ):
+                # one broker per address: another may not take it over (and then unregister it)
+                raise PermissionDeniedError(
+                    f"{reg.address} is registered by {held.broker_name}/{held.node_id} "
+                    f"(until it misses 3 heartbeats)"
+                )
             # the same broker back on another address replaces its old entry
             # (a stale claimant of a higher epoch is kept: fencing, issue 8)
             for addr, old in list(self._brokers.items()):

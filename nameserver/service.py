@@ -8,7 +8,7 @@ from collections.abc import Callable
 import grpc
 
 from core.clock import now_ms
-from core.errors import InvalidArgumentError, NotControllerError, UnknownTopicError
+from core.errors import InvalidArgumentError, NotControllerError, PermissionDeniedError, UnknownTopicError
 from core.metrics import NameserverMetrics
 from core.pb.tailrace.v1 import nameserver_pb2 as pb
 from core.pb.tailrace.v1 import nameserver_pb2_grpc
@@ -42,6 +42,15 @@ def group_to_pb(g: GroupRoute) -> pb.GroupRoute:
     )
 
 
+MAX_HEARTBEAT_MS = 60_000
+
+
+def registration_node(b: pb.BrokerRegistration) -> int:
+    """The node a registration speaks for (its stable id; without a
+    controller, its broker id): what the caller's certificate must name."""
+    return b.node_id or b.broker_id
+
+
 class NameServerService(nameserver_pb2_grpc.NameServerServicer):
     def __init__(
         self,
@@ -60,6 +69,9 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
         b = request.broker
         if not b.broker_name or not b.address or b.heartbeat_ms == 0:
             raise InvalidArgumentError("registration needs broker_name, address and heartbeat_ms")
+        if b.heartbeat_ms > MAX_HEARTBEAT_MS:  # a registration may not outlive its broker for days
+            raise InvalidArgumentError(f"heartbeat_ms must be at most {MAX_HEARTBEAT_MS}")
+        self._check_master_claim(b)
         reg = Registration(
             cluster=b.cluster,
             broker_name=b.broker_name,
@@ -70,11 +82,26 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
             max_offset=b.max_offset,
             heartbeat_ms=b.heartbeat_ms,
             topics={t.name: TopicInfo(t.read_queues, t.write_queues, t.perm) for t in b.topics},
-            node_id=b.node_id or b.broker_id,
+            node_id=registration_node(b),
             auto_create=b.auto_create_topics,
         )
         epoch = self.registry.register(reg, self.clock_ms())
         return pb.RegisterBrokerResponse(group_epoch=epoch)
+
+    def _check_master_claim(self, b: pb.BrokerRegistration) -> None:
+        """A failover master (routed as id 0, node >= 1) is who the controller
+        elected, in no newer epoch than it did: checked where this nameserver
+        runs the controller, so a compromised slave of the group cannot claim
+        the group's routes with a made-up epoch."""
+        node = registration_node(b)
+        if self.controller is None or b.broker_id != 0 or node == 0:
+            return
+        elected = self.controller.leader_of(b.broker_name)
+        if elected is None or elected[1] != node or b.epoch > elected[0]:
+            raise PermissionDeniedError(
+                f"{b.broker_name}/{node} claims mastership in epoch {b.epoch}; the controller elected "
+                f"{'nobody' if elected is None else f'node {elected[1]} in epoch {elected[0]}'}"
+            )
 
     def UnregisterBroker(
         self, request: pb.UnregisterBrokerRequest, context: grpc.ServicerContext

@@ -29,17 +29,20 @@ RETRY_ELSEWHERE = "retry_elsewhere"  # the advice count of pulls this replica co
 
 
 class FollowerRole:
-    def __init__(self, core: BrokerCore, master_address: str, member_address: str = "") -> None:
+    def __init__(
+        self, core: BrokerCore, master_address: str, member_address: str = "", master_node: int | None = None
+    ) -> None:
         self.core = core
         self._master_address = master_address
         self._member_address = member_address  # the master's members' port: replication
+        self._master_node = master_node  # the node the master must be (its certificate names it)
         b = core.config.broker
         self.session = SlaveSession(
             core.store,
             b.cluster,
             b.broker_name,
             core.node_id,
-            core.config.replication.resolved_secret(),
+            core.config.replication.resolved_secret(),  # none is sent with TLS (start())
             core,
         )
         self.replicator: Replicator | None = None
@@ -60,10 +63,16 @@ class FollowerRole:
     def master_member_address(self) -> str:
         return self._member_address
 
+    @property
+    def master_node(self) -> int | None:
+        return self._master_node
+
     def start(self) -> None:
         if not self._master_address:
             return  # told of no master yet (a controller will say)
         cfg = self.core.config
+        if self.core.member_tls:  # the certificate proves this slave: no shared secret is sent
+            self.session.secret = ""
         self.replicator = Replicator(
             self.session,
             self._member_address or self._master_address,
@@ -71,6 +80,7 @@ class FollowerRole:
             self.core.notifier.notify_all,
             silence_s=max(2.0, 10 * cfg.replication.heartbeat_ms / 1000),
             channel_to=self.core.channel_to,
+            master_node=self._master_node,
         )
         self.replicator.start()
         log.info(

@@ -36,10 +36,13 @@ class Replicator:
         on_progress: Callable[[], None] = lambda: None,
         silence_s: float = 5.0,
         channel_to: ChannelFactory = plaintext_channel,
+        master_node: int | None = None,
     ) -> None:
         """`channel_to`: opens the channel to the master's members' port
-        (mutual TLS naming a broker of this group, with TLS configured)."""
+        (mutual TLS naming a broker of this group, with TLS configured);
+        `master_node`: the node the master must be (None: any of the group's)."""
         self.channel_to = channel_to
+        self.master_node = master_node
         self.on_progress = on_progress
         self.session = session
         self.master = master
@@ -92,6 +95,7 @@ class Replicator:
                 ("grpc.max_receive_message_length", self.max_message_bytes),
                 ("grpc.max_send_message_length", self.max_message_bytes),
             ],
+            node=self.master_node,
         )
         outbox: queue.Queue[object] = queue.Queue()
         hs = self.session.handshake()

@@ -65,6 +65,9 @@ class BrokerCore:
         self.address = ""  # where clients reach it
         self.member_address = ""  # where members reach it (replication); "": `address`
         self.channel_to: ChannelFactory = plaintext_channel  # to other members (TLS: BrokerNode sets it)
+        self.member_tls = False  # members prove themselves by certificate (no shared secret is sent)
+        # whether the caller of a send may create its unknown topic (accounts: BrokerNode sets it)
+        self.may_create_topic: Callable[[str], bool] = lambda topic: True
         self.closing = False
         self.started = time.monotonic()
         self.notifier = ArrivalNotifier()
@@ -98,7 +101,8 @@ class BrokerCore:
         if not self.failover and b.role is Role.MASTER:
             self.role = roles.leader(self, self.epoch)
         else:
-            self.role = roles.follower(self, b.master, b.master_member)
+            # without a controller the master is node 0; with one, the directive says
+            self.role = roles.follower(self, b.master, b.master_member, None if self.failover else 0)
 
     # ---- identity ------------------------------------------------------------------
 
@@ -161,7 +165,7 @@ class BrokerCore:
         old.close()
         log.warning("promoted to master of %s in epoch %d at offset %d", self.broker_name, epoch, end)
 
-    def follow(self, master_address: str, member_address: str = "") -> None:
+    def follow(self, master_address: str, member_address: str = "", master_node: int | None = None) -> None:
         """Follow the master at `master_address`, replicating from its members'
         port `member_address` ("": the same address) (a demotion, when leading)."""
         with self._role_lock:
@@ -171,7 +175,7 @@ class BrokerCore:
             was_leader = old.is_leader
             old.retire()  # a leader is fenced, its writes under way done, before anything else
             self.notifier.notify([LOG_KEY])
-            self.role = self._roles.follower(self, master_address, member_address)
+            self.role = self._roles.follower(self, master_address, member_address, master_node)
             self.role.start()
         old.close()  # its remaining threads, outside the lock
         if was_leader:

@@ -80,12 +80,13 @@ class FailoverMember:
                 ):
                     cast(LeaderOps, role).renewed(sent_at, d, gen)
             elif core.role.is_leader:  # demoted: follow the new master (or nobody, yet)
-                core.follow(d.master_address, d.master_member_address)
+                core.follow(d.master_address, d.master_member_address, d.master_id)
                 changed = True
-            elif d.master_address and (core.role.master_address, core.role.master_member_address) != (
-                d.master_address,
-                d.master_member_address,
-            ):
-                core.follow(d.master_address, d.master_member_address)
+            elif d.master_address and (
+                core.role.master_address,
+                core.role.master_member_address,
+                core.role.master_node,
+            ) != (d.master_address, d.master_member_address, d.master_id):
+                core.follow(d.master_address, d.master_member_address, d.master_id)
         if changed:
             core.on_role_change()

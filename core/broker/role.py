@@ -65,6 +65,12 @@ class BrokerRole(Protocol):
         """Where a follower replicates from ("": `master_address`; a leader: "")."""
         ...
 
+    @property
+    def master_node(self) -> int | None:
+        """The node a follower's master must be (its certificate names it);
+        None: any broker of the group (not known yet; a leader)."""
+        ...
+
     def start(self) -> None: ...
 
     def retire(self) -> None:
@@ -148,7 +154,9 @@ class RoleFactory(Protocol):
         """The leader role for `epoch` (0 without a controller)."""
         ...
 
-    def follower(self, core: BrokerCore, master_address: str, member_address: str = "") -> BrokerRole:
+    def follower(
+        self, core: BrokerCore, master_address: str, member_address: str = "", master_node: int | None = None
+    ) -> BrokerRole:
         """A follower of the master at `master_address` ("": none known yet),
         replicating from `member_address` ("": the same)."""
         ...

@@ -6,6 +6,7 @@
     publish = ["orders", "audit.*"]
     subscribe = ["orders"]
     groups = ["billing"]
+    create = ["audit.*"]          # topics it may create, explicitly or by sending (auto-create)
 
     [[account]]
     access_key = "ops"
@@ -14,10 +15,14 @@
 
     [anonymous]                   # optional; used only with auth.allow_anonymous
     subscribe = ["public.*"]
-    groups = ["*"]
+    groups = ["public-readers"]
 
-A pattern is a name, `prefix*`, or `*`. A group's retry and dead-letter
-topics (`%RETRY%G`, `%DLQ%G`) are readable by whoever may use group G.
+A pattern is a name, `prefix*`, or `*`; patterns never match the broker's
+own names (those starting with `%`: `%SCHEDULER%`, `%SCHEDULE%`, retry and
+dead-letter topics), which only an exact name or admin grants. A group's
+retry topic `%RETRY%G` goes with group G (its consumers read it); its
+dead-letter topic `%DLQ%G` holds messages of every topic G read, so reading
+it takes an exact grant (`subscribe = ["%DLQ%G"]`) or admin.
 `AclFile` re-reads the file when it changes (checked at most once a second,
 clock passed in); a change that does not parse, or a file others may read,
 is refused with an error in the log and the previous ACL stays in force.
@@ -35,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
-from core.retry import DLQ_PREFIX, RETRY_PREFIX
+from core.retry import RETRY_PREFIX
 from core.security.tls import check_private
 
 log = logging.getLogger(__name__)
@@ -44,14 +49,15 @@ RECHECK_MS = 1000
 
 
 def _matches(patterns: tuple[str, ...], name: str) -> bool:
+    if name.startswith("%"):  # the broker's own names: only granted by name
+        return name in patterns
     return any(p in ("*", name) or (p.endswith("*") and name.startswith(p[:-1])) for p in patterns)
 
 
-def _group_of(topic: str) -> str | None:
-    """The group whose retry or dead-letter topic this is (None: neither)."""
-    for prefix in (RETRY_PREFIX, DLQ_PREFIX):
-        if topic.startswith(prefix) and len(topic) > len(prefix):
-            return topic[len(prefix) :]
+def _retry_group(topic: str) -> str | None:
+    """The group whose retry topic this is (None: not one)."""
+    if topic.startswith(RETRY_PREFIX) and len(topic) > len(RETRY_PREFIX):
+        return topic[len(RETRY_PREFIX) :]
     return None
 
 
@@ -61,6 +67,10 @@ class Permissions:
     publish: tuple[str, ...] = ()
     subscribe: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    create: tuple[str, ...] = ()
+
+    def may_create(self, topic: str) -> bool:
+        return self.admin or _matches(self.create, topic)
 
     def may_publish(self, topic: str) -> bool:
         return self.admin or _matches(self.publish, topic)
@@ -69,13 +79,14 @@ class Permissions:
         return self.admin or _matches(self.groups, group)
 
     def may_subscribe(self, topic: str, group: str | None = None) -> bool:
-        """Read `topic` (as `group`, when given): a group's own retry and DLQ
-        topics go with the group."""
+        """Read `topic` (as `group`, when given): a group's retry topic goes
+        with the group; everything else, the dead-letter topics included,
+        by the subscribe patterns."""
         if self.admin:
             return True
         if group is not None and not self.may_use_group(group):
             return False
-        owner = _group_of(topic)
+        owner = _retry_group(topic)
         if owner is not None:
             return self.may_use_group(owner)
         return _matches(self.subscribe, topic)
@@ -86,7 +97,7 @@ class Permissions:
 
 @dataclass(frozen=True)
 class Acl:
-    secrets: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     permissions: Mapping[str, Permissions] = field(default_factory=dict)
     anonymous: Permissions | None = None
 
@@ -102,13 +113,14 @@ def _patterns(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]
 
 
 def _permissions(table: Mapping[str, Any], where: str) -> Permissions:
-    unknown = set(table) - {"access_key", "secret_key", "admin", "publish", "subscribe", "groups"}
+    unknown = set(table) - {"access_key", "secret_key", "admin", "publish", "subscribe", "groups", "create"}
     if unknown:
         raise ConfigError(where, f"unknown key(s) {sorted(unknown)}")
     admin = table.get("admin", False)
     if not isinstance(admin, bool):
         raise ConfigError(f"{where}.admin", "must be true or false")
-    return Permissions(admin, *(_patterns(table, k, where) for k in ("publish", "subscribe", "groups")))
+    kinds = ("publish", "subscribe", "groups", "create")
+    return Permissions(admin, *(_patterns(table, k, where) for k in kinds))
 
 
 def parse_acl(text: str, source: str = "ACL") -> Acl:
@@ -155,24 +167,29 @@ class AclFile:
         self._stamp = self._stat()
         self._checked = now_ms
         self.reloads = 0
+        self.refused = ""  # why the file on disk is not the ACL in force ("": it is)
 
-    def _stat(self) -> tuple[int, int, int]:
+    def _stat(self) -> tuple[int, ...]:
         try:
             st = os.stat(self.path)
         except OSError:
-            return (0, 0, 0)
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+            return (0,)
+        # ctime and mode too: a chmod that makes a refused file acceptable is a change
+        return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_mode)
 
     def current(self, now_ms: int) -> Acl:
         if now_ms - self._checked >= RECHECK_MS:
             self._checked = now_ms
             stamp = self._stat()
             if stamp != self._stamp:
-                self._stamp = stamp
                 try:
                     self._acl = load_acl(self.path)
+                    self._stamp = stamp  # only once loaded: a refused file is tried again next time
                     self.reloads += 1
+                    self.refused = ""
                     log.info("reloaded the ACL from %s: %d account(s)", self.path, len(self._acl.secrets))
                 except ConfigError as exc:
-                    log.error("the changed ACL file is refused, the previous one stays in force: %s", exc)
+                    if str(exc) != self.refused:  # said once per problem, tried every second
+                        log.error("the changed ACL file is refused, the previous one stays in force: %s", exc)
+                    self.refused = str(exc)
         return self._acl

@@ -159,5 +159,7 @@ class CertificateAuthority:
         DNS name, and the hosts clients dial it at (plus localhost)."""
         group = member.name if member.kind is Kind.BROKER else ""
         dns = [member_dns(member.cluster, member.kind, group), "localhost"]
+        if member.kind is Kind.BROKER:
+            dns.insert(1, member_dns(member.cluster, member.kind, group, member.node))
         hosts = [*hosts, "127.0.0.1"]
         return self.issue(str(member), [member.uri], dns, hosts, directory, stem, days, not_before)

@@ -70,6 +70,10 @@ def _admin(p: Permissions, r: Any) -> str | None:
     return None if p.admin else "administer the cluster (admin)"
 
 
+def _create(p: Permissions, r: Any) -> str | None:
+    return None if p.may_create(r.topic) else f"create topic {brief(r.topic)}"
+
+
 CLIENT_RULES: dict[str, Rule] = {
     "/tailrace.v1.Broker/Send": _publish,
     "/tailrace.v1.Broker/SendBatch": _publish,
@@ -82,7 +86,7 @@ CLIENT_RULES: dict[str, Rule] = {
     "/tailrace.v1.Broker/Heartbeat": _subscribe_as_group,
     "/tailrace.v1.Broker/Unregister": _subscribe_as_group,
     "/tailrace.v1.Broker/GetQueueOffsets": _describe,
-    "/tailrace.v1.Broker/CreateTopic": _admin,
+    "/tailrace.v1.Broker/CreateTopic": _create,
     "/tailrace.v1.Broker/ListTopics": _any_account,
     "/tailrace.v1.Broker/Status": _any_account,
     "/tailrace.v1.NameServer/GetRoute": _any_account,  # routes are not secret (RocketMQ's are open)
@@ -109,11 +113,20 @@ def _speaks_for(caller: Member, group: str, node: int) -> str | None:
     return f"speak for broker {brief(group)}/{node} (its certificate names {caller.name}/{caller.node})"
 
 
+def _registers_as(caller: Member, b: Any) -> str | None:
+    """A registration speaks for its node (node_id, or broker_id without a
+    controller: as the registry reads it), routed as itself or as the
+    master (id 0; the nameserver checks a failover master's claim with its
+    controller)."""
+    node = b.node_id or b.broker_id
+    if b.broker_id not in (0, node):
+        return f"register node {node} as broker id {b.broker_id}"
+    return _speaks_for(caller, b.broker_name, node)
+
+
 MEMBER_RULES: dict[str, MemberRule] = {
     "/tailrace.v1.Replication/Replicate": _broker_of_my_group,
-    "/tailrace.v1.NameServer/RegisterBroker": lambda c, me, r: _speaks_for(
-        c, r.broker.broker_name, r.broker.node_id
-    ),
+    "/tailrace.v1.NameServer/RegisterBroker": lambda c, me, r: _registers_as(c, r.broker),
     "/tailrace.v1.NameServer/ControllerHeartbeat": lambda c, me, r: _speaks_for(c, r.group, r.node_id),
     # the registry removes only the caller's own registration (nameserver/service.py)
     "/tailrace.v1.NameServer/UnregisterBroker": lambda c, me, r: (
@@ -188,6 +201,21 @@ class SecurityPolicy:
         if missing:
             raise PermissionDeniedError(f"{principal} may not {missing}")
 
+    def may_create_topic(self, topic: str, now_ms: int) -> bool:
+        """Whether the caller of the call being handled may create `topic`
+        (a send's auto-create: publishing alone does not allow it)."""
+        if self.acl is None:
+            return True
+        principal = current_principal.get()
+        acl = self.acl.current(now_ms)
+        if isinstance(principal, Account):
+            perms = acl.permissions.get(principal.access_key)
+        elif isinstance(principal, Anonymous) and self.allow_anonymous:
+            perms = acl.anonymous
+        else:
+            perms = None
+        return perms is not None and perms.may_create(topic)
+
     def _authorize_client(
         self, principal: Principal, method: str, request: Any, now_ms: int, rule: Rule
     ) -> None:
@@ -231,7 +259,9 @@ class AuthGuard(grpc.ServerInterceptor):
         if cached is not None:
             return cached
         handler = continuation(handler_call_details)
-        wrapped = self._wrap(handler, method) if handler is not None else None
+        if handler is None or method in OPEN_METHODS:
+            return handler  # unwrapped: grpc-health's Watch holds no server thread while it waits
+        wrapped = self._wrap(handler, method)
         if wrapped is not None and len(self._wrapped) < 256:
             self._wrapped[method] = wrapped
         return wrapped

@@ -87,11 +87,14 @@ def parse_member_uri(uri: str) -> Member:
     raise InvalidArgumentError(f"not a member URI: {uri[:80]!r}")
 
 
-def member_dns(cluster: str, kind: Kind, group: str = "") -> str:
+def member_dns(cluster: str, kind: Kind, group: str = "", node: int | None = None) -> str:
     """The DNS SAN every member certificate of a broker group (or every
-    nameserver of a cluster) carries: what a peer demands as the target name."""
+    nameserver of a cluster) carries, and with `node` the one only that
+    broker's carries: what a peer demands as the target name (a slave demands
+    the very node it was told is its master)."""
     if kind is Kind.BROKER:
-        return f"{group}.broker.{cluster}.{DNS_SUFFIX}"
+        prefix = f"n{node}." if node is not None else ""
+        return f"{prefix}{group}.broker.{cluster}.{DNS_SUFFIX}"
     return f"nameserver.{cluster}.{DNS_SUFFIX}"
 
 

@@ -48,6 +48,11 @@ class ProcessSecurity:
             me, self.tls is not None, acl, auth.allow_anonymous, drills, auth.max_skew_ms
         )
         self.guard = AuthGuard(self.policy, wall_ms)
+        self._wall_ms = wall_ms
+
+    def may_create_topic(self, topic: str) -> bool:
+        """May the caller of the call being handled create `topic` (auto-create)?"""
+        return self.policy.may_create_topic(topic, self._wall_ms())
 
     def check_exposure(self, hosts: list[tuple[str, str]]) -> None:
         """Refuse to serve unprotected on a non-loopback host (unless --insecure)."""
@@ -76,16 +81,25 @@ class ProcessSecurity:
         return port, member_port
 
     def channel_to(
-        self, target: str, peer: Kind, group: str = "", options: Sequence[tuple[str, Any]] = ()
+        self,
+        target: str,
+        peer: Kind,
+        group: str = "",
+        options: Sequence[tuple[str, Any]] = (),
+        node: int | None = None,
     ) -> grpc.Channel:
         """A channel to another member's member port (plaintext without TLS)."""
         if self.tls is None:
             return grpc.insecure_channel(target, options=list(options))
-        return self.tls.member_channel(target, peer, group, options)
+        return self.tls.member_channel(target, peer, group, options, node)
 
 
 def plaintext_channel(
-    target: str, peer: Kind, group: str = "", options: Sequence[tuple[str, Any]] = ()
+    target: str,
+    peer: Kind,
+    group: str = "",
+    options: Sequence[tuple[str, Any]] = (),
+    node: int | None = None,
 ) -> grpc.Channel:
     """The channel factory of a process without TLS (and of tests)."""
     return grpc.insecure_channel(target, options=list(options))

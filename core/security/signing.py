@@ -81,8 +81,10 @@ def verify(
             f"server's clock (allowed: {skew_ms // 1000} s); check the client's clock"
         )
     secret = secret_of(ak)
-    if secret is None:
-        raise UnauthenticatedError(f"unknown access key {ak!r}")
-    if not hmac.compare_digest(signature(secret, method, date), m["sig"]):
-        raise UnauthenticatedError(f"bad signature for access key {ak!r}")
+    # one answer for an unknown key and a wrong signature: no oracle of which keys exist
+    expected = signature(secret if secret is not None else "\0no such key", method, date)
+    if not hmac.compare_digest(expected, m["sig"]) or secret is None:
+        raise UnauthenticatedError(
+            f"the signature of access key {ak!r} does not verify (unknown key or secret)"
+        )
     return Account(ak)

@@ -62,9 +62,9 @@ class ServerTls:
 
     ca_pem: bytes
     cert_pem: bytes
-    key_pem: bytes
     member: Member
     not_after: datetime.datetime
+    key_pem: bytes = field(repr=False, default=b"")
 
     def client_port(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)])
@@ -75,13 +75,18 @@ class ServerTls:
         )
 
     def member_channel(
-        self, target: str, peer: Kind, group: str = "", options: Sequence[tuple[str, Any]] = ()
+        self,
+        target: str,
+        peer: Kind,
+        group: str = "",
+        options: Sequence[tuple[str, Any]] = (),
+        node: int | None = None,
     ) -> grpc.Channel:
         """A mutual-TLS channel to another member's member port that succeeds
         only if the peer's certificate is from this cluster's CA and names a
-        member of `peer` kind (a broker of `group`)."""
+        member of `peer` kind (a broker of `group`; with `node`, that node)."""
         creds = grpc.ssl_channel_credentials(self.ca_pem, self.key_pem, self.cert_pem)
-        name = member_dns(self.member.cluster, peer, group)
+        name = member_dns(self.member.cluster, peer, group, node)
         return grpc.secure_channel(target, creds, options=[*options, ("grpc.ssl_target_name_override", name)])
 
 
@@ -93,13 +98,19 @@ def _read(path: str, what: str, key: str) -> bytes:
 
 
 def check_private(path: str, key: str) -> None:
-    """A secret file must not be readable by group or others (as ssh insists)."""
+    """A secret file must be this user's, not a symlink, and not readable by
+    group or others (as ssh insists)."""
     try:
-        mode = os.stat(path).st_mode
+        st = os.lstat(path)
     except OSError as exc:
         raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(key, f"{path} is readable by others (mode {stat.S_IMODE(mode):o}); chmod 600 it")
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(key, f"{path} is a symlink; point the config at the file itself")
+    if st.st_uid != os.geteuid():
+        raise ConfigError(key, f"{path} belongs to uid {st.st_uid}, not to this user ({os.geteuid()})")
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        mode = stat.S_IMODE(st.st_mode)
+        raise ConfigError(key, f"{path} is readable by others (mode {mode:o}); chmod 600 it")
 
 
 def load_tls(section: TlsSection, expect: Member, now: datetime.datetime | None = None) -> ServerTls:
@@ -123,7 +134,7 @@ def load_tls(section: TlsSection, expect: Member, now: datetime.datetime | None 
         raise ConfigError(
             "tls.cert_file", f"{section.cert_file} names {named or 'no member'}, but this process is {expect}"
         )
-    return ServerTls(ca_pem, cert_pem, key_pem, expect, cert.not_valid_after_utc)
+    return ServerTls(ca_pem, cert_pem, expect, cert.not_valid_after_utc, key_pem)
 
 
 def certificate_problem(cert: x509.Certificate, cas: list[x509.Certificate], now: datetime.datetime) -> str:

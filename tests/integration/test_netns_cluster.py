@@ -79,22 +79,27 @@ def test_cluster_across_three_namespaces(namespaces: list[tuple[str, str]], tmp_
         hosts = {p["name"]: p["address"].split(":")[0] for p in state["processes"]}
         assert hosts == {"ns": a1, "g": a2, "g-s1": a3}  # one process per namespace
         namesrv = state["processes"][0]["address"]
+        profile = state["profile"]  # TLS and the admin account, across hosts: certificates name 10.77.0.x
         run = [sys.executable, "-m", "deploy.cli"]
         t = subprocess.run(
-            [*run, "topic", "create", "--namesrv", namesrv, "--topic", "N", "--queues", "4"],
+            [*run, "topic", "create", "--profile", profile, "--namesrv", namesrv, "--topic", "N",
+             "--queues", "4"],
             cwd=ROOT, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert t.returncode == 0, t.stderr
-        wait_routed([namesrv], "N", timeout_s=20)  # the master's next heartbeat puts the topic in the routes
+        wait_routed(
+            [namesrv], "N", timeout_s=20, profile=profile
+        )  # the master's next heartbeat puts the topic in the routes
         p = subprocess.run(
-            [*run, "produce", "--namesrv", namesrv, "--topic", "N", "--count", "2000",
+            [*run, "produce", "--profile", profile, "--namesrv", namesrv, "--topic", "N", "--count", "2000",
              "--batch", "100", "--json"],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert p.returncode == 0, p.stderr
         assert json.loads(p.stdout)["ok"] == 2000  # sync: every one is on the slave too
         c = subprocess.run(
-            [*run, "consume", "--namesrv", namesrv, "--group", "g1", "--topic", "N", "--count", "2000",
+            [*run, "consume", "--profile", profile, "--namesrv", namesrv, "--group", "g1", "--topic", "N",
+             "--count", "2000",
              "--timeout-ms", "30000", "--json"],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip

@@ -11,7 +11,10 @@ changes.
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -148,6 +151,9 @@ def _rogue_certs(pki: LocalPki, tmp: Path) -> dict[str, Issued]:
         days=1, not_before=_days_ago(10),
     )  # fmt: skip
     return {
+        "same group, other node": pki.ca.issue_member(
+            Member(CLUSTER, Kind.BROKER, "h1", 7), ["127.0.0.1"], tmp, "h1-n7"
+        ),
         "other group": pki.ca.issue_member(
             Member(CLUSTER, Kind.BROKER, "evil", 9), ["127.0.0.1"], tmp, "evil"
         ),
@@ -162,6 +168,12 @@ def _days_ago(n: int) -> Any:
     import datetime
 
     return datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=n)
+
+
+def _leaders(state_file: Path) -> dict[str, tuple[int, int, str]]:
+    """Each group's (epoch, master, address) in the controller's state file."""
+    groups = json.loads(state_file.read_text())["groups"]
+    return {n: (g["epoch"], g["master_id"], g["master_address"]) for n, g in groups.items()}
 
 
 def _heartbeat(epoch: int = 1) -> npb.ControllerHeartbeatRequest:
@@ -194,7 +206,7 @@ def test_forged_heartbeats_and_registrations_change_nothing_on_a_secure_cluster(
     before, routes = sec.ctl_status(), sec.routes()
     forged = _heartbeat(before["epoch"])
     state_file = sec.procs.workdir / "ctl" / "controller.json"
-    stored = state_file.read_bytes()
+    stored = _leaders(state_file)
     fake = npb.RegisterBrokerRequest(
         broker=npb.BrokerRegistration(
             cluster=CLUSTER, broker_name="g1", broker_id=0, node_id=3, address=EVIL, epoch=1 << 62,
@@ -215,6 +227,27 @@ def test_forged_heartbeats_and_registrations_change_nothing_on_a_secure_cluster(
         assert code_of(lambda: member_port.ControllerHeartbeat(forged, timeout=5)) == P
     assert code_of(lambda: member_port.RegisterBroker(fake, timeout=5)) == P
     member_port.UnregisterBroker(unregister, timeout=5)  # accepted, but removes only its own (none)
+    # nor may it take the master's address over (and then unregister "its own" entry there)
+    takeover = npb.RegisterBrokerRequest(
+        broker=npb.BrokerRegistration(
+            cluster=CLUSTER, broker_name="evil", broker_id=9, node_id=9, address=sec.master.address,
+            epoch=1, role="slave", heartbeat_ms=1000,
+        )
+    )  # fmt: skip
+    assert code_of(lambda: member_port.RegisterBroker(takeover, timeout=5)) == P
+    # g1's own slave (its real certificate) claiming the group's mastership with a made-up epoch
+    slave_cert = Issued(sec.pki.tls_dir / "g1-s2.pem", sec.pki.tls_dir / "g1-s2.key")
+    ns_name = member_dns(CLUSTER, Kind.NAMESERVER)
+    slave_port = nameserver(channel(sec.ns.member_address, sec.ca, slave_cert, ns_name))
+    claim = npb.RegisterBrokerRequest(
+        broker=npb.BrokerRegistration(
+            cluster=CLUSTER, broker_name="g1", broker_id=0, node_id=2, address=sec.slave.address,
+            epoch=1 << 62, role="master", heartbeat_ms=1000,
+        )
+    )  # fmt: skip
+    assert code_of(lambda: slave_port.RegisterBroker(claim, timeout=5)) == P
+    claim.broker.broker_id, claim.broker.epoch, claim.broker.heartbeat_ms = 2, 1, 86_400_000
+    assert code_of(lambda: slave_port.RegisterBroker(claim, timeout=5)) == grpc.StatusCode.INVALID_ARGUMENT
     # no TLS handshake at all with a foreign CA's or an expired certificate
     for which in ("foreign CA", "expired"):
         port = nameserver(
@@ -225,7 +258,7 @@ def test_forged_heartbeats_and_registrations_change_nothing_on_a_secure_cluster(
     after = sec.ctl_status()
     assert (after["epoch"], after["master_id"], after["master_address"]) == (
         before["epoch"], before["master_id"], before["master_address"])  # fmt: skip
-    assert sec.routes() == routes and state_file.read_bytes() == stored
+    assert sec.routes() == routes and _leaders(state_file) == stored
 
 
 def test_drill_rpcs_are_off(sec: Setup, dev: Setup) -> None:
@@ -316,7 +349,7 @@ def test_a_fake_master_without_the_groups_certificate_gets_nothing(sec: Setup, t
     assert sec.pki is not None
     rogue = _rogue_certs(sec.pki, tmp_path)
     _, slave, end = _victim(sec, "h1")
-    for which in ("other group", "foreign CA", "expired"):
+    for which in ("other group", "same group, other node", "foreign CA", "expired"):
         server, fake, address = _fake_master(rogue[which], sec.ca)
         try:
             _point_at(slave, address)
@@ -442,3 +475,32 @@ def test_a_broker_with_an_expired_or_foreign_certificate_refuses_to_start(sec: S
                 extra=["--broker-id", "3", "--role", "slave", "--master", sec.master.address, *files],
             )  # fmt: skip
         assert says in str(info.value) and str(cert.cert_file) in str(info.value)
+
+
+def test_tls_below_1_2_is_refused(sec: Setup) -> None:
+    """The client port negotiates TLS 1.2 and 1.3 and nothing older: a
+    client offering only TLS 1.1 (allowed on its side) gets no handshake."""
+    assert sec.pki is not None
+    host, port = sec.master.address.rsplit(":", 1)
+
+    def handshake(version: ssl.TLSVersion) -> str:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(str(sec.pki.ca_file if sec.pki else ""))
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # this side would speak TLS 1.1
+        ctx.minimum_version = ctx.maximum_version = version
+        ctx.set_alpn_protocols(["h2"])
+        try:
+            with (
+                socket.create_connection((host, int(port)), timeout=5) as s,
+                ctx.wrap_socket(s, server_hostname="127.0.0.1") as t,
+            ):
+                return str(t.version())
+        except (ssl.SSLError, OSError) as exc:
+            return f"refused: {exc}"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSVersion.TLSv1_1 itself is deprecated
+        old = handshake(ssl.TLSVersion.TLSv1_1)
+    assert old.startswith("refused"), old
+    assert handshake(ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert handshake(ssl.TLSVersion.TLSv1_3) == "TLSv1.3"

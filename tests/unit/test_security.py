@@ -25,6 +25,7 @@ secret_key = "{SECRET}"
 publish = ["orders", "audit.*"]
 subscribe = ["orders"]
 groups = ["billing"]
+create = ["audit.*"]
 
 [[account]]
 access_key = "ops"
@@ -82,9 +83,23 @@ def test_the_acl_grants_by_pattern_and_a_group_owns_its_retry_and_dead_letter_to
     app, ops = acl.permissions["app"], acl.permissions["ops"]
     assert app.may_publish("orders") and app.may_publish("audit.eu") and not app.may_publish("payments")
     assert app.may_subscribe("orders", "billing") and not app.may_subscribe("orders", "other")
-    assert app.may_subscribe("%RETRY%billing", "billing") and app.may_subscribe("%DLQ%billing")
-    assert not app.may_subscribe("%DLQ%other") and not app.may_subscribe("audit.eu", "billing")
+    assert app.may_subscribe("%RETRY%billing", "billing") and not app.may_subscribe("%RETRY%other")
+    # a dead-letter topic holds every topic the group read: only an exact grant opens it
+    assert not app.may_subscribe("%DLQ%billing") and not app.may_subscribe("audit.eu", "billing")
     assert ops.may_publish("anything") and ops.admin and not app.admin
+    assert app.may_create("audit.x") and not app.may_create("orders") and ops.may_create("orders")
+    # patterns never reach the broker's own names: `*` is not the scheduler's group
+    wide = parse_acl(
+        '[[account]]\naccess_key = "w"\nsecret_key = "0123456789abcdef"\nsubscribe = ["*", "%*"]\n'
+        'groups = ["*"]\npublish = ["*"]\n'
+    ).permissions["w"]
+    for system in ("%SCHEDULER%", "%SCHEDULE%", "%DLQ%billing"):
+        assert not wide.may_use_group(system) and not wide.may_subscribe(system)
+    assert not wide.may_publish("%SCHEDULE%") and wide.may_subscribe("%RETRY%billing", "billing")
+    exact = parse_acl(
+        '[[account]]\naccess_key = "d"\nsecret_key = "0123456789abcdef"\nsubscribe = ["%DLQ%b"]\n'
+    )
+    assert exact.permissions["d"].may_subscribe("%DLQ%b")
     for bad in ('[[account]]\naccess_key = "a"\nsecret_key = "short"', '[[account]]\naccess_key = "a b"',
                 '[x]\n', '[[account]]\naccess_key = "a"\nsecret_key = "0123456789abcdef"\npublish = "t"',
                 '[[account]]\naccess_key = "a"\nsecret_key = "0123456789abcdef"\nadmin = "yes"'):  # fmt: skip
@@ -107,7 +122,14 @@ def test_the_acl_file_is_private_reloaded_on_change_and_a_bad_change_keeps_the_o
     assert set(f.current(RECHECK_MS + 1).secrets) == {"app", "ops2"}
     path.write_text("not toml [")
     os.utime(path, ns=(2, 2))
-    assert set(f.current(3 * RECHECK_MS).secrets) == {"app", "ops2"} and f.reloads == 1
+    assert set(f.current(3 * RECHECK_MS).secrets) == {"app", "ops2"} and f.reloads == 1 and f.refused
+    # a refused file is tried again: made readable by others, then fixed by chmod alone
+    path.write_text(ACL)
+    path.chmod(0o644)
+    os.utime(path, ns=(3, 3))
+    assert set(f.current(5 * RECHECK_MS).secrets) == {"app", "ops2"} and "readable by others" in f.refused
+    path.chmod(0o600)  # only the mode changes (and ctime)
+    assert set(f.current(7 * RECHECK_MS).secrets) == {"app", "ops"} and f.refused == ""
 
 
 def _policy(tmp_path: Path, **kw: object) -> SecurityPolicy:
@@ -128,6 +150,7 @@ def test_accounts_are_authorized_per_rpc(tmp_path: Path) -> None:
     p.authorize(app, "/tailrace.v1.Broker/CommitOffset", _req(topic="orders", group="billing"), 0)
     p.authorize(app, "/tailrace.v1.Broker/SendBack", _req(topic="orders", group="billing"), 0)
     p.authorize(ops, "/tailrace.v1.Broker/CreateTopic", _req(topic="x"), 0)
+    p.authorize(app, "/tailrace.v1.Broker/CreateTopic", _req(topic="audit.new"), 0)  # its `create`
     denied = [
         ("/tailrace.v1.Broker/SendBatch", _req(topic="payments")),
         ("/tailrace.v1.Broker/CommitOffset", _req(topic="orders", group="%SCHEDULER%")),
@@ -155,10 +178,27 @@ def test_members_speak_only_for_themselves_and_clients_are_not_members(tmp_path:
     p.authorize(same_group, "/tailrace.v1.Replication/Replicate", None, 0)
     with pytest.raises(PermissionDeniedError):
         p.authorize(other_group, "/tailrace.v1.Replication/Replicate", None, 0)
-    reg = _req(broker=_req(broker_name="g1", node_id=2))
+    reg = _req(broker=_req(broker_name="g1", node_id=2, broker_id=2))
     p.authorize(same_group, "/tailrace.v1.NameServer/RegisterBroker", reg, 0)
+    master_claim = _req(broker=_req(broker_name="g1", node_id=2, broker_id=0))  # its controller checks it
+    p.authorize(same_group, "/tailrace.v1.NameServer/RegisterBroker", master_claim, 0)
     with pytest.raises(PermissionDeniedError, match="speak for broker"):
         p.authorize(other_group, "/tailrace.v1.NameServer/RegisterBroker", reg, 0)
+    node0 = Member("c1", Kind.BROKER, "g1", 0)  # node_id 0 reads as the broker id: it speaks for node 2
+    with pytest.raises(PermissionDeniedError, match="speak for broker"):
+        p.authorize(
+            node0,
+            "/tailrace.v1.NameServer/RegisterBroker",
+            _req(broker=_req(broker_name="g1", node_id=0, broker_id=2)),
+            0,
+        )
+    with pytest.raises(PermissionDeniedError, match="as broker id"):
+        p.authorize(
+            same_group,
+            "/tailrace.v1.NameServer/RegisterBroker",
+            _req(broker=_req(broker_name="g1", node_id=2, broker_id=5)),
+            0,
+        )
     with pytest.raises(PermissionDeniedError, match="speak for broker"):
         p.authorize(same_group, "/tailrace.v1.NameServer/ControllerHeartbeat", _req(group="g1", node_id=1), 0)
     for who in (ANONYMOUS, Account("ops")):  # an account, even admin, is no member
@@ -194,3 +234,22 @@ def test_every_client_rpc_of_the_access_table_has_a_rule() -> None:
 
     clients = {m for m, a in RPC_ACCESS.items() if a.callers is Callers.CLIENTS and "grpc.health" not in m}
     assert clients == set(CLIENT_RULES)
+
+
+def test_an_address_belongs_to_one_broker_and_only_it_unregisters_itself() -> None:
+    """A member of another group can neither take over a live broker's
+    address in the registry nor, through it, unregister that broker."""
+    from nameserver.registry import BrokerRegistry, Registration
+
+    def reg(group: str, node: int, address: str) -> Registration:
+        return Registration("c1", group, node, address, 1, "master", 0, 1000, node_id=node)
+
+    r = BrokerRegistry()
+    r.register(reg("g1", 0, "10.0.0.1:1"), 0)
+    with pytest.raises(PermissionDeniedError, match="registered by g1/0"):
+        r.register(reg("g9", 1, "10.0.0.1:1"), 500)
+    assert not r.unregister("10.0.0.1:1", owner=("g9", 1))  # not its registration
+    assert r.live_count(500) == 1
+    r.register(reg("g1", 0, "10.0.0.1:1"), 600)  # the broker itself, again: fine
+    r.register(reg("g9", 1, "10.0.0.1:1"), 600 + 3 * 1000 + 1)  # once the old one expired: taken over
+    assert r.unregister("10.0.0.1:1", owner=("g9", 1))
