@@ -3,8 +3,10 @@
 TLS when the security has a CA (the server's certificate verified against
 it, and against `server_name` instead of the dialed host when that is set),
 plaintext otherwise; every call signed when it has an account
-(consumer/signer.py). Over plaintext a signature may still be sent: it is
-an HMAC of the method and time, and reveals no secret.
+(consumer/signer.py). Over plaintext a signature is sent to loopback only:
+it reveals no secret, but a header seen on the wire could be replayed (for
+the same method, within the servers' skew window), so a signed client
+refuses a plaintext channel to any other host.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import grpc
 
 from consumer.profile import ClientSecurity
 from consumer.signer import Signature, SignedAioChannel, SignedChannel
+from core.errors import ConfigError
+from core.security.config import is_loopback
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 Options = Sequence[tuple[str, Any]]
@@ -33,12 +37,22 @@ def _options(security: ClientSecurity, options: Options) -> list[tuple[str, Any]
     return out
 
 
+def _check_exposure(address: str, security: ClientSecurity) -> None:
+    if security.signed and not security.tls and not is_loopback(address.rpartition(":")[0]):
+        raise ConfigError(
+            "ca_file",
+            f"signed calls to {address} without TLS: anyone on the path could replay them; "
+            "give the profile the cluster's ca_file",
+        )
+
+
 def _credentials(security: ClientSecurity) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(root_certificates=security.ca_pem)
 
 
 def open_channel(address: str, security: ClientSecurity, options: Options = ()) -> grpc.Channel:
     """A sync channel to `address` (`options`: gRPC channel arguments)."""
+    _check_exposure(address, security)
     opts = _options(security, options)
     if security.tls:
         channel = grpc.secure_channel(address, _credentials(security), options=opts)
@@ -51,6 +65,7 @@ def open_channel(address: str, security: ClientSecurity, options: Options = ()) 
 
 def open_aio_channel(address: str, security: ClientSecurity, options: Options = ()) -> grpc.aio.Channel:
     """A `grpc.aio` channel to `address`; open it on the event loop that uses it."""
+    _check_exposure(address, security)
     opts = _options(security, options)
     if security.tls:
         channel = grpc.aio.secure_channel(address, _credentials(security), options=opts)

@@ -183,3 +183,15 @@ def test_the_cli_takes_its_target_from_the_profile_and_names_a_bad_one(
     with pytest.raises(TargetError, match="names no namesrv"):
         client_target(_args("--profile", str(empty)))
     assert client_target(_args("--namesrv", "n:1"))[0].security() == PLAINTEXT
+
+
+def test_a_signed_client_speaks_plaintext_to_loopback_only() -> None:
+    from consumer.channels import open_channel
+    from consumer.profile import ClientSecurity
+    from core.errors import ConfigError
+
+    signed = ClientSecurity(access_key="a", secret_key="0123456789abcdef")
+    open_channel("127.0.0.1:1", signed).close()  # the development setup
+    with pytest.raises(ConfigError, match="without TLS"):
+        open_channel("10.1.2.3:1", signed)
+    open_channel("10.1.2.3:1", ClientSecurity()).close()  # unsigned: nothing to replay
