@@ -35,7 +35,7 @@ from core.errors import TailraceError
 from core.fileutil import atomic_write
 from core.security.config import is_loopback
 from core.security.identity import Kind, Member
-from deploy.harness import ProcessFailed, TailraceProcess
+from deploy.harness import ProcessFailed, TailraceProcess, reap_detached
 from deploy.pki import LocalPki
 from deploy.topology import Topology, load_topology, resolve_topology
 from deploy.waits import poll_until
@@ -279,6 +279,7 @@ def down(directory: Path, deadline_s: float = 20.0) -> list[str]:
             os.kill(p["pid"], signal.SIGKILL)
         stopped.append(p["name"])
     (directory / STATE).unlink()
+    reap_detached()  # this process's own handles of them, if it started them
     return stopped
 
 

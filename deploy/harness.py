@@ -36,6 +36,12 @@ class ProcessFailed(RuntimeError):
 _detached: list[subprocess.Popen[bytes]] = []
 
 
+def reap_detached() -> None:
+    """Forget the handles of detached processes that have exited (stopped by
+    `cluster down` through their pids): no handle outlives its process."""
+    _detached[:] = [p for p in _detached if p.poll() is None]
+
+
 class TailraceProcess:
     def __init__(
         self, name: str, args: Sequence[str], workdir: Path, exec_prefix: Sequence[str] = ()
