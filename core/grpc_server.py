@@ -47,12 +47,11 @@ def _abort(context: grpc.ServicerContext, err: TailraceError) -> None:
     context.abort(grpc_status_for(err), str(err))
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
-    """TailraceError -> its gRPC status (+ code in trailing metadata); a request
-    that does not decode -> INVALID_ARGUMENT; anything else -> INTERNAL, logged.
-    Unary and streaming methods alike (an error raised while a stream is
-    being produced or its requests are read ends the stream the same way).
-    Handlers raise; they never call `context.abort` themselves."""
+class WrappingInterceptor(grpc.ServerInterceptor):
+    """An interceptor that wraps each method's handler once (`_wrap`) and
+    leaves the health service as grpc-health made it: its `Watch` is
+    non-blocking, and a wrapping generator would hold a server thread per
+    open stream (anyone could open enough to starve every other call)."""
 
     def __init__(self) -> None:
         # gRPC asks for the handler on every call; the wrapping (this one and
@@ -68,18 +67,26 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         cached = self._wrapped.get(method)
         if cached is not None:
             return cached
-        wrapped = self._wrap(continuation(handler_call_details), method)
-        if wrapped is not None and len(self._wrapped) < 256:  # only methods a service has
+        handler = continuation(handler_call_details)
+        if handler is None or method.startswith(HEALTH_PREFIX):
+            return handler
+        wrapped = self._wrap(handler, method)
+        if len(self._wrapped) < 256:  # only methods a service has
             self._wrapped[method] = wrapped
         return wrapped
 
-    def _wrap(
-        self, handler: grpc.RpcMethodHandler[Any, Any] | None, method: str
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        if handler is None or method.startswith(HEALTH_PREFIX):
-            # the health service as grpc-health made it: its Watch is non-blocking
-            # (a wrapping generator would hold a server thread per open stream)
-            return handler
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
+        raise NotImplementedError
+
+
+class ErrorInterceptor(WrappingInterceptor):
+    """TailraceError -> its gRPC status (+ code in trailing metadata); a request
+    that does not decode -> INVALID_ARGUMENT; anything else -> INTERNAL, logged.
+    Unary and streaming methods alike (an error raised while a stream is
+    being produced or its requests are read ends the stream the same way).
+    Handlers raise; they never call `context.abort` themselves."""
+
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         deserializer = _lenient(handler.request_deserializer)
         serializer = handler.response_serializer
 

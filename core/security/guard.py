@@ -36,6 +36,7 @@ import grpc
 
 from core.access import Callers, access_of
 from core.errors import PermissionDeniedError, UnauthenticatedError, brief
+from core.grpc_server import WrappingInterceptor
 from core.security.acl import AclFile, Permissions
 from core.security.identity import ANONYMOUS, Account, Anonymous, Kind, Member, Principal, member_of
 from core.security.signing import DEFAULT_SKEW_MS, verify
@@ -239,32 +240,16 @@ class SecurityPolicy:
             raise PermissionDeniedError(f"{principal} may not {missing}")
 
 
-class AuthGuard(grpc.ServerInterceptor):
+class AuthGuard(WrappingInterceptor):
     """Runs `SecurityPolicy` in front of every handler (inside the error
     interceptor, so refusals become statuses), and exposes the caller to
-    handlers as `current_principal`."""
+    handlers as `current_principal`. The health service is left unwrapped
+    (`WrappingInterceptor`): open to probes, and its `Watch` holds no thread."""
 
     def __init__(self, policy: SecurityPolicy, now_ms: Callable[[], int]) -> None:
+        super().__init__()
         self.policy = policy
         self.now_ms = now_ms
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None:
-            return cached
-        handler = continuation(handler_call_details)
-        if handler is None or method in OPEN_METHODS:
-            return handler  # unwrapped: grpc-health's Watch holds no server thread while it waits
-        wrapped = self._wrap(handler, method)
-        if wrapped is not None and len(self._wrapped) < 256:
-            self._wrapped[method] = wrapped
-        return wrapped
 
     def _check(self, method: str, request: Any, context: grpc.ServicerContext) -> Principal:
         now = self.now_ms()
