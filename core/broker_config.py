@@ -214,6 +214,9 @@ class ReplicationSection:
     )
     chunk_bytes: int = field(default=1024 * 1024, metadata=_doc("CommitLog bytes per chunk"))
     heartbeat_ms: int = field(default=500, metadata=_doc("idle stream heartbeat"))
+    handshake_timeout_ms: int = field(
+        default=5000, metadata=_doc("a replication stream without a handshake this long is closed")
+    )
     secret: str = field(
         default="",
         repr=False,
@@ -237,6 +240,7 @@ class ReplicationSection:
         ok = 64 * 1024 <= self.chunk_bytes <= 16 * 1024 * 1024
         require(ok, f"{prefix}.chunk_bytes", "must be 64 KiB..16 MiB")
         require(self.heartbeat_ms >= 10, f"{prefix}.heartbeat_ms", "must be at least 10")
+        require(self.handshake_timeout_ms >= 100, f"{prefix}.handshake_timeout_ms", "must be at least 100")
 
 
 @dataclass(frozen=True, slots=True)
