@@ -4,14 +4,12 @@ queues, not visible to readers, and the store keeps working (review findings).""
 from __future__ import annotations
 
 import threading
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from core.errors import CorruptRecordError
-from core.record import FIXED, RECORD_MAGIC, Message, decode_record
+from core.record import Message, decode_record
 from core.store import MessageStore, ReadStatus, StoreConfig
 from core.store.consumequeue import ConsumeQueueSet
 from core.store.flush import GroupCommit
@@ -185,22 +183,3 @@ def test_a_failed_replicated_append_removes_a_queue_it_created_mid_file(
     lo, hi = slave.queue_offsets("t", 0)
     assert lo == first and hi > first
     assert slave.read("t", 0, first, 1, 1 << 20).count == 1
-
-
-def test_a_replicated_system_record_that_is_not_json_changes_nothing(
-    open_store: Open, tmp_path: Path
-) -> None:
-    from core.record import CRC, SYSTEM_FLAG, SYSTEM_TOPIC
-    from core.store.system import encode_system
-
-    slave = open_store(tmp_path / "s")
-    topic, meta, body, _q, flags, born, size, _th = encode_system("offset", {"x": 1}, 0)
-    assert topic == SYSTEM_TOPIC and flags == SYSTEM_FLAG
-    rec = bytearray(size)
-    FIXED.pack_into(rec, 0, size, RECORD_MAGIC, 0, 0, flags, 0, 0, born, born, len(body))
-    rec[FIXED.size : FIXED.size + len(meta)] = meta
-    rec[FIXED.size + len(meta) :] = b"\xff" * len(body)  # CRC-valid garbage where JSON belongs
-    CRC.pack_into(rec, 8, zlib.crc32(rec[12:]))
-    with pytest.raises(CorruptRecordError, match="not JSON"):
-        slave.append_replicated(0, bytes(rec))
-    assert slave.commitlog.max_offset == 0
