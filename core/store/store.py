@@ -114,6 +114,7 @@ class MessageStore:
             self.recovery: RecoveryReport = recover(
                 self.commitlog, self.cqs, clean_end, ckpt, self.data_dir / QUARANTINE
             )
+            self._quarantined = quarantine_usage(self.data_dir / QUARANTINE)  # only recovery adds
             self.topics.restore(self.log_history(), list(self.cqs.queues))  # a damaged or lost file
             for phys in self.recovery.system_records:  # replay what the scan found
                 try:
@@ -187,8 +188,9 @@ class MessageStore:
         return self._system.skipped
 
     def quarantined(self) -> tuple[int, int]:
-        """(cut tails kept in quarantine/, their bytes): recovery never deletes what it cuts."""
-        return quarantine_usage(self.data_dir / QUARANTINE)
+        """(cut tails kept in quarantine/, their bytes, as of the open):
+        recovery never deletes what it cuts; an operator may, once inspected."""
+        return self._quarantined
 
     def log_history(self) -> LogHistory:
         """What the log can tell a side file (core/sidefiles.py) about its past."""
