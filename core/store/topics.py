@@ -19,6 +19,7 @@ from core.record import validate_topic
 from core.sidefiles import Damage, LogHistory, count, need, needs_rebuild, read_json, write_json
 
 TOPICS = "topics.json"
+MAX_QUEUES = 65536  # the most store.max_queues_per_topic may be
 ADVICE = (
     "restore it from a backup or from another broker of this group (the same file), or move it "
     "aside and start again: it is then rebuilt from the topic records the log still holds and the "
@@ -41,7 +42,8 @@ class TopicTable:
             self.missing = found is None
             self._queues = found or {}
 
-    def _parse(self, raw: Any) -> dict[str, int]:
+    @staticmethod
+    def _parse(raw: Any) -> dict[str, int]:
         need(isinstance(raw, dict) and isinstance(raw.get("topics"), dict), "no topics table")
         out = {}
         for name, spec in raw["topics"].items():
@@ -50,7 +52,8 @@ class TopicTable:
             except TailraceError as exc:
                 raise ValueError(f"topic name {name!r}: {exc.message}") from exc
             need(isinstance(spec, dict), f"topic {name!r} is not a table")
-            out[name] = count(spec["queues"], f"queue count of {name!r}", 1, self.max_queues)
+            # not self.max_queues: lowering that setting must not make the file "damaged"
+            out[name] = count(spec["queues"], f"queue count of {name!r}", 1, MAX_QUEUES)
         return out
 
     def restore(self, history: LogHistory, stored_queues: Iterable[tuple[str, int]]) -> None:

@@ -266,3 +266,13 @@ def test_a_damaged_controller_json_is_refused_naming_it(tmp_path: Path, how: str
         Controller(tmp_path, 4000)
     assert str(tmp_path / "controller.json") in str(info.value) and "restore it" in str(info.value)
     assert (tmp_path / "controller.json").read_bytes() == bad
+
+
+def test_lowering_max_queues_per_topic_does_not_make_topics_json_damaged(
+    open_store: Open, tmp_path: Path
+) -> None:
+    s = open_store(tmp_path / "d")
+    s.create_topic("t", 16)
+    s.close()
+    s2 = open_store(tmp_path / "d", max_queues_per_topic=8)
+    assert s2.topics.queue_count("t") == 16 and not damaged_copies(tmp_path / "d" / "topics.json")
