@@ -12,21 +12,62 @@ rest. The slave repeats the computation over the master's history (checked
 with `history_fault`) and cuts only to the point it proves itself
 (`SlaveSession.on_handshake_reply`). Epoch 0 (before any controller) is
 implicit at offset 0 in every history.
+
+A damaged or missing `epochs.json` is rebuilt from the log's `epoch`
+records, under the rule in core/sidefiles.py.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from core.errors import CorruptRecordError
-from core.fileutil import atomic_write
+from core.sidefiles import (
+    Damage,
+    DamagedFileError,
+    LogHistory,
+    count,
+    need,
+    needs_rebuild,
+    read_json,
+    write_json,
+)
 
 EPOCHS = "epochs.json"
 History = tuple[tuple[int, int], ...]  # (epoch, start offset), ascending
+ADVICE = (
+    "restore it from a backup, or move it aside and start again: it is then rebuilt from the epoch "
+    "records the log still holds (a history missing its early epochs can make this broker cut more "
+    "of its log than it must when it follows), or empty this broker's data dir so that it "
+    "replicates everything again"
+)
+
+
+def _parse(raw: Any) -> list[tuple[int, int]]:
+    need(isinstance(raw, dict) and isinstance(raw.get("epochs"), list), "no epochs list")
+    entries = []
+    for item in raw["epochs"]:
+        need(isinstance(item, list) and len(item) == 2, f"entry {item!r}")
+        entries.append((count(item[0], "epoch", 1), count(item[1], "start")))
+    fault = history_fault(tuple(entries), (1 << 64) - 1)
+    need(not fault, fault)
+    return entries
+
+
+def _replay(payloads: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """The history the log's `epoch` records make (applied as `EpochFile.add` does)."""
+    out: list[tuple[int, int]] = []
+    for p in payloads:
+        try:
+            epoch, start = int(p["epoch"]), int(p["start"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if (not out or (epoch > out[-1][0] and start >= out[-1][1])) and epoch > 0 and start >= 0:
+            out.append((epoch, start))
+    return out
 
 
 def end_of(history: History, epoch: int, log_end: int) -> int:
@@ -69,19 +110,31 @@ def history_fault(history: History, log_end: int) -> str:
 class EpochFile:
     """This broker's epoch history, persisted next to the store."""
 
-    def __init__(self, directory: Path, log_end: int) -> None:
+    def __init__(self, directory: Path, log_end: int, history: LogHistory | None = None) -> None:
+        """Load `epochs.json`; with `history` (the store's log), rebuild it
+        when damaged or missing (core/sidefiles.py). Without it a damaged
+        file raises DamagedFileError."""
         self.path = directory / EPOCHS
         self._lock = threading.Lock()
-        entries: list[tuple[int, int]] = []
-        if self.path.exists():
-            raw = json.loads(self.path.read_text())
-            entries = [(int(e), int(s)) for e, s in raw["epochs"]]
+        try:
+            found = read_json(self.path, _parse)
+        except Damage as exc:
+            damage: Damage | None = exc
+            found = None
+        else:
+            damage = None
+        if history is None:
+            if damage is not None:
+                raise DamagedFileError(self.path, str(damage), ADVICE)
+        elif needs_rebuild(self.path, damage, found is None, history, ADVICE):
+            found = _replay(history.payloads("epoch"))
+        entries = found or []
         # a crash between cutting the log and rewriting this file leaves
         # entries past the log's end: they name bytes that are gone
         kept = tuple(x for x in entries if x[1] < log_end)
         self._history: History = kept
-        if len(kept) != len(entries):
-            self._persist(kept)
+        if len(kept) != len(entries) or not self.path.exists():
+            self._persist(kept)  # rebuilt, or new: then a missing file means a lost one
 
     @property
     def history(self) -> History:
@@ -121,4 +174,4 @@ class EpochFile:
             self._history = updated
 
     def _persist(self, history: History) -> None:
-        atomic_write(self.path, json.dumps({"epochs": [list(x) for x in history]}).encode())
+        write_json(self.path, {"epochs": [list(x) for x in history]})

@@ -83,6 +83,9 @@ class _StateCollector(Collector):
             ("budget_bytes", "Page-cache budget for read redirection"),
             ("consume_queues", "ConsumeQueues held"),
             ("held_pulls", "Long polls waiting"),
+            ("system_records_skipped", "System records whose content could not be applied (logged)"),
+            ("quarantined_tails", "Log tails recovery cut and kept in the data dir's quarantine/"),
+            ("quarantined_bytes", "Bytes of the log tails kept in quarantine/"),
         ):
             yield GaugeMetricFamily(f"tailrace_{name}", doc, value=float(s.get(name, 0)))
         lag = GaugeMetricFamily(

@@ -7,24 +7,45 @@ the applied state.
 `offsets.json` is rewritten atomically (temp file, fsync, rename) on every
 commit that changes something, so an acknowledged commit survives kill -9.
 Commits are rare next to sends (consumers commit every few seconds), so one
-small fsync each is affordable; issue 5 moves offsets into the log.
+small fsync each is affordable; issue 5 moves offsets into the log. If it
+cannot be written, the commit fails (StorageFullError) and the table in
+memory is unchanged; the store then takes the commit's record back out of
+the log (core/store/publish.py), so the client is told and nothing claims it.
+
+A damaged or missing `offsets.json` is rebuilt from the log's `offset`
+records (the last one per queue wins), under the rule in core/sidefiles.py.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.errors import InvalidArgumentError, InvalidOffsetError, StorageFullError, brief
-from core.fileutil import atomic_write
+from core.errors import InvalidArgumentError, InvalidOffsetError, TailraceError, brief
+from core.sidefiles import (
+    Damage,
+    DamagedFileError,
+    LogHistory,
+    Payloads,
+    count,
+    need,
+    needs_rebuild,
+    read_json,
+    write_json,
+)
 
 OFFSETS = "offsets.json"
 _GROUP = re.compile(r"[A-Za-z0-9_.\-%]{1,255}")
 U64 = (1 << 64) - 1
+ADVICE = (
+    "restore it from a backup or from another broker of this group (the same file), or move it "
+    "aside and start again: it is then rebuilt from the commits the log still holds (a group whose "
+    "last commit is gone from the log starts where its consumers' start position says)"
+)
+Key = tuple[str, str, int]
 
 
 def validate_group(group: str) -> str:
@@ -33,17 +54,63 @@ def validate_group(group: str) -> str:
     return group
 
 
+def _parse(raw: Any) -> dict[Key, int]:
+    need(isinstance(raw, dict) and isinstance(raw.get("offsets"), dict), "no offsets table")
+    out = {}
+    for group, topics in raw["offsets"].items():
+        try:
+            validate_group(group)
+        except TailraceError as exc:
+            raise ValueError(exc.message) from exc
+        for topic, queues in topics.items():
+            for qid, off in queues.items():
+                need(isinstance(topic, str) and qid.isdigit(), f"queue {topic!r}/{qid!r}")
+                out[(group, topic, int(qid))] = count(off, f"offset of {group}/{topic}/{qid}")
+    return out
+
+
+def _key(p: dict[str, Any]) -> Key:
+    return (str(p["group"]), str(p["topic"]), int(p["queue"]))
+
+
+def _replay(payloads: Payloads) -> dict[Key, int]:
+    """The table the log's `offset` records make, in log order (last wins);
+    a malformed one is skipped, as it was when it was applied."""
+    table: dict[Key, int] = {}
+    for p in payloads:
+        try:
+            key, off = _key(p), int(p["offset"])
+            ConsumerOffsets.check(key[0], off)
+        except (KeyError, TypeError, ValueError, TailraceError):
+            continue
+        table[key] = off
+    return table
+
+
 class ConsumerOffsets:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, history: LogHistory | None = None) -> None:
+        """Load `offsets.json`; with `history` (the store's log), rebuild it
+        when damaged or missing (core/sidefiles.py). Without it a damaged
+        file raises DamagedFileError."""
         self.path = directory / OFFSETS
         self._lock = threading.Lock()
-        self._offsets: dict[tuple[str, str, int], int] = {}
-        if self.path.exists():
-            data = json.loads(self.path.read_text())
-            for group, topics in data.get("offsets", {}).items():
-                for topic, queues in topics.items():
-                    for qid, off in queues.items():
-                        self._offsets[(group, topic, int(qid))] = int(off)
+        self._offsets: dict[Key, int] = {}
+        try:
+            found = read_json(self.path, _parse)
+        except Damage as exc:
+            damage: Damage | None = exc
+            found = None
+        else:
+            damage = None
+        if history is None:
+            if damage is not None:
+                raise DamagedFileError(self.path, str(damage), ADVICE)
+        elif needs_rebuild(self.path, damage, found is None, history, ADVICE):
+            found = _replay(history.payloads("offset"))
+        table = found or {}
+        if not self.path.exists():  # rebuilt, or a new store: then a missing file means a lost one
+            self._persist(table)
+        self._offsets = table
 
     @staticmethod
     def check(group: str, offset: int) -> None:
@@ -65,10 +132,7 @@ class ConsumerOffsets:
                 return
             updated = dict(self._offsets)
             updated[key] = offset
-            try:
-                self._persist(updated)
-            except OSError as exc:  # nothing changed: memory still matches the file
-                raise StorageFullError(f"cannot store the offset: {exc.strerror}") from exc
+            self._persist(updated)  # StorageFullError: nothing changed, memory matches the file
             self._offsets = updated
 
     def roll_back(self, tail: list[dict[str, Any]], scan_before: Callable[[], list[dict[str, Any]]]) -> int:
@@ -78,22 +142,21 @@ class ConsumerOffsets:
         first record in the tail; for records written before `prev` existed,
         the last value in the rest of the log (`scan_before()`) is used, or the
         key is forgotten. Returns how many keys changed."""
-        firsts: dict[tuple[str, str, int], dict[str, Any]] = {}
+        firsts: dict[Key, dict[str, Any]] = {}
         for p in tail:
-            firsts.setdefault((str(p["group"]), str(p["topic"]), int(p["queue"])), p)
-        restore: dict[tuple[str, str, int], int | None] = {}
+            try:  # a malformed record was skipped when it was applied: nothing to undo
+                firsts.setdefault(_key(p), p)
+            except (KeyError, TypeError, ValueError):
+                continue
+        restore: dict[Key, int | None] = {}
         unknown = set()
         for key, p in firsts.items():
-            if "prev" in p:
+            try:
                 restore[key] = int(p["prev"]) if int(p["prev"]) >= 0 else None
-            else:
+            except (KeyError, TypeError, ValueError):
                 unknown.add(key)
         if unknown:
-            last: dict[tuple[str, str, int], int] = {}
-            for p in scan_before():
-                key = (str(p["group"]), str(p["topic"]), int(p["queue"]))
-                if key in unknown:
-                    last[key] = int(p["offset"])
+            last = _replay(scan_before())
             restore.update({key: last.get(key) for key in unknown})
         if not restore:
             return 0
@@ -112,8 +175,8 @@ class ConsumerOffsets:
         validate_group(group)
         return self._offsets.get((group, topic, queue_id))
 
-    def _persist(self, offsets: dict[tuple[str, str, int], int]) -> None:
+    def _persist(self, offsets: dict[Key, int]) -> None:
         tree: dict[str, dict[str, dict[str, int]]] = {}
         for (g, t, q), off in sorted(offsets.items()):
             tree.setdefault(g, {}).setdefault(t, {})[str(q)] = off
-        atomic_write(self.path, json.dumps({"offsets": tree}).encode())
+        write_json(self.path, {"offsets": tree})

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(f"{cfg.broker.broker_name}/{cfg.broker.broker_id}", args.log_level, args.log_file)
     try:
         return serve(cfg, args.ready_file)
-    except TailraceError as exc:
+    except TailraceError as exc:  # e.g. a damaged side file: it names the file and what to do
         log.error("cannot start: %s", exc)
+        print(f"tailrace broker: cannot start: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -74,8 +74,9 @@ class BrokerNode:
         b.data_dir.chmod(0o700)  # an existing one too: offsets, epochs and messages are the owner's
         self.store = MessageStore(b.data_dir, cfg.store)
         try:
-            offsets = ConsumerOffsets(b.data_dir)
-            epochs = EpochFile(b.data_dir, self.store.commitlog.max_offset)
+            history = self.store.log_history()  # rebuilds a damaged or lost side file
+            offsets = ConsumerOffsets(b.data_dir, history)
+            epochs = EpochFile(b.data_dir, self.store.commitlog.max_offset, history)
             self.core = BrokerCore(cfg, self.store, offsets, epochs, Roles())
             self.service = BrokerService(self.core)
             guard = LeaderGuard(lambda: self.core.role.is_leader, self.service.refuse)

@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 import tomllib
 from dataclasses import dataclass, field
@@ -154,14 +155,19 @@ def run(args: argparse.Namespace) -> int:
     setup_logging("nameserver", args.log_level, args.log_file)
     host, _ = parse_address(ns.listen, "nameserver.listen")
     registry = BrokerRegistry()
-    server, health = build_server(
-        server_cfg.max_workers, server_cfg.max_concurrent_rpcs, server_cfg.max_message_bytes, [security.guard]
-    )
     controller = None
     if ctl_cfg.enabled:
         ctl_cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         ctl_cfg.data_dir.chmod(0o700)
-        controller = Controller(ctl_cfg.data_dir, ctl_cfg.lease_ms, ctl_cfg.unclean_election, now_ms())
+        try:
+            controller = Controller(ctl_cfg.data_dir, ctl_cfg.lease_ms, ctl_cfg.unclean_election, now_ms())
+        except TailraceError as exc:  # a damaged controller.json: it names the file and what to do
+            log.error("cannot start: %s", exc)
+            print(f"tailrace nameserver: cannot start: {exc}", file=sys.stderr, flush=True)
+            return 2
+    server, health = build_server(
+        server_cfg.max_workers, server_cfg.max_concurrent_rpcs, server_cfg.max_message_bytes, [security.guard]
+    )
     service = NameServerService(registry, controller=controller)
     nameserver_pb2_grpc.add_NameServerServicer_to_server(service, server)
     try:

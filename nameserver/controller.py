@@ -22,7 +22,6 @@ it last renewed.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -30,13 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import BrokerUnavailableError, InvalidArgumentError
-from core.fileutil import atomic_write
 from core.roles import NO_MASTER, Directive, Role
+from core.sidefiles import Damage, DamagedFileError, count, need, read_json, write_json
 
 log = logging.getLogger(__name__)
 STATE_FILE = "controller.json"
 MASTER = Role.MASTER  # a broker leading in its epoch
 INITIAL_MASTER = Role.INITIAL_MASTER  # configured master, never directed: may bootstrap a new group
+ADVICE = (
+    "it cannot be rebuilt (no log holds it): restore it from a backup, or move it aside and start "
+    "again with no state: a group then gets a master again when its master heartbeats, in an epoch "
+    "above the one that master reports (while that master is down, nothing is elected)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,22 @@ class GroupState:
     restarted_ms: int = -1  # when the master was seen back without leading (-1: not)
 
 
+def _parse(raw: Any) -> dict[str, GroupState]:
+    """controller.json's groups, shape-checked (anything else is Damage)."""
+    need(isinstance(raw, dict) and isinstance(raw.get("groups"), dict), "no groups table")
+    out = {}
+    for name, g in raw["groups"].items():
+        need(isinstance(g, dict) and isinstance(g["master_address"], str), f"group {name!r}")
+        need(isinstance(g["in_sync"], list), f"in-sync set of {name!r}")
+        out[name] = GroupState(
+            epoch=count(g["epoch"], f"epoch of {name!r}"),
+            master_id=count(g["master_id"], f"master of {name!r}", NO_MASTER, 1 << 31),
+            master_address=g["master_address"],
+            in_sync=frozenset(count(i, f"in-sync member of {name!r}", 0, 1 << 31) for i in g["in_sync"]),
+        )
+    return out
+
+
 class Controller:
     def __init__(
         self,
@@ -92,16 +112,15 @@ class Controller:
         self._lock = threading.Lock()
         self._groups: dict[str, GroupState] = {}
         self._isolated: dict[str, int] = {}  # address -> until (drills: cut off at the controller)
-        if self.path is not None and self.path.exists():
-            for name, g in json.loads(self.path.read_text())["groups"].items():
-                self._groups[name] = GroupState(
-                    epoch=int(g["epoch"]),
-                    master_id=int(g["master_id"]),
-                    master_address=str(g["master_address"]),
-                    in_sync=frozenset(int(i) for i in g["in_sync"]),
-                    lease_until_ms=now_ms + lease_ms,  # benefit of the doubt after a restart
-                    status="restarted: the master has a full lease to renew",
-                )
+        if self.path is not None:
+            try:
+                saved = read_json(self.path, _parse) or {}
+            except Damage as exc:  # no log to rebuild it from: the operator decides
+                raise DamagedFileError(self.path, str(exc), ADVICE) from exc
+            for name, g in saved.items():
+                g.lease_until_ms = now_ms + lease_ms  # benefit of the doubt after a restart
+                g.status = "restarted: the master has a full lease to renew"
+                self._groups[name] = g
 
     # ---- heartbeats --------------------------------------------------------------------
 
@@ -229,7 +248,7 @@ class Controller:
                 row.update(changes)
             row["in_sync"] = sorted(int(i) for i in row["in_sync"])
             groups[n] = row
-        atomic_write(self.path, json.dumps({"groups": groups}, indent=1).encode())
+        write_json(self.path, {"groups": groups}, indent=1)
 
     # ---- drills and status -------------------------------------------------------------
 

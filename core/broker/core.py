@@ -306,6 +306,7 @@ class BrokerCore:
     def metrics_snapshot(self) -> dict[str, Any]:
         clog = self.store.commitlog
         lag, in_sync = self.role.replication_gauges()
+        tails, kept = self.store.quarantined()
         return {
             "min_offset": clog.min_offset,
             "max_offset": clog.max_offset,
@@ -317,6 +318,9 @@ class BrokerCore:
             "held_pulls": self.held_pulls(),
             "replica_lag": lag,
             "in_sync": in_sync,
+            "system_records_skipped": self.store.system_records_skipped,
+            "quarantined_tails": tails,
+            "quarantined_bytes": kept,
             "quotas": self.quota_usage(),
         }
 

@@ -7,18 +7,28 @@ copies its master's bytes to the same offsets. Both then, under the write
 lock, call `Publisher.publish`, and after releasing it `notify`:
 
 1. dispatch the records' ConsumeQueue entries, unpublished (readers do not
-   see them yet); if that fails, zero the written bytes, drop segments the
-   batch rolled into, zero the queue slots written, remove the queues the
-   batch created (files too), and re-raise: nothing is published;
-2. publish the CommitLog's new end (readers and flushers see the records);
-3. raise each queue's `max_offset` (its entries become readable only now);
+   see them yet);
+2. apply the batch's system records, in log order (core/store/system.py);
+   if step 1 or 2 fails (a full disk under a ConsumeQueue, offsets.json or
+   topics.json), zero the written bytes, drop segments the batch rolled
+   into, zero the queue slots written, remove the queues the batch created
+   (files too), and re-raise: nothing is published, so no record stays in
+   the log whose index or applied state is missing (on a slave too: the
+   chunk is undone and replicated again);
+3. publish the CommitLog's new end (readers and flushers see the records);
+4. raise each queue's `max_offset` (its entries become readable only now);
    a queue the batch created begins at the batch's first offset for it (0 on
    the append path; mid-way on a slave whose log began at its master's oldest
    retained segment);
-4. apply the batch's system records, in log order, still under the lock;
 5. `notify` (outside the lock): tell the append listeners (long polling)
    which queues grew; a listener's failure is logged, never reported as a
    failed append.
+
+System records are applied last of the fallible steps because their
+application cannot be undone (a file was rewritten); a batch with several
+(a replicated chunk) whose second one fails keeps the first applied, which
+is harmless: the slave replicates the same bytes again and re-applying is
+idempotent.
 """
 
 from __future__ import annotations
@@ -79,30 +89,34 @@ class Publisher:
         cqs = self._cqs
         queues = cqs.queues
         created = [(key, q) for key, q in firsts.items() if key not in queues]
-        if entries:
-            try:
+        try:
+            if entries:
                 cqs.dispatch(entries, publish=False)
-            except BaseException:
-                self._clog.discard(start, end)
-                new = {key for key, _ in created}
-                for key, q in firsts.items():
-                    cq = cqs.get(*key)
-                    if cq is None:
-                        continue
-                    if key in new:  # a queue this batch made: gone again, files and all
-                        del queues[key]
-                        cq.close()
-                        shutil.rmtree(cq.directory, ignore_errors=True)
-                    else:
-                        cq.rollback(q)
-                raise
+            for kind, payload in system:
+                self._apply_system(kind, payload)
+        except BaseException:
+            self._undo(start, end, firsts, {key for key, _ in created})
+            raise
         self._clog.publish(end)
         for key, q in created:  # first: lock-free readers never see slots below it
             queues[key].min_offset = q
         for key, q in nexts.items():
             queues[key].max_offset = q
-        for kind, payload in system:
-            self._apply_system(kind, payload)
+
+    def _undo(self, start: int, end: int, firsts: Mapping[QueueKey, int], new: set[QueueKey]) -> None:
+        """Take back an unpublished batch: its bytes, its queue slots, the queues it made."""
+        self._clog.discard(start, end)
+        cqs = self._cqs
+        for key, q in firsts.items():
+            cq = cqs.get(*key)
+            if cq is None:
+                continue
+            if key in new:  # a queue this batch made: gone again, files and all
+                del cqs.queues[key]
+                cq.close()
+                shutil.rmtree(cq.directory, ignore_errors=True)
+            else:
+                cq.rollback(q)
 
     def notify(self, grown: Iterable[QueueKey]) -> None:
         """Step 5, after the write lock is released."""

@@ -27,16 +27,14 @@ from core.record import (
     HEADER_SIZE,
     PREFIX,
     RECORD_MAGIC,
-    SYSTEM_FLAG,
     SYSTEM_TOPIC,
     decode_record,
-    frames,
 )
 from core.store.commitlog import CommitLog
 from core.store.consumequeue import ConsumeQueueSet
 from core.store.publish import Publisher, QueueKey
 from core.store.replicated import validate_chunk
-from core.store.system import decode_system
+from core.store.system import decode_system, log_payloads
 
 log = logging.getLogger("core.store.store")
 
@@ -50,6 +48,7 @@ class ReplicaOps:
         ckpt_lock: threading.RLock,
         checkpoint_locked: Callable[[], None],
         ensure_queues: Callable[[str, int], None],
+        skip_system: Callable[[str], None],
     ) -> None:
         self._clog = commitlog
         self._cqs = cqs
@@ -57,6 +56,7 @@ class ReplicaOps:
         self._ckpt_lock = ckpt_lock
         self._checkpoint_locked = checkpoint_locked  # called holding both locks
         self._ensure_queues = ensure_queues
+        self._skip_system = skip_system  # counts a system record that cannot be applied
 
     def read_log(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
         """Published CommitLog bytes from `offset` (whole records, one segment):
@@ -68,13 +68,23 @@ class ReplicaOps:
 
         Every record is validated first (nothing is written if one fails);
         queue offsets must continue this store's queues. System records
-        (topics, offsets) are applied, not indexed. Returns the new end of the log.
+        (topics, offsets) are applied, not indexed; one whose body is not a
+        JSON object is stored and skipped, as its master skipped it
+        (core/store/system.py). If indexing or applying fails, the bytes are
+        undone (the publish step). Returns the new end of the log.
         """
         chunk = validate_chunk(offset, data, self._clog.segment_bytes)
-        system = [
-            decode_system(decode_record(data, e[3] - offset)) for e in chunk.entries if e[0] == SYSTEM_TOPIC
-        ]
-        entries = [e for e in chunk.entries if e[0] != SYSTEM_TOPIC] if system else chunk.entries
+        system: list[tuple[str, dict[str, Any]]] = []
+        skipped: list[str] = []  # CRC-valid but not JSON: stored as the master has it, not applied
+        entries = chunk.entries
+        if any(e[0] == SYSTEM_TOPIC for e in entries):
+            for e in entries:
+                if e[0] == SYSTEM_TOPIC:
+                    try:
+                        system.append(decode_system(decode_record(data, e[3] - offset)))
+                    except CorruptRecordError as exc:
+                        skipped.append(exc.message)
+            entries = [e for e in entries if e[0] != SYSTEM_TOPIC]
         cqs = self._cqs
         writer = self._writer
         with writer.lock:
@@ -99,6 +109,8 @@ class ReplicaOps:
                 self._ensure_queues(topic, qid + 1)
             self._clog.append_raw(offset, data, chunk.new_end)
             writer.publish(offset, chunk.new_end, entries, firsts, nexts, system)
+        for why in skipped:
+            self._skip_system(f"replicated: {why}")
         writer.notify(nexts.keys())
         return chunk.new_end
 
@@ -145,35 +157,9 @@ class ReplicaOps:
             log.warning("log reset to start at %d", offset)
 
     def system_payloads(self, kind: str, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
-        """The system records of `kind` in [start, stop) of the log, in log order.
-
-        A walk over the segments that checks framing but decodes only system
-        records (no CRC: the log was validated when it was written or
-        recovered): used to roll back applied state around a truncation, which
-        is rare."""
-        out: list[dict[str, Any]] = []
-        clog = self._clog
-        end = clog.max_offset if stop is None else min(stop, clog.max_offset)
-        start = max(start, clog.min_offset)
-        seg_bytes = clog.segment_bytes
-        for seg in clog.segments():
-            base = int(seg.path.name)
-            if base + seg_bytes <= start or base >= end:
-                continue
-            pos = max(0, start - base)  # record-aligned: callers pass record offsets
-            limit = min(seg_bytes, end - base)
-            view = seg.view
-            walk = frames(
-                view, pos, limit, base=base, room=seg_bytes - BLANK_MIN, verify=False, until_blank=True
-            )
-            for topic, head in walk:  # ends at the segment's end marker
-                total, flags = head[0], head[4]
-                if flags & SYSTEM_FLAG and topic == SYSTEM_TOPIC:
-                    rec = decode_record(view[pos : pos + total], verify=False)
-                    if rec.tags == kind:
-                        out.append(decode_system(rec)[1])
-                pos += total
-        return out
+        """The system records of `kind` in [start, stop) of the log, in log
+        order (core.store.system.log_payloads)."""
+        return log_payloads(self._clog, kind, start, stop)
 
 
 def read_chunk(clog: CommitLog, offset: int, max_bytes: int) -> tuple[bytes, int]:

@@ -6,6 +6,7 @@ Layout of a data directory::
     checkpoint                 flushed offsets (see checkpoint.py)
     clean_shutdown             present only while stopped cleanly
     topics.json                topic -> queue count
+    quarantine/<cut offset>-<ms>/   what a recovery cut (never read back; recovery.py)
     commitlog/<20 digits>      CommitLog segments
     consumequeue/<topic>/<queue>/<20 digits>   ConsumeQueue files
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import (
+    CorruptRecordError,
     FlushTimeoutError,
     InvalidArgumentError,
     InvalidOffsetError,
@@ -30,6 +32,7 @@ from core.errors import (
     StoreClosedError,
 )
 from core.record import Message, decode_record
+from core.sidefiles import LogHistory
 from core.store.checkpoint import (
     Checkpoint,
     DirLock,
@@ -44,9 +47,9 @@ from core.store.consumequeue import ConsumeQueueSet
 from core.store.encoder import BatchEncoder
 from core.store.flush import GroupCommit, PeriodicService
 from core.store.publish import Listener, Publisher, QueueKey
-from core.store.recovery import RecoveryReport, recover
+from core.store.recovery import QUARANTINE, RecoveryReport, quarantine_usage, recover
 from core.store.replica_ops import ReplicaOps
-from core.store.system import Handler, SystemRecords, decode_system, encode_system
+from core.store.system import Handler, SystemRecords, decode_system, encode_system, log_payloads
 from core.store.topics import TopicTable
 
 log = logging.getLogger(__name__)
@@ -110,11 +113,23 @@ class MessageStore:
                 sync_warmed=config.flush == "sync",
             )
             self.cqs = ConsumeQueueSet(self.data_dir / "consumequeue", config.cq_entries_per_file)
-            self.recovery: RecoveryReport = recover(self.commitlog, self.cqs, clean_end, ckpt)
+            self.recovery: RecoveryReport = recover(
+                self.commitlog, self.cqs, clean_end, ckpt, self.data_dir / QUARANTINE
+            )
+            self._quarantined = quarantine_usage(self.data_dir / QUARANTINE)  # only recovery adds
+            self.topics.restore(self.log_history(), list(self.cqs.queues))  # a damaged or lost file
             for phys in self.recovery.system_records:  # replay what the scan found
-                self._system.recovered(*self._system_record_at(phys))
+                try:
+                    kind, payload = self._system_record_at(phys)
+                except CorruptRecordError as exc:  # CRC-valid, not JSON: never applied anywhere
+                    self._system.skip(f"recovered: {exc.message}")
+                    continue
+                self._system.recovered(kind, payload)
             self._checkpoint()
         except BaseException:
+            for part in (getattr(self, "commitlog", None), getattr(self, "cqs", None)):
+                if part is not None:
+                    part.close()
             self._dirlock.release()
             raise
         self._writer = Publisher(self.commitlog, self.cqs, self._system.apply)
@@ -125,6 +140,7 @@ class MessageStore:
             self._ckpt_lock,
             self._checkpoint_locked,
             self._encoder.ensure_queues,
+            self._system.skip,
         )
         self._group = GroupCommit(self.commitlog) if config.flush == "sync" else None
         self._service = PeriodicService(
@@ -167,6 +183,21 @@ class MessageStore:
         """Apply system records of `kind` with `fn`: those found by recovery
         now (in log order), every later one as it is appended or replicated."""
         self._system.add_handler(kind, fn)
+
+    @property
+    def system_records_skipped(self) -> int:
+        """System records whose content could not be applied (logged; a metric)."""
+        return self._system.skipped
+
+    def quarantined(self) -> tuple[int, int]:
+        """(cut tails kept in quarantine/, their bytes, as of the open):
+        recovery never deletes what it cuts; an operator may, once inspected."""
+        return self._quarantined
+
+    def log_history(self) -> LogHistory:
+        """What the log can tell a side file (core/sidefiles.py) about its past."""
+        clog = self.commitlog
+        return LogHistory(clog.min_offset, clog.max_offset, lambda kind: log_payloads(clog, kind))
 
     def _apply_topic(self, payload: dict[str, Any]) -> None:
         self._encoder.define_topic(str(payload["name"]), int(payload["queues"]))

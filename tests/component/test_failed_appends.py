@@ -4,14 +4,12 @@ queues, not visible to readers, and the store keeps working (review findings).""
 from __future__ import annotations
 
 import threading
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from core.errors import CorruptRecordError
-from core.record import FIXED, RECORD_MAGIC, Message, decode_record
+from core.record import Message, decode_record
 from core.store import MessageStore, ReadStatus, StoreConfig
 from core.store.consumequeue import ConsumeQueueSet
 from core.store.flush import GroupCommit
@@ -187,20 +185,58 @@ def test_a_failed_replicated_append_removes_a_queue_it_created_mid_file(
     assert slave.read("t", 0, first, 1, 1 << 20).count == 1
 
 
-def test_a_replicated_system_record_that_is_not_json_changes_nothing(
+def test_a_failure_while_indexing_a_replicated_chunk_leaves_nothing_for_recovery(
     open_store: Open, tmp_path: Path
 ) -> None:
-    from core.record import CRC, SYSTEM_FLAG, SYSTEM_TOPIC
-    from core.store.system import encode_system
+    """A failure injected in the slave's dispatch undoes the written bytes, so
+    not even an unclean restart (which scans past the end) finds them."""
+    master, slave = open_store(tmp_path / "m"), open_store(tmp_path / "s")
+    master.create_topic("t", 3)
+    for i in range(30):
+        master.append([Message("t", i % 3, f"m-{i}".encode() * 50)])
+    data, _ = master.read_log(0, 1 << 20)
+    failing_dispatch(slave)
+    with pytest.raises(OSError):
+        slave.append_replicated(0, data)
+    assert slave.commitlog.max_offset == 0 and slave.cqs.queues == {}
+    abandon(slave)
+    again = open_store(tmp_path / "s")
+    assert again.recovery.records_scanned == 0 and again.commitlog.max_offset == 0
+    assert again.recovery.quarantined is None  # nothing was there to cut
+    assert again.append_replicated(0, data) == master.commitlog.max_offset
+    assert check_consistency(again) == 30
 
-    slave = open_store(tmp_path / "s")
-    topic, meta, body, _q, flags, born, size, _th = encode_system("offset", {"x": 1}, 0)
-    assert topic == SYSTEM_TOPIC and flags == SYSTEM_FLAG
-    rec = bytearray(size)
-    FIXED.pack_into(rec, 0, size, RECORD_MAGIC, 0, 0, flags, 0, 0, born, born, len(body))
-    rec[FIXED.size : FIXED.size + len(meta)] = meta
-    rec[FIXED.size + len(meta) :] = b"\xff" * len(body)  # CRC-valid garbage where JSON belongs
-    CRC.pack_into(rec, 8, zlib.crc32(rec[12:]))
-    with pytest.raises(CorruptRecordError, match="not JSON"):
-        slave.append_replicated(0, bytes(rec))
-    assert slave.commitlog.max_offset == 0
+
+def test_a_replicated_chunk_whose_offset_commit_cannot_be_stored_is_undone(
+    open_store: Open, tmp_path: Path
+) -> None:
+    """System records are the other half of indexing a chunk: if the slave
+    cannot write offsets.json, the chunk is undone (bytes, queue slots), the
+    stream fails, and the same chunk applies once the file can be written."""
+    from core.errors import StorageFullError
+    from core.offsets import ConsumerOffsets
+
+    master, slave = open_store(tmp_path / "m"), open_store(tmp_path / "s")
+    master.create_topic("t", 2)
+    for i in range(10):
+        master.append([Message("t", i % 2, f"m-{i}".encode() * 50)])
+    first, _ = master.read_log(0, 1 << 20)
+    assert slave.append_replicated(0, first) == master.commitlog.max_offset
+    start = master.commitlog.max_offset
+    master.append([Message("t", 0, b"before")])
+    master.append_system("offset", {"group": "g", "topic": "t", "queue": 0, "offset": 6, "prev": -1})
+    master.append([Message("t", 1, b"after")])
+    chunk, _ = master.read_log(start, 1 << 20)
+    offsets = ConsumerOffsets(slave.data_dir)
+    slave.add_system_handler("offset", offsets.apply)
+    obstacle = slave.data_dir / "offsets.json.tmp"
+    obstacle.mkdir()  # every write of offsets.json fails (EISDIR), even as root
+    with pytest.raises(StorageFullError, match=r"offsets\.json"):
+        slave.append_replicated(start, chunk)
+    assert slave.commitlog.max_offset == start
+    assert bytes(slave.commitlog.view(start, len(chunk)) or b"").strip(b"\0") == b""
+    assert slave.queue_offsets("t", 0) == (0, 5) and slave.queue_offsets("t", 1) == (0, 5)
+    assert offsets.query("g", "t", 0) is None and check_consistency(slave) == 10
+    obstacle.rmdir()
+    assert slave.append_replicated(start, chunk) == master.commitlog.max_offset
+    assert offsets.query("g", "t", 0) == 6 and check_consistency(slave) == 12

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.epochs import EpochFile, divergence_point, end_of
-from core.errors import BrokerUnavailableError, InvalidArgumentError
+from core.errors import BrokerUnavailableError, InvalidArgumentError, StorageFullError
 from core.offsets import ConsumerOffsets
 from core.replicas import ReplicaSet
 from core.replication import Ack
@@ -196,12 +196,12 @@ def test_a_state_write_that_fails_announces_nothing(tmp_path: Path) -> None:
     c.heartbeat(hb(1, MASTER, 1, 500, in_sync=frozenset({2})), 0)
     c.heartbeat(hb(2, offset=500), L)
     (d / "controller.json").unlink()
-    d.rmdir()  # the state can no longer be written
-    with pytest.raises(OSError):
+    d.rmdir()  # the state can no longer be written: the error names the file
+    with pytest.raises(StorageFullError, match=r"controller\.json"):
         c.tick(L + 1)
     st = c.status(L + 1)["g"]
     assert (st["epoch"], st["master_id"]) == (1, 1)  # not elected in memory either
-    with pytest.raises(OSError):  # a new in-sync set is not confirmed either
+    with pytest.raises(StorageFullError):  # a new in-sync set is not confirmed either
         c.heartbeat(hb(1, MASTER, 1, 600, in_sync=frozenset({2, 3})), 10)
     assert c.status(10)["g"]["in_sync"] == [2]
 
