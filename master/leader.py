@@ -26,6 +26,7 @@ from core.errors import (
     BrokerBusyError,
     FlushTimeoutError,
     InvalidArgumentError,
+    InvalidOffsetError,
     InvalidQueueError,
     InvalidTopicError,
     NotMasterError,
@@ -39,7 +40,17 @@ from core.queue_locks import QueueLocks
 from core.record import Message, validate_topic
 from core.redirect import NO_ADVICE, Advice, SlaveView, advise_master, batch_limits, route_key
 from core.replicas import AckLag, ReplicaSet
-from core.retry import DELIVER_AT, SCHEDULE_TOPIC, check_creatable, is_reserved, parse_delays, plan_send_back
+from core.retry import (
+    DELIVER_AT,
+    MAX_RECONSUME,
+    SCHEDULE_TOPIC,
+    check_client_group,
+    check_creatable,
+    check_send_back_group,
+    is_reserved,
+    parse_delays,
+    plan_send_back,
+)
 from core.roles import Directive, ReplicationMode, Role, SendStatus
 from master.lease import Lease
 from master.scheduler import Scheduler
@@ -245,11 +256,14 @@ class LeaderRole:
     def send_back(self, group: str, topic: str, message: Message, max_reconsume: int) -> tuple[str, int, int]:
         """A message a consumer of `group` failed: park it in the schedule (queue
         = delay level) for the group's retry topic, or dead-letter it after
-        `max_reconsume` attempts. Returns (destination, attempts, deliver_at_ms)."""
+        `max_reconsume` attempts. Returns (destination, attempts, deliver_at_ms).
+        A group whose retry or dead-letter topic name would be invalid is
+        refused here: the scheduler could never move its messages."""
         validate_group(group)
+        check_send_back_group(group)
         validate_topic(topic)
-        if not 0 <= max_reconsume <= 1000:
-            raise InvalidArgumentError("max_reconsume must be in 0..1000")
+        if not 0 <= max_reconsume <= MAX_RECONSUME:
+            raise InvalidArgumentError(f"max_reconsume must be in 0..{MAX_RECONSUME}")
         dest, queue, props, attempts = plan_send_back(
             message.properties or {}, topic, group, max_reconsume, self.retry_delays, int(time.time() * 1000)
         )
@@ -265,13 +279,25 @@ class LeaderRole:
             raise BrokerBusyError(f"the message was not stored for a retry ({out.status}): {out.detail}")
         return dest, attempts, int(props.get(DELIVER_AT, "0"))
 
-    def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+    def commit_offset(
+        self, group: str, topic: str, queue_id: int, offset: int, internal: bool = False
+    ) -> None:
         """Commit through the log, so slaves learn it; applied as it is appended.
         In sync mode the commit is acknowledged once replicated like a send, so
-        a failover never takes an acknowledged commit back."""
+        a failover never takes an acknowledged commit back. `%` groups take
+        only the broker's own commits (`internal`: the scheduler's). An offset
+        is the next one to read, so at most the queue's end: past it, it is
+        refused (not clamped: an acknowledged commit stores what was sent)."""
         core = self.core
-        core.store.queue_offsets(topic, queue_id)  # validates topic and queue
+        _lo, end = core.store.queue_offsets(topic, queue_id)  # validates topic and queue
         core.offsets.check(group, offset)
+        if not internal:
+            check_client_group(group)
+        if offset > end:
+            raise InvalidOffsetError(
+                f"offset {offset} is past the end of {topic!r} queue {queue_id} ({end}): "
+                "a commit names the next offset to read"
+            )
         with self._writing():
             prev = core.offsets.query(group, topic, queue_id)
             if prev != offset:  # `prev` lets a truncation undo it without reading the log
@@ -300,6 +326,7 @@ class LeaderRole:
             raise UnknownTopicError(f"topic {topic!r} does not exist")
         if any(not 0 <= q < count for q in queue_ids) or not client_id:
             raise InvalidQueueError(f"queue ids must be in 0..{count - 1}, with a client id")
+        check_client_group(group)
         if not 1000 <= lease_ms <= 600_000:
             raise InvalidArgumentError("lease_ms must be in 1000..600000")
         with self._writing():
@@ -307,6 +334,7 @@ class LeaderRole:
 
     def unlock_queues(self, group: str, topic: str, client_id: str, queue_ids: list[int]) -> None:
         validate_group(group)
+        check_client_group(group)
         self.queue_locks.unlock(group, topic, client_id, queue_ids)
 
     # ---- replication ------------------------------------------------------------------
