@@ -289,16 +289,17 @@ class LeaderRole:
         is the next one to read, so at most the queue's end: past it, it is
         refused (not clamped: an acknowledged commit stores what was sent)."""
         core = self.core
-        _lo, end = core.store.queue_offsets(topic, queue_id)  # validates topic and queue
+        core.store.queue_offsets(topic, queue_id)  # validates topic and queue
         core.offsets.check(group, offset)
         if not internal:
             check_client_group(group)
-        if offset > end:
-            raise InvalidOffsetError(
-                f"offset {offset} is past the end of {topic!r} queue {queue_id} ({end}): "
-                "a commit names the next offset to read"
-            )
-        with self._writing():
+        with self._writing():  # (a retired master says so first: its log's end is no answer)
+            end = core.store.queue_offsets(topic, queue_id)[1]
+            if offset > end:
+                raise InvalidOffsetError(
+                    f"offset {offset} is past the end of {topic!r} queue {queue_id} ({end}): "
+                    "a commit names the next offset to read"
+                )
             prev = core.offsets.query(group, topic, queue_id)
             if prev != offset:  # `prev` lets a truncation undo it without reading the log
                 core.store.append_system(
