@@ -145,9 +145,10 @@ class LeaderRole:
             self._gate.leave()
 
     def ensure_topic(self, topic: str, queues: int) -> None:
-        """Create one of the broker's own topics (retry, schedule, dead letter) if missing."""
+        """Create one of the broker's own topics (retry, schedule, dead letter)
+        if missing, or grow it to `queues` (the schedule, after levels were added)."""
         store = self.core.store
-        if store.topics.queue_count(topic) is None:
+        if (store.topics.queue_count(topic) or 0) < queues:
             with self._writing(), self._topic_lock:
                 store.create_topic(topic, queues)
 
@@ -270,7 +271,8 @@ class LeaderRole:
         queues = len(self.retry_delays) if dest == SCHEDULE_TOPIC else 1
         stored = Message(dest, queue, message.body, tags=message.tags, keys=message.keys, properties=props)
         # a message that will not be stored must not leave its retry or dead-letter topic behind
-        self.core.store.validate([stored], queues)
+        # (checked on queue 0: a schedule made before levels were added grows below)
+        self.core.store.validate([replace(stored, queue_id=0)], queues)
         if self.core.config.replication.sync and not self._sync_ready():
             raise BrokerBusyError("too few in-sync slaves to take it back now; nothing stored")
         self.ensure_topic(dest, queues)

@@ -35,7 +35,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from core.errors import BrokerBusyError, InvalidArgumentError, TailraceError
+from core.errors import BrokerBusyError, CorruptRecordError, InvalidArgumentError, TailraceError
 from core.record import Message, Record, iter_records, validate_topic
 from core.retry import (
     DELIVER_AT,
@@ -125,9 +125,18 @@ class Scheduler:
             read = store.read(SCHEDULE_TOPIC, level, progress[0], BATCH, 4 << 20, visible_end=vis)
             if not read.count:
                 return moved
-            for rec in iter_records(read.data, verify=False):
-                if rec.store_ms + delay_ms > now_ms:
-                    return moved
+            records = iter_records(read.data, verify=True)  # few records: their CRCs are checked
+            while True:
+                try:
+                    rec = next(records, None)
+                except CorruptRecordError as exc:  # damaged bytes never decode: past it, and read again
+                    self._skip(level, progress[0], f"its record does not decode ({exc})")
+                    progress[0] += 1
+                    break
+                if rec is None:
+                    break
+                if rec.store_ms <= now_ms < rec.store_ms + delay_ms:
+                    return moved  # (stored "in the future": the clock was set back; due now)
                 moved += self._move(level, rec, now_ms)
                 progress[0] = rec.queue_offset + 1
 
@@ -165,12 +174,12 @@ class Scheduler:
             if not dlq:
                 raise InvalidArgumentError("no group to dead-letter it for")
             self._store(dlq, rec, props)
-        except TailraceError as exc:
-            if exc.retriable:  # nothing can be stored now: the head waits
-                raise
-            self._skip(level, rec, target, why, exc)
         except Exception as exc:
-            self._skip(level, rec, target, why, exc)
+            if isinstance(exc, TailraceError) and exc.retriable:  # nothing can be stored now: the head waits
+                raise
+            self._skip(
+                level, rec.queue_offset, f"it can go neither to {target:.60} ({why}) nor to {dlq:.60} ({exc})"
+            )
         else:
             log.warning(
                 "schedule level %d: the message at %d cannot go to %.60r (%s): moved to %s",
@@ -179,12 +188,8 @@ class Scheduler:
             self.dead_lettered += 1
             metrics.schedule_dead_lettered.labels(str(level)).inc()
 
-    def _skip(self, level: int, rec: Record, target: str, why: Exception, dlq_error: Exception) -> None:
-        log.error(
-            "schedule level %d: the message at %d (keys %.40r) can go neither to %.60r (%s) nor to a "
-            "dead-letter topic (%s): skipped",
-            level, rec.queue_offset, rec.keys, target, why, dlq_error,
-        )  # fmt: skip
+    def _skip(self, level: int, offset: int, why: str) -> None:
+        log.error("schedule level %d: the message at %d is skipped: %s", level, offset, why)
         self.skipped += 1
         self.leader.core.metrics.schedule_skipped.labels(str(level)).inc()
 

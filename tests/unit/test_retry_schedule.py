@@ -166,6 +166,35 @@ def test_shorter_delays_after_a_restart_hold_no_level_up(tmp_path: Path, small_c
         close(b.core)
 
 
+def test_levels_added_after_a_restart_grow_the_schedule(tmp_path: Path, small_config: StoreConfig) -> None:
+    clock = [int(time.time() * 1000)]
+    core = open_broker(tmp_path, small_config, clock, "1s 5s")
+    try:
+        core.leader().create_topic("orders", 1)
+        Broker(core, clock).send_back(b"first")
+    finally:
+        close(core)
+    b = Broker(open_broker(tmp_path, small_config, clock, "1s 5s 10s"), clock)
+    try:
+        assert b.send_back(b"third attempt", props={RECONSUME_TIMES: "2"}) == SCHEDULE_TOPIC
+        assert b.core.store.topics.queue_count(SCHEDULE_TOPIC) == 3
+        assert b.tick(9_000) == 1 and b.tick(1_100) == 1
+        assert b.bodies("%RETRY%g") == [b"first", b"third attempt"]
+    finally:
+        close(b.core)
+
+
+def test_a_message_stored_in_the_future_is_due_now(broker: Broker) -> None:
+    """The clock was set back after it was stored: better early than a level
+    held up until the clock catches up."""
+    broker.clock[0] += 3_600_000
+    broker.park(0, b"stored an hour ahead", **{REAL_TOPIC: "%RETRY%g"})
+    broker.clock[0] -= 3_600_000
+    broker.send_back(b"normal")
+    assert broker.tick(10) == 1
+    assert broker.tick(1000) == 1 and broker.bodies("%RETRY%g") == [b"stored an hour ahead", b"normal"]
+
+
 # ---- group names, heads that cannot be moved --------------------------------------------
 
 
@@ -197,6 +226,22 @@ def test_a_head_that_cannot_be_moved_goes_to_the_dead_letters(broker: Broker, ca
     assert broker.metric("tailrace_schedule_skipped_total", 0) == 3
     assert sum(r.levelno == logging.ERROR for r in caplog.records) == 3  # one per skipped message
     assert broker.tick(1000) == 0 and broker.metric("tailrace_schedule_skipped_total", 0) == 3  # once each
+
+
+def test_a_damaged_head_is_skipped(broker: Broker, tmp_path: Path) -> None:
+    broker.send_back(b"damaged")
+    broker.send_back(b"intact")
+    read = broker.core.store.read(SCHEDULE_TOPIC, 0, 0, 1, 1 << 20)
+    (head,) = iter_records(read.data, verify=False)
+    segment = tmp_path / "store" / "commitlog" / f"{0:020d}"
+    with open(segment, "r+b") as f:  # its last body byte: the CRC no longer matches
+        f.seek(head.physical_offset + head.size - 1)
+        last = f.read(1)[0]
+        f.seek(head.physical_offset + head.size - 1)
+        f.write(bytes([last ^ 0xFF]))
+    assert broker.tick(1100) == 1
+    assert broker.bodies("%RETRY%g") == [b"intact"]
+    assert broker.metric("tailrace_schedule_skipped_total", 0) == 1
 
 
 def test_one_levels_failure_never_stops_the_others(broker: Broker, monkeypatch: Any) -> None:
