@@ -214,6 +214,9 @@ class ReplicationSection:
     )
     chunk_bytes: int = field(default=1024 * 1024, metadata=_doc("CommitLog bytes per chunk"))
     heartbeat_ms: int = field(default=500, metadata=_doc("idle stream heartbeat"))
+    handshake_timeout_ms: int = field(
+        default=5000, metadata=_doc("a replication stream without a handshake this long is closed")
+    )
     secret: str = field(
         default="",
         repr=False,
@@ -237,6 +240,30 @@ class ReplicationSection:
         ok = 64 * 1024 <= self.chunk_bytes <= 16 * 1024 * 1024
         require(ok, f"{prefix}.chunk_bytes", "must be 64 KiB..16 MiB")
         require(self.heartbeat_ms >= 10, f"{prefix}.heartbeat_ms", "must be at least 10")
+        require(self.handshake_timeout_ms >= 100, f"{prefix}.handshake_timeout_ms", "must be at least 100")
+
+
+@dataclass(frozen=True, slots=True)
+class QuotasSection:
+    """Limits on what clients can make a broker hold (QUOTA_EXCEEDED, a
+    RESOURCE_EXHAUSTED status naming the limit, beyond them). Message,
+    batch and property sizes are in `[store]`."""
+
+    max_topics: int = field(default=10_000, metadata=_doc("topics per broker (the broker's own included)"))
+    max_groups: int = field(
+        default=10_000, metadata=_doc("consumer groups with live members, per (group, topic)")
+    )
+    max_members_per_group: int = field(default=1_000, metadata=_doc("live members of one (group, topic)"))
+    max_queue_locks: int = field(default=100_000, metadata=_doc("queue locks held at once"))
+    idle_ttl_ms: int = field(
+        default=600_000,
+        metadata=_doc("a (group, topic, queue) not pulled this long is forgotten (redirect state, metrics)"),
+    )
+
+    def validate(self, prefix: str = "quotas") -> None:
+        for key in ("max_topics", "max_groups", "max_members_per_group", "max_queue_locks"):
+            require(getattr(self, key) >= 1, f"{prefix}.{key}", "must be at least 1")
+        require(self.idle_ttl_ms >= 1000, f"{prefix}.idle_ttl_ms", "must be at least 1000")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +275,7 @@ class BrokerConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     tls: TlsSection = field(default_factory=TlsSection)
     auth: AuthSection = field(default_factory=AuthSection)
+    quotas: QuotasSection = field(default_factory=QuotasSection)
 
     def validate(self) -> None:
         require(
@@ -270,6 +298,7 @@ SECTIONS: dict[str, type[Any]] = {
     "store": StoreConfig,
     "tls": TlsSection,
     "auth": AuthSection,
+    "quotas": QuotasSection,
 }
 
 

@@ -181,6 +181,13 @@ class PermissionDeniedError(TailraceError):
     code = "PERMISSION_DENIED"
 
 
+class QuotaExceededError(TailraceError):
+    """A configured limit (`[quotas]`, or a store limit) would be passed: the
+    message names it. Nothing was done; retrying the same call does not help."""
+
+    code = "QUOTA_EXCEEDED"
+
+
 class StorageFullError(TailraceError):
     code = "STORAGE_FULL"
     retriable = True

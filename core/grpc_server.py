@@ -4,14 +4,14 @@ health service, and one interceptor that maps domain errors to statuses."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from core.errors import InvalidArgumentError, TailraceError
+from core.errors import InvalidArgumentError, MessageTooLargeError, TailraceError
 from core.grpc_status import ERROR_CODE_KEY, MASTER_ADDRESS_KEY, grpc_status_for
 
 log = logging.getLogger(__name__)
@@ -25,11 +25,16 @@ class _Undecodable:
         self.error = error
 
 
-def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+def _lenient(deserializer: Callable[[bytes], Any] | None, limit: int = 0) -> Callable[[bytes], Any] | None:
+    """The request parser, which never raises inside gRPC; with `limit`, a
+    request larger than it is refused before it is decoded (decoding is
+    where an oversized request costs memory: a map of a million properties)."""
     if deserializer is None:
         return None
 
     def parse(data: bytes) -> Any:
+        if limit and len(data) > limit:
+            return _Undecodable(MessageTooLargeError(f"request of {len(data)} bytes exceeds {limit}"))
         try:
             return deserializer(data)
         except Exception as exc:  # protobuf DecodeError and friends
@@ -86,8 +91,12 @@ class ErrorInterceptor(WrappingInterceptor):
     being produced or its requests are read ends the stream the same way).
     Handlers raise; they never call `context.abort` themselves."""
 
+    def __init__(self, request_limits: Mapping[str, int] | None = None) -> None:
+        super().__init__()
+        self.request_limits = dict(request_limits or {})
+
     def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
-        deserializer = _lenient(handler.request_deserializer)
+        deserializer = _lenient(handler.request_deserializer, self.request_limits.get(method, 0))
         serializer = handler.response_serializer
 
         def fail(context: grpc.ServicerContext, exc: Exception) -> None:
@@ -98,6 +107,8 @@ class ErrorInterceptor(WrappingInterceptor):
 
         def checked(request: Any) -> Any:
             if isinstance(request, _Undecodable):
+                if isinstance(request.error, TailraceError):
+                    raise request.error
                 raise InvalidArgumentError(f"request does not decode: {request.error}")
             return request
 
@@ -144,16 +155,18 @@ def build_server(
     max_concurrent_rpcs: int,
     max_message_bytes: int,
     guards: Sequence[grpc.ServerInterceptor] = (),
+    max_receive_bytes: int = 0,
+    request_limits: Mapping[str, int] | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer]:
     """A server with the error interceptor (outermost) and the `guards`
     inside it, in order (the security guard, then a broker's role guard:
     core/security/guard.py, core/access.py), so their refusals are mapped too."""
-    interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(), *guards]
+    interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(request_limits), *guards]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=interceptors,
         options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_receive_bytes or max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
         ],

@@ -39,6 +39,7 @@ TO_GRPC: dict[str, grpc.StatusCode] = {
     e.ReplicationError.code: grpc.StatusCode.FAILED_PRECONDITION,
     e.ReplicationDeniedError.code: grpc.StatusCode.PERMISSION_DENIED,
     e.UnauthenticatedError.code: grpc.StatusCode.UNAUTHENTICATED,
+    e.QuotaExceededError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.PermissionDeniedError.code: grpc.StatusCode.PERMISSION_DENIED,
     e.TailraceError.code: grpc.StatusCode.INTERNAL,
 }

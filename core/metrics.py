@@ -119,6 +119,13 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "tailrace_in_sync_slaves", "Slaves in the in-sync set", value=float(s.get("in_sync", 0))
         )
+        used = GaugeMetricFamily("tailrace_quota_used", "What a quota counts, now", labels=["quota"])
+        limit = GaugeMetricFamily("tailrace_quota_limit", "A quota's configured limit", labels=["quota"])
+        for name, (n, cap) in s.get("quotas", {}).items():
+            used.add_metric([name], float(n))
+            limit.add_metric([name], float(cap))
+        yield used
+        yield limit
         yield GaugeMetricFamily(
             "tailrace_process_rss_bytes", "Resident memory", value=float(self.process.memory_info().rss)
         )

@@ -13,11 +13,26 @@ from __future__ import annotations
 
 import threading
 
+from core.errors import QuotaExceededError
+
 
 class QueueLocks:
-    def __init__(self) -> None:
+    def __init__(self, max_locks: int = 100_000) -> None:
+        """At most `max_locks` held at once (QUOTA_EXCEEDED beyond); expired
+        leases are forgotten (swept at most once a second)."""
         self._lock = threading.Lock()
         self._held: dict[tuple[str, str, int], tuple[str, int]] = {}  # -> (client, expires ms)
+        self.max_locks = max_locks
+        self._swept = 0
+
+    def _sweep(self, now_ms: int) -> None:
+        self._swept = now_ms
+        for key, (_, expires) in list(self._held.items()):
+            if expires <= now_ms:
+                del self._held[key]
+
+    def __len__(self) -> int:
+        return len(self._held)
 
     def lock(
         self, group: str, topic: str, client_id: str, queue_ids: list[int], lease_ms: int, now_ms: int
@@ -25,6 +40,11 @@ class QueueLocks:
         """Take or renew each queue's lock; returns the queue ids now held by `client_id`."""
         got = []
         with self._lock:
+            if now_ms - self._swept >= 1000 or len(self._held) + len(queue_ids) > self.max_locks:
+                self._sweep(now_ms)
+            new = sum(1 for q in queue_ids if (group, topic, q) not in self._held)
+            if len(self._held) + new > self.max_locks:
+                raise QuotaExceededError(f"{self.max_locks} queue locks are held (quotas.max_queue_locks)")
             for q in queue_ids:
                 key = (group, topic, q)
                 holder = self._held.get(key)

@@ -31,6 +31,7 @@ from master.replication_service import ReplicationService
 from slave.follower import FollowerRole
 
 log = logging.getLogger(__name__)
+REQUEST_SLACK = 64 * 1024  # a request's framing beyond its messages' bytes
 
 
 class Roles:
@@ -83,6 +84,14 @@ class BrokerNode:
                 cfg.server.max_concurrent_rpcs,
                 cfg.server.max_message_bytes,
                 [self.security.guard, guard],
+                # what a client may send: a batch (and a little framing); refused
+                # by gRPC above it, and a single send above a message, before decoding
+                max_receive_bytes=cfg.store.max_batch_bytes + REQUEST_SLACK,
+                request_limits={
+                    "/tailrace.v1.Broker/Send": cfg.store.max_message_bytes + REQUEST_SLACK,
+                    "/tailrace.v1.Broker/SendBatch": cfg.store.max_batch_bytes + REQUEST_SLACK,
+                    "/tailrace.v1.Broker/SendBack": cfg.store.max_message_bytes + REQUEST_SLACK,
+                },
             )
             broker_pb2_grpc.add_BrokerServicer_to_server(self.service, self.server)
             replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(self.core), self.server)

@@ -11,6 +11,7 @@ the log of the follower the broker has become.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import cast
 
 from core.broker.core import BrokerCore
 from core.broker.role import RoleStatus, SendOutcome
@@ -31,9 +33,11 @@ from core.errors import (
     InvalidTopicError,
     NotMasterError,
     PermissionDeniedError,
+    QuotaExceededError,
     RequestTimeoutError,
     UnknownTopicError,
 )
+from core.expiring import ExpiringKeys
 from core.offsets import validate_group
 from core.pull import PullArgs, PullReply
 from core.queue_locks import QueueLocks
@@ -57,6 +61,7 @@ from master.scheduler import Scheduler
 from master.write_gate import WriteGate
 
 log = logging.getLogger(__name__)
+MAX_PULLED_QUEUES = 100_000  # (group, topic, queue)s with redirect state and a backlog series
 MAX_BATCH = 65_536
 RETIRE_WAIT_S = 10.0  # for writes under way to finish their append (a sync flush at worst)
 
@@ -76,12 +81,16 @@ class LeaderRole:
         if core.failover:  # made before the epoch record is appended: it starts below it
             self.replicas.reset_required(core.store.commitlog.max_offset)
         self._gate = WriteGate()
-        self.queue_locks = QueueLocks()
+        self.queue_locks = QueueLocks(cfg.quotas.max_queue_locks)
         self.retry_delays = parse_delays(cfg.broker.retry_delays)
         self.scheduler = Scheduler(self)
         self._rr = itertools.count()
         self._topic_lock = threading.Lock()
+        # pulled (group, topic, queue)s: which were sent to a slave, and which
+        # have a backlog series; forgotten when not pulled for quotas.idle_ttl_ms
         self._sent_away: set[tuple[str, str, int]] = set()
+        self._pulled = ExpiringKeys(cfg.quotas.idle_ttl_ms, MAX_PULLED_QUEUES)
+        self._pulled_lock = threading.Lock()
 
     # ---- the role ---------------------------------------------------------------------
 
@@ -150,7 +159,14 @@ class LeaderRole:
         store = self.core.store
         if (store.topics.queue_count(topic) or 0) < queues:
             with self._writing(), self._topic_lock:
+                self._check_topic_quota(topic)
                 store.create_topic(topic, queues)
+
+    def _check_topic_quota(self, topic: str) -> None:
+        """A new topic must fit under quotas.max_topics."""
+        store, limit = self.core.store, self.core.config.quotas.max_topics
+        if store.topics.queue_count(topic) is None and len(store.topics.names()) >= limit:
+            raise QuotaExceededError(f"{limit} topics exist on this broker (quotas.max_topics)")
 
     # ---- the controller ---------------------------------------------------------------
 
@@ -184,6 +200,7 @@ class LeaderRole:
                 m.topic, m.queue_id = topic, max(queue_id, 0)
             store.validate(messages, default)
             with self._topic_lock:
+                self._check_topic_quota(topic)
                 store.create_topic(topic, default)
             count = store.topics.queue_count(topic)
             assert count is not None
@@ -192,7 +209,8 @@ class LeaderRole:
     def create_topic(self, topic: str, queues: int) -> tuple[bool, int]:
         check_creatable(topic)
         store = self.core.store
-        with self._writing():
+        with self._writing(), self._topic_lock:
+            self._check_topic_quota(topic)
             created = store.create_topic(topic, queues)
         count = store.topics.queue_count(topic)
         assert count is not None
@@ -411,7 +429,8 @@ class LeaderRole:
             return NO_ADVICE
         backlog = clog.max_offset - nxt
         key = (args.group, args.topic, args.queue_id)
-        core.metrics.backlog.labels(args.group, args.topic, str(args.queue_id)).set(backlog)
+        if self._track(key):
+            core.metrics.backlog.labels(args.group, args.topic, str(args.queue_id)).set(backlog)
         in_sync = {r.broker_id for r in self.replicas.in_sync(clog.max_offset, now_ms())}
         slaves = [
             SlaveView(r.broker_id, r.connected, r.broker_id in in_sync, r.acked)
@@ -432,6 +451,19 @@ class LeaderRole:
             self._sent_away.discard(key)
         core.count_advice(advice.reason)
         return advice
+
+    def _track(self, key: tuple[str, str, int]) -> bool:
+        """Note a pull of `key`; forget the queues idle past their TTL (their
+        redirect state and backlog series). False when too many are tracked:
+        no new series for this one (its advice still works)."""
+        now = now_ms()
+        with self._pulled_lock:
+            for gone in self._pulled.expire(now):
+                g, t, q = cast(tuple[str, str, int], gone)
+                self._sent_away.discard((g, t, q))
+                with contextlib.suppress(KeyError):
+                    self.core.metrics.backlog.remove(g, t, str(q))
+            return self._pulled.touch(key, now)
 
     # ---- status -------------------------------------------------------------------------
 

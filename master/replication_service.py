@@ -19,7 +19,7 @@ import grpc
 
 from core.broker.core import LOG_KEY, BrokerCore
 from core.clock import now_ms
-from core.errors import PermissionDeniedError, ReplicationError, TailraceError
+from core.errors import BrokerBusyError, PermissionDeniedError, ReplicationError, TailraceError
 from core.pb.tailrace.v1 import replication_pb2 as pb
 from core.pb.tailrace.v1 import replication_pb2_grpc
 from core.replication import Ack, Chunk, Handshake, MasterSession
@@ -35,11 +35,53 @@ def _chunk(c: Chunk) -> pb.ReplicateResponse:
     )
 
 
+MAX_STREAMS = 16  # replication streams a leader serves at once (16 slaves is the group's limit)
+
+
+def _first(
+    requests: Iterator[pb.ReplicateRequest], context: grpc.ServicerContext, timeout_s: float
+) -> pb.ReplicateRequest | None:
+    """The stream's first request, or None when it does not come within
+    `timeout_s`: the stream is cancelled then, so a peer that never says who it
+    is holds no server thread past the deadline."""
+    got = threading.Event()
+
+    def expire() -> None:
+        if not got.is_set():
+            log.warning("a replication stream sent no handshake in %.1f s: closed", timeout_s)
+            context.cancel()
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        first = next(requests, None)
+    except grpc.RpcError:  # cancelled by the deadline
+        return None
+    finally:
+        got.set()
+        timer.cancel()
+    return first
+
+
 class ReplicationService(replication_pb2_grpc.ReplicationServicer):
     def __init__(self, core: BrokerCore) -> None:
         self.core = core
+        # streams at once: each holds a server thread for its life (a peer that
+        # opened many would take every thread the broker has)
+        self._streams = threading.BoundedSemaphore(MAX_STREAMS)
 
     def Replicate(
+        self, request_iterator: Iterator[pb.ReplicateRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.ReplicateResponse]:
+        if not self._streams.acquire(blocking=False):
+            raise BrokerBusyError(f"{MAX_STREAMS} replication streams are open: no more")
+        try:
+            yield from self._replicate(request_iterator, context)
+        finally:
+            self._streams.release()
+
+    def _replicate(
         self, request_iterator: Iterator[pb.ReplicateRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.ReplicateResponse]:
         core = self.core
@@ -52,7 +94,7 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
             core.store, leader.replicas, core.config.broker.cluster, core.broker_name,
             secret, rep.chunk_bytes, leader.epoch, core.epoch_history(),
         )  # fmt: skip
-        first = next(request_iterator, None)
+        first = _first(request_iterator, context, rep.handshake_timeout_ms / 1000)
         if first is None:
             return
         if first.WhichOneof("kind") != "handshake":

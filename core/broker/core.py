@@ -71,7 +71,7 @@ class BrokerCore:
         self.closing = False
         self.started = time.monotonic()
         self.notifier = ArrivalNotifier()
-        self.groups = ConsumerGroups()
+        self.groups = ConsumerGroups(config.quotas.max_groups, config.quotas.max_members_per_group)
         self.metrics = BrokerMetrics(self.metrics_snapshot)
         self.budget = MemoryBudget(
             config.pull.hot_ratio, config.pull.budget_bytes, config.pull.budget_refresh_ms
@@ -317,6 +317,17 @@ class BrokerCore:
             "held_pulls": self.held_pulls(),
             "replica_lag": lag,
             "in_sync": in_sync,
+            "quotas": self.quota_usage(),
+        }
+
+    def quota_usage(self) -> dict[str, tuple[int, int]]:
+        """quota name -> (used, limit), for metrics and status."""
+        q = self.config.quotas
+        locks = getattr(self.role, "queue_locks", None)  # the leader's
+        return {
+            "topics": (len(self.store.topics.names()), q.max_topics),
+            "groups": (len(self.groups), q.max_groups),
+            "queue_locks": (len(locks) if locks is not None else 0, q.max_queue_locks),
         }
 
     def status(self) -> dict[str, Any]:

@@ -43,6 +43,14 @@ class StoreConfig:
         default=300_000, metadata=_doc("ConsumeQueue entries per file (20 bytes each)")
     )
     max_queues_per_topic: int = field(default=1024, metadata=_doc("upper bound on queue count"))
+    max_batch_bytes: int = field(
+        default=16 * MiB,
+        metadata=_doc("largest send request (a batch); the gRPC receive limit sits just above it"),
+    )
+    max_properties: int = field(default=128, metadata=_doc("properties per message"))
+    max_properties_bytes: int = field(
+        default=32 * 1024, metadata=_doc("encoded bytes of a message's properties")
+    )
     retention_hours: float = field(default=72.0, metadata=_doc("delete whole segments older than this"))
     disk_max_used_ratio: float = field(
         default=0.90, metadata=_doc("delete oldest segments while the disk is fuller than this")
@@ -73,6 +81,13 @@ class StoreConfig:
             "must be in 1..65536",
         )
         require(self.retention_hours > 0, k + "retention_hours", "must be positive")
+        require(
+            self.max_message_bytes <= self.max_batch_bytes <= 512 * MiB,
+            k + "max_batch_bytes",
+            "must be at least max_message_bytes and at most 512 MiB",
+        )
+        require(0 <= self.max_properties <= 65535, k + "max_properties", "must be in 0..65535")
+        require(self.max_properties_bytes >= 0, k + "max_properties_bytes", "must be >= 0")
         require(
             0 < self.disk_max_used_ratio <= 1.0,
             k + "disk_max_used_ratio",

@@ -34,7 +34,15 @@ def _utf8(text: str, what: str) -> bytes:
 
 
 class BatchEncoder:
-    def __init__(self, topics: TopicTable, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        topics: TopicTable,
+        max_message_bytes: int,
+        max_properties: int = 128,
+        max_properties_bytes: int = 32 * 1024,
+    ) -> None:
+        self.max_properties = max_properties
+        self.max_properties_bytes = max_properties_bytes
         self.topics = topics
         self.max_message_bytes = max_message_bytes
         self._lock = threading.Lock()
@@ -154,11 +162,20 @@ class BatchEncoder:
             add((topic, meta, body, qid, flags, born, size, th))
         return out
 
-    @staticmethod
-    def _encode_props(props: object) -> bytes:
+    def _encode_props(self, props: object) -> bytes:
         if not isinstance(props, Mapping):
             raise InvalidArgumentError(f"properties must be a mapping, got {type(props).__name__}")
+        if len(props) > self.max_properties:
+            raise MessageTooLargeError(
+                f"{len(props)} properties exceed store.max_properties {self.max_properties}"
+            )
         try:
-            return encode_properties(props)
+            encoded = encode_properties(props)
         except ValueError as exc:  # UnicodeEncodeError included
             raise InvalidArgumentError(str(exc)) from exc
+        if len(encoded) > self.max_properties_bytes:
+            limit = self.max_properties_bytes
+            raise MessageTooLargeError(
+                f"properties of {len(encoded)} bytes exceed store.max_properties_bytes {limit}"
+            )
+        return encoded

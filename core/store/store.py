@@ -98,7 +98,9 @@ class MessageStore:
         self._dirlock = DirLock(self.data_dir)
         try:
             self.topics = TopicTable(self.data_dir, config.max_queues_per_topic)
-            self._encoder = BatchEncoder(self.topics, config.max_message_bytes)
+            self._encoder = BatchEncoder(
+                self.topics, config.max_message_bytes, config.max_properties, config.max_properties_bytes
+            )
             clean_end = take_clean_marker(self.data_dir)
             ckpt = read_checkpoint(self.data_dir)
             self.commitlog = CommitLog(
