@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 
 from core.errors import InvalidArgumentError, InvalidTopicError, brief
+from core.offsets import validate_group
 from core.record import MAX_TOPIC_LEN, validate_topic
 
 RETRY_PREFIX = "%RETRY%"
@@ -56,18 +57,21 @@ def is_reserved(topic: str) -> bool:
     return topic.startswith("%")
 
 
-def check_client_group(group: str) -> None:
-    """Groups named `%...` are the broker's (the scheduler's progress is
-    `%SCHEDULER%`'s offsets): no client commits, locks or sends back as one,
-    whatever the security mode (an ACL refuses them too, where there is one)."""
+def check_client_group(group: str) -> str:
+    """A valid group name a client may write as. Groups named `%...` are the
+    broker's (the scheduler's progress is `%SCHEDULER%`'s offsets): no client
+    commits, locks or sends back as one, whatever the security mode (an ACL
+    refuses them too, where there is one)."""
+    validate_group(group)
     if is_reserved(group):
         raise InvalidArgumentError(f"group {brief(group)}: names starting with '%' are the broker's")
+    return group
 
 
-def check_send_back_group(group: str) -> None:
-    """A group that sends messages back needs valid retry and dead-letter
-    topic names; checked before anything is stored, so the scheduler never
-    holds a message it cannot move."""
+def check_send_back(group: str, max_reconsume: int) -> None:
+    """A SendBack's group and limit. The group needs valid retry and
+    dead-letter topic names; checked before anything is stored, so the
+    scheduler never holds a message it cannot move."""
     check_client_group(group)
     for topic in (retry_topic(group), dlq_topic(group)):
         try:
@@ -78,6 +82,8 @@ def check_send_back_group(group: str) -> None:
                 f"would be invalid ({exc.message[:120]}); a group that sends back has at most "
                 f"{MAX_GROUP_FOR_RETRY} characters"
             ) from None
+    if not 0 <= max_reconsume <= MAX_RECONSUME:
+        raise InvalidArgumentError(f"max_reconsume must be in 0..{MAX_RECONSUME}")
 
 
 def check_creatable(topic: str) -> None:

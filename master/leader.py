@@ -38,7 +38,6 @@ from core.errors import (
     UnknownTopicError,
 )
 from core.expiring import ExpiringKeys
-from core.offsets import validate_group
 from core.pull import PullArgs, PullReply
 from core.queue_locks import QueueLocks
 from core.record import Message, validate_topic
@@ -46,14 +45,14 @@ from core.redirect import NO_ADVICE, Advice, SlaveView, advise_master, batch_lim
 from core.replicas import AckLag, ReplicaSet
 from core.retry import (
     DELIVER_AT,
-    MAX_RECONSUME,
     SCHEDULE_TOPIC,
     check_client_group,
     check_creatable,
-    check_send_back_group,
+    check_send_back,
     is_reserved,
     parse_delays,
     plan_send_back,
+    retry_topic,
 )
 from core.roles import Directive, ReplicationMode, Role, SendStatus
 from master.lease import Lease
@@ -276,13 +275,10 @@ class LeaderRole:
         """A message a consumer of `group` failed: park it in the schedule (queue
         = delay level) for the group's retry topic, or dead-letter it after
         `max_reconsume` attempts. Returns (destination, attempts, deliver_at_ms).
-        A group whose retry or dead-letter topic name would be invalid is
-        refused here: the scheduler could never move its messages."""
-        validate_group(group)
-        check_send_back_group(group)
+        What the scheduler could never move (no valid retry topic name, no room
+        for the topic under quotas.max_topics) is refused here instead."""
+        check_send_back(group, max_reconsume)
         validate_topic(topic)
-        if not 0 <= max_reconsume <= MAX_RECONSUME:
-            raise InvalidArgumentError(f"max_reconsume must be in 0..{MAX_RECONSUME}")
         dest, queue, props, attempts = plan_send_back(
             message.properties or {}, topic, group, max_reconsume, self.retry_delays, int(time.time() * 1000)
         )
@@ -293,6 +289,8 @@ class LeaderRole:
         self.core.store.validate([replace(stored, queue_id=0)], queues)
         if self.core.config.replication.sync and not self._sync_ready():
             raise BrokerBusyError("too few in-sync slaves to take it back now; nothing stored")
+        if dest == SCHEDULE_TOPIC:
+            self.ensure_topic(retry_topic(group), 1)
         self.ensure_topic(dest, queues)
         out = self.send(dest, queue, [stored], internal=True)
         if out.status is not SendStatus.SEND_OK:
@@ -304,10 +302,9 @@ class LeaderRole:
     ) -> None:
         """Commit through the log, so slaves learn it; applied as it is appended.
         In sync mode the commit is acknowledged once replicated like a send, so
-        a failover never takes an acknowledged commit back. `%` groups take
-        only the broker's own commits (`internal`: the scheduler's). An offset
-        is the next one to read, so at most the queue's end: past it, it is
-        refused (not clamped: an acknowledged commit stores what was sent)."""
+        a failover never takes an acknowledged commit back. `%` groups take only
+        the broker's own (`internal`) commits; past the queue's end a commit is
+        refused, not clamped (docs/design.md, Retries)."""
         core = self.core
         core.store.queue_offsets(topic, queue_id)  # validates topic and queue
         core.offsets.check(group, offset)
@@ -341,20 +338,18 @@ class LeaderRole:
     def lock_queues(
         self, group: str, topic: str, client_id: str, queue_ids: list[int], lease_ms: int
     ) -> list[int]:
-        validate_group(group)
+        check_client_group(group)
         count = self.core.store.topics.queue_count(validate_topic(topic).decode())
         if count is None:
             raise UnknownTopicError(f"topic {topic!r} does not exist")
         if any(not 0 <= q < count for q in queue_ids) or not client_id:
             raise InvalidQueueError(f"queue ids must be in 0..{count - 1}, with a client id")
-        check_client_group(group)
         if not 1000 <= lease_ms <= 600_000:
             raise InvalidArgumentError("lease_ms must be in 1000..600000")
         with self._writing():
             return self.queue_locks.lock(group, topic, client_id, queue_ids, lease_ms, now_ms())
 
     def unlock_queues(self, group: str, topic: str, client_id: str, queue_ids: list[int]) -> None:
-        validate_group(group)
         check_client_group(group)
         self.queue_locks.unlock(group, topic, client_id, queue_ids)
 

@@ -81,11 +81,12 @@ class Broker:
         return value or 0.0
 
 
-def open_broker(directory: Path, config: StoreConfig, clock: list[int], delays: str = DELAYS) -> BrokerCore:
+def open_broker(
+    directory: Path, config: StoreConfig, clock: list[int], delays: str = DELAYS, **overrides: Any
+) -> BrokerCore:
     store = MessageStore(directory / "store", replace(config, warm_segments=False), clock_ms=lambda: clock[0])
-    cfg = load_broker_config(
-        None, {"broker.broker_name": "g", "broker.retry_delays": delays, "broker.data_dir": str(directory)}
-    )
+    settings = {"broker.broker_name": "g", "broker.retry_delays": delays, "broker.data_dir": str(directory)}
+    cfg = load_broker_config(None, {**settings, **{k.replace("__", "."): v for k, v in overrides.items()}})
     offsets, epochs = ConsumerOffsets(directory), EpochFile(directory, store.commitlog.max_offset)
     return BrokerCore(cfg, store, offsets, epochs, Roles())
 
@@ -208,6 +209,30 @@ def test_a_group_whose_retry_topic_would_be_invalid_is_refused_at_send_back(brok
         assert len(exc.value.message) < 400 and ("%RETRY%" in exc.value.message or "'%'" in exc.value.message)
     assert (store.commitlog.max_offset, broker.core.list_topics()) == before  # nothing stored
     assert broker.send_back(b"x", group="g" * 120) == SCHEDULE_TOPIC  # the longest that fits
+
+
+def test_a_retry_topic_with_no_room_under_the_topic_quota_is_refused_at_send_back(
+    tmp_path: Path, small_config: StoreConfig
+) -> None:
+    """The retry topic is made at SendBack: a full quotas.max_topics refuses
+    the message there (the consumer retries it locally), instead of the
+    scheduler finding no room for it later and dropping it."""
+    clock = [int(time.time() * 1000)]
+    b = Broker(open_broker(tmp_path, small_config, clock, quotas__max_topics=3), clock)
+    try:
+        b.core.leader().create_topic("orders", 1)
+        b.send_back(b"fits")  # %RETRY%g and %SCHEDULE%: three topics
+        before = b.core.store.commitlog.max_offset
+        with pytest.raises(TailraceError) as exc:
+            b.send_back(b"no room", group="h")
+        assert exc.value.code == "QUOTA_EXCEEDED"
+        assert (
+            b.core.store.commitlog.max_offset == before
+            and b.core.store.topics.queue_count("%RETRY%h") is None
+        )
+        assert b.tick(1100) == 1 and b.bodies("%RETRY%g") == [b"fits"]
+    finally:
+        close(b.core)
 
 
 def test_a_head_that_cannot_be_moved_goes_to_the_dead_letters(broker: Broker, caplog: Any) -> None:
