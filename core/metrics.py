@@ -60,6 +60,25 @@ class BrokerMetrics:
             ["group", "topic", "queue"],
             registry=r,
         )
+        # the retry schedule (master/scheduler.py); `level` is a schedule queue (at most 64)
+        self.schedule_dead_lettered = Counter(
+            "tailrace_schedule_dead_lettered",
+            "Due messages that could not go to their retry topic and went to the dead letters",
+            ["level"],
+            registry=r,
+        )
+        self.schedule_skipped = Counter(
+            "tailrace_schedule_skipped",
+            "Due messages that could go neither to their retry nor to a dead-letter topic (logged, dropped)",
+            ["level"],
+            registry=r,
+        )
+        self.schedule_level_failures = Counter(
+            "tailrace_schedule_level_failures",
+            "Scheduler passes over a level that failed (the level is tried again next pass)",
+            ["level"],
+            registry=r,
+        )
         r.register(_StateCollector(snapshot))
 
     def serve(self, host: str, port: int, tls_files: tuple[str, str] | None = None) -> int:

@@ -28,6 +28,7 @@ from core.errors import (
     BrokerBusyError,
     FlushTimeoutError,
     InvalidArgumentError,
+    InvalidOffsetError,
     InvalidQueueError,
     InvalidTopicError,
     NotMasterError,
@@ -37,13 +38,22 @@ from core.errors import (
     UnknownTopicError,
 )
 from core.expiring import ExpiringKeys
-from core.offsets import validate_group
 from core.pull import PullArgs, PullReply
 from core.queue_locks import QueueLocks
 from core.record import Message, validate_topic
 from core.redirect import NO_ADVICE, Advice, SlaveView, advise_master, batch_limits, route_key
 from core.replicas import AckLag, ReplicaSet
-from core.retry import DELIVER_AT, SCHEDULE_TOPIC, check_creatable, is_reserved, parse_delays, plan_send_back
+from core.retry import (
+    DELIVER_AT,
+    SCHEDULE_TOPIC,
+    check_client_group,
+    check_creatable,
+    check_send_back,
+    is_reserved,
+    parse_delays,
+    plan_send_back,
+    retry_topic,
+)
 from core.roles import Directive, ReplicationMode, Role, SendStatus
 from master.lease import Lease
 from master.scheduler import Scheduler
@@ -143,9 +153,10 @@ class LeaderRole:
             self._gate.leave()
 
     def ensure_topic(self, topic: str, queues: int) -> None:
-        """Create one of the broker's own topics (retry, schedule, dead letter) if missing."""
+        """Create one of the broker's own topics (retry, schedule, dead letter)
+        if missing, or grow it to `queues` (the schedule, after levels were added)."""
         store = self.core.store
-        if store.topics.queue_count(topic) is None:
+        if (store.topics.queue_count(topic) or 0) < queues:
             with self._writing(), self._topic_lock:
                 self._check_topic_quota(topic)
                 store.create_topic(topic, queues)
@@ -263,34 +274,49 @@ class LeaderRole:
     def send_back(self, group: str, topic: str, message: Message, max_reconsume: int) -> tuple[str, int, int]:
         """A message a consumer of `group` failed: park it in the schedule (queue
         = delay level) for the group's retry topic, or dead-letter it after
-        `max_reconsume` attempts. Returns (destination, attempts, deliver_at_ms)."""
-        validate_group(group)
+        `max_reconsume` attempts. Returns (destination, attempts, deliver_at_ms).
+        What the scheduler could never move (no valid retry topic name, no room
+        for the topic under quotas.max_topics) is refused here instead."""
+        check_send_back(group, max_reconsume)
         validate_topic(topic)
-        if not 0 <= max_reconsume <= 1000:
-            raise InvalidArgumentError("max_reconsume must be in 0..1000")
         dest, queue, props, attempts = plan_send_back(
             message.properties or {}, topic, group, max_reconsume, self.retry_delays, int(time.time() * 1000)
         )
         queues = len(self.retry_delays) if dest == SCHEDULE_TOPIC else 1
         stored = Message(dest, queue, message.body, tags=message.tags, keys=message.keys, properties=props)
         # a message that will not be stored must not leave its retry or dead-letter topic behind
-        self.core.store.validate([stored], queues)
+        # (checked on queue 0: a schedule made before levels were added grows below)
+        self.core.store.validate([replace(stored, queue_id=0)], queues)
         if self.core.config.replication.sync and not self._sync_ready():
             raise BrokerBusyError("too few in-sync slaves to take it back now; nothing stored")
+        if dest == SCHEDULE_TOPIC:
+            self.ensure_topic(retry_topic(group), 1)
         self.ensure_topic(dest, queues)
         out = self.send(dest, queue, [stored], internal=True)
         if out.status is not SendStatus.SEND_OK:
             raise BrokerBusyError(f"the message was not stored for a retry ({out.status}): {out.detail}")
         return dest, attempts, int(props.get(DELIVER_AT, "0"))
 
-    def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+    def commit_offset(
+        self, group: str, topic: str, queue_id: int, offset: int, internal: bool = False
+    ) -> None:
         """Commit through the log, so slaves learn it; applied as it is appended.
         In sync mode the commit is acknowledged once replicated like a send, so
-        a failover never takes an acknowledged commit back."""
+        a failover never takes an acknowledged commit back. `%` groups take only
+        the broker's own (`internal`) commits; past the queue's end a commit is
+        refused, not clamped (docs/design.md, Retries)."""
         core = self.core
         core.store.queue_offsets(topic, queue_id)  # validates topic and queue
         core.offsets.check(group, offset)
-        with self._writing():
+        if not internal:
+            check_client_group(group)
+        with self._writing():  # (a retired master says so first: its log's end is no answer)
+            end = core.store.queue_offsets(topic, queue_id)[1]
+            if offset > end:
+                raise InvalidOffsetError(
+                    f"offset {offset} is past the end of {topic!r} queue {queue_id} ({end}): "
+                    "a commit names the next offset to read"
+                )
             prev = core.offsets.query(group, topic, queue_id)
             if prev != offset:  # `prev` lets a truncation undo it without reading the log
                 core.store.append_system(
@@ -312,7 +338,7 @@ class LeaderRole:
     def lock_queues(
         self, group: str, topic: str, client_id: str, queue_ids: list[int], lease_ms: int
     ) -> list[int]:
-        validate_group(group)
+        check_client_group(group)
         count = self.core.store.topics.queue_count(validate_topic(topic).decode())
         if count is None:
             raise UnknownTopicError(f"topic {topic!r} does not exist")
@@ -324,7 +350,7 @@ class LeaderRole:
             return self.queue_locks.lock(group, topic, client_id, queue_ids, lease_ms, now_ms())
 
     def unlock_queues(self, group: str, topic: str, client_id: str, queue_ids: list[int]) -> None:
-        validate_group(group)
+        check_client_group(group)
         self.queue_locks.unlock(group, topic, client_id, queue_ids)
 
     # ---- replication ------------------------------------------------------------------

@@ -125,7 +125,9 @@ class LeaderOps(BrokerRole, Protocol):
 
     def create_topic(self, topic: str, queues: int) -> tuple[bool, int]: ...
 
-    def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None: ...
+    def commit_offset(
+        self, group: str, topic: str, queue_id: int, offset: int, internal: bool = False
+    ) -> None: ...
 
     def lock_queues(
         self, group: str, topic: str, client_id: str, queue_ids: list[int], lease_ms: int

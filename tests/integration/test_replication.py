@@ -184,7 +184,9 @@ def test_topics_and_committed_offsets_reach_the_slave(procs: ProcessGroup) -> No
     m, (s1,) = master_and_slaves(procs, 1)
     with Admin(m.address) as admin:
         admin.create_topic("defined", 5)
-    produce(m.address, 100, topic="defined")
+    with Producer(m.address) as prod:  # a commit names an offset the queue holds (at most its end)
+        for q in range(5):
+            prod.send_batch("defined", [f"{q}:{i}".encode() for i in range(20)], queue_id=q)
     channel = grpc.insecure_channel(m.address)
     stub = broker_pb2_grpc.BrokerStub(channel)
     for q, off in ((0, 7), (3, 2), (0, 9)):  # the later commit of queue 0 wins everywhere
