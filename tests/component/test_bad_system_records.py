@@ -79,7 +79,7 @@ def test_a_slave_broker_catches_up_past_it_and_counts_it(nodes: Nodes) -> None:
     master.core.leader().create_topic("t", 2)
     fill(store, 5)
     append_garbage_system_record(store)
-    master.core.leader().commit_offset("g", "t", 1, 4)
+    master.core.leader().commit_offset("g", "t", 1, 2)  # queue 1 holds 2 of the 5 (a commit stays in range)
     fill(store, 5, 5)
     slave = nodes.slave(master)
 
@@ -87,7 +87,7 @@ def test_a_slave_broker_catches_up_past_it_and_counts_it(nodes: Nodes) -> None:
         return node.core.store.commitlog.max_offset == store.commitlog.max_offset
 
     poll_until(lambda: caught_up(slave), 10, "the slave replicated past the bad record")
-    assert slave.core.offsets.query("g", "t", 1) == 4  # what follows it applied
+    assert slave.core.offsets.query("g", "t", 1) == 2  # what follows it applied
     text = generate_latest(slave.core.metrics.registry).decode()
     assert "tailrace_system_records_skipped 1.0" in text
     slave.stop()

@@ -81,6 +81,8 @@ def test_commit_offset_fails_when_offsets_json_cannot_be_written(nodes: Nodes) -
     core = master.core
     core.leader().create_topic("T", 2)
     stub = broker_pb2_grpc.BrokerStub(grpc.insecure_channel(master.address))
+    batch = pb.SendBatchRequest(topic="T", queue_id=0, messages=[pb.Message(body=b"x")] * 10)
+    stub.SendBatch(batch, timeout=5)  # commits name offsets the queue has
     stub.CommitOffset(pb.CommitOffsetRequest(group="G", topic="T", queue_id=0, offset=5), timeout=5)
     end = core.store.commitlog.max_offset
     obstacle = blocked(master.store.data_dir / "offsets.json")
