@@ -23,12 +23,13 @@ it last renewed.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import BrokerUnavailableError, InvalidArgumentError
+from core.errors import BrokerUnavailableError, InvalidArgumentError, QuotaExceededError, brief
 from core.roles import NO_MASTER, Directive, Role
 from core.sidefiles import Damage, DamagedFileError, count, need, read_json, write_json
 
@@ -41,6 +42,11 @@ ADVICE = (
     "again with no state: a group then gets a master again when its master heartbeats, in an epoch "
     "above the one that master reports (while that master is down, nothing is elected)"
 )
+
+MAX_GROUPS = 1024  # broker groups one controller tracks
+MAX_NODE_ID = 1 << 20
+FORGET_LEASES = 20  # a node silent this many leases (and neither master nor in sync) is forgotten
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # as broker.broker_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +133,22 @@ class Controller:
     def heartbeat(self, hb: Heartbeat, now_ms: int) -> Directive:
         if not hb.group or hb.node_id <= 0 or not hb.address:
             raise InvalidArgumentError("a controller heartbeat needs group, node_id > 0 and address")
+        if not _NAME.fullmatch(hb.group) or hb.node_id > MAX_NODE_ID:
+            raise InvalidArgumentError(f"group {brief(hb.group)} or node id {hb.node_id} out of range")
         with self._lock:
             if self._isolated.get(hb.address, 0) > now_ms:
                 raise BrokerUnavailableError(f"{hb.address} is cut off at the controller (drill)")
+            self._isolated = {a: t for a, t in self._isolated.items() if t > now_ms}
+            if hb.group not in self._groups and len(self._groups) >= MAX_GROUPS:
+                raise QuotaExceededError(f"the controller already holds {MAX_GROUPS} groups")
             g = self._groups.setdefault(hb.group, GroupState())
+            # nodes silent for many leases are forgotten (a node id a peer used once)
+            stale = [
+                n for n, m in g.members.items() if now_ms - m.last_seen_ms > FORGET_LEASES * self.lease_ms
+            ]
+            for n in stale:
+                if n != g.master_id and n not in g.in_sync:
+                    del g.members[n]
             g.members[hb.node_id] = Member(
                 hb.node_id, hb.address, hb.max_offset, hb.priority, now_ms, hb.member_address
             )

@@ -45,3 +45,23 @@ def test_queue_locks_are_capped_and_expired_leases_forgotten() -> None:
         locks.lock("g2", "t", "c2", [0], 1000, 10)
     assert locks.lock("g", "t", "c1", [0, 1, 2], 1000, 500) == [0, 1, 2]  # renewing is not new
     assert locks.lock("g2", "t", "c2", [0], 1000, 2000) == [0] and len(locks) == 1  # the old ones lapsed
+
+
+def test_the_controller_bounds_its_groups_and_forgets_long_silent_nodes() -> None:
+    from core.roles import Role
+    from nameserver.controller import FORGET_LEASES, MAX_GROUPS, Controller, Heartbeat
+
+    ctl = Controller(None, lease_ms=1000)
+
+    def beat(group: str, node: int, now: int, role: Role = Role.SLAVE) -> None:
+        ctl.heartbeat(Heartbeat(group, "c", node, f"10.0.0.{node}:1", 0, role, 0), now)
+
+    for i in range(MAX_GROUPS):
+        beat(f"g{i}", 1, 0, Role.MASTER)
+    with pytest.raises(QuotaExceededError):
+        beat("one-too-many", 1, 0)
+    beat("g0", 7, 0)  # a node heard once
+    late = FORGET_LEASES * 1000 + 1
+    beat("g0", 1, late, Role.MASTER)
+    members = ctl.status(late)["g0"]["members"]
+    assert list(members) == [1]  # node 7 forgotten; the master kept
