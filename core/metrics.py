@@ -82,6 +82,7 @@ class _StateCollector(Collector):
             ("confirmed_offset", "Offset confirmed by enough slaves (sync) or the end (async)"),
             ("budget_bytes", "Page-cache budget for read redirection"),
             ("consume_queues", "ConsumeQueues held"),
+            ("consume_queues_mapped", "ConsumeQueues with their files mapped (store.cq_max_open bounds it)"),
             ("held_pulls", "Long polls waiting"),
         ):
             yield GaugeMetricFamily(f"tailrace_{name}", doc, value=float(s.get(name, 0)))
