@@ -75,12 +75,13 @@ class OpenSet(Generic[M]):
             return list(self._lru.values())
 
     def admit(self, q: M) -> None:
-        """Take in a queue its owner has just mapped (no one else knows it yet)."""
+        """Take in a queue its owner has just mapped (no one else knows it yet).
+        It is not a victim itself: its caller is about to use it."""
         with self._lock:
             self.maps += 1
             self._lru[q.key] = q
             q.in_lru = True
-            victims = self._choose_victims()
+            victims = self._choose_victims(spare=q)
         self._close(victims)
 
     def pin(self, q: M) -> None:
@@ -131,14 +132,14 @@ class OpenSet(Generic[M]):
             self._lru.clear()
             return out
 
-    def _choose_victims(self) -> list[M]:
+    def _choose_victims(self, spare: M | None = None) -> list[M]:
         """Under the lock: the least recently used unpinned queues beyond capacity."""
         victims: list[M] = []
         excess = len(self._lru) - self.capacity
         if excess <= 0:
             return victims
         for q in self._lru.values():
-            if q.pins == 0:
+            if q.pins == 0 and q is not spare:
                 victims.append(q)
                 if len(victims) == excess:
                     break

@@ -117,9 +117,7 @@ class ConsumeQueueSet:
                     dropped = cq.trim(self._cap)
                     if dropped:
                         self.dropped_on_load += dropped
-                        log.warning(
-                            "%s/%d: dropped %d entries past the log's end %d", *key, dropped, self._cap
-                        )
+                        log.info("%s/%d: dropped %d entries past the log's end %d", *key, dropped, self._cap)
                 if self.log_min:
                     cq.correct_min(self.log_min)
             except BaseException:
@@ -230,9 +228,10 @@ class ConsumeQueueSet:
         with self._load_lock:
             for key in list(self.queues):
                 self.discard(key)
-            for path in self._on_disk.values():
-                shutil.rmtree(path, ignore_errors=True)
             self._on_disk.clear()
+            with os.scandir(self.directory) as topics:  # with the queues not loaded yet
+                for entry in topics:
+                    shutil.rmtree(entry.path, ignore_errors=True)
             self._cap = None
             self.log_min = 0  # the log starts over
 
