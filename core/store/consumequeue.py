@@ -204,8 +204,9 @@ class ConsumeQueue(Mappable):
         self.mapped = True
 
     def _unmap(self) -> None:
-        if self.dirty:
-            self._sync_files(self._view[1])
+        """Unmap without syncing: the written pages stay in the page cache,
+        and the next flush syncs them through the paths (`flush`), off the
+        thread that needed a map."""
         self._unmapped_files = len(self._view[1])
         self.close()
 
@@ -365,24 +366,27 @@ class ConsumeQueue(Mappable):
         self.log_min_seen = max(self.log_min_seen, log_min)
 
     def flush(self) -> None:
-        """Sync what was written since the last flush. An unmapped queue was
-        synced when it was unmapped."""
+        """Sync the files written since the last flush, mapped or not (an
+        unmapped queue's written pages are synced through their paths)."""
         if self.max_offset <= self._flushed_max and not self.dirty:
             return
-        with self.io_lock:
+        with self.io_lock:  # no map or unmap meanwhile
             hi = self.max_offset
+            dirty = self.dirty
             self.dirty = False  # before syncing: a write after this marks it again
             base, files = self._view
-            if self.mapped and files:
-                first = max(0, (min(self._flushed_max, hi) - base) // self.per_file)
-                self._sync_files(files[first:])
+            first = max(0, (min(self._flushed_max, hi) - base) // self.per_file)
+            if self.mapped:
+                for f in files[first:]:
+                    f.sync()
+            elif dirty:  # written, then unmapped before this flush
+                for i in range(first, self._unmapped_files):
+                    fd = os.open(self.directory / f"{base + i * self.per_file:020d}", os.O_RDONLY)
+                    try:
+                        os.fdatasync(fd)
+                    finally:
+                        os.close(fd)
             self._flushed_max = hi
-
-    def _sync_files(self, files: tuple[MappedFile, ...]) -> None:
-        self.dirty = False
-        for f in files:
-            if not f.mm.closed:
-                f.sync()
 
     def close(self) -> None:
         """Unmap every file (the offsets stay known)."""

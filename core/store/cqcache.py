@@ -47,7 +47,8 @@ class Mappable:
         raise NotImplementedError
 
     def _unmap(self) -> None:
-        """Make written entries durable and close the files (holding `io_lock`)."""
+        """Close the files (holding `io_lock`); what was written is left for
+        the owner's next flush."""
         raise NotImplementedError
 
 

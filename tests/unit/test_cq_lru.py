@@ -4,6 +4,7 @@ on a real ConsumeQueueSet."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Hashable
 from pathlib import Path
@@ -127,4 +128,30 @@ def test_a_queue_set_maps_at_most_its_cap_and_reads_every_queue(tmp_path: Path) 
         assert cq is not None and (cq.min_offset, cq.max_offset) == (0, 1)
         assert cq.entry(0) == (q * 1000, 50, q)
     assert cqs.mapped_count() == 4 and cqs._open.unmaps == 6
+    cqs.close()
+
+
+def test_a_queue_unmapped_with_unsynced_entries_is_synced_by_the_next_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unmapping does not sync (off the writer's thread); the checkpoint's
+    flush must still make the unmapped queue's entries durable."""
+    synced: list[str] = []
+    real = os.fdatasync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", spy)
+    cqs = ConsumeQueueSet(tmp_path / "cq", 100, max_open=1)
+    cqs.dispatch([("t", 0, 0, 0, 50, 0)])
+    cqs.dispatch([("t", 1, 0, 50, 50, 0)])  # unmaps t/0, written and not synced
+    q0 = cqs.queues[("t", 0)]
+    assert not q0.mapped and q0.dirty and synced == []
+    cqs.flush()
+    assert synced == [str(tmp_path / "cq" / "t" / "0" / f"{0:020d}")]
+    assert not q0.dirty and not q0.mapped  # synced through its path, not mapped again
+    cqs.flush()
+    assert len(synced) == 1  # nothing new: no second sync
     cqs.close()
