@@ -125,6 +125,7 @@ def run_once(
         "size": size,
         "batch": batch,
         "queues": queues,
+        "cq_max_open": config.cq_max_open,
         "segment_bytes": config.segment_bytes,
         "segments_used": segments,
         "preallocation_misses": misses,
@@ -174,6 +175,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queues", type=int, default=4)
     p.add_argument("--segment-bytes", type=int, default=StoreConfig().segment_bytes)
     p.add_argument("--flush", choices=["async", "sync"], default="async")
+    p.add_argument(
+        "--cq-max-open",
+        type=int,
+        default=StoreConfig().cq_max_open,
+        help="ConsumeQueues kept mapped (below --queues, every batch maps one and unmaps another)",
+    )
     p.add_argument("--warm", choices=["on", "off", "both"], default="on")
     p.add_argument(
         "--pause-s",
@@ -196,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
     base = StoreConfig(
         segment_bytes=args.segment_bytes,
         flush=args.flush,
+        cq_max_open=args.cq_max_open,
         max_message_bytes=min(StoreConfig().max_message_bytes, args.segment_bytes - 8),
     )
     base.validate()
