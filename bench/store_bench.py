@@ -110,7 +110,9 @@ def run_once(
     total = sum(f.stat().st_size for f in files)
     resident = sum(resident_bytes(f) for f in files)
 
+    t = clock()
     store = MessageStore(directory, config)
+    reopen_s = clock() - t
     t = clock()
     cold_msgs, _ = _read_all(store, queues, 32, 256 * 1024)
     cold_s = clock() - t
@@ -137,6 +139,8 @@ def run_once(
         "max_append_us": round(lat[-1] * 1e6, 1),
         "read_hot_per_s": round(hot_msgs / hot_s),
         "read_cold_per_s": round(cold_msgs / cold_s),
+        "reopen_ms": round(reopen_s * 1000, 1),
+        "reopen_and_read_cold_per_s": round(cold_msgs / (reopen_s + cold_s)),
         "cold_resident_fraction_before_read": round(resident / total, 4) if total else 0.0,
         "messages_read": [hot_msgs, cold_msgs],
     }
@@ -150,6 +154,8 @@ _MEDIAN_KEYS = (
     "max_append_us",
     "read_hot_per_s",
     "read_cold_per_s",
+    "reopen_ms",
+    "reopen_and_read_cold_per_s",
     "cold_resident_fraction_before_read",
     "preallocation_misses",
     "writer_page_faults",
