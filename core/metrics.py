@@ -101,6 +101,7 @@ class _StateCollector(Collector):
             ("confirmed_offset", "Offset confirmed by enough slaves (sync) or the end (async)"),
             ("budget_bytes", "Page-cache budget for read redirection"),
             ("consume_queues", "ConsumeQueues held"),
+            ("consume_queues_mapped", "ConsumeQueues with their files mapped (store.cq_max_open bounds it)"),
             ("held_pulls", "Long polls waiting"),
             ("system_records_skipped", "System records whose content could not be applied (logged)"),
             ("quarantined_tails", "Log tails recovery cut and kept in the data dir's quarantine/"),

@@ -42,6 +42,13 @@ class StoreConfig:
     cq_entries_per_file: int = field(
         default=300_000, metadata=_doc("ConsumeQueue entries per file (20 bytes each)")
     )
+    cq_max_open: int = field(
+        default=1024,
+        metadata=_doc(
+            "ConsumeQueues kept mapped at once (one descriptor per file); the least"
+            " recently used idle one is unmapped first"
+        ),
+    )
     max_queues_per_topic: int = field(default=1024, metadata=_doc("upper bound on queue count"))
     max_batch_bytes: int = field(
         default=16 * MiB,
@@ -75,6 +82,7 @@ class StoreConfig:
         require(self.sync_flush_timeout_ms > 0, k + "sync_flush_timeout_ms", "must be positive")
         require(self.checkpoint_interval_ms > 0, k + "checkpoint_interval_ms", "must be positive")
         require(self.cq_entries_per_file > 0, k + "cq_entries_per_file", "must be positive")
+        require(self.cq_max_open > 0, k + "cq_max_open", "must be positive")
         require(
             0 < self.max_queues_per_topic <= 65536,
             k + "max_queues_per_topic",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import mmap
 import os
 from pathlib import Path
@@ -60,17 +61,32 @@ def madvise(mm: mmap.mmap, advice: int, start: int = 0, length: int | None = Non
 
 
 class MappedFile:
-    """A file of exactly `size` bytes, mapped shared read-write."""
+    """A file of exactly `size` bytes, mapped shared read-write.
 
-    __slots__ = ("fd", "mm", "path", "size", "view")
+    `reserved_lo`/`reserved_hi` bound the bytes known to have disk blocks
+    behind them (the whole file unless it was created sparse). Writing
+    through the mapping into a hole when the disk is full kills the process
+    with SIGBUS, so a writer of a sparse file `reserve`s a range before
+    writing into it: ENOSPC then comes back as an OSError.
 
-    def __init__(self, path: Path, size: int, create: bool = False) -> None:
+    With `keep_fd` false the descriptor is closed once the file is mapped
+    (the mapping keeps the file open): one descriptor per file instead of
+    two, for the many small ConsumeQueue files. `sync` then uses msync.
+    """
+
+    __slots__ = ("fd", "mm", "path", "reserved_hi", "reserved_lo", "size", "view")
+
+    def __init__(
+        self, path: Path, size: int, create: bool = False, sparse: bool = False, keep_fd: bool = True
+    ) -> None:
         self.path = path
         self.size = size
         flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
         self.fd = os.open(path, flags, 0o644)
         try:
-            if create:
+            if create and sparse:
+                os.ftruncate(self.fd, size)  # no blocks: `reserve` before writing
+            elif create:
                 # Real blocks, not a sparse file: writing through a mapping into
                 # a hole when the disk is full would kill the process with SIGBUS.
                 os.posix_fallocate(self.fd, 0, size)
@@ -81,16 +97,21 @@ class MappedFile:
         except BaseException:
             os.close(self.fd)
             raise
+        if not keep_fd:
+            os.close(self.fd)  # mmap holds its own duplicate
+            self.fd = -1
+        self.reserved_lo = 0
+        self.reserved_hi = 0 if create and sparse else size
         self.view = memoryview(self.mm)
 
     @classmethod
-    def create(cls, path: Path, size: int) -> MappedFile:
+    def create(cls, path: Path, size: int, sparse: bool = False, keep_fd: bool = True) -> MappedFile:
         """Create a full-size file atomically: a crash leaves either no file at
         `path` or one of exactly `size` bytes (plus, maybe, `path.tmp`)."""
         tmp = path.with_name(path.name + ".tmp")
         if tmp.exists():
             tmp.unlink()
-        f = cls(tmp, size, create=True)
+        f = cls(tmp, size, create=True, sparse=sparse, keep_fd=keep_fd)
         try:
             os.link(tmp, path)  # unlike rename, never replaces an existing file
         except BaseException:
@@ -102,6 +123,27 @@ class MappedFile:
         fsync_dir(path.parent)
         return f
 
+    def reserve(self, start: int, end: int) -> None:
+        """Give bytes [start, end) disk blocks (posix_fallocate), so writing
+        them through the mapping cannot fault on a full disk; the reserved
+        range becomes one run covering the old one and this. Raises OSError
+        (ENOSPC) instead."""
+        lo, hi = self.reserved_lo, self.reserved_hi
+        if lo == hi:
+            todo, lo, hi = [(start, end)], start, end
+        else:
+            todo = [r for r in ((start, lo), (hi, end)) if r[0] < r[1]]
+            lo, hi = min(lo, start), max(hi, end)
+        if todo:
+            fd = self.fd if self.fd >= 0 else os.open(self.path, os.O_RDWR)
+            try:
+                for a, b in todo:
+                    os.posix_fallocate(fd, a, b - a)
+            finally:
+                if fd != self.fd:
+                    os.close(fd)
+        self.reserved_lo, self.reserved_hi = lo, hi
+
     def touch(self, start: int, length: int) -> None:
         """Fault pages in by reading one byte of each (never writes)."""
         mm = self.mm
@@ -109,7 +151,10 @@ class MappedFile:
             mm[off]
 
     def sync(self) -> None:
-        os.fdatasync(self.fd)
+        if self.fd >= 0:
+            os.fdatasync(self.fd)
+        else:
+            self.sync_range(0, self.size)
 
     def sync_range(self, start: int, end: int) -> None:
         """msync(MS_SYNC) of bytes [start, end) only, without holding the GIL.
@@ -178,5 +223,28 @@ def evict(path: Path) -> None:
     try:
         os.fdatasync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def data_end(path: Path, start: int, end: int) -> int:
+    """Where the last data extent of `path` within [start, end) ends (`start`
+    if none): holes read as zeroes, so a scan for non-zero bytes can stop
+    there. Falls back to `end` where the filesystem cannot tell."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        last = pos = start
+        while pos < end:
+            try:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no data after pos
+                    break
+                return end
+            if data >= end:
+                break
+            pos = os.lseek(fd, data, os.SEEK_HOLE)
+            last = min(pos, end)
+        return last
     finally:
         os.close(fd)

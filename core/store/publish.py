@@ -34,7 +34,6 @@ idempotent.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -42,7 +41,7 @@ from typing import Any
 from core.errors import StoreClosedError
 from core.record import Entry
 from core.store.commitlog import CommitLog
-from core.store.consumequeue import ConsumeQueueSet
+from core.store.cqset import ConsumeQueueSet
 
 log = logging.getLogger("core.store.store")
 
@@ -112,9 +111,7 @@ class Publisher:
             if cq is None:
                 continue
             if key in new:  # a queue this batch made: gone again, files and all
-                del cqs.queues[key]
-                cq.close()
-                shutil.rmtree(cq.directory, ignore_errors=True)
+                cqs.discard(key)
             else:
                 cq.rollback(q)
 

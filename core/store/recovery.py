@@ -32,7 +32,7 @@ from core.fileutil import fsync_dir
 from core.record import PREFIX, SYSTEM_TOPIC, tag_hash
 from core.store.checkpoint import Checkpoint
 from core.store.commitlog import CommitLog, last_nonzero
-from core.store.consumequeue import ConsumeQueueSet
+from core.store.cqset import ConsumeQueueSet
 
 log = logging.getLogger(__name__)
 QUARANTINE = "quarantine"  # beside commitlog/ in the data dir
@@ -130,6 +130,7 @@ def recover(
     # Nothing scanned is known durable (pages may be dirty since the kill, and
     # the cut was just written): the checkpoint at open syncs it all again.
     clog.start_writing_at(end, flushed=start)
+    cqs.cap_unloaded(end)  # queues not loaded yet are trimmed when they load
     for cq in list(cqs.queues.values()):
         report.cq_entries_dropped += cq.trim(end)
         cq.correct_min(clog.min_offset)

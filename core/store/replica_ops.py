@@ -15,7 +15,6 @@ in store.py.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +30,7 @@ from core.record import (
     decode_record,
 )
 from core.store.commitlog import CommitLog
-from core.store.consumequeue import ConsumeQueueSet
+from core.store.cqset import ConsumeQueueSet
 from core.store.publish import Publisher, QueueKey
 from core.store.replicated import validate_chunk
 from core.store.system import decode_system, log_payloads
@@ -129,6 +128,7 @@ class ReplicaOps:
             removed, _ = clog.truncate(offset)
             clog.allocator.reset()  # a segment made ahead would leave a gap
             clog.start_writing_at(offset, flushed=min(offset, clog.flushed))
+            self._cqs.cap_unloaded(offset)  # queues not loaded yet are trimmed when they load
             for cq in list(self._cqs.queues.values()):
                 cq.trim(offset)
             self._cqs.remove_empty()
@@ -149,10 +149,7 @@ class ReplicaOps:
                 clog.truncate(clog.min_offset)
                 clog.write_pos = clog.flushed = clog.min_offset
             clog.restart_empty_at(offset)
-            for key, cq in list(self._cqs.queues.items()):
-                cq.close()
-                shutil.rmtree(cq.directory, ignore_errors=True)
-                del self._cqs.queues[key]
+            self._cqs.remove_all()
             self._checkpoint_locked()
             log.warning("log reset to start at %d", offset)
 

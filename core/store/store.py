@@ -43,7 +43,7 @@ from core.store.checkpoint import (
 )
 from core.store.commitlog import CommitLog, Prepared
 from core.store.config import StoreConfig
-from core.store.consumequeue import ConsumeQueueSet
+from core.store.cqset import ConsumeQueueSet
 from core.store.encoder import BatchEncoder
 from core.store.flush import GroupCommit, PeriodicService
 from core.store.publish import Listener, Publisher, QueueKey
@@ -112,12 +112,17 @@ class MessageStore:
                 config.warm_segments,
                 sync_warmed=config.flush == "sync",
             )
-            self.cqs = ConsumeQueueSet(self.data_dir / "consumequeue", config.cq_entries_per_file)
+            self.cqs = ConsumeQueueSet(
+                self.data_dir / "consumequeue",
+                config.cq_entries_per_file,
+                config.cq_max_open,
+                self.commitlog.min_offset,
+            )
             self.recovery: RecoveryReport = recover(
                 self.commitlog, self.cqs, clean_end, ckpt, self.data_dir / QUARANTINE
             )
             self._quarantined = quarantine_usage(self.data_dir / QUARANTINE)  # only recovery adds
-            self.topics.restore(self.log_history(), list(self.cqs.queues))  # a damaged or lost file
+            self.topics.restore(self.log_history(), self.cqs.keys())  # a damaged or lost file
             for phys in self.recovery.system_records:  # replay what the scan found
                 try:
                     kind, payload = self._system_record_at(phys)
@@ -366,30 +371,34 @@ class MessageStore:
         nxt = queue_offset
         view = clog.view
         hidden = False
-        for q, phys, size, th in cq.entries(queue_offset, scan_end):
-            if visible_end is not None and phys + size > visible_end:
-                hidden = True
-                break
-            if tag_filter is not None and not tag_filter(th):
+        self.cqs.pin(cq)  # its files stay mapped while this read uses them
+        try:
+            for q, phys, size, th in cq.entries(queue_offset, scan_end):
+                if visible_end is not None and phys + size > visible_end:
+                    hidden = True
+                    break
+                if tag_filter is not None and not tag_filter(th):
+                    nxt = q + 1
+                    continue
+                if chunks and total + size > max_bytes:
+                    break
+                v = view(phys, size)
                 nxt = q + 1
-                continue
-            if chunks and total + size > max_bytes:
-                break
-            v = view(phys, size)
-            nxt = q + 1
-            if v is None:  # its segment was deleted under us: skip like a filtered entry
-                continue
-            chunks.append(v)
-            total += size
-            if len(chunks) >= max_count:
-                break
+                if v is None:  # its segment was deleted under us: skip like a filtered entry
+                    continue
+                chunks.append(v)
+                total += size
+                if len(chunks) >= max_count:
+                    break
+            next_phys = cq._entry(nxt)[0] if nxt < cq.max_offset else clog.max_offset
+        finally:
+            self.cqs.unpin(cq)
         try:
             data = b"".join(chunks)
         except ValueError as exc:  # a mapping released by close() under us
             raise StoreClosedError("store closed during the read") from exc
         count = len(chunks)
         del chunks
-        next_phys = cq.entry(nxt)[0] if nxt < cq.max_offset else clog.max_offset
         if count:
             status = ReadStatus.FOUND
         elif hidden and nxt == queue_offset:
@@ -453,10 +462,8 @@ class MessageStore:
                 "disk watermark" if too_full else f"age {age_ms / 3_600_000:.1f} h",
             )
         if deleted:
-            log_min = self.commitlog.min_offset
             with self._writer.lock:
-                for cq in list(self.cqs.queues.values()):
-                    cq.correct_min(log_min)
+                self.cqs.set_log_min(self.commitlog.min_offset)
         return deleted
 
     # ---- lifecycle ----------------------------------------------------------------

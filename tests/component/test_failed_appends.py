@@ -11,7 +11,7 @@ import pytest
 
 from core.record import Message, decode_record
 from core.store import MessageStore, ReadStatus, StoreConfig
-from core.store.consumequeue import ConsumeQueueSet
+from core.store.cqset import ConsumeQueueSet
 from core.store.flush import GroupCommit
 from deploy.waits import poll_until
 from tests.helpers.store_tools import abandon, check_consistency
