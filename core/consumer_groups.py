@@ -69,6 +69,11 @@ class ConsumerGroups:
         """(group, topic) keys with members (as of the last sweep)."""
         return len(self._members)
 
+    def live(self, now_ms: int) -> list[tuple[str, str]]:
+        """The (group, topic)s with a live member now."""
+        with self._lock:
+            return [key for key in list(self._members) if self._live(key, now_ms)]
+
     def unregister(self, group: str, topic: str, client_id: str, now_ms: int) -> list[str]:
         validate_group(group)
         key = (group, topic)

@@ -193,6 +193,14 @@ class StorageFullError(TailraceError):
     retriable = True
 
 
+class DiskFullError(StorageFullError):
+    """The data disk is past its high watermark (`store.disk_max_used_ratio`):
+    sends are refused, nothing was stored; they are taken again once space
+    returns (retention by age, or the operator)."""
+
+    code = "DISK_FULL"
+
+
 _BY_CODE: dict[str, type[TailraceError]] = {}  # filled below from the subclass tree
 
 

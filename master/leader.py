@@ -26,6 +26,7 @@ from core.broker.role import RoleStatus, SendOutcome
 from core.clock import now_ms
 from core.errors import (
     BrokerBusyError,
+    DiskFullError,
     FlushTimeoutError,
     InvalidArgumentError,
     InvalidOffsetError,
@@ -240,6 +241,9 @@ class LeaderRole:
                     SendStatus.SLAVE_NOT_AVAILABLE, topic, queue_id, [],
                     f"{rep.min_insync_replicas} in-sync slave(s) needed; nothing stored",
                 )  # fmt: skip
+            if self.core.store.disk_full():  # refused, never made room for by deleting data
+                limit = self.core.config.store.disk_max_used_ratio
+                raise DiskFullError(f"the data disk is over {limit:.0%} full: sends resume when space returns")
             count = self._queues_for_send(topic, queue_id, messages)
             if queue_id == -1:
                 queue_id = next(self._rr) % count

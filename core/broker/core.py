@@ -72,6 +72,7 @@ class BrokerCore:
         self.started = time.monotonic()
         self.notifier = ArrivalNotifier()
         self.groups = ConsumerGroups(config.quotas.max_groups, config.quotas.max_members_per_group)
+        store.retention_floor = self.retention_floor
         self.metrics = BrokerMetrics(self.metrics_snapshot)
         self.budget = MemoryBudget(
             config.pull.hot_ratio, config.pull.budget_bytes, config.pull.budget_refresh_ms
@@ -324,6 +325,23 @@ class BrokerCore:
             "quarantined_bytes": kept,
             "quotas": self.quota_usage(),
         }
+
+    def retention_floor(self) -> int | None:
+        """The lowest CommitLog offset a consumer group with live members has
+        not read yet: from its committed offsets, on every queue of its topic
+        (a queue it never committed counts from the queue's first message).
+        Retention keeps the segment holding it (core/store/store.py)."""
+        floor: int | None = None
+        store = self.store
+        for group, topic in self.groups.live(now_ms()):
+            for q in range(store.topics.queue_count(topic) or 0):
+                committed = self.offsets.query(group, topic, q)
+                phys = store.physical_offset_of(
+                    topic, q, committed if committed is not None else store.queue_offsets(topic, q)[0]
+                )
+                if phys is not None and (floor is None or phys < floor):
+                    floor = phys
+        return floor
 
     def quota_usage(self) -> dict[str, tuple[int, int]]:
         """quota name -> (used, limit), for metrics and status."""

@@ -60,7 +60,12 @@ class StoreConfig:
     )
     retention_hours: float = field(default=72.0, metadata=_doc("delete whole segments older than this"))
     disk_max_used_ratio: float = field(
-        default=0.90, metadata=_doc("delete oldest segments while the disk is fuller than this")
+        default=0.90,
+        metadata=_doc("high watermark: sends are refused (DISK_FULL) while the disk is fuller than this"),
+    )
+    retention_deletes_unconsumed: bool = field(
+        default=False,
+        metadata=_doc("let retention by age delete segments a live consumer group has not read yet"),
     )
     retention_interval_ms: int = field(default=10_000, metadata=_doc("retention check period"))
 

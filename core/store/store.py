@@ -13,8 +13,8 @@ Layout of a data directory::
 
 from __future__ import annotations
 
+import errno
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +29,7 @@ from core.errors import (
     InvalidArgumentError,
     InvalidOffsetError,
     InvalidQueueError,
+    StorageFullError,
     StoreClosedError,
 )
 from core.record import Message, decode_record
@@ -49,6 +50,7 @@ from core.store.flush import GroupCommit, PeriodicService
 from core.store.publish import Listener, Publisher, QueueKey
 from core.store.recovery import QUARANTINE, RecoveryReport, quarantine_usage, recover
 from core.store.replica_ops import ReplicaOps
+from core.store.retention import Retention
 from core.store.system import Handler, SystemRecords, decode_system, encode_system, log_payloads
 from core.store.topics import TopicTable
 
@@ -94,7 +96,7 @@ class MessageStore:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
-        self._disk_used_ratio = disk_used_ratio or self._measure_disk
+        self._disk_used_ratio = disk_used_ratio
         self._ckpt_lock = threading.RLock()
         self._system = SystemRecords()
         self._system.add_handler("topic", self._apply_topic)
@@ -146,6 +148,9 @@ class MessageStore:
             self._checkpoint_locked,
             self._encoder.ensure_queues,
             self._system.skip,
+        )
+        self._retention = Retention(
+            self.data_dir, self.commitlog, self.cqs, config, self._writer.lock, self._disk_used_ratio
         )
         self._group = GroupCommit(self.commitlog) if config.flush == "sync" else None
         self._service = PeriodicService(
@@ -252,12 +257,19 @@ class MessageStore:
                 qoffs.append(q)
                 nexts[key] = q + 1
             start = clog.write_pos
-            entries, end = clog.append(batch, qoffs, self._clock_ms())
-            if system is None:
-                writer.publish(start, end, entries, firsts, nexts)
-            else:  # applied, not indexed: no queue grows
-                nexts = {}
-                writer.publish(start, end, (), {}, nexts, system)
+            try:
+                entries, end = clog.append(batch, qoffs, self._clock_ms())
+                if system is None:
+                    writer.publish(start, end, entries, firsts, nexts)
+                else:  # applied, not indexed: no queue grows
+                    nexts = {}
+                    writer.publish(start, end, (), {}, nexts, system)
+            except OSError as exc:  # the log and the queues undid it (append, publish): say why
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StorageFullError(
+                        f"no space left on the data disk: {exc.strerror}; nothing stored"
+                    ) from exc
+                raise
         writer.notify(nexts.keys())
         result = [(e[3], e[2]) for e in entries]
         if self._group is not None and not self._group.wait_durable(
@@ -428,43 +440,24 @@ class MessageStore:
         self.cqs.flush()
         write_checkpoint(self.data_dir, Checkpoint(self.commitlog.flushed, dispatched))
 
-    def _measure_disk(self) -> float:
-        usage = shutil.disk_usage(self.data_dir)
-        return usage.used / usage.total if usage.total else 0.0
-
     def _retention_tick(self) -> None:
         self.enforce_retention()
 
+    def disk_full(self) -> bool:
+        """Is the data disk past its high watermark? (core/store/retention.py)"""
+        return self._retention.disk_full()
+
     def enforce_retention(self, now_ms: int | None = None) -> list[str]:
-        """Delete whole CommitLog segments that are past `retention_hours` or
-        while the disk is fuller than `disk_max_used_ratio`; never the segment
-        being written. Returns the names deleted."""
-        now = self._clock_ms() if now_ms is None else now_ms
-        max_age_ms = self.config.retention_hours * 3600 * 1000
-        deleted: list[str] = []
-        while True:
-            segs = self.commitlog.segments()
-            if len(segs) < 2:
-                break
-            oldest = segs[0]
-            age_ms = now - oldest.path.stat().st_mtime * 1000
-            too_full = self._disk_used_ratio() > self.config.disk_max_used_ratio
-            if age_ms <= max_age_ms and not too_full:
-                break
-            with self._writer.lock:
-                gone = self.commitlog.delete_oldest()
-            if gone is None:
-                break
-            deleted.append(gone.path.name)
-            log.info(
-                "retention deleted segment %s (%s)",
-                gone.path.name,
-                "disk watermark" if too_full else f"age {age_ms / 3_600_000:.1f} h",
-            )
-        if deleted:
-            with self._writer.lock:
-                self.cqs.set_log_min(self.commitlog.min_offset)
-        return deleted
+        """Delete old segments as retention allows (core/store/retention.py)."""
+        return self._retention.enforce(self._clock_ms() if now_ms is None else now_ms)
+
+    @property
+    def retention_floor(self) -> Callable[[], int | None]:
+        return self._retention.floor
+
+    @retention_floor.setter
+    def retention_floor(self, fn: Callable[[], int | None]) -> None:
+        self._retention.floor = fn
 
     # ---- lifecycle ----------------------------------------------------------------
 

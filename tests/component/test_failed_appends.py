@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import StorageFullError
 from core.record import Message, decode_record
 from core.store import MessageStore, ReadStatus, StoreConfig
 from core.store.cqset import ConsumeQueueSet
@@ -42,7 +43,7 @@ def test_failed_append_across_a_rollover_leaves_no_trace(
     real = s.cqs.dispatch
     failing_dispatch(s)
     big = [Message("t", 1, b"b" * 5000) for _ in range(10)]  # rolls into segment 2
-    with pytest.raises(OSError):
+    with pytest.raises(StorageFullError):  # ENOSPC, said as such
         s.append(big)
     s.cqs.dispatch = real  # type: ignore[method-assign]
     assert s.commitlog.max_offset == end
@@ -63,7 +64,7 @@ def test_failed_dispatch_leaves_no_queue_entries(open_store: Open, tmp_path: Pat
     s.create_topic("b", 1)
     s.append([Message("b", 0, b"b0"), Message("b", 0, b"b1")])
     failing_dispatch(s)
-    with pytest.raises(OSError):
+    with pytest.raises(StorageFullError):  # ENOSPC, said as such
         s.append([Message("a", 0, b"x"), Message("a", 0, b"y")])
     assert s.queue_offsets("a", 0) == (0, 0)
     abandon(s)

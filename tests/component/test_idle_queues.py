@@ -39,7 +39,7 @@ def test_ten_thousand_idle_queues_cost_little_and_reopen(tmp_path: Path) -> None
     assert used <= QUEUES * DISK_PER_QUEUE, f"{used / 2**20:.1f} MiB for {QUEUES} queues"
     assert open_fds() - base <= OPEN_CQ_DEFAULT + FD_SLACK
     s.close()
-    assert open_fds() == base
+    assert open_fds() <= base  # nothing left open (the process may have closed others meanwhile)
 
     # A clean reopen maps no ConsumeQueue: each is opened when first read.
     s = MessageStore(data, CONFIG)

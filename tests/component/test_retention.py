@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -78,26 +79,36 @@ def test_old_segments_deleted_and_min_offsets_move(tmp_path: Path) -> None:
         assert [s3.queue_offsets("t", q) for q in (0, 1)] == mins
 
 
-def test_disk_watermark_deletes_oldest_until_below(tmp_path: Path) -> None:
-    keep = 2  # the fake disk is "full" while more than `keep` segments hold data
-    holder: list[MessageStore] = []
-
-    def usage() -> float:
-        return 0.97 if len(data_segments(holder[0])) > keep else 0.5
-
-    s = MessageStore(tmp_path, SMALL, disk_used_ratio=usage)
-    holder.append(s)
-    try:
+def test_a_full_disk_deletes_nothing_and_refuses_instead(tmp_path: Path) -> None:
+    """Issue 16: over the watermark, retention used to delete every segment
+    but the current one, unconsumed backlog included. Now it deletes nothing
+    (young segments), and the store says the disk is full, so sends are
+    refused (master/leader.py) until space returns."""
+    ratio = [0.97]
+    with MessageStore(tmp_path, SMALL, disk_used_ratio=lambda: ratio[0]) as s:
         fill(s, 600)
         segs = data_segments(s)
-        assert len(segs) > keep + 1
-        deleted = s.enforce_retention()  # young segments: only the watermark deletes
-        assert deleted == [p.name for p in segs[: len(segs) - keep]]
-        assert data_segments(s) == segs[-keep:]
-        assert s.commitlog.min_offset == int(segs[-keep].name)
-        assert s.enforce_retention() == []
-    finally:
-        s.close()
+        assert len(segs) > 2
+        assert s.enforce_retention() == [] and data_segments(s) == segs
+        assert s.disk_full()
+        ratio[0] = 0.5
+        time.sleep(1.05)  # the disk is sampled at most once a second
+        assert not s.disk_full()
+
+
+def test_age_retention_keeps_what_a_live_group_has_not_read(tmp_path: Path) -> None:
+    later = int(time.time() * 1000) + 1000 * HOUR_MS  # every segment is old by then
+    with MessageStore(tmp_path, SMALL) as s:
+        fill(s, 600)
+        segs = data_segments(s)
+        s.retention_floor = lambda: int(segs[1].name) + 10  # a group is reading segment 1
+        assert s.enforce_retention(now_ms=later) == [segs[0].name]  # segment 0: read by all
+        assert data_segments(s) == segs[1:]
+        assert s.enforce_retention(now_ms=later) == []  # segment 1 is kept for that group
+    cfg = dataclasses.replace(SMALL, retention_deletes_unconsumed=True)
+    with MessageStore(tmp_path, cfg) as s:  # unless the operator chose otherwise
+        s.retention_floor = lambda: int(segs[1].name) + 10
+        assert s.enforce_retention(now_ms=later) == [p.name for p in segs[1:-1]]
 
 
 def test_the_segment_being_written_is_never_deleted(tmp_path: Path) -> None:
