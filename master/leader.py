@@ -36,6 +36,7 @@ from core.errors import (
     QuotaExceededError,
     RequestTimeoutError,
     UnknownTopicError,
+    brief,
 )
 from core.expiring import ExpiringKeys
 from core.pull import PullArgs, PullReply
@@ -223,7 +224,7 @@ class LeaderRole:
         """Store messages for one (topic, queue); queue_id -1 lets the broker pick.
         `%` topics (retry, dead-letter, schedule) take only the broker's own writes."""
         if is_reserved(topic) and not internal:
-            raise InvalidTopicError(f"topic {topic!r}: names starting with '%' take no sends")
+            raise InvalidTopicError(f"topic {brief(topic)}: names starting with '%' take no sends")
         if not messages:
             raise InvalidArgumentError("a send needs at least one message")
         if len(messages) > MAX_BATCH:
