@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import BrokerUnavailableError, InvalidArgumentError
+from core.errors import BrokerUnavailableError, InvalidArgumentError, brief
 from core.roles import NO_MASTER, Directive, Role
 from core.sidefiles import Damage, DamagedFileError, count, need, read_json, write_json
 
@@ -129,7 +129,7 @@ class Controller:
             raise InvalidArgumentError("a controller heartbeat needs group, node_id > 0 and address")
         with self._lock:
             if self._isolated.get(hb.address, 0) > now_ms:
-                raise BrokerUnavailableError(f"{hb.address} is cut off at the controller (drill)")
+                raise BrokerUnavailableError(f"{brief(hb.address)} is cut off at the controller (drill)")
             g = self._groups.setdefault(hb.group, GroupState())
             g.members[hb.node_id] = Member(
                 hb.node_id, hb.address, hb.max_offset, hb.priority, now_ms, hb.member_address

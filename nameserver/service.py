@@ -105,7 +105,7 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
         elected = self.controller.leader_of(b.broker_name)
         if elected is None or elected[1] != node or b.epoch > elected[0]:
             raise PermissionDeniedError(
-                f"{b.broker_name}/{node} claims mastership in epoch {b.epoch}; the controller elected "
+                f"{brief(b.broker_name)}/{node} claims mastership in epoch {b.epoch}; the controller elected "
                 f"{'nobody' if elected is None else f'node {elected[1]} in epoch {elected[0]}'}"
             )
 
