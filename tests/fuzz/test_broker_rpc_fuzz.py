@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import replication_pb2
 from core.pb.tailrace.v1 import replication_pb2 as rpb
+from core.record import Message
 from deploy.broker_node import BrokerNode
+from deploy.harness import poll_until
 from tests.fuzz.profiles import examples
 from tests.fuzz.rpc import (
     Method,
@@ -94,41 +96,62 @@ def send_refusal(answer: bytes) -> str | None:
     return None if status == pb.SEND_OK else pb.SendStatus.Name(status)
 
 
+SETTINGS = {
+    "pull.max_wait_ms": 200,
+    "broker.retry_delays": "24h",
+    "broker.default_queues": 4,
+    "store.cq_entries_per_file": 1024,
+    "quotas.max_topics": 300,
+}
+# grpc-health's own answers: an unknown service; List is not in the installed version
+HEALTH_PLAIN = {
+    "Check": frozenset({grpc.StatusCode.NOT_FOUND}),
+    "List": frozenset({grpc.StatusCode.UNIMPLEMENTED}),
+}
+
+
+def target(node: BrokerNode) -> Target:
+    channel = grpc.insecure_channel(node.address, options=[("grpc.max_receive_message_length", 64 << 20)])
+    refusals = {"Send": send_refusal, "SendBatch": send_refusal}
+    return Target(channel, lambda: stored(node), plain=HEALTH_PLAIN, refusals=refusals)
+
+
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    """A master with two topics, messages and a committed offset. Held pulls
-    are capped at 200 ms and retries are due in a day, so nothing but the
-    calls under test changes its state."""
+def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BrokerNode, BrokerNode]]:
+    """A master with two topics, messages and a committed offset, and its
+    slave. Held pulls are capped at 200 ms and retries are due in a day, so
+    nothing but the calls under test changes their state."""
     nodes = Nodes(Path(tmp_path_factory.mktemp("broker-rpc")))
     try:
-        node = nodes.master(
-            {
-                "pull.max_wait_ms": 200,
-                "broker.retry_delays": "24h",
-                "broker.default_queues": 4,
-                "store.cq_entries_per_file": 1024,
-                "quotas.max_topics": 300,
-            }
-        )
-        channel = grpc.insecure_channel(node.address, options=[("grpc.max_receive_message_length", 64 << 20)])
+        master = nodes.master(SETTINGS)
         for topic, queues in TOPICS.items():
-            node.core.leader().create_topic(topic, queues)
-        stub = channel.unary_unary("/tailrace.v1.Broker/SendBatch", lambda m: m.SerializeToString())
-        stub(pb.SendBatchRequest(topic="T", queue_id=0, messages=[pb.Message(body=b"x", tags="a")] * 5))
-        node.core.leader().commit_offset("G", "T", 0, 1)
-        target = Target(
-            channel,
-            lambda: stored(node),
-            plain={  # grpc-health's own answers: an unknown service; List is not in the installed version
-                "Check": frozenset({grpc.StatusCode.NOT_FOUND}),
-                "List": frozenset({grpc.StatusCode.UNIMPLEMENTED}),
-            },
-            refusals={"Send": send_refusal, "SendBatch": send_refusal},
-        )
-        yield target
-        channel.close()
+            master.core.leader().create_topic(topic, queues)
+        master.core.leader().send("T", 0, [Message("", 0, b"x", tags="a")] * 5)
+        master.core.leader().commit_offset("G", "T", 0, 1)
+        yield master, nodes.slave(master, 1, SETTINGS)
     finally:
         nodes.stop_all()
+
+
+@pytest.fixture(scope="module")
+def broker(group: tuple[BrokerNode, BrokerNode]) -> Iterator[Target]:
+    t = target(group[0])
+    yield t
+    t.channel.close()
+
+
+@pytest.fixture(scope="module")
+def follower(group: tuple[BrokerNode, BrokerNode]) -> Iterator[Target]:
+    t = target(group[1])
+    yield t
+    t.channel.close()
+
+
+def caught_up(group: tuple[BrokerNode, BrokerNode]) -> None:
+    """The slave has all the master has: its state now changes only by the call under test."""
+    master, slave = group
+    end = master.core.store.commitlog.max_offset
+    poll_until(lambda: slave.core.store.commitlog.max_offset == end, 10, "the slave caught up")
 
 
 @pytest.mark.parametrize("method", METHODS, ids=[m.name for m in METHODS])
@@ -143,6 +166,18 @@ def test_random_field_values(broker: Target, method: Method, data: st.DataObject
 @given(data=st.data())
 def test_random_bytes(broker: Target, method: Method, data: st.DataObject) -> None:
     broker.exercise(method, data.draw(raw_requests(method), label="raw request"), raw=True)
+
+
+@pytest.mark.parametrize("method", METHODS, ids=[m.name for m in METHODS])
+@settings(max_examples=examples(0.25))
+@given(data=st.data())
+def test_a_follower_with_random_field_values(
+    group: tuple[BrokerNode, BrokerNode], follower: Target, method: Method, data: st.DataObject
+) -> None:
+    """The same on the slave: writes refused NOT_MASTER, reads served, the
+    replicated state untouched by either."""
+    caught_up(group)
+    follower.exercise(method, data.draw(request_strategy(method), label="request"), raw=False)
 
 
 # ---- defects this found, pinned ---------------------------------------------------
