@@ -62,4 +62,6 @@ settings.load_profile("fuzz-ci")  # `--hypothesis-profile` replaces it after thi
 def examples(weight: float = 1.0) -> int:
     """Examples for a target of `weight` under the loaded profile (read when
     a test module is imported, after pytest loaded the profile)."""
-    return max(10, round(settings.default.max_examples * weight))
+    current = settings.default
+    assert current is not None  # a profile is always loaded (above)
+    return max(10, round(current.max_examples * weight))

@@ -22,7 +22,7 @@ from core.pb.tailrace.v1 import replication_pb2
 from core.pb.tailrace.v1 import replication_pb2 as rpb
 from core.record import Message
 from deploy.broker_node import BrokerNode
-from deploy.harness import poll_until
+from deploy.waits import poll_until
 from tests.fuzz.profiles import examples
 from tests.fuzz.rpc import (
     Method,

@@ -221,6 +221,6 @@ def test_the_encoder_stores_or_refuses_and_changes_nothing(store: MessageStore, 
     event("stored")
     assume(isinstance(msg.topic, str))
     rec = stored_record(store, msg.topic, msg.queue_id, qoff)
-    assert rec.body == bytes(msg.body)  # type: ignore[arg-type]
+    assert rec.body == bytes(msg.body)
     # (a falsy `keys` or `properties` of another type, None say, is stored as none)
     assert (rec.tags, rec.keys, rec.properties) == (msg.tags, msg.keys or "", dict(msg.properties or {}))

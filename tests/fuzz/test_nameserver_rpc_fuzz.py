@@ -21,6 +21,7 @@ from core.clock import now_ms
 from core.grpc_server import build_server, set_serving
 from core.pb.tailrace.v1 import nameserver_pb2 as pb
 from core.pb.tailrace.v1 import nameserver_pb2_grpc
+from core.roles import Role
 from core.security.config import AuthSection
 from core.security.identity import Kind, Member
 from core.security.serving import ProcessSecurity
@@ -97,7 +98,9 @@ def nameserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     )
     try:
         # a group with a master the controller elected, registered with a topic
-        controller.heartbeat(Heartbeat("g", "DefaultCluster", 1, "127.0.0.1:10911", 0, "master", 0), now_ms())
+        controller.heartbeat(
+            Heartbeat("g", "DefaultCluster", 1, "127.0.0.1:10911", 0, Role.MASTER, 0), now_ms()
+        )
         register = channel.unary_unary(
             "/tailrace.v1.NameServer/RegisterBroker", lambda m: m.SerializeToString()
         )
