@@ -122,7 +122,7 @@ def rebuild(d: Path) -> None:
     shutil.rmtree(d / "consumequeue", ignore_errors=True)
 
 
-@settings(max_examples=examples(0.5))
+@settings(max_examples=examples(1))
 @given(data=st.data(), unclean=st.booleans())
 def test_a_damaged_consume_queue_reads_or_fails_as_corrupt_and_a_rebuild_repairs_it(
     golden: tuple[Path, Contents],
