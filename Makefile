@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 BENCH_DIR ?= /tmp/tailrace-bench
 
-.PHONY: demo test lint typecheck unit test-all drills bench clean
+.PHONY: demo test lint typecheck unit test-all drills fuzz bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ drills: $(STAMP)
 	for d in kill-master pause-master partition-master kill-slave restart-all rolling-restart; do \
 		$(BIN)/tailrace drill $$d --fast --duration 10 || exit 1; done
 	$(BIN)/pytest -m drill
+
+# The fuzz set alone, long: FUZZ_EXAMPLES examples per target (CI runs the
+# same tests with the bounded, derandomized fuzz-ci profile).
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	TAILRACE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -m fuzz --hypothesis-profile=fuzz-long \
+		--hypothesis-show-statistics --timeout=3600
 
 bench: $(STAMP)
 	$(BIN)/tailrace store-bench --dir $(BENCH_DIR) --count 1000000 --size 1024 --batch 256 --warm both --json

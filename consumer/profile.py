@@ -97,8 +97,8 @@ class Profile:
             data = tomllib.loads(path.read_text())
         except OSError as exc:
             raise ConfigError(where, f"cannot read it: {exc.strerror}") from exc
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(where, f"not valid TOML: {exc}") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ConfigError(where, f"not valid TOML: {str(exc)[:200]}") from exc
         unknown = set(data) - _KEYS
         if unknown:
             raise ConfigError(where, f"unknown key(s) {sorted(unknown)}; known: {sorted(_KEYS)}")

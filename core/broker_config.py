@@ -319,8 +319,8 @@ def load_broker_config(path: Path | None, overrides: Mapping[str, Any] | None = 
             data = tomllib.loads(Path(path).read_text())
         except OSError as exc:
             raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ConfigError("--config", f"{path} is not valid TOML: {str(exc)[:200]}") from exc
         for name, table in data.items():
             if name not in SECTIONS:
                 raise ConfigError(name, "unknown section")

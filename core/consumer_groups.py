@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 
-from core.errors import InvalidArgumentError, QuotaExceededError
+from core.errors import InvalidArgumentError, QuotaExceededError, brief
 from core.offsets import validate_group
 from core.record import validate_topic
 
@@ -36,7 +36,7 @@ class ConsumerGroups:
         validate_group(group)
         validate_topic(topic)
         if not _CLIENT_ID.fullmatch(client_id or ""):
-            raise InvalidArgumentError(f"client id {client_id!r} must match [A-Za-z0-9_.:@-]{{1,128}}")
+            raise InvalidArgumentError(f"client id {brief(client_id)} must match [A-Za-z0-9_.:@-]{{1,128}}")
         if not 1 <= heartbeat_ms <= 3_600_000:
             raise InvalidArgumentError("heartbeat_ms must be in 1..3600000")
         key = (group, topic)

@@ -54,9 +54,10 @@ def _abort(context: grpc.ServicerContext, err: TailraceError) -> None:
 
 class WrappingInterceptor(grpc.ServerInterceptor):
     """An interceptor that wraps each method's handler once (`_wrap`) and
-    leaves the health service as grpc-health made it: its `Watch` is
-    non-blocking, and a wrapping generator would hold a server thread per
-    open stream (anyone could open enough to starve every other call)."""
+    leaves the health service as grpc-health made it (`_wrap_health` may
+    only check its requests): its `Watch` is non-blocking, and a wrapping
+    generator would hold a server thread per open stream (anyone could open
+    enough to starve every other call)."""
 
     def __init__(self) -> None:
         # gRPC asks for the handler on every call; the wrapping (this one and
@@ -73,15 +74,20 @@ class WrappingInterceptor(grpc.ServerInterceptor):
         if cached is not None:
             return cached
         handler = continuation(handler_call_details)
-        if handler is None or method.startswith(HEALTH_PREFIX):
+        if handler is None:
             return handler
-        wrapped = self._wrap(handler, method)
+        wrapped = (
+            self._wrap_health(handler) if method.startswith(HEALTH_PREFIX) else self._wrap(handler, method)
+        )
         if len(self._wrapped) < 256:  # only methods a service has
             self._wrapped[method] = wrapped
         return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         raise NotImplementedError
+
+    def _wrap_health(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        return handler
 
 
 class ErrorInterceptor(WrappingInterceptor):
@@ -148,6 +154,36 @@ class ErrorInterceptor(WrappingInterceptor):
 
             return grpc.stream_stream_rpc_method_handler(ss, deserializer, serializer)
         return handler  # stream-unary: none of ours
+
+    def _wrap_health(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        """The health service's own behaviour, called directly (no generator
+        of ours around `Watch`, which stays non-blocking), with only its
+        request parsing made lenient: bytes that do not decode are
+        INVALID_ARGUMENT, not gRPC's INTERNAL."""
+        deserializer = _lenient(handler.request_deserializer)
+
+        def decoded(request: Any, context: grpc.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                _abort(context, InvalidArgumentError(f"request does not decode: {request.error}"))
+            return request
+
+        if handler.unary_unary is not None:
+            check = handler.unary_unary
+
+            def uu(request: Any, context: grpc.ServicerContext) -> Any:
+                return check(decoded(request, context), context)
+
+            return grpc.unary_unary_rpc_method_handler(uu, deserializer, handler.response_serializer)
+        if handler.unary_stream is not None:
+            watch = handler.unary_stream
+
+            def us(request: Any, context: grpc.ServicerContext, *callback: Any) -> Any:
+                return watch(decoded(request, context), context, *callback)
+
+            # grpc passes a send-callback (no server thread held) to a behaviour marked so
+            us.experimental_non_blocking = getattr(watch, "experimental_non_blocking", False)  # type: ignore[attr-defined]
+            return grpc.unary_stream_rpc_method_handler(us, deserializer, handler.response_serializer)
+        return handler
 
 
 def build_server(

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from core.epochs import History, divergence_point, history_fault
-from core.errors import ReplicationDeniedError, ReplicationError
+from core.errors import CorruptRecordError, ReplicationDeniedError, ReplicationError, brief
 from core.replicas import ReplicaSet, ReplicaState
 from core.store import MessageStore
 
@@ -125,7 +125,8 @@ class MasterSession:
                 raise ReplicationDeniedError("wrong cluster secret")
         if (hs.cluster, hs.group) != (self.cluster, self.group):
             raise ReplicationError(
-                f"slave of {hs.cluster}/{hs.group} cannot replicate from {self.cluster}/{self.group}"
+                f"slave of {brief(hs.cluster)}/{brief(hs.group)} cannot replicate from "
+                f"{self.cluster}/{self.group}"
             )
         if hs.broker_id <= 0:
             raise ReplicationError(f"a slave needs a broker id > 0, got {hs.broker_id}")
@@ -144,6 +145,13 @@ class MasterSession:
             truncate_to = start
         if start < master_min:  # a new (or far behind) slave starts at the oldest segment
             start = master_min
+        elif start < master_max:  # where a slave's log ends is where a record of this log starts
+            try:
+                self.store.read_log(start, 1)
+            except CorruptRecordError as exc:
+                raise ReplicationError(
+                    f"slave {hs.broker_id} claims its log ends at {start}, where no record of this log starts"
+                ) from exc
         self.next_offset = start
         self.state = self.replicas.attach(hs.broker_id, start, now_ms)
         return HandshakeReply(start, truncate_to, master_max, confirmed, self.history)

@@ -92,7 +92,7 @@ def check_creatable(topic: str) -> None:
         (topic.startswith(RETRY_PREFIX) and len(topic) > len(RETRY_PREFIX))
         or (topic.startswith(DLQ_PREFIX) and len(topic) > len(DLQ_PREFIX))
     ):
-        raise InvalidTopicError(f"topic {topic!r}: names starting with '%' are the broker's")
+        raise InvalidTopicError(f"topic {brief(topic)}: names starting with '%' are the broker's")
 
 
 def parse_delays(text: str) -> tuple[float, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from core.errors import InvalidArgumentError
+from core.errors import InvalidArgumentError, brief
 
 NO_MASTER = -1  # a Directive's master_id while a group has no master yet
 
@@ -30,7 +30,7 @@ def parse_role(text: str) -> Role:
     try:
         return Role(text)
     except ValueError:
-        raise InvalidArgumentError(f"unknown role {text!r}") from None
+        raise InvalidArgumentError(f"unknown role {brief(text)}") from None
 
 
 class ReplicationMode(StrEnum):

@@ -84,7 +84,7 @@ def read_json(path: Path, parse: Callable[[Any], T]) -> T | None:
         raise Damage(f"unreadable: {exc.strerror or exc}") from exc
     try:
         raw = json.loads(data)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; nesting too deep
         raise Damage(f"not JSON: {exc}") from exc
     try:
         return parse(raw)

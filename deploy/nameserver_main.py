@@ -108,11 +108,13 @@ def load(args: argparse.Namespace) -> NameserverConfig:
     if args.config is not None:
         try:
             data = tomllib.loads(args.config.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError("--config", f"cannot read {args.config}: {exc}") from exc
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ConfigError("--config", f"cannot read {args.config}: {str(exc)[:200]}") from exc
         for name, table in data.items():
             if name not in tables:
                 raise ConfigError(name, "unknown section")
+            if not isinstance(table, dict):
+                raise ConfigError(name, "must be a table")
             tables[name].update(table)
     for item in args.set:
         key, sep, value = item.partition("=")

@@ -53,33 +53,66 @@ class Topology:
     heartbeat_ms: int = 1000  # registration with the nameservers
 
 
+def _table(value: Any, key: str, path: Path) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"{path.name}: must be a table")
+    return value
+
+
+def _tables(value: Any, key: str, path: Path) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(key, f"{path.name}: must be [[{key}]] tables")
+    return value
+
+
+def _list(value: Any, key: str, path: Path) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(key, f"{path.name}: must be a list")
+    return value
+
+
+def _int(table: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}.{key}", f"must be an integer, got {type(value).__name__}")
+    return value
+
+
 def load_topology(path: Path) -> Topology:
+    """Read a topology file; ConfigError names what is wrong with it."""
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError("--topology", f"cannot read {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("--topology", f"{path} is not valid TOML: {exc}") from exc
-    c = data.get("cluster", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError("--topology", f"{path} is not valid TOML: {str(exc)[:200]}") from exc
+    c = _table(data.get("cluster", {}), "cluster", path)
     hosts = {"local": HostSpec()}
-    for hname, h in data.get("hosts", {}).items():
-        hosts[hname] = HostSpec(list(h.get("exec_prefix", [])), str(h.get("listen_host", "127.0.0.1")))
-    nameservers = [(str(n["name"]), str(n.get("host", "local"))) for n in data.get("nameserver", [])]
+    for hname, h in _table(data.get("hosts", {}), "hosts", path).items():
+        h = _table(h, f"hosts.{hname}", path)
+        prefix = [str(x) for x in _list(h.get("exec_prefix", []), f"hosts.{hname}.exec_prefix", path)]
+        hosts[hname] = HostSpec(prefix, str(h.get("listen_host", "127.0.0.1")))
+    nameservers = []
+    for n in _tables(data.get("nameserver", []), "nameserver", path):
+        if "name" not in n:
+            raise ConfigError("nameserver.name", f"{path.name}: every [[nameserver]] needs a name")
+        nameservers.append((str(n["name"]), str(n.get("host", "local"))))
     if not nameservers:
         raise ConfigError("nameserver", f"{path.name} defines no [[nameserver]]")
     groups = []
-    for g in data.get("group", []):
+    for g in _tables(data.get("group", []), "group", path):
         if "name" not in g:
             raise ConfigError("group.name", f"{path.name}: every [[group]] needs a name")
         repl = g.get("replication", "async")
         if repl not in ("async", "sync"):
             raise ConfigError(f"group.{g['name']}.replication", f"must be async or sync, got {repl!r}")
         slaves = g.get("slaves", 0)
-        if not isinstance(slaves, int) or not 0 <= slaves <= 16:
+        if isinstance(slaves, bool) or not isinstance(slaves, int) or not 0 <= slaves <= 16:
             raise ConfigError(f"group.{g['name']}.slaves", "must be an integer in 0..16")
         spec = GroupSpec(
-            str(g["name"]), repl, slaves, dict(g.get("set", {})), str(g.get("host", "local")),
-            [str(h) for h in g.get("slave_hosts", [])],
+            str(g["name"]), repl, slaves, dict(_table(g.get("set", {}), f"group.{g['name']}.set", path)),
+            str(g.get("host", "local")),
+            [str(h) for h in _list(g.get("slave_hosts", []), f"group.{g['name']}.slave_hosts", path)],
         )  # fmt: skip
         groups.append(spec)
     if not groups:
@@ -87,14 +120,14 @@ def load_topology(path: Path) -> Topology:
     topo = Topology(
         cluster=str(c.get("name", "DefaultCluster")),
         secret=os.environ.get("TAILRACE_CLUSTER_SECRET") or str(c.get("secret", "")),
-        segment_bytes=int(c.get("segment_bytes", 64 * 1024 * 1024)),
+        segment_bytes=_int(c, "segment_bytes", 64 * 1024 * 1024, "cluster"),
         nameservers=nameservers,
         groups=groups,
         hosts=hosts,
         failover=bool(c.get("failover", False)),
-        lease_ms=int(c.get("lease_ms", 4000)),
-        controller_heartbeat_ms=int(c.get("controller_heartbeat_ms", 1000)),
-        heartbeat_ms=int(c.get("heartbeat_ms", 1000)),
+        lease_ms=_int(c, "lease_ms", 4000, "cluster"),
+        controller_heartbeat_ms=_int(c, "controller_heartbeat_ms", 1000, "cluster"),
+        heartbeat_ms=_int(c, "heartbeat_ms", 1000, "cluster"),
     )
     if topo.failover and not 0 < 4 * topo.controller_heartbeat_ms <= topo.lease_ms:
         raise ConfigError("cluster.lease_ms", "must be at least 4 controller heartbeats (fencing margin)")

@@ -37,6 +37,7 @@ from core.errors import (
     QuotaExceededError,
     RequestTimeoutError,
     UnknownTopicError,
+    brief,
 )
 from core.expiring import ExpiringKeys
 from core.pull import PullArgs, PullReply
@@ -224,7 +225,7 @@ class LeaderRole:
         """Store messages for one (topic, queue); queue_id -1 lets the broker pick.
         `%` topics (retry, dead-letter, schedule) take only the broker's own writes."""
         if is_reserved(topic) and not internal:
-            raise InvalidTopicError(f"topic {topic!r}: names starting with '%' take no sends")
+            raise InvalidTopicError(f"topic {brief(topic)}: names starting with '%' take no sends")
         if not messages:
             raise InvalidArgumentError("a send needs at least one message")
         if len(messages) > MAX_BATCH:
@@ -243,7 +244,9 @@ class LeaderRole:
                 )  # fmt: skip
             if self.core.store.disk_full():  # refused, never made room for by deleting data
                 limit = self.core.config.store.disk_max_used_ratio
-                raise DiskFullError(f"the data disk is over {limit:.0%} full: sends resume when space returns")
+                raise DiskFullError(
+                    f"the data disk is over {limit:.0%} full: sends resume when space returns"
+                )
             count = self._queues_for_send(topic, queue_id, messages)
             if queue_id == -1:
                 queue_id = next(self._rr) % count

@@ -137,7 +137,7 @@ class Controller:
             raise InvalidArgumentError(f"group {brief(hb.group)} or node id {hb.node_id} out of range")
         with self._lock:
             if self._isolated.get(hb.address, 0) > now_ms:
-                raise BrokerUnavailableError(f"{hb.address} is cut off at the controller (drill)")
+                raise BrokerUnavailableError(f"{brief(hb.address)} is cut off at the controller (drill)")
             self._isolated = {a: t for a, t in self._isolated.items() if t > now_ms}
             if hb.group not in self._groups and len(self._groups) >= MAX_GROUPS:
                 raise QuotaExceededError(f"the controller already holds {MAX_GROUPS} groups")

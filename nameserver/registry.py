@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from core.errors import PermissionDeniedError
+from core.errors import PermissionDeniedError, brief
 from core.route import BrokerEndpoint, GroupRoute, TopicRoute
 
 MISSED_HEARTBEATS = 3
@@ -66,7 +66,7 @@ class BrokerRegistry:
             ):
                 # one broker per address: another may not take it over (and then unregister it)
                 raise PermissionDeniedError(
-                    f"{reg.address} is registered by {held.broker_name}/{held.node_id} "
+                    f"{brief(reg.address)} is registered by {brief(held.broker_name)}/{held.node_id} "
                     f"(until it misses 3 heartbeats)"
                 )
             # the same broker back on another address replaces its old entry

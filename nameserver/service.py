@@ -8,7 +8,13 @@ from collections.abc import Callable
 import grpc
 
 from core.clock import now_ms
-from core.errors import InvalidArgumentError, NotControllerError, PermissionDeniedError, UnknownTopicError
+from core.errors import (
+    InvalidArgumentError,
+    NotControllerError,
+    PermissionDeniedError,
+    UnknownTopicError,
+    brief,
+)
 from core.metrics import NameserverMetrics
 from core.pb.tailrace.v1 import nameserver_pb2 as pb
 from core.pb.tailrace.v1 import nameserver_pb2_grpc
@@ -99,7 +105,7 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
         elected = self.controller.leader_of(b.broker_name)
         if elected is None or elected[1] != node or b.epoch > elected[0]:
             raise PermissionDeniedError(
-                f"{b.broker_name}/{node} claims mastership in epoch {b.epoch}; the controller elected "
+                f"{brief(b.broker_name)}/{node} claims mastership in epoch {b.epoch}; the controller elected "
                 f"{'nobody' if elected is None else f'node {elected[1]} in epoch {elected[0]}'}"
             )
 
@@ -115,7 +121,7 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
         route = self.registry.route(request.topic, self.clock_ms())
         self.metrics.route_lookups.labels("found" if route is not None else "unknown_topic").inc()
         if route is None:
-            raise UnknownTopicError(f"no live broker serves topic {request.topic!r}")
+            raise UnknownTopicError(f"no live broker serves topic {brief(request.topic)}")
         return pb.GetRouteResponse(topic=route.topic, groups=[group_to_pb(g) for g in route.groups])
 
     def ListClusters(

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from core.store import MessageStore, StoreConfig
+from tests.fuzz import profiles  # noqa: F401  (hypothesis profiles, before --hypothesis-profile is read)
 
 SMALL = StoreConfig(
     segment_bytes=64 * 1024,

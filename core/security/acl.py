@@ -126,14 +126,20 @@ def _permissions(table: Mapping[str, Any], where: str) -> Permissions:
 def parse_acl(text: str, source: str = "ACL") -> Acl:
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, f"not valid TOML: {exc}") from exc
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:  # (nesting deeper than the parser recurses)
+        raise ConfigError(source, f"not valid TOML: {str(exc)[:200]}") from exc
     unknown = set(data) - {"account", "anonymous"}
     if unknown:
         raise ConfigError(source, f"unknown section(s) {sorted(unknown)}")
+    accounts = data.get("account", [])
+    if not isinstance(accounts, list) or not all(isinstance(a, dict) for a in accounts):
+        raise ConfigError(f"{source}: account", "must be [[account]] tables")
+    anon = data.get("anonymous")
+    if anon is not None and not isinstance(anon, dict):
+        raise ConfigError(f"{source}: anonymous", "must be an [anonymous] table")
     secrets: dict[str, str] = {}
     perms: dict[str, Permissions] = {}
-    for i, entry in enumerate(data.get("account", [])):
+    for i, entry in enumerate(accounts):
         where = f"{source}: account[{i}]"
         ak, sk = entry.get("access_key"), entry.get("secret_key")
         if not isinstance(ak, str) or not _KEY.fullmatch(ak):
@@ -144,7 +150,6 @@ def parse_acl(text: str, source: str = "ACL") -> Acl:
             raise ConfigError(f"{where}.access_key", f"{ak!r} appears twice")
         secrets[ak] = sk
         perms[ak] = _permissions(entry, where)
-    anon = data.get("anonymous")
     return Acl(secrets, perms, _permissions(anon, f"{source}: anonymous") if anon is not None else None)
 
 
@@ -154,6 +159,8 @@ def load_acl(path: Path) -> Acl:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError("auth.acl_file", f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("auth.acl_file", f"{path} is not UTF-8 text: {exc.reason}") from exc
     return parse_acl(text, str(path))
 
 

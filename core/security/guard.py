@@ -228,7 +228,7 @@ class SecurityPolicy:
         if isinstance(principal, Account):
             perms = acl.permissions.get(principal.access_key)
             if perms is None:  # removed by a reload since it was authenticated
-                raise UnauthenticatedError(f"unknown access key {principal.access_key!r}")
+                raise UnauthenticatedError(f"unknown access key {brief(principal.access_key)}")
         elif self.allow_anonymous and acl.anonymous is not None:
             perms = acl.anonymous
         else:

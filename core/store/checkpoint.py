@@ -70,8 +70,8 @@ def take_clean_marker(directory: Path) -> int | None:
         end = int(data["end_offset"])
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError):
-        end = None  # a damaged marker means nothing is known: recover as unclean
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
+        end = None  # a damaged marker means nothing is known: recover as unclean (1e999 is infinity)
     path.unlink()
     fsync_dir(directory)
     return end

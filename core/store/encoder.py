@@ -75,11 +75,15 @@ class BatchEncoder:
                 except Exception:
                     log.exception("topic listener failed")
 
-    def ensure_queues(self, topic: str, queues: int) -> None:
-        """Grow `topic` to at least `queues` queues (a slave whose log began
-        at its master's oldest retained segment may have missed the topic's
-        system record: it covers the queue ids replicated records use)."""
-        if (self.topics.queue_count(topic) or 0) < queues:
+    def ensure_queues(self, wanted: Mapping[str, int]) -> None:
+        """Grow each topic of `wanted` to at least its queue count (a slave
+        whose log began at its master's oldest retained segment may have
+        missed the topic's system record: it covers the queue ids replicated
+        records use). Every name and count is checked before any topic
+        changes: a bad one (InvalidTopicError, InvalidArgumentError) changes
+        nothing."""
+        grow = [(t, q) for t, q in wanted.items() if self.topics.would_change(t, q)]
+        for topic, queues in grow:
             self.define_topic(topic, queues)
 
     # ---- encoding --------------------------------------------------------------

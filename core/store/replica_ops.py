@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from core.errors import CorruptRecordError, InvalidOffsetError
+from core.errors import CorruptRecordError, InvalidArgumentError, InvalidOffsetError
 from core.record import (
     BLANK_MAGIC,
     BLANK_MIN,
@@ -46,7 +46,7 @@ class ReplicaOps:
         writer: Publisher,
         ckpt_lock: threading.RLock,
         checkpoint_locked: Callable[[], None],
-        ensure_queues: Callable[[str, int], None],
+        ensure_queues: Callable[[Mapping[str, int]], None],
         skip_system: Callable[[str], None],
     ) -> None:
         self._clog = commitlog
@@ -102,10 +102,19 @@ class ReplicaOps:
                         f"replicated record for {topic}/{qid} has queue offset {qoff}, expected {expected}"
                     )
                 nexts[key] = qoff + 1
+            if offset != self._clog.write_pos:  # before anything changes (topics below)
+                raise CorruptRecordError(f"chunk at {offset}, the log ends at {self._clog.write_pos}")
             # topics come from system records; a slave that started at its master's
             # oldest retained segment may have missed one: cover what the records use
+            wanted: dict[str, int] = {}
             for topic, qid in nexts:
-                self._ensure_queues(topic, qid + 1)
+                wanted[topic] = max(wanted.get(topic, 0), qid + 1)
+            try:
+                self._ensure_queues(wanted)
+            except InvalidArgumentError as exc:  # a name or queue id no topic can have
+                raise CorruptRecordError(
+                    f"a replicated record does not fit this store: {exc.message}"
+                ) from exc
             self._clog.append_raw(offset, data, chunk.new_end)
             writer.publish(offset, chunk.new_end, entries, firsts, nexts, system)
         for why in skipped:

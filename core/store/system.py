@@ -60,7 +60,7 @@ def decode_system(rec: Record) -> tuple[str, dict[str, Any]]:
     is a corrupt record (it passed the CRC, so it was written that way)."""
     try:
         payload = json.loads(rec.body)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; nesting too deep
         raise CorruptRecordError(f"system record at {rec.physical_offset}: body is not JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise CorruptRecordError(f"system record at {rec.physical_offset}: body is not a JSON object")

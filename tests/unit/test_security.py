@@ -246,7 +246,7 @@ def test_an_address_belongs_to_one_broker_and_only_it_unregisters_itself() -> No
 
     r = BrokerRegistry()
     r.register(reg("g1", 0, "10.0.0.1:1"), 0)
-    with pytest.raises(PermissionDeniedError, match="registered by g1/0"):
+    with pytest.raises(PermissionDeniedError, match="registered by 'g1'/0"):
         r.register(reg("g9", 1, "10.0.0.1:1"), 500)
     assert not r.unregister("10.0.0.1:1", owner=("g9", 1))  # not its registration
     assert r.live_count(500) == 1
