@@ -32,7 +32,7 @@ def test_a_send_too_large_is_refused_before_it_is_decoded(procs: ProcessGroup) -
         stub.Send(huge, timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "exceeds" in str(info.value.details())
     grown = broker.memory_info().rss - before
-    assert grown < 60 * 2**20, f"the broker grew by {grown / 2**20:.0f} MiB"
+    assert grown < 200 * 2**20, f"the broker grew by {grown / 2**20:.0f} MiB"  # decoding it took +590 MB
     many = pb.SendRequest(
         topic="t", message=pb.Message(body=b"x", properties={str(i): "v" for i in range(200)})
     )
