@@ -32,7 +32,7 @@ from core.errors import (
     StorageFullError,
     StoreClosedError,
 )
-from core.record import Message, decode_record
+from core.record import FIXED, HEADER_SIZE, RECORD_MAGIC, Message, decode_record
 from core.sidefiles import LogHistory
 from core.store.checkpoint import (
     Checkpoint,
@@ -394,10 +394,19 @@ class MessageStore:
                     continue
                 if chunks and total + size > max_bytes:
                     break
-                v = view(phys, size)
+                v = view(phys, size) if size >= HEADER_SIZE else None
                 nxt = q + 1
-                if v is None:  # its segment was deleted under us: skip like a filtered entry
-                    continue
+                if v is None:
+                    if size >= HEADER_SIZE and phys < clog.min_offset:
+                        continue  # its segment was deleted under us: skip like a filtered entry
+                    raise CorruptRecordError(
+                        f"{topic}/{queue_id} entry {q} points at {size} bytes at {phys}: not in the log"
+                    )
+                rsize, magic, _, rqid, _, rqoff, rphys = FIXED.unpack_from(v)[:7]
+                if (rsize, magic, rqid, rqoff, rphys) != (size, RECORD_MAGIC, queue_id, q, phys):
+                    raise CorruptRecordError(
+                        f"{topic}/{queue_id} entry {q} points at {phys}, which holds another record"
+                    )
                 chunks.append(v)
                 total += size
                 if len(chunks) >= max_count:
