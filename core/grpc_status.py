@@ -22,7 +22,7 @@ TO_GRPC: dict[str, grpc.StatusCode] = {
     e.InvalidTopicError.code: grpc.StatusCode.INVALID_ARGUMENT,
     e.InvalidQueueError.code: grpc.StatusCode.INVALID_ARGUMENT,
     e.InvalidOffsetError.code: grpc.StatusCode.INVALID_ARGUMENT,
-    e.MessageTooLargeError.code: grpc.StatusCode.INVALID_ARGUMENT,
+    e.MessageTooLargeError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,  # a size quota (issue 16)
     e.UnknownTopicError.code: grpc.StatusCode.NOT_FOUND,
     e.ConfigError.code: grpc.StatusCode.FAILED_PRECONDITION,
     e.StoreLockedError.code: grpc.StatusCode.FAILED_PRECONDITION,

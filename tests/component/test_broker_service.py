@@ -47,7 +47,7 @@ def test_bad_input_over_grpc_stores_nothing(nodes: Nodes) -> None:
         # (a short retry budget: a producer retries an unknown topic, which a route may learn of)
         with Producer(b.address, retry_timeout_s=1) as prod:
             cases = [
-                (lambda: prod.send("ok", b"x" * 100_000), MessageTooLargeError, "INVALID_ARGUMENT"),
+                (lambda: prod.send("ok", b"x" * 100_000), MessageTooLargeError, "RESOURCE_EXHAUSTED"),
                 (lambda: prod.send("bad/topic", b"x"), InvalidTopicError, "INVALID_ARGUMENT"),
                 (lambda: prod.send("missing", b"x"), UnknownTopicError, "NOT_FOUND"),
                 (lambda: prod.send("ok", b"x", queue_id=7), InvalidQueueError, "INVALID_ARGUMENT"),
@@ -118,7 +118,7 @@ def test_a_refused_send_back_or_follower_pull_changes_nothing(nodes: Nodes) -> N
             req = pb.SendBackRequest(group="G", topic="T", message=big, max_reconsume=max_reconsume)
             with pytest.raises(grpc.RpcError) as rpc:
                 broker_pb2_grpc.BrokerStub(m).SendBack(req, timeout=5)
-            assert rpc.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+            assert rpc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]  # too large
         assert master.core.list_topics() == [("T", 1)]  # no %SCHEDULE% or %DLQ%G left behind
         before = dict(slave.core.advice_counts)
         with pytest.raises(grpc.RpcError) as rpc:

@@ -114,7 +114,7 @@ class _FakeRpcError(grpc.RpcError):
 def test_error_table_round_trips() -> None:
     err = MessageTooLargeError("too big")
     status = grpc_status_for(err)
-    assert status == grpc.StatusCode.INVALID_ARGUMENT
+    assert status == grpc.StatusCode.RESOURCE_EXHAUSTED  # a size limit is a quota
     back = error_from_rpc(_FakeRpcError(status, str(err), ((ERROR_CODE_KEY, err.code),)))
     assert type(back) is MessageTooLargeError and back.message == "too big"
     plain = error_from_rpc(_FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connect failed"))
