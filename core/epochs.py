@@ -26,13 +26,10 @@ from typing import Any
 
 from core.errors import CorruptRecordError
 from core.sidefiles import (
-    Damage,
-    DamagedFileError,
     LogHistory,
     count,
+    load_or_rebuild,
     need,
-    needs_rebuild,
-    read_json,
     write_json,
 )
 
@@ -116,18 +113,7 @@ class EpochFile:
         file raises DamagedFileError."""
         self.path = directory / EPOCHS
         self._lock = threading.Lock()
-        try:
-            found = read_json(self.path, _parse)
-        except Damage as exc:
-            damage: Damage | None = exc
-            found = None
-        else:
-            damage = None
-        if history is None:
-            if damage is not None:
-                raise DamagedFileError(self.path, str(damage), ADVICE)
-        elif needs_rebuild(self.path, damage, found is None, history, ADVICE):
-            found = _replay(history.payloads("epoch"))
+        found = load_or_rebuild(self.path, _parse, history, ADVICE, "epoch", _replay)
         entries = found or []
         # a crash between cutting the log and rewriting this file leaves
         # entries past the log's end: they name bytes that are gone

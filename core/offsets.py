@@ -26,14 +26,11 @@ from typing import Any
 
 from core.errors import InvalidArgumentError, InvalidOffsetError, TailraceError, brief
 from core.sidefiles import (
-    Damage,
-    DamagedFileError,
     LogHistory,
     Payloads,
     count,
+    load_or_rebuild,
     need,
-    needs_rebuild,
-    read_json,
     write_json,
 )
 
@@ -95,18 +92,7 @@ class ConsumerOffsets:
         self.path = directory / OFFSETS
         self._lock = threading.Lock()
         self._offsets: dict[Key, int] = {}
-        try:
-            found = read_json(self.path, _parse)
-        except Damage as exc:
-            damage: Damage | None = exc
-            found = None
-        else:
-            damage = None
-        if history is None:
-            if damage is not None:
-                raise DamagedFileError(self.path, str(damage), ADVICE)
-        elif needs_rebuild(self.path, damage, found is None, history, ADVICE):
-            found = _replay(history.payloads("offset"))
+        found = load_or_rebuild(self.path, _parse, history, ADVICE, "offset", _replay)
         table = found or {}
         if not self.path.exists():  # rebuilt, or a new store: then a missing file means a lost one
             self._persist(table)

@@ -145,3 +145,30 @@ def needs_rebuild(path: Path, damage: Damage | None, missing: bool, history: Log
         )
         return True
     return False
+
+
+def load_or_rebuild(
+    path: Path,
+    parse: Callable[[Any], T],
+    history: LogHistory | None,
+    advice: str,
+    kind: str,
+    replay: Callable[[list[dict[str, Any]]], T],
+) -> T | None:
+    """A side file's content: as read; rebuilt from the log's `kind` system
+    records (`replay`) when damaged or missing and `history` allows
+    (`needs_rebuild`); None for a missing file and no log to say otherwise.
+    Without `history` a damaged file raises DamagedFileError."""
+    try:
+        found = read_json(path, parse)
+    except Damage as exc:
+        damage: Damage | None = exc
+        found = None
+    else:
+        damage = None
+    if history is None:
+        if damage is not None:
+            raise DamagedFileError(path, str(damage), advice)
+    elif needs_rebuild(path, damage, found is None, history, advice):
+        found = replay(history.payloads(kind))
+    return found
