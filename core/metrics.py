@@ -126,7 +126,8 @@ class _StateCollector(Collector):
         used = GaugeMetricFamily("tailrace_quota_used", "What a quota counts, now", labels=["quota"])
         limit = GaugeMetricFamily("tailrace_quota_limit", "A quota's configured limit", labels=["quota"])
         for name, (n, cap) in s.get("quotas", {}).items():
-            used.add_metric([name], float(n))
+            if n is not None:
+                used.add_metric([name], float(n))
             limit.add_metric([name], float(cap))
         yield used
         yield limit

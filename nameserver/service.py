@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 import grpc
@@ -49,6 +50,9 @@ def group_to_pb(g: GroupRoute) -> pb.GroupRoute:
 
 
 MAX_HEARTBEAT_MS = 60_000
+MAX_TOPICS = 100_000  # per registration (brokers hold at most quotas.max_topics)
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # as broker.broker_name and broker.cluster
+_ADDRESS = re.compile(r"[A-Za-z0-9_.:\-\[\]]{1,253}:[0-9]{1,5}")
 
 
 def registration_node(b: pb.BrokerRegistration) -> int:
@@ -77,6 +81,14 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
             raise InvalidArgumentError("registration needs broker_name, address and heartbeat_ms")
         if b.heartbeat_ms > MAX_HEARTBEAT_MS:  # a registration may not outlive its broker for days
             raise InvalidArgumentError(f"heartbeat_ms must be at most {MAX_HEARTBEAT_MS}")
+        if not _NAME.fullmatch(b.broker_name) or not _NAME.fullmatch(b.cluster or "x"):
+            raise InvalidArgumentError(
+                f"broker name {brief(b.broker_name)} must match [A-Za-z0-9_.-]{{1,64}}"
+            )
+        if not _ADDRESS.fullmatch(b.address) or len(b.topics) > MAX_TOPICS:
+            raise InvalidArgumentError(
+                f"address {brief(b.address)} must be HOST:PORT; at most {MAX_TOPICS} topics"
+            )
         self._check_master_claim(b)
         reg = Registration(
             cluster=b.cluster,

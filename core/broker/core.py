@@ -343,14 +343,21 @@ class BrokerCore:
                     floor = phys
         return floor
 
-    def quota_usage(self) -> dict[str, tuple[int, int]]:
-        """quota name -> (used, limit), for metrics and status."""
-        q = self.config.quotas
+    def quota_usage(self) -> dict[str, tuple[int | None, int]]:
+        """quota name -> (used, limit) for metrics and status; used is None
+        for a per-request limit (sizes)."""
+        q, st = self.config.quotas, self.config.store
         locks = getattr(self.role, "queue_locks", None)  # the leader's
         return {
             "topics": (len(self.store.topics.names()), q.max_topics),
             "groups": (len(self.groups), q.max_groups),
             "queue_locks": (len(locks) if locks is not None else 0, q.max_queue_locks),
+            "members_per_group": (None, q.max_members_per_group),
+            "queues_per_topic": (None, st.max_queues_per_topic),
+            "message_bytes": (None, st.max_message_bytes),
+            "batch_bytes": (None, st.max_batch_bytes),
+            "properties": (None, st.max_properties),
+            "properties_bytes": (None, st.max_properties_bytes),
         }
 
     def status(self) -> dict[str, Any]:
