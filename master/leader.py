@@ -431,7 +431,8 @@ class LeaderRole:
             return NO_ADVICE
         backlog = clog.max_offset - nxt
         key = (args.group, args.topic, args.queue_id)
-        if self._track(key):
+        tracked = self._track(key)
+        if tracked:
             core.metrics.backlog.labels(args.group, args.topic, str(args.queue_id)).set(backlog)
         in_sync = {r.broker_id for r in self.replicas.in_sync(clog.max_offset, now_ms())}
         slaves = [
@@ -447,7 +448,7 @@ class LeaderRole:
             route_key(*key),
             p.return_ratio,
         )
-        if away:
+        if away and tracked:  # an untracked key would never be forgotten
             self._sent_away.add(key)
         else:
             self._sent_away.discard(key)

@@ -329,16 +329,17 @@ class BrokerCore:
     def retention_floor(self) -> int | None:
         """The lowest CommitLog offset a consumer group with live members has
         not read yet: from its committed offsets, on every queue of its topic
-        (a queue it never committed counts from the queue's first message).
+        (a queue it never committed holds nothing back; a commit below the
+        queue's oldest message counts from that message).
         Retention keeps the segment holding it (core/store/store.py)."""
         floor: int | None = None
         store = self.store
         for group, topic in self.groups.live(now_ms()):
             for q in range(store.topics.queue_count(topic) or 0):
                 committed = self.offsets.query(group, topic, q)
-                phys = store.physical_offset_of(
-                    topic, q, committed if committed is not None else store.queue_offsets(topic, q)[0]
-                )
+                if committed is None:  # never committed: it holds nothing back (it may never commit)
+                    continue
+                phys = store.physical_offset_of(topic, q, max(committed, store.queue_offsets(topic, q)[0]))
                 if phys is not None and (floor is None or phys < floor):
                     floor = phys
         return floor

@@ -129,6 +129,7 @@ class CommitLog:
         self.allocator = SegmentAllocator(directory, segment_bytes, warm, sync_warmed)
         self._view: tuple[int, tuple[MappedFile, ...]] = (0, ())
         self.write_pos = 0
+        self.cuts = 0  # truncations so far (a read racing one is not corruption)
         self.flushed = 0
         self._flush_lock = threading.Lock()
         self._flush_listeners: list[Callable[[], None]] = []
@@ -368,6 +369,7 @@ class CommitLog:
         byte) and deletes every later segment file. Returns (bytes of data
         removed, names of segment files deleted); the segment is synced.
         """
+        self.cuts += 1  # before any byte goes: a read that sees a change knows the log moved
         base, segs = self._view
         keep = [s for s in segs if int(s.path.name) <= offset - offset % self.segment_bytes]
         removed: list[str] = []

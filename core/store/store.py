@@ -78,6 +78,12 @@ class ReadResult:
     next_physical_offset: int
 
 
+def _is_record(v: memoryview, size: int, queue_id: int, queue_offset: int, phys: int) -> bool:
+    """Does `v` hold the record a ConsumeQueue entry says is there?"""
+    rsize, magic, _, rqid, _, rqoff, rphys = FIXED.unpack_from(v)[:7]
+    return (rsize, magic, rqid, rqoff, rphys) == (size, RECORD_MAGIC, queue_id, queue_offset, phys)
+
+
 class MessageStore:
     """The storage engine's façade. Its parts, one job each: BatchEncoder
     (validating and encoding append batches), Publisher (the write lock and
@@ -383,6 +389,7 @@ class MessageStore:
         nxt = queue_offset
         view = clog.view
         hidden = False
+        cuts = clog.cuts  # a cut (truncation, log reset) during the read is not corruption
         self.cqs.pin(cq)  # its files stay mapped while this read uses them
         try:
             for q, phys, size, th in cq.entries(queue_offset, scan_end):
@@ -396,16 +403,14 @@ class MessageStore:
                     break
                 v = view(phys, size) if size >= HEADER_SIZE else None
                 nxt = q + 1
-                if v is None:
-                    if size >= HEADER_SIZE and phys < clog.min_offset:
-                        continue  # its segment was deleted under us: skip like a filtered entry
+                if v is None and size >= HEADER_SIZE and phys < clog.min_offset:
+                    continue  # its segment was deleted under us: skip like a filtered entry
+                if v is None or len(v) != size or not _is_record(v, size, queue_id, q, phys):
+                    if clog.cuts != cuts:  # the log was cut under this read (a slave's): stop here
+                        nxt = q
+                        break
                     raise CorruptRecordError(
-                        f"{topic}/{queue_id} entry {q} points at {size} bytes at {phys}: not in the log"
-                    )
-                rsize, magic, _, rqid, _, rqoff, rphys = FIXED.unpack_from(v)[:7]
-                if (rsize, magic, rqid, rqoff, rphys) != (size, RECORD_MAGIC, queue_id, q, phys):
-                    raise CorruptRecordError(
-                        f"{topic}/{queue_id} entry {q} points at {phys}, which holds another record"
+                        f"{topic}/{queue_id} entry {q} points at {size} bytes at {phys}: not that record"
                     )
                 chunks.append(v)
                 total += size

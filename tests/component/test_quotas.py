@@ -10,6 +10,7 @@ from prometheus_client import generate_latest
 
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
+from core.record import Message
 from tests.helpers.nodes import Nodes, nodes
 
 pytestmark = pytest.mark.component
@@ -38,3 +39,23 @@ def test_topics_beyond_the_quota_are_refused_and_counted(nodes: Nodes) -> None:
     text = generate_latest(master.core.metrics.registry).decode()
     assert f'tailrace_quota_used{{quota="topics"}} {float(have + 2)}' in text
     assert f'tailrace_quota_limit{{quota="topics"}} {float(have + 2)}' in text
+
+
+def test_the_retention_floor_counts_only_live_groups_commits(nodes: Nodes) -> None:
+    """Retention keeps what a live group has committed but not read; a queue
+    it never committed holds nothing back (a client that never commits cannot
+    hold the log forever), and a commit below the oldest message counts from it."""
+    master = nodes.master()
+    core, store = master.core, master.core.store
+    core.leader().create_topic("t", 1)
+    stored = core.leader().send("t", 0, [Message("t", 0, b"x") for _ in range(5)])
+    assert stored.status == "SEND_OK"
+    core.heartbeat("g", "t", "c1", 60_000)  # a live member, no commit yet
+    assert core.retention_floor() is None
+    core.leader().commit_offset("g", "t", 0, 2)
+    assert core.retention_floor() == store.physical_offset_of("t", 0, 2)
+    core.leader().commit_offset("g", "t", 0, 5)  # read everything: nothing held
+    assert core.retention_floor() is None
+    core.unregister("g", "t", "c1")
+    core.leader().commit_offset("g", "t", 0, 0)
+    assert core.retention_floor() is None  # no live member: its commit holds nothing
