@@ -76,10 +76,12 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """What an idle stream carries: the master's end and confirmed offset."""
+    """What an idle stream carries: the master's end and confirmed offset,
+    and its retention floor (-1: nothing held back)."""
 
     master_max: int
     confirmed: int
+    retention_floor: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +168,11 @@ class MasterSession:
         self.next_offset = nxt
         return chunk
 
-    def heartbeat(self, confirmed: int) -> Heartbeat:
+    def heartbeat(self, confirmed: int, retention_floor: int | None = None) -> Heartbeat:
         """For an idle stream (the slave has everything): keeps it in sync and
-        tells it how far the log is confirmed."""
-        return Heartbeat(self.store.commitlog.max_offset, confirmed)
+        tells it how far the log is confirmed, and what retention keeps."""
+        floor = -1 if retention_floor is None else retention_floor
+        return Heartbeat(self.store.commitlog.max_offset, confirmed, floor)
 
     def on_ack(self, ack: Ack, now_ms: int) -> None:
         if self.state is None:
@@ -209,6 +212,8 @@ class SlaveSession:
         self.epochs = epochs
         self.confirmed = 0  # what the master says is safe to serve (capped by this log's end)
         self.master_max = 0  # the master's end, as last heard
+        # what the master's retention keeps (its floor): until it says, keep everything
+        self.master_floor: int | None = 0
 
     def handshake(self) -> Handshake:
         history = self.epochs.epoch_history() if self.epochs is not None else ()
@@ -320,5 +325,6 @@ class SlaveSession:
         """Heartbeats are acked too: an idle slave stays in the in-sync set."""
         clog = self.store.commitlog
         self.master_max = hb.master_max
+        self.master_floor = None if hb.retention_floor < 0 else hb.retention_floor
         self.confirmed = max(self.confirmed, min(hb.confirmed, clog.max_offset))
         return Ack(clog.max_offset, clog.flushed)

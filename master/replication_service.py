@@ -157,9 +157,13 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
 
                 core.notifier.wait(LOG_KEY, more, heartbeat_s)
                 if clog.max_offset <= sent:
-                    hb = session.heartbeat(leader.confirmed())
+                    hb = session.heartbeat(leader.confirmed(), core.retention_floor())
                     yield pb.ReplicateResponse(
-                        heartbeat=pb.ReplicaHeartbeat(master_max=hb.master_max, confirmed=hb.confirmed)
+                        heartbeat=pb.ReplicaHeartbeat(
+                            master_max=hb.master_max,
+                            confirmed=hb.confirmed,
+                            retention_floor=hb.retention_floor,
+                        )
                     )
             if failed:
                 log.warning("closing the stream of slave %d: %s", h.broker_id, failed[0])

@@ -67,6 +67,11 @@ class FollowerRole:
     def master_node(self) -> int | None:
         return self._master_node
 
+    def retention_floor(self) -> int | None:
+        """What the master's retention keeps (from its heartbeats; until it
+        says, everything): a slave deletes no more than its master would."""
+        return self.session.master_floor
+
     def start(self) -> None:
         if not self._master_address:
             return  # told of no master yet (a controller will say)

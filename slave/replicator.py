@@ -147,7 +147,7 @@ class Replicator:
                     ack = self.session.on_chunk(Chunk(c.offset, c.data, c.epoch, c.confirmed))
                 elif kind == "heartbeat":
                     h = resp.heartbeat
-                    ack = self.session.on_heartbeat(Heartbeat(h.master_max, h.confirmed))
+                    ack = self.session.on_heartbeat(Heartbeat(h.master_max, h.confirmed, h.retention_floor))
                 else:
                     continue
                 outbox.put(_ack(ack))

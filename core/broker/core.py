@@ -332,6 +332,9 @@ class BrokerCore:
         (a queue it never committed holds nothing back; a commit below the
         queue's oldest message counts from that message).
         Retention keeps the segment holding it (core/store/store.py)."""
+        role = self.role
+        if not role.is_leader:  # a slave keeps what its master keeps (consumers heartbeat to masters)
+            return getattr(role, "retention_floor", lambda: 0)()
         floor: int | None = None
         store = self.store
         for group, topic in self.groups.live(now_ms()):

@@ -11,6 +11,7 @@ from prometheus_client import generate_latest
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.record import Message
+from deploy.waits import poll_until
 from tests.helpers.nodes import Nodes, nodes
 
 pytestmark = pytest.mark.component
@@ -59,3 +60,21 @@ def test_the_retention_floor_counts_only_live_groups_commits(nodes: Nodes) -> No
     core.unregister("g", "t", "c1")
     core.leader().commit_offset("g", "t", 0, 0)
     assert core.retention_floor() is None  # no live member: its commit holds nothing
+
+
+def test_a_slave_keeps_what_its_master_keeps(nodes: Nodes) -> None:
+    """Consumers heartbeat to masters only: the master sends its retention
+    floor in the replication heartbeat, and the slave holds the same."""
+    master = nodes.master()
+    core = master.core
+    core.leader().create_topic("t", 1)
+    core.leader().send("t", 0, [Message("t", 0, b"x") for _ in range(5)])
+    slave = nodes.slave(master)
+    assert slave.core.retention_floor() == 0  # nothing heard yet: keep everything
+    core.heartbeat("g", "t", "c1", 60_000)
+    core.leader().commit_offset("g", "t", 0, 2)
+    want = core.retention_floor()
+    assert want is not None
+    poll_until(lambda: slave.core.retention_floor() == want, 10, "the slave to hear the master's floor")
+    core.leader().commit_offset("g", "t", 0, 5)  # all read: nothing held back, on both
+    poll_until(lambda: slave.core.retention_floor() is None, 10, "the slave to let go too")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtailrace/v1/replication.proto\x12\x0btailrace.v1\"\xa2\x01\n\x10ReplicaHandshake\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\x03\x12\x12\n\nmax_offset\x18\x04 \x01(\x04\x12\x0e\n\x06secret\x18\x05 \x01(\t\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\x12(\n\x07history\x18\x07 \x03(\x0b\x32\x17.tailrace.v1.EpochEntry\"1\n\nEpochEntry\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x14\n\x0cstart_offset\x18\x02 \x01(\x04\"8\n\nReplicaAck\x12\x12\n\nmax_offset\x18\x01 \x01(\x04\x12\x16\n\x0e\x66lushed_offset\x18\x02 \x01(\x04\"v\n\x10ReplicateRequest\x12\x32\n\thandshake\x18\x01 \x01(\x0b\x32\x1d.tailrace.v1.ReplicaHandshakeH\x00\x12&\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x17.tailrace.v1.ReplicaAckH\x00\x42\x06\n\x04kind\"\x93\x01\n\x15ReplicaHandshakeReply\x12\x14\n\x0cstart_offset\x18\x01 \x01(\x04\x12\x13\n\x0btruncate_to\x18\x02 \x01(\x03\x12\x12\n\nmaster_max\x18\x03 \x01(\x04\x12\x11\n\tconfirmed\x18\x04 \x01(\x04\x12(\n\x07history\x18\x05 \x03(\x0b\x32\x17.tailrace.v1.EpochEntry\"N\n\x0cReplicaChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x11\n\tconfirmed\x18\x04 \x01(\x04\"9\n\x10ReplicaHeartbeat\x12\x12\n\nmaster_max\x18\x01 \x01(\x04\x12\x11\n\tconfirmed\x18\x02 \x01(\x04\"\xba\x01\n\x11ReplicateResponse\x12=\n\x0fhandshake_reply\x18\x01 \x01(\x0b\x32\".tailrace.v1.ReplicaHandshakeReplyH\x00\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x19.tailrace.v1.ReplicaChunkH\x00\x12\x32\n\theartbeat\x18\x03 \x01(\x0b\x32\x1d.tailrace.v1.ReplicaHeartbeatH\x00\x42\x06\n\x04kind2]\n\x0bReplication\x12N\n\tReplicate\x12\x1d.tailrace.v1.ReplicateRequest\x1a\x1e.tailrace.v1.ReplicateResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtailrace/v1/replication.proto\x12\x0btailrace.v1\"\xa2\x01\n\x10ReplicaHandshake\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x11\n\tbroker_id\x18\x03 \x01(\x03\x12\x12\n\nmax_offset\x18\x04 \x01(\x04\x12\x0e\n\x06secret\x18\x05 \x01(\t\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\x12(\n\x07history\x18\x07 \x03(\x0b\x32\x17.tailrace.v1.EpochEntry\"1\n\nEpochEntry\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x14\n\x0cstart_offset\x18\x02 \x01(\x04\"8\n\nReplicaAck\x12\x12\n\nmax_offset\x18\x01 \x01(\x04\x12\x16\n\x0e\x66lushed_offset\x18\x02 \x01(\x04\"v\n\x10ReplicateRequest\x12\x32\n\thandshake\x18\x01 \x01(\x0b\x32\x1d.tailrace.v1.ReplicaHandshakeH\x00\x12&\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x17.tailrace.v1.ReplicaAckH\x00\x42\x06\n\x04kind\"\x93\x01\n\x15ReplicaHandshakeReply\x12\x14\n\x0cstart_offset\x18\x01 \x01(\x04\x12\x13\n\x0btruncate_to\x18\x02 \x01(\x03\x12\x12\n\nmaster_max\x18\x03 \x01(\x04\x12\x11\n\tconfirmed\x18\x04 \x01(\x04\x12(\n\x07history\x18\x05 \x03(\x0b\x32\x17.tailrace.v1.EpochEntry\"N\n\x0cReplicaChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x11\n\tconfirmed\x18\x04 \x01(\x04\"R\n\x10ReplicaHeartbeat\x12\x12\n\nmaster_max\x18\x01 \x01(\x04\x12\x11\n\tconfirmed\x18\x02 \x01(\x04\x12\x17\n\x0fretention_floor\x18\x03 \x01(\x03\"\xba\x01\n\x11ReplicateResponse\x12=\n\x0fhandshake_reply\x18\x01 \x01(\x0b\x32\".tailrace.v1.ReplicaHandshakeReplyH\x00\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x19.tailrace.v1.ReplicaChunkH\x00\x12\x32\n\theartbeat\x18\x03 \x01(\x0b\x32\x1d.tailrace.v1.ReplicaHeartbeatH\x00\x42\x06\n\x04kind2]\n\x0bReplication\x12N\n\tReplicate\x12\x1d.tailrace.v1.ReplicateRequest\x1a\x1e.tailrace.v1.ReplicateResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,9 +44,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPLICACHUNK']._serialized_start=590
   _globals['_REPLICACHUNK']._serialized_end=668
   _globals['_REPLICAHEARTBEAT']._serialized_start=670
-  _globals['_REPLICAHEARTBEAT']._serialized_end=727
-  _globals['_REPLICATERESPONSE']._serialized_start=730
-  _globals['_REPLICATERESPONSE']._serialized_end=916
-  _globals['_REPLICATION']._serialized_start=918
-  _globals['_REPLICATION']._serialized_end=1011
+  _globals['_REPLICAHEARTBEAT']._serialized_end=752
+  _globals['_REPLICATERESPONSE']._serialized_start=755
+  _globals['_REPLICATERESPONSE']._serialized_end=941
+  _globals['_REPLICATION']._serialized_start=943
+  _globals['_REPLICATION']._serialized_end=1036
 # @@protoc_insertion_point(module_scope)

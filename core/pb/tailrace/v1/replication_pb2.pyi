@@ -75,12 +75,14 @@ class ReplicaChunk(_message.Message):
     def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., epoch: _Optional[int] = ..., confirmed: _Optional[int] = ...) -> None: ...
 
 class ReplicaHeartbeat(_message.Message):
-    __slots__ = ("master_max", "confirmed")
+    __slots__ = ("master_max", "confirmed", "retention_floor")
     MASTER_MAX_FIELD_NUMBER: _ClassVar[int]
     CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_FLOOR_FIELD_NUMBER: _ClassVar[int]
     master_max: int
     confirmed: int
-    def __init__(self, master_max: _Optional[int] = ..., confirmed: _Optional[int] = ...) -> None: ...
+    retention_floor: int
+    def __init__(self, master_max: _Optional[int] = ..., confirmed: _Optional[int] = ..., retention_floor: _Optional[int] = ...) -> None: ...
 
 class ReplicateResponse(_message.Message):
     __slots__ = ("handshake_reply", "chunk", "heartbeat")
