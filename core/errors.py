@@ -106,9 +106,14 @@ class NotMasterError(TailraceError):
 
 
 class NotControllerError(TailraceError):
-    """A controller call reached a nameserver that does not run the controller."""
+    """A controller call reached a nameserver that does not run the controller,
+    or a standby; `leader_address` names the leading controller when known."""
 
     code = "NOT_CONTROLLER"
+
+    def __init__(self, message: str = "", leader_address: str = "") -> None:
+        super().__init__(message)
+        self.leader_address = leader_address
 
 
 class OutcomeUnknownError(TailraceError):

@@ -320,9 +320,19 @@ def status(directory: Path) -> dict[str, Any]:
             row["healthy"] = _alive(p["pid"])
         out.append(row)
     result: dict[str, Any] = {"processes": out}
-    ctl = [p for p in state["processes"] if p.get("controller") and _alive(p["pid"])]
-    if ctl:
-        result["controller"] = controller_status(ctl[0]["address"], state_profile(state))
+    rows = {r["name"]: r for r in out}
+    for p in state["processes"]:  # every controller's part; the leader's view of the groups
+        if not (p.get("controller") and _alive(p["pid"])):
+            continue
+        st = controller_status(p["address"], state_profile(state))
+        part = st.get("controller", {})
+        rows[p["name"]]["controller"] = "leader" if part.get("leading") else "standby"
+        if part.get("leading") or "controller" not in result:
+            result["controller"] = st.get("groups", st)
+        if part.get("leading"):
+            result["controller_leader"] = p["name"]
+    if any(p.get("controller") for p in state["processes"]):
+        result.setdefault("controller_leader", None)
     return result
 
 

@@ -101,7 +101,8 @@ class ClusterView:
             )
         except grpc.RpcError:
             return {}
-        return dict(next(iter(s.values()))) if s else {}
+        groups = s.get("groups", {})
+        return dict(next(iter(groups.values()))) if groups else {}
 
     def brokers(self) -> list[str]:
         return [n for n, p in self.procs.items() if p["role"] != "nameserver"]

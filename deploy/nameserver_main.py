@@ -25,7 +25,8 @@ from core.security.identity import Kind, Member
 from core.security.serving import ProcessSecurity
 from core.security.tls import TlsSection
 from deploy.broker_main import setup_logging, write_ready_file
-from nameserver.controller import Controller
+from deploy.controller_setup import ControllerRuntime, ControllerSection, build_controller
+from nameserver.controller import LeaderInfo
 from nameserver.registry import BrokerRegistry
 from nameserver.service import NameServerService
 
@@ -44,32 +45,6 @@ class NameserverSection:
     def validate(self, prefix: str = "nameserver") -> None:
         parse_address(self.listen, f"{prefix}.listen")
         require(self.expire_check_ms > 0, f"{prefix}.expire_check_ms", "must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class ControllerSection:
-    enabled: bool = field(
-        default=False,
-        metadata={
-            "doc": "run the failover controller here (one per cluster; brokers name it in broker.controller)"
-        },
-    )
-    data_dir: Path = field(
-        default=Path("./controller"), metadata={"doc": "where epochs are persisted (controller.json)"}
-    )
-    lease_ms: int = field(
-        default=4000,
-        metadata={"doc": "master lease; a master silent this long is replaced (keep >= 3 broker heartbeats)"},
-    )
-    unclean_election: bool = field(
-        default=False,
-        metadata={
-            "doc": "elect an out-of-sync slave when no in-sync one is alive (may lose acknowledged writes)"
-        },
-    )
-
-    def validate(self, prefix: str = "controller") -> None:
-        require(self.lease_ms >= 100, f"{prefix}.lease_ms", "must be at least 100")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -157,20 +132,10 @@ def run(args: argparse.Namespace) -> int:
     setup_logging("nameserver", args.log_level, args.log_file)
     host, _ = parse_address(ns.listen, "nameserver.listen")
     registry = BrokerRegistry()
-    controller = None
-    if ctl_cfg.enabled:
-        ctl_cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ctl_cfg.data_dir.chmod(0o700)
-        try:
-            controller = Controller(ctl_cfg.data_dir, ctl_cfg.lease_ms, ctl_cfg.unclean_election, now_ms())
-        except TailraceError as exc:  # a damaged controller.json: it names the file and what to do
-            log.error("cannot start: %s", exc)
-            print(f"tailrace nameserver: cannot start: {exc}", file=sys.stderr, flush=True)
-            return 2
     server, health = build_server(
         server_cfg.max_workers, server_cfg.max_concurrent_rpcs, server_cfg.max_message_bytes, [security.guard]
     )
-    service = NameServerService(registry, controller=controller)
+    service = NameServerService(registry)
     nameserver_pb2_grpc.add_NameServerServicer_to_server(service, server)
     try:
         port, member_port = security.listen(server, ns.listen, member_listen, "nameserver.listen")
@@ -179,6 +144,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     address = f"{host}:{port}"
     member_address = f"{member_listen.rpartition(':')[0]}:{member_port}"
+    runtime: ControllerRuntime | None = None
+    if ctl_cfg.enabled:
+        try:  # a damaged controller.json names the file and what to do
+            runtime = build_controller(ctl_cfg, ns.cluster, LeaderInfo(ns.name, member_address), cfg.tls)
+        except TailraceError as exc:
+            log.error("cannot start: %s", exc)
+            print(f"tailrace nameserver: cannot start: {exc}", file=sys.stderr, flush=True)
+            return 2
+        service.controller = runtime.controller
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -201,23 +175,16 @@ def run(args: argparse.Namespace) -> int:
             "role": "nameserver",
             "metrics_address": metrics_address,
             "member_address": member_address,
-            "controller": controller is not None,
+            "controller": runtime is not None,
         }
         write_ready_file(args.ready_file, info)
-    ticker = None
-    if controller is not None:
-        ctl = controller
-
-        def tick() -> None:  # elections run on time even when no broker calls
-            while not stop.wait(ctl.lease_ms / 8000):
-                try:
-                    ctl.tick(now_ms())
-                except Exception:  # e.g. the state file cannot be written: try again
-                    log.exception("controller tick failed")
-
-        ticker = threading.Thread(target=tick, name="controller", daemon=True)
-        ticker.start()
-        log.info("failover controller on (lease %d ms, state in %s)", ctl.lease_ms, ctl_cfg.data_dir)
+    if runtime is not None:
+        runtime.start()
+        log.info(
+            "failover controller on (lease %d ms, %s store)",
+            ctl_cfg.lease_ms,
+            f"file in {ctl_cfg.data_dir}" if ctl_cfg.store == "file" else f"etcd at {ctl_cfg.etcd_endpoints}",
+        )
     try:
         while not stop.wait(ns.expire_check_ms / 1000):
             for r in registry.expire(now_ms()):
@@ -230,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
     except TailraceError as exc:
         log.error("%s", exc)
     set_serving(health, False, "tailrace.v1.NameServer")
+    if runtime is not None:
+        runtime.close()
     server.stop(server_cfg.grace_ms / 1000).wait()
     log.info("stopped cleanly")
     return 0

@@ -13,35 +13,53 @@ reported max offset (then the highest priority, then the lowest node id),
 bumps the epoch, persists it and only then announces it. With no such member
 nothing is elected (unless `unclean_election`), and `status` says why.
 
-Persistence: `controller.json` holds every group's epoch, master and in-sync
-set; it is written (fsync, rename) before a new epoch or set is announced, so
-a restarted controller never reuses an epoch. After a restart every master is
-given a full lease before it can be replaced: the controller cannot know when
-it last renewed.
+Persistence: a state store (nameserver/controller_store.py: the file
+`controller.json`, or etcd) holds every group's epoch, master and in-sync
+set; a change is saved (compare-and-set) before it is announced, so a
+restarted controller never reuses an epoch.
+
+Leadership: only a leading controller answers heartbeats and elects. A file
+or memory store leads alone, from construction. With etcd, several
+controllers campaign for a leased key (nameserver/campaign.py) and the one
+that holds it leads until `leading_until` (counted from when its last
+keepalive was sent, on this process's monotonic clock): past it, it stops
+renewing master leases, since its etcd lease may have expired and another
+controller may lead. Whenever a controller starts (or resumes) leading, it
+re-reads the store and gives every master a full lease plus a margin before
+it can be replaced: it cannot know when another controller last renewed it.
+A save that finds the leader key or the group changed makes it step down.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from core.errors import BrokerUnavailableError, InvalidArgumentError, QuotaExceededError, brief
+from core.errors import (
+    BrokerUnavailableError,
+    InvalidArgumentError,
+    NotControllerError,
+    QuotaExceededError,
+    brief,
+)
 from core.roles import NO_MASTER, Directive, Role
-from core.sidefiles import Damage, DamagedFileError, count, need, read_json, write_json
+from nameserver.controller_store import (
+    ControllerStore,
+    FileStore,
+    GroupRecord,
+    MemoryStore,
+    StoreConflict,
+)
 
 log = logging.getLogger(__name__)
-STATE_FILE = "controller.json"
 MASTER = Role.MASTER  # a broker leading in its epoch
 INITIAL_MASTER = Role.INITIAL_MASTER  # configured master, never directed: may bootstrap a new group
-ADVICE = (
-    "it cannot be rebuilt (no log holds it): restore it from a backup, or move it aside and start "
-    "again with no state: a group then gets a master again when its master heartbeats, in an epoch "
-    "above the one that master reports (while that master is down, nothing is elected)"
-)
+CLAIM_RELOAD_MS = 500  # a standby re-reads the store for a master's claim at most this often
 
 MAX_GROUPS = 1024  # broker groups one controller tracks
 MAX_NODE_ID = 1 << 20
@@ -86,47 +104,126 @@ class GroupState:
     restarted_ms: int = -1  # when the master was seen back without leading (-1: not)
 
 
-def _parse(raw: Any) -> dict[str, GroupState]:
-    """controller.json's groups, shape-checked (anything else is Damage)."""
-    need(isinstance(raw, dict) and isinstance(raw.get("groups"), dict), "no groups table")
-    out = {}
-    for name, g in raw["groups"].items():
-        need(isinstance(g, dict) and isinstance(g["master_address"], str), f"group {name!r}")
-        need(isinstance(g["in_sync"], list), f"in-sync set of {name!r}")
-        out[name] = GroupState(
-            epoch=count(g["epoch"], f"epoch of {name!r}"),
-            master_id=count(g["master_id"], f"master of {name!r}", NO_MASTER, 1 << 31),
-            master_address=g["master_address"],
-            in_sync=frozenset(count(i, f"in-sync member of {name!r}", 0, 1 << 31) for i in g["in_sync"]),
-        )
-    return out
+@dataclass(frozen=True, slots=True)
+class LeaderInfo:
+    """Who leads the controllers: a nameserver's name and its members' address."""
+
+    name: str
+    address: str
 
 
 class Controller:
     def __init__(
         self,
-        data_dir: Path | None,
+        store: ControllerStore | Path | None,
         lease_ms: int,
         unclean_election: bool = False,
         now_ms: int = 0,
+        *,
+        takeover_margin_ms: int = 0,
+        me: LeaderInfo | None = None,
+        campaigns: bool = False,
     ) -> None:
+        """`store`: a ControllerStore, or a data dir (a FileStore there), or
+        None (nothing kept). Unless it `campaigns` for leadership (etcd), the
+        controller leads alone from now on."""
         if lease_ms <= 0:
             raise InvalidArgumentError("lease_ms must be positive")
+        if takeover_margin_ms < 0:
+            raise InvalidArgumentError("takeover_margin_ms must not be negative")
         self.lease_ms = lease_ms
         self.unclean_election = unclean_election
-        self.path = data_dir / STATE_FILE if data_dir is not None else None
+        self.takeover_margin_ms = takeover_margin_ms
+        if isinstance(store, Path):
+            store = FileStore(store)
+        self.store: ControllerStore = store if store is not None else MemoryStore()
+        self.me = me or LeaderInfo("", "")
         self._lock = threading.Lock()
         self._groups: dict[str, GroupState] = {}
+        self._versions: dict[str, int] = {}  # each group's record version in the store
         self._isolated: dict[str, int] = {}  # address -> until (drills: cut off at the controller)
-        if self.path is not None:
-            try:
-                saved = read_json(self.path, _parse) or {}
-            except Damage as exc:  # no log to rebuild it from: the operator decides
-                raise DamagedFileError(self.path, str(exc), ADVICE) from exc
-            for name, g in saved.items():
-                g.lease_until_ms = now_ms + lease_ms  # benefit of the doubt after a restart
-                g.status = "restarted: the master has a full lease to renew"
-                self._groups[name] = g
+        self._leading_until: float = -1.0  # leads while now < this (inf: alone)
+        self._leader: LeaderInfo | None = None  # who leads, as last seen
+        self._took_over_ms = -1
+        self._claims_loaded_ms = -(1 << 62)
+        self.token = 0  # the leader key's create_revision while leading through etcd
+        if not campaigns:
+            self.take_over(now_ms, math.inf)
+
+    # ---- leadership --------------------------------------------------------------------
+
+    def take_over(self, now_ms: int, until_ms: float, token: int = 0) -> None:
+        """Lead until `until_ms`: re-read every group from the store, and give
+        every master a full lease plus the margin before it can be replaced."""
+        rows = self.store.load()  # StoreUnavailable: nothing changes
+        with self._lock:
+            self._groups, self._versions = {}, {}
+            for name, (rec, version) in rows.items():
+                self._groups[name] = GroupState(
+                    epoch=rec.epoch,
+                    master_id=rec.master_id,
+                    master_address=rec.master_address,
+                    in_sync=rec.in_sync,
+                    lease_until_ms=now_ms + self.lease_ms + self.takeover_margin_ms,
+                    status="controller took over: the master has a full lease to renew",
+                )
+                self._versions[name] = version
+            self._leading_until = until_ms
+            self._leader = self.me
+            self._took_over_ms = now_ms
+            self._claims_loaded_ms = now_ms
+            self.token = token
+        if not math.isinf(until_ms):
+            log.warning(
+                "controller %s leads (%s store, token %d): %d groups, masters keep their leases",
+                self.me.name, self.store.kind, token, len(rows),
+            )  # fmt: skip
+
+    def extend(self, until_ms: float) -> None:
+        """A keepalive sent before `until_ms - ttl` was answered: lead on."""
+        with self._lock:
+            if self._leading_until >= 0:
+                self._leading_until = max(self._leading_until, until_ms)
+
+    def step_down(self, why: str, leader: LeaderInfo | None = None) -> None:
+        """Stop leading at once (nothing is renewed, nothing elected)."""
+        with self._lock:
+            was = self._leading_until >= 0
+            self._leading_until = -1.0
+            self._leader = leader
+            self.token = 0
+        if was:
+            log.warning("controller %s steps down: %s", self.me.name, why)
+
+    def follow(self, leader: LeaderInfo | None) -> None:
+        """A standby's view of who leads (named in NOT_CONTROLLER answers)."""
+        with self._lock:
+            if self._leading_until < 0:
+                self._leader = leader
+
+    def leading(self, now_ms: int) -> bool:
+        with self._lock:
+            return now_ms < self._leading_until
+
+    def leader(self) -> LeaderInfo | None:
+        with self._lock:
+            return self._leader
+
+    def _require_leading(self, now_ms: int) -> None:
+        """(Under the lock.) A standby, or a leader whose etcd lease may have
+        expired, refuses: the broker asks the leader instead."""
+        if now_ms < self._leading_until:
+            return
+        who = self._leader if self._leader != self.me else None
+        if self._leading_until >= 0:  # lapsed, not yet stepped down
+            raise BrokerUnavailableError(
+                f"controller {self.me.name} cannot renew its leadership (etcd unreachable): not answering"
+            )
+        raise NotControllerError(
+            f"controller {self.me.name or '?'} stands by; "
+            + (f"{who.name} leads at {who.address}" if who else "no leader known"),
+            leader_address=who.address if who else "",
+        )
 
     # ---- heartbeats --------------------------------------------------------------------
 
@@ -136,6 +233,7 @@ class Controller:
         if not _NAME.fullmatch(hb.group) or hb.node_id > MAX_NODE_ID:
             raise InvalidArgumentError(f"group {brief(hb.group)} or node id {hb.node_id} out of range")
         with self._lock:
+            self._require_leading(now_ms)
             if self._isolated.get(hb.address, 0) > now_ms:
                 raise BrokerUnavailableError(f"{brief(hb.address)} is cut off at the controller (drill)")
             self._isolated = {a: t for a, t in self._isolated.items() if t > now_ms}
@@ -187,6 +285,8 @@ class Controller:
         """Elect wherever a master's lease has expired; returns the groups
         that got a new master."""
         with self._lock:
+            if now_ms >= self._leading_until:
+                return []
             return [name for name, g in self._groups.items() if self._elect_if_expired(name, g, now_ms)]
 
     def _elect_if_expired(self, name: str, g: GroupState, now_ms: int) -> bool:
@@ -254,19 +354,18 @@ class Controller:
         )
 
     def _persist(self, name: str, **changes: Any) -> None:
-        """Write every group's state, with `changes` applied to group `name`
-        (the caller assigns them only after this returned)."""
-        if self.path is None:
-            return
-        groups: dict[str, dict[str, Any]] = {}
-        for n, g in sorted(self._groups.items()):
-            row: dict[str, Any] = {"epoch": g.epoch, "master_id": g.master_id,
-                                   "master_address": g.master_address, "in_sync": g.in_sync}  # fmt: skip
-            if n == name:
-                row.update(changes)
-            row["in_sync"] = sorted(int(i) for i in row["in_sync"])
-            groups[n] = row
-        write_json(self.path, {"groups": groups}, indent=1)
+        """Save group `name`'s record with `changes` applied (the caller
+        assigns them only after this returned). A conflict (another controller
+        leads, or changed the group) steps this one down."""
+        g = self._groups[name]
+        rec = replace(GroupRecord(g.epoch, g.master_id, g.master_address, g.in_sync), **changes)
+        try:
+            self._versions[name] = self.store.save(name, rec, self._versions.get(name, 0))
+        except StoreConflict as exc:
+            self._leading_until = -1.0
+            self._leader, self.token = None, 0
+            log.warning("controller %s steps down: %s", self.me.name, exc)
+            raise
 
     # ---- drills and status -------------------------------------------------------------
 
@@ -275,6 +374,46 @@ class Controller:
         with self._lock:
             g = self._groups.get(group)
             return None if g is None or g.master_id == NO_MASTER else (g.epoch, g.master_id)
+
+    def elected(self, group: str, node: int, epoch: int, now_ms: int) -> tuple[int, int] | None:
+        """`leader_of(group)`, as fresh as checking a master's claim needs: a
+        standby whose copy does not back the claim re-reads the store (at
+        most every CLAIM_RELOAD_MS; unreachable: its copy answers)."""
+        found = self.leader_of(group)
+        if found is not None and found[1] == node and epoch <= found[0]:
+            return found
+        with self._lock:
+            if now_ms < self._leading_until or now_ms - self._claims_loaded_ms < CLAIM_RELOAD_MS:
+                return found
+            self._claims_loaded_ms = now_ms
+        try:
+            rows = self.store.load()
+        except BrokerUnavailableError:
+            return found
+        with self._lock:
+            if now_ms >= self._leading_until:  # a leader's own state is the newest
+                for name, (rec, version) in rows.items():
+                    g = self._groups.setdefault(name, GroupState())
+                    g.epoch, g.master_id, g.master_address = rec.epoch, rec.master_id, rec.master_address
+                    g.in_sync = rec.in_sync
+                    self._versions[name] = version
+        return self.leader_of(group)
+
+    def role(self, now_ms: int) -> dict[str, Any]:
+        """This controller's part: leading or standing by, and who leads."""
+        with self._lock:
+            leader = self._leader
+            return {
+                "name": self.me.name,
+                "store": self.store.kind,
+                "leading": now_ms < self._leading_until,
+                "leader": leader.name if leader else "",
+                "leader_address": leader.address if leader else "",
+                "token": self.token,
+                "leading_left_ms": (
+                    -1 if math.isinf(self._leading_until) else max(0, int(self._leading_until - now_ms))
+                ),
+            }
 
     def isolate(self, address: str, duration_ms: int, now_ms: int) -> None:
         """Refuse `address`'s heartbeats for a while: a partition between the

@@ -114,7 +114,7 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
         node = registration_node(b)
         if self.controller is None or b.broker_id != 0 or node == 0:
             return
-        elected = self.controller.leader_of(b.broker_name)
+        elected = self.controller.elected(b.broker_name, node, b.epoch, self.clock_ms())
         if elected is None or elected[1] != node or b.epoch > elected[0]:
             raise PermissionDeniedError(
                 f"{brief(b.broker_name)}/{node} claims mastership in epoch {b.epoch}; the controller elected "
@@ -181,7 +181,9 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
     def ControllerStatus(
         self, request: pb.ControllerStatusRequest, context: grpc.ServicerContext
     ) -> pb.ControllerStatusResponse:
-        return pb.ControllerStatusResponse(json=json.dumps(self._controller().status(self.clock_ms())))
+        ctl, now = self._controller(), self.clock_ms()
+        body = {"controller": ctl.role(now), "groups": ctl.status(now)}
+        return pb.ControllerStatusResponse(json=json.dumps(body))
 
     def Isolate(self, request: pb.IsolateRequest, context: grpc.ServicerContext) -> pb.IsolateResponse:
         if not request.address:

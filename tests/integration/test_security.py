@@ -60,7 +60,7 @@ class Setup:
     def ctl_status(self) -> dict[str, Any]:
         ch = channel(self.ns.address, self.ca)
         reply = signed(nameserver(ch).ControllerStatus, npb.ControllerStatusRequest(), self.admin)
-        return dict(json.loads(reply.json)["g1"])
+        return dict(json.loads(reply.json)["groups"]["g1"])
 
     def routes(self) -> list[tuple[int, str]]:
         ch = channel(self.ns.address, self.ca)

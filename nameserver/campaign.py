@@ -1,0 +1,178 @@
+"""One controller's campaign for leadership through etcd.
+
+The leader key (nameserver/etcd_store.py) is created only if absent, attached
+to a lease of `ttl` seconds; whoever created it leads, its `create_revision`
+the fencing token. The campaign is a state machine stepped by one thread
+(`step()` returns how long to wait; `run()` loops), time passed in:
+
+- standing by: read the key (linearizable); held by another: follow it (its
+  address goes out with NOT_CONTROLLER); absent: grant a lease and create the
+  key in one transaction (create_revision = 0), then take over (the
+  controller re-reads every group and gives every master a full lease plus a
+  margin);
+- leading: keep the lease alive every ttl/3. A keepalive sent at `t` and
+  answered lets the controller lead until `t + ttl` on this process's
+  monotonic clock; nothing else extends it. So a controller that cannot reach
+  etcd stops renewing master leases by the time its etcd lease may have
+  expired, however long etcd itself keeps the lease (etcd resets every lease
+  to its full TTL when it elects a new etcd leader: a lease lives longer than
+  its holder counts, never shorter). A keepalive answered with no TTL: the
+  lease expired; step down. Reached again after a lapse: check the key is
+  still ours (same create_revision), then take over again;
+- stopping: step down first, then revoke the lease so a standby leads at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+
+from core.clock import now_ms
+from core.errors import TailraceError
+from core.etcd.client import Compare, EtcdUnavailable, Op, RangeResult
+from nameserver.controller import Controller, LeaderInfo
+from nameserver.etcd_store import EtcdStore, Kv
+
+log = logging.getLogger(__name__)
+RETRY_S = 0.2  # after a failed call to etcd
+
+
+def leader_value(me: LeaderInfo) -> bytes:
+    return json.dumps({"name": me.name, "address": me.address}, sort_keys=True).encode()
+
+
+def parse_leader(raw: bytes) -> LeaderInfo | None:
+    try:
+        body = json.loads(raw)
+        return LeaderInfo(str(body["name"]), str(body["address"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class Campaign:
+    def __init__(
+        self,
+        kv: Kv,
+        store: EtcdStore,
+        controller: Controller,
+        ttl_s: int,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        if ttl_s < 1:
+            raise ValueError("an etcd lease lasts at least 1 s")
+        self.kv = kv
+        self.store = store
+        self.controller = controller
+        self.ttl_s = ttl_s
+        self.clock_ms = clock_ms
+        self.value = leader_value(controller.me)
+        self.lease_id = 0  # ours while we hold (or are taking) the leader key
+        self.watch_revision = 0  # standing by: the revision the key was read at
+        self.last_error = ""
+
+    # ---- one step ----------------------------------------------------------------------
+
+    def step(self) -> float:
+        """Do what the campaign needs now; seconds until the next step."""
+        try:
+            return self._keep() if self.lease_id else self._stand_by()
+        except EtcdUnavailable as exc:
+            self._note(f"etcd unreachable: {exc}")
+            return RETRY_S
+        except TailraceError as exc:  # e.g. the store could not be read at take-over
+            self._note(str(exc))
+            return RETRY_S
+
+    def _stand_by(self) -> float:
+        r = self.kv.get(self.store.leader_key)
+        if r.kvs:
+            self.controller.follow(parse_leader(r.kvs[0].value))
+            self.watch_revision = r.revision
+            return self.ttl_s / 3
+        sent = self.clock_ms()
+        lease, ttl = self.kv.lease_grant(self.ttl_s)
+        t = self.kv.txn(
+            [Compare.create_revision(self.store.leader_key, "=", 0)],
+            [Op.put(self.store.leader_key, self.value, lease)],
+            [Op.get(self.store.leader_key)],
+        )
+        if not t.succeeded:  # another was quicker
+            with contextlib.suppress(EtcdUnavailable):
+                self.kv.lease_revoke(lease)
+            held = t.responses[0] if t.responses else None
+            if isinstance(held, RangeResult) and held.kvs:
+                self.controller.follow(parse_leader(held.kvs[0].value))
+            return 0.0
+        self.lease_id, self.ttl_s = lease, ttl
+        self.store.token = (self.value, t.revision)
+        log.warning("controller %s took the leader key (token %d)", self.controller.me.name, t.revision)
+        self.controller.take_over(self.clock_ms(), sent + ttl * 1000, t.revision)
+        self.last_error = ""
+        return self.ttl_s / 3
+
+    def _keep(self) -> float:
+        sent = self.clock_ms()
+        left = self.kv.lease_keepalive(self.lease_id)
+        if left <= 0:
+            self._lose("its etcd lease expired")
+            return 0.0
+        if self.controller.leading(self.clock_ms()):
+            self.controller.extend(sent + left * 1000)
+        else:  # lapsed (etcd was unreachable) or never took over: is the key still ours?
+            assert self.store.token is not None
+            r = self.kv.get(self.store.leader_key)
+            token = self.store.token[1]
+            if not r.kvs or r.kvs[0].create_revision != token or r.kvs[0].value != self.value:
+                self._lose(f"the leader key is no longer held with token {token}")
+                return 0.0
+            self.controller.take_over(self.clock_ms(), sent + left * 1000, token)
+        self.last_error = ""
+        return self.ttl_s / 3
+
+    def _lose(self, why: str) -> None:
+        self.controller.step_down(why)
+        self.store.token = None
+        lease, self.lease_id = self.lease_id, 0
+        with contextlib.suppress(EtcdUnavailable):
+            self.kv.lease_revoke(lease)
+
+    def _note(self, error: str) -> None:
+        if error != self.last_error:
+            log.warning("controller %s: %s", self.controller.me.name, error)
+            self.last_error = error
+
+    # ---- the thread --------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                delay = self.step()
+            except Exception:  # never die: leadership depends on this loop
+                log.exception("controller campaign step failed")
+                delay = RETRY_S
+            if delay > 0 and not self.lease_id and self.watch_revision:
+                self._wait_for_change(delay, stop)
+            elif delay > 0:
+                stop.wait(delay)
+
+    def _wait_for_change(self, timeout_s: float, stop: threading.Event) -> None:
+        """Standing by: until the leader key changes (a watch) or `timeout_s`."""
+        watch = getattr(self.kv, "watch", None)
+        if watch is None:
+            stop.wait(timeout_s)
+            return
+        try:
+            for _ in watch(
+                self.store.leader_key, start_revision=self.watch_revision + 1, timeout_s=timeout_s
+            ):
+                return
+        except EtcdUnavailable:
+            stop.wait(min(timeout_s, RETRY_S))
+
+    def resign(self) -> None:
+        """Stop leading at once; the lease revoked lets a standby lead now."""
+        if self.lease_id:
+            self._lose("stopping")

@@ -1,0 +1,113 @@
+"""The controller's state in etcd v3: one key per broker group, every save one
+transaction fenced by the controller leader key.
+
+Keys under the prefix (default `/tailrace/<cluster>/controller/`):
+
+- `leader`: the leading controller, `{"name", "address"}` (its members'
+  address), attached to its etcd lease (nameserver/campaign.py). Its
+  `create_revision` is the fencing token: a controller that lost the key and
+  a successor that took it again see different revisions.
+- `groups/<group>`: the group's record (GroupRecord as JSON).
+
+A save succeeds only if the leader key still holds this controller's value
+*and* the token it took it with, and the group key is still at the
+`mod_revision` it last read or wrote: a paused controller resuming after
+another took over finds the token changed and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from core.errors import TailraceError
+from core.etcd.client import Compare, EtcdOutcomeUnknown, EtcdUnavailable, Op, RangeResult, TxnResult
+from core.sidefiles import Damage
+from nameserver.controller_store import GroupRecord, StoreConflict, StoreUnavailable
+
+
+class Kv(Protocol):
+    """What the store and the campaign need of etcd (EtcdClient, FakeEtcd)."""
+
+    def get(self, key: bytes, *, prefix: bool = False, serializable: bool = False) -> RangeResult: ...
+
+    def txn(self, compare: list[Compare], success: list[Op], failure: list[Op] = ...) -> TxnResult: ...
+
+    def lease_grant(self, ttl_s: int) -> tuple[int, int]: ...
+
+    def lease_keepalive(self, lease_id: int) -> int: ...
+
+    def lease_revoke(self, lease_id: int) -> None: ...
+
+
+class DamagedRecordError(TailraceError):
+    """A group's record in etcd is not one this controller wrote."""
+
+    code = "DAMAGED_FILE"
+
+
+def default_prefix(cluster: str) -> str:
+    return f"/tailrace/{cluster}/controller/"
+
+
+class EtcdStore:
+    kind = "etcd"
+
+    def __init__(self, kv: Kv, prefix: str) -> None:
+        if not prefix.startswith("/") or not prefix.endswith("/"):
+            raise ValueError(f"etcd prefix {prefix!r} must start and end with /")
+        self.kv = kv
+        self.prefix = prefix
+        self.leader_key = (prefix + "leader").encode()
+        self.groups_prefix = (prefix + "groups/").encode()
+        self.token: tuple[bytes, int] | None = None  # (leader value, create_revision) while leading
+
+    def group_key(self, group: str) -> bytes:
+        return self.groups_prefix + group.encode()
+
+    def load(self) -> dict[str, tuple[GroupRecord, int]]:
+        try:
+            r = self.kv.get(self.groups_prefix, prefix=True)
+        except EtcdUnavailable as exc:
+            raise StoreUnavailable(f"etcd: {exc}") from exc
+        out = {}
+        for kv in r.kvs:
+            name = kv.key[len(self.groups_prefix) :].decode("utf-8", "replace")
+            out[name] = (parse_record(name, kv.value), kv.mod_revision)
+        return out
+
+    def save(self, group: str, record: GroupRecord, version: int) -> int:
+        token = self.token
+        if token is None:
+            raise StoreConflict("this controller does not hold the leader key")
+        value, revision = token
+        key = self.group_key(group)
+        try:
+            r = self.kv.txn(
+                [
+                    Compare.value(self.leader_key, "=", value),
+                    Compare.create_revision(self.leader_key, "=", revision),
+                    Compare.mod_revision(key, "=", version),
+                ],
+                [Op.put(key, json.dumps(record.to_json()).encode())],
+                [Op.get(self.leader_key), Op.get(key)],
+            )
+        except EtcdOutcomeUnknown as exc:  # maybe written: the next save finds out (conflict)
+            raise StoreUnavailable(f"etcd: saving {group!r}: outcome unknown ({exc})") from exc
+        except EtcdUnavailable as exc:
+            raise StoreUnavailable(f"etcd: saving {group!r}: {exc}") from exc
+        if r.succeeded:
+            return r.revision
+        leader = r.responses[0]
+        held = isinstance(leader, RangeResult) and leader.kvs and leader.kvs[0].create_revision == revision
+        if not held:
+            raise StoreConflict(f"fenced: the leader key is no longer held with token {revision}")
+        raise StoreConflict(f"group {group!r} changed in etcd since version {version}")
+
+
+def parse_record(name: str, raw: bytes) -> GroupRecord:
+    try:
+        body: Any = json.loads(raw)
+        return GroupRecord.from_json(name, body)
+    except (ValueError, KeyError, TypeError, Damage) as exc:
+        raise DamagedRecordError(f"etcd record of group {name!r} is damaged: {exc}") from exc
