@@ -1,7 +1,7 @@
 """The `tailrace` command.
 
 Its own subcommands (broker, nameserver, cluster, produce, consume, topic,
-drill, demo) are built in. Other packages add theirs through the
+controller, drill, demo) are built in. Other packages add theirs through the
 `tailrace.commands` entry-point group (the benchmarks do, in pyproject.toml),
 so this package never imports them: each entry point, named after the
 command, is a function that takes the subparsers, adds that command's parser
@@ -35,7 +35,7 @@ def _demo(argv: list[str]) -> int:
 
 
 def _builtin(sub: Subcommands) -> None:
-    from deploy import broker_main, client_cli, cluster, drill, nameserver_main
+    from deploy import broker_main, client_cli, cluster, controller_cli, drill, nameserver_main
 
     table: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = [
         ("broker", "run a broker", broker_main.add_arguments, broker_main.run),
@@ -44,6 +44,7 @@ def _builtin(sub: Subcommands) -> None:
         ("produce", "send test messages", client_cli.add_produce_arguments, client_cli.run_produce),
         ("consume", "receive messages", client_cli.add_consume_arguments, client_cli.run_consume),
         ("topic", "create or list topics", client_cli.add_topic_arguments, client_cli.run_topic),
+        ("controller", "the failover controller's state", controller_cli.add_arguments, controller_cli.run),
         ("drill", "a failure drill on a real cluster, checked from logs", drill.add_arguments, drill.run),
     ]
     for name, text, add_arguments, run in table:

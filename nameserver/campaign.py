@@ -32,9 +32,10 @@ from collections.abc import Callable
 
 from core.clock import now_ms
 from core.errors import TailraceError
-from core.etcd.client import Compare, EtcdUnavailable, Op, RangeResult
+from core.etcd import Compare, EtcdUnavailable, Op, RangeResult
+from core.etcd.api import Etcd
 from nameserver.controller import Controller, LeaderInfo
-from nameserver.etcd_store import EtcdStore, Kv
+from nameserver.etcd_store import EtcdStore
 
 log = logging.getLogger(__name__)
 RETRY_S = 0.2  # after a failed call to etcd
@@ -55,7 +56,7 @@ def parse_leader(raw: bytes) -> LeaderInfo | None:
 class Campaign:
     def __init__(
         self,
-        kv: Kv,
+        kv: Etcd,
         store: EtcdStore,
         controller: Controller,
         ttl_s: int,
@@ -160,17 +161,23 @@ class Campaign:
 
     def _wait_for_change(self, timeout_s: float, stop: threading.Event) -> None:
         """Standing by: until the leader key changes (a watch) or `timeout_s`."""
-        watch = getattr(self.kv, "watch", None)
-        if watch is None:
-            stop.wait(timeout_s)
-            return
+        started = self.clock_ms()
         try:
-            for _ in watch(
+            events = self.kv.watch(
                 self.store.leader_key, start_revision=self.watch_revision + 1, timeout_s=timeout_s
-            ):
-                return
+            )
+            try:
+                for _ in events:
+                    return
+            finally:
+                close = getattr(events, "close", None)
+                if close is not None:
+                    close()
         except EtcdUnavailable:
-            stop.wait(min(timeout_s, RETRY_S))
+            pass
+        left = timeout_s - (self.clock_ms() - started) / 1000  # a watch that ended early: wait the rest
+        if left > 0:
+            stop.wait(min(left, RETRY_S))
 
     def resign(self) -> None:
         """Stop leading at once; the lease revoked lets a standby lead now."""

@@ -18,26 +18,13 @@ another took over finds the token changed and writes nothing.
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Any
 
 from core.errors import TailraceError
-from core.etcd.client import Compare, EtcdOutcomeUnknown, EtcdUnavailable, Op, RangeResult, TxnResult
+from core.etcd import Compare, EtcdOutcomeUnknown, EtcdUnavailable, Op, RangeResult
+from core.etcd.api import Etcd
 from core.sidefiles import Damage
 from nameserver.controller_store import GroupRecord, StoreConflict, StoreUnavailable
-
-
-class Kv(Protocol):
-    """What the store and the campaign need of etcd (EtcdClient, FakeEtcd)."""
-
-    def get(self, key: bytes, *, prefix: bool = False, serializable: bool = False) -> RangeResult: ...
-
-    def txn(self, compare: list[Compare], success: list[Op], failure: list[Op] = ...) -> TxnResult: ...
-
-    def lease_grant(self, ttl_s: int) -> tuple[int, int]: ...
-
-    def lease_keepalive(self, lease_id: int) -> int: ...
-
-    def lease_revoke(self, lease_id: int) -> None: ...
 
 
 class DamagedRecordError(TailraceError):
@@ -53,7 +40,7 @@ def default_prefix(cluster: str) -> str:
 class EtcdStore:
     kind = "etcd"
 
-    def __init__(self, kv: Kv, prefix: str) -> None:
+    def __init__(self, kv: Etcd, prefix: str) -> None:
         if not prefix.startswith("/") or not prefix.endswith("/"):
             raise ValueError(f"etcd prefix {prefix!r} must start and end with /")
         self.kv = kv
