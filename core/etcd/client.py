@@ -124,8 +124,9 @@ class EtcdClient:
                 raise
 
     def lease_time_to_live(self, lease_id: int) -> int:
-        """The lease's remaining TTL as etcd sees it, 0 if expired or unknown
-        (for checks and tests: see the module docstring before relying on it)."""
+        """The lease's remaining TTL as etcd sees it (whole seconds, rounded
+        down), -1 if it expired or is unknown. For checks and tests: see the
+        module docstring before relying on it."""
         body = self._transport.call("/v3/lease/timetolive", wire.lease_request(lease_id), write=False)
         return wire.time_to_live(body)
 

@@ -166,7 +166,7 @@ class FakeEtcd:
         with self._lock:
             self._fault(False)
             lease = self._leases.get(lease_id)
-            return 0 if lease is None else max(int(lease.expires_at - self._clock()), 0)
+            return -1 if lease is None else max(int(lease.expires_at - self._clock()), 0)
 
     def watch(
         self, key: bytes, *, start_revision: int = 0, prefix: bool = False, timeout_s: float

@@ -194,8 +194,9 @@ def keepalive_ttl(body: Json) -> int:
 
 
 def time_to_live(body: Json) -> int:
-    """The remaining TTL from /v3/lease/timetolive; 0 for an expired lease (TTL -1)."""
-    return max(_int(body, "TTL"), 0)
+    """The remaining TTL (whole seconds, rounded down) from
+    /v3/lease/timetolive; -1 for an expired or unknown lease (etcd's answer)."""
+    return max(_int(body, "TTL"), -1)
 
 
 def watch_message(body: Json) -> tuple[bool, list[WatchEvent]]:

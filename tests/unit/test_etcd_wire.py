@@ -105,7 +105,8 @@ def test_keepalive_of_an_expired_lease_is_200_without_ttl() -> None:
     expired = {"result": {"header": HEADER, "ID": "123"}}
     assert wire.keepalive_ttl(alive) == 5
     assert wire.keepalive_ttl(expired) == 0
-    assert wire.time_to_live({"header": HEADER, "ID": "5", "TTL": "-1"}) == 0
+    assert wire.time_to_live({"header": HEADER, "ID": "5", "TTL": "-1"}) == -1
+    assert wire.time_to_live({"header": HEADER, "ID": "5", "TTL": "3", "grantedTTL": "5"}) == 3
 
 
 @pytest.mark.parametrize(
