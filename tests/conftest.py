@@ -1,4 +1,5 @@
-"""Shared fixtures: small-segment stores in temp dirs, closed after each test."""
+"""Shared fixtures: small-segment stores in temp dirs, closed after each test;
+real 3-member etcd clusters (`etcd3`, `etcd3_module`), stopped whatever happens."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any
 import pytest
 
 from core.store import MessageStore, StoreConfig
+from deploy.etcd_cluster import LocalEtcd
 from tests.fuzz import profiles  # noqa: F401  (hypothesis profiles, before --hypothesis-profile is read)
+from tests.helpers.etcd import local_etcd
 
 SMALL = StoreConfig(
     segment_bytes=64 * 1024,
@@ -63,3 +66,19 @@ def seed() -> int:
     value = int(os.environ.get("TAILRACE_SEED", random.randrange(1 << 31)))
     print(f"seed={value} (replay with TAILRACE_SEED={value})")
     return value
+
+
+@pytest.fixture
+def etcd3(tmp_path: Path) -> Iterator[LocalEtcd]:
+    """A fresh 3-member etcd cluster for one test (kill it at will), stopped
+    whatever happens."""
+    with local_etcd(tmp_path) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def etcd3_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEtcd]:
+    """A 3-member etcd cluster shared by a module's tests: they must leave it
+    whole (no kills) and use keys of their own."""
+    with local_etcd(tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster
