@@ -14,7 +14,7 @@ from nameserver.controller_store import STATE_FILE, FileStore
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="controller_command", required=True)
-    m = sub.add_parser("migrate", help="copy controller.json's epochs into etcd (the file controller stopped)")
+    m = sub.add_parser("migrate", help="copy controller.json's epochs into etcd (file controller stopped)")
     m.add_argument("--from", dest="source", type=Path, required=True, help="the controller's data_dir")
     m.add_argument("--etcd", required=True, help="comma-separated http(s)://HOST:PORT")
     m.add_argument("--cluster", default="DefaultCluster", help="names the default prefix")

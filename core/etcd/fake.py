@@ -17,7 +17,10 @@ etcd's rules.
 - `watch` is simplified: the matching events since `start_revision` (none
   for 0, "from now"), then the iteration ends; a leased key's expiry or
   revocation is a DELETE carrying only the key and `mod_revision`, as etcd's;
-- faults: `down = True` makes every call raise `EtcdUnavailable`;
+- faults: `down = True` makes every call raise `EtcdUnavailable` and
+  stops lease expiry (etcd without quorum has no leader to expire leases);
+  `new_leader()` then does what an etcd leader election does to leases:
+  every one back to its full TTL;
   `fail_next(n)` the next n calls; with `outcome_unknown=True` the next n
   writes raise `EtcdOutcomeUnknown` instead, applied or not as `applied`
   says; `expire(lease_id)` ends a lease now.
@@ -76,12 +79,18 @@ class FakeEtcd:
         with self._lock:
             self._end_lease(lease_id)
 
+    def new_leader(self) -> None:
+        """etcd elected a new leader: every lease runs its full TTL again."""
+        with self._lock:
+            for lease in self._leases.values():
+                lease.expires_at = self._clock() + lease.ttl
+
     def _fault(self, write: bool) -> bool:
         """Raise an injected failure; True when a write must apply and then
         raise `EtcdOutcomeUnknown`."""
-        self._expire_due()
         if self.down:
             raise EtcdUnavailable("fake etcd is down")
+        self._expire_due()
         if self._failures <= 0:
             return False
         self._failures -= 1
