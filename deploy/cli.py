@@ -35,12 +35,12 @@ def _demo(argv: list[str]) -> int:
 
 
 def _builtin(sub: Subcommands) -> None:
-    from deploy import broker_main, client_cli, cluster, controller_cli, drill, nameserver_main
+    from deploy import broker_main, client_cli, cluster_cli, controller_cli, drill, nameserver_main
 
     table: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = [
         ("broker", "run a broker", broker_main.add_arguments, broker_main.run),
         ("nameserver", "run a nameserver", nameserver_main.add_arguments, nameserver_main.run),
-        ("cluster", "run a cluster of processes", cluster.add_arguments, cluster.run),
+        ("cluster", "run a cluster of processes", cluster_cli.add_arguments, cluster_cli.run),
         ("produce", "send test messages", client_cli.add_produce_arguments, client_cli.run_produce),
         ("consume", "receive messages", client_cli.add_consume_arguments, client_cli.run_consume),
         ("topic", "create or list topics", client_cli.add_topic_arguments, client_cli.run_topic),

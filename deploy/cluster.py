@@ -35,9 +35,11 @@ from core.errors import TailraceError
 from core.fileutil import atomic_write
 from core.security.config import is_loopback
 from core.security.identity import Kind, Member
+from deploy.cluster_etcd import controller_flags, restart_member, start_etcd
+from deploy.etcd_cluster import EtcdFailed
 from deploy.harness import ProcessFailed, TailraceProcess, reap_detached
 from deploy.pki import LocalPki
-from deploy.topology import Topology, load_topology, resolve_topology
+from deploy.topology import Topology, load_topology
 from deploy.waits import poll_until
 
 STATE = "cluster.json"
@@ -114,17 +116,23 @@ def up(
         started.append((proc, meta))
         return proc
 
+    etcd = None
+    etcd_rows: list[dict[str, Any]] = []
     try:
+        if topo.etcd_members:
+            etcd, etcd_rows = start_etcd(directory, topo, pki)
         ns_addrs: list[str] = []
         ns_members: list[str] = []
         for i, (n, host) in enumerate(topo.nameservers):
             ctl: list[str] = []
-            if topo.failover and i == 0:
+            if i < topo.controllers():
                 ctl = [
                     *("--set", "controller.enabled=true"),
                     *("--set", f"controller.data_dir={json.dumps(str(directory / n / 'controller'))}"),
                     *("--set", f"controller.lease_ms={topo.lease_ms}"),
                 ]
+                if etcd is not None:
+                    ctl += controller_flags(topo, etcd.endpoints, pki is not None)
             if topo.drills:
                 ctl += ["--set", "server.enable_drills=true"]
             meta = {"role": "nameserver", "group": None, "broker_id": None, "controller": bool(ctl)}
@@ -141,9 +149,9 @@ def up(
         if pki is not None:
             pki.write_profile(ns_addrs)
         namesrv = ",".join(ns_members)  # brokers register at the members' ports
-        if topo.failover:  # node ids from 1; the controller decides who leads
+        if topo.failover:  # node ids from 1; the controller (its leader) decides who leads
             common += [
-                *("--set", f"broker.controller={ns_members[0]}"),
+                *("--set", f"broker.controller={','.join(ns_members[: topo.controllers()])}"),
                 *("--set", f"broker.controller_heartbeat_ms={topo.controller_heartbeat_ms}"),
             ]
         first_id = 1 if topo.failover else 0
@@ -186,9 +194,11 @@ def up(
                     host,
                 )
         _wait_registered(ns_addrs, topo, pki.profile_file if pki is not None else None)
-    except (ProcessFailed, TailraceError) as exc:
+    except (ProcessFailed, TailraceError, EtcdFailed) as exc:
         for proc, _ in reversed(started):
             proc.stop(timeout_s=10)
+        if etcd is not None:
+            etcd.stop()
         failing = started[-1][0] if started else None
         tail = failing.log_tail() if failing is not None else ""
         raise TailraceError(
@@ -214,9 +224,14 @@ def up(
             for proc, meta in started
         ],
     }
+    if etcd is not None:
+        state["processes"][:0] = etcd_rows  # first up, last down
+        state["etcd_endpoints"] = etcd.endpoints
     _save_state(directory, state)
     for proc, _ in started:
         proc.detach()  # they outlive this command; cluster.json has their pids
+    if etcd is not None:
+        etcd.detach()
     return state
 
 
@@ -316,7 +331,7 @@ def status(directory: Path) -> dict[str, Any]:
                 )
             except TailraceError:
                 pass
-        elif p["role"] == "nameserver":
+        elif p["role"] in ("nameserver", "etcd"):
             row["healthy"] = _alive(p["pid"])
         out.append(row)
     result: dict[str, Any] = {"processes": out}
@@ -379,6 +394,10 @@ def start_process(directory: Path, name: str) -> None:
     state, p = _find(directory, name)
     if _alive(p["pid"]):
         raise TailraceError(f"{name} is running (pid {p['pid']})")
+    if p["role"] == "etcd":
+        p["pid"] = restart_member(p)
+        _save_state(directory, state)
+        return
     args = list(p["args"])
     if "--listen" in args:  # keep its address: routes and clients know it
         args[args.index("--listen") + 1] = p["address"]
@@ -388,72 +407,3 @@ def start_process(directory: Path, name: str) -> None:
     p["pid"] = proc.pid
     _save_state(directory, state)
     proc.detach()
-
-
-def add_arguments(p: Any) -> None:
-    sub = p.add_subparsers(dest="cluster_command", required=True)
-    u = sub.add_parser("up", help="start a cluster in the background")
-    u.add_argument("--topology", default=None, help="file, or a shipped name (local-1m-2s, local-2g)")
-    u.add_argument("--dir", type=Path, default=Path(".tailrace"))
-    u.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="for every broker")
-    u.add_argument(
-        "--insecure",
-        action="store_true",
-        help="plaintext, no accounts (loopback only; for baselines): the default makes a CA and accounts",
-    )
-    d = sub.add_parser("down", help="stop every process (SIGTERM, then SIGKILL)")
-    d.add_argument("--dir", type=Path, default=Path(".tailrace"))
-    s = sub.add_parser("status", help="role, health, offsets, lag per process")
-    s.add_argument("--dir", type=Path, default=Path(".tailrace"))
-    s.add_argument("--json", action="store_true")
-    for verb in ("kill", "stop", "start"):
-        v = sub.add_parser(verb, help=f"{verb} one process")
-        v.add_argument("name")
-        v.add_argument("--dir", type=Path, default=Path(".tailrace"))
-
-
-def run(args: Any) -> int:
-    cmd = args.cluster_command
-    if cmd == "up":
-        state = up(resolve_topology(args.topology), args.dir, args.set, insecure=args.insecure)
-        for p in state["processes"]:
-            print(f"{p['name']:<16} {p['role']:<10} {p['address']:<22} pid {p['pid']}  log {p['log']}")
-        print(f"cluster up: {len(state['processes'])} processes; state in {args.dir / STATE}")
-        if state.get("profile"):
-            print(f"TLS and accounts on; clients: export TAILRACE_PROFILE={state['profile']}")
-        return 0
-    if cmd == "down":
-        names = down(args.dir)
-        print(f"cluster down: stopped {', '.join(names) if names else 'nothing (no cluster)'}")
-        return 0
-    if cmd == "status":
-        st = status(args.dir)
-        if args.json:
-            print(json.dumps(st))
-        else:
-            for r in st["processes"]:
-                extra = (
-                    ""
-                    if r["role"] == "nameserver"
-                    else (
-                        f" max_offset={r.get('max_offset')} lag={r.get('lag_bytes')}"
-                        f" in_sync={r.get('in_sync')} redirects={r.get('redirects')}"
-                    )
-                )
-                health = "healthy" if r["healthy"] else "DOWN"
-                print(f"{r['name']:<16} {r['role']:<10} {health:<8} {r['address']}{extra}")
-            for group, g in st.get("controller", {}).items():
-                if isinstance(g, dict):
-                    print(
-                        f"controller: {group} epoch {g['epoch']} master {g['master_id']} "
-                        f"in_sync={g['in_sync']} lease_left_ms={g['lease_left_ms']}: {g['status']}"
-                    )
-        return 0
-    if cmd == "kill":
-        signal_process(args.dir, args.name, signal.SIGKILL)
-        return 0
-    if cmd == "stop":
-        signal_process(args.dir, args.name, signal.SIGTERM)
-        return 0
-    start_process(args.dir, args.name)
-    return 0

@@ -258,6 +258,15 @@ class LocalEtcd:
         self._spawn(self.members[i])
         self._wait(timeout_s, linearizable=False, only=i)
 
+    def detach(self) -> None:
+        """Let the members outlive this process (`tailrace cluster up`: the
+        cluster state has their pids and command lines)."""
+        _running.discard(self)
+
+    def args(self, i: int) -> list[str]:
+        """Member i's command line (restarting it on its data dir and ports)."""
+        return self._args(self.members[i])
+
     def stop(self) -> None:
         """SIGKILL every member still running (data dirs stay)."""
         for i in range(len(self.members)):

@@ -46,11 +46,20 @@ class Topology:
     nameservers: list[tuple[str, str]]  # (name, host)
     groups: list[GroupSpec]
     hosts: dict[str, HostSpec]
-    failover: bool = False  # the first nameserver runs the controller; brokers follow it
+    failover: bool = False  # the first nameserver runs the controller (etcd: every one); brokers follow it
     drills: bool = False  # serve the drill-only RPCs (Isolate): `tailrace drill` turns it on
     lease_ms: int = 4000
     controller_heartbeat_ms: int = 1000
     heartbeat_ms: int = 1000  # registration with the nameservers
+    controller_store: str = "file"  # file (the first nameserver's) or etcd (every nameserver campaigns)
+    etcd_members: int = 0  # etcd members the launcher starts (controller_store = "etcd")
+    etcd_lease_ms: int = 2000  # the controller leader key's etcd lease
+
+    def controllers(self) -> int:
+        """How many nameservers run a controller."""
+        if not self.failover:
+            return 0
+        return len(self.nameservers) if self.controller_store == "etcd" else 1
 
 
 def _table(value: Any, key: str, path: Path) -> dict[str, Any]:
@@ -128,13 +137,37 @@ def load_topology(path: Path) -> Topology:
         lease_ms=_int(c, "lease_ms", 4000, "cluster"),
         controller_heartbeat_ms=_int(c, "controller_heartbeat_ms", 1000, "cluster"),
         heartbeat_ms=_int(c, "heartbeat_ms", 1000, "cluster"),
+        controller_store=str(c.get("controller_store", "file")),
+        etcd_members=_int(c, "etcd_members", 0, "cluster"),
+        etcd_lease_ms=_int(c, "etcd_lease_ms", 2000, "cluster"),
     )
-    if topo.failover and not 0 < 4 * topo.controller_heartbeat_ms <= topo.lease_ms:
-        raise ConfigError("cluster.lease_ms", "must be at least 4 controller heartbeats (fencing margin)")
+    check_timings(topo)
     for pname, host in [*nameservers] + [(g.name, h) for g in groups for h in [g.host, *g.slave_hosts]]:
         if host not in hosts:
             raise ConfigError(f"{pname}.host", f"no [hosts.{host}] in {path.name}")
     return topo
+
+
+def check_timings(topo: Topology) -> None:
+    """The controller's timings fit together (also after a drill tuned them)."""
+    if topo.failover and not 0 < 4 * topo.controller_heartbeat_ms <= topo.lease_ms:
+        raise ConfigError("cluster.lease_ms", "must be at least 4 controller heartbeats (fencing margin)")
+    if topo.controller_store not in ("file", "etcd"):
+        raise ConfigError("cluster.controller_store", f"must be file or etcd, not {topo.controller_store!r}")
+    if topo.controller_store == "file":
+        if topo.etcd_members:
+            raise ConfigError("cluster.etcd_members", 'needs controller_store = "etcd"')
+        return
+    if not topo.failover:
+        raise ConfigError("cluster.controller_store", "etcd needs failover = true")
+    if not 1 <= topo.etcd_members <= 7:
+        raise ConfigError("cluster.etcd_members", 'must be 1..7 with controller_store = "etcd"')
+    if topo.etcd_lease_ms % 1000 or not 2000 <= topo.etcd_lease_ms <= topo.lease_ms // 2:
+        raise ConfigError(
+            "cluster.etcd_lease_ms",
+            "must be whole seconds, at least 2000 (etcd's minimum at the launcher's timings) and at "
+            "most lease_ms / 2",
+        )
 
 
 def resolve_topology(name: str | None) -> Path:

@@ -1,0 +1,84 @@
+"""`tailrace cluster ...`'s arguments and output (deploy/cluster.py does the work)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+from deploy.cluster import STATE, down, signal_process, start_process, status, up
+from deploy.topology import resolve_topology
+
+
+def add_arguments(p: Any) -> None:
+    sub = p.add_subparsers(dest="cluster_command", required=True)
+    u = sub.add_parser("up", help="start a cluster in the background")
+    u.add_argument("--topology", default=None, help="file, or a shipped name (local-1m-2s, local-2g)")
+    u.add_argument("--dir", type=Path, default=Path(".tailrace"))
+    u.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="for every broker")
+    u.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plaintext, no accounts (loopback only; for baselines): the default makes a CA and accounts",
+    )
+    d = sub.add_parser("down", help="stop every process (SIGTERM, then SIGKILL)")
+    d.add_argument("--dir", type=Path, default=Path(".tailrace"))
+    s = sub.add_parser("status", help="role, health, offsets, lag per process")
+    s.add_argument("--dir", type=Path, default=Path(".tailrace"))
+    s.add_argument("--json", action="store_true")
+    for verb in ("kill", "stop", "start"):
+        v = sub.add_parser(verb, help=f"{verb} one process")
+        v.add_argument("name")
+        v.add_argument("--dir", type=Path, default=Path(".tailrace"))
+
+
+def run(args: Any) -> int:
+    cmd = args.cluster_command
+    if cmd == "up":
+        state = up(resolve_topology(args.topology), args.dir, args.set, insecure=args.insecure)
+        for p in state["processes"]:
+            print(f"{p['name']:<16} {p['role']:<10} {p['address']:<22} pid {p['pid']}  log {p['log']}")
+        print(f"cluster up: {len(state['processes'])} processes; state in {args.dir / STATE}")
+        if state.get("profile"):
+            print(f"TLS and accounts on; clients: export TAILRACE_PROFILE={state['profile']}")
+        return 0
+    if cmd == "down":
+        names = down(args.dir)
+        print(f"cluster down: stopped {', '.join(names) if names else 'nothing (no cluster)'}")
+        return 0
+    if cmd == "status":
+        st = status(args.dir)
+        if args.json:
+            print(json.dumps(st))
+        else:
+            for r in st["processes"]:
+                extra = (
+                    ""
+                    if r["role"] == "etcd"
+                    else f" controller={r.get('controller', '-')}"
+                    if r["role"] == "nameserver"
+                    else (
+                        f" max_offset={r.get('max_offset')} lag={r.get('lag_bytes')}"
+                        f" in_sync={r.get('in_sync')} redirects={r.get('redirects')}"
+                    )
+                )
+                health = "healthy" if r["healthy"] else "DOWN"
+                print(f"{r['name']:<16} {r['role']:<10} {health:<8} {r['address']}{extra}")
+            if "controller_leader" in st:
+                print(f"controller leader: {st['controller_leader'] or 'none'}")
+            for group, g in st.get("controller", {}).items():
+                if isinstance(g, dict):
+                    print(
+                        f"controller: {group} epoch {g['epoch']} master {g['master_id']} "
+                        f"in_sync={g['in_sync']} lease_left_ms={g['lease_left_ms']}: {g['status']}"
+                    )
+        return 0
+    if cmd == "kill":
+        signal_process(args.dir, args.name, signal.SIGKILL)
+        return 0
+    if cmd == "stop":
+        signal_process(args.dir, args.name, signal.SIGTERM)
+        return 0
+    start_process(args.dir, args.name)
+    return 0
