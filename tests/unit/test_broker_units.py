@@ -61,12 +61,28 @@ def test_config_file_then_flags(tmp_path: Path) -> None:
         ({"nosection.key": "1"}, "nosection.key"),
         ({"server.max_workers": "1"}, "server.max_workers"),
         ({"broker.broker_name": "has space"}, "broker.broker_name"),
+        ({"broker.broker_id": "1", "broker.controller": "h:1,nowhere"}, "broker.controller"),
+        ({"broker.broker_id": "1", "broker.controller": "h:1,,h:2"}, "broker.controller"),
+        ({"broker.broker_id": "1", "broker.controller": "h:1, h:2,h:1"}, "broker.controller"),  # twice
+        (
+            {"broker.broker_id": "1", "broker.controller": ",".join(f"h:{i}" for i in range(17))},
+            "broker.controller",
+        ),
     ],
 )
 def test_bad_config_names_the_key(overrides: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
         load_broker_config(None, overrides)
     assert exc.value.key == key
+
+
+def test_controllers_are_a_list() -> None:
+    one = load_broker_config(None, {"broker.broker_id": "1", "broker.controller": "h:1"})
+    assert one.broker.controllers == ["h:1"]
+    many = ",".join(f"h:{i}" for i in range(16))
+    cfg = load_broker_config(None, {"broker.broker_id": "1", "broker.controller": f" {many} "})
+    assert cfg.broker.controllers == [f"h:{i}" for i in range(16)]  # in order: the first is tried first
+    assert load_broker_config(None, {}).broker.controllers == []
 
 
 def test_every_broker_key_is_documented() -> None:
