@@ -13,6 +13,7 @@ from typing import cast
 import grpc
 import pytest
 
+from consumer.send_logic import send_status
 from core.broker_config import documented_keys, load_broker_config
 from core.errors import (
     ConfigError,
@@ -35,7 +36,9 @@ from core.grpc_status import (
 )
 from core.longpoll import ArrivalNotifier
 from core.offsets import ConsumerOffsets
+from core.pb.tailrace.v1 import broker_pb2 as bpb
 from core.record import tag_hash
+from core.roles import SendStatus
 from core.subscription import Subscription
 from deploy.harness import poll_until
 
@@ -213,6 +216,15 @@ def test_lease_expired_is_its_own_code() -> None:
     assert type(back) is LeaseExpiredError and md[ERROR_CODE_KEY] == "MASTER_LEASE_EXPIRED"
     assert back.retriable and str(back).startswith("MASTER_LEASE_EXPIRED: ")
     assert not isinstance(back, NotMasterError)  # a distinct refusal, not a demotion
+
+
+def test_send_statuses_are_the_wire_enum() -> None:
+    """Every SendStatus has its protobuf name, and back (a status missing
+    on either side is a send the other cannot say or read)."""
+    wire = set(bpb.SendStatus.keys()) - {"SEND_STATUS_UNSPECIFIED"}
+    assert {s.value for s in SendStatus} == wire
+    assert send_status(bpb.MASTER_LEASE_EXPIRED) is SendStatus.MASTER_LEASE_EXPIRED
+    assert not SendStatus.MASTER_LEASE_EXPIRED.stored
 
 
 def test_consumer_offsets_persist(tmp_path: Path) -> None:
