@@ -17,20 +17,23 @@ import pytest
 from core.broker.controller_link import ControllerLink
 from core.errors import NotControllerError
 from core.grpc_server import build_server
+from core.pb.tailrace.v1 import broker_pb2 as bpb
+from core.pb.tailrace.v1 import broker_pb2_grpc, nameserver_pb2_grpc
 from core.pb.tailrace.v1 import nameserver_pb2 as pb
-from core.pb.tailrace.v1 import nameserver_pb2_grpc
 from core.roles import Directive
 from deploy.waits import poll_until
+from tests.helpers.nodes import Nodes, nodes
 
 pytestmark = pytest.mark.component
+__all__ = ["nodes"]  # the fixture
 
 
 class FakeController(nameserver_pb2_grpc.NameServerServicer):
     """`mode`: "lead" answers the directive, "standby" refuses naming `hint`,
     "stopped" takes the call and never answers (until its deadline)."""
 
-    def __init__(self, mode: str, hint: str = "") -> None:
-        self.mode, self.hint = mode, hint
+    def __init__(self, mode: str, hint: str = "", lease_ms: int = 4000) -> None:
+        self.mode, self.hint, self.lease_ms = mode, hint, lease_ms
         self.calls: list[float] = []  # when each call was refused or answered (monotonic)
 
     def ControllerHeartbeat(
@@ -44,7 +47,7 @@ class FakeController(nameserver_pb2_grpc.NameServerServicer):
         if self.mode != "lead":
             raise NotControllerError("standing by", self.hint)
         return pb.ControllerHeartbeatResponse(
-            epoch=3, master_id=1, master_address="m:1", in_sync=[1, 2], lease_ms=4000
+            epoch=3, master_id=1, master_address="m:1", in_sync=[1, 2], lease_ms=self.lease_ms
         )
 
 
@@ -189,3 +192,50 @@ def test_the_loop_follows_a_new_leader(start: Start, links: list[ControllerLink]
     poll_until(lambda: link.leader == b, 10, "the link following the second controller")
     n = len(second.calls)
     poll_until(lambda: len(second.calls) >= n + 2, 10, "heartbeats answered by the second")
+
+
+def test_a_master_no_controller_renews_refuses_sends_and_resumes(start: Start, nodes: Nodes) -> None:
+    """A broker given two controllers (a standby first) is made master in
+    epoch 3 by the other; when no controller answers for longer than its
+    lease (etcd's quorum gone, as far as it can tell), sends get
+    MASTER_LEASE_EXPIRED and store nothing, pulls are served; when a
+    controller answers again, the same master takes sends again."""
+    leader = FakeController("lead", lease_ms=400)  # the broker writes for 300 ms after each renewal
+    c = start(leader)
+    b = start(FakeController("standby", c))
+    node = nodes.start(
+        "b1",
+        {
+            "broker.broker_id": 1,
+            "broker.controller": f"{b},{c}",
+            "broker.controller_heartbeat_ms": 50,
+        },
+    )
+    channel = grpc.insecure_channel(node.address)
+    try:
+        stub = broker_pb2_grpc.BrokerStub(channel)
+
+        def send() -> bpb.SendResponse:
+            req = bpb.SendBatchRequest(topic="T", queue_id=0, messages=[bpb.Message(body=b"m")])
+            return stub.SendBatch(req, timeout=5)
+
+        poll_until(lambda: send().status == bpb.SEND_OK, 10, "the broker leading with a lease")
+        failover = node.core.status()["details"]["failover"]
+        assert failover["epoch"] == 3 and failover["controller"] == c and failover["controller_error"] == ""
+
+        leader.mode = "standby"  # no controller leads now: nobody renews the lease
+        poll_until(lambda: send().status == bpb.MASTER_LEASE_EXPIRED, 10, "the lease lapsed")
+        end = node.core.store.commitlog.max_offset
+        refused = send()
+        assert refused.status == bpb.MASTER_LEASE_EXPIRED and not refused.queue_offsets
+        assert "lease" in refused.detail and node.core.store.commitlog.max_offset == end  # nothing stored
+        pulled = stub.Pull(bpb.PullRequest(group="G", topic="T", queue_id=0, queue_offset=0, max_messages=32))
+        assert pulled.status == bpb.FOUND and pulled.count >= 1  # reads go on
+        failover = node.core.status()["details"]["failover"]
+        assert failover["leading"] and "NOT_CONTROLLER naming no leader" in failover["controller_error"]
+
+        leader.mode = "lead"  # a controller renews it: the same master, the same epoch, resumes
+        poll_until(lambda: send().status == bpb.SEND_OK, 10, "sends taken again")
+        assert node.core.epoch == 3 and node.core.promotions == 1
+    finally:
+        channel.close()
