@@ -18,7 +18,7 @@ what the broker knows and what the caller should expect:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -40,22 +40,26 @@ class Refusal:
         return NotMasterError(f"{self.why}: it takes no writes")
 
 
-def enter(gate: WriteGate, lease: Lease | None) -> Refusal | None:
+def enter(gate: WriteGate, lease: Lease | None, retired: Callable[[], bool]) -> Refusal | None:
     """Enter the gate for one write: None when the mastership may write now
-    (the caller leaves the gate after its append), else why not (not entered)."""
+    (the caller leaves the gate after its append), else why not (not entered).
+    `retired` is asked after the lease: retiring revokes the lease before it
+    closes the gate, and a write in between is refused as a demoted one."""
     if not gate.enter():
         return Refusal(SendStatus.NOT_MASTER, "no longer the master")
     if lease is not None and not lease.valid():
         gate.leave()
+        if retired():
+            return Refusal(SendStatus.NOT_MASTER, "no longer the master")
         why = "lapsed (no controller renewed it)" if lease.granted else "not granted yet (no controller did)"
         return Refusal(SendStatus.MASTER_LEASE_EXPIRED, f"this master's lease {why}")
     return None
 
 
 @contextmanager
-def writing(gate: WriteGate, lease: Lease | None) -> Iterator[None]:
+def writing(gate: WriteGate, lease: Lease | None, retired: Callable[[], bool]) -> Iterator[None]:
     """Inside the gate for one write that raises its refusal (not a send)."""
-    refusal = enter(gate, lease)
+    refusal = enter(gate, lease, retired)
     if refusal is not None:
         raise refusal.error()
     try:

@@ -135,7 +135,7 @@ class LeaderRole:
         return self.retired or (self.lease is not None and not self.lease.valid())
 
     def _writing(self) -> contextlib.AbstractContextManager[None]:
-        return writing(self._gate, self.lease)
+        return writing(self._gate, self.lease, lambda: self.retired)
 
     def ensure_topic(self, topic: str, queues: int) -> None:
         """Create one of the broker's own topics (retry, schedule, dead letter)
@@ -213,7 +213,7 @@ class LeaderRole:
             raise InvalidArgumentError("a send needs at least one message")
         if len(messages) > MAX_BATCH:
             raise InvalidArgumentError(f"a batch holds at most {MAX_BATCH} messages")
-        refused = enter(self._gate, self.lease)
+        refused = enter(self._gate, self.lease, lambda: self.retired)
         if refused is not None:
             master = self.core.role.master_address if self.retired else ""
             return SendOutcome(refused.status, topic, queue_id, [], f"{refused.why}; nothing stored", master)
