@@ -16,6 +16,9 @@ The plan (RocketMQ's retries, with a deadline):
   of a new master appearing in the routes (a failover takes about a lease);
 - `SLAVE_NOT_AVAILABLE` (nothing stored; the master waits for its slaves)
   is retried on the same queue after a pause, whatever the attempt;
+- `MASTER_LEASE_EXPIRED` (nothing stored; the master waits for a controller
+  to renew its lease) is retried like `NOT_MASTER`, with a fresh route:
+  another master may lead by now, or this one resumes;
 - every retry after a broker's failure or refusal looks the route up again.
 """
 
@@ -27,6 +30,7 @@ from enum import Enum
 from core.errors import (
     BrokerBusyError,
     BrokerUnavailableError,
+    LeaseExpiredError,
     NotMasterError,
     PermissionDeniedError,
     RequestTimeoutError,
@@ -46,6 +50,8 @@ class Failure(Enum):
     REFUSED = "refused"  # nothing stored: no connection, broker stopping or busy
     OUTCOME_UNKNOWN = "outcome unknown"  # the call may have been carried out (deadline, broken mid-call)
     NOT_MASTER = "not master"  # the broker answered: it does not lead (a failover, a stale route)
+    # the broker answered: it leads, but no controller renewed its lease (retried like NOT_MASTER)
+    LEASE_EXPIRED = "master lease expired"
     NO_ROUTE = "no route"  # no route, or no live master in it
     UNKNOWN_TOPIC = "unknown topic"  # the group does not know the topic (yet)
     SLAVE_NOT_AVAILABLE = "slave not available"  # nothing stored: too few in-sync slaves for now
@@ -79,6 +85,8 @@ def classify(err: TailraceError) -> Failure:
         return Failure.FATAL
     if isinstance(err, NotMasterError):
         return Failure.NOT_MASTER
+    if isinstance(err, LeaseExpiredError):
+        return Failure.LEASE_EXPIRED
     if isinstance(err, UnknownTopicError):
         return Failure.UNKNOWN_TOPIC
     if outcome_unknown(err):

@@ -24,6 +24,7 @@ from core.errors import (
     BrokerUnavailableError,
     InvalidArgumentError,
     InvalidQueueError,
+    LeaseExpiredError,
     OutcomeUnknownError,
     RequestTimeoutError,
     TailraceError,
@@ -405,6 +406,9 @@ class SendLogic:
         if answer.status == pb.NOT_MASTER:
             self.breaker.refused(address, self.clock())
             return Failure.NOT_MASTER, BrokerUnavailableError(f"{address} is not the master of {mq}")
+        if answer.status == pb.MASTER_LEASE_EXPIRED:  # up, and the master, but takes no sends for now
+            self.breaker.refused(address, self.clock())
+            return Failure.LEASE_EXPIRED, LeaseExpiredError(f"{address} ({mq}): {answer.detail}")
         self.breaker.succeeded(address)
         receipts = receipts_of(answer, mq, address, n)
         if answer.status == pb.SLAVE_NOT_AVAILABLE:

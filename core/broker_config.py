@@ -23,6 +23,7 @@ from core.security.tls import TlsSection
 from core.store.config import StoreConfig
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+MAX_CONTROLLERS = 16  # broker.controller: a controller per nameserver is a handful, never more
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -63,7 +64,8 @@ class BrokerSection:
     controller: str = field(
         default="",
         metadata=_doc(
-            "failover controller HOST:PORT (a nameserver with [controller] enabled); empty: no failover"
+            "failover controllers HOST:PORT[,HOST:PORT...] (nameservers with [controller] enabled, "
+            "at most 16; the leading one answers, the others name it); empty: no failover"
         ),
     )
     controller_heartbeat_ms: int = field(
@@ -79,6 +81,11 @@ class BrokerSection:
     def nameservers(self) -> list[str]:
         return [a.strip() for a in self.namesrv.split(",") if a.strip()]
 
+    @property
+    def controllers(self) -> list[str]:
+        """`controller` as a list, in the order given (the first is tried first)."""
+        return [a.strip() for a in self.controller.split(",")] if self.controller.strip() else []
+
     def validate(self, prefix: str = "broker") -> None:
         require(
             bool(_NAME.fullmatch(self.cluster)),
@@ -93,7 +100,13 @@ class BrokerSection:
         require(self.broker_id >= 0, f"{prefix}.broker_id", "must be >= 0")
         require(self.role in (Role.MASTER, Role.SLAVE), f"{prefix}.role", "must be 'master' or 'slave'")
         if self.controller:
-            parse_address(self.controller, f"{prefix}.controller")
+            controllers = self.controllers
+            for a in controllers:
+                parse_address(a, f"{prefix}.controller")
+            require(
+                len(set(controllers)) == len(controllers), f"{prefix}.controller", "lists an address twice"
+            )
+            require(len(controllers) <= MAX_CONTROLLERS, f"{prefix}.controller", f"at most {MAX_CONTROLLERS}")
             require(self.broker_id >= 1, f"{prefix}.broker_id", "must be >= 1 with a controller (a node id)")
             require(self.controller_heartbeat_ms >= 10, f"{prefix}.controller_heartbeat_ms", "must be >= 10")
         else:

@@ -106,14 +106,38 @@ class NotMasterError(TailraceError):
 
 
 class NotControllerError(TailraceError):
-    """A controller call reached a nameserver that does not run the controller,
-    or a standby; `leader_address` names the leading controller when known."""
+    """A controller call reached a nameserver whose controller does not lead
+    (a standby), or that runs none. `leader_address` names the leading
+    controller's member address when the standby knows it ("": unknown, or
+    no controller here); it travels in the trailing metadata. Retriable: a
+    standby's refusal is an expected answer, and the leader (or this one,
+    once it leads) takes the same call."""
 
     code = "NOT_CONTROLLER"
+    retriable = True
 
     def __init__(self, message: str = "", leader_address: str = "") -> None:
         super().__init__(message)
         self.leader_address = leader_address
+
+
+class LeaseExpiredError(TailraceError):
+    """A write reached a master whose lease lapsed: it still leads its epoch
+    as far as it knows, but no controller renewed the lease in time (every
+    controller unreachable, e.g. etcd's quorum lost, or this broker cut off
+    from them). Nothing was stored; it writes again, as the same master, once
+    a controller renews the lease. (`NOT_MASTER` is a broker that was
+    demoted or never led.)
+
+    Retriable: the same master resumes after a renewal, so producers keep
+    trying until their send timeout. `refresh_route` too: the broker cannot
+    tell a lost controller quorum from being cut off alone, and in the
+    second case another broker may lead by now; the route shows it, and
+    when it does not, the retry reaches this master again."""
+
+    code = "MASTER_LEASE_EXPIRED"
+    retriable = True
+    refresh_route = True
 
 
 class OutcomeUnknownError(TailraceError):

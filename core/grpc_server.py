@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from core.errors import InvalidArgumentError, MessageTooLargeError, TailraceError
-from core.grpc_status import ERROR_CODE_KEY, MASTER_ADDRESS_KEY, grpc_status_for
+from core.grpc_status import CONTROLLER_LEADER_KEY, ERROR_CODE_KEY, MASTER_ADDRESS_KEY, grpc_status_for
 
 log = logging.getLogger(__name__)
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
@@ -48,6 +48,9 @@ def _abort(context: grpc.ServicerContext, err: TailraceError) -> None:
     master = getattr(err, "master_address", "")
     if master:
         metadata.append((MASTER_ADDRESS_KEY, master))
+    leader = getattr(err, "leader_address", "")
+    if leader:
+        metadata.append((CONTROLLER_LEADER_KEY, leader))
     context.set_trailing_metadata(tuple(metadata))
     context.abort(grpc_status_for(err), str(err))
 

@@ -15,6 +15,7 @@ from core import errors as e
 
 ERROR_CODE_KEY = "tailrace-error-code"
 MASTER_ADDRESS_KEY = "tailrace-master-address"  # with NOT_MASTER: where the master is
+CONTROLLER_LEADER_KEY = "tailrace-controller-leader"  # with NOT_CONTROLLER: the leading controller
 
 # Tailrace code -> gRPC status, for servers.
 TO_GRPC: dict[str, grpc.StatusCode] = {
@@ -35,6 +36,7 @@ TO_GRPC: dict[str, grpc.StatusCode] = {
     e.BrokerBusyError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.NotMasterError.code: grpc.StatusCode.FAILED_PRECONDITION,
     e.NotControllerError.code: grpc.StatusCode.FAILED_PRECONDITION,
+    e.LeaseExpiredError.code: grpc.StatusCode.UNAVAILABLE,  # transient: writes resume on a renewal
     e.OutcomeUnknownError.code: grpc.StatusCode.UNKNOWN,
     e.ReplicationError.code: grpc.StatusCode.FAILED_PRECONDITION,
     e.ReplicationDeniedError.code: grpc.StatusCode.PERMISSION_DENIED,
@@ -76,6 +78,7 @@ def error_from_rpc(exc: grpc.RpcError) -> e.TailraceError:
         md[pair[0]] = str(pair[1])
     code = md.get(ERROR_CODE_KEY)
     master = md.get(MASTER_ADDRESS_KEY, "")
+    leader = md.get(CONTROLLER_LEADER_KEY, "")
     details = exc.details() if hasattr(exc, "details") else str(exc)
     status = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     cls = e.for_code(str(code)) if code is not None else FROM_GRPC.get(status, e.TailraceError)
@@ -91,4 +94,6 @@ def error_from_rpc(exc: grpc.RpcError) -> e.TailraceError:
         return e.FlushTimeoutError(message, [])
     if cls is e.NotMasterError:
         return e.NotMasterError(message, master)
+    if cls is e.NotControllerError:
+        return e.NotControllerError(message, leader)
     return cls(message)

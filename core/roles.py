@@ -45,7 +45,9 @@ class SendStatus(StrEnum):
     FLUSH_DISK_TIMEOUT = "FLUSH_DISK_TIMEOUT"  # stored, durability not confirmed in time
     SLAVE_TIMEOUT = "SLAVE_TIMEOUT"  # stored on the master, not acked by enough slaves in time
     SLAVE_NOT_AVAILABLE = "SLAVE_NOT_AVAILABLE"  # not stored: too few in-sync slaves
-    NOT_MASTER = "NOT_MASTER"  # not stored: this broker does not lead (or its lease lapsed)
+    NOT_MASTER = "NOT_MASTER"  # not stored: this broker does not lead (demoted, or never led)
+    # not stored: this broker leads its epoch, but no controller renewed its lease in time
+    MASTER_LEASE_EXPIRED = "MASTER_LEASE_EXPIRED"
 
     @property
     def stored(self) -> bool:

@@ -126,7 +126,7 @@ class BrokerNode:
             self.core.role.name,
             b.broker_id,
             self.address,
-            f" (the controller at {b.controller} decides the role)" if b.controller else "",
+            f" (the controllers at {b.controller} decide the role)" if b.controller else "",
         )
         if b.nameservers:
             self.registrar = Registrar(
@@ -135,8 +135,9 @@ class BrokerNode:
             self.core.on_topics_change = self.registrar.poke  # routes list a new topic at once
         if b.controller:
             self.link = ControllerLink(
-                b.controller, b.controller_heartbeat_ms, self.failover, self.security.channel_to
+                b.controllers, b.controller_heartbeat_ms, self.failover, self.security.channel_to
             )
+            self.core.controller_view = self.link.status
         if self.registrar is not None or self.link is not None:
             self.core.on_role_change = _announcer(self.registrar, self.link)
         if self.link is not None:

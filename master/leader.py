@@ -16,8 +16,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import cast
 
@@ -32,7 +31,7 @@ from core.errors import (
     InvalidOffsetError,
     InvalidQueueError,
     InvalidTopicError,
-    NotMasterError,
+    LeaseExpiredError,
     PermissionDeniedError,
     QuotaExceededError,
     RequestTimeoutError,
@@ -57,6 +56,7 @@ from core.retry import (
     retry_topic,
 )
 from core.roles import Directive, ReplicationMode, Role, SendStatus
+from master.fencing import enter, writing
 from master.lease import Lease
 from master.scheduler import Scheduler
 from master.write_gate import WriteGate
@@ -134,25 +134,8 @@ class LeaderRole:
     def fenced(self) -> bool:
         return self.retired or (self.lease is not None and not self.lease.valid())
 
-    def _enter(self) -> str:
-        """Enter the write gate: "" when this mastership may write now (the
-        caller leaves the gate after its append), else why not (not entered)."""
-        if not self._gate.enter():
-            return "no longer the master"
-        if self.lease is not None and not self.lease.valid():
-            self._gate.leave()
-            return "this master's lease lapsed (fenced)"
-        return ""
-
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        why = self._enter()
-        if why:
-            raise NotMasterError(f"{why}: it takes no writes")
-        try:
-            yield
-        finally:
-            self._gate.leave()
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        return writing(self._gate, self.lease, lambda: self.retired)
 
     def ensure_topic(self, topic: str, queues: int) -> None:
         """Create one of the broker's own topics (retry, schedule, dead letter)
@@ -230,10 +213,10 @@ class LeaderRole:
             raise InvalidArgumentError("a send needs at least one message")
         if len(messages) > MAX_BATCH:
             raise InvalidArgumentError(f"a batch holds at most {MAX_BATCH} messages")
-        why = self._enter()
-        if why:
+        refused = enter(self._gate, self.lease, lambda: self.retired)
+        if refused is not None:
             master = self.core.role.master_address if self.retired else ""
-            return SendOutcome(SendStatus.NOT_MASTER, topic, queue_id, [], f"{why}; nothing stored", master)
+            return SendOutcome(refused.status, topic, queue_id, [], f"{refused.why}; nothing stored", master)
         rep = self.core.config.replication
         sync = rep.sync
         try:
@@ -300,6 +283,8 @@ class LeaderRole:
             self.ensure_topic(retry_topic(group), 1)
         self.ensure_topic(dest, queues)
         out = self.send(dest, queue, [stored], internal=True)
+        if out.status is SendStatus.MASTER_LEASE_EXPIRED:  # the consumer retries it like any send
+            raise LeaseExpiredError(f"the message was not stored for a retry: {out.detail}")
         if out.status is not SendStatus.SEND_OK:
             raise BrokerBusyError(f"the message was not stored for a retry ({out.status}): {out.detail}")
         return dest, attempts, int(props.get(DELIVER_AT, "0"))

@@ -38,6 +38,11 @@ class Lease:
         with self._lock:
             self._until = 0.0
 
+    @property
+    def granted(self) -> bool:
+        """Whether a lease was ever granted (and not revoked)."""
+        return self._until > 0
+
     def valid(self) -> bool:
         return self._clock() < self._until
 

@@ -85,6 +85,8 @@ class BrokerCore:
         self.pulls_not_held = 0
         self.promotions = 0
         self.on_role_change: Callable[[], None] = lambda: None
+        # the controller link's view for Status (the controller followed, its last error)
+        self.controller_view: Callable[[], dict[str, str]] = dict
         # told of every topic defined or grown, however (created, auto-created,
         # replicated, made for sent-back messages); runs under the store's
         # write lock, so it only wakes something (deploy/broker_node.py)
@@ -392,6 +394,7 @@ class BrokerCore:
                 "required": mine.required,
                 "history": [list(x) for x in self.epochs.history],
                 "promotions": self.promotions,
+                **self.controller_view(),
             }
         return {
             "broker_name": self.broker_name,

@@ -52,7 +52,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
 
     def refuse(self, method: str) -> pb.SendResponse:
         """A follower's answer to a leader-only method (core/access.LeaderGuard):
-        a send gets the NOT_MASTER status naming the master, as a fenced
+        a send gets the NOT_MASTER status naming the master, as a demoted
         master's does; everything else NotMasterError."""
         if method in _SENDS:
             master = self.core.role.master_address

@@ -116,7 +116,7 @@ def test_a_follower_refuses_every_leader_only_rpc_and_changes_nothing(nodes: Nod
 
     slave.core.leader = handler_reached  # type: ignore[method-assign]
     for name in [*UNARY_SAMPLES, *STREAM_SAMPLES]:
-        if name in ("Send", "SendBatch"):  # a send's refusal is a status, as a fenced master's
+        if name in ("Send", "SendBatch"):  # a send's refusal is a status, as a demoted master's
             resp = call(slave, name)
             assert resp.status == pb.NOT_MASTER, name
             assert resp.master_address == master.address and not resp.queue_offsets

@@ -18,7 +18,7 @@ from core.broker.core import BrokerCore
 from core.broker.failover import FailoverMember
 from core.broker_config import load_broker_config
 from core.epochs import EpochFile
-from core.errors import NotMasterError, RequestTimeoutError
+from core.errors import LeaseExpiredError, NotMasterError, RequestTimeoutError
 from core.offsets import ConsumerOffsets
 from core.pull import PullArgs, PullReply
 from core.record import Message
@@ -28,6 +28,7 @@ from core.store import MessageStore
 from deploy.broker_node import Roles
 from deploy.harness import poll_until
 from master.leader import LeaderRole
+from master.lease import Lease
 from slave.follower import FollowerRole
 from tests.helpers.store_tools import abandon, check_consistency
 
@@ -181,20 +182,49 @@ def test_cut_survives_a_crash_right_after_it(open_store: Open, tmp_path: Path) -
     assert again.epochs.history == ((1, 0), (2, common))
 
 
-def test_fenced_master_refuses_writes(open_store: Open, tmp_path: Path) -> None:
+def test_a_master_whose_lease_lapsed_refuses_writes_until_renewed(open_store: Open, tmp_path: Path) -> None:
+    """No controller renews the lease (etcd's quorum gone, say): the master,
+    still the leader of its epoch, refuses sends with MASTER_LEASE_EXPIRED
+    (not NOT_MASTER), stores nothing, serves pulls; once a controller renews
+    the lease in the same epoch, the same master takes sends again."""
     a = broker(open_store, tmp_path / "a", 1)
     direct(a, 1, 1)
     send(a, 1, "ok")
     leader = a.leader()
-    assert isinstance(leader, LeaderRole) and leader.lease is not None
-    leader.lease.revoke()  # the lease ran out: no renewal reached the controller
+    assert isinstance(leader, LeaderRole)
+    now = [time.monotonic()]
+    leader.lease = Lease(lambda: now[0])  # the broker's clock, moved by hand
+    member = FailoverMember(a)
+
+    def renew() -> None:  # a controller answers a heartbeat sent now, as the master of epoch 1
+        req, gen = member.controller_heartbeat()
+        assert req.role == "master" and req.epoch == 1  # it still reports itself the leader
+        member.on_directive(Directive(1, 1, "h:1", frozenset(), 4000), now[0], req, gen)
+
+    renew()
+    send(a, 1, "renewed")
+    now[0] += 3.0  # 3/4 of the 4 s lease: no renewal since, the lease lapsed
     before = a.store.commitlog.max_offset
-    assert leader.send("t", 0, [Message("t", 0, b"x")]).status is SendStatus.NOT_MASTER
-    with pytest.raises(NotMasterError, match="lease"):
+    out = leader.send("t", 0, [Message("t", 0, b"x")])
+    assert out.status is SendStatus.MASTER_LEASE_EXPIRED and out.results == [] and "lease" in out.detail
+    with pytest.raises(LeaseExpiredError, match="lease lapsed"):
         leader.commit_offset("grp", "t", 0, 1)
+    with pytest.raises(LeaseExpiredError):
+        leader.create_topic("new", 1)
     assert a.store.commitlog.max_offset == before  # nothing stored
-    req, _ = FailoverMember(a).controller_heartbeat()
-    assert req.role == "master"  # still the leader in its epoch: it may renew, it just may not write
+    reply = a.pull(PullArgs("grp", "t", 0, 0))
+    assert reply.result.count == 2  # reads go on
+    assert a.role.is_leader and a.epoch == 1 and a.registration().role == "master"
+
+    renew()  # a controller is back, the same epoch: the same master resumes
+    send(a, 1, "back")
+    leader.commit_offset("grp", "t", 0, 3)
+    assert a.epoch == 1 and a.leader() is leader
+
+    a.leader().retire()  # demoted: that is NOT_MASTER, not an expired lease
+    assert leader.send("t", 0, [Message("t", 0, b"x")]).status is SendStatus.NOT_MASTER
+    with pytest.raises(NotMasterError):
+        leader.commit_offset("grp", "t", 0, 3)
 
 
 def test_no_write_lands_after_a_demotion(open_store: Open, tmp_path: Path) -> None:

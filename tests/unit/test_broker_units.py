@@ -8,16 +8,37 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
 
+from consumer.send_logic import send_status
 from core.broker_config import documented_keys, load_broker_config
-from core.errors import ConfigError, InvalidArgumentError, MessageTooLargeError, UnknownTopicError
-from core.grpc_status import ERROR_CODE_KEY, TO_GRPC, error_from_rpc, grpc_status_for
+from core.errors import (
+    ConfigError,
+    InvalidArgumentError,
+    LeaseExpiredError,
+    MessageTooLargeError,
+    NotControllerError,
+    NotMasterError,
+    TailraceError,
+    UnknownTopicError,
+)
+from core.grpc_server import ErrorInterceptor
+from core.grpc_status import (
+    CONTROLLER_LEADER_KEY,
+    ERROR_CODE_KEY,
+    MASTER_ADDRESS_KEY,
+    TO_GRPC,
+    error_from_rpc,
+    grpc_status_for,
+)
 from core.longpoll import ArrivalNotifier
 from core.offsets import ConsumerOffsets
+from core.pb.tailrace.v1 import broker_pb2 as bpb
 from core.record import tag_hash
+from core.roles import SendStatus
 from core.subscription import Subscription
 from deploy.harness import poll_until
 
@@ -43,12 +64,28 @@ def test_config_file_then_flags(tmp_path: Path) -> None:
         ({"nosection.key": "1"}, "nosection.key"),
         ({"server.max_workers": "1"}, "server.max_workers"),
         ({"broker.broker_name": "has space"}, "broker.broker_name"),
+        ({"broker.broker_id": "1", "broker.controller": "h:1,nowhere"}, "broker.controller"),
+        ({"broker.broker_id": "1", "broker.controller": "h:1,,h:2"}, "broker.controller"),
+        ({"broker.broker_id": "1", "broker.controller": "h:1, h:2,h:1"}, "broker.controller"),  # twice
+        (
+            {"broker.broker_id": "1", "broker.controller": ",".join(f"h:{i}" for i in range(17))},
+            "broker.controller",
+        ),
     ],
 )
 def test_bad_config_names_the_key(overrides: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
         load_broker_config(None, overrides)
     assert exc.value.key == key
+
+
+def test_controllers_are_a_list() -> None:
+    one = load_broker_config(None, {"broker.broker_id": "1", "broker.controller": "h:1"})
+    assert one.broker.controllers == ["h:1"]
+    many = ",".join(f"h:{i}" for i in range(16))
+    cfg = load_broker_config(None, {"broker.broker_id": "1", "broker.controller": f" {many} "})
+    assert cfg.broker.controllers == [f"h:{i}" for i in range(16)]  # in order: the first is tried first
+    assert load_broker_config(None, {}).broker.controllers == []
 
 
 def test_every_broker_key_is_documented() -> None:
@@ -121,6 +158,73 @@ def test_error_table_round_trips() -> None:
     assert plain.code == "BROKER_UNAVAILABLE" and plain.retriable and plain.refresh_route
     assert error_from_rpc(_FakeRpcError(grpc.StatusCode.NOT_FOUND, "x")).code == UnknownTopicError.code
     assert all(isinstance(v, grpc.StatusCode) for v in TO_GRPC.values())
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _FakeContext:
+    """What the error interceptor writes into a call's status."""
+
+    def __init__(self) -> None:
+        self.trailing: tuple[tuple[str, str], ...] = ()
+        self.status: grpc.StatusCode | None = None
+        self.details = ""
+
+    def set_trailing_metadata(self, md: tuple[tuple[str, str], ...]) -> None:
+        self.trailing = md
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.status, self.details = code, details
+        raise _Aborted
+
+
+def _through_the_wire(err: TailraceError) -> tuple[TailraceError, dict[str, str]]:
+    """Raise `err` in a handler behind the error interceptor, and decode the
+    status it made the way a client does."""
+
+    def handler(request: object, context: object) -> None:
+        raise err
+
+    wrapped = ErrorInterceptor()._wrap(grpc.unary_unary_rpc_method_handler(handler), "/t/M")
+    ctx = _FakeContext()
+    assert wrapped.unary_unary is not None
+    with pytest.raises(_Aborted):
+        wrapped.unary_unary(object(), cast(grpc.ServicerContext, ctx))
+    assert ctx.status is not None
+    return error_from_rpc(_FakeRpcError(ctx.status, ctx.details, ctx.trailing)), dict(ctx.trailing)
+
+
+def test_not_controller_names_the_leader_both_ways() -> None:
+    back, md = _through_the_wire(NotControllerError("a standby", "10.0.0.2:9877"))
+    assert md[CONTROLLER_LEADER_KEY] == "10.0.0.2:9877" and md[ERROR_CODE_KEY] == "NOT_CONTROLLER"
+    assert isinstance(back, NotControllerError) and back.leader_address == "10.0.0.2:9877"
+    assert back.message == "a standby" and back.retriable  # an expected answer from a standby
+    # a nameserver with no controller, or a standby that does not know the leader: no key
+    back, md = _through_the_wire(NotControllerError("no controller here"))
+    assert CONTROLLER_LEADER_KEY not in md and isinstance(back, NotControllerError)
+    assert back.leader_address == ""
+    # the master's address still travels with NOT_MASTER, and not as a leader hint
+    back, md = _through_the_wire(NotMasterError("follower", "h:1"))
+    assert isinstance(back, NotMasterError) and back.master_address == "h:1"
+    assert MASTER_ADDRESS_KEY in md and CONTROLLER_LEADER_KEY not in md
+
+
+def test_lease_expired_is_its_own_code() -> None:
+    back, md = _through_the_wire(LeaseExpiredError("lease lapsed"))
+    assert type(back) is LeaseExpiredError and md[ERROR_CODE_KEY] == "MASTER_LEASE_EXPIRED"
+    assert back.retriable and str(back).startswith("MASTER_LEASE_EXPIRED: ")
+    assert not isinstance(back, NotMasterError)  # a distinct refusal, not a demotion
+
+
+def test_send_statuses_are_the_wire_enum() -> None:
+    """Every SendStatus has its protobuf name, and back (a status missing
+    on either side is a send the other cannot say or read)."""
+    wire = set(bpb.SendStatus.keys()) - {"SEND_STATUS_UNSPECIFIED"}
+    assert {s.value for s in SendStatus} == wire
+    assert send_status(bpb.MASTER_LEASE_EXPIRED) is SendStatus.MASTER_LEASE_EXPIRED
+    assert not SendStatus.MASTER_LEASE_EXPIRED.stored
 
 
 def test_consumer_offsets_persist(tmp_path: Path) -> None:

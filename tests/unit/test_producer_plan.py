@@ -10,6 +10,7 @@ from core.errors import (
     BrokerBusyError,
     BrokerUnavailableError,
     InvalidArgumentError,
+    LeaseExpiredError,
     MessageTooLargeError,
     NotMasterError,
     PermissionDeniedError,
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.unit
         (StoreClosedError("stopping"), Failure.REFUSED),
         (BrokerBusyError("too many calls"), Failure.REFUSED),
         (NotMasterError("not me", "h:1"), Failure.NOT_MASTER),
+        (LeaseExpiredError("lease lapsed"), Failure.LEASE_EXPIRED),
         (UnknownTopicError("no T"), Failure.UNKNOWN_TOPIC),
         # refusals of access are final: a retry is refused the same way
         (UnauthenticatedError("bad signature for access key 'app'"), Failure.FATAL),
@@ -59,6 +61,8 @@ PLAN = [
     (Failure.REFUSED, 3, 0.0, (False, 0.0, False, True)),  # time is up
     (Failure.OUTCOME_UNKNOWN, 1, 10.0, (True, 0.0, False, True)),
     (Failure.NOT_MASTER, 1, 10.0, (True, 0.0, False, True)),
+    (Failure.LEASE_EXPIRED, 1, 10.0, (True, 0.0, False, True)),  # like NOT_MASTER, a fresh route
+    (Failure.LEASE_EXPIRED, 9, 10.0, (True, 0.25, False, True)),
     (Failure.NO_ROUTE, 3, 10.0, (True, 0.05, False, True)),
     (Failure.UNKNOWN_TOPIC, 1, 10.0, (True, 0.0, False, True)),
     (Failure.SLAVE_NOT_AVAILABLE, 1, 10.0, (True, 0.05, True, False)),  # the same queue, after a pause

@@ -11,6 +11,7 @@ from consumer.circuit import Grant
 from consumer.send_logic import Action, AutoCreateLookup, Call, Pause, RouteLookup, SendLogic, by_key
 from core.errors import (
     BrokerUnavailableError,
+    LeaseExpiredError,
     OutcomeUnknownError,
     PermissionDeniedError,
     RequestTimeoutError,
@@ -227,3 +228,25 @@ def test_a_refusal_of_access_is_raised_at_once_and_never_retried(refusal: Tailra
     err, seen = drive(lg, clock, lambda a: refusal)  # the nameservers refuse the route lookup
     assert err is refusal and [type(a) for a in seen] == [RouteLookup]
     assert lg.breaker.allow("a:1", clock()) is Grant.GO  # a broker that answers is not a dead one
+
+
+def test_a_master_without_a_lease_is_retried_until_the_timeout_and_named_in_the_error() -> None:
+    """MASTER_LEASE_EXPIRED stored nothing: retried (route looked up again)
+    until the send's timeout, and the error says the distinct code; once the
+    lease is renewed, the same master takes the send."""
+    clock = Clock()
+    lg = logic(clock, retry_timeout_s=2.0)
+    lapsed = pb.SendResponse(status=pb.MASTER_LEASE_EXPIRED, detail="this master's lease lapsed")
+
+    def answer(a: Action) -> object:
+        return route("a") if isinstance(a, RouteLookup) else lapsed
+
+    err, seen = drive(lg, clock, answer)
+    assert isinstance(err, LeaseExpiredError) and str(err).startswith("MASTER_LEASE_EXPIRED: ")
+    assert "lease lapsed" in str(err) and not isinstance(err, OutcomeUnknownError)
+    calls = [a for a in seen if isinstance(a, Call)]
+    assert len(calls) > 5 and 2.0 - 0.25 <= clock.t - 1000.0 <= 2.0  # kept trying to the end
+    assert all(a.refresh for a in seen[1:] if isinstance(a, RouteLookup))
+    renewed = iter([lapsed, lapsed, OK])
+    receipts, _ = drive(lg, clock, lambda a: route("a") if isinstance(a, RouteLookup) else next(renewed))
+    assert isinstance(receipts, list) and receipts[0].address == "a:1"

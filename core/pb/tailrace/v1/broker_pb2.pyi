@@ -15,6 +15,7 @@ class SendStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SLAVE_TIMEOUT: _ClassVar[SendStatus]
     SLAVE_NOT_AVAILABLE: _ClassVar[SendStatus]
     NOT_MASTER: _ClassVar[SendStatus]
+    MASTER_LEASE_EXPIRED: _ClassVar[SendStatus]
 
 class PullStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -31,6 +32,7 @@ FLUSH_DISK_TIMEOUT: SendStatus
 SLAVE_TIMEOUT: SendStatus
 SLAVE_NOT_AVAILABLE: SendStatus
 NOT_MASTER: SendStatus
+MASTER_LEASE_EXPIRED: SendStatus
 PULL_STATUS_UNSPECIFIED: PullStatus
 FOUND: PullStatus
 NO_NEW_MSG: PullStatus
