@@ -313,7 +313,7 @@ def status(directory: Path) -> dict[str, Any]:
     for p in state["processes"]:
         row: dict[str, Any] = {k: p[k] for k in ("name", "role", "group", "broker_id", "address", "pid")}
         row["healthy"] = False
-        if _alive(p["pid"]) and p["role"] != "nameserver":
+        if _alive(p["pid"]) and p["role"] not in ("nameserver", "etcd"):
             try:
                 with Admin(p["address"], timeout_s=2.0, profile=state_profile(state)) as a:
                     st = a.status()
