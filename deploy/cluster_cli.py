@@ -27,6 +27,11 @@ def add_arguments(p: Any) -> None:
     s = sub.add_parser("status", help="role, health, offsets, lag per process")
     s.add_argument("--dir", type=Path, default=Path(".tailrace"))
     s.add_argument("--json", action="store_true")
+    m = sub.add_parser(
+        "migrate-controller", help="move the file controller's epochs to etcd and restart it there"
+    )
+    m.add_argument("--dir", type=Path, default=Path(".tailrace"))
+    m.add_argument("--etcd", required=True, help="comma-separated http(s)://HOST:PORT of the etcd members")
     for verb in ("kill", "stop", "start"):
         v = sub.add_parser(verb, help=f"{verb} one process")
         v.add_argument("name")
@@ -73,6 +78,12 @@ def run(args: Any) -> int:
                         f"controller: {group} epoch {g['epoch']} master {g['master_id']} "
                         f"in_sync={g['in_sync']} lease_left_ms={g['lease_left_ms']}: {g['status']}"
                     )
+        return 0
+    if cmd == "migrate-controller":
+        from deploy.cluster_migrate import migrate_controller
+
+        out = migrate_controller(args.dir, [e.strip() for e in args.etcd.split(",") if e.strip()])
+        print(json.dumps(out))
         return 0
     if cmd == "kill":
         signal_process(args.dir, args.name, signal.SIGKILL)
