@@ -1,6 +1,7 @@
 """EtcdClient against real 3-member etcd clusters (deploy/etcd_cluster.py):
 every call, failover when a member dies, quorum lost, deadlines, TLS, and
-the lease reset on a leader change. Tests that kill members start a
+the lease reset on a leader change. (Compare-and-set, expiry and the
+keepalive of an expired lease are in the contract: test_etcd_contract.py.) Tests that kill members start a
 cluster of their own (`etcd3`); the others share one (`etcd3_module`)."""
 
 from __future__ import annotations
@@ -142,15 +143,6 @@ def test_quorum_lost_fails_within_the_deadline(etcd3: LocalEtcd) -> None:
         assert t1 - t0 < 2.5 and t2 - t1 < 2.5, (t1 - t0, t2 - t1)
     with etcd3.client(members=[survivor]) as local:
         assert local.get(b"k", serializable=True).kvs[0].value == b"1"  # its own copy still reads
-
-
-def test_keepalive_of_an_expired_lease_is_zero(etcd3_module: LocalEtcd, prefix: bytes) -> None:
-    with etcd3_module.client() as c:
-        lease, ttl = c.lease_grant(1)
-        assert ttl == 2  # etcd's minimum at election timeout 1000 ms
-        poll_until(lambda: c.lease_time_to_live(lease) == -1, ttl + 5, "the lease to expire", 0.05)
-        assert c.lease_keepalive(lease) == 0
-        assert c.lease_keepalive(123456789) == 0  # unknown: the same answer
 
 
 def test_a_leader_change_resets_every_lease_to_its_full_ttl(etcd3: LocalEtcd) -> None:
