@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 BENCH_DIR ?= /tmp/tailrace-bench
 
-.PHONY: demo test lint typecheck unit test-all drills fuzz bench clean
+.PHONY: demo test lint typecheck unit test-all drills fuzz bench clean etcd
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,16 +25,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy core bench deploy master slave nameserver consumer
 
+# etcd for the failover controller's tests: Debian's etcd-server when no
+# `etcd` is installed (as root, or with sudo); its service is not started.
+etcd:
+	sh deploy/install_etcd.sh
+
 # The CI set: everything but the tests marked slow or drill.
-test: lint typecheck
+test: lint typecheck etcd
 	$(BIN)/pytest
 
 # Everything, slow runs included.
-test-all: lint typecheck
+test-all: lint typecheck etcd
 	$(BIN)/pytest -m ''
 
 # Every failover drill once (fast timings), and the drill-marked tests.
-drills: $(STAMP)
+drills: $(STAMP) etcd
 	for d in kill-master pause-master partition-master kill-slave restart-all rolling-restart; do \
 		$(BIN)/tailrace drill $$d --fast --duration 10 || exit 1; done
 	$(BIN)/pytest -m drill

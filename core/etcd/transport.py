@@ -204,7 +204,11 @@ class Transport:
                 data = response.read()
                 conn.close()
                 err = wire.error_of(decode(response.status, data))
-                raise err or EtcdError(UNKNOWN, f"HTTP {response.status}")
+                err = err or EtcdError(UNKNOWN, f"HTTP {response.status}")
+                if err.code != UNAVAILABLE:
+                    raise err
+                failures.append(f"{self.endpoints[i].url}: {err.message}")
+                continue
             stream = Stream(conn, response)
             first = stream.next_message(max(deadline - time.monotonic(), 0.001))
             if first is None:

@@ -141,6 +141,7 @@ def leased_key_goes_with_expiry(b: Backend) -> None:
     assert b.etcd.get(k).kvs == []
     assert b.etcd.lease_keepalive(lease) == 0  # expired: 0, and not revived
     assert b.etcd.lease_time_to_live(lease) == -1
+    assert b.etcd.lease_keepalive(123456789) == 0  # never granted: the same answer
 
 
 def watch_sees_a_leased_key_go(b: Backend) -> None:
