@@ -6,19 +6,23 @@ the fencing token. The campaign is a state machine stepped by one thread
 (`step()` returns how long to wait; `run()` loops), time passed in:
 
 - standing by: read the key (linearizable); held by another: follow it (its
-  address goes out with NOT_CONTROLLER); absent: grant a lease and create the
-  key in one transaction (create_revision = 0), then take over (the
-  controller re-reads every group and gives every master a full lease plus a
-  margin);
-- leading: keep the lease alive every ttl/3. A keepalive sent at `t` and
-  answered lets the controller lead until `t + ttl` on this process's
-  monotonic clock; nothing else extends it. So a controller that cannot reach
-  etcd stops renewing master leases by the time its etcd lease may have
-  expired, however long etcd itself keeps the lease (etcd resets every lease
-  to its full TTL when it elects a new etcd leader: a lease lives longer than
-  its holder counts, never shorter). A keepalive answered with no TTL: the
-  lease expired; step down. Reached again after a lapse: check the key is
-  still ours (same create_revision), then take over again;
+  address goes out with NOT_CONTROLLER) and watch it; absent: grant a lease
+  and create the key in one transaction (create_revision = 0) that also
+  reads the `lease_ms` key: the longest master lease any leader may have
+  granted. Then take over: the controller re-reads every group and gives
+  every master that longest lease plus a margin. `lease_ms` is raised to
+  our own if it was lower, never lowered. A create whose answer was lost:
+  the key is read back, ours (our lease) is adopted, else the lease revoked;
+- leading: every ttl/3 keep the lease alive and read the key back (someone
+  may have deleted or overwritten it by hand: then step down). A keepalive
+  sent at `t` and answered lets the controller lead until `t + ttl` on this
+  process's monotonic clock; nothing else extends it. So a controller that
+  cannot reach etcd stops renewing master leases by the time its etcd lease
+  may have expired, however long etcd itself keeps the lease (etcd resets
+  every lease to its full TTL when it elects a new etcd leader: a lease lives
+  longer than its holder counts, never shorter). A keepalive answered with
+  no TTL: the lease expired; step down. Reached again after a lapse, or
+  after a save stepped it down: take over again (re-read the store);
 - stopping: step down first, then revoke the lease so a standby leads at once.
 """
 
@@ -32,7 +36,7 @@ from collections.abc import Callable
 
 from core.clock import now_ms
 from core.errors import TailraceError
-from core.etcd import Compare, EtcdUnavailable, Op, RangeResult
+from core.etcd import Compare, EtcdError, EtcdOutcomeUnknown, EtcdUnavailable, Op, RangeResult
 from core.etcd.api import Etcd
 from nameserver.controller import Controller, LeaderInfo
 from nameserver.etcd_store import EtcdStore
@@ -73,6 +77,7 @@ class Campaign:
         self.lease_id = 0  # ours while we hold (or are taking) the leader key
         self.watch_revision = 0  # standing by: the revision the key was read at
         self.last_error = ""
+        self.wait_ms = 0  # the longest master lease a leader may have granted (the lease_ms key)
 
     # ---- one step ----------------------------------------------------------------------
 
@@ -83,7 +88,7 @@ class Campaign:
         except EtcdUnavailable as exc:
             self._note(f"etcd unreachable: {exc}")
             return RETRY_S
-        except TailraceError as exc:  # e.g. the store could not be read at take-over
+        except (EtcdError, TailraceError) as exc:  # e.g. the store could not be read at take-over
             self._note(str(exc))
             return RETRY_S
 
@@ -95,22 +100,53 @@ class Campaign:
             return self.ttl_s / 3
         sent = self.clock_ms()
         lease, ttl = self.kv.lease_grant(self.ttl_s)
-        t = self.kv.txn(
-            [Compare.create_revision(self.store.leader_key, "=", 0)],
-            [Op.put(self.store.leader_key, self.value, lease)],
-            [Op.get(self.store.leader_key)],
-        )
+        own = self.controller.lease_ms
+        try:
+            t = self.kv.txn(
+                [Compare.create_revision(self.store.leader_key, "=", 0)],
+                [Op.get(self.store.lease_key), Op.put(self.store.leader_key, self.value, lease)],
+                [Op.get(self.store.leader_key)],
+            )
+        except EtcdOutcomeUnknown:
+            return self._adopt_or_revoke(lease, ttl, sent)
         if not t.succeeded:  # another was quicker
-            with contextlib.suppress(EtcdUnavailable):
-                self.kv.lease_revoke(lease)
+            self._revoke(lease)
             held = t.responses[0] if t.responses else None
             if isinstance(held, RangeResult) and held.kvs:
                 self.controller.follow(parse_leader(held.kvs[0].value))
             return 0.0
+        before = t.responses[0]
+        previous = _int(before.kvs[0].value) if isinstance(before, RangeResult) and before.kvs else 0
+        self.wait_ms = max(previous, own)
+        if previous < own:  # never lowered: a later leader waits out the longest lease granted
+            self.kv.put(self.store.lease_key, str(own).encode())
+        return self._lead(lease, ttl, sent, t.revision)
+
+    def _adopt_or_revoke(self, lease: int, ttl: int, sent: int) -> float:
+        """The create's answer was lost: if the key is ours (our lease), lead;
+        else give the lease back."""
+        r = self.kv.get(self.store.leader_key)
+        kv = r.kvs[0] if r.kvs else None
+        if kv is None or kv.lease != lease or kv.value != self.value:
+            self._revoke(lease)
+            return 0.0
+        previous = _int(self._get(self.store.lease_key))
+        self.wait_ms = max(previous, self.controller.lease_ms)
+        if previous < self.controller.lease_ms:
+            self.kv.put(self.store.lease_key, str(self.controller.lease_ms).encode())
+        return self._lead(lease, ttl, sent, kv.create_revision)
+
+    def _lead(self, lease: int, ttl: int, sent: int, token: int) -> float:
         self.lease_id, self.ttl_s = lease, ttl
-        self.store.token = (self.value, t.revision)
-        log.warning("controller %s took the leader key (token %d)", self.controller.me.name, t.revision)
-        self.controller.take_over(self.clock_ms(), sent + ttl * 1000, t.revision)
+        self.store.token = (self.value, token)
+        log.warning("controller %s took the leader key (token %d)", self.controller.me.name, token)
+        if 2 * ttl * 1000 > self.controller.lease_ms:
+            log.error(
+                "controller %s: etcd granted a %d s lease, more than half of lease_ms %d: a dead leader "
+                "may cost the masters their leases (lower etcd's election timeout or raise lease_ms)",
+                self.controller.me.name, ttl, self.controller.lease_ms,
+            )  # fmt: skip
+        self.controller.take_over(self.clock_ms(), sent + ttl * 1000, token, self.wait_ms)
         self.last_error = ""
         return self.ttl_s / 3
 
@@ -120,25 +156,31 @@ class Campaign:
         if left <= 0:
             self._lose("its etcd lease expired")
             return 0.0
-        if self.controller.leading(self.clock_ms()):
-            self.controller.extend(sent + left * 1000)
-        else:  # lapsed (etcd was unreachable) or never took over: is the key still ours?
-            assert self.store.token is not None
-            r = self.kv.get(self.store.leader_key)
-            token = self.store.token[1]
-            if not r.kvs or r.kvs[0].create_revision != token or r.kvs[0].value != self.value:
-                self._lose(f"the leader key is no longer held with token {token}")
-                return 0.0
-            self.controller.take_over(self.clock_ms(), sent + left * 1000, token)
+        token = self.store.token[1] if self.store.token is not None else -1
+        r = self.kv.get(self.store.leader_key)  # still ours? (deleted or overwritten by hand: not)
+        kv = r.kvs[0] if r.kvs else None
+        if kv is None or kv.create_revision != token or kv.value != self.value or kv.lease != self.lease_id:
+            self._lose(f"the leader key is no longer held with token {token}")
+            return 0.0
+        if not self.controller.extend(self.clock_ms(), sent + left * 1000):
+            # lapsed (etcd was unreachable), or the take-over or a save failed: lead again, re-read
+            self.controller.take_over(self.clock_ms(), sent + left * 1000, token, self.wait_ms)
         self.last_error = ""
         return self.ttl_s / 3
+
+    def _get(self, key: bytes) -> bytes:
+        r = self.kv.get(key)
+        return r.kvs[0].value if r.kvs else b"0"
+
+    def _revoke(self, lease: int) -> None:
+        with contextlib.suppress(EtcdError):
+            self.kv.lease_revoke(lease)
 
     def _lose(self, why: str) -> None:
         self.controller.step_down(why)
         self.store.token = None
         lease, self.lease_id = self.lease_id, 0
-        with contextlib.suppress(EtcdUnavailable):
-            self.kv.lease_revoke(lease)
+        self._revoke(lease)
 
     def _note(self, error: str) -> None:
         if error != self.last_error:
@@ -151,13 +193,13 @@ class Campaign:
         while not stop.is_set():
             try:
                 delay = self.step()
+                if delay > 0 and not self.lease_id and self.watch_revision:
+                    self._wait_for_change(delay, stop)
+                elif delay > 0:
+                    stop.wait(delay)
             except Exception:  # never die: leadership depends on this loop
                 log.exception("controller campaign step failed")
-                delay = RETRY_S
-            if delay > 0 and not self.lease_id and self.watch_revision:
-                self._wait_for_change(delay, stop)
-            elif delay > 0:
-                stop.wait(delay)
+                stop.wait(RETRY_S)
 
     def _wait_for_change(self, timeout_s: float, stop: threading.Event) -> None:
         """Standing by: until the leader key changes (a watch) or `timeout_s`."""
@@ -173,7 +215,7 @@ class Campaign:
                 close = getattr(events, "close", None)
                 if close is not None:
                     close()
-        except EtcdUnavailable:
+        except EtcdError:  # unreachable, compacted, refused: read the key again shortly
             pass
         left = timeout_s - (self.clock_ms() - started) / 1000  # a watch that ended early: wait the rest
         if left > 0:
@@ -183,3 +225,10 @@ class Campaign:
         """Stop leading at once; the lease revoked lets a standby lead now."""
         if self.lease_id:
             self._lose("stopping")
+
+
+def _int(raw: bytes) -> int:
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        return 0

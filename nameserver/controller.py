@@ -50,6 +50,7 @@ from core.errors import (
 from core.roles import NO_MASTER, Directive, Role
 from nameserver.controller_store import (
     ControllerStore,
+    DamagedRecordError,
     FileStore,
     GroupRecord,
     MemoryStore,
@@ -102,6 +103,7 @@ class GroupState:
     status: str = "waiting for a master to register"
     elections: int = 0
     restarted_ms: int = -1  # when the master was seen back without leading (-1: not)
+    damaged: str = ""  # its stored record could not be read: no answers for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +154,14 @@ class Controller:
 
     # ---- leadership --------------------------------------------------------------------
 
-    def take_over(self, now_ms: int, until_ms: float, token: int = 0) -> None:
+    def take_over(self, now_ms: int, until_ms: float, token: int = 0, wait_ms: int = 0) -> None:
         """Lead until `until_ms`: re-read every group from the store, and give
-        every master a full lease plus the margin before it can be replaced."""
+        every master a full lease (the longest a previous leader may have
+        granted: `wait_ms`, if longer than ours) plus the margin before it
+        can be replaced."""
         rows = self.store.load()  # StoreUnavailable: nothing changes
+        damaged = self.store.damaged()
+        wait = max(self.lease_ms, wait_ms) + self.takeover_margin_ms
         with self._lock:
             self._groups, self._versions = {}, {}
             for name, (rec, version) in rows.items():
@@ -164,26 +170,34 @@ class Controller:
                     master_id=rec.master_id,
                     master_address=rec.master_address,
                     in_sync=rec.in_sync,
-                    lease_until_ms=now_ms + self.lease_ms + self.takeover_margin_ms,
+                    lease_until_ms=now_ms + wait,
                     status="controller took over: the master has a full lease to renew",
                 )
                 self._versions[name] = version
+            for name, why in damaged.items():
+                self._groups[name] = GroupState(status=f"damaged: {why}", damaged=why)
             self._leading_until = until_ms
             self._leader = self.me
             self._took_over_ms = now_ms
             self._claims_loaded_ms = now_ms
             self.token = token
+        for name, why in damaged.items():
+            log.error("controller %s: group %s gets no answers: %s", self.me.name, name, why)
         if not math.isinf(until_ms):
             log.warning(
                 "controller %s leads (%s store, token %d): %d groups, masters keep their leases",
                 self.me.name, self.store.kind, token, len(rows),
             )  # fmt: skip
 
-    def extend(self, until_ms: float) -> None:
-        """A keepalive sent before `until_ms - ttl` was answered: lead on."""
+    def extend(self, now_ms: int, until_ms: float) -> bool:
+        """A keepalive sent before `until_ms - ttl` was answered: lead on.
+        False if leadership had already lapsed (the caller takes over again,
+        re-reading the store)."""
         with self._lock:
-            if self._leading_until >= 0:
-                self._leading_until = max(self._leading_until, until_ms)
+            if now_ms >= self._leading_until:
+                return False
+            self._leading_until = max(self._leading_until, until_ms)
+            return True
 
     def step_down(self, why: str, leader: LeaderInfo | None = None) -> None:
         """Stop leading at once (nothing is renewed, nothing elected)."""
@@ -237,6 +251,9 @@ class Controller:
             if self._isolated.get(hb.address, 0) > now_ms:
                 raise BrokerUnavailableError(f"{brief(hb.address)} is cut off at the controller (drill)")
             self._isolated = {a: t for a, t in self._isolated.items() if t > now_ms}
+            damaged = self._groups[hb.group].damaged if hb.group in self._groups else ""
+            if damaged:
+                raise DamagedRecordError(f"group {brief(hb.group)}: {damaged}; repair it in the store")
             if hb.group not in self._groups and len(self._groups) >= MAX_GROUPS:
                 raise QuotaExceededError(f"the controller already holds {MAX_GROUPS} groups")
             g = self._groups.setdefault(hb.group, GroupState())
@@ -290,7 +307,7 @@ class Controller:
             return [name for name, g in self._groups.items() if self._elect_if_expired(name, g, now_ms)]
 
     def _elect_if_expired(self, name: str, g: GroupState, now_ms: int) -> bool:
-        if g.master_id == NO_MASTER or now_ms <= g.lease_until_ms:
+        if g.master_id == NO_MASTER or now_ms <= g.lease_until_ms or g.damaged:
             return False
         alive = {
             m.node_id: m

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from core.errors import BrokerUnavailableError, NotControllerError
+from core.errors import BrokerUnavailableError, NotControllerError, TailraceError
 from core.roles import NO_MASTER
 from core.sidefiles import Damage, DamagedFileError, count, need, read_json, write_json
 
@@ -74,8 +74,22 @@ class StoreConflict(NotControllerError):
     nothing was written; the controller steps down."""
 
 
+class DamagedRecordError(TailraceError):
+    """A group's stored record is not one a controller wrote: that group gets
+    no answers (nothing is elected for it) until an operator repairs it."""
+
+    code = "DAMAGED_FILE"
+
+
+class StoreInDoubt(StoreConflict):
+    """A save's answer was lost and the record could not be read back: it may
+    or may not have been applied. The controller steps down (it renews no
+    master while its memory may disagree with the store) and re-reads before
+    leading again."""
+
+
 class StoreUnavailable(BrokerUnavailableError):
-    """The store could not be reached (nothing is known to have changed)."""
+    """The store could not be reached, and nothing was changed in it."""
 
 
 class ControllerStore(Protocol):
@@ -88,6 +102,11 @@ class ControllerStore(Protocol):
     def save(self, group: str, record: GroupRecord, version: int) -> int:
         """Write `record` if the stored version is `version` (0: absent);
         return the new version."""
+        ...
+
+    def damaged(self) -> dict[str, str]:
+        """Groups whose stored record the last load could not read, and why
+        (their masters get no answer until an operator repairs them)."""
         ...
 
 
@@ -104,6 +123,9 @@ class MemoryStore:
     def load(self) -> dict[str, tuple[GroupRecord, int]]:
         with self._lock:
             return dict(self._rows)
+
+    def damaged(self) -> dict[str, str]:
+        return {}
 
     def save(self, group: str, record: GroupRecord, version: int) -> int:
         with self._lock:

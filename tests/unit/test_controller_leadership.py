@@ -51,7 +51,7 @@ def test_a_new_leader_keeps_the_stored_master_for_a_lease_plus_margin() -> None:
         "name": "ns-1", "store": "memory", "leading": True, "leader": "ns-1",
         "leader_address": ME.address, "token": 7, "leading_left_ms": 0,
     }  # fmt: skip
-    c.extend(100 + 100 * L)
+    assert c.extend(100, 100 + 100 * L)
     c.heartbeat(hb(2, offset=50), 200)  # the in-sync slave is alive, the master silent
     assert c.tick(100 + L + MARGIN) == []  # a lease plus the margin from the take-over
     c.heartbeat(hb(2, offset=50), 100 + L + MARGIN)
@@ -76,8 +76,8 @@ def test_a_leader_whose_etcd_lease_may_have_expired_stops_renewing() -> None:
     with pytest.raises(BrokerUnavailableError):  # lapsed: neither renews nor elects
         c.heartbeat(hb(1, MASTER, 3, 100, in_sync=frozenset({2})), 2000)
     assert c.tick(100 * L) == []
-    c.extend(200 * L)  # a keepalive got through: lead on (the lease timings kept)
-    assert c.leading(100 * L)
+    assert not c.extend(100 * L, 200 * L)  # lapsed: the caller must take over again (re-read)
+    assert not c.leading(100 * L)
 
 
 def test_a_conflicting_save_steps_the_leader_down_and_changes_nothing() -> None:
