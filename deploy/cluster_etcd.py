@@ -4,10 +4,13 @@ cluster.json (role `etcd`, their command lines) so that `down`, `kill`,
 `stop`, `start` and `status` treat them like the other processes.
 
 A secure cluster's etcd serves TLS on client and peer ports and requires a
-certificate from the cluster's CA (one `etcd` certificate for every member);
+certificate from the cluster's CA (one `etcd` certificate for every member,
+named `etcd.<cluster>.tailrace.member`; only it may join as a peer);
 nameservers reach it with their own member certificates
-(`controller.etcd_tls`). Any certificate of the cluster's CA is accepted:
-etcd's own users and roles are not used, the members are trusted alike.
+(`controller.etcd_tls`) and demand that name, so no other certificate of the
+CA can pose as etcd. As a client, any certificate of the cluster's CA is
+accepted: etcd's own users and roles are not used (a known limit: a
+broker's certificate could write the controller's keys).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from core.security.identity import etcd_dns
 from deploy.etcd_cluster import EtcdTls, LocalEtcd
 from deploy.pki import LocalPki
 from deploy.topology import Topology
@@ -29,8 +33,9 @@ def start_etcd(
     tls = None
     host = topo.hosts["local"].listen_host
     if pki is not None:
-        issued = pki.ca.issue("etcd", [], ["localhost"], [host, "127.0.0.1"], pki.tls_dir, "etcd")
-        tls = EtcdTls(pki.ca_file, issued.cert_file, issued.key_file)
+        dns = [etcd_dns(topo.cluster), "localhost"]
+        issued = pki.ca.issue("etcd", [], dns, [host, "127.0.0.1"], pki.tls_dir, "etcd")
+        tls = EtcdTls(pki.ca_file, issued.cert_file, issued.key_file, peer_cn="etcd")
     etcd = LocalEtcd(directory / "etcd", topo.etcd_members, host=host, tls=tls)
     etcd.start()
     rows = []

@@ -41,7 +41,8 @@ def _flag(args: list[str], key: str) -> str | None:
 
 
 def migrate_controller(directory: Path, endpoints: list[str]) -> dict[str, Any]:
-    from core.etcd import EtcdClient
+    from core.etcd import EtcdClient, EtcdError
+    from core.security.identity import etcd_dns
     from deploy.cluster_etcd import controller_flags
     from deploy.topology import load_topology
     from nameserver.controller_store import FileStore
@@ -68,17 +69,22 @@ def migrate_controller(directory: Path, endpoints: list[str]) -> dict[str, Any]:
     if state.get("secure") and cert and key:
         ctx = ssl.create_default_context(cafile=_flag(p["args"], "tls.ca_file"))
         ctx.load_cert_chain(cert, key)
-    kv = EtcdClient(endpoints, timeout_s=5.0, ssl_context=ctx)
+    name = etcd_dns(topo.cluster) if ctx is not None else ""
+    kv = EtcdClient(endpoints, timeout_s=5.0, ssl_context=ctx, server_name=name)
     try:
-        kv.get(b"/tailrace/", prefix=True, serializable=False)  # etcd answers before anything stops
+        store = EtcdStore(kv, default_prefix(topo.cluster))
+        try:
+            kv.get(store.leader_key)  # etcd answers before anything stops
+        except EtcdError as exc:
+            raise TailraceError(f"etcd at {', '.join(endpoints)} does not answer: {exc}") from exc
         if cluster._alive(p["pid"]):
             os.kill(p["pid"], signal.SIGTERM)
             poll_until(lambda: not cluster._alive(p["pid"]), 20, f"{p['name']} stopping", every_s=0.05)
         try:
-            groups = {n: rec for n, (rec, _) in FileStore(Path(data_dir)).load().items()}
-            report = migrate(groups, EtcdStore(kv, default_prefix(topo.cluster)))
-        except TailraceError:
-            cluster.start_process(directory, p["name"])  # as it was
+            groups = {n: rec for n, (rec, _) in FileStore(Path(data_dir), own=False).load().items()}
+            report = migrate(groups, store)
+        except BaseException:
+            cluster.start_process(directory, p["name"])  # as it was, whatever went wrong
             raise
     finally:
         kv.close()

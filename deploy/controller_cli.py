@@ -9,7 +9,7 @@ import ssl
 from pathlib import Path
 
 from core.errors import ConfigError
-from nameserver.controller_store import STATE_FILE, FileStore
+from nameserver.controller_store import STATE_FILE, FileStore, running_pid
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +32,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.source / STATE_FILE).is_file():
         raise ConfigError("--from", f"no {STATE_FILE} in {args.source}")
-    groups = {n: rec for n, (rec, _) in FileStore(args.source).load().items()}
+    pid = running_pid(args.source)
+    if pid is not None:
+        raise ConfigError("--from", f"a controller (pid {pid}) still runs on {args.source}: stop it first")
+    if (args.cert_file or args.key_file) and not args.ca_file:
+        raise ConfigError("--cert-file", "needs --ca-file (https)")
+    groups = {n: rec for n, (rec, _) in FileStore(args.source, own=False).load().items()}
     ctx = None
     if args.ca_file:
         ctx = ssl.create_default_context(cafile=args.ca_file)

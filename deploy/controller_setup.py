@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from core.clock import now_ms
 from core.config import require
 from core.errors import ConfigError
+from core.security.identity import etcd_dns
 from core.security.tls import TlsSection
 from nameserver.controller import Controller, LeaderInfo
 
@@ -63,7 +64,10 @@ class ControllerSection:
     etcd_timeout_ms: int = field(default=1000, metadata={"doc": "etcd store: deadline of one call to etcd"})
     etcd_tls: bool = field(
         default=False,
-        metadata={"doc": "etcd store: https with [tls]'s CA and this nameserver's certificate"},
+        metadata={
+            "doc": "etcd store: https with [tls]'s CA and this nameserver's certificate; etcd's must "
+            "name etcd.<cluster>.tailrace.member"
+        },
     )
     takeover_margin_ms: int = field(
         default=-1,
@@ -178,7 +182,8 @@ def build_controller(
     from nameserver.etcd_store import EtcdStore, default_prefix
 
     ctx = etcd_ssl_context(tls) if cfg.etcd_tls else None
-    kv = EtcdClient(cfg.endpoints(), timeout_s=cfg.etcd_timeout_ms / 1000, ssl_context=ctx)
+    name = etcd_dns(cluster) if cfg.etcd_tls else ""  # etcd's certificate must name it
+    kv = EtcdClient(cfg.endpoints(), timeout_s=cfg.etcd_timeout_ms / 1000, ssl_context=ctx, server_name=name)
     store = EtcdStore(kv, cfg.etcd_prefix or default_prefix(cluster))
     ctl = Controller(
         store,

@@ -60,6 +60,7 @@ class EtcdTls:
     ca_file: Path
     cert_file: Path
     key_file: Path
+    peer_cn: str = ""  # when set, only a certificate with this CN may join as a peer
 
     def client_context(self) -> ssl.SSLContext:
         """Verifies members against the CA and presents the certificate."""
@@ -73,6 +74,7 @@ class EtcdTls:
             *files, "--trusted-ca-file", str(self.ca_file), "--client-cert-auth",
             *("--peer" + f[1:] if f.startswith("--") else f for f in files),
             "--peer-trusted-ca-file", str(self.ca_file), "--peer-client-cert-auth",
+            *(["--peer-cert-allowed-cn", self.peer_cn] if self.peer_cn else []),
         ]  # fmt: skip
 
 

@@ -168,6 +168,14 @@ def check_timings(topo: Topology) -> None:
             "must be whole seconds, at least 2000 (etcd's minimum at the launcher's timings) and at "
             "most lease_ms / 2",
         )
+    # a dead controller leader is replaced (its etcd lease, etcd's expiry round, a watch) and the
+    # master heard (up to two of its heartbeats) before the master fences itself at 3/4 of its lease
+    if topo.etcd_lease_ms + 2 * topo.controller_heartbeat_ms + 500 > topo.lease_ms * 3 // 4:
+        raise ConfigError(
+            "cluster.lease_ms",
+            "with etcd, 3/4 of lease_ms must cover etcd_lease_ms + 2 controller heartbeats + 500 ms "
+            "(a controller failover must not cost the master its lease)",
+        )
 
 
 def resolve_topology(name: str | None) -> Path:

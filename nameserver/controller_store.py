@@ -22,16 +22,20 @@ unit tests of the etcd rules run `EtcdStore` over `core/etcd/fake.py`.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from core.errors import BrokerUnavailableError, NotControllerError, TailraceError
+from core.fileutil import atomic_write
 from core.roles import NO_MASTER
 from core.sidefiles import Damage, DamagedFileError, count, need, read_json, write_json
 
 STATE_FILE = "controller.json"
+PID_FILE = "controller.pid"  # the process running a controller on this file (migration checks it)
 ADVICE = (
     "it cannot be rebuilt (no log holds it): restore it from a backup, or move it aside and start "
     "again with no state: a group then gets a master again when its master heartbeats, in an epoch "
@@ -147,9 +151,14 @@ class FileStore(MemoryStore):
 
     kind = "file"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, own: bool = True) -> None:
+        """`own`: this process runs the controller on it (says so in the pid
+        file); a reader (the migration) passes False."""
         super().__init__()
         self.path = data_dir / STATE_FILE
+        if own:
+            with contextlib.suppress(OSError):  # best effort: only the migration reads it
+                atomic_write(data_dir / PID_FILE, str(os.getpid()).encode(), mode=0o600)
         try:
             saved = read_json(self.path, _parse) or {}
         except Damage as exc:  # no log to rebuild it from: the operator decides
@@ -173,6 +182,23 @@ class FileStore(MemoryStore):
     def _write(self, rows: dict[str, tuple[GroupRecord, int]]) -> None:
         groups = {n: rec.to_json() for n, (rec, _) in sorted(rows.items())}
         write_json(self.path, {"groups": groups}, indent=1)
+
+
+def running_pid(data_dir: Path) -> int | None:
+    """The live process (not this one) that runs a controller on `data_dir`'s file."""
+    try:
+        pid = int((data_dir / PID_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
 
 
 def _parse(raw: Any) -> dict[str, GroupRecord]:

@@ -6,12 +6,15 @@ leading from there would hand out an epoch already used. The launcher's
 `tailrace cluster migrate-controller` stops it, copies, and restarts it on
 etcd; `tailrace controller migrate` is the copy alone.
 
-Nothing is written unless everything can be: the copy is refused if a
-controller already leads over the prefix, or if etcd already holds a group
-with a different record; groups etcd already holds with the same record are
-left as they are (a migration run twice is harmless). The writes go in
-transactions of at most `BATCH` groups (etcd's default cap is 128 operations
-per transaction), each creating only keys that are still absent.
+The copy is refused, with nothing written, if a controller already leads
+over the prefix, if etcd already holds a group with a different record, or
+if the file's controller still runs (its pid file names a live process);
+groups etcd already holds with the same record are left as they are (a
+migration run twice is harmless). The writes go in transactions of at most
+`BATCH` groups (etcd's default cap is 128 operations per transaction), each
+creating only keys that are still absent and only while no controller leads:
+past 64 groups, a copy that fails part way leaves the first batches in
+place (running it again completes it).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 from dataclasses import dataclass, field
 
 from core.errors import TailraceError
-from core.etcd import Compare, Op
+from core.etcd import Compare, EtcdError, Op
 from nameserver.controller_store import GroupRecord
 from nameserver.etcd_store import EtcdStore
 
@@ -40,6 +43,13 @@ class MigrationReport:
 
 def migrate(groups: dict[str, GroupRecord], target: EtcdStore) -> MigrationReport:
     """Copy `groups` (the file's) into `target`'s prefix."""
+    try:
+        return _migrate(groups, target)
+    except EtcdError as exc:
+        raise MigrationRefused(f"etcd: {exc} (run it again: groups already copied are kept)") from exc
+
+
+def _migrate(groups: dict[str, GroupRecord], target: EtcdStore) -> MigrationReport:
     kv = target.kv
     if kv.get(target.leader_key).kvs:
         raise MigrationRefused(
@@ -63,12 +73,14 @@ def migrate(groups: dict[str, GroupRecord], target: EtcdStore) -> MigrationRepor
         chunk = todo[i : i + BATCH]
         keys = [target.group_key(n) for n, _ in chunk]
         r = kv.txn(
-            [Compare.create_revision(k, "=", 0) for k in keys],
+            [Compare.create_revision(target.leader_key, "=", 0)]
+            + [Compare.create_revision(k, "=", 0) for k in keys],
             [Op.put(k, json.dumps(rec.to_json()).encode()) for k, (_, rec) in zip(keys, chunk, strict=True)],
         )
         if not r.succeeded:
             raise MigrationRefused(
-                f"a group among {[n for n, _ in chunk]} appeared in etcd during the copy; "
+                f"a controller started leading, or a group among {[n for n, _ in chunk]} appeared, "
+                "in etcd during the copy; "
                 f"copied so far: {report.copied}"
             )
         report.copied += [n for n, _ in chunk]

@@ -65,8 +65,10 @@ class FailoverMember:
         core = self.core
         changed = False
         with core._role_lock:
+            if d.epoch < core.elected_epoch:  # from a controller behind another: never obeyed
+                return
             self.directed = True
-            core.elected_epoch = max(core.elected_epoch, d.epoch)
+            core.elected_epoch = d.epoch
             if d.master_id == core.node_id:
                 if core.epoch < d.epoch:
                     core.promote(d.epoch)

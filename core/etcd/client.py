@@ -74,11 +74,17 @@ class WatchStream(Iterator[WatchEvent]):
 
 class EtcdClient:
     def __init__(
-        self, endpoints: list[str], timeout_s: float = 2.0, ssl_context: ssl.SSLContext | None = None
+        self,
+        endpoints: list[str],
+        timeout_s: float = 2.0,
+        ssl_context: ssl.SSLContext | None = None,
+        server_name: str = "",
     ) -> None:
         """`endpoints`: `http://host:port` or `https://host:port`; `timeout_s`:
-        the deadline of each attempt on one endpoint."""
-        self._transport = Transport(endpoints, timeout_s, ssl_context)
+        the deadline of each attempt on one endpoint; `server_name`: over
+        https, a DNS name etcd's certificate must carry besides the host (so
+        another certificate of the same CA cannot pose as etcd)."""
+        self._transport = Transport(endpoints, timeout_s, ssl_context, server_name)
 
     @property
     def endpoint(self) -> str:

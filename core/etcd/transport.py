@@ -127,7 +127,13 @@ class Stream:
 
 
 class Transport:
-    def __init__(self, endpoints: list[str], timeout_s: float, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        endpoints: list[str],
+        timeout_s: float,
+        ssl_context: ssl.SSLContext | None,
+        server_name: str = "",
+    ) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoints")
         if timeout_s <= 0:
@@ -135,6 +141,7 @@ class Transport:
         self.endpoints = [Endpoint.parse(u) for u in endpoints]
         self.timeout_s = timeout_s
         self._ssl_context = ssl_context
+        self.server_name = server_name  # https: etcd's certificate must also name this (a DNS SAN)
         self._current = 0
         self._idle: dict[int, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
@@ -158,7 +165,8 @@ class Transport:
                 failures.append(f"{url}: not sent: {exc}")
                 continue
             except _NoAnswer as exc:
-                if write:
+                if write:  # the next call tries another member first (this one may be stuck)
+                    self._current = (i + 1) % len(self.endpoints)
                     raise EtcdOutcomeUnknown(f"{path} sent to {url}, no answer: {exc}") from None
                 failures.append(f"{url}: no answer: {exc}")
                 continue
@@ -257,7 +265,7 @@ class Transport:
             idle = self._idle.get(i, [])
             while idle:
                 conn = idle.pop()
-                if conn.sock is not None and not select.select([conn.sock], [], [], 0)[0]:
+                if conn.sock is not None and not _readable(conn.sock):
                     return conn
                 conn.close()  # its member closed it (or died) while it was idle
         return self._connect(i, deadline)
@@ -276,4 +284,22 @@ class Transport:
         except OSError as exc:  # refused, unreachable, TLS failure (ssl.SSLError is an OSError)
             conn.close()
             raise _NotSent(_describe(exc)) from None
+        if ep.https and self.server_name and not _names(conn.sock, self.server_name):
+            conn.close()  # another certificate of the same CA: not etcd
+            raise _NotSent(f"its certificate does not name {self.server_name}")
         return conn
+
+
+def _readable(sock: socket.socket) -> bool:
+    """An idle connection with something to read (its member closed it, or
+    died). poll, not select: select fails on descriptors past 1023."""
+    p = select.poll()
+    p.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(p.poll(0))
+
+
+def _names(sock: socket.socket | None, name: str) -> bool:
+    """Whether the peer's (verified) certificate has DNS SAN `name`."""
+    cert = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
+    sans = cert.get("subjectAltName", ()) if cert else ()
+    return ("DNS", name) in [tuple(san) for san in sans]

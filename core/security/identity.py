@@ -98,6 +98,12 @@ def member_dns(cluster: str, kind: Kind, group: str = "", node: int | None = Non
     return f"nameserver.{cluster}.{DNS_SUFFIX}"
 
 
+def etcd_dns(cluster: str) -> str:
+    """The DNS SAN of a cluster's etcd certificate, which nameservers demand
+    (no member certificate carries it)."""
+    return f"etcd.{cluster}.{DNS_SUFFIX}"
+
+
 def member_of(auth_context: Mapping[str, Any]) -> Member | None:
     """The member a call's TLS peer certificate names (None: no verified
     certificate, e.g. the client port, or no member URI in it). gRPC puts a

@@ -26,7 +26,8 @@ from core.sidefiles import DamagedFileError, LogHistory
 from core.store import MessageStore, StoreConfig
 from core.store.system import decode_system
 from core.store.topics import MAX_QUEUES, TOPICS, TopicTable
-from nameserver.controller import STATE_FILE, Controller
+from nameserver.controller import Controller
+from nameserver.controller_store import STATE_FILE
 from tests.fuzz.documents import (
     controller_json,
     deep,
