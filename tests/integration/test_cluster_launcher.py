@@ -11,17 +11,9 @@ import pytest
 
 from core.errors import TailraceError
 from deploy import cluster
-from tests.helpers.cli import cli
+from tests.helpers.cli import alive, cli
 
 pytestmark = pytest.mark.integration
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize(

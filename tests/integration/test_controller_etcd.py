@@ -6,7 +6,6 @@ with its epochs kept."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +13,9 @@ import pytest
 
 from deploy.etcd_cluster import LocalEtcd
 from deploy.waits import poll_until
-from tests.helpers.cli import cli
+from tests.helpers.cli import alive, cli
 
 pytestmark = pytest.mark.integration
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def status(d: Path) -> dict[str, Any]:
