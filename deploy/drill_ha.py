@@ -201,6 +201,7 @@ def _quorum_back(f: Fault, phase: str, pair: list[str], window: float) -> None:
     f.extra.setdefault("phases", {})[phase] = [round(window, 3), round(time.time(), 3)]
     f.note(f"phase {phase}: SIGCONT {', '.join(pair)}")
     poll_until(lambda: _etcd_whole(f), 30, "the etcd quorum back", every_s=POLL_S)
+    f.note(f"phase {phase}: etcd whole again, {_leader(f)} leads")
 
 
 def _etcd_quorum_lost(f: Fault) -> None:
