@@ -132,11 +132,12 @@ def _pause_controller(f: Fault) -> None:
     f.note(f"SIGCONT {c}")
     _standing_by(f, c, new)
     f.note(f"{c} stands by under {new}")
-    tail = log_file.read_bytes()[seen:].decode(errors="replace")
-    f.expect(
-        f"controller {c} steps down" in tail or "fenc" in tail,
-        f"{c}'s log says nothing of stepping down after SIGCONT",
-    )
+    tail = log_file.read_bytes()[seen:].decode(errors="replace").splitlines()
+    said = [line for line in tail if f"controller {c} steps down" in line or "fenc" in line]
+    f.expect(bool(said), f"{c}'s log says nothing of stepping down after SIGCONT")
+    if said:
+        at = max(0, said[0].find(f"controller {c}"))
+        f.note(f"{c}'s log: {said[0][at : at + 120]}")
     f.expect(view.controller_leader() == new, f"{new} no longer leads after {c} came back")
 
 
