@@ -13,12 +13,14 @@ through a leased etcd key).
   seed), restart it later: the controller leader and the epoch stay.
 - `etcd-quorum-lost`: two phases in one run, each SIGSTOPping two of the
   three members (SIGSTOP: connections hang rather than fail). (a) for
-  0.3-0.5 master leases: nothing changes (epoch, master, controller
-  leader); (b) for 1.5-2 master leases: the master refuses a probe send with
-  MASTER_LEASE_EXPIRED (the producer only retries: its log may show no
-  failure) and serves a probe pull; quorum back, the same master takes sends
-  in the same epoch. Probes use their own topic, so the consumer's check is
-  untouched.
+  0.3-0.5 master leases: the epoch and the master stay (the controller
+  leader may change: a paused etcd leader that resumes past the etcd lease
+  expires the leader key, and a standby takes over; reported as
+  `phase_a_controller`); (b) for 1.5-2 master leases: the master refuses
+  a probe send with MASTER_LEASE_EXPIRED (the producer only retries: its
+  log may show no failure) and serves a probe pull; quorum back, the same
+  master takes sends in the same epoch. Probes use their own topic, so the
+  consumer's check is untouched.
 - `kill-master-and-controller`: SIGKILL the master and the controller leader
   together: a standby takes over, waits out the master's lease plus the
   margin and elects a slave of the in-sync set (a new epoch); both restarted,
@@ -218,10 +220,11 @@ def _etcd_quorum_lost(f: Fault) -> None:
     poll_until(lambda: _probe_send(f, address) == "SEND_OK", 30, f"{master} taking sends", every_s=POLL_S)
     f.expect(view.epoch() == f.epoch0, f"phase a changed the epoch ({f.epoch0} -> {view.epoch()})")
     f.expect(view.master() == master, f"phase a changed the master ({master} -> {view.master()})")
-    f.expect(
-        _leader(f) == ctl, f"phase a changed the controller leader ({ctl} -> {view.controller_leader()})"
-    )
-    f.note(f"phase a: {master} still master in epoch {f.epoch0}, {ctl} still leads")
+    # The controller leader may change: an etcd leader paused past the etcd
+    # lease expires the leader key's lease when it resumes (its clock ran on).
+    now = _leader(f)
+    f.extra["phase_a_controller"] = ctl if now == ctl else f"{ctl} -> {now}"
+    f.note(f"phase a: {master} still master in epoch {f.epoch0}; controller {f.extra['phase_a_controller']}")
     time.sleep(f.rng.uniform(1.0, 2.0) * f.etcd_lease_s)  # the schedule: between the phases
     # (b) longer than a master lease: sends refused with MASTER_LEASE_EXPIRED, pulls served
     long_s = f.rng.uniform(1.5, 2.0) * f.lease_s
