@@ -40,6 +40,12 @@ COLUMNS = (
 )  # fmt: skip
 
 
+EXTRA = (  # etcd-quorum-lost's phases, shown under its row
+    *("phase_a_stall_s", "phase_a_controller"),
+    *("lease_refused_after_s", "sends_resumed_after_s", "phase_b_stall_s"),
+)
+
+
 def _cell(v: Any) -> str:
     if isinstance(v, list):
         return "->".join(str(x) for x in v)
@@ -53,6 +59,8 @@ def _row(r: dict[str, Any]) -> str:
         r.get("epochs"), r.get("controller_leaders"), r.get("ok"), r.get("seconds"),
     )  # fmt: skip
     line = " ".join(_cell(v).ljust(w) for v, (_, w) in zip(values, COLUMNS, strict=True))
+    extra = [f"{k}={r[k]}" for k in EXTRA if r.get(k) is not None]
+    line += f"\n    {' '.join(extra)}" if extra else ""
     return line + "".join(f"\n    VIOLATION: {v}" for v in r.get("violations", []))
 
 
