@@ -38,10 +38,13 @@ test: lint typecheck etcd
 test-all: lint typecheck etcd
 	$(BIN)/pytest -m ''
 
-# Every failover drill once (fast timings), and the drill-marked tests.
+# Every failover drill once (fast timings), the controller's drills once
+# (local-ha, etcd: its own timings), and the drill-marked tests.
 drills: $(STAMP) etcd
 	for d in kill-master pause-master partition-master kill-slave restart-all rolling-restart; do \
 		$(BIN)/tailrace drill $$d --fast --duration 10 || exit 1; done
+	for d in kill-controller pause-controller etcd-member-down etcd-quorum-lost kill-master-and-controller; do \
+		$(BIN)/tailrace drill $$d || exit 1; done
 	$(BIN)/pytest -m drill
 
 # The fuzz set alone, long: FUZZ_EXAMPLES examples per target (CI runs the

@@ -17,6 +17,7 @@ def register_bench(sub: Subcommands) -> None:
     from bench import (
         clients,
         failover,
+        ha_drills,
         produce_consume,
         push_consumer,
         redirect_bench,
@@ -30,6 +31,7 @@ def register_bench(sub: Subcommands) -> None:
         ("produce-consume", produce_consume, "one broker, one producer, one consumer"),
         ("replication", replication, "master + 1 slave"),
         ("failover", failover, "seeded kill-master drills in a row"),
+        ("ha-drills", ha_drills, "the controller's drills, seeded; failover with etcd against the file"),
         ("push-consumer", push_consumer, "threads, handler cost, memory"),
         ("redirect", redirect_bench, "read redirection in memory cgroups, on vs off"),
         ("clients", clients, "threaded against asyncio clients; giving up on a dead broker"),

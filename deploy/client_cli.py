@@ -3,7 +3,9 @@
 Bodies that `produce` writes start with `<run id>:<sequence number>:`, so
 `consume` (and drills) can tell every message apart and check that each
 acknowledged one arrived. `--log` writes one JSON line per acknowledged
-(produce) or received (consume) message.
+(produce) or received (consume) message; a produce line's `t` is when the
+answer arrived (wall clock, s) and `sent` when its batch was handed to the
+producer (drills measure send stalls from them).
 
 Each command takes `--profile FILE` (default: `$TAILRACE_PROFILE`), the
 client profile of consumer/profile.py: TLS and the account that signs, and
@@ -163,7 +165,7 @@ def run_produce(args: argparse.Namespace, profile: Profile, broker: str | None, 
     first_errors: dict[str, str] = {}  # the first message of each error code, shown on stderr
     failing_since: list[float] = []  # when sends began to fail with no success since
 
-    def record(seqs: range, fut: Future[list[SendReceipt]]) -> None:
+    def record(seqs: range, sent: float, fut: Future[list[SendReceipt]]) -> None:
         nonlocal ok, failed
         try:
             receipts = fut.result()
@@ -194,6 +196,7 @@ def run_produce(args: argparse.Namespace, profile: Profile, broker: str | None, 
                             "epoch": r.epoch,
                             "address": r.address,
                             "t": now,
+                            "sent": sent,
                         }
                     )
                 )
@@ -233,12 +236,13 @@ def run_produce(args: argparse.Namespace, profile: Profile, broker: str | None, 
                 msgs: list[Any] = [OutgoingMessage(b, tags=args.tags) for b in bodies]
             else:
                 msgs = bodies
+            sent = round(time.time(), 4)
             try:
                 fut = producer.send_batch_async(args.topic, msgs, args.queue)
             except TailraceError as exc:  # no room in the window in time: counted like a failed send
                 fut = Future()
                 fut.set_exception(exc)
-            fut.add_done_callback(functools.partial(record, seqs))
+            fut.add_done_callback(functools.partial(record, seqs, sent))
             pending.append(fut)
         for fut in pending:
             with contextlib.suppress(TailraceError):  # counted in record()

@@ -22,6 +22,7 @@ from typing import Any
 
 from core.security.identity import etcd_dns
 from deploy.etcd_cluster import EtcdTls, LocalEtcd
+from deploy.harness import keep_detached
 from deploy.pki import LocalPki
 from deploy.topology import Topology
 
@@ -77,4 +78,5 @@ def restart_member(p: dict[str, Any]) -> int:
         proc = subprocess.Popen(
             p["args"], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+    keep_detached(proc)  # `cluster down` stops it by pid and reaps the handle
     return proc.pid

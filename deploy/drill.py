@@ -21,12 +21,25 @@ Drills:
 - `restart-all`: SIGKILL every broker at once, then start them all.
 - `rolling-restart`: SIGTERM and restart each broker in turn, waiting for it
   to serve again before the next.
+
+The controller's drills (deploy/drill_ha.py, topology local-ha by default):
+`kill-controller`, `pause-controller`, `etcd-member-down`,
+`etcd-quorum-lost`, `kill-master-and-controller`.
+
+Every drill ends by checking the whole cluster is healthy (every process up,
+one controller leading and the others standing by under it, etcd members
+agreeing on a leader, every slave in sync) and, after `cluster down`, that
+none of its etcd processes is left. The report: the logs' counts
+(`acknowledged`, `lost`, `duplicated`, ...), `failover_time_s` (the fault to
+the first send acknowledged in a new epoch), `controller_takeover_s`,
+`max_send_stall_s` (deploy/drill_check.py `send_stall`, from the fault to
+the heal + STALL_AFTER_S), `epochs` and `controller_leaders` (before,
+after), `events`, `seed`, `violations`.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import random
@@ -40,22 +53,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from consumer.admin import Admin
-from consumer.channels import open_channel
-from consumer.profile import Profile
 from core.errors import TailraceError
-from core.pb.tailrace.v1 import broker_pb2, broker_pb2_grpc, nameserver_pb2, nameserver_pb2_grpc
 from deploy import cluster
-from deploy.drill_check import check, read_lines
-from deploy.topology import Topology, load_topology, resolve_topology
+from deploy.drill_check import check, read_lines, send_stall
+from deploy.drill_faults import CLASSIC, POLL_S, Fault, inject_classic
+from deploy.drill_ha import HA, PROBE_TOPIC, expectations, inject_ha
+from deploy.drill_view import ClusterView
+from deploy.topology import Topology, resolve_topology
 from deploy.waits import WaitTimeout, poll_until, wait_routed
 
-DRILLS = ("kill-master", "pause-master", "partition-master", "kill-slave", "restart-all", "rolling-restart")
+DRILLS = CLASSIC + HA
 TOPIC = "drill"
 REPO = Path(__file__).resolve().parents[1]
-POLL_S = 0.05  # how often the drill's waits ask (their conditions are RPCs)
+STALL_AFTER_S = 3.0  # the stall window runs this long past the heal
+DURATION_S = {"etcd-quorum-lost": 45.0, "kill-master-and-controller": 30.0}  # default: 20 s
+
+
+def default_topology(name: str) -> str:
+    return "local-ha" if name in HA else "local-failover"
+
+
+def default_duration(name: str) -> float:
+    return DURATION_S.get(name, 20.0)
 
 
 @dataclass
@@ -69,75 +89,8 @@ class DrillOptions:
     workdir: Path | None = None
     keep: bool = False
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
-
-
-class ClusterView:
-    """The drill's handles on a running cluster (its state file, the controller)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        state = cluster.read_state(directory)
-        assert state is not None
-        self.procs = {p["name"]: p for p in state["processes"]}
-        ctl = [p for p in state["processes"] if p.get("controller")]
-        if not ctl:
-            raise TailraceError("drill: the topology has no controller (set failover = true in [cluster])")
-        self.controller = ctl[0]["address"]
-        self.nameservers = [p["address"] for p in state["processes"] if p["role"] == "nameserver"]
-        self.profile = cluster.state_profile(state)  # the cluster's client profile (TLS, the admin account)
-        self.security = Profile.resolve(self.profile).security()
-        self._ch = open_channel(self.controller, self.security)
-        self.ctl = nameserver_pb2_grpc.NameServerStub(self._ch)
-
-    def refresh(self) -> None:
-        state = cluster.read_state(self.directory)
-        assert state is not None
-        self.procs = {p["name"]: p for p in state["processes"]}
-
-    def group_status(self) -> dict[str, Any]:
-        try:
-            s = json.loads(
-                self.ctl.ControllerStatus(nameserver_pb2.ControllerStatusRequest(), timeout=2).json
-            )
-        except grpc.RpcError:
-            return {}
-        groups = s.get("groups", {})
-        return dict(next(iter(groups.values()))) if groups else {}
-
-    def brokers(self) -> list[str]:
-        return [n for n, p in self.procs.items() if p["role"] != "nameserver"]
-
-    def master(self) -> str:
-        addr = self.group_status().get("master_address", "")
-        for n in self.brokers():
-            if self.procs[n]["address"] == addr:
-                return n
-        raise TailraceError(f"drill: no broker at the master address {addr!r}")
-
-    def role_of(self, name: str) -> str:
-        with open_channel(self.procs[name]["address"], self.security) as ch:
-            try:
-                st = broker_pb2_grpc.BrokerStub(ch).Status(broker_pb2.StatusRequest(), timeout=2)
-            except grpc.RpcError:
-                return "down"
-            return str(st.role)
-
-    def signal(self, name: str, sig: signal.Signals) -> None:
-        cluster.signal_process(self.directory, name, sig)
-
-    def alive(self, name: str) -> bool:
-        return cluster._alive(int(self.procs[name]["pid"]))
-
-    def start(self, name: str) -> None:
-        cluster.start_process(self.directory, name)
-        self.refresh()
-
-    def all_in_sync(self) -> bool:
-        g = self.group_status()
-        return bool(g) and len(g.get("in_sync", [])) == len(self.brokers()) - 1 and g.get("status") == "ok"
-
-    def close(self) -> None:
-        self._ch.close()
+    lease_ms: int | None = None  # override the topology's master lease
+    controller_heartbeat_ms: int | None = None  # and its controller heartbeat
 
 
 def _client(args: list[str], out: Path) -> subprocess.Popen[bytes]:
@@ -163,23 +116,32 @@ def run_drill(opt: DrillOptions) -> dict[str, Any]:
     consumer: subprocess.Popen[bytes] | None = None
     producer: subprocess.Popen[bytes] | None = None
     view: ClusterView | None = None
+    tuned: list[Topology] = []
     try:
 
         def tune(t: Topology) -> None:
             if not t.failover:
                 raise TailraceError("drill: the topology must set failover = true")
-            if opt.fast:
+            if opt.fast and t.controller_store == "etcd":  # the etcd lease bounds the master lease below
+                t.lease_ms, t.controller_heartbeat_ms, t.heartbeat_ms = 2 * t.etcd_lease_ms, 250, 200
+            elif opt.fast:
                 t.lease_ms, t.controller_heartbeat_ms, t.heartbeat_ms = 1000, 100, 200
+            t.lease_ms = opt.lease_ms or t.lease_ms
+            t.controller_heartbeat_ms = opt.controller_heartbeat_ms or t.controller_heartbeat_ms
             t.drills = True  # partition-master cuts the master off at the controller (Isolate)
+            tuned.append(t)
 
         t_start = time.time()
         cluster.up(opt.topology, cdir, tune=tune)
+        topo = tuned[0]
         view = ClusterView(cdir)
-        topo = load_topology(opt.topology)
-        lease_s = (1000 if opt.fast else topo.lease_ms) / 1000
+        etcd_pids = view.pids("etcd")
+        lease_s = topo.lease_ms / 1000
         poll_until(view.all_in_sync, 30, "every slave in sync", every_s=POLL_S)
         with Admin(namesrv=view.nameservers, profile=view.profile) as admin:
             admin.create_topic(TOPIC, 4)
+            if opt.name in HA:
+                admin.create_topic(PROBE_TOPIC, 1)
         wait_routed(view.nameservers, TOPIC, profile=view.profile)  # clients start from a route
         secure = ["--profile", str(view.profile)] if view.profile else []
         count = int(opt.rate * opt.duration_s)
@@ -198,10 +160,14 @@ def run_drill(opt: DrillOptions) -> dict[str, Any]:
         )  # fmt: skip
         fault_at = rng.uniform(0.25, 0.45) * opt.duration_s
         time.sleep(fault_at)  # the schedule itself, not a wait for a condition
-        epoch0 = int(view.group_status().get("epoch", 0))
+        epoch0 = view.epoch()
+        leaders = [view.controller_leader()]
         t_fault = time.time()
-        opt.log(f"drill {opt.name}: fault at {fault_at:.1f} s (epoch {epoch0})")
-        events = _inject(opt.name, view, rng, lease_s, epoch0, opt.log)
+        opt.log(f"drill {opt.name}: fault at {fault_at:.1f} s (epoch {epoch0}, controller {leaders[0]})")
+        fault = Fault(view, rng, lease_s, topo.etcd_lease_ms / 1000, epoch0, opt.log)
+        (inject_ha if opt.name in HA else inject_classic)(opt.name, fault)
+        t_heal = time.time()
+        events = fault.events
         poll_until(
             lambda: producer is not None and producer.poll() is not None,
             opt.duration_s * 3 + 120,
@@ -233,19 +199,40 @@ def run_drill(opt: DrillOptions) -> dict[str, Any]:
             ),
             default=None,
         )
+        fault.violations += _unhealthy(view, 30 + 5 * lease_s)
+        leaders.append(view.controller_leader())
         report.update(
             {
                 "drill": opt.name,
+                "topology": opt.topology.stem,
                 "seed": opt.seed,
                 "fast": opt.fast,
+                "lease_ms": topo.lease_ms,
+                "controller_heartbeat_ms": topo.controller_heartbeat_ms,
                 "fault_at_s": round(fault_at, 2),
                 "failover_time_s": round(first_new - t_fault, 3) if first_new is not None else None,
-                "epochs": [epoch0, int(view.group_status().get("epoch", 0))],
+                "controller_takeover_s": fault.takeover_s,
+                **send_stall(produced, t_fault, t_heal + STALL_AFTER_S),
+                "epochs": [epoch0, view.epoch()],
+                "controller_leaders": leaders,
+                **fault.extra,
                 "events": events,
                 "seconds": round(time.time() - t_start, 1),
                 "workdir": str(work) if opt.keep or opt.workdir else None,
             }
         )
+        for phase, (a, b) in report.get("phases", {}).items():  # etcd-quorum-lost: each outage's stall
+            report[f"phase_{phase}_stall_s"] = send_stall(produced, a, b + STALL_AFTER_S)["max_send_stall_s"]
+        if opt.name in HA:
+            fault.violations += expectations(opt.name, report)
+        _resume_all(view)
+        view.close()
+        view = None
+        cluster.down(cdir)
+        left = [pid for pid in etcd_pids + _etcd_pids(cdir) if cluster._alive(pid)]
+        if left:
+            fault.violations.append(f"etcd processes left after cluster down: {left}")
+        report["violations"] = report["violations"] + fault.violations
         report["ok"] = not report["violations"]
         return report
     finally:
@@ -254,106 +241,70 @@ def run_drill(opt: DrillOptions) -> dict[str, Any]:
                 p.kill()
                 p.wait()
         if view is not None:
-            for n in view.brokers():  # a paused broker must not stay paused
-                if view.alive(n):
-                    view.signal(n, signal.SIGCONT)
+            _resume_all(view)
             view.close()
         cluster.down(cdir)
         if tmp is not None and not opt.keep:
             tmp.cleanup()
 
 
-def _inject(
-    name: str, view: ClusterView, rng: random.Random, lease_s: float, epoch0: int, log: Callable[[str], None]
-) -> list[str]:
-    """Inject the fault and heal it; returns what happened, for the report."""
-    events: list[str] = []
-
-    def new_epoch() -> bool:
-        return int(view.group_status().get("epoch", 0)) > epoch0
-
-    def note(text: str) -> None:
-        events.append(text)
-        log(f"  {text}")
-
-    def elected() -> None:
-        poll_until(new_epoch, 10 * lease_s + 30, "an election", every_s=POLL_S)
-        note(f"elected {view.master()}")
-
-    def back_as_slave(m: str, timeout_s: float, what: str) -> None:
-        poll_until(lambda: view.role_of(m) == "slave", timeout_s, f"{m} {what}", every_s=POLL_S)
-
-    slaves_before = [n for n in view.brokers() if n != view.master()]
-    if name == "kill-master":
-        m = view.master()
-        view.signal(m, signal.SIGKILL)
-        note(f"SIGKILL {m}")
-        elected()
-        time.sleep(rng.uniform(0.5, 2.0) * lease_s)  # the schedule: how long it stays down
-        view.start(m)
-        back_as_slave(m, 30, "rejoining as a slave")
-        note(f"restarted {m}: slave")
-    elif name == "pause-master":
-        m = view.master()
-        view.signal(m, signal.SIGSTOP)
-        note(f"SIGSTOP {m}")
-        elected()
-        time.sleep(rng.uniform(0.5, 1.5) * lease_s)  # the schedule: how long it stays paused
-        view.signal(m, signal.SIGCONT)
-        note(f"SIGCONT {m}")
-        back_as_slave(m, 30, "coming back fenced, as a slave")
-        note(f"{m} is a slave")
-    elif name == "partition-master":
-        m = view.master()
-        cut_ms = int(3 * lease_s * 1000)
-        view.ctl.Isolate(nameserver_pb2.IsolateRequest(address=view.procs[m]["address"], duration_ms=cut_ms))
-        note(f"cut {m} off from the controller for {cut_ms} ms")
-        elected()
-        back_as_slave(m, cut_ms / 1000 + 30, "rejoining as a slave")
-        note(f"{m} is a slave")
-    elif name == "kill-slave":
-        s = rng.choice(slaves_before)
-        view.signal(s, signal.SIGKILL)
-        note(f"SIGKILL {s}")
-        time.sleep(rng.uniform(1.0, 3.0) * lease_s)
-        view.start(s)
-        poll_until(view.all_in_sync, 60, f"{s} back in sync", every_s=POLL_S)
-        note(f"restarted {s}: in sync")
-    elif name == "restart-all":
-        names = view.brokers()
-        for n in names:
-            view.signal(n, signal.SIGKILL)
-        note(f"SIGKILL {', '.join(names)}")
-        poll_until(lambda: not any(view.alive(n) for n in names), 10, "every broker exiting", every_s=POLL_S)
-        time.sleep(rng.uniform(0.2, 1.0) * lease_s)
-        for n in rng.sample(names, len(names)):
-            view.start(n)
-        note("restarted every broker")
-        poll_until(view.all_in_sync, 60 + 10 * lease_s, "a master with every slave in sync", every_s=POLL_S)
-        note(f"master {view.master()}")
-    elif name == "rolling-restart":
-        for n in rng.sample(view.brokers(), len(view.brokers())):
-            view.signal(n, signal.SIGTERM)
-            poll_until(functools.partial(_stopped, view, n), 30, f"{n} stopping", every_s=POLL_S)
-            view.start(n)
-            poll_until(view.all_in_sync, 60 + 10 * lease_s, f"{n} back in sync", every_s=POLL_S)
-            note(f"restarted {n}")
-    return events
+def _resume_all(view: ClusterView) -> None:
+    """A paused process must not stay paused (cluster down would wait for it)."""
+    for n in view.procs:
+        if view.alive(n):
+            view.signal(n, signal.SIGCONT)
 
 
-def _stopped(view: ClusterView, name: str) -> bool:
-    return not view.alive(name)
+def _etcd_pids(cdir: Path) -> list[int]:
+    state = cluster.read_state(cdir)
+    return [int(p["pid"]) for p in (state or {}).get("processes", []) if p["role"] == "etcd"]
+
+
+def _unhealthy(view: ClusterView, timeout_s: float) -> list[str]:
+    """Wait until the whole cluster is healthy; what is still wrong at the deadline."""
+    wrong: list[str] = []
+
+    def healthy() -> bool:
+        view.refresh()
+        wrong[:] = [f"{n} is not running" for n in view.procs if not view.alive(n)]
+        if view.etcd_members() and view.etcd_leader() is None:
+            wrong.append("the etcd members do not agree on a leader")
+        leader = view.controller_leader()
+        if leader is None:
+            wrong.append("no controller leads")
+        for c in view.controllers:
+            role = view.controller_role(c)
+            if c != leader and (role is None or role.get("leading") or role.get("leader") != leader):
+                wrong.append(f"{c} does not stand by under {leader}: {role}")
+        if not wrong and not view.all_in_sync():
+            wrong.append(f"the group is not whole: {view.group_status()}")
+        return not wrong
+
+    try:
+        poll_until(healthy, timeout_s, "the whole cluster healthy", every_s=0.2)
+    except WaitTimeout:
+        return [f"unhealthy at the end: {'; '.join(wrong)}"]
+    return []
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", choices=DRILLS)
-    p.add_argument("--topology", default="local-failover", help="file, or a shipped name (failover = true)")
+    p.add_argument(
+        "--topology",
+        default=None,
+        help="file, or a shipped name (failover = true; default: local-ha for the controller's drills, "
+        "else local-failover)",
+    )
     p.add_argument("--seed", type=int, default=None, help="replay a schedule (default: random, printed)")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of producing")
+    p.add_argument(
+        "--duration", type=float, default=None, help="seconds of producing (default: 20, more for some)"
+    )
     p.add_argument("--rate", type=int, default=2000, help="messages per second")
     p.add_argument("--fast", action="store_true", help="fast heartbeats and a 1 s lease")
     p.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    p.add_argument("--lease-ms", type=int, default=None, help="override the topology's master lease")
+    p.add_argument("--controller-heartbeat-ms", type=int, default=None, help="and its controller heartbeat")
     p.add_argument("--json", action="store_true")
 
 
@@ -362,19 +313,24 @@ def run(args: argparse.Namespace) -> int:
     report = run_drill(
         DrillOptions(
             args.name,
-            resolve_topology(args.topology),
+            resolve_topology(args.topology or default_topology(args.name)),
             seed,
-            args.duration,
+            args.duration or default_duration(args.name),
             args.rate,
             args.fast,
             args.dir,
             args.keep,
+            lease_ms=args.lease_ms,
+            controller_heartbeat_ms=args.controller_heartbeat_ms,
         )
     )
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        keys = ("drill", "seed", "acknowledged", "consumed", "lost", "duplicated", "failover_time_s", "ok")
+        keys = (
+            *("drill", "seed", "acknowledged", "consumed", "lost", "duplicated", "failover_time_s"),
+            *("controller_takeover_s", "max_send_stall_s", "epochs", "controller_leaders", "ok"),
+        )
         print("  ".join(f"{k}={report[k]}" for k in keys))
         for v in report["violations"]:
             print(f"VIOLATION: {v}")

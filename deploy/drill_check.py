@@ -16,10 +16,17 @@ every violation found:
   delivered (per-queue order: every queue is read in offset order, whole);
 - `masters_per_epoch`: an epoch in which writes were acknowledged by more
   than one broker.
+
+`send_stall` measures, from the producer's log alone, how long sends stood
+still around a fault: the longest gap between consecutive acknowledgements
+(their `t`, when the answer arrived) that reaches into a window, and the
+longest a batch acknowledged in it waited (`t - sent`; logs from before
+`sent` was written give none).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable
@@ -113,4 +120,21 @@ def check(produced: Iterable[dict[str, Any]], consumed: Iterable[dict[str, Any]]
                 if len(a) > 1
             ]
         ),
+    }
+
+
+def send_stall(produced: Iterable[dict[str, Any]], start: float, end: float) -> dict[str, float | None]:
+    """`max_send_stall_s`: the longest gap between consecutive acknowledged
+    sends' answer times with the later one after `start` and the earlier one
+    before `end` (wall clock, s; None: nothing acknowledged after `start`);
+    `max_ack_wait_s`: the longest send-to-answer time of a send answered in
+    the window."""
+    acks = sorted(
+        (float(p["t"]), float(p.get("sent", p["t"]))) for p in produced if p.get("status") == "SEND_OK"
+    )
+    stall = max((b - a for (a, _), (b, _) in itertools.pairwise(acks) if b > start and a < end), default=None)
+    waits = [t - s for t, s in acks if start < t < end]
+    return {
+        "max_send_stall_s": round(stall, 3) if stall is not None else None,
+        "max_ack_wait_s": round(max(waits), 3) if waits else None,
     }

@@ -40,6 +40,7 @@ from pathlib import Path
 from types import TracebackType
 
 from core.etcd import EtcdClient, EtcdError
+from deploy.harness import keep_detached
 from deploy.waits import WaitTimeout, poll_until
 
 log = logging.getLogger(__name__)
@@ -264,6 +265,9 @@ class LocalEtcd:
         """Let the members outlive this process (`tailrace cluster up`: the
         cluster state has their pids and command lines)."""
         _running.discard(self)
+        for m in self.members:
+            if m.proc is not None:
+                keep_detached(m.proc)
 
     def args(self, i: int) -> list[str]:
         """Member i's command line (restarting it on its data dir and ports)."""

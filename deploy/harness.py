@@ -36,6 +36,14 @@ class ProcessFailed(RuntimeError):
 _detached: list[subprocess.Popen[bytes]] = []
 
 
+def keep_detached(proc: subprocess.Popen[bytes]) -> None:
+    """Hold the handle of a child left running on purpose (an etcd member of
+    `cluster up`, or one restarted) until `reap_detached` finds it exited:
+    a dropped handle of a running child raises ResourceWarning."""
+    if proc.poll() is None:
+        _detached.append(proc)
+
+
 def reap_detached() -> None:
     """Forget the handles of detached processes that have exited (stopped by
     `cluster down` through their pids): no handle outlives its process."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from deploy.drill_check import check
+from deploy.drill_check import check, send_stall
 
 pytestmark = pytest.mark.unit
 
@@ -62,3 +62,28 @@ def test_two_masters_acknowledging_in_one_epoch() -> None:
     r = check(produced, [got(0, 0, 0), got(1, 0, 1)])
     assert r["masters_per_epoch"] == {"g/2": ["m1", "m2"]}
     assert any("epoch g/2 acknowledged by" in v for v in r["violations"])
+
+
+def acked(t: float, sent_at: float | None = None, status: str = "SEND_OK") -> dict[str, Any]:
+    line: dict[str, Any] = {"seq": 0, "status": status, "t": t}
+    if sent_at is not None:
+        line["sent"] = sent_at
+    return line
+
+
+def test_send_stall_is_the_longest_gap_reaching_into_the_window() -> None:
+    """The gap that spans the fault counts, gaps wholly before or after the
+    window do not, failed sends are no acknowledgements."""
+    log = [acked(t) for t in (0.0, 0.1, 5.0, 5.1, 5.2, 6.8, 6.9, 8.2, 20.0)]
+    log.append(acked(3.0, status="MASTER_LEASE_EXPIRED"))
+    assert send_stall(log, start=4.0, end=8.0)["max_send_stall_s"] == 4.9  # 0.1 -> 5.0
+    assert send_stall(log, start=5.05, end=7.0)["max_send_stall_s"] == 1.6  # 5.2 -> 6.8
+    assert send_stall(log, start=5.05, end=6.85)["max_send_stall_s"] == 1.6
+    assert send_stall(log, start=8.1, end=9.0)["max_send_stall_s"] == 11.8  # a stall running past the window
+    assert send_stall(log, start=21.0, end=30.0)["max_send_stall_s"] is None  # nothing acknowledged after
+
+
+def test_ack_wait_needs_the_send_time() -> None:
+    log = [acked(1.0, 0.9), acked(2.5, 1.0), acked(3.0)]  # the last from a log without `sent`
+    r = send_stall(log, start=0.0, end=10.0)
+    assert r["max_ack_wait_s"] == 1.5 and r["max_send_stall_s"] == 1.5
