@@ -11,12 +11,16 @@ through a leased etcd key).
   the new leader, its log says it stepped down); epoch unchanged.
 - `etcd-member-down`: SIGKILL one etcd member (the etcd leader or not, by the
   seed), restart it later: the controller leader and the epoch stay.
-- `etcd-quorum-lost`: two phases in one run, each SIGSTOPping two of the
-  three members (SIGSTOP: connections hang rather than fail). (a) for
-  0.3-0.5 master leases: the epoch and the master stay (the controller
-  leader may change: a paused etcd leader that resumes past the etcd lease
-  expires the leader key, and a standby takes over; reported as
-  `phase_a_controller`); (b) for 1.5-2 master leases: the master refuses
+- `etcd-quorum-lost`: two phases in one run, each SIGKILLing two of the
+  three members and restarting them on their data. (a) for 0.3-0.5 master
+  leases: nothing changes (the epoch, the master and the controller leader
+  stay: the etcd leader elected when the members return resets every lease
+  to its full TTL, and the leading controller's keepalives get through).
+  (Members SIGSTOPped instead may change the controller leader: an etcd
+  leader paused past the etcd lease still leads when it resumes and expires
+  the leases its clock says are due, the leader key's among them; a standby
+  takes over, the master keeps its lease.) (b) for 1.5-2 master leases: the
+  master refuses
   a probe send with MASTER_LEASE_EXPIRED (the producer only retries: its
   log may show no failure) and serves a probe pull; quorum back, the same
   master takes sends in the same epoch. Probes use their own topic, so the
@@ -193,16 +197,17 @@ def _quorum_down(f: Fault, phase: str, down_s: float) -> tuple[list[str], float]
     pair = sorted(f.rng.sample(f.view.etcd_members(), 2))
     lead = f.view.etcd_leader()
     for m in pair:
-        f.view.signal(m, signal.SIGSTOP)
-    f.note(f"phase {phase}: SIGSTOP {', '.join(pair)} for {down_s:.1f} s (etcd leader was {lead})")
+        f.view.signal(m, signal.SIGKILL)
+    f.note(f"phase {phase}: SIGKILL {', '.join(pair)} for {down_s:.1f} s (etcd leader was {lead})")
     return pair, time.monotonic()
 
 
 def _quorum_back(f: Fault, phase: str, pair: list[str], window: float) -> None:
     for m in pair:
-        f.view.signal(m, signal.SIGCONT)
+        poll_until(lambda m=m: not f.view.alive(m), 10, f"{m} exiting", every_s=POLL_S)  # type: ignore[misc]
+        f.view.start(m)
     f.extra.setdefault("phases", {})[phase] = [round(window, 3), round(time.time(), 3)]
-    f.note(f"phase {phase}: SIGCONT {', '.join(pair)}")
+    f.note(f"phase {phase}: restarted {', '.join(pair)}")
     poll_until(lambda: _etcd_whole(f), 30, "the etcd quorum back", every_s=POLL_S)
     f.note(f"phase {phase}: etcd whole again, {_leader(f)} leads")
 
@@ -220,10 +225,9 @@ def _etcd_quorum_lost(f: Fault) -> None:
     poll_until(lambda: _probe_send(f, address) == "SEND_OK", 30, f"{master} taking sends", every_s=POLL_S)
     f.expect(view.epoch() == f.epoch0, f"phase a changed the epoch ({f.epoch0} -> {view.epoch()})")
     f.expect(view.master() == master, f"phase a changed the master ({master} -> {view.master()})")
-    # The controller leader may change: an etcd leader paused past the etcd
-    # lease expires the leader key's lease when it resumes (its clock ran on).
     now = _leader(f)
     f.extra["phase_a_controller"] = ctl if now == ctl else f"{ctl} -> {now}"
+    f.expect(now == ctl, f"phase a changed the controller leader ({ctl} -> {now})")
     f.note(f"phase a: {master} still master in epoch {f.epoch0}; controller {f.extra['phase_a_controller']}")
     time.sleep(f.rng.uniform(1.0, 2.0) * f.etcd_lease_s)  # the schedule: between the phases
     # (b) longer than a master lease: sends refused with MASTER_LEASE_EXPIRED, pulls served
