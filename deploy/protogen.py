@@ -78,7 +78,7 @@ def rocketmq_pb_dir() -> Path:
     spec = importlib.util.find_spec("rocketmq")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(f"{RMQ_CLIENT} is not installed (pip install -e '.[test]')")
-    return Path(list(spec.submodule_search_locations)[0]) / "grpc_protocol"
+    return Path(next(iter(spec.submodule_search_locations))) / "grpc_protocol"
 
 
 def serialized_file(path: Path) -> bytes:
@@ -128,7 +128,9 @@ def generate_rocketmq(out_dir: Path) -> list[Path]:
     written: list[Path] = []
     for path in sorted(target.glob("*_pb2*.py*")):
         text = path.read_text()
-        path.write_text(re.sub(rf"^import ({bare})_pb2 as", rf"from {package} import \1_pb2 as", text, flags=re.M))
+        path.write_text(
+            re.sub(rf"^import ({bare})_pb2 as", rf"from {package} import \1_pb2 as", text, flags=re.M)
+        )
         written.append(path)
     d = target
     while d != out_dir.parent:

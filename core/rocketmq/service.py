@@ -1,0 +1,218 @@
+"""The `apache.rocketmq.v2.MessagingService` servicer of `tailrace proxy`:
+unpack, check the caller, call the backend (the cluster, through our client
+library), pack.
+
+Outcomes travel as the v2 `Status` inside each response (official clients
+read that, not gRPC's status): a refusal is an OK gRPC call whose status
+says `UNAUTHORIZED`, `FORBIDDEN`, `BAD_REQUEST`, ... and nothing was done.
+Every RPC the proxy does not serve yet answers `NOT_IMPLEMENTED` at once,
+streams included (one status frame, then the end), so no client ever waits
+on one. The proxy holds no state of its own: routes and limits come from
+the cluster, every message goes to a master.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+
+from core.errors import TailraceError
+from core.pb.rocketmq.v2 import definition_pb2 as d
+from core.pb.rocketmq.v2 import service_pb2 as s
+from core.pb.rocketmq.v2 import service_pb2_grpc
+from core.rocketmq import routes, translate
+from core.rocketmq.codes import SEND_CODES, Refused, not_implemented, status, status_of
+from core.rocketmq.settings import ServerSettings, answer
+from core.roles import SendStatus
+from core.route import MessageQueue, TopicRoute
+from core.security.mqv2 import Mqv2Policy, Rule, any_account, publish, use_group
+
+log = logging.getLogger(__name__)
+MARGIN_S = 0.2  # answered this long before the client's deadline
+DEFAULT_TIMEOUT_S = 3.0  # a call without a deadline (official clients always set one)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """Where the backend stored a message."""
+
+    status: SendStatus
+    broker_name: str
+    queue_id: int
+    queue_offset: int
+
+
+class Backend(Protocol):
+    """The cluster as the servicer sees it (deploy/proxy_backend.py)."""
+
+    def route(self, topic: str, timeout_s: float) -> TopicRoute: ...
+
+    def send(self, message: translate.Incoming, queue: MessageQueue | None, timeout_s: float) -> Stored: ...
+
+    def max_body_bytes(self) -> int: ...
+
+
+def _time_left(context: grpc.ServicerContext) -> float:
+    left = context.time_remaining()
+    if left is None or left > 3600:
+        left = DEFAULT_TIMEOUT_S
+    return float(max(0.05, left - MARGIN_S))
+
+
+def _not_yet(name: str, response: Any) -> Callable[..., Any]:
+    def unary(self: MessagingService, request: Any, context: grpc.ServicerContext) -> Any:
+        return response(status=self._refusal(context, any_account) or not_implemented(name))
+
+    return unary
+
+
+def _not_yet_stream(name: str, response: Any) -> Callable[..., Any]:
+    def stream(self: MessagingService, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        yield response(status=self._refusal(context, any_account) or not_implemented(name))
+
+    return stream
+
+
+class MessagingService(service_pb2_grpc.MessagingServiceServicer):
+    def __init__(
+        self,
+        backend: Backend,
+        policy: Mqv2Policy,
+        endpoint: str,
+        settings: Callable[[], ServerSettings],
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        """`endpoint`: where clients reach this proxy (`host:port`), the
+        address every route names; `settings`: what clients are told (read
+        per answer: the brokers' limit may change)."""
+        self.backend = backend
+        self.policy = policy
+        self.endpoints = routes.endpoints(endpoint)
+        self.settings = settings
+        self.wall_ms = wall_ms
+
+    def _refusal(self, context: grpc.ServicerContext, rule: Rule) -> d.Status | None:
+        """None if the caller may go on; else the status refusing it."""
+        try:
+            self.policy.check(context.invocation_metadata() or (), self.wall_ms(), rule)
+        except TailraceError as exc:
+            log.info("refused a call from %s: %s", context.peer(), exc)
+            return status_of(exc)
+        return None
+
+    # ---- served ----------------------------------------------------------------------
+
+    def QueryRoute(self, request: s.QueryRouteRequest, context: grpc.ServicerContext) -> Any:
+        refused = self._refusal(context, any_account)  # routes are not secret (as natively)
+        if refused is not None:
+            return s.QueryRouteResponse(status=refused)
+        try:
+            topic = translate.topic_of(request.topic)
+            route = self.backend.route(topic, _time_left(context))
+        except (Refused, TailraceError) as exc:
+            return s.QueryRouteResponse(status=status_of(exc))
+        queues = routes.message_queues(route, self.endpoints)
+        if not queues:
+            return s.QueryRouteResponse(status=status(d.TOPIC_NOT_FOUND, f"topic {topic!r} has no queue"))
+        return s.QueryRouteResponse(status=status(), message_queues=queues)
+
+    def Heartbeat(self, request: s.HeartbeatRequest, context: grpc.ServicerContext) -> Any:
+        refused = self._refusal(context, use_group(request.group.name))
+        return s.HeartbeatResponse(status=refused or status())
+
+    def NotifyClientTermination(
+        self, request: s.NotifyClientTerminationRequest, context: grpc.ServicerContext
+    ) -> Any:
+        refused = self._refusal(context, use_group(request.group.name))
+        return s.NotifyClientTerminationResponse(status=refused or status())
+
+    def Telemetry(self, requests: Iterator[s.TelemetryCommand], context: grpc.ServicerContext) -> Any:
+        """Answers each `settings` the client writes, completed; the stream
+        stays open until the client (or this server's stop) ends it. Signed
+        once, at open, as the clients do."""
+        refused = self._refusal(context, any_account)
+        if refused is not None:
+            yield s.TelemetryCommand(status=refused)
+            return
+        for command in requests:
+            if command.HasField("settings"):
+                try:
+                    settings = answer(command.settings, self.settings())
+                except TailraceError as exc:
+                    yield s.TelemetryCommand(status=status_of(exc))
+                    continue
+                yield s.TelemetryCommand(status=status(), settings=settings)
+            # other commands (thread stack traces, verification results) answer server requests
+            # this proxy does not make yet: nothing to do
+
+    def SendMessage(self, request: s.SendMessageRequest, context: grpc.ServicerContext) -> Any:
+        if not request.messages:
+            return s.SendMessageResponse(status=status(d.BAD_REQUEST, "no message to send"))
+        ids = [m.system_properties.message_id for m in request.messages]
+        try:
+            topics = {translate.topic_of(m.topic) for m in request.messages}
+        except Refused as exc:
+            return _send_refused(status_of(exc), ids)
+        for topic in sorted(topics):
+            refused = self._refusal(context, publish(topic))
+            if refused is not None:
+                return _send_refused(refused, ids)
+        max_body = self.settings().max_body_bytes
+        entries = [self._send_one(m, max_body, context) for m in request.messages]
+        codes = {e.status.code for e in entries}
+        if len(codes) == 1:
+            top = entries[0].status
+        else:
+            top = status(d.MULTIPLE_RESULTS, "the messages had different outcomes; see the entries")
+        return s.SendMessageResponse(status=top, entries=entries)
+
+    def _send_one(self, m: d.Message, max_body: int, context: grpc.ServicerContext) -> s.SendResultEntry:
+        message_id = m.system_properties.message_id
+        try:
+            msg = translate.incoming(m, max_body, self.wall_ms())
+            queue = None
+            if msg.group:  # FIFO: the queue the client picked (it does not say which; the same hash)
+                left = _time_left(context)
+                queue = routes.fifo_queue(msg.group, routes.writable(self.backend.route(msg.topic, left)))
+            stored = self.backend.send(msg, queue, _time_left(context))
+        except (Refused, TailraceError) as exc:
+            return s.SendResultEntry(status=status_of(exc), message_id=message_id)
+        except ValueError as exc:  # no writable queue for a FIFO group
+            return s.SendResultEntry(status=status(d.TOPIC_NOT_FOUND, str(exc)), message_id=message_id)
+        except Exception:
+            log.exception("sending message %s failed", message_id[:128])
+            return s.SendResultEntry(status=status_of(RuntimeError()), message_id=message_id)
+        code = SEND_CODES.get(stored.status, d.INTERNAL_SERVER_ERROR)
+        text = "OK" if code == d.OK else f"{stored.status} on {stored.broker_name}/{stored.queue_id}"
+        return s.SendResultEntry(status=status(code, text), message_id=message_id, offset=stored.queue_offset)
+
+    # ---- not served yet: an immediate NOT_IMPLEMENTED ----------------------------------
+
+    QueryAssignment = _not_yet("QueryAssignment", s.QueryAssignmentResponse)
+    ReceiveMessage = _not_yet_stream("ReceiveMessage", s.ReceiveMessageResponse)
+    AckMessage = _not_yet("AckMessage", s.AckMessageResponse)
+    ForwardMessageToDeadLetterQueue = _not_yet(
+        "ForwardMessageToDeadLetterQueue", s.ForwardMessageToDeadLetterQueueResponse
+    )
+    PullMessage = _not_yet_stream("PullMessage", s.PullMessageResponse)
+    UpdateOffset = _not_yet("UpdateOffset", s.UpdateOffsetResponse)
+    GetOffset = _not_yet("GetOffset", s.GetOffsetResponse)
+    QueryOffset = _not_yet("QueryOffset", s.QueryOffsetResponse)
+    EndTransaction = _not_yet("EndTransaction", s.EndTransactionResponse)
+    ChangeInvisibleDuration = _not_yet("ChangeInvisibleDuration", s.ChangeInvisibleDurationResponse)
+    RecallMessage = _not_yet("RecallMessage", s.RecallMessageResponse)
+    SyncLiteSubscription = _not_yet("SyncLiteSubscription", s.SyncLiteSubscriptionResponse)
+
+
+def _send_refused(refusal: d.Status, ids: list[str]) -> s.SendMessageResponse:
+    entries = [s.SendResultEntry(status=refusal, message_id=i) for i in ids]
+    return s.SendMessageResponse(status=refusal, entries=entries)
+
+
+def add_to_server(service: MessagingService, server: grpc.Server) -> None:
+    service_pb2_grpc.add_MessagingServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]

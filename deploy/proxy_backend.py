@@ -1,0 +1,111 @@
+"""The cluster as `tailrace proxy` reaches it: our own client library.
+
+The proxy is a client of the cluster, with an account of its own (its
+profile): routes come from the nameservers, messages go to masters through
+`consumer.Producer` (its retries, failover handling and circuit breaker),
+and the limit it tells RocketMQ producers is read from the masters' Status
+(`details.limits`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from consumer.producer import Producer
+from consumer.profile import Profile
+from consumer.routing import group_from_pb
+from consumer.send_logic import OutgoingMessage
+from core.errors import TailraceError
+from core.pb.tailrace.v1 import broker_pb2 as bpb
+from core.rocketmq.service import Stored
+from core.rocketmq.translate import Incoming
+from core.route import MessageQueue, TopicRoute
+
+log = logging.getLogger(__name__)
+HEADROOM_BYTES = 64 * 1024  # of a record's limit, kept for topic, tags, keys and properties
+LIMIT_REFRESH_S = 30.0
+STATUS_TIMEOUT_S = 2.0
+
+
+def body_limit(max_message_bytes: list[int], fallback: int) -> int:
+    """The body size to promise: the smallest master's record limit less
+    the headroom (`fallback` when no master told its limit)."""
+    if not max_message_bytes:
+        return fallback
+    return max(1024, min(max_message_bytes) - HEADROOM_BYTES)
+
+
+class ClusterBackend:
+    def __init__(
+        self,
+        namesrv: list[str],
+        profile: Profile,
+        fallback_body_bytes: int,
+        fixed_body_bytes: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`fixed_body_bytes`: the limit to tell clients (0: from the masters,
+        `fallback_body_bytes` until one answers)."""
+        self.producer = Producer(namesrv=namesrv, profile=profile)
+        self.fallback = fallback_body_bytes
+        self.fixed = fixed_body_bytes
+        self.clock = clock
+        self._limit = fixed_body_bytes or fallback_body_bytes
+        self._checked = -LIMIT_REFRESH_S
+        self._lock = threading.Lock()
+
+    def route(self, topic: str, timeout_s: float) -> TopicRoute:
+        return self.producer.routes.get(topic, timeout_s=timeout_s)
+
+    def send(self, message: Incoming, queue: MessageQueue | None, timeout_s: float) -> Stored:
+        out = OutgoingMessage(message.body, message.tags, message.keys, message.properties, message.born_ms)
+        r = self.producer.send_batch(message.topic, [out], queue=queue, timeout_s=timeout_s)[0]
+        return Stored(r.status, r.broker_name, r.queue_id, r.queue_offset)
+
+    def max_body_bytes(self) -> int:
+        """The body limit, asked of the masters at most every 30 s (the last
+        answer meanwhile, and when none answers)."""
+        if self.fixed:
+            return self.fixed
+        with self._lock:
+            if self.clock() - self._checked < LIMIT_REFRESH_S:
+                return self._limit
+            self._checked = self.clock()
+        limits = self._masters_limits()
+        if limits:
+            with self._lock:
+                self._limit = body_limit(limits, self.fallback)
+        return self._limit
+
+    def _masters_limits(self) -> list[int]:
+        routes = self.producer.routes
+        clusters = getattr(routes, "clusters", None)
+        if clusters is None:
+            return []
+        out = []
+        try:
+            groups = [group_from_pb(g) for c in clusters(STATUS_TIMEOUT_S).clusters for g in c.groups]
+        except TailraceError as exc:
+            log.warning("cannot list the brokers for their limits: %s", exc)
+            return []
+        for g in groups:
+            m = g.master
+            if m is None:
+                continue
+            try:
+                conn = self.producer.pool.get(m.address)
+                status = conn.call(conn.stub.Status, bpb.StatusRequest(), STATUS_TIMEOUT_S)
+                limit = json.loads(status.details_json or "{}").get("limits", {}).get("max_message_bytes")
+            except (TailraceError, ValueError) as exc:
+                log.warning("no limits from %s (%s): %s", g.broker_name, m.address, exc)
+                continue
+            if isinstance(limit, int) and limit > 0:
+                out.append(limit)
+        return out
+
+    def close(self) -> None:
+        self.producer.close()

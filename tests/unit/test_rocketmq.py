@@ -1,0 +1,350 @@
+"""RocketMQ 5's protocol as plain logic: the v2 signature, message
+translation, routes, settings, and the servicer's decisions with a fake
+backend and a fake call context (no sockets)."""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from core.errors import BrokerUnavailableError, PermissionDeniedError, UnauthenticatedError, UnknownTopicError
+from core.pb.rocketmq.v2 import definition_pb2 as d
+from core.pb.rocketmq.v2 import service_pb2 as s
+from core.rocketmq import routes, translate
+from core.rocketmq.codes import Refused, code_for
+from core.rocketmq.service import MessagingService, Stored
+from core.rocketmq.settings import ServerSettings, answer
+from core.roles import SendStatus
+from core.route import BrokerEndpoint, GroupRoute, MessageQueue, TopicRoute
+from core.security.acl import AclFile
+from core.security.mqv2 import Mqv2Policy, any_account, date_of, header, publish, verify_mqv2
+
+pytestmark = pytest.mark.unit
+
+# captured from rocketmq-python-client 5.1.2 (Credentials("myak", "mysk")), issue 18's research
+CAPTURED = [
+    ("x-mq-date-time", "20261126T062131Z"),
+    (
+        "authorization",
+        "MQv2-HMAC-SHA1 Credential=myak, SignedHeaders=x-mq-date-time, "
+        "Signature=5dd8af68ee68771fea1c81f8252f6f851488fd5c",
+    ),
+]
+CAPTURED_MS = int(datetime.datetime(2026, 11, 26, 6, 21, 31, tzinfo=datetime.UTC).timestamp() * 1000)
+SECRET = "app-secret-0123456789"
+
+
+def _secret(ak: str) -> str | None:
+    return {"myak": "mysk", "app": SECRET}.get(ak)
+
+
+# ---- the v2 signature ------------------------------------------------------------------
+
+
+def test_a_captured_official_header_verifies_and_a_wrong_secret_does_not() -> None:
+    account = verify_mqv2(CAPTURED, CAPTURED_MS, _secret)
+    assert account is not None and account.access_key == "myak"
+    with pytest.raises(UnauthenticatedError, match="does not verify"):
+        verify_mqv2(CAPTURED, CAPTURED_MS, lambda ak: "not-the-secret")
+    with pytest.raises(UnauthenticatedError, match="does not verify"):  # unknown key: same answer
+        verify_mqv2(CAPTURED, CAPTURED_MS, lambda ak: None)
+
+
+def test_the_skew_window_is_the_native_one() -> None:
+    assert verify_mqv2(CAPTURED, CAPTURED_MS + 299_000, _secret) is not None
+    with pytest.raises(UnauthenticatedError, match="TZ=UTC"):
+        verify_mqv2(CAPTURED, CAPTURED_MS + 301_000, _secret)
+    with pytest.raises(UnauthenticatedError):  # a client in UTC+2 without TZ=UTC
+        verify_mqv2(CAPTURED, CAPTURED_MS - 2 * 3600_000, _secret)
+
+
+def test_anonymous_forms_and_malformed_headers() -> None:
+    assert verify_mqv2([], CAPTURED_MS, _secret) is None
+    empty = header("", "", "20261126T062131Z")  # the client's Credentials(): Credential=
+    assert verify_mqv2(empty, CAPTURED_MS, _secret) is None
+    for bad in (
+        [("authorization", "TAILRACE-HMAC-SHA256 Credential=a, SignedHeaders=x, Signature=00")],
+        [("authorization", CAPTURED[1][1].replace("x-mq-date-time", "x-mq-date-time;host"))],
+        [("x-mq-date-time", "2026-11-26"), CAPTURED[1]],
+        [CAPTURED[1]],
+    ):
+        with pytest.raises(UnauthenticatedError):
+            verify_mqv2(bad, CAPTURED_MS, _secret)
+
+
+def _acl(tmp_path: Path, anonymous: str = "") -> AclFile:
+    f = tmp_path / "acl.toml"
+    f.write_text(
+        f'[[account]]\naccess_key = "app"\nsecret_key = "{SECRET}"\npublish = ["orders"]\n'
+        f'groups = ["billing"]\n{anonymous}'
+    )
+    f.chmod(0o600)
+    return AclFile(f, 0)
+
+
+def test_policy_checks_the_account_against_the_acl(tmp_path: Path) -> None:
+    now = CAPTURED_MS
+    policy = Mqv2Policy(_acl(tmp_path))
+    md = header("app", SECRET, date_of(now))
+    assert policy.check(md, now, publish("orders")) is not None
+    with pytest.raises(PermissionDeniedError, match="publish to topic 'other'"):
+        policy.check(md, now, publish("other"))
+    with pytest.raises(UnauthenticatedError, match="anonymous access is off"):
+        policy.check([], now, any_account)
+    open_policy = Mqv2Policy(_acl(tmp_path, '[anonymous]\npublish = ["pub"]\n'), True)
+    assert open_policy.check([], now, publish("pub")) is not None
+    with pytest.raises(PermissionDeniedError):
+        open_policy.check([], now, publish("orders"))
+    assert Mqv2Policy(None).check([], now, publish("anything")) is not None  # no ACL: open
+
+
+# ---- translation -----------------------------------------------------------------------
+
+
+def _msg(body: bytes = b"hello", **sp: object) -> d.Message:
+    m = d.Message(topic=d.Resource(name="orders"), body=body)
+    m.system_properties.message_id = "0102FC0000000121C90B1969EB00000000"
+    m.system_properties.message_type = d.NORMAL
+    m.system_properties.body_encoding = d.IDENTITY
+    m.system_properties.born_timestamp.seconds = 1_795_674_091
+    m.system_properties.born_host = "192.0.2.2"
+    for k, v in sp.items():
+        if k == "keys":
+            m.system_properties.keys.extend(v)  # type: ignore[arg-type]
+        else:
+            setattr(m.system_properties, k, v)
+    return m
+
+
+def test_a_normal_message_maps_to_a_native_record() -> None:
+    m = _msg(tag="tagA", keys=["k1", "k2"])
+    m.user_properties["p"] = "v"
+    got = translate.incoming(m, 1024, 0)
+    assert (got.topic, got.body, got.tags, got.keys, got.group) == ("orders", b"hello", "tagA", "k1 k2", "")
+    assert got.born_ms == 1_795_674_091_000
+    assert got.properties == {
+        "p": "v",
+        translate.MESSAGE_ID: "0102FC0000000121C90B1969EB00000000",
+        translate.BORN_HOST: "192.0.2.2",
+    }
+    back = translate.read_back(got.tags, got.keys, got.properties)
+    assert back["keys"] == ["k1", "k2"] and back["user_properties"] == {"p": "v"}
+
+
+def test_fifo_keeps_its_group_and_types_not_served_are_refused() -> None:
+    fifo = translate.incoming(_msg(message_type=d.FIFO, message_group="g1"), 1024, 0)
+    assert fifo.group == "g1" and fifo.properties[translate.MESSAGE_GROUP] == "g1"
+    cases = [
+        (_msg(message_type=d.DELAY), d.NOT_IMPLEMENTED),
+        (_msg(message_type=d.TRANSACTION), d.NOT_IMPLEMENTED),
+        (_msg(message_type=d.FIFO), d.ILLEGAL_MESSAGE_GROUP),
+        (_msg(message_group="g"), d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE),
+        (_msg(b""), d.MESSAGE_BODY_EMPTY),
+        (_msg(b"x" * 1025), d.MESSAGE_BODY_TOO_LARGE),
+        (_msg(tag="a|b"), d.ILLEGAL_MESSAGE_TAG),
+        (_msg(keys=["a b"]), d.ILLEGAL_MESSAGE_KEY),
+        (_msg(message_id=""), d.ILLEGAL_MESSAGE_ID),
+    ]
+    reserved = _msg()
+    reserved.user_properties["RECONSUME_TIMES"] = "0"
+    cases.append((reserved, d.ILLEGAL_MESSAGE_PROPERTY_KEY))
+    namespaced = _msg()
+    namespaced.topic.resource_namespace = "ns"
+    cases.append((namespaced, d.UNSUPPORTED))
+    broker_topic = _msg()
+    broker_topic.topic.name = "%RETRY%g"
+    cases.append((broker_topic, d.ILLEGAL_TOPIC))
+    for m, code in cases:
+        with pytest.raises(Refused) as info:
+            translate.incoming(m, 1024, 0)
+        assert info.value.code == code, (m, info.value.message)
+
+
+def test_body_encoding_and_digest() -> None:
+    body = b"payload" * 10
+    zipped = _msg(gzip.compress(body), body_encoding=d.GZIP)
+    assert translate.incoming(zipped, 1024, 0).body == body
+    with pytest.raises(Refused) as info:
+        translate.incoming(_msg(gzip.compress(b"x" * 2000), body_encoding=d.GZIP), 1024, 0)
+    assert info.value.code == d.MESSAGE_BODY_TOO_LARGE  # inflated within the limit, not past it
+    for kind in (d.CRC32, d.MD5, d.SHA1):
+        ok = _msg(body)
+        ok.system_properties.body_digest.type = kind
+        ok.system_properties.body_digest.checksum = translate.digest(body, kind)
+        assert translate.incoming(ok, 1024, 0).body == body
+        ok.system_properties.body_digest.checksum = translate.digest(b"other", kind)
+        with pytest.raises(Refused) as info:
+            translate.incoming(ok, 1024, 0)
+        assert info.value.code == d.MESSAGE_CORRUPTED
+
+
+def test_errors_map_to_v2_codes() -> None:
+    assert code_for(UnauthenticatedError("x")) == d.UNAUTHORIZED
+    assert code_for(PermissionDeniedError("x")) == d.FORBIDDEN
+    assert code_for(UnknownTopicError("x")) == d.TOPIC_NOT_FOUND
+    assert code_for(BrokerUnavailableError("x")) == d.HA_NOT_AVAILABLE
+
+
+# ---- routes and settings ---------------------------------------------------------------
+
+
+def _route(*groups: tuple[str, int, bool]) -> TopicRoute:
+    out = []
+    for name, queues, live in groups:
+        master = (BrokerEndpoint(0, f"10.0.0.1:{len(out) + 1}", "master", 1, live),)
+        out.append(GroupRoute(name, "c", queues, queues, "rw", master))
+    return TopicRoute("orders", tuple(out))
+
+
+def test_routes_name_the_proxy_in_a_stable_order() -> None:
+    route = _route(("b", 2, True), ("a", 3, False))
+    proxy = routes.endpoints("127.0.0.1:8081")
+    mqs = routes.message_queues(route, proxy)
+    assert [(q.broker.name, q.id) for q in mqs] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
+    assert all(q.broker.id == 0 and q.broker.endpoints == proxy for q in mqs)
+    assert all(
+        q.permission == d.READ_WRITE and list(q.accept_message_types) == [d.NORMAL, d.FIFO] for q in mqs
+    )
+    assert proxy.scheme == d.IPv4 and routes.endpoints("[::1]:1").scheme == d.IPv6
+    assert routes.endpoints("proxy.example:1").scheme == d.DOMAIN_NAME
+    read_only = TopicRoute("t", (GroupRoute("a", "c", 2, 1, "rw", ()),))
+    perms = [q.permission for q in routes.message_queues(read_only, proxy)]
+    assert perms == [d.READ_WRITE, d.READ]
+    assert routes.writable(read_only) == [MessageQueue("a", 0)]
+
+
+def test_fifo_queue_is_the_official_clients_choice() -> None:
+    queues = [MessageQueue("a", i) for i in range(5)]
+    for group in ("g1", "g2", "order-17"):
+        h = int.from_bytes(hashlib.sha256(group.encode()).digest(), "big")  # queue_selector.py
+        assert routes.fifo_queue(group, queues) == queues[h % 5]
+
+
+def test_settings_answer_is_complete() -> None:
+    server = ServerSettings(max_body_bytes=4_000_000)
+    producer = d.Settings(client_type=d.PRODUCER)
+    producer.publishing.max_body_size = 134_217_728
+    producer.metric.on = True
+    out = answer(producer, server)
+    assert out.publishing.max_body_size == 4_000_000 and not out.metric.on
+    assert out.backoff_policy.max_attempts == 3 and out.backoff_policy.HasField("exponential_backoff")
+    push = answer(d.Settings(client_type=d.PUSH_CONSUMER), server)
+    assert push.subscription.long_polling_timeout.ToMilliseconds() == 20_000
+    assert push.subscription.receive_batch_size == 32 and not push.subscription.fifo
+    assert push.backoff_policy.customized_backoff.next[0].ToMilliseconds() == 1000
+    simple = d.Settings(client_type=d.SIMPLE_CONSUMER)
+    simple.subscription.long_polling_timeout.FromSeconds(600)
+    assert answer(simple, server).subscription.long_polling_timeout.ToMilliseconds() == 20_000
+    assert producer.publishing.max_body_size == 134_217_728  # the client's copy untouched
+
+
+# ---- the servicer with a fake backend --------------------------------------------------
+
+
+@dataclass
+class FakeBackend:
+    route_of: TopicRoute = field(default_factory=lambda: _route(("a", 4, True)))
+    sent: list[tuple[translate.Incoming, MessageQueue | None]] = field(default_factory=list)
+    fail: Exception | None = None
+
+    def route(self, topic: str, timeout_s: float) -> TopicRoute:
+        if topic != "orders":
+            raise UnknownTopicError(f"no route for {topic!r}")
+        return self.route_of
+
+    def send(self, message: translate.Incoming, queue: MessageQueue | None, timeout_s: float) -> Stored:
+        if self.fail is not None:
+            raise self.fail
+        self.sent.append((message, queue))
+        q = queue or MessageQueue("a", 0)
+        return Stored(SendStatus.SEND_OK, q.broker_name, q.queue_id, len(self.sent) - 1)
+
+    def max_body_bytes(self) -> int:
+        return 1024
+
+
+class FakeContext:
+    def __init__(self, metadata: list[tuple[str, str]] | tuple[()] = ()) -> None:
+        self.metadata = list(metadata)
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return self.metadata
+
+    def time_remaining(self) -> float:
+        return 3.0
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:5"
+
+
+def _service(tmp_path: Path, backend: FakeBackend) -> MessagingService:
+    policy = Mqv2Policy(_acl(tmp_path))
+    return MessagingService(
+        backend, policy, "127.0.0.1:8081", lambda: ServerSettings(1024), wall_ms=lambda: CAPTURED_MS
+    )
+
+
+def _signed(secret: str = SECRET) -> FakeContext:
+    return FakeContext(list(header("app", secret, date_of(CAPTURED_MS))))
+
+
+def test_send_stores_and_echoes_the_message_id(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    svc = _service(tmp_path, backend)
+    resp = svc.SendMessage(s.SendMessageRequest(messages=[_msg()]), _signed())
+    assert resp.status.code == d.OK and len(resp.entries) == 1
+    assert resp.entries[0].message_id == "0102FC0000000121C90B1969EB00000000"
+    fifo = _msg(message_type=d.FIFO, message_group="g1")
+    svc.SendMessage(s.SendMessageRequest(messages=[fifo]), _signed())
+    queues = routes.writable(backend.route_of)
+    assert backend.sent[0][1] is None and backend.sent[1][1] == routes.fifo_queue("g1", queues)
+
+
+def test_refused_sends_change_nothing(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    svc = _service(tmp_path, backend)
+    req = s.SendMessageRequest(messages=[_msg()])
+    assert svc.SendMessage(req, _signed("wrong-secret-wrong")).status.code == d.UNAUTHORIZED
+    assert svc.SendMessage(req, FakeContext()).status.code == d.UNAUTHORIZED  # anonymous: off
+    other = _msg()
+    other.topic.name = "audit"
+    forbidden = svc.SendMessage(s.SendMessageRequest(messages=[other]), _signed())
+    assert forbidden.status.code == d.FORBIDDEN and forbidden.entries[0].status.code == d.FORBIDDEN
+    delayed = svc.SendMessage(s.SendMessageRequest(messages=[_msg(message_type=d.DELAY)]), _signed())
+    assert delayed.status.code == d.NOT_IMPLEMENTED
+    assert backend.sent == []
+    backend.fail = BrokerUnavailableError("no master")
+    assert svc.SendMessage(req, _signed()).status.code == d.HA_NOT_AVAILABLE
+
+
+def test_route_telemetry_and_unimplemented_rpcs(tmp_path: Path) -> None:
+    svc = _service(tmp_path, FakeBackend())
+    route = svc.QueryRoute(s.QueryRouteRequest(topic=d.Resource(name="orders")), _signed())
+    assert route.status.code == d.OK and len(route.message_queues) == 4
+    missing = svc.QueryRoute(s.QueryRouteRequest(topic=d.Resource(name="nope")), _signed())
+    assert missing.status.code == d.TOPIC_NOT_FOUND
+    settings = d.Settings(client_type=d.PRODUCER)
+
+    def commands() -> Iterator[s.TelemetryCommand]:
+        yield s.TelemetryCommand(settings=settings)
+        yield s.TelemetryCommand(settings=settings)
+
+    answers = list(svc.Telemetry(commands(), _signed()))
+    assert [a.status.code for a in answers] == [d.OK, d.OK]
+    assert answers[0].settings.publishing.max_body_size == 1024
+    refused = list(svc.Telemetry(iter(()), FakeContext()))
+    assert [a.status.code for a in refused] == [d.UNAUTHORIZED]
+    assert svc.Heartbeat(s.HeartbeatRequest(group=d.Resource(name="billing")), _signed()).status.code == d.OK
+    assert svc.Heartbeat(s.HeartbeatRequest(group=d.Resource(name="x")), _signed()).status.code == d.FORBIDDEN
+    assert svc.NotifyClientTermination(s.NotifyClientTerminationRequest(), _signed()).status.code == d.OK
+    assert svc.AckMessage(s.AckMessageRequest(), _signed()).status.code == d.NOT_IMPLEMENTED
+    assert svc.EndTransaction(s.EndTransactionRequest(), _signed()).status.code == d.NOT_IMPLEMENTED
+    frames = list(svc.ReceiveMessage(s.ReceiveMessageRequest(), _signed()))
+    assert [f.status.code for f in frames] == [d.NOT_IMPLEMENTED]
+    assert svc.QueryAssignment(s.QueryAssignmentRequest(), FakeContext()).status.code == d.UNAUTHORIZED
