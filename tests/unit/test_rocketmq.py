@@ -348,3 +348,39 @@ def test_route_telemetry_and_unimplemented_rpcs(tmp_path: Path) -> None:
     frames = list(svc.ReceiveMessage(s.ReceiveMessageRequest(), _signed()))
     assert [f.status.code for f in frames] == [d.NOT_IMPLEMENTED]
     assert svc.QueryAssignment(s.QueryAssignmentRequest(), FakeContext()).status.code == d.UNAUTHORIZED
+
+
+# ---- the launcher's part ---------------------------------------------------------------
+
+
+def test_local_pki_gives_the_proxy_an_account_that_is_not_admin(tmp_path: Path) -> None:
+    from consumer.profile import Profile
+    from core.security.acl import load_acl
+    from deploy.pki import PROXY, LocalPki
+
+    pki = LocalPki(tmp_path / "c", "DefaultCluster")
+    acl = load_acl(pki.acl_file)
+    perms = acl.permissions[PROXY]
+    assert not perms.admin and perms.may_publish("orders") and perms.may_subscribe("orders", "billing")
+    assert not perms.may_publish("%SCHEDULE%") and not perms.may_create("orders")
+    assert acl.permissions["admin"].admin
+    again = LocalPki(tmp_path / "c", "DefaultCluster")  # a second `up` keeps both secrets
+    assert (again.admin_secret, again.proxy_secret) == (pki.admin_secret, pki.proxy_secret)
+    flags = pki.proxy_flags("proxy-1", ["127.0.0.1"], ["127.0.0.1:9876"])
+    assert pki.proxy_secret not in " ".join(flags)  # paths on the command line, never a secret
+    proxy_profile = Profile.load(pki.proxy_profile_file)
+    assert proxy_profile.access_key == PROXY and proxy_profile.namesrv == ("127.0.0.1:9876",)
+    pki.write_profile(["127.0.0.1:9876"], ["127.0.0.1:8081"])
+    assert Profile.load(pki.profile_file).rocketmq_endpoints == ("127.0.0.1:8081",)
+
+
+def test_topologies_ask_for_proxies(tmp_path: Path) -> None:
+    from core.errors import ConfigError
+    from deploy.topology import load_topology, resolve_topology
+
+    assert load_topology(resolve_topology("local-rocketmq")).rocketmq_proxies == 1
+    assert load_topology(resolve_topology("local-1m-2s")).rocketmq_proxies == 0
+    bad = tmp_path / "t.toml"
+    bad.write_text('[cluster]\nrocketmq_proxies = 99\n[[nameserver]]\nname = "n"\n[[group]]\nname = "g"\n')
+    with pytest.raises(ConfigError, match="rocketmq_proxies"):
+        load_topology(bad)
