@@ -139,16 +139,19 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         if refused is not None:
             yield s.TelemetryCommand(status=refused)
             return
-        for command in requests:
-            if command.HasField("settings"):
-                try:
-                    settings = answer(command.settings, self.settings())
-                except TailraceError as exc:
-                    yield s.TelemetryCommand(status=status_of(exc))
-                    continue
-                yield s.TelemetryCommand(status=status(), settings=settings)
-            # other commands (thread stack traces, verification results) answer server requests
-            # this proxy does not make yet: nothing to do
+        try:
+            for command in requests:
+                if command.HasField("settings"):
+                    try:
+                        settings = answer(command.settings, self.settings())
+                    except TailraceError as exc:
+                        yield s.TelemetryCommand(status=status_of(exc))
+                        continue
+                    yield s.TelemetryCommand(status=status(), settings=settings)
+                # other commands (thread stack traces, verification results) answer server requests
+                # this proxy does not make yet: nothing to do
+        except grpc.RpcError:  # the client cancelled the stream (its shutdown does): not an error
+            return
 
     def SendMessage(self, request: s.SendMessageRequest, context: grpc.ServicerContext) -> Any:
         if not request.messages:

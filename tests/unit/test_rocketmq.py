@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import pytest
 
 from core.errors import BrokerUnavailableError, PermissionDeniedError, UnauthenticatedError, UnknownTopicError
@@ -338,6 +339,12 @@ def test_route_telemetry_and_unimplemented_rpcs(tmp_path: Path) -> None:
     answers = list(svc.Telemetry(commands(), _signed()))
     assert [a.status.code for a in answers] == [d.OK, d.OK]
     assert answers[0].settings.publishing.max_body_size == 1024
+
+    def cancelled() -> Iterator[s.TelemetryCommand]:
+        yield s.TelemetryCommand(settings=settings)
+        raise grpc.RpcError()  # what gRPC's request iterator raises once the client cancels
+
+    assert [a.status.code for a in svc.Telemetry(cancelled(), _signed())] == [d.OK]  # ends quietly
     refused = list(svc.Telemetry(iter(()), FakeContext()))
     assert [a.status.code for a in refused] == [d.UNAUTHORIZED]
     assert svc.Heartbeat(s.HeartbeatRequest(group=d.Resource(name="billing")), _signed()).status.code == d.OK
