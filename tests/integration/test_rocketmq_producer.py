@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
-from consumer import Admin, PullConsumer, ReceivedMessage
+from consumer import Admin, Profile, PullConsumer, ReceivedMessage
 from core.pb.rocketmq.v2 import definition_pb2 as d
 from core.pb.rocketmq.v2 import service_pb2 as s
 from core.pb.rocketmq.v2 import service_pb2_grpc
@@ -30,6 +30,7 @@ from core.security.mqv2 import date_of, header
 from deploy.harness import Cluster, ProcessGroup, TailraceProcess, process_group
 from deploy.pki import LocalPki
 from deploy.waits import poll_until, route_of
+from tests.helpers.cli import alive, cli
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,19 +70,22 @@ def rmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         yield Setup(procs, pki, cluster, proxy, home)
 
 
-def run_client(rmq: Setup, spec: dict[str, Any], timeout_s: float = 60) -> dict[str, Any]:
-    """The official client in its own process; its log stays under the temp HOME."""
+def official(home: Path, ca_file: Path, spec: dict[str, Any], timeout_s: float = 60) -> dict[str, Any]:
+    """The official client in its own process; its log stays under `home`."""
     env = {k: v for k, v in os.environ.items() if k != "TAILRACE_PROFILE"}
-    env.update(HOME=str(rmq.home), TZ="UTC", GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=str(rmq.pki.ca_file))
-    full = {"endpoints": rmq.endpoint, "tls": True, "topic": TOPIC, "ak": "admin", "sk": rmq.pki.admin_secret}
-    full.update(spec)
+    env.update(HOME=str(home), TZ="UTC", GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=str(ca_file))
     r = subprocess.run(
-        [sys.executable, str(HELPER)], input=json.dumps(full), capture_output=True, text=True,
-        env=env, cwd=rmq.home, timeout=timeout_s,
+        [sys.executable, str(HELPER)], input=json.dumps(spec), capture_output=True, text=True,
+        env=env, cwd=home, timeout=timeout_s,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     out: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
     return out
+
+
+def run_client(rmq: Setup, spec: dict[str, Any]) -> dict[str, Any]:
+    full = {"endpoints": rmq.endpoint, "tls": True, "topic": TOPIC, "ak": "admin", "sk": rmq.pki.admin_secret}
+    return official(rmq.home, rmq.pki.ca_file, {**full, **spec})
 
 
 def read_back(rmq: Setup, group: str, count: int) -> list[ReceivedMessage]:
@@ -198,3 +202,36 @@ def test_unimplemented_rpcs_answer_not_implemented_at_once(rmq: Setup) -> None:
         ):
             assert call(req, metadata=md, timeout=5).status.code == d.NOT_IMPLEMENTED
         assert time.monotonic() - t0 < 2
+
+
+def test_cluster_up_records_rocketmq_endpoints_that_official_clients_use(tmp_path: Path) -> None:
+    """The tooling contract: `cluster up` with a proxy in the topology writes
+    `rocketmq_endpoints` into cluster.json and the client profile, and a
+    script hands them to the official client as they are."""
+    d_ = tmp_path / "c"
+    r = cli("cluster", "up", "--topology", "local-rocketmq", "--dir", str(d_))
+    pids: list[int] = []
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        state = json.loads((d_ / "cluster.json").read_text())
+        pids = [p["pid"] for p in state["processes"]]
+        endpoints = state["rocketmq_endpoints"]
+        assert len(endpoints) == 1 and [p["role"] for p in state["processes"]][-1] == "proxy"
+        profile = Profile.load(d_ / "client.toml")
+        assert list(profile.rocketmq_endpoints) == endpoints
+        with Admin(namesrv=list(profile.namesrv), profile=profile) as admin:
+            admin.create_topic(TOPIC, 2)
+        home = tmp_path / "home"
+        home.mkdir()
+        spec = {
+            "mode": "produce", "endpoints": ";".join(endpoints), "tls": True, "topic": TOPIC,
+            "ak": profile.access_key, "sk": profile.secret_key, "messages": [{"body": "via-launcher"}],
+        }  # fmt: skip
+        out = official(home, Path(profile.ca_file), spec)
+        assert [x["ok"] for x in out["results"]] == [True], out
+        st = json.loads(cli("cluster", "status", "--dir", str(d_), "--json").stdout)
+        assert all(p["healthy"] for p in st["processes"]), st
+    finally:
+        down = cli("cluster", "down", "--dir", str(d_))
+    assert down.returncode == 0
+    assert not any(alive(pid) for pid in pids)
