@@ -6,7 +6,11 @@ A topology (TOML, `deploy/topologies/`) names nameservers and broker groups
 every process in the background with its own data dir, log and ready file
 under DIR, waits until all serve and every broker is registered, and writes
 `DIR/cluster.json`; on any failure it stops what it started and prints the
-failing process's log tail. The processes outlive the command.
+failing process's log tail. The processes outlive the command. A topology
+with `[cluster] rocketmq_proxies = N` also gets N `tailrace proxy` processes
+(RocketMQ 5's official clients), started once the brokers are registered;
+their v2 endpoints are `rocketmq_endpoints` in cluster.json and in the
+client profile.
 
 Secure by default (deploy/pki.py): `up` makes the cluster's CA under
 DIR/tls, a certificate per process, an `admin` account (DIR/acl.toml) and
