@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from core.rocketmq import routes, translate
 from core.security.mqv2 import date_of, header
 from deploy.harness import Cluster, ProcessGroup, TailraceProcess, process_group
 from deploy.pki import LocalPki
+from deploy.proxy_backend import body_limit
 from deploy.waits import poll_until, route_of
 from tests.helpers.cli import alive, cli
 
@@ -68,6 +70,8 @@ def rmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         home = workdir / "home"
         home.mkdir()
         yield Setup(procs, pki, cluster, proxy, home)
+        log = proxy.log_path.read_text()
+        assert " ERROR " not in log and "Traceback" not in log, log[-3000:]  # clients came and went cleanly
 
 
 def official(home: Path, ca_file: Path, spec: dict[str, Any], timeout_s: float = 60) -> dict[str, Any]:
@@ -235,3 +239,28 @@ def test_cluster_up_records_rocketmq_endpoints_that_official_clients_use(tmp_pat
         down = cli("cluster", "down", "--dir", str(d_))
     assert down.returncode == 0
     assert not any(alive(pid) for pid in pids)
+
+
+def test_telemetry_answers_settings_with_the_brokers_limit_and_stays_open(rmq: Setup) -> None:
+    outbox: queue.Queue[s.TelemetryCommand | None] = queue.Queue()
+
+    def commands() -> Iterator[s.TelemetryCommand]:
+        while (c := outbox.get()) is not None:
+            yield c
+
+    settings = d.Settings(client_type=d.PRODUCER)
+    settings.publishing.max_body_size = 128 * 1024 * 1024
+    channel, stub = _stub(rmq)
+    with channel:
+        md = header("admin", rmq.pki.admin_secret, date_of(int(time.time() * 1000)))
+        stream = stub.Telemetry(commands(), metadata=md, timeout=30)
+        try:
+            for _ in range(2):  # a second exchange on the same stream: it stayed open
+                outbox.put(s.TelemetryCommand(settings=settings))
+                reply = next(stream)
+                assert reply.status.code == d.OK
+                assert reply.settings.publishing.max_body_size == body_limit([4 * 1024 * 1024], 0)
+                assert not reply.settings.metric.on
+        finally:
+            outbox.put(None)
+            stream.cancel()

@@ -391,3 +391,11 @@ def test_topologies_ask_for_proxies(tmp_path: Path) -> None:
     bad.write_text('[cluster]\nrocketmq_proxies = 99\n[[nameserver]]\nname = "n"\n[[group]]\nname = "g"\n')
     with pytest.raises(ConfigError, match="rocketmq_proxies"):
         load_topology(bad)
+
+
+def test_the_body_limit_is_the_smallest_masters_less_headroom() -> None:
+    from deploy.proxy_backend import HEADROOM_BYTES, body_limit
+
+    assert body_limit([4 << 20, 8 << 20], 123) == (4 << 20) - HEADROOM_BYTES
+    assert body_limit([], 123) == 123  # no master answered yet
+    assert body_limit([1000], 123) == 1024  # never below 1 KiB
