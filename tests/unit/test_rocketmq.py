@@ -399,3 +399,29 @@ def test_the_body_limit_is_the_smallest_masters_less_headroom() -> None:
     assert body_limit([4 << 20, 8 << 20], 123) == (4 << 20) - HEADROOM_BYTES
     assert body_limit([], 123) == 123  # no master answered yet
     assert body_limit([1000], 123) == 1024  # never below 1 KiB
+
+
+def test_proxy_config_is_checked_before_anything_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from core.errors import ConfigError
+    from deploy import proxy_main
+
+    monkeypatch.delenv("TAILRACE_PROFILE", raising=False)
+
+    def wiring(*sets: str, insecure: bool = False) -> tuple[object, list[str]]:
+        p = argparse.ArgumentParser()
+        proxy_main.add_arguments(p)
+        argv = [x for item in sets for x in ("--set", item)] + (["--insecure"] if insecure else [])
+        return proxy_main._wiring(proxy_main.load(p.parse_args(argv)))
+
+    with pytest.raises(ConfigError, match=r"proxy\.namesrv"):
+        wiring()
+    with pytest.raises(ConfigError, match="not loopback"):
+        wiring("proxy.namesrv=127.0.0.1:9876", "proxy.listen=10.1.2.3:8081")
+    with pytest.raises(ConfigError, match=r"proxy\.advertise"):
+        wiring("proxy.namesrv=127.0.0.1:9876", "proxy.listen=0.0.0.0:8081", insecure=True)
+    with pytest.raises(ConfigError, match=r"proxy\.long_polling_ms"):
+        wiring("proxy.namesrv=127.0.0.1:9876", "proxy.long_polling_ms=5")
+    _, namesrv = wiring("proxy.namesrv=127.0.0.1:1,127.0.0.1:2")
+    assert namesrv == ["127.0.0.1:1", "127.0.0.1:2"]
