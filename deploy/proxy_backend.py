@@ -4,7 +4,7 @@ The proxy is a client of the cluster, with an account of its own (its
 profile): routes come from the nameservers, messages go to masters through
 `consumer.Producer` (its retries, failover handling and circuit breaker),
 and the limit it tells RocketMQ producers is read from the masters' Status
-(`details.limits`).
+(`details.limits`) at start and every 30 s.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
-from collections.abc import Callable
 
 from consumer.producer import Producer
 from consumer.profile import Profile
@@ -46,17 +44,14 @@ class ClusterBackend:
         profile: Profile,
         fallback_body_bytes: int,
         fixed_body_bytes: int = 0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`fixed_body_bytes`: the limit to tell clients (0: from the masters,
         `fallback_body_bytes` until one answers)."""
         self.producer = Producer(namesrv=namesrv, profile=profile)
         self.fallback = fallback_body_bytes
         self.fixed = fixed_body_bytes
-        self.clock = clock
         self._limit = fixed_body_bytes or fallback_body_bytes
-        self._checked = -LIMIT_REFRESH_S
-        self._lock = threading.Lock()
+        self._stop = threading.Event()
 
     def route(self, topic: str, timeout_s: float) -> TopicRoute:
         return self.producer.routes.get(topic, timeout_s=timeout_s)
@@ -67,19 +62,28 @@ class ClusterBackend:
         return Stored(r.status, r.broker_name, r.queue_id, r.queue_offset)
 
     def max_body_bytes(self) -> int:
-        """The body limit, asked of the masters at most every 30 s (the last
-        answer meanwhile, and when none answers)."""
-        if self.fixed:
-            return self.fixed
-        with self._lock:
-            if self.clock() - self._checked < LIMIT_REFRESH_S:
-                return self._limit
-            self._checked = self.clock()
-        limits = self._masters_limits()
-        if limits:
-            with self._lock:
+        """The body limit clients are told (no I/O: `refresh_limit` updates it)."""
+        return self.fixed or self._limit
+
+    def refresh_limit(self) -> int:
+        """Ask the masters for their record limit (the last answer stays when
+        none answers); the proxy does it at start and then every 30 s on its
+        own thread, so no client call waits for it."""
+        if not self.fixed:
+            limits = self._masters_limits()
+            if limits:
                 self._limit = body_limit(limits, self.fallback)
-        return self._limit
+        return self.max_body_bytes()
+
+    def start(self) -> None:
+        threading.Thread(target=self._refresh_loop, name="limits", daemon=True).start()
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(LIMIT_REFRESH_S):
+            try:
+                self.refresh_limit()
+            except Exception:  # a failed round is logged, the next one tries again
+                log.exception("refreshing the brokers' limits failed")
 
     def _masters_limits(self) -> list[int]:
         routes = self.producer.routes
@@ -108,4 +112,5 @@ class ClusterBackend:
         return out
 
     def close(self) -> None:
+        self._stop.set()
         self.producer.close()

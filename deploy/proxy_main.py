@@ -169,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    limit = backend.max_body_bytes()  # asked of the masters now, so the first client waits for nothing
+    limit = backend.refresh_limit()  # asked of the masters now, then every 30 s on its own thread
+    backend.start()
     server.start()
     set_serving(health, True, SERVICE)
     log.info(
