@@ -56,10 +56,11 @@ class ClusterBackend:
     def route(self, topic: str, timeout_s: float) -> TopicRoute:
         return self.producer.routes.get(topic, timeout_s=timeout_s)
 
-    def send(self, message: Incoming, queue: MessageQueue | None, timeout_s: float) -> Stored:
-        out = OutgoingMessage(message.body, message.tags, message.keys, message.properties, message.born_ms)
-        r = self.producer.send_batch(message.topic, [out], queue=queue, timeout_s=timeout_s)[0]
-        return Stored(r.status, r.broker_name, r.queue_id, r.queue_offset)
+    def send(self, batch: list[Incoming], queue: MessageQueue | None, timeout_s: float) -> list[Stored]:
+        """One native SendBatch: one queue, one RPC, all messages or none."""
+        out = [OutgoingMessage(m.body, m.tags, m.keys, m.properties, m.born_ms) for m in batch]
+        receipts = self.producer.send_batch(batch[0].topic, out, queue=queue, timeout_s=timeout_s)
+        return [Stored(r.status, r.broker_name, r.queue_id, r.queue_offset) for r in receipts]
 
     def max_body_bytes(self) -> int:
         """The body limit clients are told (no I/O: `refresh_limit` updates it)."""

@@ -10,6 +10,8 @@ retriable.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from core.errors import (
     BrokerBusyError,
     BrokerUnavailableError,
@@ -29,6 +31,9 @@ from core.errors import (
 )
 from core.pb.rocketmq.v2 import definition_pb2 as d
 from core.roles import SendStatus
+
+if TYPE_CHECKING:
+    from core.rocketmq.service import Stored
 
 MAX_MESSAGE_CHARS = 1024  # a status message is a line in a client's log, not a dump
 
@@ -90,6 +95,21 @@ def status_of(exc: Exception) -> d.Status:
     if isinstance(exc, TailraceError):
         return status(code_for(exc), str(exc))
     return status(d.INTERNAL_SERVER_ERROR, "internal error; see the proxy log")
+
+
+def send_status(stored: Stored) -> d.Status:
+    """One message's status in a SendMessage answer."""
+    code = SEND_CODES.get(stored.status, d.INTERNAL_SERVER_ERROR)
+    if code == d.OK:
+        return status()
+    return status(code, f"{stored.status} on {stored.broker_name}/{stored.queue_id}")
+
+
+def roll_up(entries: list[d.Status]) -> d.Status:
+    """A SendMessage answer's own status: the entries' one code, else MULTIPLE_RESULTS."""
+    if len({e.code for e in entries}) == 1:
+        return entries[0]
+    return status(d.MULTIPLE_RESULTS, "the messages had different outcomes; see the entries")
 
 
 def not_implemented(what: str) -> d.Status:

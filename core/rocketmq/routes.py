@@ -19,6 +19,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from core.pb.rocketmq.v2 import definition_pb2 as d
+from core.rocketmq.codes import Refused
 from core.route import GroupRoute, MessageQueue, TopicRoute
 
 ACCEPTED_TYPES = (d.NORMAL, d.FIFO)  # what SendMessage stores today
@@ -78,6 +79,6 @@ def fifo_queue(group: str, queues: Sequence[MessageQueue]) -> MessageQueue:
     """The official clients' choice for a message group (`queue_selector.py`:
     big-endian SHA-256 of the group, modulo the number of queues)."""
     if not queues:
-        raise ValueError("no writable queue")
+        raise Refused(d.TOPIC_NOT_FOUND, "the topic has no writable queue")
     h = int.from_bytes(hashlib.sha256(group.encode()).digest(), "big")
     return queues[h % len(queues)]

@@ -26,7 +26,7 @@ from core.pb.rocketmq.v2 import definition_pb2 as d
 from core.pb.rocketmq.v2 import service_pb2 as s
 from core.pb.rocketmq.v2 import service_pb2_grpc
 from core.rocketmq import routes, translate
-from core.rocketmq.codes import SEND_CODES, Refused, not_implemented, status, status_of
+from core.rocketmq.codes import Refused, not_implemented, roll_up, send_status, status, status_of
 from core.rocketmq.settings import ServerSettings, answer
 from core.roles import SendStatus
 from core.route import MessageQueue, TopicRoute
@@ -35,6 +35,7 @@ from core.security.mqv2 import Mqv2Policy, Rule, any_account, publish, use_group
 log = logging.getLogger(__name__)
 MARGIN_S = 0.2  # answered this long before the client's deadline
 DEFAULT_TIMEOUT_S = 3.0  # a call without a deadline (official clients always set one)
+MAX_MESSAGES_PER_REQUEST = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +53,19 @@ class Backend(Protocol):
 
     def route(self, topic: str, timeout_s: float) -> TopicRoute: ...
 
-    def send(self, message: translate.Incoming, queue: MessageQueue | None, timeout_s: float) -> Stored: ...
+    def send(
+        self, batch: list[translate.Incoming], queue: MessageQueue | None, timeout_s: float
+    ) -> list[Stored]:
+        """Store `batch` (one topic) in one queue with one RPC, all or none;
+        `queue` None: the backend picks it. One `Stored` per message."""
+        ...
 
     def max_body_bytes(self) -> int: ...
+
+
+def _past_deadline(context: grpc.ServicerContext) -> bool:
+    left = context.time_remaining()
+    return left is not None and left <= MARGIN_S
 
 
 def _time_left(context: grpc.ServicerContext) -> float:
@@ -154,45 +165,49 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
             return
 
     def SendMessage(self, request: s.SendMessageRequest, context: grpc.ServicerContext) -> Any:
+        """A request is stored whole or not at all: its messages go to one
+        queue as one native batch (one RPC), as RocketMQ's proxy stores a
+        batch. So a request names one topic and at most one message group
+        (the official clients send so); anything else is refused before
+        anything is stored."""
+        ids = [m.system_properties.message_id for m in request.messages]
         if not request.messages:
             return s.SendMessageResponse(status=status(d.BAD_REQUEST, "no message to send"))
-        ids = [m.system_properties.message_id for m in request.messages]
+        if len(request.messages) > MAX_MESSAGES_PER_REQUEST:
+            refusal = status(d.BAD_REQUEST, f"at most {MAX_MESSAGES_PER_REQUEST} messages per request")
+            return _send_refused(refusal, ids)
+        refused = self._refusal(context, any_account)  # an unproven caller learns nothing of its request
+        if refused is not None:
+            return _send_refused(refused, ids)
         try:
             topics = {translate.topic_of(m.topic) for m in request.messages}
         except Refused as exc:
             return _send_refused(status_of(exc), ids)
-        for topic in sorted(topics):
-            refused = self._refusal(context, publish(topic))
-            if refused is not None:
-                return _send_refused(refused, ids)
-        max_body = self.settings().max_body_bytes
-        entries = [self._send_one(m, max_body, context) for m in request.messages]
-        codes = {e.status.code for e in entries}
-        if len(codes) == 1:
-            top = entries[0].status
-        else:
-            top = status(d.MULTIPLE_RESULTS, "the messages had different outcomes; see the entries")
-        return s.SendMessageResponse(status=top, entries=entries)
-
-    def _send_one(self, m: d.Message, max_body: int, context: grpc.ServicerContext) -> s.SendResultEntry:
-        message_id = m.system_properties.message_id
+        if len(topics) != 1:
+            return _send_refused(status(d.BAD_REQUEST, "one topic per request (a request is one batch)"), ids)
+        topic = topics.pop()
+        refused = self._refusal(context, publish(topic))
+        if refused is not None:
+            return _send_refused(refused, ids)
         try:
-            msg = translate.incoming(m, max_body, self.wall_ms())
+            batch = translate.batch(request.messages, self.settings().max_body_bytes, self.wall_ms())
             queue = None
-            if msg.group:  # FIFO: the queue the client picked (it does not say which; the same hash)
-                left = _time_left(context)
-                queue = routes.fifo_queue(msg.group, routes.writable(self.backend.route(msg.topic, left)))
-            stored = self.backend.send(msg, queue, _time_left(context))
+            if batch[0].group:  # FIFO: the queue the client picked (it does not say which; the same hash)
+                writable = routes.writable(self.backend.route(topic, _time_left(context)))
+                queue = routes.fifo_queue(batch[0].group, writable)
+            if _past_deadline(context):
+                raise Refused(d.PROXY_TIMEOUT, "the client's deadline passed before the send")
+            stored = self.backend.send(batch, queue, _time_left(context))
         except (Refused, TailraceError) as exc:
-            return s.SendResultEntry(status=status_of(exc), message_id=message_id)
-        except ValueError as exc:  # no writable queue for a FIFO group
-            return s.SendResultEntry(status=status(d.TOPIC_NOT_FOUND, str(exc)), message_id=message_id)
+            return _send_refused(status_of(exc), ids)
         except Exception:
-            log.exception("sending message %s failed", message_id[:128])
-            return s.SendResultEntry(status=status_of(RuntimeError()), message_id=message_id)
-        code = SEND_CODES.get(stored.status, d.INTERNAL_SERVER_ERROR)
-        text = "OK" if code == d.OK else f"{stored.status} on {stored.broker_name}/{stored.queue_id}"
-        return s.SendResultEntry(status=status(code, text), message_id=message_id, offset=stored.queue_offset)
+            log.exception("sending %d message(s) to %s failed", len(ids), topic[:128])
+            return _send_refused(status_of(RuntimeError()), ids)
+        entries = [
+            s.SendResultEntry(status=send_status(r), message_id=i, offset=r.queue_offset)
+            for r, i in zip(stored, ids, strict=True)
+        ]
+        return s.SendMessageResponse(status=roll_up([e.status for e in entries]), entries=entries)
 
     # ---- not served yet: an immediate NOT_IMPLEMENTED ----------------------------------
 

@@ -149,12 +149,31 @@ def test_fifo_keeps_its_group_and_types_not_served_are_refused() -> None:
         (_msg(b""), d.MESSAGE_BODY_EMPTY),
         (_msg(b"x" * 1025), d.MESSAGE_BODY_TOO_LARGE),
         (_msg(tag="a|b"), d.ILLEGAL_MESSAGE_TAG),
-        (_msg(keys=["a b"]), d.ILLEGAL_MESSAGE_KEY),
+        (_msg(born_host="h" * 256), d.BAD_REQUEST),  # refused, never cut
+        (_msg(trace_context="t" * 1025), d.BAD_REQUEST),
         (_msg(message_id=""), d.ILLEGAL_MESSAGE_ID),
     ]
-    reserved = _msg()
-    reserved.user_properties["RECONSUME_TIMES"] = "0"
-    cases.append((reserved, d.ILLEGAL_MESSAGE_PROPERTY_KEY))
+    for name in (
+        "RECONSUME_TIMES",
+        "ORIGIN_MSG_ID",
+        "PGROUP",
+        "__STARTDELIVERTIME",
+        "WAIT",
+        "REAL_QID",
+        "TRANSACTION_CHECK_TIMES",
+        "CHECK_IMMUNITY_TIME_IN_SECONDS",
+        "__RMQ.TRANSIENT.X",
+    ):
+        reserved = _msg()
+        reserved.user_properties[name] = "0"
+        cases.append((reserved, d.ILLEGAL_MESSAGE_PROPERTY_KEY))
+    big = _msg()
+    big.user_properties["p"] = "v" * 70_000
+    cases.append((big, d.MESSAGE_PROPERTIES_TOO_LARGE))
+    many = _msg()
+    for i in range(20):
+        many.user_properties[f"p{i}"] = "v" * 1000
+    cases.append((many, d.MESSAGE_PROPERTIES_TOO_LARGE))
     namespaced = _msg()
     namespaced.topic.resource_namespace = "ns"
     cases.append((namespaced, d.UNSUPPORTED))
@@ -167,6 +186,12 @@ def test_fifo_keeps_its_group_and_types_not_served_are_refused() -> None:
         assert info.value.code == code, (m, info.value.message)
 
 
+def test_a_key_with_a_space_is_stored_and_reads_back_split_as_in_rocketmq() -> None:
+    got = translate.incoming(_msg(keys=["order 17", "k2"]), 1024, 0)
+    assert got.keys == "order 17 k2"
+    assert translate.read_back(got.tags, got.keys, got.properties)["keys"] == ["order", "17", "k2"]
+
+
 def test_body_encoding_and_digest() -> None:
     body = b"payload" * 10
     zipped = _msg(gzip.compress(body), body_encoding=d.GZIP)
@@ -174,6 +199,21 @@ def test_body_encoding_and_digest() -> None:
     with pytest.raises(Refused) as info:
         translate.incoming(_msg(gzip.compress(b"x" * 2000), body_encoding=d.GZIP), 1024, 0)
     assert info.value.code == d.MESSAGE_BODY_TOO_LARGE  # inflated within the limit, not past it
+    two_members = gzip.compress(b"ab") + gzip.compress(b"cd")  # RFC 1952: a body of two members
+    assert translate.incoming(_msg(two_members, body_encoding=d.GZIP), 1024, 0).body == b"abcd"
+    whole = gzip.compress(body)
+    for corrupted in (whole[:-4], whole[:20], whole + b"junk", whole + gzip.compress(b"x")[:-3], b"nozip"):
+        with pytest.raises(Refused) as info:
+            translate.incoming(_msg(corrupted, body_encoding=d.GZIP), 1024, 0)
+        assert info.value.code == d.MESSAGE_CORRUPTED, corrupted
+    bomb = gzip.compress(b"\0" * 10_000_000)  # ~10 KB inflating to 10 MB: stopped at the limit
+    with pytest.raises(Refused) as info:
+        translate.incoming(_msg(bomb, body_encoding=d.GZIP), 1024, 0)
+    assert info.value.code == d.MESSAGE_BODY_TOO_LARGE
+    split_bomb = gzip.compress(b"x" * 1000) + gzip.compress(b"y" * 1000)  # each member fits, both do not
+    with pytest.raises(Refused) as info:
+        translate.incoming(_msg(split_bomb, body_encoding=d.GZIP), 1024, 0)
+    assert info.value.code == d.MESSAGE_BODY_TOO_LARGE
     for kind in (d.CRC32, d.MD5, d.SHA1):
         ok = _msg(body)
         ok.system_properties.body_digest.type = kind
@@ -253,32 +293,40 @@ class FakeBackend:
     route_of: TopicRoute = field(default_factory=lambda: _route(("a", 4, True)))
     sent: list[tuple[translate.Incoming, MessageQueue | None]] = field(default_factory=list)
     fail: Exception | None = None
+    calls: int = 0  # native sends (one per batch)
 
     def route(self, topic: str, timeout_s: float) -> TopicRoute:
         if topic != "orders":
             raise UnknownTopicError(f"no route for {topic!r}")
         return self.route_of
 
-    def send(self, message: translate.Incoming, queue: MessageQueue | None, timeout_s: float) -> Stored:
+    def send(
+        self, batch: list[translate.Incoming], queue: MessageQueue | None, timeout_s: float
+    ) -> list[Stored]:
+        self.calls += 1
         if self.fail is not None:
             raise self.fail
-        self.sent.append((message, queue))
         q = queue or MessageQueue("a", 0)
-        return Stored(SendStatus.SEND_OK, q.broker_name, q.queue_id, len(self.sent) - 1)
+        out = []
+        for message in batch:
+            self.sent.append((message, queue))
+            out.append(Stored(SendStatus.SEND_OK, q.broker_name, q.queue_id, len(self.sent) - 1))
+        return out
 
     def max_body_bytes(self) -> int:
         return 1024
 
 
 class FakeContext:
-    def __init__(self, metadata: list[tuple[str, str]] | tuple[()] = ()) -> None:
+    def __init__(self, metadata: list[tuple[str, str]] | tuple[()] = (), left_s: float = 3.0) -> None:
         self.metadata = list(metadata)
+        self.left_s = left_s
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return self.metadata
 
     def time_remaining(self) -> float:
-        return 3.0
+        return self.left_s
 
     def peer(self) -> str:
         return "ipv4:127.0.0.1:5"
@@ -322,6 +370,58 @@ def test_refused_sends_change_nothing(tmp_path: Path) -> None:
     assert backend.sent == []
     backend.fail = BrokerUnavailableError("no master")
     assert svc.SendMessage(req, _signed()).status.code == d.HA_NOT_AVAILABLE
+
+
+def _fifo(i: int, group: str = "g1") -> d.Message:
+    m = _msg(f"m{i}".encode(), message_type=d.FIFO, message_group=group)
+    m.system_properties.message_id = f"id-{i}"
+    return m
+
+
+def test_a_request_is_stored_whole_in_one_queue_or_not_at_all(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    svc = _service(tmp_path, backend)
+    batch = [_fifo(i) for i in range(3)]
+    resp = svc.SendMessage(s.SendMessageRequest(messages=batch), _signed())
+    assert resp.status.code == d.OK and [e.message_id for e in resp.entries] == ["id-0", "id-1", "id-2"]
+    assert backend.calls == 1 and [m.body for m, _ in backend.sent] == [b"m0", b"m1", b"m2"]
+    assert len({q for _, q in backend.sent}) == 1  # one queue, in order
+    backend.sent.clear()
+    backend.fail = BrokerUnavailableError("no master")  # the one native send fails: nothing stored
+    resp = svc.SendMessage(s.SendMessageRequest(messages=batch), _signed())
+    assert resp.status.code == d.HA_NOT_AVAILABLE and backend.sent == []
+    assert [e.status.code for e in resp.entries] == [d.HA_NOT_AVAILABLE] * 3
+    backend.fail = None
+    # one bad message refuses the whole request, before anything is sent
+    bad = [_fifo(0), _msg(b"", message_type=d.FIFO, message_group="g1"), _fifo(2)]
+    resp = svc.SendMessage(s.SendMessageRequest(messages=bad), _signed())
+    assert resp.status.code == d.MESSAGE_BODY_EMPTY and backend.sent == []
+    assert {e.status.code for e in resp.entries} == {d.MESSAGE_BODY_EMPTY}
+    # what would go to several queues is refused (the official clients never send it)
+    other_topic = _msg()
+    other_topic.topic.name = "audit"
+    for mixed in (
+        [_fifo(0, "g1"), _fifo(1, "g2")],
+        [_fifo(0), _msg()],
+        [_msg(), other_topic],
+    ):
+        resp = svc.SendMessage(s.SendMessageRequest(messages=mixed), _signed())
+        assert resp.status.code == d.BAD_REQUEST, mixed
+    too_many = [_msg() for _ in range(1025)]
+    assert svc.SendMessage(s.SendMessageRequest(messages=too_many), _signed()).status.code == d.BAD_REQUEST
+    ctx = FakeContext(list(header("app", SECRET, date_of(CAPTURED_MS))), left_s=0.1)
+    assert svc.SendMessage(s.SendMessageRequest(messages=batch), ctx).status.code == d.PROXY_TIMEOUT
+    assert backend.sent == []
+    backend.route_of = TopicRoute("orders", (GroupRoute("a", "c", 2, 2, "r", ()),))  # no writable queue
+    assert svc.SendMessage(s.SendMessageRequest(messages=batch), _signed()).status.code == d.TOPIC_NOT_FOUND
+
+
+def test_an_unproven_caller_is_refused_before_its_request_is_read(tmp_path: Path) -> None:
+    svc = _service(tmp_path, FakeBackend())
+    nameless = _msg()
+    nameless.topic.name = ""
+    resp = svc.SendMessage(s.SendMessageRequest(messages=[nameless]), FakeContext())
+    assert resp.status.code == d.UNAUTHORIZED
 
 
 def test_route_telemetry_and_unimplemented_rpcs(tmp_path: Path) -> None:
