@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     px, server_cfg = cfg.proxy, cfg.server
     setup_logging(px.name, args.log_level, args.log_file)
     backend = ClusterBackend(namesrv, profile, 4 * 1024 * 1024 - HEADROOM_BYTES, px.max_body_bytes)
-    policy = Mqv2Policy(acl, cfg.auth.allow_anonymous, cfg.auth.max_skew_ms)
+    policy = Mqv2Policy(acl, cfg.auth.allow_anonymous, cfg.auth.max_skew_ms, cfg.auth.mqv2_any_timezone)
     server, health = build_server(
         server_cfg.max_workers, server_cfg.max_concurrent_rpcs, server_cfg.max_message_bytes
     )

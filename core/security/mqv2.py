@@ -7,8 +7,15 @@ The official clients put on every call (a Telemetry stream: once, at open)
                     SignedHeaders=x-mq-date-time, Signature=<hex>
 
 with Signature = hex(HMAC-SHA1(secret key, date)), lower case. The date is
-the client's *local* time formatted as if it were UTC (`datetime.now()`
-with a `Z`): a client must run with `TZ=UTC`, or its skew is its UTC offset.
+the client's *local* time labelled as UTC: the Python client formats
+`datetime.now()` with a `Z`, the Java client a `SimpleDateFormat` in the
+JVM's zone. RocketMQ's own server never compares the date with a clock. So,
+by default (`any_timezone`), a date is accepted within the skew of now
+*shifted by any whole quarter-hour offset from -12 h to +14 h* (every zone
+there is): an official client works unmodified in any zone, and a header
+seen once replays for about 105 skew windows spread over 26 h instead of
+one (RocketMQ's: forever). Without `any_timezone` the date must be UTC
+within the skew (clients run with `TZ=UTC`).
 The signature covers only the date, not the method or the body: weaker than
 our own header (core/security/signing.py), so a header seen once authorizes
 any RPC for the skew window. That is the protocol; under TLS nobody else
@@ -61,17 +68,32 @@ def date_of(now_ms: int) -> str:
     return datetime.datetime.fromtimestamp(now_ms / 1000, datetime.UTC).strftime(DATE_FORMAT)
 
 
+QUARTER_HOUR_MS = 15 * 60 * 1000
+ZONE_OFFSETS = range(-12 * 4, 14 * 4 + 1)  # UTC-12..UTC+14 in quarter hours
+
+
+def date_off_ms(signed_ms: int, now_ms: int, any_timezone: bool) -> int:
+    """How far a signed date is from now: from now in UTC, or with
+    `any_timezone` from now shifted by the nearest zone offset."""
+    off = signed_ms - now_ms
+    if any_timezone:
+        k = min(max(round(off / QUARTER_HOUR_MS), ZONE_OFFSETS[0]), ZONE_OFFSETS[-1])
+        off -= k * QUARTER_HOUR_MS
+    return abs(off)
+
+
 def verify_mqv2(
     metadata: Iterable[tuple[str, str | bytes]],
     now_ms: int,
     secret_of: Callable[[str], str | None],
     skew_ms: int = DEFAULT_SKEW_MS,
+    any_timezone: bool = True,
 ) -> Account | None:
     """The account that signed this call; None for an anonymous one (no
     header, or an empty Credential). Raises `UnauthenticatedError` for a
     malformed header or date, an unknown key or a wrong signature (one
     message for both: no oracle of which keys exist), or a date outside
-    `skew_ms` of `now_ms`."""
+    `skew_ms` of `now_ms` (in any zone with `any_timezone`)."""
     value = date = None
     for key, raw in metadata:
         if key == AUTHORIZATION:
@@ -94,11 +116,12 @@ def verify_mqv2(
         signed_at = datetime.datetime.strptime(date, DATE_FORMAT).replace(tzinfo=datetime.UTC)
     except ValueError:
         raise UnauthenticatedError(f"{DATE} {date!r} is not a date") from None
-    off_ms = abs(now_ms - int(signed_at.timestamp() * 1000))
+    off_ms = date_off_ms(int(signed_at.timestamp() * 1000), now_ms, any_timezone)
     if off_ms > skew_ms:
+        zone = "in any time zone" if any_timezone else "in UTC; run the client with TZ=UTC"
         raise UnauthenticatedError(
             f"request of {ak!r} signed at {date}, {off_ms // 1000} s from this server's clock "
-            f"(allowed: {skew_ms // 1000} s); check the client's clock and run it with TZ=UTC"
+            f"(allowed: {skew_ms // 1000} s {zone}); check the client's clock"
         )
     secret = secret_of(ak)
     expected = signature(secret if secret is not None else "\0no such key", date)
@@ -121,6 +144,7 @@ class Mqv2Policy:
     acl: AclFile | None
     allow_anonymous: bool = False
     skew_ms: int = DEFAULT_SKEW_MS
+    any_timezone: bool = True
 
     def check(self, metadata: Iterable[tuple[str, str | bytes]], now_ms: int, rule: Rule) -> Principal:
         """The caller, if `rule` allows it; raises `UnauthenticatedError`
@@ -128,7 +152,7 @@ class Mqv2Policy:
         if self.acl is None:
             return ANONYMOUS
         acl = self.acl.current(now_ms)
-        account = verify_mqv2(metadata, now_ms, acl.secret_of, self.skew_ms)
+        account = verify_mqv2(metadata, now_ms, acl.secret_of, self.skew_ms, self.any_timezone)
         principal: Principal
         if account is not None:
             perms = acl.permissions.get(account.access_key)

@@ -74,10 +74,12 @@ def rmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         assert " ERROR " not in log and "Traceback" not in log, log[-3000:]  # clients came and went cleanly
 
 
-def official(home: Path, ca_file: Path, spec: dict[str, Any], timeout_s: float = 60) -> dict[str, Any]:
-    """The official client in its own process; its log stays under `home`."""
+def official(
+    home: Path, ca_file: Path, spec: dict[str, Any], timeout_s: float = 60, tz: str = "UTC"
+) -> dict[str, Any]:
+    """The official client in its own process (in time zone `tz`); its log stays under `home`."""
     env = {k: v for k, v in os.environ.items() if k != "TAILRACE_PROFILE"}
-    env.update(HOME=str(home), TZ="UTC", GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=str(ca_file))
+    env.update(HOME=str(home), TZ=tz, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=str(ca_file))
     r = subprocess.run(
         [sys.executable, str(HELPER)], input=json.dumps(spec), capture_output=True, text=True,
         env=env, cwd=home, timeout=timeout_s,
@@ -87,9 +89,9 @@ def official(home: Path, ca_file: Path, spec: dict[str, Any], timeout_s: float =
     return out
 
 
-def run_client(rmq: Setup, spec: dict[str, Any]) -> dict[str, Any]:
+def run_client(rmq: Setup, spec: dict[str, Any], tz: str = "UTC") -> dict[str, Any]:
     full = {"endpoints": rmq.endpoint, "tls": True, "topic": TOPIC, "ak": "admin", "sk": rmq.pki.admin_secret}
-    return official(rmq.home, rmq.pki.ca_file, {**full, **spec})
+    return official(rmq.home, rmq.pki.ca_file, {**full, **spec}, tz=tz)
 
 
 def read_back(rmq: Setup, group: str, count: int) -> list[ReceivedMessage]:
@@ -133,6 +135,12 @@ def test_normal_sends_are_stored_with_their_tags_keys_and_properties(rmq: Setup)
         assert m.properties["p"] == sent["properties"]["p"] and translate.BORN_HOST in m.properties
         assert m.queue_offset == receipt["offset"]
     assert {m.broker_name for m in mine.values()} == {"a", "b"}  # round robin over both groups
+
+
+def test_an_official_client_in_shanghai_time_signs_in_unmodified(rmq: Setup) -> None:
+    """It signs its local time labelled Z (8 h off UTC): accepted (auth.mqv2_any_timezone)."""
+    out = run_client(rmq, {"mode": "produce", "messages": [{"body": "from-shanghai"}]}, tz="Asia/Shanghai")
+    assert [r["ok"] for r in out["results"]] == [True], out
 
 
 def test_fifo_sends_keep_each_groups_order_in_its_queue(rmq: Setup) -> None:
@@ -181,7 +189,9 @@ def test_wrong_secrets_and_missing_permissions_are_refused_and_store_nothing(rmq
         now = int(time.time() * 1000)
         wrong = stub.SendMessage(req, metadata=header("admin", "wrong-wrong-wrong", date_of(now)), timeout=5)
         assert wrong.status.code == d.UNAUTHORIZED and wrong.entries[0].status.code == d.UNAUTHORIZED
-        stale = stub.SendMessage(req, metadata=header("admin", rmq.pki.admin_secret, date_of(now - 3600_000)))
+        stale = stub.SendMessage(
+            req, metadata=header("admin", rmq.pki.admin_secret, date_of(now - 20 * 3600_000))
+        )
         assert stale.status.code == d.UNAUTHORIZED
         limited = stub.SendMessage(req, metadata=header(LIMITED, LIMITED_SECRET, date_of(now)), timeout=5)
         assert limited.status.code == d.FORBIDDEN

@@ -57,12 +57,38 @@ def test_a_captured_official_header_verifies_and_a_wrong_secret_does_not() -> No
         verify_mqv2(CAPTURED, CAPTURED_MS, lambda ak: None)
 
 
+def _local_header(now_ms: int, utc_offset_min: int) -> tuple[tuple[str, str], ...]:
+    """What an official client in that zone signs: its local time labelled Z."""
+    return header("app", SECRET, date_of(now_ms + utc_offset_min * 60_000))
+
+
 def test_the_skew_window_is_the_native_one() -> None:
-    assert verify_mqv2(CAPTURED, CAPTURED_MS + 299_000, _secret) is not None
+    assert verify_mqv2(CAPTURED, CAPTURED_MS + 299_000, _secret, any_timezone=False) is not None
     with pytest.raises(UnauthenticatedError, match="TZ=UTC"):
-        verify_mqv2(CAPTURED, CAPTURED_MS + 301_000, _secret)
+        verify_mqv2(CAPTURED, CAPTURED_MS + 301_000, _secret, any_timezone=False)
     with pytest.raises(UnauthenticatedError):  # a client in UTC+2 without TZ=UTC
-        verify_mqv2(CAPTURED, CAPTURED_MS - 2 * 3600_000, _secret)
+        verify_mqv2(CAPTURED, CAPTURED_MS - 2 * 3600_000, _secret, any_timezone=False)
+
+
+def test_clients_in_any_time_zone_verify_by_default() -> None:
+    now = CAPTURED_MS
+    for offset_min in (
+        8 * 60,
+        -5 * 60,
+        5 * 60 + 45,
+        14 * 60,
+        -12 * 60,
+        0,
+    ):  # Shanghai, New York, Kathmandu...
+        assert verify_mqv2(_local_header(now + 120_000, offset_min), now, _secret) is not None, offset_min
+        with pytest.raises(UnauthenticatedError):  # the same zone, outside the skew
+            verify_mqv2(_local_header(now + 400_000, offset_min), now, _secret)
+    for offset_min in (8 * 60, -5 * 60):
+        with pytest.raises(UnauthenticatedError, match="TZ=UTC"):
+            verify_mqv2(_local_header(now, offset_min), now, _secret, any_timezone=False)
+    for beyond in (15 * 60, -13 * 60, 8 * 60 + 7):  # no such zone (nor a quarter hour)
+        with pytest.raises(UnauthenticatedError):
+            verify_mqv2(_local_header(now, beyond), now, _secret)
 
 
 def test_anonymous_forms_and_malformed_headers() -> None:
