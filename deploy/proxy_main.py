@@ -28,8 +28,10 @@ from core.broker_config import ServerSection, parse_address
 from core.config import load_section, require
 from core.errors import ConfigError
 from core.grpc_server import build_server, set_serving
+from core.pb.rocketmq.v2 import service_pb2 as s_pb
 from core.rocketmq.service import MessagingService, add_to_server
 from core.rocketmq.settings import ServerSettings
+from core.rocketmq.streams import StreamGate
 from core.security.acl import AclFile
 from core.security.config import AuthSection, require_protected
 from core.security.mqv2 import Mqv2Policy
@@ -64,6 +66,28 @@ class ProxySection:
     long_polling_ms: int = field(
         default=20_000, metadata={"doc": "the longest long poll a consumer is given"}
     )
+    max_telemetry_streams: int = field(
+        default=192,
+        metadata={
+            "doc": "open Telemetry streams (one per client; each holds a server thread); < server.max_workers"
+        },
+    )
+    max_telemetry_streams_per_account: int = field(
+        default=128, metadata={"doc": "open Telemetry streams of one account (anonymous callers share one)"}
+    )
+    keepalive_ms: int = field(
+        default=30_000,
+        metadata={
+            "doc": "ping an idle client this often; one silent as long again is dropped (thread freed)"
+        },
+    )
+    allow_anonymous: bool = field(
+        default=False,
+        metadata={
+            "doc": "DANGER: serve without [auth] acl_file though the proxy's profile has an account or TLS: "
+            "then every caller acts as the proxy's own account"
+        },
+    )
 
     def validate(self, prefix: str = "proxy") -> None:
         parse_address(self.listen, f"{prefix}.listen")
@@ -74,6 +98,13 @@ class ProxySection:
         require(
             1000 <= self.long_polling_ms <= 300_000, f"{prefix}.long_polling_ms", "must be in 1000..300000"
         )
+        require(self.max_telemetry_streams >= 1, f"{prefix}.max_telemetry_streams", "must be positive")
+        require(
+            self.max_telemetry_streams_per_account >= 1,
+            f"{prefix}.max_telemetry_streams_per_account",
+            "must be positive",
+        )
+        require(self.keepalive_ms >= 1000, f"{prefix}.keepalive_ms", "must be >= 1000")
 
 
 @dataclass(frozen=True)
@@ -105,8 +136,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+PROXY_MAX_WORKERS = 256  # its default server.max_workers: most hold a client's Telemetry stream
+
+
 def load(args: argparse.Namespace) -> ProxyConfig:
     tables = config_tables(args, SECTIONS)
+    tables["server"].setdefault("max_workers", PROXY_MAX_WORKERS)
     if args.listen:
         tables["proxy"]["listen"] = args.listen
     if getattr(args, "insecure", False):
@@ -123,6 +158,22 @@ def _wiring(cfg: ProxyConfig) -> tuple[Profile, list[str]]:
         raise ConfigError("proxy.namesrv", "no nameserver: set it, or give a profile that names them")
     host = px.listen.rpartition(":")[0]
     require_protected([("proxy.listen", host)], cfg.tls, cfg.auth, cfg.server.insecure)
+    require(
+        px.max_telemetry_streams < cfg.server.max_workers,
+        "proxy.max_telemetry_streams",
+        f"must leave server threads for other calls (< server.max_workers, {cfg.server.max_workers})",
+    )
+    if (
+        not cfg.auth.acl_file
+        and (profile.access_key or profile.ca_file or profile.ca_pem)
+        and not px.allow_anonymous
+    ):
+        raise ConfigError(
+            "auth.acl_file",
+            "the proxy's profile has an account or TLS (a secured cluster) but no accounts file checks "
+            "its own callers: every caller would act as the proxy's account. Set auth.acl_file "
+            "(or proxy.allow_anonymous = true to accept that)",
+        )
     if not px.advertise and host in ("0.0.0.0", "::", "[::]", ""):
         raise ConfigError("proxy.advertise", f"listening on {host}: give the HOST:PORT clients dial")
     return profile, namesrv
@@ -141,8 +192,15 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(px.name, args.log_level, args.log_file)
     backend = ClusterBackend(namesrv, profile, 4 * 1024 * 1024 - HEADROOM_BYTES, px.max_body_bytes)
     policy = Mqv2Policy(acl, cfg.auth.allow_anonymous, cfg.auth.max_skew_ms, cfg.auth.mqv2_any_timezone)
+    limit = backend.refresh_limit()  # asked of the masters now, then every 30 s on its own thread
+    send_cap = max(limit, px.max_body_bytes) + HEADROOM_BYTES
     server, health = build_server(
-        server_cfg.max_workers, server_cfg.max_concurrent_rpcs, server_cfg.max_message_bytes
+        server_cfg.max_workers,
+        server_cfg.max_concurrent_rpcs,
+        server_cfg.max_message_bytes,
+        max_receive_bytes=send_cap,
+        request_limits=request_limits(send_cap),
+        options=keepalive_options(px.keepalive_ms),
     )
     host = px.listen.rpartition(":")[0]
     try:
@@ -165,11 +223,11 @@ def run(args: argparse.Namespace) -> int:
     def settings() -> ServerSettings:
         return ServerSettings(backend.max_body_bytes(), long_polling)
 
-    add_to_server(MessagingService(backend, policy, endpoint, settings), server)
+    streams = StreamGate(px.max_telemetry_streams, px.max_telemetry_streams_per_account)
+    add_to_server(MessagingService(backend, policy, endpoint, settings, streams=streams), server)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    limit = backend.refresh_limit()  # asked of the masters now, then every 30 s on its own thread
     backend.start()
     server.start()
     set_serving(health, True, SERVICE)
@@ -190,6 +248,35 @@ def run(args: argparse.Namespace) -> int:
     backend.close()
     log.info("stopped cleanly")
     return 0
+
+
+OTHER_REQUEST_BYTES = 64 * 1024  # every v2 request but SendMessage (a Telemetry command: per command)
+
+
+def request_limits(send_bytes: int) -> dict[str, int]:
+    """Each v2 method's largest request, refused before it is decoded:
+    SendMessage's is the body limit and headroom (the bodies of one request
+    together, as RocketMQ's batch limit), every other 64 KiB."""
+    methods = s_pb.DESCRIPTOR.services_by_name["MessagingService"].methods
+    out = {f"/{SERVICE}/{m.name}": OTHER_REQUEST_BYTES for m in methods}
+    out[f"/{SERVICE}/SendMessage"] = send_bytes
+    return out
+
+
+def keepalive_options(keepalive_ms: int) -> list[tuple[str, int]]:
+    """Ping each client idle for `keepalive_ms`; one that does not answer
+    within as long again is dropped, its streams cancelled and their
+    threads freed (a vanished client would hold one forever). Clients may
+    ping as often as every 10 s without being told off (some keep alive on
+    their own)."""
+    return [
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
 
 
 def _wall_ms() -> int:

@@ -14,6 +14,7 @@ the cluster, every message goes to a master.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,14 +29,17 @@ from core.pb.rocketmq.v2 import service_pb2_grpc
 from core.rocketmq import routes, translate
 from core.rocketmq.codes import Refused, not_implemented, roll_up, send_status, status, status_of
 from core.rocketmq.settings import ServerSettings, answer
+from core.rocketmq.streams import StreamGate
 from core.roles import SendStatus
 from core.route import MessageQueue, TopicRoute
+from core.security.identity import Principal
 from core.security.mqv2 import Mqv2Policy, Rule, any_account, publish, use_group
 
 log = logging.getLogger(__name__)
 MARGIN_S = 0.2  # answered this long before the client's deadline
 DEFAULT_TIMEOUT_S = 3.0  # a call without a deadline (official clients always set one)
 MAX_MESSAGES_PER_REQUEST = 1024
+DEFAULT_MAX_STREAMS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,28 @@ class Backend(Protocol):
         ...
 
     def max_body_bytes(self) -> int: ...
+
+
+class LogBudget:
+    """At most `lines` log lines per `window_s` (a flood of refused calls
+    must not fill the disk); `allow` says whether this one may be written."""
+
+    def __init__(self, lines: int = 10, window_s: float = 10.0) -> None:
+        self.lines, self.window_s = lines, window_s
+        self._start, self._used, self.dropped = -window_s, 0, 0
+        self._lock = threading.Lock()
+
+    def allow(self, now: float) -> bool:
+        with self._lock:
+            if now - self._start >= self.window_s:
+                if self.dropped:
+                    log.info("%d more refused calls were not logged", self.dropped)
+                self._start, self._used, self.dropped = now, 0, 0
+            if self._used < self.lines:
+                self._used += 1
+                return True
+            self.dropped += 1
+            return False
 
 
 def _past_deadline(context: grpc.ServicerContext) -> bool:
@@ -97,24 +123,32 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         endpoint: str,
         settings: Callable[[], ServerSettings],
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        streams: StreamGate | None = None,
     ) -> None:
         """`endpoint`: where clients reach this proxy (`host:port`), the
         address every route names; `settings`: what clients are told (read
-        per answer: the brokers' limit may change)."""
+        per answer: the brokers' limit may change); `streams`: the cap on
+        open Telemetry streams (each holds a server thread)."""
         self.backend = backend
         self.policy = policy
         self.endpoints = routes.endpoints(endpoint)
         self.settings = settings
         self.wall_ms = wall_ms
+        self.streams = streams or StreamGate(DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS)
+        self._refusals = LogBudget()
+
+    def _caller(self, context: grpc.ServicerContext, rule: Rule) -> tuple[Principal | None, d.Status | None]:
+        """(the caller, None) if it may go on; else (None, the status refusing it)."""
+        try:
+            return self.policy.check(context.invocation_metadata() or (), self.wall_ms(), rule), None
+        except TailraceError as exc:
+            if self._refusals.allow(time.monotonic()):
+                log.info("refused a call from %s: %s", context.peer(), exc)
+            return None, status_of(exc)
 
     def _refusal(self, context: grpc.ServicerContext, rule: Rule) -> d.Status | None:
         """None if the caller may go on; else the status refusing it."""
-        try:
-            self.policy.check(context.invocation_metadata() or (), self.wall_ms(), rule)
-        except TailraceError as exc:
-            log.info("refused a call from %s: %s", context.peer(), exc)
-            return status_of(exc)
-        return None
+        return self._caller(context, rule)[1]
 
     # ---- served ----------------------------------------------------------------------
 
@@ -146,9 +180,14 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         """Answers each `settings` the client writes, completed; the stream
         stays open until the client (or this server's stop) ends it. Signed
         once, at open, as the clients do."""
-        refused = self._refusal(context, any_account)
+        caller, refused = self._caller(context, any_account)
         if refused is not None:
             yield s.TelemetryCommand(status=refused)
+            return
+        account = str(caller)
+        full = self.streams.enter(account)
+        if full is not None:
+            yield s.TelemetryCommand(status=status(d.TOO_MANY_REQUESTS, full))
             return
         try:
             for command in requests:
@@ -163,6 +202,8 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
                 # this proxy does not make yet: nothing to do
         except grpc.RpcError:  # the client cancelled the stream (its shutdown does): not an error
             return
+        finally:
+            self.streams.leave(account)
 
     def SendMessage(self, request: s.SendMessageRequest, context: grpc.ServicerContext) -> Any:
         """A request is stored whole or not at all: its messages go to one

@@ -527,7 +527,9 @@ def test_the_body_limit_is_the_smallest_masters_less_headroom() -> None:
     assert body_limit([1000], 123) == 1024  # never below 1 KiB
 
 
-def test_proxy_config_is_checked_before_anything_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_proxy_config_is_checked_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import argparse
 
     from core.errors import ConfigError
@@ -551,3 +553,16 @@ def test_proxy_config_is_checked_before_anything_starts(monkeypatch: pytest.Monk
         wiring("proxy.namesrv=127.0.0.1:9876", "proxy.long_polling_ms=5")
     _, namesrv = wiring("proxy.namesrv=127.0.0.1:1,127.0.0.1:2")
     assert namesrv == ["127.0.0.1:1", "127.0.0.1:2"]
+    # Telemetry streams must leave threads for other calls (the proxy's default: 256 workers)
+    with pytest.raises(ConfigError, match=r"proxy\.max_telemetry_streams"):
+        wiring("proxy.namesrv=127.0.0.1:9876", "server.max_workers=64", "proxy.max_telemetry_streams=64")
+    wiring("proxy.namesrv=127.0.0.1:9876", "proxy.max_telemetry_streams=255")
+    # a proxy holding an account but checking none of its callers would lend that account to anyone
+    profile = tmp_path / "profile.toml"
+    profile.write_text(
+        'namesrv = ["127.0.0.1:9876"]\naccess_key = "proxy"\nsecret_key = "proxy-secret-0123"\n'
+    )
+    profile.chmod(0o600)
+    with pytest.raises(ConfigError, match=r"auth\.acl_file"):
+        wiring(f"proxy.profile={profile}")
+    wiring(f"proxy.profile={profile}", "proxy.allow_anonymous=true")  # the loud opt-in
