@@ -161,7 +161,7 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
             route = self.backend.route(topic, _time_left(context))
         except (Refused, TailraceError) as exc:
             return s.QueryRouteResponse(status=status_of(exc))
-        queues = routes.message_queues(route, self.endpoints)
+        queues = routes.message_queues(route, routes.asked_endpoints(request.endpoints) or self.endpoints)
         if not queues:
             return s.QueryRouteResponse(status=status(d.TOPIC_NOT_FOUND, f"topic {topic!r} has no queue"))
         return s.QueryRouteResponse(status=status(), message_queues=queues)

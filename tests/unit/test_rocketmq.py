@@ -450,6 +450,34 @@ def test_an_unproven_caller_is_refused_before_its_request_is_read(tmp_path: Path
     assert resp.status.code == d.UNAUTHORIZED
 
 
+def _endpoints(scheme: int, *addresses: tuple[str, int]) -> d.Endpoints:
+    return d.Endpoints(scheme=scheme, addresses=[d.Address(host=h, port=p) for h, p in addresses])  # type: ignore[arg-type]
+
+
+def test_routes_name_the_endpoints_the_client_asked_with_when_well_formed(tmp_path: Path) -> None:
+    svc = _service(tmp_path, FakeBackend())
+    own = routes.endpoints("127.0.0.1:8081")
+    good = [
+        _endpoints(d.DOMAIN_NAME, ("mq.example.com", 443)),
+        _endpoints(d.IPv4, ("192.0.2.1", 8081), ("192.0.2.2", 8081)),
+        _endpoints(d.IPv6, ("2001:db8::1", 8081)),
+    ]
+    bad = [
+        _endpoints(d.DOMAIN_NAME, ("a.example", 1), ("b.example", 1)),  # a domain name comes alone
+        _endpoints(d.IPv4, ("mq.example.com", 1)),  # not of its scheme
+        _endpoints(d.IPv4, ("192.0.2.1", 0)),
+        _endpoints(d.IPv6, ("192.0.2.1", 1)),
+        _endpoints(d.DOMAIN_NAME, ("bad host/x", 1)),
+        _endpoints(d.IPv4, *[("192.0.2.1", 1)] * 17),
+        d.Endpoints(),
+    ]
+    for asked, expected in [(e, e) for e in good] + [(e, own) for e in bad]:
+        req = s.QueryRouteRequest(topic=d.Resource(name="orders"), endpoints=asked)
+        got = svc.QueryRoute(req, _signed())
+        assert got.status.code == d.OK
+        assert all(q.broker.endpoints == expected for q in got.message_queues), asked
+
+
 def test_route_telemetry_and_unimplemented_rpcs(tmp_path: Path) -> None:
     svc = _service(tmp_path, FakeBackend())
     route = svc.QueryRoute(s.QueryRouteRequest(topic=d.Resource(name="orders")), _signed())
