@@ -66,6 +66,7 @@ def asked_endpoints(asked: d.Endpoints) -> d.Endpoints | None:
     for a in addrs:
         if not 1 <= a.port <= 65535 or not a.host or len(a.host) > 253:
             return None
+        version: int
         try:
             version = ipaddress.ip_address(a.host).version
         except ValueError:
