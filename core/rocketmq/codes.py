@@ -112,5 +112,16 @@ def roll_up(entries: list[d.Status]) -> d.Status:
     return status(d.MULTIPLE_RESULTS, "the messages had different outcomes; see the entries")
 
 
+def backend_status(err: TailraceError) -> d.Status:
+    """The status of the cluster's error, for a client: its code with a
+    generic text (the error's own names brokers and addresses). The cluster
+    refusing the proxy's account (Unauthenticated, PermissionDenied) is not
+    the client's fault and becomes INTERNAL_SERVER_ERROR."""
+    if isinstance(err, UnauthenticatedError | PermissionDeniedError):
+        return status(d.INTERNAL_SERVER_ERROR, "the proxy could not serve this call; see the proxy's log")
+    code = code_for(err)
+    return status(code, f"{d.Code.Name(code)} from the cluster (details in the proxy's log)")
+
+
 def not_implemented(what: str) -> d.Status:
     return status(d.NOT_IMPLEMENTED, f"{what} is not implemented by this Tailrace proxy yet")

@@ -27,7 +27,15 @@ from core.pb.rocketmq.v2 import definition_pb2 as d
 from core.pb.rocketmq.v2 import service_pb2 as s
 from core.pb.rocketmq.v2 import service_pb2_grpc
 from core.rocketmq import routes, translate
-from core.rocketmq.codes import Refused, not_implemented, roll_up, send_status, status, status_of
+from core.rocketmq.codes import (
+    Refused,
+    backend_status,
+    not_implemented,
+    roll_up,
+    send_status,
+    status,
+    status_of,
+)
 from core.rocketmq.settings import ServerSettings, answer
 from core.rocketmq.streams import StreamGate
 from core.roles import SendStatus
@@ -146,6 +154,18 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
                 log.info("refused a call from %s: %s", context.peer(), exc)
             return None, status_of(exc)
 
+    def _backend_failed(self, exc: TailraceError, what: str) -> d.Status:
+        """The status of a cluster's failure, told to a client without the
+        cluster's own text (broker addresses stay here, in the log). The
+        cluster refusing the proxy's own account is the operator's problem,
+        not the client's: an error here, INTERNAL_SERVER_ERROR there."""
+        answer = backend_status(exc)
+        if answer.code == d.INTERNAL_SERVER_ERROR:
+            log.error("%s failed in the cluster: %s", what, exc)
+        elif self._refusals.allow(time.monotonic()):
+            log.info("%s failed in the cluster: %s", what, exc)
+        return answer
+
     def _refusal(self, context: grpc.ServicerContext, rule: Rule) -> d.Status | None:
         """None if the caller may go on; else the status refusing it."""
         return self._caller(context, rule)[1]
@@ -159,8 +179,10 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         try:
             topic = translate.topic_of(request.topic)
             route = self.backend.route(topic, _time_left(context))
-        except (Refused, TailraceError) as exc:
+        except Refused as exc:
             return s.QueryRouteResponse(status=status_of(exc))
+        except TailraceError as exc:
+            return s.QueryRouteResponse(status=self._backend_failed(exc, f"route of {topic[:128]!r}"))
         queues = routes.message_queues(route, routes.asked_endpoints(request.endpoints) or self.endpoints)
         if not queues:
             return s.QueryRouteResponse(status=status(d.TOPIC_NOT_FOUND, f"topic {topic!r} has no queue"))
@@ -239,8 +261,10 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
             if _past_deadline(context):
                 raise Refused(d.PROXY_TIMEOUT, "the client's deadline passed before the send")
             stored = self.backend.send(batch, queue, _time_left(context))
-        except (Refused, TailraceError) as exc:
+        except Refused as exc:
             return _send_refused(status_of(exc), ids)
+        except TailraceError as exc:
+            return _send_refused(self._backend_failed(exc, f"send to {topic[:128]!r}"), ids)
         except Exception:
             log.exception("sending %d message(s) to %s failed", len(ids), topic[:128])
             return _send_refused(status_of(RuntimeError()), ids)

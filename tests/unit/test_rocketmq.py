@@ -442,6 +442,27 @@ def test_a_request_is_stored_whole_in_one_queue_or_not_at_all(tmp_path: Path) ->
     assert svc.SendMessage(s.SendMessageRequest(messages=batch), _signed()).status.code == d.TOPIC_NOT_FOUND
 
 
+def test_the_clusters_refusal_of_the_proxys_account_is_an_internal_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = FakeBackend()
+    svc = _service(tmp_path, backend)
+    req = s.SendMessageRequest(messages=[_msg()])
+    for err in (
+        UnauthenticatedError("proxy key rejected by 10.0.0.1:1"),
+        PermissionDeniedError("at 10.0.0.1:1"),
+    ):
+        backend.fail = err
+        with caplog.at_level("ERROR", logger="core.rocketmq.service"):
+            resp = svc.SendMessage(req, _signed())
+        assert resp.status.code == d.INTERNAL_SERVER_ERROR and "10.0.0.1" not in resp.status.message
+        assert "10.0.0.1" in caplog.text  # the operator learns it, in the proxy's log
+        caplog.clear()
+    backend.fail = BrokerUnavailableError("no master at 10.0.0.1:1")
+    resp = svc.SendMessage(req, _signed())
+    assert resp.status.code == d.HA_NOT_AVAILABLE and "10.0.0.1" not in resp.status.message
+
+
 def test_an_unproven_caller_is_refused_before_its_request_is_read(tmp_path: Path) -> None:
     svc = _service(tmp_path, FakeBackend())
     nameless = _msg()
