@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import gzip
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,11 +285,25 @@ def test_routes_name_the_proxy_in_a_stable_order() -> None:
     assert routes.writable(read_only) == [MessageQueue("a", 0)]
 
 
-def test_fifo_queue_is_the_official_clients_choice() -> None:
-    queues = [MessageQueue("a", i) for i in range(5)]
-    for group in ("g1", "g2", "order-17"):
-        h = int.from_bytes(hashlib.sha256(group.encode()).digest(), "big")  # queue_selector.py
-        assert routes.fifo_queue(group, queues) == queues[h % 5]
+# captured from rocketmq-python-client 5.1.2: QueueSelector(list(range(n))).select_queue_by_hash_key(group)
+# for n in OFFICIAL_NS, run once in its own process (issue 18's review)
+OFFICIAL_NS = (1, 2, 3, 5, 8, 16)
+OFFICIAL_PICKS = {
+    "g1": [0, 0, 2, 4, 0, 8],
+    "g2": [0, 1, 0, 0, 5, 13],
+    "order-17": [0, 1, 2, 0, 3, 11],
+    "客户-42": [0, 1, 1, 0, 5, 5],
+}
+
+
+def test_fifo_queue_is_the_official_python_clients_choice() -> None:
+    for group, picks in OFFICIAL_PICKS.items():
+        for n, pick in zip(OFFICIAL_NS, picks, strict=True):
+            queues = [MessageQueue("a", i) for i in range(n)]
+            assert routes.fifo_queue(group, queues) == queues[pick], (group, n)
+    with pytest.raises(Refused) as info:
+        routes.fifo_queue("g1", [])
+    assert info.value.code == d.TOPIC_NOT_FOUND
 
 
 def test_settings_answer_is_complete() -> None:
