@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from typing import Any
 
 from consumer.producer import Producer
 from consumer.profile import Profile
@@ -21,7 +22,7 @@ from core.errors import TailraceError
 from core.pb.tailrace.v1 import broker_pb2 as bpb
 from core.rocketmq.service import Stored
 from core.rocketmq.translate import Incoming
-from core.route import MessageQueue, TopicRoute
+from core.route import GroupRoute, MessageQueue, TopicRoute
 
 log = logging.getLogger(__name__)
 HEADROOM_BYTES = 64 * 1024  # of a record's limit, kept for topic, tags, keys and properties
@@ -37,6 +38,13 @@ def body_limit(max_message_bytes: list[int], fallback: int) -> int:
     return max(1024, min(max_message_bytes) - HEADROOM_BYTES)
 
 
+def groups_of(clusters: Any, cluster: str) -> list[GroupRoute]:
+    """The broker groups of `cluster` (all of them if ""), from a
+    ListClusters answer: the limit is the proxy's cluster's, not that of
+    another cluster the same nameservers serve."""
+    return [group_from_pb(g) for c in clusters.clusters if not cluster or c.name == cluster for g in c.groups]
+
+
 class ClusterBackend:
     def __init__(
         self,
@@ -44,13 +52,16 @@ class ClusterBackend:
         profile: Profile,
         fallback_body_bytes: int,
         fixed_body_bytes: int = 0,
+        cluster: str = "",
     ) -> None:
-        """`fixed_body_bytes`: the limit to tell clients (0: from the masters,
-        `fallback_body_bytes` until one answers)."""
+        """`fixed_body_bytes`: the limit to tell clients (0: from the masters
+        of `cluster`, `fallback_body_bytes` until one answers)."""
         self.producer = Producer(namesrv=namesrv, profile=profile)
         self.fallback = fallback_body_bytes
         self.fixed = fixed_body_bytes
         self._limit = fixed_body_bytes or fallback_body_bytes
+        self.cluster = cluster
+        self._warned = False
         self._stop = threading.Event()
 
     def route(self, topic: str, timeout_s: float) -> TopicRoute:
@@ -70,10 +81,17 @@ class ClusterBackend:
         """Ask the masters for their record limit (the last answer stays when
         none answers); the proxy does it at start and then every 30 s on its
         own thread, so no client call waits for it."""
-        if not self.fixed:
-            limits = self._masters_limits()
-            if limits:
-                self._limit = body_limit(limits, self.fallback)
+        limits = self._masters_limits()
+        if limits:
+            self._limit = body_limit(limits, self.fallback)
+            if self.fixed > self._limit and not self._warned:  # once: every 30 s would be noise
+                self._warned = True
+                log.warning(
+                    "proxy.max_body_bytes %d is past what the brokers store (%d): larger bodies will be "
+                    "refused by them after the client was told they fit",
+                    self.fixed,
+                    self._limit,
+                )
         return self.max_body_bytes()
 
     def start(self) -> None:
@@ -93,7 +111,7 @@ class ClusterBackend:
             return []
         out = []
         try:
-            groups = [group_from_pb(g) for c in clusters(STATUS_TIMEOUT_S).clusters for g in c.groups]
+            groups = groups_of(clusters(STATUS_TIMEOUT_S), self.cluster)
         except TailraceError as exc:
             log.warning("cannot list the brokers for their limits: %s", exc)
             return []

@@ -190,7 +190,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     px, server_cfg = cfg.proxy, cfg.server
     setup_logging(px.name, args.log_level, args.log_file)
-    backend = ClusterBackend(namesrv, profile, 4 * 1024 * 1024 - HEADROOM_BYTES, px.max_body_bytes)
+    backend = ClusterBackend(
+        namesrv, profile, 4 * 1024 * 1024 - HEADROOM_BYTES, px.max_body_bytes, cluster=px.cluster
+    )
     policy = Mqv2Policy(acl, cfg.auth.allow_anonymous, cfg.auth.max_skew_ms, cfg.auth.mqv2_any_timezone)
     limit = backend.refresh_limit()  # asked of the masters now, then every 30 s on its own thread
     send_cap = max(limit, px.max_body_bytes) + HEADROOM_BYTES

@@ -40,6 +40,7 @@ HELPER = ROOT / "tests" / "helpers" / "rmq_client.py"
 TOPIC = "orders"
 LIMITED = "limited"
 LIMITED_SECRET = "limited-secret-0123456789"
+STORE_LIMIT = 3 * 1024 * 1024  # the brokers' record limit: not the default, so the proxy must ask for it
 
 
 @dataclass
@@ -65,7 +66,8 @@ def rmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         with pki.acl_file.open("a") as f:
             f.write(f'[[account]]\naccess_key = "{LIMITED}"\nsecret_key = "{LIMITED_SECRET}"\n')
             f.write('publish = ["other"]\n')
-        cluster = procs.cluster(("a", "b"), topic=TOPIC, queues=4)
+        store_limit = ["--set", f"store.max_message_bytes={STORE_LIMIT}"]
+        cluster = procs.cluster(("a", "b"), topic=TOPIC, queues=4, extra=store_limit)
         proxy = procs.proxy(cluster.namesrv)
         home = workdir / "home"
         home.mkdir()
@@ -269,7 +271,7 @@ def test_telemetry_answers_settings_with_the_brokers_limit_and_stays_open(rmq: S
                 outbox.put(s.TelemetryCommand(settings=settings))
                 reply = next(stream)
                 assert reply.status.code == d.OK
-                assert reply.settings.publishing.max_body_size == body_limit([4 * 1024 * 1024], 0)
+                assert reply.settings.publishing.max_body_size == body_limit([STORE_LIMIT], 0)
                 assert not reply.settings.metric.on
         finally:
             outbox.put(None)

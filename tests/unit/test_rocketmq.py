@@ -589,6 +589,20 @@ def test_the_body_limit_is_the_smallest_masters_less_headroom() -> None:
     assert body_limit([1000], 123) == 1024  # never below 1 KiB
 
 
+def test_the_limit_is_asked_of_the_proxys_cluster_only() -> None:
+    from core.pb.tailrace.v1 import nameserver_pb2 as npb
+    from deploy.proxy_backend import groups_of
+
+    answer = npb.ListClustersResponse(
+        clusters=[
+            npb.ClusterInfo(name="mine", groups=[npb.GroupRoute(broker_name="a")]),
+            npb.ClusterInfo(name="other", groups=[npb.GroupRoute(broker_name="b")]),
+        ]
+    )
+    assert [g.broker_name for g in groups_of(answer, "mine")] == ["a"]
+    assert [g.broker_name for g in groups_of(answer, "")] == ["a", "b"]
+
+
 def test_proxy_config_is_checked_before_anything_starts(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
