@@ -642,3 +642,12 @@ def test_proxy_config_is_checked_before_anything_starts(
     with pytest.raises(ConfigError, match=r"auth\.acl_file"):
         wiring(f"proxy.profile={profile}")
     wiring(f"proxy.profile={profile}", "proxy.allow_anonymous=true")  # the loud opt-in
+
+
+def test_refused_calls_are_logged_within_a_budget() -> None:
+    from core.rocketmq.service import LogBudget
+
+    budget = LogBudget(lines=2, window_s=10)
+    assert [budget.allow(t) for t in (0, 1, 2, 3)] == [True, True, False, False]
+    assert budget.dropped == 2
+    assert budget.allow(10.5) and budget.dropped == 0  # a new window (the dropped count logged)
