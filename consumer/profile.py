@@ -8,6 +8,7 @@ only: it holds a secret key):
     access_key = "admin"                # with secret_key: every call is signed
     secret_key = "..."                  # (omit both: unsigned, anonymous)
     server_name = ""                    # TLS name to verify instead of the dialed host
+    rocketmq_endpoints = ["127.0.0.1:41236"]   # `tailrace proxy` v2 endpoints (RocketMQ 5 clients)
 
 A relative `ca_file` is taken from the profile's directory. Every client
 takes `profile=` (a path or a loaded `Profile`); without one, the file
@@ -32,7 +33,7 @@ from core.errors import ConfigError
 from core.security.tls import check_private
 
 ENV = "TAILRACE_PROFILE"
-_KEYS = frozenset({"namesrv", "ca_file", "access_key", "secret_key", "server_name"})
+_KEYS = frozenset({"namesrv", "ca_file", "access_key", "secret_key", "server_name", "rocketmq_endpoints"})
 _ACCESS_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,128}")  # what the signature header carries
 
 
@@ -84,6 +85,7 @@ class Profile:
     server_name: str = ""
     path: Path | None = None
     ca_pem: bytes | None = field(default=None, repr=False)
+    rocketmq_endpoints: tuple[str, ...] = ()  # for official RocketMQ 5 clients (not used by ours)
 
     @classmethod
     def load(cls, path: str | Path) -> Profile:
@@ -105,6 +107,9 @@ class Profile:
         namesrv = data.get("namesrv", [])
         if not isinstance(namesrv, list) or not all(_is_address(a) for a in namesrv):
             raise ConfigError(f"{where}: namesrv", 'must be a list of "host:port" strings')
+        rocketmq = data.get("rocketmq_endpoints", [])
+        if not isinstance(rocketmq, list) or not all(_is_address(a) for a in rocketmq):
+            raise ConfigError(f"{where}: rocketmq_endpoints", 'must be a list of "host:port" strings')
         text = {k: data.get(k, "") for k in ("ca_file", "access_key", "secret_key", "server_name")}
         for key, value in text.items():
             if not isinstance(value, str):
@@ -116,7 +121,7 @@ class Profile:
             ca_pem = _read_ca(ca_file, where)
         profile = cls(
             tuple(namesrv), ca_file, text["access_key"], text["secret_key"], text["server_name"],
-            path, ca_pem,
+            path, ca_pem, tuple(rocketmq),
         )  # fmt: skip
         try:
             profile.security()

@@ -59,6 +59,7 @@ class OutgoingMessage:
     tags: str = ""
     keys: str = ""
     properties: Mapping[str, str] | None = None
+    born_ms: int | None = None  # None: when the send starts (a proxy passes its client's)
 
 
 # ---- the actions a driver carries out ------------------------------------------------
@@ -121,7 +122,11 @@ def pb_message(m: OutgoingMessage | bytes, born_ms: int) -> pb.Message:
         if isinstance(m, bytes | bytearray):
             return pb.Message(body=bytes(m), born_ms=born_ms)
         return pb.Message(
-            body=m.body, tags=m.tags, keys=m.keys, properties=dict(m.properties or {}), born_ms=born_ms
+            body=m.body,
+            tags=m.tags,
+            keys=m.keys,
+            properties=dict(m.properties or {}),
+            born_ms=born_ms if m.born_ms is None else m.born_ms,
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise InvalidArgumentError(f"not a valid message: {exc}") from exc

@@ -196,10 +196,12 @@ def build_server(
     guards: Sequence[grpc.ServerInterceptor] = (),
     max_receive_bytes: int = 0,
     request_limits: Mapping[str, int] | None = None,
+    options: Sequence[tuple[str, int]] = (),
 ) -> tuple[grpc.Server, health.HealthServicer]:
     """A server with the error interceptor (outermost) and the `guards`
     inside it, in order (the security guard, then a broker's role guard:
-    core/security/guard.py, core/access.py), so their refusals are mapped too."""
+    core/security/guard.py, core/access.py), so their refusals are mapped too.
+    `options`: more gRPC channel arguments (keepalive)."""
     interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor(request_limits), *guards]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
@@ -208,6 +210,7 @@ def build_server(
             ("grpc.max_receive_message_length", max_receive_bytes or max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
+            *options,
         ],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
     )

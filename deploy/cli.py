@@ -1,6 +1,6 @@
 """The `tailrace` command.
 
-Its own subcommands (broker, nameserver, cluster, produce, consume, topic,
+Its own subcommands (broker, nameserver, proxy, cluster, produce, consume, topic,
 controller, drill, demo) are built in. Other packages add theirs through the
 `tailrace.commands` entry-point group (the benchmarks do, in pyproject.toml),
 so this package never imports them: each entry point, named after the
@@ -25,7 +25,7 @@ from core.errors import TailraceError
 COMMANDS_GROUP = "tailrace.commands"
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Register: TypeAlias = Callable[[Subcommands], None]
-QUIET = ("broker", "nameserver", "produce", "consume", "topic")  # they set up their own logging
+QUIET = ("broker", "nameserver", "proxy", "produce", "consume", "topic")  # they set up their own logging
 
 
 def _demo(argv: list[str]) -> int:
@@ -35,11 +35,20 @@ def _demo(argv: list[str]) -> int:
 
 
 def _builtin(sub: Subcommands) -> None:
-    from deploy import broker_main, client_cli, cluster_cli, controller_cli, drill, nameserver_main
+    from deploy import (
+        broker_main,
+        client_cli,
+        cluster_cli,
+        controller_cli,
+        drill,
+        nameserver_main,
+        proxy_main,
+    )
 
     table: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[..., int]]] = [
         ("broker", "run a broker", broker_main.add_arguments, broker_main.run),
         ("nameserver", "run a nameserver", nameserver_main.add_arguments, nameserver_main.run),
+        ("proxy", "serve RocketMQ 5 clients (gRPC v2)", proxy_main.add_arguments, proxy_main.run),
         ("cluster", "run a cluster of processes", cluster_cli.add_arguments, cluster_cli.run),
         ("produce", "send test messages", client_cli.add_produce_arguments, client_cli.run_produce),
         ("consume", "receive messages", client_cli.add_consume_arguments, client_cli.run_consume),

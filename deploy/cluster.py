@@ -6,7 +6,11 @@ A topology (TOML, `deploy/topologies/`) names nameservers and broker groups
 every process in the background with its own data dir, log and ready file
 under DIR, waits until all serve and every broker is registered, and writes
 `DIR/cluster.json`; on any failure it stops what it started and prints the
-failing process's log tail. The processes outlive the command.
+failing process's log tail. The processes outlive the command. A topology
+with `[cluster] rocketmq_proxies = N` also gets N `tailrace proxy` processes
+(RocketMQ 5's official clients), started once the brokers are registered;
+their v2 endpoints are `rocketmq_endpoints` in cluster.json and in the
+client profile.
 
 Secure by default (deploy/pki.py): `up` makes the cluster's CA under
 DIR/tls, a certificate per process, an `admin` account (DIR/acl.toml) and
@@ -194,6 +198,7 @@ def up(
                     host,
                 )
         _wait_registered(ns_addrs, topo, pki.profile_file if pki is not None else None)
+        rocketmq_endpoints = _start_proxies(topo, pki, ns_addrs, start)
     except (ProcessFailed, TailraceError, EtcdFailed) as exc:
         for proc, _ in reversed(started):
             proc.stop(timeout_s=10)
@@ -224,6 +229,8 @@ def up(
             for proc, meta in started
         ],
     }
+    if topo.rocketmq_proxies:
+        state["rocketmq_endpoints"] = rocketmq_endpoints  # what official RocketMQ 5 clients dial
     if etcd is not None:
         state["processes"][:0] = etcd_rows  # first up, last down
         state["etcd_endpoints"] = etcd.endpoints
@@ -233,6 +240,34 @@ def up(
     if etcd is not None:
         etcd.detach()
     return state
+
+
+def _start_proxies(
+    topo: Topology,
+    pki: LocalPki | None,
+    namesrv: list[str],
+    start: Callable[[str, list[str], dict[str, Any], str], TailraceProcess],
+) -> list[str]:
+    """Start the topology's `tailrace proxy` processes (on the first
+    nameserver's host) once the brokers are registered; their v2 endpoints,
+    also written into the client profile."""
+    endpoints: list[str] = []
+    host = topo.nameservers[0][1]
+    for i in range(1, topo.rocketmq_proxies + 1):
+        name = f"proxy-{i}"
+        args = [
+            "proxy",
+            *("--set", f"proxy.namesrv={','.join(namesrv)}"),
+            *("--set", f"proxy.name={name}"),
+            *("--set", f"proxy.cluster={json.dumps(topo.cluster)}"),
+        ]
+        if pki is not None:
+            args += pki.proxy_flags(name, [topo.hosts[host].listen_host], namesrv)
+        proc = start(name, args, {"role": "proxy", "group": None, "broker_id": None}, host)
+        endpoints.append(str(proc.info.get("endpoint") or proc.address))
+    if pki is not None and endpoints:
+        pki.write_profile(namesrv, endpoints)
+    return endpoints
 
 
 def _member_address(proc: TailraceProcess) -> str:
@@ -313,7 +348,7 @@ def status(directory: Path) -> dict[str, Any]:
     for p in state["processes"]:
         row: dict[str, Any] = {k: p[k] for k in ("name", "role", "group", "broker_id", "address", "pid")}
         row["healthy"] = False
-        if _alive(p["pid"]) and p["role"] not in ("nameserver", "etcd"):
+        if _alive(p["pid"]) and p["role"] not in ("nameserver", "etcd", "proxy"):
             try:
                 with Admin(p["address"], timeout_s=2.0, profile=state_profile(state)) as a:
                     st = a.status()
@@ -331,7 +366,7 @@ def status(directory: Path) -> dict[str, Any]:
                 )
             except TailraceError:
                 pass
-        elif p["role"] in ("nameserver", "etcd"):
+        elif p["role"] in ("nameserver", "etcd", "proxy"):
             row["healthy"] = _alive(p["pid"])
         out.append(row)
     result: dict[str, Any] = {"processes": out}

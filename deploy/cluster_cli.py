@@ -47,6 +47,8 @@ def run(args: Any) -> int:
         print(f"cluster up: {len(state['processes'])} processes; state in {args.dir / STATE}")
         if state.get("profile"):
             print(f"TLS and accounts on; clients: export TAILRACE_PROFILE={state['profile']}")
+        if state.get("rocketmq_endpoints"):
+            print(f"RocketMQ 5 clients (tailrace proxy): {';'.join(state['rocketmq_endpoints'])}")
         return 0
     if cmd == "down":
         names = down(args.dir)

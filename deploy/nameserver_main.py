@@ -79,7 +79,18 @@ SECTIONS: dict[str, type[Any]] = {
 
 
 def load(args: argparse.Namespace) -> NameserverConfig:
-    tables: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    tables = config_tables(args, SECTIONS)
+    if args.listen:
+        tables["nameserver"]["listen"] = args.listen
+    if getattr(args, "insecure", False):
+        tables["server"]["insecure"] = True
+    return NameserverConfig(**{n: load_section(cls, tables[n], n) for n, cls in SECTIONS.items()})
+
+
+def config_tables(args: argparse.Namespace, sections: dict[str, type[Any]]) -> dict[str, dict[str, Any]]:
+    """Each section's table: the `--config` file's, then `--set SECTION.KEY=VALUE`
+    (values parsed as TOML when they parse, else bare strings)."""
+    tables: dict[str, dict[str, Any]] = {name: {} for name in sections}
     if args.config is not None:
         try:
             data = tomllib.loads(args.config.read_text())
@@ -95,16 +106,12 @@ def load(args: argparse.Namespace) -> NameserverConfig:
         key, sep, value = item.partition("=")
         section, _, sub = key.partition(".")
         if not sep or section not in tables or not sub:
-            raise ConfigError(item, f"--set takes SECTION.KEY=VALUE ({', '.join(SECTIONS)})")
+            raise ConfigError(item, f"--set takes SECTION.KEY=VALUE ({', '.join(sections)})")
         try:
             tables[section][sub] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             tables[section][sub] = value
-    if args.listen:
-        tables["nameserver"]["listen"] = args.listen
-    if getattr(args, "insecure", False):
-        tables["server"]["insecure"] = True
-    return NameserverConfig(**{n: load_section(cls, tables[n], n) for n, cls in SECTIONS.items()})
+    return tables
 
 
 def run(args: argparse.Namespace) -> int:

@@ -54,6 +54,9 @@ class Topology:
     controller_store: str = "file"  # file (the first nameserver's) or etcd (every nameserver campaigns)
     etcd_members: int = 0  # etcd members the launcher starts (controller_store = "etcd")
     etcd_lease_ms: int = 2000  # the controller leader key's etcd lease
+    rocketmq_proxies: int = (
+        0  # `tailrace proxy` processes (RocketMQ 5 clients), on the first nameserver's host
+    )
 
     def controllers(self) -> int:
         """How many nameservers run a controller."""
@@ -140,7 +143,10 @@ def load_topology(path: Path) -> Topology:
         controller_store=str(c.get("controller_store", "file")),
         etcd_members=_int(c, "etcd_members", 0, "cluster"),
         etcd_lease_ms=_int(c, "etcd_lease_ms", 2000, "cluster"),
+        rocketmq_proxies=_int(c, "rocketmq_proxies", 0, "cluster"),
     )
+    if not 0 <= topo.rocketmq_proxies <= 16:
+        raise ConfigError("cluster.rocketmq_proxies", "must be in 0..16")
     check_timings(topo)
     for pname, host in [*nameservers] + [(g.name, h) for g in groups for h in [g.host, *g.slave_hosts]]:
         if host not in hosts:

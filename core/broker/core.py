@@ -383,6 +383,12 @@ class BrokerCore:
             "preallocation_misses": clog.allocator.misses,
             "segments_warming": clog.allocator.warming(),
             "recovery": self.store.recovery.to_dict(),
+            # what a message may be: `tailrace proxy` tells RocketMQ clients their max body size
+            "limits": {
+                "max_message_bytes": self.config.store.max_message_bytes,
+                "max_properties": self.config.store.max_properties,
+                "max_properties_bytes": self.config.store.max_properties_bytes,
+            },
         }
         details["replication"] = mine.replication
         if self.failover:

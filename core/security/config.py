@@ -24,6 +24,13 @@ class AuthSection:
     max_skew_ms: int = field(
         default=DEFAULT_SKEW_MS, metadata={"doc": "how far a signed request's time may be from this clock"}
     )
+    mqv2_any_timezone: bool = field(
+        default=True,
+        metadata={
+            "doc": "tailrace proxy: a v2 signature's date (the client's local time) may be in any "
+            "UTC offset -12h..+14h; false: UTC only (clients need TZ=UTC)"
+        },
+    )
 
     def validate(self, prefix: str = "auth") -> None:
         require(1000 <= self.max_skew_ms <= 3_600_000, f"{prefix}.max_skew_ms", "must be in 1000..3600000")

@@ -113,9 +113,11 @@ def check_private(path: str, key: str) -> None:
         raise ConfigError(key, f"{path} is readable by others (mode {mode:o}); chmod 600 it")
 
 
-def load_tls(section: TlsSection, expect: Member, now: datetime.datetime | None = None) -> ServerTls:
-    """Read and check this process's certificate: signed by the CA, valid
-    now, naming `expect`, its key private. Raises `ConfigError` naming the file."""
+def _load_checked(
+    section: TlsSection, now: datetime.datetime | None
+) -> tuple[bytes, bytes, bytes, x509.Certificate]:
+    """(CA, certificate, key) PEMs and the certificate, checked: signed by the
+    CA, valid now, its key private. Raises `ConfigError` naming the file."""
     ca_pem = _read(section.ca_file, "CA certificate", "tls.ca_file")
     cert_pem = _read(section.cert_file, "certificate", "tls.cert_file")
     check_private(section.key_file, "tls.key_file")
@@ -129,12 +131,30 @@ def load_tls(section: TlsSection, expect: Member, now: datetime.datetime | None 
     problem = certificate_problem(cert, cas, now)
     if problem:
         raise ConfigError("tls.cert_file", f"{section.cert_file}: {problem}")
+    return ca_pem, cert_pem, key_pem, cert
+
+
+def load_tls(section: TlsSection, expect: Member, now: datetime.datetime | None = None) -> ServerTls:
+    """Read and check this process's certificate: signed by the CA, valid
+    now, naming `expect`, its key private. Raises `ConfigError` naming the file."""
+    ca_pem, cert_pem, key_pem, cert = _load_checked(section, now)
     named = uris_of(cert)
     if expect.uri not in named:
         raise ConfigError(
             "tls.cert_file", f"{section.cert_file} names {named or 'no member'}, but this process is {expect}"
         )
     return ServerTls(ca_pem, cert_pem, expect, cert.not_valid_after_utc, key_pem)
+
+
+def client_port_credentials(
+    section: TlsSection, now: datetime.datetime | None = None
+) -> grpc.ServerCredentials:
+    """TLS for a process that only serves clients (`tailrace proxy`): its
+    certificate checked as a member's is, but naming no member (the proxy
+    is a client of the cluster, never a member), and no client certificate
+    asked for."""
+    _, cert_pem, key_pem, _ = _load_checked(section, now)
+    return grpc.ssl_server_credentials([(key_pem, cert_pem)])
 
 
 def certificate_problem(cert: x509.Certificate, cas: list[x509.Certificate], now: datetime.datetime) -> str:
