@@ -60,6 +60,7 @@ class Membership:
         self.denied: TailraceError | None = None  # the designated master refuses this member
         self._listeners = [self.changed]
         self._last_ok = time.monotonic()
+        self.answered = 0  # heartbeats the first master answered (a progress count for waits)
         self._failing = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="membership", daemon=True)
@@ -103,6 +104,7 @@ class Membership:
                 view = list(resp.members)
         now = time.monotonic()
         if view is not None:
+            self.answered += 1
             self._last_ok = now
             if self._failing:
                 self._failing = False

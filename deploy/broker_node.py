@@ -95,7 +95,8 @@ class BrokerNode:
                 },
             )
             broker_pb2_grpc.add_BrokerServicer_to_server(self.service, self.server)
-            replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(self.core), self.server)
+            self.replication = ReplicationService(self.core)
+            replication_pb2_grpc.add_ReplicationServicer_to_server(self.replication, self.server)
             port, member_port = self.security.listen(self.server, b.listen, member_listen, "broker.listen")
         except BaseException:
             self.store.close()

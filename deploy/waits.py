@@ -42,6 +42,12 @@ class WaitTimeout(TailraceError, AssertionError):
     code = "WAIT_TIMEOUT"
 
 
+class ConditionBroke(TailraceError, AssertionError):
+    """A condition that had to hold for a while stopped holding."""
+
+    code = "CONDITION_BROKE"
+
+
 def poll_until(cond: Callable[[], object], timeout_s: float, what: str, every_s: float = 0.01) -> float:
     """Call `cond` every `every_s` seconds until it returns something truthy;
     return the seconds that took. Raises `WaitTimeout` naming `what` once
@@ -52,6 +58,21 @@ def poll_until(cond: Callable[[], object], timeout_s: float, what: str, every_s:
             raise WaitTimeout(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(every_s)
     return time.monotonic() - t0
+
+
+def holds_for(cond: Callable[[], object], duration_s: float, what: str, every_s: float = 0.05) -> None:
+    """Check `cond` every `every_s` seconds for `duration_s` seconds; raise
+    `ConditionBroke` naming `what` the first time it is falsy. For tests that
+    need time to pass (expiry windows, idle periods) and prove something held
+    all along, where a sleep would check it only at the end."""
+    start = time.monotonic()
+    end = start + duration_s
+    while True:
+        if not cond():
+            raise ConditionBroke(f"{what}: no longer true after {time.monotonic() - start:.2f} s")
+        if time.monotonic() >= end:
+            return
+        time.sleep(every_s)
 
 
 def _addresses(namesrv: Sequence[str] | str) -> list[str]:

@@ -70,15 +70,25 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
         # streams at once: each holds a server thread for its life (a peer that
         # opened many would take every thread the broker has)
         self._streams = threading.BoundedSemaphore(MAX_STREAMS)
+        self._open = 0  # streams being served now (observability and tests)
+        self._open_lock = threading.Lock()
+
+    @property
+    def open_streams(self) -> int:
+        return self._open
 
     def Replicate(
         self, request_iterator: Iterator[pb.ReplicateRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.ReplicateResponse]:
         if not self._streams.acquire(blocking=False):
             raise BrokerBusyError(f"{MAX_STREAMS} replication streams are open: no more")
+        with self._open_lock:
+            self._open += 1
         try:
             yield from self._replicate(request_iterator, context)
         finally:
+            with self._open_lock:
+                self._open -= 1
             self._streams.release()
 
     def _replicate(

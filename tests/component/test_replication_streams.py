@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from core.pb.tailrace.v1 import broker_pb2, broker_pb2_grpc, replication_pb2_grpc
+from deploy.waits import poll_until
 from tests.helpers.nodes import Nodes, nodes
 
 pytestmark = pytest.mark.component
@@ -29,7 +30,8 @@ def test_silent_replication_streams_are_closed_at_the_handshake_deadline(nodes: 
 
     streams = [replication_pb2_grpc.ReplicationStub(channel).Replicate(silence()) for _ in range(4)]  # type: ignore[no-untyped-call]
     try:
-        time.sleep(0.2)  # the four streams now hold the four server threads
+        # the four streams hold the four server threads (each waits for its handshake for 500 ms)
+        poll_until(lambda: master.replication.open_streams == 4, 5, "four silent streams being served")
         t0 = time.monotonic()
         status = broker_pb2_grpc.BrokerStub(channel).Status(broker_pb2.StatusRequest(), timeout=10)  # type: ignore[no-untyped-call]
         assert (

@@ -110,12 +110,17 @@ def test_kill9_during_produce_loses_no_acknowledged_message(procs: ProcessGroup,
         assert again.position(0) == 10
 
 
+def held_pulls(admin: Admin) -> int:
+    return int(admin.status()["details"]["waiting_pulls"])
+
+
 def test_long_poll_delivers_within_100ms_and_empty_pull_waits(procs: ProcessGroup) -> None:
     b = procs.broker("b")
     with Admin(b.address) as admin:
         admin.create_topic("L", 1)
     arrived: list[float] = []
-    with PullConsumer(b.address, "g", "L", long_poll_ms=10_000) as cons:
+    admin = Admin(b.address)
+    with admin, PullConsumer(b.address, "g", "L", long_poll_ms=10_000) as cons:
         cons.poll(50)  # the long poll is now held by the broker
 
         def wait_for_message() -> None:
@@ -125,7 +130,7 @@ def test_long_poll_delivers_within_100ms_and_empty_pull_waits(procs: ProcessGrou
 
         t = threading.Thread(target=wait_for_message)
         t.start()
-        time.sleep(0.3)  # let the pull settle into its wait on the broker (not a sync point)
+        poll_until(lambda: held_pulls(admin) == 1, 10, "the pull held by the broker")
         with Producer(b.address) as prod:
             sent = time.monotonic()
             prod.send("L", b"wake up", queue_id=0)
@@ -153,7 +158,8 @@ def test_long_poll_delivers_within_100ms_and_empty_pull_waits(procs: ProcessGrou
         )
         for _ in range(10)
     ]
-    time.sleep(0.3)  # let the pulls arrive and be held (not a sync point)
+    with Admin(b.address) as admin:
+        poll_until(lambda: held_pulls(admin) == 10, 10, "the ten pulls held by the broker")
     cpu0 = sum(proc.cpu_times()[:2])
     time.sleep(1.0)  # the measured window
     cpu1 = sum(proc.cpu_times()[:2])
@@ -262,7 +268,13 @@ def test_group_membership_is_per_topic(procs: ProcessGroup) -> None:
         PullConsumer(b.address, "g", "A", heartbeat_ms=200) as ca,
         PullConsumer(b.address, "g", "B", heartbeat_ms=200) as cb,
     ):
-        time.sleep(0.5)  # a few heartbeats: neither may see the other as a co-member
+        # a few heartbeats each, both registered: neither may see the other as a co-member
+        start = (ca.membership.answered, cb.membership.answered)
+        poll_until(
+            lambda: ca.membership.answered >= start[0] + 3 and cb.membership.answered >= start[1] + 3,
+            10,
+            "three more heartbeats answered for each consumer",
+        )
         ca.poll(50)
         cb.poll(50)
         assert ca.membership.members == [ca.client_id] and len(ca.assignment) == 4

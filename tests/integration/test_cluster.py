@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from consumer.producer import by_key
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import MessageQueue
 from deploy.harness import ProcessGroup, TailraceProcess
-from deploy.waits import master_groups, poll_until, route_of, wait_routed
+from deploy.waits import holds_for, master_groups, poll_until, route_of, wait_routed
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,6 +124,10 @@ def test_rebalance_after_leave_and_kill_resumes_from_committed_offsets(
             lines = [json.loads(line) for line in text.splitlines() if line.strip()]
             return [e["seq"] for e in lines if "commit" not in e]  # deliveries, not commits
 
+        def c_commits() -> int:
+            text = clog.read_text() if clog.exists() else ""
+            return sum(1 for line in text.splitlines() if line.strip() and "commit" in json.loads(line))
+
         with Producer(namesrv=ns) as prod:
             for i in range(0, 3000, 100):
                 prod.send_batch("T", [f"r:{j}:".encode() for j in range(i, i + 100)])
@@ -139,7 +142,9 @@ def test_rebalance_after_leave_and_kill_resumes_from_committed_offsets(
         assert took < REBALANCE_MS / 1000 + 3 * HB_MS / 1000 + 2
         c_queues = sorted(set(MessageQueue(g, q) for g in ("ga", "gb") for q in range(4)) - set(b.assignment))
         # c is killed: b takes everything after c's heartbeats expire
-        time.sleep(1.2)  # let c auto-commit (every 1 s) what it polled; its tail stays uncommitted
+        # let c auto-commit (every 1 s) what it polled; its tail stays uncommitted
+        before = c_commits()
+        poll_until(lambda: c_commits() > before, 10, "c's next auto-commit")
         c_proc.send_signal(signal.SIGKILL)
         c_proc.wait(10)
         committed = {}
@@ -229,8 +234,7 @@ def test_one_of_two_nameservers_killed(procs: ProcessGroup) -> None:
     finally:
         c.close()
     # brokers keep registering with the survivor: their routes outlive the expiry window
-    time.sleep(4 * HB_MS / 1000)
-    assert route_groups([ns[1]], "T") == ["ga", "gb"]
+    holds_for(lambda: route_groups([ns[1]], "T") == ["ga", "gb"], 4 * HB_MS / 1000, "both groups routed")
     # a restarted nameserver is whole again after the next heartbeats
     procs.processes["ns0"].restart()
     took = wait_routed([ns[0]], "T", groups=["ga", "gb"], timeout_s=10, what="ns0 refilled")

@@ -19,7 +19,7 @@ from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.record import iter_records
 from core.route import TopicRoute
 from deploy.harness import ProcessGroup, TailraceProcess
-from deploy.waits import max_offset, poll_until, wait_max_offset, wait_routed
+from deploy.waits import holds_for, max_offset, poll_until, wait_max_offset, wait_routed
 
 pytestmark = pytest.mark.integration
 SEG = 4 * 1024 * 1024  # small segments: 100,000 messages span many
@@ -231,7 +231,9 @@ def test_an_idle_sync_pair_stays_in_sync(procs: ProcessGroup) -> None:
     )
     with Producer(m.address) as prod:
         assert prod.send("R", b"first").status == "SEND_OK"
-        time.sleep(2.0)  # idle for more than three ack ages: heartbeats keep the slave in sync
+        with Admin(m.address) as admin:  # idle for more than three ack ages: heartbeats keep it in sync
+            in_sync = lambda: admin.status()["details"]["replication"]["in_sync"]  # noqa: E731
+            holds_for(lambda: in_sync() == [1], 2.0, "the slave in sync")
         assert prod.send("R", b"after idling").status == "SEND_OK"
     assert len(all_messages(m.address, "R", 8)) == 2
 

@@ -32,7 +32,7 @@ from core.security.certs import CertificateAuthority, Issued
 from core.security.identity import Kind, Member, member_dns
 from deploy.harness import ProcessFailed, ProcessGroup, TailraceProcess
 from deploy.pki import ADMIN, LocalPki
-from deploy.waits import poll_until
+from deploy.waits import holds_for, poll_until
 from tests.helpers.secure import broker, channel, code_of, nameserver, signed
 
 pytestmark = pytest.mark.integration
@@ -254,7 +254,13 @@ def test_forged_heartbeats_and_registrations_change_nothing_on_a_secure_cluster(
             channel(sec.ns.member_address, sec.ca, rogue[which], member_dns(CLUSTER, Kind.NAMESERVER))
         )
         assert code_of(lambda p=port: p.ControllerHeartbeat(forged, timeout=5)) == grpc.StatusCode.UNAVAILABLE
-    time.sleep(0.5)  # a registration or election in flight would show by now (1+ heartbeat)
+
+    def unchanged() -> bool:  # a registration or election in flight would show within a heartbeat
+        now = sec.ctl_status()
+        return (now["epoch"], now["master_id"], now["master_address"]) == (
+            before["epoch"], before["master_id"], before["master_address"])  # fmt: skip
+
+    holds_for(unchanged, 0.5, "the controller's view")
     after = sec.ctl_status()
     assert (after["epoch"], after["master_id"], after["master_address"]) == (
         before["epoch"], before["master_id"], before["master_address"])  # fmt: skip
@@ -353,8 +359,8 @@ def test_a_fake_master_without_the_groups_certificate_gets_nothing(sec: Setup, t
         server, fake, address = _fake_master(rogue[which], sec.ca)
         try:
             _point_at(slave, address)
-            time.sleep(2.0)  # several reconnection attempts (0.1 s, doubling)
-            assert fake.handshakes == [], which  # the TLS handshake failed first: nothing was sent
+            # several reconnection attempts (0.1 s, doubling): the TLS handshake fails first, nothing is sent
+            holds_for(lambda f=fake: f.handshakes == [], 2.0, f"no handshake reached it ({which})")
             st = signed(broker(channel(slave.address, sec.ca)).Status, bpb.StatusRequest(), sec.admin)
             assert st.max_offset == end, which  # its log as it was
         finally:
