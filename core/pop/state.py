@@ -1,0 +1,285 @@
+"""Pop state per (group, topic, queue): a plain state machine, no I/O, no clock.
+
+A queue's state is its cursor (the next offset never handed out) and its
+in-flight entries {offset: Entry(deadline_ms, attempt, generation)}. Every
+offset in [commit, cursor) is either in flight or acked, so acks need no
+table of their own: the commit point is the lowest in-flight offset (the
+cursor when none is), and the group's committed offset follows it.
+
+Every change is decided on the master (`plan_*`), written to the log as a
+`pop` system record, and applied from that record everywhere
+(`PopTable.apply`: the master's append, a slave's replication, recovery),
+so every copy reaches the same state from the same records. The plans
+refuse what must not happen (a stale generation: InvalidReceiptError; a
+table over its bounds: QuotaExceededError); `apply` never refuses a record
+(it was written: every copy applies it alike).
+
+Generations are unique per queue and only grow: each hand-out or change of
+invisibility takes the next one, so a receipt handle of an older hand-out
+never acks or changes a newer one. A new master starts its generations at
+`epoch << 32` at least (`gen_floor`), so a handle issued in a divergent tail
+that a failover cut away never matches an entry the new master issued.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import InvalidArgumentError, InvalidReceiptError, QuotaExceededError
+
+Key = tuple[str, str, int]  # (group, topic, queue)
+MAX_POP_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class Entry:
+    deadline_ms: int
+    attempt: int  # 1 on the first delivery
+    gen: int
+
+
+@dataclass(frozen=True)
+class Popped:
+    offset: int
+    attempt: int
+    gen: int
+    deadline_ms: int
+
+
+@dataclass
+class QueueState:
+    cursor: int
+    next_gen: int = 1
+    inflight: dict[int, Entry] = field(default_factory=dict)
+
+    @property
+    def commit(self) -> int:
+        return min(self.inflight, default=self.cursor)
+
+    def expired(self, now_ms: int) -> list[int]:
+        """In-flight offsets whose invisibility is over, lowest first."""
+        return sorted(o for o, e in self.inflight.items() if e.deadline_ms <= now_ms)
+
+
+class PopTable:
+    """Every queue's pop state, with the bounds on in-flight entries. Thread
+    safe: plans and applies take one lock (a plan is followed by the append
+    of its record, under the caller's own serialization per queue)."""
+
+    def __init__(self, max_inflight_per_queue: int = 10_000, max_inflight_per_group: int = 100_000) -> None:
+        self.max_per_queue = max_inflight_per_queue
+        self.max_per_group = max_inflight_per_group
+        self._queues: dict[Key, QueueState] = {}
+        self._per_group: dict[str, int] = {}
+        self.lock = threading.RLock()
+
+    # ---- reading -----------------------------------------------------------------
+
+    def get(self, key: Key) -> QueueState | None:
+        return self._queues.get(key)
+
+    def queues(self) -> list[Key]:
+        with self.lock:
+            return list(self._queues)
+
+    def commit_point(self, key: Key) -> int | None:
+        with self.lock:
+            q = self._queues.get(key)
+            return None if q is None else q.commit
+
+    def inflight(self, group: str) -> int:
+        return self._per_group.get(group, 0)
+
+    def expired(self, now_ms: int) -> list[tuple[Key, int, Entry]]:
+        """Every expired in-flight entry: (key, offset, entry)."""
+        with self.lock:
+            return [(k, o, q.inflight[o]) for k, q in self._queues.items() for o in q.expired(now_ms)]
+
+    # ---- planning (on the master, before the record is written) ------------------
+
+    def plan_pop(
+        self,
+        key: Key,
+        start: int,
+        end: int,
+        max_count: int,
+        invisible_ms: int,
+        now_ms: int,
+        gen_floor: int = 0,
+    ) -> dict[str, Any] | None:
+        """The `pop` record handing out up to `max_count` offsets of `key`:
+        expired in-flight ones first (attempt + 1), then new ones from the
+        cursor up to `end` (the queue's readable end). `start` is where a
+        queue seen for the first time begins (the group's committed offset,
+        or the queue's first). None: nothing to hand out.
+        QuotaExceededError when the bounds leave no room at all."""
+        if not 1 <= max_count <= MAX_POP_BATCH:
+            raise InvalidArgumentError(f"a pop takes 1..{MAX_POP_BATCH} messages")
+        if invisible_ms <= 0:
+            raise InvalidArgumentError("invisible_ms must be positive")
+        with self.lock:
+            q = self._queues.get(key)
+            cursor = start if q is None else q.cursor
+            cursor = max(cursor, 0)
+            again = [] if q is None else q.expired(now_ms)[:max_count]
+            room = min(
+                self.max_per_queue - (0 if q is None else len(q.inflight)),
+                self.max_per_group - self.inflight(key[0]),
+            )
+            new = max(0, min(max_count - len(again), end - cursor, room))
+            if not again and new == 0:
+                if room <= 0 and end > cursor:
+                    raise QuotaExceededError(self._full_why(key, q))
+                return None
+            gen = max(gen_floor, 1 if q is None else q.next_gen)
+            return {
+                "op": "pop",
+                "group": key[0],
+                "topic": key[1],
+                "queue": key[2],
+                "from": cursor,
+                "n": new,
+                "re": again,
+                "dl": now_ms + invisible_ms,
+                "gen": gen,
+                "c": cursor if q is None else q.commit,
+            }
+
+    def _full_why(self, key: Key, q: QueueState | None) -> str:
+        if q is not None and len(q.inflight) >= self.max_per_queue:
+            return (
+                f"{self.max_per_queue} messages of {key[1]!r} queue {key[2]} are in flight for group "
+                f"{key[0]!r} (quotas.max_pop_inflight_per_queue): ack some first"
+            )
+        return (
+            f"{self.max_per_group} messages are in flight for group {key[0]!r} "
+            "(quotas.max_pop_inflight_per_group): ack some first"
+        )
+
+    def _live(self, key: Key, offset: int, gen: int) -> QueueState:
+        q = self._queues.get(key)
+        entry = None if q is None else q.inflight.get(offset)
+        if q is None or entry is None:
+            raise InvalidReceiptError(
+                f"offset {offset} of {key[1]!r} queue {key[2]} is not in flight (acked?)"
+            )
+        if entry.gen != gen:
+            raise InvalidReceiptError(
+                f"offset {offset} of {key[1]!r} queue {key[2]} was handed out again since this receipt "
+                "(its invisibility changed or it came back): use the newest receipt handle"
+            )
+        return q
+
+    def plan_ack(self, key: Key, offset: int, gen: int) -> dict[str, Any]:
+        """The `pop` record acking `offset`; InvalidReceiptError for a stale generation."""
+        with self.lock:
+            self._live(key, offset, gen)
+            return {"op": "ack", "group": key[0], "topic": key[1], "queue": key[2], "o": [offset]}
+
+    def plan_change(
+        self, key: Key, offset: int, gen: int, invisible_ms: int, now_ms: int, gen_floor: int = 0
+    ) -> dict[str, Any]:
+        """The `pop` record moving `offset`'s deadline to now + invisible_ms
+        under a new generation (a new receipt handle)."""
+        if invisible_ms < 0:
+            raise InvalidArgumentError("invisible_ms must not be negative")
+        with self.lock:
+            q = self._live(key, offset, gen)
+            return {
+                "op": "chg",
+                "group": key[0],
+                "topic": key[1],
+                "queue": key[2],
+                "o": offset,
+                "dl": now_ms + invisible_ms,
+                "gen": max(gen_floor, q.next_gen),
+            }
+
+    # ---- applying (every copy, from the record) ----------------------------------
+
+    def apply(self, p: Mapping[str, Any]) -> list[Popped]:
+        """Apply a `pop` record; returns what a `pop` handed out. Raises
+        KeyError/TypeError/ValueError on a malformed record (skipped and
+        counted by the store), leaving the state unchanged."""
+        key: Key = (str(p["group"]), str(p["topic"]), int(p["queue"]))
+        op = p["op"]
+        with self.lock:
+            if op == "pop":
+                return self._apply_pop(key, p)
+            q = self._queues.get(key)
+            if op == "ack":
+                offsets = [int(o) for o in p["o"]]
+                for o in offsets:
+                    if q is not None and q.inflight.pop(o, None) is not None:
+                        self._count(key[0], -1)
+            elif op == "chg":
+                o, dl, gen = int(p["o"]), int(p["dl"]), int(p["gen"])
+                if q is not None and o in q.inflight:
+                    q.inflight[o] = Entry(dl, q.inflight[o].attempt, gen)
+                    q.next_gen = max(q.next_gen, gen + 1)
+            else:
+                raise ValueError(f"unknown pop operation {op!r}")
+            return []
+
+    def _apply_pop(self, key: Key, p: Mapping[str, Any]) -> list[Popped]:
+        start, n, dl, gen = int(p["from"]), int(p["n"]), int(p["dl"]), int(p["gen"])
+        again = [int(o) for o in p["re"]]
+        if n < 0 or start < 0:
+            raise ValueError("negative count or offset")
+        q = self._queues.get(key)
+        if q is None:
+            # first seen (a new queue, or its earlier records are gone from the
+            # log): what lay between the commit point and the cursor then is
+            # unknown, so it counts as in flight and expired (redelivered: at
+            # least once)
+            commit = min(int(p.get("c", start)), start)
+            q = self._queues[key] = QueueState(start)
+            for o in range(max(commit, start - self.max_per_queue), start):
+                q.inflight[o] = Entry(0, 1, 0)
+                self._count(key[0], 1)
+        out = []
+        for i, o in enumerate(again):
+            old = q.inflight.get(o)
+            if old is None:
+                self._count(key[0], 1)
+            entry = Entry(dl, (old.attempt if old else 0) + 1, gen + i)
+            q.inflight[o] = entry
+            out.append(Popped(o, entry.attempt, entry.gen, dl))
+        base = max(q.cursor, start)
+        for j in range(n):
+            entry = Entry(dl, 1, gen + len(again) + j)
+            q.inflight[base + j] = entry
+            out.append(Popped(base + j, 1, entry.gen, dl))
+        self._count(key[0], n)
+        q.cursor = base + n
+        q.next_gen = max(q.next_gen, gen + len(again) + n)
+        return out
+
+    def _count(self, group: str, delta: int) -> None:
+        left = self._per_group.get(group, 0) + delta
+        if left > 0:
+            self._per_group[group] = left
+        else:
+            self._per_group.pop(group, None)
+
+    # ---- rebuilding (a truncation cut the log) -----------------------------------
+
+    def rebuild(self, keys: Iterable[Key], payloads: Iterable[Mapping[str, Any]]) -> None:
+        """Forget `keys` and replay their records from `payloads` (the
+        retained log before the cut, in log order); malformed records are
+        skipped, as they were when first applied."""
+        wanted = set(keys)
+        with self.lock:
+            for key in wanted:
+                q = self._queues.pop(key, None)
+                if q is not None:
+                    self._count(key[0], -len(q.inflight))
+            for p in payloads:
+                try:
+                    if (str(p["group"]), str(p["topic"]), int(p["queue"])) in wanted:
+                        self.apply(p)
+                except (KeyError, TypeError, ValueError):
+                    continue

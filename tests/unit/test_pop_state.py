@@ -1,0 +1,283 @@
+"""The pop state machine (core/pop/state.py) against a model, and receipt
+handles (core/pop/handles.py). Every change goes through its record, as on a
+master: plan, JSON round trip (as the log stores it), apply; a second table
+fed the same records (a slave, or recovery) must agree."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.errors import InvalidArgumentError, InvalidReceiptError, QuotaExceededError
+from core.pop.handles import Receipt, decode_handle, encode_handle, handle_key
+from core.pop.state import Key, Popped, PopTable
+
+pytestmark = pytest.mark.unit
+K: Key = ("G", "T", 0)
+
+
+def _wire(p: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(p, separators=(",", ":"), sort_keys=True))
+
+
+class Master:
+    """A table and its replica, fed the same records; records kept for replays."""
+
+    def __init__(self, per_queue: int = 10_000, per_group: int = 100_000) -> None:
+        self.table = PopTable(per_queue, per_group)
+        self.replica = PopTable(per_queue, per_group)
+        self.records: list[dict[str, Any]] = []
+
+    def _write(self, p: dict[str, Any]) -> list[Popped]:
+        p = _wire(p)
+        self.records.append(p)
+        self.replica.apply(p)
+        return self.table.apply(p)
+
+    def pop(self, end: int, n: int, inv: int, now: int, key: Key = K, start: int = 0) -> list[Popped]:
+        p = self.table.plan_pop(key, start, end, n, inv, now)
+        return [] if p is None else self._write(p)
+
+    def ack(self, offset: int, gen: int, key: Key = K) -> None:
+        self._write(self.table.plan_ack(key, offset, gen))
+
+    def change(self, offset: int, gen: int, inv: int, now: int, key: Key = K) -> int:
+        p = self.table.plan_change(key, offset, gen, inv, now)
+        self._write(p)
+        return int(p["gen"])
+
+
+def snapshot(t: PopTable) -> dict[Key, tuple[int, int, dict[int, Any]]]:
+    out = {}
+    for k in t.queues():
+        q = t.get(k)
+        assert q is not None
+        out[k] = (q.cursor, q.next_gen, dict(q.inflight))
+    return out
+
+
+def test_pop_ack_commit_point() -> None:
+    m = Master()
+    got = m.pop(end=5, n=3, inv=1000, now=0)
+    assert [(p.offset, p.attempt) for p in got] == [(0, 1), (1, 1), (2, 1)]
+    assert m.table.commit_point(K) == 0
+    m.ack(1, got[1].gen)
+    assert m.table.commit_point(K) == 0  # 0 is not acked: the commit point waits
+    m.ack(0, got[0].gen)
+    assert m.table.commit_point(K) == 2
+    m.ack(2, got[2].gen)
+    assert m.table.commit_point(K) == 3
+    assert [p.offset for p in m.pop(end=5, n=10, inv=1000, now=0)] == [3, 4]
+    assert m.pop(end=5, n=10, inv=1000, now=0) == []  # nothing new, nothing expired
+
+
+def test_expired_come_back_first_with_the_attempt_counted() -> None:
+    m = Master()
+    first = m.pop(end=10, n=2, inv=100, now=0)
+    assert m.table.expired(99) == []
+    assert [o for _, o, _ in m.table.expired(100)] == [0, 1]
+    again = m.pop(end=10, n=3, inv=100, now=100)
+    assert [(p.offset, p.attempt) for p in again] == [(0, 2), (1, 2), (2, 1)]
+    with pytest.raises(InvalidReceiptError):  # the first hand-out's handle is stale now
+        m.table.plan_ack(K, 0, first[0].gen)
+    m.ack(0, again[0].gen)
+    assert m.table.commit_point(K) == 1
+
+
+def test_change_invisible_gives_a_new_generation() -> None:
+    m = Master()
+    (p,) = m.pop(end=1, n=1, inv=100, now=0)
+    gen = m.change(0, p.gen, 5000, now=50)
+    assert gen > p.gen
+    assert m.table.expired(1000) == []  # the deadline moved
+    with pytest.raises(InvalidReceiptError):
+        m.table.plan_change(K, 0, p.gen, 10, now_ms=60)
+    with pytest.raises(InvalidReceiptError):
+        m.table.plan_ack(K, 0, p.gen)
+    m.ack(0, gen)
+    with pytest.raises(InvalidReceiptError):  # acked already
+        m.table.plan_ack(K, 0, gen)
+    # invisible 0: visible again at once
+    (q,) = m.pop(end=2, n=1, inv=100, now=0)
+    m.change(1, q.gen, 0, now=10)
+    assert [o for _, o, _ in m.table.expired(10)] == [1]
+
+
+def test_bounds_refuse_with_a_clear_error() -> None:
+    m = Master(per_queue=3, per_group=5)
+    assert len(m.pop(end=10, n=10, inv=100, now=0)) == 3
+    with pytest.raises(QuotaExceededError, match="max_pop_inflight_per_queue"):
+        m.pop(end=10, n=1, inv=100, now=0)
+    assert len(m.pop(end=10, n=10, inv=100, now=0, key=("G", "T", 1))) == 2  # the group's room left
+    with pytest.raises(QuotaExceededError, match="max_pop_inflight_per_group"):
+        m.pop(end=10, n=1, inv=100, now=0, key=("G", "T", 2))
+    assert m.pop(end=0, n=1, inv=100, now=0, key=("G", "T", 2)) == []  # nothing to pop: no refusal
+    assert len(m.pop(end=10, n=10, inv=100, now=0, key=("H", "T", 0))) == 3  # another group
+    # expired entries still come back when full
+    assert [p.attempt for p in m.pop(end=10, n=10, inv=100, now=100)] == [2, 2, 2]
+
+
+def test_bad_arguments() -> None:
+    t = PopTable()
+    for n in (0, 1025):
+        with pytest.raises(InvalidArgumentError):
+            t.plan_pop(K, 0, 10, n, 100, 0)
+    with pytest.raises(InvalidArgumentError):
+        t.plan_pop(K, 0, 10, 1, 0, 0)
+
+
+def test_new_queue_starts_where_told_and_gen_floor() -> None:
+    t = PopTable()
+    p = t.plan_pop(K, 7, 10, 5, 100, 0, gen_floor=3 << 32)
+    assert p is not None
+    got = t.apply(_wire(p))
+    assert [x.offset for x in got] == [7, 8, 9]
+    assert got[0].gen == 3 << 32
+    assert t.commit_point(K) == 7
+
+
+def test_first_record_seen_mid_history_redelivers_the_unknown() -> None:
+    """A queue's early records gone (retention): what lay between the commit
+    point and the cursor then counts as in flight and expired."""
+    t = PopTable()
+    rec = {"op": "pop", "group": "G", "topic": "T", "queue": 0, "from": 5, "n": 2, "re": [], "dl": 100,
+           "gen": 9, "c": 3}  # fmt: skip
+    t.apply(rec)
+    assert t.commit_point(K) == 3
+    assert [o for _, o, _ in t.expired(0)] == [3, 4]
+
+
+def test_malformed_records_change_nothing() -> None:
+    t = PopTable()
+    for bad in ({"op": "pop", "group": "G"}, {"op": "zap", "group": "G", "topic": "T", "queue": 0},
+                {"op": "ack", "group": "G", "topic": "T", "queue": "x", "o": [1]}):  # fmt: skip
+        with pytest.raises((KeyError, TypeError, ValueError)):
+            t.apply(bad)
+    assert t.queues() == []
+
+
+def test_rebuild_after_a_cut() -> None:
+    m = Master()
+    a = m.pop(end=10, n=3, inv=100, now=0)
+    m.ack(0, a[0].gen)
+    keep = len(m.records)
+    before = snapshot(m.table)
+    m.ack(1, a[1].gen)
+    m.pop(end=10, n=4, inv=100, now=0)
+    m.pop(end=10, n=4, inv=100, now=0, key=("G", "U", 0))
+    m.table.rebuild([K, ("G", "U", 0)], m.records[:keep])
+    assert snapshot(m.table) == before
+    assert m.table.inflight("G") == 2
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("pop"), st.integers(1, 6), st.integers(1, 50)),
+        st.tuples(st.just("ack"), st.integers(0, 40), st.booleans()),
+        st.tuples(st.just("chg"), st.integers(0, 40), st.integers(0, 50)),
+        st.tuples(st.just("tick"), st.integers(0, 60), st.just(0)),
+        st.tuples(st.just("grow"), st.integers(0, 5), st.just(0)),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPS, st.integers(1, 12))
+def test_model(ops: list[tuple[str, int, Any]], per_queue: int) -> None:
+    """Against a model: every offset handed out is acked or in flight; the
+    commit point never passes an unacked offset; an older generation never
+    acks or changes; generations never repeat; the replica (the same
+    records) and a replay of the records agree with the master."""
+    m = Master(per_queue=per_queue)
+    now, end = 0, 10
+    handed: set[int] = set()
+    acked: set[int] = set()
+    live: dict[int, int] = {}  # offset -> its newest generation
+    stale: list[tuple[int, int]] = []
+    gens: set[int] = set()
+    for op, a, b in ops:
+        if op == "pop":
+            try:
+                got = m.pop(end, a, b, now)
+            except QuotaExceededError:
+                assert len(live) >= per_queue
+                continue
+            for p in got:
+                assert p.offset not in acked
+                assert p.gen not in gens
+                gens.add(p.gen)
+                if p.offset in live:
+                    stale.append((p.offset, live[p.offset]))
+                live[p.offset] = p.gen
+                handed.add(p.offset)
+        elif op == "ack":
+            if a in live and b:
+                m.ack(a, live.pop(a))
+                acked.add(a)
+            elif stale:
+                off, gen = stale[a % len(stale)]
+                with pytest.raises(InvalidReceiptError):
+                    m.table.plan_ack(K, off, gen)
+        elif op == "chg":
+            if a in live:
+                gen = m.change(a, live[a], b, now)
+                assert gen not in gens
+                gens.add(gen)
+                stale.append((a, live[a]))
+                live[a] = gen
+        elif op == "tick":
+            now += a
+        else:
+            end += a
+        q = m.table.get(K)
+        if q is None:
+            continue
+        assert set(q.inflight) == set(live)
+        assert set(range(q.cursor)) == handed == acked | set(live)
+        assert q.commit == min(set(range(q.cursor)) - acked, default=q.cursor)
+        assert m.table.inflight("G") == len(live)
+    assert snapshot(m.replica) == snapshot(m.table)
+    replay = PopTable(per_queue)
+    for p in m.records:
+        replay.apply(p)
+    assert snapshot(replay) == snapshot(m.table)
+
+
+# ---- receipt handles -----------------------------------------------------------
+
+
+def test_handle_round_trip_and_refusals() -> None:
+    key = handle_key("s3cret", "broker-a")
+    r = Receipt("broker-a", "G", "%RETRY%G", 3, 1 << 40, (7 << 32) + 5)
+    h = encode_handle(key, r)
+    assert decode_handle(key, h) == r
+    with pytest.raises(InvalidReceiptError):  # another broker group's key
+        decode_handle(handle_key("s3cret", "broker-b"), h)
+    with pytest.raises(InvalidReceiptError):  # another cluster secret
+        decode_handle(handle_key("other", "broker-a"), h)
+    forged = encode_handle(handle_key("guess", "broker-a"), r)
+    with pytest.raises(InvalidReceiptError):
+        decode_handle(key, forged)
+    for bad in ("", "v1..", "x" * 2000, "v2" + h[2:], h + "A", "v1.!!!.???", 12):
+        with pytest.raises(InvalidReceiptError):
+            decode_handle(key, bad)  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 200), st.integers(0, 255))
+def test_an_altered_handle_is_refused(pos: int, xor: int) -> None:
+    key = handle_key("k", "b")
+    h = encode_handle(key, Receipt("b", "G", "T", 1, 2, 3))
+    i = pos % len(h)
+    changed = h[:i] + chr(ord(h[i]) ^ (xor or 1)) + h[i + 1 :]
+    try:
+        got = decode_handle(key, changed)
+    except InvalidReceiptError:
+        return
+    # base64 padding bits may change without changing the bytes: then it is the same receipt
+    assert got == Receipt("b", "G", "T", 1, 2, 3)
