@@ -32,6 +32,8 @@ from core.metrics import BrokerMetrics
 from core.offsets import ConsumerOffsets
 from core.pagecache import MemoryBudget
 from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
+from core.pop import snapshot as pop_snapshot
+from core.pop.state import PopTable
 from core.pull import PullArgs, PullLimits, PullReply, Served, check_pull, serve_pull
 from core.record import validate_topic
 from core.redirect import RedirectReason
@@ -93,7 +95,16 @@ class BrokerCore:
         self.on_topics_change: Callable[[], None] = lambda: None
         self._roles = roles
         self._role_lock = threading.RLock()
+        q = config.quotas
+        # pop state (issue 18): applied from `pop` records wherever they are appended;
+        # at open, the snapshot and the log after it (core/pop/snapshot.py), not
+        # only what recovery scanned
+        self.pops = PopTable(q.max_pop_inflight_per_queue, q.max_pop_inflight_per_group)
+        self._pops_loaded = False
         store.add_system_handler("offset", offsets.apply)
+        store.add_system_handler("pop", self._apply_pop)
+        pop_snapshot.load(self.pops, store, b.data_dir)
+        self._pops_loaded = True
         store.add_system_handler("epoch", self._apply_epoch)
         store.add_append_listener(self._appended)
         store.add_topic_listener(lambda _topic: self.on_topics_change())
@@ -132,6 +143,7 @@ class BrokerCore:
             role.retire()
         role.close()
         self.notifier.close()
+        pop_snapshot.save(self.pops, self.config.broker.data_dir, self.store.commitlog.max_offset)
 
     # ---- the role ------------------------------------------------------------------
 
@@ -202,8 +214,27 @@ class BrokerCore:
         changed = self.offsets.roll_back(tail, lambda: self.store.system_payloads("offset", 0, offset))
         if changed:
             log.warning("cutting the log at %d undoes the commits of %d queue(s)", offset, changed)
+        self._rebuild_pops(offset)
         self.epochs.truncate_from(offset)
         self.epoch = self.epochs.last_epoch
+
+    def _rebuild_pops(self, offset: int) -> None:
+        """Pop records carry no `prev`: the queues the cut tail touched are
+        rebuilt from the retained log before the cut (rare: a divergent tail)."""
+        keys = set()
+        for p in self.store.system_payloads("pop", offset):
+            try:
+                keys.add((str(p["group"]), str(p["topic"]), int(p["queue"])))
+            except (KeyError, TypeError, ValueError):
+                continue
+        pop_snapshot.discard(self.config.broker.data_dir)  # it may describe the tail
+        if keys:
+            self.pops.rebuild(keys, self.store.system_payloads("pop", 0, offset))
+            log.warning("cutting the log at %d rebuilds the pop state of %d queue(s)", offset, len(keys))
+
+    def _apply_pop(self, payload: dict[str, Any]) -> None:
+        if self._pops_loaded:  # (recovered records are in the replay `load` does)
+            self.pops.on_record(payload)
 
     def adopt(self, history: list[tuple[int, int]]) -> None:
         self.epochs.replace(history)

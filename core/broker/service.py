@@ -15,7 +15,7 @@ import grpc
 
 from core.broker.core import BrokerCore
 from core.broker.role import SendOutcome
-from core.errors import NotMasterError
+from core.errors import InvalidArgumentError, InvalidReceiptError, NotMasterError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.pull import PullArgs
@@ -199,3 +199,54 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     ) -> pb.UnregisterResponse:
         members = self.core.unregister(request.group, request.topic, request.client_id)
         return pb.UnregisterResponse(members=members)
+
+    # ---- pop consumption (issue 18) -------------------------------------------------------
+
+    def Pop(self, request: pb.PopRequest, context: grpc.ServicerContext) -> pb.PopResponse:
+        topic, queue_id = request.topic, request.queue_id
+        if request.max_wait_ms and queue_id >= 0:  # a cancelled call releases its held pop at once
+            context.add_callback(lambda: self.core.wake_pulls(topic, queue_id))
+        out = self.core.leader().popper.pop(
+            request.group,
+            topic,
+            queue_id,
+            request.max_messages,
+            request.invisible_ms,
+            request.max_wait_ms,
+            context.is_active,
+        )
+        return pb.PopResponse(
+            messages=[
+                pb.PoppedRecord(
+                    record=m.data, attempt=m.attempt, receipt_handle=m.handle, deadline_ms=m.deadline_ms
+                )
+                for m in out.messages
+            ],
+            served_by=self.core.broker_id,
+            suggested_broker_id=out.advice.suggested_broker_id,
+            suggestion_reason=out.advice.reason.value,
+            held=out.held,
+        )
+
+    def AckPop(self, request: pb.AckPopRequest, context: grpc.ServicerContext) -> pb.AckPopResponse:
+        popper = self.core.leader().popper
+        results = []
+        for handle in request.receipt_handles:
+            try:
+                popper.ack(request.group, request.topic, handle)
+                results.append(pb.AckPopResult(receipt_handle=handle))
+            except (InvalidReceiptError, InvalidArgumentError) as exc:  # this handle; others fail the call
+                results.append(
+                    pb.AckPopResult(receipt_handle=handle, error_code=exc.code, detail=exc.message)
+                )
+        return pb.AckPopResponse(results=results, served_by=self.core.broker_id)
+
+    def ChangeInvisible(
+        self, request: pb.ChangeInvisibleRequest, context: grpc.ServicerContext
+    ) -> pb.ChangeInvisibleResponse:
+        handle, deadline = self.core.leader().popper.change_invisible(
+            request.group, request.topic, request.receipt_handle, request.invisible_ms
+        )
+        return pb.ChangeInvisibleResponse(
+            receipt_handle=handle, deadline_ms=deadline, served_by=self.core.broker_id
+        )

@@ -109,12 +109,17 @@ class PopTable:
         invisible_ms: int,
         now_ms: int,
         gen_floor: int = 0,
+        max_attempts: int = 1 << 30,
+        low: int = 0,
     ) -> dict[str, Any] | None:
         """The `pop` record handing out up to `max_count` offsets of `key`:
         expired in-flight ones first (attempt + 1), then new ones from the
         cursor up to `end` (the queue's readable end). `start` is where a
         queue seen for the first time begins (the group's committed offset,
-        or the queue's first). None: nothing to hand out.
+        or the queue's first); `low` is the queue's first retained offset (a
+        cursor below it skips what retention removed). Expired entries already
+        delivered `max_attempts` times are left for the dead-letter pass.
+        None: nothing to hand out.
         QuotaExceededError when the bounds leave no room at all."""
         if not 1 <= max_count <= MAX_POP_BATCH:
             raise InvalidArgumentError(f"a pop takes 1..{MAX_POP_BATCH} messages")
@@ -123,8 +128,11 @@ class PopTable:
         with self.lock:
             q = self._queues.get(key)
             cursor = start if q is None else q.cursor
-            cursor = max(cursor, 0)
-            again = [] if q is None else q.expired(now_ms)[:max_count]
+            cursor = max(cursor, low, 0)
+            again = (
+                [] if q is None else [o for o in q.expired(now_ms) if q.inflight[o].attempt < max_attempts]
+            )
+            again = again[:max_count]
             room = min(
                 self.max_per_queue - (0 if q is None else len(q.inflight)),
                 self.max_per_group - self.inflight(key[0]),
@@ -224,6 +232,10 @@ class PopTable:
                 raise ValueError(f"unknown pop operation {op!r}")
             return []
 
+    def on_record(self, payload: dict[str, Any]) -> None:
+        """The store's handler of `pop` records (core/store/system.py)."""
+        self.apply(payload)
+
     def _apply_pop(self, key: Key, p: Mapping[str, Any]) -> list[Popped]:
         start, n, dl, gen = int(p["from"]), int(p["n"]), int(p["dl"]), int(p["gen"])
         again = [int(o) for o in p["re"]]
@@ -264,6 +276,16 @@ class PopTable:
             self._per_group[group] = left
         else:
             self._per_group.pop(group, None)
+
+    # ---- snapshots and rebuilding --------------------------------------------------
+
+    def restore(self, queues: Mapping[Key, QueueState]) -> None:
+        """Replace the whole table (a snapshot, core/pop/snapshot.py)."""
+        with self.lock:
+            self._queues = dict(queues)
+            self._per_group = {}
+            for key, q in self._queues.items():
+                self._count(key[0], len(q.inflight))
 
     # ---- rebuilding (a truncation cut the log) -----------------------------------
 

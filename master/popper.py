@@ -1,0 +1,331 @@
+"""Pop consumption on the master (issue 18): Pop, AckPop, ChangeInvisible
+and the revive pass, around the plain state machine (core/pop/state.py).
+
+Every change is planned from the table, appended as a `pop` system record
+(applied as it is appended, as on every slave and in recovery) and only then
+answered, so what a client was told survives a restart and a failover. One
+lock serializes plan and append, so a plan is never made from a state that
+an earlier plan has not reached yet.
+
+The revive pass (the role's thread, every `tick_s`): an expired entry is
+poppable again by itself (its deadline passed: the next pop hands it out
+with attempt + 1); one delivered `pop_max_attempts` times goes to
+`%DLQ%<group>` (the push consumers' dead-letter topic) and is acked. It also
+moves the group's committed offset up to each queue's commit point, through
+the log like any commit, so a group's progress shows where pulls and
+QueryOffset look, and a pop state lost to retention restarts there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from core.errors import (
+    BrokerBusyError,
+    InvalidArgumentError,
+    InvalidQueueError,
+    InvalidReceiptError,
+    RequestTimeoutError,
+    TailraceError,
+    UnknownTopicError,
+)
+from core.pop import snapshot as pop_snapshot
+from core.pop.handles import Receipt, decode_handle, encode_handle, handle_key
+from core.pop.ops import PoppedMessage, PopResult
+from core.pop.state import MAX_POP_BATCH, Key, PopTable
+from core.pull import PullArgs
+from core.record import Message, Record, iter_records, validate_topic
+from core.redirect import NO_ADVICE, Advice
+from core.retry import ORIGIN_TOPIC, RECONSUME_TIMES, check_client_group, dlq_topic
+
+if TYPE_CHECKING:
+    from master.leader import LeaderRole
+
+log = logging.getLogger(__name__)
+MAX_INVISIBLE_MS = 12 * 3600 * 1000  # RocketMQ's limit too
+POP_READ_BYTES = 4 << 20
+SNAPSHOT_EVERY_BYTES = 64 << 20
+SLICE_S = 0.1  # a held pop re-checks at least this often (expiries, other queues)
+
+
+def _split(data: bytes) -> list[tuple[Record, bytes]]:
+    """The records of a read, each with its bytes."""
+    out, pos = [], 0
+    for rec in iter_records(data, verify=False):
+        out.append((rec, data[pos : pos + rec.size]))
+        pos += rec.size
+    return out
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)  # deadlines outlive this process: wall clock, as `store_ms`
+
+
+class Popper:
+    def __init__(self, leader: LeaderRole, tick_s: float = 0.2, clock: Callable[[], int] = wall_ms) -> None:
+        self.leader = leader
+        self.clock = clock
+        self.tick_s = tick_s
+        core = leader.core
+        self.max_attempts = core.config.broker.pop_max_attempts
+        self.key = handle_key(core.config.replication.resolved_secret(), core.broker_name)
+        self.dead_lettered = 0
+        self._lock = threading.Lock()
+        self._rr = 0
+        self._snapped = 0  # the log offset of the last snapshot written
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pop-revive", daemon=True)
+
+    @property
+    def table(self) -> PopTable:
+        return self.leader.core.pops
+
+    # ---- Pop ----------------------------------------------------------------------------
+
+    def pop(
+        self,
+        group: str,
+        topic: str,
+        queue_id: int,
+        max_messages: int,
+        invisible_ms: int,
+        wait_ms: int = 0,
+        alive: Callable[[], bool] = lambda: True,
+    ) -> PopResult:
+        """Hand out up to `max_messages` of `topic` (queue `queue_id`, or -1:
+        any) to `group`, invisible to other pops for `invisible_ms`; with
+        nothing to hand out, wait up to `wait_ms` (capped by pull.max_wait_ms)."""
+        check_client_group(group)
+        validate_topic(topic)
+        count = self.leader.core.store.topics.queue_count(topic)
+        if count is None:
+            raise UnknownTopicError(f"topic {topic!r} does not exist")
+        if not -1 <= queue_id < count:
+            raise InvalidQueueError(f"queue id {queue_id} out of range for {topic!r} (0..{count - 1}, or -1)")
+        max_messages = max_messages or 32
+        if not 1 <= max_messages <= MAX_POP_BATCH:
+            raise InvalidArgumentError(f"max_messages must be in 1..{MAX_POP_BATCH}")
+        if not 1 <= invisible_ms <= MAX_INVISIBLE_MS:
+            raise InvalidArgumentError(f"invisible_ms must be in 1..{MAX_INVISIBLE_MS}")
+        if wait_ms < 0:
+            raise InvalidArgumentError("wait_ms must be >= 0")
+        queues = [queue_id] if queue_id >= 0 else self._rotation(count)
+        deadline = time.monotonic() + min(wait_ms, self.leader.core.config.pull.max_wait_ms) / 1000
+        held = False
+        while True:
+            got = self._pop_once(group, topic, queues, max_messages, invisible_ms)
+            left = deadline - time.monotonic()
+            if got or left <= 0 or not alive():
+                advice = self._advice(group, topic, queues[0]) if queue_id >= 0 else NO_ADVICE
+                return PopResult(got, advice, held)
+            held = True
+            if len(queues) == 1:
+                self._hold(group, topic, queues[0], min(left, SLICE_S * 5), alive)
+            else:
+                self._stop.wait(min(left, SLICE_S))
+
+    def _hold(self, group: str, topic: str, queue_id: int, wait_s: float, alive: Callable[[], bool]) -> None:
+        """Wait for a record past the queue's pop cursor (or `wait_s`: an
+        entry may expire meanwhile)."""
+        store = self.leader.core.store
+        st = self.table.get((group, topic, queue_id))
+        cursor = st.cursor if st is not None else 0
+
+        def ready() -> bool:
+            return store.next_queue_offset(topic, queue_id) > cursor or not alive()
+
+        if ready():  # records the pop could not take yet (not confirmed in sync mode): no busy loop
+            self._stop.wait(min(wait_s, SLICE_S))
+        else:
+            self.leader.core.notifier.wait((topic, queue_id), ready, wait_s)
+
+    def _rotation(self, count: int) -> list[int]:
+        self._rr = (self._rr + 1) % count
+        return [(self._rr + i) % count for i in range(count)]
+
+    def _pop_once(
+        self, group: str, topic: str, queues: list[int], max_messages: int, invisible_ms: int
+    ) -> list[PoppedMessage]:
+        leader = self.leader
+        core = leader.core
+        store = core.store
+        out: list[PoppedMessage] = []
+        wrote = False
+        with leader._writing(), self._lock:
+            now = self.clock()
+            for q in queues:
+                want = max_messages - len(out)
+                if want <= 0:
+                    break
+                key = (group, topic, q)
+                lo, _ = store.queue_offsets(topic, q)
+                st = self.table.get(key)
+                start = st.cursor if st is not None else (core.offsets.query(group, topic, q) or lo)
+                cursor = max(start, lo)
+                read = store.read(topic, q, cursor, want, POP_READ_BYTES, None, leader.visible_end())
+                fresh = _split(read.data)
+                plan = self.table.plan_pop(
+                    key, start, cursor + len(fresh), want, invisible_ms, now,
+                    gen_floor=leader.epoch << 32, max_attempts=self.max_attempts, low=lo,
+                )  # fmt: skip
+                if plan is None:
+                    continue
+                store.append_system("pop", plan)
+                wrote = True
+                st = self.table.get(key)
+                assert st is not None
+                by_offset = {r.queue_offset: (r, raw) for r, raw in fresh}
+                handed = [*plan["re"], *range(int(plan["from"]), int(plan["from"]) + int(plan["n"]))]
+                for o in handed:
+                    got = by_offset.get(o) or self._read_one(topic, q, o)
+                    entry = st.inflight[o]
+                    if got is None:  # gone (retention): nothing to deliver; acked on the next revive
+                        continue
+                    handle = encode_handle(self.key, Receipt(core.broker_name, group, topic, q, o, entry.gen))
+                    out.append(PoppedMessage(got[0], got[1], entry.attempt, handle, entry.deadline_ms))
+        if wrote:
+            self._confirm("popped")
+        return out
+
+    def _read_one(self, topic: str, queue_id: int, offset: int) -> tuple[Record, bytes] | None:
+        read = self.leader.core.store.read(topic, queue_id, offset, 1, POP_READ_BYTES)
+        for rec, raw in _split(read.data):
+            return (rec, raw) if rec.queue_offset == offset else None
+        return None
+
+    def _advice(self, group: str, topic: str, queue_id: int) -> Advice:
+        st = self.table.get((group, topic, queue_id))
+        if st is None:
+            return NO_ADVICE
+        return self.leader._advise(PullArgs(group, topic, queue_id, st.cursor))
+
+    # ---- AckPop, ChangeInvisible --------------------------------------------------------
+
+    def receipt(self, group: str, topic: str, handle: str) -> Receipt:
+        """The receipt a handle names, for this broker group, group and topic."""
+        r = decode_handle(self.key, handle)
+        if (r.broker, r.group, r.topic) != (self.leader.core.broker_name, group, topic):
+            raise InvalidReceiptError(
+                f"the receipt handle is for group {r.group!r}, topic {r.topic!r} on {r.broker!r}"
+            )
+        return r
+
+    def ack(self, group: str, topic: str, handle: str) -> None:
+        check_client_group(group)
+        r = self.receipt(group, topic, handle)
+        with self.leader._writing(), self._lock:
+            self.leader.core.store.append_system(
+                "pop", self.table.plan_ack((r.group, r.topic, r.queue), r.offset, r.gen)
+            )
+        self._confirm("acked")
+
+    def change_invisible(self, group: str, topic: str, handle: str, invisible_ms: int) -> tuple[str, int]:
+        """Move a popped message's deadline to now + `invisible_ms`; returns its
+        new receipt handle (the old one is stale from now on) and deadline."""
+        check_client_group(group)
+        if not 0 <= invisible_ms <= MAX_INVISIBLE_MS:
+            raise InvalidArgumentError(f"invisible_ms must be in 0..{MAX_INVISIBLE_MS}")
+        r = self.receipt(group, topic, handle)
+        key = (r.group, r.topic, r.queue)
+        with self.leader._writing(), self._lock:
+            plan = self.table.plan_change(
+                key, r.offset, r.gen, invisible_ms, self.clock(), gen_floor=self.leader.epoch << 32
+            )
+            self.leader.core.store.append_system("pop", plan)
+        self._confirm("changed")
+        new = Receipt(r.broker, r.group, r.topic, r.queue, r.offset, int(plan["gen"]))
+        return encode_handle(self.key, new), int(plan["dl"])
+
+    def _confirm(self, what: str) -> None:
+        """As for a commit: in sync mode answered once replicated; a master
+        fenced meanwhile does not acknowledge."""
+        leader = self.leader
+        if leader.core.config.replication.sync and not leader._wait_replicated():
+            raise RequestTimeoutError(f"{what} on the master, not on enough slaves in time")
+        if leader.fenced():
+            raise RequestTimeoutError(f"{what}, but this master was fenced before it was acknowledged")
+
+    # ---- revive ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            if self.leader.fenced():
+                continue
+            try:
+                self.revive_once()
+            except Exception:  # revive_once contains each entry's failures; this is a last resort
+                log.exception("pop revive failed")
+
+    def revive_once(self) -> int:
+        """Dead-letter the expired entries past their attempts, and move
+        committed offsets up to the commit points; returns how many were
+        dead-lettered."""
+        done = 0
+        for key, offset, entry in self.table.expired(self.clock()):
+            if entry.attempt < self.max_attempts:
+                continue
+            try:
+                done += self._dead_letter(key, offset, entry.gen, entry.attempt)
+            except TailraceError as exc:
+                log.warning("pop: %s/%s queue %d offset %d not dead-lettered yet: %s", *key, offset, exc)
+        for key in self.table.queues():
+            point = self.table.commit_point(key)
+            committed = self.leader.core.offsets.query(*key)
+            if point is not None and (committed is None or point > committed):
+                try:
+                    self.leader.commit_offset(*key, point, internal=True)
+                except TailraceError as exc:
+                    log.warning("pop: committing %s/%s queue %d at %d failed: %s", *key, point, exc)
+        self.dead_lettered += done
+        self._snapshot()
+        return done
+
+    def _snapshot(self) -> None:
+        """Every SNAPSHOT_EVERY bytes of log or so, write the pop state beside
+        it (a start then replays only what follows). Under the pop lock no pop
+        record is being appended, so the state is exactly the log's below `at`."""
+        core = self.leader.core
+        at = core.store.commitlog.max_offset
+        if at - self._snapped < SNAPSHOT_EVERY_BYTES or not core.pops.queues():
+            return
+        with self._lock:
+            at = core.store.commitlog.max_offset
+            pop_snapshot.save(core.pops, core.config.broker.data_dir, at)
+        self._snapped = at
+
+    def _dead_letter(self, key: Key, offset: int, gen: int, attempts: int) -> int:
+        group, topic, q = key
+        leader = self.leader
+        got = self._read_one(topic, q, offset)
+        rec = got[0] if got is not None else None
+        if rec is not None:
+            dlq = dlq_topic(group)
+            leader.ensure_topic(dlq, 1)
+            props = dict(rec.properties)
+            props[RECONSUME_TIMES] = str(attempts)
+            props.setdefault(ORIGIN_TOPIC, topic)
+            msg = Message(dlq, 0, rec.body, tags=rec.tags, keys=rec.keys, properties=props)
+            out = leader.send(dlq, 0, [msg], internal=True)
+            if not out.results:
+                raise BrokerBusyError(f"storing it in {dlq}: {out.status} {out.detail}")
+            log.warning("pop: %s/%s queue %d offset %d delivered %d times: moved to %s",
+                        group, topic, q, offset, attempts, dlq)  # fmt: skip
+        with leader._writing(), self._lock:
+            try:
+                plan = self.table.plan_ack(key, offset, gen)
+            except InvalidReceiptError:  # acked or changed meanwhile: in the DLQ once more at worst
+                return 0
+            leader.core.store.append_system("pop", plan)
+        return 1 if rec is not None else 0

@@ -1,0 +1,282 @@
+"""Pop consumption on a master (master/popper.py): one leader role on a store
+in a temp dir, its pops under a fake clock, its revive pass run by hand.
+The state must come back from the log: after a restart (recovery), on a
+copy of the log (replication) and after a divergent tail is cut."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.broker.core import BrokerCore
+from core.errors import InvalidArgumentError, InvalidReceiptError, UnknownTopicError
+from core.pop import snapshot as pop_snapshot
+from core.pop.handles import Receipt, decode_handle, encode_handle, handle_key
+from core.pop.ops import PopResult
+from core.pop.snapshot import POP_FILE
+from core.pop.state import PopTable
+from core.record import Message, iter_records
+from core.retry import RECONSUME_TIMES, dlq_topic
+from core.roles import SendStatus
+from core.store import MessageStore, StoreConfig
+from core.store.checkpoint import CLEAN_MARKER
+from master.leader import LeaderRole
+from master.popper import Popper
+from tests.unit.test_retry_schedule import close, open_broker
+
+pytestmark = pytest.mark.unit
+T, G = "orders", "g"
+
+
+@dataclass
+class Broker:
+    core: BrokerCore
+    clock: list[int]
+
+    @property
+    def leader(self) -> LeaderRole:
+        role = self.core.role
+        assert isinstance(role, LeaderRole)
+        return role
+
+    @property
+    def popper(self) -> Popper:
+        p = self.leader.popper
+        p.clock = lambda: self.clock[0]
+        return p
+
+    def send(self, *bodies: bytes, queue: int = 0) -> None:
+        out = self.leader.send(T, queue, [Message(T, queue, b) for b in bodies])
+        assert out.status is SendStatus.SEND_OK
+
+    def pop(self, n: int = 32, inv: int = 10_000, queue: int = 0, group: str = G) -> PopResult:
+        return self.popper.pop(group, T, queue, n, inv)
+
+    def bodies(self, topic: str) -> list[bytes]:
+        read = self.core.store.read(topic, 0, 0, 1000, 1 << 20)
+        return [r.body for r in iter_records(read.data, verify=False)]
+
+
+def start(path: Path, config: StoreConfig, clock: list[int], **overrides: Any) -> Broker:
+    core = open_broker(path, config, clock, **overrides)
+    return Broker(core, clock)
+
+
+@pytest.fixture
+def broker(tmp_path: Path, small_config: StoreConfig) -> Iterator[Broker]:
+    b = start(tmp_path, small_config, [int(time.time() * 1000)], broker__pop_max_attempts=3)
+    try:
+        b.leader.create_topic(T, 2)
+        yield b
+    finally:
+        close(b.core)
+
+
+def test_pop_ack_and_the_committed_offset_follows(broker: Broker) -> None:
+    broker.send(b"a", b"b", b"c")
+    got = broker.pop(2).messages
+    assert [(m.record.body, m.attempt, m.record.queue_offset) for m in got] == [(b"a", 1, 0), (b"b", 1, 1)]
+    assert got[0].deadline_ms == broker.clock[0] + 10_000
+    assert got[0].data.startswith(got[0].data[:4]) and len(got[0].data) == got[0].record.size
+    assert [m.record.body for m in broker.pop().messages] == [b"c"]
+    assert broker.pop().messages == []  # all in flight
+    broker.popper.ack(G, T, got[1].handle)
+    broker.popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 0  # offset 0 is not acked: the commit point waits
+    broker.popper.ack(G, T, got[0].handle)
+    broker.popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 2
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.ack(G, T, got[0].handle)  # acked already
+
+
+def test_redelivery_after_the_invisible_time_counts_the_attempt(broker: Broker) -> None:
+    broker.send(b"a")
+    (first,) = broker.pop(inv=1000).messages
+    broker.clock[0] += 999
+    assert broker.pop().messages == []
+    broker.clock[0] += 1
+    (again,) = broker.pop(inv=1000).messages
+    assert (again.record.body, again.attempt) == (b"a", 2)
+    with pytest.raises(InvalidReceiptError):  # the first delivery's handle is stale
+        broker.popper.ack(G, T, first.handle)
+    broker.popper.ack(G, T, again.handle)
+
+
+def test_change_invisible(broker: Broker) -> None:
+    broker.send(b"a")
+    (m,) = broker.pop(inv=1000).messages
+    handle, deadline = broker.popper.change_invisible(G, T, m.handle, 60_000)
+    assert handle != m.handle and deadline == broker.clock[0] + 60_000
+    broker.clock[0] += 5000
+    assert broker.pop().messages == []  # not visible: the deadline moved
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.change_invisible(G, T, m.handle, 1)
+    handle, _ = broker.popper.change_invisible(G, T, handle, 0)  # visible at once
+    (back,) = broker.pop().messages
+    assert back.attempt == 2
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.ack(G, T, handle)
+    broker.popper.ack(G, T, back.handle)
+
+
+def test_dead_letter_after_max_attempts(broker: Broker) -> None:
+    broker.send(b"poison", b"fine")
+    for attempt in (1, 2, 3):
+        got = broker.pop(inv=100).messages
+        assert [(m.record.body, m.attempt) for m in got] == [(b"poison", attempt), (b"fine", attempt)][
+            : len(got)
+        ]
+        if attempt == 1:
+            broker.popper.ack(G, T, got[1].handle)
+        broker.clock[0] += 100
+    assert broker.pop().messages == []  # delivered 3 times: not again
+    assert broker.popper.revive_once() == 1
+    dlq = broker.core.store.read(dlq_topic(G), 0, 0, 10, 1 << 20)
+    (rec,) = iter_records(dlq.data, verify=False)
+    assert (rec.body, rec.properties[RECONSUME_TIMES]) == (b"poison", "3")
+    assert broker.core.pops.inflight(G) == 0
+    broker.popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 2
+    assert broker.popper.revive_once() == 0
+
+
+def test_refusals(broker: Broker) -> None:
+    broker.send(b"a")
+    (m,) = broker.pop().messages
+    with pytest.raises(InvalidReceiptError):  # another group's name on the handle
+        broker.popper.ack("other", T, m.handle)
+    r = decode_handle(broker.popper.key, m.handle)
+    forged = encode_handle(handle_key("guess", broker.core.broker_name), r)
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.ack(G, T, forged)
+    other_broker = encode_handle(broker.popper.key, Receipt("elsewhere", G, T, 0, 0, r.gen))
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.ack(G, T, other_broker)
+    with pytest.raises(UnknownTopicError):
+        broker.popper.pop(G, "nope", 0, 1, 1000)
+    for bad in ({"invisible_ms": 0}, {"max_messages": 5000}, {"queue_id": 2}):
+        args: dict[str, Any] = {
+            "group": G,
+            "topic": T,
+            "queue_id": 0,
+            "max_messages": 1,
+            "invisible_ms": 1000,
+        }
+        with pytest.raises((InvalidArgumentError, Exception)):
+            broker.popper.pop(**{**args, **bad})
+    with pytest.raises(InvalidArgumentError):  # the broker's own groups
+        broker.popper.pop("%SCHEDULER%", T, 0, 1, 1000)
+    broker.popper.ack(G, T, m.handle)
+
+
+def test_any_queue(broker: Broker) -> None:
+    broker.send(b"q0")
+    broker.send(b"q1", queue=1)
+    got = broker.pop(queue=-1).messages
+    assert sorted(m.record.body for m in got) == [b"q0", b"q1"]
+    for m in got:
+        broker.popper.ack(G, T, m.handle)
+
+
+def test_long_poll_wakes_on_arrival(broker: Broker) -> None:
+    import threading
+
+    threading.Timer(0.2, lambda: broker.send(b"late")).start()
+    t0 = time.monotonic()
+    out = broker.popper.pop(G, T, 0, 1, 1000, wait_ms=5000)
+    assert [m.record.body for m in out.messages] == [b"late"] and out.held
+    assert time.monotonic() - t0 < 4
+
+
+@pytest.mark.parametrize("how", ["clean", "no snapshot", "old snapshot", "damaged snapshot", "unclean"])
+def test_a_restart_keeps_the_pop_state(tmp_path: Path, small_config: StoreConfig, how: str) -> None:
+    """From the snapshot a clean close writes, from the log alone (a crash
+    before any snapshot), or from an older snapshot and the log after it."""
+    clock = [int(time.time() * 1000)]
+    b = start(tmp_path, small_config, clock)
+    b.leader.create_topic(T, 1)
+    b.send(b"a", b"b", b"c")
+    got = b.pop(inv=60_000).messages
+    old = b""
+    if how == "old snapshot":
+        pop_snapshot.save(b.core.pops, tmp_path, b.core.store.commitlog.max_offset)
+        old = (tmp_path / POP_FILE).read_bytes()
+    b.popper.ack(G, T, got[1].handle)
+    b.popper.change_invisible(G, T, got[2].handle, 1000)
+    before = snapshot(b.core.pops)
+    close(b.core)
+    if how in ("no snapshot", "unclean"):
+        (tmp_path / POP_FILE).unlink()
+    if how == "unclean":  # recovery scans the tail and hands its records to the handlers too
+        (tmp_path / "store" / CLEAN_MARKER).unlink()
+    elif how == "old snapshot":
+        (tmp_path / POP_FILE).write_bytes(old)
+    elif how == "damaged snapshot":
+        (tmp_path / POP_FILE).write_bytes(b"{not json")
+
+    b = start(tmp_path, small_config, clock)
+    try:
+        assert snapshot(b.core.pops) == before
+        with pytest.raises(InvalidReceiptError):
+            b.popper.ack(G, T, got[1].handle)  # acked before the restart
+        with pytest.raises(InvalidReceiptError):
+            b.popper.ack(G, T, got[2].handle)  # changed before the restart
+        b.popper.ack(G, T, got[0].handle)  # a handle from before the restart works
+        clock[0] += 1000
+        (back,) = b.pop().messages
+        assert (back.record.body, back.attempt) == (b"c", 2)
+        b.popper.ack(G, T, back.handle)
+        assert b.core.pops.commit_point((G, T, 0)) == 3
+    finally:
+        close(b.core)
+
+
+def snapshot(t: PopTable) -> dict[Any, Any]:
+    out = {}
+    for k in t.queues():
+        q = t.get(k)
+        assert q is not None
+        out[k] = (q.cursor, q.next_gen, dict(q.inflight))
+    return out
+
+
+def test_a_copy_of_the_log_has_the_same_state(
+    broker: Broker, tmp_path: Path, small_config: StoreConfig
+) -> None:
+    """Replication applies `pop` records as the master's append does."""
+    broker.send(b"a", b"b")
+    got = broker.pop().messages
+    broker.popper.ack(G, T, got[0].handle)
+    broker.popper.change_invisible(G, T, got[1].handle, 5)
+    copy = MessageStore(tmp_path / "copy", small_config)
+    table = PopTable()
+    copy.add_system_handler("pop", table.on_record)
+    try:
+        src, off = broker.core.store, 0
+        while off < src.commitlog.max_offset:
+            data, nxt = src.read_log(off, 1 << 20)
+            copy.append_replicated(off, data)
+            off = nxt
+        assert snapshot(table) == snapshot(broker.core.pops)
+    finally:
+        copy.close()
+
+
+def test_a_cut_tail_rolls_the_pop_state_back(broker: Broker) -> None:
+    broker.send(b"a", b"b", b"c")
+    (m,) = broker.pop(1).messages
+    before = snapshot(broker.core.pops)
+    cut = broker.core.store.commitlog.max_offset
+    broker.popper.ack(G, T, m.handle)
+    broker.pop(2)
+    broker.core.truncating(cut)
+    broker.core.store.truncate_to(cut)
+    assert snapshot(broker.core.pops) == before
+    assert broker.core.pops.inflight(G) == 1
+    broker.popper.ack(G, T, m.handle)  # the handle of the kept record works again
