@@ -183,7 +183,7 @@ class Popper:
                 for o in handed:
                     got = by_offset.get(o) or self._read_one(topic, q, o)
                     entry = st.inflight[o]
-                    if got is None:  # gone (retention): nothing to deliver; acked on the next revive
+                    if got is None:  # removed by retention: nothing to deliver; the revive pass acks it
                         continue
                     handle = encode_handle(self.key, Receipt(core.broker_name, group, topic, q, o, entry.gen))
                     out.append(PoppedMessage(got[0], got[1], entry.attempt, handle, entry.deadline_ms))
@@ -281,6 +281,10 @@ class Popper:
             except TailraceError as exc:
                 log.warning("pop: %s/%s queue %d offset %d not dead-lettered yet: %s", *key, offset, exc)
         for key in self.table.queues():
+            try:
+                self._drop_removed(key)
+            except TailraceError as exc:
+                log.warning("pop: %s/%s queue %d: %s", *key, exc)
             point = self.table.commit_point(key)
             committed = self.leader.core.offsets.query(*key)
             if point is not None and (committed is None or point > committed):
@@ -304,6 +308,23 @@ class Popper:
             at = core.store.commitlog.max_offset
             pop_snapshot.save(core.pops, core.config.broker.data_dir, at)
         self._snapped = at
+
+    def _drop_removed(self, key: Key) -> None:
+        """Ack the in-flight entries retention removed from under them (there
+        is nothing left to deliver)."""
+        lo = self.leader.core.store.queue_offsets(key[1], key[2])[0]
+        point = self.table.commit_point(key)
+        if point is None or point >= lo:
+            return
+        with self.leader._writing(), self._lock:
+            st = self.table.get(key)
+            gone = [] if st is None else sorted(o for o in st.inflight if o < lo)
+            if gone:
+                payload = {"op": "ack", "group": key[0], "topic": key[1], "queue": key[2], "o": gone}
+                self.leader.core.store.append_system("pop", payload)
+                log.warning(
+                    "pop: %s/%s queue %d: %d in-flight message(s) removed by retention", *key, len(gone)
+                )
 
     def _dead_letter(self, key: Key, offset: int, gen: int, attempts: int) -> int:
         group, topic, q = key

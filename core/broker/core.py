@@ -390,6 +390,8 @@ class BrokerCore:
             "groups": (len(self.groups), q.max_groups),
             "queue_locks": (len(locks) if locks is not None else 0, q.max_queue_locks),
             "members_per_group": (None, q.max_members_per_group),
+            "pop_inflight_per_group": (self.pops.busiest_group(), q.max_pop_inflight_per_group),
+            "pop_inflight_per_queue": (None, q.max_pop_inflight_per_queue),
             "queues_per_topic": (None, st.max_queues_per_topic),
             "message_bytes": (None, st.max_message_bytes),
             "batch_bytes": (None, st.max_batch_bytes),

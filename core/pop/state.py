@@ -93,6 +93,10 @@ class PopTable:
     def inflight(self, group: str) -> int:
         return self._per_group.get(group, 0)
 
+    def busiest_group(self) -> int:
+        """The most in-flight entries one group has (the per-group quota's use)."""
+        return max(self._per_group.values(), default=0)
+
     def expired(self, now_ms: int) -> list[tuple[Key, int, Entry]]:
         """Every expired in-flight entry: (key, offset, entry)."""
         with self.lock:

@@ -5,6 +5,7 @@ copy of the log (replication) and after a divergent tail is cut."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -185,8 +186,6 @@ def test_any_queue(broker: Broker) -> None:
 
 
 def test_long_poll_wakes_on_arrival(broker: Broker) -> None:
-    import threading
-
     threading.Timer(0.2, lambda: broker.send(b"late")).start()
     t0 = time.monotonic()
     out = broker.popper.pop(G, T, 0, 1, 1000, wait_ms=5000)
