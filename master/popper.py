@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 MAX_INVISIBLE_MS = 12 * 3600 * 1000  # RocketMQ's limit too
 POP_READ_BYTES = 4 << 20
 SNAPSHOT_EVERY_BYTES = 64 << 20
+LOG_EVERY_S = 10
 SLICE_S = 0.1  # a held pop re-checks at least this often (expiries, other queues)
 
 
@@ -77,6 +78,8 @@ class Popper:
         self._lock = threading.Lock()
         self._rr = 0
         self._snapped = 0  # the log offset of the last snapshot written
+        self.failures = 0  # revive steps that failed (retried next tick)
+        self._warned = -1e9
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pop-revive", daemon=True)
 
@@ -114,13 +117,33 @@ class Popper:
         if wait_ms < 0:
             raise InvalidArgumentError("wait_ms must be >= 0")
         queues = [queue_id] if queue_id >= 0 else self._rotation(count)
+        core = self.leader.core
+        if wait_ms > 0 and not core.try_hold():  # at the cap of held pulls and pops: answer at once
+            core.pulls_not_held += 1
+            wait_ms = 0
+        try:
+            return self._pop_waiting(group, topic, queues, max_messages, invisible_ms, wait_ms, alive)
+        finally:
+            if wait_ms > 0:
+                core.release_hold()
+
+    def _pop_waiting(
+        self,
+        group: str,
+        topic: str,
+        queues: list[int],
+        max_messages: int,
+        invisible_ms: int,
+        wait_ms: int,
+        alive: Callable[[], bool],
+    ) -> PopResult:
         deadline = time.monotonic() + min(wait_ms, self.leader.core.config.pull.max_wait_ms) / 1000
         held = False
         while True:
             got = self._pop_once(group, topic, queues, max_messages, invisible_ms)
             left = deadline - time.monotonic()
             if got or left <= 0 or not alive():
-                advice = self._advice(group, topic, queues[0]) if queue_id >= 0 else NO_ADVICE
+                advice = self._advice(group, topic, queues[0]) if len(queues) == 1 else NO_ADVICE
                 return PopResult(got, advice, held)
             held = True
             if len(queues) == 1:
@@ -279,22 +302,31 @@ class Popper:
             try:
                 done += self._dead_letter(key, offset, entry.gen, entry.attempt)
             except TailraceError as exc:
-                log.warning("pop: %s/%s queue %d offset %d not dead-lettered yet: %s", *key, offset, exc)
+                self._warn("pop: %s/%s queue %d offset %d not dead-lettered yet: %s", *key, offset, exc)
         for key in self.table.queues():
             try:
                 self._drop_removed(key)
             except TailraceError as exc:
-                log.warning("pop: %s/%s queue %d: %s", *key, exc)
+                self._warn("pop: %s/%s queue %d: %s", *key, exc)
             point = self.table.commit_point(key)
             committed = self.leader.core.offsets.query(*key)
             if point is not None and (committed is None or point > committed):
                 try:
                     self.leader.commit_offset(*key, point, internal=True)
                 except TailraceError as exc:
-                    log.warning("pop: committing %s/%s queue %d at %d failed: %s", *key, point, exc)
+                    self._warn("pop: committing %s/%s queue %d at %d failed: %s", *key, point, exc)
         self.dead_lettered += done
         self._snapshot()
         return done
+
+    def _warn(self, fmt: str, *args: object) -> None:
+        """A revive failure (retried every tick): logged every LOG_EVERY_S at most."""
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._warned >= LOG_EVERY_S:
+            self._warned = now
+            log.warning(fmt + " (%d revive failures so far; logged every %d s at most)",
+                        *args, self.failures, LOG_EVERY_S)  # fmt: skip
 
     def _snapshot(self) -> None:
         """Every SNAPSHOT_EVERY bytes of log or so, write the pop state beside

@@ -266,6 +266,14 @@ class BrokerCore:
         finally:
             self._hold_slots.release()
 
+    def try_hold(self) -> bool:
+        """Take one of the `max_held_pulls` slots for a held pop (release it
+        with `release_hold`); False: answer at once instead."""
+        return self._hold_slots.acquire(blocking=False)
+
+    def release_hold(self) -> None:
+        self._hold_slots.release()
+
     def held_pulls(self) -> int:
         """Pulls waiting now (replication streams also wait on the notifier: not counted)."""
         return self.notifier.waiting() - self.notifier.waiting(LOG_KEY)
