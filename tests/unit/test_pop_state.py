@@ -281,3 +281,23 @@ def test_an_altered_handle_is_refused(pos: int, xor: int) -> None:
         return
     # base64 padding bits may change without changing the bytes: then it is the same receipt
     assert got == Receipt("b", "G", "T", 1, 2, 3)
+
+
+def test_the_pop_rpcs_need_subscribe_as_the_group_and_a_master() -> None:
+    from types import SimpleNamespace
+
+    from core.access import RPC_ACCESS, Serves
+    from core.security.acl import parse_acl
+    from core.security.guard import CLIENT_RULES
+
+    perms = parse_acl(
+        '[[account]]\naccess_key = "a"\nsecret_key = "0123456789abcdef"\nsubscribe = ["orders"]\n'
+        'groups = ["billing"]\n'
+    ).permissions["a"]
+    for method in ("Pop", "AckPop", "ChangeInvisible"):
+        name = f"/tailrace.v1.Broker/{method}"
+        assert RPC_ACCESS[name].serves is Serves.LEADER  # NOT_MASTER on a slave
+        rule = CLIENT_RULES[name]
+        assert rule(perms, SimpleNamespace(topic="orders", group="billing")) is None
+        assert rule(perms, SimpleNamespace(topic="orders", group="other"))
+        assert rule(perms, SimpleNamespace(topic="payments", group="billing"))
