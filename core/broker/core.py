@@ -138,12 +138,14 @@ class BrokerCore:
     def close(self) -> None:
         """Release every held pull and replication stream, and retire the role (shutdown)."""
         with self._role_lock:
+            first = not self.closing
             self.closing = True  # no role change after this
             role = self.role
             role.retire()
         role.close()
         self.notifier.close()
-        pop_snapshot.save(self.pops, self.config.broker.data_dir, self.store.commitlog.max_offset)
+        if first:  # the role's appends are over: the state is the log's to its end
+            pop_snapshot.save(self.pops, self.config.broker.data_dir, self.store.commitlog.max_offset)
 
     # ---- the role ------------------------------------------------------------------
 
