@@ -29,6 +29,7 @@ from core.errors import (
     InvalidArgumentError,
     InvalidQueueError,
     InvalidReceiptError,
+    QuotaExceededError,
     RequestTimeoutError,
     TailraceError,
     UnknownTopicError,
@@ -178,6 +179,7 @@ class Popper:
         store = core.store
         out: list[PoppedMessage] = []
         wrote = False
+        full: QuotaExceededError | None = None  # a queue with no room (others may have some)
         with leader._writing(), self._lock:
             now = self.clock()
             for q in queues:
@@ -191,10 +193,14 @@ class Popper:
                 cursor = max(start, lo)
                 read = store.read(topic, q, cursor, want, POP_READ_BYTES, None, leader.visible_end())
                 fresh = _split(read.data)
-                plan = self.table.plan_pop(
-                    key, start, cursor + len(fresh), want, invisible_ms, now,
-                    gen_floor=leader.epoch << 32, max_attempts=self.max_attempts, low=lo,
-                )  # fmt: skip
+                try:
+                    plan = self.table.plan_pop(
+                        key, start, cursor + len(fresh), want, invisible_ms, now,
+                        gen_floor=leader.epoch << 32, max_attempts=self.max_attempts, low=lo,
+                    )  # fmt: skip
+                except QuotaExceededError as exc:
+                    full = exc
+                    continue
                 if plan is None:
                     continue
                 store.append_system("pop", plan)
@@ -212,6 +218,8 @@ class Popper:
                     out.append(PoppedMessage(got[0], got[1], entry.attempt, handle, entry.deadline_ms))
         if wrote:
             self._confirm("popped")
+        elif full is not None:  # nothing handed out, and only for want of room
+            raise full
         return out
 
     def _read_one(self, topic: str, queue_id: int, offset: int) -> tuple[Record, bytes] | None:

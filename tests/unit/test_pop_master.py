@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from core.broker.core import BrokerCore
-from core.errors import InvalidArgumentError, InvalidReceiptError, UnknownTopicError
+from core.errors import InvalidArgumentError, InvalidReceiptError, QuotaExceededError, UnknownTopicError
 from core.pop import snapshot as pop_snapshot
 from core.pop.handles import Receipt, decode_handle, encode_handle, handle_key
 from core.pop.ops import PopResult
@@ -279,3 +279,38 @@ def test_a_cut_tail_rolls_the_pop_state_back(broker: Broker) -> None:
     assert snapshot(broker.core.pops) == before
     assert broker.core.pops.inflight(G) == 1
     broker.popper.ack(G, T, m.handle)  # the handle of the kept record works again
+
+
+def test_bounds_over_queues(tmp_path: Path, small_config: StoreConfig) -> None:
+    b = start(
+        tmp_path, small_config, [int(time.time() * 1000)],
+        quotas__max_pop_inflight_per_queue=2, quotas__max_pop_inflight_per_group=3,
+    )  # fmt: skip
+    try:
+        b.leader.create_topic(T, 2)
+        b.send(b"a", b"b", b"c")
+        b.send(b"x", b"y", queue=1)
+        assert len(b.pop().messages) == 2
+        with pytest.raises(QuotaExceededError, match="max_pop_inflight_per_queue"):
+            b.pop()
+        # any queue: a full queue is passed over while another has room
+        assert [m.record.body for m in b.pop(queue=-1).messages] == [b"x"]
+        with pytest.raises(QuotaExceededError, match="max_pop_inflight_per_(group|queue)"):
+            b.pop(queue=-1)  # (which queue's refusal depends on the rotation)
+        assert b.core.quota_usage()["pop_inflight_per_group"] == (3, 3)
+    finally:
+        close(b.core)
+
+
+def test_entries_retention_removed_are_acked(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    broker.send(b"a", b"b", b"c")
+    got = broker.pop(2).messages
+    store = broker.core.store
+    real = store.queue_offsets
+    monkeypatch.setattr(store, "queue_offsets", lambda t, q: (1, real(t, q)[1]) if t == T else real(t, q))
+    broker.popper.revive_once()  # offset 0 is gone: acked; offset 1 is still in flight
+    q = broker.core.pops.get((G, T, 0))
+    assert q is not None and sorted(q.inflight) == [1]
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.ack(G, T, got[0].handle)
+    broker.popper.ack(G, T, got[1].handle)
