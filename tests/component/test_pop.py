@@ -167,3 +167,27 @@ def test_a_restart_keeps_in_flight_state_and_acks(nodes: Nodes, master: BrokerNo
         "INVALID_RECEIPT_HANDLE", "", ""
     ]  # fmt: skip
     c.channel.close()
+
+
+def test_a_promoted_slave_takes_the_old_masters_handles(nodes: Nodes, master: BrokerNode) -> None:
+    """The slave applied the records and shares the handle key: promoted (by
+    hand here; failover drills are the next slice's), it honours the
+    handles the old master gave out, and its own generations start above
+    its epoch's floor."""
+    slave = nodes.slave(master)
+    c = Client(master)
+    got = c.pop(3, inv=60_000)
+    c.ack(got[0].receipt_handle)
+    poll_until(lambda: state(slave.core.pops) == state(master.core.pops), 10, "the slave applied the records")
+    c.channel.close()
+    master.stop()
+    nodes.started.remove(master)
+    slave.core.promote(7)
+    s = Client(slave)
+    changed = s.change(got[1].receipt_handle, 60_000)
+    assert s.ack(got[0].receipt_handle, got[2].receipt_handle, changed.receipt_handle) == [
+        "INVALID_RECEIPT_HANDLE", "", ""
+    ]  # fmt: skip
+    q = slave.core.pops.get((G, T, 0))
+    assert q is not None and q.next_gen > 7 << 32 and not q.inflight
+    s.channel.close()

@@ -295,7 +295,7 @@ def test_bounds_over_queues(tmp_path: Path, small_config: StoreConfig) -> None:
             b.pop()
         # any queue: a full queue is passed over while another has room
         assert [m.record.body for m in b.pop(queue=-1).messages] == [b"x"]
-        with pytest.raises(QuotaExceededError, match="max_pop_inflight_per_(group|queue)"):
+        with pytest.raises(QuotaExceededError, match=r"max_pop_inflight_per_(group|queue)"):
             b.pop(queue=-1)  # (which queue's refusal depends on the rotation)
         assert b.core.quota_usage()["pop_inflight_per_group"] == (3, 3)
     finally:
