@@ -16,7 +16,11 @@ table over its bounds: QuotaExceededError); `apply` never refuses a record
 
 Generations are unique per queue and only grow: each hand-out or change of
 invisibility takes the next one, so a receipt handle of an older hand-out
-never acks or changes a newer one. A new master starts its generations at
+never acks or changes a newer one. They are also what makes `apply`
+idempotent: a `pop` or `chg` whose generation is below the queue's next one
+was applied already and is skipped (a slave re-applies a chunk after a
+failed side-file write). An `ack` is idempotent by construction: an acked
+offset is below the cursor and out of flight, and nothing puts it back. A new master starts its generations at
 `epoch << 32` at least (`gen_floor`), so a handle issued in a divergent tail
 that a failover cut away never matches an entry the new master issued.
 """
@@ -229,7 +233,7 @@ class PopTable:
                         self._count(key[0], -1)
             elif op == "chg":
                 o, dl, gen = int(p["o"]), int(p["dl"]), int(p["gen"])
-                if q is not None and o in q.inflight:
+                if q is not None and gen >= q.next_gen and o in q.inflight:
                     q.inflight[o] = Entry(dl, q.inflight[o].attempt, gen)
                     q.next_gen = max(q.next_gen, gen + 1)
             else:
@@ -246,6 +250,8 @@ class PopTable:
         if n < 0 or start < 0:
             raise ValueError("negative count or offset")
         q = self._queues.get(key)
+        if q is not None and gen < q.next_gen:
+            return []  # applied already (a slave re-applying a chunk): a no-op
         if q is None:
             # first seen (a new queue, or its earlier records are gone from the
             # log): what lay between the commit point and the cursor then is

@@ -151,6 +151,23 @@ def test_first_record_seen_mid_history_redelivers_the_unknown() -> None:
     assert [o for _, o, _ in t.expired(0)] == [3, 4]
 
 
+def test_a_record_applied_twice_is_applied_once() -> None:
+    """A slave re-applies a chunk after a failed side-file write: the
+    generation makes a `pop` or `chg` seen before a no-op."""
+    m = Master()
+    a = m.pop(end=10, n=3, inv=100, now=0)
+    gen = m.change(1, a[1].gen, 50, 0)
+    m.ack(0, a[0].gen)
+    m.pop(end=10, n=2, inv=100, now=200)  # 1 and 2 come back, no new ones
+    once = snapshot(m.table)
+    for p in m.records:
+        assert m.table.apply(p) == []  # nothing handed out again
+    assert snapshot(m.table) == once
+    assert m.table.get(K).cursor == 3  # type: ignore[union-attr]
+    assert m.table.inflight("G") == 2
+    assert gen < m.table.get(K).next_gen  # type: ignore[union-attr]
+
+
 def test_malformed_records_change_nothing() -> None:
     t = PopTable()
     for bad in ({"op": "pop", "group": "G"}, {"op": "zap", "group": "G", "topic": "T", "queue": 0},
@@ -246,6 +263,16 @@ def test_model(ops: list[tuple[str, int, Any]], per_queue: int) -> None:
     for p in m.records:
         replay.apply(p)
     assert snapshot(replay) == snapshot(m.table)
+    twice = PopTable(per_queue)
+    for p in m.records:  # each record applied twice (a slave re-applying a chunk)
+        twice.apply(p)
+        twice.apply(p)
+    assert snapshot(twice) == snapshot(m.table)
+    assert twice.inflight("G") == m.table.inflight("G")
+    for p in m.records:  # and the whole run again, after the state it built
+        replay.apply(p)
+    assert snapshot(replay) == snapshot(m.table)
+    assert replay.inflight("G") == m.table.inflight("G")
 
 
 # ---- receipt handles -----------------------------------------------------------
