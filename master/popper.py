@@ -34,7 +34,6 @@ from core.errors import (
     TailraceError,
     UnknownTopicError,
 )
-from core.pop import snapshot as pop_snapshot
 from core.pop.handles import Receipt, decode_handle, encode_handle, handle_key
 from core.pop.ops import PoppedMessage, PopResult
 from core.pop.state import MAX_POP_BATCH, Key, PopTable
@@ -49,7 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MAX_INVISIBLE_MS = 12 * 3600 * 1000  # RocketMQ's limit too
 POP_READ_BYTES = 4 << 20
-SNAPSHOT_EVERY_BYTES = 64 << 20
 LOG_EVERY_S = 10
 SLICE_S = 0.1  # a held pop re-checks at least this often (expiries, other queues)
 
@@ -78,7 +76,6 @@ class Popper:
         self.dead_lettered = 0
         self._lock = threading.Lock()
         self._rr = 0
-        self._snapped = 0  # the log offset of the last snapshot written
         self.failures = 0  # revive steps that failed (retried next tick)
         self._warned = -1e9
         self._stop = threading.Event()
@@ -324,7 +321,6 @@ class Popper:
                 except TailraceError as exc:
                     self._warn("pop: committing %s/%s queue %d at %d failed: %s", *key, point, exc)
         self.dead_lettered += done
-        self._snapshot()
         return done
 
     def _warn(self, fmt: str, *args: object) -> None:
@@ -335,19 +331,6 @@ class Popper:
             self._warned = now
             log.warning(fmt + " (%d revive failures so far; logged every %d s at most)",
                         *args, self.failures, LOG_EVERY_S)  # fmt: skip
-
-    def _snapshot(self) -> None:
-        """Every SNAPSHOT_EVERY bytes of log or so, write the pop state beside
-        it (a start then replays only what follows). Under the pop lock no pop
-        record is being appended, so the state is exactly the log's below `at`."""
-        core = self.leader.core
-        at = core.store.commitlog.max_offset
-        if at - self._snapped < SNAPSHOT_EVERY_BYTES or not core.pops.queues():
-            return
-        with self._lock:
-            at = core.store.commitlog.max_offset
-            pop_snapshot.save(core.pops, core.config.broker.data_dir, at)
-        self._snapped = at
 
     def _drop_removed(self, key: Key) -> None:
         """Ack the in-flight entries retention removed from under them (there

@@ -103,8 +103,11 @@ class BrokerCore:
         self._pops_loaded = False
         store.add_system_handler("offset", offsets.apply)
         store.add_system_handler("pop", self._apply_pop)
-        pop_snapshot.load(self.pops, store, b.data_dir)
+        self.pop_load = pop_snapshot.load(self.pops, store, b.data_dir)  # where it walked from, errors
         self._pops_loaded = True
+        # written on every checkpoint, popped or not: a start after a crash walks
+        # only the log since the last one (core/pop/snapshot.py)
+        store.checkpoint_listeners.append(lambda: pop_snapshot.save(self.pops, store, b.data_dir))
         store.add_system_handler("epoch", self._apply_epoch)
         store.add_append_listener(self._appended)
         store.add_topic_listener(lambda _topic: self.on_topics_change())
@@ -145,7 +148,7 @@ class BrokerCore:
         role.close()
         self.notifier.close()
         if first:  # the role's appends are over: the state is the log's to its end
-            pop_snapshot.save(self.pops, self.config.broker.data_dir, self.store.commitlog.max_offset)
+            pop_snapshot.save(self.pops, self.store, self.config.broker.data_dir)
 
     # ---- the role ------------------------------------------------------------------
 

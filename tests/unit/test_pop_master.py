@@ -5,10 +5,11 @@ copy of the log (replication) and after a divergent tail is cut."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from core.store import MessageStore, StoreConfig
 from core.store.checkpoint import CLEAN_MARKER
 from master.leader import LeaderRole
 from master.popper import Popper
+from tests.helpers.store_tools import abandon, log_records
 from tests.unit.test_retry_schedule import close, open_broker
 
 pytestmark = pytest.mark.unit
@@ -204,7 +206,7 @@ def test_a_restart_keeps_the_pop_state(tmp_path: Path, small_config: StoreConfig
     got = b.pop(inv=60_000).messages
     old = b""
     if how == "old snapshot":
-        pop_snapshot.save(b.core.pops, tmp_path, b.core.store.commitlog.max_offset)
+        pop_snapshot.save(b.core.pops, b.core.store, tmp_path)
         old = (tmp_path / POP_FILE).read_bytes()
     b.popper.ack(G, T, got[1].handle)
     b.popper.change_invisible(G, T, got[2].handle, 1000)
@@ -314,3 +316,73 @@ def test_entries_retention_removed_are_acked(broker: Broker, monkeypatch: pytest
     with pytest.raises(InvalidReceiptError):
         broker.popper.ack(G, T, got[0].handle)
     broker.popper.ack(G, T, got[1].handle)
+
+
+def _walks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The log offsets the pop state's loads walk from."""
+    starts: list[int] = []
+    real = MessageStore.system_payloads
+
+    def spy(self: MessageStore, kind: str, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        if kind == "pop" and stop is None:
+            starts.append(start)
+        return real(self, kind, start, stop)
+
+    monkeypatch.setattr(MessageStore, "system_payloads", spy)
+    return starts
+
+
+def test_a_broker_that_never_pops_walks_only_the_tail_after_a_crash(
+    tmp_path: Path, small_config: StoreConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The (empty) snapshot is written on every checkpoint: a start after a
+    kill -9 walks the log since the last one, not the whole log."""
+    config = replace(small_config, checkpoint_interval_ms=3_600_000)  # checkpoints by hand
+    clock = [int(time.time() * 1000)]
+    b = start(tmp_path, config, clock)
+    b.leader.create_topic(T, 1)
+    for i in range(50):
+        b.send(*(b"m%d" % (i * 10 + j) for j in range(10)))
+    b.core.store._checkpoint()
+    at = b.core.store.commitlog.max_offset
+    b.send(b"tail-1", b"tail-2")
+    abandon(b.core.store)
+    starts = _walks(monkeypatch)
+    b = start(tmp_path, config, clock)
+    try:
+        assert starts == [at]
+        scan = b.core.store.commitlog.scan(at)
+        assert sum(1 for _ in scan) == 2  # the records walked: the tail only
+        assert b.core.pop_load.errors == 0
+    finally:
+        close(b.core)
+
+
+@pytest.mark.parametrize("how", ["mid-record", "another log", "past the end", "no fingerprint"])
+def test_a_stale_snapshot_does_not_stop_a_start(tmp_path: Path, small_config: StoreConfig, how: str) -> None:
+    """A pop.json that does not fit the log (a crash, a cut, an old format)
+    is deleted or its walk's error counted; the broker starts and pops."""
+    clock = [int(time.time() * 1000)]
+    b = start(tmp_path, small_config, clock)
+    b.leader.create_topic(T, 1)
+    b.send(b"a", b"b", b"c")
+    clog = b.core.store.commitlog
+    mid = log_records(b.core.store)[-2][0] + 4  # inside a record
+    end = clog.max_offset
+    snap: dict[str, Any] = {"at": mid, "fp": pop_snapshot.fingerprint(clog, mid), "queues": []}
+    close(b.core)
+    if how == "another log":
+        snap["fp"] ^= 1
+    elif how == "past the end":
+        snap["at"] = end + 100
+    elif how == "no fingerprint":
+        del snap["fp"]
+    (tmp_path / POP_FILE).write_text(json.dumps(snap))
+    b = start(tmp_path, small_config, clock)
+    try:
+        assert b.core.pop_load.errors == (1 if how == "mid-record" else 0)
+        if how != "mid-record":
+            assert b.core.pop_load.start == clog.min_offset  # rejected: rebuilt from the whole log
+        assert [m.record.body for m in b.pop().messages] == [b"a", b"b", b"c"]
+    finally:
+        close(b.core)
