@@ -14,17 +14,19 @@ meanwhile and the table is exactly the log below `at`; the log is flushed
 to `at` before the file names it. A start after a crash then walks only the
 log since the last checkpoint. A divergent-tail cut removes it (`discard`).
 
-A snapshot is used only if it names a place in this log: `at` not past the
-log's end and the CRC of the bytes just below `at` (`fp`) matching. One
-that does not (past the end, from a log a cut rewrote, damaged) is deleted
-and the state rebuilt from the whole log.
+A snapshot is used only if it names a place in this log: `at` within the
+log's range and the CRC of the bytes just below `at` (`fp`) matching. One
+that does not (past the end, below the first record kept, from a log a cut
+rewrote, damaged) is deleted and the state rebuilt from the whole log: a
+snapshot older than the log's start would make what the removed records
+handed out look acked, while rebuilt it comes back (the `c` rule below).
 A walk that meets a damaged record is logged and counted, and the broker
 starts with what was read (the snapshot, or nothing): what it missed comes
 back as redeliveries (at least once), never as a failed start.
 
 Records lost to retention below the first one kept are what `state.py`
-handles as "first seen mid-history": their queue's unknown span comes back
-(at least once), never skipped.
+handles as "first seen mid-history" (the `c` rule): their queue's unknown
+span comes back (at least once), never skipped.
 """
 
 from __future__ import annotations
@@ -126,13 +128,13 @@ def load(table: PopTable, store: MessageStore, directory: Path) -> Loaded:
         why = None
         if at > clog.max_offset:
             why = f"past the log's end {clog.max_offset}"
+        elif at < clog.min_offset:  # its cursors would make what those records handed out look acked
+            why = f"below the log's first offset {clog.min_offset} (retention removed the records after it)"
         elif fp != fingerprint(clog, at):
             why = "not from this log (a cut rewrote it)"
         if why is None:
             table.restore(queues)
-            if at < clog.min_offset:
-                log.warning("pop records between %d and %d are gone from the log (retention)", at, start)
-            start = max(at, start)
+            start = at
         else:
             log.warning("%s at %d is %s: deleted, the pop state is rebuilt from the log", POP_FILE, at, why)
             discard(directory)

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import InvalidArgumentError, InvalidReceiptError, QuotaExceededError
+from core.pop import snapshot as pop_snapshot
 from core.pop.handles import Receipt, decode_handle, encode_handle, handle_key
 from core.pop.state import Key, Popped, PopTable
 
@@ -328,3 +329,52 @@ def test_the_pop_rpcs_need_subscribe_as_the_group_and_a_master() -> None:
         assert rule(perms, SimpleNamespace(topic="orders", group="billing")) is None
         assert rule(perms, SimpleNamespace(topic="orders", group="other"))
         assert rule(perms, SimpleNamespace(topic="payments", group="billing"))
+
+
+# ---- the snapshot against a log (core/pop/snapshot.py) -------------------------------
+
+
+class _Log:
+    segment_bytes = 1 << 20
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.min_offset, self.max_offset = lo, hi
+
+    def view(self, offset: int, size: int) -> memoryview:
+        return memoryview(bytes(size))  # (the fingerprint matches: only `at` decides)
+
+
+class _Store:
+    """The log's pop records as (offset, payload), from `lo` on (retention removed the rest)."""
+
+    def __init__(self, lo: int, hi: int, records: list[tuple[int, dict[str, Any]]]) -> None:
+        self.commitlog = _Log(lo, hi)
+        self.records = records
+
+    def system_payloads(self, kind: str, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        lo = max(start, self.commitlog.min_offset)
+        return [p for o, p in self.records if lo <= o and (stop is None or o < stop)]
+
+
+def test_a_snapshot_older_than_the_log_start_is_not_used(tmp_path: Any) -> None:
+    """Retention removed the records after the snapshot's `at`: its cursor
+    would make the span they handed out look acked. Without it, the first
+    record kept rebuilds that span as in flight (the `c` rule)."""
+    old = PopTable()
+    old.apply({"op": "pop", "group": "G", "topic": "T", "queue": 0, "from": 0, "n": 3, "re": [], "dl": 9,
+               "gen": 1, "c": 0})  # fmt: skip
+    old.apply({"op": "ack", "group": "G", "topic": "T", "queue": 0, "o": [0, 1, 2]})
+    snap = pop_snapshot.dump(old, 100)
+    snap["fp"] = pop_snapshot.fingerprint(_Log(0, 100), 100)  # type: ignore[arg-type]
+    (tmp_path / pop_snapshot.POP_FILE).write_text(json.dumps(snap))
+    gone = {"op": "pop", "group": "G", "topic": "T", "queue": 0, "from": 3, "n": 3, "re": [], "dl": 9,
+            "gen": 4, "c": 3}  # fmt: skip
+    kept = {"op": "pop", "group": "G", "topic": "T", "queue": 0, "from": 6, "n": 2, "re": [], "dl": 9,
+            "gen": 7, "c": 3}  # fmt: skip
+    store = _Store(200, 300, [(150, gone), (250, kept)])
+    t = PopTable()
+    loaded = pop_snapshot.load(t, store, tmp_path)  # type: ignore[arg-type]
+    assert loaded.start == 200
+    assert t.commit_point(K) == 3  # 3, 4 and 5 were never acked
+    assert [o for _, o, _ in t.expired(0)] == [3, 4, 5]
+    assert not (tmp_path / pop_snapshot.POP_FILE).exists()
