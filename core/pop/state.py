@@ -255,11 +255,12 @@ class PopTable:
         if q is None:
             # first seen (a new queue, or its earlier records are gone from the
             # log): what lay between the commit point and the cursor then is
-            # unknown, so it counts as in flight and expired (redelivered: at
-            # least once)
+            # unknown, so all of it counts as in flight and expired (redelivered:
+            # at least once). No cap: one from the config would skip unacked
+            # messages and make copies with different configs disagree.
             commit = min(int(p.get("c", start)), start)
             q = self._queues[key] = QueueState(start)
-            for o in range(max(commit, start - self.max_per_queue), start):
+            for o in range(commit, start):
                 q.inflight[o] = Entry(0, 1, 0)
                 self._count(key[0], 1)
         out = []

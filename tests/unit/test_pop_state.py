@@ -169,6 +169,20 @@ def test_a_record_applied_twice_is_applied_once() -> None:
     assert gen < m.table.get(K).next_gen  # type: ignore[union-attr]
 
 
+def test_the_unknown_span_comes_back_whole_whatever_the_bounds() -> None:
+    """The span [c, from) of a queue first seen mid-history is rebuilt whole:
+    a cap from the config would skip unacked messages (and make a slave with
+    other bounds disagree)."""
+    rec = {"op": "pop", "group": "G", "topic": "T", "queue": 0, "from": 10, "n": 1, "re": [], "dl": 100,
+           "gen": 9, "c": 3}  # fmt: skip
+    small, big = PopTable(max_inflight_per_queue=2), PopTable()
+    for t in (small, big):
+        t.apply(rec)
+        assert t.commit_point(K) == 3
+        assert [o for _, o, _ in t.expired(0)] == list(range(3, 10))
+    assert snapshot(small) == snapshot(big)
+
+
 def test_malformed_records_change_nothing() -> None:
     t = PopTable()
     for bad in ({"op": "pop", "group": "G"}, {"op": "zap", "group": "G", "topic": "T", "queue": 0},
