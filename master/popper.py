@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MAX_INVISIBLE_MS = 12 * 3600 * 1000  # RocketMQ's limit too
 POP_READ_BYTES = 4 << 20
+HANDLE_BYTES = 256  # a receipt handle and a message's framing in the answer, counted in its budget
 LOG_EVERY_S = 10
 SLICE_S = 0.1  # a held pop re-checks at least this often (expiries, other queues)
 
@@ -177,23 +178,46 @@ class Popper:
         out: list[PoppedMessage] = []
         wrote = False
         full: QuotaExceededError | None = None  # a queue with no room (others may have some)
+        budget = core.config.pull.max_bytes  # one for the whole answer, spent before planning
         with leader._writing(), self._lock:
             now = self.clock()
             for q in queues:
                 want = max_messages - len(out)
-                if want <= 0:
+                if want <= 0 or budget <= 0:
                     break
                 key = (group, topic, q)
                 lo, _ = store.queue_offsets(topic, q)
                 st = self.table.get(key)
                 start = st.cursor if st is not None else (core.offsets.query(group, topic, q) or lo)
                 cursor = max(start, lo)
-                read = store.read(topic, q, cursor, want, POP_READ_BYTES, None, leader.visible_end())
-                fresh = _split(read.data)
+                # read first, then plan only what fits: a pop record must never hand
+                # out what the answer cannot carry (its attempts would burn unseen)
+                first = not out  # the answer's first message goes whatever its size
+                by_offset: dict[int, tuple[Record, bytes] | None] = {}
+                again = self.table.again(key, now, self.max_attempts)[:want]
+                for o in again:
+                    got = self._read_one(topic, q, o)
+                    size = 0 if got is None else len(got[1]) + HANDLE_BYTES
+                    if size > budget and not (first and not by_offset):
+                        break
+                    by_offset[o] = got
+                    budget -= size
+                fresh: list[tuple[Record, bytes]] = []
+                if len(by_offset) == len(again) < want and budget > 0:
+                    room = min(budget, POP_READ_BYTES)
+                    read = store.read(
+                        topic, q, cursor, want - len(by_offset), room, None, leader.visible_end()
+                    )
+                    for r, raw in _split(read.data):
+                        if len(raw) + HANDLE_BYTES > budget and not (first and not by_offset and not fresh):
+                            break
+                        fresh.append((r, raw))
+                        budget -= len(raw) + HANDLE_BYTES
                 try:
                     plan = self.table.plan_pop(
-                        key, start, cursor + len(fresh), want, invisible_ms, now,
-                        gen_floor=leader.epoch << 32, max_attempts=self.max_attempts, low=lo,
+                        key, start, cursor + len(fresh), max(1, len(by_offset) + len(fresh)), invisible_ms,
+                        now, gen_floor=leader.epoch << 32, max_attempts=self.max_attempts, low=lo,
+                        max_again=len(by_offset),
                     )  # fmt: skip
                 except QuotaExceededError as exc:
                     full = exc
@@ -204,10 +228,10 @@ class Popper:
                 wrote = True
                 st = self.table.get(key)
                 assert st is not None
-                by_offset = {r.queue_offset: (r, raw) for r, raw in fresh}
+                by_offset.update((r.queue_offset, (r, raw)) for r, raw in fresh)
                 handed = [*plan["re"], *range(int(plan["from"]), int(plan["from"]) + int(plan["n"]))]
                 for o in handed:
-                    got = by_offset.get(o) or self._read_one(topic, q, o)
+                    got = by_offset[o]
                     entry = st.inflight[o]
                     if got is None:  # removed by retention: nothing to deliver; the revive pass acks it
                         continue

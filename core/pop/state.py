@@ -101,6 +101,12 @@ class PopTable:
         """The most in-flight entries one group has (the per-group quota's use)."""
         return max(self._per_group.values(), default=0)
 
+    def again(self, key: Key, now_ms: int, max_attempts: int = 1 << 30) -> list[int]:
+        """The expired offsets `plan_pop` would hand out again, in its order."""
+        with self.lock:
+            q = self._queues.get(key)
+            return [] if q is None else [o for o in q.expired(now_ms) if q.inflight[o].attempt < max_attempts]
+
     def expired(self, now_ms: int) -> list[tuple[Key, int, Entry]]:
         """Every expired in-flight entry: (key, offset, entry)."""
         with self.lock:
@@ -119,6 +125,7 @@ class PopTable:
         gen_floor: int = 0,
         max_attempts: int = 1 << 30,
         low: int = 0,
+        max_again: int = MAX_POP_BATCH,
     ) -> dict[str, Any] | None:
         """The `pop` record handing out up to `max_count` offsets of `key`:
         expired in-flight ones first (attempt + 1), then new ones from the
@@ -126,7 +133,8 @@ class PopTable:
         queue seen for the first time begins (the group's committed offset,
         or the queue's first); `low` is the queue's first retained offset (a
         cursor below it skips what retention removed). Expired entries already
-        delivered `max_attempts` times are left for the dead-letter pass.
+        delivered `max_attempts` times are left for the dead-letter pass; at
+        most `max_again` expired ones are taken (those the caller could read).
         None: nothing to hand out.
         QuotaExceededError when the bounds leave no room at all."""
         if not 1 <= max_count <= MAX_POP_BATCH:
@@ -137,10 +145,7 @@ class PopTable:
             q = self._queues.get(key)
             cursor = start if q is None else q.cursor
             cursor = max(cursor, low, 0)
-            again = (
-                [] if q is None else [o for o in q.expired(now_ms) if q.inflight[o].attempt < max_attempts]
-            )
-            again = again[:max_count]
+            again = self.again(key, now_ms, max_attempts)[: min(max_count, max_again)]
             room = min(
                 self.max_per_queue - (0 if q is None else len(q.inflight)),
                 self.max_per_group - self.inflight(key[0]),

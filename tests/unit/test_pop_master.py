@@ -386,3 +386,28 @@ def test_a_stale_snapshot_does_not_stop_a_start(tmp_path: Path, small_config: St
         assert [m.record.body for m in b.pop().messages] == [b"a", b"b", b"c"]
     finally:
         close(b.core)
+
+
+def test_a_pop_answer_keeps_to_one_byte_budget(tmp_path: Path, small_config: StoreConfig) -> None:
+    """pull.max_bytes bounds the whole answer, over every queue and the
+    messages handed out again; what did not fit is not handed out (its
+    attempts do not burn unseen) and comes with the next pop."""
+    clock = [int(time.time() * 1000)]
+    b = start(tmp_path, small_config, clock, pull__max_bytes=25 * 1024)
+    try:
+        b.leader.create_topic(T, 2)
+        body = b"x" * (10 * 1024)
+        for q in (0, 1):
+            b.send(body, body, body, queue=q)
+        first = b.pop(n=32, queue=-1, inv=1000).messages
+        assert len(first) == 2  # 2 x (10 KiB + framing) fit in 25 KiB, a third does not
+        assert b.core.pops.inflight(G) == 2  # the third was not handed out
+        clock[0] += 2000  # both expire: what is handed out again counts in the budget too
+        seen = list(first)
+        while got := b.pop(n=32, queue=-1, inv=60_000).messages:
+            assert 1 <= len(got) <= 2
+            seen += got
+        assert b.core.pops.inflight(G) == 6  # every message handed out, none skipped
+        assert sorted(m.attempt for m in seen) == [1] * 6 + [2] * 2  # the first two came back once
+    finally:
+        close(b.core)
