@@ -411,3 +411,35 @@ def test_a_pop_answer_keeps_to_one_byte_budget(tmp_path: Path, small_config: Sto
         assert sorted(m.attempt for m in seen) == [1] * 6 + [2] * 2  # the first two came back once
     finally:
         close(b.core)
+
+
+def test_snapshots_written_at_once_stay_whole(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The checkpoint's snapshot, a close's and any other never share the
+    file being written (one writer at a time), and each is exact: the
+    table copied under the store's write lock while pops go on."""
+    broker.send(*(b"m%d" % i for i in range(40)))
+    stop = threading.Event()
+
+    def popping() -> None:
+        while not stop.is_set():
+            for m in broker.pop(n=2).messages:
+                broker.popper.ack(G, T, m.handle)
+
+    def saving() -> None:
+        for _ in range(15):
+            pop_snapshot.save(broker.core.pops, broker.core.store, tmp_path)
+
+    threads = [threading.Thread(target=popping), *(threading.Thread(target=saving) for _ in range(4))]
+    for t in threads:
+        t.start()
+    for t in threads[1:]:
+        t.join()
+    stop.set()
+    threads[0].join()
+    assert not [r for r in caplog.records if "snapshot was not written" in r.getMessage()]
+    pop_snapshot.save(broker.core.pops, broker.core.store, tmp_path)
+    table = PopTable()
+    pop_snapshot.load(table, broker.core.store, tmp_path)
+    assert snapshot(table) == snapshot(broker.core.pops)
