@@ -44,7 +44,7 @@ from deploy.etcd_cluster import EtcdFailed
 from deploy.harness import ProcessFailed, TailraceProcess, reap_detached
 from deploy.pki import LocalPki
 from deploy.topology import Topology, load_topology
-from deploy.waits import poll_until
+from deploy.waits import WaitTimeout, poll_until
 
 STATE = "cluster.json"
 
@@ -321,13 +321,25 @@ def down(directory: Path, deadline_s: float = 20.0) -> list[str]:
         if _alive(p["pid"]):
             os.kill(p["pid"], signal.SIGTERM)
     end = time.monotonic() + deadline_s
+    killed = []
     for p in procs:
         while _alive(p["pid"]) and time.monotonic() < end:
             _reap(p["pid"])
             time.sleep(0.05)
         if _alive(p["pid"]):
-            os.kill(p["pid"], signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p["pid"], signal.SIGKILL)
+            killed.append(p)
         stopped.append(p["name"])
+
+    def gone() -> bool:  # SIGKILL is not instant: `down` returns once nothing is left
+        return not any(_alive(p["pid"]) for p in killed)
+
+    try:
+        poll_until(gone, 10, "SIGKILLed processes exiting", every_s=0.05)
+    except WaitTimeout as exc:
+        left = [p["name"] for p in killed if _alive(p["pid"])]
+        raise TailraceError(f"cluster down: {', '.join(left)} still running after SIGKILL") from exc
     (directory / STATE).unlink()
     reap_detached()  # this process's own handles of them, if it started them
     return stopped

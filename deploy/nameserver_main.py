@@ -47,16 +47,20 @@ class NameserverSection:
         require(self.expire_check_ms > 0, f"{prefix}.expire_check_ms", "must be positive")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_process_arguments(p: argparse.ArgumentParser, insecure_help: str) -> None:
+    """The flags every server process but the broker takes (config, ready
+    file, log file, listen, --set, --insecure)."""
     p.add_argument("--config", type=Path)
     p.add_argument("--ready-file", type=Path)
     p.add_argument("--log-file", type=Path, help="log here, rotated by size (default: stderr)")
     p.add_argument("--listen")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument(
-        "--insecure",
-        action="store_true",
-        help="serve a non-loopback address without [tls] and [auth] (anyone who reaches it owns it)",
+    p.add_argument("--insecure", action="store_true", help=insecure_help)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_process_arguments(
+        p, "serve a non-loopback address without [tls] and [auth] (anyone who reaches it owns it)"
     )
 
 

@@ -37,7 +37,7 @@ from core.security.config import AuthSection, require_protected
 from core.security.mqv2 import Mqv2Policy
 from core.security.tls import TlsSection, client_port_credentials
 from deploy.broker_main import setup_logging, write_ready_file
-from deploy.nameserver_main import config_tables
+from deploy.nameserver_main import add_process_arguments, config_tables
 from deploy.proxy_backend import HEADROOM_BYTES, ClusterBackend
 
 log = logging.getLogger("tailrace.proxy")
@@ -124,15 +124,8 @@ SECTIONS: dict[str, type[Any]] = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path)
-    p.add_argument("--ready-file", type=Path)
-    p.add_argument("--log-file", type=Path, help="log here, rotated by size (default: stderr)")
-    p.add_argument("--listen")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument(
-        "--insecure",
-        action="store_true",
-        help="serve a non-loopback address without [tls] and [auth] (anyone who reaches it may send)",
+    add_process_arguments(
+        p, "serve a non-loopback address without [tls] and [auth] (anyone who reaches it may send)"
     )
 
 

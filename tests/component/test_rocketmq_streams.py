@@ -26,6 +26,7 @@ from core.route import BrokerEndpoint, GroupRoute, MessageQueue, TopicRoute
 from core.security.acl import AclFile
 from core.security.mqv2 import Mqv2Policy, date_of, header
 from deploy.proxy_main import keepalive_options, request_limits
+from deploy.waits import poll_until
 
 pytestmark = pytest.mark.component
 SECRETS = {"app": "app-secret-0123456789", "other": "other-secret-0123456789"}
@@ -122,7 +123,7 @@ def test_streams_past_the_cap_are_refused_and_sends_still_answer(tmp_path: Path)
         sent = stub.SendMessage(s.SendMessageRequest(messages=[m]), metadata=_signed("app"), timeout=5)
         assert sent.status.code == d.OK and time.monotonic() - t0 < 2  # threads are left for it
         streams[0].close()  # a stream that ends frees its place
-        time.sleep(0.3)
+        poll_until(lambda: svc.streams.open_streams() < MAX_STREAMS, 5, "the closed stream's place freed")
         again = Stream(stub, "app")
         streams.append(again)
         assert again.settings().status.code == d.OK

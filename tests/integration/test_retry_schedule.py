@@ -53,6 +53,17 @@ def test_the_three_observed_jams_no_longer_jam(procs: ProcessGroup) -> None:
             raise
         return [m.body for m in iter_records(r.records, verify=False)]
 
+    def scheduler_settled() -> bool:
+        """Every due message moved and the scheduler's progress committed
+        (a commit is a record in the log: it would move max_offset)."""
+        levels = stub.GetQueueOffsets(pb.GetQueueOffsetsRequest(topic="%SCHEDULE%"), timeout=5).queues
+        for q in levels:
+            req = pb.QueryOffsetRequest(group="%SCHEDULER%", topic="%SCHEDULE%", queue_id=q.queue_id)
+            done = stub.QueryOffset(req, timeout=5)
+            if q.max_offset > q.min_offset and (not done.found or done.offset < q.max_offset):
+                return False
+        return True
+
     def redelivered_on_time(body: bytes) -> None:
         t0 = time.monotonic()
         assert send_back(body).destination == "%SCHEDULE%"
@@ -66,6 +77,7 @@ def test_the_three_observed_jams_no_longer_jam(procs: ProcessGroup) -> None:
         redelivered_on_time(b"normal 1")
 
         # 2. a group whose retry topic name would be too long: refused, nothing stored
+        poll_until(scheduler_settled, 10, "the scheduler committing its progress")  # its own write
         before = stub.Status(pb.StatusRequest(), timeout=5).max_offset
         assert refused(lambda: send_back(b"attack 2", group="g" * 200)) == (
             grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT",

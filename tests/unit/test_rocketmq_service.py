@@ -1,0 +1,246 @@
+"""The v2 servicer's decisions with a fake backend and a fake call context
+(no sockets): sends stored whole or not at all, refusals that change
+nothing, routes, Telemetry and the calls not served."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+from core.errors import BrokerUnavailableError, PermissionDeniedError, UnauthenticatedError, UnknownTopicError
+from core.pb.rocketmq.v2 import definition_pb2 as d
+from core.pb.rocketmq.v2 import service_pb2 as s
+from core.rocketmq import routes, translate
+from core.rocketmq.service import MessagingService, Stored
+from core.rocketmq.settings import ServerSettings
+from core.roles import SendStatus
+from core.route import GroupRoute, MessageQueue, TopicRoute
+from core.security.mqv2 import Mqv2Policy, date_of, header
+from tests.helpers.rocketmq_cases import CAPTURED_MS, SECRET, _acl, _msg, _route
+
+pytestmark = pytest.mark.unit
+
+
+# ---- the servicer with a fake backend --------------------------------------------------
+
+
+@dataclass
+class FakeBackend:
+    route_of: TopicRoute = field(default_factory=lambda: _route(("a", 4, True)))
+    sent: list[tuple[translate.Incoming, MessageQueue | None]] = field(default_factory=list)
+    fail: Exception | None = None
+    calls: int = 0  # native sends (one per batch)
+
+    def route(self, topic: str, timeout_s: float) -> TopicRoute:
+        if topic != "orders":
+            raise UnknownTopicError(f"no route for {topic!r}")
+        return self.route_of
+
+    def send(
+        self, batch: list[translate.Incoming], queue: MessageQueue | None, timeout_s: float
+    ) -> list[Stored]:
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        q = queue or MessageQueue("a", 0)
+        out = []
+        for message in batch:
+            self.sent.append((message, queue))
+            out.append(Stored(SendStatus.SEND_OK, q.broker_name, q.queue_id, len(self.sent) - 1))
+        return out
+
+    def max_body_bytes(self) -> int:
+        return 1024
+
+
+class FakeContext:
+    def __init__(self, metadata: list[tuple[str, str]] | tuple[()] = (), left_s: float = 3.0) -> None:
+        self.metadata = list(metadata)
+        self.left_s = left_s
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return self.metadata
+
+    def time_remaining(self) -> float:
+        return self.left_s
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:5"
+
+
+def _service(tmp_path: Path, backend: FakeBackend) -> MessagingService:
+    policy = Mqv2Policy(_acl(tmp_path))
+    return MessagingService(
+        backend, policy, "127.0.0.1:8081", lambda: ServerSettings(1024), wall_ms=lambda: CAPTURED_MS
+    )
+
+
+def _signed(secret: str = SECRET) -> FakeContext:
+    return FakeContext(list(header("app", secret, date_of(CAPTURED_MS))))
+
+
+def test_send_stores_and_echoes_the_message_id(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    svc = _service(tmp_path, backend)
+    resp = svc.SendMessage(s.SendMessageRequest(messages=[_msg()]), _signed())
+    assert resp.status.code == d.OK and len(resp.entries) == 1
+    assert resp.entries[0].message_id == "0102FC0000000121C90B1969EB00000000"
+    fifo = _msg(message_type=d.FIFO, message_group="g1")
+    svc.SendMessage(s.SendMessageRequest(messages=[fifo]), _signed())
+    queues = routes.writable(backend.route_of)
+    assert backend.sent[0][1] is None and backend.sent[1][1] == routes.fifo_queue("g1", queues)
+
+
+def test_refused_sends_change_nothing(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    svc = _service(tmp_path, backend)
+    req = s.SendMessageRequest(messages=[_msg()])
+    assert svc.SendMessage(req, _signed("wrong-secret-wrong")).status.code == d.UNAUTHORIZED
+    assert svc.SendMessage(req, FakeContext()).status.code == d.UNAUTHORIZED  # anonymous: off
+    other = _msg()
+    other.topic.name = "audit"
+    forbidden = svc.SendMessage(s.SendMessageRequest(messages=[other]), _signed())
+    assert forbidden.status.code == d.FORBIDDEN and forbidden.entries[0].status.code == d.FORBIDDEN
+    delayed = svc.SendMessage(s.SendMessageRequest(messages=[_msg(message_type=d.DELAY)]), _signed())
+    assert delayed.status.code == d.NOT_IMPLEMENTED
+    assert backend.sent == []
+    backend.fail = BrokerUnavailableError("no master")
+    assert svc.SendMessage(req, _signed()).status.code == d.HA_NOT_AVAILABLE
+
+
+def _fifo(i: int, group: str = "g1") -> d.Message:
+    m = _msg(f"m{i}".encode(), message_type=d.FIFO, message_group=group)
+    m.system_properties.message_id = f"id-{i}"
+    return m
+
+
+def test_a_request_is_stored_whole_in_one_queue_or_not_at_all(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    svc = _service(tmp_path, backend)
+    batch = [_fifo(i) for i in range(3)]
+    resp = svc.SendMessage(s.SendMessageRequest(messages=batch), _signed())
+    assert resp.status.code == d.OK and [e.message_id for e in resp.entries] == ["id-0", "id-1", "id-2"]
+    assert backend.calls == 1 and [m.body for m, _ in backend.sent] == [b"m0", b"m1", b"m2"]
+    assert len({q for _, q in backend.sent}) == 1  # one queue, in order
+    backend.sent.clear()
+    backend.fail = BrokerUnavailableError("no master")  # the one native send fails: nothing stored
+    resp = svc.SendMessage(s.SendMessageRequest(messages=batch), _signed())
+    assert resp.status.code == d.HA_NOT_AVAILABLE and backend.sent == []
+    assert [e.status.code for e in resp.entries] == [d.HA_NOT_AVAILABLE] * 3
+    backend.fail = None
+    # one bad message refuses the whole request, before anything is sent
+    bad = [_fifo(0), _msg(b"", message_type=d.FIFO, message_group="g1"), _fifo(2)]
+    resp = svc.SendMessage(s.SendMessageRequest(messages=bad), _signed())
+    assert resp.status.code == d.MESSAGE_BODY_EMPTY and backend.sent == []
+    assert {e.status.code for e in resp.entries} == {d.MESSAGE_BODY_EMPTY}
+    # what would go to several queues is refused (the official clients never send it)
+    other_topic = _msg()
+    other_topic.topic.name = "audit"
+    for mixed in (
+        [_fifo(0, "g1"), _fifo(1, "g2")],
+        [_fifo(0), _msg()],
+        [_msg(), other_topic],
+    ):
+        resp = svc.SendMessage(s.SendMessageRequest(messages=mixed), _signed())
+        assert resp.status.code == d.BAD_REQUEST, mixed
+    too_many = [_msg() for _ in range(1025)]
+    assert svc.SendMessage(s.SendMessageRequest(messages=too_many), _signed()).status.code == d.BAD_REQUEST
+    ctx = FakeContext(list(header("app", SECRET, date_of(CAPTURED_MS))), left_s=0.1)
+    assert svc.SendMessage(s.SendMessageRequest(messages=batch), ctx).status.code == d.PROXY_TIMEOUT
+    assert backend.sent == []
+    backend.route_of = TopicRoute("orders", (GroupRoute("a", "c", 2, 2, "r", ()),))  # no writable queue
+    assert svc.SendMessage(s.SendMessageRequest(messages=batch), _signed()).status.code == d.TOPIC_NOT_FOUND
+
+
+def test_the_clusters_refusal_of_the_proxys_account_is_an_internal_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = FakeBackend()
+    svc = _service(tmp_path, backend)
+    req = s.SendMessageRequest(messages=[_msg()])
+    for err in (
+        UnauthenticatedError("proxy key rejected by 10.0.0.1:1"),
+        PermissionDeniedError("at 10.0.0.1:1"),
+    ):
+        backend.fail = err
+        with caplog.at_level("ERROR", logger="core.rocketmq.service"):
+            resp = svc.SendMessage(req, _signed())
+        assert resp.status.code == d.INTERNAL_SERVER_ERROR and "10.0.0.1" not in resp.status.message
+        assert "10.0.0.1" in caplog.text  # the operator learns it, in the proxy's log
+        caplog.clear()
+    backend.fail = BrokerUnavailableError("no master at 10.0.0.1:1")
+    resp = svc.SendMessage(req, _signed())
+    assert resp.status.code == d.HA_NOT_AVAILABLE and "10.0.0.1" not in resp.status.message
+
+
+def test_an_unproven_caller_is_refused_before_its_request_is_read(tmp_path: Path) -> None:
+    svc = _service(tmp_path, FakeBackend())
+    nameless = _msg()
+    nameless.topic.name = ""
+    resp = svc.SendMessage(s.SendMessageRequest(messages=[nameless]), FakeContext())
+    assert resp.status.code == d.UNAUTHORIZED
+
+
+def _endpoints(scheme: int, *addresses: tuple[str, int]) -> d.Endpoints:
+    return d.Endpoints(scheme=scheme, addresses=[d.Address(host=h, port=p) for h, p in addresses])  # type: ignore[arg-type]
+
+
+def test_routes_name_the_endpoints_the_client_asked_with_when_well_formed(tmp_path: Path) -> None:
+    svc = _service(tmp_path, FakeBackend())
+    own = routes.endpoints("127.0.0.1:8081")
+    good = [
+        _endpoints(d.DOMAIN_NAME, ("mq.example.com", 443)),
+        _endpoints(d.IPv4, ("192.0.2.1", 8081), ("192.0.2.2", 8081)),
+        _endpoints(d.IPv6, ("2001:db8::1", 8081)),
+    ]
+    bad = [
+        _endpoints(d.DOMAIN_NAME, ("a.example", 1), ("b.example", 1)),  # a domain name comes alone
+        _endpoints(d.IPv4, ("mq.example.com", 1)),  # not of its scheme
+        _endpoints(d.IPv4, ("192.0.2.1", 0)),
+        _endpoints(d.IPv6, ("192.0.2.1", 1)),
+        _endpoints(d.DOMAIN_NAME, ("bad host/x", 1)),
+        _endpoints(d.IPv4, *[("192.0.2.1", 1)] * 17),
+        d.Endpoints(),
+    ]
+    for asked, expected in [(e, e) for e in good] + [(e, own) for e in bad]:
+        req = s.QueryRouteRequest(topic=d.Resource(name="orders"), endpoints=asked)
+        got = svc.QueryRoute(req, _signed())
+        assert got.status.code == d.OK
+        assert all(q.broker.endpoints == expected for q in got.message_queues), asked
+
+
+def test_route_telemetry_and_unimplemented_rpcs(tmp_path: Path) -> None:
+    svc = _service(tmp_path, FakeBackend())
+    route = svc.QueryRoute(s.QueryRouteRequest(topic=d.Resource(name="orders")), _signed())
+    assert route.status.code == d.OK and len(route.message_queues) == 4
+    missing = svc.QueryRoute(s.QueryRouteRequest(topic=d.Resource(name="nope")), _signed())
+    assert missing.status.code == d.TOPIC_NOT_FOUND
+    settings = d.Settings(client_type=d.PRODUCER)
+
+    def commands() -> Iterator[s.TelemetryCommand]:
+        yield s.TelemetryCommand(settings=settings)
+        yield s.TelemetryCommand(settings=settings)
+
+    answers = list(svc.Telemetry(commands(), _signed()))
+    assert [a.status.code for a in answers] == [d.OK, d.OK]
+    assert answers[0].settings.publishing.max_body_size == 1024
+
+    def cancelled() -> Iterator[s.TelemetryCommand]:
+        yield s.TelemetryCommand(settings=settings)
+        raise grpc.RpcError()  # what gRPC's request iterator raises once the client cancels
+
+    assert [a.status.code for a in svc.Telemetry(cancelled(), _signed())] == [d.OK]  # ends quietly
+    refused = list(svc.Telemetry(iter(()), FakeContext()))
+    assert [a.status.code for a in refused] == [d.UNAUTHORIZED]
+    assert svc.Heartbeat(s.HeartbeatRequest(group=d.Resource(name="billing")), _signed()).status.code == d.OK
+    assert svc.Heartbeat(s.HeartbeatRequest(group=d.Resource(name="x")), _signed()).status.code == d.FORBIDDEN
+    assert svc.NotifyClientTermination(s.NotifyClientTerminationRequest(), _signed()).status.code == d.OK
+    assert svc.AckMessage(s.AckMessageRequest(), _signed()).status.code == d.NOT_IMPLEMENTED
+    assert svc.EndTransaction(s.EndTransactionRequest(), _signed()).status.code == d.NOT_IMPLEMENTED
+    frames = list(svc.ReceiveMessage(s.ReceiveMessageRequest(), _signed()))
+    assert [f.status.code for f in frames] == [d.NOT_IMPLEMENTED]
+    assert svc.QueryAssignment(s.QueryAssignmentRequest(), FakeContext()).status.code == d.UNAUTHORIZED
