@@ -67,9 +67,10 @@ class FakePool:
         return FakeConn(FakeStub(self.answers, self.calls, address))
 
 
-def _client(
-    routes: list[TopicRoute], answers: dict[str, list[Any]]
-) -> tuple[PopClient, FakePool, FakeRoutes]:
+Answers = dict[str, list[Any]]
+
+
+def _client(routes: list[TopicRoute], answers: Answers) -> tuple[PopClient, FakePool, FakeRoutes]:
     r, pool = FakeRoutes(routes), FakePool(answers)
     return PopClient(r, pool, clock=lambda: 0.0), pool, r  # type: ignore[arg-type]
 
