@@ -76,3 +76,19 @@ def decode_handle(key: bytes, handle: str) -> Receipt:
         return Receipt(broker, group, topic, int(queue), int(offset), int(gen))
     except ValueError:  # a valid MAC over a bad body: issued by a broken peer
         raise InvalidReceiptError("the receipt handle is malformed") from None
+
+
+def broker_of(handle: str) -> str:
+    """The broker group a handle names (in clear text before its MAC), to
+    route it to that group's master, which checks the MAC; raises
+    InvalidReceiptError when it is not shaped as a handle."""
+    parts = handle.split(".") if isinstance(handle, str) and len(handle) <= MAX_HANDLE else []
+    try:
+        if len(parts) != 3 or parts[0] != PREFIX:
+            raise ValueError("shape")
+        broker = _unb64(parts[1]).decode().split("|")[0]
+    except (ValueError, UnicodeError):
+        raise InvalidReceiptError("not a receipt handle of this cluster") from None
+    if not broker:
+        raise InvalidReceiptError("not a receipt handle of this cluster")
+    return broker

@@ -36,6 +36,7 @@ MIN_INVISIBLE_MS = 1_000
 MAX_INVISIBLE_MS = 12 * 3600 * 1000  # the brokers' limit (master/popper.py), RocketMQ's too
 ALL = "*"
 MAX_TAGS_CHARS = 4096
+MAX_BATCH = 32  # messages per receive: the official clients' most (a larger ask gets this many)
 
 
 def message_of(record: Record, attempt: int, handle: str, invisible_ms: int, store_host: str) -> d.Message:

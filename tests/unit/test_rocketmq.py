@@ -359,7 +359,12 @@ def test_proxy_config_is_checked_before_anything_starts(
     # Telemetry streams must leave threads for other calls (the proxy's default: 256 workers)
     with pytest.raises(ConfigError, match=r"proxy\.max_telemetry_streams"):
         wiring("proxy.namesrv=127.0.0.1:9876", "server.max_workers=64", "proxy.max_telemetry_streams=64")
-    wiring("proxy.namesrv=127.0.0.1:9876", "proxy.max_telemetry_streams=255")
+    wiring("proxy.namesrv=127.0.0.1:9876", "proxy.max_telemetry_streams=223")  # 223 + 32 receives < 256
+    # so must the held receives, together with them
+    with pytest.raises(ConfigError, match=r"proxy\.max_telemetry_streams"):
+        wiring("proxy.namesrv=127.0.0.1:9876", "proxy.max_telemetry_streams=200", "proxy.max_receives=56")
+    with pytest.raises(ConfigError, match=r"proxy\.auto_renew_invisible_ms"):
+        wiring("proxy.namesrv=127.0.0.1:9876", "proxy.auto_renew_invisible_ms=10")
     # a proxy holding an account but checking none of its callers would lend that account to anyone
     profile = tmp_path / "profile.toml"
     profile.write_text(
