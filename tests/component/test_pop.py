@@ -28,7 +28,8 @@ from tests.helpers.nodes import Nodes, nodes
 pytestmark = pytest.mark.component
 __all__ = ["nodes"]  # the fixture
 T, G = "orders", "g"
-SETTINGS = {"broker.pop_max_attempts": 2}
+# the revive pass commits a group's offset on every pass (its cadence is a unit test's)
+SETTINGS = {"broker.pop_max_attempts": 2, "broker.pop_commit_interval_ms": 0}
 
 
 class Client:
