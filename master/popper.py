@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from core.errors import (
@@ -272,13 +272,42 @@ class Popper:
         return r
 
     def ack(self, group: str, topic: str, handle: str) -> None:
-        check_client_group(group)
-        r = self.receipt(group, topic, handle)
+        (error,) = self.ack_all(group, topic, [handle])
+        if error is not None:
+            raise error
+
+    def ack_all(self, group: str, topic: str, handles: Sequence[str]) -> list[TailraceError | None]:
+        """Ack every handle that names a live hand-out: one `ack` record per
+        queue, one wait for the slaves. Per handle, in order: None (acked) or
+        why not (INVALID_RECEIPT_HANDLE: acked already, handed out again since,
+        not this broker group's; INVALID_ARGUMENT: the group). A failed write
+        fails the call (an earlier queue's acks may be stored: their retries
+        then answer INVALID_RECEIPT_HANDLE, acked already)."""
+        try:
+            check_client_group(group)
+        except InvalidArgumentError as exc:
+            return [exc] * len(handles)
+        results: list[TailraceError | None] = [None] * len(handles)
+        by_queue: dict[Key, list[tuple[int, Receipt]]] = {}
+        for i, handle in enumerate(handles):
+            try:
+                r = self.receipt(group, topic, handle)
+            except InvalidReceiptError as exc:
+                results[i] = exc
+                continue
+            by_queue.setdefault((r.group, r.topic, r.queue), []).append((i, r))
+        wrote = False
         with self.leader._writing(), self._lock:
-            self.leader.core.store.append_system(
-                "pop", self.table.plan_ack((r.group, r.topic, r.queue), r.offset, r.gen)
-            )
-        self._confirm("acked")
+            for key, items in by_queue.items():
+                plan, errors = self.table.plan_acks(key, [(r.offset, r.gen) for _, r in items])
+                for (i, _), error in zip(items, errors, strict=True):
+                    results[i] = error
+                if plan is not None:
+                    self.leader.core.store.append_system("pop", plan)
+                    wrote = True
+        if wrote:
+            self._confirm("acked")
+        return results
 
     def change_invisible(self, group: str, topic: str, handle: str, invisible_ms: int) -> tuple[str, int]:
         """Move a popped message's deadline to now + `invisible_ms`; returns its

@@ -224,6 +224,40 @@ def test_refusals(broker: Broker) -> None:
     broker.popper.ack(G, T, m.handle)
 
 
+def test_acks_of_a_call_are_one_record_per_queue_and_one_wait(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AckPop's handles (review risk 13): one `ack` record per queue per
+    call, not per handle, one wait for the slaves, and per handle, in the
+    request's order, acked or why not; a stale one does not stop the others."""
+    broker.send(b"a", b"b", b"c")
+    broker.send(b"x", b"y", queue=1)
+    q0 = broker.pop(inv=1000).messages
+    q1 = broker.pop(queue=1).messages
+    broker.popper.ack(G, T, q0[2].handle)
+    broker.clock[0] += 1000
+    again = broker.pop(1, inv=1000).messages  # offset 0 again: its first handle is stale
+    waits: list[str] = []
+    monkeypatch.setattr(broker.popper, "_confirm", waits.append)
+    at = broker.core.store.commitlog.max_offset
+    handles = [
+        q1[1].handle, q0[0].handle, q0[1].handle, "forged", q0[2].handle, again[0].handle, q1[0].handle
+    ]  # fmt: skip
+    errors = broker.popper.ack_all(G, T, handles)
+    assert [None if e is None else e.code for e in errors] == [
+        None, "INVALID_RECEIPT_HANDLE", None, "INVALID_RECEIPT_HANDLE", "INVALID_RECEIPT_HANDLE", None, None
+    ]  # fmt: skip
+    assert "handed out again" in str(errors[1]) and "acked?" in str(errors[4])
+    records = [(p["op"], p["queue"], p["o"]) for p in broker.core.store.system_payloads("pop", at)]
+    assert records == [("ack", 1, [1, 0]), ("ack", 0, [1, 0])]
+    assert waits == ["acked"]
+    assert broker.core.pops.inflight(G) == 0
+    end = broker.core.store.commitlog.max_offset
+    (stale,) = broker.popper.ack_all(G, T, [again[0].handle])  # acked already
+    assert stale is not None and stale.code == "INVALID_RECEIPT_HANDLE"
+    assert waits == ["acked"] and broker.core.store.commitlog.max_offset == end  # nothing written: no wait
+
+
 def test_any_queue(broker: Broker) -> None:
     broker.send(b"q0")
     broker.send(b"q1", queue=1)
