@@ -23,6 +23,7 @@ from core.security.tls import TlsSection
 from core.store.config import StoreConfig
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+DAY_MS = 24 * 3600 * 1000
 MAX_CONTROLLERS = 16  # broker.controller: a controller per nameserver is a handful, never more
 
 
@@ -80,6 +81,13 @@ class BrokerSection:
         default=16,
         metadata=_doc("deliveries of a popped message before it goes to %DLQ%<group> (as push consumers)"),
     )
+    pop_commit_interval_ms: int = field(
+        default=5000,
+        metadata=_doc(
+            "the pop revive pass commits a queue's group offset at most this often "
+            "(each commit rewrites offsets.json); 0: on every pass"
+        ),
+    )
 
     @property
     def nameservers(self) -> list[str]:
@@ -129,6 +137,11 @@ class BrokerSection:
         except InvalidArgumentError as exc:
             raise ConfigError(f"{prefix}.retry_delays", exc.message) from exc
         require(1 <= self.pop_max_attempts <= 1000, f"{prefix}.pop_max_attempts", "must be in 1..1000")
+        require(
+            0 <= self.pop_commit_interval_ms <= DAY_MS,
+            f"{prefix}.pop_commit_interval_ms",
+            f"must be in 0..{DAY_MS} (a day)",
+        )
         if self.role is Role.SLAVE and not self.controller:
             require(bool(self.master), f"{prefix}.master", "a slave needs its master's address")
         if self.master:

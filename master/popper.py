@@ -13,7 +13,10 @@ with attempt + 1); one delivered `pop_max_attempts` times goes to
 `%DLQ%<group>` (the push consumers' dead-letter topic) and is acked. It also
 moves the group's committed offset up to each queue's commit point, through
 the log like any commit, so a group's progress shows where pulls and
-QueryOffset look, and a pop state lost to retention restarts there.
+QueryOffset look, and a pop state lost to retention restarts there. Each
+commit rewrites offsets.json under the store's write lock, so a queue's is
+written at most every `broker.pop_commit_interval_ms` (the first one that
+long after the pass first sees the point ahead), and only when it moves.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from core.errors import (
@@ -73,6 +76,8 @@ class Popper:
         self.tick_s = tick_s
         core = leader.core
         self.max_attempts = core.config.broker.pop_max_attempts
+        self.commit_interval_ms = core.config.broker.pop_commit_interval_ms
+        self._commit_due: dict[Key, int] = {}  # per queue: the clock's ms from which it may commit again
         self.key = handle_key(core.config.replication.resolved_secret(), core.broker_name)
         self.dead_lettered = 0
         self._lock = threading.Lock()
@@ -267,13 +272,42 @@ class Popper:
         return r
 
     def ack(self, group: str, topic: str, handle: str) -> None:
-        check_client_group(group)
-        r = self.receipt(group, topic, handle)
+        (error,) = self.ack_all(group, topic, [handle])
+        if error is not None:
+            raise error
+
+    def ack_all(self, group: str, topic: str, handles: Sequence[str]) -> list[TailraceError | None]:
+        """Ack every handle that names a live hand-out: one `ack` record per
+        queue, one wait for the slaves. Per handle, in order: None (acked) or
+        why not (INVALID_RECEIPT_HANDLE: acked already, handed out again since,
+        not this broker group's; INVALID_ARGUMENT: the group). A failed write
+        fails the call (an earlier queue's acks may be stored: their retries
+        then answer INVALID_RECEIPT_HANDLE, acked already)."""
+        try:
+            check_client_group(group)
+        except InvalidArgumentError as exc:
+            return [exc] * len(handles)
+        results: list[TailraceError | None] = [None] * len(handles)
+        by_queue: dict[Key, list[tuple[int, Receipt]]] = {}
+        for i, handle in enumerate(handles):
+            try:
+                r = self.receipt(group, topic, handle)
+            except InvalidReceiptError as exc:
+                results[i] = exc
+                continue
+            by_queue.setdefault((r.group, r.topic, r.queue), []).append((i, r))
+        wrote = False
         with self.leader._writing(), self._lock:
-            self.leader.core.store.append_system(
-                "pop", self.table.plan_ack((r.group, r.topic, r.queue), r.offset, r.gen)
-            )
-        self._confirm("acked")
+            for key, items in by_queue.items():
+                plan, errors = self.table.plan_acks(key, [(r.offset, r.gen) for _, r in items])
+                for (i, _), error in zip(items, errors, strict=True):
+                    results[i] = error
+                if plan is not None:
+                    self.leader.core.store.append_system("pop", plan)
+                    wrote = True
+        if wrote:
+            self._confirm("acked")
+        return results
 
     def change_invisible(self, group: str, topic: str, handle: str, invisible_ms: int) -> tuple[str, int]:
         """Move a popped message's deadline to now + `invisible_ms`; returns its
@@ -325,27 +359,42 @@ class Popper:
         committed offsets up to the commit points; returns how many were
         dead-lettered."""
         done = 0
-        for key, offset, entry in self.table.expired(self.clock()):
+        now = self.clock()
+        for key, offset, entry in self.table.expired(now):
             if entry.attempt < self.max_attempts:
                 continue
             try:
                 done += self._dead_letter(key, offset, entry.gen, entry.attempt)
             except TailraceError as exc:
                 self._warn("pop: %s/%s queue %d offset %d not dead-lettered yet: %s", *key, offset, exc)
-        for key in self.table.queues():
+        keys = self.table.queues()
+        for key in keys:
             try:
                 self._drop_removed(key)
             except TailraceError as exc:
                 self._warn("pop: %s/%s queue %d: %s", *key, exc)
-            point = self.table.commit_point(key)
-            committed = self.leader.core.offsets.query(*key)
-            if point is not None and (committed is None or point > committed):
-                try:
-                    self.leader.commit_offset(*key, point, internal=True)
-                except TailraceError as exc:
-                    self._warn("pop: committing %s/%s queue %d at %d failed: %s", *key, point, exc)
+            self._commit(key, now)
+        for key in self._commit_due.keys() - set(keys):  # queues the table forgot (a cut tail)
+            del self._commit_due[key]
         self.dead_lettered += done
         return done
+
+    def _commit(self, key: Key, now: int) -> None:
+        """Commit the group's offset at the queue's commit point if that moves
+        it, at most every `commit_interval_ms` per queue."""
+        point = self.table.commit_point(key)
+        committed = self.leader.core.offsets.query(*key)
+        if point is None or (committed is not None and point <= committed):
+            return  # a commit that moves nothing is never written
+        due = self._commit_due.setdefault(key, now + self.commit_interval_ms)
+        if now < due <= now + self.commit_interval_ms:  # (a clock stepped back: due now)
+            return
+        try:
+            self.leader.commit_offset(*key, point, internal=True)
+        except TailraceError as exc:  # retried next pass
+            self._warn("pop: committing %s/%s queue %d at %d failed: %s", *key, point, exc)
+            return
+        self._commit_due[key] = now + self.commit_interval_ms
 
     def _warn(self, fmt: str, *args: object) -> None:
         """A revive failure (retried every tick): logged every LOG_EVERY_S at most."""

@@ -15,7 +15,7 @@ import grpc
 
 from core.broker.core import BrokerCore
 from core.broker.role import SendOutcome
-from core.errors import InvalidArgumentError, InvalidReceiptError, NotMasterError
+from core.errors import NotMasterError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.pull import PullArgs
@@ -229,16 +229,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         )
 
     def AckPop(self, request: pb.AckPopRequest, context: grpc.ServicerContext) -> pb.AckPopResponse:
-        popper = self.core.leader().popper
-        results = []
-        for handle in request.receipt_handles:
-            try:
-                popper.ack(request.group, request.topic, handle)
-                results.append(pb.AckPopResult(receipt_handle=handle))
-            except (InvalidReceiptError, InvalidArgumentError) as exc:  # this handle; others fail the call
-                results.append(
-                    pb.AckPopResult(receipt_handle=handle, error_code=exc.code, detail=exc.message)
-                )
+        handles = list(request.receipt_handles)
+        errors = self.core.leader().popper.ack_all(request.group, request.topic, handles)
+        results = [
+            pb.AckPopResult(receipt_handle=h)
+            if e is None
+            else pb.AckPopResult(receipt_handle=h, error_code=e.code, detail=e.message)
+            for h, e in zip(handles, errors, strict=True)
+        ]
         return pb.AckPopResponse(results=results, served_by=self.core.broker_id)
 
     def ChangeInvisible(

@@ -4,10 +4,11 @@ implementation is master/popper.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from core.errors import TailraceError
 from core.record import Record
 from core.redirect import Advice
 
@@ -41,5 +42,7 @@ class PopOps(Protocol):
     ) -> PopResult: ...
 
     def ack(self, group: str, topic: str, handle: str) -> None: ...
+
+    def ack_all(self, group: str, topic: str, handles: Sequence[str]) -> list[TailraceError | None]: ...
 
     def change_invisible(self, group: str, topic: str, handle: str, invisible_ms: int) -> tuple[str, int]: ...

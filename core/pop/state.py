@@ -28,7 +28,7 @@ that a failover cut away never matches an entry the new master issued.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,9 +196,37 @@ class PopTable:
 
     def plan_ack(self, key: Key, offset: int, gen: int) -> dict[str, Any]:
         """The `pop` record acking `offset`; InvalidReceiptError for a stale generation."""
+        plan, (error,) = self.plan_acks(key, [(offset, gen)])
+        if error is not None:
+            raise error
+        assert plan is not None
+        return plan
+
+    def plan_acks(
+        self, key: Key, receipts: Sequence[tuple[int, int]]
+    ) -> tuple[dict[str, Any] | None, list[InvalidReceiptError | None]]:
+        """One `pop` record acking every live (offset, generation) of
+        `receipts` (None: none is), and per receipt, in order, None or why it
+        is refused (a stale generation; an offset named twice: the second)."""
+        acked: list[int] = []
+        errors: list[InvalidReceiptError | None] = []
         with self.lock:
-            self._live(key, offset, gen)
-            return {"op": "ack", "group": key[0], "topic": key[1], "queue": key[2], "o": [offset]}
+            for offset, gen in receipts:
+                try:
+                    if offset in acked:
+                        raise InvalidReceiptError(
+                            f"offset {offset} of {key[1]!r} queue {key[2]} is acked by an earlier "
+                            "receipt handle of this call"
+                        )
+                    self._live(key, offset, gen)
+                except InvalidReceiptError as exc:
+                    errors.append(exc)
+                    continue
+                acked.append(offset)
+                errors.append(None)
+        if not acked:
+            return None, errors
+        return {"op": "ack", "group": key[0], "topic": key[1], "queue": key[2], "o": acked}, errors
 
     def plan_change(
         self, key: Key, offset: int, gen: int, invisible_ms: int, now_ms: int, gen_floor: int = 0

@@ -90,12 +90,57 @@ def test_pop_ack_and_the_committed_offset_follows(broker: Broker) -> None:
     assert broker.pop().messages == []  # all in flight
     broker.popper.ack(G, T, got[1].handle)
     broker.popper.revive_once()
+    broker.clock[0] += broker.popper.commit_interval_ms  # (a commit waits that long: see below)
+    broker.popper.revive_once()
     assert broker.core.offsets.query(G, T, 0) == 0  # offset 0 is not acked: the commit point waits
     broker.popper.ack(G, T, got[0].handle)
+    broker.clock[0] += broker.popper.commit_interval_ms
     broker.popper.revive_once()
     assert broker.core.offsets.query(G, T, 0) == 2
     with pytest.raises(InvalidReceiptError):
         broker.popper.ack(G, T, got[0].handle)  # acked already
+
+
+def test_revive_commits_a_queue_at_most_once_per_interval(broker: Broker) -> None:
+    """Each commit rewrites offsets.json under the store's write lock: the
+    revive pass writes a queue's at most every pop_commit_interval_ms (the
+    first that long after it first sees the point ahead), and never one
+    that moves nothing (review risk 8)."""
+    popper = broker.popper
+    popper.close()  # the revive pass by hand only
+    interval = popper.commit_interval_ms
+    assert interval == 5000  # the default
+    broker.send(b"a", b"b", b"c")
+    got = broker.pop(3).messages
+    log_end = broker.core.store.commitlog.max_offset
+    popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) is None  # first seen now: due in `interval`
+    broker.clock[0] += interval - 1
+    popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) is None
+    assert broker.core.store.commitlog.max_offset == log_end  # nothing written
+    broker.clock[0] += 1
+    popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 0
+    popper.ack(G, T, got[0].handle)
+    popper.revive_once()
+    broker.clock[0] += interval - 1
+    popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 0  # moved, but committed a moment ago
+    broker.clock[0] += 1
+    popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 1
+    log_end = broker.core.store.commitlog.max_offset
+    broker.clock[0] += 10 * interval
+    popper.revive_once()
+    assert broker.core.store.commitlog.max_offset == log_end  # it moves nothing: not written
+    popper.ack(G, T, got[1].handle)
+    popper.revive_once()  # idle a long while: due at once
+    assert broker.core.offsets.query(G, T, 0) == 2
+    broker.clock[0] -= 60 * interval  # the wall clock stepped back: not stuck for an hour
+    popper.ack(G, T, got[2].handle)
+    popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 3
 
 
 def test_redelivery_after_the_invisible_time_counts_the_attempt(broker: Broker) -> None:
@@ -144,6 +189,7 @@ def test_dead_letter_after_max_attempts(broker: Broker) -> None:
     (rec,) = iter_records(dlq.data, verify=False)
     assert (rec.body, rec.properties[RECONSUME_TIMES]) == (b"poison", "3")
     assert broker.core.pops.inflight(G) == 0
+    broker.clock[0] += broker.popper.commit_interval_ms
     broker.popper.revive_once()
     assert broker.core.offsets.query(G, T, 0) == 2
     assert broker.popper.revive_once() == 0
@@ -176,6 +222,40 @@ def test_refusals(broker: Broker) -> None:
     with pytest.raises(InvalidArgumentError):  # the broker's own groups
         broker.popper.pop("%SCHEDULER%", T, 0, 1, 1000)
     broker.popper.ack(G, T, m.handle)
+
+
+def test_acks_of_a_call_are_one_record_per_queue_and_one_wait(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AckPop's handles (review risk 13): one `ack` record per queue per
+    call, not per handle, one wait for the slaves, and per handle, in the
+    request's order, acked or why not; a stale one does not stop the others."""
+    broker.send(b"a", b"b", b"c")
+    broker.send(b"x", b"y", queue=1)
+    q0 = broker.pop(inv=1000).messages
+    q1 = broker.pop(queue=1).messages
+    broker.popper.ack(G, T, q0[2].handle)
+    broker.clock[0] += 1000
+    again = broker.pop(1, inv=1000).messages  # offset 0 again: its first handle is stale
+    waits: list[str] = []
+    monkeypatch.setattr(broker.popper, "_confirm", waits.append)
+    at = broker.core.store.commitlog.max_offset
+    handles = [
+        q1[1].handle, q0[0].handle, q0[1].handle, "forged", q0[2].handle, again[0].handle, q1[0].handle
+    ]  # fmt: skip
+    errors = broker.popper.ack_all(G, T, handles)
+    assert [None if e is None else e.code for e in errors] == [
+        None, "INVALID_RECEIPT_HANDLE", None, "INVALID_RECEIPT_HANDLE", "INVALID_RECEIPT_HANDLE", None, None
+    ]  # fmt: skip
+    assert "handed out again" in str(errors[1]) and "acked?" in str(errors[4])
+    records = [(p["op"], p["queue"], p["o"]) for p in broker.core.store.system_payloads("pop", at)]
+    assert records == [("ack", 1, [1, 0]), ("ack", 0, [1, 0])]
+    assert waits == ["acked"]
+    assert broker.core.pops.inflight(G) == 0
+    end = broker.core.store.commitlog.max_offset
+    (stale,) = broker.popper.ack_all(G, T, [again[0].handle])  # acked already
+    assert stale is not None and stale.code == "INVALID_RECEIPT_HANDLE"
+    assert waits == ["acked"] and broker.core.store.commitlog.max_offset == end  # nothing written: no wait
 
 
 def test_any_queue(broker: Broker) -> None:

@@ -108,6 +108,24 @@ def test_change_invisible_gives_a_new_generation() -> None:
     assert [o for _, o, _ in m.table.expired(10)] == [1]
 
 
+def test_acks_of_one_queue_are_one_record_and_refusals_stay_per_receipt() -> None:
+    m = Master()
+    got = m.pop(end=5, n=4, inv=100, now=0)
+    m.ack(3, got[3].gen)
+    again = m.pop(end=5, n=1, inv=100, now=100)  # 0 and 1 come back: their first handles are stale
+    assert [(p.offset, p.attempt) for p in again] == [(0, 2)]
+    receipts = [(2, got[2].gen), (0, got[0].gen), (3, got[3].gen), (0, again[0].gen), (2, got[2].gen)]
+    plan, errors = m.table.plan_acks(K, receipts)
+    assert plan is not None and plan["o"] == [2, 0]  # one record for the queue, in the call's order
+    assert [e is None for e in errors] == [True, False, False, True, False]
+    assert "handed out again" in str(errors[1])
+    assert "not in flight (acked?)" in str(errors[2])
+    assert "earlier receipt handle of this call" in str(errors[4])
+    m._write(plan)
+    assert m.table.commit_point(K) == 1 and snapshot(m.replica) == snapshot(m.table)
+    assert m.table.plan_acks(K, [(0, got[0].gen)])[0] is None  # nothing live: no record
+
+
 def test_bounds_refuse_with_a_clear_error() -> None:
     m = Master(per_queue=3, per_group=5)
     assert len(m.pop(end=10, n=10, inv=100, now=0)) == 3
