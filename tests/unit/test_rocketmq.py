@@ -330,6 +330,27 @@ def test_the_limit_is_asked_of_the_proxys_cluster_only() -> None:
     assert [g.broker_name for g in groups_of(answer, "")] == ["a", "b"]
 
 
+def test_consumers_are_told_the_masters_least_pop_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.profile import Profile
+    from deploy.proxy_backend import ClusterBackend, body_limit
+
+    monkeypatch.delenv("TAILRACE_PROFILE", raising=False)
+    backend = ClusterBackend(["127.0.0.1:1"], Profile.resolve(None), 1000)
+    try:
+        assert backend.max_attempts(16) == 16  # none told yet
+        told = [
+            {"max_message_bytes": 2 << 20, "pop_max_attempts": 5},
+            {"max_message_bytes": 4 << 20, "pop_max_attempts": 3},
+            {},  # a master of an older version tells neither
+        ]
+        monkeypatch.setattr(backend, "_masters_limits", lambda: told)
+        backend.refresh_limit()
+        assert backend.max_attempts(16) == 3  # the first to dead-letter decides
+        assert backend.max_body_bytes() == body_limit([2 << 20, 4 << 20], 0)
+    finally:
+        backend.close()
+
+
 def test_proxy_config_is_checked_before_anything_starts(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
