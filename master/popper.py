@@ -44,6 +44,7 @@ from core.pull import PullArgs
 from core.record import Message, Record, iter_records, validate_topic
 from core.redirect import NO_ADVICE, Advice
 from core.retry import ORIGIN_TOPIC, RECONSUME_TIMES, check_client_group, dlq_topic
+from core.subscription import Subscription
 
 if TYPE_CHECKING:
     from master.leader import LeaderRole
@@ -102,12 +103,17 @@ class Popper:
         invisible_ms: int,
         wait_ms: int = 0,
         alive: Callable[[], bool] = lambda: True,
+        tag_expression: str = "",
     ) -> PopResult:
         """Hand out up to `max_messages` of `topic` (queue `queue_id`, or -1:
         any) to `group`, invisible to other pops for `invisible_ms`; with
-        nothing to hand out, wait up to `wait_ms` (capped by pull.max_wait_ms)."""
+        nothing to hand out, wait up to `wait_ms` (capped by pull.max_wait_ms).
+        `tag_expression` ("" or "*": every message; else "TagA || TagB"):
+        the messages it does not match are not handed out and count as
+        consumed for the group (as in RocketMQ's pop)."""
         check_client_group(group)
         validate_topic(topic)
+        sub = Subscription.parse(tag_expression)
         count = self.leader.core.store.topics.queue_count(topic)
         if count is None:
             raise UnknownTopicError(f"topic {topic!r} does not exist")
@@ -126,7 +132,7 @@ class Popper:
             core.pulls_not_held += 1
             wait_ms = 0
         try:
-            return self._pop_waiting(group, topic, queues, max_messages, invisible_ms, wait_ms, alive)
+            return self._pop_waiting(group, topic, queues, max_messages, invisible_ms, wait_ms, alive, sub)
         finally:
             if wait_ms > 0:
                 core.release_hold()
@@ -140,11 +146,12 @@ class Popper:
         invisible_ms: int,
         wait_ms: int,
         alive: Callable[[], bool],
+        sub: Subscription,
     ) -> PopResult:
         deadline = time.monotonic() + min(wait_ms, self.leader.core.config.pull.max_wait_ms) / 1000
         held = False
         while True:
-            got = self._pop_once(group, topic, queues, max_messages, invisible_ms)
+            got = self._pop_once(group, topic, queues, max_messages, invisible_ms, sub)
             left = deadline - time.monotonic()
             if got or left <= 0 or not alive():
                 advice = self._advice(group, topic, queues[0]) if len(queues) == 1 else NO_ADVICE
@@ -175,7 +182,13 @@ class Popper:
         return [(self._rr + i) % count for i in range(count)]
 
     def _pop_once(
-        self, group: str, topic: str, queues: list[int], max_messages: int, invisible_ms: int
+        self,
+        group: str,
+        topic: str,
+        queues: list[int],
+        max_messages: int,
+        invisible_ms: int,
+        sub: Subscription,
     ) -> list[PoppedMessage]:
         leader = self.leader
         core = leader.core
@@ -199,30 +212,38 @@ class Popper:
                 # out what the answer cannot carry (its attempts would burn unseen)
                 first = not out  # the answer's first message goes whatever its size
                 by_offset: dict[int, tuple[Record, bytes] | None] = {}
-                again = self.table.again(key, now, self.max_attempts)[:want]
-                for o in again:
+                stopped = False  # by the budget
+                for o in self.table.again(key, now, self.max_attempts)[:want]:
                     got = self._read_one(topic, q, o)
+                    if got is not None and not sub.matches(got[0].tags):
+                        continue  # another expression's hand-out: left to a pop it matches
                     size = 0 if got is None else len(got[1]) + HANDLE_BYTES
                     if size > budget and not (first and not by_offset):
+                        stopped = True
                         break
                     by_offset[o] = got
                     budget -= size
                 fresh: list[tuple[Record, bytes]] = []
-                if len(by_offset) == len(again) < want and budget > 0:
+                end = cursor  # what this pop hands out or passes ends here
+                if not stopped and len(by_offset) < want and budget > 0:
                     room = min(budget, POP_READ_BYTES)
                     read = store.read(
-                        topic, q, cursor, want - len(by_offset), room, None, leader.visible_end()
+                        topic, q, cursor, want - len(by_offset), room, sub.hash_filter(), leader.visible_end()
                     )
+                    end = max(cursor, read.next_queue_offset)
                     for r, raw in _split(read.data):
+                        if not sub.matches(r.tags):
+                            continue  # (a tag hash collision): passed, consumed
                         if len(raw) + HANDLE_BYTES > budget and not (first and not by_offset and not fresh):
+                            end = r.queue_offset
                             break
                         fresh.append((r, raw))
                         budget -= len(raw) + HANDLE_BYTES
                 try:
                     plan = self.table.plan_pop(
-                        key, start, cursor + len(fresh), max(1, len(by_offset) + len(fresh)), invisible_ms,
-                        now, gen_floor=leader.epoch << 32, max_attempts=self.max_attempts, low=lo,
-                        max_again=len(by_offset),
+                        key, start, end, max(1, len(by_offset) + len(fresh)), invisible_ms, now,
+                        gen_floor=leader.epoch << 32, max_attempts=self.max_attempts, low=lo,
+                        again=list(by_offset), take=[r.queue_offset for r, _ in fresh],
                     )  # fmt: skip
                 except QuotaExceededError as exc:
                     full = exc
@@ -234,7 +255,8 @@ class Popper:
                 st = self.table.get(key)
                 assert st is not None
                 by_offset.update((r.queue_offset, (r, raw)) for r, raw in fresh)
-                handed = [*plan["re"], *range(int(plan["from"]), int(plan["from"]) + int(plan["n"]))]
+                base, span = int(plan["from"]), int(plan["n"])
+                handed = [*plan["re"], *(base + i for i in plan.get("t", range(span)))]
                 for o in handed:
                     got = by_offset[o]
                     entry = st.inflight[o]

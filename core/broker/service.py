@@ -214,6 +214,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             request.invisible_ms,
             request.max_wait_ms,
             context.is_active,
+            request.tag_expression,
         )
         return pb.PopResponse(
             messages=[

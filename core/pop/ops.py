@@ -39,6 +39,7 @@ class PopOps(Protocol):
         invisible_ms: int,
         wait_ms: int = 0,
         alive: Callable[[], bool] = ...,
+        tag_expression: str = "",
     ) -> PopResult: ...
 
     def ack(self, group: str, topic: str, handle: str) -> None: ...

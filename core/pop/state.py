@@ -1,10 +1,13 @@
 """Pop state per (group, topic, queue): a plain state machine, no I/O, no clock.
 
-A queue's state is its cursor (the next offset never handed out) and its
-in-flight entries {offset: Entry(deadline_ms, attempt, generation)}. Every
-offset in [commit, cursor) is either in flight or acked, so acks need no
-table of their own: the commit point is the lowest in-flight offset (the
-cursor when none is), and the group's committed offset follows it.
+A queue's state is its cursor (the next offset never handed out or
+passed) and its in-flight entries {offset: Entry(deadline_ms, attempt,
+generation)}. Every offset in [commit, cursor) is either in flight or acked,
+so acks need no table of their own: the commit point is the lowest in-flight
+offset (the cursor when none is), and the group's committed offset follows
+it. A pop with a tag filter passes the offsets whose tag does not match:
+they are acked as the cursor moves past them (consumed for the group, as in
+RocketMQ's pop), in the same record.
 
 Every change is decided on the master (`plan_*`), written to the log as a
 `pop` system record, and applied from that record everywhere
@@ -19,8 +22,10 @@ invisibility takes the next one, so a receipt handle of an older hand-out
 never acks or changes a newer one. They are also what makes `apply`
 idempotent: a `pop` or `chg` whose generation is below the queue's next one
 was applied already and is skipped (a slave re-applies a chunk after a
-failed side-file write). An `ack` is idempotent by construction: an acked
-offset is below the cursor and out of flight, and nothing puts it back. A new master starts its generations at
+failed side-file write); every `pop` record takes one at least, even one
+that only passes filtered offsets. An `ack` is idempotent by construction:
+an acked offset is below the cursor and out of flight, and nothing puts it
+back. A new master starts its generations at
 `epoch << 32` at least (`gen_floor`), so a handle issued in a divergent tail
 that a failover cut away never matches an entry the new master issued.
 """
@@ -126,6 +131,8 @@ class PopTable:
         max_attempts: int = 1 << 30,
         low: int = 0,
         max_again: int = MAX_POP_BATCH,
+        again: Sequence[int] | None = None,
+        take: Sequence[int] | None = None,
     ) -> dict[str, Any] | None:
         """The `pop` record handing out up to `max_count` offsets of `key`:
         expired in-flight ones first (attempt + 1), then new ones from the
@@ -134,8 +141,12 @@ class PopTable:
         or the queue's first); `low` is the queue's first retained offset (a
         cursor below it skips what retention removed). Expired entries already
         delivered `max_attempts` times are left for the dead-letter pass; at
-        most `max_again` expired ones are taken (those the caller could read).
-        None: nothing to hand out.
+        most `max_again` expired ones are taken (those the caller could read),
+        or those of `again` that are expired (a tag filter's choice).
+        `take` (a tag filter): the offsets of [cursor, end) to hand out, in
+        order; the cursor passes the others as well, acked at once (field
+        `t`, their indexes from `from`).
+        None: nothing to hand out or pass.
         QuotaExceededError when the bounds leave no room at all."""
         if not 1 <= max_count <= MAX_POP_BATCH:
             raise InvalidArgumentError(f"a pop takes 1..{MAX_POP_BATCH} messages")
@@ -145,29 +156,47 @@ class PopTable:
             q = self._queues.get(key)
             cursor = start if q is None else q.cursor
             cursor = max(cursor, low, 0)
-            again = self.again(key, now_ms, max_attempts)[: min(max_count, max_again)]
+            expired = self.again(key, now_ms, max_attempts)
+            if again is not None:
+                wanted = set(again)
+                expired = [o for o in expired if o in wanted]
+            redo = expired[: min(max_count, max_again)]
             room = min(
                 self.max_per_queue - (0 if q is None else len(q.inflight)),
                 self.max_per_group - self.inflight(key[0]),
             )
-            new = max(0, min(max_count - len(again), end - cursor, room))
-            if not again and new == 0:
+            fits = max(0, min(max_count - len(redo), room))
+            if take is None:
+                span, picked = min(fits, max(0, end - cursor)), None
+            else:
+                offsets = [o for o in take if cursor <= o < end]
+                span = max(0, end - cursor)
+                if len(offsets) > fits:  # the cursor stops at the first that does not fit
+                    span = offsets[fits] - cursor
+                    offsets = offsets[:fits]
+                picked = (
+                    None if offsets == list(range(cursor, cursor + span)) else [o - cursor for o in offsets]
+                )
+            if not redo and span == 0:
                 if room <= 0 and end > cursor:
                     raise QuotaExceededError(self._full_why(key, q))
                 return None
             gen = max(gen_floor, 1 if q is None else q.next_gen)
-            return {
+            plan = {
                 "op": "pop",
                 "group": key[0],
                 "topic": key[1],
                 "queue": key[2],
                 "from": cursor,
-                "n": new,
-                "re": again,
+                "n": span,
+                "re": redo,
                 "dl": now_ms + invisible_ms,
                 "gen": gen,
                 "c": cursor if q is None else q.commit,
             }
+            if picked is not None:
+                plan["t"] = picked
+            return plan
 
     def _full_why(self, key: Key, q: QueueState | None) -> str:
         if q is not None and len(q.inflight) >= self.max_per_queue:
@@ -280,8 +309,11 @@ class PopTable:
     def _apply_pop(self, key: Key, p: Mapping[str, Any]) -> list[Popped]:
         start, n, dl, gen = int(p["from"]), int(p["n"]), int(p["dl"]), int(p["gen"])
         again = [int(o) for o in p["re"]]
+        picked = None if p.get("t") is None else [int(i) for i in p["t"]]
         if n < 0 or start < 0:
             raise ValueError("negative count or offset")
+        if picked is not None and (any(not 0 <= i < n for i in picked) or picked != sorted(set(picked))):
+            raise ValueError("taken offsets must be increasing and inside the span")
         q = self._queues.get(key)
         if q is not None and gen < q.next_gen:
             return []  # applied already (a slave re-applying a chunk): a no-op
@@ -305,13 +337,16 @@ class PopTable:
             q.inflight[o] = entry
             out.append(Popped(o, entry.attempt, entry.gen, dl))
         base = max(q.cursor, start)
-        for j in range(n):
+        taken = range(n) if picked is None else picked
+        for j, i in enumerate(taken):
             entry = Entry(dl, 1, gen + len(again) + j)
-            q.inflight[base + j] = entry
-            out.append(Popped(base + j, 1, entry.gen, dl))
-        self._count(key[0], n)
+            q.inflight[base + i] = entry
+            out.append(Popped(base + i, 1, entry.gen, dl))
+        self._count(key[0], len(taken))
         q.cursor = base + n
-        q.next_gen = max(q.next_gen, gen + len(again) + n)
+        # at least one generation per record, even one that hands out nothing
+        # (it only passed filtered offsets): applied again, it is skipped
+        q.next_gen = max(q.next_gen, gen + max(1, len(again) + len(taken)))
         return out
 
     def _count(self, group: str, delta: int) -> None:

@@ -105,6 +105,20 @@ def test_pop_ack_change_and_redelivery(master: BrokerNode) -> None:
     c.channel.close()
 
 
+def test_a_tag_filter_over_grpc(master: BrokerNode) -> None:
+    with Producer(master.address) as prod:
+        prod.send(T, b"tagged", queue_id=0, tags="t")
+    c = Client(master)
+    bad = pb.PopRequest(group=G, topic=T, queue_id=0, invisible_ms=1000, tag_expression="t ||")
+    with pytest.raises(grpc.RpcError) as rpc:
+        c.stub.Pop(bad, timeout=10)
+    assert dict(rpc.value.trailing_metadata())[ERROR_CODE_KEY] == "INVALID_ARGUMENT"  # type: ignore[attr-defined]
+    req = pb.PopRequest(group=G, topic=T, queue_id=0, invisible_ms=1000, tag_expression="u || t")
+    assert [body(m) for m in c.stub.Pop(req, timeout=10).messages] == [b"tagged"]
+    assert master.core.pops.commit_point((G, T, 0)) == 3  # a, b and c (no tag) consumed
+    c.channel.close()
+
+
 def test_long_poll(master: BrokerNode) -> None:
     c = Client(master)
     for m in c.pop():

@@ -46,6 +46,7 @@ GOOD: dict[str, list[Any]] = {
     "group": ["G", "H", "g", "%SCHEDULER%"],  # consumer groups; "g": the broker group of a handshake
     "client_id": ["c1", "c2"],
     "subscription": ["*", "a || b", "a"],
+    "tag_expression": ["", "*", "a || b", "a"],
     "tags": ["a", "b"],
     "keys": ["k"],
     "queue_id": [0, 1, 3],

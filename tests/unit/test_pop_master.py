@@ -258,6 +258,32 @@ def test_acks_of_a_call_are_one_record_per_queue_and_one_wait(
     assert waits == ["acked"] and broker.core.store.commitlog.max_offset == end  # nothing written: no wait
 
 
+def test_a_tag_filter_hands_out_what_matches_and_consumes_the_rest(broker: Broker) -> None:
+    tagged = [(b"a", "x"), (b"b", "y"), (b"c", "z"), (b"d", "y"), (b"e", "")]
+    out = broker.leader.send(T, 0, [Message(T, 0, body, tags=tag) for body, tag in tagged])
+    assert out.status is SendStatus.SEND_OK
+    at = broker.core.store.commitlog.max_offset
+    for bad in ("y ||", "||", "y | z", "* || y", "y ||  || z"):
+        with pytest.raises(InvalidArgumentError):
+            broker.popper.pop(G, T, 0, 32, 1000, tag_expression=bad)
+    assert broker.core.store.commitlog.max_offset == at and broker.core.pops.get((G, T, 0)) is None
+    got = broker.popper.pop(G, T, 0, 32, 1000, tag_expression=" y||z ").messages
+    assert [m.record.body for m in got] == [b"b", b"c", b"d"]
+    (record,) = broker.core.store.system_payloads("pop", at)
+    assert (record["from"], record["n"], record["t"]) == (0, 5, [1, 2, 3])  # one record: a and e passed
+    assert broker.core.pops.commit_point((G, T, 0)) == 1  # a is consumed for the group
+    broker.popper.ack_all(G, T, [got[1].handle, got[2].handle])
+    assert broker.core.pops.commit_point((G, T, 0)) == 1
+    broker.clock[0] += 1000  # b comes back, to a pop its expression matches only
+    assert broker.popper.pop(G, T, 0, 32, 1000, tag_expression="x || z").messages == []
+    (again,) = broker.popper.pop(G, T, 0, 32, 1000, tag_expression="y").messages
+    assert (again.record.body, again.attempt) == (b"b", 2)
+    broker.popper.ack(G, T, again.handle)
+    assert broker.core.pops.commit_point((G, T, 0)) == 5  # e, untagged, was passed too
+    broker.send(b"f")
+    assert broker.pop().messages[0].record.body == b"f"  # "": every message
+
+
 def test_any_queue(broker: Broker) -> None:
     broker.send(b"q0")
     broker.send(b"q1", queue=1)

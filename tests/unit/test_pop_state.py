@@ -39,8 +39,17 @@ class Master:
         self.replica.apply(p)
         return self.table.apply(p)
 
-    def pop(self, end: int, n: int, inv: int, now: int, key: Key = K, start: int = 0) -> list[Popped]:
-        p = self.table.plan_pop(key, start, end, n, inv, now)
+    def pop(
+        self, end: int, n: int, inv: int, now: int, key: Key = K, start: int = 0, match: int = 0
+    ) -> list[Popped]:
+        """`match` > 0: a tag filter that takes the offsets divisible by it."""
+        q = self.table.get(key)
+        cursor = start if q is None else q.cursor
+        take = None
+        if match:  # as a popper reads: the span ends before the first match it cannot take
+            matching = [o for o in range(cursor, end) if o % match == 0]
+            take, end = matching[:n], (matching[n] if len(matching) > n else end)
+        p = self.table.plan_pop(key, start, end, n, inv, now, take=take)
         return [] if p is None else self._write(p)
 
     def ack(self, offset: int, gen: int, key: Key = K) -> None:
@@ -124,6 +133,44 @@ def test_acks_of_one_queue_are_one_record_and_refusals_stay_per_receipt() -> Non
     m._write(plan)
     assert m.table.commit_point(K) == 1 and snapshot(m.replica) == snapshot(m.table)
     assert m.table.plan_acks(K, [(0, got[0].gen)])[0] is None  # nothing live: no record
+
+
+def test_a_tag_filter_passes_what_does_not_match_as_acked() -> None:
+    """The offsets a filter does not take are passed by the cursor in the
+    same record, acked at once: the commit point moves past them."""
+    m = Master()
+    got = m.pop(end=10, n=2, inv=100, now=0, match=3)  # takes 0 and 3; the span ends before 6
+    assert [(p.offset, p.attempt) for p in got] == [(0, 1), (3, 1)]
+    assert m.records[-1]["t"] == [0, 3] and m.records[-1]["n"] == 6
+    q = m.table.get(K)
+    assert q is not None and q.cursor == 6 and sorted(q.inflight) == [0, 3]
+    m.ack(0, got[0].gen)
+    assert m.table.commit_point(K) == 3  # 1 and 2 did not match: consumed
+    seven = m.pop(end=8, n=5, inv=100, now=0, match=7)  # 6 is passed, 7 taken
+    assert [p.offset for p in seven] == [7]
+    gen = m.table.get(K).next_gen  # type: ignore[union-attr]
+    assert m.pop(end=11, n=5, inv=100, now=0, match=100) == []  # nothing matches: the cursor passes 8..10
+    assert m.table.get(K).cursor == 11 and m.table.get(K).next_gen == gen + 1  # type: ignore[union-attr]
+    assert m.records[-1]["t"] == [] and m.records[-1]["n"] == 3
+    assert m.pop(end=11, n=5, inv=100, now=0, match=100) == []
+    assert len(m.records) == 4  # nothing new to pass: no record
+    once = snapshot(m.table)
+    for p in m.records:  # applied twice: a no-op (the passing record took a generation too)
+        m.table.apply(p)
+    assert snapshot(m.table) == once == snapshot(m.replica)
+    every = m.pop(end=14, n=5, inv=100, now=0, match=1)  # a filter that takes all: no `t`
+    assert [p.offset for p in every] == [11, 12, 13] and "t" not in m.records[-1]
+
+
+def test_a_tag_filter_stops_where_the_bounds_do() -> None:
+    m = Master(per_queue=2)
+    got = m.pop(end=20, n=10, inv=100, now=0, match=4)  # 0, 4 fit; the cursor stops before 8
+    assert [p.offset for p in got] == [0, 4] and m.table.get(K).cursor == 8  # type: ignore[union-attr]
+    with pytest.raises(QuotaExceededError):  # the next matching one does not fit: nothing to pass
+        m.pop(end=20, n=10, inv=100, now=0, match=4)
+    bad = {**m.records[-1], "gen": 99, "t": [5, 1]}
+    with pytest.raises(ValueError):
+        m.table.apply(bad)
 
 
 def test_bounds_refuse_with_a_clear_error() -> None:
@@ -227,6 +274,7 @@ def test_rebuild_after_a_cut() -> None:
 OPS = st.lists(
     st.one_of(
         st.tuples(st.just("pop"), st.integers(1, 6), st.integers(1, 50)),
+        st.tuples(st.just("fpop"), st.integers(1, 6), st.integers(1, 4)),  # a tag filter: o % b == 0
         st.tuples(st.just("ack"), st.integers(0, 40), st.booleans()),
         st.tuples(st.just("chg"), st.integers(0, 40), st.integers(0, 50)),
         st.tuples(st.just("tick"), st.integers(0, 60), st.just(0)),
@@ -239,7 +287,8 @@ OPS = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(OPS, st.integers(1, 12))
 def test_model(ops: list[tuple[str, int, Any]], per_queue: int) -> None:
-    """Against a model: every offset handed out is acked or in flight; the
+    """Against a model: every offset handed out (or passed by a tag filter:
+    acked at once) is acked or in flight; the
     commit point never passes an unacked offset; an older generation never
     acks or changes; generations never repeat; the replica (the same
     records) and a replay of the records agree with the master."""
@@ -251,12 +300,20 @@ def test_model(ops: list[tuple[str, int, Any]], per_queue: int) -> None:
     stale: list[tuple[int, int]] = []
     gens: set[int] = set()
     for op, a, b in ops:
-        if op == "pop":
+        if op in ("pop", "fpop"):
+            q = m.table.get(K)
+            before = 0 if q is None else q.cursor
             try:
-                got = m.pop(end, a, b, now)
+                got = m.pop(end, a, b, now) if op == "pop" else m.pop(end, a, 30, now, match=b)
             except QuotaExceededError:
                 assert len(live) >= per_queue
                 continue
+            q = m.table.get(K)
+            passed = set(range(before, 0 if q is None else q.cursor)) - {p.offset for p in got}
+            assert op == "fpop" or not passed
+            assert all(o % b for o in passed)  # only what does not match is passed
+            handed |= passed  # (passed: consumed, as if acked)
+            acked |= passed
             for p in got:
                 assert p.offset not in acked
                 assert p.gen not in gens

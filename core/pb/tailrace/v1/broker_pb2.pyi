@@ -42,20 +42,22 @@ OFFSET_OVERFLOW: PullStatus
 RETRY_ELSEWHERE: PullStatus
 
 class PopRequest(_message.Message):
-    __slots__ = ("group", "topic", "queue_id", "max_messages", "invisible_ms", "max_wait_ms")
+    __slots__ = ("group", "topic", "queue_id", "max_messages", "invisible_ms", "max_wait_ms", "tag_expression")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     INVISIBLE_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    TAG_EXPRESSION_FIELD_NUMBER: _ClassVar[int]
     group: str
     topic: str
     queue_id: int
     max_messages: int
     invisible_ms: int
     max_wait_ms: int
-    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., max_messages: _Optional[int] = ..., invisible_ms: _Optional[int] = ..., max_wait_ms: _Optional[int] = ...) -> None: ...
+    tag_expression: str
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., max_messages: _Optional[int] = ..., invisible_ms: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., tag_expression: _Optional[str] = ...) -> None: ...
 
 class PoppedRecord(_message.Message):
     __slots__ = ("record", "attempt", "receipt_handle", "deadline_ms")
