@@ -62,11 +62,13 @@ class PopClient:
         queue_id: int = -1,
         max_messages: int = 32,
         wait_ms: int = 0,
+        tag_expression: str = "*",
     ) -> PopBatch:
         """Up to `max_messages` of `topic` on `broker_name` (queue -1: any),
         each invisible to other pops for `invisible_ms`; the master holds the
         pop up to `wait_ms` (cut to leave the call's deadline a margin) when
-        it has nothing."""
+        it has nothing. `tag_expression`: "*" (or "") all, else tags joined
+        by "||"; what it does not match counts as consumed."""
         wait_ms = max(0, min(wait_ms, int((timeout_s - WAIT_MARGIN_S) * 1000)))
         req = pb.PopRequest(
             group=group,
@@ -75,6 +77,7 @@ class PopClient:
             max_messages=max_messages,
             invisible_ms=invisible_ms,
             max_wait_ms=wait_ms,
+            tag_expression=tag_expression,
         )
         reply, address = self._call(broker_name, topic, "Pop", req, timeout_s)
         messages = [

@@ -23,7 +23,7 @@ from consumer.producer import Producer
 from consumer.profile import Profile
 from consumer.routing import group_from_pb
 from consumer.send_logic import OutgoingMessage
-from core.errors import InvalidArgumentError, TailraceError
+from core.errors import TailraceError
 from core.pb.tailrace.v1 import broker_pb2 as bpb
 from core.rocketmq.consume import Popped
 from core.rocketmq.service import Stored
@@ -92,11 +92,10 @@ class ClusterBackend:
         tag_expression: str,
         timeout_s: float,
     ) -> Popped:
-        if tag_expression not in ("", "*"):
-            raise InvalidArgumentError("tag filters need brokers that filter pops (tag_expression)")
         batch = self.pops.pop(
-            broker_name, group, topic, invisible_ms, timeout_s, max_messages=max_messages, wait_ms=wait_ms
-        )
+            broker_name, group, topic, invisible_ms, timeout_s, max_messages=max_messages, wait_ms=wait_ms,
+            tag_expression=tag_expression,
+        )  # fmt: skip
         return Popped(batch.messages, batch.address, batch.held)
 
     def ack(

@@ -85,7 +85,7 @@ def simple(spec: dict[str, Any]) -> dict[str, Any]:
     the first message it gets is left unacked (it must come back after
     `invisible_s` as attempt 2, then is acked); the second has its
     invisible duration changed, an ack with the old handle is tried (it
-    must fail), then the new handle acks it."""
+    must fail), then the new handle acks it. With `plain`, it acks each at once."""
     from rocketmq import FilterExpression, SimpleConsumer
 
     consumer = SimpleConsumer(
@@ -107,10 +107,10 @@ def simple(spec: dict[str, Any]) -> dict[str, Any]:
                 continue
             for m in got:
                 deliveries.append(_seen(m))
-                if not held_back:
+                if not held_back and not spec.get("plain"):
                     held_back = m.message_id  # not acked: comes back after its invisible duration
                     continue
-                if not changed and m.message_id != held_back:
+                if not changed and m.message_id != held_back and not spec.get("plain"):
                     changed, old = m.message_id, m.receipt_handle
                     consumer.change_invisible_duration(m, spec.get("change_s", 60))
                     new = m.receipt_handle

@@ -87,6 +87,10 @@ def test_simple_consumer_receives_acks_changes_and_gets_unacked_messages_back(rm
     for message_id in set(ids) - {out["held_back"]}:
         assert [x["attempt"] for x in got[message_id]] == [1]  # acked at once: never back
     assert "INVALID_RECEIPT_HANDLE" in out["old_ack_error"] or "BadRequest" in out["old_ack_error"]
+    # a tag filter: another group subscribed to t1 gets the odd ones only (the rest count as consumed)
+    tagged = run(rmq, mode="simple", topic=SIMPLE, group="tagged-g", filter="t1", expect=3, plain=True)
+    assert tagged["errors"] == "" and tagged["acked"] == sorted(ids[1::2]), tagged
+    assert {x["tag"] for x in tagged["deliveries"]} == {"t1"}
 
 
 def dead_letters(rmq: Setup, group: str) -> list[ReceivedMessage]:

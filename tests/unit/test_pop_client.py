@@ -82,7 +82,7 @@ def _record() -> bytes:
 def test_pop_goes_to_the_groups_master_and_decodes_the_records() -> None:
     popped = pb.PoppedRecord(record=_record(), attempt=2, receipt_handle="h", deadline_ms=9)
     client, pool, _ = _client([_route("m:1")], {"m:1": [pb.PopResponse(messages=[popped])]})
-    batch = client.pop("a", "G", "T", invisible_ms=1000, timeout_s=3, wait_ms=10_000)
+    batch = client.pop("a", "G", "T", invisible_ms=1000, timeout_s=3, wait_ms=10_000, tag_expression="x||y")
     (m,) = batch.messages
     assert (m.record.body, m.record.tags, m.attempt, m.handle, batch.address) == (
         b"body",
@@ -93,6 +93,7 @@ def test_pop_goes_to_the_groups_master_and_decodes_the_records() -> None:
     )
     req = pool.calls[0][2]
     assert (req.queue_id, req.invisible_ms, req.max_wait_ms) == (-1, 1000, 2500)  # the wait leaves a margin
+    assert req.tag_expression == "x||y"
 
 
 def test_not_master_follows_the_named_master_once() -> None:
