@@ -223,14 +223,16 @@ class Consumption:
         leaves: a master may hold a pop less long than asked (its
         pull.max_wait_ms), so the proxy asks again while time is left."""
         end = self.clock() + polling_ms / 1000
+        held = False  # a master held one of these pops: it was not at its cap
         while True:
             wait_s = end - self.clock()
             out = self.backend.pop(
                 broker, group, topic, invisible_ms, int(max(wait_s, 0) * 1000), batch_size, tags,
                 time_left(context),
             )  # fmt: skip
+            held = held or out.held
             if out.messages or not out.held or end - self.clock() < MIN_POLL_S or not context.is_active():
-                return out
+                return Popped(out.messages, out.store_host, held)
 
     def _give_back(self, broker: str, group: str, topic: str, messages: list[PoppedMessage]) -> None:
         for m in messages:

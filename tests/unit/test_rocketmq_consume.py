@@ -145,6 +145,20 @@ def test_a_master_holding_less_long_is_asked_again_until_the_poll_ends(tmp_path:
     assert [p[2] for p in backend.pops] == [5_000, 3_000]  # the rest of the poll
 
 
+def test_a_last_short_pop_not_held_after_a_held_one_is_still_not_found(tmp_path: Path) -> None:
+    backend = PopBackend(max_hold_ms=4_800)
+    svc = _service(tmp_path, backend)
+    real_pop = backend.pop
+
+    def pop(*args: object) -> Popped:
+        out = real_pop(*args)  # type: ignore[arg-type]
+        return Popped(out.messages, out.store_host, len(backend.pops) == 1)  # the second: too short to hold
+
+    backend.pop = pop  # type: ignore[method-assign]
+    frames = list(svc.ReceiveMessage(_receive(), _signed()))
+    assert frames[0].status.code == d.MESSAGE_NOT_FOUND and len(backend.pops) == 2
+
+
 def test_a_master_at_its_most_long_polls_is_too_many_requests(tmp_path: Path) -> None:
     backend = PopBackend(held=False)
     frames = list(_service(tmp_path, backend).ReceiveMessage(_receive(), _signed()))
