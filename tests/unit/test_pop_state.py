@@ -411,7 +411,7 @@ def test_the_pop_rpcs_need_subscribe_as_the_group_and_a_master() -> None:
         '[[account]]\naccess_key = "a"\nsecret_key = "0123456789abcdef"\nsubscribe = ["orders"]\n'
         'groups = ["billing"]\n'
     ).permissions["a"]
-    for method in ("Pop", "AckPop", "ChangeInvisible"):
+    for method in ("Pop", "AckPop", "ChangeInvisible", "PopDeadLetter"):
         name = f"/tailrace.v1.Broker/{method}"
         assert RPC_ACCESS[name].serves is Serves.LEADER  # NOT_MASTER on a slave
         rule = CLIENT_RULES[name]
