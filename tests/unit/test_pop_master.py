@@ -221,6 +221,12 @@ def test_a_client_dead_letters_a_popped_message(broker: Broker) -> None:
     assert [m.record.body for m in broker.pop().messages] == [b"next"]
 
 
+def test_status_tells_the_pop_attempts(broker: Broker) -> None:
+    """The proxy tells clients the real maximum deliveries (Status details.limits)."""
+    limits = broker.core.status()["details"]["limits"]
+    assert limits["pop_max_attempts"] == 3 and limits["max_message_bytes"] > 0
+
+
 def test_refusals(broker: Broker) -> None:
     broker.send(b"a")
     (m,) = broker.pop().messages
