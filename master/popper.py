@@ -1,5 +1,6 @@
-"""Pop consumption on the master (issue 18): Pop, AckPop, ChangeInvisible
-and the revive pass, around the plain state machine (core/pop/state.py).
+"""Pop consumption on the master (issue 18): Pop, AckPop, ChangeInvisible,
+PopDeadLetter (master/pop_dead_letters.py) and the revive pass, around the
+plain state machine (core/pop/state.py).
 
 Every change is planned from the table, appended as a `pop` system record
 (applied as it is appended, as on every slave and in recovery) and only then
@@ -28,7 +29,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from core.errors import (
-    BrokerBusyError,
     InvalidArgumentError,
     InvalidQueueError,
     InvalidReceiptError,
@@ -41,10 +41,11 @@ from core.pop.handles import Receipt, decode_handle, encode_handle, handle_key
 from core.pop.ops import PoppedMessage, PopResult
 from core.pop.state import MAX_POP_BATCH, Key, PopTable
 from core.pull import PullArgs
-from core.record import Message, Record, iter_records, validate_topic
+from core.record import Record, iter_records, validate_topic
 from core.redirect import NO_ADVICE, Advice
-from core.retry import ORIGIN_TOPIC, RECONSUME_TIMES, check_client_group, dlq_topic
+from core.retry import check_client_group
 from core.subscription import Subscription
+from master import pop_dead_letters
 
 if TYPE_CHECKING:
     from master.leader import LeaderRole
@@ -282,7 +283,7 @@ class Popper:
             return NO_ADVICE
         return self.leader._advise(PullArgs(group, topic, queue_id, st.cursor))
 
-    # ---- AckPop, ChangeInvisible --------------------------------------------------------
+    # ---- AckPop, ChangeInvisible, PopDeadLetter ------------------------------------------
 
     def receipt(self, group: str, topic: str, handle: str) -> Receipt:
         """The receipt a handle names, for this broker group, group and topic."""
@@ -348,6 +349,10 @@ class Popper:
         new = Receipt(r.broker, r.group, r.topic, r.queue, r.offset, int(plan["gen"]))
         return encode_handle(self.key, new), int(plan["dl"])
 
+    def dead_letter(self, group: str, topic: str, handle: str) -> None:
+        """PopDeadLetter: the handed-out message into `%DLQ%<group>`, settled."""
+        pop_dead_letters.by_client(self, group, topic, handle)
+
     def _confirm(self, what: str) -> None:
         """As for a commit: in sync mode answered once replicated; a master
         fenced meanwhile does not acknowledge."""
@@ -386,7 +391,7 @@ class Popper:
             if entry.attempt < self.max_attempts:
                 continue
             try:
-                done += self._dead_letter(key, offset, entry.gen, entry.attempt)
+                done += pop_dead_letters.expired(self, key, offset, entry.gen, entry.attempt)
             except TailraceError as exc:
                 self._warn("pop: %s/%s queue %d offset %d not dead-lettered yet: %s", *key, offset, exc)
         keys = self.table.queues()
@@ -443,28 +448,3 @@ class Popper:
                 log.warning(
                     "pop: %s/%s queue %d: %d in-flight message(s) removed by retention", *key, len(gone)
                 )
-
-    def _dead_letter(self, key: Key, offset: int, gen: int, attempts: int) -> int:
-        group, topic, q = key
-        leader = self.leader
-        got = self._read_one(topic, q, offset)
-        rec = got[0] if got is not None else None
-        if rec is not None:
-            dlq = dlq_topic(group)
-            leader.ensure_topic(dlq, 1)
-            props = dict(rec.properties)
-            props[RECONSUME_TIMES] = str(attempts)
-            props.setdefault(ORIGIN_TOPIC, topic)
-            msg = Message(dlq, 0, rec.body, tags=rec.tags, keys=rec.keys, properties=props)
-            out = leader.send(dlq, 0, [msg], internal=True)
-            if not out.results:
-                raise BrokerBusyError(f"storing it in {dlq}: {out.status} {out.detail}")
-            log.warning("pop: %s/%s queue %d offset %d delivered %d times: moved to %s",
-                        group, topic, q, offset, attempts, dlq)  # fmt: skip
-        with leader._writing(), self._lock:
-            try:
-                plan = self.table.plan_ack(key, offset, gen)
-            except InvalidReceiptError:  # acked or changed meanwhile: in the DLQ once more at worst
-                return 0
-            leader.core.store.append_system("pop", plan)
-        return 1 if rec is not None else 0

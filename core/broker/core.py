@@ -429,11 +429,13 @@ class BrokerCore:
             "preallocation_misses": clog.allocator.misses,
             "segments_warming": clog.allocator.warming(),
             "recovery": self.store.recovery.to_dict(),
-            # what a message may be: `tailrace proxy` tells RocketMQ clients their max body size
+            # what a message may be, and how often a popped one is delivered before it
+            # goes to %DLQ%<group>: `tailrace proxy` tells RocketMQ clients the real maximums
             "limits": {
                 "max_message_bytes": self.config.store.max_message_bytes,
                 "max_properties": self.config.store.max_properties,
                 "max_properties_bytes": self.config.store.max_properties_bytes,
+                "pop_max_attempts": self.config.broker.pop_max_attempts,
             },
         }
         details["replication"] = mine.replication

@@ -249,3 +249,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         return pb.ChangeInvisibleResponse(
             receipt_handle=handle, deadline_ms=deadline, served_by=self.core.broker_id
         )
+
+    def PopDeadLetter(
+        self, request: pb.PopDeadLetterRequest, context: grpc.ServicerContext
+    ) -> pb.PopDeadLetterResponse:
+        self.core.leader().popper.dead_letter(request.group, request.topic, request.receipt_handle)
+        return pb.PopDeadLetterResponse(served_by=self.core.broker_id)

@@ -32,6 +32,7 @@ that a failover cut away never matches an entry the new master issued.
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,14 +64,29 @@ class QueueState:
     cursor: int
     next_gen: int = 1
     inflight: dict[int, Entry] = field(default_factory=dict)
+    # in-flight offsets the table's deadline heap found due (PopTable._advance);
+    # not part of the state a record or a snapshot carries
+    due: set[int] = field(default_factory=set, compare=False, repr=False)
+    # a heap of the in-flight offsets, and acked ones not yet popped from it
+    low: list[int] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def commit(self) -> int:
-        return min(self.inflight, default=self.cursor)
+        low = self.low
+        while low and low[0] not in self.inflight:
+            heapq.heappop(low)
+        return low[0] if low else self.cursor
+
+    def add(self, offset: int, entry: Entry) -> None:
+        """Put `offset` in flight (or give it a new entry)."""
+        if offset not in self.inflight:
+            heapq.heappush(self.low, offset)
+        self.inflight[offset] = entry
 
     def expired(self, now_ms: int) -> list[int]:
-        """In-flight offsets whose invisibility is over, lowest first."""
-        return sorted(o for o, e in self.inflight.items() if e.deadline_ms <= now_ms)
+        """In-flight offsets whose invisibility is over, lowest first (of those
+        the table's last `_advance` found due: O(expired), not O(in flight))."""
+        return sorted(o for o in self.due if self.inflight[o].deadline_ms <= now_ms)
 
 
 class PopTable:
@@ -83,6 +99,9 @@ class PopTable:
         self.max_per_group = max_inflight_per_group
         self._queues: dict[Key, QueueState] = {}
         self._per_group: dict[str, int] = {}
+        # (deadline_ms, key, offset, gen) of every in-flight entry, and stale
+        # ones (acked or rescheduled since: skipped when they come up)
+        self._deadlines: list[tuple[int, Key, int, int]] = []
         self.lock = threading.RLock()
 
     # ---- reading -----------------------------------------------------------------
@@ -109,13 +128,47 @@ class PopTable:
     def again(self, key: Key, now_ms: int, max_attempts: int = 1 << 30) -> list[int]:
         """The expired offsets `plan_pop` would hand out again, in its order."""
         with self.lock:
+            self._advance(now_ms)
             q = self._queues.get(key)
             return [] if q is None else [o for o in q.expired(now_ms) if q.inflight[o].attempt < max_attempts]
 
     def expired(self, now_ms: int) -> list[tuple[Key, int, Entry]]:
         """Every expired in-flight entry: (key, offset, entry)."""
         with self.lock:
-            return [(k, o, q.inflight[o]) for k, q in self._queues.items() for o in q.expired(now_ms)]
+            self._advance(now_ms)
+            return [
+                (k, o, q.inflight[o]) for k, q in self._queues.items() if q.due for o in q.expired(now_ms)
+            ]
+
+    # ---- the deadline heap ---------------------------------------------------------
+
+    def _schedule(self, key: Key, q: QueueState, offset: int) -> None:
+        """`offset`'s entry is new or has a new deadline: not due until then."""
+        e = q.inflight[offset]
+        q.due.discard(offset)
+        heapq.heappush(self._deadlines, (e.deadline_ms, key, offset, e.gen))
+
+    def _advance(self, now_ms: int) -> None:
+        """Move the entries whose deadline passed into their queue's `due`
+        (each once per deadline: O(log n) an entry, never a walk of all)."""
+        heap = self._deadlines
+        while heap and heap[0][0] <= now_ms:
+            dl, key, o, gen = heapq.heappop(heap)
+            q = self._queues.get(key)
+            e = None if q is None else q.inflight.get(o)
+            if q is not None and e is not None and e.gen == gen and e.deadline_ms == dl:
+                q.due.add(o)
+        if len(heap) > 2 * sum(self._per_group.values()) + 1024:  # mostly stale: rebuilt
+            self._reheap()
+
+    def _reheap(self) -> None:
+        self._deadlines = [
+            (e.deadline_ms, k, o, e.gen) for k, q in self._queues.items() for o, e in q.inflight.items()
+        ]
+        heapq.heapify(self._deadlines)
+        for q in self._queues.values():
+            q.due.clear()
+            q.low = sorted(q.inflight)  # (a sorted list is a heap)
 
     # ---- planning (on the master, before the record is written) ------------------
 
@@ -292,11 +345,13 @@ class PopTable:
                 offsets = [int(o) for o in p["o"]]
                 for o in offsets:
                     if q is not None and q.inflight.pop(o, None) is not None:
+                        q.due.discard(o)
                         self._count(key[0], -1)
             elif op == "chg":
                 o, dl, gen = int(p["o"]), int(p["dl"]), int(p["gen"])
                 if q is not None and gen >= q.next_gen and o in q.inflight:
                     q.inflight[o] = Entry(dl, q.inflight[o].attempt, gen)
+                    self._schedule(key, q, o)
                     q.next_gen = max(q.next_gen, gen + 1)
             else:
                 raise ValueError(f"unknown pop operation {op!r}")
@@ -326,7 +381,8 @@ class PopTable:
             commit = min(int(p.get("c", start)), start)
             q = self._queues[key] = QueueState(start)
             for o in range(commit, start):
-                q.inflight[o] = Entry(0, 1, 0)
+                q.add(o, Entry(0, 1, 0))
+                self._schedule(key, q, o)
                 self._count(key[0], 1)
         out = []
         for i, o in enumerate(again):
@@ -334,13 +390,15 @@ class PopTable:
             if old is None:
                 self._count(key[0], 1)
             entry = Entry(dl, (old.attempt if old else 0) + 1, gen + i)
-            q.inflight[o] = entry
+            q.add(o, entry)
+            self._schedule(key, q, o)
             out.append(Popped(o, entry.attempt, entry.gen, dl))
         base = max(q.cursor, start)
         taken = range(n) if picked is None else picked
         for j, i in enumerate(taken):
             entry = Entry(dl, 1, gen + len(again) + j)
-            q.inflight[base + i] = entry
+            q.add(base + i, entry)
+            self._schedule(key, q, base + i)
             out.append(Popped(base + i, 1, entry.gen, dl))
         self._count(key[0], len(taken))
         q.cursor = base + n
@@ -365,6 +423,7 @@ class PopTable:
             self._per_group = {}
             for key, q in self._queues.items():
                 self._count(key[0], len(q.inflight))
+            self._reheap()
 
     # ---- rebuilding (a truncation cut the log) -----------------------------------
 

@@ -53,6 +53,7 @@ UNARY_SAMPLES: dict[str, Any] = {
     "Pop": pb.PopRequest(group="G", topic="T", queue_id=1, max_messages=1, invisible_ms=10_000),
     "AckPop": pb.AckPopRequest(group="G", topic="T", receipt_handles=["forged"]),
     "ChangeInvisible": pb.ChangeInvisibleRequest(group="G", topic="T", receipt_handle="forged"),
+    "PopDeadLetter": pb.PopDeadLetterRequest(group="G", topic="T", receipt_handle="forged"),
 }
 STREAM_SAMPLES: dict[str, Callable[[], Iterator[rpb.ReplicateRequest]]] = {
     "Replicate": lambda: iter([handshake()]),
@@ -151,9 +152,10 @@ def test_the_same_requests_change_the_leader(nodes: Nodes) -> None:
     (popped,) = call(master, "Pop").messages
     assert popped.attempt == 1 and master.core.pops.inflight("G") == 1
     assert [r.error_code for r in call(master, "AckPop").results] == ["INVALID_RECEIPT_HANDLE"]
-    with pytest.raises(grpc.RpcError) as info:
-        call(master, "ChangeInvisible")
-    assert error_code(info.value) == "INVALID_RECEIPT_HANDLE"
+    for name in ("ChangeInvisible", "PopDeadLetter"):
+        with pytest.raises(grpc.RpcError) as info:
+            call(master, name)
+        assert error_code(info.value) == "INVALID_RECEIPT_HANDLE", name
     assert call(master, "Replicate").WhichOneof("kind") == "handshake_reply"
     assert master.core.store.commitlog.max_offset > end
 

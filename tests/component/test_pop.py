@@ -49,6 +49,10 @@ class Client:
         req = pb.ChangeInvisibleRequest(group=G, topic=T, receipt_handle=handle, invisible_ms=inv)
         return self.stub.ChangeInvisible(req, timeout=10)
 
+    def dead_letter(self, handle: str) -> pb.PopDeadLetterResponse:
+        req = pb.PopDeadLetterRequest(group=G, topic=T, receipt_handle=handle)
+        return self.stub.PopDeadLetter(req, timeout=10)
+
 
 def body(m: pb.PoppedRecord) -> bytes:
     return decode_record(m.record).body
@@ -153,6 +157,20 @@ def test_dead_letter_after_max_attempts(master: BrokerNode) -> None:
     c.channel.close()
 
 
+def test_a_client_dead_letters_over_grpc(master: BrokerNode) -> None:
+    c = Client(master)
+    (m,) = c.pop(1)
+    with pytest.raises(grpc.RpcError) as rpc:
+        c.dead_letter("forged")
+    assert dict(rpc.value.trailing_metadata())[ERROR_CODE_KEY] == "INVALID_RECEIPT_HANDLE"  # type: ignore[attr-defined]
+    assert master.core.store.topics.queue_count("%DLQ%g") is None
+    assert c.dead_letter(m.receipt_handle).served_by == master.core.broker_id
+    (rec,) = iter_records(master.core.store.read("%DLQ%g", 0, 0, 10, 1 << 20).data, verify=False)
+    assert (rec.body, rec.properties[RECONSUME_TIMES]) == (b"a", "1")
+    assert c.ack(m.receipt_handle) == ["INVALID_RECEIPT_HANDLE"]  # settled
+    c.channel.close()
+
+
 def test_the_slave_has_the_state_and_refuses_pops(nodes: Nodes, master: BrokerNode) -> None:
     slave = nodes.slave(master)
     c = Client(master)
@@ -161,7 +179,7 @@ def test_the_slave_has_the_state_and_refuses_pops(nodes: Nodes, master: BrokerNo
     c.change(got[1].receipt_handle, 30_000)
     poll_until(lambda: state(slave.core.pops) == state(master.core.pops), 10, "the slave applied the records")
     s = Client(slave)
-    for call in (lambda: s.pop(), lambda: s.ack("x"), lambda: s.change("x", 1)):
+    for call in (lambda: s.pop(), lambda: s.ack("x"), lambda: s.change("x", 1), lambda: s.dead_letter("x")):
         with pytest.raises(grpc.RpcError) as rpc:
             call()
         assert dict(rpc.value.trailing_metadata())[ERROR_CODE_KEY] == "NOT_MASTER"  # type: ignore[attr-defined]

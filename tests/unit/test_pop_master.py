@@ -195,6 +195,38 @@ def test_dead_letter_after_max_attempts(broker: Broker) -> None:
     assert broker.popper.revive_once() == 0
 
 
+def test_a_client_dead_letters_a_popped_message(broker: Broker) -> None:
+    """PopDeadLetter: the message a live handle names goes to %DLQ%<group>
+    with its attempts, and its entry is settled; a stale handle stores nothing."""
+    broker.send(b"fifo", b"next")
+    first = broker.pop(1, inv=100).messages[0]
+    broker.clock[0] += 100
+    (again,) = broker.pop(1, inv=100).messages
+    at = broker.core.store.commitlog.max_offset
+    with pytest.raises(InvalidReceiptError):  # stale: handed out again since
+        broker.popper.dead_letter(G, T, first.handle)
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.dead_letter("other", T, again.handle)
+    assert broker.core.store.commitlog.max_offset == at
+    assert broker.core.store.topics.queue_count(dlq_topic(G)) is None  # not even the topic
+    broker.popper.dead_letter(G, T, again.handle)
+    (rec,) = iter_records(broker.core.store.read(dlq_topic(G), 0, 0, 10, 1 << 20).data, verify=False)
+    assert (rec.body, rec.properties[RECONSUME_TIMES]) == (b"fifo", "2")
+    assert broker.core.pops.commit_point((G, T, 0)) == 1  # settled
+    with pytest.raises(InvalidReceiptError):  # settled: acked already
+        broker.popper.ack(G, T, again.handle)
+    with pytest.raises(InvalidReceiptError):  # and not twice in the DLQ
+        broker.popper.dead_letter(G, T, again.handle)
+    assert len(broker.bodies(dlq_topic(G))) == 1
+    assert [m.record.body for m in broker.pop().messages] == [b"next"]
+
+
+def test_status_tells_the_pop_attempts(broker: Broker) -> None:
+    """The proxy tells clients the real maximum deliveries (Status details.limits)."""
+    limits = broker.core.status()["details"]["limits"]
+    assert limits["pop_max_attempts"] == 3 and limits["max_message_bytes"] > 0
+
+
 def test_refusals(broker: Broker) -> None:
     broker.send(b"a")
     (m,) = broker.pop().messages

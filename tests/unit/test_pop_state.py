@@ -173,6 +173,46 @@ def test_a_tag_filter_stops_where_the_bounds_do() -> None:
         m.table.apply(bad)
 
 
+class _NoWalks(dict[int, Any]):
+    """An in-flight table that refuses to be walked (a scan of all entries)."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("walked every in-flight entry")
+
+    def items(self) -> Any:
+        raise AssertionError("walked every in-flight entry")
+
+
+def test_expiry_comes_from_a_deadline_heap_not_a_walk_of_all_entries() -> None:
+    """Each revive tick asks for the expired entries, and each pop for its
+    queue's, under the table's lock (which the store's appends wait on): that
+    must cost what expired, not what is in flight (review risk 9)."""
+    m = Master()
+    early = m.pop(end=5000, n=10, inv=100, now=0)
+    m.pop(end=5000, n=1000, inv=60_000, now=0)
+    m.pop(end=5000, n=1000, inv=60_000, now=0, key=("G", "T", 1))
+    for t in (m.table, m.replica):
+        for k in t.queues():
+            q = t.get(k)
+            assert q is not None
+            q.inflight = _NoWalks(q.inflight)
+    assert m.table.expired(99) == [] and m.table.again(K, 99) == []
+    assert [o for _, o, _ in m.table.expired(100)] == list(range(10))
+    again = m.pop(end=5000, n=3, inv=100, now=100)  # 0..2 again, with a new deadline
+    assert [p.offset for p in again] == [0, 1, 2]
+    m.ack(3, early[3].gen)
+    m.change(4, early[4].gen, 1000, now=100)
+    assert m.table.again(K, 150) == [5, 6, 7, 8, 9]
+    assert m.table.again(K, 200) == [0, 1, 2, 5, 6, 7, 8, 9]
+    assert m.table.again(K, 1100) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert len(m.table.expired(60_000)) == 2010 - 1  # all but the acked one
+    m.ack(0, again[0].gen)
+    m.ack(2, again[2].gen)
+    assert m.table.commit_point(K) == 1 and m.table.commit_point(("G", "T", 1)) == 0
+    m.ack(1, again[1].gen)
+    assert m.table.commit_point(K) == 4  # (3 was acked)
+
+
 def test_bounds_refuse_with_a_clear_error() -> None:
     m = Master(per_queue=3, per_group=5)
     assert len(m.pop(end=10, n=10, inv=100, now=0)) == 3
@@ -411,7 +451,7 @@ def test_the_pop_rpcs_need_subscribe_as_the_group_and_a_master() -> None:
         '[[account]]\naccess_key = "a"\nsecret_key = "0123456789abcdef"\nsubscribe = ["orders"]\n'
         'groups = ["billing"]\n'
     ).permissions["a"]
-    for method in ("Pop", "AckPop", "ChangeInvisible"):
+    for method in ("Pop", "AckPop", "ChangeInvisible", "PopDeadLetter"):
         name = f"/tailrace.v1.Broker/{method}"
         assert RPC_ACCESS[name].serves is Serves.LEADER  # NOT_MASTER on a slave
         rule = CLIENT_RULES[name]

@@ -135,6 +135,22 @@ class ChangeInvisibleResponse(_message.Message):
     served_by: int
     def __init__(self, receipt_handle: _Optional[str] = ..., deadline_ms: _Optional[int] = ..., served_by: _Optional[int] = ...) -> None: ...
 
+class PopDeadLetterRequest(_message.Message):
+    __slots__ = ("group", "topic", "receipt_handle")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    receipt_handle: str
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., receipt_handle: _Optional[str] = ...) -> None: ...
+
+class PopDeadLetterResponse(_message.Message):
+    __slots__ = ("served_by",)
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    served_by: int
+    def __init__(self, served_by: _Optional[int] = ...) -> None: ...
+
 class LockQueuesRequest(_message.Message):
     __slots__ = ("group", "topic", "client_id", "queue_ids", "lease_ms")
     GROUP_FIELD_NUMBER: _ClassVar[int]

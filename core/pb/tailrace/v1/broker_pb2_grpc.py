@@ -119,6 +119,11 @@ class BrokerStub:
                 request_serializer=tailrace_dot_v1_dot_broker__pb2.ChangeInvisibleRequest.SerializeToString,
                 response_deserializer=tailrace_dot_v1_dot_broker__pb2.ChangeInvisibleResponse.FromString,
                 _registered_method=True)
+        self.PopDeadLetter = channel.unary_unary(
+                '/tailrace.v1.Broker/PopDeadLetter',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.PopDeadLetterRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.PopDeadLetterResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -244,6 +249,16 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PopDeadLetter(self, request, context):
+        """Store a popped message in %DLQ%<group> now (RECONSUME_TIMES = its
+        attempts) and settle it: RocketMQ's push consumers do this for a FIFO
+        message after their last local retry. A stale handle is refused
+        INVALID_RECEIPT_HANDLE and nothing is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -331,6 +346,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.ChangeInvisible,
                     request_deserializer=tailrace_dot_v1_dot_broker__pb2.ChangeInvisibleRequest.FromString,
                     response_serializer=tailrace_dot_v1_dot_broker__pb2.ChangeInvisibleResponse.SerializeToString,
+            ),
+            'PopDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.PopDeadLetter,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.PopDeadLetterRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.PopDeadLetterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -792,6 +812,33 @@ class Broker:
             '/tailrace.v1.Broker/ChangeInvisible',
             tailrace_dot_v1_dot_broker__pb2.ChangeInvisibleRequest.SerializeToString,
             tailrace_dot_v1_dot_broker__pb2.ChangeInvisibleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PopDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.Broker/PopDeadLetter',
+            tailrace_dot_v1_dot_broker__pb2.PopDeadLetterRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.PopDeadLetterResponse.FromString,
             options,
             channel_credentials,
             insecure,
