@@ -110,6 +110,12 @@ class PopClient:
         reply, _ = self._call(broker_name, topic, "ChangeInvisible", req, timeout_s)
         return reply.receipt_handle, reply.deadline_ms
 
+    def dead_letter(self, broker_name: str, group: str, topic: str, handle: str, timeout_s: float) -> None:
+        """Store a handed-out message in `%DLQ%<group>` and settle it (the
+        broker acks it); INVALID_RECEIPT_HANDLE if the handle is stale."""
+        req = pb.PopDeadLetterRequest(group=group, topic=topic, receipt_handle=handle)
+        self._call(broker_name, topic, "PopDeadLetter", req, timeout_s)
+
     def _call(self, broker_name: str, topic: str, method: str, request: Any, timeout_s: float) -> Any:
         """(the answer, the master's address) of `method` on `broker_name`'s
         master; a second try after NOT_MASTER or an unreachable master."""

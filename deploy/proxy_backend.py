@@ -108,6 +108,9 @@ class ClusterBackend:
     ) -> str:
         return self.pops.change_invisible(broker_name, group, topic, handle, invisible_ms, timeout_s)[0]
 
+    def dead_letter(self, broker_name: str, group: str, topic: str, handle: str, timeout_s: float) -> None:
+        self.pops.dead_letter(broker_name, group, topic, handle, timeout_s)
+
     def max_attempts(self, fallback: int) -> int:
         """The deliveries before a dead letter consumers are told: the
         masters' least `pop_max_attempts` (`fallback` until one told it)."""

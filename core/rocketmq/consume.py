@@ -89,6 +89,10 @@ class ConsumeBackend(Protocol):
         """The new handle."""
         ...
 
+    def dead_letter(self, broker_name: str, group: str, topic: str, handle: str, timeout_s: float) -> None:
+        """Store the handed-out message in the group's DLQ and settle it."""
+        ...
+
 
 Check = Callable[[grpc.ServicerContext, Rule], d.Status | None]  # None: the caller may go on
 Failed = Callable[[TailraceError, str], d.Status]  # a cluster's failure as a client's status
@@ -291,6 +295,28 @@ class Consumption:
             failed = self.failed(exc, f"change invisible on {topic[:128]}")
             return s.ChangeInvisibleDurationResponse(status=failed, receipt_handle=handle)
         return s.ChangeInvisibleDurationResponse(status=status(), receipt_handle=new)
+
+    # ---- ForwardMessageToDeadLetterQueue -----------------------------------------------------
+
+    def forward_to_dead_letter(
+        self, request: s.ForwardMessageToDeadLetterQueueRequest, context: grpc.ServicerContext
+    ) -> s.ForwardMessageToDeadLetterQueueResponse:
+        """A FIFO push consumer's last local retry failed: the message goes to
+        `%DLQ%<group>` and is settled (the client evicts it without an ack,
+        so the broker's PopDeadLetter acks it). The client's delivery counts
+        are not trusted: the broker records its own."""
+        topic, group, refused = self._admit(context, request.topic, request.group)
+        if refused is not None:
+            return s.ForwardMessageToDeadLetterQueueResponse(status=refused)
+        try:
+            broker = broker_of(request.receipt_handle)
+            self.backend.dead_letter(broker, group, topic, request.receipt_handle, time_left(context))
+        except InvalidReceiptError as exc:
+            return s.ForwardMessageToDeadLetterQueueResponse(status=status_of(exc))
+        except TailraceError as exc:
+            failed = self.failed(exc, f"dead letter on {topic[:128]}")
+            return s.ForwardMessageToDeadLetterQueueResponse(status=failed)
+        return s.ForwardMessageToDeadLetterQueueResponse(status=status())
 
 
 def _acked(entries: list[s.AckMessageEntry], outcome: list[d.Status], top: d.Status) -> s.AckMessageResponse:

@@ -286,11 +286,13 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
     ) -> Any:
         return self.consumption.change_invisible_duration(request, context)
 
+    def ForwardMessageToDeadLetterQueue(
+        self, request: s.ForwardMessageToDeadLetterQueueRequest, context: grpc.ServicerContext
+    ) -> Any:
+        return self.consumption.forward_to_dead_letter(request, context)
+
     # ---- not served yet: an immediate NOT_IMPLEMENTED ----------------------------------
 
-    ForwardMessageToDeadLetterQueue = _not_yet(
-        "ForwardMessageToDeadLetterQueue", s.ForwardMessageToDeadLetterQueueResponse
-    )
     PullMessage = _not_yet_stream("PullMessage", s.PullMessageResponse)
     UpdateOffset = _not_yet("UpdateOffset", s.UpdateOffsetResponse)
     GetOffset = _not_yet("GetOffset", s.GetOffsetResponse)

@@ -13,15 +13,21 @@ so a push delivery that was not acked would come back within the test."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 
 from consumer import Admin, PullConsumer, ReceivedMessage
 from core.errors import TailraceError
+from core.pb.rocketmq.v2 import definition_pb2 as d
+from core.pb.rocketmq.v2 import service_pb2 as s
+from core.pb.rocketmq.v2 import service_pb2_grpc
 from core.rocketmq import translate
+from core.security.mqv2 import date_of, header
 from deploy.harness import process_group
 from deploy.waits import poll_until, wait_routed
 from tests.helpers.rmq_setup import Running, Setup, official
@@ -143,3 +149,54 @@ def test_push_consumer_acks_and_a_failing_message_ends_in_the_dead_letter_queue(
         assert [x["attempt"] for x in got[message_id]] == [1]
     assert [m.body for m in dead] == [b"poison"]
     assert dead[0].properties[translate.MESSAGE_ID] == poison
+
+
+def test_a_forwarded_message_is_dead_lettered_once_and_settled(rmq: Setup) -> None:
+    """ForwardMessageToDeadLetterQueue (a FIFO push consumer's last resort),
+    in raw v2 calls: stored in `%DLQ%<group>` and acked, so neither a second
+    forward nor an ack of the same handle does anything."""
+    topic, group = "fwd-t", "fwd-g"
+    with Admin(namesrv=rmq.cluster.namesrv, profile=rmq.pki.profile_file) as admin:
+        admin.create_topic(topic, 1)
+    wait_routed(rmq.cluster.namesrv, topic, groups=("a", "b"), brokers=[0], profile=rmq.pki.profile_file)
+    (message_id,) = produce(rmq, topic, [{"body": "to-the-dlq"}])
+    creds = grpc.ssl_channel_credentials(rmq.pki.ca_file.read_bytes())
+    channel = grpc.secure_channel(rmq.endpoint, creds)
+    stub = service_pb2_grpc.MessagingServiceStub(channel)  # type: ignore[no-untyped-call]
+
+    def md() -> Any:
+        return header("admin", rmq.pki.admin_secret, date_of(int(time.time() * 1000)))
+
+    def receive(broker: str) -> list[d.Message]:
+        req = s.ReceiveMessageRequest(group=d.Resource(name=group), batch_size=4)
+        req.message_queue.topic.name = topic
+        req.message_queue.id = 0
+        req.message_queue.broker.name = broker
+        req.invisible_duration.FromSeconds(30)
+        req.long_polling_timeout.FromSeconds(5)
+        frames = list(stub.ReceiveMessage(req, metadata=md(), timeout=10))
+        return [f.message for f in frames if f.HasField("message")]
+
+    try:
+        got: list[d.Message] = []
+        poll_until(lambda: got.extend(receive("a") + receive("b")) or got, 30, "the message received")
+        (m,) = got
+        assert m.system_properties.message_id == message_id
+        fwd = s.ForwardMessageToDeadLetterQueueRequest(
+            group=d.Resource(name=group), topic=d.Resource(name=topic), message_id=message_id,
+            receipt_handle=m.system_properties.receipt_handle, delivery_attempt=1, max_delivery_attempts=1,
+        )  # fmt: skip
+        assert stub.ForwardMessageToDeadLetterQueue(fwd, metadata=md(), timeout=10).status.code == d.OK
+        again = stub.ForwardMessageToDeadLetterQueue(fwd, metadata=md(), timeout=10)
+        assert again.status.code == d.INVALID_RECEIPT_HANDLE  # settled: not stored twice
+        ack = s.AckMessageRequest(group=d.Resource(name=group), topic=d.Resource(name=topic))
+        ack.entries.add(message_id=message_id, receipt_handle=m.system_properties.receipt_handle)
+        assert (
+            stub.AckMessage(ack, metadata=md(), timeout=10).entries[0].status.code == d.INVALID_RECEIPT_HANDLE
+        )
+    finally:
+        channel.close()
+    dead: list[ReceivedMessage] = []
+    poll_until(lambda: dead.extend(dead_letters(rmq, group)) or dead, 10, "the forwarded message in the DLQ")
+    assert [x.body for x in dead] == [b"to-the-dlq"]
+    assert dead[0].properties[translate.MESSAGE_ID] == message_id

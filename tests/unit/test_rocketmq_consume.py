@@ -45,6 +45,7 @@ class PopBackend(FakeBackend):
     pops: list[tuple[str, int, int, int, str]] = field(default_factory=list)
     acks: list[tuple[str, list[str]]] = field(default_factory=list)
     changes: list[tuple[str, str, int]] = field(default_factory=list)
+    dead: list[tuple[str, str, str, str]] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)  # handles the master refuses
     pop_fail: TailraceError | None = None
     max_hold_ms: int = 60_000  # the master's pull.max_wait_ms
@@ -74,6 +75,11 @@ class PopBackend(FakeBackend):
             raise InvalidReceiptError("handed out again since")
         self.changes.append((broker_name, handle, invisible_ms))
         return handle + "-2"
+
+    def dead_letter(self, broker_name: str, group: str, topic: str, handle: str, timeout_s: float) -> None:
+        if handle in self.refuse:
+            raise InvalidReceiptError("acked already")
+        self.dead.append((broker_name, group, topic, handle))
 
 
 def _acl(tmp_path: Path) -> AclFile:
@@ -273,6 +279,32 @@ def test_a_change_answers_the_new_handle_and_a_failure_the_old_one(tmp_path: Pat
     too_long = svc.ChangeInvisibleDuration(_change(handle("a", 1), 13 * 3600), _signed())
     assert too_long.status.code == d.ILLEGAL_INVISIBLE_TIME
     assert svc.ChangeInvisibleDuration(_change(handle(), 0), _signed()).status.code == d.OK  # visible at once
+
+
+def _forward(h: str, group: str = "billing") -> s.ForwardMessageToDeadLetterQueueRequest:
+    return s.ForwardMessageToDeadLetterQueueRequest(
+        group=d.Resource(name=group), topic=d.Resource(name="orders"), receipt_handle=h, message_id="id",
+        delivery_attempt=99, max_delivery_attempts=1,
+    )  # fmt: skip
+
+
+def test_a_forward_dead_letters_on_the_handles_broker_group_and_refusals_store_nothing(
+    tmp_path: Path,
+) -> None:
+    backend = PopBackend(refuse={handle("b", 2)})
+    svc = _service(tmp_path, backend)
+    assert svc.ForwardMessageToDeadLetterQueue(_forward(handle("b", 1)), _signed()).status.code == d.OK
+    assert backend.dead == [("b", "billing", "orders", handle("b", 1))]
+    stale = svc.ForwardMessageToDeadLetterQueue(_forward(handle("b", 2)), _signed())
+    assert stale.status.code == d.INVALID_RECEIPT_HANDLE
+    forged = svc.ForwardMessageToDeadLetterQueue(_forward("forged"), _signed())
+    assert forged.status.code == d.INVALID_RECEIPT_HANDLE
+    assert (
+        svc.ForwardMessageToDeadLetterQueue(_forward(handle()), FakeContext()).status.code == d.UNAUTHORIZED
+    )
+    other = svc.ForwardMessageToDeadLetterQueue(_forward(handle(), group="other"), _signed())
+    assert other.status.code == d.FORBIDDEN
+    assert backend.dead == [("b", "billing", "orders", handle("b", 1))]  # the refused ones stored nothing
 
 
 def test_assignments_are_each_group_with_a_master_at_this_proxy(tmp_path: Path) -> None:
