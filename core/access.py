@@ -60,6 +60,10 @@ RPC_ACCESS: dict[str, Access] = {
     "/tailrace.v1.Broker/SendBack": WRITE,
     "/tailrace.v1.Broker/LockQueues": WRITE,
     "/tailrace.v1.Broker/UnlockQueues": WRITE,
+    "/tailrace.v1.Broker/Pop": WRITE,  # pop state is the master's (issue 18)
+    "/tailrace.v1.Broker/AckPop": WRITE,
+    "/tailrace.v1.Broker/ChangeInvisible": WRITE,
+    "/tailrace.v1.Broker/PopDeadLetter": WRITE,
     "/tailrace.v1.Broker/Pull": READ,
     "/tailrace.v1.Broker/QueryOffset": READ,
     "/tailrace.v1.Broker/GetQueueOffsets": READ,

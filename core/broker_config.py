@@ -23,6 +23,7 @@ from core.security.tls import TlsSection
 from core.store.config import StoreConfig
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+DAY_MS = 24 * 3600 * 1000
 MAX_CONTROLLERS = 16  # broker.controller: a controller per nameserver is a handful, never more
 
 
@@ -76,6 +77,17 @@ class BrokerSection:
         default=DEFAULT_DELAYS,
         metadata=_doc("delay before each redelivery of a failed message (attempt n: level n, then the last)"),
     )
+    pop_max_attempts: int = field(
+        default=16,
+        metadata=_doc("deliveries of a popped message before it goes to %DLQ%<group> (as push consumers)"),
+    )
+    pop_commit_interval_ms: int = field(
+        default=5000,
+        metadata=_doc(
+            "the pop revive pass commits a queue's group offset at most this often "
+            "(each commit rewrites offsets.json); 0: on every pass"
+        ),
+    )
 
     @property
     def nameservers(self) -> list[str]:
@@ -124,6 +136,12 @@ class BrokerSection:
             parse_delays(self.retry_delays)
         except InvalidArgumentError as exc:
             raise ConfigError(f"{prefix}.retry_delays", exc.message) from exc
+        require(1 <= self.pop_max_attempts <= 1000, f"{prefix}.pop_max_attempts", "must be in 1..1000")
+        require(
+            0 <= self.pop_commit_interval_ms <= DAY_MS,
+            f"{prefix}.pop_commit_interval_ms",
+            f"must be in 0..{DAY_MS} (a day)",
+        )
         if self.role is Role.SLAVE and not self.controller:
             require(bool(self.master), f"{prefix}.master", "a slave needs its master's address")
         if self.master:
@@ -268,13 +286,26 @@ class QuotasSection:
     )
     max_members_per_group: int = field(default=1_000, metadata=_doc("live members of one (group, topic)"))
     max_queue_locks: int = field(default=100_000, metadata=_doc("queue locks held at once"))
+    max_pop_inflight_per_queue: int = field(
+        default=10_000, metadata=_doc("popped, unacked messages of one (group, topic, queue)")
+    )
+    max_pop_inflight_per_group: int = field(
+        default=100_000, metadata=_doc("popped, unacked messages of one group on one broker")
+    )
     idle_ttl_ms: int = field(
         default=600_000,
         metadata=_doc("a (group, topic, queue) not pulled this long is forgotten (redirect state, metrics)"),
     )
 
     def validate(self, prefix: str = "quotas") -> None:
-        for key in ("max_topics", "max_groups", "max_members_per_group", "max_queue_locks"):
+        for key in (
+            "max_topics",
+            "max_groups",
+            "max_members_per_group",
+            "max_queue_locks",
+            "max_pop_inflight_per_queue",
+            "max_pop_inflight_per_group",
+        ):
             require(getattr(self, key) >= 1, f"{prefix}.{key}", "must be at least 1")
         require(self.idle_ttl_ms >= 1000, f"{prefix}.idle_ttl_ms", "must be at least 1000")
 

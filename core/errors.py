@@ -217,6 +217,13 @@ class QuotaExceededError(TailraceError):
     code = "QUOTA_EXCEEDED"
 
 
+class InvalidReceiptError(TailraceError):
+    """A pop receipt handle that names no live hand-out: acked already, handed
+    out again since (an older generation), altered or forged. Nothing was done."""
+
+    code = "INVALID_RECEIPT_HANDLE"
+
+
 class StorageFullError(TailraceError):
     code = "STORAGE_FULL"
     retriable = True

@@ -3,8 +3,11 @@
 The proxy is a client of the cluster, with an account of its own (its
 profile): routes come from the nameservers, messages go to masters through
 `consumer.Producer` (its retries, failover handling and circuit breaker),
-and the limit it tells RocketMQ producers is read from the masters' Status
-(`details.limits`) at start and every 30 s.
+pops, acks and invisibility changes to the named broker group's master
+(`consumer.PopClient`, over the producer's routes and connections), and
+the limits it tells RocketMQ clients (the body size, the deliveries before
+a dead letter) are read from the masters' Status (`details.limits`) at
+start and every 30 s.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
+from consumer.pop_client import PopClient
 from consumer.producer import Producer
 from consumer.profile import Profile
 from consumer.routing import group_from_pb
 from consumer.send_logic import OutgoingMessage
 from core.errors import TailraceError
 from core.pb.tailrace.v1 import broker_pb2 as bpb
+from core.rocketmq.consume import Popped
 from core.rocketmq.service import Stored
 from core.rocketmq.translate import Incoming
 from core.route import GroupRoute, MessageQueue, TopicRoute
@@ -57,6 +63,8 @@ class ClusterBackend:
         """`fixed_body_bytes`: the limit to tell clients (0: from the masters
         of `cluster`, `fallback_body_bytes` until one answers)."""
         self.producer = Producer(namesrv=namesrv, profile=profile)
+        self.pops = PopClient(self.producer.routes, self.producer.pool)
+        self._max_attempts = 0  # the masters' least pop_max_attempts (0: none told yet)
         self.fallback = fallback_body_bytes
         self.fixed = fixed_body_bytes
         self._limit = fixed_body_bytes or fallback_body_bytes
@@ -73,6 +81,41 @@ class ClusterBackend:
         receipts = self.producer.send_batch(batch[0].topic, out, queue=queue, timeout_s=timeout_s)
         return [Stored(r.status, r.broker_name, r.queue_id, r.queue_offset) for r in receipts]
 
+    def pop(
+        self,
+        broker_name: str,
+        group: str,
+        topic: str,
+        invisible_ms: int,
+        wait_ms: int,
+        max_messages: int,
+        tag_expression: str,
+        timeout_s: float,
+    ) -> Popped:
+        batch = self.pops.pop(
+            broker_name, group, topic, invisible_ms, timeout_s, max_messages=max_messages, wait_ms=wait_ms,
+            tag_expression=tag_expression,
+        )  # fmt: skip
+        return Popped(batch.messages, batch.address, batch.held)
+
+    def ack(
+        self, broker_name: str, group: str, topic: str, handles: Sequence[str], timeout_s: float
+    ) -> list[TailraceError | None]:
+        return [o.error for o in self.pops.ack(broker_name, group, topic, handles, timeout_s)]
+
+    def change_invisible(
+        self, broker_name: str, group: str, topic: str, handle: str, invisible_ms: int, timeout_s: float
+    ) -> str:
+        return self.pops.change_invisible(broker_name, group, topic, handle, invisible_ms, timeout_s)[0]
+
+    def dead_letter(self, broker_name: str, group: str, topic: str, handle: str, timeout_s: float) -> None:
+        self.pops.dead_letter(broker_name, group, topic, handle, timeout_s)
+
+    def max_attempts(self, fallback: int) -> int:
+        """The deliveries before a dead letter consumers are told: the
+        masters' least `pop_max_attempts` (`fallback` until one told it)."""
+        return self._max_attempts or fallback
+
     def max_body_bytes(self) -> int:
         """The body limit clients are told (no I/O: `refresh_limit` updates it)."""
         return self.fixed or self._limit
@@ -81,7 +124,11 @@ class ClusterBackend:
         """Ask the masters for their record limit (the last answer stays when
         none answers); the proxy does it at start and then every 30 s on its
         own thread, so no client call waits for it."""
-        limits = self._masters_limits()
+        told = self._masters_limits()
+        limits = [t["max_message_bytes"] for t in told if t.get("max_message_bytes", 0) > 0]
+        attempts = [t["pop_max_attempts"] for t in told if t.get("pop_max_attempts", 0) > 0]
+        if attempts:
+            self._max_attempts = min(attempts)
         if limits:
             self._limit = body_limit(limits, self.fallback)
             if self.fixed > self._limit and not self._warned:  # once: every 30 s would be noise
@@ -104,7 +151,8 @@ class ClusterBackend:
             except Exception:  # a failed round is logged, the next one tries again
                 log.exception("refreshing the brokers' limits failed")
 
-    def _masters_limits(self) -> list[int]:
+    def _masters_limits(self) -> list[dict[str, int]]:
+        """Each answering master's integer `details.limits`."""
         routes = self.producer.routes
         clusters = getattr(routes, "clusters", None)
         if clusters is None:
@@ -122,12 +170,12 @@ class ClusterBackend:
             try:
                 conn = self.producer.pool.get(m.address)
                 status = conn.call(conn.stub.Status, bpb.StatusRequest(), STATUS_TIMEOUT_S)
-                limit = json.loads(status.details_json or "{}").get("limits", {}).get("max_message_bytes")
+                limits = json.loads(status.details_json or "{}").get("limits", {})
             except (TailraceError, ValueError) as exc:
                 log.warning("no limits from %s (%s): %s", g.broker_name, m.address, exc)
                 continue
-            if isinstance(limit, int) and limit > 0:
-                out.append(limit)
+            if isinstance(limits, dict):
+                out.append({k: v for k, v in limits.items() if type(v) is int})
         return out
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ from core.errors import ConfigError
 from core.grpc_server import build_server, set_serving
 from core.pb.rocketmq.v2 import service_pb2 as s_pb
 from core.rocketmq.service import MessagingService, add_to_server
-from core.rocketmq.settings import ServerSettings
+from core.rocketmq.settings import CONSUMER_ATTEMPTS, ServerSettings
 from core.rocketmq.streams import StreamGate
 from core.security.acl import AclFile
 from core.security.config import AuthSection, require_protected
@@ -42,6 +42,7 @@ from deploy.proxy_backend import HEADROOM_BYTES, ClusterBackend
 
 log = logging.getLogger("tailrace.proxy")
 SERVICE = "apache.rocketmq.v2.MessagingService"
+MIN_LONG_POLLING_MS = 5_000  # the least long poll a consumer is given (RocketMQ's proxy's too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,19 @@ class ProxySection:
     )
     long_polling_ms: int = field(
         default=20_000, metadata={"doc": "the longest long poll a consumer is given"}
+    )
+    auto_renew_invisible_ms: int = field(
+        default=60_000,
+        metadata={
+            "doc": "how long a push consumer's messages stay invisible (auto_renew: given once, not renewed)"
+        },
+    )
+    max_receives: int = field(
+        default=32,
+        metadata={
+            "doc": "receives held at once (each holds a server thread while it long-polls); "
+            "with max_telemetry_streams < server.max_workers"
+        },
     )
     max_telemetry_streams: int = field(
         default=192,
@@ -98,6 +112,12 @@ class ProxySection:
         require(
             1000 <= self.long_polling_ms <= 300_000, f"{prefix}.long_polling_ms", "must be in 1000..300000"
         )
+        require(
+            1000 <= self.auto_renew_invisible_ms <= 12 * 3600 * 1000,
+            f"{prefix}.auto_renew_invisible_ms",
+            "must be in 1000..43200000",
+        )
+        require(self.max_receives >= 1, f"{prefix}.max_receives", "must be positive")
         require(self.max_telemetry_streams >= 1, f"{prefix}.max_telemetry_streams", "must be positive")
         require(
             self.max_telemetry_streams_per_account >= 1,
@@ -152,9 +172,10 @@ def _wiring(cfg: ProxyConfig) -> tuple[Profile, list[str]]:
     host = px.listen.rpartition(":")[0]
     require_protected([("proxy.listen", host)], cfg.tls, cfg.auth, cfg.server.insecure)
     require(
-        px.max_telemetry_streams < cfg.server.max_workers,
+        px.max_telemetry_streams + px.max_receives < cfg.server.max_workers,
         "proxy.max_telemetry_streams",
-        f"must leave server threads for other calls (< server.max_workers, {cfg.server.max_workers})",
+        "with proxy.max_receives, must leave server threads for other calls "
+        f"(< server.max_workers, {cfg.server.max_workers})",
     )
     if (
         not cfg.auth.acl_file
@@ -216,10 +237,18 @@ def run(args: argparse.Namespace) -> int:
     long_polling = px.long_polling_ms
 
     def settings() -> ServerSettings:
-        return ServerSettings(backend.max_body_bytes(), long_polling)
+        return ServerSettings(
+            backend.max_body_bytes(),
+            long_polling,
+            min_long_polling_ms=min(MIN_LONG_POLLING_MS, long_polling),
+            max_attempts=backend.max_attempts(CONSUMER_ATTEMPTS),
+            auto_renew_invisible_ms=px.auto_renew_invisible_ms,
+        )
 
     streams = StreamGate(px.max_telemetry_streams, px.max_telemetry_streams_per_account)
-    add_to_server(MessagingService(backend, policy, endpoint, settings, streams=streams), server)
+    receives = StreamGate(px.max_receives, px.max_receives, "held receives")
+    service = MessagingService(backend, policy, endpoint, settings, streams=streams, receives=receives)
+    add_to_server(service, server)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -58,6 +58,7 @@ from core.retry import (
 from core.roles import Directive, ReplicationMode, Role, SendStatus
 from master.fencing import enter, writing
 from master.lease import Lease
+from master.popper import Popper
 from master.scheduler import Scheduler
 from master.write_gate import WriteGate
 
@@ -85,6 +86,7 @@ class LeaderRole:
         self.queue_locks = QueueLocks(cfg.quotas.max_queue_locks)
         self.retry_delays = parse_delays(cfg.broker.retry_delays)
         self.scheduler = Scheduler(self)
+        self.popper = Popper(self)  # pop consumption and its revive pass (issue 18)
         self._rr = itertools.count()
         self._topic_lock = threading.Lock()
         # pulled (group, topic, queue)s: which were sent to a slave, and which
@@ -117,6 +119,7 @@ class LeaderRole:
 
     def start(self) -> None:
         self.scheduler.start()
+        self.popper.start()
 
     def retire(self) -> None:
         self.retired = True
@@ -130,6 +133,7 @@ class LeaderRole:
         if not self.retired:
             self.retire()
         self.scheduler.close()
+        self.popper.close()
 
     def fenced(self) -> bool:
         return self.retired or (self.lease is not None and not self.lease.valid())

@@ -32,6 +32,8 @@ from core.metrics import BrokerMetrics
 from core.offsets import ConsumerOffsets
 from core.pagecache import MemoryBudget
 from core.pb.tailrace.v1 import nameserver_pb2 as ns_pb
+from core.pop import snapshot as pop_snapshot
+from core.pop.state import PopTable
 from core.pull import PullArgs, PullLimits, PullReply, Served, check_pull, serve_pull
 from core.record import validate_topic
 from core.redirect import RedirectReason
@@ -93,7 +95,19 @@ class BrokerCore:
         self.on_topics_change: Callable[[], None] = lambda: None
         self._roles = roles
         self._role_lock = threading.RLock()
+        q = config.quotas
+        # pop state (issue 18): applied from `pop` records wherever they are appended;
+        # at open, the snapshot and the log after it (core/pop/snapshot.py), not
+        # only what recovery scanned
+        self.pops = PopTable(q.max_pop_inflight_per_queue, q.max_pop_inflight_per_group)
+        self._pops_loaded = False
         store.add_system_handler("offset", offsets.apply)
+        store.add_system_handler("pop", self._apply_pop)
+        self.pop_load = pop_snapshot.load(self.pops, store, b.data_dir)  # where it walked from, errors
+        self._pops_loaded = True
+        # written on every checkpoint, popped or not: a start after a crash walks
+        # only the log since the last one (core/pop/snapshot.py)
+        store.checkpoint_listeners.append(lambda: pop_snapshot.save(self.pops, store, b.data_dir))
         store.add_system_handler("epoch", self._apply_epoch)
         store.add_append_listener(self._appended)
         store.add_topic_listener(lambda _topic: self.on_topics_change())
@@ -127,11 +141,14 @@ class BrokerCore:
     def close(self) -> None:
         """Release every held pull and replication stream, and retire the role (shutdown)."""
         with self._role_lock:
+            first = not self.closing
             self.closing = True  # no role change after this
             role = self.role
             role.retire()
         role.close()
         self.notifier.close()
+        if first:  # the role's appends are over: the state is the log's to its end
+            pop_snapshot.save(self.pops, self.store, self.config.broker.data_dir)
 
     # ---- the role ------------------------------------------------------------------
 
@@ -202,8 +219,27 @@ class BrokerCore:
         changed = self.offsets.roll_back(tail, lambda: self.store.system_payloads("offset", 0, offset))
         if changed:
             log.warning("cutting the log at %d undoes the commits of %d queue(s)", offset, changed)
+        self._rebuild_pops(offset)
         self.epochs.truncate_from(offset)
         self.epoch = self.epochs.last_epoch
+
+    def _rebuild_pops(self, offset: int) -> None:
+        """Pop records carry no `prev`: the queues the cut tail touched are
+        rebuilt from the retained log before the cut (rare: a divergent tail)."""
+        keys = set()
+        for p in self.store.system_payloads("pop", offset):
+            try:
+                keys.add((str(p["group"]), str(p["topic"]), int(p["queue"])))
+            except (KeyError, TypeError, ValueError):
+                continue
+        pop_snapshot.discard(self.config.broker.data_dir)  # it may describe the tail
+        if keys:
+            self.pops.rebuild(keys, self.store.system_payloads("pop", 0, offset))
+            log.warning("cutting the log at %d rebuilds the pop state of %d queue(s)", offset, len(keys))
+
+    def _apply_pop(self, payload: dict[str, Any]) -> None:
+        if self._pops_loaded:  # (recovered records are in the replay `load` does)
+            self.pops.on_record(payload)
 
     def adopt(self, history: list[tuple[int, int]]) -> None:
         self.epochs.replace(history)
@@ -234,6 +270,14 @@ class BrokerCore:
             return serve_pull(self.store, self.notifier, self.limits, args, alive, visible_end)
         finally:
             self._hold_slots.release()
+
+    def try_hold(self) -> bool:
+        """Take one of the `max_held_pulls` slots for a held pop (release it
+        with `release_hold`); False: answer at once instead."""
+        return self._hold_slots.acquire(blocking=False)
+
+    def release_hold(self) -> None:
+        self._hold_slots.release()
 
     def held_pulls(self) -> int:
         """Pulls waiting now (replication streams also wait on the notifier: not counted)."""
@@ -359,6 +403,8 @@ class BrokerCore:
             "groups": (len(self.groups), q.max_groups),
             "queue_locks": (len(locks) if locks is not None else 0, q.max_queue_locks),
             "members_per_group": (None, q.max_members_per_group),
+            "pop_inflight_per_group": (self.pops.busiest_group(), q.max_pop_inflight_per_group),
+            "pop_inflight_per_queue": (None, q.max_pop_inflight_per_queue),
             "queues_per_topic": (None, st.max_queues_per_topic),
             "message_bytes": (None, st.max_message_bytes),
             "batch_bytes": (None, st.max_batch_bytes),
@@ -383,11 +429,13 @@ class BrokerCore:
             "preallocation_misses": clog.allocator.misses,
             "segments_warming": clog.allocator.warming(),
             "recovery": self.store.recovery.to_dict(),
-            # what a message may be: `tailrace proxy` tells RocketMQ clients their max body size
+            # what a message may be, and how often a popped one is delivered before it
+            # goes to %DLQ%<group>: `tailrace proxy` tells RocketMQ clients the real maximums
             "limits": {
                 "max_message_bytes": self.config.store.max_message_bytes,
                 "max_properties": self.config.store.max_properties,
                 "max_properties_bytes": self.config.store.max_properties_bytes,
+                "pop_max_attempts": self.config.broker.pop_max_attempts,
             },
         }
         details["replication"] = mine.replication

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from core.pop.ops import PopOps
 from core.pull import PullArgs, PullReply
 from core.record import Message
 from core.replicas import ReplicaSet
@@ -114,6 +115,11 @@ class LeaderOps(BrokerRole, Protocol):
     epoch: int
     replicas: ReplicaSet
     retired: bool
+
+    @property
+    def popper(self) -> PopOps:
+        """Pop consumption (issue 18): master/popper.py."""
+        ...
 
     def send(
         self, topic: str, queue_id: int, messages: Sequence[Message], internal: bool = False

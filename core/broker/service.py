@@ -199,3 +199,59 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     ) -> pb.UnregisterResponse:
         members = self.core.unregister(request.group, request.topic, request.client_id)
         return pb.UnregisterResponse(members=members)
+
+    # ---- pop consumption (issue 18) -------------------------------------------------------
+
+    def Pop(self, request: pb.PopRequest, context: grpc.ServicerContext) -> pb.PopResponse:
+        topic, queue_id = request.topic, request.queue_id
+        if request.max_wait_ms and queue_id >= 0:  # a cancelled call releases its held pop at once
+            context.add_callback(lambda: self.core.wake_pulls(topic, queue_id))
+        out = self.core.leader().popper.pop(
+            request.group,
+            topic,
+            queue_id,
+            request.max_messages,
+            request.invisible_ms,
+            request.max_wait_ms,
+            context.is_active,
+            request.tag_expression,
+        )
+        return pb.PopResponse(
+            messages=[
+                pb.PoppedRecord(
+                    record=m.data, attempt=m.attempt, receipt_handle=m.handle, deadline_ms=m.deadline_ms
+                )
+                for m in out.messages
+            ],
+            served_by=self.core.broker_id,
+            suggested_broker_id=out.advice.suggested_broker_id,
+            suggestion_reason=out.advice.reason.value,
+            held=out.held,
+        )
+
+    def AckPop(self, request: pb.AckPopRequest, context: grpc.ServicerContext) -> pb.AckPopResponse:
+        handles = list(request.receipt_handles)
+        errors = self.core.leader().popper.ack_all(request.group, request.topic, handles)
+        results = [
+            pb.AckPopResult(receipt_handle=h)
+            if e is None
+            else pb.AckPopResult(receipt_handle=h, error_code=e.code, detail=e.message)
+            for h, e in zip(handles, errors, strict=True)
+        ]
+        return pb.AckPopResponse(results=results, served_by=self.core.broker_id)
+
+    def ChangeInvisible(
+        self, request: pb.ChangeInvisibleRequest, context: grpc.ServicerContext
+    ) -> pb.ChangeInvisibleResponse:
+        handle, deadline = self.core.leader().popper.change_invisible(
+            request.group, request.topic, request.receipt_handle, request.invisible_ms
+        )
+        return pb.ChangeInvisibleResponse(
+            receipt_handle=handle, deadline_ms=deadline, served_by=self.core.broker_id
+        )
+
+    def PopDeadLetter(
+        self, request: pb.PopDeadLetterRequest, context: grpc.ServicerContext
+    ) -> pb.PopDeadLetterResponse:
+        self.core.leader().popper.dead_letter(request.group, request.topic, request.receipt_handle)
+        return pb.PopDeadLetterResponse(served_by=self.core.broker_id)

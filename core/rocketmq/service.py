@@ -27,6 +27,8 @@ from core.pb.rocketmq.v2 import definition_pb2 as d
 from core.pb.rocketmq.v2 import service_pb2 as s
 from core.pb.rocketmq.v2 import service_pb2_grpc
 from core.rocketmq import routes, translate
+from core.rocketmq.calls import past_deadline as _past_deadline
+from core.rocketmq.calls import time_left as _time_left
 from core.rocketmq.codes import (
     Refused,
     backend_status,
@@ -36,6 +38,7 @@ from core.rocketmq.codes import (
     status,
     status_of,
 )
+from core.rocketmq.consume import ConsumeBackend, Consumption
 from core.rocketmq.settings import ServerSettings, answer
 from core.rocketmq.streams import StreamGate
 from core.roles import SendStatus
@@ -44,10 +47,9 @@ from core.security.identity import Principal
 from core.security.mqv2 import Mqv2Policy, Rule, any_account, publish, use_group
 
 log = logging.getLogger(__name__)
-MARGIN_S = 0.2  # answered this long before the client's deadline
-DEFAULT_TIMEOUT_S = 3.0  # a call without a deadline (official clients always set one)
 MAX_MESSAGES_PER_REQUEST = 1024
 DEFAULT_MAX_STREAMS = 32
+DEFAULT_MAX_RECEIVES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,7 @@ class Stored:
     queue_offset: int
 
 
-class Backend(Protocol):
+class Backend(ConsumeBackend, Protocol):
     """The cluster as the servicer sees it (deploy/proxy_backend.py)."""
 
     def route(self, topic: str, timeout_s: float) -> TopicRoute: ...
@@ -97,18 +99,6 @@ class LogBudget:
             return False
 
 
-def _past_deadline(context: grpc.ServicerContext) -> bool:
-    left = context.time_remaining()
-    return left is not None and left <= MARGIN_S
-
-
-def _time_left(context: grpc.ServicerContext) -> float:
-    left = context.time_remaining()
-    if left is None or left > 3600:
-        left = DEFAULT_TIMEOUT_S
-    return float(max(0.05, left - MARGIN_S))
-
-
 def _not_yet(name: str, response: Any) -> Callable[..., Any]:
     def unary(self: MessagingService, request: Any, context: grpc.ServicerContext) -> Any:
         return response(status=self._refusal(context, any_account) or not_implemented(name))
@@ -132,11 +122,13 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         settings: Callable[[], ServerSettings],
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         streams: StreamGate | None = None,
+        receives: StreamGate | None = None,
     ) -> None:
         """`endpoint`: where clients reach this proxy (`host:port`), the
         address every route names; `settings`: what clients are told (read
         per answer: the brokers' limit may change); `streams`: the cap on
-        open Telemetry streams (each holds a server thread)."""
+        open Telemetry streams (each holds a server thread); `receives`: the
+        cap on held receives (each holds one too)."""
         self.backend = backend
         self.policy = policy
         self.endpoints = routes.endpoints(endpoint)
@@ -144,6 +136,10 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         self.wall_ms = wall_ms
         self.streams = streams or StreamGate(DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS)
         self._refusals = LogBudget()
+        receives = receives or StreamGate(DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RECEIVES, "held receives")
+        self.consumption = Consumption(
+            backend, self._refusal, self._backend_failed, self.endpoints, settings, receives, wall_ms
+        )
 
     def _caller(self, context: grpc.ServicerContext, rule: Rule) -> tuple[Principal | None, d.Status | None]:
         """(the caller, None) if it may go on; else (None, the status refusing it)."""
@@ -274,20 +270,34 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         ]
         return s.SendMessageResponse(status=roll_up([e.status for e in entries]), entries=entries)
 
+    # ---- consumption: core/rocketmq/consume.py -------------------------------------------
+
+    def QueryAssignment(self, request: s.QueryAssignmentRequest, context: grpc.ServicerContext) -> Any:
+        return self.consumption.query_assignment(request, context)
+
+    def ReceiveMessage(self, request: s.ReceiveMessageRequest, context: grpc.ServicerContext) -> Any:
+        return self.consumption.receive_message(request, context)
+
+    def AckMessage(self, request: s.AckMessageRequest, context: grpc.ServicerContext) -> Any:
+        return self.consumption.ack_message(request, context)
+
+    def ChangeInvisibleDuration(
+        self, request: s.ChangeInvisibleDurationRequest, context: grpc.ServicerContext
+    ) -> Any:
+        return self.consumption.change_invisible_duration(request, context)
+
+    def ForwardMessageToDeadLetterQueue(
+        self, request: s.ForwardMessageToDeadLetterQueueRequest, context: grpc.ServicerContext
+    ) -> Any:
+        return self.consumption.forward_to_dead_letter(request, context)
+
     # ---- not served yet: an immediate NOT_IMPLEMENTED ----------------------------------
 
-    QueryAssignment = _not_yet("QueryAssignment", s.QueryAssignmentResponse)
-    ReceiveMessage = _not_yet_stream("ReceiveMessage", s.ReceiveMessageResponse)
-    AckMessage = _not_yet("AckMessage", s.AckMessageResponse)
-    ForwardMessageToDeadLetterQueue = _not_yet(
-        "ForwardMessageToDeadLetterQueue", s.ForwardMessageToDeadLetterQueueResponse
-    )
     PullMessage = _not_yet_stream("PullMessage", s.PullMessageResponse)
     UpdateOffset = _not_yet("UpdateOffset", s.UpdateOffsetResponse)
     GetOffset = _not_yet("GetOffset", s.GetOffsetResponse)
     QueryOffset = _not_yet("QueryOffset", s.QueryOffsetResponse)
     EndTransaction = _not_yet("EndTransaction", s.EndTransactionResponse)
-    ChangeInvisibleDuration = _not_yet("ChangeInvisibleDuration", s.ChangeInvisibleDurationResponse)
     RecallMessage = _not_yet("RecallMessage", s.RecallMessageResponse)
     SyncLiteSubscription = _not_yet("SyncLiteSubscription", s.SyncLiteSubscriptionResponse)
 

@@ -23,7 +23,7 @@ from core.pb.rocketmq.v2 import definition_pb2 as d
 from core.retry import DEFAULT_DELAYS, parse_delays
 
 PRODUCER_ATTEMPTS = 3
-CONSUMER_ATTEMPTS = 17  # the first delivery and the native max_reconsume (16) retries
+CONSUMER_ATTEMPTS = 16  # the brokers' default broker.pop_max_attempts, until they tell theirs
 RECEIVE_BATCH = 32
 CONSUMERS = (
     d.PUSH_CONSUMER,
@@ -42,6 +42,8 @@ class ServerSettings:
     long_polling_ms: int = 20_000  # the default, and the most a client is allowed
     min_long_polling_ms: int = 5_000
     retry_delays: tuple[float, ...] = parse_delays(DEFAULT_DELAYS)
+    max_attempts: int = CONSUMER_ATTEMPTS  # the brokers' pop_max_attempts: deliveries before %DLQ%<group>
+    auto_renew_invisible_ms: int = 60_000  # a push consumer's messages' invisibility (no renewal)
 
 
 def answer(client: d.Settings, server: ServerSettings) -> d.Settings:
@@ -67,9 +69,9 @@ def answer(client: d.Settings, server: ServerSettings) -> d.Settings:
         polling = min(max(wanted, server.min_long_polling_ms), server.long_polling_ms)
         sub.long_polling_timeout.FromMilliseconds(polling)
         sub.receive_batch_size = RECEIVE_BATCH
-        sub.fifo = False  # orderly groups come with the receive path
+        sub.fifo = False  # orderly (FIFO) consumption is not served: every group is concurrent
         out.backoff_policy.Clear()
-        out.backoff_policy.max_attempts = CONSUMER_ATTEMPTS
-        for delay in server.retry_delays[: CONSUMER_ATTEMPTS - 1]:
+        out.backoff_policy.max_attempts = server.max_attempts
+        for delay in server.retry_delays[: max(1, server.max_attempts - 1)]:
             out.backoff_policy.customized_backoff.next.add().FromMilliseconds(int(delay * 1000))
     return out

@@ -16,7 +16,8 @@ from collections import Counter
 
 
 class StreamGate:
-    def __init__(self, max_streams: int, max_per_account: int) -> None:
+    def __init__(self, max_streams: int, max_per_account: int, what: str = "Telemetry streams") -> None:
+        self.what = what
         self.max_streams = max_streams
         self.max_per_account = max_per_account
         self._open: Counter[str] = Counter()
@@ -27,9 +28,9 @@ class StreamGate:
         """None: admitted (call `leave` once it ends); else why not."""
         with self._lock:
             if self._total >= self.max_streams:
-                return f"this proxy holds its most Telemetry streams ({self.max_streams}); try later"
+                return f"this proxy holds its most {self.what} ({self.max_streams}); try later"
             if self._open[account] >= self.max_per_account:
-                return f"{account} holds its most Telemetry streams ({self.max_per_account}); try later"
+                return f"{account} holds its most {self.what} ({self.max_per_account}); try later"
             self._open[account] += 1
             self._total += 1
             return None

@@ -84,6 +84,10 @@ CLIENT_RULES: dict[str, Rule] = {
     "/tailrace.v1.Broker/SendBack": _subscribe_as_group,  # into the group's retry/DLQ topics
     "/tailrace.v1.Broker/LockQueues": _subscribe_as_group,
     "/tailrace.v1.Broker/UnlockQueues": _subscribe_as_group,
+    "/tailrace.v1.Broker/Pop": _subscribe_as_group,
+    "/tailrace.v1.Broker/AckPop": _subscribe_as_group,
+    "/tailrace.v1.Broker/ChangeInvisible": _subscribe_as_group,
+    "/tailrace.v1.Broker/PopDeadLetter": _subscribe_as_group,  # into the group's DLQ, as SendBack
     "/tailrace.v1.Broker/Heartbeat": _subscribe_as_group,
     "/tailrace.v1.Broker/Unregister": _subscribe_as_group,
     "/tailrace.v1.Broker/GetQueueOffsets": _describe,

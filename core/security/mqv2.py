@@ -181,3 +181,13 @@ def use_group(group: str) -> Rule:
 
 def any_account(p: Permissions) -> str | None:
     return None
+
+
+def consume(topic: str, group: str) -> Rule:
+    """Receive, ack, change or dead-letter `topic`'s messages as `group`:
+    the native Pop's rule (subscribe on the topic, as a group it may use)."""
+    return lambda p: (
+        None
+        if p.may_subscribe(topic, group)
+        else f"subscribe to topic {brief(topic)} as group {brief(group)}"
+    )

@@ -75,7 +75,7 @@ class GroupCommit:
 class PeriodicService:
     """Runs each (interval_s, task) on one background thread until closed."""
 
-    def __init__(self, name: str, tasks: list[tuple[float, Callable[[], None]]]) -> None:
+    def __init__(self, name: str, tasks: list[tuple[float, Callable[[], object]]]) -> None:
         self._tasks = tasks
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)

@@ -104,6 +104,7 @@ class MessageStore:
         self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self._disk_used_ratio = disk_used_ratio
         self._ckpt_lock = threading.RLock()
+        self.checkpoint_listeners: list[Callable[[], None]] = []  # after every checkpoint; never raise
         self._system = SystemRecords()
         self._system.add_handler("topic", self._apply_topic)
         self._dirlock = DirLock(self.data_dir)
@@ -146,6 +147,7 @@ class MessageStore:
             self._dirlock.release()
             raise
         self._writer = Publisher(self.commitlog, self.cqs, self._system.apply)
+        self.write_lock = self._writer.lock  # held by every append, replicated chunk and cut
         self._replica = ReplicaOps(
             self.commitlog,
             self.cqs,
@@ -164,14 +166,13 @@ class MessageStore:
             [
                 (config.flush_interval_ms / 1000, self._flush_tick),
                 (config.checkpoint_interval_ms / 1000, self._checkpoint),
-                (config.retention_interval_ms / 1000, self._retention_tick),
+                (config.retention_interval_ms / 1000, self.enforce_retention),
             ],
         )
 
     @property
     def _closed(self) -> bool:
-        """Whether the store is closed: set once by close() (tests' kill -9
-        stand-in, tests/helpers/store_tools.abandon, sets it too)."""
+        """Set once by close() (and by tests/helpers/store_tools.abandon)."""
         return self._writer.closed
 
     @_closed.setter
@@ -447,15 +448,14 @@ class MessageStore:
     def _checkpoint(self) -> None:
         with self._ckpt_lock:  # never interleaved with a truncation or reset
             self._checkpoint_locked()
+            for fn in self.checkpoint_listeners:  # no cut meanwhile; they may take write_lock
+                fn()
 
     def _checkpoint_locked(self) -> None:
         dispatched = self.commitlog.write_pos  # every record below has its entries written
         self.commitlog.flush()
         self.cqs.flush()
         write_checkpoint(self.data_dir, Checkpoint(self.commitlog.flushed, dispatched))
-
-    def _retention_tick(self) -> None:
-        self.enforce_retention()
 
     def disk_full(self) -> bool:
         """Is the data disk past its high watermark? (core/store/retention.py)"""

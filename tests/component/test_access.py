@@ -50,6 +50,10 @@ UNARY_SAMPLES: dict[str, Any] = {
     "SendBack": pb.SendBackRequest(group="G", topic="T", message=MSG, max_reconsume=3),
     "LockQueues": pb.LockQueuesRequest(group="G", topic="T", client_id="c1", queue_ids=[0], lease_ms=10_000),
     "UnlockQueues": pb.LockQueuesRequest(group="G", topic="T", client_id="c1", queue_ids=[0]),
+    "Pop": pb.PopRequest(group="G", topic="T", queue_id=1, max_messages=1, invisible_ms=10_000),
+    "AckPop": pb.AckPopRequest(group="G", topic="T", receipt_handles=["forged"]),
+    "ChangeInvisible": pb.ChangeInvisibleRequest(group="G", topic="T", receipt_handle="forged"),
+    "PopDeadLetter": pb.PopDeadLetterRequest(group="G", topic="T", receipt_handle="forged"),
 }
 STREAM_SAMPLES: dict[str, Callable[[], Iterator[rpb.ReplicateRequest]]] = {
     "Replicate": lambda: iter([handshake()]),
@@ -145,6 +149,13 @@ def test_the_same_requests_change_the_leader(nodes: Nodes) -> None:
     assert call(master, "SendBack").destination == "%SCHEDULE%"
     assert list(call(master, "LockQueues").locked) == [0]
     call(master, "UnlockQueues")
+    (popped,) = call(master, "Pop").messages
+    assert popped.attempt == 1 and master.core.pops.inflight("G") == 1
+    assert [r.error_code for r in call(master, "AckPop").results] == ["INVALID_RECEIPT_HANDLE"]
+    for name in ("ChangeInvisible", "PopDeadLetter"):
+        with pytest.raises(grpc.RpcError) as info:
+            call(master, name)
+        assert error_code(info.value) == "INVALID_RECEIPT_HANDLE", name
     assert call(master, "Replicate").WhichOneof("kind") == "handshake_reply"
     assert master.core.store.commitlog.max_offset > end
 

@@ -46,6 +46,7 @@ GOOD: dict[str, list[Any]] = {
     "group": ["G", "H", "g", "%SCHEDULER%"],  # consumer groups; "g": the broker group of a handshake
     "client_id": ["c1", "c2"],
     "subscription": ["*", "a || b", "a"],
+    "tag_expression": ["", "*", "a || b", "a"],
     "tags": ["a", "b"],
     "keys": ["k"],
     "queue_id": [0, 1, 3],
@@ -99,6 +100,10 @@ def send_refusal(answer: bytes) -> str | None:
 SETTINGS = {
     "pull.max_wait_ms": 200,
     "broker.retry_delays": "24h",
+    # the pop revive pass writes nothing either: a group's commit is due in a
+    # day, and a message dead-letters after 1000 deliveries (a run pops fewer)
+    "broker.pop_commit_interval_ms": 24 * 3600 * 1000,
+    "broker.pop_max_attempts": 1000,
     "broker.default_queues": 4,
     "store.cq_entries_per_file": 1024,
     "quotas.max_topics": 300,
@@ -119,8 +124,9 @@ def target(node: BrokerNode) -> Target:
 @pytest.fixture(scope="module")
 def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BrokerNode, BrokerNode]]:
     """A master with two topics, messages and a committed offset, and its
-    slave. Held pulls are capped at 200 ms and retries are due in a day, so
-    nothing but the calls under test changes their state."""
+    slave. Held pulls are capped at 200 ms, and retries and the pop revive
+    pass's writes are due in a day, so nothing but the calls under test
+    changes their state."""
     nodes = Nodes(Path(tmp_path_factory.mktemp("broker-rpc")))
     try:
         master = nodes.master(SETTINGS)

@@ -5,18 +5,21 @@ HOME=<tmp>, TZ=UTC and, for TLS, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=<CA>):
 importing `rocketmq` sets up logging under $HOME at import time, needs
 opentelemetry and warns, so pytest itself never imports it.
 
-Spec (stdin): {"mode": "produce" | "receive", "endpoints": "h:p", "ak": "",
-"sk": "", "tls": false, "topic": "T", "timeout_s": 3,
-"messages": [{"body": "...", "tag": "", "keys": [], "properties": {},
-"group": ""}], "group": "G"}. Prints one JSON object: per message
+Spec (stdin's first line): {"mode": "produce" | "simple" | "push",
+"endpoints": "h:p", "ak": "", "sk": "", "tls": false, "topic": "T",
+"timeout_s": 3, ...}. `produce` takes "messages": [{"body": "...", "tag":
+"", "keys": [], "properties": {}, "group": ""}] and prints per message
 `{"ok": true, "message_id", "offset", "queue_id"}` or `{"ok": false,
-"error"}`, with the seconds each step took.
+"error"}`, with the seconds each step took. `simple` and `push` take a
+"group" (see each) and print every delivery. A push consumer runs until
+stdin closes.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from typing import Any
 
@@ -62,31 +65,103 @@ def produce(spec: dict[str, Any]) -> dict[str, Any]:
     return {"startup_s": started, "results": results}
 
 
-def receive(spec: dict[str, Any]) -> dict[str, Any]:
-    """One SimpleConsumer receive (not served yet: the proxy answers NOT_IMPLEMENTED)."""
-    from rocketmq import ClientConfiguration, Credentials, FilterExpression, SimpleConsumer
+def _consumer_config(spec: dict[str, Any]) -> Any:
+    from rocketmq import ClientConfiguration, Credentials
 
     creds = Credentials(spec.get("ak", ""), spec.get("sk", ""))
-    cfg = ClientConfiguration(spec["endpoints"], creds, request_timeout=spec.get("timeout_s", 3))
+    return ClientConfiguration(spec["endpoints"], creds, request_timeout=spec.get("timeout_s", 3))
+
+
+def _seen(m: Any) -> dict[str, Any]:
+    return {
+        "id": m.message_id, "body": m.body.decode(), "tag": m.tag or "", "keys": sorted(m.keys or ()),
+        "properties": dict(m.properties or {}), "attempt": m.delivery_attempt, "corrupted": m.corrupted,
+        "at": time.monotonic(),
+    }  # fmt: skip
+
+
+def simple(spec: dict[str, Any]) -> dict[str, Any]:
+    """A SimpleConsumer that receives until `expect` messages are acked:
+    the first message it gets is left unacked (it must come back after
+    `invisible_s` as attempt 2, then is acked); the second has its
+    invisible duration changed, an ack with the old handle is tried (it
+    must fail), then the new handle acks it. With `plain`, it acks each at once."""
+    from rocketmq import FilterExpression, SimpleConsumer
+
     consumer = SimpleConsumer(
-        cfg, spec["group"], {spec["topic"]: FilterExpression("*")}, await_duration=5,
-        tls_enable=spec.get("tls", False),
+        _consumer_config(spec), spec["group"], {spec["topic"]: FilterExpression(spec.get("filter", "*"))},
+        await_duration=spec.get("await_s", 5), tls_enable=spec.get("tls", False),
     )  # fmt: skip
     consumer.startup()
-    t = time.monotonic()
+    deliveries: list[dict[str, Any]] = []
+    acked: set[str] = set()
+    held_back = changed = ""
+    old_ack_error = errors = ""
+    end = time.monotonic() + spec.get("deadline_s", 40)
     try:
-        got = consumer.receive(16, 15)
-        out: dict[str, Any] = {"ok": True, "count": len(got)}
-    except Exception as exc:
-        out = {"ok": False, "error": _error(exc)}
-    out["seconds"] = time.monotonic() - t
+        while len(acked) < spec["expect"] and time.monotonic() < end:
+            try:
+                got = consumer.receive(16, spec.get("invisible_s", 3))
+            except Exception as exc:
+                errors += _error(exc) + "\n"
+                continue
+            for m in got:
+                deliveries.append(_seen(m))
+                if not held_back and not spec.get("plain"):
+                    held_back = m.message_id  # not acked: comes back after its invisible duration
+                    continue
+                if not changed and m.message_id != held_back and not spec.get("plain"):
+                    changed, old = m.message_id, m.receipt_handle
+                    consumer.change_invisible_duration(m, spec.get("change_s", 60))
+                    new = m.receipt_handle
+                    m.receipt_handle = old
+                    try:
+                        consumer.ack(m)
+                        old_ack_error = "none"
+                    except Exception as exc:
+                        old_ack_error = _error(exc)
+                    m.receipt_handle = new
+                consumer.ack(m)
+                acked.add(m.message_id)
+    finally:
+        consumer.shutdown()
+    return {
+        "deliveries": deliveries, "acked": sorted(acked), "held_back": held_back, "changed": changed,
+        "old_ack_error": old_ack_error, "errors": errors,
+    }  # fmt: skip
+
+
+def push(spec: dict[str, Any]) -> dict[str, Any]:
+    """A PushConsumer consuming until stdin closes; bodies in `fail` fail
+    every time. Reports every delivery."""
+    from rocketmq import ConsumeResult, FilterExpression, MessageListener, PushConsumer
+
+    deliveries: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    fail = set(spec.get("fail", ()))
+
+    class Listener(MessageListener):  # type: ignore[misc]
+        def consume(self, message: Any) -> Any:
+            with lock:
+                deliveries.append(_seen(message))
+            return ConsumeResult.FAILURE if message.body.decode() in fail else ConsumeResult.SUCCESS
+
+    consumer = PushConsumer(
+        _consumer_config(spec), spec["group"], Listener(), {spec["topic"]: FilterExpression("*")},
+        consumption_thread_count=2, tls_enable=spec.get("tls", False),
+    )  # fmt: skip
+    consumer.startup()
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    stop.wait(spec.get("deadline_s", 60))
     consumer.shutdown()
-    return out
+    with lock:
+        return {"deliveries": list(deliveries)}
 
 
 def main() -> int:
-    spec = json.loads(sys.stdin.read())
-    result = produce(spec) if spec["mode"] == "produce" else receive(spec)
+    spec = json.loads(sys.stdin.readline())
+    result = {"produce": produce, "simple": simple, "push": push}[spec["mode"]](spec)
     print(json.dumps(result), flush=True)
     return 0
 

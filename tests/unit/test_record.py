@@ -2,52 +2,22 @@
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 
 from core.errors import CorruptRecordError, InvalidTopicError
 from core.record import (
-    CRC,
-    FIXED,
     HEADER_SIZE,
-    RECORD_MAGIC,
     check_record,
     decode_properties,
     decode_record,
-    encode_meta,
     encode_properties,
     iter_records,
     tag_hash,
     validate_topic,
 )
+from tests.helpers.records import make
 
 pytestmark = pytest.mark.unit
-
-
-def make(
-    topic: str = "orders",
-    queue_id: int = 3,
-    queue_offset: int = 42,
-    phys: int = 1 << 40,
-    body: bytes = b"hello",
-    tags: str = "TagA",
-    keys: str = "k1 k2",
-    props: dict[str, str] | None = None,
-    flags: int = 7,
-    born: int = 1_700_000_000_123,
-    store: int = 1_700_000_000_456,
-) -> bytes:
-    meta = encode_meta(topic.encode(), tags.encode(), keys.encode(), encode_properties(props or {}))
-    size = FIXED.size + len(meta) + len(body)
-    buf = bytearray(size)
-    FIXED.pack_into(
-        buf, 0, size, RECORD_MAGIC, 0, queue_id, flags, queue_offset, phys, born, store, len(body)
-    )
-    buf[FIXED.size : FIXED.size + len(meta)] = meta
-    buf[FIXED.size + len(meta) :] = body
-    CRC.pack_into(buf, 8, zlib.crc32(buf[12:]))
-    return bytes(buf)
 
 
 def test_every_field_round_trips() -> None:

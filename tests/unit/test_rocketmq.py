@@ -330,6 +330,27 @@ def test_the_limit_is_asked_of_the_proxys_cluster_only() -> None:
     assert [g.broker_name for g in groups_of(answer, "")] == ["a", "b"]
 
 
+def test_consumers_are_told_the_masters_least_pop_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer.profile import Profile
+    from deploy.proxy_backend import ClusterBackend, body_limit
+
+    monkeypatch.delenv("TAILRACE_PROFILE", raising=False)
+    backend = ClusterBackend(["127.0.0.1:1"], Profile.resolve(None), 1000)
+    try:
+        assert backend.max_attempts(16) == 16  # none told yet
+        told = [
+            {"max_message_bytes": 2 << 20, "pop_max_attempts": 5},
+            {"max_message_bytes": 4 << 20, "pop_max_attempts": 3},
+            {},  # a master of an older version tells neither
+        ]
+        monkeypatch.setattr(backend, "_masters_limits", lambda: told)
+        backend.refresh_limit()
+        assert backend.max_attempts(16) == 3  # the first to dead-letter decides
+        assert backend.max_body_bytes() == body_limit([2 << 20, 4 << 20], 0)
+    finally:
+        backend.close()
+
+
 def test_proxy_config_is_checked_before_anything_starts(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -359,7 +380,12 @@ def test_proxy_config_is_checked_before_anything_starts(
     # Telemetry streams must leave threads for other calls (the proxy's default: 256 workers)
     with pytest.raises(ConfigError, match=r"proxy\.max_telemetry_streams"):
         wiring("proxy.namesrv=127.0.0.1:9876", "server.max_workers=64", "proxy.max_telemetry_streams=64")
-    wiring("proxy.namesrv=127.0.0.1:9876", "proxy.max_telemetry_streams=255")
+    wiring("proxy.namesrv=127.0.0.1:9876", "proxy.max_telemetry_streams=223")  # 223 + 32 receives < 256
+    # so must the held receives, together with them
+    with pytest.raises(ConfigError, match=r"proxy\.max_telemetry_streams"):
+        wiring("proxy.namesrv=127.0.0.1:9876", "proxy.max_telemetry_streams=200", "proxy.max_receives=56")
+    with pytest.raises(ConfigError, match=r"proxy\.auto_renew_invisible_ms"):
+        wiring("proxy.namesrv=127.0.0.1:9876", "proxy.auto_renew_invisible_ms=10")
     # a proxy holding an account but checking none of its callers would lend that account to anyone
     profile = tmp_path / "profile.toml"
     profile.write_text(

@@ -61,6 +61,10 @@ class FakeContext:
     def __init__(self, metadata: list[tuple[str, str]] | tuple[()] = (), left_s: float = 3.0) -> None:
         self.metadata = list(metadata)
         self.left_s = left_s
+        self.active = True
+
+    def is_active(self) -> bool:
+        return self.active
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return self.metadata
@@ -239,8 +243,7 @@ def test_route_telemetry_and_unimplemented_rpcs(tmp_path: Path) -> None:
     assert svc.Heartbeat(s.HeartbeatRequest(group=d.Resource(name="billing")), _signed()).status.code == d.OK
     assert svc.Heartbeat(s.HeartbeatRequest(group=d.Resource(name="x")), _signed()).status.code == d.FORBIDDEN
     assert svc.NotifyClientTermination(s.NotifyClientTerminationRequest(), _signed()).status.code == d.OK
-    assert svc.AckMessage(s.AckMessageRequest(), _signed()).status.code == d.NOT_IMPLEMENTED
     assert svc.EndTransaction(s.EndTransactionRequest(), _signed()).status.code == d.NOT_IMPLEMENTED
-    frames = list(svc.ReceiveMessage(s.ReceiveMessageRequest(), _signed()))
+    frames = list(svc.PullMessage(s.PullMessageRequest(), _signed()))
     assert [f.status.code for f in frames] == [d.NOT_IMPLEMENTED]
     assert svc.QueryAssignment(s.QueryAssignmentRequest(), FakeContext()).status.code == d.UNAUTHORIZED

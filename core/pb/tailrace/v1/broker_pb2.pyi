@@ -41,6 +41,116 @@ OFFSET_TOO_SMALL: PullStatus
 OFFSET_OVERFLOW: PullStatus
 RETRY_ELSEWHERE: PullStatus
 
+class PopRequest(_message.Message):
+    __slots__ = ("group", "topic", "queue_id", "max_messages", "invisible_ms", "max_wait_ms", "tag_expression")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    INVISIBLE_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    TAG_EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    queue_id: int
+    max_messages: int
+    invisible_ms: int
+    max_wait_ms: int
+    tag_expression: str
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., max_messages: _Optional[int] = ..., invisible_ms: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., tag_expression: _Optional[str] = ...) -> None: ...
+
+class PoppedRecord(_message.Message):
+    __slots__ = ("record", "attempt", "receipt_handle", "deadline_ms")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    record: bytes
+    attempt: int
+    receipt_handle: str
+    deadline_ms: int
+    def __init__(self, record: _Optional[bytes] = ..., attempt: _Optional[int] = ..., receipt_handle: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
+
+class PopResponse(_message.Message):
+    __slots__ = ("messages", "served_by", "suggested_broker_id", "suggestion_reason", "held")
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTED_BROKER_ID_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[PoppedRecord]
+    served_by: int
+    suggested_broker_id: int
+    suggestion_reason: str
+    held: bool
+    def __init__(self, messages: _Optional[_Iterable[_Union[PoppedRecord, _Mapping]]] = ..., served_by: _Optional[int] = ..., suggested_broker_id: _Optional[int] = ..., suggestion_reason: _Optional[str] = ..., held: _Optional[bool] = ...) -> None: ...
+
+class AckPopRequest(_message.Message):
+    __slots__ = ("group", "topic", "receipt_handles")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_HANDLES_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    receipt_handles: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., receipt_handles: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AckPopResult(_message.Message):
+    __slots__ = ("receipt_handle", "error_code", "detail")
+    RECEIPT_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    receipt_handle: str
+    error_code: str
+    detail: str
+    def __init__(self, receipt_handle: _Optional[str] = ..., error_code: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class AckPopResponse(_message.Message):
+    __slots__ = ("results", "served_by")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AckPopResult]
+    served_by: int
+    def __init__(self, results: _Optional[_Iterable[_Union[AckPopResult, _Mapping]]] = ..., served_by: _Optional[int] = ...) -> None: ...
+
+class ChangeInvisibleRequest(_message.Message):
+    __slots__ = ("group", "topic", "receipt_handle", "invisible_ms")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    INVISIBLE_MS_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    receipt_handle: str
+    invisible_ms: int
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., receipt_handle: _Optional[str] = ..., invisible_ms: _Optional[int] = ...) -> None: ...
+
+class ChangeInvisibleResponse(_message.Message):
+    __slots__ = ("receipt_handle", "deadline_ms", "served_by")
+    RECEIPT_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    receipt_handle: str
+    deadline_ms: int
+    served_by: int
+    def __init__(self, receipt_handle: _Optional[str] = ..., deadline_ms: _Optional[int] = ..., served_by: _Optional[int] = ...) -> None: ...
+
+class PopDeadLetterRequest(_message.Message):
+    __slots__ = ("group", "topic", "receipt_handle")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_HANDLE_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    receipt_handle: str
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., receipt_handle: _Optional[str] = ...) -> None: ...
+
+class PopDeadLetterResponse(_message.Message):
+    __slots__ = ("served_by",)
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    served_by: int
+    def __init__(self, served_by: _Optional[int] = ...) -> None: ...
+
 class LockQueuesRequest(_message.Message):
     __slots__ = ("group", "topic", "client_id", "queue_ids", "lease_ms")
     GROUP_FIELD_NUMBER: _ClassVar[int]

@@ -104,6 +104,26 @@ class BrokerStub:
                 request_serializer=tailrace_dot_v1_dot_broker__pb2.LockQueuesRequest.SerializeToString,
                 response_deserializer=tailrace_dot_v1_dot_broker__pb2.LockQueuesResponse.FromString,
                 _registered_method=True)
+        self.Pop = channel.unary_unary(
+                '/tailrace.v1.Broker/Pop',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.PopRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.PopResponse.FromString,
+                _registered_method=True)
+        self.AckPop = channel.unary_unary(
+                '/tailrace.v1.Broker/AckPop',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.AckPopRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.AckPopResponse.FromString,
+                _registered_method=True)
+        self.ChangeInvisible = channel.unary_unary(
+                '/tailrace.v1.Broker/ChangeInvisible',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.ChangeInvisibleRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.ChangeInvisibleResponse.FromString,
+                _registered_method=True)
+        self.PopDeadLetter = channel.unary_unary(
+                '/tailrace.v1.Broker/PopDeadLetter',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.PopDeadLetterRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.PopDeadLetterResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -204,6 +224,41 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Pop(self, request, context):
+        """Pop consumption (issue 18; masters only, NOT_MASTER elsewhere): hand out
+        messages, each invisible to other pops for invisible_ms and named by a
+        receipt handle. One not acked in time comes back with its attempt
+        counted; after broker.pop_max_attempts deliveries it goes to
+        %DLQ%<group>. The state is recorded in the log (`pop` system records).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AckPop(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeInvisible(self, request, context):
+        """A new invisibility from now on; answers the message's new receipt handle
+        (the old one is refused from then on: INVALID_RECEIPT_HANDLE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PopDeadLetter(self, request, context):
+        """Store a popped message in %DLQ%<group> now (RECONSUME_TIMES = its
+        attempts) and settle it: RocketMQ's push consumers do this for a FIFO
+        message after their last local retry. A stale handle is refused
+        INVALID_RECEIPT_HANDLE and nothing is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -276,6 +331,26 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.UnlockQueues,
                     request_deserializer=tailrace_dot_v1_dot_broker__pb2.LockQueuesRequest.FromString,
                     response_serializer=tailrace_dot_v1_dot_broker__pb2.LockQueuesResponse.SerializeToString,
+            ),
+            'Pop': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pop,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.PopRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.PopResponse.SerializeToString,
+            ),
+            'AckPop': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckPop,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.AckPopRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.AckPopResponse.SerializeToString,
+            ),
+            'ChangeInvisible': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeInvisible,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.ChangeInvisibleRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.ChangeInvisibleResponse.SerializeToString,
+            ),
+            'PopDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.PopDeadLetter,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.PopDeadLetterRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.PopDeadLetterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -656,6 +731,114 @@ class Broker:
             '/tailrace.v1.Broker/UnlockQueues',
             tailrace_dot_v1_dot_broker__pb2.LockQueuesRequest.SerializeToString,
             tailrace_dot_v1_dot_broker__pb2.LockQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.Broker/Pop',
+            tailrace_dot_v1_dot_broker__pb2.PopRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.PopResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AckPop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.Broker/AckPop',
+            tailrace_dot_v1_dot_broker__pb2.AckPopRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.AckPopResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeInvisible(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.Broker/ChangeInvisible',
+            tailrace_dot_v1_dot_broker__pb2.ChangeInvisibleRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.ChangeInvisibleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PopDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.Broker/PopDeadLetter',
+            tailrace_dot_v1_dot_broker__pb2.PopDeadLetterRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.PopDeadLetterResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,141 @@
+"""Pop consumption against the master of a broker group, by name: the
+native Pop, AckPop, and ChangeInvisible RPCs, for callers
+that hold receipt handles rather than positions (`tailrace proxy` serving
+RocketMQ 5's SimpleConsumer and PushConsumer).
+
+Pop state lives on the masters (master/popper.py), so every call goes to
+the group's live master as the topic's route names it. A master that
+answers NOT_MASTER, or that cannot be reached (a failover under way, a
+stale route), gets one more try within the caller's time: with the master
+the answer named, or else after refreshing the route. Whatever fails then
+is raised as the TailraceError it is. Routes and connections are the
+caller's (the proxy shares its producer's), so this holds no sockets of its
+own and nothing to close.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from consumer.connection import ConnectionPool
+from consumer.routing import Routes
+from core.errors import BrokerUnavailableError, NotMasterError, TailraceError, for_code
+from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.pop.ops import PoppedMessage
+from core.record import decode_record
+
+MIN_CALL_S = 0.05  # less time than this left: no second try
+WAIT_MARGIN_S = 0.5  # a held pop is asked to answer this long before the call's deadline
+
+
+@dataclass(frozen=True)
+class PopBatch:
+    messages: list[PoppedMessage]
+    address: str  # the master that handed them out (a v2 message's store host)
+    held: bool  # the master held the pop waiting for messages
+
+
+@dataclass(frozen=True)
+class AckOutcome:
+    handle: str
+    error: TailraceError | None  # None: acked
+
+
+class PopClient:
+    def __init__(
+        self, routes: Routes, pool: ConnectionPool, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.routes = routes
+        self.pool = pool
+        self.clock = clock
+
+    def pop(
+        self,
+        broker_name: str,
+        group: str,
+        topic: str,
+        invisible_ms: int,
+        timeout_s: float,
+        queue_id: int = -1,
+        max_messages: int = 32,
+        wait_ms: int = 0,
+        tag_expression: str = "*",
+    ) -> PopBatch:
+        """Up to `max_messages` of `topic` on `broker_name` (queue -1: any),
+        each invisible to other pops for `invisible_ms`; the master holds the
+        pop up to `wait_ms` (cut to leave the call's deadline a margin) when
+        it has nothing. `tag_expression`: "*" (or "") all, else tags joined
+        by "||"; what it does not match counts as consumed."""
+        wait_ms = max(0, min(wait_ms, int((timeout_s - WAIT_MARGIN_S) * 1000)))
+        req = pb.PopRequest(
+            group=group,
+            topic=topic,
+            queue_id=queue_id,
+            max_messages=max_messages,
+            invisible_ms=invisible_ms,
+            max_wait_ms=wait_ms,
+            tag_expression=tag_expression,
+        )
+        reply, address = self._call(broker_name, topic, "Pop", req, timeout_s)
+        messages = [
+            PoppedMessage(decode_record(m.record), m.record, m.attempt, m.receipt_handle, m.deadline_ms)
+            for m in reply.messages
+        ]
+        return PopBatch(messages, address, reply.held)
+
+    def ack(
+        self, broker_name: str, group: str, topic: str, handles: Sequence[str], timeout_s: float
+    ) -> list[AckOutcome]:
+        """Ack handles of one broker group with one call; one outcome per
+        handle, in order (a handle refused alone, e.g. INVALID_RECEIPT_HANDLE,
+        is its outcome; a failure of the call is raised)."""
+        req = pb.AckPopRequest(group=group, topic=topic, receipt_handles=list(handles))
+        reply, _ = self._call(broker_name, topic, "AckPop", req, timeout_s)
+        return [
+            AckOutcome(r.receipt_handle, for_code(r.error_code)(r.detail) if r.error_code else None)
+            for r in reply.results
+        ]
+
+    def change_invisible(
+        self, broker_name: str, group: str, topic: str, handle: str, invisible_ms: int, timeout_s: float
+    ) -> tuple[str, int]:
+        """A new invisibility from now on (0: visible at once): (the new
+        handle, its deadline in wall-clock ms). The old handle is dead from then on."""
+        req = pb.ChangeInvisibleRequest(
+            group=group, topic=topic, receipt_handle=handle, invisible_ms=invisible_ms
+        )
+        reply, _ = self._call(broker_name, topic, "ChangeInvisible", req, timeout_s)
+        return reply.receipt_handle, reply.deadline_ms
+
+    def dead_letter(self, broker_name: str, group: str, topic: str, handle: str, timeout_s: float) -> None:
+        """Store a handed-out message in `%DLQ%<group>` and settle it (the
+        broker acks it); INVALID_RECEIPT_HANDLE if the handle is stale."""
+        req = pb.PopDeadLetterRequest(group=group, topic=topic, receipt_handle=handle)
+        self._call(broker_name, topic, "PopDeadLetter", req, timeout_s)
+
+    def _call(self, broker_name: str, topic: str, method: str, request: Any, timeout_s: float) -> Any:
+        """(the answer, the master's address) of `method` on `broker_name`'s
+        master; a second try after NOT_MASTER or an unreachable master."""
+        deadline = self.clock() + timeout_s
+        named: str | None = None  # the master a NOT_MASTER answer named
+        for attempt in range(2):
+            try:
+                address = named or self._master(broker_name, topic, attempt > 0, deadline - self.clock())
+                conn = self.pool.get(address)
+                left = max(MIN_CALL_S, deadline - self.clock())
+                return conn.call(getattr(conn.stub, method), request, left), address
+            except (NotMasterError, BrokerUnavailableError) as exc:
+                if attempt or deadline - self.clock() < MIN_CALL_S:
+                    raise
+                named = getattr(exc, "master_address", None) or None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _master(self, broker_name: str, topic: str, refresh: bool, timeout_s: float) -> str:
+        route = self.routes.get(topic, refresh=refresh, timeout_s=max(MIN_CALL_S, timeout_s))
+        address = route.master_address(broker_name)
+        if address is None:
+            raise BrokerUnavailableError(f"broker group {broker_name!r} has no live master for {topic!r}")
+        return address

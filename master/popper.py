@@ -1,0 +1,450 @@
+"""Pop consumption on the master (issue 18): Pop, AckPop, ChangeInvisible,
+PopDeadLetter (master/pop_dead_letters.py) and the revive pass, around the
+plain state machine (core/pop/state.py).
+
+Every change is planned from the table, appended as a `pop` system record
+(applied as it is appended, as on every slave and in recovery) and only then
+answered, so what a client was told survives a restart and a failover. One
+lock serializes plan and append, so a plan is never made from a state that
+an earlier plan has not reached yet.
+
+The revive pass (the role's thread, every `tick_s`): an expired entry is
+poppable again by itself (its deadline passed: the next pop hands it out
+with attempt + 1); one delivered `pop_max_attempts` times goes to
+`%DLQ%<group>` (the push consumers' dead-letter topic) and is acked. It also
+moves the group's committed offset up to each queue's commit point, through
+the log like any commit, so a group's progress shows where pulls and
+QueryOffset look, and a pop state lost to retention restarts there. Each
+commit rewrites offsets.json under the store's write lock, so a queue's is
+written at most every `broker.pop_commit_interval_ms` (the first one that
+long after the pass first sees the point ahead), and only when it moves.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from core.errors import (
+    InvalidArgumentError,
+    InvalidQueueError,
+    InvalidReceiptError,
+    QuotaExceededError,
+    RequestTimeoutError,
+    TailraceError,
+    UnknownTopicError,
+)
+from core.pop.handles import Receipt, decode_handle, encode_handle, handle_key
+from core.pop.ops import PoppedMessage, PopResult
+from core.pop.state import MAX_POP_BATCH, Key, PopTable
+from core.pull import PullArgs
+from core.record import Record, iter_records, validate_topic
+from core.redirect import NO_ADVICE, Advice
+from core.retry import check_client_group
+from core.subscription import Subscription
+from master import pop_dead_letters
+
+if TYPE_CHECKING:
+    from master.leader import LeaderRole
+
+log = logging.getLogger(__name__)
+MAX_INVISIBLE_MS = 12 * 3600 * 1000  # RocketMQ's limit too
+POP_READ_BYTES = 4 << 20
+HANDLE_BYTES = 256  # a receipt handle and a message's framing in the answer, counted in its budget
+LOG_EVERY_S = 10
+SLICE_S = 0.1  # a held pop re-checks at least this often (expiries, other queues)
+
+
+def _split(data: bytes) -> list[tuple[Record, bytes]]:
+    """The records of a read, each with its bytes."""
+    out, pos = [], 0
+    for rec in iter_records(data, verify=False):
+        out.append((rec, data[pos : pos + rec.size]))
+        pos += rec.size
+    return out
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)  # deadlines outlive this process: wall clock, as `store_ms`
+
+
+class Popper:
+    def __init__(self, leader: LeaderRole, tick_s: float = 0.2, clock: Callable[[], int] = wall_ms) -> None:
+        self.leader = leader
+        self.clock = clock
+        self.tick_s = tick_s
+        core = leader.core
+        self.max_attempts = core.config.broker.pop_max_attempts
+        self.commit_interval_ms = core.config.broker.pop_commit_interval_ms
+        self._commit_due: dict[Key, int] = {}  # per queue: the clock's ms from which it may commit again
+        self.key = handle_key(core.config.replication.resolved_secret(), core.broker_name)
+        self.dead_lettered = 0
+        self._lock = threading.Lock()
+        self._rr = 0
+        self.failures = 0  # revive steps that failed (retried next tick)
+        self._warned = -1e9
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pop-revive", daemon=True)
+
+    @property
+    def table(self) -> PopTable:
+        return self.leader.core.pops
+
+    # ---- Pop ----------------------------------------------------------------------------
+
+    def pop(
+        self,
+        group: str,
+        topic: str,
+        queue_id: int,
+        max_messages: int,
+        invisible_ms: int,
+        wait_ms: int = 0,
+        alive: Callable[[], bool] = lambda: True,
+        tag_expression: str = "",
+    ) -> PopResult:
+        """Hand out up to `max_messages` of `topic` (queue `queue_id`, or -1:
+        any) to `group`, invisible to other pops for `invisible_ms`; with
+        nothing to hand out, wait up to `wait_ms` (capped by pull.max_wait_ms).
+        `tag_expression` ("" or "*": every message; else "TagA || TagB"):
+        the messages it does not match are not handed out and count as
+        consumed for the group (as in RocketMQ's pop)."""
+        check_client_group(group)
+        validate_topic(topic)
+        sub = Subscription.parse(tag_expression)
+        count = self.leader.core.store.topics.queue_count(topic)
+        if count is None:
+            raise UnknownTopicError(f"topic {topic!r} does not exist")
+        if not -1 <= queue_id < count:
+            raise InvalidQueueError(f"queue id {queue_id} out of range for {topic!r} (0..{count - 1}, or -1)")
+        max_messages = max_messages or 32
+        if not 1 <= max_messages <= MAX_POP_BATCH:
+            raise InvalidArgumentError(f"max_messages must be in 1..{MAX_POP_BATCH}")
+        if not 1 <= invisible_ms <= MAX_INVISIBLE_MS:
+            raise InvalidArgumentError(f"invisible_ms must be in 1..{MAX_INVISIBLE_MS}")
+        if wait_ms < 0:
+            raise InvalidArgumentError("wait_ms must be >= 0")
+        queues = [queue_id] if queue_id >= 0 else self._rotation(count)
+        core = self.leader.core
+        if wait_ms > 0 and not core.try_hold():  # at the cap of held pulls and pops: answer at once
+            core.pulls_not_held += 1
+            wait_ms = 0
+        try:
+            return self._pop_waiting(group, topic, queues, max_messages, invisible_ms, wait_ms, alive, sub)
+        finally:
+            if wait_ms > 0:
+                core.release_hold()
+
+    def _pop_waiting(
+        self,
+        group: str,
+        topic: str,
+        queues: list[int],
+        max_messages: int,
+        invisible_ms: int,
+        wait_ms: int,
+        alive: Callable[[], bool],
+        sub: Subscription,
+    ) -> PopResult:
+        deadline = time.monotonic() + min(wait_ms, self.leader.core.config.pull.max_wait_ms) / 1000
+        held = False
+        while True:
+            got = self._pop_once(group, topic, queues, max_messages, invisible_ms, sub)
+            left = deadline - time.monotonic()
+            if got or left <= 0 or not alive():
+                advice = self._advice(group, topic, queues[0]) if len(queues) == 1 else NO_ADVICE
+                return PopResult(got, advice, held)
+            held = True
+            if len(queues) == 1:
+                self._hold(group, topic, queues[0], min(left, SLICE_S * 5), alive)
+            else:
+                self._stop.wait(min(left, SLICE_S))
+
+    def _hold(self, group: str, topic: str, queue_id: int, wait_s: float, alive: Callable[[], bool]) -> None:
+        """Wait for a record past the queue's pop cursor (or `wait_s`: an
+        entry may expire meanwhile)."""
+        store = self.leader.core.store
+        st = self.table.get((group, topic, queue_id))
+        cursor = st.cursor if st is not None else 0
+
+        def ready() -> bool:
+            return store.next_queue_offset(topic, queue_id) > cursor or not alive()
+
+        if ready():  # records the pop could not take yet (not confirmed in sync mode): no busy loop
+            self._stop.wait(min(wait_s, SLICE_S))
+        else:
+            self.leader.core.notifier.wait((topic, queue_id), ready, wait_s)
+
+    def _rotation(self, count: int) -> list[int]:
+        self._rr = (self._rr + 1) % count
+        return [(self._rr + i) % count for i in range(count)]
+
+    def _pop_once(
+        self,
+        group: str,
+        topic: str,
+        queues: list[int],
+        max_messages: int,
+        invisible_ms: int,
+        sub: Subscription,
+    ) -> list[PoppedMessage]:
+        leader = self.leader
+        core = leader.core
+        store = core.store
+        out: list[PoppedMessage] = []
+        wrote = False
+        full: QuotaExceededError | None = None  # a queue with no room (others may have some)
+        budget = core.config.pull.max_bytes  # one for the whole answer, spent before planning
+        with leader._writing(), self._lock:
+            now = self.clock()
+            for q in queues:
+                want = max_messages - len(out)
+                if want <= 0 or budget <= 0:
+                    break
+                key = (group, topic, q)
+                lo, _ = store.queue_offsets(topic, q)
+                st = self.table.get(key)
+                start = st.cursor if st is not None else (core.offsets.query(group, topic, q) or lo)
+                cursor = max(start, lo)
+                # read first, then plan only what fits: a pop record must never hand
+                # out what the answer cannot carry (its attempts would burn unseen)
+                first = not out  # the answer's first message goes whatever its size
+                by_offset: dict[int, tuple[Record, bytes] | None] = {}
+                stopped = False  # by the budget
+                for o in self.table.again(key, now, self.max_attempts)[:want]:
+                    got = self._read_one(topic, q, o)
+                    if got is not None and not sub.matches(got[0].tags):
+                        continue  # another expression's hand-out: left to a pop it matches
+                    size = 0 if got is None else len(got[1]) + HANDLE_BYTES
+                    if size > budget and not (first and not by_offset):
+                        stopped = True
+                        break
+                    by_offset[o] = got
+                    budget -= size
+                fresh: list[tuple[Record, bytes]] = []
+                end = cursor  # what this pop hands out or passes ends here
+                if not stopped and len(by_offset) < want and budget > 0:
+                    room = min(budget, POP_READ_BYTES)
+                    read = store.read(
+                        topic, q, cursor, want - len(by_offset), room, sub.hash_filter(), leader.visible_end()
+                    )
+                    end = max(cursor, read.next_queue_offset)
+                    for r, raw in _split(read.data):
+                        if not sub.matches(r.tags):
+                            continue  # (a tag hash collision): passed, consumed
+                        if len(raw) + HANDLE_BYTES > budget and not (first and not by_offset and not fresh):
+                            end = r.queue_offset
+                            break
+                        fresh.append((r, raw))
+                        budget -= len(raw) + HANDLE_BYTES
+                try:
+                    plan = self.table.plan_pop(
+                        key, start, end, max(1, len(by_offset) + len(fresh)), invisible_ms, now,
+                        gen_floor=leader.epoch << 32, max_attempts=self.max_attempts, low=lo,
+                        again=list(by_offset), take=[r.queue_offset for r, _ in fresh],
+                    )  # fmt: skip
+                except QuotaExceededError as exc:
+                    full = exc
+                    continue
+                if plan is None:
+                    continue
+                store.append_system("pop", plan)
+                wrote = True
+                st = self.table.get(key)
+                assert st is not None
+                by_offset.update((r.queue_offset, (r, raw)) for r, raw in fresh)
+                base, span = int(plan["from"]), int(plan["n"])
+                handed = [*plan["re"], *(base + i for i in plan.get("t", range(span)))]
+                for o in handed:
+                    got = by_offset[o]
+                    entry = st.inflight[o]
+                    if got is None:  # removed by retention: nothing to deliver; the revive pass acks it
+                        continue
+                    handle = encode_handle(self.key, Receipt(core.broker_name, group, topic, q, o, entry.gen))
+                    out.append(PoppedMessage(got[0], got[1], entry.attempt, handle, entry.deadline_ms))
+        if wrote:
+            self._confirm("popped")
+        elif full is not None:  # nothing handed out, and only for want of room
+            raise full
+        return out
+
+    def _read_one(self, topic: str, queue_id: int, offset: int) -> tuple[Record, bytes] | None:
+        read = self.leader.core.store.read(topic, queue_id, offset, 1, POP_READ_BYTES)
+        for rec, raw in _split(read.data):
+            return (rec, raw) if rec.queue_offset == offset else None
+        return None
+
+    def _advice(self, group: str, topic: str, queue_id: int) -> Advice:
+        st = self.table.get((group, topic, queue_id))
+        if st is None:
+            return NO_ADVICE
+        return self.leader._advise(PullArgs(group, topic, queue_id, st.cursor))
+
+    # ---- AckPop, ChangeInvisible, PopDeadLetter ------------------------------------------
+
+    def receipt(self, group: str, topic: str, handle: str) -> Receipt:
+        """The receipt a handle names, for this broker group, group and topic."""
+        r = decode_handle(self.key, handle)
+        if (r.broker, r.group, r.topic) != (self.leader.core.broker_name, group, topic):
+            raise InvalidReceiptError(
+                f"the receipt handle is for group {r.group!r}, topic {r.topic!r} on {r.broker!r}"
+            )
+        return r
+
+    def ack(self, group: str, topic: str, handle: str) -> None:
+        (error,) = self.ack_all(group, topic, [handle])
+        if error is not None:
+            raise error
+
+    def ack_all(self, group: str, topic: str, handles: Sequence[str]) -> list[TailraceError | None]:
+        """Ack every handle that names a live hand-out: one `ack` record per
+        queue, one wait for the slaves. Per handle, in order: None (acked) or
+        why not (INVALID_RECEIPT_HANDLE: acked already, handed out again since,
+        not this broker group's; INVALID_ARGUMENT: the group). A failed write
+        fails the call (an earlier queue's acks may be stored: their retries
+        then answer INVALID_RECEIPT_HANDLE, acked already)."""
+        try:
+            check_client_group(group)
+        except InvalidArgumentError as exc:
+            return [exc] * len(handles)
+        results: list[TailraceError | None] = [None] * len(handles)
+        by_queue: dict[Key, list[tuple[int, Receipt]]] = {}
+        for i, handle in enumerate(handles):
+            try:
+                r = self.receipt(group, topic, handle)
+            except InvalidReceiptError as exc:
+                results[i] = exc
+                continue
+            by_queue.setdefault((r.group, r.topic, r.queue), []).append((i, r))
+        wrote = False
+        with self.leader._writing(), self._lock:
+            for key, items in by_queue.items():
+                plan, errors = self.table.plan_acks(key, [(r.offset, r.gen) for _, r in items])
+                for (i, _), error in zip(items, errors, strict=True):
+                    results[i] = error
+                if plan is not None:
+                    self.leader.core.store.append_system("pop", plan)
+                    wrote = True
+        if wrote:
+            self._confirm("acked")
+        return results
+
+    def change_invisible(self, group: str, topic: str, handle: str, invisible_ms: int) -> tuple[str, int]:
+        """Move a popped message's deadline to now + `invisible_ms`; returns its
+        new receipt handle (the old one is stale from now on) and deadline."""
+        check_client_group(group)
+        if not 0 <= invisible_ms <= MAX_INVISIBLE_MS:
+            raise InvalidArgumentError(f"invisible_ms must be in 0..{MAX_INVISIBLE_MS}")
+        r = self.receipt(group, topic, handle)
+        key = (r.group, r.topic, r.queue)
+        with self.leader._writing(), self._lock:
+            plan = self.table.plan_change(
+                key, r.offset, r.gen, invisible_ms, self.clock(), gen_floor=self.leader.epoch << 32
+            )
+            self.leader.core.store.append_system("pop", plan)
+        self._confirm("changed")
+        new = Receipt(r.broker, r.group, r.topic, r.queue, r.offset, int(plan["gen"]))
+        return encode_handle(self.key, new), int(plan["dl"])
+
+    def dead_letter(self, group: str, topic: str, handle: str) -> None:
+        """PopDeadLetter: the handed-out message into `%DLQ%<group>`, settled."""
+        pop_dead_letters.by_client(self, group, topic, handle)
+
+    def _confirm(self, what: str) -> None:
+        """As for a commit: in sync mode answered once replicated; a master
+        fenced meanwhile does not acknowledge."""
+        leader = self.leader
+        if leader.core.config.replication.sync and not leader._wait_replicated():
+            raise RequestTimeoutError(f"{what} on the master, not on enough slaves in time")
+        if leader.fenced():
+            raise RequestTimeoutError(f"{what}, but this master was fenced before it was acknowledged")
+
+    # ---- revive ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            if self.leader.fenced():
+                continue
+            try:
+                self.revive_once()
+            except Exception:  # revive_once contains each entry's failures; this is a last resort
+                log.exception("pop revive failed")
+
+    def revive_once(self) -> int:
+        """Dead-letter the expired entries past their attempts, and move
+        committed offsets up to the commit points; returns how many were
+        dead-lettered."""
+        done = 0
+        now = self.clock()
+        for key, offset, entry in self.table.expired(now):
+            if entry.attempt < self.max_attempts:
+                continue
+            try:
+                done += pop_dead_letters.expired(self, key, offset, entry.gen, entry.attempt)
+            except TailraceError as exc:
+                self._warn("pop: %s/%s queue %d offset %d not dead-lettered yet: %s", *key, offset, exc)
+        keys = self.table.queues()
+        for key in keys:
+            try:
+                self._drop_removed(key)
+            except TailraceError as exc:
+                self._warn("pop: %s/%s queue %d: %s", *key, exc)
+            self._commit(key, now)
+        for key in self._commit_due.keys() - set(keys):  # queues the table forgot (a cut tail)
+            del self._commit_due[key]
+        self.dead_lettered += done
+        return done
+
+    def _commit(self, key: Key, now: int) -> None:
+        """Commit the group's offset at the queue's commit point if that moves
+        it, at most every `commit_interval_ms` per queue."""
+        point = self.table.commit_point(key)
+        committed = self.leader.core.offsets.query(*key)
+        if point is None or (committed is not None and point <= committed):
+            return  # a commit that moves nothing is never written
+        due = self._commit_due.setdefault(key, now + self.commit_interval_ms)
+        if now < due <= now + self.commit_interval_ms:  # (a clock stepped back: due now)
+            return
+        try:
+            self.leader.commit_offset(*key, point, internal=True)
+        except TailraceError as exc:  # retried next pass
+            self._warn("pop: committing %s/%s queue %d at %d failed: %s", *key, point, exc)
+            return
+        self._commit_due[key] = now + self.commit_interval_ms
+
+    def _warn(self, fmt: str, *args: object) -> None:
+        """A revive failure (retried every tick): logged every LOG_EVERY_S at most."""
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._warned >= LOG_EVERY_S:
+            self._warned = now
+            log.warning(fmt + " (%d revive failures so far; logged every %d s at most)",
+                        *args, self.failures, LOG_EVERY_S)  # fmt: skip
+
+    def _drop_removed(self, key: Key) -> None:
+        """Ack the in-flight entries retention removed from under them (there
+        is nothing left to deliver)."""
+        lo = self.leader.core.store.queue_offsets(key[1], key[2])[0]
+        point = self.table.commit_point(key)
+        if point is None or point >= lo:
+            return
+        with self.leader._writing(), self._lock:
+            st = self.table.get(key)
+            gone = [] if st is None else sorted(o for o in st.inflight if o < lo)
+            if gone:
+                payload = {"op": "ack", "group": key[0], "topic": key[1], "queue": key[2], "o": gone}
+                self.leader.core.store.append_system("pop", payload)
+                log.warning(
+                    "pop: %s/%s queue %d: %d in-flight message(s) removed by retention", *key, len(gone)
+                )

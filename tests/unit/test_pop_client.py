@@ -1,0 +1,131 @@
+"""The native pop client's choice of master and its one retry, with fake
+routes and connections (no sockets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from consumer.pop_client import PopClient
+from core.errors import BrokerUnavailableError, InvalidReceiptError, NotMasterError
+from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.route import BrokerEndpoint, GroupRoute, TopicRoute
+from tests.helpers.records import make
+
+pytestmark = pytest.mark.unit
+
+
+def _route(master: str | None) -> TopicRoute:
+    brokers = (BrokerEndpoint(0, master, "master", 1, True, 0),) if master else ()
+    return TopicRoute("T", (GroupRoute("a", "c", 4, 4, "rw", brokers),))
+
+
+@dataclass
+class FakeRoutes:
+    routes: list[TopicRoute]
+    refreshes: int = 0
+
+    def get(self, topic: str, refresh: bool = False, timeout_s: float | None = None) -> TopicRoute:
+        if refresh:
+            self.refreshes += 1
+        return self.routes[min(self.refreshes, len(self.routes) - 1)]
+
+
+@dataclass
+class FakeStub:
+    answers: dict[str, list[Any]]
+    calls: list[tuple[str, str, Any]]
+    address: str
+
+    def __getattr__(self, method: str) -> Any:
+        def call(request: Any, timeout: float) -> Any:
+            self.calls.append((self.address, method, request))
+            answer = self.answers[self.address].pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        return call
+
+
+@dataclass
+class FakeConn:
+    stub: FakeStub
+
+    def call(self, method: Any, request: Any, timeout_s: float | None = None) -> Any:
+        return method(request, timeout=timeout_s)
+
+
+@dataclass
+class FakePool:
+    answers: dict[str, list[Any]]
+    calls: list[tuple[str, str, Any]] = field(default_factory=list)
+
+    def get(self, address: str) -> FakeConn:
+        return FakeConn(FakeStub(self.answers, self.calls, address))
+
+
+Answers = dict[str, list[Any]]
+
+
+def _client(routes: list[TopicRoute], answers: Answers) -> tuple[PopClient, FakePool, FakeRoutes]:
+    r, pool = FakeRoutes(routes), FakePool(answers)
+    return PopClient(r, pool, clock=lambda: 0.0), pool, r  # type: ignore[arg-type]
+
+
+def _record() -> bytes:
+    return make(topic="T", queue_id=1, queue_offset=7, body=b"body", tags="tagA")
+
+
+def test_pop_goes_to_the_groups_master_and_decodes_the_records() -> None:
+    popped = pb.PoppedRecord(record=_record(), attempt=2, receipt_handle="h", deadline_ms=9)
+    client, pool, _ = _client([_route("m:1")], {"m:1": [pb.PopResponse(messages=[popped])]})
+    batch = client.pop("a", "G", "T", invisible_ms=1000, timeout_s=3, wait_ms=10_000, tag_expression="x||y")
+    (m,) = batch.messages
+    assert (m.record.body, m.record.tags, m.attempt, m.handle, batch.address) == (
+        b"body",
+        "tagA",
+        2,
+        "h",
+        "m:1",
+    )
+    req = pool.calls[0][2]
+    assert (req.queue_id, req.invisible_ms, req.max_wait_ms) == (-1, 1000, 2500)  # the wait leaves a margin
+    assert req.tag_expression == "x||y"
+
+
+def test_not_master_follows_the_named_master_once() -> None:
+    answers: Answers = {
+        "old:1": [NotMasterError("no", "new:1")],
+        "new:1": [pb.ChangeInvisibleResponse(receipt_handle="h2")],
+    }
+    client, pool, routes = _client([_route("old:1")], answers)
+    assert client.change_invisible("a", "G", "T", "h", 0, 3) == ("h2", 0)
+    assert [c[0] for c in pool.calls] == ["old:1", "new:1"] and routes.refreshes == 0
+
+
+def test_an_unreachable_master_refreshes_the_route_and_tries_once_more() -> None:
+    answers = {"old:1": [BrokerUnavailableError("down")], "new:1": [BrokerUnavailableError("down too")]}
+    client, pool, routes = _client([_route("old:1"), _route("new:1")], answers)
+    with pytest.raises(BrokerUnavailableError):
+        client.ack("a", "G", "T", ["h"], 3)
+    assert [c[0] for c in pool.calls] == ["old:1", "new:1"] and routes.refreshes == 1
+
+
+def test_no_master_in_the_cached_route_refreshes_it() -> None:
+    answers = {"m:1": [pb.AckPopResponse(results=[pb.AckPopResult(receipt_handle="h")])]}
+    client, _, routes = _client([_route(None), _route("m:1")], answers)
+    assert [o.error for o in client.ack("a", "G", "T", ["h"], 3)] == [None]
+    assert routes.refreshes == 1
+
+
+def test_ack_reports_each_handles_outcome() -> None:
+    results = [
+        pb.AckPopResult(receipt_handle="h1"),
+        pb.AckPopResult(receipt_handle="h2", error_code="INVALID_RECEIPT_HANDLE", detail="acked already"),
+    ]
+    client, _, _ = _client([_route("m:1")], {"m:1": [pb.AckPopResponse(results=results)]})
+    out = client.ack("a", "G", "T", ["h1", "h2"], 3)
+    assert out[0].error is None and isinstance(out[1].error, InvalidReceiptError)

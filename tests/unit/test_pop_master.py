@@ -1,0 +1,583 @@
+"""Pop consumption on a master (master/popper.py): one leader role on a store
+in a temp dir, its pops under a fake clock, its revive pass run by hand.
+The state must come back from the log: after a restart (recovery), on a
+copy of the log (replication) and after a divergent tail is cut."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.broker.core import BrokerCore
+from core.errors import InvalidArgumentError, InvalidReceiptError, QuotaExceededError, UnknownTopicError
+from core.pop import snapshot as pop_snapshot
+from core.pop.handles import Receipt, decode_handle, encode_handle, handle_key
+from core.pop.ops import PopResult
+from core.pop.snapshot import POP_FILE
+from core.pop.state import PopTable
+from core.record import Message, iter_records
+from core.retry import RECONSUME_TIMES, dlq_topic
+from core.roles import SendStatus
+from core.store import MessageStore, StoreConfig
+from core.store.checkpoint import CLEAN_MARKER
+from master.leader import LeaderRole
+from master.popper import Popper
+from tests.helpers.store_tools import abandon, log_records
+from tests.unit.test_retry_schedule import close, open_broker
+
+pytestmark = pytest.mark.unit
+T, G = "orders", "g"
+
+
+@dataclass
+class Broker:
+    core: BrokerCore
+    clock: list[int]
+
+    @property
+    def leader(self) -> LeaderRole:
+        role = self.core.role
+        assert isinstance(role, LeaderRole)
+        return role
+
+    @property
+    def popper(self) -> Popper:
+        p = self.leader.popper
+        p.clock = lambda: self.clock[0]
+        return p
+
+    def send(self, *bodies: bytes, queue: int = 0) -> None:
+        out = self.leader.send(T, queue, [Message(T, queue, b) for b in bodies])
+        assert out.status is SendStatus.SEND_OK
+
+    def pop(self, n: int = 32, inv: int = 10_000, queue: int = 0, group: str = G) -> PopResult:
+        return self.popper.pop(group, T, queue, n, inv)
+
+    def bodies(self, topic: str) -> list[bytes]:
+        read = self.core.store.read(topic, 0, 0, 1000, 1 << 20)
+        return [r.body for r in iter_records(read.data, verify=False)]
+
+
+def start(path: Path, config: StoreConfig, clock: list[int], **overrides: Any) -> Broker:
+    core = open_broker(path, config, clock, **overrides)
+    return Broker(core, clock)
+
+
+@pytest.fixture
+def broker(tmp_path: Path, small_config: StoreConfig) -> Iterator[Broker]:
+    b = start(tmp_path, small_config, [int(time.time() * 1000)], broker__pop_max_attempts=3)
+    try:
+        b.leader.create_topic(T, 2)
+        yield b
+    finally:
+        close(b.core)
+
+
+def test_pop_ack_and_the_committed_offset_follows(broker: Broker) -> None:
+    broker.send(b"a", b"b", b"c")
+    got = broker.pop(2).messages
+    assert [(m.record.body, m.attempt, m.record.queue_offset) for m in got] == [(b"a", 1, 0), (b"b", 1, 1)]
+    assert got[0].deadline_ms == broker.clock[0] + 10_000
+    assert got[0].data.startswith(got[0].data[:4]) and len(got[0].data) == got[0].record.size
+    assert [m.record.body for m in broker.pop().messages] == [b"c"]
+    assert broker.pop().messages == []  # all in flight
+    broker.popper.ack(G, T, got[1].handle)
+    broker.popper.revive_once()
+    broker.clock[0] += broker.popper.commit_interval_ms  # (a commit waits that long: see below)
+    broker.popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 0  # offset 0 is not acked: the commit point waits
+    broker.popper.ack(G, T, got[0].handle)
+    broker.clock[0] += broker.popper.commit_interval_ms
+    broker.popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 2
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.ack(G, T, got[0].handle)  # acked already
+
+
+def test_revive_commits_a_queue_at_most_once_per_interval(broker: Broker) -> None:
+    """Each commit rewrites offsets.json under the store's write lock: the
+    revive pass writes a queue's at most every pop_commit_interval_ms (the
+    first that long after it first sees the point ahead), and never one
+    that moves nothing (review risk 8)."""
+    popper = broker.popper
+    popper.close()  # the revive pass by hand only
+    interval = popper.commit_interval_ms
+    assert interval == 5000  # the default
+    broker.send(b"a", b"b", b"c")
+    got = broker.pop(3).messages
+    log_end = broker.core.store.commitlog.max_offset
+    popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) is None  # first seen now: due in `interval`
+    broker.clock[0] += interval - 1
+    popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) is None
+    assert broker.core.store.commitlog.max_offset == log_end  # nothing written
+    broker.clock[0] += 1
+    popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 0
+    popper.ack(G, T, got[0].handle)
+    popper.revive_once()
+    broker.clock[0] += interval - 1
+    popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 0  # moved, but committed a moment ago
+    broker.clock[0] += 1
+    popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 1
+    log_end = broker.core.store.commitlog.max_offset
+    broker.clock[0] += 10 * interval
+    popper.revive_once()
+    assert broker.core.store.commitlog.max_offset == log_end  # it moves nothing: not written
+    popper.ack(G, T, got[1].handle)
+    popper.revive_once()  # idle a long while: due at once
+    assert broker.core.offsets.query(G, T, 0) == 2
+    broker.clock[0] -= 60 * interval  # the wall clock stepped back: not stuck for an hour
+    popper.ack(G, T, got[2].handle)
+    popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 3
+
+
+def test_redelivery_after_the_invisible_time_counts_the_attempt(broker: Broker) -> None:
+    broker.send(b"a")
+    (first,) = broker.pop(inv=1000).messages
+    broker.clock[0] += 999
+    assert broker.pop().messages == []
+    broker.clock[0] += 1
+    (again,) = broker.pop(inv=1000).messages
+    assert (again.record.body, again.attempt) == (b"a", 2)
+    with pytest.raises(InvalidReceiptError):  # the first delivery's handle is stale
+        broker.popper.ack(G, T, first.handle)
+    broker.popper.ack(G, T, again.handle)
+
+
+def test_change_invisible(broker: Broker) -> None:
+    broker.send(b"a")
+    (m,) = broker.pop(inv=1000).messages
+    handle, deadline = broker.popper.change_invisible(G, T, m.handle, 60_000)
+    assert handle != m.handle and deadline == broker.clock[0] + 60_000
+    broker.clock[0] += 5000
+    assert broker.pop().messages == []  # not visible: the deadline moved
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.change_invisible(G, T, m.handle, 1)
+    handle, _ = broker.popper.change_invisible(G, T, handle, 0)  # visible at once
+    (back,) = broker.pop().messages
+    assert back.attempt == 2
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.ack(G, T, handle)
+    broker.popper.ack(G, T, back.handle)
+
+
+def test_dead_letter_after_max_attempts(broker: Broker) -> None:
+    broker.send(b"poison", b"fine")
+    for attempt in (1, 2, 3):
+        got = broker.pop(inv=100).messages
+        assert [(m.record.body, m.attempt) for m in got] == [(b"poison", attempt), (b"fine", attempt)][
+            : len(got)
+        ]
+        if attempt == 1:
+            broker.popper.ack(G, T, got[1].handle)
+        broker.clock[0] += 100
+    assert broker.pop().messages == []  # delivered 3 times: not again
+    assert broker.popper.revive_once() == 1
+    dlq = broker.core.store.read(dlq_topic(G), 0, 0, 10, 1 << 20)
+    (rec,) = iter_records(dlq.data, verify=False)
+    assert (rec.body, rec.properties[RECONSUME_TIMES]) == (b"poison", "3")
+    assert broker.core.pops.inflight(G) == 0
+    broker.clock[0] += broker.popper.commit_interval_ms
+    broker.popper.revive_once()
+    assert broker.core.offsets.query(G, T, 0) == 2
+    assert broker.popper.revive_once() == 0
+
+
+def test_a_client_dead_letters_a_popped_message(broker: Broker) -> None:
+    """PopDeadLetter: the message a live handle names goes to %DLQ%<group>
+    with its attempts, and its entry is settled; a stale handle stores nothing."""
+    broker.send(b"fifo", b"next")
+    first = broker.pop(1, inv=100).messages[0]
+    broker.clock[0] += 100
+    (again,) = broker.pop(1, inv=100).messages
+    at = broker.core.store.commitlog.max_offset
+    with pytest.raises(InvalidReceiptError):  # stale: handed out again since
+        broker.popper.dead_letter(G, T, first.handle)
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.dead_letter("other", T, again.handle)
+    assert broker.core.store.commitlog.max_offset == at
+    assert broker.core.store.topics.queue_count(dlq_topic(G)) is None  # not even the topic
+    broker.popper.dead_letter(G, T, again.handle)
+    (rec,) = iter_records(broker.core.store.read(dlq_topic(G), 0, 0, 10, 1 << 20).data, verify=False)
+    assert (rec.body, rec.properties[RECONSUME_TIMES]) == (b"fifo", "2")
+    assert broker.core.pops.commit_point((G, T, 0)) == 1  # settled
+    with pytest.raises(InvalidReceiptError):  # settled: acked already
+        broker.popper.ack(G, T, again.handle)
+    with pytest.raises(InvalidReceiptError):  # and not twice in the DLQ
+        broker.popper.dead_letter(G, T, again.handle)
+    assert len(broker.bodies(dlq_topic(G))) == 1
+    assert [m.record.body for m in broker.pop().messages] == [b"next"]
+
+
+def test_status_tells_the_pop_attempts(broker: Broker) -> None:
+    """The proxy tells clients the real maximum deliveries (Status details.limits)."""
+    limits = broker.core.status()["details"]["limits"]
+    assert limits["pop_max_attempts"] == 3 and limits["max_message_bytes"] > 0
+
+
+def test_refusals(broker: Broker) -> None:
+    broker.send(b"a")
+    (m,) = broker.pop().messages
+    with pytest.raises(InvalidReceiptError):  # another group's name on the handle
+        broker.popper.ack("other", T, m.handle)
+    r = decode_handle(broker.popper.key, m.handle)
+    forged = encode_handle(handle_key("guess", broker.core.broker_name), r)
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.ack(G, T, forged)
+    other_broker = encode_handle(broker.popper.key, Receipt("elsewhere", G, T, 0, 0, r.gen))
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.ack(G, T, other_broker)
+    with pytest.raises(UnknownTopicError):
+        broker.popper.pop(G, "nope", 0, 1, 1000)
+    for bad in ({"invisible_ms": 0}, {"max_messages": 5000}, {"queue_id": 2}):
+        args: dict[str, Any] = {
+            "group": G,
+            "topic": T,
+            "queue_id": 0,
+            "max_messages": 1,
+            "invisible_ms": 1000,
+        }
+        with pytest.raises((InvalidArgumentError, Exception)):
+            broker.popper.pop(**{**args, **bad})
+    with pytest.raises(InvalidArgumentError):  # the broker's own groups
+        broker.popper.pop("%SCHEDULER%", T, 0, 1, 1000)
+    broker.popper.ack(G, T, m.handle)
+
+
+def test_acks_of_a_call_are_one_record_per_queue_and_one_wait(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AckPop's handles (review risk 13): one `ack` record per queue per
+    call, not per handle, one wait for the slaves, and per handle, in the
+    request's order, acked or why not; a stale one does not stop the others."""
+    broker.send(b"a", b"b", b"c")
+    broker.send(b"x", b"y", queue=1)
+    q0 = broker.pop(inv=1000).messages
+    q1 = broker.pop(queue=1).messages
+    broker.popper.ack(G, T, q0[2].handle)
+    broker.clock[0] += 1000
+    again = broker.pop(1, inv=1000).messages  # offset 0 again: its first handle is stale
+    waits: list[str] = []
+    monkeypatch.setattr(broker.popper, "_confirm", waits.append)
+    at = broker.core.store.commitlog.max_offset
+    handles = [
+        q1[1].handle, q0[0].handle, q0[1].handle, "forged", q0[2].handle, again[0].handle, q1[0].handle
+    ]  # fmt: skip
+    errors = broker.popper.ack_all(G, T, handles)
+    assert [None if e is None else e.code for e in errors] == [
+        None, "INVALID_RECEIPT_HANDLE", None, "INVALID_RECEIPT_HANDLE", "INVALID_RECEIPT_HANDLE", None, None
+    ]  # fmt: skip
+    assert "handed out again" in str(errors[1]) and "acked?" in str(errors[4])
+    records = [(p["op"], p["queue"], p["o"]) for p in broker.core.store.system_payloads("pop", at)]
+    assert records == [("ack", 1, [1, 0]), ("ack", 0, [1, 0])]
+    assert waits == ["acked"]
+    assert broker.core.pops.inflight(G) == 0
+    end = broker.core.store.commitlog.max_offset
+    (stale,) = broker.popper.ack_all(G, T, [again[0].handle])  # acked already
+    assert stale is not None and stale.code == "INVALID_RECEIPT_HANDLE"
+    assert waits == ["acked"] and broker.core.store.commitlog.max_offset == end  # nothing written: no wait
+
+
+def test_a_tag_filter_hands_out_what_matches_and_consumes_the_rest(broker: Broker) -> None:
+    tagged = [(b"a", "x"), (b"b", "y"), (b"c", "z"), (b"d", "y"), (b"e", "")]
+    out = broker.leader.send(T, 0, [Message(T, 0, body, tags=tag) for body, tag in tagged])
+    assert out.status is SendStatus.SEND_OK
+    at = broker.core.store.commitlog.max_offset
+    for bad in ("y ||", "||", "y | z", "* || y", "y ||  || z"):
+        with pytest.raises(InvalidArgumentError):
+            broker.popper.pop(G, T, 0, 32, 1000, tag_expression=bad)
+    assert broker.core.store.commitlog.max_offset == at and broker.core.pops.get((G, T, 0)) is None
+    got = broker.popper.pop(G, T, 0, 32, 1000, tag_expression=" y||z ").messages
+    assert [m.record.body for m in got] == [b"b", b"c", b"d"]
+    (record,) = broker.core.store.system_payloads("pop", at)
+    assert (record["from"], record["n"], record["t"]) == (0, 5, [1, 2, 3])  # one record: a and e passed
+    assert broker.core.pops.commit_point((G, T, 0)) == 1  # a is consumed for the group
+    broker.popper.ack_all(G, T, [got[1].handle, got[2].handle])
+    assert broker.core.pops.commit_point((G, T, 0)) == 1
+    broker.clock[0] += 1000  # b comes back, to a pop its expression matches only
+    assert broker.popper.pop(G, T, 0, 32, 1000, tag_expression="x || z").messages == []
+    (again,) = broker.popper.pop(G, T, 0, 32, 1000, tag_expression="y").messages
+    assert (again.record.body, again.attempt) == (b"b", 2)
+    broker.popper.ack(G, T, again.handle)
+    assert broker.core.pops.commit_point((G, T, 0)) == 5  # e, untagged, was passed too
+    broker.send(b"f")
+    assert broker.pop().messages[0].record.body == b"f"  # "": every message
+
+
+def test_any_queue(broker: Broker) -> None:
+    broker.send(b"q0")
+    broker.send(b"q1", queue=1)
+    got = broker.pop(queue=-1).messages
+    assert sorted(m.record.body for m in got) == [b"q0", b"q1"]
+    for m in got:
+        broker.popper.ack(G, T, m.handle)
+
+
+def test_long_poll_wakes_on_arrival(broker: Broker) -> None:
+    threading.Timer(0.2, lambda: broker.send(b"late")).start()
+    t0 = time.monotonic()
+    out = broker.popper.pop(G, T, 0, 1, 1000, wait_ms=5000)
+    assert [m.record.body for m in out.messages] == [b"late"] and out.held
+    assert time.monotonic() - t0 < 4
+
+
+@pytest.mark.parametrize("how", ["clean", "no snapshot", "old snapshot", "damaged snapshot", "unclean"])
+def test_a_restart_keeps_the_pop_state(tmp_path: Path, small_config: StoreConfig, how: str) -> None:
+    """From the snapshot a clean close writes, from the log alone (a crash
+    before any snapshot), or from an older snapshot and the log after it."""
+    clock = [int(time.time() * 1000)]
+    b = start(tmp_path, small_config, clock)
+    b.leader.create_topic(T, 1)
+    b.send(b"a", b"b", b"c")
+    got = b.pop(inv=60_000).messages
+    old = b""
+    if how == "old snapshot":
+        pop_snapshot.save(b.core.pops, b.core.store, tmp_path)
+        old = (tmp_path / POP_FILE).read_bytes()
+    b.popper.ack(G, T, got[1].handle)
+    b.popper.change_invisible(G, T, got[2].handle, 1000)
+    before = snapshot(b.core.pops)
+    close(b.core)
+    if how in ("no snapshot", "unclean"):
+        (tmp_path / POP_FILE).unlink()
+    if how == "unclean":  # recovery scans the tail and hands its records to the handlers too
+        (tmp_path / "store" / CLEAN_MARKER).unlink()
+    elif how == "old snapshot":
+        (tmp_path / POP_FILE).write_bytes(old)
+    elif how == "damaged snapshot":
+        (tmp_path / POP_FILE).write_bytes(b"{not json")
+
+    b = start(tmp_path, small_config, clock)
+    try:
+        assert snapshot(b.core.pops) == before
+        with pytest.raises(InvalidReceiptError):
+            b.popper.ack(G, T, got[1].handle)  # acked before the restart
+        with pytest.raises(InvalidReceiptError):
+            b.popper.ack(G, T, got[2].handle)  # changed before the restart
+        b.popper.ack(G, T, got[0].handle)  # a handle from before the restart works
+        clock[0] += 1000
+        (back,) = b.pop().messages
+        assert (back.record.body, back.attempt) == (b"c", 2)
+        b.popper.ack(G, T, back.handle)
+        assert b.core.pops.commit_point((G, T, 0)) == 3
+    finally:
+        close(b.core)
+
+
+def snapshot(t: PopTable) -> dict[Any, Any]:
+    out = {}
+    for k in t.queues():
+        q = t.get(k)
+        assert q is not None
+        out[k] = (q.cursor, q.next_gen, dict(q.inflight))
+    return out
+
+
+def test_a_copy_of_the_log_has_the_same_state(
+    broker: Broker, tmp_path: Path, small_config: StoreConfig
+) -> None:
+    """Replication applies `pop` records as the master's append does."""
+    broker.send(b"a", b"b")
+    got = broker.pop().messages
+    broker.popper.ack(G, T, got[0].handle)
+    broker.popper.change_invisible(G, T, got[1].handle, 5)
+    copy = MessageStore(tmp_path / "copy", small_config)
+    table = PopTable()
+    copy.add_system_handler("pop", table.on_record)
+    try:
+        src, off = broker.core.store, 0
+        while off < src.commitlog.max_offset:
+            data, nxt = src.read_log(off, 1 << 20)
+            copy.append_replicated(off, data)
+            off = nxt
+        assert snapshot(table) == snapshot(broker.core.pops)
+    finally:
+        copy.close()
+
+
+def test_a_cut_tail_rolls_the_pop_state_back(broker: Broker) -> None:
+    broker.send(b"a", b"b", b"c")
+    (m,) = broker.pop(1).messages
+    before = snapshot(broker.core.pops)
+    cut = broker.core.store.commitlog.max_offset
+    broker.popper.ack(G, T, m.handle)
+    broker.pop(2)
+    broker.core.truncating(cut)
+    broker.core.store.truncate_to(cut)
+    assert snapshot(broker.core.pops) == before
+    assert broker.core.pops.inflight(G) == 1
+    broker.popper.ack(G, T, m.handle)  # the handle of the kept record works again
+
+
+def test_bounds_over_queues(tmp_path: Path, small_config: StoreConfig) -> None:
+    b = start(
+        tmp_path, small_config, [int(time.time() * 1000)],
+        quotas__max_pop_inflight_per_queue=2, quotas__max_pop_inflight_per_group=3,
+    )  # fmt: skip
+    try:
+        b.leader.create_topic(T, 2)
+        b.send(b"a", b"b", b"c")
+        b.send(b"x", b"y", queue=1)
+        assert len(b.pop().messages) == 2
+        with pytest.raises(QuotaExceededError, match="max_pop_inflight_per_queue"):
+            b.pop()
+        # any queue: a full queue is passed over while another has room
+        assert [m.record.body for m in b.pop(queue=-1).messages] == [b"x"]
+        with pytest.raises(QuotaExceededError, match=r"max_pop_inflight_per_(group|queue)"):
+            b.pop(queue=-1)  # (which queue's refusal depends on the rotation)
+        assert b.core.quota_usage()["pop_inflight_per_group"] == (3, 3)
+    finally:
+        close(b.core)
+
+
+def test_entries_retention_removed_are_acked(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    broker.send(b"a", b"b", b"c")
+    got = broker.pop(2).messages
+    store = broker.core.store
+    real = store.queue_offsets
+    monkeypatch.setattr(store, "queue_offsets", lambda t, q: (1, real(t, q)[1]) if t == T else real(t, q))
+    broker.popper.revive_once()  # offset 0 is gone: acked; offset 1 is still in flight
+    q = broker.core.pops.get((G, T, 0))
+    assert q is not None and sorted(q.inflight) == [1]
+    with pytest.raises(InvalidReceiptError):
+        broker.popper.ack(G, T, got[0].handle)
+    broker.popper.ack(G, T, got[1].handle)
+
+
+def _walks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The log offsets the pop state's loads walk from."""
+    starts: list[int] = []
+    real = MessageStore.system_payloads
+
+    def spy(self: MessageStore, kind: str, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        if kind == "pop" and stop is None:
+            starts.append(start)
+        return real(self, kind, start, stop)
+
+    monkeypatch.setattr(MessageStore, "system_payloads", spy)
+    return starts
+
+
+def test_a_broker_that_never_pops_walks_only_the_tail_after_a_crash(
+    tmp_path: Path, small_config: StoreConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The (empty) snapshot is written on every checkpoint: a start after a
+    kill -9 walks the log since the last one, not the whole log."""
+    config = replace(small_config, checkpoint_interval_ms=3_600_000)  # checkpoints by hand
+    clock = [int(time.time() * 1000)]
+    b = start(tmp_path, config, clock)
+    b.leader.create_topic(T, 1)
+    for i in range(50):
+        b.send(*(b"m%d" % (i * 10 + j) for j in range(10)))
+    b.core.store._checkpoint()
+    at = b.core.store.commitlog.max_offset
+    b.send(b"tail-1", b"tail-2")
+    abandon(b.core.store)
+    starts = _walks(monkeypatch)
+    b = start(tmp_path, config, clock)
+    try:
+        assert starts == [at]
+        scan = b.core.store.commitlog.scan(at)
+        assert sum(1 for _ in scan) == 2  # the records walked: the tail only
+        assert b.core.pop_load.errors == 0
+    finally:
+        close(b.core)
+
+
+@pytest.mark.parametrize("how", ["mid-record", "another log", "past the end", "no fingerprint"])
+def test_a_stale_snapshot_does_not_stop_a_start(tmp_path: Path, small_config: StoreConfig, how: str) -> None:
+    """A pop.json that does not fit the log (a crash, a cut, an old format)
+    is deleted or its walk's error counted; the broker starts and pops."""
+    clock = [int(time.time() * 1000)]
+    b = start(tmp_path, small_config, clock)
+    b.leader.create_topic(T, 1)
+    b.send(b"a", b"b", b"c")
+    clog = b.core.store.commitlog
+    mid = log_records(b.core.store)[-2][0] + 4  # inside a record
+    end = clog.max_offset
+    snap: dict[str, Any] = {"at": mid, "fp": pop_snapshot.fingerprint(clog, mid), "queues": []}
+    close(b.core)
+    if how == "another log":
+        snap["fp"] ^= 1
+    elif how == "past the end":
+        snap["at"] = end + 100
+    elif how == "no fingerprint":
+        del snap["fp"]
+    (tmp_path / POP_FILE).write_text(json.dumps(snap))
+    b = start(tmp_path, small_config, clock)
+    try:
+        assert b.core.pop_load.errors == (1 if how == "mid-record" else 0)
+        if how != "mid-record":
+            assert b.core.pop_load.start == clog.min_offset  # rejected: rebuilt from the whole log
+        assert [m.record.body for m in b.pop().messages] == [b"a", b"b", b"c"]
+    finally:
+        close(b.core)
+
+
+def test_a_pop_answer_keeps_to_one_byte_budget(tmp_path: Path, small_config: StoreConfig) -> None:
+    """pull.max_bytes bounds the whole answer, over every queue and the
+    messages handed out again; what did not fit is not handed out (its
+    attempts do not burn unseen) and comes with the next pop."""
+    clock = [int(time.time() * 1000)]
+    b = start(tmp_path, small_config, clock, pull__max_bytes=25 * 1024)
+    try:
+        b.leader.create_topic(T, 2)
+        body = b"x" * (10 * 1024)
+        for q in (0, 1):
+            b.send(body, body, body, queue=q)
+        first = b.pop(n=32, queue=-1, inv=1000).messages
+        assert len(first) == 2  # 2 x (10 KiB + framing) fit in 25 KiB, a third does not
+        assert b.core.pops.inflight(G) == 2  # the third was not handed out
+        clock[0] += 2000  # both expire: what is handed out again counts in the budget too
+        seen = list(first)
+        while got := b.pop(n=32, queue=-1, inv=60_000).messages:
+            assert 1 <= len(got) <= 2
+            seen += got
+        assert b.core.pops.inflight(G) == 6  # every message handed out, none skipped
+        assert sorted(m.attempt for m in seen) == [1] * 6 + [2] * 2  # the first two came back once
+    finally:
+        close(b.core)
+
+
+def test_snapshots_written_at_once_stay_whole(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The checkpoint's snapshot, a close's and any other never share the
+    file being written (one writer at a time), and each is exact: the
+    table copied under the store's write lock while pops go on."""
+    broker.send(*(b"m%d" % i for i in range(40)))
+    stop = threading.Event()
+
+    def popping() -> None:
+        while not stop.is_set():
+            for m in broker.pop(n=2).messages:
+                broker.popper.ack(G, T, m.handle)
+
+    def saving() -> None:
+        for _ in range(15):
+            pop_snapshot.save(broker.core.pops, broker.core.store, tmp_path)
+
+    threads = [threading.Thread(target=popping), *(threading.Thread(target=saving) for _ in range(4))]
+    for t in threads:
+        t.start()
+    for t in threads[1:]:
+        t.join()
+    stop.set()
+    threads[0].join()
+    assert not [r for r in caplog.records if "snapshot was not written" in r.getMessage()]
+    pop_snapshot.save(broker.core.pops, broker.core.store, tmp_path)
+    table = PopTable()
+    pop_snapshot.load(table, broker.core.store, tmp_path)
+    assert snapshot(table) == snapshot(broker.core.pops)
