@@ -21,6 +21,7 @@ from core.roles import ReplicationMode, Role
 from core.security.config import AuthSection
 from core.security.tls import TlsSection
 from core.store.config import StoreConfig
+from core.timer import DEFAULT_MAX_DELAY_MS
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 MAX_CONTROLLERS = 16  # broker.controller: a controller per nameserver is a handful, never more
@@ -76,6 +77,17 @@ class BrokerSection:
         default=DEFAULT_DELAYS,
         metadata=_doc("delay before each redelivery of a failed message (attempt n: level n, then the last)"),
     )
+    max_delay_ms: int = field(
+        default=DEFAULT_MAX_DELAY_MS,
+        metadata=_doc("how far ahead a message's deliver_at_ms may be (the timer; past it: refused)"),
+    )
+    timer_max_pending: int = field(
+        default=500_000, metadata=_doc("messages the timer holds due later; past it sends are refused (busy)")
+    )
+    timer_max_pending_bytes: int = field(
+        default=1 << 30,
+        metadata=_doc("body bytes the timer holds due later; past it sends are refused (busy)"),
+    )
 
     @property
     def nameservers(self) -> list[str]:
@@ -124,6 +136,11 @@ class BrokerSection:
             parse_delays(self.retry_delays)
         except InvalidArgumentError as exc:
             raise ConfigError(f"{prefix}.retry_delays", exc.message) from exc
+        require(
+            1000 <= self.max_delay_ms <= 366 * 86_400_000, f"{prefix}.max_delay_ms", "must be in 1000..1 year"
+        )
+        require(self.timer_max_pending >= 1, f"{prefix}.timer_max_pending", "must be at least 1")
+        require(self.timer_max_pending_bytes >= 1, f"{prefix}.timer_max_pending_bytes", "must be at least 1")
         if self.role is Role.SLAVE and not self.controller:
             require(bool(self.master), f"{prefix}.master", "a slave needs its master's address")
         if self.master:
