@@ -8,9 +8,11 @@ opentelemetry and warns, so pytest itself never imports it.
 Spec (stdin): {"mode": "produce" | "receive", "endpoints": "h:p", "ak": "",
 "sk": "", "tls": false, "topic": "T", "timeout_s": 3,
 "messages": [{"body": "...", "tag": "", "keys": [], "properties": {},
-"group": ""}], "group": "G"}. Prints one JSON object: per message
-`{"ok": true, "message_id", "offset", "queue_id"}` or `{"ok": false,
-"error"}`, with the seconds each step took.
+"group": "", "delivery_timestamp": 0}], "group": "G"} (a delivery
+timestamp in epoch seconds, as the client takes it, makes a DELAY
+message). Prints one JSON object: per message `{"ok": true, "message_id",
+"offset", "queue_id"}` or `{"ok": false, "error"}`, with the seconds each
+step took.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def produce(spec: dict[str, Any]) -> dict[str, Any]:
                 msg.add_property(k, v)
             if m.get("group"):
                 msg.message_group = m["group"]
+            if m.get("delivery_timestamp"):
+                msg.delivery_timestamp = m["delivery_timestamp"]
             t = time.monotonic()
             try:
                 r = producer.send(msg)
