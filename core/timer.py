@@ -144,6 +144,7 @@ class TimerState:
         self.pending: dict[int, tuple[int, int]] = {}  # offset -> (due ms, body bytes)
         self.pending_bytes = 0
         self._heap: list[tuple[int, int]] = []  # (when to try, offset); stale once not pending
+        self._out: set[int] = set()  # handed out by pop_due, neither done nor put back yet
         self._delta: list[int] = []  # marks not written yet
         self._since_snapshot = 0
         self._snapshot_size = 0
@@ -197,17 +198,20 @@ class TimerState:
         while heap and len(out) < limit and heap[0][0] <= now_ms:
             _, offset = heapq.heappop(heap)
             entry = self.pending.get(offset)
-            if entry is not None:  # (rolled or done since it was pushed: stale)
+            if entry is not None and offset not in self._out:  # (else stale: done, or out already)
+                self._out.add(offset)
                 out.append((offset, entry[0]))
         return out
 
     def retry_at(self, offset: int, when_ms: int) -> None:
-        if offset in self.pending:
+        if offset in self.pending and offset in self._out:
+            self._out.discard(offset)
             heapq.heappush(self._heap, (when_ms, offset))
 
     def mark_done(self, offset: int) -> None:
         """Delivered, rolled or skipped: done for good."""
         entry = self.pending.pop(offset, None)
+        self._out.discard(offset)
         if entry is not None:
             self.pending_bytes -= entry[1]
         if offset >= self.low:
@@ -216,7 +220,7 @@ class TimerState:
         self._since_snapshot += 1
         self._advance()
         if len(self._heap) > 2 * len(self.pending) + self.roll_slack:  # mostly stale: compact
-            self._heap = [(due, off) for off, (due, _) in self.pending.items()]
+            self._heap = [(due, off) for off, (due, _) in self.pending.items() if off not in self._out]
             heapq.heapify(self._heap)
 
     def _advance(self) -> None:

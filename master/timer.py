@@ -220,27 +220,30 @@ class Timer:
     def _deliver(self, now_ms: int) -> int:
         s = self.state
         due = s.pop_due(now_ms, BATCH)
-        groups: dict[tuple[str, int], list[tuple[int, Message]]] = defaultdict(list)
-        for offset, _at in due:
-            try:
-                rec = self._record(offset)
-                if rec is None:
-                    raise CorruptRecordError("its record is gone")
-                topic, queue, msg = from_timer(rec)
-            except TailraceError as exc:  # for good: it names nowhere valid, or does not decode
-                self._skip(offset, exc.message)
-                s.mark_done(offset)
-                continue
-            groups[(topic, queue)].append((offset, msg))
         delivered = 0
         try:
+            groups: dict[tuple[str, int], list[tuple[int, Message]]] = defaultdict(list)
+            for offset, _at in due:
+                try:
+                    rec = self._record(offset)
+                    if rec is None:
+                        raise CorruptRecordError("its record is gone")
+                    topic, queue, msg = from_timer(rec)
+                except TailraceError as exc:  # for good: it names nowhere valid, or does not decode
+                    if exc.retriable:  # (the store closing): it waits
+                        raise
+                    self._skip(offset, exc.message)
+                    s.mark_done(offset)
+                    continue
+                groups[(topic, queue)].append((offset, msg))
             for (topic, queue), batch in groups.items():
+                if self._stop.is_set():  # stopping: the rest waits, the progress is written
+                    break
                 delivered += self._store_batch(topic, queue, batch, now_ms)
         finally:
             for offset, _at in due:  # what was neither stored nor skipped waits for the next pass
-                if offset in s.pending:
-                    s.retry_at(offset, now_ms if offset not in self._failing else now_ms + RETRY_MS)
-        self.delivered += delivered
+                s.retry_at(offset, now_ms + RETRY_MS if offset in self._failing else now_ms)
+            self.delivered += delivered
         return delivered
 
     def _store_batch(self, topic: str, queue: int, batch: list[tuple[int, Message]], now_ms: int) -> int:

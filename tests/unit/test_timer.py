@@ -220,3 +220,18 @@ def test_progress_records_that_are_not_progress_are_refused() -> None:
     for body in bad:
         with pytest.raises(InvalidArgumentError):
             decode_progress(body)
+
+
+def test_messages_out_for_delivery_are_never_handed_out_twice() -> None:
+    """Rolls leave stale heap entries; compacting the heap while a batch is
+    out must not put that batch back in beside its own retries."""
+    s = loaded([NOW] * 3 + [NOW + DAY] * 7, roll_slack=0)
+    assert [o for o, _ in s.pop_due(NOW, 3)] == [0, 1, 2]
+    for rolled in range(3, 10):
+        s.mark_done(rolled)  # the heap is compacted here: 7 stale entries, 3 pending
+    s.mark_done(0)
+    s.retry_at(1, NOW)
+    s.retry_at(2, NOW)
+    s.retry_at(2, NOW)  # (twice: no second entry)
+    assert s.pop_due(NOW, 10) == [(1, NOW), (2, NOW)]
+    assert s.pop_due(NOW, 10) == []
