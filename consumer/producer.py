@@ -93,8 +93,11 @@ class Producer:
         properties: Mapping[str, str] | None = None,
         queue_id: int = -1,
         key: str | None = None,
+        deliver_at_ms: int = 0,
     ) -> SendReceipt:
-        msg = OutgoingMessage(body, tags, keys, properties)
+        """One message; `deliver_at_ms` (epoch ms, 0: now) delays its delivery
+        (the master holds it until then, at most its broker.max_delay_ms ahead)."""
+        msg = OutgoingMessage(body, tags, keys, properties, deliver_at_ms=deliver_at_ms)
         return self.send_batch(topic, [msg], queue_id=queue_id, key=key)[0]
 
     def send_batch(

@@ -60,6 +60,7 @@ class OutgoingMessage:
     keys: str = ""
     properties: Mapping[str, str] | None = None
     born_ms: int | None = None  # None: when the send starts (a proxy passes its client's)
+    deliver_at_ms: int = 0  # epoch ms not to deliver before (0: now); the master's timer holds it
 
 
 # ---- the actions a driver carries out ------------------------------------------------
@@ -127,6 +128,7 @@ def pb_message(m: OutgoingMessage | bytes, born_ms: int) -> pb.Message:
             keys=m.keys,
             properties=dict(m.properties or {}),
             born_ms=born_ms if m.born_ms is None else m.born_ms,
+            deliver_at_ms=m.deliver_at_ms,
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise InvalidArgumentError(f"not a valid message: {exc}") from exc

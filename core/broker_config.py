@@ -21,6 +21,7 @@ from core.roles import ReplicationMode, Role
 from core.security.config import AuthSection
 from core.security.tls import TlsSection
 from core.store.config import StoreConfig
+from core.timer import DEFAULT_MAX_DELAY_MS
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 DAY_MS = 24 * 3600 * 1000
@@ -88,6 +89,17 @@ class BrokerSection:
             "(each commit rewrites offsets.json); 0: on every pass"
         ),
     )
+    max_delay_ms: int = field(
+        default=DEFAULT_MAX_DELAY_MS,
+        metadata=_doc("how far ahead a message's deliver_at_ms may be (the timer; past it: refused)"),
+    )
+    timer_max_pending: int = field(
+        default=500_000, metadata=_doc("messages the timer holds due later; past it sends are refused (busy)")
+    )
+    timer_max_pending_bytes: int = field(
+        default=1 << 30,
+        metadata=_doc("body bytes the timer holds due later; past it sends are refused (busy)"),
+    )
 
     @property
     def nameservers(self) -> list[str]:
@@ -142,6 +154,11 @@ class BrokerSection:
             f"{prefix}.pop_commit_interval_ms",
             f"must be in 0..{DAY_MS} (a day)",
         )
+        require(
+            1000 <= self.max_delay_ms <= 366 * 86_400_000, f"{prefix}.max_delay_ms", "must be in 1000..1 year"
+        )
+        require(self.timer_max_pending >= 1, f"{prefix}.timer_max_pending", "must be at least 1")
+        require(self.timer_max_pending_bytes >= 1, f"{prefix}.timer_max_pending_bytes", "must be at least 1")
         if self.role is Role.SLAVE and not self.controller:
             require(bool(self.master), f"{prefix}.master", "a slave needs its master's address")
         if self.master:

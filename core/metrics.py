@@ -79,6 +79,37 @@ class BrokerMetrics:
             ["level"],
             registry=r,
         )
+        # the timer (master/timer.py): set by its thread each pass, 0 on a broker not leading
+        self.timer_pending = Gauge("tailrace_timer_pending", "Messages the timer holds due later", registry=r)
+        self.timer_pending_bytes = Gauge(
+            "tailrace_timer_pending_bytes", "Body bytes of the messages the timer holds", registry=r
+        )
+        self.timer_lag = Gauge(
+            "tailrace_timer_lag_ms",
+            "How long the most overdue message the timer holds has been due",
+            registry=r,
+        )
+        self.timer_delivery_lag = Histogram(
+            "tailrace_timer_delivery_lag_seconds",
+            "Time from a delayed message's due time to its store in its topic",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=r,
+        )
+        self.timer_skipped = Counter(
+            "tailrace_timer_skipped",
+            "Timer messages that could not be stored in their topic (logged)",
+            registry=r,
+        )
+        self.timer_rolled = Counter(
+            "tailrace_timer_rolled",
+            "Pending timer messages copied to the wait queue's end (bounds rebuild)",
+            registry=r,
+        )
+        self.timer_failures = Counter(
+            "tailrace_timer_failures",
+            "Timer passes or deliveries that failed and are tried again",
+            registry=r,
+        )
         r.register(_StateCollector(snapshot))
 
     def serve(self, host: str, port: int, tls_files: tuple[str, str] | None = None) -> int:

@@ -160,6 +160,9 @@ class Message:
     properties: Mapping[str, str] | None = None
     flags: int = 0
     born_ms: int = 0
+    # not part of the record: a send with a future time goes to the master's
+    # timer first (core/timer.py); the store never reads it
+    deliver_at_ms: int = 0
 
 
 @dataclass(slots=True)

@@ -77,7 +77,9 @@ class ClusterBackend:
 
     def send(self, batch: list[Incoming], queue: MessageQueue | None, timeout_s: float) -> list[Stored]:
         """One native SendBatch: one queue, one RPC, all messages or none."""
-        out = [OutgoingMessage(m.body, m.tags, m.keys, m.properties, m.born_ms) for m in batch]
+        out = [
+            OutgoingMessage(m.body, m.tags, m.keys, m.properties, m.born_ms, m.deliver_at_ms) for m in batch
+        ]
         receipts = self.producer.send_batch(batch[0].topic, out, queue=queue, timeout_s=timeout_s)
         return [Stored(r.status, r.broker_name, r.queue_id, r.queue_offset) for r in receipts]
 

@@ -1,9 +1,9 @@
 """The leader role: the write path, the replication source and its in-sync
-set, the lease, redirect advice, the retry scheduler and queue locks.
+set, the lease, redirect advice, the retry scheduler, the timer and queue locks.
 
 One object per mastership: promotion makes a new one, demotion retires it
 (`retire`: lease revoked, writes gated off, its replication streams end;
-`close`: its scheduler thread stopped). Every write enters the role's
+`close`: its scheduler thread stopped; the timer's stops first, in `retire`). Every write enters the role's
 `WriteGate` and checks the lease inside it, so once `retire` returns no write
 of this mastership is under way and none can start: nothing it does lands in
 the log of the follower the broker has become.
@@ -56,10 +56,12 @@ from core.retry import (
     retry_topic,
 )
 from core.roles import Directive, ReplicationMode, Role, SendStatus
+from core.timer import TIMER_TOPIC
 from master.fencing import enter, writing
 from master.lease import Lease
 from master.popper import Popper
 from master.scheduler import Scheduler
+from master.timer import TIMER_QUEUES, Timer
 from master.write_gate import WriteGate
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class LeaderRole:
         self.retry_delays = parse_delays(cfg.broker.retry_delays)
         self.scheduler = Scheduler(self)
         self.popper = Popper(self)  # pop consumption and its revive pass (issue 18)
+        self.timer = Timer(self)
         self._rr = itertools.count()
         self._topic_lock = threading.Lock()
         # pulled (group, topic, queue)s: which were sent to a slave, and which
@@ -120,8 +123,10 @@ class LeaderRole:
     def start(self) -> None:
         self.scheduler.start()
         self.popper.start()
+        self.timer.start()
 
     def retire(self) -> None:
+        self.timer.stop(RETIRE_WAIT_S)  # its pass ends with its progress written, before writes stop
         self.retired = True
         if self.lease is not None:
             self.lease.revoke()
@@ -210,13 +215,17 @@ class LeaderRole:
         self, topic: str, queue_id: int, messages: Sequence[Message], internal: bool = False
     ) -> SendOutcome:
         """Store messages for one (topic, queue); queue_id -1 lets the broker pick.
-        `%` topics (retry, dead-letter, schedule) take only the broker's own writes."""
+        `%` topics (retry, dead-letter, schedule) take only the broker's own writes.
+        A send due later is stored whole in the timer's wait queue (master/timer.py)."""
         if is_reserved(topic) and not internal:
             raise InvalidTopicError(f"topic {brief(topic)}: names starting with '%' take no sends")
         if not messages:
             raise InvalidArgumentError("a send needs at least one message")
         if len(messages) > MAX_BATCH:
             raise InvalidArgumentError(f"a batch holds at most {MAX_BATCH} messages")
+        delayed = not internal and self.timer.delayed(messages)
+        if delayed:
+            self.ensure_topic(TIMER_TOPIC, TIMER_QUEUES)
         refused = enter(self._gate, self.lease, lambda: self.retired)
         if refused is not None:
             master = self.core.role.master_address if self.retired else ""
@@ -242,14 +251,16 @@ class LeaderRole:
             for m in messages:
                 m.topic = topic
                 m.queue_id = queue_id
+            if delayed:
+                messages = self.timer.park(topic, queue_id, list(messages))
             metrics = self.core.metrics
             t0 = time.perf_counter()
             try:
                 stored = self.core.store.append(messages)
-                status, detail = SendStatus.SEND_OK, ""
+                status, detail = SendStatus.SEND_OK, "in the timer until due" if delayed else ""
                 metrics.append_latency.observe(time.perf_counter() - t0)
-                metrics.messages_in.labels(topic).inc(len(messages))
-                metrics.bytes_in.labels(topic).inc(sum(len(m.body) for m in messages))
+                metrics.messages_in.labels(messages[0].topic).inc(len(messages))
+                metrics.bytes_in.labels(messages[0].topic).inc(sum(len(m.body) for m in messages))
             except FlushTimeoutError as exc:
                 stored = exc.offsets
                 status, detail = SendStatus.FLUSH_DISK_TIMEOUT, exc.message

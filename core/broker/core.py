@@ -41,6 +41,7 @@ from core.roles import Role
 from core.route import MASTER_ID
 from core.security.serving import ChannelFactory, plaintext_channel
 from core.store import MessageStore
+from core.timer import TIMER_GROUP, TIMER_TOPIC
 
 log = logging.getLogger(__name__)
 LOG_KEY = ("", -1)  # notifier key: "the log grew" (replication streams wait on it)
@@ -376,14 +377,15 @@ class BrokerCore:
         """The lowest CommitLog offset a consumer group with live members has
         not read yet: from its committed offsets, on every queue of its topic
         (a queue it never committed holds nothing back; a commit below the
-        queue's oldest message counts from that message).
+        queue's oldest message counts from that message); and the timer's.
         Retention keeps the segment holding it (core/store/store.py)."""
         role = self.role
         if not role.is_leader:  # a slave keeps what its master keeps (consumers heartbeat to masters)
             return getattr(role, "retention_floor", lambda: 0)()
         floor: int | None = None
         store = self.store
-        for group, topic in self.groups.live(now_ms()):
+        # the timer's own progress (core/timer.py) holds it too: pending messages and the last snapshot
+        for group, topic in [*self.groups.live(now_ms()), (TIMER_GROUP, TIMER_TOPIC)]:
             for q in range(store.topics.queue_count(topic) or 0):
                 committed = self.offsets.query(group, topic, q)
                 if committed is None:  # never committed: it holds nothing back (it may never commit)

@@ -43,6 +43,7 @@ def _message(m: pb.Message) -> Message:
         properties=dict(m.properties) if m.properties else None,
         flags=m.flags,
         born_ms=m.born_ms,
+        deliver_at_ms=m.deliver_at_ms,
     )
 
 

@@ -12,14 +12,15 @@ The wire mapping (a v2 `Message` -> one native record):
 | `system_properties.born_timestamp` | born_ms |
 | `system_properties.message_id` | property `UNIQ_KEY` (RocketMQ's name) |
 | `system_properties.message_group` (FIFO) | property `__SHARDINGKEY` (RocketMQ's name) |
+| `system_properties.delivery_timestamp` (DELAY) | `deliver_at_ms` (the timer), kept as `TIMER_DELIVER_MS` |
 | `system_properties.born_host` | property `BORN_HOST` |
 | `system_properties.trace_context` | property `TRACE_CONTEXT` |
 | `user_properties` | properties, as they are |
 
 User properties may not use the reserved names above nor the broker's own
 (`RECONSUME_TIMES`, `ORIGIN_TOPIC`, `REAL_TOPIC`, ...). `body_digest`, when
-given, is checked (CRC32, MD5, SHA1) and not stored. Message types: NORMAL
-and FIFO; DELAY, TRANSACTION and the rest are refused with NOT_IMPLEMENTED
+given, is checked (CRC32, MD5, SHA1) and not stored. Message types: NORMAL,
+FIFO and DELAY; TRANSACTION and the rest are refused with NOT_IMPLEMENTED
 before anything is stored.
 """
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from core.pb.rocketmq.v2 import definition_pb2 as d
 from core.retry import DELIVER_AT, ORIGIN_MSG_ID, ORIGIN_TOPIC, REAL_TOPIC, RECONSUME_TIMES
 from core.rocketmq.codes import Refused
+from core.timer import DELIVER_MS
 
 MESSAGE_ID = "UNIQ_KEY"
 MESSAGE_GROUP = "__SHARDINGKEY"
@@ -69,7 +71,6 @@ MAX_PROPERTIES_BYTES = 16 * 1024  # all user properties together (RocketMQ's pro
 MAX_ID_CHARS = 128
 MAX_GROUP_CHARS = 255
 NOT_YET = {
-    d.DELAY: "delayed messages",
     d.TRANSACTION: "transactional messages",
     d.LITE: "lite messages",
     d.PRIORITY: "priority messages",
@@ -90,6 +91,7 @@ class Incoming:
     born_ms: int
     message_id: str
     group: str
+    deliver_at_ms: int = 0  # DELAY: not delivered before (epoch ms)
 
 
 def topic_of(resource: d.Resource) -> str:
@@ -111,15 +113,29 @@ def message_type(sp: d.SystemProperties) -> int:
         kind = d.FIFO if sp.message_group else d.DELAY if sp.HasField("delivery_timestamp") else d.NORMAL
     if kind in NOT_YET:
         raise Refused(d.NOT_IMPLEMENTED, f"{NOT_YET[kind]} are not implemented by this Tailrace proxy yet")
-    if kind not in (d.NORMAL, d.FIFO):
+    if kind not in (d.NORMAL, d.FIFO, d.DELAY):
         raise Refused(d.BAD_REQUEST, f"unknown message type {kind}")
     if kind == d.FIFO and not sp.message_group:
         raise Refused(d.ILLEGAL_MESSAGE_GROUP, "a FIFO message needs a message group")
-    if kind == d.NORMAL and sp.message_group:
-        raise Refused(d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, "a NORMAL message has no message group")
-    if sp.HasField("delivery_timestamp"):
-        raise Refused(d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, "a delivery timestamp makes a DELAY message")
+    if kind != d.FIFO and sp.message_group:
+        raise Refused(d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, "only a FIFO message has a message group")
+    if (kind == d.DELAY) != sp.HasField("delivery_timestamp"):
+        raise Refused(
+            d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE, "a DELAY message, and only one, has a delivery timestamp"
+        )
     return kind
+
+
+def deliver_at_ms(sp: d.SystemProperties) -> int:
+    """A DELAY message's delivery time in epoch ms (0: none). How far ahead
+    it may be is the master's to say (broker.max_delay_ms: INVALID_ARGUMENT)."""
+    if not sp.HasField("delivery_timestamp"):
+        return 0
+    ts = sp.delivery_timestamp
+    at = ts.seconds * 1000 + ts.nanos // 1_000_000
+    if at <= 0 or not 0 <= ts.nanos < 1_000_000_000:
+        raise Refused(d.ILLEGAL_DELIVERY_TIME, "the delivery timestamp is not after 1970")
+    return at
 
 
 def body_of(m: d.Message, max_body_bytes: int) -> bytes:
@@ -228,7 +244,8 @@ def incoming(m: d.Message, max_body_bytes: int, now_ms: int) -> Incoming:
     born_ms = born.seconds * 1000 + born.nanos // 1_000_000 if sp.HasField("born_timestamp") else now_ms
     if born_ms < 0:
         raise Refused(d.BAD_REQUEST, "the born timestamp is before 1970")
-    return Incoming(topic, body, tag, KEY_SEPARATOR.join(keys), props, born_ms, message_id, group)
+    at = deliver_at_ms(sp)
+    return Incoming(topic, body, tag, KEY_SEPARATOR.join(keys), props, born_ms, message_id, group, at)
 
 
 def batch(messages: Sequence[d.Message], max_body_bytes: int, now_ms: int) -> list[Incoming]:
@@ -256,5 +273,6 @@ def read_back(tags: str, keys: str, properties: dict[str, str]) -> dict[str, obj
         "keys": keys.split(KEY_SEPARATOR) if keys else [],
         "message_id": properties.get(MESSAGE_ID, ""),
         "message_group": properties.get(MESSAGE_GROUP, ""),
+        "delivery_timestamp_ms": int(properties.get(DELIVER_MS, "0") or 0),
         "user_properties": user,
     }

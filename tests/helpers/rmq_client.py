@@ -8,9 +8,10 @@ opentelemetry and warns, so pytest itself never imports it.
 Spec (stdin's first line): {"mode": "produce" | "simple" | "push",
 "endpoints": "h:p", "ak": "", "sk": "", "tls": false, "topic": "T",
 "timeout_s": 3, ...}. `produce` takes "messages": [{"body": "...", "tag":
-"", "keys": [], "properties": {}, "group": ""}] and prints per message
+"", "keys": [], "properties": {}, "group": "", "delivery_timestamp": 0}] and prints per message
 `{"ok": true, "message_id", "offset", "queue_id"}` or `{"ok": false,
-"error"}`, with the seconds each step took. `simple` and `push` take a
+"error"}`, with the seconds each step took (a delivery timestamp in epoch
+seconds, as the client takes it, makes a DELAY message). `simple` and `push` take a
 "group" (see each) and print every delivery. A push consumer runs until
 stdin closes.
 """
@@ -51,6 +52,8 @@ def produce(spec: dict[str, Any]) -> dict[str, Any]:
                 msg.add_property(k, v)
             if m.get("group"):
                 msg.message_group = m["group"]
+            if m.get("delivery_timestamp"):
+                msg.delivery_timestamp = m["delivery_timestamp"]
             t = time.monotonic()
             try:
                 r = producer.send(msg)

@@ -78,6 +78,39 @@ def stored_total(rmq: Setup) -> int:
     return total
 
 
+def test_a_delay_message_is_stored_in_its_topic_not_before_its_timestamp(rmq: Setup) -> None:
+    """The official client sends a DELAY message due a few seconds ahead,
+    then a normal one; read from the real topic with our consumer, the
+    normal one arrives first and the delayed one not before its time (its
+    record's store time, and the moment our consumer first saw it)."""
+    due_s = int(time.time()) + 4  # the client takes whole epoch seconds
+    messages = [
+        {"body": "delay-later", "keys": ["dk"], "properties": {"p": "d"}, "delivery_timestamp": due_s},
+        {"body": "delay-now"},
+    ]
+    out = run_client(rmq, {"mode": "produce", "messages": messages})
+    assert all(r["ok"] for r in out["results"]), out
+    seen: dict[bytes, tuple[float, ReceivedMessage]] = {}
+    profile = rmq.pki.profile_file
+    with PullConsumer(namesrv=rmq.cluster.namesrv, group="verify-delay", topic=TOPIC, profile=profile) as c:
+
+        def both() -> bool:
+            for m in c.poll(200):
+                if m.body.startswith(b"delay-"):
+                    seen.setdefault(m.body, (time.time(), m))
+            return len(seen) == 2
+
+        poll_until(both, 30, "the normal and the delayed message")
+    (now_seen, normal), (later_seen, later) = seen[b"delay-now"], seen[b"delay-later"]
+    assert now_seen < due_s and normal.store_ms < due_s * 1000  # the normal one did not wait
+    assert later_seen >= due_s and later.store_ms >= due_s * 1000  # never before its timestamp
+    assert later.keys == "dk" and later.properties["p"] == "d"
+    assert (
+        translate.read_back(later.tags, later.keys, later.properties)["delivery_timestamp_ms"] == due_s * 1000
+    )
+    assert later.properties[translate.MESSAGE_ID] == out["results"][0]["message_id"]
+
+
 def test_normal_sends_are_stored_with_their_tags_keys_and_properties(rmq: Setup) -> None:
     before = stored_total(rmq)
     messages = [

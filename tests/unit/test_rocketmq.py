@@ -119,11 +119,37 @@ def test_a_normal_message_maps_to_a_native_record() -> None:
     assert back["keys"] == ["k1", "k2"] and back["user_properties"] == {"p": "v"}
 
 
+def _delay(seconds: int, **sp: object) -> d.Message:
+    m = _msg(**sp)
+    m.system_properties.delivery_timestamp.seconds = seconds
+    m.system_properties.delivery_timestamp.nanos = 250_000_000
+    return m
+
+
+def test_a_delay_message_carries_its_delivery_time_to_the_native_send() -> None:
+    got = translate.incoming(_delay(1_795_674_100, message_type=d.DELAY), 1024, 0)
+    assert got.deliver_at_ms == 1_795_674_100_250 and got.group == ""
+    unspecified = translate.incoming(_delay(1_795_674_100, message_type=d.MESSAGE_TYPE_UNSPECIFIED), 1024, 0)
+    assert unspecified.deliver_at_ms == 1_795_674_100_250  # the type read from its fields
+    assert translate.incoming(_msg(), 1024, 0).deliver_at_ms == 0
+    stored = {**got.properties, "TIMER_DELIVER_MS": "1795674100250"}  # as the timer stores it
+    assert translate.read_back("", "", stored)["delivery_timestamp_ms"] == 1_795_674_100_250
+    for bad, code in [
+        (_delay(1, message_type=d.NORMAL), d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE),
+        (_delay(1, message_type=d.FIFO, message_group="g"), d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE),
+        (_delay(1, message_type=d.DELAY, message_group="g"), d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE),
+        (_delay(-5, message_type=d.DELAY), d.ILLEGAL_DELIVERY_TIME),
+    ]:
+        with pytest.raises(Refused) as info:
+            translate.incoming(bad, 1024, 0)
+        assert info.value.code == code, bad
+
+
 def test_fifo_keeps_its_group_and_types_not_served_are_refused() -> None:
     fifo = translate.incoming(_msg(message_type=d.FIFO, message_group="g1"), 1024, 0)
     assert fifo.group == "g1" and fifo.properties[translate.MESSAGE_GROUP] == "g1"
     cases = [
-        (_msg(message_type=d.DELAY), d.NOT_IMPLEMENTED),
+        (_msg(message_type=d.DELAY), d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE),  # no delivery timestamp
         (_msg(message_type=d.TRANSACTION), d.NOT_IMPLEMENTED),
         (_msg(message_type=d.FIFO), d.ILLEGAL_MESSAGE_GROUP),
         (_msg(message_group="g"), d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE),
@@ -223,7 +249,8 @@ def test_routes_name_the_proxy_in_a_stable_order() -> None:
     assert [(q.broker.name, q.id) for q in mqs] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
     assert all(q.broker.id == 0 and q.broker.endpoints == proxy for q in mqs)
     assert all(
-        q.permission == d.READ_WRITE and list(q.accept_message_types) == [d.NORMAL, d.FIFO] for q in mqs
+        q.permission == d.READ_WRITE and list(q.accept_message_types) == [d.NORMAL, d.FIFO, d.DELAY]
+        for q in mqs
     )
     assert proxy.scheme == d.IPv4 and routes.endpoints("[::1]:1").scheme == d.IPv6
     assert routes.endpoints("proxy.example:1").scheme == d.DOMAIN_NAME

@@ -109,8 +109,8 @@ def test_refused_sends_change_nothing(tmp_path: Path) -> None:
     other.topic.name = "audit"
     forbidden = svc.SendMessage(s.SendMessageRequest(messages=[other]), _signed())
     assert forbidden.status.code == d.FORBIDDEN and forbidden.entries[0].status.code == d.FORBIDDEN
-    delayed = svc.SendMessage(s.SendMessageRequest(messages=[_msg(message_type=d.DELAY)]), _signed())
-    assert delayed.status.code == d.NOT_IMPLEMENTED
+    half = svc.SendMessage(s.SendMessageRequest(messages=[_msg(message_type=d.TRANSACTION)]), _signed())
+    assert half.status.code == d.NOT_IMPLEMENTED
     assert backend.sent == []
     backend.fail = BrokerUnavailableError("no master")
     assert svc.SendMessage(req, _signed()).status.code == d.HA_NOT_AVAILABLE

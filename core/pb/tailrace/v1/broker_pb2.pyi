@@ -194,7 +194,7 @@ class SendBackResponse(_message.Message):
     def __init__(self, destination: _Optional[str] = ..., attempts: _Optional[int] = ..., deliver_at_ms: _Optional[int] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("body", "tags", "keys", "properties", "born_ms", "flags")
+    __slots__ = ("body", "tags", "keys", "properties", "born_ms", "flags", "deliver_at_ms")
     class PropertiesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -208,13 +208,15 @@ class Message(_message.Message):
     PROPERTIES_FIELD_NUMBER: _ClassVar[int]
     BORN_MS_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_AT_MS_FIELD_NUMBER: _ClassVar[int]
     body: bytes
     tags: str
     keys: str
     properties: _containers.ScalarMap[str, str]
     born_ms: int
     flags: int
-    def __init__(self, body: _Optional[bytes] = ..., tags: _Optional[str] = ..., keys: _Optional[str] = ..., properties: _Optional[_Mapping[str, str]] = ..., born_ms: _Optional[int] = ..., flags: _Optional[int] = ...) -> None: ...
+    deliver_at_ms: int
+    def __init__(self, body: _Optional[bytes] = ..., tags: _Optional[str] = ..., keys: _Optional[str] = ..., properties: _Optional[_Mapping[str, str]] = ..., born_ms: _Optional[int] = ..., flags: _Optional[int] = ..., deliver_at_ms: _Optional[int] = ...) -> None: ...
 
 class SendRequest(_message.Message):
     __slots__ = ("topic", "queue_id", "message")

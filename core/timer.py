@@ -1,0 +1,277 @@
+"""Delivery at a given time: the timer's records and its state, as plain logic.
+
+A send whose messages carry a `deliver_at_ms` in the future is stored at once
+in the timer's wait queue (`%TIMER%` queue 0) with its real topic, queue and
+delivery time in properties (`to_timer`); the master's timer
+(master/timer.py) stores it in its real topic once due (`from_timer`),
+never before. What is done is recorded in the timer's progress queue
+(`%TIMER%` queue 1) as JSON records, through the log like every commit:
+
+- a *delta* after each pass: `{"kind": "delta", "low": L, "done": [...]}`,
+  the wait-queue offsets delivered (or rolled, or skipped) since the last
+  record, and `low`, below which every offset is done;
+- a *snapshot* now and then: `{"kind": "snapshot", "low": L, "done": [...]}`,
+  every done offset at or above `low`. Its queue offset is committed as
+  group `%TIMER%`'s offset on the progress queue (and `low` on the wait
+  queue: retention keeps what the timer still needs).
+
+`TimerState` is the heap and that bookkeeping, with time passed in. Rebuild
+(a restart, a promotion) applies the progress from the last committed
+snapshot on, then loads the wait queue from `low`. Both are bounded by what
+is still pending: a snapshot is written once the marks since the last one
+outnumber it (or SNAPSHOT_MIN), and the oldest pending messages are *rolled*
+(a copy appended to the wait queue, the original marked done) while the
+done offsets above `low` outnumber the pending ones by more than ROLL_SLACK.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from core.errors import BrokerBusyError, InvalidArgumentError, brief
+from core.record import Message, Record, validate_topic
+from core.retry import REAL_TOPIC, is_reserved
+
+TIMER_TOPIC = "%TIMER%"
+TIMER_GROUP = "%TIMER%"  # its offsets: `low` on the wait queue, the last snapshot on the progress queue
+WAIT_QUEUE = 0
+PROGRESS_QUEUE = 1
+TIMER_QUEUES = 2
+REAL_QID = "REAL_QID"  # RocketMQ's names
+DELIVER_MS = "TIMER_DELIVER_MS"  # the delivery time asked (epoch ms); the delivered message keeps it
+DEFAULT_MAX_DELAY_MS = 3 * 86_400_000  # RocketMQ's timerMaxDelaySec
+SNAPSHOT_MIN = 4096  # done marks written since the last snapshot before the next one
+ROLL_SLACK = 4096  # done offsets above `low` tolerated beyond the pending count
+
+
+def delayed(messages: Sequence[Message], now_ms: int, max_delay_ms: int) -> bool:
+    """Whether a send goes to the timer: some message is due after `now_ms`.
+    A time past `max_delay_ms` from now refuses the whole send."""
+    latest = 0
+    for m in messages:
+        at = m.deliver_at_ms
+        if type(at) is not int or at < 0:
+            raise InvalidArgumentError(f"deliver_at_ms must be a non-negative integer, got {at!r}")
+        latest = max(latest, at)
+    if latest > now_ms + max_delay_ms:
+        raise InvalidArgumentError(
+            f"deliver_at_ms {latest} is {latest - now_ms} ms ahead: at most broker.max_delay_ms "
+            f"({max_delay_ms}) ahead; nothing stored"
+        )
+    return latest > now_ms
+
+
+def to_timer(m: Message, topic: str, queue_id: int, now_ms: int) -> Message:
+    """The wait-queue record of a message for (topic, queue_id). A message of
+    a delayed batch that is due already keeps its own (past) time: the timer
+    stores it at its next pass, with the rest of its batch stored whole."""
+    props = dict(m.properties or {})
+    props[REAL_TOPIC], props[REAL_QID] = topic, str(queue_id)
+    props[DELIVER_MS] = str(max(m.deliver_at_ms, 0) or now_ms)
+    return Message(TIMER_TOPIC, WAIT_QUEUE, m.body, m.tags, m.keys, props, m.flags, m.born_ms)
+
+
+def due_of(rec: Record) -> int:
+    raw = rec.properties.get(DELIVER_MS, "")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        raise InvalidArgumentError(f"{DELIVER_MS} {brief(raw, 40)} is not a time in ms")
+    return int(raw)
+
+
+def from_timer(rec: Record) -> tuple[str, int, Message]:
+    """(topic, queue, message) a due wait-queue record is stored as: its
+    body, tags, keys, flags, born time and properties, `DELIVER_MS` kept.
+    InvalidArgumentError when it names no valid destination (for good)."""
+    props = dict(rec.properties)
+    topic, qid = props.pop(REAL_TOPIC, ""), props.pop(REAL_QID, "")
+    validate_topic(topic)
+    if is_reserved(topic):
+        raise InvalidArgumentError(f"{REAL_TOPIC} {brief(topic, 40)} is one of the broker's topics")
+    if not qid.isascii() or not qid.isdigit() or len(qid) > 5:
+        raise InvalidArgumentError(f"{REAL_QID} {brief(qid, 40)} is not a queue id")
+    due_of(rec)
+    msg = Message(topic, int(qid), rec.body, rec.tags, rec.keys, props, rec.flags, rec.born_ms)
+    return topic, int(qid), msg
+
+
+def check_room(pending: int, pending_bytes: int, adding: Sequence[Message], limits: tuple[int, int]) -> None:
+    """Refuse (retriable: the timer drains) a send that would take the timer
+    past `limits` = (max pending messages, max pending body bytes)."""
+    max_count, max_bytes = limits
+    nbytes = sum(len(m.body) for m in adding)
+    if pending + len(adding) > max_count or pending_bytes + nbytes > max_bytes:
+        raise BrokerBusyError(
+            f"the timer holds {pending} messages ({pending_bytes} bytes) due later: at most "
+            f"broker.timer_max_pending ({max_count}) and broker.timer_max_pending_bytes ({max_bytes}); "
+            "nothing stored, try again later"
+        )
+
+
+def encode_progress(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def decode_progress(body: bytes) -> dict[str, Any]:
+    """A progress record's payload; InvalidArgumentError when it is not one."""
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"not JSON: {exc}") from None
+    if (
+        not isinstance(payload, dict)
+        or payload.get("kind") not in ("delta", "snapshot")
+        or type(payload.get("low")) is not int
+        or not isinstance(payload.get("done"), list)
+        or not all(type(x) is int and x >= 0 for x in payload["done"])
+    ):
+        raise InvalidArgumentError("not a timer progress record")
+    return payload
+
+
+class TimerState:
+    """The pending messages of the wait queue (a heap by due time) and what
+    is done, as offsets of the wait queue. No store, no thread, no clock."""
+
+    def __init__(self, roll_slack: int = ROLL_SLACK, snapshot_min: int = SNAPSHOT_MIN) -> None:
+        self.roll_slack = roll_slack
+        self.snapshot_min = snapshot_min
+        self.low = 0  # every wait-queue offset below is done
+        self.loaded = 0  # the next wait-queue offset to load
+        self.done: set[int] = set()  # done offsets at or above `low`
+        self.pending: dict[int, tuple[int, int]] = {}  # offset -> (due ms, body bytes)
+        self.pending_bytes = 0
+        self._heap: list[tuple[int, int]] = []  # (when to try, offset); stale once not pending
+        self._out: set[int] = set()  # handed out by pop_due, neither done nor put back yet
+        self._delta: list[int] = []  # marks not written yet
+        self._since_snapshot = 0
+        self._snapshot_size = 0
+
+    # ---- rebuild -------------------------------------------------------------------
+
+    def apply(self, payload: Mapping[str, Any]) -> None:
+        """A progress record read back (in log order)."""
+        if payload["kind"] == "snapshot":
+            self.done = set(payload["done"])
+            self._snapshot_size = len(payload["done"])
+            self._since_snapshot = 0
+        else:
+            self.done.update(x for x in payload["done"] if x >= self.low)
+            self._since_snapshot += len(payload["done"])
+        old, new = self.low, max(self.low, payload["low"])
+        if new - old < len(self.done):
+            self.done.difference_update(range(old, new))
+        else:
+            self.done = {x for x in self.done if x >= new}
+        self.low = new
+        self._advance()
+
+    # ---- the wait queue -------------------------------------------------------------
+
+    def load(self, offset: int, due_ms: int, size: int) -> bool:
+        """The wait-queue record at `offset` (the next one, `loaded`);
+        False when it is done already (it is not pending)."""
+        if offset != self.loaded:
+            raise ValueError(f"loading {offset}, expected {self.loaded}")
+        self.loaded += 1
+        if offset < self.low or offset in self.done:
+            return False
+        self.pending[offset] = (due_ms, size)
+        self.pending_bytes += size
+        heapq.heappush(self._heap, (due_ms, offset))
+        return True
+
+    def skip(self, offset: int) -> None:
+        """The next record is no timer message (it does not decode): done."""
+        if offset != self.loaded:
+            raise ValueError(f"skipping {offset}, expected {self.loaded}")
+        self.loaded += 1
+        self.mark_done(offset)
+
+    def pop_due(self, now_ms: int, limit: int) -> list[tuple[int, int]]:
+        """Up to `limit` pending (offset, due) due at `now_ms`, earliest first.
+        They stay pending until `mark_done`, or `retry_at` puts them back."""
+        out: list[tuple[int, int]] = []
+        heap = self._heap
+        while heap and len(out) < limit and heap[0][0] <= now_ms:
+            _, offset = heapq.heappop(heap)
+            entry = self.pending.get(offset)
+            if entry is not None and offset not in self._out:  # (else stale: done, or out already)
+                self._out.add(offset)
+                out.append((offset, entry[0]))
+        return out
+
+    def retry_at(self, offset: int, when_ms: int) -> None:
+        if offset in self.pending and offset in self._out:
+            self._out.discard(offset)
+            heapq.heappush(self._heap, (when_ms, offset))
+
+    def mark_done(self, offset: int) -> None:
+        """Delivered, rolled or skipped: done for good."""
+        entry = self.pending.pop(offset, None)
+        self._out.discard(offset)
+        if entry is not None:
+            self.pending_bytes -= entry[1]
+        if offset >= self.low:
+            self.done.add(offset)
+        self._delta.append(offset)
+        self._since_snapshot += 1
+        self._advance()
+        if len(self._heap) > 2 * len(self.pending) + self.roll_slack:  # mostly stale: compact
+            self._heap = [(due, off) for off, (due, _) in self.pending.items() if off not in self._out]
+            heapq.heapify(self._heap)
+
+    def _advance(self) -> None:
+        while self.low in self.done:
+            self.done.discard(self.low)
+            self.low += 1
+        self.loaded = max(self.loaded, self.low)
+
+    def next_due(self) -> int | None:
+        """The earliest due time pending (for the lag metric)."""
+        heap = self._heap
+        while heap and heap[0][1] not in self.pending:
+            heapq.heappop(heap)
+        return self.pending[heap[0][1]][0] if heap else None
+
+    # ---- bounds ---------------------------------------------------------------------
+
+    def to_roll(self, limit: int) -> list[int]:
+        """The oldest pending offsets to roll (copy to the end, mark done)
+        while done offsets above `low` outnumber pending ones by more than
+        `roll_slack`; [] otherwise. Keeps the window `low`..`loaded`, what a
+        rebuild reads, at most twice the pending count plus the slack."""
+        if len(self.done) <= len(self.pending) + self.roll_slack:
+            return []
+        out: list[int] = []
+        offset = self.low
+        while offset < self.loaded and len(out) < limit:
+            if offset in self.pending:
+                out.append(offset)
+            offset += 1
+        return out
+
+    # ---- progress records -------------------------------------------------------------
+
+    def take_delta(self) -> dict[str, Any] | None:
+        """The marks not written yet (None: nothing to write). They stay
+        pending until `written`, so a failed write is made again."""
+        if not self._delta:
+            return None
+        return {"kind": "delta", "low": self.low, "done": sorted(set(self._delta))}
+
+    def written(self) -> None:
+        self._delta.clear()
+
+    def wants_snapshot(self) -> bool:
+        return self._since_snapshot >= max(self.snapshot_min, self._snapshot_size)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"kind": "snapshot", "low": self.low, "done": sorted(self.done)}
+
+    def snapshot_written(self, size: int) -> None:
+        self._snapshot_size = size
+        self._since_snapshot = 0
+        self._delta.clear()

@@ -1,0 +1,274 @@
+"""The master's timer on a real store: a delayed send is parked in `%TIMER%`
+and stored in its topic once due, never before; its progress survives a
+clean restart (no redelivery) and a crash redelivers (at least once); one
+bad message is skipped and the rest go on; the cap and the delay limit
+refuse, storing nothing; rolls and snapshots keep the rebuild bounded by
+what is pending. One leader role on a store in a temp dir, its timer driven
+by hand (`run_once(now)`), time passed in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.broker.core import BrokerCore
+from core.broker_config import load_broker_config
+from core.epochs import EpochFile
+from core.errors import BrokerBusyError, InvalidArgumentError
+from core.offsets import ConsumerOffsets
+from core.record import Message, Record, iter_records
+from core.retry import REAL_TOPIC
+from core.roles import SendStatus
+from core.store import MessageStore, StoreConfig
+from core.timer import DELIVER_MS, PROGRESS_QUEUE, REAL_QID, TIMER_QUEUES, TIMER_TOPIC, WAIT_QUEUE
+from deploy.broker_node import Roles
+from master.leader import LeaderRole
+from master.timer import Timer
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass
+class Broker:
+    core: BrokerCore
+
+    @property
+    def leader(self) -> LeaderRole:
+        role = self.core.role
+        assert isinstance(role, LeaderRole)
+        return role
+
+    @property
+    def timer(self) -> Timer:
+        return self.leader.timer
+
+    def send(self, at: int, body: bytes = b"m", topic: str = "orders", queue: int = 0, **kw: Any) -> Any:
+        return self.leader.send(topic, queue, [Message(topic, queue, body, deliver_at_ms=at, **kw)])
+
+    def records(self, topic: str, queue: int = 0) -> list[Record]:
+        store = self.core.store
+        if store.topics.queue_count(topic) is None:
+            return []
+        return list(iter_records(store.read(topic, queue, 0, 10_000, 64 << 20).data, verify=True))
+
+    def bodies(self, topic: str = "orders", queue: int = 0) -> list[bytes]:
+        return [r.body for r in self.records(topic, queue)]
+
+    def metric(self, name: str) -> float:
+        return self.core.metrics.registry.get_sample_value(name) or 0.0
+
+
+def open_broker(directory: Path, config: StoreConfig, **overrides: Any) -> Broker:
+    store = MessageStore(directory / "store", replace(config, warm_segments=False))
+    settings = {"broker.broker_name": "g", "broker.data_dir": str(directory)}
+    cfg = load_broker_config(None, {**settings, **{k.replace("__", "."): v for k, v in overrides.items()}})
+    offsets, epochs = ConsumerOffsets(directory), EpochFile(directory, store.commitlog.max_offset)
+    core = BrokerCore(cfg, store, offsets, epochs, Roles())  # the timer thread is never started
+    core.leader().create_topic("orders", 2)
+    return Broker(core)
+
+
+def close(b: Broker) -> None:
+    b.core.close()
+    b.core.store.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path, small_config: StoreConfig) -> Iterator[Broker]:
+    b = open_broker(tmp_path, small_config)
+    try:
+        yield b
+    finally:
+        close(b)
+
+
+def wall() -> int:
+    return int(time.time() * 1000)
+
+
+def test_a_delayed_message_waits_in_the_timer_and_comes_out_as_sent(broker: Broker) -> None:
+    at = wall() + 60_000
+    out = broker.send(at, b"later", queue=1, tags="t1", keys="k1 k2", properties={"p": "v"}, born_ms=123)
+    assert out.status is SendStatus.SEND_OK and (out.topic, out.queue_id) == ("orders", 1)
+    assert broker.bodies("orders", 1) == [] and broker.bodies(TIMER_TOPIC) == [b"later"]
+    assert broker.send(0, b"now", queue=1).status is SendStatus.SEND_OK  # no time: stored at once
+    assert broker.timer.run_once(at - 1) == 0
+    assert broker.bodies("orders", 1) == [b"now"]
+    assert broker.timer.run_once(at) == 1
+    rec = broker.records("orders", 1)[1]
+    assert (rec.body, rec.tags, rec.keys, rec.born_ms) == (b"later", "t1", "k1 k2", 123)
+    assert rec.properties == {"p": "v", DELIVER_MS: str(at)}  # REAL_TOPIC, REAL_QID gone
+    assert broker.timer.run_once(at + 60_000) == 0  # once
+    assert broker.metric("tailrace_timer_pending") == 0
+
+
+def test_a_time_in_the_past_or_now_is_stored_at_once(broker: Broker) -> None:
+    broker.send(wall() - 5_000, b"past")
+    assert broker.bodies() == [b"past"] and broker.core.store.topics.queue_count(TIMER_TOPIC) is None
+
+
+def test_a_batch_with_one_later_message_waits_whole_and_each_comes_at_its_time(broker: Broker) -> None:
+    now = wall()
+    msgs = [
+        Message("orders", 0, b"a", deliver_at_ms=0),
+        Message("orders", 0, b"b", deliver_at_ms=now + 50_000),
+    ]
+    broker.leader.send("orders", 0, msgs)
+    assert broker.bodies() == []
+    broker.timer.run_once(now + 1_000)
+    assert broker.bodies() == [b"a"]
+    broker.timer.run_once(now + 50_000)
+    assert broker.bodies() == [b"a", b"b"]
+
+
+def test_past_the_longest_delay_the_send_is_refused_and_nothing_stored(
+    tmp_path: Path, small_config: StoreConfig
+) -> None:
+    b = open_broker(tmp_path, small_config, broker__max_delay_ms=10_000)
+    try:
+        with pytest.raises(InvalidArgumentError, match="max_delay_ms"):
+            b.send(wall() + 60_000)
+        assert b.bodies() == [] and b.core.store.topics.queue_count(TIMER_TOPIC) is None
+    finally:
+        close(b)
+
+
+def test_past_the_cap_sends_are_refused_retriably_until_the_timer_drains(
+    tmp_path: Path, small_config: StoreConfig
+) -> None:
+    b = open_broker(tmp_path, small_config, broker__timer_max_pending=2)
+    try:
+        at = wall() + 30_000
+        b.send(at)
+        b.timer.run_once(at - 1)  # the first pass rebuilds: from then on the cap counts
+        b.send(at)
+        with pytest.raises(BrokerBusyError, match="timer_max_pending"):
+            b.send(at, b"third")
+        assert len(b.bodies(TIMER_TOPIC)) == 2
+        b.timer.run_once(at)
+        b.send(at + 1, b"third")  # room again
+        assert len(b.bodies(TIMER_TOPIC)) == 3
+    finally:
+        close(b)
+
+
+def test_a_clean_restart_delivers_nothing_twice_and_what_waits_still_comes(
+    tmp_path: Path, small_config: StoreConfig
+) -> None:
+    b = open_broker(tmp_path, small_config)
+    now = wall()
+    for i in range(5):
+        b.send(now + 1_000 * (i + 1), b"m%d" % i)
+    b.timer.run_once(now + 3_000)
+    assert b.bodies() == [b"m0", b"m1", b"m2"]
+    close(b)
+    b = open_broker(tmp_path, small_config)
+    try:
+        b.timer.run_once(now + 3_000)
+        assert b.bodies() == [b"m0", b"m1", b"m2"]
+        b.timer.run_once(now + 10_000)
+        assert b.bodies() == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    finally:
+        close(b)
+
+
+def test_a_crash_before_the_progress_is_written_delivers_again(
+    tmp_path: Path, small_config: StoreConfig
+) -> None:
+    b = open_broker(tmp_path, small_config)
+    now = wall()
+    b.send(now + 1_000, b"once-or-more")
+    t = b.timer
+    t._rebuild(), t._load(), t._deliver(now + 1_000)  # a pass that stops before its progress record
+    assert b.bodies() == [b"once-or-more"]
+    close(b)
+    b = open_broker(tmp_path, small_config)
+    try:
+        b.timer.run_once(now + 1_000)
+        assert b.bodies() == [b"once-or-more", b"once-or-more"]  # at least once
+    finally:
+        close(b)
+
+
+def park(b: Broker, body: bytes, **props: str) -> None:
+    """A wait-queue record as it is, the way no send could make it."""
+    b.leader.ensure_topic(TIMER_TOPIC, TIMER_QUEUES)
+    out = b.leader.send(
+        TIMER_TOPIC, WAIT_QUEUE, [Message(TIMER_TOPIC, WAIT_QUEUE, body, properties=props)], True
+    )
+    assert out.status is SendStatus.SEND_OK
+
+
+def test_one_bad_message_is_skipped_and_the_rest_go_on(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    at = wall() + 1_000
+    broker.send(at, b"good-1")
+    park(broker, b"to-a-system-topic", **{REAL_TOPIC: "%SCHEDULE%", REAL_QID: "0", DELIVER_MS: str(at)})
+    park(broker, b"no-such-queue", **{REAL_TOPIC: "orders", REAL_QID: "7", DELIVER_MS: str(at)})
+    park(broker, b"no-time", **{REAL_TOPIC: "orders", REAL_QID: "0"})
+    broker.send(at, b"good-2")
+    assert broker.timer.run_once(at) == 2
+    assert broker.bodies() == [b"good-1", b"good-2"]
+    assert broker.metric("tailrace_timer_skipped_total") == 3
+    assert sum("is skipped" in r.getMessage() for r in caplog.records) == 3
+    assert broker.timer.state.low == 5  # nothing left holding the wait queue
+
+
+def test_a_message_that_keeps_failing_waits_then_is_skipped(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = wall() + 1_000
+    broker.send(at, b"fails")
+    broker.send(at, b"fine", topic="other")
+    real = broker.leader.send
+
+    def flaky(topic: str, *a: Any, **kw: Any) -> Any:
+        if topic == "orders":
+            raise RuntimeError("unexpected")
+        return real(topic, *a, **kw)
+
+    monkeypatch.setattr(broker.leader, "send", flaky)
+    assert broker.timer.run_once(at) == 1  # the other one goes on
+    assert broker.timer.run_once(at + 500) == 0 and broker.timer.state.pending  # waits RETRY_MS
+    broker.timer.run_once(at + broker.timer.give_up_ms + 1_000)
+    assert not broker.timer.state.pending and broker.metric("tailrace_timer_skipped_total") == 1
+
+
+def test_rolls_and_snapshots_bound_the_rebuild_by_what_is_pending(
+    tmp_path: Path, small_config: StoreConfig
+) -> None:
+    """One message far ahead and a stream of short ones: without rolls the
+    whole stream would be re-read at a restart."""
+    b = open_broker(tmp_path, small_config)
+    now = wall()
+    b.timer.state.roll_slack, b.timer.state.snapshot_min = 20, 20
+    b.send(now + 3_600_000, b"far")
+    for i in range(300):
+        b.send(now + 1 + i, b"s%d" % i)
+        b.timer.run_once(now + 1 + i)
+    s = b.timer.state
+    assert len(b.bodies()) == 300 and set(s.pending) <= {s.low} | set(range(s.low, s.loaded))
+    assert s.loaded - s.low <= 2 * len(s.pending) + 20 + 2
+    assert b.metric("tailrace_timer_rolled_total") >= 1
+    close(b)
+    b = open_broker(tmp_path, small_config)
+    try:
+        read: list[int] = []
+        real_apply = b.timer.state.apply
+        b.timer.state.apply = lambda p: (read.append(1), real_apply(p))  # type: ignore[method-assign]
+        b.timer.run_once(now + 400)
+        s = b.timer.state
+        assert len(read) <= 20 + 2  # from the last snapshot on
+        assert s.loaded - s.low <= 2 * 1 + 20 + 2 and len(s.pending) == 1
+        assert len(b.bodies()) == 300  # nothing again
+        b.timer.run_once(now + 3_600_000)
+        assert b.bodies()[-1] == b"far"
+        assert len(b.records(TIMER_TOPIC, PROGRESS_QUEUE)) > 0
+    finally:
+        close(b)
