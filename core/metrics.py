@@ -79,6 +79,14 @@ class BrokerMetrics:
             ["level"],
             registry=r,
         )
+        # pops (master/popper.py): where the popped messages' bytes are read, `here`
+        # (in the answer) or `elsewhere` (a cold queue's, read from a slave by the caller)
+        self.popped = Counter(
+            "tailrace_popped_messages",
+            "Messages handed out by pops, by where their bytes are read",
+            ["bodies"],
+            registry=r,
+        )
         # the timer (master/timer.py): set by its thread each pass, 0 on a broker not leading
         self.timer_pending = Gauge("tailrace_timer_pending", "Messages the timer holds due later", registry=r)
         self.timer_pending_bytes = Gauge(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -38,33 +39,24 @@ from core.errors import (
     UnknownTopicError,
 )
 from core.pop.handles import Receipt, decode_handle, encode_handle, handle_key
-from core.pop.ops import PoppedMessage, PopResult
+from core.pop.ops import PoppedElsewhere, PoppedMessage, PopResult
 from core.pop.state import MAX_POP_BATCH, Key, PopTable
 from core.pull import PullArgs
-from core.record import Record, iter_records, validate_topic
+from core.record import Record, validate_topic
 from core.redirect import NO_ADVICE, Advice
 from core.retry import check_client_group
+from core.route import MASTER_ID
 from core.subscription import Subscription
 from master import pop_dead_letters
+from master.pop_reads import Got, offset_of, read_one, read_queue, size_of
 
 if TYPE_CHECKING:
     from master.leader import LeaderRole
 
 log = logging.getLogger(__name__)
 MAX_INVISIBLE_MS = 12 * 3600 * 1000  # RocketMQ's limit too
-POP_READ_BYTES = 4 << 20
-HANDLE_BYTES = 256  # a receipt handle and a message's framing in the answer, counted in its budget
 LOG_EVERY_S = 10
 SLICE_S = 0.1  # a held pop re-checks at least this often (expiries, other queues)
-
-
-def _split(data: bytes) -> list[tuple[Record, bytes]]:
-    """The records of a read, each with its bytes."""
-    out, pos = [], 0
-    for rec in iter_records(data, verify=False):
-        out.append((rec, data[pos : pos + rec.size]))
-        pos += rec.size
-    return out
 
 
 def wall_ms() -> int:
@@ -82,6 +74,7 @@ class Popper:
         self._commit_due: dict[Key, int] = {}  # per queue: the clock's ms from which it may commit again
         self.key = handle_key(core.config.replication.resolved_secret(), core.broker_name)
         self.dead_lettered = 0
+        self.popped: Counter[str] = Counter()  # messages handed out, by where their bytes are read
         self._lock = threading.Lock()
         self._rr = 0
         self.failures = 0  # revive steps that failed (retried next tick)
@@ -105,13 +98,17 @@ class Popper:
         wait_ms: int = 0,
         alive: Callable[[], bool] = lambda: True,
         tag_expression: str = "",
+        bodies_elsewhere: bool = False,
     ) -> PopResult:
         """Hand out up to `max_messages` of `topic` (queue `queue_id`, or -1:
         any) to `group`, invisible to other pops for `invisible_ms`; with
         nothing to hand out, wait up to `wait_ms` (capped by pull.max_wait_ms).
         `tag_expression` ("" or "*": every message; else "TagA || TagB"):
         the messages it does not match are not handed out and count as
-        consumed for the group (as in RocketMQ's pop)."""
+        consumed for the group (as in RocketMQ's pop). `bodies_elsewhere`:
+        the caller reads record bytes from a slave, so a queue the redirect
+        advice sends to one is popped from its ConsumeQueue alone
+        (`PopResult.elsewhere`; master/pop_reads.py)."""
         check_client_group(group)
         validate_topic(topic)
         sub = Subscription.parse(tag_expression)
@@ -133,7 +130,9 @@ class Popper:
             core.pulls_not_held += 1
             wait_ms = 0
         try:
-            return self._pop_waiting(group, topic, queues, max_messages, invisible_ms, wait_ms, alive, sub)
+            return self._pop_waiting(
+                group, topic, queues, max_messages, invisible_ms, wait_ms, alive, sub, bodies_elsewhere
+            )
         finally:
             if wait_ms > 0:
                 core.release_hold()
@@ -148,15 +147,24 @@ class Popper:
         wait_ms: int,
         alive: Callable[[], bool],
         sub: Subscription,
+        elsewhere: bool,
     ) -> PopResult:
         deadline = time.monotonic() + min(wait_ms, self.leader.core.config.pull.max_wait_ms) / 1000
         held = False
         while True:
-            got = self._pop_once(group, topic, queues, max_messages, invisible_ms, sub)
+            advices: dict[int, Advice] = {}  # per queue, when asked (bodies_elsewhere)
+            got, cold = self._pop_once(
+                group, topic, queues, max_messages, invisible_ms, sub, advices if elsewhere else None
+            )
             left = deadline - time.monotonic()
-            if got or left <= 0 or not alive():
-                advice = self._advice(group, topic, queues[0]) if len(queues) == 1 else NO_ADVICE
-                return PopResult(got, advice, held)
+            if got or cold or left <= 0 or not alive():
+                if len(queues) != 1:
+                    advice = NO_ADVICE
+                elif queues[0] in advices:
+                    advice = advices[queues[0]]  # (asked once: advice is counted)
+                else:
+                    advice = self._advice(group, topic, queues[0])
+                return PopResult(got, advice, held, cold)
             held = True
             if len(queues) == 1:
                 self._hold(group, topic, queues[0], min(left, SLICE_S * 5), alive)
@@ -190,18 +198,23 @@ class Popper:
         max_messages: int,
         invisible_ms: int,
         sub: Subscription,
-    ) -> list[PoppedMessage]:
+        advices: dict[int, Advice] | None,
+    ) -> tuple[list[PoppedMessage], list[PoppedElsewhere]]:
+        """One pass over `queues`. `advices` (bodies_elsewhere): each queue's
+        redirect advice at its cursor goes there, and a queue it sends to a
+        slave is popped from its ConsumeQueue alone."""
         leader = self.leader
         core = leader.core
         store = core.store
         out: list[PoppedMessage] = []
+        cold_out: list[PoppedElsewhere] = []
         wrote = False
         full: QuotaExceededError | None = None  # a queue with no room (others may have some)
         budget = core.config.pull.max_bytes  # one for the whole answer, spent before planning
         with leader._writing(), self._lock:
             now = self.clock()
             for q in queues:
-                want = max_messages - len(out)
+                want = max_messages - len(out) - len(cold_out)
                 if want <= 0 or budget <= 0:
                     break
                 key = (group, topic, q)
@@ -209,73 +222,80 @@ class Popper:
                 st = self.table.get(key)
                 start = st.cursor if st is not None else (core.offsets.query(group, topic, q) or lo)
                 cursor = max(start, lo)
+                visible, slave = leader.visible_end(), -1
+                if advices is not None:
+                    advices[q] = leader._advise(PullArgs(group, topic, q, cursor))
+                    slave, visible = self._cold(advices[q], visible)
                 # read first, then plan only what fits: a pop record must never hand
                 # out what the answer cannot carry (its attempts would burn unseen)
-                first = not out  # the answer's first message goes whatever its size
-                by_offset: dict[int, tuple[Record, bytes] | None] = {}
-                stopped = False  # by the budget
-                for o in self.table.again(key, now, self.max_attempts)[:want]:
-                    got = self._read_one(topic, q, o)
-                    if got is not None and not sub.matches(got[0].tags):
-                        continue  # another expression's hand-out: left to a pop it matches
-                    size = 0 if got is None else len(got[1]) + HANDLE_BYTES
-                    if size > budget and not (first and not by_offset):
-                        stopped = True
-                        break
-                    by_offset[o] = got
-                    budget -= size
-                fresh: list[tuple[Record, bytes]] = []
-                end = cursor  # what this pop hands out or passes ends here
-                if not stopped and len(by_offset) < want and budget > 0:
-                    room = min(budget, POP_READ_BYTES)
-                    read = store.read(
-                        topic, q, cursor, want - len(by_offset), room, sub.hash_filter(), leader.visible_end()
-                    )
-                    end = max(cursor, read.next_queue_offset)
-                    for r, raw in _split(read.data):
-                        if not sub.matches(r.tags):
-                            continue  # (a tag hash collision): passed, consumed
-                        if len(raw) + HANDLE_BYTES > budget and not (first and not by_offset and not fresh):
-                            end = r.queue_offset
-                            break
-                        fresh.append((r, raw))
-                        budget -= len(raw) + HANDLE_BYTES
+                again = self.table.again(key, now, self.max_attempts)
+                first = not out and not cold_out  # the answer's first message goes whatever its size
+                read = read_queue(
+                    store, topic, q, again, cursor, want, budget, first, sub, visible, slave >= 0
+                )
                 try:
                     plan = self.table.plan_pop(
-                        key, start, end, max(1, len(by_offset) + len(fresh)), invisible_ms, now,
+                        key, start, read.end, max(1, len(read.again) + len(read.fresh)), invisible_ms, now,
                         gen_floor=leader.epoch << 32, max_attempts=self.max_attempts, low=lo,
-                        again=list(by_offset), take=[r.queue_offset for r, _ in fresh],
+                        again=list(read.again), take=[offset_of(g) for g in read.fresh],
                     )  # fmt: skip
                 except QuotaExceededError as exc:
                     full = exc
                     continue
                 if plan is None:
                     continue
+                budget = read.budget
                 store.append_system("pop", plan)
                 wrote = True
                 st = self.table.get(key)
                 assert st is not None
-                by_offset.update((r.queue_offset, (r, raw)) for r, raw in fresh)
+                by_offset: dict[int, Got | None] = dict(read.again)
+                by_offset.update((offset_of(g), g) for g in read.fresh)
                 base, span = int(plan["from"]), int(plan["n"])
-                handed = [*plan["re"], *(base + i for i in plan.get("t", range(span)))]
-                for o in handed:
+                for o in [*plan["re"], *(base + i for i in plan.get("t", range(span)))]:
                     got = by_offset[o]
                     entry = st.inflight[o]
                     if got is None:  # removed by retention: nothing to deliver; the revive pass acks it
                         continue
                     handle = encode_handle(self.key, Receipt(core.broker_name, group, topic, q, o, entry.gen))
-                    out.append(PoppedMessage(got[0], got[1], entry.attempt, handle, entry.deadline_ms))
+                    if isinstance(got, tuple):
+                        out.append(PoppedMessage(got[0], got[1], entry.attempt, handle, entry.deadline_ms))
+                    else:
+                        cold_out.append(
+                            PoppedElsewhere(
+                                q, o, size_of(got), slave, entry.attempt, handle, entry.deadline_ms
+                            )
+                        )
         if wrote:
+            self._count(len(out), len(cold_out))
             self._confirm("popped")
         elif full is not None:  # nothing handed out, and only for want of room
             raise full
-        return out
+        return out, cold_out
+
+    def _count(self, here: int, elsewhere: int) -> None:
+        self.popped["here"] += here
+        self.popped["elsewhere"] += elsewhere
+        m = self.leader.core.metrics.popped
+        if here:
+            m.labels("here").inc(here)
+        if elsewhere:
+            m.labels("elsewhere").inc(elsewhere)
+
+    def _cold(self, advice: Advice, visible: int | None) -> tuple[int, int | None]:
+        """(the slave a queue's bodies are read from, -1: none; the end of
+        what the pop may hand out): a slave the advice names, and only what
+        it holds, so the caller rarely has to fall back to this master."""
+        if advice.suggested_broker_id <= MASTER_ID:
+            return -1, visible
+        held = {r.broker_id: r.acked for r in self.leader.replicas.snapshot() if r.connected}
+        acked = held.get(advice.suggested_broker_id)
+        if acked is None:  # (gone since the advice)
+            return -1, visible
+        return advice.suggested_broker_id, acked if visible is None else min(visible, acked)
 
     def _read_one(self, topic: str, queue_id: int, offset: int) -> tuple[Record, bytes] | None:
-        read = self.leader.core.store.read(topic, queue_id, offset, 1, POP_READ_BYTES)
-        for rec, raw in _split(read.data):
-            return (rec, raw) if rec.queue_offset == offset else None
-        return None
+        return read_one(self.leader.core.store, topic, queue_id, offset)
 
     def _advice(self, group: str, topic: str, queue_id: int) -> Advice:
         st = self.table.get((group, topic, queue_id))

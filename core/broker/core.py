@@ -441,6 +441,11 @@ class BrokerCore:
             },
         }
         details["replication"] = mine.replication
+        popper = getattr(
+            role, "popper", None
+        )  # the leader's: messages popped, by where their bytes were read
+        if popper is not None:
+            details["popped"] = dict(popper.popped)
         if self.failover:
             details["failover"] = {
                 "node_id": self.node_id,

@@ -216,13 +216,34 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             request.max_wait_ms,
             context.is_active,
             request.tag_expression,
+            request.bodies_elsewhere,
         )
         return pb.PopResponse(
             messages=[
-                pb.PoppedRecord(
-                    record=m.data, attempt=m.attempt, receipt_handle=m.handle, deadline_ms=m.deadline_ms
-                )
-                for m in out.messages
+                *(
+                    pb.PoppedRecord(
+                        record=m.data,
+                        attempt=m.attempt,
+                        receipt_handle=m.handle,
+                        deadline_ms=m.deadline_ms,
+                        queue_id=m.record.queue_id,
+                        queue_offset=m.record.queue_offset,
+                        size=len(m.data),
+                    )
+                    for m in out.messages
+                ),
+                *(
+                    pb.PoppedRecord(
+                        attempt=e.attempt,
+                        receipt_handle=e.handle,
+                        deadline_ms=e.deadline_ms,
+                        queue_id=e.queue_id,
+                        queue_offset=e.queue_offset,
+                        size=e.size,
+                        read_from=e.read_from,
+                    )
+                    for e in out.elsewhere
+                ),
             ],
             served_by=self.core.broker_id,
             suggested_broker_id=out.advice.suggested_broker_id,

@@ -5,7 +5,7 @@ implementation is master/popper.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from core.errors import TailraceError
@@ -23,10 +23,25 @@ class PoppedMessage:
 
 
 @dataclass(frozen=True)
+class PoppedElsewhere:
+    """A popped message of a cold queue whose bytes the caller reads from
+    another broker of the group (`bodies_elsewhere`): where, not what."""
+
+    queue_id: int
+    queue_offset: int
+    size: int  # the stored record's bytes
+    read_from: int  # the broker id (a slave that held it when it was popped)
+    attempt: int
+    handle: str
+    deadline_ms: int
+
+
+@dataclass(frozen=True)
 class PopResult:
     messages: list[PoppedMessage]
     advice: Advice  # for the proxy: where cold reads of this queue could go (issue 6)
     held: bool  # the pop waited for messages (long polling)
+    elsewhere: list[PoppedElsewhere] = field(default_factory=list)  # (bodies_elsewhere only)
 
 
 class PopOps(Protocol):
@@ -40,6 +55,7 @@ class PopOps(Protocol):
         wait_ms: int = 0,
         alive: Callable[[], bool] = ...,
         tag_expression: str = "",
+        bodies_elsewhere: bool = False,
     ) -> PopResult: ...
 
     def ack(self, group: str, topic: str, handle: str) -> None: ...

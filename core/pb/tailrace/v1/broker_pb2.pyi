@@ -42,7 +42,7 @@ OFFSET_OVERFLOW: PullStatus
 RETRY_ELSEWHERE: PullStatus
 
 class PopRequest(_message.Message):
-    __slots__ = ("group", "topic", "queue_id", "max_messages", "invisible_ms", "max_wait_ms", "tag_expression")
+    __slots__ = ("group", "topic", "queue_id", "max_messages", "invisible_ms", "max_wait_ms", "tag_expression", "bodies_elsewhere")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class PopRequest(_message.Message):
     INVISIBLE_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     TAG_EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    BODIES_ELSEWHERE_FIELD_NUMBER: _ClassVar[int]
     group: str
     topic: str
     queue_id: int
@@ -57,19 +58,28 @@ class PopRequest(_message.Message):
     invisible_ms: int
     max_wait_ms: int
     tag_expression: str
-    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., max_messages: _Optional[int] = ..., invisible_ms: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., tag_expression: _Optional[str] = ...) -> None: ...
+    bodies_elsewhere: bool
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., max_messages: _Optional[int] = ..., invisible_ms: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., tag_expression: _Optional[str] = ..., bodies_elsewhere: _Optional[bool] = ...) -> None: ...
 
 class PoppedRecord(_message.Message):
-    __slots__ = ("record", "attempt", "receipt_handle", "deadline_ms")
+    __slots__ = ("record", "attempt", "receipt_handle", "deadline_ms", "queue_id", "queue_offset", "size", "read_from")
     RECORD_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_HANDLE_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    READ_FROM_FIELD_NUMBER: _ClassVar[int]
     record: bytes
     attempt: int
     receipt_handle: str
     deadline_ms: int
-    def __init__(self, record: _Optional[bytes] = ..., attempt: _Optional[int] = ..., receipt_handle: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
+    queue_id: int
+    queue_offset: int
+    size: int
+    read_from: int
+    def __init__(self, record: _Optional[bytes] = ..., attempt: _Optional[int] = ..., receipt_handle: _Optional[str] = ..., deadline_ms: _Optional[int] = ..., queue_id: _Optional[int] = ..., queue_offset: _Optional[int] = ..., size: _Optional[int] = ..., read_from: _Optional[int] = ...) -> None: ...
 
 class PopResponse(_message.Message):
     __slots__ = ("messages", "served_by", "suggested_broker_id", "suggestion_reason", "held")
