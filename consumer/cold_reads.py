@@ -1,0 +1,188 @@
+"""The bodies of a cold pop, read from a slave (issue 18).
+
+A master asked with `bodies_elsewhere` pops a cold queue from its
+ConsumeQueue alone and answers where each message is (`PoppedElsewhere`:
+queue, offset, size, the broker id to read from) instead of its bytes. The
+pop is recorded by then: every one of those messages is handed out, and the
+caller must deliver it, ack it, or give it back, never drop it. This module
+turns the references into messages:
+
+- contiguous offsets of one queue and one broker make a run, read with one
+  native Pull at its first offset (more while the broker's batch limits cut
+  it short);
+- what the named broker cannot serve (not holding it yet, RETRY_ELSEWHERE,
+  down, a record that is not the one referenced) is read from the master
+  (broker id 0), once per run, from where the slave stopped;
+- a record whose exact tag the subscription does not match (the master
+  filtered by tag hash: a collision) is returned apart, for the caller to
+  ack at once (consumed, as the master does with what it filters out);
+- what neither could serve is returned apart too, for the caller to give
+  back (its handle is live: it comes back after its invisibility anyway).
+
+`fetch_bodies` takes the pull as a function, so it is tested without a
+broker; `RoutedPull` is that function over a topic's route and the
+caller's connections.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from consumer.connection import ConnectionPool
+from consumer.routing import Routes
+from core.errors import BrokerUnavailableError, TailraceError
+from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.pop.ops import PoppedElsewhere, PoppedMessage
+from core.record import Record, iter_records
+from core.route import MASTER_ID
+from core.subscription import Subscription
+
+MIN_CALL_S = 0.05
+MAX_PULL_BYTES = 4 << 20  # one pull's answer, as a master's pull.max_bytes
+
+# (broker id, queue id, first offset, max messages, max bytes, timeout s) -> stored records laid
+# end to end (b"" when the broker has none of them); raises a TailraceError when it cannot answer
+Pull = Callable[[int, int, int, int, int, float], bytes]
+
+
+@dataclass
+class Fetched:
+    messages: list[PoppedMessage] = field(default_factory=list)  # whole, in the references' order
+    mismatched: list[PoppedMessage] = field(default_factory=list)  # tag hash collisions: ack at once
+    missing: list[PoppedElsewhere] = field(default_factory=list)  # no body found: give back
+    served_by: Counter[int] = field(default_factory=Counter)  # messages per broker id read from
+    fallbacks: int = 0  # runs (or their rests) read from the master instead
+    errors: list[TailraceError] = field(default_factory=list)  # why a broker could not serve
+
+
+def runs(refs: Sequence[PoppedElsewhere]) -> list[list[PoppedElsewhere]]:
+    """The references in runs of contiguous offsets of one queue and one
+    broker, each run in offset order."""
+    out: list[list[PoppedElsewhere]] = []
+    for ref in sorted(refs, key=lambda r: (r.read_from, r.queue_id, r.queue_offset)):
+        last = out[-1][-1] if out else None
+        if (
+            last is not None
+            and (last.read_from, last.queue_id) == (ref.read_from, ref.queue_id)
+            and ref.queue_offset == last.queue_offset + 1
+        ):
+            out[-1].append(ref)
+        else:
+            out.append([ref])
+    return out
+
+
+def fetch_bodies(
+    refs: Sequence[PoppedElsewhere],
+    pull: Pull,
+    sub: Subscription,
+    deadline: float,
+    clock: Callable[[], float],
+) -> Fetched:
+    """Read every referenced record: from its broker, then the master for
+    the rest. `deadline`: on `clock`'s scale, when the caller's time ends."""
+    out = Fetched()
+    got: dict[tuple[int, int], tuple[Record, bytes]] = {}
+    for run in runs(refs):
+        rest = _read_run(run, run[0].read_from, pull, deadline, clock, got, out)
+        if rest and run[0].read_from != MASTER_ID:
+            out.fallbacks += 1
+            _read_run(rest, MASTER_ID, pull, deadline, clock, got, out)
+    for ref in refs:
+        found = got.get((ref.queue_id, ref.queue_offset))
+        if found is None:
+            out.missing.append(ref)
+            continue
+        msg = PoppedMessage(found[0], found[1], ref.attempt, ref.handle, ref.deadline_ms)
+        (out.messages if sub.matches(found[0].tags) else out.mismatched).append(msg)
+    return out
+
+
+def _read_run(
+    run: list[PoppedElsewhere],
+    broker_id: int,
+    pull: Pull,
+    deadline: float,
+    clock: Callable[[], float],
+    got: dict[tuple[int, int], tuple[Record, bytes]],
+    out: Fetched,
+) -> list[PoppedElsewhere]:
+    """Pull `run` from `broker_id` until it is read or the broker stops
+    serving it; the references not read."""
+    left = list(run)
+    while left:
+        timeout = deadline - clock()
+        if timeout < MIN_CALL_S:
+            break
+        first = left[0]
+        nbytes = min(MAX_PULL_BYTES, sum(r.size for r in left))
+        try:
+            data = pull(broker_id, first.queue_id, first.queue_offset, len(left), nbytes, timeout)
+        except TailraceError as exc:
+            out.errors.append(exc)
+            break
+        served = 0
+        pos = 0
+        try:
+            for rec in iter_records(data):  # (the CRC too: these bytes crossed the network)
+                ref = left[served] if served < len(left) else None
+                if ref is None or (rec.queue_id, rec.queue_offset, rec.size) != (
+                    ref.queue_id,
+                    ref.queue_offset,
+                    ref.size,
+                ):
+                    break  # not the next one referenced: the rest from elsewhere
+                got[(ref.queue_id, ref.queue_offset)] = (rec, data[pos : pos + rec.size])
+                pos += rec.size
+                served += 1
+        except TailraceError as exc:  # a damaged answer: what came before it stands
+            out.errors.append(exc)
+        out.served_by[broker_id] += served
+        del left[:served]
+        if not served:
+            break
+    return left
+
+
+class RoutedPull:
+    """`Pull` over a topic's route: the broker id's address in the broker
+    group (a slave that is not alive in the route is not asked: the master
+    serves instead), one native Pull on the caller's connections."""
+
+    def __init__(
+        self, routes: Routes, pool: ConnectionPool, broker_name: str, group: str, topic: str
+    ) -> None:
+        self.routes = routes
+        self.pool = pool
+        self.broker_name = broker_name
+        self.group = group
+        self.topic = topic
+
+    def __call__(
+        self, broker_id: int, queue_id: int, offset: int, count: int, nbytes: int, timeout_s: float
+    ) -> bytes:
+        route = self.routes.get(self.topic, timeout_s=timeout_s)
+        g = route.group(self.broker_name)
+        address = None
+        if g is not None:
+            if broker_id == MASTER_ID:
+                address = g.master.address if g.master is not None else None
+            else:
+                address = next((b.address for b in g.brokers if b.broker_id == broker_id and b.alive), None)
+        if address is None:
+            raise BrokerUnavailableError(
+                f"{self.broker_name} has no live broker {broker_id} for {self.topic!r}"
+            )
+        conn = self.pool.get(address)
+        req = pb.PullRequest(
+            group=self.group,
+            topic=self.topic,
+            queue_id=queue_id,
+            queue_offset=offset,
+            max_messages=count,
+            max_bytes=nbytes,
+        )
+        reply = conn.call(conn.stub.Pull, req, timeout_s)
+        return bytes(reply.records) if reply.status == pb.FOUND else b""
