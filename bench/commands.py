@@ -22,6 +22,7 @@ def register_bench(sub: Subcommands) -> None:
         push_consumer,
         redirect_bench,
         replication,
+        rocketmq_bench,
         security,
         signing,
     )
@@ -36,6 +37,11 @@ def register_bench(sub: Subcommands) -> None:
         ("redirect", redirect_bench, "read redirection in memory cgroups, on vs off"),
         ("clients", clients, "threaded against asyncio clients; giving up on a dead broker"),
         ("signing", signing, "the cost of signed calls against bare ones (in-process loopback)"),
+        (
+            "rocketmq",
+            rocketmq_bench,
+            "the official RocketMQ 5 client over v2 vs native; cold v2 pops, redirect on vs off",
+        ),
         ("security", security, "produce and consume with TLS and accounts against plaintext (sync slave)"),
     ):
         p = bench.add_parser(name, help=help_text)

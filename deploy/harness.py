@@ -343,16 +343,20 @@ class ProcessGroup:
         return Cluster(ns, sets)
 
     def proxy(
-        self, namesrv: Sequence[str], name: str = "proxy", extra: Sequence[str] = ()
+        self,
+        namesrv: Sequence[str],
+        name: str = "proxy",
+        extra: Sequence[str] = (),
+        exec_prefix: Sequence[str] = (),
     ) -> TailraceProcess:
         """A `tailrace proxy` (RocketMQ 5's v2 protocol) on port 0 for the
         nameservers `namesrv` (their client ports); in a secure group, with
         TLS, the group's accounts and an account of its own. Its v2 endpoint
-        is `info["endpoint"]`."""
+        is `info["endpoint"]`. `exec_prefix` as for brokers (benchmarks pin it)."""
         args = ["proxy", "--listen", "127.0.0.1:0", "--set", f"proxy.namesrv={','.join(namesrv)}"]
         if self.pki is not None:
             args += self.pki.proxy_flags(name, ["127.0.0.1"], list(namesrv))
-        proc = TailraceProcess(name, [*args, *extra], self.workdir / name)
+        proc = TailraceProcess(name, [*args, *extra], self.workdir / name, exec_prefix)
         proc.profile = self.pki.profile_file if self.pki else None
         self.processes[name] = proc
         return proc.start()
