@@ -9,8 +9,8 @@ recorded in the progress queue (no redelivery after a clean restart).
 
 Each pass (`run_once(now_ms)`):
 
-1. the first pass of a mastership rebuilds: the progress records from the
-   last committed snapshot on, then the wait queue from `low`;
+1. the first pass of a mastership rebuilds: from the committed `low`, the
+   progress records from the committed snapshot on, then the wait queue;
 2. loads the wait queue's new records (up to the confirmed offset: a send
    not acknowledged yet is not delivered);
 3. stores due messages in their real topics, one batch per destination, and
@@ -20,8 +20,9 @@ Each pass (`run_once(now_ms)`):
    and skipped after `give_up_ms`; a retriable refusal of the store (no
    in-sync slave, fenced, disk full) ends the pass, everything kept;
 4. rolls the oldest pending messages when the done ones pile up above `low`;
-5. writes a delta progress record, and a snapshot now and then (committing
-   its offset and `low` as group `%TIMER%`'s offsets).
+5. writes its progress as `TimerState.progress` decides: a delta, or a
+   snapshot now and then, or a release; and commits `low` and where a
+   rebuild starts reading as group `%TIMER%`'s offsets (retention's floor).
 
 A crash between a delivery and its delta redelivers that message after the
 restart or failover: at least once.
@@ -51,6 +52,7 @@ from core.timer import (
     due_of,
     encode_progress,
     from_timer,
+    progress_chunk,
     to_timer,
 )
 
@@ -69,6 +71,10 @@ def _wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _mono_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
 class Timer:
     def __init__(self, leader: LeaderRole, tick_s: float = 0.05, give_up_ms: int = GIVE_UP_MS) -> None:
         self.leader = leader
@@ -77,7 +83,7 @@ class Timer:
         b = leader.core.config.broker
         self.max_delay_ms = b.max_delay_ms
         self.limits = (b.timer_max_pending, b.timer_max_pending_bytes)
-        self.state = TimerState()
+        self.state = TimerState(chunk=progress_chunk(leader.core.store.config.max_message_bytes))
         self.rebuilt = False
         self.delivered = 0
         self.skipped = 0
@@ -121,14 +127,17 @@ class Timer:
             if self.leader.fenced() or self.leader.core.store.topics.queue_count(TIMER_TOPIC) is None:
                 continue
             try:
-                self.run_once(_wall_ms())
+                self.run_once(_wall_ms(), _mono_ms())
             except Exception as exc:  # a pass that failed is tried again
                 self._failed(exc)
 
-    def run_once(self, now_ms: int) -> int:
-        """One pass; returns how many messages were stored in their topics."""
+    def run_once(self, now_ms: int, mono_ms: int | None = None) -> int:
+        """One pass; returns how many messages were stored in their topics.
+        `now_ms` is the wall clock (due times), `mono_ms` a monotonic one (how
+        long something has waited; tests drive one clock: `now_ms`)."""
         if self.leader.core.store.topics.queue_count(TIMER_TOPIC) is None:
             return 0
+        mono = now_ms if mono_ms is None else mono_ms
         if not self.rebuilt:
             self._rebuild()
         self._load()
@@ -136,7 +145,7 @@ class Timer:
             delivered = self._deliver(now_ms)
             self._roll()
         finally:  # what was done is recorded even when a pass stops half way
-            self._write_progress()
+            self._write_progress(mono, self._stop.is_set())
             self._gauges(now_ms)
         return delivered
 
@@ -145,9 +154,13 @@ class Timer:
     def _rebuild(self) -> None:
         """The progress records from the last committed snapshot on (to the
         log's end: this master wrote or adopted all of them)."""
-        store, offsets = self.leader.core.store, self.leader.core.offsets
+        store, offsets, s = self.leader.core.store, self.leader.core.offsets, self.state
         lo, end = store.queue_offsets(TIMER_TOPIC, PROGRESS_QUEUE)
         offset = max(lo, offsets.query(TIMER_GROUP, TIMER_TOPIC, PROGRESS_QUEUE) or 0)
+        s.committed_low = offsets.query(TIMER_GROUP, TIMER_TOPIC, WAIT_QUEUE)
+        if s.committed_low is not None:  # committed after the records that made it `low`
+            s.apply({"kind": "delta", "low": s.committed_low, "done": []})
+        s.pinned = offset < end
         applied = 0
         while offset < end:
             read = store.read(TIMER_TOPIC, PROGRESS_QUEUE, offset, 1024, READ_BYTES)
@@ -165,23 +178,20 @@ class Timer:
                     break
                 nxt = rec.queue_offset + 1
                 try:
-                    self.state.apply(decode_progress(rec.body))
+                    s.apply(decode_progress(rec.body))
                     applied += 1
                 except TailraceError as exc:
                     log.error("timer: progress record %d ignored: %s", rec.queue_offset, exc.message)
             offset = nxt
         wait_lo = store.queue_offsets(TIMER_TOPIC, WAIT_QUEUE)[0]
-        if self.state.low < wait_lo:  # retention took what was pending (only if told to)
-            log.error(
-                "timer: wait queue offsets %d..%d were deleted before delivery", self.state.low, wait_lo
-            )
-            for gone in range(self.state.low, wait_lo):
-                self.state.done.add(gone)
-            self.state.apply({"kind": "delta", "low": wait_lo, "done": []})
-        if offsets.query(TIMER_GROUP, TIMER_TOPIC, WAIT_QUEUE) is None:  # retention holds it from now on
-            self.leader.commit_offset(TIMER_GROUP, TIMER_TOPIC, WAIT_QUEUE, self.state.low, internal=True)
+        if s.low < wait_lo:  # retention took what was pending (only if told to)
+            log.error("timer: wait queue offsets %d..%d were deleted before delivery", s.low, wait_lo)
+            s.apply({"kind": "delta", "low": wait_lo, "done": []})
+        if s.committed_low is None:  # retention holds it from now on
+            self.leader.commit_offset(TIMER_GROUP, TIMER_TOPIC, WAIT_QUEUE, s.low, internal=True)
+            s.committed_low = s.low
         self.rebuilt = True
-        log.info("timer: %d progress records applied; wait queue from %d", applied, self.state.low)
+        log.info("timer: %d progress records applied; wait queue from %d", applied, s.low)
 
     def _load(self) -> None:
         leader, store, s = self.leader, self.leader.core.store, self.state
@@ -303,24 +313,25 @@ class Timer:
             self.rolled += 1
             self.leader.core.metrics.timer_rolled.inc()
 
-    def _write_progress(self) -> None:
-        s = self.state
-        if s.wants_snapshot():
-            snap = s.snapshot()
-            (_, qoff), *_ = self._send(
-                TIMER_TOPIC, PROGRESS_QUEUE, [Message(TIMER_TOPIC, PROGRESS_QUEUE, encode_progress(snap))]
-            )
-            s.snapshot_written(len(snap["done"]))
-            leader = self.leader
-            leader.commit_offset(TIMER_GROUP, TIMER_TOPIC, PROGRESS_QUEUE, qoff, internal=True)
-            leader.commit_offset(TIMER_GROUP, TIMER_TOPIC, WAIT_QUEUE, snap["low"], internal=True)
+    def _write_progress(self, mono_ms: int, final: bool) -> None:
+        """What `TimerState.progress` decides: records first, then the
+        commits (group `%TIMER%`'s offsets: retention's floor), in log order."""
+        s, leader = self.state, self.leader
+        plan = s.progress(mono_ms, final)
+        if plan is None:
             return
-        delta = s.take_delta()
-        if delta is not None:
-            self._send(
-                TIMER_TOPIC, PROGRESS_QUEUE, [Message(TIMER_TOPIC, PROGRESS_QUEUE, encode_progress(delta))]
-            )
-            s.written()
+        first = None
+        if plan.records:
+            msgs = [Message(TIMER_TOPIC, PROGRESS_QUEUE, encode_progress(r)) for r in plan.records]
+            (_, first), *_ = self._send(TIMER_TOPIC, PROGRESS_QUEUE, msgs)
+        s.written(plan, mono_ms)
+        if plan.commit_low is not None:
+            leader.commit_offset(TIMER_GROUP, TIMER_TOPIC, WAIT_QUEUE, plan.commit_low, internal=True)
+        if plan.release:
+            first = leader.core.store.queue_offsets(TIMER_TOPIC, PROGRESS_QUEUE)[1]
+        if first is not None and (plan.snapshot or plan.release):
+            leader.commit_offset(TIMER_GROUP, TIMER_TOPIC, PROGRESS_QUEUE, first, internal=True)
+        s.committed(plan, mono_ms)
 
     def _gauges(self, now_ms: int) -> None:
         m, s = self.leader.core.metrics, self.state

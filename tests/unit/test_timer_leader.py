@@ -25,7 +25,16 @@ from core.record import Message, Record, iter_records
 from core.retry import REAL_TOPIC
 from core.roles import SendStatus
 from core.store import MessageStore, StoreConfig
-from core.timer import DELIVER_MS, PROGRESS_QUEUE, REAL_QID, TIMER_QUEUES, TIMER_TOPIC, WAIT_QUEUE
+from core.timer import (
+    COMMIT_MS,
+    DELIVER_MS,
+    PROGRESS_QUEUE,
+    REAL_QID,
+    TIMER_GROUP,
+    TIMER_QUEUES,
+    TIMER_TOPIC,
+    WAIT_QUEUE,
+)
 from deploy.broker_node import Roles
 from master.leader import LeaderRole
 from master.timer import Timer
@@ -270,5 +279,70 @@ def test_rolls_and_snapshots_bound_the_rebuild_by_what_is_pending(
         b.timer.run_once(now + 3_600_000)
         assert b.bodies()[-1] == b"far"
         assert len(b.records(TIMER_TOPIC, PROGRESS_QUEUE)) > 0
+    finally:
+        close(b)
+
+
+def test_once_delivered_a_delayed_message_holds_back_no_retention(broker: Broker) -> None:
+    """The timer's committed offsets follow what is pending: drained, it
+    holds nothing back (they once moved only at a snapshot, after 4096
+    marks: one delayed message kept every segment after it forever)."""
+    now = wall()
+    broker.send(now + 1_000, b"x")
+    broker.timer.run_once(now)
+    assert broker.timer.run_once(now + 1_000) == 1
+    broker.timer.run_once(now + 1_000 + COMMIT_MS)  # (commits wait COMMIT_MS)
+    for _ in range(300):  # 300 KB: segments of 64 KiB behind the delayed message
+        broker.send(0, b"y" * 1000)
+    store = broker.core.store
+    wait_record = store.physical_offset_of(TIMER_TOPIC, WAIT_QUEUE, 0)
+    assert wait_record is not None and broker.core.retention_floor() is None
+    assert store.enforce_retention(wall() + 1000 * 3_600_000)
+    assert store.commitlog.min_offset > wait_record
+
+
+def test_a_restart_after_a_release_delivers_nothing_twice_and_keeps_what_waits(
+    tmp_path: Path, small_config: StoreConfig
+) -> None:
+    b = open_broker(tmp_path, small_config)
+    now = wall()
+    b.send(now + 1_000, b"soon")
+    b.send(now + 3_600_000, b"far")
+    b.timer.run_once(now + 1_000)
+    b.timer.run_once(now + 1_000 + COMMIT_MS)
+    committed = b.core.offsets.query(TIMER_GROUP, TIMER_TOPIC, PROGRESS_QUEUE)
+    assert committed == b.core.store.queue_offsets(TIMER_TOPIC, PROGRESS_QUEUE)[1]  # no record needed
+    assert b.core.retention_floor() == b.core.store.physical_offset_of(TIMER_TOPIC, WAIT_QUEUE, 1)
+    close(b)
+    b = open_broker(tmp_path, small_config)
+    try:
+        b.timer.run_once(now + 2_000)
+        assert b.bodies() == [b"soon"] and set(b.timer.state.pending) == {1}
+        b.timer.run_once(now + 3_600_000)
+        assert b.bodies() == [b"soon", b"far"]
+    finally:
+        close(b)
+
+
+def test_progress_larger_than_a_record_is_written_in_parts(tmp_path: Path, small_config: StoreConfig) -> None:
+    """A snapshot of 4096 offsets is over SMALL's 16 KiB max_message_bytes:
+    it once failed every pass, and no progress was written again."""
+    b = open_broker(tmp_path, small_config)
+    now = wall()
+    b.timer.state.roll_slack, b.timer.state.snapshot_min = 10_000, 3_500
+    b.send(now + 3_600_000, b"far")  # holds `low`: the done offsets pile above it
+    for _ in range(16):
+        b.leader.send("orders", 0, [Message("orders", 0, b"s", deliver_at_ms=now + 1_000)] * 256)
+    for _ in range(17):
+        b.timer.run_once(now + 1_000)
+    assert len(b.bodies()) == 4096 and not b.timer.state._delta
+    progress = b.records(TIMER_TOPIC, PROGRESS_QUEUE)
+    assert any(r.body.startswith(b'{"kind":"snapshot"') for r in progress)
+    assert max(len(r.body) for r in progress) < small_config.max_message_bytes
+    close(b)
+    b = open_broker(tmp_path, small_config)
+    try:
+        b.timer.run_once(now + 1_000)
+        assert len(b.bodies()) == 4096 and set(b.timer.state.pending) == {0}  # nothing again
     finally:
         close(b)
