@@ -64,7 +64,7 @@ BATCH = 256  # due messages stored per pass
 LOAD_BATCH = 4096  # wait-queue records loaded per pass
 READ_BYTES = 8 << 20
 RETRY_MS = 1000  # a message that failed waits this long before it is tried again
-GIVE_UP_MS = 30_000  # a message failing this long (not for want of a writable store) is skipped
+GIVE_UP_MS = 30_000  # a message failing this long (unexpectedly, while others are stored) is skipped
 
 
 def _wall_ms() -> int:
@@ -88,7 +88,7 @@ class Timer:
         self.delivered = 0
         self.skipped = 0
         self.rolled = 0
-        self._failing: dict[int, int] = {}  # offset -> first failure ms
+        self._failing: dict[int, int] = {}  # offset -> first failure (monotonic ms)
         self._logged = -1e9
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="timer", daemon=True)
@@ -142,7 +142,7 @@ class Timer:
             self._rebuild()
         self._load()
         try:
-            delivered = self._deliver(now_ms)
+            delivered = self._deliver(now_ms, mono)
             self._roll()
         finally:  # what was done is recorded even when a pass stops half way
             self._write_progress(mono, self._stop.is_set())
@@ -227,10 +227,11 @@ class Timer:
 
     # ---- delivery -------------------------------------------------------------------
 
-    def _deliver(self, now_ms: int) -> int:
+    def _deliver(self, now_ms: int, mono_ms: int) -> int:
         s = self.state
         due = s.pop_due(now_ms, BATCH)
         delivered = 0
+        suspects: list[int] = []  # failed in this pass, not for good
         try:
             groups: dict[tuple[str, int], list[tuple[int, Message]]] = defaultdict(list)
             for offset, _at in due:
@@ -249,46 +250,61 @@ class Timer:
             for (topic, queue), batch in groups.items():
                 if self._stop.is_set():  # stopping: the rest waits, the progress is written
                     break
-                delivered += self._store_batch(topic, queue, batch, now_ms)
+                delivered += self._store_batch(topic, queue, batch, suspects)
+            if delivered:  # others were stored: the fault is the suspects' own
+                self._give_up(suspects, mono_ms)
         finally:
+            for offset in suspects:  # its first failure, for the give-up
+                self._failing.setdefault(offset, mono_ms)
             for offset, _at in due:  # what was neither stored nor skipped waits for the next pass
                 s.retry_at(offset, now_ms + RETRY_MS if offset in self._failing else now_ms)
             self.delivered += delivered
         return delivered
 
-    def _store_batch(self, topic: str, queue: int, batch: list[tuple[int, Message]], now_ms: int) -> int:
+    def _store_batch(
+        self, topic: str, queue: int, batch: list[tuple[int, Message]], suspects: list[int]
+    ) -> int:
+        """Store one destination's batch; a batch refused for good is split
+        to find the message at fault. What is not the message's fault ends
+        the pass, everything kept: a retriable refusal (no in-sync slave,
+        fenced, disk full) and a raw storage error (EIO: the disk's, not the
+        message's; it must never count against a message)."""
         try:
             self._send(topic, queue, [m for _, m in batch])
         except TailraceError as exc:
-            if exc.retriable or len(batch) == 1:
-                if exc.retriable:
-                    raise  # nothing can be stored now: the pass ends, everything kept
-                return self._one_failed(batch[0][0], exc, now_ms)
-            return sum(self._store_batch(topic, queue, [one], now_ms) for one in batch)
+            if exc.retriable:
+                raise  # nothing can be stored now: the pass ends, everything kept
+            if len(batch) > 1:
+                return sum(self._store_batch(topic, queue, [one], suspects) for one in batch)
+            self._skip(batch[0][0], f"it cannot be stored in its topic ({exc})")  # for good
+            self._failing.pop(batch[0][0], None)
+            self.state.mark_done(batch[0][0])
+            return 0
+        except OSError:
+            raise  # the storage's: the pass ends, everything kept (counted and logged by the pass)
         except Exception as exc:  # unexpected: isolate it, one message at a time
             if len(batch) > 1:
-                return sum(self._store_batch(topic, queue, [one], now_ms) for one in batch)
-            return self._one_failed(batch[0][0], exc, now_ms)
-        lag = self.leader.core.metrics.timer_delivery_lag
+                return sum(self._store_batch(topic, queue, [one], suspects) for one in batch)
+            suspects.append(batch[0][0])
+            self._failed(exc)
+            return 0
+        lag, now = self.leader.core.metrics.timer_delivery_lag, _wall_ms()
         for offset, _ in batch:
-            due = self.state.pending.get(offset, (now_ms, 0))[0]
-            lag.observe(max(0, _wall_ms() - due) / 1000)
+            due = self.state.pending.get(offset, (now, 0))[0]
+            lag.observe(max(0, now - due) / 1000)
             self.state.mark_done(offset)
             self._failing.pop(offset, None)
         return len(batch)
 
-    def _one_failed(self, offset: int, exc: Exception, now_ms: int) -> int:
-        """A message its topic refused: for good (a non-retriable error) it is
-        skipped at once, otherwise once it has failed for `give_up_ms`."""
-        first = self._failing.setdefault(offset, now_ms)
-        permanent = isinstance(exc, TailraceError) and not exc.retriable
-        if permanent or now_ms - first >= self.give_up_ms:
-            self._failing.pop(offset, None)
-            self._skip(offset, f"it cannot be stored in its topic ({exc})")
-            self.state.mark_done(offset)
-        else:
-            self._failed(exc)
-        return 0
+    def _give_up(self, suspects: list[int], mono_ms: int) -> None:
+        """Skip the messages failing (unexpectedly) for `give_up_ms`, on the
+        monotonic clock, and only in a pass that stored others: a fault
+        every store hits (a bug, the process) is no message's own."""
+        for offset in suspects:
+            if mono_ms - self._failing.get(offset, mono_ms) >= self.give_up_ms:
+                self._failing.pop(offset, None)
+                self._skip(offset, f"it could not be stored in its topic for {self.give_up_ms} ms")
+                self.state.mark_done(offset)
 
     def _send(self, topic: str, queue: int, messages: list[Message]) -> list[tuple[int, int]]:
         out = self.leader.send(topic, queue, messages, internal=True)
@@ -309,6 +325,7 @@ class Timer:
                 TIMER_TOPIC, WAIT_QUEUE, rec.body, rec.tags, rec.keys, rec.properties, rec.flags, rec.born_ms
             )
             self._send(TIMER_TOPIC, WAIT_QUEUE, [copy])
+            self._failing.pop(offset, None)  # (the copy starts afresh)
             s.mark_done(offset)
             self.rolled += 1
             self.leader.core.metrics.timer_rolled.inc()
