@@ -57,6 +57,7 @@ DELIVER_MS = "TIMER_DELIVER_MS"  # the delivery time asked (epoch ms); the deliv
 DEFAULT_MAX_DELAY_MS = 3 * 86_400_000  # RocketMQ's timerMaxDelaySec
 SNAPSHOT_MIN = 4096  # done marks written since the last snapshot before the next one
 ROLL_SLACK = 4096  # done offsets above `low` tolerated beyond the pending count
+ROLL_RATIO = 1.0  # body bytes rolled at most per body byte delivered (or skipped)
 COMMIT_MS = 5_000  # `low` moved: committed on the wait queue at most this long after
 SNAPSHOT_MS = 60_000  # marks written since the last snapshot: a new one at most this long after
 
@@ -179,12 +180,17 @@ class TimerState:
         self,
         roll_slack: int = ROLL_SLACK,
         snapshot_min: int = SNAPSHOT_MIN,
+        roll_ratio: float = ROLL_RATIO,
         chunk: int = progress_chunk(4 << 20),
         commit_ms: int = COMMIT_MS,
         snapshot_ms: int = SNAPSHOT_MS,
     ) -> None:
         self.roll_slack = roll_slack
         self.snapshot_min = snapshot_min
+        self.roll_ratio = roll_ratio
+        self.roll_credit = (
+            0.0  # body bytes rolls may still copy: roll_ratio x those delivered, less those rolled
+        )
         self.chunk = chunk  # offsets per progress record at most
         self.commit_ms = commit_ms
         self.snapshot_ms = snapshot_ms
@@ -276,12 +282,13 @@ class TimerState:
             self._out.discard(offset)
             heapq.heappush(self._heap, (when_ms, offset))
 
-    def mark_done(self, offset: int) -> None:
-        """Delivered, rolled or skipped: done for good."""
+    def mark_done(self, offset: int, rolled: bool = False) -> None:
+        """Delivered, skipped, or `rolled` (its copy appended): done for good."""
         entry = self.pending.pop(offset, None)
         self._out.discard(offset)
         if entry is not None:
             self.pending_bytes -= entry[1]
+            self.roll_credit += -entry[1] if rolled else self.roll_ratio * entry[1]
         if offset >= self.low:
             self.done.add(offset)
         self._delta.append(offset)
@@ -306,18 +313,28 @@ class TimerState:
 
     # ---- bounds ---------------------------------------------------------------------
 
-    def to_roll(self, limit: int) -> list[int]:
+    def to_roll(self, limit: int, max_bytes: int) -> list[int]:
         """The oldest pending offsets to roll (copy to the end, mark done)
         while done offsets above `low` outnumber pending ones by more than
         `roll_slack`; [] otherwise. Keeps the window `low`..`loaded`, what a
-        rebuild reads, at most twice the pending count plus the slack."""
+        rebuild reads, at most twice the pending count plus the slack, as
+        long as the roll credit lasts: the body bytes rolled stay under
+        `roll_ratio` times those delivered, so a few large messages far
+        ahead under a stream of small ones cost a bounded share of writes
+        (past it, done offsets pile up: a larger snapshot and rebuild, not
+        body bytes). At most `limit` offsets and `max_bytes` (one at least)."""
         if len(self.done) <= len(self.pending) + self.roll_slack:
             return []
         out: list[int] = []
-        offset = self.low
+        total, offset = 0, self.low
         while offset < self.loaded and len(out) < limit:
-            if offset in self.pending:
+            entry = self.pending.get(offset)
+            if entry is not None and offset not in self._out:
+                size = entry[1]
+                if total + size > self.roll_credit or (out and total + size > max_bytes):
+                    break  # (rolling a later one would not move `low`)
                 out.append(offset)
+                total += size
             offset += 1
         return out
 
@@ -334,7 +351,9 @@ class TimerState:
           message only, and from nothing once drained;
         - a *snapshot* (every done offset above `low`, in parts of at most
           `chunk` offsets) once the marks since the last one outnumber it (and
-          `snapshot_min`), or `snapshot_ms` after a mark;
+          `snapshot_min`), or `snapshot_ms` after a mark (one ms per done
+          offset if longer: a large snapshot by time costs at most about
+          20 bytes a ms);
         - else a *delta* of the marks not written yet, and `low` committed
           once it moved, `commit_ms` after the last commit.
 
@@ -351,7 +370,7 @@ class TimerState:
             if commit_due and (moved or self.pinned or self._delta):
                 return Progress(release=True, commit_low=self.low)
         elif self._since_snapshot >= max(self.snapshot_min, self._snapshot_size) or (
-            self._since_snapshot and now_ms - self._snapshot_at >= self.snapshot_ms
+            self._since_snapshot and now_ms - self._snapshot_at >= max(self.snapshot_ms, len(self.done))
         ):
             return Progress(self._split("snapshot", sorted(self.done)), snapshot=True, commit_low=self.low)
         records = self._split("delta", sorted(set(self._delta))) if self._delta else []

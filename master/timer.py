@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 BATCH = 256  # due messages stored per pass
 LOAD_BATCH = 4096  # wait-queue records loaded per pass
+ROLL_BATCH = 64  # pending messages rolled per pass at most (in one append)
 READ_BYTES = 8 << 20
 RETRY_MS = 1000  # a message that failed waits this long before it is tried again
 GIVE_UP_MS = 30_000  # a message failing this long (unexpectedly, while others are stored) is skipped
@@ -88,6 +89,7 @@ class Timer:
         self.delivered = 0
         self.skipped = 0
         self.rolled = 0
+        self._caught_up = False  # the last load reached the wait queue's (visible) end
         self._failing: dict[int, int] = {}  # offset -> first failure (monotonic ms)
         self._logged = -1e9
         self._stop = threading.Event()
@@ -196,11 +198,13 @@ class Timer:
     def _load(self) -> None:
         leader, store, s = self.leader, self.leader.core.store, self.state
         left = LOAD_BATCH
+        self._caught_up = False
         while left > 0:
             read = store.read(
                 TIMER_TOPIC, WAIT_QUEUE, s.loaded, left, READ_BYTES, visible_end=leader.visible_end()
             )
             if not read.count:
+                self._caught_up = True
                 return
             records = iter_records(read.data, verify=False)
             while True:
@@ -315,20 +319,44 @@ class Timer:
     # ---- bounds and progress --------------------------------------------------------
 
     def _roll(self) -> None:
-        s = self.state
-        for offset in s.to_roll(BATCH):
+        """Roll what `TimerState.to_roll` says, once the wait queue is
+        loaded (right after a rebuild, the done offsets of the snapshot
+        would outnumber the pending ones still loading): the copies in one
+        append, so one wait for the slaves, and none when stopping."""
+        s, store = self.state, self.leader.core.store
+        if not self._caught_up or self._stop.is_set():
+            return
+        offsets = s.to_roll(ROLL_BATCH, store.config.max_batch_bytes // 2)
+        copies: list[Message] = []
+        rolled: list[int] = []
+        for offset in offsets:
             rec = self._record(offset)
             if rec is None:
                 s.mark_done(offset)
                 continue
-            copy = Message(
-                TIMER_TOPIC, WAIT_QUEUE, rec.body, rec.tags, rec.keys, rec.properties, rec.flags, rec.born_ms
+            copies.append(
+                Message(
+                    TIMER_TOPIC,
+                    WAIT_QUEUE,
+                    rec.body,
+                    rec.tags,
+                    rec.keys,
+                    rec.properties,
+                    rec.flags,
+                    rec.born_ms,
+                )
             )
-            self._send(TIMER_TOPIC, WAIT_QUEUE, [copy])
+            rolled.append(offset)
+        if not copies or self._stop.is_set():
+            return
+        self._send(TIMER_TOPIC, WAIT_QUEUE, copies)
+        metrics = self.leader.core.metrics
+        for offset, copy in zip(rolled, copies, strict=True):
             self._failing.pop(offset, None)  # (the copy starts afresh)
-            s.mark_done(offset)
-            self.rolled += 1
-            self.leader.core.metrics.timer_rolled.inc()
+            s.mark_done(offset, rolled=True)
+            metrics.timer_rolled_bytes.inc(len(copy.body))
+        self.rolled += len(rolled)
+        metrics.timer_rolled.inc(len(rolled))
 
     def _write_progress(self, mono_ms: int, final: bool) -> None:
         """What `TimerState.progress` decides: records first, then the

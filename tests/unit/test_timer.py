@@ -136,13 +136,33 @@ def test_done_offsets_piling_above_one_old_message_roll_it() -> None:
     s = loaded([NOW + 3 * DAY] + [NOW + 1] * 6 + [NOW + 2 * DAY], roll_slack=1)
     for offset, _ in s.pop_due(NOW + 1, 3):
         s.mark_done(offset)
-    assert s.to_roll(10) == []  # 3 done, 5 pending + 1 slack
+    assert s.to_roll(10, 1 << 20) == []  # 3 done, 5 pending + 1 slack
     for offset, _ in s.pop_due(NOW + 1, 3):
         s.mark_done(offset)
-    assert s.to_roll(10) == [0, 7]  # 6 done, 2 pending + 1: the oldest pending first
-    assert s.to_roll(1) == [0]
-    s.mark_done(0)  # rolled: its copy is appended, loaded later
-    assert (s.low, s.done, s.to_roll(10)) == (7, set(), [])
+    assert s.to_roll(10, 1 << 20) == [0, 7]  # 6 done, 2 pending + 1: the oldest pending first
+    assert s.to_roll(1, 1 << 20) == [0]
+    s.mark_done(0, rolled=True)  # its copy is appended, loaded later
+    assert (s.low, s.done, s.to_roll(10, 1 << 20)) == (7, set(), [])
+
+
+def test_rolls_copy_no_more_bytes_than_were_delivered() -> None:
+    """Large messages far ahead under a stream of small ones: a roll waits
+    until roll_ratio x the bytes delivered pays for it (the oldest first:
+    rolling a later one would not move `low`)."""
+    s = TimerState(roll_slack=1, roll_ratio=1.0)
+    s.load(0, NOW + DAY, 1000)
+    s.load(1, NOW + DAY, 20)
+    for offset in range(2, 1012):
+        s.load(offset, NOW + 1, 1)
+    for offset, _ in s.pop_due(NOW + 1, 500):
+        s.mark_done(offset)
+    assert s.roll_credit == 500 and s.to_roll(10, 1 << 20) == []  # 1000 bytes cost more
+    for offset, _ in s.pop_due(NOW + 1, 510):
+        s.mark_done(offset)
+    assert s.to_roll(10, 1 << 20) == [0]  # 1010 delivered: 20 more would pass the credit
+    assert s.to_roll(10, 1) == [0]  # past max_bytes, still one
+    s.mark_done(0, rolled=True)
+    assert s.roll_credit == 10 and s.to_roll(10, 1 << 20) == []
 
 
 def kinds(plan: Progress | None) -> str:
@@ -177,6 +197,16 @@ def test_a_mark_is_in_a_snapshot_at_most_snapshot_ms_later() -> None:
     plan = write(s, NOW + 60_000)
     assert plan is not None and plan.snapshot and plan.records[0]["done"] == [1]
     assert write(s, NOW + 200_000) is None  # nothing new: the snapshot stays
+
+
+def test_a_large_snapshot_comes_by_time_at_most_one_ms_per_offset() -> None:
+    s = loaded([NOW + DAY] + [NOW + 1] * 70_001, snapshot_ms=60_000, snapshot_min=10**9)
+    for offset, _ in s.pop_due(NOW + 1, 70_000):
+        s.mark_done(offset)
+    write(s, NOW)
+    assert write(s, NOW + 60_000) is None  # no snapshot of 70k offsets yet (`low` unmoved)
+    plan = write(s, NOW + 70_000)
+    assert plan is not None and plan.snapshot
 
 
 def test_with_nothing_done_above_low_the_progress_is_released() -> None:

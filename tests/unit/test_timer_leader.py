@@ -31,6 +31,7 @@ from core.timer import (
     DELIVER_MS,
     PROGRESS_QUEUE,
     REAL_QID,
+    ROLL_RATIO,
     TIMER_GROUP,
     TIMER_QUEUES,
     TIMER_TOPIC,
@@ -403,3 +404,22 @@ def test_progress_larger_than_a_record_is_written_in_parts(tmp_path: Path, small
         assert len(b.bodies()) == 4096 and set(b.timer.state.pending) == {0}  # nothing again
     finally:
         close(b)
+
+
+def test_rolls_copy_a_bounded_share_of_the_bytes_delivered(broker: Broker) -> None:
+    """Five 15 KB messages far ahead, 500 one-byte ones delivered past them:
+    rolls once copied the large ones again and again (95 rolls, 1.8 MB for
+    500 bytes delivered); now they copy at most ROLL_RATIO x what was
+    delivered."""
+    now = wall()
+    broker.timer.state.roll_slack = 20
+    for _ in range(5):
+        broker.send(now + 3_600_000, b"L" * 15_000)
+    for i in range(500):
+        broker.send(now + 1 + i, b"s")
+        broker.timer.run_once(now + 1 + i)
+    assert len(broker.bodies()) == 500
+    rolled = broker.metric("tailrace_timer_rolled_bytes_total")
+    assert rolled <= ROLL_RATIO * 500 and broker.metric("tailrace_timer_rolled_total") == 0
+    broker.timer.run_once(now + 3_600_000)
+    assert len(broker.bodies()) == 505
