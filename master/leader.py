@@ -3,7 +3,8 @@ set, the lease, redirect advice, the retry scheduler, the timer and queue locks.
 
 One object per mastership: promotion makes a new one, demotion retires it
 (`retire`: lease revoked, writes gated off, its replication streams end;
-`close`: its scheduler thread stopped; the timer's stops first, in `retire`). Every write enters the role's
+`close`: its scheduler thread stopped; the timer's stops first, in `retire`,
+with every other write refused meanwhile). Every write enters the role's
 `WriteGate` and checks the lease inside it, so once `retire` returns no write
 of this mastership is under way and none can start: nothing it does lands in
 the log of the follower the broker has become.
@@ -115,6 +116,7 @@ class LeaderRole:
         self.timer.start()
 
     def retire(self) -> None:
+        self._gate.only(self.timer.thread)  # every other write refused (NOT_MASTER) from here
         self.timer.stop(RETIRE_WAIT_S)  # its pass ends with its progress written, before writes stop
         self.retired = True
         if self.lease is not None:

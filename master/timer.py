@@ -111,6 +111,10 @@ class Timer:
 
     # ---- the thread ------------------------------------------------------------------
 
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
     def start(self) -> None:
         self._thread.start()
 

@@ -9,6 +9,7 @@ by hand (`run_once(now)`), time passed in."""
 from __future__ import annotations
 
 import errno
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -38,6 +39,7 @@ from core.timer import (
     WAIT_QUEUE,
 )
 from deploy.broker_node import Roles
+from deploy.waits import poll_until
 from master.leader import LeaderRole
 from master.timer import Timer
 
@@ -423,3 +425,33 @@ def test_rolls_copy_a_bounded_share_of_the_bytes_delivered(broker: Broker) -> No
     assert rolled <= ROLL_RATIO * 500 and broker.metric("tailrace_timer_rolled_total") == 0
     broker.timer.run_once(now + 3_600_000)
     assert len(broker.bodies()) == 505
+
+
+def test_a_retiring_master_takes_no_client_write_while_its_timer_finishes(broker: Broker) -> None:
+    """retire() waits for the timer's pass (its progress written) with the
+    timer thread running; meanwhile every other write is refused. (Clients'
+    sends were once acknowledged during that wait, up to 10 s, on a master
+    about to follow another.)"""
+    in_pass, release = threading.Event(), threading.Event()
+    t = broker.timer
+    real = t._roll
+
+    def slow() -> None:  # a pass that delivered, slow to end
+        if t.delivered:
+            in_pass.set()
+            release.wait(10)
+        real()
+
+    t._roll = slow  # type: ignore[method-assign]
+    broker.send(wall() + 20, b"due")
+    t.start()
+    assert in_pass.wait(10)
+    retiring = threading.Thread(target=broker.leader.retire)
+    retiring.start()
+    poll_until(t._stop.is_set, 10, "retire waits for the timer")
+    out = broker.send(0, b"client")
+    assert out.status is SendStatus.NOT_MASTER and retiring.is_alive()
+    release.set()
+    retiring.join(10)
+    assert not retiring.is_alive() and broker.bodies() == [b"due"]
+    assert broker.core.offsets.query(TIMER_GROUP, TIMER_TOPIC, WAIT_QUEUE) == 1  # its progress written
