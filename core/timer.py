@@ -304,6 +304,14 @@ class TimerState:
             self.low += 1
         self.loaded = max(self.loaded, self.low)
 
+    def due(self, now_ms: int) -> bool:
+        """Whether something is to be tried at `now_ms` (the timer's thread
+        makes its next pass at once: a pass stores BATCH messages at most)."""
+        heap = self._heap
+        while heap and heap[0][1] not in self.pending:
+            heapq.heappop(heap)
+        return bool(heap) and heap[0][0] <= now_ms
+
     def next_due(self) -> int | None:
         """The earliest due time pending (for the lag metric)."""
         heap = self._heap

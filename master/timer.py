@@ -129,11 +129,14 @@ class Timer:
         m.timer_lag.set(0)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.tick_s):
+        more = False
+        while not self._stop.wait(0 if more else self.tick_s):
+            more = False
             if self.leader.fenced() or self.leader.core.store.topics.queue_count(TIMER_TOPIC) is None:
                 continue
             try:
-                self.run_once(_wall_ms(), _mono_ms())
+                now = _wall_ms()
+                more = self.run_once(now, _mono_ms()) > 0 and self.state.due(now)
             except Exception as exc:  # a pass that failed is tried again
                 self._failed(exc)
 
