@@ -349,6 +349,13 @@ class BrokerConfig:
             "server.max_message_bytes",
             "must exceed pull.max_bytes (a pull response must fit)",
         )
+        st = self.store
+        require(
+            not st.retention_deletes_unconsumed or self.broker.max_delay_ms <= st.retention_hours * 3_600_000,
+            "broker.max_delay_ms",
+            "must be at most store.retention_hours with store.retention_deletes_unconsumed "
+            "(retention would delete delayed messages before they are due)",
+        )
 
 
 SECTIONS: dict[str, type[Any]] = {
