@@ -80,6 +80,13 @@ class ProxySection:
             "with max_telemetry_streams < server.max_workers"
         },
     )
+    receive_write_ms: int = field(
+        default=10_000,
+        metadata={
+            "doc": "the most a receive's messages may take to be written to a client; past it the call "
+            "ends and its messages are given back (a client that does not read frees its thread)"
+        },
+    )
     max_telemetry_streams: int = field(
         default=192,
         metadata={
@@ -118,6 +125,9 @@ class ProxySection:
             "must be in 1000..43200000",
         )
         require(self.max_receives >= 1, f"{prefix}.max_receives", "must be positive")
+        require(
+            100 <= self.receive_write_ms <= 300_000, f"{prefix}.receive_write_ms", "must be in 100..300000"
+        )
         require(self.max_telemetry_streams >= 1, f"{prefix}.max_telemetry_streams", "must be positive")
         require(
             self.max_telemetry_streams_per_account >= 1,
@@ -248,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
     streams = StreamGate(px.max_telemetry_streams, px.max_telemetry_streams_per_account)
     receives = StreamGate(px.max_receives, px.max_receives, "held receives")
     service = MessagingService(backend, policy, endpoint, settings, streams=streams, receives=receives)
+    service.consumption.write_s = px.receive_write_ms / 1000
     add_to_server(service, server)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -9,6 +9,10 @@ pop RPCs. The servicer (service.py) hands these calls here.
   frame; nothing after the long poll is `MESSAGE_NOT_FOUND`. A held
   receive holds a server thread (the sync server), so at most
   `max_receives` are open at once; past that `TOO_MANY_REQUESTS` at once.
+  A receive keeps its place until its last frame is written, and its
+  frames must be written within `write_s` (grpc's sync server blocks a
+  thread on a client that does not read): past it the call is cancelled
+  and the batch given back (visible again in 1 s).
 - **Ack** groups its entries by the broker group each handle names (in
   clear text before its MAC) and makes one native AckPop per group; each
   entry gets its own status (`INVALID_RECEIPT_HANDLE` for a stale or
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,7 +47,7 @@ from core.rocketmq import receive, routes, translate
 from core.rocketmq.calls import time_left
 from core.rocketmq.codes import Refused, roll_up, status, status_of
 from core.rocketmq.settings import ServerSettings
-from core.rocketmq.streams import StreamGate
+from core.rocketmq.streams import DeadlineWatch, StreamGate
 from core.route import TopicRoute
 from core.security.mqv2 import Rule, any_account, consume
 
@@ -51,6 +56,8 @@ GROUP_NAME = re.compile(r"[a-zA-Z0-9_-]{1,255}")  # the official clients' (less 
 MAX_ACK_ENTRIES = 1024
 MIN_POLL_S = 0.1  # less long-poll time left than this: answer what there is
 GIVE_BACK_MS = 1_000  # messages popped for a client that left come back this soon (RocketMQ's too)
+GIVE_BACK_S = 2.0  # the most a receive spends giving its batch back
+WRITE_S = 10.0  # the most a receive's frames may take to be written (a client that does not read)
 
 
 @dataclass(frozen=True)
@@ -117,8 +124,13 @@ class Consumption:
         receives: StreamGate,
         wall_ms: Callable[[], int],
         clock: Callable[[], float] = time.monotonic,
+        writes: DeadlineWatch | None = None,
+        write_s: float = WRITE_S,
     ) -> None:
+        """`writes`: the watch bounding each receive's writes to `write_s`."""
         self.backend = backend
+        self.writes = writes or DeadlineWatch()
+        self.write_s = write_s
         self.clock = clock
         self.check = check
         self.failed = failed
@@ -185,32 +197,60 @@ class Consumption:
         if full is not None:
             yield s.ReceiveMessageResponse(status=status(d.TOO_MANY_REQUESTS, full))
             return
-        failure: d.Status | None = None
-        try:
+        try:  # the place is held until the last frame is written (or the stream ends)
             batch_size = min(max(request.batch_size, 1), receive.MAX_BATCH)
-            popped = self._pop(broker, group, topic, invisible, polling, batch_size, tags, context)
-        except TailraceError as exc:
-            failure = self.failed(exc, f"receive from {broker[:64]}/{topic[:128]}")
+            yield from self._receive(broker, group, topic, invisible, polling, batch_size, tags, context)
         finally:
             self.receives.leave("")
-        if failure is not None:
-            yield s.ReceiveMessageResponse(status=failure)
+
+    def _receive(
+        self,
+        broker: str,
+        group: str,
+        topic: str,
+        invisible: int,
+        polling: int,
+        batch_size: int,
+        tags: str,
+        context: grpc.ServicerContext,
+    ) -> Iterator[s.ReceiveMessageResponse]:
+        try:
+            popped = self._pop(broker, group, topic, invisible, polling, batch_size, tags, context)
+        except TailraceError as exc:
+            yield s.ReceiveMessageResponse(
+                status=self.failed(exc, f"receive from {broker[:64]}/{topic[:128]}")
+            )
             return
-        if popped.messages and not context.is_active():  # the client left meanwhile: give them back soon
-            self._give_back(broker, group, topic, popped.messages)
-            return
-        if popped.messages:
-            yield s.ReceiveMessageResponse(status=status())
-            for m in popped.messages:
-                message = receive.message_of(m.record, m.attempt, m.handle, invisible, popped.store_host)
-                yield s.ReceiveMessageResponse(message=message)
-        elif popped.held:
-            yield s.ReceiveMessageResponse(status=status(d.MESSAGE_NOT_FOUND, "no new message"))
-        else:
-            yield s.ReceiveMessageResponse(status=status(d.TOO_MANY_REQUESTS, "polling full; try later"))
         done = s.ReceiveMessageResponse()
         done.delivery_timestamp.FromMilliseconds(self.wall_ms())
-        yield done
+        if not popped.messages:
+            if popped.held:
+                yield s.ReceiveMessageResponse(status=status(d.MESSAGE_NOT_FOUND, "no new message"))
+            else:
+                yield s.ReceiveMessageResponse(status=status(d.TOO_MANY_REQUESTS, "polling full; try later"))
+            yield done
+            return
+        if not context.is_active():  # the client left meanwhile: give them back soon
+            self._give_back(broker, group, topic, popped.messages)
+            return
+        frames = [s.ReceiveMessageResponse(status=status())]
+        for m in popped.messages:
+            message = receive.message_of(m.record, m.attempt, m.handle, invisible, popped.store_host)
+            frames.append(s.ReceiveMessageResponse(message=message))
+        frames.append(done)
+        late = threading.Event()
+
+        def too_late() -> None:  # the client did not read in time: the call ends, its thread is freed
+            late.set()
+            context.cancel()
+
+        token = self.writes.arm(self.clock() + self.write_s, too_late)
+        try:
+            yield from frames  # each frame is written before the next is asked for
+        finally:
+            self.writes.disarm(token)
+            if late.is_set():
+                self._give_back(broker, group, topic, popped.messages)
 
     def _pop(
         self,
@@ -239,9 +279,17 @@ class Consumption:
                 return Popped(out.messages, out.store_host, held)
 
     def _give_back(self, broker: str, group: str, topic: str, messages: list[PoppedMessage]) -> None:
+        """Messages a client did not get come back in 1 s (RocketMQ's proxy
+        nacks so what it could not write), within GIVE_BACK_S in all (the
+        receive's place is held meanwhile); the rest after their invisible time."""
+        end = self.clock() + GIVE_BACK_S
         for m in messages:
+            left = end - self.clock()
+            if left <= 0:
+                log.info("%d popped message(s) not given back in time", len(messages))
+                return
             try:
-                self.backend.change_invisible(broker, group, topic, m.handle, GIVE_BACK_MS, 2.0)
+                self.backend.change_invisible(broker, group, topic, m.handle, GIVE_BACK_MS, left)
             except TailraceError as exc:  # it comes back after its invisible time instead
                 log.info("could not give back a message popped for a client that left: %s", exc)
 

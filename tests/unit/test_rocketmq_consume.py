@@ -5,7 +5,9 @@ handle of a change, assignments, and refusals that pop nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from core.record import decode_record
 from core.rocketmq.consume import Popped
 from core.rocketmq.service import MessagingService
 from core.rocketmq.settings import ServerSettings
-from core.rocketmq.streams import StreamGate
+from core.rocketmq.streams import Deadlines, DeadlineWatch, StreamGate
 from core.security.acl import AclFile
 from core.security.mqv2 import Mqv2Policy, date_of, header
 from tests.helpers.records import make
@@ -82,6 +84,26 @@ class PopBackend(FakeBackend):
         self.dead.append((broker_name, group, topic, handle))
 
 
+@dataclass
+class FakeWatch:
+    """The receive's write deadlines, fired by hand."""
+
+    armed: dict[int, tuple[float, Callable[[], None]]] = field(default_factory=dict)
+    n: int = 0
+
+    def arm(self, at: float, action: Callable[[], None]) -> int:
+        self.n += 1
+        self.armed[self.n] = (at, action)
+        return self.n
+
+    def disarm(self, token: int) -> None:
+        self.armed.pop(token, None)
+
+    def fire(self) -> None:
+        for _, action in list(self.armed.values()):
+            action()
+
+
 def _acl(tmp_path: Path) -> AclFile:
     f = tmp_path / "acl.toml"
     f.write_text(
@@ -98,6 +120,7 @@ def _service(tmp_path: Path, backend: PopBackend, receives: int = 4) -> Messagin
         wall_ms=lambda: CAPTURED_MS, receives=StreamGate(receives, receives, "held receives"),
     )  # fmt: skip
     svc.consumption.clock = lambda: backend.now
+    svc.consumption.writes = FakeWatch()  # type: ignore[assignment]
     return svc
 
 
@@ -327,3 +350,59 @@ def test_a_handle_names_its_broker_group_in_clear() -> None:
     for bad in ("", "forged", "v1.!!.x", "v2.YQ.YQ", "v1..YQ"):
         with pytest.raises(InvalidReceiptError):
             broker_of(bad)
+
+
+def test_a_receive_holds_its_place_until_its_last_frame_is_written(tmp_path: Path) -> None:
+    backend = PopBackend(batches=[[_popped(1), _popped(2)]])
+    svc = _service(tmp_path, backend, receives=1)
+    frames = svc.ReceiveMessage(_receive(), _signed())
+    assert next(frames).status.code == d.OK and next(frames).HasField("message")
+    assert svc.consumption.receives.open_streams() == 1  # frames still to write: still counted
+    rest = list(frames)
+    assert [f.WhichOneof("content") for f in rest] == ["message", "delivery_timestamp"]
+    assert svc.consumption.receives.open_streams() == 0
+    assert svc.consumption.writes.armed == {} and backend.changes == []  # type: ignore[attr-defined]
+
+
+def test_frames_not_written_in_time_end_the_call_and_the_batch_comes_back(tmp_path: Path) -> None:
+    backend = PopBackend(batches=[[_popped(1), _popped(2)]])
+    svc = _service(tmp_path, backend, receives=1)
+    context = _signed(left_s=3000.0)  # a client's own deadline is no bound
+    frames = svc.ReceiveMessage(_receive(), context)
+    assert next(frames).status.code == d.OK
+    watch = svc.consumption.writes
+    ((at, _),) = watch.armed.values()  # type: ignore[attr-defined]
+    assert at == pytest.approx(backend.now + svc.consumption.write_s)
+    watch.fire()  # type: ignore[attr-defined]  # the client did not read the next frame in time
+    assert not context.active  # the call is cancelled: grpc stops writing, the thread is freed
+    frames.close()  # (what grpc's dropping of the stream does)
+    assert [c[1] for c in backend.changes] == [handle(offset=1), handle(offset=2)]
+    assert {c[2] for c in backend.changes} == {1_000}
+    assert svc.consumption.receives.open_streams() == 0
+
+
+def test_deadlines_run_each_armed_action_once_when_its_time_comes() -> None:
+    fired: list[str] = []
+    dl = Deadlines()
+    a = dl.arm(5.0, lambda: fired.append("a"))
+    dl.arm(2.0, lambda: fired.append("b"))
+    c = dl.arm(1.0, lambda: fired.append("c"))
+    dl.disarm(c)
+    assert dl.next_at() == 2.0 and len(dl) == 2
+    for action in dl.due(4.9):
+        action()
+    assert fired == ["b"] and dl.next_at() == 5.0
+    dl.disarm(a)
+    assert dl.due(100.0) == [] and dl.next_at() is None
+
+
+def test_the_watch_thread_runs_an_action_past_its_time() -> None:
+    watch = DeadlineWatch()
+    fired = threading.Event()
+    watch.arm(time.monotonic() + 0.05, fired.set)
+    kept = watch.arm(time.monotonic() + 0.05, lambda: pytest.fail("disarmed"))
+    watch.disarm(kept)
+    try:
+        assert fired.wait(5.0)
+    finally:
+        watch.close()

@@ -66,6 +66,9 @@ class FakeContext:
     def is_active(self) -> bool:
         return self.active
 
+    def cancel(self) -> None:
+        self.active = False
+
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return self.metadata
 
