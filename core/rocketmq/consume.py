@@ -12,7 +12,9 @@ pop RPCs. The servicer (service.py) hands these calls here.
   A receive keeps its place until its last frame is written, and its
   frames must be written within `write_s` (grpc's sync server blocks a
   thread on a client that does not read): past it the call is cancelled
-  and the batch given back (visible again in 1 s).
+  and the batch given back (visible again in 1 s). So is a batch whose
+  stream breaks before its last frame is written, all of it: the official
+  client throws away every message of a receive that ends in an error.
 - **Ack** groups its entries by the broker group each handle names (in
   clear text before its MAC) and makes one native AckPop per group; each
   entry gets its own status (`INVALID_RECEIPT_HANDLE` for a stale or
@@ -245,12 +247,14 @@ class Consumption:
             context.cancel()
 
         token = self.writes.arm(self.clock() + self.write_s, too_late)
+        written = False
         try:
             yield from frames  # each frame is written before the next is asked for
+            written = True  # grpc asked past the last frame: all of it went out
         finally:
             self.writes.disarm(token)
-            if late.is_set():
-                self._give_back(broker, group, topic, popped.messages)
+            if not written:  # too late, or the stream broke: the official client drops the whole
+                self._give_back(broker, group, topic, popped.messages)  # batch, so all of it comes back
 
     def _pop(
         self,

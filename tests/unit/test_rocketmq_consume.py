@@ -406,3 +406,16 @@ def test_the_watch_thread_runs_an_action_past_its_time() -> None:
         assert fired.wait(5.0)
     finally:
         watch.close()
+
+
+def test_a_stream_broken_mid_write_gives_the_whole_batch_back(tmp_path: Path) -> None:
+    backend = PopBackend(batches=[[_popped(1), _popped(2), _popped(3)]])
+    svc = _service(tmp_path, backend)
+    context = _signed()
+    frames = svc.ReceiveMessage(_receive(), context)
+    assert next(frames).status.code == d.OK and next(frames).HasField("message")
+    context.active = False  # the client went away after the first message
+    frames.close()  # grpc stops asking; the stream is dropped
+    # the message written too: the client drops a batch whose stream failed
+    assert [c[1] for c in backend.changes] == [handle(offset=o) for o in (1, 2, 3)]
+    assert svc.consumption.receives.open_streams() == 0
