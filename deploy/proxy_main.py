@@ -80,6 +80,10 @@ class ProxySection:
             "with max_telemetry_streams < server.max_workers"
         },
     )
+    max_receives_per_account: int = field(
+        default=16,
+        metadata={"doc": "receives one account holds at once (anonymous callers share one); <= max_receives"},
+    )
     receive_write_ms: int = field(
         default=10_000,
         metadata={
@@ -125,6 +129,11 @@ class ProxySection:
             "must be in 1000..43200000",
         )
         require(self.max_receives >= 1, f"{prefix}.max_receives", "must be positive")
+        require(
+            1 <= self.max_receives_per_account <= self.max_receives,
+            f"{prefix}.max_receives_per_account",
+            "must be in 1..max_receives",
+        )
         require(
             100 <= self.receive_write_ms <= 300_000, f"{prefix}.receive_write_ms", "must be in 100..300000"
         )
@@ -256,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     streams = StreamGate(px.max_telemetry_streams, px.max_telemetry_streams_per_account)
-    receives = StreamGate(px.max_receives, px.max_receives, "held receives")
+    receives = StreamGate(px.max_receives, px.max_receives_per_account, "held receives")
     service = MessagingService(backend, policy, endpoint, settings, streams=streams, receives=receives)
     service.consumption.write_s = px.receive_write_ms / 1000
     add_to_server(service, server)

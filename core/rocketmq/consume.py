@@ -8,7 +8,9 @@ pop RPCs. The servicer (service.py) hands these calls here.
   a status frame, one frame per message, then a `delivery_timestamp`
   frame; nothing after the long poll is `MESSAGE_NOT_FOUND`. A held
   receive holds a server thread (the sync server), so at most
-  `max_receives` are open at once; past that `TOO_MANY_REQUESTS` at once.
+  `max_receives` are open at once, and at most `max_per_account` of one
+  account's (so one cannot take them all); past that `TOO_MANY_REQUESTS`
+  at once.
   A receive keeps its place until its last frame is written, and its
   frames must be written within `write_s` (grpc's sync server blocks a
   thread on a client that does not read): past it the call is cancelled
@@ -51,6 +53,7 @@ from core.rocketmq.codes import Refused, roll_up, status, status_of
 from core.rocketmq.settings import ServerSettings
 from core.rocketmq.streams import DeadlineWatch, StreamGate
 from core.route import TopicRoute
+from core.security.identity import Principal
 from core.security.mqv2 import Rule, any_account, consume
 
 log = logging.getLogger(__name__)
@@ -103,7 +106,8 @@ class ConsumeBackend(Protocol):
         ...
 
 
-Check = Callable[[grpc.ServicerContext, Rule], d.Status | None]  # None: the caller may go on
+# (the caller, None) if it may go on; else (None, the status refusing it)
+Caller = Callable[[grpc.ServicerContext, Rule], tuple[Principal | None, d.Status | None]]
 Failed = Callable[[TailraceError, str], d.Status]  # a cluster's failure as a client's status
 
 
@@ -119,7 +123,7 @@ class Consumption:
     def __init__(
         self,
         backend: ConsumeBackend,
-        check: Check,
+        caller: Caller,
         failed: Failed,
         endpoints: d.Endpoints,
         settings: Callable[[], ServerSettings],
@@ -134,34 +138,38 @@ class Consumption:
         self.writes = writes or DeadlineWatch()
         self.write_s = write_s
         self.clock = clock
-        self.check = check
+        self.caller = caller
         self.failed = failed
         self.endpoints = endpoints
         self.settings = settings
         self.receives = receives
         self.wall_ms = wall_ms
 
+    def check(self, context: grpc.ServicerContext, rule: Rule) -> d.Status | None:
+        return self.caller(context, rule)[1]
+
     def _admit(
         self, context: grpc.ServicerContext, topic: d.Resource, group: d.Resource
-    ) -> tuple[str, str, d.Status | None]:
-        """(topic, group, None) if the caller may consume them; else the
-        status refusing it. The caller is proven before its request is read
-        (an unproven one learns nothing of it), then checked on the names."""
-        refused = self.check(context, any_account)
+    ) -> tuple[str, str, str, d.Status | None]:
+        """(the caller's account, topic, group, None) if the caller may
+        consume them; else the status refusing it. The caller is proven
+        before its request is read (an unproven one learns nothing of it),
+        then checked on the names."""
+        who, refused = self.caller(context, any_account)
         if refused is not None:
-            return "", "", refused
+            return "", "", "", refused
         try:
             t, g = translate.topic_of(topic), group_of(group)
         except Refused as exc:
-            return "", "", status_of(exc)
-        return t, g, self.check(context, consume(t, g))
+            return "", "", "", status_of(exc)
+        return str(who), t, g, self.check(context, consume(t, g))
 
     # ---- QueryAssignment ----------------------------------------------------------------
 
     def query_assignment(
         self, request: s.QueryAssignmentRequest, context: grpc.ServicerContext
     ) -> s.QueryAssignmentResponse:
-        topic, _, refused = self._admit(context, request.topic, request.group)
+        _, topic, _, refused = self._admit(context, request.topic, request.group)
         if refused is not None:
             return s.QueryAssignmentResponse(status=refused)
         try:
@@ -180,7 +188,7 @@ class Consumption:
     def receive_message(
         self, request: s.ReceiveMessageRequest, context: grpc.ServicerContext
     ) -> Iterator[s.ReceiveMessageResponse]:
-        topic, group, refused = self._admit(context, request.message_queue.topic, request.group)
+        account, topic, group, refused = self._admit(context, request.message_queue.topic, request.group)
         if refused is not None:
             yield s.ReceiveMessageResponse(status=refused)
             return
@@ -195,7 +203,7 @@ class Consumption:
         except Refused as exc:
             yield s.ReceiveMessageResponse(status=status_of(exc))
             return
-        full = self.receives.enter("")
+        full = self.receives.enter(account)
         if full is not None:
             yield s.ReceiveMessageResponse(status=status(d.TOO_MANY_REQUESTS, full))
             return
@@ -203,7 +211,7 @@ class Consumption:
             batch_size = min(max(request.batch_size, 1), receive.MAX_BATCH)
             yield from self._receive(broker, group, topic, invisible, polling, batch_size, tags, context)
         finally:
-            self.receives.leave("")
+            self.receives.leave(account)
 
     def _receive(
         self,
@@ -303,7 +311,7 @@ class Consumption:
         self, request: s.AckMessageRequest, context: grpc.ServicerContext
     ) -> s.AckMessageResponse:
         entries = list(request.entries)
-        topic, group, refused = self._admit(context, request.topic, request.group)
+        _, topic, group, refused = self._admit(context, request.topic, request.group)
         if refused is None and not 1 <= len(entries) <= MAX_ACK_ENTRIES:
             refused = status(d.BAD_REQUEST, f"an ack has 1..{MAX_ACK_ENTRIES} entries, not {len(entries)}")
         if refused is not None:
@@ -334,7 +342,7 @@ class Consumption:
         self, request: s.ChangeInvisibleDurationRequest, context: grpc.ServicerContext
     ) -> s.ChangeInvisibleDurationResponse:
         handle = request.receipt_handle
-        topic, group, refused = self._admit(context, request.topic, request.group)
+        _, topic, group, refused = self._admit(context, request.topic, request.group)
         if refused is not None:
             return s.ChangeInvisibleDurationResponse(status=refused, receipt_handle=handle)
         try:
@@ -357,7 +365,7 @@ class Consumption:
         `%DLQ%<group>` and is settled (the client evicts it without an ack,
         so the broker's PopDeadLetter acks it). The client's delivery counts
         are not trusted: the broker records its own."""
-        topic, group, refused = self._admit(context, request.topic, request.group)
+        _, topic, group, refused = self._admit(context, request.topic, request.group)
         if refused is not None:
             return s.ForwardMessageToDeadLetterQueueResponse(status=refused)
         try:

@@ -49,7 +49,8 @@ from core.security.mqv2 import Mqv2Policy, Rule, any_account, publish, use_group
 log = logging.getLogger(__name__)
 MAX_MESSAGES_PER_REQUEST = 1024
 DEFAULT_MAX_STREAMS = 32
-DEFAULT_MAX_RECEIVES = 16
+DEFAULT_MAX_RECEIVES = 32  # as proxy.max_receives
+DEFAULT_MAX_RECEIVES_PER_ACCOUNT = 16  # as proxy.max_receives_per_account
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +137,11 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         self.wall_ms = wall_ms
         self.streams = streams or StreamGate(DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS)
         self._refusals = LogBudget()
-        receives = receives or StreamGate(DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RECEIVES, "held receives")
+        receives = receives or StreamGate(
+            DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RECEIVES_PER_ACCOUNT, "held receives"
+        )
         self.consumption = Consumption(
-            backend, self._refusal, self._backend_failed, self.endpoints, settings, receives, wall_ms
+            backend, self._caller, self._backend_failed, self.endpoints, settings, receives, wall_ms
         )
 
     def _caller(self, context: grpc.ServicerContext, rule: Rule) -> tuple[Principal | None, d.Status | None]:

@@ -109,23 +109,28 @@ def _acl(tmp_path: Path) -> AclFile:
     f.write_text(
         f'[[account]]\naccess_key = "app"\nsecret_key = "{SECRET}"\nsubscribe = ["orders"]\n'
         'groups = ["billing"]\n'
+        f'[[account]]\naccess_key = "app2"\nsecret_key = "{SECRET}"\nsubscribe = ["orders"]\n'
+        'groups = ["billing"]\n'
     )
     f.chmod(0o600)
     return AclFile(f, 0)
 
 
-def _service(tmp_path: Path, backend: PopBackend, receives: int = 4) -> MessagingService:
+def _service(
+    tmp_path: Path, backend: PopBackend, receives: int = 4, per_account: int = 0
+) -> MessagingService:
+    gate = StreamGate(receives, per_account or receives, "held receives")
     svc = MessagingService(
         backend, Mqv2Policy(_acl(tmp_path)), "127.0.0.1:8081", lambda: ServerSettings(1024),
-        wall_ms=lambda: CAPTURED_MS, receives=StreamGate(receives, receives, "held receives"),
+        wall_ms=lambda: CAPTURED_MS, receives=gate,
     )  # fmt: skip
     svc.consumption.clock = lambda: backend.now
     svc.consumption.writes = FakeWatch()  # type: ignore[assignment]
     return svc
 
 
-def _signed(left_s: float = 8.0) -> FakeContext:
-    return FakeContext(list(header("app", SECRET, date_of(CAPTURED_MS))), left_s=left_s)
+def _signed(left_s: float = 8.0, account: str = "app") -> FakeContext:
+    return FakeContext(list(header(account, SECRET, date_of(CAPTURED_MS))), left_s=left_s)
 
 
 def _popped(offset: int, attempt: int = 1) -> PoppedMessage:
@@ -204,10 +209,10 @@ def test_push_receives_get_the_proxys_invisible_time(tmp_path: Path) -> None:
 def test_held_receives_are_capped(tmp_path: Path) -> None:
     backend = PopBackend(batches=[[_popped(1)]])
     svc = _service(tmp_path, backend, receives=1)
-    assert svc.consumption.receives.enter("") is None  # another receive holds the one place
+    assert svc.consumption.receives.enter("another") is None  # another receive holds the one place
     frames = list(svc.ReceiveMessage(_receive(), _signed()))
     assert [f.status.code for f in frames] == [d.TOO_MANY_REQUESTS] and backend.pops == []
-    svc.consumption.receives.leave("")
+    svc.consumption.receives.leave("another")
     assert next(iter(svc.ReceiveMessage(_receive(), _signed()))).status.code == d.OK
     assert svc.consumption.receives.open_streams() == 0  # every receive gave its place back
 
@@ -419,3 +424,15 @@ def test_a_stream_broken_mid_write_gives_the_whole_batch_back(tmp_path: Path) ->
     # the message written too: the client drops a batch whose stream failed
     assert [c[1] for c in backend.changes] == [handle(offset=o) for o in (1, 2, 3)]
     assert svc.consumption.receives.open_streams() == 0
+
+
+def test_one_account_cannot_take_every_held_receive(tmp_path: Path) -> None:
+    backend = PopBackend(batches=[[_popped(1)], [_popped(2)]])
+    svc = _service(tmp_path, backend, receives=3, per_account=2)
+    gate = svc.consumption.receives
+    assert gate.enter("account 'app'") is None and gate.enter("account 'app'") is None  # app holds its two
+    frames = list(svc.ReceiveMessage(_receive(), _signed()))
+    assert [f.status.code for f in frames] == [d.TOO_MANY_REQUESTS] and backend.pops == []
+    assert "'app'" in frames[0].status.message
+    other = list(svc.ReceiveMessage(_receive(), _signed(account="app2")))  # another account still gets one
+    assert other[0].status.code == d.OK and len(backend.pops) == 1
