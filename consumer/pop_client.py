@@ -69,17 +69,15 @@ class PopClient:
         pop up to `wait_ms` (cut to leave the call's deadline a margin) when
         it has nothing. `tag_expression`: "*" (or "") all, else tags joined
         by "||"; what it does not match counts as consumed."""
-        wait_ms = max(0, min(wait_ms, int((timeout_s - WAIT_MARGIN_S) * 1000)))
         req = pb.PopRequest(
             group=group,
             topic=topic,
             queue_id=queue_id,
             max_messages=max_messages,
             invisible_ms=invisible_ms,
-            max_wait_ms=wait_ms,
             tag_expression=tag_expression,
         )
-        reply, address = self._call(broker_name, topic, "Pop", req, timeout_s)
+        reply, address = self._call(broker_name, topic, "Pop", req, timeout_s, wait_ms=max(0, wait_ms))
         messages = [
             PoppedMessage(decode_record(m.record), m.record, m.attempt, m.receipt_handle, m.deadline_ms)
             for m in reply.messages
@@ -116,9 +114,13 @@ class PopClient:
         req = pb.PopDeadLetterRequest(group=group, topic=topic, receipt_handle=handle)
         self._call(broker_name, topic, "PopDeadLetter", req, timeout_s)
 
-    def _call(self, broker_name: str, topic: str, method: str, request: Any, timeout_s: float) -> Any:
+    def _call(
+        self, broker_name: str, topic: str, method: str, request: Any, timeout_s: float, wait_ms: int = -1
+    ) -> Any:
         """(the answer, the master's address) of `method` on `broker_name`'s
-        master; a second try after NOT_MASTER or an unreachable master."""
+        master; a second try after NOT_MASTER or an unreachable master. `wait_ms`
+        (a Pop): the hold asked of the master, cut at each try to the time
+        left then less a margin."""
         deadline = self.clock() + timeout_s
         named: str | None = None  # the master a NOT_MASTER answer named
         for attempt in range(2):
@@ -126,6 +128,8 @@ class PopClient:
                 address = named or self._master(broker_name, topic, attempt > 0, deadline - self.clock())
                 conn = self.pool.get(address)
                 left = max(MIN_CALL_S, deadline - self.clock())
+                if wait_ms >= 0:
+                    request.max_wait_ms = max(0, min(wait_ms, int((left - WAIT_MARGIN_S) * 1000)))
                 return conn.call(getattr(conn.stub, method), request, left), address
             except (NotMasterError, BrokerUnavailableError) as exc:
                 if attempt or deadline - self.clock() < MIN_CALL_S:

@@ -23,13 +23,24 @@ def _route(master: str | None) -> TopicRoute:
 
 
 @dataclass
+class Clock:
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
 class FakeRoutes:
     routes: list[TopicRoute]
     refreshes: int = 0
+    clock: Clock = field(default_factory=Clock)
+    refresh_s: float = 0.0  # how long a refresh takes
 
     def get(self, topic: str, refresh: bool = False, timeout_s: float | None = None) -> TopicRoute:
         if refresh:
             self.refreshes += 1
+            self.clock.now += self.refresh_s
         return self.routes[min(self.refreshes, len(self.routes) - 1)]
 
 
@@ -38,11 +49,19 @@ class FakeStub:
     answers: dict[str, list[Any]]
     calls: list[tuple[str, str, Any]]
     address: str
+    timeouts: list[float]
+    clock: Clock
 
     def __getattr__(self, method: str) -> Any:
         def call(request: Any, timeout: float) -> Any:
-            self.calls.append((self.address, method, request))
+            sent = type(request)()
+            sent.CopyFrom(request)  # as it went out (a retry may change the request)
+            self.calls.append((self.address, method, sent))
+            self.timeouts.append(timeout)
             answer = self.answers[self.address].pop(0)
+            if isinstance(answer, tuple):  # (seconds the call takes, then its answer)
+                self.clock.now += answer[0]
+                answer = answer[1]
             if isinstance(answer, Exception):
                 raise answer
             return answer
@@ -62,17 +81,20 @@ class FakeConn:
 class FakePool:
     answers: dict[str, list[Any]]
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
+    timeouts: list[float] = field(default_factory=list)
+    clock: Clock = field(default_factory=Clock)
 
     def get(self, address: str) -> FakeConn:
-        return FakeConn(FakeStub(self.answers, self.calls, address))
+        return FakeConn(FakeStub(self.answers, self.calls, address, self.timeouts, self.clock))
 
 
 Answers = dict[str, list[Any]]
 
 
 def _client(routes: list[TopicRoute], answers: Answers) -> tuple[PopClient, FakePool, FakeRoutes]:
-    r, pool = FakeRoutes(routes), FakePool(answers)
-    return PopClient(r, pool, clock=lambda: 0.0), pool, r  # type: ignore[arg-type]
+    clock = Clock()
+    r, pool = FakeRoutes(routes, clock=clock), FakePool(answers, clock=clock)
+    return PopClient(r, pool, clock=clock), pool, r  # type: ignore[arg-type]
 
 
 def _record() -> bytes:
@@ -129,3 +151,15 @@ def test_ack_reports_each_handles_outcome() -> None:
     client, _, _ = _client([_route("m:1")], {"m:1": [pb.AckPopResponse(results=results)]})
     out = client.ack("a", "G", "T", ["h1", "h2"], 3)
     assert out[0].error is None and isinstance(out[1].error, InvalidReceiptError)
+
+
+def test_a_retried_pop_asks_the_master_to_hold_only_for_the_time_left() -> None:
+    broke = BrokerUnavailableError("failed to connect to all addresses")  # (nothing sent: retried)
+    answers: Answers = {"old:1": [(10.0, broke)], "new:1": [pb.PopResponse()]}
+    client, pool, routes = _client([_route("old:1"), _route("new:1")], answers)
+    routes.refresh_s = 4.0  # a slow nameserver
+    client.pop("a", "G", "T", invisible_ms=1000, timeout_s=20, wait_ms=19_500)
+    waits = [c[2].max_wait_ms for c in pool.calls]
+    assert waits == [19_500, 5_500]  # 20 s - 14 s spent - the 0.5 s margin
+    assert pool.timeouts == [20, 6]
+    assert all(w / 1000 + 0.5 <= t for w, t in zip(waits, pool.timeouts, strict=True))
