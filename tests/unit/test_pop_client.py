@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from consumer.pop_client import PopClient
-from core.errors import BrokerUnavailableError, InvalidReceiptError, NotMasterError
+from core.errors import BrokerUnavailableError, InvalidReceiptError, NotMasterError, RequestTimeoutError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import BrokerEndpoint, GroupRoute, TopicRoute
 from tests.helpers.records import make
@@ -129,7 +129,8 @@ def test_not_master_follows_the_named_master_once() -> None:
 
 
 def test_an_unreachable_master_refreshes_the_route_and_tries_once_more() -> None:
-    answers = {"old:1": [BrokerUnavailableError("down")], "new:1": [BrokerUnavailableError("down too")]}
+    refused = BrokerUnavailableError("failed to connect to all addresses")  # nothing was sent
+    answers = {"old:1": [refused], "new:1": [BrokerUnavailableError("down too")]}
     client, pool, routes = _client([_route("old:1"), _route("new:1")], answers)
     with pytest.raises(BrokerUnavailableError):
         client.ack("a", "G", "T", ["h"], 3)
@@ -163,3 +164,32 @@ def test_a_retried_pop_asks_the_master_to_hold_only_for_the_time_left() -> None:
     assert waits == [19_500, 5_500]  # 20 s - 14 s spent - the 0.5 s margin
     assert pool.timeouts == [20, 6]
     assert all(w / 1000 + 0.5 <= t for w, t in zip(waits, pool.timeouts, strict=True))
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        BrokerUnavailableError("Socket closed"),  # the connection broke after the request went out
+        BrokerUnavailableError("Cancelled"),
+        RequestTimeoutError("Deadline Exceeded"),
+    ],
+)
+def test_a_call_whose_outcome_is_unknown_is_not_tried_again(failure: Exception) -> None:
+    # a second try could pop a second batch, or answer a done ack INVALID_RECEIPT_HANDLE
+    for method, call in (
+        ("Pop", lambda c: c.pop("a", "G", "T", invisible_ms=1000, timeout_s=3)),
+        ("AckPop", lambda c: c.ack("a", "G", "T", ["h"], 3)),
+        ("ChangeInvisible", lambda c: c.change_invisible("a", "G", "T", "h", 0, 3)),
+        ("PopDeadLetter", lambda c: c.dead_letter("a", "G", "T", "h", 3)),
+    ):
+        client, pool, routes = _client([_route("old:1"), _route("new:1")], {"old:1": [failure], "new:1": []})
+        with pytest.raises(type(failure)):
+            call(client)
+        assert [c[:2] for c in pool.calls] == [("old:1", method)] and routes.refreshes == 0
+
+
+def test_a_group_with_no_master_yet_is_tried_again_after_a_refresh() -> None:
+    answers: Answers = {"m:1": [pb.PopDeadLetterResponse()]}
+    client, pool, routes = _client([_route(None), _route("m:1")], answers)
+    client.dead_letter("a", "G", "T", "h", 3)  # nothing was sent the first time: safe to try again
+    assert [c[0] for c in pool.calls] == ["m:1"] and routes.refreshes == 1
