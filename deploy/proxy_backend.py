@@ -72,8 +72,8 @@ class ClusterBackend:
         self._warned = False
         self._stop = threading.Event()
 
-    def route(self, topic: str, timeout_s: float) -> TopicRoute:
-        return self.producer.routes.get(topic, timeout_s=timeout_s)
+    def route(self, topic: str, timeout_s: float, refresh: bool = False) -> TopicRoute:
+        return self.producer.routes.get(topic, refresh=refresh, timeout_s=timeout_s)
 
     def send(self, batch: list[Incoming], queue: MessageQueue | None, timeout_s: float) -> list[Stored]:
         """One native SendBatch: one queue, one RPC, all messages or none."""

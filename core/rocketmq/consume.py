@@ -42,13 +42,14 @@ from typing import Protocol
 
 import grpc
 
+from core.broker_config import BROKER_NAME
 from core.errors import InvalidReceiptError, TailraceError
 from core.pb.rocketmq.v2 import definition_pb2 as d
 from core.pb.rocketmq.v2 import service_pb2 as s
 from core.pop.handles import broker_of
 from core.pop.ops import PoppedMessage
 from core.rocketmq import receive, routes, translate
-from core.rocketmq.calls import time_left
+from core.rocketmq.calls import past_deadline, time_left
 from core.rocketmq.codes import Refused, roll_up, status, status_of
 from core.rocketmq.settings import ServerSettings
 from core.rocketmq.streams import DeadlineWatch, StreamGate
@@ -75,7 +76,9 @@ class Popped:
 class ConsumeBackend(Protocol):
     """The masters' pop state as the proxy reaches it (deploy/proxy_backend.py)."""
 
-    def route(self, topic: str, timeout_s: float) -> TopicRoute: ...
+    def route(self, topic: str, timeout_s: float, refresh: bool = False) -> TopicRoute:
+        """The topic's route (cached; `refresh`: asked of the nameservers again)."""
+        ...
 
     def pop(
         self,
@@ -164,6 +167,45 @@ class Consumption:
             return "", "", "", status_of(exc)
         return str(who), t, g, self.check(context, consume(t, g))
 
+    def _brokers(
+        self,
+        topic: str,
+        names: set[str],
+        context: grpc.ServicerContext,
+        unknown: Refused | None = None,
+    ) -> dict[str, d.Status | None]:
+        """Per broker group a request names (a handle's, a queue's): None if
+        the topic's route has it with a live master; else the status to
+        answer. A name that is not a broker group's, or not one of the
+        topic's even after one refresh of the route (one per call, however
+        many names), is `unknown` (INVALID_RECEIPT_HANDLE by default): no
+        backend call, no further route lookup. A group without a live
+        master is HA_NOT_AVAILABLE."""
+        why = unknown.code if unknown is not None else d.INVALID_RECEIPT_HANDLE
+        out: dict[str, d.Status | None] = {}
+        for n in names:
+            if not BROKER_NAME.fullmatch(n):
+                out[n] = status(why, f"{n[:64]!r} is not a broker group's name")
+        wanted = names - out.keys()
+        if not wanted:
+            return out
+        try:
+            route = self.backend.route(topic, time_left(context))
+            if any(route.group(n) is None for n in wanted) and not past_deadline(context):
+                route = self.backend.route(topic, time_left(context), refresh=True)
+        except TailraceError as exc:
+            failed = self.failed(exc, f"route of {topic[:128]!r}")
+            return {**out, **dict.fromkeys(wanted, failed)}
+        for n in wanted:
+            g = route.group(n)
+            if g is None:
+                out[n] = status(why, f"broker group {n!r} does not serve topic {topic[:128]!r}")
+            elif g.master is None:
+                out[n] = status(d.HA_NOT_AVAILABLE, f"broker group {n!r} has no live master now")
+            else:
+                out[n] = None
+        return out
+
     # ---- QueryAssignment ----------------------------------------------------------------
 
     def query_assignment(
@@ -202,6 +244,10 @@ class Consumption:
             polling = receive.polling_ms(request, server, int(time_left(context) * 1000))
         except Refused as exc:
             yield s.ReceiveMessageResponse(status=status_of(exc))
+            return
+        bad = self._brokers(topic, {broker}, context, Refused(d.BAD_REQUEST, ""))[broker]
+        if bad is not None:
+            yield s.ReceiveMessageResponse(status=bad)
             return
         full = self.receives.enter(account)
         if full is not None:
@@ -323,7 +369,15 @@ class Consumption:
                 by_broker.setdefault(broker_of(e.receipt_handle), []).append(i)
             except InvalidReceiptError as exc:
                 outcome[i] = status_of(exc)
+        checked = self._brokers(topic, set(by_broker), context)
         for broker, idxs in by_broker.items():
+            refused = checked[broker]
+            if refused is None and past_deadline(context):
+                refused = status(d.PROXY_TIMEOUT, "the client's deadline passed before this entry's ack")
+            if refused is not None:
+                for i in idxs:
+                    outcome[i] = refused
+                continue
             try:
                 errors = self.backend.ack(
                     broker, group, topic, [entries[i].receipt_handle for i in idxs], time_left(context)
@@ -348,6 +402,9 @@ class Consumption:
         try:
             ms = receive.checked_invisible(request.invisible_duration.ToMilliseconds())
             broker = broker_of(handle)
+            bad = self._brokers(topic, {broker}, context)[broker]
+            if bad is not None:
+                return s.ChangeInvisibleDurationResponse(status=bad, receipt_handle=handle)
             new = self.backend.change_invisible(broker, group, topic, handle, ms, time_left(context))
         except (Refused, InvalidReceiptError) as exc:
             return s.ChangeInvisibleDurationResponse(status=status_of(exc), receipt_handle=handle)
@@ -370,6 +427,9 @@ class Consumption:
             return s.ForwardMessageToDeadLetterQueueResponse(status=refused)
         try:
             broker = broker_of(request.receipt_handle)
+            bad = self._brokers(topic, {broker}, context)[broker]
+            if bad is not None:
+                return s.ForwardMessageToDeadLetterQueueResponse(status=bad)
             self.backend.dead_letter(broker, group, topic, request.receipt_handle, time_left(context))
         except InvalidReceiptError as exc:
             return s.ForwardMessageToDeadLetterQueueResponse(status=status_of(exc))

@@ -66,7 +66,7 @@ class Stored:
 class Backend(ConsumeBackend, Protocol):
     """The cluster as the servicer sees it (deploy/proxy_backend.py)."""
 
-    def route(self, topic: str, timeout_s: float) -> TopicRoute: ...
+    def route(self, topic: str, timeout_s: float, refresh: bool = False) -> TopicRoute: ...
 
     def send(
         self, batch: list[translate.Incoming], queue: MessageQueue | None, timeout_s: float

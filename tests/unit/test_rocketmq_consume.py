@@ -23,6 +23,7 @@ from core.rocketmq.consume import Popped
 from core.rocketmq.service import MessagingService
 from core.rocketmq.settings import ServerSettings
 from core.rocketmq.streams import Deadlines, DeadlineWatch, StreamGate
+from core.route import TopicRoute
 from core.security.acl import AclFile
 from core.security.mqv2 import Mqv2Policy, date_of, header
 from tests.helpers.records import make
@@ -41,6 +42,7 @@ def handle(broker: str = "a", offset: int = 5) -> str:
 class PopBackend(FakeBackend):
     """Pops answer from `batches` in turn (then nothing); each advances the fake clock by its wait."""
 
+    route_of: TopicRoute = field(default_factory=lambda: _route(("a", 4, True), ("b", 4, True)))
     batches: list[list[PoppedMessage]] = field(default_factory=list)
     held: bool = True
     now: float = 0.0
@@ -436,3 +438,35 @@ def test_one_account_cannot_take_every_held_receive(tmp_path: Path) -> None:
     assert "'app'" in frames[0].status.message
     other = list(svc.ReceiveMessage(_receive(), _signed(account="app2")))  # another account still gets one
     assert other[0].status.code == d.OK and len(backend.pops) == 1
+
+
+def test_handles_naming_made_up_broker_groups_cost_no_backend_call_and_one_refresh(tmp_path: Path) -> None:
+    backend = PopBackend()
+    svc = _service(tmp_path, backend)
+    made_up = [handle(f"x{i}", i) for i in range(1000)] + [handle("bad name!", 1), handle("a" * 65, 2)]
+    reply = svc.AckMessage(_ack(*made_up, handle("a", 7)), _signed())
+    codes = [e.status.code for e in reply.entries]
+    assert codes == [d.INVALID_RECEIPT_HANDLE] * len(made_up) + [d.OK]
+    assert backend.acks == [("a", [handle("a", 7)])]  # only the real group's
+    assert (backend.routes, backend.refreshes) == (2, 1)  # one refresh for the whole call
+    for call in (
+        lambda: svc.ChangeInvisibleDuration(_change(handle("x1")), _signed()).status.code,
+        lambda: svc.ForwardMessageToDeadLetterQueue(_forward(handle("x1")), _signed()).status.code,
+    ):
+        assert call() == d.INVALID_RECEIPT_HANDLE
+    assert backend.changes == [] and backend.dead == [] and backend.refreshes == 3
+    frames = list(svc.ReceiveMessage(_receive(broker="x1"), _signed()))
+    assert [f.status.code for f in frames] == [d.BAD_REQUEST] and backend.pops == []  # RocketMQ's code
+
+
+def test_a_handle_of_a_group_with_no_live_master_is_ha_not_available_without_a_call(tmp_path: Path) -> None:
+    backend = PopBackend(route_of=_route(("a", 4, True), ("b", 4, False)))
+    reply = _service(tmp_path, backend).AckMessage(_ack(handle("b", 1), handle("a", 2)), _signed())
+    assert [e.status.code for e in reply.entries] == [d.HA_NOT_AVAILABLE, d.OK]
+    assert backend.acks == [("a", [handle("a", 2)])] and backend.refreshes == 0
+
+
+def test_an_ack_stops_at_the_clients_deadline(tmp_path: Path) -> None:
+    backend = PopBackend()
+    reply = _service(tmp_path, backend).AckMessage(_ack(handle("a", 1), handle("b", 2)), _signed(left_s=0.1))
+    assert [e.status.code for e in reply.entries] == [d.PROXY_TIMEOUT] * 2 and backend.acks == []
