@@ -111,6 +111,19 @@ class PopClient:
         reply, _ = self._call(broker_name, topic, "ChangeInvisible", req, timeout_s)
         return reply.receipt_handle, reply.deadline_ms
 
+    def renew(
+        self, broker_name: str, group: str, topic: str, handle: str, invisible_ms: int, timeout_s: float
+    ) -> int:
+        """Keep a handed-out message invisible until now + `invisible_ms` at
+        least, with the same handle (a proxy renewing a push consumer's
+        message): its deadline in wall-clock ms. INVALID_RECEIPT_HANDLE once
+        it is acked, changed or handed out again."""
+        req = pb.ChangeInvisibleRequest(
+            group=group, topic=topic, receipt_handle=handle, invisible_ms=invisible_ms, keep_handle=True
+        )
+        reply, _ = self._call(broker_name, topic, "ChangeInvisible", req, timeout_s)
+        return int(reply.deadline_ms)
+
     def dead_letter(self, broker_name: str, group: str, topic: str, handle: str, timeout_s: float) -> None:
         """Store a handed-out message in `%DLQ%<group>` and settle it (the
         broker acks it); INVALID_RECEIPT_HANDLE if the handle is stale."""

@@ -193,3 +193,11 @@ def test_a_group_with_no_master_yet_is_tried_again_after_a_refresh() -> None:
     client, pool, routes = _client([_route(None), _route("m:1")], answers)
     client.dead_letter("a", "G", "T", "h", 3)  # nothing was sent the first time: safe to try again
     assert [c[0] for c in pool.calls] == ["m:1"] and routes.refreshes == 1
+
+
+def test_a_renewal_asks_to_keep_the_handle() -> None:
+    answers: Answers = {"m:1": [pb.ChangeInvisibleResponse(receipt_handle="h", deadline_ms=77)]}
+    client, pool, _ = _client([_route("m:1")], answers)
+    assert client.renew("a", "G", "T", "h", 60_000, 3) == 77
+    req = pool.calls[0][2]
+    assert (req.receipt_handle, req.invisible_ms, req.keep_handle) == ("h", 60_000, True)

@@ -173,6 +173,35 @@ def test_change_invisible(broker: Broker) -> None:
     broker.popper.ack(G, T, back.handle)
 
 
+def test_a_renewal_keeps_the_handle_and_a_slaves_copy_has_it(
+    broker: Broker, tmp_path: Path, small_config: StoreConfig
+) -> None:
+    broker.send(b"a")
+    (m,) = broker.pop(inv=1000).messages
+    broker.clock[0] += 900
+    handle, deadline = broker.popper.change_invisible(G, T, m.handle, 1000, keep_handle=True)
+    assert handle == m.handle and deadline == broker.clock[0] + 1000
+    broker.clock[0] += 900  # past the first deadline: still invisible
+    assert broker.pop().messages == []
+    with pytest.raises(InvalidArgumentError):  # a renewal extends: 0 is not one
+        broker.popper.change_invisible(G, T, m.handle, 0, keep_handle=True)
+    copy = MessageStore(tmp_path / "copy", small_config)  # a slave's copy has the renewed deadline
+    table = PopTable()
+    copy.add_system_handler("pop", table.on_record)
+    try:
+        src, off = broker.core.store, 0
+        while off < src.commitlog.max_offset:
+            data, nxt = src.read_log(off, 1 << 20)
+            copy.append_replicated(off, data)
+            off = nxt
+        assert snapshot(table) == snapshot(broker.core.pops)
+    finally:
+        copy.close()
+    broker.popper.ack(G, T, m.handle)  # the handed-out handle acks it
+    with pytest.raises(InvalidReceiptError):  # and a settled one is not renewed
+        broker.popper.change_invisible(G, T, m.handle, 1000, keep_handle=True)
+
+
 def test_dead_letter_after_max_attempts(broker: Broker) -> None:
     broker.send(b"poison", b"fine")
     for attempt in (1, 2, 3):
