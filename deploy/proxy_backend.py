@@ -113,6 +113,11 @@ class ClusterBackend:
     def dead_letter(self, broker_name: str, group: str, topic: str, handle: str, timeout_s: float) -> None:
         self.pops.dead_letter(broker_name, group, topic, handle, timeout_s)
 
+    def renew(
+        self, broker_name: str, group: str, topic: str, handle: str, invisible_ms: int, timeout_s: float
+    ) -> int:
+        return self.pops.renew(broker_name, group, topic, handle, invisible_ms, timeout_s)
+
     def max_attempts(self, fallback: int) -> int:
         """The deliveries before a dead letter consumers are told: the
         masters' least `pop_max_attempts` (`fallback` until one told it)."""

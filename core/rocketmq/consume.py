@@ -49,8 +49,9 @@ from core.pb.rocketmq.v2 import service_pb2 as s
 from core.pop.handles import broker_of
 from core.pop.ops import PoppedMessage
 from core.rocketmq import receive, routes, translate
-from core.rocketmq.calls import past_deadline, time_left
+from core.rocketmq.calls import client_id, past_deadline, time_left
 from core.rocketmq.codes import Refused, roll_up, status, status_of
+from core.rocketmq.renew import Renewer
 from core.rocketmq.settings import ServerSettings
 from core.rocketmq.streams import DeadlineWatch, StreamGate
 from core.route import TopicRoute
@@ -108,6 +109,13 @@ class ConsumeBackend(Protocol):
         """Store the handed-out message in the group's DLQ and settle it."""
         ...
 
+    def renew(
+        self, broker_name: str, group: str, topic: str, handle: str, invisible_ms: int, timeout_s: float
+    ) -> int:
+        """Keep the handle's message invisible a while longer, the handle
+        unchanged (the renewer's); its deadline in wall-clock ms."""
+        ...
+
 
 # (the caller, None) if it may go on; else (None, the status refusing it)
 Caller = Callable[[grpc.ServicerContext, Rule], tuple[Principal | None, d.Status | None]]
@@ -135,9 +143,12 @@ class Consumption:
         clock: Callable[[], float] = time.monotonic,
         writes: DeadlineWatch | None = None,
         write_s: float = WRITE_S,
+        renewer: Renewer | None = None,
     ) -> None:
-        """`writes`: the watch bounding each receive's writes to `write_s`."""
+        """`writes`: the watch bounding each receive's writes to `write_s`;
+        `renewer`: renews auto_renew receives' messages (None: not renewed)."""
         self.backend = backend
+        self.renewer = renewer
         self.writes = writes or DeadlineWatch()
         self.write_s = write_s
         self.clock = clock
@@ -255,7 +266,10 @@ class Consumption:
             return
         try:  # the place is held until the last frame is written (or the stream ends)
             batch_size = min(max(request.batch_size, 1), receive.MAX_BATCH)
-            yield from self._receive(broker, group, topic, invisible, polling, batch_size, tags, context)
+            renew = request.auto_renew and self.renewer is not None
+            yield from self._receive(
+                broker, group, topic, invisible, polling, batch_size, tags, context, renew
+            )
         finally:
             self.receives.leave(account)
 
@@ -269,9 +283,10 @@ class Consumption:
         batch_size: int,
         tags: str,
         context: grpc.ServicerContext,
+        renew: bool,
     ) -> Iterator[s.ReceiveMessageResponse]:
         try:
-            popped = self._pop(broker, group, topic, invisible, polling, batch_size, tags, context)
+            popped, popped_at = self._pop(broker, group, topic, invisible, polling, batch_size, tags, context)
         except TailraceError as exc:
             yield s.ReceiveMessageResponse(
                 status=self.failed(exc, f"receive from {broker[:64]}/{topic[:128]}")
@@ -305,6 +320,9 @@ class Consumption:
         try:
             yield from frames  # each frame is written before the next is asked for
             written = True  # grpc asked past the last frame: all of it went out
+            if renew and self.renewer is not None:  # renewed while its client lives, until settled
+                handles = [m.handle for m in popped.messages]
+                self.renewer.track(client_id(context), broker, group, topic, handles, popped_at)
         finally:
             self.writes.disarm(token)
             if not written:  # too late, or the stream broke: the official client drops the whole
@@ -320,21 +338,24 @@ class Consumption:
         batch_size: int,
         tags: str,
         context: grpc.ServicerContext,
-    ) -> Popped:
+    ) -> tuple[Popped, float]:
         """Pop until something comes, the long poll ends or the client
         leaves: a master may hold a pop less long than asked (its
-        pull.max_wait_ms), so the proxy asks again while time is left."""
+        pull.max_wait_ms), so the proxy asks again while time is left.
+        With the time the last pop started (its messages' invisibility
+        counts from after it)."""
         end = self.clock() + polling_ms / 1000
         held = False  # a master held one of these pops: it was not at its cap
         while True:
-            wait_s = end - self.clock()
+            started = self.clock()
+            wait_s = end - started
             out = self.backend.pop(
                 broker, group, topic, invisible_ms, int(max(wait_s, 0) * 1000), batch_size, tags,
                 time_left(context),
             )  # fmt: skip
             held = held or out.held
             if out.messages or not out.held or end - self.clock() < MIN_POLL_S or not context.is_active():
-                return Popped(out.messages, out.store_host, held)
+                return Popped(out.messages, out.store_host, held), started
 
     def _give_back(self, broker: str, group: str, topic: str, messages: list[PoppedMessage]) -> None:
         """Messages a client did not get come back in 1 s (RocketMQ's proxy
@@ -384,6 +405,8 @@ class Consumption:
                 )
                 for i, err in zip(idxs, errors, strict=True):
                     outcome[i] = status() if err is None else status_of(err)
+                    if err is None or isinstance(err, InvalidReceiptError):
+                        self._settled(entries[i].receipt_handle)
             except TailraceError as exc:
                 failed = self.failed(exc, f"ack on {broker[:64]}/{topic[:128]}")
                 for i in idxs:
@@ -406,11 +429,15 @@ class Consumption:
             if bad is not None:
                 return s.ChangeInvisibleDurationResponse(status=bad, receipt_handle=handle)
             new = self.backend.change_invisible(broker, group, topic, handle, ms, time_left(context))
-        except (Refused, InvalidReceiptError) as exc:
+        except InvalidReceiptError as exc:
+            self._settled(handle)
+            return s.ChangeInvisibleDurationResponse(status=status_of(exc), receipt_handle=handle)
+        except Refused as exc:
             return s.ChangeInvisibleDurationResponse(status=status_of(exc), receipt_handle=handle)
         except TailraceError as exc:
             failed = self.failed(exc, f"change invisible on {topic[:128]}")
             return s.ChangeInvisibleDurationResponse(status=failed, receipt_handle=handle)
+        self._settled(handle)  # the client chose its invisibility: the new handle is not renewed
         return s.ChangeInvisibleDurationResponse(status=status(), receipt_handle=new)
 
     # ---- ForwardMessageToDeadLetterQueue -----------------------------------------------------
@@ -432,11 +459,18 @@ class Consumption:
                 return s.ForwardMessageToDeadLetterQueueResponse(status=bad)
             self.backend.dead_letter(broker, group, topic, request.receipt_handle, time_left(context))
         except InvalidReceiptError as exc:
+            self._settled(request.receipt_handle)
             return s.ForwardMessageToDeadLetterQueueResponse(status=status_of(exc))
         except TailraceError as exc:
             failed = self.failed(exc, f"dead letter on {topic[:128]}")
             return s.ForwardMessageToDeadLetterQueueResponse(status=failed)
+        self._settled(request.receipt_handle)
         return s.ForwardMessageToDeadLetterQueueResponse(status=status())
+
+    def _settled(self, handle: str) -> None:
+        """Acked, changed, forwarded or dead: no longer renewed."""
+        if self.renewer is not None:
+            self.renewer.forget(handle)
 
 
 def _acked(entries: list[s.AckMessageEntry], outcome: list[d.Status], top: d.Status) -> s.AckMessageResponse:
