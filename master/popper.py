@@ -162,6 +162,8 @@ class Popper:
                 self._hold(group, topic, queues[0], min(left, SLICE_S * 5), alive)
             else:
                 self._stop.wait(min(left, SLICE_S))
+            if not alive():  # the caller left during the hold: nothing more is handed out to it
+                return PopResult([], NO_ADVICE, held)
 
     def _hold(self, group: str, topic: str, queue_id: int, wait_s: float, alive: Callable[[], bool]) -> None:
         """Wait for a record past the queue's pop cursor (or `wait_s`: an

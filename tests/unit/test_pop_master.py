@@ -362,6 +362,24 @@ def test_long_poll_wakes_on_arrival(broker: Broker) -> None:
     assert time.monotonic() - t0 < 4
 
 
+def test_a_caller_gone_during_the_hold_is_handed_nothing_more(broker: Broker) -> None:
+    """X2 of the receive review: the re-pop after a hold checks the caller
+    first, so a message arriving as the caller leaves stays for the next."""
+    asked = []
+
+    def alive() -> bool:
+        asked.append(1)
+        if len(asked) == 1:  # still there after the first, empty pop; a message comes, the caller goes
+            broker.send(b"late")
+            return True
+        return False
+
+    out = broker.popper.pop(G, T, 0, 1, 1000, wait_ms=5000, alive=alive)
+    assert out.messages == [] and out.held
+    (m,) = broker.pop().messages
+    assert (m.record.body, m.attempt) == (b"late", 1)  # not burnt on the caller that left
+
+
 @pytest.mark.parametrize("how", ["clean", "no snapshot", "old snapshot", "damaged snapshot", "unclean"])
 def test_a_restart_keeps_the_pop_state(tmp_path: Path, small_config: StoreConfig, how: str) -> None:
     """From the snapshot a clean close writes, from the log alone (a crash
