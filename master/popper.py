@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from core.errors import (
+    BrokerBusyError,
     InvalidArgumentError,
     InvalidQueueError,
     InvalidReceiptError,
@@ -200,6 +201,9 @@ class Popper:
         wrote = False
         full: QuotaExceededError | None = None  # a queue with no room (others may have some)
         budget = core.config.pull.max_bytes  # one for the whole answer, spent before planning
+        rep = core.config.replication
+        if rep.sync and not leader._sync_ready():  # as a send: refused before anything is stored
+            raise BrokerBusyError(f"{rep.min_insync_replicas} in-sync slave(s) needed; nothing popped")
         with leader._writing(), self._lock:
             now = self.clock()
             for q in queues:

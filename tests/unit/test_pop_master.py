@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from core.broker.core import BrokerCore
-from core.errors import InvalidArgumentError, InvalidReceiptError, QuotaExceededError, UnknownTopicError
+from core.errors import (
+    BrokerBusyError,
+    InvalidArgumentError,
+    InvalidReceiptError,
+    QuotaExceededError,
+    UnknownTopicError,
+)
 from core.pop import snapshot as pop_snapshot
 from core.pop.handles import Receipt, decode_handle, encode_handle, handle_key
 from core.pop.ops import PopResult
@@ -360,6 +366,22 @@ def test_long_poll_wakes_on_arrival(broker: Broker) -> None:
     out = broker.popper.pop(G, T, 0, 1, 1000, wait_ms=5000)
     assert [m.record.body for m in out.messages] == [b"late"] and out.held
     assert time.monotonic() - t0 < 4
+
+
+def test_a_sync_master_without_its_slaves_pops_nothing(tmp_path: Path, small_config: StoreConfig) -> None:
+    """X1 of the receive review: as a send, a pop is refused before its
+    record is written when too few slaves are in sync (its attempts would
+    burn on a pop answered REQUEST_TIMEOUT)."""
+    b = start(tmp_path, small_config, [int(time.time() * 1000)], replication__mode="sync")
+    try:
+        b.leader.create_topic(T, 1)
+        b.core.store.append([Message(T, 0, b"a")])
+        at = b.core.store.commitlog.max_offset
+        with pytest.raises(BrokerBusyError, match="in-sync"):
+            b.pop()
+        assert list(b.core.store.system_payloads("pop", at)) == []  # nothing recorded, no attempt burnt
+    finally:
+        close(b.core)
 
 
 def test_a_caller_gone_during_the_hold_is_handed_nothing_more(broker: Broker) -> None:
