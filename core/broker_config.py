@@ -24,6 +24,7 @@ from core.store.config import StoreConfig
 from core.timer import DEFAULT_MAX_DELAY_MS
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+BROKER_NAME = _NAME  # a broker group's (and a cluster's) name
 DAY_MS = 24 * 3600 * 1000
 MAX_CONTROLLERS = 16  # broker.controller: a controller per nameserver is a handful, never more
 
