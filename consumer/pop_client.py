@@ -7,8 +7,10 @@ Pop state lives on the masters (master/popper.py), so every call goes to
 the group's live master as the topic's route names it. A master that
 answers NOT_MASTER, or that cannot be reached (a failover under way, a
 stale route), gets one more try within the caller's time: with the master
-the answer named, or else after refreshing the route. Whatever fails then
-is raised as the TailraceError it is. Routes and connections are the
+the answer named, or else after refreshing the route; a call whose
+outcome is unknown (sent, then the connection broke or the deadline
+passed) is never tried again: it may have been carried out. Whatever fails
+then is raised as the TailraceError it is. Routes and connections are the
 caller's (the proxy shares its producer's), so this holds no sockets of its
 own and nothing to close.
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumer.connection import ConnectionPool
+from consumer.retry_plan import outcome_unknown
 from consumer.routing import Routes
 from core.errors import BrokerUnavailableError, NotMasterError, TailraceError, for_code
 from core.pb.tailrace.v1 import broker_pb2 as pb
@@ -69,17 +72,15 @@ class PopClient:
         pop up to `wait_ms` (cut to leave the call's deadline a margin) when
         it has nothing. `tag_expression`: "*" (or "") all, else tags joined
         by "||"; what it does not match counts as consumed."""
-        wait_ms = max(0, min(wait_ms, int((timeout_s - WAIT_MARGIN_S) * 1000)))
         req = pb.PopRequest(
             group=group,
             topic=topic,
             queue_id=queue_id,
             max_messages=max_messages,
             invisible_ms=invisible_ms,
-            max_wait_ms=wait_ms,
             tag_expression=tag_expression,
         )
-        reply, address = self._call(broker_name, topic, "Pop", req, timeout_s)
+        reply, address = self._call(broker_name, topic, "Pop", req, timeout_s, wait_ms=max(0, wait_ms))
         messages = [
             PoppedMessage(decode_record(m.record), m.record, m.attempt, m.receipt_handle, m.deadline_ms)
             for m in reply.messages
@@ -110,25 +111,50 @@ class PopClient:
         reply, _ = self._call(broker_name, topic, "ChangeInvisible", req, timeout_s)
         return reply.receipt_handle, reply.deadline_ms
 
+    def renew(
+        self, broker_name: str, group: str, topic: str, handle: str, invisible_ms: int, timeout_s: float
+    ) -> int:
+        """Keep a handed-out message invisible until now + `invisible_ms` at
+        least, with the same handle (a proxy renewing a push consumer's
+        message): its deadline in wall-clock ms. INVALID_RECEIPT_HANDLE once
+        it is acked, changed or handed out again."""
+        req = pb.ChangeInvisibleRequest(
+            group=group, topic=topic, receipt_handle=handle, invisible_ms=invisible_ms, keep_handle=True
+        )
+        reply, _ = self._call(broker_name, topic, "ChangeInvisible", req, timeout_s)
+        return int(reply.deadline_ms)
+
     def dead_letter(self, broker_name: str, group: str, topic: str, handle: str, timeout_s: float) -> None:
         """Store a handed-out message in `%DLQ%<group>` and settle it (the
         broker acks it); INVALID_RECEIPT_HANDLE if the handle is stale."""
         req = pb.PopDeadLetterRequest(group=group, topic=topic, receipt_handle=handle)
         self._call(broker_name, topic, "PopDeadLetter", req, timeout_s)
 
-    def _call(self, broker_name: str, topic: str, method: str, request: Any, timeout_s: float) -> Any:
+    def _call(
+        self, broker_name: str, topic: str, method: str, request: Any, timeout_s: float, wait_ms: int = -1
+    ) -> Any:
         """(the answer, the master's address) of `method` on `broker_name`'s
-        master; a second try after NOT_MASTER or an unreachable master."""
+        master; a second try after NOT_MASTER or a failure that sent nothing
+        (no route, no master in it, a refused connection), never after one
+        whose outcome is unknown (the request went out: a retry could pop a
+        second batch, or answer a done ack INVALID_RECEIPT_HANDLE). `wait_ms`
+        (a Pop): the hold asked of the master, cut at each try to the time
+        left then less a margin."""
         deadline = self.clock() + timeout_s
         named: str | None = None  # the master a NOT_MASTER answer named
         for attempt in range(2):
+            sent = False
             try:
                 address = named or self._master(broker_name, topic, attempt > 0, deadline - self.clock())
                 conn = self.pool.get(address)
                 left = max(MIN_CALL_S, deadline - self.clock())
+                if wait_ms >= 0:
+                    request.max_wait_ms = max(0, min(wait_ms, int((left - WAIT_MARGIN_S) * 1000)))
+                sent = True
                 return conn.call(getattr(conn.stub, method), request, left), address
             except (NotMasterError, BrokerUnavailableError) as exc:
-                if attempt or deadline - self.clock() < MIN_CALL_S:
+                unknown = sent and not isinstance(exc, NotMasterError) and outcome_unknown(exc)
+                if attempt or unknown or deadline - self.clock() < MIN_CALL_S:
                     raise
                 named = getattr(exc, "master_address", None) or None
         raise AssertionError("unreachable")  # pragma: no cover

@@ -24,6 +24,7 @@ from core.store.config import StoreConfig
 from core.timer import DEFAULT_MAX_DELAY_MS
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+BROKER_NAME = _NAME  # a broker group's (and a cluster's) name
 DAY_MS = 24 * 3600 * 1000
 MAX_CONTROLLERS = 16  # broker.controller: a controller per nameserver is a handful, never more
 
@@ -348,6 +349,13 @@ class BrokerConfig:
             self.server.max_message_bytes >= self.pull.max_bytes + 64 * 1024,
             "server.max_message_bytes",
             "must exceed pull.max_bytes (a pull response must fit)",
+        )
+        st = self.store
+        require(
+            not st.retention_deletes_unconsumed or self.broker.max_delay_ms <= st.retention_hours * 3_600_000,
+            "broker.max_delay_ms",
+            "must be at most store.retention_hours with store.retention_deletes_unconsumed "
+            "(retention would delete delayed messages before they are due)",
         )
 
 

@@ -113,6 +113,11 @@ class BrokerMetrics:
             "Pending timer messages copied to the wait queue's end (bounds rebuild)",
             registry=r,
         )
+        self.timer_rolled_bytes = Counter(
+            "tailrace_timer_rolled_bytes",
+            "Body bytes the timer's rolls copied (at most ROLL_RATIO x the body bytes delivered)",
+            registry=r,
+        )
         self.timer_failures = Counter(
             "tailrace_timer_failures",
             "Timer passes or deliveries that failed and are tried again",

@@ -9,19 +9,30 @@ never before. What is done is recorded in the timer's progress queue
 
 - a *delta* after each pass: `{"kind": "delta", "low": L, "done": [...]}`,
   the wait-queue offsets delivered (or rolled, or skipped) since the last
-  record, and `low`, below which every offset is done;
-- a *snapshot* now and then: `{"kind": "snapshot", "low": L, "done": [...]}`,
-  every done offset at or above `low`. Its queue offset is committed as
-  group `%TIMER%`'s offset on the progress queue (and `low` on the wait
-  queue: retention keeps what the timer still needs).
+  record, and `low`, below which every offset is done (in parts of at most
+  `chunk` offsets too, each standing alone);
+- a *snapshot* now and then: `{"kind": "snapshot", "low": L, "done": [...],
+  "part": i, "parts": n}`, every done offset at or above `low`, in `n`
+  records of at most `chunk` offsets (each under the store's
+  `max_message_bytes`), counted once the last part is read. The queue offset
+  of its first part is committed as group `%TIMER%`'s offset on the
+  progress queue (and `low` on the wait queue: retention keeps what the
+  timer still needs).
+
+Those commits are retention's floor, so they follow what is pending
+(`TimerState.progress`): `low` is committed once it moved (every COMMIT_MS
+at most), a snapshot comes SNAPSHOT_MS after a mark at the latest, and with
+nothing done above `low` no snapshot is needed: the progress queue's end is
+committed (a *release*), and a drained timer holds nothing back.
 
 `TimerState` is the heap and that bookkeeping, with time passed in. Rebuild
-(a restart, a promotion) applies the progress from the last committed
-snapshot on, then loads the wait queue from `low`. Both are bounded by what
-is still pending: a snapshot is written once the marks since the last one
-outnumber it (or SNAPSHOT_MIN), and the oldest pending messages are *rolled*
-(a copy appended to the wait queue, the original marked done) while the
-done offsets above `low` outnumber the pending ones by more than ROLL_SLACK.
+(a restart, a promotion) starts from the committed `low`, applies the
+progress from the committed snapshot on, then loads the wait queue from
+`low`. Both are bounded by what is still pending: a snapshot is written
+once the marks since the last one outnumber it (or SNAPSHOT_MIN), and the
+oldest pending messages are *rolled* (a copy appended to the wait queue,
+the original marked done) while the done offsets above `low` outnumber the
+pending ones by more than ROLL_SLACK.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import BrokerBusyError, InvalidArgumentError, brief
@@ -45,6 +57,9 @@ DELIVER_MS = "TIMER_DELIVER_MS"  # the delivery time asked (epoch ms); the deliv
 DEFAULT_MAX_DELAY_MS = 3 * 86_400_000  # RocketMQ's timerMaxDelaySec
 SNAPSHOT_MIN = 4096  # done marks written since the last snapshot before the next one
 ROLL_SLACK = 4096  # done offsets above `low` tolerated beyond the pending count
+ROLL_RATIO = 1.0  # body bytes rolled at most per body byte delivered (or skipped)
+COMMIT_MS = 5_000  # `low` moved: committed on the wait queue at most this long after
+SNAPSHOT_MS = 60_000  # marks written since the last snapshot: a new one at most this long after
 
 
 def delayed(messages: Sequence[Message], now_ms: int, max_delay_ms: int) -> bool:
@@ -110,12 +125,20 @@ def check_room(pending: int, pending_bytes: int, adding: Sequence[Message], limi
         )
 
 
+def progress_chunk(max_message_bytes: int) -> int:
+    """Offsets one progress record holds at most, so that it stays under the
+    store's `max_message_bytes`: 20 bytes each at worst (19 digits and a
+    comma), 512 for the rest (the record's header and topic, the JSON keys)."""
+    return max(1, (max_message_bytes - 512) // 20)
+
+
 def encode_progress(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def decode_progress(body: bytes) -> dict[str, Any]:
-    """A progress record's payload; InvalidArgumentError when it is not one."""
+    """A progress record's payload; InvalidArgumentError when it is not one.
+    A snapshot record is one `part` of `parts` (both absent: the only one)."""
     try:
         payload = json.loads(body)
     except ValueError as exc:
@@ -128,16 +151,49 @@ def decode_progress(body: bytes) -> dict[str, Any]:
         or not all(type(x) is int and x >= 0 for x in payload["done"])
     ):
         raise InvalidArgumentError("not a timer progress record")
+    part, parts = payload.setdefault("part", 0), payload.setdefault("parts", 1)
+    if type(part) is not int or type(parts) is not int or not 0 <= part < parts:
+        raise InvalidArgumentError(f"not a timer progress record (part {part!r} of {parts!r})")
     return payload
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What one pass writes, decided by `TimerState.progress`: `records`
+    appended to the progress queue (in order), then group `%TIMER%`'s
+    commits: `commit_low` on the wait queue (None: none), and on the
+    progress queue the queue offset of the snapshot's first record
+    (`snapshot`), or the queue's end (`release`: nothing above `low` is
+    done, so a rebuild needs no record, only `low`)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    snapshot: bool = False
+    release: bool = False
+    commit_low: int | None = None
 
 
 class TimerState:
     """The pending messages of the wait queue (a heap by due time) and what
     is done, as offsets of the wait queue. No store, no thread, no clock."""
 
-    def __init__(self, roll_slack: int = ROLL_SLACK, snapshot_min: int = SNAPSHOT_MIN) -> None:
+    def __init__(
+        self,
+        roll_slack: int = ROLL_SLACK,
+        snapshot_min: int = SNAPSHOT_MIN,
+        roll_ratio: float = ROLL_RATIO,
+        chunk: int = progress_chunk(4 << 20),
+        commit_ms: int = COMMIT_MS,
+        snapshot_ms: int = SNAPSHOT_MS,
+    ) -> None:
         self.roll_slack = roll_slack
         self.snapshot_min = snapshot_min
+        self.roll_ratio = roll_ratio
+        self.roll_credit = (
+            0.0  # body bytes rolls may still copy: roll_ratio x those delivered, less those rolled
+        )
+        self.chunk = chunk  # offsets per progress record at most
+        self.commit_ms = commit_ms
+        self.snapshot_ms = snapshot_ms
         self.low = 0  # every wait-queue offset below is done
         self.loaded = 0  # the next wait-queue offset to load
         self.done: set[int] = set()  # done offsets at or above `low`
@@ -148,16 +204,34 @@ class TimerState:
         self._delta: list[int] = []  # marks not written yet
         self._since_snapshot = 0
         self._snapshot_size = 0
+        self._parts: tuple[int, list[int]] | None = None  # a snapshot read back: parts so far, offsets
+        self.committed_low: int | None = None  # `low` as committed on the wait queue
+        self.pinned = False  # progress records at or after the progress queue's commit (a rebuild reads them)
+        self._commit_at: int | None = None  # (monotonic ms) the last commit of `low`
+        self._snapshot_at: int | None = None  # (monotonic ms) the last snapshot or release
 
     # ---- rebuild -------------------------------------------------------------------
 
     def apply(self, payload: Mapping[str, Any]) -> None:
-        """A progress record read back (in log order)."""
+        """A progress record read back (in log order). A snapshot's parts
+        count once its last part is read: parts are appended together, and
+        an incomplete snapshot (a torn write) only repeats what came before."""
         if payload["kind"] == "snapshot":
-            self.done = set(payload["done"])
-            self._snapshot_size = len(payload["done"])
+            part, offsets = payload.get("part", 0), list(payload["done"])
+            if part:
+                if self._parts is None or self._parts[0] != part:
+                    self._parts = None
+                    return
+                offsets = self._parts[1] + offsets
+            if part + 1 < payload.get("parts", 1):
+                self._parts = (part + 1, offsets)
+                return
+            self._parts = None
+            self.done = {x for x in offsets if x >= self.low}
+            self._snapshot_size = len(offsets)
             self._since_snapshot = 0
         else:
+            self._parts = None
             self.done.update(x for x in payload["done"] if x >= self.low)
             self._since_snapshot += len(payload["done"])
         old, new = self.low, max(self.low, payload["low"])
@@ -208,12 +282,13 @@ class TimerState:
             self._out.discard(offset)
             heapq.heappush(self._heap, (when_ms, offset))
 
-    def mark_done(self, offset: int) -> None:
-        """Delivered, rolled or skipped: done for good."""
+    def mark_done(self, offset: int, rolled: bool = False) -> None:
+        """Delivered, skipped, or `rolled` (its copy appended): done for good."""
         entry = self.pending.pop(offset, None)
         self._out.discard(offset)
         if entry is not None:
             self.pending_bytes -= entry[1]
+            self.roll_credit += -entry[1] if rolled else self.roll_ratio * entry[1]
         if offset >= self.low:
             self.done.add(offset)
         self._delta.append(offset)
@@ -229,6 +304,14 @@ class TimerState:
             self.low += 1
         self.loaded = max(self.loaded, self.low)
 
+    def due(self, now_ms: int) -> bool:
+        """Whether something is to be tried at `now_ms` (the timer's thread
+        makes its next pass at once: a pass stores BATCH messages at most)."""
+        heap = self._heap
+        while heap and heap[0][1] not in self.pending:
+            heapq.heappop(heap)
+        return bool(heap) and heap[0][0] <= now_ms
+
     def next_due(self) -> int | None:
         """The earliest due time pending (for the lag metric)."""
         heap = self._heap
@@ -238,40 +321,94 @@ class TimerState:
 
     # ---- bounds ---------------------------------------------------------------------
 
-    def to_roll(self, limit: int) -> list[int]:
+    def to_roll(self, limit: int, max_bytes: int) -> list[int]:
         """The oldest pending offsets to roll (copy to the end, mark done)
         while done offsets above `low` outnumber pending ones by more than
         `roll_slack`; [] otherwise. Keeps the window `low`..`loaded`, what a
-        rebuild reads, at most twice the pending count plus the slack."""
+        rebuild reads, at most twice the pending count plus the slack, as
+        long as the roll credit lasts: the body bytes rolled stay under
+        `roll_ratio` times those delivered, so a few large messages far
+        ahead under a stream of small ones cost a bounded share of writes
+        (past it, done offsets pile up: a larger snapshot and rebuild, not
+        body bytes). At most `limit` offsets and `max_bytes` (one at least)."""
         if len(self.done) <= len(self.pending) + self.roll_slack:
             return []
         out: list[int] = []
-        offset = self.low
+        total, offset = 0, self.low
         while offset < self.loaded and len(out) < limit:
-            if offset in self.pending:
+            entry = self.pending.get(offset)
+            if entry is not None and offset not in self._out:
+                size = entry[1]
+                if total + size > self.roll_credit or (out and total + size > max_bytes):
+                    break  # (rolling a later one would not move `low`)
                 out.append(offset)
+                total += size
             offset += 1
         return out
 
     # ---- progress records -------------------------------------------------------------
 
-    def take_delta(self) -> dict[str, Any] | None:
-        """The marks not written yet (None: nothing to write). They stay
-        pending until `written`, so a failed write is made again."""
-        if not self._delta:
-            return None
-        return {"kind": "delta", "low": self.low, "done": sorted(set(self._delta))}
+    def progress(self, now_ms: int, final: bool = False) -> Progress | None:
+        """What to write after a pass (None: nothing), `now_ms` on a
+        monotonic clock; `final` for a stopping timer (commits not delayed).
 
-    def written(self) -> None:
+        - nothing above `low` is done (and something was written or `low`
+          moved since the last commit): *release*, no record: `low` is
+          committed on the wait queue and the progress queue's end on that
+          queue, so the timer holds back retention from its oldest pending
+          message only, and from nothing once drained;
+        - a *snapshot* (every done offset above `low`, in parts of at most
+          `chunk` offsets) once the marks since the last one outnumber it (and
+          `snapshot_min`), or `snapshot_ms` after a mark (one ms per done
+          offset if longer: a large snapshot by time costs at most about
+          20 bytes a ms);
+        - else a *delta* of the marks not written yet, and `low` committed
+          once it moved, `commit_ms` after the last commit.
+
+        Releases and commits wait `commit_ms` from the last commit; so the
+        timer's hold on retention trails what is pending by `commit_ms`
+        (`low`) and `snapshot_ms` (the snapshot) at most."""
+        if self._commit_at is None:
+            self._commit_at = now_ms
+        if self._snapshot_at is None:
+            self._snapshot_at = now_ms
+        moved = self.low != self.committed_low
+        commit_due = final or now_ms - self._commit_at >= self.commit_ms
+        if not self.done:
+            if commit_due and (moved or self.pinned or self._delta):
+                return Progress(release=True, commit_low=self.low)
+        elif self._since_snapshot >= max(self.snapshot_min, self._snapshot_size) or (
+            self._since_snapshot and now_ms - self._snapshot_at >= max(self.snapshot_ms, len(self.done))
+        ):
+            return Progress(self._split("snapshot", sorted(self.done)), snapshot=True, commit_low=self.low)
+        records = self._split("delta", sorted(set(self._delta))) if self._delta else []
+        low = self.low if moved and commit_due else None
+        return Progress(records, commit_low=low) if records or low is not None else None
+
+    def _split(self, kind: str, offsets: list[int]) -> list[dict[str, Any]]:
+        """Records of at most `chunk` offsets each (at least one record). A
+        delta's parts stand alone; a snapshot's count together."""
+        n = self.chunk
+        chunks = [offsets[i : i + n] for i in range(0, len(offsets), n)] or [[]]
+        if kind == "delta":
+            return [{"kind": kind, "low": self.low, "done": c} for c in chunks]
+        low, k = self.low, len(chunks)
+        return [{"kind": kind, "low": low, "done": c, "part": i, "parts": k} for i, c in enumerate(chunks)]
+
+    def written(self, plan: Progress, now_ms: int) -> None:
+        """`plan`'s records are written (its commits follow, `committed`)."""
         self._delta.clear()
+        if plan.snapshot or plan.release:
+            self._snapshot_size = sum(len(r["done"]) for r in plan.records)
+            self._since_snapshot = 0
+            self._snapshot_at = now_ms
+        if plan.records:
+            self.pinned = True
 
-    def wants_snapshot(self) -> bool:
-        return self._since_snapshot >= max(self.snapshot_min, self._snapshot_size)
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"kind": "snapshot", "low": self.low, "done": sorted(self.done)}
-
-    def snapshot_written(self, size: int) -> None:
-        self._snapshot_size = size
-        self._since_snapshot = 0
-        self._delta.clear()
+    def committed(self, plan: Progress, now_ms: int) -> None:
+        """`plan`'s commits are made."""
+        if plan.commit_low is not None:
+            self.committed_low = plan.commit_low
+            self._commit_at = now_ms
+        if plan.release:
+            self.pinned = False

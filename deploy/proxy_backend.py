@@ -72,8 +72,8 @@ class ClusterBackend:
         self._warned = False
         self._stop = threading.Event()
 
-    def route(self, topic: str, timeout_s: float) -> TopicRoute:
-        return self.producer.routes.get(topic, timeout_s=timeout_s)
+    def route(self, topic: str, timeout_s: float, refresh: bool = False) -> TopicRoute:
+        return self.producer.routes.get(topic, refresh=refresh, timeout_s=timeout_s)
 
     def send(self, batch: list[Incoming], queue: MessageQueue | None, timeout_s: float) -> list[Stored]:
         """One native SendBatch: one queue, one RPC, all messages or none."""
@@ -112,6 +112,11 @@ class ClusterBackend:
 
     def dead_letter(self, broker_name: str, group: str, topic: str, handle: str, timeout_s: float) -> None:
         self.pops.dead_letter(broker_name, group, topic, handle, timeout_s)
+
+    def renew(
+        self, broker_name: str, group: str, topic: str, handle: str, invisible_ms: int, timeout_s: float
+    ) -> int:
+        return self.pops.renew(broker_name, group, topic, handle, invisible_ms, timeout_s)
 
     def max_attempts(self, fallback: int) -> int:
         """The deliveries before a dead letter consumers are told: the

@@ -29,6 +29,7 @@ from core.config import load_section, require
 from core.errors import ConfigError
 from core.grpc_server import build_server, set_serving
 from core.pb.rocketmq.v2 import service_pb2 as s_pb
+from core.rocketmq.renew import Renewer, RenewTable
 from core.rocketmq.service import MessagingService, add_to_server
 from core.rocketmq.settings import CONSUMER_ATTEMPTS, ServerSettings
 from core.rocketmq.streams import StreamGate
@@ -70,7 +71,22 @@ class ProxySection:
     auto_renew_invisible_ms: int = field(
         default=60_000,
         metadata={
-            "doc": "how long a push consumer's messages stay invisible (auto_renew: given once, not renewed)"
+            "doc": "a push consumer's messages' invisibility, renewed by as much again while its client "
+            "lives (RocketMQ's renew slice)"
+        },
+    )
+    auto_renew_max_ms: int = field(
+        default=900_000,
+        metadata={"doc": "how long a push consumer's message is renewed at most (then it comes back)"},
+    )
+    auto_renew_max_handles: int = field(
+        default=100_000, metadata={"doc": "messages renewed at once (past it a new one is not renewed)"}
+    )
+    client_alive_ms: int = field(
+        default=30_000,
+        metadata={
+            "doc": "a client with no Telemetry stream open here is alive this long after its last "
+            "Heartbeat (its messages are renewed meanwhile)"
         },
     )
     max_receives: int = field(
@@ -78,6 +94,17 @@ class ProxySection:
         metadata={
             "doc": "receives held at once (each holds a server thread while it long-polls); "
             "with max_telemetry_streams < server.max_workers"
+        },
+    )
+    max_receives_per_account: int = field(
+        default=16,
+        metadata={"doc": "receives one account holds at once (anonymous callers share one); <= max_receives"},
+    )
+    receive_write_ms: int = field(
+        default=10_000,
+        metadata={
+            "doc": "the most a receive's messages may take to be written to a client; past it the call "
+            "ends and its messages are given back (a client that does not read frees its thread)"
         },
     )
     max_telemetry_streams: int = field(
@@ -117,7 +144,22 @@ class ProxySection:
             f"{prefix}.auto_renew_invisible_ms",
             "must be in 1000..43200000",
         )
+        require(
+            self.auto_renew_invisible_ms <= self.auto_renew_max_ms <= 3 * 3600 * 1000,
+            f"{prefix}.auto_renew_max_ms",
+            "must be in auto_renew_invisible_ms..10800000 (3 h, RocketMQ's most)",
+        )
+        require(self.auto_renew_max_handles >= 0, f"{prefix}.auto_renew_max_handles", "must be >= 0")
+        require(self.client_alive_ms >= 1000, f"{prefix}.client_alive_ms", "must be >= 1000")
         require(self.max_receives >= 1, f"{prefix}.max_receives", "must be positive")
+        require(
+            1 <= self.max_receives_per_account <= self.max_receives,
+            f"{prefix}.max_receives_per_account",
+            "must be in 1..max_receives",
+        )
+        require(
+            100 <= self.receive_write_ms <= 300_000, f"{prefix}.receive_write_ms", "must be in 100..300000"
+        )
         require(self.max_telemetry_streams >= 1, f"{prefix}.max_telemetry_streams", "must be positive")
         require(
             self.max_telemetry_streams_per_account >= 1,
@@ -246,13 +288,18 @@ def run(args: argparse.Namespace) -> int:
         )
 
     streams = StreamGate(px.max_telemetry_streams, px.max_telemetry_streams_per_account)
-    receives = StreamGate(px.max_receives, px.max_receives, "held receives")
-    service = MessagingService(backend, policy, endpoint, settings, streams=streams, receives=receives)
+    receives = StreamGate(px.max_receives, px.max_receives_per_account, "held receives")
+    renewer = Renewer(backend, renew_table(px))
+    service = MessagingService(
+        backend, policy, endpoint, settings, streams=streams, receives=receives, renewer=renewer
+    )
+    service.consumption.write_s = px.receive_write_ms / 1000
     add_to_server(service, server)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     backend.start()
+    renewer.start()
     server.start()
     set_serving(health, True, SERVICE)
     log.info(
@@ -269,9 +316,20 @@ def run(args: argparse.Namespace) -> int:
     stop.wait()
     set_serving(health, False, SERVICE)
     server.stop(server_cfg.grace_ms / 1000).wait()
+    renewer.close()
     backend.close()
     log.info("stopped cleanly")
     return 0
+
+
+def renew_table(px: ProxySection) -> RenewTable:
+    """The auto-renew decisions (core/rocketmq/renew.py) from the config."""
+    return RenewTable(
+        px.auto_renew_invisible_ms,
+        max_total_s=px.auto_renew_max_ms / 1000,
+        max_handles=px.auto_renew_max_handles,
+        alive_s=px.client_alive_ms / 1000,
+    )
 
 
 OTHER_REQUEST_BYTES = 64 * 1024  # every v2 request but SendMessage (a Telemetry command: per command)

@@ -3,7 +3,8 @@ set, the lease, redirect advice, the retry scheduler, the timer and queue locks.
 
 One object per mastership: promotion makes a new one, demotion retires it
 (`retire`: lease revoked, writes gated off, its replication streams end;
-`close`: its scheduler thread stopped; the timer's stops first, in `retire`). Every write enters the role's
+`close`: its scheduler thread stopped; the timer's stops first, in `retire`,
+with every other write refused meanwhile). Every write enters the role's
 `WriteGate` and checks the lease inside it, so once `retire` returns no write
 of this mastership is under way and none can start: nothing it does lands in
 the log of the follower the broker has become.
@@ -24,14 +25,12 @@ from core.broker.core import BrokerCore
 from core.broker.role import RoleStatus, SendOutcome
 from core.clock import now_ms
 from core.errors import (
-    BrokerBusyError,
     DiskFullError,
     FlushTimeoutError,
     InvalidArgumentError,
     InvalidOffsetError,
     InvalidQueueError,
     InvalidTopicError,
-    LeaseExpiredError,
     PermissionDeniedError,
     QuotaExceededError,
     RequestTimeoutError,
@@ -44,23 +43,14 @@ from core.queue_locks import QueueLocks
 from core.record import Message, validate_topic
 from core.redirect import NO_ADVICE, Advice, SlaveView, advise_master, batch_limits, route_key
 from core.replicas import AckLag, ReplicaSet
-from core.retry import (
-    DELIVER_AT,
-    SCHEDULE_TOPIC,
-    check_client_group,
-    check_creatable,
-    check_send_back,
-    is_reserved,
-    parse_delays,
-    plan_send_back,
-    retry_topic,
-)
+from core.retry import check_client_group, check_creatable, is_reserved, parse_delays
 from core.roles import Directive, ReplicationMode, Role, SendStatus
 from core.timer import TIMER_TOPIC
 from master.fencing import enter, writing
 from master.lease import Lease
 from master.popper import Popper
 from master.scheduler import Scheduler
+from master.send_back import send_back
 from master.timer import TIMER_QUEUES, Timer
 from master.write_gate import WriteGate
 
@@ -126,6 +116,7 @@ class LeaderRole:
         self.timer.start()
 
     def retire(self) -> None:
+        self._gate.only(self.timer.thread)  # every other write refused (NOT_MASTER) from here
         self.timer.stop(RETIRE_WAIT_S)  # its pass ends with its progress written, before writes stop
         self.retired = True
         if self.lease is not None:
@@ -277,32 +268,8 @@ class LeaderRole:
         return SendOutcome(status, topic, queue_id, stored, detail, epoch=self.core.epoch)
 
     def send_back(self, group: str, topic: str, message: Message, max_reconsume: int) -> tuple[str, int, int]:
-        """A message a consumer of `group` failed: park it in the schedule (queue
-        = delay level) for the group's retry topic, or dead-letter it after
-        `max_reconsume` attempts. Returns (destination, attempts, deliver_at_ms).
-        What the scheduler could never move (no valid retry topic name, no room
-        for the topic under quotas.max_topics) is refused here instead."""
-        check_send_back(group, max_reconsume)
-        validate_topic(topic)
-        dest, queue, props, attempts = plan_send_back(
-            message.properties or {}, topic, group, max_reconsume, self.retry_delays, int(time.time() * 1000)
-        )
-        queues = len(self.retry_delays) if dest == SCHEDULE_TOPIC else 1
-        stored = Message(dest, queue, message.body, tags=message.tags, keys=message.keys, properties=props)
-        # a message that will not be stored must not leave its retry or dead-letter topic behind
-        # (checked on queue 0: a schedule made before levels were added grows below)
-        self.core.store.validate([replace(stored, queue_id=0)], queues)
-        if self.core.config.replication.sync and not self._sync_ready():
-            raise BrokerBusyError("too few in-sync slaves to take it back now; nothing stored")
-        if dest == SCHEDULE_TOPIC:
-            self.ensure_topic(retry_topic(group), 1)
-        self.ensure_topic(dest, queues)
-        out = self.send(dest, queue, [stored], internal=True)
-        if out.status is SendStatus.MASTER_LEASE_EXPIRED:  # the consumer retries it like any send
-            raise LeaseExpiredError(f"the message was not stored for a retry: {out.detail}")
-        if out.status is not SendStatus.SEND_OK:
-            raise BrokerBusyError(f"the message was not stored for a retry ({out.status}): {out.detail}")
-        return dest, attempts, int(props.get(DELIVER_AT, "0"))
+        """A message a consumer of `group` failed: master/send_back.py."""
+        return send_back(self, group, topic, message, max_reconsume)
 
     def commit_offset(
         self, group: str, topic: str, queue_id: int, offset: int, internal: bool = False

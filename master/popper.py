@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from core.errors import (
+    BrokerBusyError,
     InvalidArgumentError,
     InvalidQueueError,
     InvalidReceiptError,
@@ -170,6 +171,8 @@ class Popper:
                 self._hold(group, topic, queues[0], min(left, SLICE_S * 5), alive)
             else:
                 self._stop.wait(min(left, SLICE_S))
+            if not alive():  # the caller left during the hold: nothing more is handed out to it
+                return PopResult([], NO_ADVICE, held)
 
     def _hold(self, group: str, topic: str, queue_id: int, wait_s: float, alive: Callable[[], bool]) -> None:
         """Wait for a record past the queue's pop cursor (or `wait_s`: an
@@ -211,6 +214,9 @@ class Popper:
         wrote = False
         full: QuotaExceededError | None = None  # a queue with no room (others may have some)
         budget = core.config.pull.max_bytes  # one for the whole answer, spent before planning
+        rep = core.config.replication
+        if rep.sync and not leader._sync_ready():  # as a send: refused before anything is stored
+            raise BrokerBusyError(f"{rep.min_insync_replicas} in-sync slave(s) needed; nothing popped")
         with leader._writing(), self._lock:
             now = self.clock()
             for q in queues:
@@ -352,22 +358,37 @@ class Popper:
             self._confirm("acked")
         return results
 
-    def change_invisible(self, group: str, topic: str, handle: str, invisible_ms: int) -> tuple[str, int]:
+    def change_invisible(
+        self, group: str, topic: str, handle: str, invisible_ms: int, keep_handle: bool = False
+    ) -> tuple[str, int]:
         """Move a popped message's deadline to now + `invisible_ms`; returns its
-        new receipt handle (the old one is stale from now on) and deadline."""
+        new receipt handle (the old one is stale from now on) and deadline.
+        `keep_handle` (a renewal): the same handle stays good, and the
+        deadline only moves later (`invisible_ms` > 0)."""
         check_client_group(group)
-        if not 0 <= invisible_ms <= MAX_INVISIBLE_MS:
-            raise InvalidArgumentError(f"invisible_ms must be in 0..{MAX_INVISIBLE_MS}")
+        if not (1 if keep_handle else 0) <= invisible_ms <= MAX_INVISIBLE_MS:
+            raise InvalidArgumentError(
+                f"invisible_ms must be in {1 if keep_handle else 0}..{MAX_INVISIBLE_MS}"
+            )
         r = self.receipt(group, topic, handle)
         key = (r.group, r.topic, r.queue)
         with self.leader._writing(), self._lock:
-            plan = self.table.plan_change(
-                key, r.offset, r.gen, invisible_ms, self.clock(), gen_floor=self.leader.epoch << 32
-            )
+            if keep_handle:
+                plan = self.table.plan_renew(key, r.offset, r.gen, invisible_ms, self.clock())
+            else:
+                plan = self.table.plan_change(
+                    key, r.offset, r.gen, invisible_ms, self.clock(), gen_floor=self.leader.epoch << 32
+                )
             self.leader.core.store.append_system("pop", plan)
-        self._confirm("changed")
+            st = self.table.get(key)
+            deadline = (
+                st.inflight[r.offset].deadline_ms if st and r.offset in st.inflight else int(plan["dl"])
+            )
+        self._confirm("renewed" if keep_handle else "changed")
+        if keep_handle:
+            return handle, deadline
         new = Receipt(r.broker, r.group, r.topic, r.queue, r.offset, int(plan["gen"]))
-        return encode_handle(self.key, new), int(plan["dl"])
+        return encode_handle(self.key, new), deadline
 
     def dead_letter(self, group: str, topic: str, handle: str) -> None:
         """PopDeadLetter: the handed-out message into `%DLQ%<group>`, settled."""

@@ -9,8 +9,8 @@ recorded in the progress queue (no redelivery after a clean restart).
 
 Each pass (`run_once(now_ms)`):
 
-1. the first pass of a mastership rebuilds: the progress records from the
-   last committed snapshot on, then the wait queue from `low`;
+1. the first pass of a mastership rebuilds: from the committed `low`, the
+   progress records from the committed snapshot on, then the wait queue;
 2. loads the wait queue's new records (up to the confirmed offset: a send
    not acknowledged yet is not delivered);
 3. stores due messages in their real topics, one batch per destination, and
@@ -20,8 +20,9 @@ Each pass (`run_once(now_ms)`):
    and skipped after `give_up_ms`; a retriable refusal of the store (no
    in-sync slave, fenced, disk full) ends the pass, everything kept;
 4. rolls the oldest pending messages when the done ones pile up above `low`;
-5. writes a delta progress record, and a snapshot now and then (committing
-   its offset and `low` as group `%TIMER%`'s offsets).
+5. writes its progress as `TimerState.progress` decides: a delta, or a
+   snapshot now and then, or a release; and commits `low` and where a
+   rebuild starts reading as group `%TIMER%`'s offsets (retention's floor).
 
 A crash between a delivery and its delta redelivers that message after the
 restart or failover: at least once.
@@ -51,6 +52,7 @@ from core.timer import (
     due_of,
     encode_progress,
     from_timer,
+    progress_chunk,
     to_timer,
 )
 
@@ -60,13 +62,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 BATCH = 256  # due messages stored per pass
 LOAD_BATCH = 4096  # wait-queue records loaded per pass
+ROLL_BATCH = 64  # pending messages rolled per pass at most (in one append)
 READ_BYTES = 8 << 20
 RETRY_MS = 1000  # a message that failed waits this long before it is tried again
-GIVE_UP_MS = 30_000  # a message failing this long (not for want of a writable store) is skipped
+GIVE_UP_MS = 30_000  # a message failing this long (unexpectedly, while others are stored) is skipped
 
 
 def _wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _mono_ms() -> int:
+    return int(time.monotonic() * 1000)
 
 
 class Timer:
@@ -77,12 +84,13 @@ class Timer:
         b = leader.core.config.broker
         self.max_delay_ms = b.max_delay_ms
         self.limits = (b.timer_max_pending, b.timer_max_pending_bytes)
-        self.state = TimerState()
+        self.state = TimerState(chunk=progress_chunk(leader.core.store.config.max_message_bytes))
         self.rebuilt = False
         self.delivered = 0
         self.skipped = 0
         self.rolled = 0
-        self._failing: dict[int, int] = {}  # offset -> first failure ms
+        self._caught_up = False  # the last load reached the wait queue's (visible) end
+        self._failing: dict[int, int] = {}  # offset -> first failure (monotonic ms)
         self._logged = -1e9
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="timer", daemon=True)
@@ -103,6 +111,10 @@ class Timer:
 
     # ---- the thread ------------------------------------------------------------------
 
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
     def start(self) -> None:
         self._thread.start()
 
@@ -117,26 +129,32 @@ class Timer:
         m.timer_lag.set(0)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.tick_s):
+        more = False
+        while not self._stop.wait(0 if more else self.tick_s):
+            more = False
             if self.leader.fenced() or self.leader.core.store.topics.queue_count(TIMER_TOPIC) is None:
                 continue
             try:
-                self.run_once(_wall_ms())
+                now = _wall_ms()
+                more = self.run_once(now, _mono_ms()) > 0 and self.state.due(now)
             except Exception as exc:  # a pass that failed is tried again
                 self._failed(exc)
 
-    def run_once(self, now_ms: int) -> int:
-        """One pass; returns how many messages were stored in their topics."""
+    def run_once(self, now_ms: int, mono_ms: int | None = None) -> int:
+        """One pass; returns how many messages were stored in their topics.
+        `now_ms` is the wall clock (due times), `mono_ms` a monotonic one (how
+        long something has waited; tests drive one clock: `now_ms`)."""
         if self.leader.core.store.topics.queue_count(TIMER_TOPIC) is None:
             return 0
+        mono = now_ms if mono_ms is None else mono_ms
         if not self.rebuilt:
             self._rebuild()
         self._load()
         try:
-            delivered = self._deliver(now_ms)
+            delivered = self._deliver(now_ms, mono)
             self._roll()
         finally:  # what was done is recorded even when a pass stops half way
-            self._write_progress()
+            self._write_progress(mono, self._stop.is_set())
             self._gauges(now_ms)
         return delivered
 
@@ -145,9 +163,13 @@ class Timer:
     def _rebuild(self) -> None:
         """The progress records from the last committed snapshot on (to the
         log's end: this master wrote or adopted all of them)."""
-        store, offsets = self.leader.core.store, self.leader.core.offsets
+        store, offsets, s = self.leader.core.store, self.leader.core.offsets, self.state
         lo, end = store.queue_offsets(TIMER_TOPIC, PROGRESS_QUEUE)
         offset = max(lo, offsets.query(TIMER_GROUP, TIMER_TOPIC, PROGRESS_QUEUE) or 0)
+        s.committed_low = offsets.query(TIMER_GROUP, TIMER_TOPIC, WAIT_QUEUE)
+        if s.committed_low is not None:  # committed after the records that made it `low`
+            s.apply({"kind": "delta", "low": s.committed_low, "done": []})
+        s.pinned = offset < end
         applied = 0
         while offset < end:
             read = store.read(TIMER_TOPIC, PROGRESS_QUEUE, offset, 1024, READ_BYTES)
@@ -165,32 +187,31 @@ class Timer:
                     break
                 nxt = rec.queue_offset + 1
                 try:
-                    self.state.apply(decode_progress(rec.body))
+                    s.apply(decode_progress(rec.body))
                     applied += 1
                 except TailraceError as exc:
                     log.error("timer: progress record %d ignored: %s", rec.queue_offset, exc.message)
             offset = nxt
         wait_lo = store.queue_offsets(TIMER_TOPIC, WAIT_QUEUE)[0]
-        if self.state.low < wait_lo:  # retention took what was pending (only if told to)
-            log.error(
-                "timer: wait queue offsets %d..%d were deleted before delivery", self.state.low, wait_lo
-            )
-            for gone in range(self.state.low, wait_lo):
-                self.state.done.add(gone)
-            self.state.apply({"kind": "delta", "low": wait_lo, "done": []})
-        if offsets.query(TIMER_GROUP, TIMER_TOPIC, WAIT_QUEUE) is None:  # retention holds it from now on
-            self.leader.commit_offset(TIMER_GROUP, TIMER_TOPIC, WAIT_QUEUE, self.state.low, internal=True)
+        if s.low < wait_lo:  # retention took what was pending (only if told to)
+            log.error("timer: wait queue offsets %d..%d were deleted before delivery", s.low, wait_lo)
+            s.apply({"kind": "delta", "low": wait_lo, "done": []})
+        if s.committed_low is None:  # retention holds it from now on
+            self.leader.commit_offset(TIMER_GROUP, TIMER_TOPIC, WAIT_QUEUE, s.low, internal=True)
+            s.committed_low = s.low
         self.rebuilt = True
-        log.info("timer: %d progress records applied; wait queue from %d", applied, self.state.low)
+        log.info("timer: %d progress records applied; wait queue from %d", applied, s.low)
 
     def _load(self) -> None:
         leader, store, s = self.leader, self.leader.core.store, self.state
         left = LOAD_BATCH
+        self._caught_up = False
         while left > 0:
             read = store.read(
                 TIMER_TOPIC, WAIT_QUEUE, s.loaded, left, READ_BYTES, visible_end=leader.visible_end()
             )
             if not read.count:
+                self._caught_up = True
                 return
             records = iter_records(read.data, verify=False)
             while True:
@@ -217,10 +238,11 @@ class Timer:
 
     # ---- delivery -------------------------------------------------------------------
 
-    def _deliver(self, now_ms: int) -> int:
+    def _deliver(self, now_ms: int, mono_ms: int) -> int:
         s = self.state
         due = s.pop_due(now_ms, BATCH)
         delivered = 0
+        suspects: list[int] = []  # failed in this pass, not for good
         try:
             groups: dict[tuple[str, int], list[tuple[int, Message]]] = defaultdict(list)
             for offset, _at in due:
@@ -239,46 +261,61 @@ class Timer:
             for (topic, queue), batch in groups.items():
                 if self._stop.is_set():  # stopping: the rest waits, the progress is written
                     break
-                delivered += self._store_batch(topic, queue, batch, now_ms)
+                delivered += self._store_batch(topic, queue, batch, suspects)
+            if delivered:  # others were stored: the fault is the suspects' own
+                self._give_up(suspects, mono_ms)
         finally:
+            for offset in suspects:  # its first failure, for the give-up
+                self._failing.setdefault(offset, mono_ms)
             for offset, _at in due:  # what was neither stored nor skipped waits for the next pass
                 s.retry_at(offset, now_ms + RETRY_MS if offset in self._failing else now_ms)
             self.delivered += delivered
         return delivered
 
-    def _store_batch(self, topic: str, queue: int, batch: list[tuple[int, Message]], now_ms: int) -> int:
+    def _store_batch(
+        self, topic: str, queue: int, batch: list[tuple[int, Message]], suspects: list[int]
+    ) -> int:
+        """Store one destination's batch; a batch refused for good is split
+        to find the message at fault. What is not the message's fault ends
+        the pass, everything kept: a retriable refusal (no in-sync slave,
+        fenced, disk full) and a raw storage error (EIO: the disk's, not the
+        message's; it must never count against a message)."""
         try:
             self._send(topic, queue, [m for _, m in batch])
         except TailraceError as exc:
-            if exc.retriable or len(batch) == 1:
-                if exc.retriable:
-                    raise  # nothing can be stored now: the pass ends, everything kept
-                return self._one_failed(batch[0][0], exc, now_ms)
-            return sum(self._store_batch(topic, queue, [one], now_ms) for one in batch)
+            if exc.retriable:
+                raise  # nothing can be stored now: the pass ends, everything kept
+            if len(batch) > 1:
+                return sum(self._store_batch(topic, queue, [one], suspects) for one in batch)
+            self._skip(batch[0][0], f"it cannot be stored in its topic ({exc})")  # for good
+            self._failing.pop(batch[0][0], None)
+            self.state.mark_done(batch[0][0])
+            return 0
+        except OSError:
+            raise  # the storage's: the pass ends, everything kept (counted and logged by the pass)
         except Exception as exc:  # unexpected: isolate it, one message at a time
             if len(batch) > 1:
-                return sum(self._store_batch(topic, queue, [one], now_ms) for one in batch)
-            return self._one_failed(batch[0][0], exc, now_ms)
-        lag = self.leader.core.metrics.timer_delivery_lag
+                return sum(self._store_batch(topic, queue, [one], suspects) for one in batch)
+            suspects.append(batch[0][0])
+            self._failed(exc)
+            return 0
+        lag, now = self.leader.core.metrics.timer_delivery_lag, _wall_ms()
         for offset, _ in batch:
-            due = self.state.pending.get(offset, (now_ms, 0))[0]
-            lag.observe(max(0, _wall_ms() - due) / 1000)
+            due = self.state.pending.get(offset, (now, 0))[0]
+            lag.observe(max(0, now - due) / 1000)
             self.state.mark_done(offset)
             self._failing.pop(offset, None)
         return len(batch)
 
-    def _one_failed(self, offset: int, exc: Exception, now_ms: int) -> int:
-        """A message its topic refused: for good (a non-retriable error) it is
-        skipped at once, otherwise once it has failed for `give_up_ms`."""
-        first = self._failing.setdefault(offset, now_ms)
-        permanent = isinstance(exc, TailraceError) and not exc.retriable
-        if permanent or now_ms - first >= self.give_up_ms:
-            self._failing.pop(offset, None)
-            self._skip(offset, f"it cannot be stored in its topic ({exc})")
-            self.state.mark_done(offset)
-        else:
-            self._failed(exc)
-        return 0
+    def _give_up(self, suspects: list[int], mono_ms: int) -> None:
+        """Skip the messages failing (unexpectedly) for `give_up_ms`, on the
+        monotonic clock, and only in a pass that stored others: a fault
+        every store hits (a bug, the process) is no message's own."""
+        for offset in suspects:
+            if mono_ms - self._failing.get(offset, mono_ms) >= self.give_up_ms:
+                self._failing.pop(offset, None)
+                self._skip(offset, f"it could not be stored in its topic for {self.give_up_ms} ms")
+                self.state.mark_done(offset)
 
     def _send(self, topic: str, queue: int, messages: list[Message]) -> list[tuple[int, int]]:
         out = self.leader.send(topic, queue, messages, internal=True)
@@ -289,38 +326,64 @@ class Timer:
     # ---- bounds and progress --------------------------------------------------------
 
     def _roll(self) -> None:
-        s = self.state
-        for offset in s.to_roll(BATCH):
+        """Roll what `TimerState.to_roll` says, once the wait queue is
+        loaded (right after a rebuild, the done offsets of the snapshot
+        would outnumber the pending ones still loading): the copies in one
+        append, so one wait for the slaves, and none when stopping."""
+        s, store = self.state, self.leader.core.store
+        if not self._caught_up or self._stop.is_set():
+            return
+        offsets = s.to_roll(ROLL_BATCH, store.config.max_batch_bytes // 2)
+        copies: list[Message] = []
+        rolled: list[int] = []
+        for offset in offsets:
             rec = self._record(offset)
             if rec is None:
                 s.mark_done(offset)
                 continue
-            copy = Message(
-                TIMER_TOPIC, WAIT_QUEUE, rec.body, rec.tags, rec.keys, rec.properties, rec.flags, rec.born_ms
+            copies.append(
+                Message(
+                    TIMER_TOPIC,
+                    WAIT_QUEUE,
+                    rec.body,
+                    rec.tags,
+                    rec.keys,
+                    rec.properties,
+                    rec.flags,
+                    rec.born_ms,
+                )
             )
-            self._send(TIMER_TOPIC, WAIT_QUEUE, [copy])
-            s.mark_done(offset)
-            self.rolled += 1
-            self.leader.core.metrics.timer_rolled.inc()
-
-    def _write_progress(self) -> None:
-        s = self.state
-        if s.wants_snapshot():
-            snap = s.snapshot()
-            (_, qoff), *_ = self._send(
-                TIMER_TOPIC, PROGRESS_QUEUE, [Message(TIMER_TOPIC, PROGRESS_QUEUE, encode_progress(snap))]
-            )
-            s.snapshot_written(len(snap["done"]))
-            leader = self.leader
-            leader.commit_offset(TIMER_GROUP, TIMER_TOPIC, PROGRESS_QUEUE, qoff, internal=True)
-            leader.commit_offset(TIMER_GROUP, TIMER_TOPIC, WAIT_QUEUE, snap["low"], internal=True)
+            rolled.append(offset)
+        if not copies or self._stop.is_set():
             return
-        delta = s.take_delta()
-        if delta is not None:
-            self._send(
-                TIMER_TOPIC, PROGRESS_QUEUE, [Message(TIMER_TOPIC, PROGRESS_QUEUE, encode_progress(delta))]
-            )
-            s.written()
+        self._send(TIMER_TOPIC, WAIT_QUEUE, copies)
+        metrics = self.leader.core.metrics
+        for offset, copy in zip(rolled, copies, strict=True):
+            self._failing.pop(offset, None)  # (the copy starts afresh)
+            s.mark_done(offset, rolled=True)
+            metrics.timer_rolled_bytes.inc(len(copy.body))
+        self.rolled += len(rolled)
+        metrics.timer_rolled.inc(len(rolled))
+
+    def _write_progress(self, mono_ms: int, final: bool) -> None:
+        """What `TimerState.progress` decides: records first, then the
+        commits (group `%TIMER%`'s offsets: retention's floor), in log order."""
+        s, leader = self.state, self.leader
+        plan = s.progress(mono_ms, final)
+        if plan is None:
+            return
+        first = None
+        if plan.records:
+            msgs = [Message(TIMER_TOPIC, PROGRESS_QUEUE, encode_progress(r)) for r in plan.records]
+            (_, first), *_ = self._send(TIMER_TOPIC, PROGRESS_QUEUE, msgs)
+        s.written(plan, mono_ms)
+        if plan.commit_low is not None:
+            leader.commit_offset(TIMER_GROUP, TIMER_TOPIC, WAIT_QUEUE, plan.commit_low, internal=True)
+        if plan.release:
+            first = leader.core.store.queue_offsets(TIMER_TOPIC, PROGRESS_QUEUE)[1]
+        if first is not None and (plan.snapshot or plan.release):
+            leader.commit_offset(TIMER_GROUP, TIMER_TOPIC, PROGRESS_QUEUE, first, internal=True)
+        s.committed(plan, mono_ms)
 
     def _gauges(self, now_ms: int) -> None:
         m, s = self.leader.core.metrics, self.state

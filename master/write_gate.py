@@ -19,14 +19,21 @@ class WriteGate:
         self._cond = threading.Condition()
         self._inside = 0
         self._closed = False
+        self._only: threading.Thread | None = None
 
     def enter(self) -> bool:
         """Enter for one write; False once closed (store nothing)."""
         with self._cond:
-            if self._closed:
+            if self._closed or (self._only is not None and threading.current_thread() is not self._only):
                 return False
             self._inside += 1
             return True
+
+    def only(self, thread: threading.Thread) -> None:
+        """Refuse every new write but `thread`'s (a retiring master's timer
+        finishing its pass: clients are fenced while it does)."""
+        with self._cond:
+            self._only = thread
 
     def leave(self) -> None:
         with self._cond:

@@ -266,7 +266,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self, request: pb.ChangeInvisibleRequest, context: grpc.ServicerContext
     ) -> pb.ChangeInvisibleResponse:
         handle, deadline = self.core.leader().popper.change_invisible(
-            request.group, request.topic, request.receipt_handle, request.invisible_ms
+            request.group, request.topic, request.receipt_handle, request.invisible_ms, request.keep_handle
         )
         return pb.ChangeInvisibleResponse(
             receipt_handle=handle, deadline_ms=deadline, served_by=self.core.broker_id

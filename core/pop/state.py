@@ -25,7 +25,10 @@ was applied already and is skipped (a slave re-applies a chunk after a
 failed side-file write); every `pop` record takes one at least, even one
 that only passes filtered offsets. An `ack` is idempotent by construction:
 an acked offset is below the cursor and out of flight, and nothing puts it
-back. A new master starts its generations at
+back. A `rnw` (a renewal: the deadline moved, the generation kept) is
+idempotent too: it applies only to the generation it names and only
+moves a deadline later, so applied twice, or after the entry was handed
+out again, it changes nothing. A new master starts its generations at
 `epoch << 32` at least (`gen_floor`), so a handle issued in a divergent tail
 that a failover cut away never matches an entry the new master issued.
 """
@@ -329,6 +332,25 @@ class PopTable:
                 "gen": max(gen_floor, q.next_gen),
             }
 
+    def plan_renew(self, key: Key, offset: int, gen: int, invisible_ms: int, now_ms: int) -> dict[str, Any]:
+        """The `pop` record extending `offset`'s deadline to now +
+        invisible_ms under the **same** generation (its receipt handle stays
+        good: a proxy renews a push consumer's handle behind its back);
+        InvalidReceiptError for a stale generation. A deadline only grows."""
+        if invisible_ms <= 0:
+            raise InvalidArgumentError("a renewal's invisible_ms must be positive")
+        with self.lock:
+            self._live(key, offset, gen)
+            return {
+                "op": "rnw",
+                "group": key[0],
+                "topic": key[1],
+                "queue": key[2],
+                "o": offset,
+                "gen": gen,
+                "dl": now_ms + invisible_ms,
+            }
+
     # ---- applying (every copy, from the record) ----------------------------------
 
     def apply(self, p: Mapping[str, Any]) -> list[Popped]:
@@ -353,6 +375,12 @@ class PopTable:
                     q.inflight[o] = Entry(dl, q.inflight[o].attempt, gen)
                     self._schedule(key, q, o)
                     q.next_gen = max(q.next_gen, gen + 1)
+            elif op == "rnw":  # idempotent: a deadline only grows, and only the named generation's
+                o, dl, gen = int(p["o"]), int(p["dl"]), int(p["gen"])
+                e = None if q is None else q.inflight.get(o)
+                if q is not None and e is not None and e.gen == gen and dl > e.deadline_ms:
+                    q.inflight[o] = Entry(dl, e.attempt, gen)
+                    self._schedule(key, q, o)
             else:
                 raise ValueError(f"unknown pop operation {op!r}")
             return []

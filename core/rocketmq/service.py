@@ -27,6 +27,7 @@ from core.pb.rocketmq.v2 import definition_pb2 as d
 from core.pb.rocketmq.v2 import service_pb2 as s
 from core.pb.rocketmq.v2 import service_pb2_grpc
 from core.rocketmq import routes, translate
+from core.rocketmq.calls import client_id as _client_id
 from core.rocketmq.calls import past_deadline as _past_deadline
 from core.rocketmq.calls import time_left as _time_left
 from core.rocketmq.codes import (
@@ -39,6 +40,7 @@ from core.rocketmq.codes import (
     status_of,
 )
 from core.rocketmq.consume import ConsumeBackend, Consumption
+from core.rocketmq.renew import Renewer
 from core.rocketmq.settings import ServerSettings, answer
 from core.rocketmq.streams import StreamGate
 from core.roles import SendStatus
@@ -49,7 +51,8 @@ from core.security.mqv2 import Mqv2Policy, Rule, any_account, publish, use_group
 log = logging.getLogger(__name__)
 MAX_MESSAGES_PER_REQUEST = 1024
 DEFAULT_MAX_STREAMS = 32
-DEFAULT_MAX_RECEIVES = 16
+DEFAULT_MAX_RECEIVES = 32  # as proxy.max_receives
+DEFAULT_MAX_RECEIVES_PER_ACCOUNT = 16  # as proxy.max_receives_per_account
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,7 @@ class Stored:
 class Backend(ConsumeBackend, Protocol):
     """The cluster as the servicer sees it (deploy/proxy_backend.py)."""
 
-    def route(self, topic: str, timeout_s: float) -> TopicRoute: ...
+    def route(self, topic: str, timeout_s: float, refresh: bool = False) -> TopicRoute: ...
 
     def send(
         self, batch: list[translate.Incoming], queue: MessageQueue | None, timeout_s: float
@@ -123,12 +126,15 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         streams: StreamGate | None = None,
         receives: StreamGate | None = None,
+        renewer: Renewer | None = None,
     ) -> None:
         """`endpoint`: where clients reach this proxy (`host:port`), the
         address every route names; `settings`: what clients are told (read
         per answer: the brokers' limit may change); `streams`: the cap on
         open Telemetry streams (each holds a server thread); `receives`: the
-        cap on held receives (each holds one too)."""
+        cap on held receives (each holds one too); `renewer`: renews push
+        consumers' messages while their client lives (None: not renewed;
+        it learns the clients' life from Heartbeat and Telemetry here)."""
         self.backend = backend
         self.policy = policy
         self.endpoints = routes.endpoints(endpoint)
@@ -136,10 +142,14 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         self.wall_ms = wall_ms
         self.streams = streams or StreamGate(DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS)
         self._refusals = LogBudget()
-        receives = receives or StreamGate(DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RECEIVES, "held receives")
-        self.consumption = Consumption(
-            backend, self._refusal, self._backend_failed, self.endpoints, settings, receives, wall_ms
+        receives = receives or StreamGate(
+            DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RECEIVES_PER_ACCOUNT, "held receives"
         )
+        self.renewer = renewer
+        self.consumption = Consumption(
+            backend, self._caller, self._backend_failed, self.endpoints, settings, receives, wall_ms,
+            renewer=renewer,
+        )  # fmt: skip
 
     def _caller(self, context: grpc.ServicerContext, rule: Rule) -> tuple[Principal | None, d.Status | None]:
         """(the caller, None) if it may go on; else (None, the status refusing it)."""
@@ -186,6 +196,8 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
 
     def Heartbeat(self, request: s.HeartbeatRequest, context: grpc.ServicerContext) -> Any:
         refused = self._refusal(context, use_group(request.group.name))
+        if refused is None and self.renewer is not None:
+            self.renewer.table.seen(_client_id(context), time.monotonic())
         return s.HeartbeatResponse(status=refused or status())
 
     def NotifyClientTermination(
@@ -207,6 +219,9 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         if full is not None:
             yield s.TelemetryCommand(status=status(d.TOO_MANY_REQUESTS, full))
             return
+        client = _client_id(context)
+        if self.renewer is not None:  # its client lives while the stream is open
+            self.renewer.table.opened(client)
         try:
             for command in requests:
                 if command.HasField("settings"):
@@ -222,6 +237,8 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
             return
         finally:
             self.streams.leave(account)
+            if self.renewer is not None:
+                self.renewer.table.closed(client, time.monotonic())
 
     def SendMessage(self, request: s.SendMessageRequest, context: grpc.ServicerContext) -> Any:
         """A request is stored whole or not at all: its messages go to one

@@ -45,8 +45,10 @@ class Client:
         reply = self.stub.AckPop(pb.AckPopRequest(group=G, topic=T, receipt_handles=handles), timeout=10)
         return [r.error_code for r in reply.results]
 
-    def change(self, handle: str, inv: int) -> pb.ChangeInvisibleResponse:
-        req = pb.ChangeInvisibleRequest(group=G, topic=T, receipt_handle=handle, invisible_ms=inv)
+    def change(self, handle: str, inv: int, keep: bool = False) -> pb.ChangeInvisibleResponse:
+        req = pb.ChangeInvisibleRequest(
+            group=G, topic=T, receipt_handle=handle, invisible_ms=inv, keep_handle=keep
+        )
         return self.stub.ChangeInvisible(req, timeout=10)
 
     def dead_letter(self, handle: str) -> pb.PopDeadLetterResponse:
@@ -97,7 +99,10 @@ def test_pop_ack_change_and_redelivery(master: BrokerNode) -> None:
     assert dict(rpc.value.trailing_metadata())[ERROR_CODE_KEY] == "INVALID_RECEIPT_HANDLE"  # type: ignore[attr-defined]
     (third,) = c.pop(inv=1000)
     assert body(third) == b"c"
-    clock[0] += 1000  # c is visible again, b is not (changed)
+    clock[0] += 500
+    renewed = c.change(third.receipt_handle, 500, keep=True)  # a renewal: same handle, no earlier deadline
+    assert (renewed.receipt_handle, renewed.deadline_ms) == (third.receipt_handle, third.deadline_ms)
+    clock[0] += 500  # c is visible again, b is not (changed)
     (again,) = c.pop(inv=1000)
     assert (body(again), again.attempt) == (b"c", 2)
     assert c.ack(third.receipt_handle) == ["INVALID_RECEIPT_HANDLE"]

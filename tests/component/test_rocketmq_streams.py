@@ -36,7 +36,7 @@ PER_ACCOUNT = 3
 
 
 class Backend:
-    def route(self, topic: str, timeout_s: float) -> TopicRoute:
+    def route(self, topic: str, timeout_s: float, refresh: bool = False) -> TopicRoute:
         master = (BrokerEndpoint(0, "10.0.0.1:1", "master", 1, True),)
         return TopicRoute(topic, (GroupRoute("a", "c", 2, 2, "rw", master),))
 

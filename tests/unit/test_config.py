@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from core.broker_config import load_broker_config
 from core.config import describe, load_section
 from core.errors import ConfigError, MessageTooLargeError, TailraceError, for_code
 from core.store import StoreConfig
@@ -47,3 +48,13 @@ def test_error_codes_map_back_to_classes() -> None:
     assert for_code("MESSAGE_TOO_LARGE") is MessageTooLargeError
     assert for_code("NO_SUCH_CODE") is TailraceError
     assert MessageTooLargeError("x").code == "MESSAGE_TOO_LARGE"
+
+
+def test_retention_that_deletes_unconsumed_data_must_outlast_the_longest_delay() -> None:
+    """With store.retention_deletes_unconsumed, a delayed message parked for
+    longer than store.retention_hours was deleted before it was due: lost."""
+    base = {"broker.broker_name": "g", "store.retention_deletes_unconsumed": True}
+    load_broker_config(None, {**base, "store.retention_hours": 72, "broker.max_delay_ms": 3 * 86_400_000})
+    with pytest.raises(ConfigError, match=r"broker\.max_delay_ms"):
+        load_broker_config(None, {**base, "store.retention_hours": 24, "broker.max_delay_ms": 3 * 86_400_000})
+    load_broker_config(None, {"broker.broker_name": "g", "store.retention_hours": 24})  # the floor holds them

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from consumer.pop_client import PopClient
-from core.errors import BrokerUnavailableError, InvalidReceiptError, NotMasterError
+from core.errors import BrokerUnavailableError, InvalidReceiptError, NotMasterError, RequestTimeoutError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import BrokerEndpoint, GroupRoute, TopicRoute
 from tests.helpers.records import make
@@ -23,13 +23,24 @@ def _route(master: str | None) -> TopicRoute:
 
 
 @dataclass
+class Clock:
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
 class FakeRoutes:
     routes: list[TopicRoute]
     refreshes: int = 0
+    clock: Clock = field(default_factory=Clock)
+    refresh_s: float = 0.0  # how long a refresh takes
 
     def get(self, topic: str, refresh: bool = False, timeout_s: float | None = None) -> TopicRoute:
         if refresh:
             self.refreshes += 1
+            self.clock.now += self.refresh_s
         return self.routes[min(self.refreshes, len(self.routes) - 1)]
 
 
@@ -38,11 +49,19 @@ class FakeStub:
     answers: dict[str, list[Any]]
     calls: list[tuple[str, str, Any]]
     address: str
+    timeouts: list[float]
+    clock: Clock
 
     def __getattr__(self, method: str) -> Any:
         def call(request: Any, timeout: float) -> Any:
-            self.calls.append((self.address, method, request))
+            sent = type(request)()
+            sent.CopyFrom(request)  # as it went out (a retry may change the request)
+            self.calls.append((self.address, method, sent))
+            self.timeouts.append(timeout)
             answer = self.answers[self.address].pop(0)
+            if isinstance(answer, tuple):  # (seconds the call takes, then its answer)
+                self.clock.now += answer[0]
+                answer = answer[1]
             if isinstance(answer, Exception):
                 raise answer
             return answer
@@ -62,17 +81,20 @@ class FakeConn:
 class FakePool:
     answers: dict[str, list[Any]]
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
+    timeouts: list[float] = field(default_factory=list)
+    clock: Clock = field(default_factory=Clock)
 
     def get(self, address: str) -> FakeConn:
-        return FakeConn(FakeStub(self.answers, self.calls, address))
+        return FakeConn(FakeStub(self.answers, self.calls, address, self.timeouts, self.clock))
 
 
 Answers = dict[str, list[Any]]
 
 
 def _client(routes: list[TopicRoute], answers: Answers) -> tuple[PopClient, FakePool, FakeRoutes]:
-    r, pool = FakeRoutes(routes), FakePool(answers)
-    return PopClient(r, pool, clock=lambda: 0.0), pool, r  # type: ignore[arg-type]
+    clock = Clock()
+    r, pool = FakeRoutes(routes, clock=clock), FakePool(answers, clock=clock)
+    return PopClient(r, pool, clock=clock), pool, r  # type: ignore[arg-type]
 
 
 def _record() -> bytes:
@@ -107,7 +129,8 @@ def test_not_master_follows_the_named_master_once() -> None:
 
 
 def test_an_unreachable_master_refreshes_the_route_and_tries_once_more() -> None:
-    answers = {"old:1": [BrokerUnavailableError("down")], "new:1": [BrokerUnavailableError("down too")]}
+    refused = BrokerUnavailableError("failed to connect to all addresses")  # nothing was sent
+    answers = {"old:1": [refused], "new:1": [BrokerUnavailableError("down too")]}
     client, pool, routes = _client([_route("old:1"), _route("new:1")], answers)
     with pytest.raises(BrokerUnavailableError):
         client.ack("a", "G", "T", ["h"], 3)
@@ -129,3 +152,52 @@ def test_ack_reports_each_handles_outcome() -> None:
     client, _, _ = _client([_route("m:1")], {"m:1": [pb.AckPopResponse(results=results)]})
     out = client.ack("a", "G", "T", ["h1", "h2"], 3)
     assert out[0].error is None and isinstance(out[1].error, InvalidReceiptError)
+
+
+def test_a_retried_pop_asks_the_master_to_hold_only_for_the_time_left() -> None:
+    broke = BrokerUnavailableError("failed to connect to all addresses")  # (nothing sent: retried)
+    answers: Answers = {"old:1": [(10.0, broke)], "new:1": [pb.PopResponse()]}
+    client, pool, routes = _client([_route("old:1"), _route("new:1")], answers)
+    routes.refresh_s = 4.0  # a slow nameserver
+    client.pop("a", "G", "T", invisible_ms=1000, timeout_s=20, wait_ms=19_500)
+    waits = [c[2].max_wait_ms for c in pool.calls]
+    assert waits == [19_500, 5_500]  # 20 s - 14 s spent - the 0.5 s margin
+    assert pool.timeouts == [20, 6]
+    assert all(w / 1000 + 0.5 <= t for w, t in zip(waits, pool.timeouts, strict=True))
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        BrokerUnavailableError("Socket closed"),  # the connection broke after the request went out
+        BrokerUnavailableError("Cancelled"),
+        RequestTimeoutError("Deadline Exceeded"),
+    ],
+)
+def test_a_call_whose_outcome_is_unknown_is_not_tried_again(failure: Exception) -> None:
+    # a second try could pop a second batch, or answer a done ack INVALID_RECEIPT_HANDLE
+    for method, call in (
+        ("Pop", lambda c: c.pop("a", "G", "T", invisible_ms=1000, timeout_s=3)),
+        ("AckPop", lambda c: c.ack("a", "G", "T", ["h"], 3)),
+        ("ChangeInvisible", lambda c: c.change_invisible("a", "G", "T", "h", 0, 3)),
+        ("PopDeadLetter", lambda c: c.dead_letter("a", "G", "T", "h", 3)),
+    ):
+        client, pool, routes = _client([_route("old:1"), _route("new:1")], {"old:1": [failure], "new:1": []})
+        with pytest.raises(type(failure)):
+            call(client)
+        assert [c[:2] for c in pool.calls] == [("old:1", method)] and routes.refreshes == 0
+
+
+def test_a_group_with_no_master_yet_is_tried_again_after_a_refresh() -> None:
+    answers: Answers = {"m:1": [pb.PopDeadLetterResponse()]}
+    client, pool, routes = _client([_route(None), _route("m:1")], answers)
+    client.dead_letter("a", "G", "T", "h", 3)  # nothing was sent the first time: safe to try again
+    assert [c[0] for c in pool.calls] == ["m:1"] and routes.refreshes == 1
+
+
+def test_a_renewal_asks_to_keep_the_handle() -> None:
+    answers: Answers = {"m:1": [pb.ChangeInvisibleResponse(receipt_handle="h", deadline_ms=77)]}
+    client, pool, _ = _client([_route("m:1")], answers)
+    assert client.renew("a", "G", "T", "h", 60_000, 3) == 77
+    req = pool.calls[0][2]
+    assert (req.receipt_handle, req.invisible_ms, req.keep_handle) == ("h", 60_000, True)

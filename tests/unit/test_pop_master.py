@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from core.broker.core import BrokerCore
-from core.errors import InvalidArgumentError, InvalidReceiptError, QuotaExceededError, UnknownTopicError
+from core.errors import (
+    BrokerBusyError,
+    InvalidArgumentError,
+    InvalidReceiptError,
+    QuotaExceededError,
+    UnknownTopicError,
+)
 from core.pop import snapshot as pop_snapshot
 from core.pop.handles import Receipt, decode_handle, encode_handle, handle_key
 from core.pop.ops import PopResult
@@ -171,6 +177,35 @@ def test_change_invisible(broker: Broker) -> None:
     with pytest.raises(InvalidReceiptError):
         broker.popper.ack(G, T, handle)
     broker.popper.ack(G, T, back.handle)
+
+
+def test_a_renewal_keeps_the_handle_and_a_slaves_copy_has_it(
+    broker: Broker, tmp_path: Path, small_config: StoreConfig
+) -> None:
+    broker.send(b"a")
+    (m,) = broker.pop(inv=1000).messages
+    broker.clock[0] += 900
+    handle, deadline = broker.popper.change_invisible(G, T, m.handle, 1000, keep_handle=True)
+    assert handle == m.handle and deadline == broker.clock[0] + 1000
+    broker.clock[0] += 900  # past the first deadline: still invisible
+    assert broker.pop().messages == []
+    with pytest.raises(InvalidArgumentError):  # a renewal extends: 0 is not one
+        broker.popper.change_invisible(G, T, m.handle, 0, keep_handle=True)
+    copy = MessageStore(tmp_path / "copy", small_config)  # a slave's copy has the renewed deadline
+    table = PopTable()
+    copy.add_system_handler("pop", table.on_record)
+    try:
+        src, off = broker.core.store, 0
+        while off < src.commitlog.max_offset:
+            data, nxt = src.read_log(off, 1 << 20)
+            copy.append_replicated(off, data)
+            off = nxt
+        assert snapshot(table) == snapshot(broker.core.pops)
+    finally:
+        copy.close()
+    broker.popper.ack(G, T, m.handle)  # the handed-out handle acks it
+    with pytest.raises(InvalidReceiptError):  # and a settled one is not renewed
+        broker.popper.change_invisible(G, T, m.handle, 1000, keep_handle=True)
 
 
 def test_dead_letter_after_max_attempts(broker: Broker) -> None:
@@ -331,6 +366,40 @@ def test_long_poll_wakes_on_arrival(broker: Broker) -> None:
     out = broker.popper.pop(G, T, 0, 1, 1000, wait_ms=5000)
     assert [m.record.body for m in out.messages] == [b"late"] and out.held
     assert time.monotonic() - t0 < 4
+
+
+def test_a_sync_master_without_its_slaves_pops_nothing(tmp_path: Path, small_config: StoreConfig) -> None:
+    """X1 of the receive review: as a send, a pop is refused before its
+    record is written when too few slaves are in sync (its attempts would
+    burn on a pop answered REQUEST_TIMEOUT)."""
+    b = start(tmp_path, small_config, [int(time.time() * 1000)], replication__mode="sync")
+    try:
+        b.leader.create_topic(T, 1)
+        b.core.store.append([Message(T, 0, b"a")])
+        at = b.core.store.commitlog.max_offset
+        with pytest.raises(BrokerBusyError, match="in-sync"):
+            b.pop()
+        assert list(b.core.store.system_payloads("pop", at)) == []  # nothing recorded, no attempt burnt
+    finally:
+        close(b.core)
+
+
+def test_a_caller_gone_during_the_hold_is_handed_nothing_more(broker: Broker) -> None:
+    """X2 of the receive review: the re-pop after a hold checks the caller
+    first, so a message arriving as the caller leaves stays for the next."""
+    asked = []
+
+    def alive() -> bool:
+        asked.append(1)
+        if len(asked) == 1:  # still there after the first, empty pop; a message comes, the caller goes
+            broker.send(b"late")
+            return True
+        return False
+
+    out = broker.popper.pop(G, T, 0, 1, 1000, wait_ms=5000, alive=alive)
+    assert out.messages == [] and out.held
+    (m,) = broker.pop().messages
+    assert (m.record.body, m.attempt) == (b"late", 1)  # not burnt on the caller that left
 
 
 @pytest.mark.parametrize("how", ["clean", "no snapshot", "old snapshot", "damaged snapshot", "unclean"])

@@ -60,6 +60,9 @@ class Master:
         self._write(p)
         return int(p["gen"])
 
+    def renew(self, offset: int, gen: int, inv: int, now: int, key: Key = K) -> None:
+        self._write(self.table.plan_renew(key, offset, gen, inv, now))
+
 
 def snapshot(t: PopTable) -> dict[Key, tuple[int, int, dict[int, Any]]]:
     out = {}
@@ -115,6 +118,25 @@ def test_change_invisible_gives_a_new_generation() -> None:
     (q,) = m.pop(end=2, n=1, inv=100, now=0)
     m.change(1, q.gen, 0, now=10)
     assert [o for _, o, _ in m.table.expired(10)] == [1]
+
+
+def test_a_renewal_moves_the_deadline_and_keeps_the_handle() -> None:
+    m = Master()
+    (p,) = m.pop(end=10, n=1, inv=100, now=0)
+    m.renew(0, p.gen, 100, now=90)
+    e = m.table.get(K).inflight[0]  # type: ignore[union-attr]
+    assert (e.gen, e.deadline_ms, e.attempt) == (p.gen, 190, 1)  # the same handle acks it
+    assert m.table.expired(150) == [] and [o for _, o, _ in m.table.expired(190)] == [0]
+    m.renew(0, p.gen, 10, now=100)  # a shorter one does not pull the deadline in
+    assert m.table.get(K).inflight[0].deadline_ms == 190  # type: ignore[union-attr]
+    gen = m.change(0, p.gen, 5, now=100)
+    with pytest.raises(InvalidReceiptError):  # handed out again / changed since: refused
+        m.table.plan_renew(K, 0, p.gen, 100, now_ms=100)
+    stale = {"op": "rnw", "group": "G", "topic": "T", "queue": 0, "o": 0, "gen": p.gen, "dl": 10_000}
+    m.table.apply(stale)  # a record of an older generation: a no-op
+    assert m.table.get(K).inflight[0].deadline_ms == 105 and m.table.get(K).inflight[0].gen == gen  # type: ignore[union-attr]
+    with pytest.raises(InvalidArgumentError):
+        m.table.plan_renew(K, 0, gen, 0, now_ms=100)
 
 
 def test_acks_of_one_queue_are_one_record_and_refusals_stay_per_receipt() -> None:
@@ -317,6 +339,7 @@ OPS = st.lists(
         st.tuples(st.just("fpop"), st.integers(1, 6), st.integers(1, 4)),  # a tag filter: o % b == 0
         st.tuples(st.just("ack"), st.integers(0, 40), st.booleans()),
         st.tuples(st.just("chg"), st.integers(0, 40), st.integers(0, 50)),
+        st.tuples(st.just("rnw"), st.integers(0, 40), st.integers(1, 50)),
         st.tuples(st.just("tick"), st.integers(0, 60), st.just(0)),
         st.tuples(st.just("grow"), st.integers(0, 5), st.just(0)),
     ),
@@ -330,7 +353,8 @@ def test_model(ops: list[tuple[str, int, Any]], per_queue: int) -> None:
     """Against a model: every offset handed out (or passed by a tag filter:
     acked at once) is acked or in flight; the
     commit point never passes an unacked offset; an older generation never
-    acks or changes; generations never repeat; the replica (the same
+    acks, changes or renews; a renewal keeps the generation and only moves
+    a deadline later; generations never repeat; the replica (the same
     records) and a replay of the records agree with the master."""
     m = Master(per_queue=per_queue)
     now, end = 0, 10
@@ -377,6 +401,17 @@ def test_model(ops: list[tuple[str, int, Any]], per_queue: int) -> None:
                 gens.add(gen)
                 stale.append((a, live[a]))
                 live[a] = gen
+        elif op == "rnw":
+            if a in live:
+                before = m.table.get(K).inflight[a]  # type: ignore[union-attr]
+                m.renew(a, live[a], b, now)
+                after = m.table.get(K).inflight[a]  # type: ignore[union-attr]
+                assert after.gen == before.gen == live[a]  # the same handle
+                assert after.deadline_ms == max(before.deadline_ms, now + b)
+            elif stale:
+                off, gen = stale[a % len(stale)]
+                with pytest.raises(InvalidReceiptError):
+                    m.table.plan_renew(K, off, gen, b, now)
         elif op == "tick":
             now += a
         else:

@@ -413,6 +413,15 @@ def test_proxy_config_is_checked_before_anything_starts(
         wiring("proxy.namesrv=127.0.0.1:9876", "proxy.max_telemetry_streams=200", "proxy.max_receives=56")
     with pytest.raises(ConfigError, match=r"proxy\.auto_renew_invisible_ms"):
         wiring("proxy.namesrv=127.0.0.1:9876", "proxy.auto_renew_invisible_ms=10")
+    # one account's share of the held receives is below (or at) all of them
+    with pytest.raises(ConfigError, match=r"proxy\.max_receives_per_account"):
+        wiring("proxy.namesrv=127.0.0.1:9876", "proxy.max_receives_per_account=33")
+    with pytest.raises(ConfigError, match=r"proxy\.auto_renew_max_ms"):  # past RocketMQ's 3 h
+        wiring("proxy.namesrv=127.0.0.1:9876", "proxy.auto_renew_max_ms=10800001")
+    with pytest.raises(ConfigError, match=r"proxy\.client_alive_ms"):
+        wiring("proxy.namesrv=127.0.0.1:9876", "proxy.client_alive_ms=10")
+    with pytest.raises(ConfigError, match=r"proxy\.receive_write_ms"):
+        wiring("proxy.namesrv=127.0.0.1:9876", "proxy.receive_write_ms=0")
     # a proxy holding an account but checking none of its callers would lend that account to anyone
     profile = tmp_path / "profile.toml"
     profile.write_text(

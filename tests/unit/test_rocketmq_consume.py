@@ -5,7 +5,9 @@ handle of a change, assignments, and refusals that pop nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,8 @@ from core.record import decode_record
 from core.rocketmq.consume import Popped
 from core.rocketmq.service import MessagingService
 from core.rocketmq.settings import ServerSettings
-from core.rocketmq.streams import StreamGate
+from core.rocketmq.streams import Deadlines, DeadlineWatch, StreamGate
+from core.route import TopicRoute
 from core.security.acl import AclFile
 from core.security.mqv2 import Mqv2Policy, date_of, header
 from tests.helpers.records import make
@@ -39,6 +42,7 @@ def handle(broker: str = "a", offset: int = 5) -> str:
 class PopBackend(FakeBackend):
     """Pops answer from `batches` in turn (then nothing); each advances the fake clock by its wait."""
 
+    route_of: TopicRoute = field(default_factory=lambda: _route(("a", 4, True), ("b", 4, True)))
     batches: list[list[PoppedMessage]] = field(default_factory=list)
     held: bool = True
     now: float = 0.0
@@ -82,27 +86,53 @@ class PopBackend(FakeBackend):
         self.dead.append((broker_name, group, topic, handle))
 
 
+@dataclass
+class FakeWatch:
+    """The receive's write deadlines, fired by hand."""
+
+    armed: dict[int, tuple[float, Callable[[], None]]] = field(default_factory=dict)
+    n: int = 0
+
+    def arm(self, at: float, action: Callable[[], None]) -> int:
+        self.n += 1
+        self.armed[self.n] = (at, action)
+        return self.n
+
+    def disarm(self, token: int) -> None:
+        self.armed.pop(token, None)
+
+    def fire(self) -> None:
+        for _, action in list(self.armed.values()):
+            action()
+
+
 def _acl(tmp_path: Path) -> AclFile:
     f = tmp_path / "acl.toml"
     f.write_text(
         f'[[account]]\naccess_key = "app"\nsecret_key = "{SECRET}"\nsubscribe = ["orders"]\n'
+        'groups = ["billing"]\n'
+        f'[[account]]\naccess_key = "app2"\nsecret_key = "{SECRET}"\nsubscribe = ["orders"]\n'
         'groups = ["billing"]\n'
     )
     f.chmod(0o600)
     return AclFile(f, 0)
 
 
-def _service(tmp_path: Path, backend: PopBackend, receives: int = 4) -> MessagingService:
+def _service(
+    tmp_path: Path, backend: PopBackend, receives: int = 4, per_account: int = 0
+) -> MessagingService:
+    gate = StreamGate(receives, per_account or receives, "held receives")
     svc = MessagingService(
         backend, Mqv2Policy(_acl(tmp_path)), "127.0.0.1:8081", lambda: ServerSettings(1024),
-        wall_ms=lambda: CAPTURED_MS, receives=StreamGate(receives, receives, "held receives"),
+        wall_ms=lambda: CAPTURED_MS, receives=gate,
     )  # fmt: skip
     svc.consumption.clock = lambda: backend.now
+    svc.consumption.writes = FakeWatch()  # type: ignore[assignment]
     return svc
 
 
-def _signed(left_s: float = 8.0) -> FakeContext:
-    return FakeContext(list(header("app", SECRET, date_of(CAPTURED_MS))), left_s=left_s)
+def _signed(left_s: float = 8.0, account: str = "app") -> FakeContext:
+    return FakeContext(list(header(account, SECRET, date_of(CAPTURED_MS))), left_s=left_s)
 
 
 def _popped(offset: int, attempt: int = 1) -> PoppedMessage:
@@ -181,10 +211,10 @@ def test_push_receives_get_the_proxys_invisible_time(tmp_path: Path) -> None:
 def test_held_receives_are_capped(tmp_path: Path) -> None:
     backend = PopBackend(batches=[[_popped(1)]])
     svc = _service(tmp_path, backend, receives=1)
-    assert svc.consumption.receives.enter("") is None  # another receive holds the one place
+    assert svc.consumption.receives.enter("another") is None  # another receive holds the one place
     frames = list(svc.ReceiveMessage(_receive(), _signed()))
     assert [f.status.code for f in frames] == [d.TOO_MANY_REQUESTS] and backend.pops == []
-    svc.consumption.receives.leave("")
+    svc.consumption.receives.leave("another")
     assert next(iter(svc.ReceiveMessage(_receive(), _signed()))).status.code == d.OK
     assert svc.consumption.receives.open_streams() == 0  # every receive gave its place back
 
@@ -327,3 +357,116 @@ def test_a_handle_names_its_broker_group_in_clear() -> None:
     for bad in ("", "forged", "v1.!!.x", "v2.YQ.YQ", "v1..YQ"):
         with pytest.raises(InvalidReceiptError):
             broker_of(bad)
+
+
+def test_a_receive_holds_its_place_until_its_last_frame_is_written(tmp_path: Path) -> None:
+    backend = PopBackend(batches=[[_popped(1), _popped(2)]])
+    svc = _service(tmp_path, backend, receives=1)
+    frames = svc.ReceiveMessage(_receive(), _signed())
+    assert next(frames).status.code == d.OK and next(frames).HasField("message")
+    assert svc.consumption.receives.open_streams() == 1  # frames still to write: still counted
+    rest = list(frames)
+    assert [f.WhichOneof("content") for f in rest] == ["message", "delivery_timestamp"]
+    assert svc.consumption.receives.open_streams() == 0
+    assert svc.consumption.writes.armed == {} and backend.changes == []  # type: ignore[attr-defined]
+
+
+def test_frames_not_written_in_time_end_the_call_and_the_batch_comes_back(tmp_path: Path) -> None:
+    backend = PopBackend(batches=[[_popped(1), _popped(2)]])
+    svc = _service(tmp_path, backend, receives=1)
+    context = _signed(left_s=3000.0)  # a client's own deadline is no bound
+    frames = svc.ReceiveMessage(_receive(), context)
+    assert next(frames).status.code == d.OK
+    watch = svc.consumption.writes
+    ((at, _),) = watch.armed.values()  # type: ignore[attr-defined]
+    assert at == pytest.approx(backend.now + svc.consumption.write_s)
+    watch.fire()  # type: ignore[attr-defined]  # the client did not read the next frame in time
+    assert not context.active  # the call is cancelled: grpc stops writing, the thread is freed
+    frames.close()  # (what grpc's dropping of the stream does)
+    assert [c[1] for c in backend.changes] == [handle(offset=1), handle(offset=2)]
+    assert {c[2] for c in backend.changes} == {1_000}
+    assert svc.consumption.receives.open_streams() == 0
+
+
+def test_deadlines_run_each_armed_action_once_when_its_time_comes() -> None:
+    fired: list[str] = []
+    dl = Deadlines()
+    a = dl.arm(5.0, lambda: fired.append("a"))
+    dl.arm(2.0, lambda: fired.append("b"))
+    c = dl.arm(1.0, lambda: fired.append("c"))
+    dl.disarm(c)
+    assert dl.next_at() == 2.0 and len(dl) == 2
+    for action in dl.due(4.9):
+        action()
+    assert fired == ["b"] and dl.next_at() == 5.0
+    dl.disarm(a)
+    assert dl.due(100.0) == [] and dl.next_at() is None
+
+
+def test_the_watch_thread_runs_an_action_past_its_time() -> None:
+    watch = DeadlineWatch()
+    fired = threading.Event()
+    watch.arm(time.monotonic() + 0.05, fired.set)
+    kept = watch.arm(time.monotonic() + 0.05, lambda: pytest.fail("disarmed"))
+    watch.disarm(kept)
+    try:
+        assert fired.wait(5.0)
+    finally:
+        watch.close()
+
+
+def test_a_stream_broken_mid_write_gives_the_whole_batch_back(tmp_path: Path) -> None:
+    backend = PopBackend(batches=[[_popped(1), _popped(2), _popped(3)]])
+    svc = _service(tmp_path, backend)
+    context = _signed()
+    frames = svc.ReceiveMessage(_receive(), context)
+    assert next(frames).status.code == d.OK and next(frames).HasField("message")
+    context.active = False  # the client went away after the first message
+    frames.close()  # grpc stops asking; the stream is dropped
+    # the message written too: the client drops a batch whose stream failed
+    assert [c[1] for c in backend.changes] == [handle(offset=o) for o in (1, 2, 3)]
+    assert svc.consumption.receives.open_streams() == 0
+
+
+def test_one_account_cannot_take_every_held_receive(tmp_path: Path) -> None:
+    backend = PopBackend(batches=[[_popped(1)], [_popped(2)]])
+    svc = _service(tmp_path, backend, receives=3, per_account=2)
+    gate = svc.consumption.receives
+    assert gate.enter("account 'app'") is None and gate.enter("account 'app'") is None  # app holds its two
+    frames = list(svc.ReceiveMessage(_receive(), _signed()))
+    assert [f.status.code for f in frames] == [d.TOO_MANY_REQUESTS] and backend.pops == []
+    assert "'app'" in frames[0].status.message
+    other = list(svc.ReceiveMessage(_receive(), _signed(account="app2")))  # another account still gets one
+    assert other[0].status.code == d.OK and len(backend.pops) == 1
+
+
+def test_handles_naming_made_up_broker_groups_cost_no_backend_call_and_one_refresh(tmp_path: Path) -> None:
+    backend = PopBackend()
+    svc = _service(tmp_path, backend)
+    made_up = [handle(f"x{i}", i) for i in range(1000)] + [handle("bad name!", 1), handle("a" * 65, 2)]
+    reply = svc.AckMessage(_ack(*made_up, handle("a", 7)), _signed())
+    codes = [e.status.code for e in reply.entries]
+    assert codes == [d.INVALID_RECEIPT_HANDLE] * len(made_up) + [d.OK]
+    assert backend.acks == [("a", [handle("a", 7)])]  # only the real group's
+    assert (backend.routes, backend.refreshes) == (2, 1)  # one refresh for the whole call
+    for call in (
+        lambda: svc.ChangeInvisibleDuration(_change(handle("x1")), _signed()).status.code,
+        lambda: svc.ForwardMessageToDeadLetterQueue(_forward(handle("x1")), _signed()).status.code,
+    ):
+        assert call() == d.INVALID_RECEIPT_HANDLE
+    assert backend.changes == [] and backend.dead == [] and backend.refreshes == 3
+    frames = list(svc.ReceiveMessage(_receive(broker="x1"), _signed()))
+    assert [f.status.code for f in frames] == [d.BAD_REQUEST] and backend.pops == []  # RocketMQ's code
+
+
+def test_a_handle_of_a_group_with_no_live_master_is_ha_not_available_without_a_call(tmp_path: Path) -> None:
+    backend = PopBackend(route_of=_route(("a", 4, True), ("b", 4, False)))
+    reply = _service(tmp_path, backend).AckMessage(_ack(handle("b", 1), handle("a", 2)), _signed())
+    assert [e.status.code for e in reply.entries] == [d.HA_NOT_AVAILABLE, d.OK]
+    assert backend.acks == [("a", [handle("a", 2)])] and backend.refreshes == 0
+
+
+def test_an_ack_stops_at_the_clients_deadline(tmp_path: Path) -> None:
+    backend = PopBackend()
+    reply = _service(tmp_path, backend).AckMessage(_ack(handle("a", 1), handle("b", 2)), _signed(left_s=0.1))
+    assert [e.status.code for e in reply.entries] == [d.PROXY_TIMEOUT] * 2 and backend.acks == []

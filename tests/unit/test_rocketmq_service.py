@@ -34,8 +34,12 @@ class FakeBackend:
     sent: list[tuple[translate.Incoming, MessageQueue | None]] = field(default_factory=list)
     fail: Exception | None = None
     calls: int = 0  # native sends (one per batch)
+    routes: int = 0  # route lookups
+    refreshes: int = 0  # of them, refreshed
 
-    def route(self, topic: str, timeout_s: float) -> TopicRoute:
+    def route(self, topic: str, timeout_s: float, refresh: bool = False) -> TopicRoute:
+        self.routes += 1
+        self.refreshes += refresh
         if topic != "orders":
             raise UnknownTopicError(f"no route for {topic!r}")
         return self.route_of
@@ -65,6 +69,9 @@ class FakeContext:
 
     def is_active(self) -> bool:
         return self.active
+
+    def cancel(self) -> None:
+        self.active = False
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return self.metadata

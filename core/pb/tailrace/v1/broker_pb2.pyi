@@ -124,16 +124,18 @@ class AckPopResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[AckPopResult, _Mapping]]] = ..., served_by: _Optional[int] = ...) -> None: ...
 
 class ChangeInvisibleRequest(_message.Message):
-    __slots__ = ("group", "topic", "receipt_handle", "invisible_ms")
+    __slots__ = ("group", "topic", "receipt_handle", "invisible_ms", "keep_handle")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_HANDLE_FIELD_NUMBER: _ClassVar[int]
     INVISIBLE_MS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_HANDLE_FIELD_NUMBER: _ClassVar[int]
     group: str
     topic: str
     receipt_handle: str
     invisible_ms: int
-    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., receipt_handle: _Optional[str] = ..., invisible_ms: _Optional[int] = ...) -> None: ...
+    keep_handle: bool
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., receipt_handle: _Optional[str] = ..., invisible_ms: _Optional[int] = ..., keep_handle: _Optional[bool] = ...) -> None: ...
 
 class ChangeInvisibleResponse(_message.Message):
     __slots__ = ("receipt_handle", "deadline_ms", "served_by")
