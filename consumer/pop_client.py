@@ -13,25 +13,41 @@ passed) is never tried again: it may have been carried out. Whatever fails
 then is raised as the TailraceError it is. Routes and connections are the
 caller's (the proxy shares its producer's), so this holds no sockets of its
 own and nothing to close.
+
+With `bodies_elsewhere` (the proxy's), a Pop lets the master leave out the
+bodies of a cold queue (one its redirect advice sends to a slave): they are
+read here from that slave, the master for what it cannot serve
+(consumer/cold_reads.py). A message whose exact tag the expression does not
+match (the master filtered by tag hash) is acked at once; one whose body
+no broker served is given back (visible again in 1 s). `bodies` counts
+where the bodies came from.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from consumer.cold_reads import Fetched, RoutedPull, fetch_bodies
 from consumer.connection import ConnectionPool
 from consumer.retry_plan import outcome_unknown
 from consumer.routing import Routes
 from core.errors import BrokerUnavailableError, NotMasterError, TailraceError, for_code
 from core.pb.tailrace.v1 import broker_pb2 as pb
-from core.pop.ops import PoppedMessage
+from core.pop.ops import PoppedElsewhere, PoppedMessage
 from core.record import decode_record
+from core.route import MASTER_ID
+from core.subscription import Subscription
 
+log = logging.getLogger(__name__)
 MIN_CALL_S = 0.05  # less time than this left: no second try
 WAIT_MARGIN_S = 0.5  # a held pop is asked to answer this long before the call's deadline
+GIVE_BACK_MS = 1000  # a popped message whose body could not be read is visible again this soon
+SETTLE_S = 1.0  # at most this long, past the caller's time, to ack or give back what it does not get
 
 
 @dataclass(frozen=True)
@@ -49,11 +65,19 @@ class AckOutcome:
 
 class PopClient:
     def __init__(
-        self, routes: Routes, pool: ConnectionPool, clock: Callable[[], float] = time.monotonic
+        self,
+        routes: Routes,
+        pool: ConnectionPool,
+        clock: Callable[[], float] = time.monotonic,
+        bodies_elsewhere: bool = False,
     ) -> None:
         self.routes = routes
         self.pool = pool
         self.clock = clock
+        self.bodies_elsewhere = bodies_elsewhere
+        # popped messages by where their bodies came from: "pop" (the master's answer),
+        # "slave" and "master_pull" (read here); "tag_mismatch" (acked), "given_back"
+        self.bodies: Counter[str] = Counter()
 
     def pop(
         self,
@@ -72,6 +96,7 @@ class PopClient:
         pop up to `wait_ms` (cut to leave the call's deadline a margin) when
         it has nothing. `tag_expression`: "*" (or "") all, else tags joined
         by "||"; what it does not match counts as consumed."""
+        deadline = self.clock() + timeout_s
         req = pb.PopRequest(
             group=group,
             topic=topic,
@@ -79,13 +104,74 @@ class PopClient:
             max_messages=max_messages,
             invisible_ms=invisible_ms,
             tag_expression=tag_expression,
+            bodies_elsewhere=self.bodies_elsewhere,
         )
         reply, address = self._call(broker_name, topic, "Pop", req, timeout_s, wait_ms=max(0, wait_ms))
-        messages = [
-            PoppedMessage(decode_record(m.record), m.record, m.attempt, m.receipt_handle, m.deadline_ms)
-            for m in reply.messages
-        ]
+        messages: list[PoppedMessage] = []
+        elsewhere: list[PoppedElsewhere] = []
+        for m in reply.messages:
+            if m.record:
+                messages.append(
+                    PoppedMessage(
+                        decode_record(m.record), m.record, m.attempt, m.receipt_handle, m.deadline_ms
+                    )
+                )
+            else:
+                elsewhere.append(
+                    PoppedElsewhere(
+                        m.queue_id, m.queue_offset, m.size, m.read_from, m.attempt, m.receipt_handle,
+                        m.deadline_ms,
+                    )
+                )  # fmt: skip
+        self.bodies["pop"] += len(messages)
+        if elsewhere:
+            messages += self._read_elsewhere(broker_name, group, topic, tag_expression, elsewhere, deadline)
         return PopBatch(messages, address, reply.held)
+
+    def _read_elsewhere(
+        self,
+        broker_name: str,
+        group: str,
+        topic: str,
+        tag_expression: str,
+        refs: list[PoppedElsewhere],
+        deadline: float,
+    ) -> list[PoppedMessage]:
+        """The bodies of a cold pop, from the brokers the master named
+        (the master for the rest); what cannot be delivered is settled:
+        acked (another tag) or given back (no body)."""
+        pull = RoutedPull(self.routes, self.pool, broker_name, group, topic)
+        got = fetch_bodies(refs, pull, Subscription.parse(tag_expression), deadline, self.clock)
+        self.bodies["slave"] += sum(n for b, n in got.served_by.items() if b != MASTER_ID)
+        self.bodies["master_pull"] += got.served_by[MASTER_ID]
+        if got.errors:
+            log.info(
+                "cold reads from %s: %d run(s) from the master instead: %s",
+                broker_name,
+                got.fallbacks,
+                got.errors[0],
+            )
+        self._settle(broker_name, group, topic, got)
+        return got.messages
+
+    def _settle(self, broker_name: str, group: str, topic: str, got: Fetched) -> None:
+        end = self.clock() + SETTLE_S
+        if got.mismatched:  # the tag's hash matched, the tag did not: consumed, as the master does
+            try:
+                self.ack(broker_name, group, topic, [m.handle for m in got.mismatched], SETTLE_S)
+                self.bodies["tag_mismatch"] += len(got.mismatched)
+            except TailraceError as exc:  # they come back after their invisibility, checked again
+                log.info("could not ack %d message(s) of another tag: %s", len(got.mismatched), exc)
+        for ref in got.missing:
+            left = end - self.clock()
+            if left < MIN_CALL_S:
+                log.info("%d message(s) without a body not given back in time", len(got.missing))
+                return
+            try:
+                self.change_invisible(broker_name, group, topic, ref.handle, GIVE_BACK_MS, left)
+                self.bodies["given_back"] += 1
+            except TailraceError as exc:  # it comes back after its invisible time instead
+                log.info("could not give back a message without a body: %s", exc)
 
     def ack(
         self, broker_name: str, group: str, topic: str, handles: Sequence[str], timeout_s: float

@@ -63,7 +63,9 @@ class ClusterBackend:
         """`fixed_body_bytes`: the limit to tell clients (0: from the masters
         of `cluster`, `fallback_body_bytes` until one answers)."""
         self.producer = Producer(namesrv=namesrv, profile=profile)
-        self.pops = PopClient(self.producer.routes, self.producer.pool)
+        # cold queues' bodies from slaves (the masters' redirect advice; docs/design.md, Cold pops)
+        self.pops = PopClient(self.producer.routes, self.producer.pool, bodies_elsewhere=True)
+        self._bodies_logged: dict[str, int] = {}
         self._max_attempts = 0  # the masters' least pop_max_attempts (0: none told yet)
         self.fallback = fallback_body_bytes
         self.fixed = fixed_body_bytes
@@ -153,10 +155,25 @@ class ClusterBackend:
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(LIMIT_REFRESH_S):
+            self.log_bodies()
             try:
                 self.refresh_limit()
             except Exception:  # a failed round is logged, the next one tries again
                 log.exception("refreshing the brokers' limits failed")
+
+    def log_bodies(self) -> None:
+        """Where popped messages' bodies came from, so far (a line when it
+        changed: every 30 s and at close; the proxy has no metrics port)."""
+        now = dict(self.pops.bodies)
+        if now == self._bodies_logged:
+            return
+        self._bodies_logged = now
+        log.info(
+            "cold reads: bodies of popped messages so far: %d in masters' pops, %d from slaves, %d from "
+            "masters' pulls; %d acked for another tag, %d given back without a body",
+            now.get("pop", 0), now.get("slave", 0), now.get("master_pull", 0), now.get("tag_mismatch", 0),
+            now.get("given_back", 0),
+        )  # fmt: skip
 
     def _masters_limits(self) -> list[dict[str, int]]:
         """Each answering master's integer `details.limits`."""
@@ -187,4 +204,5 @@ class ClusterBackend:
 
     def close(self) -> None:
         self._stop.set()
+        self.log_bodies()
         self.producer.close()

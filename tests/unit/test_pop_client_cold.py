@@ -1,0 +1,142 @@
+"""The pop client's cold reads (issue 18): a Pop asked with
+bodies_elsewhere, the bodies the master left out read from the slave it
+named, the master's Pull for what the slave cannot serve, another tag acked
+and a message without a body given back. Fake routes and connections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from consumer.pop_client import PopClient
+from core.errors import BrokerUnavailableError
+from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.route import BrokerEndpoint, GroupRoute, TopicRoute
+from tests.helpers.records import make
+from tests.unit.test_pop_client import Answers, Clock, FakePool, FakeRoutes
+
+pytestmark = pytest.mark.unit
+
+
+def _route(slave_alive: bool = True) -> TopicRoute:
+    brokers = (
+        BrokerEndpoint(0, "m:1", "master", 1, True, 0),
+        BrokerEndpoint(1, "s:1", "slave", 1, slave_alive, 0),
+    )
+    return TopicRoute("T", (GroupRoute("a", "c", 4, 4, "rw", brokers),))
+
+
+def _client(answers: Answers, slave_alive: bool = True) -> tuple[PopClient, FakePool]:
+    clock = Clock()
+    r, pool = FakeRoutes([_route(slave_alive)], clock=clock), FakePool(answers, clock=clock)
+    return PopClient(r, pool, clock=clock, bodies_elsewhere=True), pool  # type: ignore[arg-type]
+
+
+def _rec(offset: int, tags: str = "x") -> bytes:
+    return make(topic="T", queue_id=2, queue_offset=offset, body=f"b{offset}".encode(), tags=tags)
+
+
+def _cold(offset: int, tags: str = "x") -> pb.PoppedRecord:
+    size = len(_rec(offset, tags))
+    return pb.PoppedRecord(
+        attempt=1,
+        receipt_handle=f"h{offset}",
+        deadline_ms=9,
+        queue_id=2,
+        queue_offset=offset,
+        size=size,
+        read_from=1,
+    )
+
+
+def _pulled(*records: bytes) -> pb.PullResponse:
+    return pb.PullResponse(status=pb.FOUND, records=b"".join(records), count=len(records))
+
+
+def _pop(client: PopClient, tags: str = "*") -> list[bytes]:
+    batch = client.pop("a", "G", "T", invisible_ms=1000, timeout_s=3, tag_expression=tags)
+    return [m.record.body for m in batch.messages]
+
+
+def _calls(pool: FakePool) -> list[tuple[str, str]]:
+    return [(address, method) for address, method, _ in pool.calls]
+
+
+def test_the_bodies_left_out_are_read_from_the_named_slave_in_one_pull() -> None:
+    hot = pb.PoppedRecord(record=_rec(0), attempt=1, receipt_handle="h0", deadline_ms=9)
+    answers: dict[str, list[Any]] = {
+        "m:1": [pb.PopResponse(messages=[hot, _cold(5), _cold(6)])],
+        "s:1": [_pulled(_rec(5), _rec(6))],
+    }
+    client, pool = _client(answers)
+    assert _pop(client) == [b"b0", b"b5", b"b6"]
+    assert pool.calls[0][2].bodies_elsewhere
+    pull = pool.calls[1][2]
+    assert (pool.calls[1][:2], pull.group, pull.queue_id, pull.queue_offset, pull.max_messages) == (
+        ("s:1", "Pull"), "G", 2, 5, 2,
+    )  # fmt: skip
+    assert client.bodies == {"pop": 1, "slave": 2, "master_pull": 0}
+
+
+def test_a_slave_that_fails_sends_the_read_to_the_master() -> None:
+    answers: dict[str, list[Any]] = {
+        "m:1": [pb.PopResponse(messages=[_cold(5), _cold(6)]), _pulled(_rec(5), _rec(6))],
+        "s:1": [BrokerUnavailableError("down")],
+    }
+    client, pool = _client(answers)
+    assert _pop(client) == [b"b5", b"b6"]
+    assert _calls(pool) == [("m:1", "Pop"), ("s:1", "Pull"), ("m:1", "Pull")]
+    assert client.bodies["master_pull"] == 2 and client.bodies["slave"] == 0
+
+
+def test_a_slave_the_route_says_is_down_is_not_asked() -> None:
+    answers: dict[str, list[Any]] = {"m:1": [pb.PopResponse(messages=[_cold(5)]), _pulled(_rec(5))]}
+    client, pool = _client(answers, slave_alive=False)
+    assert _pop(client) == [b"b5"]
+    assert _calls(pool) == [("m:1", "Pop"), ("m:1", "Pull")]
+
+
+def test_another_tag_behind_a_hash_collision_is_acked_not_delivered() -> None:
+    answers: dict[str, list[Any]] = {
+        "m:1": [
+            pb.PopResponse(messages=[_cold(5, "x"), _cold(6, "y")]),
+            pb.AckPopResponse(results=[pb.AckPopResult()]),
+        ],
+        "s:1": [_pulled(_rec(5, "x"), _rec(6, "y"))],
+    }
+    client, pool = _client(answers)
+    assert _pop(client, tags="x") == [b"b5"]
+    address, method, ack = pool.calls[-1]
+    assert (address, method, list(ack.receipt_handles)) == ("m:1", "AckPop", ["h6"])
+    assert client.bodies["tag_mismatch"] == 1
+
+
+def test_a_message_no_broker_has_is_given_back_not_dropped() -> None:
+    answers: dict[str, list[Any]] = {
+        "m:1": [
+            pb.PopResponse(messages=[_cold(5), _cold(6)]),
+            pb.PullResponse(status=pb.NO_NEW_MSG),  # the master: not there either (6)
+            pb.ChangeInvisibleResponse(receipt_handle="h6b", deadline_ms=1),
+        ],
+        "s:1": [_pulled(_rec(5)), pb.PullResponse(status=pb.RETRY_ELSEWHERE)],  # the slave stops after 5
+    }
+    client, pool = _client(answers)
+    assert _pop(client) == [b"b5"]
+    address, method, change = pool.calls[-1]
+    assert (address, method, change.receipt_handle, change.invisible_ms) == (
+        "m:1",
+        "ChangeInvisible",
+        "h6",
+        1000,
+    )
+    assert client.bodies["given_back"] == 1
+
+
+def test_without_the_flag_the_request_asks_for_bodies() -> None:
+    hot = pb.PoppedRecord(record=_rec(0), attempt=1, receipt_handle="h0", deadline_ms=9)
+    clock = Clock()
+    pool = FakePool({"m:1": [pb.PopResponse(messages=[hot])]}, clock=clock)
+    client = PopClient(FakeRoutes([_route()], clock=clock), pool, clock=clock)  # type: ignore[arg-type]
+    assert _pop(client) == [b"b0"]
+    assert not pool.calls[0][2].bodies_elsewhere
