@@ -67,15 +67,20 @@ def official(home: Path, spec: dict[str, Any], timeout_s: float, cpu: str | None
     return out
 
 
+def numbered(tag: str, i: int, size: int) -> bytes:
+    """A body a receiver tells apart without a message id (our native sends carry none)."""
+    return f"{tag}{i:016d}".encode()[:24].ljust(max(size, 24), b"x")
+
+
 def _native_produce(ns: str, topic: str, count: int, size: int, window: int) -> dict[str, Any]:
-    body = b"x" * size
+    tag = f"n{window:02d}-"
     with Producer(namesrv=[ns], max_in_flight=max(window, 1)) as prod:
         t0 = time.monotonic()
         if window <= 1:
-            for _ in range(count):
-                prod.send(topic, body)
+            for i in range(count):
+                prod.send(topic, numbered(tag, i, size))
         else:
-            futs = [prod.send_batch_async(topic, [body]) for _ in range(count)]
+            futs = [prod.send_batch_async(topic, [numbered(tag, i, size)]) for i in range(count)]
             for f in futs:
                 f.result()
         seconds = time.monotonic() - t0
@@ -142,11 +147,15 @@ def _cold_run(root: Path, args: argparse.Namespace, redirect: bool) -> dict[str,
             )  # fmt: skip
             (ns,) = c.namesrv
             m, (s,) = c.groups["m"].master, c.groups["m"].slaves
-            body = b"x" * args.size
             per_batch = max(1, (256 * 1024) // args.size)
             batches = args.backlog_mib * 1024 * 1024 // (per_batch * args.size)
             with Producer(m.address, max_in_flight=4) as prod:
-                futs = [prod.send_batch_async("cold", [body] * per_batch) for _ in range(batches)]
+                futs = [
+                    prod.send_batch_async(
+                        "cold", [numbered("c-", b * per_batch + i, args.size) for i in range(per_batch)]
+                    )
+                    for b in range(batches)
+                ]
                 for f in futs:
                     f.result()
             wait_caught_up(m, [s], timeout_s=600)
@@ -155,7 +164,10 @@ def _cold_run(root: Path, args: argparse.Namespace, redirect: bool) -> dict[str,
                 "mode": "receive", "endpoints": proxy.info["endpoint"], "topic": "cold", "group": "cold-v2",
                 "count": 1 << 40, "seconds": args.seconds, "size": args.size,
             }  # fmt: skip
+            idle0 = process_read_bytes(m.pid)  # what the master reads anyway (its own pages evicted, ...)
+            time.sleep(args.idle_seconds)
             m0, s0 = process_read_bytes(m.pid), process_read_bytes(s.pid)
+            idle_mb = (m0 - idle0) / 1e6
             rx = official(home, spec, args.seconds + 120, cpu="1")
             m1, s1 = process_read_bytes(m.pid), process_read_bytes(s.pid)
             status = broker_status(m)["details"]
@@ -166,6 +178,7 @@ def _cold_run(root: Path, args: argparse.Namespace, redirect: bool) -> dict[str,
         cg_s.remove()
     return {
         "master_disk_read_mb": round((m1 - m0) / 1e6, 1),
+        "master_disk_read_mb_idle_before": round(idle_mb, 1),  # over idle_seconds, no receiver
         "slave_disk_read_mb": round((s1 - s0) / 1e6, 1),
         "received": rx,
         "master_popped": status.get("popped", {}),
@@ -180,6 +193,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="the cold receiver's window")
     p.add_argument("--backlog-mib", type=int, default=1024)
     p.add_argument("--limit-mib", type=int, default=256, help="memory cgroup limit of master and slave")
+    p.add_argument("--idle-seconds", type=float, default=10.0, help="the master's reads measured idle first")
     p.add_argument("--skip-rates", action="store_true")
     p.add_argument("--skip-cold", action="store_true")
     p.add_argument("--json", action="store_true")
