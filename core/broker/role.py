@@ -34,6 +34,7 @@ class SendOutcome:
     detail: str = ""
     master_address: str = ""
     epoch: int = 0
+    transaction_ids: list[str] = field(default_factory=list)  # a transactional send's, one per message
 
 
 @dataclass(slots=True)
