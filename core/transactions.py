@@ -29,9 +29,10 @@ import hashlib
 import hmac
 import secrets
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 from core.errors import BrokerBusyError, InvalidArgumentError, InvalidTransactionError
 from core.record import Message, Record
@@ -301,3 +302,29 @@ class TxnTable:
         """A check was offered (its op appended): counted, the next one an interval later."""
         h.checks += 1
         h.next_check_ms = now_ms + self.check_interval_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A check to put to a producer of `topic`: the half as it would be committed."""
+
+    transaction_id: str
+    message: Message  # its real topic and queue, the producer's fields
+    producer_group: str
+    checks: int
+    physical_offset: int
+    store_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    outcome: Outcome
+    repeated: bool  # ended before (this outcome, or a discard for a rollback): nothing done now
+
+
+class TransactionOps(Protocol):
+    """The leader's transactions (master/transactions.py), as the broker service calls them."""
+
+    def end(self, topic: str, transaction_id: str, outcome: Outcome) -> Ended: ...
+
+    def poll(self, max_count: int, wait_ms: int, alive: Callable[[], bool] = ...) -> list[Orphan]: ...

@@ -37,7 +37,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.errors import (
@@ -56,7 +55,9 @@ from core.transactions import (
     TXN_GROUP,
     TXN_QUEUE,
     TXN_TOPIC,
+    Ended,
     Half,
+    Orphan,
     Outcome,
     TxnId,
     TxnTable,
@@ -83,24 +84,6 @@ COMMIT_MS = 5000  # `low` moved: committed at most this long after
 
 def wall_ms() -> int:
     return int(time.time() * 1000)  # half deadlines outlive this process: wall clock
-
-
-@dataclass(frozen=True, slots=True)
-class Orphan:
-    """A check to put to a producer of `topic`: the half as it would be committed."""
-
-    transaction_id: str
-    message: Message  # its real topic and queue, the producer's fields
-    producer_group: str
-    checks: int
-    physical_offset: int
-    store_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    outcome: Outcome
-    repeated: bool  # ended before (this outcome, or a discard for a rollback): nothing done now
 
 
 class Transactions:
