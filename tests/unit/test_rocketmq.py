@@ -150,7 +150,8 @@ def test_fifo_keeps_its_group_and_types_not_served_are_refused() -> None:
     assert fifo.group == "g1" and fifo.properties[translate.MESSAGE_GROUP] == "g1"
     cases = [
         (_msg(message_type=d.DELAY), d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE),  # no delivery timestamp
-        (_msg(message_type=d.TRANSACTION), d.NOT_IMPLEMENTED),
+        (_msg(message_type=d.LITE), d.NOT_IMPLEMENTED),
+        (_msg(message_type=d.TRANSACTION, message_group="g"), d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE),
         (_msg(message_type=d.FIFO), d.ILLEGAL_MESSAGE_GROUP),
         (_msg(message_group="g"), d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE),
         (_msg(b""), d.MESSAGE_BODY_EMPTY),
@@ -440,3 +441,12 @@ def test_refused_calls_are_logged_within_a_budget() -> None:
     assert [budget.allow(t) for t in (0, 1, 2, 3)] == [True, True, False, False]
     assert budget.dropped == 2
     assert budget.allow(10.5) and budget.dropped == 0  # a new window (the dropped count logged)
+
+
+def test_a_transaction_message_is_a_half_and_is_not_mixed_with_others() -> None:
+    half = translate.incoming(_msg(message_type=d.TRANSACTION, tag="t"), 1024, 0)
+    assert half.transactional and half.properties["TRAN_MSG"] == "true" and half.tags == "t"
+    assert not translate.incoming(_msg(), 1024, 0).transactional
+    with pytest.raises(Refused) as info:
+        translate.batch([_msg(message_type=d.TRANSACTION), _msg()], 1024, 0)
+    assert info.value.code == d.BAD_REQUEST
