@@ -227,6 +227,15 @@ class Transactions:
         tid = encode_id(self.key, TxnId(self.broker, half.offset, half.nonce))
         return Orphan(tid, from_half(rec), half.group, half.checks, rec.physical_offset, rec.store_ms)
 
+    def status(self) -> dict[str, int]:
+        """For Status.details["transactions"] (read without the lock: a glance)."""
+        return {
+            "open": len(self.table.open),
+            "offered": len(self._offered),
+            "discarded": self.discarded,
+            "rebuilt": int(self.rebuilt),
+        }
+
     # ---- the thread ------------------------------------------------------------------
 
     def start(self) -> None:

@@ -443,6 +443,9 @@ class BrokerCore:
             },
         }
         details["replication"] = mine.replication
+        txn = getattr(role, "transactions", None)  # the leader's (master/transactions.py)
+        if txn is not None:
+            details["transactions"] = txn.status()
         if self.failover:
             details["failover"] = {
                 "node_id": self.node_id,

@@ -250,7 +250,8 @@ def test_routes_name_the_proxy_in_a_stable_order() -> None:
     assert [(q.broker.name, q.id) for q in mqs] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
     assert all(q.broker.id == 0 and q.broker.endpoints == proxy for q in mqs)
     assert all(
-        q.permission == d.READ_WRITE and list(q.accept_message_types) == [d.NORMAL, d.FIFO, d.DELAY]
+        q.permission == d.READ_WRITE
+        and list(q.accept_message_types) == [d.NORMAL, d.FIFO, d.DELAY, d.TRANSACTION]
         for q in mqs
     )
     assert proxy.scheme == d.IPv4 and routes.endpoints("[::1]:1").scheme == d.IPv6
