@@ -48,8 +48,10 @@ from consumer.send_logic import (
     Steps,
     by_key,
 )
+from consumer.transactions import EndResult, TransactionClient
 from core.errors import RequestTimeoutError, TailraceError
 from core.route import MessageQueue
+from core.transactions import PRODUCER_GROUP, TRAN_MSG
 
 __all__ = ["OutgoingMessage", "Producer", "SendReceipt", "by_key"]
 
@@ -81,6 +83,7 @@ class Producer:
         self.max_in_flight = max_in_flight
         self._executor = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="send")
         self._window = threading.BoundedSemaphore(max_in_flight)
+        self.transactions = TransactionClient(self.routes, self.pool, clock)
 
     # ---- sending -----------------------------------------------------------------------
 
@@ -99,6 +102,37 @@ class Producer:
         (the master holds it until then, at most its broker.max_delay_ms ahead)."""
         msg = OutgoingMessage(body, tags, keys, properties, deliver_at_ms=deliver_at_ms)
         return self.send_batch(topic, [msg], queue_id=queue_id, key=key)[0]
+
+    def send_transactional(
+        self,
+        topic: str,
+        body: bytes,
+        tags: str = "",
+        keys: str = "",
+        properties: Mapping[str, str] | None = None,
+        producer_group: str = "",
+        queue_id: int = -1,
+        key: str | None = None,
+    ) -> SendReceipt:
+        """A half message: stored, invisible to consumers until
+        `end_transaction` commits it (its receipt's `transaction_id` names
+        it); rolled back by the broker after its orphan checks if never ended."""
+        props = {**(properties or {}), TRAN_MSG: "true"}
+        if producer_group:
+            props[PRODUCER_GROUP] = producer_group
+        receipt = self.send_batch(
+            topic, [OutgoingMessage(body, tags, keys, props)], queue_id=queue_id, key=key
+        )[0]
+        if not receipt.transaction_id:
+            raise TailraceError(f"the broker of {receipt.broker_name!r} stored no half message (too old?)")
+        return receipt
+
+    def end_transaction(
+        self, topic: str, transaction_id: str, commit: bool, timeout_s: float | None = None
+    ) -> EndResult:
+        """Commit (the message is stored in `topic`, once) or roll back a
+        transaction; ending it again the same way does nothing more."""
+        return self.transactions.end(topic, transaction_id, commit, self.logic.limit(timeout_s))
 
     def send_batch(
         self,

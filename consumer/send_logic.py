@@ -51,6 +51,7 @@ class SendReceipt:
     broker_name: str = ""
     epoch: int = 0  # the master epoch it was acknowledged in (0: no controller)
     address: str = ""  # the broker that answered
+    transaction_id: str = ""  # a transactional send's (end it with Producer.end_transaction)
 
 
 @dataclass(slots=True)
@@ -444,6 +445,15 @@ def receipts_of(resp: pb.SendResponse, mq: MessageQueue | None, address: str, n:
             name,
             resp.epoch,
             address,
+            t,
         )
-        for q, p in zip(resp.queue_offsets, resp.physical_offsets, strict=True)
+        for q, p, t in zip(
+            resp.queue_offsets, resp.physical_offsets, _ids(resp, len(resp.queue_offsets)), strict=True
+        )
     ]
+
+
+def _ids(resp: pb.SendResponse, n: int) -> list[str]:
+    """A transactional send's ids, one per stored message ("" for any other send)."""
+    ids = list(resp.transaction_ids)
+    return ids if len(ids) == n else [""] * n

@@ -64,6 +64,8 @@ RPC_ACCESS: dict[str, Access] = {
     "/tailrace.v1.Broker/AckPop": WRITE,
     "/tailrace.v1.Broker/ChangeInvisible": WRITE,
     "/tailrace.v1.Broker/PopDeadLetter": WRITE,
+    "/tailrace.v1.Broker/EndTransaction": WRITE,  # transaction state is the master's
+    "/tailrace.v1.Broker/PollOrphanTransactions": WRITE,
     "/tailrace.v1.Broker/Pull": READ,
     "/tailrace.v1.Broker/QueryOffset": READ,
     "/tailrace.v1.Broker/GetQueueOffsets": READ,

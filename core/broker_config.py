@@ -101,6 +101,20 @@ class BrokerSection:
         default=1 << 30,
         metadata=_doc("body bytes the timer holds due later; past it sends are refused (busy)"),
     )
+    transaction_check_after_ms: int = field(
+        default=6000,
+        metadata=_doc("a half message open this long is an orphan: its producer is asked (RocketMQ: 6 s)"),
+    )
+    transaction_check_interval_ms: int = field(
+        default=60_000, metadata=_doc("an orphan is asked again this long after each check")
+    )
+    transaction_max_checks: int = field(
+        default=15, metadata=_doc("checks of an orphan before the broker rolls it back (RocketMQ: 15)")
+    )
+    transaction_max_open: int = field(
+        default=100_000,
+        metadata=_doc("open transactions (half messages); past it transactional sends are refused (busy)"),
+    )
 
     @property
     def nameservers(self) -> list[str]:
@@ -160,6 +174,13 @@ class BrokerSection:
         )
         require(self.timer_max_pending >= 1, f"{prefix}.timer_max_pending", "must be at least 1")
         require(self.timer_max_pending_bytes >= 1, f"{prefix}.timer_max_pending_bytes", "must be at least 1")
+        for key, lo, hi in (
+            ("transaction_check_after_ms", 100, DAY_MS),
+            ("transaction_check_interval_ms", 100, DAY_MS),
+            ("transaction_max_checks", 1, 1000),
+            ("transaction_max_open", 1, 10_000_000),
+        ):
+            require(lo <= getattr(self, key) <= hi, f"{prefix}.{key}", f"must be in {lo}..{hi}")
         if self.role is Role.SLAVE and not self.controller:
             require(bool(self.master), f"{prefix}.master", "a slave needs its master's address")
         if self.master:

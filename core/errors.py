@@ -224,6 +224,14 @@ class InvalidReceiptError(TailraceError):
     code = "INVALID_RECEIPT_HANDLE"
 
 
+class InvalidTransactionError(TailraceError):
+    """A transaction id that names no open half of this broker group:
+    altered, forged, another group's, or of a transaction ended otherwise
+    (or forgotten). Nothing was done."""
+
+    code = "INVALID_TRANSACTION_ID"
+
+
 class StorageFullError(TailraceError):
     code = "STORAGE_FULL"
     retriable = True

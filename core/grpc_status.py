@@ -43,6 +43,7 @@ TO_GRPC: dict[str, grpc.StatusCode] = {
     e.UnauthenticatedError.code: grpc.StatusCode.UNAUTHENTICATED,
     e.QuotaExceededError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.InvalidReceiptError.code: grpc.StatusCode.FAILED_PRECONDITION,
+    e.InvalidTransactionError.code: grpc.StatusCode.FAILED_PRECONDITION,
     e.DiskFullError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.PermissionDeniedError.code: grpc.StatusCode.PERMISSION_DENIED,
     e.TailraceError.code: grpc.StatusCode.INTERNAL,

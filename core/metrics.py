@@ -123,6 +123,18 @@ class BrokerMetrics:
             "Timer passes or deliveries that failed and are tried again",
             registry=r,
         )
+        self.transactions_open = Gauge(
+            "tailrace_transactions_open", "Half messages neither committed nor rolled back", registry=r
+        )
+        self.transactions_ended = Counter(
+            "tailrace_transactions_ended",
+            "Transactions ended, by outcome (commit, rollback; discard: rolled back after the last check)",
+            ["outcome"],
+            registry=r,
+        )
+        self.transaction_checks = Counter(
+            "tailrace_transaction_checks", "Orphan checks offered to producers (through proxies)", registry=r
+        )
         r.register(_StateCollector(snapshot))
 
     def serve(self, host: str, port: int, tls_files: tuple[str, str] | None = None) -> int:

@@ -23,10 +23,13 @@ from consumer.producer import Producer
 from consumer.profile import Profile
 from consumer.routing import group_from_pb
 from consumer.send_logic import OutgoingMessage
+from consumer.transactions import TransactionClient
 from core.errors import TailraceError
 from core.pb.tailrace.v1 import broker_pb2 as bpb
+from core.record import Record
 from core.rocketmq.consume import Popped
 from core.rocketmq.service import Stored
+from core.rocketmq.transactions import Check
 from core.rocketmq.translate import Incoming
 from core.route import GroupRoute, MessageQueue, TopicRoute
 
@@ -66,6 +69,7 @@ class ClusterBackend:
         # cold queues' bodies from slaves (the masters' redirect advice; docs/design.md, Cold pops)
         self.pops = PopClient(self.producer.routes, self.producer.pool, bodies_elsewhere=True)
         self._bodies_logged: dict[str, int] = {}
+        self.transactions = TransactionClient(self.producer.routes, self.producer.pool)
         self._max_attempts = 0  # the masters' least pop_max_attempts (0: none told yet)
         self.fallback = fallback_body_bytes
         self.fixed = fixed_body_bytes
@@ -83,7 +87,45 @@ class ClusterBackend:
             OutgoingMessage(m.body, m.tags, m.keys, m.properties, m.born_ms, m.deliver_at_ms) for m in batch
         ]
         receipts = self.producer.send_batch(batch[0].topic, out, queue=queue, timeout_s=timeout_s)
-        return [Stored(r.status, r.broker_name, r.queue_id, r.queue_offset) for r in receipts]
+        return [
+            Stored(r.status, r.broker_name, r.queue_id, r.queue_offset, r.transaction_id) for r in receipts
+        ]
+
+    def end_transaction(
+        self, topic: str, transaction_id: str, commit: bool, from_check: bool, timeout_s: float
+    ) -> None:
+        self.transactions.end(topic, transaction_id, commit, timeout_s, from_check=from_check)
+
+    def poll_orphans(self, max_count: int, timeout_s: float) -> list[Check]:
+        """The orphan checks every master of the cluster has due (a master
+        that does not answer is skipped this round: it asks again later)."""
+        out: list[Check] = []
+        for g in self._groups():
+            m = g.master
+            if m is None:
+                continue
+            try:
+                orphans = self.transactions.poll_orphans(m.address, max_count, 0, timeout_s)
+            except TailraceError as exc:
+                log.warning("no orphan checks from %s (%s): %s", g.broker_name, m.address, exc)
+                continue
+            for o in orphans:
+                rec = Record(
+                    o.topic, o.queue_id, 0, 0, o.message.flags, o.message.born_ms, o.store_ms,
+                    o.message.tags, o.message.keys, dict(o.message.properties), o.message.body,
+                )  # fmt: skip
+                out.append(Check(o.transaction_id, rec, m.address))
+        return out
+
+    def _groups(self) -> list[GroupRoute]:
+        clusters = getattr(self.producer.routes, "clusters", None)
+        if clusters is None:
+            return []
+        try:
+            return groups_of(clusters(STATUS_TIMEOUT_S), self.cluster)
+        except TailraceError as exc:
+            log.warning("cannot list the brokers: %s", exc)
+            return []
 
     def pop(
         self,
@@ -177,17 +219,8 @@ class ClusterBackend:
 
     def _masters_limits(self) -> list[dict[str, int]]:
         """Each answering master's integer `details.limits`."""
-        routes = self.producer.routes
-        clusters = getattr(routes, "clusters", None)
-        if clusters is None:
-            return []
         out = []
-        try:
-            groups = groups_of(clusters(STATUS_TIMEOUT_S), self.cluster)
-        except TailraceError as exc:
-            log.warning("cannot list the brokers for their limits: %s", exc)
-            return []
-        for g in groups:
+        for g in self._groups():
             m = g.master
             if m is None:
                 continue

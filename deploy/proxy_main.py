@@ -33,6 +33,7 @@ from core.rocketmq.renew import Renewer, RenewTable
 from core.rocketmq.service import MessagingService, add_to_server
 from core.rocketmq.settings import CONSUMER_ATTEMPTS, ServerSettings
 from core.rocketmq.streams import StreamGate
+from core.rocketmq.transactions import OrphanPump, ProducerStreams
 from core.security.acl import AclFile
 from core.security.config import AuthSection, require_protected
 from core.security.mqv2 import Mqv2Policy
@@ -290,9 +291,12 @@ def run(args: argparse.Namespace) -> int:
     streams = StreamGate(px.max_telemetry_streams, px.max_telemetry_streams_per_account)
     receives = StreamGate(px.max_receives, px.max_receives_per_account, "held receives")
     renewer = Renewer(backend, renew_table(px))
+    producers = ProducerStreams()
+    pump = OrphanPump(backend, producers)  # orphan checks to producers' Telemetry streams
     service = MessagingService(
-        backend, policy, endpoint, settings, streams=streams, receives=receives, renewer=renewer
-    )
+        backend, policy, endpoint, settings, streams=streams, receives=receives, renewer=renewer,
+        producers=producers,
+    )  # fmt: skip
     service.consumption.write_s = px.receive_write_ms / 1000
     add_to_server(service, server)
     stop = threading.Event()
@@ -300,6 +304,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     backend.start()
     renewer.start()
+    pump.start()
     server.start()
     set_serving(health, True, SERVICE)
     log.info(
@@ -317,6 +322,7 @@ def run(args: argparse.Namespace) -> int:
     set_serving(health, False, SERVICE)
     server.stop(server_cfg.grace_ms / 1000).wait()
     renewer.close()
+    pump.close()
     backend.close()
     log.info("stopped cleanly")
     return 0

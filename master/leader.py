@@ -46,12 +46,14 @@ from core.replicas import AckLag, ReplicaSet
 from core.retry import check_client_group, check_creatable, is_reserved, parse_delays
 from core.roles import Directive, ReplicationMode, Role, SendStatus
 from core.timer import TIMER_TOPIC
+from core.transactions import TXN_TOPIC, is_transactional
 from master.fencing import enter, writing
 from master.lease import Lease
 from master.popper import Popper
 from master.scheduler import Scheduler
 from master.send_back import send_back
 from master.timer import TIMER_QUEUES, Timer
+from master.transactions import Transactions
 from master.write_gate import WriteGate
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class LeaderRole:
         self.scheduler = Scheduler(self)
         self.popper = Popper(self)  # pop consumption and its revive pass (issue 18)
         self.timer = Timer(self)
+        self.transactions = Transactions(self)  # half messages, EndTransaction, orphan checks
         self._rr = itertools.count()
         self._topic_lock = threading.Lock()
         # pulled (group, topic, queue)s: which were sent to a slave, and which
@@ -114,6 +117,7 @@ class LeaderRole:
         self.scheduler.start()
         self.popper.start()
         self.timer.start()
+        self.transactions.start()
 
     def retire(self) -> None:
         self._gate.only(self.timer.thread)  # every other write refused (NOT_MASTER) from here
@@ -130,6 +134,7 @@ class LeaderRole:
             self.retire()
         self.scheduler.close()
         self.popper.close()
+        self.transactions.close()
 
     def fenced(self) -> bool:
         return self.retired or (self.lease is not None and not self.lease.valid())
@@ -207,16 +212,20 @@ class LeaderRole:
     ) -> SendOutcome:
         """Store messages for one (topic, queue); queue_id -1 lets the broker pick.
         `%` topics (retry, dead-letter, schedule) take only the broker's own writes.
-        A send due later is stored whole in the timer's wait queue (master/timer.py)."""
+        A send due later is stored whole in the timer's wait queue (master/timer.py),
+        a transactional one (TRAN_MSG=true) as half messages (master/transactions.py)."""
         if is_reserved(topic) and not internal:
             raise InvalidTopicError(f"topic {brief(topic)}: names starting with '%' take no sends")
         if not messages:
             raise InvalidArgumentError("a send needs at least one message")
         if len(messages) > MAX_BATCH:
             raise InvalidArgumentError(f"a batch holds at most {MAX_BATCH} messages")
-        delayed = not internal and self.timer.delayed(messages)
+        txn = not internal and is_transactional(messages)
+        delayed = not internal and not txn and self.timer.delayed(messages)
         if delayed:
             self.ensure_topic(TIMER_TOPIC, TIMER_QUEUES)
+        if txn:
+            self.ensure_topic(TXN_TOPIC, 1)
         refused = enter(self._gate, self.lease, lambda: self.retired)
         if refused is not None:
             master = self.core.role.master_address if self.retired else ""
@@ -244,6 +253,8 @@ class LeaderRole:
                 m.queue_id = queue_id
             if delayed:
                 messages = self.timer.park(topic, queue_id, list(messages))
+            elif txn:
+                messages = self.transactions.park(topic, queue_id, messages)
             metrics = self.core.metrics
             t0 = time.perf_counter()
             try:
@@ -265,7 +276,9 @@ class LeaderRole:
             # be elected now, so it is not acknowledged (stored, outcome open)
             status = SendStatus.SLAVE_TIMEOUT
             detail = "stored, but this master's lease lapsed before it was acknowledged"
-        return SendOutcome(status, topic, queue_id, stored, detail, epoch=self.core.epoch)
+        ids = self.transactions.ids(messages, stored) if txn and len(stored) == len(messages) else []
+        epoch = self.core.epoch
+        return SendOutcome(status, topic, queue_id, stored, detail, epoch=epoch, transaction_ids=ids)
 
     def send_back(self, group: str, topic: str, message: Message, max_reconsume: int) -> tuple[str, int, int]:
         """A message a consumer of `group` failed: master/send_back.py."""

@@ -42,6 +42,7 @@ from core.route import MASTER_ID
 from core.security.serving import ChannelFactory, plaintext_channel
 from core.store import MessageStore
 from core.timer import TIMER_GROUP, TIMER_TOPIC
+from core.transactions import TXN_GROUP, TXN_TOPIC
 
 log = logging.getLogger(__name__)
 LOG_KEY = ("", -1)  # notifier key: "the log grew" (replication streams wait on it)
@@ -384,8 +385,9 @@ class BrokerCore:
             return getattr(role, "retention_floor", lambda: 0)()
         floor: int | None = None
         store = self.store
-        # the timer's own progress (core/timer.py) holds it too: pending messages and the last snapshot
-        for group, topic in [*self.groups.live(now_ms()), (TIMER_GROUP, TIMER_TOPIC)]:
+        # the timer's own progress (core/timer.py) holds it too: pending messages and the last
+        # snapshot; and the oldest open transaction (core/transactions.py)
+        for group, topic in [*self.groups.live(now_ms()), (TIMER_GROUP, TIMER_TOPIC), (TXN_GROUP, TXN_TOPIC)]:
             for q in range(store.topics.queue_count(topic) or 0):
                 committed = self.offsets.query(group, topic, q)
                 if committed is None:  # never committed: it holds nothing back (it may never commit)
@@ -446,6 +448,9 @@ class BrokerCore:
         )  # the leader's: messages popped, by where their bytes were read
         if popper is not None:
             details["popped"] = dict(popper.popped)
+        txn = getattr(role, "transactions", None)  # the leader's (master/transactions.py)
+        if txn is not None:
+            details["transactions"] = txn.status()
         if self.failover:
             details["failover"] = {
                 "node_id": self.node_id,

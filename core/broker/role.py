@@ -20,6 +20,7 @@ from core.pull import PullArgs, PullReply
 from core.record import Message
 from core.replicas import ReplicaSet
 from core.roles import Directive, Role, SendStatus
+from core.transactions import TransactionOps
 
 if TYPE_CHECKING:
     from core.broker.core import BrokerCore
@@ -34,6 +35,7 @@ class SendOutcome:
     detail: str = ""
     master_address: str = ""
     epoch: int = 0
+    transaction_ids: list[str] = field(default_factory=list)  # a transactional send's, one per message
 
 
 @dataclass(slots=True)
@@ -119,6 +121,11 @@ class LeaderOps(BrokerRole, Protocol):
     @property
     def popper(self) -> PopOps:
         """Pop consumption (issue 18): master/popper.py."""
+        ...
+
+    @property
+    def transactions(self) -> TransactionOps:
+        """Transactional messages (issue 18): master/transactions.py."""
         ...
 
     def send(

@@ -9,20 +9,23 @@ interceptor (core/grpc_server.py) turns into gRPC statuses.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import grpc
 
 from core.broker.core import BrokerCore
 from core.broker.role import SendOutcome
-from core.errors import NotMasterError
+from core.errors import InvalidArgumentError, NotMasterError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.pull import PullArgs
 from core.record import Message
 from core.roles import SendStatus
 from core.store import ReadStatus
+from core.transactions import Outcome
 
+log = logging.getLogger(__name__)
 _PULL_STATUS = {
     ReadStatus.FOUND: pb.FOUND,
     ReadStatus.NO_NEW_MSG: pb.NO_NEW_MSG,
@@ -30,6 +33,7 @@ _PULL_STATUS = {
     ReadStatus.OFFSET_TOO_SMALL: pb.OFFSET_TOO_SMALL,
     ReadStatus.OFFSET_OVERFLOW: pb.OFFSET_OVERFLOW,
 }
+_RESOLUTIONS = {pb.COMMIT: Outcome.COMMIT, pb.ROLLBACK: Outcome.ROLLBACK}
 _SENDS = ("/tailrace.v1.Broker/Send", "/tailrace.v1.Broker/SendBatch")
 
 
@@ -73,6 +77,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             master_address=out.master_address,
             detail=out.detail,
             epoch=out.epoch,
+            transaction_ids=out.transaction_ids,
         )
 
     def _send(self, topic: str, queue_id: int, messages: list[Message]) -> pb.SendResponse:
@@ -277,3 +282,52 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     ) -> pb.PopDeadLetterResponse:
         self.core.leader().popper.dead_letter(request.group, request.topic, request.receipt_handle)
         return pb.PopDeadLetterResponse(served_by=self.core.broker_id)
+
+    # ---- transactions (issue 18) ------------------------------------------------------------
+
+    def EndTransaction(
+        self, request: pb.EndTransactionRequest, context: grpc.ServicerContext
+    ) -> pb.EndTransactionResponse:
+        if request.resolution not in _RESOLUTIONS:
+            raise InvalidArgumentError("resolution must be COMMIT or ROLLBACK")
+        ended = self.core.leader().transactions.end(
+            request.topic, request.transaction_id, _RESOLUTIONS[request.resolution]
+        )
+        if request.from_check and not ended.repeated:
+            log.info(
+                "a check's answer ended a transaction of %s: %s", request.topic[:128], ended.outcome.value
+            )
+        return pb.EndTransactionResponse(
+            outcome=ended.outcome.value, repeated=ended.repeated, served_by=self.core.broker_id
+        )
+
+    def PollOrphanTransactions(
+        self, request: pb.PollOrphanTransactionsRequest, context: grpc.ServicerContext
+    ) -> pb.PollOrphanTransactionsResponse:
+        orphans = self.core.leader().transactions.poll(
+            request.max_count or 32, request.max_wait_ms, context.is_active
+        )
+        name = self.core.broker_name
+        return pb.PollOrphanTransactionsResponse(
+            orphans=[
+                pb.OrphanTransaction(
+                    transaction_id=o.transaction_id,
+                    topic=o.message.topic,
+                    queue_id=o.message.queue_id,
+                    message=pb.Message(
+                        body=o.message.body,
+                        tags=o.message.tags,
+                        keys=o.message.keys,
+                        properties=dict(o.message.properties or {}),
+                        born_ms=o.message.born_ms,
+                        flags=o.message.flags,
+                    ),
+                    producer_group=o.producer_group,
+                    checks=o.checks,
+                    message_id=f"{name}@{o.physical_offset:016X}",
+                    store_ms=o.store_ms,
+                )
+                for o in orphans
+            ],
+            served_by=self.core.broker_id,
+        )

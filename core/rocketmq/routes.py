@@ -32,7 +32,7 @@ from core.pb.rocketmq.v2 import definition_pb2 as d
 from core.rocketmq.codes import Refused
 from core.route import GroupRoute, MessageQueue, TopicRoute
 
-ACCEPTED_TYPES = (d.NORMAL, d.FIFO, d.DELAY)  # what SendMessage stores today
+ACCEPTED_TYPES = (d.NORMAL, d.FIFO, d.DELAY, d.TRANSACTION)  # what SendMessage stores
 _DOMAIN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9\-]{0,62})?(\.[A-Za-z0-9]([A-Za-z0-9\-]{0,62})?)*\.?")
 
 

@@ -43,6 +43,7 @@ from core.rocketmq.consume import ConsumeBackend, Consumption
 from core.rocketmq.renew import Renewer
 from core.rocketmq.settings import ServerSettings, answer
 from core.rocketmq.streams import StreamGate
+from core.rocketmq.transactions import Outbox, ProducerStreams, TransactionBackend, end_transaction
 from core.roles import SendStatus
 from core.route import MessageQueue, TopicRoute
 from core.security.identity import Principal
@@ -63,9 +64,10 @@ class Stored:
     broker_name: str
     queue_id: int
     queue_offset: int
+    transaction_id: str = ""  # a TRANSACTION message's (core/rocketmq/transactions.py)
 
 
-class Backend(ConsumeBackend, Protocol):
+class Backend(ConsumeBackend, TransactionBackend, Protocol):
     """The cluster as the servicer sees it (deploy/proxy_backend.py)."""
 
     def route(self, topic: str, timeout_s: float, refresh: bool = False) -> TopicRoute: ...
@@ -127,6 +129,7 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         streams: StreamGate | None = None,
         receives: StreamGate | None = None,
         renewer: Renewer | None = None,
+        producers: ProducerStreams | None = None,
     ) -> None:
         """`endpoint`: where clients reach this proxy (`host:port`), the
         address every route names; `settings`: what clients are told (read
@@ -134,7 +137,9 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         open Telemetry streams (each holds a server thread); `receives`: the
         cap on held receives (each holds one too); `renewer`: renews push
         consumers' messages while their client lives (None: not renewed;
-        it learns the clients' life from Heartbeat and Telemetry here)."""
+        it learns the clients' life from Heartbeat and Telemetry here);
+        `producers`: the producers' Telemetry streams orphan checks are
+        pushed on (core/rocketmq/transactions.py)."""
         self.backend = backend
         self.policy = policy
         self.endpoints = routes.endpoints(endpoint)
@@ -146,6 +151,7 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
             DEFAULT_MAX_RECEIVES, DEFAULT_MAX_RECEIVES_PER_ACCOUNT, "held receives"
         )
         self.renewer = renewer
+        self.producers = producers or ProducerStreams()
         self.consumption = Consumption(
             backend, self._caller, self._backend_failed, self.endpoints, settings, receives, wall_ms,
             renewer=renewer,
@@ -207,9 +213,12 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         return s.NotifyClientTerminationResponse(status=refused or status())
 
     def Telemetry(self, requests: Iterator[s.TelemetryCommand], context: grpc.ServicerContext) -> Any:
-        """Answers each `settings` the client writes, completed; the stream
-        stays open until the client (or this server's stop) ends it. Signed
-        once, at open, as the clients do."""
+        """Answers each `settings` the client writes, completed, and writes
+        what the proxy asks of the client (orphan checks, to producers);
+        the stream stays open until the client (or this server's stop) ends
+        it. Signed once, at open, as the clients do. The client's commands
+        are read on a thread of their own; this handler writes the stream's
+        outbox in order."""
         caller, refused = self._caller(context, any_account)
         if refused is not None:
             yield s.TelemetryCommand(status=refused)
@@ -222,23 +231,37 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         client = _client_id(context)
         if self.renewer is not None:  # its client lives while the stream is open
             self.renewer.table.opened(client)
+        box = Outbox(client)
+        reader = threading.Thread(target=self._read_telemetry, args=(requests, box), daemon=True)
+        try:
+            reader.start()
+            yield from box.drain(context.is_active)
+        finally:
+            self.producers.closed(box)
+            self.streams.leave(account)
+            if self.renewer is not None:
+                self.renewer.table.closed(client, time.monotonic())
+
+    def _read_telemetry(self, requests: Iterator[s.TelemetryCommand], box: Outbox) -> None:
         try:
             for command in requests:
                 if command.HasField("settings"):
                     try:
                         settings = answer(command.settings, self.settings())
                     except TailraceError as exc:
-                        yield s.TelemetryCommand(status=status_of(exc))
+                        box.put(s.TelemetryCommand(status=status_of(exc)))
                         continue
-                    yield s.TelemetryCommand(status=status(), settings=settings)
+                    self.producers.register(box, command.settings)
+                    box.put(s.TelemetryCommand(status=status(), settings=settings))
                 # other commands (thread stack traces, verification results) answer server requests
-                # this proxy does not make yet: nothing to do
+                # this proxy does not make: nothing to do
         except grpc.RpcError:  # the client cancelled the stream (its shutdown does): not an error
-            return
+            pass
+        except Exception:
+            log.exception("reading a Telemetry stream of %s failed", box.client[:128])
         finally:
-            self.streams.leave(account)
-            if self.renewer is not None:
-                self.renewer.table.closed(client, time.monotonic())
+            self.producers.closed(box)
+            box.end()
 
     def SendMessage(self, request: s.SendMessageRequest, context: grpc.ServicerContext) -> Any:
         """A request is stored whole or not at all: its messages go to one
@@ -282,10 +305,15 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
             log.exception("sending %d message(s) to %s failed", len(ids), topic[:128])
             return _send_refused(status_of(RuntimeError()), ids)
         entries = [
-            s.SendResultEntry(status=send_status(r), message_id=i, offset=r.queue_offset)
+            s.SendResultEntry(
+                status=send_status(r), message_id=i, offset=r.queue_offset, transaction_id=r.transaction_id
+            )
             for r, i in zip(stored, ids, strict=True)
         ]
         return s.SendMessageResponse(status=roll_up([e.status for e in entries]), entries=entries)
+
+    def EndTransaction(self, request: s.EndTransactionRequest, context: grpc.ServicerContext) -> Any:
+        return end_transaction(self.backend, request, context, self._caller, self._backend_failed)
 
     # ---- consumption: core/rocketmq/consume.py -------------------------------------------
 
@@ -314,7 +342,6 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
     UpdateOffset = _not_yet("UpdateOffset", s.UpdateOffsetResponse)
     GetOffset = _not_yet("GetOffset", s.GetOffsetResponse)
     QueryOffset = _not_yet("QueryOffset", s.QueryOffsetResponse)
-    EndTransaction = _not_yet("EndTransaction", s.EndTransactionResponse)
     RecallMessage = _not_yet("RecallMessage", s.RecallMessageResponse)
     SyncLiteSubscription = _not_yet("SyncLiteSubscription", s.SyncLiteSubscriptionResponse)
 

@@ -13,6 +13,7 @@ The wire mapping (a v2 `Message` -> one native record):
 | `system_properties.message_id` | property `UNIQ_KEY` (RocketMQ's name) |
 | `system_properties.message_group` (FIFO) | property `__SHARDINGKEY` (RocketMQ's name) |
 | `system_properties.delivery_timestamp` (DELAY) | `deliver_at_ms` (the timer), kept as `TIMER_DELIVER_MS` |
+| `message_type` TRANSACTION | property `TRAN_MSG=true`: a half message (core/transactions.py) |
 | `system_properties.born_host` | property `BORN_HOST` |
 | `system_properties.trace_context` | property `TRACE_CONTEXT` |
 | `user_properties` | properties, as they are |
@@ -20,8 +21,8 @@ The wire mapping (a v2 `Message` -> one native record):
 User properties may not use the reserved names above nor the broker's own
 (`RECONSUME_TIMES`, `ORIGIN_TOPIC`, `REAL_TOPIC`, ...). `body_digest`, when
 given, is checked (CRC32, MD5, SHA1) and not stored. Message types: NORMAL,
-FIFO and DELAY; TRANSACTION and the rest are refused with NOT_IMPLEMENTED
-before anything is stored.
+FIFO, DELAY and TRANSACTION; LITE and PRIORITY are refused with
+NOT_IMPLEMENTED before anything is stored.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from core.pb.rocketmq.v2 import definition_pb2 as d
 from core.retry import DELIVER_AT, ORIGIN_MSG_ID, ORIGIN_TOPIC, REAL_TOPIC, RECONSUME_TIMES
 from core.rocketmq.codes import Refused
 from core.timer import DELIVER_MS
+from core.transactions import TRAN_MSG
 
 MESSAGE_ID = "UNIQ_KEY"
 MESSAGE_GROUP = "__SHARDINGKEY"
@@ -71,7 +73,6 @@ MAX_PROPERTIES_BYTES = 16 * 1024  # all user properties together (RocketMQ's pro
 MAX_ID_CHARS = 128
 MAX_GROUP_CHARS = 255
 NOT_YET = {
-    d.TRANSACTION: "transactional messages",
     d.LITE: "lite messages",
     d.PRIORITY: "priority messages",
 }
@@ -92,6 +93,7 @@ class Incoming:
     message_id: str
     group: str
     deliver_at_ms: int = 0  # DELAY: not delivered before (epoch ms)
+    transactional: bool = False  # TRANSACTION: a half message, answered with a transaction id
 
 
 def topic_of(resource: d.Resource) -> str:
@@ -113,7 +115,7 @@ def message_type(sp: d.SystemProperties) -> int:
         kind = d.FIFO if sp.message_group else d.DELAY if sp.HasField("delivery_timestamp") else d.NORMAL
     if kind in NOT_YET:
         raise Refused(d.NOT_IMPLEMENTED, f"{NOT_YET[kind]} are not implemented by this Tailrace proxy yet")
-    if kind not in (d.NORMAL, d.FIFO, d.DELAY):
+    if kind not in (d.NORMAL, d.FIFO, d.DELAY, d.TRANSACTION):
         raise Refused(d.BAD_REQUEST, f"unknown message type {kind}")
     if kind == d.FIFO and not sp.message_group:
         raise Refused(d.ILLEGAL_MESSAGE_GROUP, "a FIFO message needs a message group")
@@ -245,7 +247,10 @@ def incoming(m: d.Message, max_body_bytes: int, now_ms: int) -> Incoming:
     if born_ms < 0:
         raise Refused(d.BAD_REQUEST, "the born timestamp is before 1970")
     at = deliver_at_ms(sp)
-    return Incoming(topic, body, tag, KEY_SEPARATOR.join(keys), props, born_ms, message_id, group, at)
+    txn = kind == d.TRANSACTION
+    if txn:
+        props[TRAN_MSG] = "true"
+    return Incoming(topic, body, tag, KEY_SEPARATOR.join(keys), props, born_ms, message_id, group, at, txn)
 
 
 def batch(messages: Sequence[d.Message], max_body_bytes: int, now_ms: int) -> list[Incoming]:
@@ -256,6 +261,8 @@ def batch(messages: Sequence[d.Message], max_body_bytes: int, now_ms: int) -> li
     out = [incoming(m, max_body_bytes, now_ms) for m in messages]
     if len({m.topic for m in out}) != 1:
         raise Refused(d.BAD_REQUEST, "one topic per request (a request is stored as one batch)")
+    if len({m.transactional for m in out}) != 1:
+        raise Refused(d.BAD_REQUEST, "TRANSACTION and other messages mixed in one request")
     if len({m.group for m in out}) != 1:
         raise Refused(
             d.BAD_REQUEST, "one message group (or none) per request (a request is stored in one queue)"

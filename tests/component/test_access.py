@@ -54,6 +54,8 @@ UNARY_SAMPLES: dict[str, Any] = {
     "AckPop": pb.AckPopRequest(group="G", topic="T", receipt_handles=["forged"]),
     "ChangeInvisible": pb.ChangeInvisibleRequest(group="G", topic="T", receipt_handle="forged"),
     "PopDeadLetter": pb.PopDeadLetterRequest(group="G", topic="T", receipt_handle="forged"),
+    "EndTransaction": pb.EndTransactionRequest(topic="T", transaction_id="forged", resolution=pb.COMMIT),
+    "PollOrphanTransactions": pb.PollOrphanTransactionsRequest(max_count=1),
 }
 STREAM_SAMPLES: dict[str, Callable[[], Iterator[rpb.ReplicateRequest]]] = {
     "Replicate": lambda: iter([handshake()]),

@@ -8,10 +8,15 @@ opentelemetry and warns, so pytest itself never imports it.
 Spec (stdin's first line): {"mode": "produce" | "simple" | "push",
 "endpoints": "h:p", "ak": "", "sk": "", "tls": false, "topic": "T",
 "timeout_s": 3, ...}. `produce` takes "messages": [{"body": "...", "tag":
-"", "keys": [], "properties": {}, "group": "", "delivery_timestamp": 0}] and prints per message
-`{"ok": true, "message_id", "offset", "queue_id"}` or `{"ok": false,
-"error"}`, with the seconds each step took (a delivery timestamp in epoch
-seconds, as the client takes it, makes a DELAY message). `simple` and `push` take a
+"", "keys": [], "properties": {}, "group": "", "delivery_timestamp": 0,
+"transaction": ""}] and prints per message `{"ok": true, "message_id",
+"offset", "queue_id", "transaction_id"}` or `{"ok": false, "error"}`, with
+the seconds each step took (a delivery timestamp in epoch seconds, as the
+client takes it, makes a DELAY message). "transaction": "commit" or
+"rollback" sends it in a transaction ended so; "orphan" leaves it open for
+the server's check: the producer's checker (given with "check_commit", the
+bodies it commits; it rolls back the rest) answers each check, listed under
+"checked"; with "until_stdin_closes" the producer lives until then. `simple` and `push` take a
 "group" (see each) and print every delivery. A push consumer runs until
 stdin closes.
 """
@@ -29,13 +34,32 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
+def _checker(spec: dict[str, Any], checked: list[dict[str, Any]], lock: threading.Lock) -> Any:
+    from rocketmq import TransactionChecker, TransactionResolution
+
+    commit = set(spec.get("check_commit", []))
+
+    class Checker(TransactionChecker):  # type: ignore[misc]
+        def check(self, message: Any) -> Any:
+            body = message.body.decode()
+            with lock:
+                checked.append({"body": body, "message_id": message.message_id})
+            return TransactionResolution.COMMIT if body in commit else TransactionResolution.ROLLBACK
+
+    return Checker()
+
+
 def produce(spec: dict[str, Any]) -> dict[str, Any]:
     from rocketmq import ClientConfiguration, Credentials, Message, Producer
 
     creds = Credentials(spec.get("ak", ""), spec.get("sk", ""))
     cfg = ClientConfiguration(spec["endpoints"], creds, request_timeout=spec.get("timeout_s", 3))
     t0 = time.monotonic()
-    producer = Producer(cfg, (spec["topic"],), tls_enable=spec.get("tls", False))
+    checked: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    txns = [m for m in spec["messages"] if m.get("transaction")]
+    checker = _checker(spec, checked, lock) if txns else None
+    producer = Producer(cfg, (spec["topic"],), checker=checker, tls_enable=spec.get("tls", False))
     producer.startup()
     started = time.monotonic() - t0
     results = []
@@ -56,16 +80,28 @@ def produce(spec: dict[str, Any]) -> dict[str, Any]:
                 msg.delivery_timestamp = m["delivery_timestamp"]
             t = time.monotonic()
             try:
-                r = producer.send(msg)
+                end = m.get("transaction", "")
+                txn = producer.begin_transaction() if end else None
+                r = producer.send(msg, txn) if txn is not None else producer.send(msg)
+                if txn is not None and end == "commit":
+                    txn.commit()
+                elif txn is not None and end == "rollback":
+                    txn.rollback()
                 queue = getattr(r.message_queue, "_MessageQueue__queue_id", None)  # no public getter
                 results.append(
-                    {"ok": True, "message_id": r.message_id, "offset": r.offset, "queue_id": queue}
-                )
+                    {
+                        "ok": True, "message_id": r.message_id, "offset": r.offset, "queue_id": queue,
+                        "transaction_id": r.transaction_id,
+                    }
+                )  # fmt: skip
             except Exception as exc:  # the client's exceptions: reported, the run goes on
                 results.append({"ok": False, "error": _error(exc), "seconds": time.monotonic() - t})
+        if spec.get("until_stdin_closes"):  # the checker answers the server's checks until then
+            sys.stdin.read()
     finally:
         producer.shutdown()
-    return {"startup_s": started, "results": results}
+    with lock:
+        return {"startup_s": started, "results": results, "checked": list(checked)}
 
 
 def _consumer_config(spec: dict[str, Any]) -> Any:

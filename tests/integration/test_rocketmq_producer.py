@@ -26,15 +26,22 @@ from core.rocketmq import routes, translate
 from core.security.mqv2 import date_of, header
 from deploy.harness import process_group
 from deploy.proxy_backend import body_limit
-from deploy.waits import poll_until, route_of
+from deploy.waits import holds_for, poll_until, route_of
 from tests.helpers.cli import alive, cli
-from tests.helpers.rmq_setup import Setup, official
+from tests.helpers.rmq_setup import Running, Setup, official
 
 pytestmark = pytest.mark.integration
 TOPIC = "orders"
 LIMITED = "limited"
 LIMITED_SECRET = "limited-secret-0123456789"
 STORE_LIMIT = 3 * 1024 * 1024  # the brokers' record limit: not the default, so the proxy must ask for it
+# orphan checks after 2 s, again every 3 s (RocketMQ: 6 s, 60 s): the test waits for them
+TXN_TIMES = [
+    "--set",
+    "broker.transaction_check_after_ms=2000",
+    "--set",
+    "broker.transaction_check_interval_ms=3000",
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +54,7 @@ def rmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         with pki.acl_file.open("a") as f:
             f.write(f'[[account]]\naccess_key = "{LIMITED}"\nsecret_key = "{LIMITED_SECRET}"\n')
             f.write('publish = ["other"]\n')
-        store_limit = ["--set", f"store.max_message_bytes={STORE_LIMIT}"]
+        store_limit = ["--set", f"store.max_message_bytes={STORE_LIMIT}", *TXN_TIMES]
         cluster = procs.cluster(("a", "b"), topic=TOPIC, queues=4, extra=store_limit)
         proxy = procs.proxy(cluster.namesrv)
         home = workdir / "home"
@@ -208,7 +215,6 @@ def test_unimplemented_rpcs_answer_not_implemented_at_once(rmq: Setup) -> None:
         frames = list(stub.PullMessage(s.PullMessageRequest(), metadata=md, timeout=5))
         assert [f.status.code for f in frames] == [d.NOT_IMPLEMENTED]
         for call, req in (
-            (stub.EndTransaction, s.EndTransactionRequest()),
             (stub.UpdateOffset, s.UpdateOffsetRequest()),
             (stub.QueryOffset, s.QueryOffsetRequest()),
         ):
@@ -272,3 +278,71 @@ def test_telemetry_answers_settings_with_the_brokers_limit_and_stays_open(rmq: S
         finally:
             outbox.put(None)
             stream.cancel()
+
+
+def open_transactions(rmq: Setup) -> int:
+    total = 0
+    for g in rmq.cluster.groups.values():
+        with Admin(g.master.address, profile=rmq.pki.profile_file) as admin:
+            total += admin.status()["details"].get("transactions", {}).get("open", 0)
+    return total
+
+
+def test_transactions_commit_roll_back_and_the_servers_check_decides_orphans(rmq: Setup) -> None:
+    """The official producer commits one transaction, rolls one back and
+    leaves two open; the brokers find the orphans after their check time,
+    the proxy asks the producer over its Telemetry stream, and its checker
+    commits one and rolls the other back. Read back from the real topic:
+    each committed message once (fields kept), the rolled-back ones never."""
+    messages = [
+        {
+            "body": "txn-commit",
+            "keys": ["tk"],
+            "properties": {"p": "t"},
+            "tag": "tt",
+            "transaction": "commit",
+        },
+        {"body": "txn-rollback", "transaction": "rollback"},
+        {"body": "txn-orphan-commit", "transaction": "orphan"},
+        {"body": "txn-orphan-rollback", "transaction": "orphan"},
+    ]
+    spec = rmq.spec(
+        mode="produce",
+        topic=TOPIC,
+        messages=messages,
+        check_commit=["txn-orphan-commit"],
+        until_stdin_closes=True,
+    )
+    seen: list[ReceivedMessage] = []
+    client = Running(rmq.home, rmq.pki.ca_file, spec)
+    try:
+        profile = rmq.pki.profile_file
+        with PullConsumer(namesrv=rmq.cluster.namesrv, group="verify-txn", topic=TOPIC, profile=profile) as c:
+
+            def committed() -> bool:
+                seen.extend(m for m in c.poll(200) if m.body.startswith(b"txn-"))
+                return {m.body for m in seen} >= {b"txn-commit", b"txn-orphan-commit"}
+
+            poll_until(committed, 40, "the committed and the checked-and-committed message")
+            poll_until(
+                lambda: open_transactions(rmq) == 0, 20, "every transaction ended (the check's rollback)"
+            )
+
+            def clean() -> bool:
+                committed()
+                return sorted(m.body for m in seen) == [b"txn-commit", b"txn-orphan-commit"]
+
+            holds_for(clean, 1.0, "no rolled-back message nor a second copy arrives")
+    finally:
+        out = client.stop()
+    assert all(r["ok"] and r["transaction_id"] for r in out["results"]), out
+    checked = sorted({c["body"] for c in out["checked"]})
+    assert checked == ["txn-orphan-commit", "txn-orphan-rollback"], (
+        out
+    )  # the server's checks reached the checker
+    ids = {r["message_id"] for r in out["results"][2:]}
+    assert {c["message_id"] for c in out["checked"]} == ids
+    assert sorted(m.body for m in seen) == [b"txn-commit", b"txn-orphan-commit"]  # each once, no rollback
+    first = next(m for m in seen if m.body == b"txn-commit")
+    assert (first.tags, first.keys, first.properties["p"]) == ("tt", "tk", "t")
+    assert first.properties[translate.MESSAGE_ID] == out["results"][0]["message_id"]

@@ -150,7 +150,8 @@ def test_fifo_keeps_its_group_and_types_not_served_are_refused() -> None:
     assert fifo.group == "g1" and fifo.properties[translate.MESSAGE_GROUP] == "g1"
     cases = [
         (_msg(message_type=d.DELAY), d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE),  # no delivery timestamp
-        (_msg(message_type=d.TRANSACTION), d.NOT_IMPLEMENTED),
+        (_msg(message_type=d.LITE), d.NOT_IMPLEMENTED),
+        (_msg(message_type=d.TRANSACTION, message_group="g"), d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE),
         (_msg(message_type=d.FIFO), d.ILLEGAL_MESSAGE_GROUP),
         (_msg(message_group="g"), d.MESSAGE_PROPERTY_CONFLICT_WITH_TYPE),
         (_msg(b""), d.MESSAGE_BODY_EMPTY),
@@ -249,7 +250,8 @@ def test_routes_name_the_proxy_in_a_stable_order() -> None:
     assert [(q.broker.name, q.id) for q in mqs] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
     assert all(q.broker.id == 0 and q.broker.endpoints == proxy for q in mqs)
     assert all(
-        q.permission == d.READ_WRITE and list(q.accept_message_types) == [d.NORMAL, d.FIFO, d.DELAY]
+        q.permission == d.READ_WRITE
+        and list(q.accept_message_types) == [d.NORMAL, d.FIFO, d.DELAY, d.TRANSACTION]
         for q in mqs
     )
     assert proxy.scheme == d.IPv4 and routes.endpoints("[::1]:1").scheme == d.IPv6
@@ -440,3 +442,12 @@ def test_refused_calls_are_logged_within_a_budget() -> None:
     assert [budget.allow(t) for t in (0, 1, 2, 3)] == [True, True, False, False]
     assert budget.dropped == 2
     assert budget.allow(10.5) and budget.dropped == 0  # a new window (the dropped count logged)
+
+
+def test_a_transaction_message_is_a_half_and_is_not_mixed_with_others() -> None:
+    half = translate.incoming(_msg(message_type=d.TRANSACTION, tag="t"), 1024, 0)
+    assert half.transactional and half.properties["TRAN_MSG"] == "true" and half.tags == "t"
+    assert not translate.incoming(_msg(), 1024, 0).transactional
+    with pytest.raises(Refused) as info:
+        translate.batch([_msg(message_type=d.TRANSACTION), _msg()], 1024, 0)
+    assert info.value.code == d.BAD_REQUEST

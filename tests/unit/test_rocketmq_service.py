@@ -4,6 +4,7 @@ nothing, routes, Telemetry and the calls not served."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,12 +12,20 @@ from pathlib import Path
 import grpc
 import pytest
 
-from core.errors import BrokerUnavailableError, PermissionDeniedError, UnauthenticatedError, UnknownTopicError
+from core.errors import (
+    BrokerUnavailableError,
+    InvalidTransactionError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    UnknownTopicError,
+)
 from core.pb.rocketmq.v2 import definition_pb2 as d
 from core.pb.rocketmq.v2 import service_pb2 as s
+from core.record import Record
 from core.rocketmq import routes, translate
 from core.rocketmq.service import MessagingService, Stored
 from core.rocketmq.settings import ServerSettings
+from core.rocketmq.transactions import Check, OrphanPump
 from core.roles import SendStatus
 from core.route import GroupRoute, MessageQueue, TopicRoute
 from core.security.mqv2 import Mqv2Policy, date_of, header
@@ -36,6 +45,8 @@ class FakeBackend:
     calls: int = 0  # native sends (one per batch)
     routes: int = 0  # route lookups
     refreshes: int = 0  # of them, refreshed
+    ended: list[tuple[str, str, bool, bool]] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
 
     def route(self, topic: str, timeout_s: float, refresh: bool = False) -> TopicRoute:
         self.routes += 1
@@ -54,7 +65,19 @@ class FakeBackend:
         out = []
         for message in batch:
             self.sent.append((message, queue))
-            out.append(Stored(SendStatus.SEND_OK, q.broker_name, q.queue_id, len(self.sent) - 1))
+            tid = f"txn-{len(self.sent)}" if message.transactional else ""
+            out.append(Stored(SendStatus.SEND_OK, q.broker_name, q.queue_id, len(self.sent) - 1, tid))
+        return out
+
+    def end_transaction(
+        self, topic: str, transaction_id: str, commit: bool, from_check: bool, timeout_s: float
+    ) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.ended.append((topic, transaction_id, commit, from_check))
+
+    def poll_orphans(self, max_count: int, timeout_s: float) -> list[Check]:
+        out, self.checks = self.checks[:max_count], self.checks[max_count:]
         return out
 
     def max_body_bytes(self) -> int:
@@ -116,8 +139,8 @@ def test_refused_sends_change_nothing(tmp_path: Path) -> None:
     other.topic.name = "audit"
     forbidden = svc.SendMessage(s.SendMessageRequest(messages=[other]), _signed())
     assert forbidden.status.code == d.FORBIDDEN and forbidden.entries[0].status.code == d.FORBIDDEN
-    half = svc.SendMessage(s.SendMessageRequest(messages=[_msg(message_type=d.TRANSACTION)]), _signed())
-    assert half.status.code == d.NOT_IMPLEMENTED
+    lite = svc.SendMessage(s.SendMessageRequest(messages=[_msg(message_type=d.LITE)]), _signed())
+    assert lite.status.code == d.NOT_IMPLEMENTED
     assert backend.sent == []
     backend.fail = BrokerUnavailableError("no master")
     assert svc.SendMessage(req, _signed()).status.code == d.HA_NOT_AVAILABLE
@@ -250,7 +273,97 @@ def test_route_telemetry_and_unimplemented_rpcs(tmp_path: Path) -> None:
     assert svc.Heartbeat(s.HeartbeatRequest(group=d.Resource(name="billing")), _signed()).status.code == d.OK
     assert svc.Heartbeat(s.HeartbeatRequest(group=d.Resource(name="x")), _signed()).status.code == d.FORBIDDEN
     assert svc.NotifyClientTermination(s.NotifyClientTerminationRequest(), _signed()).status.code == d.OK
-    assert svc.EndTransaction(s.EndTransactionRequest(), _signed()).status.code == d.NOT_IMPLEMENTED
+    assert svc.EndTransaction(s.EndTransactionRequest(), _signed()).status.code == d.ILLEGAL_TOPIC
     frames = list(svc.PullMessage(s.PullMessageRequest(), _signed()))
     assert [f.status.code for f in frames] == [d.NOT_IMPLEMENTED]
     assert svc.QueryAssignment(s.QueryAssignmentRequest(), FakeContext()).status.code == d.UNAUTHORIZED
+
+
+# ---- transactions ---------------------------------------------------------------------------
+
+
+def test_a_transaction_message_is_answered_with_its_transaction_id(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    svc = _service(tmp_path, backend)
+    resp = svc.SendMessage(s.SendMessageRequest(messages=[_msg(message_type=d.TRANSACTION)]), _signed())
+    assert resp.status.code == d.OK and resp.entries[0].transaction_id == "txn-1"
+    assert backend.sent[0][0].properties["TRAN_MSG"] == "true"
+    plain = svc.SendMessage(s.SendMessageRequest(messages=[_msg()]), _signed())
+    assert plain.entries[0].transaction_id == ""
+
+
+def test_end_transaction_goes_to_the_backend_for_a_publisher_of_the_topic(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    svc = _service(tmp_path, backend)
+
+    def end(topic: str = "orders", resolution: int = d.COMMIT, source: int = d.SOURCE_CLIENT) -> int:
+        req = s.EndTransactionRequest(
+            topic=d.Resource(name=topic), transaction_id="t1.x.y", resolution=resolution, source=source
+        )
+        return int(svc.EndTransaction(req, _signed()).status.code)
+
+    assert end(resolution=d.COMMIT) == d.OK
+    assert end(resolution=d.ROLLBACK, source=d.SOURCE_SERVER_CHECK) == d.OK
+    assert backend.ended == [("orders", "t1.x.y", True, False), ("orders", "t1.x.y", False, True)]
+    assert end("audit", resolution=d.COMMIT) == d.FORBIDDEN  # publishes to orders only
+    assert end(resolution=d.TRANSACTION_RESOLUTION_UNSPECIFIED) == d.BAD_REQUEST
+    unsigned = s.EndTransactionRequest(
+        topic=d.Resource(name="orders"), transaction_id="t", resolution=d.COMMIT
+    )
+    assert svc.EndTransaction(unsigned, FakeContext()).status.code == d.UNAUTHORIZED
+    backend.fail = InvalidTransactionError("forged")
+    assert end(resolution=d.COMMIT) == d.INVALID_TRANSACTION_ID
+    assert len(backend.ended) == 2
+
+
+def _check(topic: str = "orders") -> Check:
+    props = {"UNIQ_KEY": "m-1", "p": "v", "TRAN_MSG": "true"}
+    return Check("t1.a.b", Record(topic, 1, 0, 0, 0, 1000, 2000, "tag", "k", props, b"half"), "10.0.0.1:1")
+
+
+def test_an_orphan_check_is_written_on_the_telemetry_stream_of_a_producer_of_its_topic(
+    tmp_path: Path,
+) -> None:
+    backend = FakeBackend(checks=[_check("elsewhere"), _check()])
+    svc = _service(tmp_path, backend)
+    pump = OrphanPump(backend, svc.producers)
+    ctx = _signed()
+    topics = [d.Resource(name="orders")]
+    settings = d.Settings(client_type=d.PRODUCER, publishing=d.Publishing(topics=topics))
+    release = threading.Event()
+
+    def commands() -> Iterator[s.TelemetryCommand]:
+        yield s.TelemetryCommand(settings=settings)
+        release.wait(10)
+
+    stream = svc.Telemetry(commands(), ctx)
+    assert next(stream).status.code == d.OK  # settings answered: the producer is registered
+    assert pump.run_once() == 1 and svc.producers.dropped == 1  # no producer of "elsewhere" here
+    pushed = next(stream).recover_orphaned_transaction_command
+    assert pushed.transaction_id == "t1.a.b"
+    m = pushed.message
+    assert (m.topic.name, m.body, m.system_properties.message_id) == ("orders", b"half", "m-1")
+    assert (
+        m.system_properties.message_type == d.TRANSACTION and m.system_properties.body_encoding == d.IDENTITY
+    )
+    assert dict(m.user_properties) == {"p": "v"}
+    release.set()
+    assert list(stream) == []  # the client ended its side: so does the stream
+    assert not svc.producers.any()
+
+
+def test_a_consumer_stream_takes_no_orphan_check(tmp_path: Path) -> None:
+    backend = FakeBackend(checks=[_check()])
+    svc = _service(tmp_path, backend)
+    settings = d.Settings(client_type=d.SIMPLE_CONSUMER)
+    release = threading.Event()
+
+    def commands() -> Iterator[s.TelemetryCommand]:
+        yield s.TelemetryCommand(settings=settings)
+        release.wait(10)
+
+    stream = svc.Telemetry(commands(), _signed())
+    assert next(stream).status.code == d.OK
+    assert OrphanPump(backend, svc.producers).run_once() == 0
+    release.set()
+    assert list(stream) == []

@@ -26,6 +26,12 @@ class PullStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OFFSET_TOO_SMALL: _ClassVar[PullStatus]
     OFFSET_OVERFLOW: _ClassVar[PullStatus]
     RETRY_ELSEWHERE: _ClassVar[PullStatus]
+
+class TransactionResolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSACTION_RESOLUTION_UNSPECIFIED: _ClassVar[TransactionResolution]
+    COMMIT: _ClassVar[TransactionResolution]
+    ROLLBACK: _ClassVar[TransactionResolution]
 SEND_STATUS_UNSPECIFIED: SendStatus
 SEND_OK: SendStatus
 FLUSH_DISK_TIMEOUT: SendStatus
@@ -40,6 +46,9 @@ NO_MATCHED_MSG: PullStatus
 OFFSET_TOO_SMALL: PullStatus
 OFFSET_OVERFLOW: PullStatus
 RETRY_ELSEWHERE: PullStatus
+TRANSACTION_RESOLUTION_UNSPECIFIED: TransactionResolution
+COMMIT: TransactionResolution
+ROLLBACK: TransactionResolution
 
 class PopRequest(_message.Message):
     __slots__ = ("group", "topic", "queue_id", "max_messages", "invisible_ms", "max_wait_ms", "tag_expression", "bodies_elsewhere")
@@ -251,7 +260,7 @@ class SendBatchRequest(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
 class SendResponse(_message.Message):
-    __slots__ = ("status", "topic", "queue_id", "served_by", "master_address", "detail", "broker_name", "queue_offsets", "physical_offsets", "epoch")
+    __slots__ = ("status", "topic", "queue_id", "served_by", "master_address", "detail", "broker_name", "queue_offsets", "physical_offsets", "epoch", "transaction_ids")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -262,6 +271,7 @@ class SendResponse(_message.Message):
     QUEUE_OFFSETS_FIELD_NUMBER: _ClassVar[int]
     PHYSICAL_OFFSETS_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_IDS_FIELD_NUMBER: _ClassVar[int]
     status: SendStatus
     topic: str
     queue_id: int
@@ -272,7 +282,8 @@ class SendResponse(_message.Message):
     queue_offsets: _containers.RepeatedScalarFieldContainer[int]
     physical_offsets: _containers.RepeatedScalarFieldContainer[int]
     epoch: int
-    def __init__(self, status: _Optional[_Union[SendStatus, str]] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., served_by: _Optional[int] = ..., master_address: _Optional[str] = ..., detail: _Optional[str] = ..., broker_name: _Optional[str] = ..., queue_offsets: _Optional[_Iterable[int]] = ..., physical_offsets: _Optional[_Iterable[int]] = ..., epoch: _Optional[int] = ...) -> None: ...
+    transaction_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, status: _Optional[_Union[SendStatus, str]] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., served_by: _Optional[int] = ..., master_address: _Optional[str] = ..., detail: _Optional[str] = ..., broker_name: _Optional[str] = ..., queue_offsets: _Optional[_Iterable[int]] = ..., physical_offsets: _Optional[_Iterable[int]] = ..., epoch: _Optional[int] = ..., transaction_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PullRequest(_message.Message):
     __slots__ = ("group", "topic", "queue_id", "queue_offset", "max_messages", "max_bytes", "max_wait_ms", "subscription")
@@ -475,3 +486,63 @@ class UnregisterResponse(_message.Message):
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, members: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EndTransactionRequest(_message.Message):
+    __slots__ = ("topic", "transaction_id", "resolution", "from_check", "producer_group")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    FROM_CHECK_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_GROUP_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    transaction_id: str
+    resolution: TransactionResolution
+    from_check: bool
+    producer_group: str
+    def __init__(self, topic: _Optional[str] = ..., transaction_id: _Optional[str] = ..., resolution: _Optional[_Union[TransactionResolution, str]] = ..., from_check: _Optional[bool] = ..., producer_group: _Optional[str] = ...) -> None: ...
+
+class EndTransactionResponse(_message.Message):
+    __slots__ = ("outcome", "repeated", "served_by")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REPEATED_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    outcome: str
+    repeated: bool
+    served_by: int
+    def __init__(self, outcome: _Optional[str] = ..., repeated: _Optional[bool] = ..., served_by: _Optional[int] = ...) -> None: ...
+
+class PollOrphanTransactionsRequest(_message.Message):
+    __slots__ = ("max_count", "max_wait_ms")
+    MAX_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    max_count: int
+    max_wait_ms: int
+    def __init__(self, max_count: _Optional[int] = ..., max_wait_ms: _Optional[int] = ...) -> None: ...
+
+class OrphanTransaction(_message.Message):
+    __slots__ = ("transaction_id", "topic", "queue_id", "message", "producer_group", "checks", "message_id", "store_ms")
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_GROUP_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    STORE_MS_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    topic: str
+    queue_id: int
+    message: Message
+    producer_group: str
+    checks: int
+    message_id: str
+    store_ms: int
+    def __init__(self, transaction_id: _Optional[str] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., producer_group: _Optional[str] = ..., checks: _Optional[int] = ..., message_id: _Optional[str] = ..., store_ms: _Optional[int] = ...) -> None: ...
+
+class PollOrphanTransactionsResponse(_message.Message):
+    __slots__ = ("orphans", "served_by")
+    ORPHANS_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    orphans: _containers.RepeatedCompositeFieldContainer[OrphanTransaction]
+    served_by: int
+    def __init__(self, orphans: _Optional[_Iterable[_Union[OrphanTransaction, _Mapping]]] = ..., served_by: _Optional[int] = ...) -> None: ...

@@ -124,6 +124,16 @@ class BrokerStub:
                 request_serializer=tailrace_dot_v1_dot_broker__pb2.PopDeadLetterRequest.SerializeToString,
                 response_deserializer=tailrace_dot_v1_dot_broker__pb2.PopDeadLetterResponse.FromString,
                 _registered_method=True)
+        self.EndTransaction = channel.unary_unary(
+                '/tailrace.v1.Broker/EndTransaction',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.EndTransactionRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.EndTransactionResponse.FromString,
+                _registered_method=True)
+        self.PollOrphanTransactions = channel.unary_unary(
+                '/tailrace.v1.Broker/PollOrphanTransactions',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.PollOrphanTransactionsRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.PollOrphanTransactionsResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -259,6 +269,28 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EndTransaction(self, request, context):
+        """Transactions (issue 18; masters only): a send whose messages carry the
+        property TRAN_MSG=true is stored as half messages (%TRANS%), invisible
+        to consumers, each answered with a transaction id (SendResponse).
+        EndTransaction commits one (its message is stored in its topic) or rolls
+        it back; a repeat of the same end does nothing more; an id this broker
+        group did not issue, or of a transaction ended otherwise or forgotten, is
+        refused INVALID_TRANSACTION_ID and nothing is done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PollOrphanTransactions(self, request, context):
+        """The orphan checks due (halves open past broker.transaction_check_after_ms,
+        then every transaction_check_interval_ms), each given to one caller (a
+        proxy asking a producer of the topic); held up to max_wait_ms for one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -351,6 +383,16 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.PopDeadLetter,
                     request_deserializer=tailrace_dot_v1_dot_broker__pb2.PopDeadLetterRequest.FromString,
                     response_serializer=tailrace_dot_v1_dot_broker__pb2.PopDeadLetterResponse.SerializeToString,
+            ),
+            'EndTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndTransaction,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.EndTransactionRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.EndTransactionResponse.SerializeToString,
+            ),
+            'PollOrphanTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.PollOrphanTransactions,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.PollOrphanTransactionsRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.PollOrphanTransactionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -839,6 +881,60 @@ class Broker:
             '/tailrace.v1.Broker/PopDeadLetter',
             tailrace_dot_v1_dot_broker__pb2.PopDeadLetterRequest.SerializeToString,
             tailrace_dot_v1_dot_broker__pb2.PopDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.Broker/EndTransaction',
+            tailrace_dot_v1_dot_broker__pb2.EndTransactionRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.EndTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PollOrphanTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.Broker/PollOrphanTransactions',
+            tailrace_dot_v1_dot_broker__pb2.PollOrphanTransactionsRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.PollOrphanTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
