@@ -111,7 +111,7 @@ class ClusterView:
     # -- brokers -------------------------------------------------------------------------
 
     def brokers(self) -> list[str]:
-        return [n for n, p in self.procs.items() if p["role"] not in ("nameserver", "etcd")]
+        return [n for n, p in self.procs.items() if p["role"] in ("master", "slave")]
 
     def master(self) -> str:
         addr = self.group_status().get("master_address", "")
