@@ -19,6 +19,13 @@ bodies it commits; it rolls back the rest) answers each check, listed under
 "checked"; with "until_stdin_closes" the producer lives until then. `simple` and `push` take a
 "group" (see each) and print every delivery. A push consumer runs until
 stdin closes.
+
+The streaming modes run until stdin closes and write each event as a JSON
+line (flushed, with its wall-clock time `t`) to the file "log", so a test
+reads them while the client runs: `stream` (a producer) sends numbered
+bodies `<prefix>-<seq>` one at a time, one every "interval_s", and logs each
+result; `simple_stream` (a SimpleConsumer) logs each delivery and each ack
+(see each).
 """
 
 from __future__ import annotations
@@ -198,9 +205,138 @@ def push(spec: dict[str, Any]) -> dict[str, Any]:
         return {"deliveries": list(deliveries)}
 
 
+class _Log:
+    """JSON lines, one per event, each flushed at once and stamped `t` (wall clock)."""
+
+    def __init__(self, path: str) -> None:
+        self.f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self.lock = threading.Lock()
+
+    def write(self, **event: Any) -> None:
+        with self.lock:
+            self.f.write(json.dumps({**event, "t": time.time()}) + "\n")
+            self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _until_stdin_closes() -> threading.Event:
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    return stop
+
+
+def stream(spec: dict[str, Any]) -> dict[str, Any]:
+    """Sends `<prefix>-<seq>` (seq from 0) one at a time until stdin closes,
+    one every `interval_s`; each result is a line `{"seq", "body", "ok",
+    "message_id" | "error", "t0" (when the send began), "t"}`. An ok line
+    is an acknowledged send."""
+    from rocketmq import ClientConfiguration, Credentials, Message, Producer
+
+    creds = Credentials(spec.get("ak", ""), spec.get("sk", ""))
+    cfg = ClientConfiguration(spec["endpoints"], creds, request_timeout=spec.get("timeout_s", 3))
+    producer = Producer(cfg, (spec["topic"],), tls_enable=spec.get("tls", False))
+    producer.startup()
+    out, stop = _Log(spec["log"]), _until_stdin_closes()
+    seq = 0
+    try:
+        while not stop.is_set():
+            msg = Message()
+            msg.topic, msg.body = spec["topic"], f"{spec['prefix']}-{seq:06d}".encode()
+            t0 = time.time()
+            try:
+                r = producer.send(msg)
+                out.write(seq=seq, body=msg.body.decode(), ok=True, message_id=r.message_id, t0=t0)
+            except Exception as exc:  # the client's exceptions: logged, the stream goes on
+                out.write(seq=seq, body=msg.body.decode(), ok=False, error=_error(exc), t0=t0)
+            seq += 1
+            stop.wait(spec.get("interval_s", 0.05))
+    finally:
+        producer.shutdown()
+        out.close()
+    return {"sent": seq}
+
+
+def simple_stream(spec: dict[str, Any]) -> dict[str, Any]:
+    """A SimpleConsumer receiving until stdin closes. Each delivery is a line
+    `{"ev": "recv", "id", "body", "attempt", "handle"}`. A message whose body's number
+    is `hold_phase` modulo `hold_every` is not acked on its first delivery
+    (`{"ev": "hold", "handle"}`: it must come back after `invisible_s`); every other
+    delivery is acked `ack_delay_s` after it was received, by one acker
+    thread, one ack at a time: `{"ev": "ack", "id", "body", "handle",
+    "ok", "error", "t0" (when the ack began)}`. Receive failures are lines
+    `{"ev": "receive_error", "error"}`. Once stdin closes the acks due are made."""
+    from rocketmq import FilterExpression, SimpleConsumer
+
+    consumer = SimpleConsumer(
+        _consumer_config(spec), spec["group"], {spec["topic"]: FilterExpression("*")},
+        await_duration=spec.get("await_s", 5), tls_enable=spec.get("tls", False),
+    )  # fmt: skip
+    consumer.startup()
+    out, stop = _Log(spec["log"]), _until_stdin_closes()
+    every, phase, delay = spec.get("hold_every", 0), spec.get("hold_phase", 0), spec.get("ack_delay_s", 0.0)
+    due: list[tuple[float, Any]] = []  # (when to ack, the message), in order of receipt
+    cond = threading.Condition()
+    receiving = True
+
+    def acker() -> None:
+        while True:
+            with cond:
+                while receiving and (not due or due[0][0] > time.monotonic()):
+                    cond.wait(max(0.01, due[0][0] - time.monotonic()) if due else None)
+                if not due:
+                    return
+                _, m = due.pop(0)
+            seen = {"id": m.message_id, "body": m.body.decode(), "handle": m.receipt_handle}
+            t0 = time.time()
+            try:
+                consumer.ack(m)
+                out.write(ev="ack", ok=True, t0=t0, **seen)
+            except Exception as exc:  # refused or failed: the message must come back
+                out.write(ev="ack", ok=False, error=_error(exc), t0=t0, **seen)
+
+    ack_thread = threading.Thread(target=acker, name="acker")
+    ack_thread.start()
+    try:
+        while not stop.is_set():
+            try:
+                got = consumer.receive(spec.get("batch", 16), spec.get("invisible_s", 4))
+            except Exception as exc:  # logged; the loop asks again
+                out.write(ev="receive_error", error=_error(exc))
+                stop.wait(0.2)
+                continue
+            for m in got:
+                body = m.body.decode()
+                out.write(
+                    ev="recv", id=m.message_id, body=body, attempt=m.delivery_attempt, handle=m.receipt_handle
+                )
+                if every and int(body.rsplit("-", 1)[1]) % every == phase and m.delivery_attempt == 1:
+                    out.write(ev="hold", id=m.message_id, body=body, handle=m.receipt_handle)
+                    continue
+                with cond:
+                    due.append((time.monotonic() + delay, m))
+                    cond.notify()
+    finally:
+        with cond:
+            receiving = False
+            cond.notify()
+        ack_thread.join()
+        consumer.shutdown()
+        out.close()
+    return {}
+
+
 def main() -> int:
     spec = json.loads(sys.stdin.readline())
-    result = {"produce": produce, "simple": simple, "push": push}[spec["mode"]](spec)
+    modes = {
+        "produce": produce,
+        "simple": simple,
+        "push": push,
+        "stream": stream,
+        "simple_stream": simple_stream,
+    }
+    result = modes[spec["mode"]](spec)
     print(json.dumps(result), flush=True)
     return 0
 
