@@ -6,11 +6,13 @@ RocketMQ 5's SimpleConsumer and PushConsumer).
 Pop state lives on the masters (master/popper.py), so every call goes to
 the group's live master as the topic's route names it. A master that
 answers NOT_MASTER, or that cannot be reached (a failover under way, a
-stale route), gets one more try within the caller's time: with the master
-the answer named, or else after refreshing the route; a call whose
-outcome is unknown (sent, then the connection broke or the deadline
-passed) is never tried again: it may have been carried out. Whatever fails
-then is raised as the TailraceError it is. Routes and connections are the
+stale route), is tried again within the caller's time: the master the
+answer named at once, or else the route's after refreshing it, with the
+producer's pauses (consumer/retry_plan.py), so a call made while a slave
+is being promoted lands on the new master; a call whose outcome is unknown
+(sent, then the connection broke or the deadline passed) is never tried
+again: it may have been carried out. Whatever fails then is raised as the
+TailraceError it is. Routes and connections are the
 caller's (the proxy shares its producer's), so this holds no sockets of its
 own and nothing to close.
 
@@ -25,6 +27,7 @@ where the bodies came from.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter
@@ -34,9 +37,9 @@ from typing import Any
 
 from consumer.cold_reads import Fetched, RoutedPull, fetch_bodies
 from consumer.connection import ConnectionPool
-from consumer.retry_plan import outcome_unknown
+from consumer.retry_plan import Failure, classify, pause_for
 from consumer.routing import Routes
-from core.errors import BrokerUnavailableError, NotMasterError, TailraceError, for_code
+from core.errors import BrokerUnavailableError, TailraceError, for_code
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pop.ops import PoppedElsewhere, PoppedMessage
 from core.record import decode_record
@@ -48,6 +51,9 @@ MIN_CALL_S = 0.05  # less time than this left: no second try
 WAIT_MARGIN_S = 0.5  # a held pop is asked to answer this long before the call's deadline
 GIVE_BACK_MS = 1000  # a popped message whose body could not be read is visible again this soon
 SETTLE_S = 1.0  # at most this long, past the caller's time, to ack or give back what it does not get
+QUICK_RETRIES = 1  # tries again at once, then after the producer's pauses (consumer/retry_plan.py)
+# failures after which nothing was done: tried again until the call's time is up (a failover)
+RETRIED = (Failure.NOT_MASTER, Failure.LEASE_EXPIRED, Failure.NO_ROUTE, Failure.REFUSED)
 
 
 @dataclass(frozen=True)
@@ -70,10 +76,12 @@ class PopClient:
         pool: ConnectionPool,
         clock: Callable[[], float] = time.monotonic,
         bodies_elsewhere: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.routes = routes
         self.pool = pool
         self.clock = clock
+        self.sleep = sleep
         self.bodies_elsewhere = bodies_elsewhere
         # popped messages by where their bodies came from: "pop" (the master's answer),
         # "slave" and "master_pull" (read here); "tag_mismatch" (acked), "given_back"
@@ -207,7 +215,7 @@ class PopClient:
         req = pb.ChangeInvisibleRequest(
             group=group, topic=topic, receipt_handle=handle, invisible_ms=invisible_ms, keep_handle=True
         )
-        reply, _ = self._call(broker_name, topic, "ChangeInvisible", req, timeout_s)
+        reply, _ = self._call(broker_name, topic, "ChangeInvisible", req, timeout_s, tries=2)
         return int(reply.deadline_ms)
 
     def dead_letter(self, broker_name: str, group: str, topic: str, handle: str, timeout_s: float) -> None:
@@ -217,32 +225,54 @@ class PopClient:
         self._call(broker_name, topic, "PopDeadLetter", req, timeout_s)
 
     def _call(
-        self, broker_name: str, topic: str, method: str, request: Any, timeout_s: float, wait_ms: int = -1
+        self,
+        broker_name: str,
+        topic: str,
+        method: str,
+        request: Any,
+        timeout_s: float,
+        wait_ms: int = -1,
+        tries: int = 0,
     ) -> Any:
         """(the answer, the master's address) of `method` on `broker_name`'s
-        master; a second try after NOT_MASTER or a failure that sent nothing
-        (no route, no master in it, a refused connection), never after one
-        whose outcome is unknown (the request went out: a retry could pop a
-        second batch, or answer a done ack INVALID_RECEIPT_HANDLE). `wait_ms`
-        (a Pop): the hold asked of the master, cut at each try to the time
-        left then less a margin."""
+        master. Tried again while `timeout_s` lasts after a failure that did
+        nothing (NOT_MASTER: the master it names, else the route's; lease
+        expired, no live master, a refused connection, a busy master: with a
+        fresh route), the first retry at once, then after the producer's
+        pauses, so a failover's new master is found within a fraction of a
+        second of its appearing in the routes. Never after a failure whose
+        outcome is unknown (the request went out: a retry could pop a second
+        batch, or answer a done ack INVALID_RECEIPT_HANDLE). `wait_ms` (a
+        Pop): the hold asked of the master, cut at each try to the time left
+        less a margin. `tries` (0: no limit): a renewal makes two, so the
+        proxy's one renewing thread does not wait a failover out for each
+        handle (it tries each again a second later)."""
         deadline = self.clock() + timeout_s
         named: str | None = None  # the master a NOT_MASTER answer named
-        for attempt in range(2):
+        for attempt in itertools.count(1):
             sent = False
             try:
-                address = named or self._master(broker_name, topic, attempt > 0, deadline - self.clock())
+                address = named or self._master(broker_name, topic, attempt > 1, deadline - self.clock())
                 conn = self.pool.get(address)
                 left = max(MIN_CALL_S, deadline - self.clock())
                 if wait_ms >= 0:
                     request.max_wait_ms = max(0, min(wait_ms, int((left - WAIT_MARGIN_S) * 1000)))
                 sent = True
                 return conn.call(getattr(conn.stub, method), request, left), address
-            except (NotMasterError, BrokerUnavailableError) as exc:
-                unknown = sent and not isinstance(exc, NotMasterError) and outcome_unknown(exc)
-                if attempt or unknown or deadline - self.clock() < MIN_CALL_S:
+            except TailraceError as exc:
+                failure = classify(exc)
+                if not sent and failure is Failure.OUTCOME_UNKNOWN:  # e.g. no master yet: nothing went out
+                    failure = Failure.REFUSED
+                if failure not in RETRIED:
                     raise
                 named = getattr(exc, "master_address", None) or None
+                pause = pause_for(attempt, QUICK_RETRIES)  # the first retry at once (a named master)
+                if attempt == tries or deadline - self.clock() - pause < MIN_CALL_S:
+                    raise
+                if attempt == 1 or attempt % 10 == 0:
+                    log.info("%s on %s: %s; trying again", method, broker_name, exc)
+                if pause:
+                    self.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _master(self, broker_name: str, topic: str, refresh: bool, timeout_s: float) -> str:

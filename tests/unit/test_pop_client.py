@@ -1,5 +1,5 @@
-"""The native pop client's choice of master and its one retry, with fake
-routes and connections (no sockets)."""
+"""The native pop client's choice of master and its retries through a
+failover, with fake routes, connections and clock (no sockets, no sleeping)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from consumer.pop_client import PopClient
-from core.errors import BrokerUnavailableError, InvalidReceiptError, NotMasterError, RequestTimeoutError
+from core.errors import (
+    BrokerBusyError,
+    BrokerUnavailableError,
+    InvalidReceiptError,
+    LeaseExpiredError,
+    NotMasterError,
+    RequestTimeoutError,
+)
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import BrokerEndpoint, GroupRoute, TopicRoute
 from tests.helpers.records import make
@@ -25,9 +32,14 @@ def _route(master: str | None) -> TopicRoute:
 @dataclass
 class Clock:
     now: float = 0.0
+    pauses: list[float] = field(default_factory=list)
 
     def __call__(self) -> float:
         return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
 
 
 @dataclass
@@ -94,7 +106,7 @@ Answers = dict[str, list[Any]]
 def _client(routes: list[TopicRoute], answers: Answers) -> tuple[PopClient, FakePool, FakeRoutes]:
     clock = Clock()
     r, pool = FakeRoutes(routes, clock=clock), FakePool(answers, clock=clock)
-    return PopClient(r, pool, clock=clock), pool, r  # type: ignore[arg-type]
+    return PopClient(r, pool, clock=clock, sleep=clock.sleep), pool, r  # type: ignore[arg-type]
 
 
 def _record() -> bytes:
@@ -128,13 +140,53 @@ def test_not_master_follows_the_named_master_once() -> None:
     assert [c[0] for c in pool.calls] == ["old:1", "new:1"] and routes.refreshes == 0
 
 
-def test_an_unreachable_master_refreshes_the_route_and_tries_once_more() -> None:
-    refused = BrokerUnavailableError("failed to connect to all addresses")  # nothing was sent
-    answers = {"old:1": [refused], "new:1": [BrokerUnavailableError("down too")]}
-    client, pool, routes = _client([_route("old:1"), _route("new:1")], answers)
+REFUSED = BrokerUnavailableError("failed to connect to all addresses")  # nothing was sent
+
+
+def test_a_failover_is_waited_out_with_fresh_routes_and_pauses() -> None:
+    """The master killed: its connection refused, then no master in the
+    route while the controller elects, then the promoted slave in it."""
+    answers: Answers = {
+        "old:1": [REFUSED, REFUSED],
+        "new:1": [pb.AckPopResponse(results=[pb.AckPopResult(receipt_handle="h")])],
+    }
+    routes = [_route("old:1"), _route("old:1"), _route(None), _route(None), _route("new:1")]
+    client, pool, r = _client(routes, answers)
+    assert [o.error for o in client.ack("a", "G", "T", ["h"], 3)] == [None]
+    assert [c[0] for c in pool.calls] == ["old:1", "old:1", "new:1"] and r.refreshes == 4
+    assert pool.clock.pauses == [0.05, 0.1, 0.2]  # the producer's: once at once, then 50 ms doubling
+
+
+def test_an_unreachable_master_is_tried_until_the_calls_time_is_up() -> None:
+    client, pool, _ = _client([_route("old:1")], {"old:1": [REFUSED] * 100})
     with pytest.raises(BrokerUnavailableError):
-        client.ack("a", "G", "T", ["h"], 3)
-    assert [c[0] for c in pool.calls] == ["old:1", "new:1"] and routes.refreshes == 1
+        client.ack("a", "G", "T", ["h"], 2)
+    assert 2 - 0.25 <= pool.clock.now <= 2  # no pause past the time, none that leaves no try after it
+    assert max(pool.clock.pauses) == 0.25 and 8 <= len(pool.calls) <= 12
+
+
+def test_a_renewal_does_not_wait_a_failover_out() -> None:
+    """The proxy's one renewing thread would lag by a failover per handle;
+    it tries a failed handle again a second later instead."""
+    client, pool, _ = _client([_route("old:1")], {"old:1": [REFUSED] * 10})
+    with pytest.raises(BrokerUnavailableError):
+        client.renew("a", "G", "T", "h", 60_000, 2)
+    assert len(pool.calls) == 2 and pool.clock.now == 0
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        BrokerBusyError("1 in-sync slave(s) needed; nothing popped"),  # a new master's slave catching up
+        LeaseExpiredError("lease lapsed"),
+        NotMasterError("not the master"),  # naming no one: the route is asked again
+    ],
+)
+def test_a_master_that_did_nothing_is_asked_again(refusal: Exception) -> None:
+    answers: Answers = {"m:1": [refusal, pb.PopResponse(held=True)]}
+    client, pool, routes = _client([_route("m:1")], answers)
+    assert client.pop("a", "G", "T", invisible_ms=1000, timeout_s=3).held
+    assert len(pool.calls) == 2 and routes.refreshes == 1
 
 
 def test_no_master_in_the_cached_route_refreshes_it() -> None:
