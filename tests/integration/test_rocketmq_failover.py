@@ -117,6 +117,8 @@ def run(seed: int, cdir: Path, home: Path) -> dict[str, Any]:
             every_s=0.2,
         )
         consumer.stop()
+        proxy_log = view.log_of("proxy-1").read_text()
+        assert " ERROR " not in proxy_log and "Traceback" not in proxy_log, proxy_log[-3000:]
         report = check(read_lines(plog), read_lines(clog), t_kill)
         out = {**report.__dict__, "failover_s": round(t_elected - t_kill, 2), "seed": seed}
         out["seconds"] = round(time.monotonic() - t_start, 1)
@@ -131,7 +133,9 @@ def run(seed: int, cdir: Path, home: Path) -> dict[str, Any]:
 def assert_intact(r: dict[str, Any]) -> None:
     assert r["violations"] == [], r["violations"]
     assert r["acknowledged"] > 0 and r["acknowledged_after_kill"] >= 30
+    assert r["acked_before_kill"] >= 20  # none of them delivered again (a violation otherwise)
     assert r["held_across"] >= 1  # a message left unacked before the kill came back after it, attempt >= 2
+    assert r["acks_across_ok"] >= 1  # the new master took a handle the old one issued
     assert len(r["in_flight_at_kill"]) <= 1
 
 
