@@ -18,7 +18,7 @@ and acked; an acked message never delivered again; a failed ack's message
 delivered again (one ack open at the kill excepted: it may have been
 applied); attempts and generations counting up across the failover.
 
-One seed runs in CI (about 30 s); more are marked `drill`.
+One seed runs in CI (about 20 s); four more are marked `drill`.
 """
 
 from __future__ import annotations
