@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
+from core.admin.reads import ReadLog
 from core.broker.role import BrokerRole, LeaderOps, RoleFactory
 from core.broker_config import BrokerConfig
 from core.clock import now_ms
@@ -81,6 +82,7 @@ class BrokerCore:
             config.pull.hot_ratio, config.pull.budget_bytes, config.pull.budget_refresh_ms
         )
         self.advice_counts: Counter[str] = Counter()  # pull advice given, by reason
+        self.reads = ReadLog()  # each queue's last pull and its advice, for the admin commands
         self.limits = PullLimits(config.pull.max_wait_ms, config.pull.max_messages, config.pull.max_bytes)
         self._hold_slots = threading.BoundedSemaphore(
             config.pull.max_held_pulls or config.server.max_workers // 2
@@ -250,7 +252,9 @@ class BrokerCore:
 
     def pull(self, args: PullArgs, alive: Callable[[], bool] = lambda: True) -> PullReply:
         check_pull(args)
-        return self.role.pull(args, alive)
+        reply = self.role.pull(args, alive)
+        self.reads.note((args.group, args.topic, args.queue_id), reply.advice, now_ms())
+        return reply
 
     def visible_end(self) -> int | None:
         """What pulls may read up to, as the role *now* says: a pull held
