@@ -29,6 +29,7 @@ class ReadLog:
         self._lock = threading.Lock()
 
     def note(self, key: Key, advice: Advice, now_ms: int) -> None:
+        """`now_ms`: wall-clock ms (an operator reads it as a time)."""
         read = LastRead(now_ms, advice.suggested_broker_id, advice.reason.value)
         with self._lock:
             self._last.pop(key, None)  # re-inserted last: the dict's order is recency

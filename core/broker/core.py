@@ -253,7 +253,7 @@ class BrokerCore:
     def pull(self, args: PullArgs, alive: Callable[[], bool] = lambda: True) -> PullReply:
         check_pull(args)
         reply = self.role.pull(args, alive)
-        self.reads.note((args.group, args.topic, args.queue_id), reply.advice, now_ms())
+        self.reads.note((args.group, args.topic, args.queue_id), reply.advice, int(time.time() * 1000))
         return reply
 
     def visible_end(self) -> int | None:
