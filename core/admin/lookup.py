@@ -1,12 +1,6 @@
-"""Message lookup: by id (a native id locates its record) and by key (a
-bounded scan of a topic's newest entries; docs/design.md, "Admin commands",
-says why no index).
-
-A native message id is `<broker name>@<physical offset, 16 hex digits>`
-(broker.proto, SendResponse): the broker group and the place in its log.
-A RocketMQ 5 client's id is the `UNIQ_KEY` property the proxy stores
-(core/rocketmq/translate.py); it locates nothing, so it is found like a key.
-"""
+"""Message lookup: by id (a native id locates its record, core/admin/ids.py)
+and by key or RocketMQ message id (a bounded scan of a topic's newest
+entries; docs/design.md, "Admin commands", says why no index)."""
 
 from __future__ import annotations
 
@@ -24,22 +18,6 @@ MAX_SCAN = 1_000_000
 DEFAULT_FOUND = 32
 MAX_FOUND = 1024
 MAX_KEY_CHARS = 1024
-
-
-def format_id(broker_name: str, physical_offset: int) -> str:
-    return f"{broker_name}@{physical_offset:016x}"
-
-
-def parse_id(message_id: str) -> tuple[str, int] | None:
-    """(broker name, physical offset) of a native id; None for any other
-    string (a RocketMQ client's id, say)."""
-    name, sep, hexpart = message_id.rpartition("@")
-    if not sep or not name or len(hexpart) != 16:
-        return None
-    try:
-        return name, int(hexpart, 16)
-    except ValueError:
-        return None
 
 
 def matches(rec: Record, key: str) -> bool:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from core.admin.groups import span_bytes
-from core.admin.lookup import format_id, matches, parse_id
+from core.admin.ids import format_id, parse_id
+from core.admin.lookup import matches
 from core.admin.reads import ReadLog
 from core.admin.reset import QueueSpan, Target, first_at_or_after, plan_reset
 from core.errors import InvalidArgumentError
