@@ -44,6 +44,21 @@ def queue_bytes(store: MessageStore, topic: str, queue_id: int, start: int, end:
     return span_bytes(sizes, end - start)
 
 
+def committed_lags(core: BrokerCore) -> dict[Key, int]:
+    """(group, topic, queue) -> messages after the group's committed offset
+    (from the queue's oldest message when the commit is below it): the
+    consumer-lag gauge, read at scrape time from the offsets table and the
+    queues held in memory (as `tailrace_queue_max_offset`: nothing loaded)."""
+    held, out, committed_keys = core.store.cqs.queues, {}, core.offsets.keys()
+    for group, topic, q in committed_keys:
+        cq = held.get((topic, q))
+        if cq is None or group.startswith("%"):  # the broker's own positions (timer, scheduler)
+            continue
+        committed = core.offsets.query(group, topic, q) or 0
+        out[(group, topic, q)] = max(0, cq.max_offset - max(committed, cq.min_offset))
+    return out
+
+
 def known_keys(core: BrokerCore, now_ms: int) -> set[Key]:
     """Every (group, topic, queue) with a committed offset, live members, pop
     state or a pull remembered on this broker (topics that exist only)."""

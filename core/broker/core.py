@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
+from core.admin.groups import committed_lags
 from core.admin.reads import ReadLog
 from core.broker.role import BrokerRole, LeaderOps, RoleFactory
 from core.broker_config import BrokerConfig
@@ -42,6 +43,7 @@ from core.roles import Role
 from core.route import MASTER_ID
 from core.security.serving import ChannelFactory, plaintext_channel
 from core.store import MessageStore
+from core.store.retention import disk_used_ratio
 from core.timer import TIMER_GROUP, TIMER_TOPIC
 
 log = logging.getLogger(__name__)
@@ -375,6 +377,10 @@ class BrokerCore:
             "quarantined_tails": tails,
             "quarantined_bytes": kept,
             "quotas": self.quota_usage(),
+            "disk_used_ratio": disk_used_ratio(self.store.data_dir),
+            "disk_max_used_ratio": self.config.store.disk_max_used_ratio,
+            # a slave's offsets are its master's, replicated: the master alone reports lag
+            "group_lag": committed_lags(self) if self.role.is_leader else {},
         }
 
     def retention_floor(self) -> int | None:
