@@ -52,6 +52,12 @@ def run(args: Any) -> int:
         print(f"cluster up: {len(state['processes'])} processes; state in {args.dir / STATE}")
         if state.get("profile"):
             print(f"TLS and accounts on; clients: export TAILRACE_PROFILE={state['profile']}")
+        if state.get("console_url"):
+            print(
+                f"web console: {state['console_url']} (sign in with an admin account: see client.toml)"
+                if state.get("secure")
+                else f"web console: {state['console_url']}"
+            )
         if state.get("rocketmq_endpoints"):
             print(f"RocketMQ 5 clients (tailrace proxy): {';'.join(state['rocketmq_endpoints'])}")
         return 0
