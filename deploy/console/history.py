@@ -4,7 +4,7 @@
 messages stored so far) into per-second rates; `Levels` keeps values as
 they are (a group's lag). Each keeps at most `points` points per series
 and at most `max_series` series: a series not sampled for `points`
-samples in a row is forgotten (a deleted topic), and a new series past
+samples in a row is forgotten at the next one (a deleted topic), and a new series past
 the cap is not started (counted in `refused`). Memory is bounded by
 points x max_series whatever the cluster holds.
 """
@@ -29,6 +29,9 @@ class Levels:
     def add(self, now_ms: int, values: Mapping[str, float]) -> None:
         """One sample: a point for each series given."""
         self._samples += 1
+        for name in [n for n, at in self._last_seen.items() if self._samples - at > self.points]:
+            del self._series[name], self._last_seen[name]
+            self.forget(name)
         for name, value in values.items():
             series = self._series.get(name)
             if series is None:
@@ -39,9 +42,6 @@ class Levels:
                 series = self._series[name] = deque(maxlen=self.points)
             series.append((now_ms, float(value)))
             self._last_seen[name] = self._samples
-        for name in [n for n, at in self._last_seen.items() if self._samples - at >= self.points]:
-            del self._series[name], self._last_seen[name]
-            self.forget(name)
 
     def forget(self, name: str) -> None:
         """A series is gone (hook for subclasses)."""
@@ -69,14 +69,16 @@ class Rates(Levels):
         rates: dict[str, float] = {}
         for name, value in values.items():
             prev = self._last.get(name)
-            if (name in self._series or len(self._series) < self.max_series) or prev is not None:
-                self._last[name] = (now_ms, float(value))
-            if prev is None or now_ms <= prev[0] or value < prev[1]:
+            if prev is None and len(self._last) >= self.max_series:
+                if len(self.refused) < self.max_series:
+                    self.refused.add(name)
                 continue
-            rates[name] = (value - prev[1]) * 1000.0 / (now_ms - prev[0])
+            self._last[name] = (now_ms, float(value))
+            if prev is not None and now_ms > prev[0] and value >= prev[1]:
+                rates[name] = (value - prev[1]) * 1000.0 / (now_ms - prev[0])
         super().add(now_ms, rates)
-        for name in [n for n in self._last if n not in values and n not in self._series]:
-            del self._last[name]  # neither sampled now nor charted: nothing to remember
+        for name in [n for n in self._last if n not in values]:
+            del self._last[name]  # not sampled now: its next sample starts it again
 
     def forget(self, name: str) -> None:
         self._last.pop(name, None)
