@@ -60,6 +60,9 @@ def serving(rows: Mapping[int, Row]) -> dict[str, Any]:
     suggested = r["suggested_broker_id"]
     broker = suggested if suggested >= 0 else answered_by
     reason = r["suggestion_reason"]
+    sent = rows.get(MASTER_ID)
+    if broker != MASTER_ID and not reason and sent is not None and sent["suggested_broker_id"] > MASTER_ID:
+        reason = sent["suggestion_reason"]  # a slave serving without advice: why the master sent it there
     return {
         "read_from": "master" if broker == MASTER_ID else "slave",
         "read_broker_id": broker,

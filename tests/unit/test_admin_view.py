@@ -40,6 +40,8 @@ def test_a_queue_is_read_where_the_newest_answer_sent_its_consumer() -> None:
     assert (s["read_from"], s["read_broker_id"], s["reason"]) == ("slave", 1, "backlog_over_budget")
     s = serving({**away, 1: row(last_pull_ms=9)})  # the slave's newer answer: it serves
     assert (s["read_from"], s["read_broker_id"], s["answered_by"]) == ("slave", 1, 1)
+    assert s["reason"] == "backlog_over_budget"  # no advice of its own: why the master sent it there
+    assert serving({0: row(last_pull_ms=5), 1: row(last_pull_ms=9)})["reason"] == ""
     s = serving({**away, 1: row(last_pull_ms=9, suggested_broker_id=0, suggestion_reason="caught_up")})
     assert (s["read_from"], s["reason"]) == ("master", "caught_up")  # handed back
     assert "back to the master" in s["why"]

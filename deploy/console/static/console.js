@@ -207,6 +207,14 @@ function drawChart(id, chart) {
     line.setAttribute("vector-effect", "non-scaling-stroke");
     line.setAttribute("points", pts.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "));
     svg.appendChild(line);
+    for (const p of pts.slice(-1)) { // the newest point, visible even alone
+      const dot = document.createElementNS(SVG, "circle");
+      dot.setAttribute("cx", x(p[0]).toFixed(1));
+      dot.setAttribute("cy", y(p[1]).toFixed(1));
+      dot.setAttribute("r", "3");
+      dot.setAttribute("fill", color);
+      svg.appendChild(dot);
+    }
     const last = pts.length ? pts[pts.length - 1][1] : 0;
     const item = el("span", `${n}: ${fmt(last)}`);
     item.style.setProperty("--c", color);
