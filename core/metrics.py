@@ -159,6 +159,14 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "tailrace_in_sync_slaves", "Slaves in the in-sync set", value=float(s.get("in_sync", 0))
         )
+        # who this broker is now (the role changes on failover): for joins in alert rules
+        info = GaugeMetricFamily(
+            "tailrace_broker_info", "This broker: its group, id and role (always 1)",
+            labels=["group", "broker_id", "role"],
+        )  # fmt: skip
+        if "info" in s:
+            info.add_metric(list(s["info"]), 1.0)
+        yield info
         group_lag = GaugeMetricFamily(
             "tailrace_consumer_lag_messages",
             "Messages after a group's committed offset (master; queues held in memory)",

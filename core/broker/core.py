@@ -377,6 +377,7 @@ class BrokerCore:
             "quarantined_tails": tails,
             "quarantined_bytes": kept,
             "quotas": self.quota_usage(),
+            "info": (self.broker_name, str(self.broker_id), str(self.role.name)),
             "disk_used_ratio": disk_used_ratio(self.store.data_dir),
             "disk_max_used_ratio": self.config.store.disk_max_used_ratio,
             # a slave's offsets are its master's, replicated: the master alone reports lag

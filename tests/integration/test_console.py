@@ -6,6 +6,7 @@ real one, and then against a secure cluster, where it is refused."""
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from deploy.pki import PROXY
 from deploy.waits import poll_until
 from tests.helpers.cli import cli
 from tests.helpers.console import console_get
+from tests.helpers.promql import alert_rules, dashboard_exprs, exposed_samples, unknown_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -27,8 +29,21 @@ def test_without_accounts_an_unsigned_request_gets_the_data(procs: ProcessGroup)
     master = c.groups["g"].master.address
     status, body = console_get(url, "/api/cluster")
     assert status == 200, body
-    (group,) = body["cluster"]["clusters"][0]["groups"]
+
+    def groups() -> list[dict[str, object]]:  # a snapshot, refreshed every console.refresh_ms
+        return [g for c in console_get(url, "/api/cluster")[1]["cluster"]["clusters"] for g in c["groups"]]
+
+    poll_until(groups, 30, "the broker group in the console")
+    (group,) = groups()
     assert (group["broker_name"], group["master"]) == ("g", master)
+
+    # the alert rules and the dashboard name only metrics these processes serve
+    served: set[str] = set()
+    for proc in (c.groups["g"].master, procs.processes["ns0"]):
+        with urllib.request.urlopen(f"http://{proc.info['metrics_address']}/metrics", timeout=10) as r:
+            served |= exposed_samples(r.read().decode())
+    exprs = {f"alert {r['alert']}": r["expr"] for r in alert_rules()} | dashboard_exprs()
+    assert unknown_metrics(exprs, served) == {}
 
 
 def test_with_accounts_the_console_is_for_admin_accounts_only(procs: ProcessGroup, tmp_path: Path) -> None:
@@ -59,10 +74,13 @@ def test_with_accounts_the_console_is_for_admin_accounts_only(procs: ProcessGrou
         )
 
     poll_until(group_seen, 30, "group G in the console")
-    status, body = console_get(url, "/api/state", ca, admin)
-    assert status == 200
-    (group,) = body["cluster"]["clusters"][0]["groups"]
-    assert [(b["broker_id"], b["role"]) for b in group["brokers"]] == [(0, "master"), (1, "slave")]
+
+    def brokers() -> list[tuple[int, str]]:
+        body = console_get(url, "/api/state", ca, admin)[1]
+        return [(b["broker_id"], b["role"]) for c in body["cluster"]["clusters"] for g in c["groups"]
+                for b in g["brokers"]]  # fmt: skip
+
+    poll_until(lambda: brokers() == [(0, "master"), (1, "slave")], 30, "the master and its slave")
     poll_until(lambda: console_get(url, "/api/cluster", ca, admin)[1]["cluster"]["clusters"][0]["groups"][0]
                ["in_sync"] == [1], 30, "the slave in sync")  # fmt: skip
     status, one = console_get(url, "/api/groups?group=G", ca, admin)
