@@ -56,6 +56,33 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 REQUEST_TIMEOUT_S = 10  # an idle or slow connection is closed after this
+MAX_CONNECTIONS = 64  # connections served at once; more are closed at accept (no thread each)
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """One thread per connection, at most MAX_CONNECTIONS of them."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 def check_request(
@@ -104,8 +131,7 @@ class ConsoleServer:
         self.acl = acl
         self.skew_ms = skew_ms
         self.wall_ms = wall_ms
-        self.httpd = ThreadingHTTPServer((host, port), self._handler())
-        self.httpd.daemon_threads = True
+        self.httpd = _BoundedServer((host, port), self._handler())
         self.scheme = "http"
         if tls_files is not None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
