@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 BENCH_DIR ?= /tmp/tailrace-bench
 
-.PHONY: demo test lint typecheck unit test-all drills fuzz bench clean etcd
+.PHONY: demo test lint typecheck unit test-all drills fuzz bench clean etcd chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,12 +30,17 @@ typecheck: $(STAMP)
 etcd:
 	sh deploy/install_etcd.sh
 
+# Headless Chromium for the web console's browser tests: Debian's chromium
+# when none is installed (as root, or with sudo).
+chromium:
+	sh deploy/install_chromium.sh
+
 # The CI set: everything but the tests marked slow or drill.
-test: lint typecheck etcd
+test: lint typecheck etcd chromium
 	$(BIN)/pytest
 
 # Everything, slow runs included.
-test-all: lint typecheck etcd
+test-all: lint typecheck etcd chromium
 	$(BIN)/pytest -m ''
 
 # Every failover drill once (fast timings), the controller's drills once

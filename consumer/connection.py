@@ -48,6 +48,7 @@ class BrokerConnection:
         self.security = security
         self.channel = open_channel(address, security, BROKER_OPTIONS)
         self.stub = broker_pb2_grpc.BrokerStub(self.channel)
+        self.admin_stub = broker_pb2_grpc.BrokerAdminStub(self.channel)  # the operator's commands
 
     def call(self, method: Callable[..., T], request: Any, timeout_s: float | None = None) -> T:
         try:

@@ -73,6 +73,11 @@ RPC_ACCESS: dict[str, Access] = {
     "/tailrace.v1.Broker/Status": READ,
     "/tailrace.v1.Broker/Heartbeat": READ,  # per-broker, in-memory membership
     "/tailrace.v1.Broker/Unregister": READ,
+    # tailrace.v1.BrokerAdmin (issue 19): the operator's commands, admin accounts only
+    "/tailrace.v1.BrokerAdmin/DescribeGroups": READ,
+    "/tailrace.v1.BrokerAdmin/ResetOffset": WRITE,  # commits through the master's log
+    "/tailrace.v1.BrokerAdmin/GetMessage": READ,
+    "/tailrace.v1.BrokerAdmin/FindMessages": READ,
     # tailrace.v1.Replication: a slave of the group streams the leader's log
     "/tailrace.v1.Replication/Replicate": Access(Serves.LEADER, Callers.MEMBERS),
     # tailrace.v1.NameServer (no roles: every nameserver serves every call)

@@ -217,6 +217,20 @@ class QuotaExceededError(TailraceError):
     code = "QUOTA_EXCEEDED"
 
 
+class MessageNotFoundError(TailraceError):
+    """No message at the place an id names (retention removed it, or the id
+    was never one of this broker group's)."""
+
+    code = "MESSAGE_NOT_FOUND"
+
+
+class GroupActiveError(TailraceError):
+    """An admin change of a consumer group (an offset reset) refused while
+    the group has live members on the topic: they would commit over it."""
+
+    code = "GROUP_ACTIVE"
+
+
 class InvalidReceiptError(TailraceError):
     """A pop receipt handle that names no live hand-out: acked already, handed
     out again since (an older generation), altered or forged. Nothing was done."""

@@ -44,6 +44,8 @@ TO_GRPC: dict[str, grpc.StatusCode] = {
     e.QuotaExceededError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.InvalidReceiptError.code: grpc.StatusCode.FAILED_PRECONDITION,
     e.InvalidTransactionError.code: grpc.StatusCode.FAILED_PRECONDITION,
+    e.GroupActiveError.code: grpc.StatusCode.FAILED_PRECONDITION,
+    e.MessageNotFoundError.code: grpc.StatusCode.NOT_FOUND,
     e.DiskFullError.code: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.PermissionDeniedError.code: grpc.StatusCode.PERMISSION_DENIED,
     e.TailraceError.code: grpc.StatusCode.INTERNAL,

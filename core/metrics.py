@@ -179,6 +179,32 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "tailrace_in_sync_slaves", "Slaves in the in-sync set", value=float(s.get("in_sync", 0))
         )
+        # who this broker is now (the role changes on failover): for joins in alert rules
+        info = GaugeMetricFamily(
+            "tailrace_broker_info", "This broker: its group, id and role (always 1)",
+            labels=["group", "broker_id", "role"],
+        )  # fmt: skip
+        if "info" in s:
+            info.add_metric(list(s["info"]), 1.0)
+        yield info
+        group_lag = GaugeMetricFamily(
+            "tailrace_consumer_lag_messages",
+            "Messages after a group's committed offset (master; queues held in memory)",
+            labels=["group", "topic", "queue"],
+        )
+        for (group, topic, queue), n in s.get("group_lag", {}).items():
+            group_lag.add_metric([group, topic, str(queue)], float(n))
+        yield group_lag
+        yield GaugeMetricFamily(
+            "tailrace_disk_used_ratio",
+            "How full the data disk is (0..1)",
+            value=float(s.get("disk_used_ratio", 0)),
+        )
+        yield GaugeMetricFamily(
+            "tailrace_disk_max_used_ratio",
+            "The disk watermark (store.disk_max_used_ratio): sends are refused above it",
+            value=float(s.get("disk_max_used_ratio", 1)),
+        )
         used = GaugeMetricFamily("tailrace_quota_used", "What a quota counts, now", labels=["quota"])
         limit = GaugeMetricFamily("tailrace_quota_limit", "A quota's configured limit", labels=["quota"])
         for name, (n, cap) in s.get("quotas", {}).items():
@@ -192,16 +218,51 @@ class _StateCollector(Collector):
         )
 
 
-class NameserverMetrics:
-    """A nameserver's metrics: live brokers and route lookups."""
+GroupCounts = Callable[[], dict[tuple[str, str], tuple[int, int]]]  # (cluster, group) -> (brokers, masters)
+MAX_GROUPS_SEEN = 10_000  # broker groups a nameserver keeps reporting after their last broker went
 
-    def __init__(self, live_brokers: Callable[[], int]) -> None:
+
+class NameserverMetrics:
+    """A nameserver's metrics: live brokers, route lookups, and per broker
+    group its live brokers and masters (a group whose every broker expired
+    is reported with 0 of both, so "no master" stays visible)."""
+
+    def __init__(self, live_brokers: Callable[[], int], groups: GroupCounts = dict) -> None:
         self.registry = CollectorRegistry()
         self.route_lookups = Counter(
             "tailrace_route_lookups", "GetRoute calls, by outcome", ["outcome"], registry=self.registry
         )
         live = Gauge("tailrace_live_brokers", "Brokers registered and not expired", registry=self.registry)
         live.set_function(lambda: float(live_brokers()))
+        self.registry.register(_GroupCollector(groups))
 
     def serve(self, host: str, port: int, tls_files: tuple[str, str] | None = None) -> int:
         return serve_metrics(self.registry, host, port, tls_files)
+
+
+class _GroupCollector(Collector):
+    def __init__(self, groups: GroupCounts) -> None:
+        self.groups = groups
+        self.seen: dict[tuple[str, str], None] = {}  # insertion-ordered, bounded
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self.groups()
+        for key in now:
+            self.seen.pop(key, None)
+            self.seen[key] = None
+        while len(self.seen) > MAX_GROUPS_SEEN:
+            del self.seen[next(iter(self.seen))]
+        brokers = GaugeMetricFamily(
+            "tailrace_group_brokers", "Live brokers of a broker group", labels=["cluster", "group"]
+        )
+        masters = GaugeMetricFamily(
+            "tailrace_group_masters",
+            "Live masters of a broker group (1 when healthy)",
+            labels=["cluster", "group"],
+        )
+        for key in self.seen:
+            n, m = now.get(key, (0, 0))
+            brokers.add_metric(list(key), float(n))
+            masters.add_metric(list(key), float(m))
+        yield brokers
+        yield masters

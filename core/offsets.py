@@ -157,6 +157,10 @@ class ConsumerOffsets:
             self._offsets = table
         return len(restore)
 
+    def keys(self) -> list[Key]:
+        """Every (group, topic, queue) with a committed offset."""
+        return list(self._offsets)
+
     def query(self, group: str, topic: str, queue_id: int) -> int | None:
         validate_group(group)
         return self._offsets.get((group, topic, queue_id))

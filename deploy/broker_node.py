@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 from core.access import LeaderGuard
+from core.broker.admin_service import BrokerAdminService
 from core.broker.controller_link import ControllerLink
 from core.broker.core import BrokerCore
 from core.broker.failover import FailoverMember
@@ -95,6 +96,7 @@ class BrokerNode:
                 },
             )
             broker_pb2_grpc.add_BrokerServicer_to_server(self.service, self.server)
+            broker_pb2_grpc.add_BrokerAdminServicer_to_server(BrokerAdminService(self.core), self.server)
             self.replication = ReplicationService(self.core)
             replication_pb2_grpc.add_ReplicationServicer_to_server(self.replication, self.server)
             port, member_port = self.security.listen(self.server, b.listen, member_listen, "broker.listen")

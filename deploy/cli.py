@@ -1,7 +1,7 @@
 """The `tailrace` command.
 
 Its own subcommands (broker, nameserver, proxy, cluster, produce, consume, topic,
-controller, drill, demo) are built in. Other packages add theirs through the
+group, message, controller, drill, demo) are built in. Other packages add theirs through the
 `tailrace.commands` entry-point group (the benchmarks do, in pyproject.toml),
 so this package never imports them: each entry point, named after the
 command, is a function that takes the subparsers, adds that command's parser
@@ -36,6 +36,7 @@ def _demo(argv: list[str]) -> int:
 
 def _builtin(sub: Subcommands) -> None:
     from deploy import (
+        admin_cli,
         broker_main,
         client_cli,
         cluster_cli,
@@ -52,7 +53,14 @@ def _builtin(sub: Subcommands) -> None:
         ("cluster", "run a cluster of processes", cluster_cli.add_arguments, cluster_cli.run),
         ("produce", "send test messages", client_cli.add_produce_arguments, client_cli.run_produce),
         ("consume", "receive messages", client_cli.add_consume_arguments, client_cli.run_consume),
-        ("topic", "create or list topics", client_cli.add_topic_arguments, client_cli.run_topic),
+        ("topic", "create, list or describe topics", admin_cli.add_topic_arguments, admin_cli.run_topic),
+        (
+            "group",
+            "consumer groups: lag, who reads what, offset resets",
+            admin_cli.add_group_arguments,
+            admin_cli.run_group,
+        ),
+        ("message", "a message by id or key", admin_cli.add_message_arguments, admin_cli.run_message),
         ("controller", "the failover controller's state", controller_cli.add_arguments, controller_cli.run),
         ("drill", "a failure drill on a real cluster, checked from logs", drill.add_arguments, drill.run),
     ]

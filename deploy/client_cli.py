@@ -1,4 +1,5 @@
-"""`tailrace produce | consume | topic`: the end-to-end verification tools.
+"""`tailrace produce | consume`: the end-to-end verification tools (`topic`
+and the other admin commands: deploy/admin_cli.py).
 
 Bodies that `produce` writes start with `<run id>:<sequence number>:`, so
 `consume` (and drills) can tell every message apart and check that each
@@ -31,7 +32,7 @@ from typing import IO, Any
 
 import psutil
 
-from consumer import Admin, Producer, PullConsumer, PushConsumer, ReceivedMessage
+from consumer import Producer, PullConsumer, PushConsumer, ReceivedMessage
 from consumer.producer import OutgoingMessage, SendReceipt
 from consumer.profile import ENV, Profile
 from core.errors import ConfigError, TailraceError
@@ -449,39 +450,6 @@ def run_consume(args: argparse.Namespace, profile: Profile, broker: str | None, 
         got = f"{len(seen)} of {args.count} in {args.timeout_ms} ms"
         print(f"tailrace consume: {got}; could not reach {where}", file=sys.stderr)
     return 1
-
-
-def add_topic_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="topic_command", required=True)
-    c = sub.add_parser("create", help="create a topic (on every master with --namesrv)")
-    _target(c)
-    c.add_argument("--topic", required=True)
-    c.add_argument("--queues", type=int, default=8, help="queues per broker group")
-    c.add_argument("--cluster", default=None, help="only this cluster's groups")
-    c.add_argument(
-        "--route-timeout-ms", type=int, default=30_000, help="--namesrv: how long to wait for the route"
-    )
-    ls = sub.add_parser("list", help="list topics")
-    _target(ls)
-    ls.add_argument("--json", action="store_true")
-
-
-@_run_with_target
-def run_topic(args: argparse.Namespace, profile: Profile, broker: str | None, namesrv: str | None) -> int:
-    with Admin(broker, namesrv=namesrv, profile=profile) as admin:
-        if args.topic_command == "create":
-            created = admin.create_topic(
-                args.topic, args.queues, getattr(args, "cluster", None), args.route_timeout_ms / 1000
-            )
-            print(f"{args.topic}: {'created' if created else 'unchanged'}")
-            return 0
-        topics = admin.list_topics()
-        if args.json:
-            print(json.dumps({"topics": [{"name": n, "queues": q} for n, q in topics.items()]}))
-        else:
-            for name, queues in topics.items():
-                print(f"{name}\t{queues}")
-        return 0
 
 
 def _report(summary: dict[str, Any], as_json: bool) -> None:

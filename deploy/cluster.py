@@ -10,7 +10,8 @@ failing process's log tail. The processes outlive the command. A topology
 with `[cluster] rocketmq_proxies = N` also gets N `tailrace proxy` processes
 (RocketMQ 5's official clients), started once the brokers are registered;
 their v2 endpoints are `rocketmq_endpoints` in cluster.json and in the
-client profile.
+client profile. The first nameserver serves the web console (port 0 on its
+host; deploy/console/); its address is `console_url` in cluster.json.
 
 Secure by default (deploy/pki.py): `up` makes the cluster's CA under
 DIR/tls, a certificate per process, an `admin` account (DIR/acl.toml) and
@@ -147,6 +148,9 @@ def up(
                 f"nameserver.name={n}",
             ]
             member = Member(topo.cluster, Kind.NAMESERVER, n)
+            if i == 0:  # the web console, on the first nameserver (deploy/console/)
+                named += ["--set", f"console.listen={topo.hosts[host].listen_host}:0"]
+                named += pki.console_flags() if pki is not None else []
             p = start(n, ["nameserver", *ctl, *named, *identity(n, member, host)], meta, host)
             ns_addrs.append(p.address)
             ns_members.append(_member_address(p))
@@ -229,6 +233,8 @@ def up(
             for proc, meta in started
         ],
     }
+    consoles = [proc.info["console_url"] for proc, _ in started if proc.info.get("console_url")]
+    state["console_url"] = consoles[0] if consoles else ""
     if topo.rocketmq_proxies:
         state["rocketmq_endpoints"] = rocketmq_endpoints  # what official RocketMQ 5 clients dial
     if etcd is not None:

@@ -219,8 +219,15 @@ class ProcessGroup:
     def _identity(self, name: str, member: Member) -> list[str]:
         return [] if self.pki is None else self.pki.member_flags(member, ["127.0.0.1"], name)
 
-    def nameserver(self, name: str = "namesrv", extra: Sequence[str] = ()) -> TailraceProcess:
+    def nameserver(
+        self, name: str = "namesrv", extra: Sequence[str] = (), console: bool = False
+    ) -> TailraceProcess:
+        """A nameserver on port 0; with `console`, its web console too (port
+        0; `info["console_url"]`), with the group's console account when secure."""
         args = ["nameserver", "--listen", "127.0.0.1:0", "--set", "nameserver.expire_check_ms=100"]
+        if console:
+            args += ["--set", "console.listen=127.0.0.1:0", "--set", "console.refresh_ms=500"]
+            args += self.pki.console_flags() if self.pki is not None else []
         if self.pki is not None:
             args += ["--set", f"nameserver.name={name}", "--set", f'nameserver.cluster="{self.pki.cluster}"']
             args += self._identity(name, Member(self.pki.cluster, Kind.NAMESERVER, name))
@@ -321,14 +328,16 @@ class ProcessGroup:
         nameservers: int = 1,
         topic: str | None = None,
         queues: int = 4,
+        console: bool = False,
         **kwargs: Any,
     ) -> Cluster:
         """Nameservers `ns0`, `ns1`, ... and a replica set per group name, each
         registered with every nameserver (keyword arguments as for
         `replica_set`). With `topic`: once every group's master is registered,
         creates it with `queues` queues in every group and waits until the
-        nameservers route it to every group with all its brokers."""
-        ns_procs = [self.nameserver(f"ns{i}") for i in range(nameservers)]
+        nameservers route it to every group with all its brokers. With
+        `console`, `ns0` serves the web console."""
+        ns_procs = [self.nameserver(f"ns{i}", console=console and i == 0) for i in range(nameservers)]
         ns = [p.address for p in ns_procs]  # clients' ports
         members = [p.member_address for p in ns_procs]  # brokers register at the members' ports
         profile = self.pki.write_profile(ns) if self.pki else None

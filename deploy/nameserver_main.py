@@ -25,6 +25,9 @@ from core.security.identity import Kind, Member
 from core.security.serving import ProcessSecurity
 from core.security.tls import TlsSection
 from deploy.broker_main import setup_logging, write_ready_file
+from deploy.console.collect import ConsoleData, wall_ms
+from deploy.console.config import ConsoleSection
+from deploy.console.server import ConsoleServer
 from deploy.controller_setup import ControllerRuntime, ControllerSection, build_controller
 from nameserver.controller import LeaderInfo
 from nameserver.registry import BrokerRegistry
@@ -71,6 +74,7 @@ class NameserverConfig:
     controller: ControllerSection
     tls: TlsSection
     auth: AuthSection
+    console: ConsoleSection
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -79,6 +83,7 @@ SECTIONS: dict[str, type[Any]] = {
     "controller": ControllerSection,
     "tls": TlsSection,
     "auth": AuthSection,
+    "console": ConsoleSection,
 }
 
 
@@ -135,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
                 ("nameserver.listen", ns.listen.rpartition(":")[0]),
                 ("server.member_listen", member_listen.rpartition(":")[0]),
                 ("server.metrics_listen", server_cfg.metrics_listen.rpartition(":")[0]),
+                ("console.listen", cfg.console.listen.rpartition(":")[0]),
             ]
         )
     except ConfigError as exc:
@@ -172,6 +178,12 @@ def run(args: argparse.Namespace) -> int:
     if server_cfg.metrics_listen:
         mhost, mport = parse_address(server_cfg.metrics_listen, "server.metrics_listen")
         metrics_address = f"{mhost}:{service.metrics.serve(mhost, mport, security.metrics_tls)}"
+    try:
+        console = start_console(cfg, security, address, registry, runtime)
+    except (ConfigError, OSError) as exc:
+        log.error("cannot start the console: %s", exc)
+        server.stop(0)
+        return 2
     set_serving(health, True, "tailrace.v1.NameServer")
     if security.tls is not None:
         log.info(
@@ -187,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
             "metrics_address": metrics_address,
             "member_address": member_address,
             "controller": runtime is not None,
+            "console_url": console.url if console is not None else "",
         }
         write_ready_file(args.ready_file, info)
     if runtime is not None:
@@ -208,8 +221,49 @@ def run(args: argparse.Namespace) -> int:
     except TailraceError as exc:
         log.error("%s", exc)
     set_serving(health, False, "tailrace.v1.NameServer")
+    if console is not None:
+        console.stop()
+        console.data.stop()
+        console.data.admin.close()
     if runtime is not None:
         runtime.close()
     server.stop(server_cfg.grace_ms / 1000).wait()
     log.info("stopped cleanly")
     return 0
+
+
+def start_console(
+    cfg: NameserverConfig,
+    security: ProcessSecurity,
+    address: str,
+    registry: BrokerRegistry,
+    runtime: ControllerRuntime | None,
+) -> ConsoleServer | None:
+    """The web console (deploy/console/), when `console.listen` is set: it
+    asks the cluster through this nameserver's client port with
+    `console.profile`, and serves on its own port."""
+    c = cfg.console
+    if not c.listen:
+        return None
+    from consumer.admin import Admin
+    from consumer.profile import EMPTY, Profile
+
+    profile = Profile.load(c.profile) if c.profile else EMPTY
+    admin = Admin(namesrv=[address], profile=profile, timeout_s=5.0)
+    ctl = runtime.controller if runtime is not None else None
+    data = ConsoleData(
+        c,
+        admin,
+        lambda: registry.clusters(now_ms()),
+        (lambda: ctl.status(now_ms())) if ctl is not None else (lambda: None),
+    )
+    host, port = parse_address(c.listen, "console.listen")
+    server = ConsoleServer(
+        data, host, port, security.metrics_tls, security.policy.acl, cfg.auth.max_skew_ms, wall_ms
+    )
+    data.start()
+    server.start()
+    log.info(
+        "console on %s (%s)", server.url, "signed requests, admin accounts" if security.policy.acl else "open"
+    )
+    return server

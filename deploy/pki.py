@@ -8,6 +8,7 @@ under the cluster directory, owner-only:
     DIR/acl.toml                    accounts: `admin` (every permission), `proxy`
     DIR/client.toml                 the client profile: nameservers, CA, admin keys
     DIR/proxy.toml                  `tailrace proxy`'s own profile: nameservers, CA, proxy keys
+    DIR/console.toml                the web console's profile: CA, console keys (deploy/console/)
 
 Processes get file paths on their command lines (`--set tls.cert_file=...`),
 never a secret. Re-running on a directory reuses its CA and accounts.
@@ -26,6 +27,9 @@ from core.security.identity import Member
 ADMIN = "admin"
 PROXY = "proxy"  # `tailrace proxy`'s account: publish and subscribe on every topic, every group
 PROXY_GRANTS = 'publish = ["*"]\nsubscribe = ["*"]\ngroups = ["*"]\n'
+# the nameserver's web console asks the brokers as this account: admin, since a group's
+# offsets and members are an admin's (DescribeGroups); the console only reads
+CONSOLE = "console"
 
 
 def _toml_str(value: str) -> str:
@@ -49,24 +53,25 @@ class LocalPki:
         self.acl_file = directory / "acl.toml"
         self.profile_file = directory / "client.toml"
         self.proxy_profile_file = directory / "proxy.toml"
-        self.admin_secret, self.proxy_secret = self._accounts()
+        self.console_profile_file = directory / "console.toml"
+        self.admin_secret, self.proxy_secret, self.console_secret = self._accounts()
 
-    def _accounts(self) -> tuple[str, str]:
-        """The admin's and the proxy's secrets: as the ACL file has them,
-        the missing ones added."""
+    def _accounts(self) -> tuple[str, str, str]:
+        """The admin's, the proxy's and the console's secrets: as the ACL
+        file has them, the missing ones added."""
         text = self.acl_file.read_text() if self.acl_file.exists() else ""
         found = {
             str(e.get("access_key")): str(e.get("secret_key")) for e in tomllib.loads(text).get("account", [])
         }
         if not text:
             text = "# Tailrace accounts (auth.acl_file): reloaded on change; readable by its owner only\n"
-        for key, grants in ((ADMIN, "admin = true\n"), (PROXY, PROXY_GRANTS)):
+        for key, grants in ((ADMIN, "admin = true\n"), (PROXY, PROXY_GRANTS), (CONSOLE, "admin = true\n")):
             if key not in found:
                 found[key] = secrets.token_urlsafe(32)
                 secret = _toml_str(found[key])
                 text += f"[[account]]\naccess_key = {_toml_str(key)}\nsecret_key = {secret}\n{grants}"
                 atomic_write(self.acl_file, text.encode(), mode=0o600)
-        return found[ADMIN], found[PROXY]
+        return found[ADMIN], found[PROXY], found[CONSOLE]
 
     def member_flags(self, member: Member, hosts: list[str], stem: str) -> list[str]:
         """The `--set` flags of a process that is `member`, listening on `hosts`."""
@@ -115,3 +120,16 @@ class LocalPki:
             *("--set", f"auth.acl_file={_toml_str(str(self.acl_file))}"),
             *("--set", f"proxy.profile={_toml_str(str(self.proxy_profile_file))}"),
         ]
+
+    def console_flags(self) -> list[str]:
+        """The `--set` flags that give a nameserver's console its profile
+        (DIR/console.toml: the CA and the console account's keys; the
+        console asks its own nameserver, so the profile names none)."""
+        text = (
+            "# the nameserver's web console's own client profile (its account). Owner-only.\n"
+            f"ca_file = {_toml_str(str(self.ca_file))}\n"
+            f"access_key = {_toml_str(CONSOLE)}\n"
+            f"secret_key = {_toml_str(self.console_secret)}\n"
+        )
+        atomic_write(self.console_profile_file, text.encode(), mode=0o600)
+        return ["--set", f"console.profile={_toml_str(str(self.console_profile_file))}"]

@@ -435,6 +435,9 @@ class LeaderRole:
         core.count_advice(advice.reason)
         return advice
 
+    def is_sent_away(self, key: tuple[str, str, int]) -> bool:
+        return key in self._sent_away
+
     def _track(self, key: tuple[str, str, int]) -> bool:
         """Note a pull of `key`; forget the queues idle past their TTL (their
         redirect state and backlog series). False when too many are tracked:

@@ -88,6 +88,14 @@ class BrokerRegistry:
         with self._lock:
             return len(self._live(now_ms))
 
+    def group_counts(self, now_ms: int) -> dict[tuple[str, str], tuple[int, int]]:
+        """(cluster, group) -> (live brokers, live masters): the metrics' view."""
+        with self._lock:
+            return {
+                (regs[0].cluster, name): (len(regs), sum(1 for r in regs if r.broker_id == 0))
+                for name, regs in self._groups(now_ms).items()
+            }
+
     def unregister(self, address: str, owner: tuple[str, int] | None = None) -> bool:
         """Forget the broker registered at `address`; with `owner` (group,
         node id: the caller's certificate), only if it is that broker."""

@@ -71,7 +71,9 @@ class NameServerService(nameserver_pb2_grpc.NameServerServicer):
         self.registry = registry
         self.controller = controller
         self.clock_ms = clock_ms
-        self.metrics = NameserverMetrics(lambda: registry.live_count(clock_ms()))
+        self.metrics = NameserverMetrics(
+            lambda: registry.live_count(clock_ms()), lambda: registry.group_counts(clock_ms())
+        )
 
     def RegisterBroker(
         self, request: pb.RegisterBrokerRequest, context: grpc.ServicerContext

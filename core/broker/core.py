@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
+from core.admin.groups import committed_lags
+from core.admin.reads import ReadLog
 from core.broker.role import BrokerRole, LeaderOps, RoleFactory
 from core.broker_config import BrokerConfig
 from core.clock import now_ms
@@ -41,6 +43,7 @@ from core.roles import Role
 from core.route import MASTER_ID
 from core.security.serving import ChannelFactory, plaintext_channel
 from core.store import MessageStore
+from core.store.retention import disk_used_ratio
 from core.timer import TIMER_GROUP, TIMER_TOPIC
 from core.transactions import TXN_GROUP, TXN_TOPIC
 
@@ -82,6 +85,7 @@ class BrokerCore:
             config.pull.hot_ratio, config.pull.budget_bytes, config.pull.budget_refresh_ms
         )
         self.advice_counts: Counter[str] = Counter()  # pull advice given, by reason
+        self.reads = ReadLog()  # each queue's last pull and its advice, for the admin commands
         self.limits = PullLimits(config.pull.max_wait_ms, config.pull.max_messages, config.pull.max_bytes)
         self._hold_slots = threading.BoundedSemaphore(
             config.pull.max_held_pulls or config.server.max_workers // 2
@@ -251,7 +255,9 @@ class BrokerCore:
 
     def pull(self, args: PullArgs, alive: Callable[[], bool] = lambda: True) -> PullReply:
         check_pull(args)
-        return self.role.pull(args, alive)
+        reply = self.role.pull(args, alive)
+        self.reads.note((args.group, args.topic, args.queue_id), reply.advice, int(time.time() * 1000))
+        return reply
 
     def visible_end(self) -> int | None:
         """What pulls may read up to, as the role *now* says: a pull held
@@ -372,6 +378,11 @@ class BrokerCore:
             "quarantined_tails": tails,
             "quarantined_bytes": kept,
             "quotas": self.quota_usage(),
+            "info": (self.broker_name, str(self.broker_id), str(self.role.name)),
+            "disk_used_ratio": disk_used_ratio(self.store.data_dir),
+            "disk_max_used_ratio": self.config.store.disk_max_used_ratio,
+            # a slave's offsets are its master's, replicated: the master alone reports lag
+            "group_lag": committed_lags(self) if self.role.is_leader else {},
         }
 
     def retention_floor(self) -> int | None:

@@ -101,6 +101,12 @@ CLIENT_RULES: dict[str, Rule] = {
     "/tailrace.v1.Broker/CreateTopic": _create,
     "/tailrace.v1.Broker/ListTopics": _any_account,
     "/tailrace.v1.Broker/Status": _any_account,
+    # the operator's commands (issue 19): a group's offsets and members, any
+    # message by id or key, resets: admin only, whatever the topic or group
+    "/tailrace.v1.BrokerAdmin/DescribeGroups": _admin,
+    "/tailrace.v1.BrokerAdmin/ResetOffset": _admin,
+    "/tailrace.v1.BrokerAdmin/GetMessage": _admin,
+    "/tailrace.v1.BrokerAdmin/FindMessages": _admin,
     "/tailrace.v1.NameServer/GetRoute": _any_account,  # routes are not secret (RocketMQ's are open)
     "/tailrace.v1.NameServer/ListClusters": _any_account,
     "/tailrace.v1.NameServer/ControllerStatus": _any_account,

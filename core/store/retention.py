@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 SAMPLE_S = 0.1
 
 
+def disk_used_ratio(path: Path) -> float:
+    """How full the disk holding `path` is, 0..1 (a statvfs: microseconds)."""
+    usage = shutil.disk_usage(path)
+    return usage.used / usage.total if usage.total else 0.0
+
+
 class Retention:
     def __init__(
         self,
@@ -50,8 +56,7 @@ class Retention:
         self._held_back = ""
 
     def _measure_disk(self) -> float:
-        usage = shutil.disk_usage(self.data_dir)
-        return usage.used / usage.total if usage.total else 0.0
+        return disk_used_ratio(self.data_dir)
 
     def disk_full(self) -> bool:
         """Is the data disk past its high watermark (`disk_max_used_ratio`)?

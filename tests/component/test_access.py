@@ -56,7 +56,9 @@ UNARY_SAMPLES: dict[str, Any] = {
     "PopDeadLetter": pb.PopDeadLetterRequest(group="G", topic="T", receipt_handle="forged"),
     "EndTransaction": pb.EndTransactionRequest(topic="T", transaction_id="forged", resolution=pb.COMMIT),
     "PollOrphanTransactions": pb.PollOrphanTransactionsRequest(max_count=1),
+    "ResetOffset": pb.ResetOffsetRequest(group="G", topic="T", target=pb.RESET_EARLIEST),
 }
+ADMIN = {"ResetOffset"}  # tailrace.v1.BrokerAdmin's
 STREAM_SAMPLES: dict[str, Callable[[], Iterator[rpb.ReplicateRequest]]] = {
     "Replicate": lambda: iter([handshake()]),
 }
@@ -98,7 +100,8 @@ def call(node: BrokerNode, name: str) -> Any:
         if name in STREAM_SAMPLES:
             responses = rgrpc.ReplicationStub(ch).Replicate(STREAM_SAMPLES[name](), timeout=5)
             return next(iter(responses))
-        return getattr(broker_pb2_grpc.BrokerStub(ch), name)(UNARY_SAMPLES[name], timeout=5)
+        stub = broker_pb2_grpc.BrokerAdminStub(ch) if name in ADMIN else broker_pb2_grpc.BrokerStub(ch)
+        return getattr(stub, name)(UNARY_SAMPLES[name], timeout=5)
 
 
 def error_code(exc: grpc.RpcError) -> str:
@@ -148,6 +151,8 @@ def test_the_same_requests_change_the_leader(nodes: Nodes) -> None:
     assert call(master, "CreateTopic").created
     call(master, "CommitOffset")
     assert master.core.offsets.query("G", "T", 0) == 1
+    assert call(master, "ResetOffset").applied  # (before G pops from T: a pop group is not reset)
+    assert master.core.offsets.query("G", "T", 0) == 0
     assert call(master, "SendBack").destination == "%SCHEDULE%"
     assert list(call(master, "LockQueues").locked) == [0]
     call(master, "UnlockQueues")

@@ -32,6 +32,14 @@ class TransactionResolution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSACTION_RESOLUTION_UNSPECIFIED: _ClassVar[TransactionResolution]
     COMMIT: _ClassVar[TransactionResolution]
     ROLLBACK: _ClassVar[TransactionResolution]
+
+class ResetTarget(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESET_TARGET_UNSPECIFIED: _ClassVar[ResetTarget]
+    RESET_EARLIEST: _ClassVar[ResetTarget]
+    RESET_LATEST: _ClassVar[ResetTarget]
+    RESET_OFFSET: _ClassVar[ResetTarget]
+    RESET_TIME: _ClassVar[ResetTarget]
 SEND_STATUS_UNSPECIFIED: SendStatus
 SEND_OK: SendStatus
 FLUSH_DISK_TIMEOUT: SendStatus
@@ -49,6 +57,11 @@ RETRY_ELSEWHERE: PullStatus
 TRANSACTION_RESOLUTION_UNSPECIFIED: TransactionResolution
 COMMIT: TransactionResolution
 ROLLBACK: TransactionResolution
+RESET_TARGET_UNSPECIFIED: ResetTarget
+RESET_EARLIEST: ResetTarget
+RESET_LATEST: ResetTarget
+RESET_OFFSET: ResetTarget
+RESET_TIME: ResetTarget
 
 class PopRequest(_message.Message):
     __slots__ = ("group", "topic", "queue_id", "max_messages", "invisible_ms", "max_wait_ms", "tag_expression", "bodies_elsewhere")
@@ -546,3 +559,153 @@ class PollOrphanTransactionsResponse(_message.Message):
     orphans: _containers.RepeatedCompositeFieldContainer[OrphanTransaction]
     served_by: int
     def __init__(self, orphans: _Optional[_Iterable[_Union[OrphanTransaction, _Mapping]]] = ..., served_by: _Optional[int] = ...) -> None: ...
+
+class DescribeGroupsRequest(_message.Message):
+    __slots__ = ("group", "topic")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ...) -> None: ...
+
+class GroupQueue(_message.Message):
+    __slots__ = ("group", "topic", "queue_id", "min_offset", "max_offset", "committed", "committed_offset", "lag_bytes", "lag_bytes_estimated", "backlog_bytes", "members", "lock_holder", "last_pull_ms", "suggested_broker_id", "suggestion_reason", "pop_inflight", "sent_away")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    MAX_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LAG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAG_BYTES_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    LOCK_HOLDER_FIELD_NUMBER: _ClassVar[int]
+    LAST_PULL_MS_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTED_BROKER_ID_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    POP_INFLIGHT_FIELD_NUMBER: _ClassVar[int]
+    SENT_AWAY_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    queue_id: int
+    min_offset: int
+    max_offset: int
+    committed: bool
+    committed_offset: int
+    lag_bytes: int
+    lag_bytes_estimated: bool
+    backlog_bytes: int
+    members: _containers.RepeatedScalarFieldContainer[str]
+    lock_holder: str
+    last_pull_ms: int
+    suggested_broker_id: int
+    suggestion_reason: str
+    pop_inflight: int
+    sent_away: bool
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., min_offset: _Optional[int] = ..., max_offset: _Optional[int] = ..., committed: _Optional[bool] = ..., committed_offset: _Optional[int] = ..., lag_bytes: _Optional[int] = ..., lag_bytes_estimated: _Optional[bool] = ..., backlog_bytes: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., lock_holder: _Optional[str] = ..., last_pull_ms: _Optional[int] = ..., suggested_broker_id: _Optional[int] = ..., suggestion_reason: _Optional[str] = ..., pop_inflight: _Optional[int] = ..., sent_away: _Optional[bool] = ...) -> None: ...
+
+class DescribeGroupsResponse(_message.Message):
+    __slots__ = ("queues", "broker_name", "served_by", "role", "now_ms")
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    NOW_MS_FIELD_NUMBER: _ClassVar[int]
+    queues: _containers.RepeatedCompositeFieldContainer[GroupQueue]
+    broker_name: str
+    served_by: int
+    role: str
+    now_ms: int
+    def __init__(self, queues: _Optional[_Iterable[_Union[GroupQueue, _Mapping]]] = ..., broker_name: _Optional[str] = ..., served_by: _Optional[int] = ..., role: _Optional[str] = ..., now_ms: _Optional[int] = ...) -> None: ...
+
+class ResetOffsetRequest(_message.Message):
+    __slots__ = ("group", "topic", "target", "offset", "timestamp_ms", "dry_run", "force")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    topic: str
+    target: ResetTarget
+    offset: int
+    timestamp_ms: int
+    dry_run: bool
+    force: bool
+    def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., target: _Optional[_Union[ResetTarget, str]] = ..., offset: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., dry_run: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class ResetQueue(_message.Message):
+    __slots__ = ("queue_id", "committed", "old_offset", "new_offset", "min_offset", "max_offset")
+    QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    OLD_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    NEW_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    MIN_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    MAX_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    queue_id: int
+    committed: bool
+    old_offset: int
+    new_offset: int
+    min_offset: int
+    max_offset: int
+    def __init__(self, queue_id: _Optional[int] = ..., committed: _Optional[bool] = ..., old_offset: _Optional[int] = ..., new_offset: _Optional[int] = ..., min_offset: _Optional[int] = ..., max_offset: _Optional[int] = ...) -> None: ...
+
+class ResetOffsetResponse(_message.Message):
+    __slots__ = ("queues", "applied", "members", "broker_name", "served_by")
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    queues: _containers.RepeatedCompositeFieldContainer[ResetQueue]
+    applied: bool
+    members: _containers.RepeatedScalarFieldContainer[str]
+    broker_name: str
+    served_by: int
+    def __init__(self, queues: _Optional[_Iterable[_Union[ResetQueue, _Mapping]]] = ..., applied: _Optional[bool] = ..., members: _Optional[_Iterable[str]] = ..., broker_name: _Optional[str] = ..., served_by: _Optional[int] = ...) -> None: ...
+
+class GetMessageRequest(_message.Message):
+    __slots__ = ("physical_offset",)
+    PHYSICAL_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    physical_offset: int
+    def __init__(self, physical_offset: _Optional[int] = ...) -> None: ...
+
+class GetMessageResponse(_message.Message):
+    __slots__ = ("record", "broker_name", "served_by")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    record: bytes
+    broker_name: str
+    served_by: int
+    def __init__(self, record: _Optional[bytes] = ..., broker_name: _Optional[str] = ..., served_by: _Optional[int] = ...) -> None: ...
+
+class FindMessagesRequest(_message.Message):
+    __slots__ = ("topic", "key", "max_scan", "max_messages")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_SCAN_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    key: str
+    max_scan: int
+    max_messages: int
+    def __init__(self, topic: _Optional[str] = ..., key: _Optional[str] = ..., max_scan: _Optional[int] = ..., max_messages: _Optional[int] = ...) -> None: ...
+
+class FindMessagesResponse(_message.Message):
+    __slots__ = ("records", "scanned", "complete", "broker_name", "served_by")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    SCANNED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedScalarFieldContainer[bytes]
+    scanned: int
+    complete: bool
+    broker_name: str
+    served_by: int
+    def __init__(self, records: _Optional[_Iterable[bytes]] = ..., scanned: _Optional[int] = ..., complete: _Optional[bool] = ..., broker_name: _Optional[str] = ..., served_by: _Optional[int] = ...) -> None: ...

@@ -944,3 +944,232 @@ class Broker:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class BrokerAdminStub:
+    """---- Administration (issue 19) ---------------------------------------------------------
+
+    What the operator's commands (`tailrace group | message | topic describe |
+    topic delete`) ask each broker. Every method takes the admin permission
+    (core/security/guard.py). Reads are served by any role; ResetOffset and
+    DeleteTopic are writes (the master; through the log, so slaves and a
+    promoted slave agree).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.DescribeGroups = channel.unary_unary(
+                '/tailrace.v1.BrokerAdmin/DescribeGroups',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.DescribeGroupsRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.DescribeGroupsResponse.FromString,
+                _registered_method=True)
+        self.ResetOffset = channel.unary_unary(
+                '/tailrace.v1.BrokerAdmin/ResetOffset',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.ResetOffsetRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.ResetOffsetResponse.FromString,
+                _registered_method=True)
+        self.GetMessage = channel.unary_unary(
+                '/tailrace.v1.BrokerAdmin/GetMessage',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.GetMessageRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.GetMessageResponse.FromString,
+                _registered_method=True)
+        self.FindMessages = channel.unary_unary(
+                '/tailrace.v1.BrokerAdmin/FindMessages',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.FindMessagesRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.FindMessagesResponse.FromString,
+                _registered_method=True)
+
+
+class BrokerAdminServicer:
+    """---- Administration (issue 19) ---------------------------------------------------------
+
+    What the operator's commands (`tailrace group | message | topic describe |
+    topic delete`) ask each broker. Every method takes the admin permission
+    (core/security/guard.py). Reads are served by any role; ResetOffset and
+    DeleteTopic are writes (the master; through the log, so slaves and a
+    promoted slave agree).
+    """
+
+    def DescribeGroups(self, request, context):
+        """Per (group, topic, queue) this broker knows of (a committed offset, live
+        members, pop state, or a pull since it started): offsets, lag, members
+        and how the group's last pull of the queue was answered here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetOffset(self, request, context):
+        """Move a group's committed offsets on one topic; dry_run only plans.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMessage(self, request, context):
+        """One stored message by its physical offset (the second half of a native id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindMessages(self, request, context):
+        """The messages of a topic with a key (or RocketMQ message id) from a
+        bounded scan of each queue's newest entries (docs/design.md, Admin commands).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_BrokerAdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'DescribeGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeGroups,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.DescribeGroupsRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.DescribeGroupsResponse.SerializeToString,
+            ),
+            'ResetOffset': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetOffset,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.ResetOffsetRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.ResetOffsetResponse.SerializeToString,
+            ),
+            'GetMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMessage,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.GetMessageRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.GetMessageResponse.SerializeToString,
+            ),
+            'FindMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindMessages,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.FindMessagesRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.FindMessagesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tailrace.v1.BrokerAdmin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tailrace.v1.BrokerAdmin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class BrokerAdmin:
+    """---- Administration (issue 19) ---------------------------------------------------------
+
+    What the operator's commands (`tailrace group | message | topic describe |
+    topic delete`) ask each broker. Every method takes the admin permission
+    (core/security/guard.py). Reads are served by any role; ResetOffset and
+    DeleteTopic are writes (the master; through the log, so slaves and a
+    promoted slave agree).
+    """
+
+    @staticmethod
+    def DescribeGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.BrokerAdmin/DescribeGroups',
+            tailrace_dot_v1_dot_broker__pb2.DescribeGroupsRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.DescribeGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetOffset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.BrokerAdmin/ResetOffset',
+            tailrace_dot_v1_dot_broker__pb2.ResetOffsetRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.ResetOffsetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.BrokerAdmin/GetMessage',
+            tailrace_dot_v1_dot_broker__pb2.GetMessageRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.GetMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.BrokerAdmin/FindMessages',
+            tailrace_dot_v1_dot_broker__pb2.FindMessagesRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.FindMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

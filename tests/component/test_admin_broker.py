@@ -1,0 +1,168 @@
+"""The admin commands' broker side (core/admin) on real broker cores, a
+master and its slave in this process: group rows, resets through the log,
+messages by id and by key. Called as functions; the gRPC adapter is
+checked once at the end."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from core.admin.groups import describe_groups
+from core.admin.lookup import find_messages, get_message
+from core.admin.reset import Target, reset_offsets
+from core.clock import now_ms
+from core.errors import GroupActiveError, InvalidArgumentError, MessageNotFoundError, UnknownTopicError
+from core.pb.tailrace.v1 import broker_pb2 as pb
+from core.pb.tailrace.v1 import broker_pb2_grpc
+from core.pull import PullArgs
+from core.record import Message, decode_record
+from deploy.broker_node import BrokerNode
+from deploy.harness import poll_until
+from tests.helpers.nodes import Nodes, nodes
+
+pytestmark = pytest.mark.component
+__all__ = ["nodes"]  # the fixture
+
+
+def send(node: BrokerNode, topic: str, queue: int, n: int, keys: str = "", **props: str) -> list[int]:
+    """Physical offsets of `n` messages sent to one queue."""
+    msgs = [Message(topic, queue, b"m" * 100, keys=keys, properties=props or None) for _ in range(n)]
+    out = node.core.leader().send(topic, queue, msgs)
+    assert out.status.value == "SEND_OK", out.detail
+    return [phys for phys, _q in out.results]
+
+
+def test_group_rows_show_offsets_lag_members_and_the_last_pull(nodes: Nodes) -> None:
+    master = nodes.master()
+    core = master.core
+    core.leader().create_topic("T", 2)
+    send(master, "T", 0, 10)
+    core.leader().commit_offset("G", "T", 0, 4)
+    core.heartbeat("G", "T", "c1", 10_000)
+    core.pull(PullArgs("G", "T", 0, 4, 1, 1 << 20))
+    rows = describe_groups(core, "G", "", now_ms())
+    assert [(r["queue_id"], r["committed"], r["committed_offset"], r["max_offset"]) for r in rows] == [
+        (0, True, 4, 10),
+        (1, False, 0, 0),  # a live member's topic: every queue shows
+    ]
+    q0 = rows[0]
+    assert q0["members"] == ["c1"] and q0["last_pull_ms"] > 0 and q0["suggested_broker_id"] == -1
+    size = len(core.store.commitlog.record_at(send(master, "T", 1, 1)[0]))
+    q0 = describe_groups(core, "G", "T", now_ms())[0]
+    assert (q0["lag_bytes"], q0["lag_bytes_estimated"]) == (6 * size, False)
+    assert q0["backlog_bytes"] == core.store.commitlog.max_offset - core.store.physical_offset_of("T", 0, 4)
+    assert describe_groups(core, "other", "", now_ms()) == []
+    with pytest.raises(InvalidArgumentError):
+        describe_groups(core, "bad group!", "", now_ms())
+
+
+def test_a_reset_is_refused_while_members_live_and_goes_through_the_log(nodes: Nodes) -> None:
+    master = nodes.master()
+    core = master.core
+    core.leader().create_topic("T", 2)
+    send(master, "T", 0, 10)
+    slave = nodes.slave(master)
+    core.leader().commit_offset("G", "T", 0, 8)
+    core.heartbeat("G", "T", "c1", 10_000)
+    end = core.store.commitlog.max_offset
+    plan, applied, members = reset_offsets(core, "G", "T", Target.EARLIEST, 0, 0, True, False, now_ms())
+    assert (applied, members) == (False, ["c1"])  # a dry run shows the plan, even with members
+    assert [(r["old_offset"], r["new_offset"]) for r in plan] == [(8, 0), (0, 0)]
+    with pytest.raises(GroupActiveError, match="c1"):
+        reset_offsets(core, "G", "T", Target.EARLIEST, 0, 0, False, False, now_ms())
+    assert core.store.commitlog.max_offset == end and core.offsets.query("G", "T", 0) == 8  # nothing changed
+    plan, applied, _ = reset_offsets(core, "G", "T", Target.OFFSET, 3, 0, False, True, now_ms())
+    assert applied and core.offsets.query("G", "T", 0) == 3 and core.offsets.query("G", "T", 1) == 0
+    poll_until(lambda: slave.core.offsets.query("G", "T", 0) == 3, 10, "the reset on the slave")
+    with pytest.raises(UnknownTopicError):
+        reset_offsets(core, "G", "nope", Target.LATEST, 0, 0, False, True, now_ms())
+    with pytest.raises(InvalidArgumentError):
+        reset_offsets(core, "%SYS%", "T", Target.LATEST, 0, 0, False, True, now_ms())
+
+
+def test_a_reset_to_a_time_lands_on_the_first_message_stored_since(nodes: Nodes) -> None:
+    master = nodes.master()
+    core = master.core
+    core.leader().create_topic("T", 1)
+    send(master, "T", 0, 3)
+    time.sleep(0.01)
+    at = int(time.time() * 1000)  # store times are wall-clock
+    time.sleep(0.01)
+    send(master, "T", 0, 2)
+    plan, _, _ = reset_offsets(core, "G", "T", Target.TIME, 0, at, False, False, now_ms())
+    assert plan[0]["new_offset"] == 3 and core.offsets.query("G", "T", 0) == 3
+    plan, _, _ = reset_offsets(core, "G", "T", Target.TIME, 0, at + 60_000, True, False, now_ms())
+    assert plan[0]["new_offset"] == 5  # nothing stored since: the end
+
+
+def test_a_pop_group_is_not_reset(nodes: Nodes) -> None:
+    master = nodes.master()
+    core = master.core
+    core.leader().create_topic("T", 1)
+    send(master, "T", 0, 2)
+    core.leader().popper.pop("P", "T", 0, 1, 10_000, 0, lambda: True, "")
+    with pytest.raises(InvalidArgumentError, match="pop cursor"):
+        reset_offsets(core, "P", "T", Target.EARLIEST, 0, 0, False, True, now_ms())
+    assert describe_groups(core, "P", "T", now_ms())[0]["pop_inflight"] == 1
+
+
+def test_a_message_is_got_by_its_offset_and_nothing_else_passes_for_one(nodes: Nodes) -> None:
+    master = nodes.master()
+    core = master.core
+    core.leader().create_topic("T", 1)
+    first, second = send(master, "T", 0, 2, keys="k1")
+    rec = decode_record(get_message(core.store, second, None))
+    assert (rec.topic, rec.queue_offset, rec.physical_offset) == ("T", 1, second)
+    for bad in (first + 1, second + 5, core.store.commitlog.max_offset, 1 << 60, 0):
+        with pytest.raises(MessageNotFoundError):  # mid-record, past the end, a system record
+            get_message(core.store, bad, None)
+    with pytest.raises(MessageNotFoundError, match="confirmed"):
+        get_message(core.store, second, second + 1)
+    slave = nodes.slave(master)
+    poll_until(
+        lambda: slave.core.store.commitlog.max_offset == core.store.commitlog.max_offset, 10, "caught up"
+    )
+    assert get_message(slave.core.store, second, None) == get_message(core.store, second, None)
+
+
+def test_messages_are_found_by_key_or_rocketmq_id_within_the_scan(nodes: Nodes) -> None:
+    master = nodes.master()
+    core = master.core
+    core.leader().create_topic("T", 2)
+    (a,) = send(master, "T", 0, 1, keys="order-7 shop-1")
+    send(master, "T", 1, 30, keys="noise")
+    (b,) = send(master, "T", 1, 1, keys="order-7")
+    (c,) = send(master, "T", 0, 1, UNIQ_KEY="0A0B0C")
+    found, scanned, complete = find_messages(core.store, "T", "order-7", 0, 0, None)
+    assert [decode_record(r).physical_offset for r in found] == [b, a]  # newest first
+    assert (scanned, complete) == (33, True)
+    assert [
+        decode_record(r).physical_offset for r in find_messages(core.store, "T", "0A0B0C", 0, 0, None)[0]
+    ] == [c]
+    found, scanned, complete = find_messages(core.store, "T", "order-7", 1, 0, None)
+    assert [decode_record(r).physical_offset for r in found] == [b]  # `a` is past the scan's bound
+    assert (scanned, complete) == (2, False)  # each queue's newest entry only
+    assert find_messages(core.store, "T", "order", 0, 0, None)[0] == []  # whole keys only
+    for bad in ({"key": ""}, {"max_scan": 2_000_000}):
+        with pytest.raises(InvalidArgumentError):
+            find_messages(core.store, "T", bad.get("key", "k"), int(bad.get("max_scan", 0)), 0, None)
+
+
+def test_the_admin_service_answers_over_grpc(nodes: Nodes) -> None:
+    master = nodes.master()
+    master.core.leader().create_topic("T", 1)
+    (phys,) = send(master, "T", 0, 1, keys="k")
+    with grpc.insecure_channel(master.address) as ch:
+        stub = broker_pb2_grpc.BrokerAdminStub(ch)
+        r = stub.GetMessage(pb.GetMessageRequest(physical_offset=phys), timeout=5)
+        assert decode_record(r.record).keys == "k" and r.broker_name == "g"
+        with pytest.raises(grpc.RpcError) as info:
+            stub.GetMessage(pb.GetMessageRequest(physical_offset=phys + 1), timeout=5)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ResetOffset(pb.ResetOffsetRequest(group="G", topic="T"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # no target: nothing done
+        assert master.core.offsets.query("G", "T", 0) is None

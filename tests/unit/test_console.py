@@ -1,0 +1,152 @@
+"""The console's plain parts: bounded chart history, the signed-request
+check, the routing (no socket), and its config section."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.config import load_section
+from core.errors import ConfigError
+from core.security.acl import AclFile
+from core.security.signing import sign
+from deploy.console.config import ConsoleSection
+from deploy.console.history import Levels, Rates
+from deploy.console.server import ConsoleServer, check_request
+
+pytestmark = pytest.mark.unit
+SECRET = "0123456789abcdef-admin"
+ACL = (
+    f'[[account]]\naccess_key = "ops"\nsecret_key = "{SECRET}"\nadmin = true\n'
+    '[[account]]\naccess_key = "app"\nsecret_key = "0123456789abcdef-app"\n'
+    'publish = ["*"]\nsubscribe = ["*"]\n'
+)
+NOW = 1_800_000_000_000
+SKEW = 300_000
+
+
+def acl_file(tmp_path: Path) -> AclFile:
+    path = tmp_path / "acl.toml"
+    path.write_text(ACL)
+    path.chmod(0o600)
+    return AclFile(path, NOW)
+
+
+def signed(ak: str, sk: str, target: str, at: int = NOW, method: str = "GET") -> dict[str, str]:
+    return {k.title(): v for k, v in sign(ak, sk, f"{method} {target}", at)}  # as HTTP headers arrive
+
+
+def test_levels_keep_at_most_points_per_series_and_max_series() -> None:
+    h = Levels(points=3, max_series=2)
+    for i in range(5):
+        h.add(1000 * i, {"a": i, "b": 10 * i, "c": 7})
+    assert h.series() == {
+        "a": [(2000, 2.0), (3000, 3.0), (4000, 4.0)],
+        "b": [(2000, 20.0), (3000, 30.0), (4000, 40.0)],
+    }
+    assert h.refused == {"c"}  # past the cap: not charted, and said so
+    for i in range(5, 9):  # "a" stops being sampled: forgotten after `points` samples, room for another
+        h.add(1000 * i, {"b": 1, "c": 2})
+    assert set(h.series()) == {"b", "c"}
+
+
+def test_rates_from_counters_and_a_counter_that_goes_down_restarts() -> None:
+    r = Rates(points=10, max_series=5)
+    r.add(0, {"T": 100})
+    assert r.series() == {}  # one sample is no rate yet
+    r.add(2000, {"T": 300})
+    r.add(4000, {"T": 300})
+    r.add(5000, {"T": 50})  # went down (a failover to a slave behind, a re-created topic): no point
+    r.add(6000, {"T": 150})
+    assert r.series() == {"T": [(2000, 100.0), (4000, 0.0), (6000, 100.0)]}
+    doc = r.to_json()
+    assert doc["series"] == {"T": [[2000, 100.0], [4000, 0.0], [6000, 100.0]]}
+
+
+def test_rates_memory_is_bounded_whatever_the_topics() -> None:
+    r = Rates(points=4, max_series=3)
+    for i in range(50):
+        r.add(1000 * i, {f"t{j}": i * j for j in range(1000)})
+    assert len(r.series()) == 3 and all(len(p) <= 4 for p in r.series().values())
+    assert len(r._last) <= 3 and len(r.refused) <= 3
+
+
+def test_the_console_accepts_only_requests_signed_by_an_admin(tmp_path: Path) -> None:
+    acl = acl_file(tmp_path)
+    ok = signed("ops", SECRET, "/api/state")
+    assert check_request(ok, "GET", "/api/state", acl, NOW, SKEW) == (200, "ops")
+    status, why = check_request({}, "GET", "/api/state", acl, NOW, SKEW)
+    assert status == 401 and "sign in" in why
+    # a signature covers the path (and query): one seen for /api/rates opens nothing else
+    assert check_request(signed("ops", SECRET, "/api/rates"), "GET", "/api/state", acl, NOW, SKEW)[0] == 401
+    assert check_request(ok, "GET", "/api/groups?group=G", acl, NOW, SKEW)[0] == 401
+    # nor does a gRPC call's header (its method path starts with "/", never with "GET ")
+    grpc_header = {k: v for k, v in sign("ops", SECRET, "/tailrace.v1.BrokerAdmin/DescribeGroups", NOW)}
+    assert check_request(grpc_header, "GET", "/api/state", acl, NOW, SKEW)[0] == 401
+    assert check_request(signed("ops", "wrong", "/api/state"), "GET", "/api/state", acl, NOW, SKEW)[0] == 401
+    assert (
+        check_request(signed("nobody", SECRET, "/api/state"), "GET", "/api/state", acl, NOW, SKEW)[0] == 401
+    )
+    stale = signed("ops", SECRET, "/api/state", at=NOW - SKEW - 1)
+    assert check_request(stale, "GET", "/api/state", acl, NOW, SKEW)[0] == 401
+    app = signed("app", "0123456789abcdef-app", "/api/state")
+    status, why = check_request(app, "GET", "/api/state", acl, NOW, SKEW)
+    assert status == 403 and "not an admin" in why
+    # no accounts configured: open, as the client RPCs are (loopback or --insecure only)
+    assert check_request({}, "GET", "/api/state", None, NOW, SKEW)[0] == 200
+
+
+class FakeData:
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def view(self, part: str) -> dict[str, Any]:
+        self.asked.append(part)
+        queues = [{"group": "G", "queue_id": 0}, {"group": "H", "queue_id": 0}]
+        return {"groups": {"queues": queues, "groups": [{"group": "G"}, {"group": "H"}]}, "part": part}
+
+
+def test_routing_static_files_api_and_refusals(tmp_path: Path) -> None:
+    data = FakeData()
+    server = ConsoleServer(data, "127.0.0.1", 0, None, acl_file(tmp_path), SKEW, lambda: NOW)  # type: ignore[arg-type]
+    try:
+        status, ctype, body = server.answer("GET", "/", {})
+        assert status == 200 and ctype.startswith("text/html") and b"/console.js" in body
+        assert b"http" not in body.replace(b"http://www.w3.org", b"")  # nothing from elsewhere: works offline
+        assert server.answer("GET", "/console.js", {})[0] == 200
+        assert (
+            server.answer("GET", "/api/state", {})[0] == 401 and data.asked == []
+        )  # refused before any data
+        assert (
+            server.answer("POST", "/api/state", signed("ops", SECRET, "/api/state", method="POST"))[0] == 405
+        )
+        assert server.answer("GET", "/api/nope", {})[0] == 404
+        target = "/api/groups?group=G"
+        status, _, body = server.answer("GET", target, signed("ops", SECRET, target))
+        assert status == 200 and data.asked == ["groups"]
+        assert [q["group"] for q in json.loads(body)["groups"]["queues"]] == ["G"]
+    finally:
+        server.httpd.server_close()
+
+
+def test_the_static_page_loads_nothing_from_elsewhere() -> None:
+    from deploy.console.server import static_file
+
+    for name in ("index.html", "console.js", "console.css"):
+        text = static_file(name).decode()
+        for marker in ("https://", "//cdn", "@import", "googleapis"):
+            assert marker not in text, (name, marker)
+    assert "innerHTML" not in static_file("console.js").decode()  # data goes in as text only
+
+
+def test_console_section_defaults_off_and_checks_its_keys() -> None:
+    assert load_section(ConsoleSection, {}, "console").listen == ""
+    with pytest.raises(ConfigError, match=r"console\.listen"):
+        load_section(ConsoleSection, {"listen": "nope"}, "console")
+    with pytest.raises(ConfigError, match=r"console\.refresh_ms"):
+        load_section(ConsoleSection, {"refresh_ms": 1}, "console")
+    with pytest.raises(ConfigError, match=r"console\.history_points"):
+        load_section(ConsoleSection, {"history_points": 10**6}, "console")
