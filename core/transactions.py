@@ -48,6 +48,8 @@ NONCE = "TXN_NONCE"
 OP = "TXN_OP"
 HALF = "TXN_HALF"
 CHECKS = "TXN_CHECKS"
+# the broker's own properties of the transaction queue: no client send may carry one
+RESERVED = frozenset({NONCE, OP, HALF, CHECKS})
 BOOKKEEPING = (REAL_TOPIC, REAL_QID, NONCE, PRODUCER_GROUP)  # a half's, never a committed message's
 PREFIX = "t1"
 MAC_BYTES = 16
@@ -147,8 +149,21 @@ def is_transactional(messages: Sequence[Message]) -> bool:
     return bool(marked) and all(marked)
 
 
+def check_client_properties(messages: Sequence[Message]) -> None:
+    """Refuse a client's send whose properties name the broker's own (RESERVED):
+    ops are the master's records, never a client's."""
+    for m in messages:
+        if m.properties and not RESERVED.isdisjoint(m.properties):
+            names = sorted(RESERVED.intersection(m.properties))
+            raise InvalidArgumentError(
+                f"properties {', '.join(names)} are the broker's (transactions); nothing stored"
+            )
+
+
 def to_half(m: Message, topic: str, queue_id: int, nonce: str) -> Message:
-    props = dict(m.properties or {})
+    """The half record of `m`: the client's properties (never an op's: those
+    RESERVED are dropped) and the broker's bookkeeping."""
+    props = {k: v for k, v in (m.properties or {}).items() if k not in RESERVED}
     props[REAL_TOPIC], props[REAL_QID], props[NONCE] = topic, str(queue_id), nonce
     props[TRAN_MSG] = "true"
     return Message(TXN_TOPIC, TXN_QUEUE, m.body, m.tags, m.keys, props, m.flags, m.born_ms)
@@ -221,22 +236,27 @@ class TxnTable:
     def apply(self, offset: int, props: Mapping[str, str], store_ms: int) -> None:
         """One record of the queue, in order: a half opens, an op updates or
         closes the half it names (an op of a half below where the read began
-        names one closed long ago: nothing to do)."""
+        names one closed long ago: nothing to do). Every record a client's
+        send put here is a half (`to_half` sets TRAN_MSG, and the leader
+        takes no client send into `%TRANS%`), so a record with TRAN_MSG is
+        never read as an op, whatever else it carries: only the master's own
+        ops (which carry no TRAN_MSG) end or count a half."""
         self.loaded = max(self.loaded, offset + 1)
+        if props.get(TRAN_MSG) == "true":  # a half (ops never carry it: what a client sent is a half)
+            qid = props.get(REAL_QID, "")
+            self.open[offset] = Half(
+                offset,
+                props.get(REAL_TOPIC, ""),
+                int(qid) if qid.isdigit() else -1,
+                props.get(PRODUCER_GROUP, ""),
+                props.get(NONCE, ""),
+                store_ms,
+                0,
+                store_ms + self.check_after_ms,
+            )
+            return
         kind = props.get(OP)
         if kind is None:
-            if props.get(TRAN_MSG) == "true":
-                qid = props.get(REAL_QID, "")
-                self.open[offset] = Half(
-                    offset,
-                    props.get(REAL_TOPIC, ""),
-                    int(qid) if qid.isdigit() else -1,
-                    props.get(PRODUCER_GROUP, ""),
-                    props.get(NONCE, ""),
-                    store_ms,
-                    0,
-                    store_ms + self.check_after_ms,
-                )
             return
         raw = props.get(HALF, "")
         if not raw.isdigit():

@@ -46,7 +46,7 @@ from core.replicas import AckLag, ReplicaSet
 from core.retry import check_client_group, check_creatable, is_reserved, parse_delays
 from core.roles import Directive, ReplicationMode, Role, SendStatus
 from core.timer import TIMER_TOPIC
-from core.transactions import TXN_TOPIC, is_transactional
+from core.transactions import TXN_TOPIC, check_client_properties, is_transactional
 from master.fencing import enter, writing
 from master.lease import Lease
 from master.popper import Popper
@@ -220,6 +220,8 @@ class LeaderRole:
             raise InvalidArgumentError("a send needs at least one message")
         if len(messages) > MAX_BATCH:
             raise InvalidArgumentError(f"a batch holds at most {MAX_BATCH} messages")
+        if not internal:  # a client's: none of the broker's transaction properties (docs: Transactions)
+            check_client_properties(messages)
         txn = not internal and is_transactional(messages)
         delayed = not internal and not txn and self.timer.delayed(messages)
         if delayed:

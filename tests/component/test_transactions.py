@@ -12,9 +12,9 @@ import pytest
 from consumer.admin import Admin
 from consumer.producer import Producer
 from consumer.transactions import TransactionClient
-from core.errors import InvalidTransactionError
+from core.errors import InvalidArgumentError, InvalidTransactionError
 from core.record import Record, iter_records
-from core.transactions import TXN_TOPIC, TxnId, encode_id, txn_key
+from core.transactions import CHECKS, HALF, OP, TXN_TOPIC, TxnId, encode_id, txn_key
 from deploy.broker_node import BrokerNode
 from deploy.waits import holds_for, poll_until
 from tests.helpers.nodes import SECRET, Nodes, nodes
@@ -179,3 +179,26 @@ def test_an_orphan_answered_by_its_check_is_committed(nodes: Nodes) -> None:
         (o,) = client.poll_orphans(master.address, 10, 5000, 10)
         client.end(o.topic, o.transaction_id, commit=True, timeout_s=5, from_check=True)
     assert bodies(master) == [b"checked"] and open_count(master) == 0
+
+
+def test_a_send_carrying_op_properties_is_refused_and_ends_no_other_transaction(nodes: Nodes) -> None:
+    """Review B1: a publisher of another topic naming the victim's half in
+    TXN_OP/TXN_HALF (as a plain or a transactional send) ends nothing, and
+    the victim's commit stores its message."""
+    master = nodes.master()
+    with Admin(master.address) as admin:
+        admin.create_topic("orders", 1)
+        admin.create_topic("audit", 1)
+    with Producer(master.address) as prod:
+        victim = prod.send_transactional("orders", b"pay")
+        end = master.core.store.commitlog.max_offset
+        for kind in ("commit", "rollback", "check"):
+            forged = {OP: kind, HALF: str(victim.queue_offset), CHECKS: "1000"}
+            with pytest.raises(InvalidArgumentError, match="broker's"):
+                prod.send_transactional("audit", b"x", properties=forged)
+            with pytest.raises(InvalidArgumentError, match="broker's"):
+                prod.send("audit", b"x", properties=forged)
+        assert master.core.store.commitlog.max_offset == end  # nothing stored
+        assert open_count(master) == 1
+        assert not prod.end_transaction("orders", victim.transaction_id, commit=True).repeated
+    assert bodies(master) == [b"pay"]

@@ -10,12 +10,14 @@ from core.record import Message, Record
 from core.transactions import (
     CHECKS,
     HALF,
+    NONCE,
     OP,
     Outcome,
     TxnId,
     TxnTable,
     Verdict,
     broker_of,
+    check_client_properties,
     decode_id,
     encode_id,
     from_half,
@@ -179,3 +181,28 @@ def test_the_repeat_memory_is_bounded() -> None:
         t.close(i, Outcome.COMMIT)
     assert t.verdict(TxnId("g", 0, "n0"), Outcome.COMMIT)[0] is Verdict.UNKNOWN
     assert t.verdict(TxnId("g", 2, "n2"), Outcome.COMMIT)[0] is Verdict.REPEAT
+
+
+def test_a_half_carrying_op_properties_is_a_half_and_closes_no_other() -> None:
+    """Review B1: a tenant's half whose properties name an op (TXN_OP,
+    TXN_HALF, TXN_CHECKS) must not end, or count checks of, another half;
+    as an older log may hold such halves, the table reads them as halves."""
+    t = table()
+    t.apply(0, half_props(nonce="victim"), 10_000)
+    forgeries = (op("commit", 0), op("rollback", 0), op("check", 0, 1000), op("discard", 0))
+    for i, forged in enumerate(forgeries):
+        evil = dict(half_props("audit", 0, f"e{i}"))
+        t.apply(1 + i, {**evil, **forged}, 10_001)
+        assert t.open[1 + i].topic == "audit"  # the attacker's own half, tracked
+    assert t.open[0].checks == 0
+    assert t.verdict(TxnId("g", 0, "victim"), Outcome.COMMIT) == (Verdict.STORE, None)
+    half = to_half(Message("audit", 0, b"x", properties=forgeries[2]), "audit", 0, "n")
+    assert half.properties is not None and half.properties[NONCE] == "n"
+    assert not {OP, HALF, CHECKS} & half.properties.keys()  # never carried into a half
+
+
+def test_client_properties_naming_the_brokers_bookkeeping_are_refused() -> None:
+    for name in (OP, HALF, CHECKS, NONCE):
+        with pytest.raises(InvalidArgumentError, match=name):
+            check_client_properties([Message("t", 0, b"x", properties={"p": "v", name: "1"})])
+    check_client_properties([Message("t", 0, b"x", properties={"TXN_ID": "mine"}), Message("t", 0, b"y")])
