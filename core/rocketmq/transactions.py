@@ -10,7 +10,9 @@ producers' Telemetry streams, and orphan checks pushed on them.
   caller's permission is to publish there).
 - **Orphan checks.** Every open Telemetry stream has an outbox the stream's
   handler writes from (`Outbox`); a stream whose client says it is a
-  PRODUCER registers the topics it publishes (`ProducerStreams`).
+  PRODUCER registers the topics it publishes and its account may publish
+  (`ProducerStreams`; checked again for each check, as the ACL may be
+  reloaded).
   `OrphanPump` asks every master for the checks due (PollOrphanTransactions)
   and writes each, as `RecoverOrphanedTransactionCommand{message,
   transaction_id}`, into the outbox of one live producer of its topic
@@ -75,11 +77,18 @@ def check_message(c: Check) -> d.Message:
     return m
 
 
+def _anyone(topic: str) -> bool:
+    return True
+
+
 @dataclass(eq=False)
 class Outbox:
-    """What the proxy writes on one Telemetry stream, in order; `None` ends it."""
+    """What the proxy writes on one Telemetry stream, in order; `None` ends
+    it. `may_publish`: whether the stream's account may publish a topic now
+    (the ACL in force: it may be reloaded while the stream lives)."""
 
     client: str
+    may_publish: Callable[[str], bool] = _anyone
     topics: frozenset[str] = frozenset()
     items: queue.Queue[s.TelemetryCommand | None] = field(default_factory=queue.Queue)
 
@@ -116,11 +125,17 @@ class ProducerStreams:
         self.dropped = 0  # checks no producer here could take
 
     def register(self, box: Outbox, settings: d.Settings) -> None:
-        """A stream's client told its settings: a producer's topics are noted."""
-        if settings.client_type != d.PRODUCER:
-            return
-        topics = frozenset(t.name for t in settings.publishing.topics if not t.resource_namespace)
+        """A stream's client told its settings: a producer's topics are
+        noted, those its account may publish only (a check carries the
+        half's body and its id); settings of another kind of client (or no
+        topic it may publish) end its registration."""
+        topics = frozenset(
+            t.name for t in settings.publishing.topics if not t.resource_namespace and box.may_publish(t.name)
+        )
         with self._lock:
+            if settings.client_type != d.PRODUCER or not topics:
+                self._streams.discard(box)
+                return
             box.topics = topics
             self._streams.add(box)
 
@@ -136,6 +151,7 @@ class ProducerStreams:
         """Write `command` on one producer stream publishing `topic` (round robin); False: none took it."""
         with self._lock:
             boxes = sorted((b for b in self._streams if topic in b.topics), key=id)
+        boxes = [b for b in boxes if b.may_publish(topic)]  # (checked again: the ACL may have changed)
         if boxes:
             start = next(self._rr)
             for i in range(len(boxes)):

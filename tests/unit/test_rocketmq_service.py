@@ -367,3 +367,53 @@ def test_a_consumer_stream_takes_no_orphan_check(tmp_path: Path) -> None:
     assert OrphanPump(backend, svc.producers).run_once() == 0
     release.set()
     assert list(stream) == []
+
+
+def test_a_stream_gets_no_check_of_a_topic_its_account_may_not_publish(tmp_path: Path) -> None:
+    """Review B2: a stream claiming to publish a topic its account may not
+    ("app" publishes to orders only) is not given that topic's checks (its
+    bodies and ids); a publish permission the ACL withdraws later stops them."""
+    now = [CAPTURED_MS]
+    backend = FakeBackend(checks=[_check("audit"), _check()])
+    acl = _acl(tmp_path)
+    svc = MessagingService(
+        backend, Mqv2Policy(acl), "127.0.0.1:8081", lambda: ServerSettings(1024), wall_ms=lambda: now[0]
+    )
+    claimed = [d.Resource(name="audit"), d.Resource(name="orders")]
+    settings = d.Settings(client_type=d.PRODUCER, publishing=d.Publishing(topics=claimed))
+    release = threading.Event()
+
+    def commands() -> Iterator[s.TelemetryCommand]:
+        yield s.TelemetryCommand(settings=settings)
+        release.wait(10)
+
+    stream = svc.Telemetry(commands(), _signed())
+    assert next(stream).status.code == d.OK
+    pump = OrphanPump(backend, svc.producers)
+    assert pump.run_once() == 1 and svc.producers.dropped == 1  # audit's: nobody here may take it
+    assert next(stream).recover_orphaned_transaction_command.message.topic.name == "orders"
+    acl.path.write_text(f'[[account]]\naccess_key = "app"\nsecret_key = "{SECRET}"\npublish = ["other"]\n')
+    now[0] += 2000  # the ACL file is looked at again
+    backend.checks = [_check()]
+    assert pump.run_once() == 0 and svc.producers.dropped == 2
+    release.set()
+    assert list(stream) == []
+
+
+def test_settings_of_another_client_type_end_a_producers_registration(tmp_path: Path) -> None:
+    backend = FakeBackend(checks=[_check()])
+    svc = _service(tmp_path, backend)
+    producer = d.Settings(client_type=d.PRODUCER, publishing=d.Publishing(topics=[d.Resource(name="orders")]))
+    consumer = d.Settings(client_type=d.SIMPLE_CONSUMER)
+    release = threading.Event()
+
+    def commands() -> Iterator[s.TelemetryCommand]:
+        yield s.TelemetryCommand(settings=producer)
+        yield s.TelemetryCommand(settings=consumer)
+        release.wait(10)
+
+    stream = svc.Telemetry(commands(), _signed())
+    assert next(stream).status.code == d.OK and next(stream).status.code == d.OK
+    assert not svc.producers.any() and OrphanPump(backend, svc.producers).run_once() == 0
+    release.set()
+    assert list(stream) == []
