@@ -25,7 +25,7 @@ from core.security.identity import Member
 
 ADMIN = "admin"
 PROXY = "proxy"  # `tailrace proxy`'s account: publish and subscribe on every topic, every group
-PROXY_GRANTS = 'publish = ["*"]\nsubscribe = ["*"]\ngroups = ["*"]\n'
+PROXY_GRANTS = 'publish = ["*"]\nsubscribe = ["*"]\ngroups = ["*"]\nproxy = true\n'
 
 
 def _toml_str(value: str) -> str:
