@@ -208,12 +208,18 @@ class LeaderRole:
     # ---- writes -----------------------------------------------------------------------
 
     def send(
-        self, topic: str, queue_id: int, messages: Sequence[Message], internal: bool = False
+        self,
+        topic: str,
+        queue_id: int,
+        messages: Sequence[Message],
+        internal: bool = False,
+        wait_slaves: bool = True,
     ) -> SendOutcome:
         """Store messages for one (topic, queue); queue_id -1 lets the broker pick.
         `%` topics (retry, dead-letter, schedule) take only the broker's own writes.
         A send due later is stored whole in the timer's wait queue (master/timer.py),
-        a transactional one (TRAN_MSG=true) as half messages (master/transactions.py)."""
+        a transactional one (TRAN_MSG=true) as half messages (master/transactions.py).
+        `wait_slaves` False: answered once appended, the caller waits for sync slaves."""
         if is_reserved(topic) and not internal:
             raise InvalidTopicError(f"topic {brief(topic)}: names starting with '%' take no sends")
         if not messages:
@@ -270,7 +276,7 @@ class LeaderRole:
                 status, detail = SendStatus.FLUSH_DISK_TIMEOUT, exc.message
         finally:
             self._gate.leave()
-        if sync and status is SendStatus.SEND_OK and not self._wait_replicated():
+        if sync and wait_slaves and status is SendStatus.SEND_OK and not self._wait_replicated():
             status = SendStatus.SLAVE_TIMEOUT
             detail = "stored on the master, not acknowledged by enough slaves in time"
         if status is SendStatus.SEND_OK and self.fenced():

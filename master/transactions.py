@@ -4,16 +4,19 @@ orphan checks, around the plain table (core/transactions.py).
 - **Halves.** A send whose messages carry `TRAN_MSG=true` is stored whole
   in the transaction queue (`%TRANS%` queue 0) instead of its topic, each
   message with its real topic and queue and a nonce (`park`, called by the
-  leader's send inside its write gate, as the timer's): acknowledged like
-  any send (sync replication included), with one transaction id per
-  message (`ids`).
+  leader's send inside its write gate, as the timer's, and like it taking
+  no lock: the room check is approximate): acknowledged like any send (sync
+  replication included), with one transaction id per message (`ids`).
 - **EndTransaction** (`end`): COMMIT stores the half's message in its real
   topic, then a `commit` op; ROLLBACK a `rollback` op. The half is closed
   in memory before its op is appended, so a repeat (a client retrying, a
   check's answer after the client's) answers from the table and stores
   nothing twice within a mastership. A crash between the message and its
   op leaves the half open: its check later may commit it again (at least
-  once, as in RocketMQ).
+  once, as in RocketMQ). The lock covers the decision and the appends
+  only; the sync slaves are waited for after it (so ends do not queue
+  behind each other's replication), by a repeat too: a repeat answers
+  success only once what the first end appended is acknowledged.
 - **Orphans** (the thread, every `tick_s`): a half open past
   `broker.transaction_check_after_ms`, then every
   `transaction_check_interval_ms`, gets a `check` op (its count, durable)
@@ -121,10 +124,11 @@ class Transactions:
             raise InvalidArgumentError(
                 "a transactional message cannot be delayed (deliver_at_ms); nothing stored"
             )
-        with self._lock:
-            if self.rebuilt:  # (before the first rebuild nothing is counted: nothing refused)
-                self._load()
-                self.table.room(len(messages))
+        if self.rebuilt:  # (before the first rebuild nothing is counted: nothing refused)
+            # no lock (this runs inside the write gate, which must close in microseconds): the
+            # records not loaded yet count as open halves, so the check errs on the safe side
+            end = self.leader.core.store.queue_offsets(TXN_TOPIC, TXN_QUEUE)[1]
+            self.table.room(len(messages) + max(0, end - self.table.loaded))
         return [to_half(m, topic, queue_id, new_nonce()) for m in messages]
 
     def ids(self, halves: Sequence[Message], stored: Sequence[tuple[int, int]]) -> list[str]:
@@ -145,46 +149,55 @@ class Transactions:
         t = decode_id(self.key, transaction_id)
         if t.broker != self.broker:
             raise InvalidTransactionError("the transaction id names another broker group")
-        with self._lock:
+        acked = True
+        with self._lock:  # decide and append; the slaves are waited for after it
             self._ready()
             verdict, before = self.table.verdict(t, outcome)
             if verdict is Verdict.UNKNOWN:
                 raise InvalidTransactionError(
                     "the transaction id names no open transaction here (ended long ago, or never begun)"
                 )
-            if verdict is not Verdict.STORE:
+            if verdict is Verdict.CONFLICT:
                 assert before is not None
-                if verdict is Verdict.CONFLICT:
-                    raise InvalidTransactionError(f"the transaction was ended already: {before.value}")
-                return Ended(before, True)
-            half = self.table.open[t.offset]
-            if half.topic != topic:
-                raise InvalidTransactionError(f"the transaction is one of another topic than {topic[:100]!r}")
-            acked = True
-            if outcome is Outcome.COMMIT:
-                rec = self._half_record(half.offset)
-                msg = from_half(rec)
-                acked = self._store(msg.topic, msg.queue_id, [msg], "committing a half message")
-            self.table.close(half.offset, outcome)  # a repeat is answered from here on
-            self.leader.core.metrics.transactions_ended.labels(outcome.value).inc()
-            op = op_message(outcome.value, half.offset)
-            acked = self._store(TXN_TOPIC, TXN_QUEUE, [op], "its op") and acked
-        if not acked:
+                raise InvalidTransactionError(f"the transaction was ended already: {before.value}")
+            if verdict is Verdict.STORE:
+                half = self.table.open[t.offset]
+                if half.topic != topic:
+                    raise InvalidTransactionError(
+                        f"the transaction is one of another topic than {topic[:100]!r}"
+                    )
+                if outcome is Outcome.COMMIT:
+                    msg = from_half(self._half_record(half.offset))
+                    acked = self._append(msg.topic, msg.queue_id, [msg], "committing a half message")
+                self.table.close(half.offset, outcome)  # a repeat is answered from here on
+                acked = self._append(TXN_TOPIC, TXN_QUEUE, [op_message(outcome.value, half.offset)], "its op")
+                self.leader.core.metrics.transactions_ended.labels(outcome.value).inc()
+        # a repeat too: what the first end appended may not be on the slaves yet (it timed out)
+        if not self._acknowledged() or not acked:
             raise RequestTimeoutError(
                 f"{outcome.value} recorded on the master, not acknowledged by enough slaves in time "
                 "(ending it again answers once it is)"
             )
-        return Ended(outcome, False)
+        return Ended(outcome, False) if before is None else Ended(before, True)
 
-    def _store(self, topic: str, queue: int, messages: list[Message], what: str) -> bool:
-        """Append through the leader's send; False: stored, not acknowledged
-        (sync replication timed out, lease lapsed); raises when nothing was stored."""
-        out = self.leader.send(topic, queue, messages, internal=True)
+    def _append(self, topic: str, queue: int, messages: list[Message], what: str) -> bool:
+        """Append through the leader's send, without waiting for slaves (the
+        caller does, after releasing the lock: `_acknowledged`); False:
+        stored, not acknowledged (its lease lapsed); raises when nothing was stored."""
+        out = self.leader.send(topic, queue, messages, internal=True, wait_slaves=False)
         if not out.results:
             if out.status is SendStatus.NOT_MASTER:
                 raise NotMasterError(f"{what}: {out.detail}", out.master_address)
             raise BrokerBusyError(f"{what}: {out.status.value} {out.detail}")
         return out.status is SendStatus.SEND_OK
+
+    def _acknowledged(self) -> bool:
+        """Everything appended so far (the caller's appends, or the earlier end
+        a repeat answers for) is on enough slaves (sync mode), under a valid lease."""
+        leader = self.leader
+        if leader.core.config.replication.sync and not leader._wait_replicated():
+            return False
+        return not leader.fenced()
 
     # ---- orphans -----------------------------------------------------------------------
 
@@ -262,8 +275,8 @@ class Transactions:
         commit `low` when it moved. Returns how many were acted on."""
         if self.leader.core.store.topics.queue_count(TXN_TOPIC) is None:
             return 0
-        with self._lock:
-            self._ready()
+        with self._lock:  # (its appends wait for no slave: a check or discard op lost to a failover is
+            self._ready()  # made again by the next master)
             due = self.table.due(now_ms, CHECKS_PER_PASS)
             if due:
                 ops = [
@@ -272,7 +285,7 @@ class Transactions:
                     else op_message("check", d.half.offset, d.half.checks + 1)
                     for d in due
                 ]
-                self._store(TXN_TOPIC, TXN_QUEUE, ops, "orphan checks")
+                self._append(TXN_TOPIC, TXN_QUEUE, ops, "orphan checks")
                 offered = []
                 for d in due:
                     h = d.half
@@ -293,11 +306,11 @@ class Transactions:
                     self._offered.extend(offered)
                     self._arrived.notify_all()
             self.leader.core.metrics.transactions_open.set(len(self.table.open))
-            self._commit_low(now_ms)
+            low = self.table.low()
+        self._commit_low(low, now_ms)  # (outside the lock: a sync commit waits for the slaves)
         return len(due)
 
-    def _commit_low(self, now_ms: int) -> None:
-        low = self.table.low()
+    def _commit_low(self, low: int, now_ms: int) -> None:
         if self._committed_low is not None and low <= self._committed_low:
             return
         if self._committed_low is not None and now_ms < self._commit_due:

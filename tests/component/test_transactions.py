@@ -7,14 +7,16 @@ rolled back after the last check."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from consumer.admin import Admin
 from consumer.producer import Producer
 from consumer.transactions import TransactionClient
-from core.errors import InvalidArgumentError, InvalidTransactionError
-from core.record import Record, iter_records
-from core.transactions import CHECKS, HALF, OP, TXN_TOPIC, TxnId, encode_id, txn_key
+from core.errors import InvalidArgumentError, InvalidTransactionError, RequestTimeoutError
+from core.record import Message, Record, iter_records
+from core.transactions import CHECKS, HALF, OP, TXN_TOPIC, Outcome, TxnId, encode_id, txn_key
 from deploy.broker_node import BrokerNode
 from deploy.waits import holds_for, poll_until
 from tests.helpers.nodes import SECRET, Nodes, nodes
@@ -202,3 +204,62 @@ def test_a_send_carrying_op_properties_is_refused_and_ends_no_other_transaction(
         assert open_count(master) == 1
         assert not prod.end_transaction("orders", victim.transaction_id, commit=True).repeated
     assert bodies(master) == [b"pay"]
+
+
+SYNC = {"replication.mode": "sync", "replication.sync_timeout_ms": 5000}
+
+
+def test_a_repeated_end_answers_success_only_once_the_slaves_have_it(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review B3: in sync mode an end whose slaves time out is retried by the
+    client; the retry (a repeat) must not answer success before they ack."""
+    master = nodes.master(SYNC)
+    nodes.slave(master, overrides=SYNC)
+    with Admin(master.address) as admin:
+        admin.create_topic("orders", 1)
+    with Producer(master.address) as prod:
+        r = prod.send_transactional("orders", b"x")
+        leader = master.core.leader()
+        monkeypatch.setattr(leader, "_wait_replicated", lambda: False)  # the slaves do not ack in time
+        with pytest.raises(RequestTimeoutError):
+            prod.end_transaction("orders", r.transaction_id, commit=True)  # (the client tried 3 times)
+        monkeypatch.undo()
+        again = prod.end_transaction("orders", r.transaction_id, commit=True)
+        assert again.repeated and again.outcome == "commit"
+    assert bodies(master) == [b"x"]  # stored once
+
+
+def test_no_transactional_send_waits_in_the_write_gate_for_an_end_waiting_on_slaves(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review B4: an end waiting for its slaves holds no lock a transactional
+    send needs inside the write gate, so the gate closes (a retire) at once."""
+    master = nodes.master(SYNC)
+    nodes.slave(master, overrides=SYNC)
+    with Admin(master.address) as admin:
+        admin.create_topic("orders", 1)
+    with Producer(master.address) as prod:
+        r = prod.send_transactional("orders", b"a")
+    leader = master.core.leader()
+    txns = leader.transactions
+    release = threading.Event()
+    monkeypatch.setattr(leader, "_wait_replicated", lambda: release.wait(10))  # slow slaves
+    ending = threading.Thread(target=txns.end, args=("orders", r.transaction_id, Outcome.COMMIT))
+    half = Message("orders", 0, b"b", properties={"TRAN_MSG": "true"})
+    sending = threading.Thread(target=leader.send, args=("orders", 0, [half]))
+    end_before = master.core.store.queue_offsets(TXN_TOPIC, 0)[1]
+    try:
+        ending.start()
+        poll_until(lambda: bodies(master) == [b"a"], 5, "the commit appended (its slaves awaited)")
+        sending.start()
+        poll_until(
+            lambda: master.core.store.queue_offsets(TXN_TOPIC, 0)[1] == end_before + 2,
+            5,
+            "the second half appended while the end waits for its slaves",
+        )
+        assert leader._gate.close(1.0)  # nothing inside: a retire would cut cleanly
+    finally:
+        release.set()
+        ending.join(10)
+        sending.join(10)
