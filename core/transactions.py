@@ -50,7 +50,9 @@ HALF = "TXN_HALF"
 CHECKS = "TXN_CHECKS"
 # the broker's own properties of the transaction queue: no client send may carry one
 RESERVED = frozenset({NONCE, OP, HALF, CHECKS})
-BOOKKEEPING = (REAL_TOPIC, REAL_QID, NONCE, PRODUCER_GROUP)  # a half's, never a committed message's
+# a half's, never a committed message's (RocketMQ's EndTransactionProcessor clears TRAN_MSG too: a
+# consumer re-publishing what it received must not store a half)
+BOOKKEEPING = frozenset({REAL_TOPIC, REAL_QID, TRAN_MSG, PRODUCER_GROUP, *RESERVED})
 PREFIX = "t1"
 MAC_BYTES = 16
 MAX_ID = 512
@@ -171,8 +173,8 @@ def to_half(m: Message, topic: str, queue_id: int, nonce: str) -> Message:
 
 def from_half(rec: Record) -> Message:
     """The message a committed half is stored as in its real topic: body,
-    tags, keys, flags, born time and properties (TRAN_MSG kept, as RocketMQ
-    does; the half's bookkeeping dropped)."""
+    tags, keys, flags, born time and properties (the half's bookkeeping
+    dropped, TRAN_MSG included, as RocketMQ's EndTransactionProcessor does)."""
     props = {k: v for k, v in rec.properties.items() if k not in BOOKKEEPING}
     qid = rec.properties.get(REAL_QID, "")
     return Message(

@@ -76,7 +76,7 @@ def test_a_commit_stores_the_half_once_in_its_topic_and_a_rollback_never(nodes: 
     assert bodies(master) == [b"yes"]
     (rec,) = records(master)
     assert (rec.queue_id, rec.tags, rec.keys) == (r1.queue_id, "t", "k1 k2")
-    assert rec.properties == {"p": "1", "TRAN_MSG": "true"}
+    assert rec.properties == {"p": "1"}  # TRAN_MSG cleared, as RocketMQ does (review B7)
     poll_until(lambda: bodies(slave) == [b"yes"], 10, "the slave has the committed message")
     assert open_count(master) == 0
 

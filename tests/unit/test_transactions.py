@@ -86,7 +86,8 @@ def test_a_committed_half_keeps_the_producers_fields_and_drops_the_bookkeeping()
         "k1 k2",
         1234,
     )
-    assert m.properties == {"p": "v", "TRAN_MSG": "true"}
+    assert m.properties == {"p": "v"}  # no TRAN_MSG (review B7): re-published, it is no half
+    assert not is_transactional([m])
 
 
 def test_a_half_is_an_orphan_after_check_after_then_every_interval_then_discarded() -> None:
