@@ -48,8 +48,9 @@ NONCE = "TXN_NONCE"
 OP = "TXN_OP"
 HALF = "TXN_HALF"
 CHECKS = "TXN_CHECKS"
+MISSES = "TXN_MISSES"
 # the broker's own properties of the transaction queue: no client send may carry one
-RESERVED = frozenset({NONCE, OP, HALF, CHECKS})
+RESERVED = frozenset({NONCE, OP, HALF, CHECKS, MISSES})
 # a half's, never a committed message's (RocketMQ's EndTransactionProcessor clears TRAN_MSG too: a
 # consumer re-publishing what it received must not store a half)
 BOOKKEEPING = frozenset({REAL_TOPIC, REAL_QID, TRAN_MSG, PRODUCER_GROUP, *RESERVED})
@@ -189,10 +190,12 @@ def from_half(rec: Record) -> Message:
     )
 
 
-def op_message(kind: str, half: int, checks: int = 0) -> Message:
+def op_message(kind: str, half: int, checks: int = 0, misses: int = 0) -> Message:
     props = {OP: kind, HALF: str(half)}
     if checks:
         props[CHECKS] = str(checks)
+    if misses:
+        props[MISSES] = str(misses)
     return Message(TXN_TOPIC, TXN_QUEUE, b"op", properties=props)
 
 
@@ -204,14 +207,17 @@ class Half:
     group: str
     nonce: str
     stored_ms: int
-    checks: int = 0
+    checks: int = 0  # checks delivered to a producer (durable: `check` ops)
     next_check_ms: int = 0
+    misses: int = 0  # intervals it was due with no producer taking its check (durable: `miss` ops)
+    lease_until: int = 0  # handed out (0: not since it was due): no other poller takes it until then
+    delivered: bool = False  # reported delivered: its `check` op is to be appended
 
 
 @dataclass(frozen=True, slots=True)
 class Due:
     half: Half
-    discard: bool  # past its last check: roll it back; else offer a check
+    discard: bool  # past its last check (or miss): roll it back; else record a miss
 
 
 class TxnTable:
@@ -264,12 +270,17 @@ class TxnTable:
         if not raw.isdigit():
             return
         half = int(raw)
-        if kind == "check":
+        if kind in ("check", "miss"):
             h = self.open.get(half)
-            n = props.get(CHECKS, "")
-            if h is not None and n.isdigit():
+            n = props.get(CHECKS if kind == "check" else MISSES, "")
+            if h is None or not n.isdigit():
+                return
+            if kind == "check":
                 h.checks = max(h.checks, int(n))
                 h.next_check_ms = max(h.next_check_ms, store_ms + self.check_interval_ms)
+            else:
+                h.misses = max(h.misses, int(n))
+                h.next_check_ms = max(h.next_check_ms, store_ms)
             return
         try:
             self.close(half, Outcome(kind))
@@ -310,20 +321,80 @@ class TxnTable:
         same = before is outcome or (outcome is Outcome.ROLLBACK and before is Outcome.DISCARD)
         return (Verdict.REPEAT if same else Verdict.CONFLICT), before
 
+    def spent(self, h: Half) -> bool:
+        """Asked `max_checks` times, or missed as often: the next due time discards it."""
+        return h.checks >= self.max_checks or h.misses >= self.max_checks
+
     def due(self, now_ms: int, limit: int) -> list[Due]:
         """The orphans to act on now, oldest first, at most `limit`: those
-        checked `max_checks` times are discarded, the others checked once more."""
+        due and spent are discarded; those whose check no poller took (or
+        none reported delivered) for a whole interval record a miss."""
         out: list[Due] = []
         for h in sorted(self.open.values(), key=lambda h: h.next_check_ms):
             if h.next_check_ms > now_ms or len(out) >= limit:
                 break
-            out.append(Due(h, h.checks >= self.max_checks))
+            if h.delivered or h.lease_until > now_ms:  # being asked now
+                continue
+            if self.spent(h):
+                out.append(Due(h, True))
+            elif h.next_check_ms + self.check_interval_ms <= now_ms:
+                out.append(Due(h, False))
         return out
 
+    def ready(self, now_ms: int) -> list[Half]:
+        """The checks to hand out now, oldest first: due, not spent, not
+        handed out to a poller whose lease runs, not delivered already."""
+        out = [
+            h
+            for h in self.open.values()
+            if h.next_check_ms <= now_ms and not h.delivered and h.lease_until <= now_ms and not self.spent(h)
+        ]
+        return sorted(out, key=lambda h: h.next_check_ms)
+
+    def handed_out(self, h: Half, until_ms: int) -> None:
+        h.lease_until = until_ms
+
+    def reported(self, h: Half, delivered: bool) -> bool:
+        """A poller's report on a check it was handed: delivered to a
+        producer (True: to be counted), or returned (handed out again at
+        once). A report of a check not handed out is ignored (False)."""
+        if h.delivered or not h.lease_until:
+            return False
+        if delivered:
+            h.delivered = True
+        else:
+            h.lease_until = 0
+        return delivered
+
     def checked(self, h: Half, now_ms: int) -> None:
-        """A check was offered (its op appended): counted, the next one an interval later."""
+        """A check was delivered (its op appended): counted, the next one an interval later."""
         h.checks += 1
         h.next_check_ms = now_ms + self.check_interval_ms
+        h.delivered, h.lease_until = False, 0
+
+    def missed(self, h: Half, now_ms: int) -> None:
+        """No producer took its check for an interval (its op appended): a miss, still due."""
+        h.misses += 1
+        h.next_check_ms = now_ms
+        h.lease_until = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What a poller can deliver: checks of `topics` (empty: any), of halves
+    of `groups` or of none (empty: any group), in at most `max_bytes`."""
+
+    topics: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    max_bytes: int = 0  # 0: the server's limit
+
+    def takes(self, h: Half) -> bool:
+        return (not self.topics or h.topic in self.topics) and (
+            not self.groups or not h.group or h.group in self.groups
+        )
+
+
+ANY = Wanted()
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +408,12 @@ class Orphan:
     physical_offset: int
     store_ms: int
 
+    def size(self) -> int:
+        """Its bytes in an answer, about (body, properties, names)."""
+        m = self.message
+        props = sum(len(k) + len(v) + 4 for k, v in (m.properties or {}).items())
+        return len(m.body) + props + len(m.tags) + len(m.keys) + len(m.topic) + 256
+
 
 @dataclass(frozen=True, slots=True)
 class Ended:
@@ -349,4 +426,12 @@ class TransactionOps(Protocol):
 
     def end(self, topic: str, transaction_id: str, outcome: Outcome) -> Ended: ...
 
-    def poll(self, max_count: int, wait_ms: int, alive: Callable[[], bool] = ...) -> list[Orphan]: ...
+    def poll(
+        self,
+        max_count: int,
+        wait_ms: int,
+        alive: Callable[[], bool] = ...,
+        wanted: Wanted = ...,
+        delivered: Sequence[str] = (),
+        returned: Sequence[str] = (),
+    ) -> list[Orphan]: ...

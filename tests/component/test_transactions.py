@@ -160,8 +160,9 @@ def test_an_orphan_is_offered_after_the_check_time_then_rolled_back_after_its_la
             1,
         )
         assert (o.message.body, o.message.keys) == (b"orphan", "k")
-        (o2,) = client.poll_orphans(master.address, 10, 5000, 10)
-        assert o2.checks == 2  # asked again an interval later
+        (o2,) = client.poll_orphans(master.address, 10, 5000, 10, delivered=[o.transaction_id])
+        assert o2.checks == 2  # delivered, counted; asked again an interval later
+        assert client.poll_orphans(master.address, 10, 0, 10, delivered=[o2.transaction_id]) == []
         poll_until(lambda: open_count(master) == 0, 10, "rolled back after its last check")
         registry = master.core.metrics.registry
         assert registry.get_sample_value("tailrace_transactions_ended_total", {"outcome": "discard"}) == 1
@@ -263,3 +264,33 @@ def test_no_transactional_send_waits_in_the_write_gate_for_an_end_waiting_on_sla
         release.set()
         ending.join(10)
         sending.join(10)
+
+
+def test_checks_go_to_pollers_that_can_deliver_them_within_a_byte_bound_and_count_once_delivered(
+    nodes: Nodes,
+) -> None:
+    """Review B5: a poller without producers of the topic takes nothing (another
+    proxy does); an answer keeps to its byte bound (one check at least), the
+    rest handed out next; a check returned, or taken and not reported, is
+    not counted and is handed out again."""
+    master = nodes.master({**FAST, "broker.transaction_max_checks": 5})
+    with Admin(master.address) as admin:
+        admin.create_topic("orders", 1)
+    with Producer(master.address) as prod:
+        ids = {prod.send_transactional("orders", bytes([i]) * 1000).transaction_id for i in range(3)}
+        client = TransactionClient(prod.routes, prod.pool)
+        t = master.core.leader().transactions
+        due = t.clock() + FAST["broker.transaction_check_after_ms"]
+        poll_until(lambda: t.clock() > due, 5, "all three due")
+        assert client.poll_orphans(master.address, 10, 300, 10, topics=["audit"]) == []  # (a pass ran)
+        first = client.poll_orphans(master.address, 10, 0, 10, topics=["orders"], max_bytes=1500)
+        second = client.poll_orphans(master.address, 10, 0, 10, topics=["orders"], max_bytes=3000)
+        assert (len(first), len(second)) == (1, 2)  # by bytes: one at least, then two of ~1.3 KB
+        assert {o.transaction_id for o in first + second} == ids and all(o.checks == 1 for o in first)
+        assert client.poll_orphans(master.address, 10, 0, 10) == []  # all leased
+        returned = [o.transaction_id for o in second]
+        again = client.poll_orphans(master.address, 10, 0, 10, returned=returned)
+        assert sorted(o.transaction_id for o in again) == sorted(returned)  # handed out again at once
+        assert all(o.checks == 1 for o in again)  # not counted
+        client.poll_orphans(master.address, 1, 0, 10, delivered=[o.transaction_id for o in first])
+        poll_until(lambda: sorted(h.checks for h in t.table.open.values()) == [0, 0, 1], 5, "one counted")
