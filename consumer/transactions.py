@@ -17,7 +17,7 @@ checks' limit (broker.transaction_max_checks, then rolled back).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from consumer.connection import ConnectionPool
@@ -79,11 +79,33 @@ class TransactionClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def poll_orphans(
-        self, address: str, max_count: int, wait_ms: int, timeout_s: float
+        self,
+        address: str,
+        max_count: int,
+        wait_ms: int,
+        timeout_s: float,
+        topics: Sequence[str] = (),
+        max_bytes: int = 0,
+        delivered: Sequence[str] = (),
+        returned: Sequence[str] = (),
+        producer_groups: Sequence[str] = (),
     ) -> list[pb.OrphanTransaction]:
-        """The orphan checks the master at `address` has for its caller (one try)."""
+        """The orphan checks the master at `address` has for its caller (one
+        try): of `topics` (empty: any) and `producer_groups` (empty: any),
+        within `max_bytes` (0: the master's limit). Each is leased to the
+        caller, which reports it `delivered` (counted) or `returned` (handed
+        out again) in a later poll: unreported, it is handed out again after
+        the lease (30 s)."""
         conn = self.pool.get(address)
-        req = pb.PollOrphanTransactionsRequest(max_count=max_count, max_wait_ms=wait_ms)
+        req = pb.PollOrphanTransactionsRequest(
+            max_count=max_count,
+            max_wait_ms=wait_ms,
+            topics=topics,
+            producer_groups=producer_groups,
+            max_bytes=max_bytes,
+            delivered=delivered,
+            returned=returned,
+        )
         return list(conn.call(conn.stub.PollOrphanTransactions, req, timeout_s).orphans)
 
     def _master(self, broker_name: str, topic: str, refresh: bool, timeout_s: float) -> str:

@@ -48,7 +48,12 @@ NONCE = "TXN_NONCE"
 OP = "TXN_OP"
 HALF = "TXN_HALF"
 CHECKS = "TXN_CHECKS"
-BOOKKEEPING = (REAL_TOPIC, REAL_QID, NONCE, PRODUCER_GROUP)  # a half's, never a committed message's
+MISSES = "TXN_MISSES"
+# the broker's own properties of the transaction queue: no client send may carry one
+RESERVED = frozenset({NONCE, OP, HALF, CHECKS, MISSES})
+# a half's, never a committed message's (RocketMQ's EndTransactionProcessor clears TRAN_MSG too: a
+# consumer re-publishing what it received must not store a half)
+BOOKKEEPING = frozenset({REAL_TOPIC, REAL_QID, TRAN_MSG, PRODUCER_GROUP, *RESERVED})
 PREFIX = "t1"
 MAC_BYTES = 16
 MAX_ID = 512
@@ -147,8 +152,21 @@ def is_transactional(messages: Sequence[Message]) -> bool:
     return bool(marked) and all(marked)
 
 
+def check_client_properties(messages: Sequence[Message]) -> None:
+    """Refuse a client's send whose properties name the broker's own (RESERVED):
+    ops are the master's records, never a client's."""
+    for m in messages:
+        if m.properties and not RESERVED.isdisjoint(m.properties):
+            names = sorted(RESERVED.intersection(m.properties))
+            raise InvalidArgumentError(
+                f"properties {', '.join(names)} are the broker's (transactions); nothing stored"
+            )
+
+
 def to_half(m: Message, topic: str, queue_id: int, nonce: str) -> Message:
-    props = dict(m.properties or {})
+    """The half record of `m`: the client's properties (never an op's: those
+    RESERVED are dropped) and the broker's bookkeeping."""
+    props = {k: v for k, v in (m.properties or {}).items() if k not in RESERVED}
     props[REAL_TOPIC], props[REAL_QID], props[NONCE] = topic, str(queue_id), nonce
     props[TRAN_MSG] = "true"
     return Message(TXN_TOPIC, TXN_QUEUE, m.body, m.tags, m.keys, props, m.flags, m.born_ms)
@@ -156,8 +174,8 @@ def to_half(m: Message, topic: str, queue_id: int, nonce: str) -> Message:
 
 def from_half(rec: Record) -> Message:
     """The message a committed half is stored as in its real topic: body,
-    tags, keys, flags, born time and properties (TRAN_MSG kept, as RocketMQ
-    does; the half's bookkeeping dropped)."""
+    tags, keys, flags, born time and properties (the half's bookkeeping
+    dropped, TRAN_MSG included, as RocketMQ's EndTransactionProcessor does)."""
     props = {k: v for k, v in rec.properties.items() if k not in BOOKKEEPING}
     qid = rec.properties.get(REAL_QID, "")
     return Message(
@@ -172,10 +190,12 @@ def from_half(rec: Record) -> Message:
     )
 
 
-def op_message(kind: str, half: int, checks: int = 0) -> Message:
+def op_message(kind: str, half: int, checks: int = 0, misses: int = 0) -> Message:
     props = {OP: kind, HALF: str(half)}
     if checks:
         props[CHECKS] = str(checks)
+    if misses:
+        props[MISSES] = str(misses)
     return Message(TXN_TOPIC, TXN_QUEUE, b"op", properties=props)
 
 
@@ -187,14 +207,17 @@ class Half:
     group: str
     nonce: str
     stored_ms: int
-    checks: int = 0
+    checks: int = 0  # checks delivered to a producer (durable: `check` ops)
     next_check_ms: int = 0
+    misses: int = 0  # intervals it was due with no producer taking its check (durable: `miss` ops)
+    lease_until: int = 0  # handed out (0: not since it was due): no other poller takes it until then
+    delivered: bool = False  # reported delivered: its `check` op is to be appended
 
 
 @dataclass(frozen=True, slots=True)
 class Due:
     half: Half
-    discard: bool  # past its last check: roll it back; else offer a check
+    discard: bool  # past its last check (or miss): roll it back; else record a miss
 
 
 class TxnTable:
@@ -221,33 +244,43 @@ class TxnTable:
     def apply(self, offset: int, props: Mapping[str, str], store_ms: int) -> None:
         """One record of the queue, in order: a half opens, an op updates or
         closes the half it names (an op of a half below where the read began
-        names one closed long ago: nothing to do)."""
+        names one closed long ago: nothing to do). Every record a client's
+        send put here is a half (`to_half` sets TRAN_MSG, and the leader
+        takes no client send into `%TRANS%`), so a record with TRAN_MSG is
+        never read as an op, whatever else it carries: only the master's own
+        ops (which carry no TRAN_MSG) end or count a half."""
         self.loaded = max(self.loaded, offset + 1)
+        if props.get(TRAN_MSG) == "true":  # a half (ops never carry it: what a client sent is a half)
+            qid = props.get(REAL_QID, "")
+            self.open[offset] = Half(
+                offset,
+                props.get(REAL_TOPIC, ""),
+                int(qid) if qid.isdigit() else -1,
+                props.get(PRODUCER_GROUP, ""),
+                props.get(NONCE, ""),
+                store_ms,
+                0,
+                store_ms + self.check_after_ms,
+            )
+            return
         kind = props.get(OP)
         if kind is None:
-            if props.get(TRAN_MSG) == "true":
-                qid = props.get(REAL_QID, "")
-                self.open[offset] = Half(
-                    offset,
-                    props.get(REAL_TOPIC, ""),
-                    int(qid) if qid.isdigit() else -1,
-                    props.get(PRODUCER_GROUP, ""),
-                    props.get(NONCE, ""),
-                    store_ms,
-                    0,
-                    store_ms + self.check_after_ms,
-                )
             return
         raw = props.get(HALF, "")
         if not raw.isdigit():
             return
         half = int(raw)
-        if kind == "check":
+        if kind in ("check", "miss"):
             h = self.open.get(half)
-            n = props.get(CHECKS, "")
-            if h is not None and n.isdigit():
+            n = props.get(CHECKS if kind == "check" else MISSES, "")
+            if h is None or not n.isdigit():
+                return
+            if kind == "check":
                 h.checks = max(h.checks, int(n))
                 h.next_check_ms = max(h.next_check_ms, store_ms + self.check_interval_ms)
+            else:
+                h.misses = max(h.misses, int(n))
+                h.next_check_ms = max(h.next_check_ms, store_ms)
             return
         try:
             self.close(half, Outcome(kind))
@@ -288,20 +321,80 @@ class TxnTable:
         same = before is outcome or (outcome is Outcome.ROLLBACK and before is Outcome.DISCARD)
         return (Verdict.REPEAT if same else Verdict.CONFLICT), before
 
+    def spent(self, h: Half) -> bool:
+        """Asked `max_checks` times, or missed as often: the next due time discards it."""
+        return h.checks >= self.max_checks or h.misses >= self.max_checks
+
     def due(self, now_ms: int, limit: int) -> list[Due]:
         """The orphans to act on now, oldest first, at most `limit`: those
-        checked `max_checks` times are discarded, the others checked once more."""
+        due and spent are discarded; those whose check no poller took (or
+        none reported delivered) for a whole interval record a miss."""
         out: list[Due] = []
         for h in sorted(self.open.values(), key=lambda h: h.next_check_ms):
             if h.next_check_ms > now_ms or len(out) >= limit:
                 break
-            out.append(Due(h, h.checks >= self.max_checks))
+            if h.delivered or h.lease_until > now_ms:  # being asked now
+                continue
+            if self.spent(h):
+                out.append(Due(h, True))
+            elif h.next_check_ms + self.check_interval_ms <= now_ms:
+                out.append(Due(h, False))
         return out
 
+    def ready(self, now_ms: int) -> list[Half]:
+        """The checks to hand out now, oldest first: due, not spent, not
+        handed out to a poller whose lease runs, not delivered already."""
+        out = [
+            h
+            for h in self.open.values()
+            if h.next_check_ms <= now_ms and not h.delivered and h.lease_until <= now_ms and not self.spent(h)
+        ]
+        return sorted(out, key=lambda h: h.next_check_ms)
+
+    def handed_out(self, h: Half, until_ms: int) -> None:
+        h.lease_until = until_ms
+
+    def reported(self, h: Half, delivered: bool) -> bool:
+        """A poller's report on a check it was handed: delivered to a
+        producer (True: to be counted), or returned (handed out again at
+        once). A report of a check not handed out is ignored (False)."""
+        if h.delivered or not h.lease_until:
+            return False
+        if delivered:
+            h.delivered = True
+        else:
+            h.lease_until = 0
+        return delivered
+
     def checked(self, h: Half, now_ms: int) -> None:
-        """A check was offered (its op appended): counted, the next one an interval later."""
+        """A check was delivered (its op appended): counted, the next one an interval later."""
         h.checks += 1
         h.next_check_ms = now_ms + self.check_interval_ms
+        h.delivered, h.lease_until = False, 0
+
+    def missed(self, h: Half, now_ms: int) -> None:
+        """No producer took its check for an interval (its op appended): a miss, still due."""
+        h.misses += 1
+        h.next_check_ms = now_ms
+        h.lease_until = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What a poller can deliver: checks of `topics` (empty: any), of halves
+    of `groups` or of none (empty: any group), in at most `max_bytes`."""
+
+    topics: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    max_bytes: int = 0  # 0: the server's limit
+
+    def takes(self, h: Half) -> bool:
+        return (not self.topics or h.topic in self.topics) and (
+            not self.groups or not h.group or h.group in self.groups
+        )
+
+
+ANY = Wanted()
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +408,12 @@ class Orphan:
     physical_offset: int
     store_ms: int
 
+    def size(self) -> int:
+        """Its bytes in an answer, about (body, properties, names)."""
+        m = self.message
+        props = sum(len(k) + len(v) + 4 for k, v in (m.properties or {}).items())
+        return len(m.body) + props + len(m.tags) + len(m.keys) + len(m.topic) + 256
+
 
 @dataclass(frozen=True, slots=True)
 class Ended:
@@ -327,4 +426,12 @@ class TransactionOps(Protocol):
 
     def end(self, topic: str, transaction_id: str, outcome: Outcome) -> Ended: ...
 
-    def poll(self, max_count: int, wait_ms: int, alive: Callable[[], bool] = ...) -> list[Orphan]: ...
+    def poll(
+        self,
+        max_count: int,
+        wait_ms: int,
+        alive: Callable[[], bool] = ...,
+        wanted: Wanted = ...,
+        delivered: Sequence[str] = (),
+        returned: Sequence[str] = (),
+    ) -> list[Orphan]: ...

@@ -26,7 +26,7 @@ from core.security.identity import Member
 
 ADMIN = "admin"
 PROXY = "proxy"  # `tailrace proxy`'s account: publish and subscribe on every topic, every group
-PROXY_GRANTS = 'publish = ["*"]\nsubscribe = ["*"]\ngroups = ["*"]\n'
+PROXY_GRANTS = 'publish = ["*"]\nsubscribe = ["*"]\ngroups = ["*"]\nproxy = true\n'
 # the nameserver's web console asks the brokers as this account: admin, since a group's
 # offsets and members are an admin's (DescribeGroups); the console only reads
 CONSOLE = "console"

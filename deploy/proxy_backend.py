@@ -29,7 +29,7 @@ from core.pb.tailrace.v1 import broker_pb2 as bpb
 from core.record import Record
 from core.rocketmq.consume import Popped
 from core.rocketmq.service import Stored
-from core.rocketmq.transactions import Check
+from core.rocketmq.transactions import MAX_REPORTS, Check, Report
 from core.rocketmq.translate import Incoming
 from core.route import GroupRoute, MessageQueue, TopicRoute
 
@@ -96,19 +96,36 @@ class ClusterBackend:
     ) -> None:
         self.transactions.end(topic, transaction_id, commit, timeout_s, from_check=from_check)
 
-    def poll_orphans(self, max_count: int, timeout_s: float) -> list[Check]:
-        """The orphan checks every master of the cluster has due (a master
-        that does not answer is skipped this round: it asks again later)."""
+    def poll_orphans(
+        self,
+        topics: frozenset[str],
+        max_count: int,
+        max_bytes: int,
+        reports: dict[str, Report],
+        timeout_s: float,
+    ) -> list[Check]:
+        """The orphan checks of `topics` every master of the cluster has due,
+        each master told its report (a master that does not answer is
+        skipped this round and keeps its report; its checks are handed out
+        again after their lease)."""
         out: list[Check] = []
         for g in self._groups():
             m = g.master
             if m is None:
                 continue
+            report = reports.pop(m.address, Report())
+            delivered, returned = report.delivered[:MAX_REPORTS], report.returned[:MAX_REPORTS]
             try:
-                orphans = self.transactions.poll_orphans(m.address, max_count, 0, timeout_s)
+                orphans = self.transactions.poll_orphans(
+                    m.address, max_count, 0, timeout_s, sorted(topics), max_bytes, delivered, returned
+                )
             except TailraceError as exc:
+                reports[m.address] = report
                 log.warning("no orphan checks from %s (%s): %s", g.broker_name, m.address, exc)
                 continue
+            rest = Report(report.delivered[MAX_REPORTS:], report.returned[MAX_REPORTS:])
+            if rest.delivered or rest.returned:
+                reports[m.address] = rest
             for o in orphans:
                 rec = Record(
                     o.topic, o.queue_id, 0, 0, o.message.flags, o.message.born_ms, o.store_ms,

@@ -46,7 +46,7 @@ from core.replicas import AckLag, ReplicaSet
 from core.retry import check_client_group, check_creatable, is_reserved, parse_delays
 from core.roles import Directive, ReplicationMode, Role, SendStatus
 from core.timer import TIMER_TOPIC
-from core.transactions import TXN_TOPIC, is_transactional
+from core.transactions import TXN_TOPIC, check_client_properties, is_transactional
 from master.fencing import enter, writing
 from master.lease import Lease
 from master.popper import Popper
@@ -208,18 +208,26 @@ class LeaderRole:
     # ---- writes -----------------------------------------------------------------------
 
     def send(
-        self, topic: str, queue_id: int, messages: Sequence[Message], internal: bool = False
+        self,
+        topic: str,
+        queue_id: int,
+        messages: Sequence[Message],
+        internal: bool = False,
+        wait_slaves: bool = True,
     ) -> SendOutcome:
         """Store messages for one (topic, queue); queue_id -1 lets the broker pick.
         `%` topics (retry, dead-letter, schedule) take only the broker's own writes.
         A send due later is stored whole in the timer's wait queue (master/timer.py),
-        a transactional one (TRAN_MSG=true) as half messages (master/transactions.py)."""
+        a transactional one (TRAN_MSG=true) as half messages (master/transactions.py).
+        `wait_slaves` False: answered once appended, the caller waits for sync slaves."""
         if is_reserved(topic) and not internal:
             raise InvalidTopicError(f"topic {brief(topic)}: names starting with '%' take no sends")
         if not messages:
             raise InvalidArgumentError("a send needs at least one message")
         if len(messages) > MAX_BATCH:
             raise InvalidArgumentError(f"a batch holds at most {MAX_BATCH} messages")
+        if not internal:  # a client's: none of the broker's transaction properties (docs: Transactions)
+            check_client_properties(messages)
         txn = not internal and is_transactional(messages)
         delayed = not internal and not txn and self.timer.delayed(messages)
         if delayed:
@@ -268,7 +276,7 @@ class LeaderRole:
                 status, detail = SendStatus.FLUSH_DISK_TIMEOUT, exc.message
         finally:
             self._gate.leave()
-        if sync and status is SendStatus.SEND_OK and not self._wait_replicated():
+        if sync and wait_slaves and status is SendStatus.SEND_OK and not self._wait_replicated():
             status = SendStatus.SLAVE_TIMEOUT
             detail = "stored on the master, not acknowledged by enough slaves in time"
         if status is SendStatus.SEND_OK and self.fenced():

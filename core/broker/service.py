@@ -23,7 +23,7 @@ from core.pull import PullArgs
 from core.record import Message
 from core.roles import SendStatus
 from core.store import ReadStatus
-from core.transactions import Outcome
+from core.transactions import Outcome, Wanted
 
 log = logging.getLogger(__name__)
 _PULL_STATUS = {
@@ -304,8 +304,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     def PollOrphanTransactions(
         self, request: pb.PollOrphanTransactionsRequest, context: grpc.ServicerContext
     ) -> pb.PollOrphanTransactionsResponse:
+        wanted = Wanted(frozenset(request.topics), frozenset(request.producer_groups), request.max_bytes)
         orphans = self.core.leader().transactions.poll(
-            request.max_count or 32, request.max_wait_ms, context.is_active
+            request.max_count or 32,
+            request.max_wait_ms,
+            context.is_active,
+            wanted,
+            request.delivered,
+            request.returned,
         )
         name = self.core.broker_name
         return pb.PollOrphanTransactionsResponse(

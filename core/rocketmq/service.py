@@ -220,7 +220,7 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         are read on a thread of their own; this handler writes the stream's
         outbox in order."""
         caller, refused = self._caller(context, any_account)
-        if refused is not None:
+        if refused is not None or caller is None:
             yield s.TelemetryCommand(status=refused)
             return
         account = str(caller)
@@ -231,7 +231,8 @@ class MessagingService(service_pb2_grpc.MessagingServiceServicer):
         client = _client_id(context)
         if self.renewer is not None:  # its client lives while the stream is open
             self.renewer.table.opened(client)
-        box = Outbox(client)
+        who = caller
+        box = Outbox(client, lambda topic: self.policy.allows(who, self.wall_ms(), publish(topic)))
         reader = threading.Thread(target=self._read_telemetry, args=(requests, box), daemon=True)
         try:
             reader.start()

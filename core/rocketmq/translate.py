@@ -36,6 +36,7 @@ from core.pb.rocketmq.v2 import definition_pb2 as d
 from core.retry import DELIVER_AT, ORIGIN_MSG_ID, ORIGIN_TOPIC, REAL_TOPIC, RECONSUME_TIMES
 from core.rocketmq.codes import Refused
 from core.timer import DELIVER_MS
+from core.transactions import RESERVED as TXN_RESERVED
 from core.transactions import TRAN_MSG
 
 MESSAGE_ID = "UNIQ_KEY"
@@ -55,7 +56,8 @@ _SYSTEM_NAMES = """TRACE_ON MSG_REGION KEYS TAGS WAIT DELAY RETRY_TOPIC REAL_TOP
     TIMER_DELAY_SEC TIMER_DELIVER_MS TIMER_ENQUEUE_MS TIMER_DEQUEUE_MS TIMER_ROLL_TIMES TIMER_OUT_MS
     TIMER_DEL_UNIQKEY TIMER_DELAY_LEVEL __BORNHOST BORN_TIMESTAMP __STARTDELIVERTIME"""
 ROCKETMQ_SYSTEM = frozenset(_SYSTEM_NAMES.split())
-# names a user property may not take: ours above, the broker's retry bookkeeping, RocketMQ's own
+# names a user property may not take: ours above, the broker's retry and transaction bookkeeping,
+# RocketMQ's own
 RESERVED = ROCKETMQ_SYSTEM | {
     MESSAGE_ID,
     MESSAGE_GROUP,
@@ -66,6 +68,7 @@ RESERVED = ROCKETMQ_SYSTEM | {
     ORIGIN_MSG_ID,
     REAL_TOPIC,
     DELIVER_AT,
+    *TXN_RESERVED,
 }
 TRANSIENT_PREFIX = "__RMQ.TRANSIENT."  # RocketMQ never stores these: neither do we accept them
 MAX_PROPERTY_BYTES = 0xFFFF  # a native record's limit for one property name or value

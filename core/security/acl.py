@@ -9,6 +9,14 @@
     create = ["audit.*"]          # topics it may create, explicitly or by sending (auto-create)
 
     [[account]]
+    access_key = "rmq-proxy"
+    secret_key = "..."
+    publish = ["*"]
+    subscribe = ["*"]
+    groups = ["*"]
+    proxy = true                  # takes orphan checks (PollOrphanTransactions): any topic's halves
+
+    [[account]]
     access_key = "ops"
     secret_key = "..."
     admin = true                  # everything, topic creation included
@@ -68,6 +76,7 @@ class Permissions:
     subscribe: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     create: tuple[str, ...] = ()
+    proxy: bool = False  # a RocketMQ proxy's: orphan checks (every topic's uncommitted bodies)
 
     def may_create(self, topic: str) -> bool:
         return self.admin or _matches(self.create, topic)
@@ -113,14 +122,16 @@ def _patterns(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]
 
 
 def _permissions(table: Mapping[str, Any], where: str) -> Permissions:
-    unknown = set(table) - {"access_key", "secret_key", "admin", "publish", "subscribe", "groups", "create"}
+    known = {"access_key", "secret_key", "admin", "publish", "subscribe", "groups", "create", "proxy"}
+    unknown = set(table) - known
     if unknown:
         raise ConfigError(where, f"unknown key(s) {sorted(unknown)}")
-    admin = table.get("admin", False)
-    if not isinstance(admin, bool):
-        raise ConfigError(f"{where}.admin", "must be true or false")
-    kinds = ("publish", "subscribe", "groups", "create")
-    return Permissions(admin, *(_patterns(table, k, where) for k in kinds))
+    flags = {k: table.get(k, False) for k in ("admin", "proxy")}
+    for k, v in flags.items():
+        if not isinstance(v, bool):
+            raise ConfigError(f"{where}.{k}", "must be true or false")
+    patterns = {k: _patterns(table, k, where) for k in ("publish", "subscribe", "groups", "create")}
+    return Permissions(admin=flags["admin"], proxy=flags["proxy"], **patterns)
 
 
 def parse_acl(text: str, source: str = "ACL") -> Acl:

@@ -53,8 +53,8 @@ def _publish(p: Permissions, r: Any) -> str | None:
     return None if p.may_publish(r.topic) else f"publish to topic {brief(r.topic)}"
 
 
-def _publish_everywhere(p: Permissions, r: Any) -> str | None:
-    return None if p.admin or "*" in p.publish else 'publish to every topic (publish = ["*"])'
+def _take_orphan_checks(p: Permissions, r: Any) -> str | None:
+    return None if p.admin or p.proxy else "take orphan checks (a proxy's account: proxy = true)"
 
 
 def _subscribe_as_group(p: Permissions, r: Any) -> str | None:
@@ -93,8 +93,9 @@ CLIENT_RULES: dict[str, Rule] = {
     "/tailrace.v1.Broker/ChangeInvisible": _subscribe_as_group,
     "/tailrace.v1.Broker/PopDeadLetter": _subscribe_as_group,  # into the group's DLQ, as SendBack
     "/tailrace.v1.Broker/EndTransaction": _publish,  # the half's topic (the master checks it is)
-    # orphans carry any topic's messages: an account that publishes to every topic (the proxy's)
-    "/tailrace.v1.Broker/PollOrphanTransactions": _publish_everywhere,
+    # orphans carry any topic's uncommitted bodies, and a check taken is one the producer is not asked
+    # (counted once delivered): a proxy's account (`proxy = true`) or admin, never publish alone
+    "/tailrace.v1.Broker/PollOrphanTransactions": _take_orphan_checks,
     "/tailrace.v1.Broker/Heartbeat": _subscribe_as_group,
     "/tailrace.v1.Broker/Unregister": _subscribe_as_group,
     "/tailrace.v1.Broker/GetQueueOffsets": _describe,

@@ -170,6 +170,19 @@ class Mqv2Policy:
             raise PermissionDeniedError(f"{principal} may not {missing}")
         return principal
 
+    def allows(self, principal: Principal, now_ms: int, rule: Rule) -> bool:
+        """Whether `principal`, proven at the start of its call, may still do
+        what `rule` says under the ACL in force now (reloaded since, maybe):
+        a stream's later work is checked so, its signature long past."""
+        if self.acl is None:
+            return True
+        acl = self.acl.current(now_ms)
+        if isinstance(principal, Account):
+            perms = acl.permissions.get(principal.access_key)
+        else:
+            perms = acl.anonymous if self.allow_anonymous else None
+        return perms is not None and not rule(perms)
+
 
 def publish(topic: str) -> Rule:
     return lambda p: None if p.may_publish(topic) else f"publish to topic {brief(topic)}"

@@ -7,14 +7,16 @@ rolled back after the last check."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from consumer.admin import Admin
 from consumer.producer import Producer
 from consumer.transactions import TransactionClient
-from core.errors import InvalidTransactionError
-from core.record import Record, iter_records
-from core.transactions import TXN_TOPIC, TxnId, encode_id, txn_key
+from core.errors import InvalidArgumentError, InvalidTransactionError, RequestTimeoutError
+from core.record import Message, Record, iter_records
+from core.transactions import CHECKS, HALF, OP, TXN_TOPIC, Outcome, TxnId, encode_id, txn_key
 from deploy.broker_node import BrokerNode
 from deploy.waits import holds_for, poll_until
 from tests.helpers.nodes import SECRET, Nodes, nodes
@@ -74,7 +76,7 @@ def test_a_commit_stores_the_half_once_in_its_topic_and_a_rollback_never(nodes: 
     assert bodies(master) == [b"yes"]
     (rec,) = records(master)
     assert (rec.queue_id, rec.tags, rec.keys) == (r1.queue_id, "t", "k1 k2")
-    assert rec.properties == {"p": "1", "TRAN_MSG": "true"}
+    assert rec.properties == {"p": "1"}  # TRAN_MSG cleared, as RocketMQ does (review B7)
     poll_until(lambda: bodies(slave) == [b"yes"], 10, "the slave has the committed message")
     assert open_count(master) == 0
 
@@ -158,8 +160,9 @@ def test_an_orphan_is_offered_after_the_check_time_then_rolled_back_after_its_la
             1,
         )
         assert (o.message.body, o.message.keys) == (b"orphan", "k")
-        (o2,) = client.poll_orphans(master.address, 10, 5000, 10)
-        assert o2.checks == 2  # asked again an interval later
+        (o2,) = client.poll_orphans(master.address, 10, 5000, 10, delivered=[o.transaction_id])
+        assert o2.checks == 2  # delivered, counted; asked again an interval later
+        assert client.poll_orphans(master.address, 10, 0, 10, delivered=[o2.transaction_id]) == []
         poll_until(lambda: open_count(master) == 0, 10, "rolled back after its last check")
         registry = master.core.metrics.registry
         assert registry.get_sample_value("tailrace_transactions_ended_total", {"outcome": "discard"}) == 1
@@ -179,3 +182,115 @@ def test_an_orphan_answered_by_its_check_is_committed(nodes: Nodes) -> None:
         (o,) = client.poll_orphans(master.address, 10, 5000, 10)
         client.end(o.topic, o.transaction_id, commit=True, timeout_s=5, from_check=True)
     assert bodies(master) == [b"checked"] and open_count(master) == 0
+
+
+def test_a_send_carrying_op_properties_is_refused_and_ends_no_other_transaction(nodes: Nodes) -> None:
+    """Review B1: a publisher of another topic naming the victim's half in
+    TXN_OP/TXN_HALF (as a plain or a transactional send) ends nothing, and
+    the victim's commit stores its message."""
+    master = nodes.master()
+    with Admin(master.address) as admin:
+        admin.create_topic("orders", 1)
+        admin.create_topic("audit", 1)
+    with Producer(master.address) as prod:
+        victim = prod.send_transactional("orders", b"pay")
+        end = master.core.store.commitlog.max_offset
+        for kind in ("commit", "rollback", "check"):
+            forged = {OP: kind, HALF: str(victim.queue_offset), CHECKS: "1000"}
+            with pytest.raises(InvalidArgumentError, match="broker's"):
+                prod.send_transactional("audit", b"x", properties=forged)
+            with pytest.raises(InvalidArgumentError, match="broker's"):
+                prod.send("audit", b"x", properties=forged)
+        assert master.core.store.commitlog.max_offset == end  # nothing stored
+        assert open_count(master) == 1
+        assert not prod.end_transaction("orders", victim.transaction_id, commit=True).repeated
+    assert bodies(master) == [b"pay"]
+
+
+SYNC = {"replication.mode": "sync", "replication.sync_timeout_ms": 5000}
+
+
+def test_a_repeated_end_answers_success_only_once_the_slaves_have_it(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review B3: in sync mode an end whose slaves time out is retried by the
+    client; the retry (a repeat) must not answer success before they ack."""
+    master = nodes.master(SYNC)
+    nodes.slave(master, overrides=SYNC)
+    with Admin(master.address) as admin:
+        admin.create_topic("orders", 1)
+    with Producer(master.address) as prod:
+        r = prod.send_transactional("orders", b"x")
+        leader = master.core.leader()
+        monkeypatch.setattr(leader, "_wait_replicated", lambda: False)  # the slaves do not ack in time
+        with pytest.raises(RequestTimeoutError):
+            prod.end_transaction("orders", r.transaction_id, commit=True)  # (the client tried 3 times)
+        monkeypatch.undo()
+        again = prod.end_transaction("orders", r.transaction_id, commit=True)
+        assert again.repeated and again.outcome == "commit"
+    assert bodies(master) == [b"x"]  # stored once
+
+
+def test_no_transactional_send_waits_in_the_write_gate_for_an_end_waiting_on_slaves(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review B4: an end waiting for its slaves holds no lock a transactional
+    send needs inside the write gate, so the gate closes (a retire) at once."""
+    master = nodes.master(SYNC)
+    nodes.slave(master, overrides=SYNC)
+    with Admin(master.address) as admin:
+        admin.create_topic("orders", 1)
+    with Producer(master.address) as prod:
+        r = prod.send_transactional("orders", b"a")
+    leader = master.core.leader()
+    txns = leader.transactions
+    release = threading.Event()
+    monkeypatch.setattr(leader, "_wait_replicated", lambda: release.wait(10))  # slow slaves
+    ending = threading.Thread(target=txns.end, args=("orders", r.transaction_id, Outcome.COMMIT))
+    half = Message("orders", 0, b"b", properties={"TRAN_MSG": "true"})
+    sending = threading.Thread(target=leader.send, args=("orders", 0, [half]))
+    end_before = master.core.store.queue_offsets(TXN_TOPIC, 0)[1]
+    try:
+        ending.start()
+        poll_until(lambda: bodies(master) == [b"a"], 5, "the commit appended (its slaves awaited)")
+        sending.start()
+        poll_until(
+            lambda: master.core.store.queue_offsets(TXN_TOPIC, 0)[1] == end_before + 2,
+            5,
+            "the second half appended while the end waits for its slaves",
+        )
+        assert leader._gate.close(1.0)  # nothing inside: a retire would cut cleanly
+    finally:
+        release.set()
+        ending.join(10)
+        sending.join(10)
+
+
+def test_checks_go_to_pollers_that_can_deliver_them_within_a_byte_bound_and_count_once_delivered(
+    nodes: Nodes,
+) -> None:
+    """Review B5: a poller without producers of the topic takes nothing (another
+    proxy does); an answer keeps to its byte bound (one check at least), the
+    rest handed out next; a check returned, or taken and not reported, is
+    not counted and is handed out again."""
+    master = nodes.master({**FAST, "broker.transaction_max_checks": 5})
+    with Admin(master.address) as admin:
+        admin.create_topic("orders", 1)
+    with Producer(master.address) as prod:
+        ids = {prod.send_transactional("orders", bytes([i]) * 1000).transaction_id for i in range(3)}
+        client = TransactionClient(prod.routes, prod.pool)
+        t = master.core.leader().transactions
+        due = t.clock() + FAST["broker.transaction_check_after_ms"]
+        poll_until(lambda: t.clock() > due, 5, "all three due")
+        assert client.poll_orphans(master.address, 10, 300, 10, topics=["audit"]) == []  # (a pass ran)
+        first = client.poll_orphans(master.address, 10, 0, 10, topics=["orders"], max_bytes=1500)
+        second = client.poll_orphans(master.address, 10, 0, 10, topics=["orders"], max_bytes=3000)
+        assert (len(first), len(second)) == (1, 2)  # by bytes: one at least, then two of ~1.3 KB
+        assert {o.transaction_id for o in first + second} == ids and all(o.checks == 1 for o in first)
+        assert client.poll_orphans(master.address, 10, 0, 10) == []  # all leased
+        returned = [o.transaction_id for o in second]
+        again = client.poll_orphans(master.address, 10, 0, 10, returned=returned)
+        assert sorted(o.transaction_id for o in again) == sorted(returned)  # handed out again at once
+        assert all(o.checks == 1 for o in again)  # not counted
+        client.poll_orphans(master.address, 1, 0, 10, delivered=[o.transaction_id for o in first])
+        poll_until(lambda: sorted(h.checks for h in t.table.open.values()) == [0, 0, 1], 5, "one counted")

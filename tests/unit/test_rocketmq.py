@@ -171,6 +171,10 @@ def test_fifo_keeps_its_group_and_types_not_served_are_refused() -> None:
         "TRANSACTION_CHECK_TIMES",
         "CHECK_IMMUNITY_TIME_IN_SECONDS",
         "__RMQ.TRANSIENT.X",
+        "TXN_OP",  # the broker's transaction ops (review B1)
+        "TXN_HALF",
+        "TXN_CHECKS",
+        "TXN_NONCE",
     ):
         reserved = _msg()
         reserved.user_properties[name] = "0"

@@ -25,7 +25,7 @@ from core.record import Record
 from core.rocketmq import routes, translate
 from core.rocketmq.service import MessagingService, Stored
 from core.rocketmq.settings import ServerSettings
-from core.rocketmq.transactions import Check, OrphanPump
+from core.rocketmq.transactions import Check, OrphanPump, Report
 from core.roles import SendStatus
 from core.route import GroupRoute, MessageQueue, TopicRoute
 from core.security.mqv2 import Mqv2Policy, date_of, header
@@ -47,6 +47,7 @@ class FakeBackend:
     refreshes: int = 0  # of them, refreshed
     ended: list[tuple[str, str, bool, bool]] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    reports: dict[str, Report] = field(default_factory=dict)  # the last told to each master
 
     def route(self, topic: str, timeout_s: float, refresh: bool = False) -> TopicRoute:
         self.routes += 1
@@ -76,8 +77,19 @@ class FakeBackend:
             raise self.fail
         self.ended.append((topic, transaction_id, commit, from_check))
 
-    def poll_orphans(self, max_count: int, timeout_s: float) -> list[Check]:
-        out, self.checks = self.checks[:max_count], self.checks[max_count:]
+    def poll_orphans(
+        self,
+        topics: frozenset[str],
+        max_count: int,
+        max_bytes: int,
+        reports: dict[str, Report],
+        timeout_s: float,
+    ) -> list[Check]:
+        """As a master does: only checks of `topics` are handed out; the reports are taken."""
+        self.reports.update(reports)
+        reports.clear()
+        out = [c for c in self.checks if c.record.topic in topics][:max_count]
+        self.checks = [c for c in self.checks if c not in out]
         return out
 
     def max_body_bytes(self) -> int:
@@ -338,7 +350,8 @@ def test_an_orphan_check_is_written_on_the_telemetry_stream_of_a_producer_of_its
 
     stream = svc.Telemetry(commands(), ctx)
     assert next(stream).status.code == d.OK  # settings answered: the producer is registered
-    assert pump.run_once() == 1 and svc.producers.dropped == 1  # no producer of "elsewhere" here
+    assert pump.run_once() == 1 and svc.producers.dropped == 0
+    assert [c.record.topic for c in backend.checks] == ["elsewhere"]  # no producer here: not asked for
     pushed = next(stream).recover_orphaned_transaction_command
     assert pushed.transaction_id == "t1.a.b"
     m = pushed.message
@@ -365,5 +378,59 @@ def test_a_consumer_stream_takes_no_orphan_check(tmp_path: Path) -> None:
     stream = svc.Telemetry(commands(), _signed())
     assert next(stream).status.code == d.OK
     assert OrphanPump(backend, svc.producers).run_once() == 0
+    release.set()
+    assert list(stream) == []
+
+
+def test_a_stream_gets_no_check_of_a_topic_its_account_may_not_publish(tmp_path: Path) -> None:
+    """Review B2: a stream claiming to publish a topic its account may not
+    ("app" publishes to orders only) is not given that topic's checks (its
+    bodies and ids); a publish permission the ACL withdraws later stops them."""
+    now = [CAPTURED_MS]
+    backend = FakeBackend(checks=[_check("audit"), _check()])
+    acl = _acl(tmp_path)
+    svc = MessagingService(
+        backend, Mqv2Policy(acl), "127.0.0.1:8081", lambda: ServerSettings(1024), wall_ms=lambda: now[0]
+    )
+    claimed = [d.Resource(name="audit"), d.Resource(name="orders")]
+    settings = d.Settings(client_type=d.PRODUCER, publishing=d.Publishing(topics=claimed))
+    release = threading.Event()
+
+    def commands() -> Iterator[s.TelemetryCommand]:
+        yield s.TelemetryCommand(settings=settings)
+        release.wait(10)
+
+    stream = svc.Telemetry(commands(), _signed())
+    assert next(stream).status.code == d.OK
+    pump = OrphanPump(backend, svc.producers)
+    assert svc.producers.topics() == {"orders"}
+    assert pump.run_once() == 1 and [c.record.topic for c in backend.checks] == ["audit"]  # not asked for
+    assert next(stream).recover_orphaned_transaction_command.message.topic.name == "orders"
+    acl.path.write_text(f'[[account]]\naccess_key = "app"\nsecret_key = "{SECRET}"\npublish = ["other"]\n')
+    now[0] += 2000  # the ACL file is looked at again
+    backend.checks = [_check()]
+    assert pump.run_once() == 0 and svc.producers.dropped == 1
+    assert backend.reports["10.0.0.1:1"] == Report(["t1.a.b"], [])  # told with this poll: delivered
+    pump.run_once()  # and this one's, with the next: returned (handed out again, not counted)
+    assert backend.reports["10.0.0.1:1"] == Report([], ["t1.a.b"])
+    release.set()
+    assert list(stream) == []
+
+
+def test_settings_of_another_client_type_end_a_producers_registration(tmp_path: Path) -> None:
+    backend = FakeBackend(checks=[_check()])
+    svc = _service(tmp_path, backend)
+    producer = d.Settings(client_type=d.PRODUCER, publishing=d.Publishing(topics=[d.Resource(name="orders")]))
+    consumer = d.Settings(client_type=d.SIMPLE_CONSUMER)
+    release = threading.Event()
+
+    def commands() -> Iterator[s.TelemetryCommand]:
+        yield s.TelemetryCommand(settings=producer)
+        yield s.TelemetryCommand(settings=consumer)
+        release.wait(10)
+
+    stream = svc.Telemetry(commands(), _signed())
+    assert next(stream).status.code == d.OK and next(stream).status.code == d.OK
+    assert not svc.producers.any() and OrphanPump(backend, svc.producers).run_once() == 0
     release.set()
     assert list(stream) == []

@@ -32,6 +32,18 @@ access_key = "ops"
 secret_key = "{SECRET}-ops"
 admin = true
 
+[[account]]
+access_key = "bridge"
+secret_key = "{SECRET}-bridge"
+publish = ["*"]
+subscribe = ["*"]
+groups = ["*"]
+
+[[account]]
+access_key = "rmq-proxy"
+secret_key = "{SECRET}-proxy"
+proxy = true
+
 [anonymous]
 subscribe = ["public"]
 groups = ["*"]
@@ -102,7 +114,8 @@ def test_the_acl_grants_by_pattern_and_a_group_owns_its_retry_and_dead_letter_to
     assert exact.permissions["d"].may_subscribe("%DLQ%b")
     for bad in ('[[account]]\naccess_key = "a"\nsecret_key = "short"', '[[account]]\naccess_key = "a b"',
                 '[x]\n', '[[account]]\naccess_key = "a"\nsecret_key = "0123456789abcdef"\npublish = "t"',
-                '[[account]]\naccess_key = "a"\nsecret_key = "0123456789abcdef"\nadmin = "yes"'):  # fmt: skip
+                '[[account]]\naccess_key = "a"\nsecret_key = "0123456789abcdef"\nadmin = "yes"',
+                '[[account]]\naccess_key = "a"\nsecret_key = "0123456789abcdef"\nproxy = 1'):  # fmt: skip
         with pytest.raises(ConfigError):
             parse_acl(bad)
 
@@ -115,21 +128,28 @@ def test_the_acl_file_is_private_reloaded_on_change_and_a_bad_change_keeps_the_o
         AclFile(path, 0)
     path.chmod(0o600)
     f = AclFile(path, 0)
-    assert set(f.current(0).secrets) == {"app", "ops"}
+    assert set(f.current(0).secrets) == {"app", "ops", "bridge", "rmq-proxy"}
     path.write_text(ACL.replace('access_key = "ops"', 'access_key = "ops2"'))
     os.utime(path, ns=(1, 1))  # a different mtime, whatever the clock's resolution
-    assert set(f.current(1).secrets) == {"app", "ops"}  # not re-read before RECHECK_MS
-    assert set(f.current(RECHECK_MS + 1).secrets) == {"app", "ops2"}
+    assert set(f.current(1).secrets) == {"app", "ops", "bridge", "rmq-proxy"}  # not re-read before RECHECK_MS
+    assert set(f.current(RECHECK_MS + 1).secrets) == {"app", "ops2", "bridge", "rmq-proxy"}
     path.write_text("not toml [")
     os.utime(path, ns=(2, 2))
-    assert set(f.current(3 * RECHECK_MS).secrets) == {"app", "ops2"} and f.reloads == 1 and f.refused
+    assert (
+        set(f.current(3 * RECHECK_MS).secrets) == {"app", "ops2", "bridge", "rmq-proxy"}
+        and f.reloads == 1
+        and f.refused
+    )
     # a refused file is tried again: made readable by others, then fixed by chmod alone
     path.write_text(ACL)
     path.chmod(0o644)
     os.utime(path, ns=(3, 3))
-    assert set(f.current(5 * RECHECK_MS).secrets) == {"app", "ops2"} and "readable by others" in f.refused
+    assert (
+        set(f.current(5 * RECHECK_MS).secrets) == {"app", "ops2", "bridge", "rmq-proxy"}
+        and "readable by others" in f.refused
+    )
     path.chmod(0o600)  # only the mode changes (and ctime)
-    assert set(f.current(7 * RECHECK_MS).secrets) == {"app", "ops"} and f.refused == ""
+    assert set(f.current(7 * RECHECK_MS).secrets) == {"app", "ops", "bridge", "rmq-proxy"} and f.refused == ""
 
 
 def _policy(tmp_path: Path, **kw: object) -> SecurityPolicy:
@@ -161,6 +181,14 @@ def test_accounts_are_authorized_per_rpc(tmp_path: Path) -> None:
     for method, request in denied:
         with pytest.raises(PermissionDeniedError, match="account 'app' may not"):
             p.authorize(app, method, request, 0)
+    # orphan checks carry every topic's uncommitted bodies (review B6): a proxy's account or admin,
+    # never publish (or subscribe) to every topic alone
+    polls = "/tailrace.v1.Broker/PollOrphanTransactions"
+    for who in (Account("bridge"), app):
+        with pytest.raises(PermissionDeniedError, match="take orphan checks"):
+            p.authorize(who, polls, _req(), 0)
+    p.authorize(Account("rmq-proxy"), polls, _req(), 0)
+    p.authorize(ops, polls, _req(), 0)
     with pytest.raises(UnauthenticatedError, match="anonymous"):
         p.authorize(ANONYMOUS, "/tailrace.v1.Broker/Pull", _req(topic="public", group="g"), 0)
     anon = _policy(tmp_path, allow_anonymous=True)

@@ -10,12 +10,16 @@ from core.record import Message, Record
 from core.transactions import (
     CHECKS,
     HALF,
+    MISSES,
+    NONCE,
     OP,
     Outcome,
     TxnId,
     TxnTable,
     Verdict,
+    Wanted,
     broker_of,
+    check_client_properties,
     decode_id,
     encode_id,
     from_half,
@@ -84,33 +88,75 @@ def test_a_committed_half_keeps_the_producers_fields_and_drops_the_bookkeeping()
         "k1 k2",
         1234,
     )
-    assert m.properties == {"p": "v", "TRAN_MSG": "true"}
+    assert m.properties == {"p": "v"}  # no TRAN_MSG (review B7): re-published, it is no half
+    assert not is_transactional([m])
 
 
 def test_a_half_is_an_orphan_after_check_after_then_every_interval_then_discarded() -> None:
     t = table()
     t.apply(0, half_props(), store_ms=10_000)
-    assert t.due(10_999, 10) == []
-    (d,) = t.due(11_000, 10)
-    assert not d.discard and d.half.topic == "orders" and d.half.queue_id == 1
-    t.checked(d.half, 11_000)
-    assert t.due(11_499, 10) == []
-    (d,) = t.due(11_500, 10)
-    t.checked(d.half, 11_500)
-    (d,) = t.due(12_000, 10)
-    assert d.discard  # checked max_checks (2) times: rolled back now
+    assert t.ready(10_999) == [] and t.due(10_999, 10) == []
+    (h,) = t.ready(11_000)
+    assert h.topic == "orders" and h.queue_id == 1
+    t.handed_out(h, 41_000)  # leased to a poller: no other takes it meanwhile
+    assert t.ready(11_000) == []
+    assert t.reported(h, delivered=True) and not t.reported(h, delivered=True)  # counted once
+    t.checked(h, 11_100)
+    assert t.ready(11_599) == [] and t.ready(11_600) == [h]
+    t.handed_out(h, 41_600)
+    t.reported(h, delivered=True)
+    t.checked(h, 11_600)
+    assert t.ready(12_100) == []  # checked max_checks (2) times: never handed out again
+    (d,) = t.due(12_100, 10)
+    assert d.discard  # its last interval passed with no end: rolled back now
     t.close(0, Outcome.DISCARD)
     assert t.due(99_999, 10) == [] and not t.open
 
 
-def test_check_ops_read_back_restore_the_count_and_the_next_check() -> None:
+def test_a_check_no_producer_takes_is_not_counted_but_a_miss_is_after_each_interval() -> None:
+    """Review B5: only delivered checks count toward max_checks; a check
+    handed out and returned, or never taken, is handed out again; each whole
+    interval with none taken is a miss, and max_checks misses discard it
+    (so a half with no producer anywhere ends as before)."""
+    t = table()
+    t.apply(0, half_props(), store_ms=10_000)
+    (h,) = t.ready(11_000)
+    t.handed_out(h, 41_000)
+    assert not t.reported(h, delivered=False)  # returned: handed out again at once, not counted
+    assert t.ready(11_000) == [h] and h.checks == 0
+    t.handed_out(h, 11_200)  # a poller took it and never reported: its lease runs out
+    assert t.ready(11_100) == [] and t.ready(11_200) == [h]
+    assert t.due(11_499, 10) == []
+    (d,) = t.due(11_500, 10)  # due a whole interval, none delivered
+    assert not d.discard
+    t.missed(h, 11_500)
+    assert h.misses == 1 and t.ready(11_500) == [h]  # still asked for
+    t.missed(h, 12_000)
+    assert t.ready(12_000) == [] and t.due(12_000, 10)[0].discard
+
+
+def test_check_and_miss_ops_read_back_restore_the_counts_and_the_next_check() -> None:
     t = table()
     t.apply(0, half_props(), 10_000)
     t.apply(1, op("check", 0, 1), 11_000)
-    t.apply(2, op("check", 0, 2), 11_600)
+    t.apply(2, {OP: "miss", HALF: "0", MISSES: "1"}, 12_000)
+    t.apply(3, op("check", 0, 2), 12_300)
     h = t.open[0]
-    assert (h.checks, h.next_check_ms) == (2, 12_100)
-    assert t.due(12_099, 10) == [] and t.due(12_100, 10)[0].discard
+    assert (h.checks, h.misses, h.next_check_ms) == (2, 1, 12_800)
+    assert t.due(12_799, 10) == [] and t.due(12_800, 10)[0].discard
+
+
+def test_a_poller_is_handed_only_the_topics_and_groups_it_can_deliver() -> None:
+    t = table()
+    t.apply(0, half_props("orders"), 0)
+    t.apply(1, half_props("audit"), 0)
+    grouped = dict(half_props("orders"), PGROUP="pg")
+    t.apply(2, grouped, 0)
+    orders, audit, pg = (t.open[i] for i in range(3))
+    assert [h for h in (orders, audit, pg) if Wanted(frozenset({"orders"})).takes(h)] == [orders, pg]
+    other_group = Wanted(frozenset({"orders"}), frozenset({"other"}))
+    assert [h for h in (orders, audit, pg) if other_group.takes(h)] == [orders]
+    assert all(Wanted().takes(h) for h in (orders, audit, pg))
 
 
 def test_end_verdicts_store_once_repeat_conflict_and_unknown() -> None:
@@ -179,3 +225,28 @@ def test_the_repeat_memory_is_bounded() -> None:
         t.close(i, Outcome.COMMIT)
     assert t.verdict(TxnId("g", 0, "n0"), Outcome.COMMIT)[0] is Verdict.UNKNOWN
     assert t.verdict(TxnId("g", 2, "n2"), Outcome.COMMIT)[0] is Verdict.REPEAT
+
+
+def test_a_half_carrying_op_properties_is_a_half_and_closes_no_other() -> None:
+    """Review B1: a tenant's half whose properties name an op (TXN_OP,
+    TXN_HALF, TXN_CHECKS) must not end, or count checks of, another half;
+    as an older log may hold such halves, the table reads them as halves."""
+    t = table()
+    t.apply(0, half_props(nonce="victim"), 10_000)
+    forgeries = (op("commit", 0), op("rollback", 0), op("check", 0, 1000), op("discard", 0))
+    for i, forged in enumerate(forgeries):
+        evil = dict(half_props("audit", 0, f"e{i}"))
+        t.apply(1 + i, {**evil, **forged}, 10_001)
+        assert t.open[1 + i].topic == "audit"  # the attacker's own half, tracked
+    assert t.open[0].checks == 0
+    assert t.verdict(TxnId("g", 0, "victim"), Outcome.COMMIT) == (Verdict.STORE, None)
+    half = to_half(Message("audit", 0, b"x", properties=forgeries[2]), "audit", 0, "n")
+    assert half.properties is not None and half.properties[NONCE] == "n"
+    assert not {OP, HALF, CHECKS} & half.properties.keys()  # never carried into a half
+
+
+def test_client_properties_naming_the_brokers_bookkeeping_are_refused() -> None:
+    for name in (OP, HALF, CHECKS, NONCE):
+        with pytest.raises(InvalidArgumentError, match=name):
+            check_client_properties([Message("t", 0, b"x", properties={"p": "v", name: "1"})])
+    check_client_properties([Message("t", 0, b"x", properties={"TXN_ID": "mine"}), Message("t", 0, b"y")])

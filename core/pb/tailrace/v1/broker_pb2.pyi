@@ -525,12 +525,22 @@ class EndTransactionResponse(_message.Message):
     def __init__(self, outcome: _Optional[str] = ..., repeated: _Optional[bool] = ..., served_by: _Optional[int] = ...) -> None: ...
 
 class PollOrphanTransactionsRequest(_message.Message):
-    __slots__ = ("max_count", "max_wait_ms")
+    __slots__ = ("max_count", "max_wait_ms", "topics", "producer_groups", "max_bytes", "delivered", "returned")
     MAX_COUNT_FIELD_NUMBER: _ClassVar[int]
     MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    RETURNED_FIELD_NUMBER: _ClassVar[int]
     max_count: int
     max_wait_ms: int
-    def __init__(self, max_count: _Optional[int] = ..., max_wait_ms: _Optional[int] = ...) -> None: ...
+    topics: _containers.RepeatedScalarFieldContainer[str]
+    producer_groups: _containers.RepeatedScalarFieldContainer[str]
+    max_bytes: int
+    delivered: _containers.RepeatedScalarFieldContainer[str]
+    returned: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, max_count: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., topics: _Optional[_Iterable[str]] = ..., producer_groups: _Optional[_Iterable[str]] = ..., max_bytes: _Optional[int] = ..., delivered: _Optional[_Iterable[str]] = ..., returned: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class OrphanTransaction(_message.Message):
     __slots__ = ("transaction_id", "topic", "queue_id", "message", "producer_group", "checks", "message_id", "store_ms")

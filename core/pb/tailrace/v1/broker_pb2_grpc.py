@@ -284,8 +284,12 @@ class BrokerServicer:
 
     def PollOrphanTransactions(self, request, context):
         """The orphan checks due (halves open past broker.transaction_check_after_ms,
-        then every transaction_check_interval_ms), each given to one caller (a
-        proxy asking a producer of the topic); held up to max_wait_ms for one.
+        then every transaction_check_interval_ms) of the topics (and producer
+        groups) the caller names, each leased to one caller (a proxy asking a
+        producer of the topic); held up to max_wait_ms for one. A check counts
+        toward transaction_max_checks only once the caller reports it delivered
+        (`delivered` of a later poll); one it returns, or leaves unreported past
+        its lease, is handed out again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
