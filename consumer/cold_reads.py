@@ -13,6 +13,11 @@ turns the references into messages:
 - what the named broker cannot serve (not holding it yet, RETRY_ELSEWHERE,
   down, a record that is not the one referenced) is read from the master
   (broker id 0), once per run, from where the slave stopped;
+- the slaves get a bounded share of the caller's time (`SLAVE_SHARE_S`, at
+  most half of what is left), the master the rest: a slave that hangs or
+  whose packets are dropped costs that share, not the whole call, and a
+  slave that failed is not asked again within the same fetch (`failed`:
+  the caller keeps it out for a while, consumer/pop_client.py);
 - a record whose exact tag the subscription does not match (the master
   filtered by tag hash: a collision) is returned apart, for the caller to
   ack at once (consumed, as the master does with what it filters out);
@@ -40,6 +45,7 @@ from core.route import MASTER_ID
 from core.subscription import Subscription
 
 MIN_CALL_S = 0.05
+SLAVE_SHARE_S = 1.0  # the slaves' reads of one fetch end this soon (or half the time left), the master's not
 MAX_PULL_BYTES = 4 << 20  # one pull's answer, as a master's pull.max_bytes
 
 # (broker id, queue id, first offset, max messages, max bytes, timeout s) -> stored records laid
@@ -55,6 +61,7 @@ class Fetched:
     served_by: Counter[int] = field(default_factory=Counter)  # messages per broker id read from
     fallbacks: int = 0  # runs (or their rests) read from the master instead
     errors: list[TailraceError] = field(default_factory=list)  # why a broker could not serve
+    failed: set[int] = field(default_factory=set)  # slaves that failed (an error, a wrong record)
 
 
 def runs(refs: Sequence[PoppedElsewhere]) -> list[list[PoppedElsewhere]]:
@@ -82,13 +89,20 @@ def fetch_bodies(
     clock: Callable[[], float],
 ) -> Fetched:
     """Read every referenced record: from its broker, then the master for
-    the rest. `deadline`: on `clock`'s scale, when the caller's time ends."""
+    the rest. `deadline`: on `clock`'s scale, when the caller's time ends;
+    the slaves' reads end sooner (`SLAVE_SHARE_S`, or half the time left),
+    so the master always has the rest of it."""
     out = Fetched()
     got: dict[tuple[int, int], tuple[Record, bytes]] = {}
+    start = clock()
+    slaves_end = start + min(SLAVE_SHARE_S, max(0.0, deadline - start) / 2)
     for run in runs(refs):
-        rest = _read_run(run, run[0].read_from, pull, deadline, clock, got, out)
-        if rest and run[0].read_from != MASTER_ID:
-            out.fallbacks += 1
+        broker, rest = run[0].read_from, run
+        if broker != MASTER_ID and broker not in out.failed:
+            rest = _read_run(run, broker, pull, slaves_end, clock, got, out)
+        if rest:
+            if broker != MASTER_ID:
+                out.fallbacks += 1
             _read_run(rest, MASTER_ID, pull, deadline, clock, got, out)
     for ref in refs:
         found = got.get((ref.queue_id, ref.queue_offset))
@@ -122,6 +136,8 @@ def _read_run(
             data = pull(broker_id, first.queue_id, first.queue_offset, len(left), nbytes, timeout)
         except TailraceError as exc:
             out.errors.append(exc)
+            if broker_id != MASTER_ID:
+                out.failed.add(broker_id)
             break
         served = 0
         pos = 0
@@ -139,6 +155,8 @@ def _read_run(
                 served += 1
         except TailraceError as exc:  # a damaged answer: what came before it stands
             out.errors.append(exc)
+            if broker_id != MASTER_ID:
+                out.failed.add(broker_id)
         out.served_by[broker_id] += served
         del left[:served]
         if not served:

@@ -20,12 +20,16 @@ read here from that slave, the master for what it cannot serve
 (consumer/cold_reads.py). A message whose exact tag the expression does not
 match (the master filtered by tag hash) is acked at once; one whose body
 no broker served is given back (visible again in 1 s). `bodies` counts
-where the bodies came from.
+where the bodies came from. A slave that failed (an error, a timeout, a
+wrong record) is kept out for `PENALTY_S`: meanwhile its broker group's
+pops ask for the bodies (no `bodies_elsewhere`), so the master reads them
+at once instead of every pop spending time on that slave first.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -48,6 +52,7 @@ MIN_CALL_S = 0.05  # less time than this left: no second try
 WAIT_MARGIN_S = 0.5  # a held pop is asked to answer this long before the call's deadline
 GIVE_BACK_MS = 1000  # a popped message whose body could not be read is visible again this soon
 SETTLE_S = 1.0  # at most this long, past the caller's time, to ack or give back what it does not get
+PENALTY_S = 10.0  # a slave whose read failed is not read from for this long (its group's pops carry bodies)
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class PopClient:
         # popped messages by where their bodies came from: "pop" (the master's answer),
         # "slave" and "master_pull" (read here); "tag_mismatch" (acked), "given_back"
         self.bodies: Counter[str] = Counter()
+        self._penalty: dict[tuple[str, int], float] = {}  # (broker name, broker id): kept out until (clock)
+        self._lock = threading.Lock()  # receives run on many threads
 
     def pop(
         self,
@@ -104,7 +111,7 @@ class PopClient:
             max_messages=max_messages,
             invisible_ms=invisible_ms,
             tag_expression=tag_expression,
-            bodies_elsewhere=self.bodies_elsewhere,
+            bodies_elsewhere=self.bodies_elsewhere and not self._penalized(broker_name),
         )
         reply, address = self._call(broker_name, topic, "Pop", req, timeout_s, wait_ms=max(0, wait_ms))
         messages: list[PoppedMessage] = []
@@ -142,6 +149,13 @@ class PopClient:
         acked (another tag) or given back (no body)."""
         pull = RoutedPull(self.routes, self.pool, broker_name, group, topic)
         got = fetch_bodies(refs, pull, Subscription.parse(tag_expression), deadline, self.clock)
+        for broker_id in got.failed:
+            with self._lock:
+                self._penalty[(broker_name, broker_id)] = self.clock() + PENALTY_S
+            log.warning(
+                "cold reads: %s broker %d failed (%s): its group's bodies come from the master for %.0f s",
+                broker_name, broker_id, got.errors[-1] if got.errors else "a wrong record", PENALTY_S,
+            )  # fmt: skip
         self.bodies["slave"] += sum(n for b, n in got.served_by.items() if b != MASTER_ID)
         self.bodies["master_pull"] += got.served_by[MASTER_ID]
         if got.errors:
@@ -153,6 +167,15 @@ class PopClient:
             )
         self._settle(broker_name, group, topic, got)
         return got.messages
+
+    def _penalized(self, broker_name: str) -> bool:
+        """Whether a slave of `broker_name` failed a read less than PENALTY_S ago."""
+        now = self.clock()
+        with self._lock:
+            for key, until in list(self._penalty.items()):
+                if until <= now:
+                    del self._penalty[key]
+            return any(name == broker_name for name, _ in self._penalty)
 
     def _settle(self, broker_name: str, group: str, topic: str, got: Fetched) -> None:
         end = self.clock() + SETTLE_S

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from consumer.cold_reads import Fetched, fetch_bodies, runs
-from core.errors import BrokerUnavailableError
+from core.errors import BrokerUnavailableError, RequestTimeoutError
 from core.pop.ops import PoppedElsewhere
 from core.subscription import Subscription
 from tests.helpers.records import make
@@ -126,3 +126,36 @@ def test_no_pull_once_the_callers_time_is_spent() -> None:
     b = Brokers({1: 100})
     f = fetch([ref(0, 0)], b, clock=lambda: 10.0)
     assert b.pulls == [] and len(f.missing) == 1
+
+
+class Hanging(Brokers):
+    """Broker 1 does not answer: each pull to it lasts its whole timeout on
+    the fake clock, then fails as a gRPC deadline does."""
+
+    def __init__(self) -> None:
+        super().__init__({0: 100})
+        self.now = 0.0
+        self.timeouts: list[tuple[int, float]] = []
+
+    def pull(self, broker: int, queue: int, offset: int, count: int, nbytes: int, timeout: float) -> bytes:
+        self.timeouts.append((broker, round(timeout, 2)))
+        if broker == 1:
+            self.now += timeout
+            raise RequestTimeoutError("deadline exceeded")
+        return super().pull(broker, queue, offset, count, nbytes, timeout)
+
+
+def test_a_hung_slave_gets_a_share_of_the_time_and_the_master_the_rest() -> None:
+    b = Hanging()
+    refs = [ref(0, o) for o in range(4)] + [ref(1, 7)]  # two runs of the hung slave
+    f = fetch_bodies(refs, b.pull, ALL, 10.0, lambda: b.now)
+    assert bodies(f) == [b"0:0", b"0:1", b"0:2", b"0:3", b"1:7"] and not f.missing
+    # the slave once (its share: 1 s of 10), not again for the second run; the master the rest
+    assert b.timeouts == [(1, 1.0), (0, 9.0), (0, 9.0)]
+    assert f.failed == {1} and f.served_by == {0: 5} and f.fallbacks == 2
+
+
+def test_with_little_time_the_slave_gets_half_of_it() -> None:
+    b = Hanging()
+    f = fetch_bodies([ref(0, 0)], b.pull, ALL, 0.6, lambda: b.now)
+    assert b.timeouts == [(1, 0.3), (0, 0.3)] and bodies(f) == [b"0:0"]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from consumer.pop_client import PopClient
-from core.errors import BrokerUnavailableError
+from consumer.pop_client import PENALTY_S, PopClient
+from core.errors import BrokerUnavailableError, RequestTimeoutError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import BrokerEndpoint, GroupRoute, TopicRoute
 from tests.helpers.records import make
@@ -140,3 +140,26 @@ def test_without_the_flag_the_request_asks_for_bodies() -> None:
     client = PopClient(FakeRoutes([_route()], clock=clock), pool, clock=clock)  # type: ignore[arg-type]
     assert _pop(client) == [b"b0"]
     assert not pool.calls[0][2].bodies_elsewhere
+
+
+def test_a_hung_slave_costs_its_share_then_its_group_pops_with_bodies_for_a_while() -> None:
+    hot = pb.PoppedRecord(record=_rec(7), attempt=1, receipt_handle="h7", deadline_ms=9)
+    answers: dict[str, list[Any]] = {
+        "m:1": [
+            pb.PopResponse(messages=[_cold(5), _cold(6)]),
+            _pulled(_rec(5), _rec(6)),
+            pb.PopResponse(messages=[hot]),  # kept out: the master reads the bodies
+            pb.PopResponse(messages=[_cold(8)]),
+            _pulled(_rec(8)),
+        ],
+        "s:1": [(1.0, RequestTimeoutError("deadline exceeded")), _pulled(_rec(8))],
+    }
+    client, pool = _client(answers)
+    assert _pop(client) == [b"b5", b"b6"]  # the master served them in the time the slave left
+    assert _calls(pool) == [("m:1", "Pop"), ("s:1", "Pull"), ("m:1", "Pull")]
+    assert pool.timeouts[1] <= 1.0 and pool.timeouts[2] >= 1.0
+    assert _pop(client) == [b"b7"]
+    assert not pool.calls[3][2].bodies_elsewhere
+    pool.clock.now += PENALTY_S
+    assert _pop(client) == [b"b8"]
+    assert pool.calls[4][2].bodies_elsewhere and _calls(pool)[-1] == ("s:1", "Pull")
