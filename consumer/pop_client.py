@@ -24,6 +24,16 @@ where the bodies came from. A slave that failed (an error, a timeout, a
 wrong record) is kept out for `PENALTY_S`: meanwhile its broker group's
 pops ask for the bodies (no `bodies_elsewhere`), so the master reads them
 at once instead of every pop spending time on that slave first.
+
+The bodies' reads have time of their own: a held pop with
+`bodies_elsewhere` is asked to answer `COLD_FETCH_S` sooner than one
+without (the long poll gives up that much, the reads never get less), and
+they end before the messages' invisibility does: a body is delivered only
+while at least `KEEP_S` (at most half the invisible time) of it is left
+(by this host's wall clock against the master's deadline). What is not
+read by then is given back at once, while its handle is still live (no
+other pop has it yet: no duplicate); its attempt was counted when it was
+handed out, as for any message a client does not get.
 """
 
 from __future__ import annotations
@@ -50,6 +60,8 @@ from core.subscription import Subscription
 log = logging.getLogger(__name__)
 MIN_CALL_S = 0.05  # less time than this left: no second try
 WAIT_MARGIN_S = 0.5  # a held pop is asked to answer this long before the call's deadline
+COLD_FETCH_S = 1.5  # and this much sooner with bodies_elsewhere: the bodies' reads after the answer
+KEEP_S = 1.0  # a cold body is delivered only with this much of its invisibility left (or half of it)
 GIVE_BACK_MS = 1000  # a popped message whose body could not be read is visible again this soon
 SETTLE_S = 1.0  # at most this long, past the caller's time, to ack or give back what it does not get
 PENALTY_S = 10.0  # a slave whose read failed is not read from for this long (its group's pops carry bodies)
@@ -75,10 +87,12 @@ class PopClient:
         pool: ConnectionPool,
         clock: Callable[[], float] = time.monotonic,
         bodies_elsewhere: bool = False,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.routes = routes
         self.pool = pool
         self.clock = clock
+        self.wall = wall  # seconds, against the masters' wall-clock deadlines
         self.bodies_elsewhere = bodies_elsewhere
         # popped messages by where their bodies came from: "pop" (the master's answer),
         # "slave" and "master_pull" (read here); "tag_mismatch" (acked), "given_back"
@@ -113,7 +127,10 @@ class PopClient:
             tag_expression=tag_expression,
             bodies_elsewhere=self.bodies_elsewhere and not self._penalized(broker_name),
         )
-        reply, address = self._call(broker_name, topic, "Pop", req, timeout_s, wait_ms=max(0, wait_ms))
+        margin = WAIT_MARGIN_S + (COLD_FETCH_S if req.bodies_elsewhere else 0.0)
+        reply, address = self._call(
+            broker_name, topic, "Pop", req, timeout_s, wait_ms=max(0, wait_ms), margin_s=margin
+        )
         messages: list[PoppedMessage] = []
         elsewhere: list[PoppedElsewhere] = []
         for m in reply.messages:
@@ -132,7 +149,10 @@ class PopClient:
                 )  # fmt: skip
         self.bodies["pop"] += len(messages)
         if elsewhere:
-            messages += self._read_elsewhere(broker_name, group, topic, tag_expression, elsewhere, deadline)
+            keep_s = min(KEEP_S, invisible_ms / 2000)
+            messages += self._read_elsewhere(
+                broker_name, group, topic, tag_expression, elsewhere, deadline, keep_s
+            )
         return PopBatch(messages, address, reply.held)
 
     def _read_elsewhere(
@@ -143,12 +163,21 @@ class PopClient:
         tag_expression: str,
         refs: list[PoppedElsewhere],
         deadline: float,
+        keep_s: float,
     ) -> list[PoppedMessage]:
         """The bodies of a cold pop, from the brokers the master named
-        (the master for the rest); what cannot be delivered is settled:
-        acked (another tag) or given back (no body)."""
+        (the master for the rest), read by `deadline` and while `keep_s` of
+        the messages' invisibility is left; what cannot be delivered is
+        settled: acked (another tag) or given back (no body, or too late)."""
         pull = RoutedPull(self.routes, self.pool, broker_name, group, topic)
-        got = fetch_bodies(refs, pull, Subscription.parse(tag_expression), deadline, self.clock)
+        last_s = min(r.deadline_ms for r in refs) / 1000 - keep_s  # wall clock: the last moment to deliver
+        end = min(deadline, self.clock() + last_s - self.wall())
+        got = fetch_bodies(refs, pull, Subscription.parse(tag_expression), end, self.clock)
+        now = self.wall()
+        late = {m.handle for m in got.messages if m.deadline_ms / 1000 - keep_s < now}
+        if late:  # an answer came too late: their handles are (nearly) stale, another pop may have them
+            got.missing += [r for r in refs if r.handle in late]
+            got.messages = [m for m in got.messages if m.handle not in late]
         for broker_id in got.failed:
             with self._lock:
                 self._penalty[(broker_name, broker_id)] = self.clock() + PENALTY_S
@@ -240,7 +269,14 @@ class PopClient:
         self._call(broker_name, topic, "PopDeadLetter", req, timeout_s)
 
     def _call(
-        self, broker_name: str, topic: str, method: str, request: Any, timeout_s: float, wait_ms: int = -1
+        self,
+        broker_name: str,
+        topic: str,
+        method: str,
+        request: Any,
+        timeout_s: float,
+        wait_ms: int = -1,
+        margin_s: float = WAIT_MARGIN_S,
     ) -> Any:
         """(the answer, the master's address) of `method` on `broker_name`'s
         master; a second try after NOT_MASTER or a failure that sent nothing
@@ -248,7 +284,7 @@ class PopClient:
         whose outcome is unknown (the request went out: a retry could pop a
         second batch, or answer a done ack INVALID_RECEIPT_HANDLE). `wait_ms`
         (a Pop): the hold asked of the master, cut at each try to the time
-        left then less a margin."""
+        left then less `margin_s`."""
         deadline = self.clock() + timeout_s
         named: str | None = None  # the master a NOT_MASTER answer named
         for attempt in range(2):
@@ -258,7 +294,7 @@ class PopClient:
                 conn = self.pool.get(address)
                 left = max(MIN_CALL_S, deadline - self.clock())
                 if wait_ms >= 0:
-                    request.max_wait_ms = max(0, min(wait_ms, int((left - WAIT_MARGIN_S) * 1000)))
+                    request.max_wait_ms = max(0, min(wait_ms, int((left - margin_s) * 1000)))
                 sent = True
                 return conn.call(getattr(conn.stub, method), request, left), address
             except (NotMasterError, BrokerUnavailableError) as exc:

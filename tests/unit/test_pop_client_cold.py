@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from consumer.pop_client import PENALTY_S, PopClient
+from consumer.pop_client import COLD_FETCH_S, PENALTY_S, WAIT_MARGIN_S, PopClient
 from core.errors import BrokerUnavailableError, RequestTimeoutError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import BrokerEndpoint, GroupRoute, TopicRoute
@@ -30,19 +30,20 @@ def _route(slave_alive: bool = True) -> TopicRoute:
 def _client(answers: Answers, slave_alive: bool = True) -> tuple[PopClient, FakePool]:
     clock = Clock()
     r, pool = FakeRoutes([_route(slave_alive)], clock=clock), FakePool(answers, clock=clock)
-    return PopClient(r, pool, clock=clock, bodies_elsewhere=True), pool  # type: ignore[arg-type]
+    client = PopClient(r, pool, clock=clock, bodies_elsewhere=True, wall=clock)  # type: ignore[arg-type]
+    return client, pool
 
 
 def _rec(offset: int, tags: str = "x") -> bytes:
     return make(topic="T", queue_id=2, queue_offset=offset, body=f"b{offset}".encode(), tags=tags)
 
 
-def _cold(offset: int, tags: str = "x") -> pb.PoppedRecord:
+def _cold(offset: int, tags: str = "x", deadline_ms: int = 60_000) -> pb.PoppedRecord:
     size = len(_rec(offset, tags))
     return pb.PoppedRecord(
         attempt=1,
         receipt_handle=f"h{offset}",
-        deadline_ms=9,
+        deadline_ms=deadline_ms,  # on the fake clock, which is the wall clock too
         queue_id=2,
         queue_offset=offset,
         size=size,
@@ -163,3 +164,33 @@ def test_a_hung_slave_costs_its_share_then_its_group_pops_with_bodies_for_a_whil
     pool.clock.now += PENALTY_S
     assert _pop(client) == [b"b8"]
     assert pool.calls[4][2].bodies_elsewhere and _calls(pool)[-1] == ("s:1", "Pull")
+
+
+def test_a_held_cold_pop_leaves_the_bodies_reads_time_of_their_own() -> None:
+    answers: dict[str, list[Any]] = {"m:1": [pb.PopResponse(), pb.PopResponse()]}
+    client, pool = _client(answers)
+    client.pop("a", "G", "T", invisible_ms=30_000, timeout_s=20, wait_ms=30_000)
+    assert pool.calls[0][2].max_wait_ms == int((20 - WAIT_MARGIN_S - COLD_FETCH_S) * 1000)
+    client.bodies_elsewhere = False
+    client.pop("a", "G", "T", invisible_ms=30_000, timeout_s=20, wait_ms=30_000)
+    assert pool.calls[1][2].max_wait_ms == int((20 - WAIT_MARGIN_S) * 1000)  # a hot answer carries them
+
+
+def test_the_reads_end_before_the_invisibility_and_a_late_body_is_given_back() -> None:
+    """Invisible for 2 s: the reads must end 1 s before (the slave gets
+    half of that); a body that arrives past it is not delivered (its
+    handle may be another pop's by the time the client acks) but given
+    back while the handle is live."""
+    answers: dict[str, list[Any]] = {
+        "m:1": [
+            pb.PopResponse(messages=[_cold(5, deadline_ms=2000)]),
+            (0.9, _pulled(_rec(5))),  # the master's answer comes 0.9 s later: too late
+            pb.ChangeInvisibleResponse(receipt_handle="h5b", deadline_ms=1),
+        ],
+        "s:1": [(0.5, RequestTimeoutError("deadline exceeded"))],
+    }
+    client, pool = _client(answers)
+    batch = client.pop("a", "G", "T", invisible_ms=2000, timeout_s=20)
+    assert batch.messages == []
+    assert pool.timeouts[1] == pytest.approx(0.5) and pool.timeouts[2] == pytest.approx(0.5)
+    assert _calls(pool)[-1] == ("m:1", "ChangeInvisible") and client.bodies["given_back"] == 1
