@@ -144,7 +144,7 @@ class PopClient:
                 elsewhere.append(
                     PoppedElsewhere(
                         m.queue_id, m.queue_offset, m.size, m.read_from, m.attempt, m.receipt_handle,
-                        m.deadline_ms,
+                        m.deadline_ms, m.physical_offset,
                     )
                 )  # fmt: skip
         self.bodies["pop"] += len(messages)
@@ -172,7 +172,7 @@ class PopClient:
         pull = RoutedPull(self.routes, self.pool, broker_name, group, topic)
         last_s = min(r.deadline_ms for r in refs) / 1000 - keep_s  # wall clock: the last moment to deliver
         end = min(deadline, self.clock() + last_s - self.wall())
-        got = fetch_bodies(refs, pull, Subscription.parse(tag_expression), end, self.clock)
+        got = fetch_bodies(refs, pull, Subscription.parse(tag_expression), end, self.clock, topic)
         now = self.wall()
         late = {m.handle for m in got.messages if m.deadline_ms / 1000 - keep_s < now}
         if late:  # an answer came too late: their handles are (nearly) stale, another pop may have them

@@ -49,7 +49,7 @@ from core.retry import check_client_group
 from core.route import MASTER_ID
 from core.subscription import Subscription
 from master import pop_dead_letters
-from master.pop_reads import Got, offset_of, read_one, read_queue, size_of
+from master.pop_reads import Got, offset_of, read_one, read_queue
 
 if TYPE_CHECKING:
     from master.leader import LeaderRole
@@ -269,7 +269,14 @@ class Popper:
                     else:
                         cold_out.append(
                             PoppedElsewhere(
-                                q, o, size_of(got), slave, entry.attempt, handle, entry.deadline_ms
+                                q,
+                                o,
+                                got.size,
+                                slave,
+                                entry.attempt,
+                                handle,
+                                entry.deadline_ms,
+                                got.physical_offset,
                             )
                         )
         if wrote:

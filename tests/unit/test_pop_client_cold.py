@@ -48,6 +48,7 @@ def _cold(offset: int, tags: str = "x", deadline_ms: int = 60_000) -> pb.PoppedR
         queue_offset=offset,
         size=size,
         read_from=1,
+        physical_offset=1 << 40,  # as `make` stores it
     )
 
 
