@@ -208,12 +208,22 @@ class PopClient:
 
     def _settle(self, broker_name: str, group: str, topic: str, got: Fetched) -> None:
         end = self.clock() + SETTLE_S
-        if got.mismatched:  # the tag's hash matched, the tag did not: consumed, as the master does
+        # the tag's hash matched, the tag did not: consumed, as the master does; acked, and once
+        # more what a failure left (a second ack of one acked answers INVALID_RECEIPT_HANDLE)
+        handles = [m.handle for m in got.mismatched]
+        for _ in range(2):
+            left = end - self.clock()
+            if not handles or left < MIN_CALL_S:
+                break
             try:
-                self.ack(broker_name, group, topic, [m.handle for m in got.mismatched], SETTLE_S)
-                self.bodies["tag_mismatch"] += len(got.mismatched)
-            except TailraceError as exc:  # they come back after their invisibility, checked again
-                log.info("could not ack %d message(s) of another tag: %s", len(got.mismatched), exc)
+                outcomes = self.ack(broker_name, group, topic, handles, left)
+            except TailraceError as exc:
+                log.info("could not ack %d message(s) of another tag: %s", len(handles), exc)
+                continue
+            self.bodies["tag_mismatch"] += sum(o.error is None for o in outcomes)
+            handles = [o.handle for o in outcomes if o.error is not None and o.error.retriable]
+        if handles:  # they come back after their invisibility: acked then (a hot pop acks them itself)
+            log.info("%d message(s) of another tag not acked", len(handles))
         for ref in got.missing:
             left = end - self.clock()
             if left < MIN_CALL_S:

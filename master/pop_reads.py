@@ -12,6 +12,13 @@ carry. Two ways to read:
   hash: a collision is handed out and the caller, which sees the tag, acks
   it. The budget counts each record's size as `bodies` does, so both hand
   out the same messages.
+
+An expired entry handed out again whose exact tag the expression does not
+match is left to a pop it matches (another expression's hand-out), except
+when its tag hash does match: then it can only be a collision a cold pop
+handed out and its caller failed to ack (it would be left in flight for
+good once the queue is hot), so it is returned in `passed`, for the pop to
+ack: consumed, as a fresh collision is.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.record import Record, iter_records
+from core.record import Record, iter_records, tag_hash
 from core.store import MessageStore
 from core.store.entries import Entry, read_entries
 from core.subscription import Subscription
@@ -45,6 +52,7 @@ class Reading:
 
     again: dict[int, Got | None] = field(default_factory=dict)
     fresh: list[Got] = field(default_factory=list)
+    passed: list[int] = field(default_factory=list)  # expired collisions: to ack, not hand out
     end: int = 0
     budget: int = 0
 
@@ -96,11 +104,14 @@ def read_queue(
     answer's first message goes whatever its size). `cold`: entries only."""
     out = Reading(end=cursor, budget=budget)
     tag_ok = _tag_check(sub, cold)
+    hashes = sub.hash_filter()
     stopped = False  # by the budget
     for o in again[:want]:
         got = _entry_one(store, topic, queue_id, o) if cold else read_one(store, topic, queue_id, o)
         if got is not None and not tag_ok(got):
-            continue  # another expression's hand-out: left to a pop it matches
+            if isinstance(got, tuple) and hashes is not None and hashes(tag_hash(got[0].tags)):
+                out.passed.append(o)  # a collision a cold pop handed out, never acked: consumed
+            continue  # else another expression's hand-out: left to a pop it matches
         if not _take(out, o, got, first):
             stopped = True
             break

@@ -239,6 +239,10 @@ class Popper:
                 read = read_queue(
                     store, topic, q, again, cursor, want, budget, first, sub, visible, slave >= 0
                 )
+                if read.passed:  # expired tag hash collisions (master/pop_reads.py): consumed
+                    store.append_system("pop", {"op": "ack", "group": group, "topic": topic, "queue": q,
+                                                "o": read.passed})  # fmt: skip
+                    wrote = True
                 try:
                     plan = self.table.plan_pop(
                         key, start, read.end, max(1, len(read.again) + len(read.fresh)), invisible_ms, now,

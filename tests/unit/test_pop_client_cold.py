@@ -195,3 +195,18 @@ def test_the_reads_end_before_the_invisibility_and_a_late_body_is_given_back() -
     assert batch.messages == []
     assert pool.timeouts[1] == pytest.approx(0.5) and pool.timeouts[2] == pytest.approx(0.5)
     assert _calls(pool)[-1] == ("m:1", "ChangeInvisible") and client.bodies["given_back"] == 1
+
+
+def test_a_failed_ack_of_another_tag_is_tried_again() -> None:
+    answers: dict[str, list[Any]] = {
+        "m:1": [
+            pb.PopResponse(messages=[_cold(5, "x"), _cold(6, "y")]),
+            RequestTimeoutError("deadline exceeded"),  # the ack's outcome unknown
+            pb.AckPopResponse(results=[pb.AckPopResult()]),
+        ],
+        "s:1": [_pulled(_rec(5, "x"), _rec(6, "y"))],
+    }
+    client, pool = _client(answers)
+    assert _pop(client, tags="x") == [b"b5"]
+    assert [(c[1], list(c[2].receipt_handles)) for c in pool.calls[-2:]] == [("AckPop", ["h6"])] * 2
+    assert client.bodies["tag_mismatch"] == 1
