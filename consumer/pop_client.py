@@ -147,7 +147,7 @@ class PopClient:
                         m.deadline_ms, m.physical_offset,
                     )
                 )  # fmt: skip
-        self.bodies["pop"] += len(messages)
+        self._add("pop", len(messages))
         if elsewhere:
             keep_s = min(KEEP_S, invisible_ms / 2000)
             messages += self._read_elsewhere(
@@ -185,8 +185,8 @@ class PopClient:
                 "cold reads: %s broker %d failed (%s): its group's bodies come from the master for %.0f s",
                 broker_name, broker_id, got.errors[-1] if got.errors else "a wrong record", PENALTY_S,
             )  # fmt: skip
-        self.bodies["slave"] += sum(n for b, n in got.served_by.items() if b != MASTER_ID)
-        self.bodies["master_pull"] += got.served_by[MASTER_ID]
+        self._add("slave", sum(n for b, n in got.served_by.items() if b != MASTER_ID))
+        self._add("master_pull", got.served_by[MASTER_ID])
         if got.errors:
             log.info(
                 "cold reads from %s: %d run(s) from the master instead: %s",
@@ -196,6 +196,15 @@ class PopClient:
             )
         self._settle(broker_name, group, topic, got)
         return got.messages
+
+    def _add(self, what: str, n: int) -> None:
+        with self._lock:
+            self.bodies[what] += n
+
+    def counts(self) -> dict[str, int]:
+        """A copy of `bodies`, taken under its lock."""
+        with self._lock:
+            return dict(self.bodies)
 
     def _penalized(self, broker_name: str) -> bool:
         """Whether a slave of `broker_name` failed a read less than PENALTY_S ago."""
@@ -220,7 +229,7 @@ class PopClient:
             except TailraceError as exc:
                 log.info("could not ack %d message(s) of another tag: %s", len(handles), exc)
                 continue
-            self.bodies["tag_mismatch"] += sum(o.error is None for o in outcomes)
+            self._add("tag_mismatch", sum(o.error is None for o in outcomes))
             handles = [o.handle for o in outcomes if o.error is not None and o.error.retriable]
         if handles:  # they come back after their invisibility: acked then (a hot pop acks them itself)
             log.info("%d message(s) of another tag not acked", len(handles))
@@ -231,7 +240,7 @@ class PopClient:
                 return
             try:
                 self.change_invisible(broker_name, group, topic, ref.handle, GIVE_BACK_MS, left)
-                self.bodies["given_back"] += 1
+                self._add("given_back", 1)
             except TailraceError as exc:  # it comes back after its invisible time instead
                 log.info("could not give back a message without a body: %s", exc)
 

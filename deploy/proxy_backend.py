@@ -197,8 +197,8 @@ class ClusterBackend:
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(LIMIT_REFRESH_S):
-            self.log_bodies()
             try:
+                self.log_bodies()
                 self.refresh_limit()
             except Exception:  # a failed round is logged, the next one tries again
                 log.exception("refreshing the brokers' limits failed")
@@ -206,7 +206,7 @@ class ClusterBackend:
     def log_bodies(self) -> None:
         """Where popped messages' bodies came from, so far (a line when it
         changed: every 30 s and at close; the proxy has no metrics port)."""
-        now = dict(self.pops.bodies)
+        now = self.pops.counts()
         if now == self._bodies_logged:
             return
         self._bodies_logged = now

@@ -76,6 +76,7 @@ class Popper:
         self.key = handle_key(core.config.replication.resolved_secret(), core.broker_name)
         self.dead_lettered = 0
         self.popped: Counter[str] = Counter()  # messages handed out, by where their bytes are read
+        self._count_lock = threading.Lock()  # (pops count after the pop lock: concurrently)
         self._lock = threading.Lock()
         self._rr = 0
         self.failures = 0  # revive steps that failed (retried next tick)
@@ -152,8 +153,8 @@ class Popper:
     ) -> PopResult:
         deadline = time.monotonic() + min(wait_ms, self.leader.core.config.pull.max_wait_ms) / 1000
         held = False
+        advices: dict[int, Advice] = {}  # per queue, asked once per call (bodies_elsewhere)
         while True:
-            advices: dict[int, Advice] = {}  # per queue, when asked (bodies_elsewhere)
             got, cold = self._pop_once(
                 group, topic, queues, max_messages, invisible_ms, sub, advices if elsewhere else None
             )
@@ -217,20 +218,21 @@ class Popper:
         rep = core.config.replication
         if rep.sync and not leader._sync_ready():  # as a send: refused before anything is stored
             raise BrokerBusyError(f"{rep.min_insync_replicas} in-sync slave(s) needed; nothing popped")
-        with leader._writing(), self._lock:
-            now = self.clock()
-            for q in queues:
-                want = max_messages - len(out) - len(cold_out)
-                if want <= 0 or budget <= 0:
-                    break
-                key = (group, topic, q)
+        now = self.clock()
+        for q in queues:
+            want = max_messages - len(out) - len(cold_out)
+            if want <= 0 or budget <= 0:
+                break
+            key = (group, topic, q)
+            if advices is not None and q not in advices:  # once per call, outside the lock (its
+                advices[q] = leader._advise(PullArgs(group, topic, q, self._cursor(key)))  # CQ reads)
+            with leader._writing(), self._lock:  # a queue's read, plan and append: one step
                 lo, _ = store.queue_offsets(topic, q)
                 st = self.table.get(key)
                 start = st.cursor if st is not None else (core.offsets.query(group, topic, q) or lo)
                 cursor = max(start, lo)
                 visible, slave = leader.visible_end(), -1
                 if advices is not None:
-                    advices[q] = leader._advise(PullArgs(group, topic, q, cursor))
                     slave, visible = self._cold(advices[q], visible)
                 # read first, then plan only what fits: a pop record must never hand
                 # out what the answer cannot carry (its attempts would burn unseen)
@@ -273,16 +275,10 @@ class Popper:
                     else:
                         cold_out.append(
                             PoppedElsewhere(
-                                q,
-                                o,
-                                got.size,
-                                slave,
-                                entry.attempt,
-                                handle,
-                                entry.deadline_ms,
+                                q, o, got.size, slave, entry.attempt, handle, entry.deadline_ms,
                                 got.physical_offset,
                             )
-                        )
+                        )  # fmt: skip
         if wrote:
             self._count(len(out), len(cold_out))
             self._confirm("popped")
@@ -290,9 +286,15 @@ class Popper:
             raise full
         return out, cold_out
 
+    def counts(self) -> dict[str, int]:
+        """A copy of `popped`, taken under its lock."""
+        with self._count_lock:
+            return dict(self.popped)
+
     def _count(self, here: int, elsewhere: int) -> None:
-        self.popped["here"] += here
-        self.popped["elsewhere"] += elsewhere
+        with self._count_lock:
+            self.popped["here"] += here
+            self.popped["elsewhere"] += elsewhere
         m = self.leader.core.metrics.popped
         if here:
             m.labels("here").inc(here)
@@ -313,6 +315,15 @@ class Popper:
 
     def _read_one(self, topic: str, queue_id: int, offset: int) -> tuple[Record, bytes] | None:
         return read_one(self.leader.core.store, topic, queue_id, offset)
+
+    def _cursor(self, key: Key) -> int:
+        """Where a pop of `key` would start now (read without the pop lock:
+        for the advice, which needs no exact cursor)."""
+        st = self.table.get(key)
+        if st is not None:
+            return st.cursor
+        lo, _ = self.leader.core.store.queue_offsets(key[1], key[2])
+        return max(self.leader.core.offsets.query(*key) or lo, lo)
 
     def _advice(self, group: str, topic: str, queue_id: int) -> Advice:
         st = self.table.get((group, topic, queue_id))

@@ -5,6 +5,7 @@ and a message without a body given back. Fake routes and connections."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -210,3 +211,20 @@ def test_a_failed_ack_of_another_tag_is_tried_again() -> None:
     assert _pop(client, tags="x") == [b"b5"]
     assert [(c[1], list(c[2].receipt_handles)) for c in pool.calls[-2:]] == [("AckPop", ["h6"])] * 2
     assert client.bodies["tag_mismatch"] == 1
+
+
+def test_the_bodies_counters_change_under_a_lock() -> None:
+    answers: dict[str, list[Any]] = {
+        "m:1": [pb.PopResponse(messages=[_cold(5)])],
+        "s:1": [_pulled(_rec(5))],
+    }
+    client, _ = _client(answers)
+
+    class Checked(Counter[str]):
+        def __setitem__(self, key: str, value: int) -> None:
+            assert client._lock.locked()  # receives run on many threads
+            super().__setitem__(key, value)
+
+    client.bodies = Checked()
+    assert _pop(client) == [b"b5"]
+    assert client.counts() == {"pop": 0, "slave": 1, "master_pull": 0}

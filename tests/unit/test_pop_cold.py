@@ -7,12 +7,14 @@ for the pop deadlines."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import core.store.entries as entries_module
 from core.clock import now_ms
 from core.pop.handles import decode_handle
 from core.pop.ops import PopResult
@@ -243,3 +245,43 @@ def test_an_expired_collision_never_acked_is_consumed_once_the_queue_is_hot(
     st = broker.popper.table.get((G, T, 0))
     assert st is not None and st.inflight == {} and broker.popper.table.commit_point((G, T, 0)) == 2
     assert broker.popper.pop(G, T, 0, 32, 1000, tag_expression="x").messages == []  # consumed
+
+
+def test_a_held_cold_pop_asks_the_advice_once_and_outside_the_pop_lock(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A selective tag over a cold backlog: each held pass scans a slice and
+    hands out nothing. The advice (a CQ read at the cursor, a count) is
+    asked once for the call, without the broker-wide pop lock held."""
+    monkeypatch.setattr(entries_module, "FILTER_SCAN_LIMIT", 2)
+    broker.send(*[b"m"] * 10)  # untagged: an expression "y" passes them all
+    slave(broker)
+    popper = broker.popper
+    real, locked = broker.leader._advise, []
+
+    def advise(args: Any) -> Any:
+        locked.append(popper._lock.locked())
+        return real(args)
+
+    monkeypatch.setattr(broker.leader, "_advise", advise)
+    out = popper.pop(G, T, 0, 32, 1000, wait_ms=350, tag_expression="y", bodies_elsewhere=True)
+    assert out.messages == [] and out.elsewhere == [] and out.held
+    st = popper.table.get((G, T, 0))
+    assert st is not None and st.cursor > 2  # more than one pass
+    assert locked == [False]
+
+
+def test_the_popped_counters_change_under_a_lock(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    popper = broker.popper
+
+    class Checked(Counter[str]):
+        def __setitem__(self, key: str, value: int) -> None:
+            assert popper._count_lock.locked()
+            super().__setitem__(key, value)
+
+    monkeypatch.setattr(popper, "popped", Checked())
+    broker.send(b"a", b"b")
+    slave(broker)
+    cold_pop(broker, 1)
+    broker.pop(1)
+    assert popper.counts() == {"here": 1, "elsewhere": 1}
