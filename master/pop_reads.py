@@ -23,10 +23,13 @@ ack: consumed, as a fresh collision is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from core.pop.state import QueueState
 from core.record import Record, iter_records, tag_hash
+from core.redirect import Advice
+from core.route import MASTER_ID
 from core.store import MessageStore
 from core.store.entries import Entry, read_entries
 from core.subscription import Subscription
@@ -136,6 +139,28 @@ def read_queue(
         out.fresh.append(got)
         out.budget -= size
     return out
+
+
+def cold_slave(
+    advice: Advice, connected: Sequence[tuple[int, int]], visible: int | None
+) -> tuple[int, int | None]:
+    """(the slave a queue's bodies are read from, -1: none; the end of what
+    the pop may hand out): a slave the advice names among the `connected`
+    (broker id, acked offset), and only what it holds, so the caller rarely
+    has to fall back to the master."""
+    acked = dict(connected).get(advice.suggested_broker_id)
+    if advice.suggested_broker_id <= MASTER_ID or acked is None:  # (None: gone since the advice)
+        return -1, visible
+    return advice.suggested_broker_id, acked if visible is None else min(visible, acked)
+
+
+def pop_cursor(st: QueueState | None, store: MessageStore, committed: int | None, topic: str, q: int) -> int:
+    """Where a pop of the queue would start now (read without the pop lock:
+    for the advice, which needs no exact cursor)."""
+    if st is not None:
+        return st.cursor
+    lo, _ = store.queue_offsets(topic, q)
+    return max(committed or lo, lo)
 
 
 def _take(out: Reading, offset: int, got: Got | None, first: bool) -> bool:

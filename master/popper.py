@@ -46,10 +46,9 @@ from core.pull import PullArgs
 from core.record import Record, validate_topic
 from core.redirect import NO_ADVICE, Advice
 from core.retry import check_client_group
-from core.route import MASTER_ID
 from core.subscription import Subscription
 from master import pop_dead_letters
-from master.pop_reads import Got, offset_of, read_one, read_queue
+from master.pop_reads import Got, cold_slave, offset_of, pop_cursor, read_one, read_queue
 
 if TYPE_CHECKING:
     from master.leader import LeaderRole
@@ -225,7 +224,8 @@ class Popper:
                 break
             key = (group, topic, q)
             if advices is not None and q not in advices:  # once per call, outside the lock (its
-                advices[q] = leader._advise(PullArgs(group, topic, q, self._cursor(key)))  # CQ reads)
+                at = pop_cursor(self.table.get(key), store, core.offsets.query(*key), topic, q)
+                advices[q] = leader._advise(PullArgs(group, topic, q, at))  # CQ reads)
             with leader._writing(), self._lock:  # a queue's read, plan and append: one step
                 lo, _ = store.queue_offsets(topic, q)
                 st = self.table.get(key)
@@ -233,7 +233,8 @@ class Popper:
                 cursor = max(start, lo)
                 visible, slave = leader.visible_end(), -1
                 if advices is not None:
-                    slave, visible = self._cold(advices[q], visible)
+                    connected = [(r.broker_id, r.acked) for r in leader.replicas.snapshot() if r.connected]
+                    slave, visible = cold_slave(advices[q], connected, visible)
                 # read first, then plan only what fits: a pop record must never hand
                 # out what the answer cannot carry (its attempts would burn unseen)
                 again = self.table.again(key, now, self.max_attempts)
@@ -301,29 +302,8 @@ class Popper:
         if elsewhere:
             m.labels("elsewhere").inc(elsewhere)
 
-    def _cold(self, advice: Advice, visible: int | None) -> tuple[int, int | None]:
-        """(the slave a queue's bodies are read from, -1: none; the end of
-        what the pop may hand out): a slave the advice names, and only what
-        it holds, so the caller rarely has to fall back to this master."""
-        if advice.suggested_broker_id <= MASTER_ID:
-            return -1, visible
-        held = {r.broker_id: r.acked for r in self.leader.replicas.snapshot() if r.connected}
-        acked = held.get(advice.suggested_broker_id)
-        if acked is None:  # (gone since the advice)
-            return -1, visible
-        return advice.suggested_broker_id, acked if visible is None else min(visible, acked)
-
     def _read_one(self, topic: str, queue_id: int, offset: int) -> tuple[Record, bytes] | None:
         return read_one(self.leader.core.store, topic, queue_id, offset)
-
-    def _cursor(self, key: Key) -> int:
-        """Where a pop of `key` would start now (read without the pop lock:
-        for the advice, which needs no exact cursor)."""
-        st = self.table.get(key)
-        if st is not None:
-            return st.cursor
-        lo, _ = self.leader.core.store.queue_offsets(key[1], key[2])
-        return max(self.leader.core.offsets.query(*key) or lo, lo)
 
     def _advice(self, group: str, topic: str, queue_id: int) -> Advice:
         st = self.table.get((group, topic, queue_id))
