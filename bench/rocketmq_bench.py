@@ -1,7 +1,8 @@
 """RocketMQ 5's official client against Tailrace, measured (issue 18).
 
-    tailrace bench rocketmq [--count 20000] [--size 1024] [--seconds 20]
-                            [--backlog-mib 1024] [--limit-mib 256] [--skip-rates | --skip-cold] [--json]
+    tailrace bench rocketmq [--count 20000] [--size 1024] [--seconds 20] [--warmup-seconds 5]
+                            [--runs 2] [--backlog-mib 1024] [--limit-mib 256]
+                            [--skip-rates | --skip-cold] [--json]
 
 Two parts, one run:
 
@@ -11,22 +12,21 @@ Python client (`rocketmq-python-client`, unmodified, in its own process:
 bench/rmq_official.py) produces `count` messages of `size` bytes over v2,
 one send at a time and then 32 in flight; our client does the same over
 the native protocol (`Producer.send`, then single-message sends 32 in
-flight). Then a SimpleConsumer over v2 (batches of 32, each message acked)
-and our `PullConsumer` each receive `count` of them. msgs/s from the
-client's start (after its startup) to its last message, and each v2 figure
-over the native one.
+flight). Then a SimpleConsumer over v2 (batches of 32, each message acked,
+16 acks in flight) receives `count` of them, and on equal terms our
+clients: native pops of 32 with each message acked (16 acks in flight:
+`native_pop_acking`, the matching baseline) and a `PullConsumer` of 32 a
+pull committing after every poll (`native_pull_committing`). msgs/s from
+the client's start (after its startup) to its last message, and each v2
+figure over the native one. (A pull consumer that commits in the
+background, 256 a pull, is no baseline for a consumer that acks each
+message: it measures the window's length.)
 
-**cold**: master and slave in memory cgroups (`limit-mib`, below a
-`backlog-mib` backlog: each has its own page cache on this one machine, as
-issue 6's `bench redirect`), the master on core 0, the slave, the proxy and
-the receiver on core 1 (as if another machine). An official SimpleConsumer
-receives the cold backlog through the proxy for `seconds`, twice: with the
-master's redirect on (the proxy pops with `bodies_elsewhere` and reads the
-bodies from the slave) and off (the master reads them). Reported: the
-master's and the slave's disk reads in the window (/proc/PID/io), messages
-received per second, whether every body arrived whole and once, where the
-master says the bodies were read (Status `popped`), and the on/off ratio of
-the master's disk reads.
+**cold** (bench/rocketmq_cold.py): a cold backlog received by an official
+SimpleConsumer through the proxy, the proxy's cold reads on and off in
+alternating arms, each arm after both brokers' cgroup page caches were
+emptied; the master's reads per window (a warm-up window holding the
+ConsumeQueue's one-off read-around, then the timed one) and per message.
 """
 
 from __future__ import annotations
@@ -38,13 +38,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.rocketmq_cold import cold, numbered
 from consumer import Producer, PullConsumer
-from deploy.cgroups import MemoryCgroup, process_read_bytes
+from consumer.pop_client import PopClient
 from deploy.harness import process_group
-from deploy.waits import broker_status, wait_caught_up
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = Path(__file__).resolve().parent / "rmq_official.py"
@@ -67,11 +69,6 @@ def official(home: Path, spec: dict[str, Any], timeout_s: float, cpu: str | None
     return out
 
 
-def numbered(tag: str, i: int, size: int) -> bytes:
-    """A body a receiver tells apart without a message id (our native sends carry none)."""
-    return f"{tag}{i:016d}".encode()[:24].ljust(max(size, 24), b"x")
-
-
 def _native_produce(ns: str, topic: str, count: int, size: int, window: int) -> dict[str, Any]:
     tag = f"n{window:02d}-"
     with Producer(namesrv=[ns], max_in_flight=max(window, 1)) as prod:
@@ -87,14 +84,58 @@ def _native_produce(ns: str, topic: str, count: int, size: int, window: int) -> 
     return {"sent": count, "seconds": round(seconds, 2), "msgs_per_s": round(count / seconds)}
 
 
-def _native_receive(ns: str, topic: str, count: int, timeout_s: float) -> dict[str, Any]:
-    seen = 0
-    with PullConsumer(group="native-rx", topic=topic, namesrv=[ns], start="first") as c:
+def _native_pull_committing(ns: str, topic: str, count: int, timeout_s: float) -> dict[str, Any]:
+    """A PullConsumer, 32 a pull, committing its positions after every poll."""
+    seen = commits = 0
+    with PullConsumer(group="native-pull-rx", topic=topic, namesrv=[ns], start="first", max_messages=32) as c:
         t0 = time.monotonic()
         while seen < count and time.monotonic() < t0 + timeout_s:
-            seen += len(c.poll(500))
+            got = c.poll(500)
+            if got:
+                c.commit()
+                commits += 1
+            seen += len(got)
         seconds = time.monotonic() - t0
-    return {"received": seen, "seconds": round(seconds, 2), "msgs_per_s": round(min(seen, count) / seconds)}
+    return {
+        "received": seen, "commits": commits, "seconds": round(seconds, 2),
+        "msgs_per_s": round(min(seen, count) / seconds),
+    }  # fmt: skip
+
+
+def _native_pop_acking(ns: str, topic: str, count: int, timeout_s: float, window: int = 16) -> dict[str, Any]:
+    """Native pops of 32 (any queue, in turn over the broker groups), each
+    message acked on its own, `window` acks in flight: what the v2
+    SimpleConsumer does, over the native protocol."""
+    seen: set[tuple[str, int, int]] = set()
+    acked = 0
+    with Producer(namesrv=[ns]) as prod:
+        pops = PopClient(prod.routes, prod.pool)
+        names = [g.broker_name for g in prod.routes.get(topic, timeout_s=10).groups]
+        acks = ThreadPoolExecutor(max_workers=window)
+        pending: deque[Future[Any]] = deque()
+        t0 = time.monotonic()
+        i = 0
+        try:
+            while len(seen) < count and time.monotonic() < t0 + timeout_s:
+                name = names[i % len(names)]
+                i += 1
+                batch = pops.pop(name, "native-pop-rx", topic, 60_000, 10.0, max_messages=32, wait_ms=1000)
+                for msg in batch.messages:
+                    seen.add((name, msg.record.queue_id, msg.record.queue_offset))
+                    pending.append(acks.submit(pops.ack, name, "native-pop-rx", topic, [msg.handle], 10.0))
+                while len(pending) > window:
+                    pending.popleft().result()
+                    acked += 1
+            while pending:
+                pending.popleft().result()
+                acked += 1
+            seconds = time.monotonic() - t0
+        finally:
+            acks.shutdown()
+    return {
+        "received": len(seen), "acked": acked, "seconds": round(seconds, 2),
+        "msgs_per_s": round(min(len(seen), count) / seconds),
+    }  # fmt: skip
 
 
 def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
@@ -119,81 +160,33 @@ def rates(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         out["v2_receive"] = official(
             home, {**spec, "mode": "receive", "group": "v2-rx", "seconds": 600, "size": size}, 900
         )
-        out["native_receive"] = _native_receive(ns, "rates", n, 600)
+        out["native_pop_acking"] = _native_pop_acking(ns, "rates", n, 600)
+        out["native_pull_committing"] = _native_pull_committing(ns, "rates", n, 600)
     out["v2_over_native"] = {
         "produce_sync": _ratio(out["v2_produce_sync"], out["native_produce_sync"]),
         "produce_32_in_flight": _ratio(out["v2_produce_32_in_flight"], out["native_produce_32_in_flight"]),
-        "receive": _ratio(out["v2_receive"], out["native_receive"]),
+        "receive_vs_pop_acking": _ratio(out["v2_receive"], out["native_pop_acking"]),
+        "receive_vs_pull_committing": _ratio(out["v2_receive"], out["native_pull_committing"]),
     }
     return out
-
-
-def _cold_run(root: Path, args: argparse.Namespace, redirect: bool) -> dict[str, Any]:
-    limit = args.limit_mib * 1024 * 1024
-    tag = f"cold-{'on' if redirect else 'off'}"
-    cg_m = MemoryCgroup.create(f"tailrace-rmq-{tag}-m", limit)
-    cg_s = MemoryCgroup.create(f"tailrace-rmq-{tag}-s", limit)
-    if cg_m is None or cg_s is None:
-        raise SystemExit("memory cgroups cannot be created here: run with --skip-cold")
-    home = root / f"home-{tag}"
-    home.mkdir(parents=True)
-    try:
-        with process_group(root / tag) as procs:
-            c = procs.cluster(
-                ("m",), slaves=1, extra=COMMON,
-                master_extra=["--set", f"pull.redirect={'true' if redirect else 'false'}"],
-                segment_bytes=SEG, exec_prefix=[*cg_m.exec_prefix, "taskset", "-c", "0"],
-                slave_exec_prefix=[*cg_s.exec_prefix, "taskset", "-c", "1"], topic="cold", queues=4,
-            )  # fmt: skip
-            (ns,) = c.namesrv
-            m, (s,) = c.groups["m"].master, c.groups["m"].slaves
-            per_batch = max(1, (256 * 1024) // args.size)
-            batches = args.backlog_mib * 1024 * 1024 // (per_batch * args.size)
-            with Producer(m.address, max_in_flight=4) as prod:
-                futs = [
-                    prod.send_batch_async(
-                        "cold", [numbered("c-", b * per_batch + i, args.size) for i in range(per_batch)]
-                    )
-                    for b in range(batches)
-                ]
-                for f in futs:
-                    f.result()
-            wait_caught_up(m, [s], timeout_s=600)
-            proxy = procs.proxy([ns], exec_prefix=["taskset", "-c", "1"])
-            spec = {
-                "mode": "receive", "endpoints": proxy.info["endpoint"], "topic": "cold", "group": "cold-v2",
-                "count": 1 << 40, "seconds": args.seconds, "size": args.size,
-            }  # fmt: skip
-            idle0 = process_read_bytes(m.pid)  # what the master reads anyway (its own pages evicted, ...)
-            time.sleep(args.idle_seconds)
-            m0, s0 = process_read_bytes(m.pid), process_read_bytes(s.pid)
-            idle_mb = (m0 - idle0) / 1e6
-            rx = official(home, spec, args.seconds + 120, cpu="1")
-            m1, s1 = process_read_bytes(m.pid), process_read_bytes(s.pid)
-            status = broker_status(m)["details"]
-            proxy.stop()
-            cold_log = [line for line in proxy.log_tail().splitlines() if "cold reads" in line][-1:]
-    finally:
-        cg_m.remove()
-        cg_s.remove()
-    return {
-        "master_disk_read_mb": round((m1 - m0) / 1e6, 1),
-        "master_disk_read_mb_idle_before": round(idle_mb, 1),  # over idle_seconds, no receiver
-        "slave_disk_read_mb": round((s1 - s0) / 1e6, 1),
-        "received": rx,
-        "master_popped": status.get("popped", {}),
-        "master_advice": status["redirect"]["reasons"],
-        "proxy_cold_reads": cold_log[0] if cold_log else "",
-    }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=20_000, help="messages per rate run")
     p.add_argument("--size", type=int, default=1024)
-    p.add_argument("--seconds", type=float, default=20.0, help="the cold receiver's window")
+    p.add_argument("--seconds", type=float, default=20.0, help="the cold receiver's timed window")
+    p.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=5.0,
+        help="the window before the timed one (CQ read-around)",
+    )
+    p.add_argument("--runs", type=int, default=2, help="cold arms of each kind, alternating on/off")
     p.add_argument("--backlog-mib", type=int, default=1024)
     p.add_argument("--limit-mib", type=int, default=256, help="memory cgroup limit of master and slave")
-    p.add_argument("--idle-seconds", type=float, default=10.0, help="the master's reads measured idle first")
+    p.add_argument(
+        "--idle-seconds", type=float, default=5.0, help="the master's reads measured idle after each drop"
+    )
     p.add_argument("--skip-rates", action="store_true")
     p.add_argument("--skip-cold", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -206,14 +199,6 @@ def run(args: argparse.Namespace) -> int:
         if not args.skip_rates:
             result["rates"] = rates(root, args)
         if not args.skip_cold:
-            on = _cold_run(root, args, redirect=True)
-            off = _cold_run(root, args, redirect=False)
-            result["cold"] = {
-                "backlog_mib": args.backlog_mib, "limit_mib": args.limit_mib, "seconds": args.seconds,
-                "redirect_on": on, "redirect_off": off,
-                "master_disk_read_on_over_off": round(
-                    on["master_disk_read_mb"] / max(off["master_disk_read_mb"], 0.1), 4
-                ),
-            }  # fmt: skip
+            result["cold"] = cold(root, DRIVER, COMMON, args)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0

@@ -11,8 +11,14 @@ turns the references into messages:
   native Pull at its first offset (more while the broker's batch limits cut
   it short);
 - what the named broker cannot serve (not holding it yet, RETRY_ELSEWHERE,
-  down, a record that is not the one referenced) is read from the master
+  down, a record that is not the one referenced: its topic, queue, offset,
+  CommitLog offset and size are checked, and its CRC) is read from the master
   (broker id 0), once per run, from where the slave stopped;
+- the slaves get a bounded share of the caller's time (`SLAVE_SHARE_S`, at
+  most half of what is left), the master the rest: a slave that hangs or
+  whose packets are dropped costs that share, not the whole call, and a
+  slave that failed is not asked again within the same fetch (`failed`:
+  the caller keeps it out for a while, consumer/pop_client.py);
 - a record whose exact tag the subscription does not match (the master
   filtered by tag hash: a collision) is returned apart, for the caller to
   ack at once (consumed, as the master does with what it filters out);
@@ -32,7 +38,7 @@ from dataclasses import dataclass, field
 
 from consumer.connection import ConnectionPool
 from consumer.routing import Routes
-from core.errors import BrokerUnavailableError, TailraceError
+from core.errors import BrokerUnavailableError, CorruptRecordError, TailraceError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pop.ops import PoppedElsewhere, PoppedMessage
 from core.record import Record, iter_records
@@ -40,6 +46,7 @@ from core.route import MASTER_ID
 from core.subscription import Subscription
 
 MIN_CALL_S = 0.05
+SLAVE_SHARE_S = 1.0  # the slaves' reads of one fetch end this soon (or half the time left), the master's not
 MAX_PULL_BYTES = 4 << 20  # one pull's answer, as a master's pull.max_bytes
 
 # (broker id, queue id, first offset, max messages, max bytes, timeout s) -> stored records laid
@@ -55,6 +62,7 @@ class Fetched:
     served_by: Counter[int] = field(default_factory=Counter)  # messages per broker id read from
     fallbacks: int = 0  # runs (or their rests) read from the master instead
     errors: list[TailraceError] = field(default_factory=list)  # why a broker could not serve
+    failed: set[int] = field(default_factory=set)  # slaves that failed (an error, a wrong record)
 
 
 def runs(refs: Sequence[PoppedElsewhere]) -> list[list[PoppedElsewhere]]:
@@ -80,16 +88,26 @@ def fetch_bodies(
     sub: Subscription,
     deadline: float,
     clock: Callable[[], float],
+    topic: str,
 ) -> Fetched:
     """Read every referenced record: from its broker, then the master for
-    the rest. `deadline`: on `clock`'s scale, when the caller's time ends."""
+    the rest. `deadline`: on `clock`'s scale, when the caller's time ends;
+    the slaves' reads end sooner (`SLAVE_SHARE_S`, or half the time left),
+    so the master always has the rest of it. A record is taken only if it
+    is the one referenced: `topic`'s, at the queue, queue offset and
+    CommitLog offset the master named, of its size."""
     out = Fetched()
     got: dict[tuple[int, int], tuple[Record, bytes]] = {}
+    start = clock()
+    slaves_end = start + min(SLAVE_SHARE_S, max(0.0, deadline - start) / 2)
     for run in runs(refs):
-        rest = _read_run(run, run[0].read_from, pull, deadline, clock, got, out)
-        if rest and run[0].read_from != MASTER_ID:
-            out.fallbacks += 1
-            _read_run(rest, MASTER_ID, pull, deadline, clock, got, out)
+        broker, rest = run[0].read_from, run
+        if broker != MASTER_ID and broker not in out.failed:
+            rest = _read_run(run, broker, topic, pull, slaves_end, clock, got, out)
+        if rest:
+            if broker != MASTER_ID:
+                out.fallbacks += 1
+            _read_run(rest, MASTER_ID, topic, pull, deadline, clock, got, out)
     for ref in refs:
         found = got.get((ref.queue_id, ref.queue_offset))
         if found is None:
@@ -103,6 +121,7 @@ def fetch_bodies(
 def _read_run(
     run: list[PoppedElsewhere],
     broker_id: int,
+    topic: str,
     pull: Pull,
     deadline: float,
     clock: Callable[[], float],
@@ -122,23 +141,29 @@ def _read_run(
             data = pull(broker_id, first.queue_id, first.queue_offset, len(left), nbytes, timeout)
         except TailraceError as exc:
             out.errors.append(exc)
+            if broker_id != MASTER_ID:
+                out.failed.add(broker_id)
             break
         served = 0
         pos = 0
         try:
             for rec in iter_records(data):  # (the CRC too: these bytes crossed the network)
                 ref = left[served] if served < len(left) else None
-                if ref is None or (rec.queue_id, rec.queue_offset, rec.size) != (
-                    ref.queue_id,
-                    ref.queue_offset,
-                    ref.size,
-                ):
-                    break  # not the next one referenced: the rest from elsewhere
+                if ref is None or (rec.queue_id, rec.queue_offset) != (ref.queue_id, ref.queue_offset):
+                    break  # not the next one referenced (removed, past the run): the rest from elsewhere
+                if (rec.topic, rec.physical_offset, rec.size) != (topic, ref.physical_offset, ref.size):
+                    if broker_id != MASTER_ID:  # another record where the referenced one is: not this slave
+                        out.failed.add(broker_id)
+                    where = f"{topic}/{ref.queue_id} offset {ref.queue_offset}"
+                    out.errors.append(CorruptRecordError(f"broker {broker_id}: not the record of {where}"))
+                    break
                 got[(ref.queue_id, ref.queue_offset)] = (rec, data[pos : pos + rec.size])
                 pos += rec.size
                 served += 1
         except TailraceError as exc:  # a damaged answer: what came before it stands
             out.errors.append(exc)
+            if broker_id != MASTER_ID:
+                out.failed.add(broker_id)
         out.served_by[broker_id] += served
         del left[:served]
         if not served:

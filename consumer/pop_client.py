@@ -22,13 +22,27 @@ read here from that slave, the master for what it cannot serve
 (consumer/cold_reads.py). A message whose exact tag the expression does not
 match (the master filtered by tag hash) is acked at once; one whose body
 no broker served is given back (visible again in 1 s). `bodies` counts
-where the bodies came from.
+where the bodies came from. A slave that failed (an error, a timeout, a
+wrong record) is kept out for `PENALTY_S`: meanwhile its broker group's
+pops ask for the bodies (no `bodies_elsewhere`), so the master reads them
+at once instead of every pop spending time on that slave first.
+
+The bodies' reads have time of their own: a held pop with
+`bodies_elsewhere` is asked to answer `COLD_FETCH_S` sooner than one
+without (the long poll gives up that much, the reads never get less), and
+they end before the messages' invisibility does: a body is delivered only
+while at least `KEEP_S` (at most half the invisible time) of it is left
+(by this host's wall clock against the master's deadline). What is not
+read by then is given back at once, while its handle is still live (no
+other pop has it yet: no duplicate); its attempt was counted when it was
+handed out, as for any message a client does not get.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -49,11 +63,14 @@ from core.subscription import Subscription
 log = logging.getLogger(__name__)
 MIN_CALL_S = 0.05  # less time than this left: no second try
 WAIT_MARGIN_S = 0.5  # a held pop is asked to answer this long before the call's deadline
+COLD_FETCH_S = 1.5  # and this much sooner with bodies_elsewhere: the bodies' reads after the answer
+KEEP_S = 1.0  # a cold body is delivered only with this much of its invisibility left (or half of it)
 GIVE_BACK_MS = 1000  # a popped message whose body could not be read is visible again this soon
 SETTLE_S = 1.0  # at most this long, past the caller's time, to ack or give back what it does not get
 QUICK_RETRIES = 1  # tries again at once, then after the producer's pauses (consumer/retry_plan.py)
 # failures after which nothing was done: tried again until the call's time is up (a failover)
 RETRIED = (Failure.NOT_MASTER, Failure.LEASE_EXPIRED, Failure.NO_ROUTE, Failure.REFUSED)
+PENALTY_S = 10.0  # a slave whose read failed is not read from for this long (its group's pops carry bodies)
 
 
 @dataclass(frozen=True)
@@ -77,15 +94,19 @@ class PopClient:
         clock: Callable[[], float] = time.monotonic,
         bodies_elsewhere: bool = False,
         sleep: Callable[[float], None] = time.sleep,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.routes = routes
         self.pool = pool
         self.clock = clock
         self.sleep = sleep
+        self.wall = wall  # seconds, against the masters' wall-clock deadlines
         self.bodies_elsewhere = bodies_elsewhere
         # popped messages by where their bodies came from: "pop" (the master's answer),
         # "slave" and "master_pull" (read here); "tag_mismatch" (acked), "given_back"
         self.bodies: Counter[str] = Counter()
+        self._penalty: dict[tuple[str, int], float] = {}  # (broker name, broker id): kept out until (clock)
+        self._lock = threading.Lock()  # receives run on many threads
 
     def pop(
         self,
@@ -112,9 +133,12 @@ class PopClient:
             max_messages=max_messages,
             invisible_ms=invisible_ms,
             tag_expression=tag_expression,
-            bodies_elsewhere=self.bodies_elsewhere,
+            bodies_elsewhere=self.bodies_elsewhere and not self._penalized(broker_name),
         )
-        reply, address = self._call(broker_name, topic, "Pop", req, timeout_s, wait_ms=max(0, wait_ms))
+        margin = WAIT_MARGIN_S + (COLD_FETCH_S if req.bodies_elsewhere else 0.0)
+        reply, address = self._call(
+            broker_name, topic, "Pop", req, timeout_s, wait_ms=max(0, wait_ms), margin_s=margin
+        )
         messages: list[PoppedMessage] = []
         elsewhere: list[PoppedElsewhere] = []
         for m in reply.messages:
@@ -128,12 +152,15 @@ class PopClient:
                 elsewhere.append(
                     PoppedElsewhere(
                         m.queue_id, m.queue_offset, m.size, m.read_from, m.attempt, m.receipt_handle,
-                        m.deadline_ms,
+                        m.deadline_ms, m.physical_offset,
                     )
                 )  # fmt: skip
-        self.bodies["pop"] += len(messages)
+        self._add("pop", len(messages))
         if elsewhere:
-            messages += self._read_elsewhere(broker_name, group, topic, tag_expression, elsewhere, deadline)
+            keep_s = min(KEEP_S, invisible_ms / 2000)
+            messages += self._read_elsewhere(
+                broker_name, group, topic, tag_expression, elsewhere, deadline, keep_s
+            )
         return PopBatch(messages, address, reply.held)
 
     def _read_elsewhere(
@@ -144,14 +171,30 @@ class PopClient:
         tag_expression: str,
         refs: list[PoppedElsewhere],
         deadline: float,
+        keep_s: float,
     ) -> list[PoppedMessage]:
         """The bodies of a cold pop, from the brokers the master named
-        (the master for the rest); what cannot be delivered is settled:
-        acked (another tag) or given back (no body)."""
+        (the master for the rest), read by `deadline` and while `keep_s` of
+        the messages' invisibility is left; what cannot be delivered is
+        settled: acked (another tag) or given back (no body, or too late)."""
         pull = RoutedPull(self.routes, self.pool, broker_name, group, topic)
-        got = fetch_bodies(refs, pull, Subscription.parse(tag_expression), deadline, self.clock)
-        self.bodies["slave"] += sum(n for b, n in got.served_by.items() if b != MASTER_ID)
-        self.bodies["master_pull"] += got.served_by[MASTER_ID]
+        last_s = min(r.deadline_ms for r in refs) / 1000 - keep_s  # wall clock: the last moment to deliver
+        end = min(deadline, self.clock() + last_s - self.wall())
+        got = fetch_bodies(refs, pull, Subscription.parse(tag_expression), end, self.clock, topic)
+        now = self.wall()
+        late = {m.handle for m in got.messages if m.deadline_ms / 1000 - keep_s < now}
+        if late:  # an answer came too late: their handles are (nearly) stale, another pop may have them
+            got.missing += [r for r in refs if r.handle in late]
+            got.messages = [m for m in got.messages if m.handle not in late]
+        for broker_id in got.failed:
+            with self._lock:
+                self._penalty[(broker_name, broker_id)] = self.clock() + PENALTY_S
+            log.warning(
+                "cold reads: %s broker %d failed (%s): its group's bodies come from the master for %.0f s",
+                broker_name, broker_id, got.errors[-1] if got.errors else "a wrong record", PENALTY_S,
+            )  # fmt: skip
+        self._add("slave", sum(n for b, n in got.served_by.items() if b != MASTER_ID))
+        self._add("master_pull", got.served_by[MASTER_ID])
         if got.errors:
             log.info(
                 "cold reads from %s: %d run(s) from the master instead: %s",
@@ -162,14 +205,42 @@ class PopClient:
         self._settle(broker_name, group, topic, got)
         return got.messages
 
+    def _add(self, what: str, n: int) -> None:
+        with self._lock:
+            self.bodies[what] += n
+
+    def counts(self) -> dict[str, int]:
+        """A copy of `bodies`, taken under its lock."""
+        with self._lock:
+            return dict(self.bodies)
+
+    def _penalized(self, broker_name: str) -> bool:
+        """Whether a slave of `broker_name` failed a read less than PENALTY_S ago."""
+        now = self.clock()
+        with self._lock:
+            for key, until in list(self._penalty.items()):
+                if until <= now:
+                    del self._penalty[key]
+            return any(name == broker_name for name, _ in self._penalty)
+
     def _settle(self, broker_name: str, group: str, topic: str, got: Fetched) -> None:
         end = self.clock() + SETTLE_S
-        if got.mismatched:  # the tag's hash matched, the tag did not: consumed, as the master does
+        # the tag's hash matched, the tag did not: consumed, as the master does; acked, and once
+        # more what a failure left (a second ack of one acked answers INVALID_RECEIPT_HANDLE)
+        handles = [m.handle for m in got.mismatched]
+        for _ in range(2):
+            left = end - self.clock()
+            if not handles or left < MIN_CALL_S:
+                break
             try:
-                self.ack(broker_name, group, topic, [m.handle for m in got.mismatched], SETTLE_S)
-                self.bodies["tag_mismatch"] += len(got.mismatched)
-            except TailraceError as exc:  # they come back after their invisibility, checked again
-                log.info("could not ack %d message(s) of another tag: %s", len(got.mismatched), exc)
+                outcomes = self.ack(broker_name, group, topic, handles, left)
+            except TailraceError as exc:
+                log.info("could not ack %d message(s) of another tag: %s", len(handles), exc)
+                continue
+            self._add("tag_mismatch", sum(o.error is None for o in outcomes))
+            handles = [o.handle for o in outcomes if o.error is not None and o.error.retriable]
+        if handles:  # they come back after their invisibility: acked then (a hot pop acks them itself)
+            log.info("%d message(s) of another tag not acked", len(handles))
         for ref in got.missing:
             left = end - self.clock()
             if left < MIN_CALL_S:
@@ -177,7 +248,7 @@ class PopClient:
                 return
             try:
                 self.change_invisible(broker_name, group, topic, ref.handle, GIVE_BACK_MS, left)
-                self.bodies["given_back"] += 1
+                self._add("given_back", 1)
             except TailraceError as exc:  # it comes back after its invisible time instead
                 log.info("could not give back a message without a body: %s", exc)
 
@@ -233,6 +304,7 @@ class PopClient:
         timeout_s: float,
         wait_ms: int = -1,
         tries: int = 0,
+        margin_s: float = WAIT_MARGIN_S,
     ) -> Any:
         """(the answer, the master's address) of `method` on `broker_name`'s
         master. Tried again while `timeout_s` lasts after a failure that did
@@ -244,7 +316,7 @@ class PopClient:
         outcome is unknown (the request went out: a retry could pop a second
         batch, or answer a done ack INVALID_RECEIPT_HANDLE). `wait_ms` (a
         Pop): the hold asked of the master, cut at each try to the time left
-        less a margin. `tries` (0: no limit): a renewal makes two, so the
+        less `margin_s`. `tries` (0: no limit): a renewal makes two, so the
         proxy's one renewing thread does not wait a failover out for each
         handle (it tries each again a second later)."""
         deadline = self.clock() + timeout_s
@@ -256,7 +328,7 @@ class PopClient:
                 conn = self.pool.get(address)
                 left = max(MIN_CALL_S, deadline - self.clock())
                 if wait_ms >= 0:
-                    request.max_wait_ms = max(0, min(wait_ms, int((left - WAIT_MARGIN_S) * 1000)))
+                    request.max_wait_ms = max(0, min(wait_ms, int((left - margin_s) * 1000)))
                 sent = True
                 return conn.call(getattr(conn.stub, method), request, left), address
             except TailraceError as exc:

@@ -62,12 +62,14 @@ class ClusterBackend:
         fallback_body_bytes: int,
         fixed_body_bytes: int = 0,
         cluster: str = "",
+        cold_reads: bool = True,
     ) -> None:
         """`fixed_body_bytes`: the limit to tell clients (0: from the masters
-        of `cluster`, `fallback_body_bytes` until one answers)."""
+        of `cluster`, `fallback_body_bytes` until one answers). `cold_reads`
+        (proxy.cold_reads): cold queues' bodies from slaves (the masters'
+        redirect advice; docs/design.md, Cold pops), else all from masters."""
         self.producer = Producer(namesrv=namesrv, profile=profile)
-        # cold queues' bodies from slaves (the masters' redirect advice; docs/design.md, Cold pops)
-        self.pops = PopClient(self.producer.routes, self.producer.pool, bodies_elsewhere=True)
+        self.pops = PopClient(self.producer.routes, self.producer.pool, bodies_elsewhere=cold_reads)
         self._bodies_logged: dict[str, int] = {}
         self.transactions = TransactionClient(self.producer.routes, self.producer.pool)
         self._max_attempts = 0  # the masters' least pop_max_attempts (0: none told yet)
@@ -214,8 +216,8 @@ class ClusterBackend:
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(LIMIT_REFRESH_S):
-            self.log_bodies()
             try:
+                self.log_bodies()
                 self.refresh_limit()
             except Exception:  # a failed round is logged, the next one tries again
                 log.exception("refreshing the brokers' limits failed")
@@ -223,7 +225,7 @@ class ClusterBackend:
     def log_bodies(self) -> None:
         """Where popped messages' bodies came from, so far (a line when it
         changed: every 30 s and at close; the proxy has no metrics port)."""
-        now = dict(self.pops.bodies)
+        now = self.pops.counts()
         if now == self._bodies_logged:
             return
         self._bodies_logged = now

@@ -66,6 +66,13 @@ class ProxySection:
     max_body_bytes: int = field(
         default=0, metadata={"doc": "body limit told to clients (0: the masters' record limit less 64 KiB)"}
     )
+    cold_reads: bool = field(
+        default=True,
+        metadata={
+            "doc": "read cold queues' bodies from the slaves the masters name (pops with bodies_elsewhere); "
+            "false: every pop carries its bodies from the master (pull consumers' redirect unchanged)"
+        },
+    )
     long_polling_ms: int = field(
         default=20_000, metadata={"doc": "the longest long poll a consumer is given"}
     )
@@ -248,8 +255,9 @@ def run(args: argparse.Namespace) -> int:
     px, server_cfg = cfg.proxy, cfg.server
     setup_logging(px.name, args.log_level, args.log_file)
     backend = ClusterBackend(
-        namesrv, profile, 4 * 1024 * 1024 - HEADROOM_BYTES, px.max_body_bytes, cluster=px.cluster
-    )
+        namesrv, profile, 4 * 1024 * 1024 - HEADROOM_BYTES, px.max_body_bytes, cluster=px.cluster,
+        cold_reads=px.cold_reads,
+    )  # fmt: skip
     policy = Mqv2Policy(acl, cfg.auth.allow_anonymous, cfg.auth.max_skew_ms, cfg.auth.mqv2_any_timezone)
     limit = backend.refresh_limit()  # asked of the masters now, then every 30 s on its own thread
     send_cap = max(limit, px.max_body_bytes) + HEADROOM_BYTES

@@ -12,14 +12,24 @@ carry. Two ways to read:
   hash: a collision is handed out and the caller, which sees the tag, acks
   it. The budget counts each record's size as `bodies` does, so both hand
   out the same messages.
+
+An expired entry handed out again whose exact tag the expression does not
+match is left to a pop it matches (another expression's hand-out), except
+when its tag hash does match: then it can only be a collision a cold pop
+handed out and its caller failed to ack (it would be left in flight for
+good once the queue is hot), so it is returned in `passed`, for the pop to
+ack: consumed, as a fresh collision is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from core.record import Record, iter_records
+from core.pop.state import QueueState
+from core.record import Record, iter_records, tag_hash
+from core.redirect import Advice
+from core.route import MASTER_ID
 from core.store import MessageStore
 from core.store.entries import Entry, read_entries
 from core.subscription import Subscription
@@ -45,6 +55,7 @@ class Reading:
 
     again: dict[int, Got | None] = field(default_factory=dict)
     fresh: list[Got] = field(default_factory=list)
+    passed: list[int] = field(default_factory=list)  # expired collisions: to ack, not hand out
     end: int = 0
     budget: int = 0
 
@@ -96,11 +107,14 @@ def read_queue(
     answer's first message goes whatever its size). `cold`: entries only."""
     out = Reading(end=cursor, budget=budget)
     tag_ok = _tag_check(sub, cold)
+    hashes = sub.hash_filter()
     stopped = False  # by the budget
     for o in again[:want]:
         got = _entry_one(store, topic, queue_id, o) if cold else read_one(store, topic, queue_id, o)
         if got is not None and not tag_ok(got):
-            continue  # another expression's hand-out: left to a pop it matches
+            if isinstance(got, tuple) and hashes is not None and hashes(tag_hash(got[0].tags)):
+                out.passed.append(o)  # a collision a cold pop handed out, never acked: consumed
+            continue  # else another expression's hand-out: left to a pop it matches
         if not _take(out, o, got, first):
             stopped = True
             break
@@ -125,6 +139,28 @@ def read_queue(
         out.fresh.append(got)
         out.budget -= size
     return out
+
+
+def cold_slave(
+    advice: Advice, connected: Sequence[tuple[int, int]], visible: int | None
+) -> tuple[int, int | None]:
+    """(the slave a queue's bodies are read from, -1: none; the end of what
+    the pop may hand out): a slave the advice names among the `connected`
+    (broker id, acked offset), and only what it holds, so the caller rarely
+    has to fall back to the master."""
+    acked = dict(connected).get(advice.suggested_broker_id)
+    if advice.suggested_broker_id <= MASTER_ID or acked is None:  # (None: gone since the advice)
+        return -1, visible
+    return advice.suggested_broker_id, acked if visible is None else min(visible, acked)
+
+
+def pop_cursor(st: QueueState | None, store: MessageStore, committed: int | None, topic: str, q: int) -> int:
+    """Where a pop of the queue would start now (read without the pop lock:
+    for the advice, which needs no exact cursor)."""
+    if st is not None:
+        return st.cursor
+    lo, _ = store.queue_offsets(topic, q)
+    return max(committed or lo, lo)
 
 
 def _take(out: Reading, offset: int, got: Got | None, first: bool) -> bool:

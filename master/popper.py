@@ -46,10 +46,9 @@ from core.pull import PullArgs
 from core.record import Record, validate_topic
 from core.redirect import NO_ADVICE, Advice
 from core.retry import check_client_group
-from core.route import MASTER_ID
 from core.subscription import Subscription
 from master import pop_dead_letters
-from master.pop_reads import Got, offset_of, read_one, read_queue, size_of
+from master.pop_reads import Got, cold_slave, offset_of, pop_cursor, read_one, read_queue
 
 if TYPE_CHECKING:
     from master.leader import LeaderRole
@@ -76,6 +75,7 @@ class Popper:
         self.key = handle_key(core.config.replication.resolved_secret(), core.broker_name)
         self.dead_lettered = 0
         self.popped: Counter[str] = Counter()  # messages handed out, by where their bytes are read
+        self._count_lock = threading.Lock()  # (pops count after the pop lock: concurrently)
         self._lock = threading.Lock()
         self._rr = 0
         self.failures = 0  # revive steps that failed (retried next tick)
@@ -152,8 +152,8 @@ class Popper:
     ) -> PopResult:
         deadline = time.monotonic() + min(wait_ms, self.leader.core.config.pull.max_wait_ms) / 1000
         held = False
+        advices: dict[int, Advice] = {}  # per queue, asked once per call (bodies_elsewhere)
         while True:
-            advices: dict[int, Advice] = {}  # per queue, when asked (bodies_elsewhere)
             got, cold = self._pop_once(
                 group, topic, queues, max_messages, invisible_ms, sub, advices if elsewhere else None
             )
@@ -217,21 +217,24 @@ class Popper:
         rep = core.config.replication
         if rep.sync and not leader._sync_ready():  # as a send: refused before anything is stored
             raise BrokerBusyError(f"{rep.min_insync_replicas} in-sync slave(s) needed; nothing popped")
-        with leader._writing(), self._lock:
-            now = self.clock()
-            for q in queues:
-                want = max_messages - len(out) - len(cold_out)
-                if want <= 0 or budget <= 0:
-                    break
-                key = (group, topic, q)
+        now = self.clock()
+        for q in queues:
+            want = max_messages - len(out) - len(cold_out)
+            if want <= 0 or budget <= 0:
+                break
+            key = (group, topic, q)
+            if advices is not None and q not in advices:  # once per call, outside the lock (its
+                at = pop_cursor(self.table.get(key), store, core.offsets.query(*key), topic, q)
+                advices[q] = leader._advise(PullArgs(group, topic, q, at))  # CQ reads)
+            with leader._writing(), self._lock:  # a queue's read, plan and append: one step
                 lo, _ = store.queue_offsets(topic, q)
                 st = self.table.get(key)
                 start = st.cursor if st is not None else (core.offsets.query(group, topic, q) or lo)
                 cursor = max(start, lo)
                 visible, slave = leader.visible_end(), -1
                 if advices is not None:
-                    advices[q] = leader._advise(PullArgs(group, topic, q, cursor))
-                    slave, visible = self._cold(advices[q], visible)
+                    connected = [(r.broker_id, r.acked) for r in leader.replicas.snapshot() if r.connected]
+                    slave, visible = cold_slave(advices[q], connected, visible)
                 # read first, then plan only what fits: a pop record must never hand
                 # out what the answer cannot carry (its attempts would burn unseen)
                 again = self.table.again(key, now, self.max_attempts)
@@ -239,6 +242,10 @@ class Popper:
                 read = read_queue(
                     store, topic, q, again, cursor, want, budget, first, sub, visible, slave >= 0
                 )
+                if read.passed:  # expired tag hash collisions (master/pop_reads.py): consumed
+                    store.append_system("pop", {"op": "ack", "group": group, "topic": topic, "queue": q,
+                                                "o": read.passed})  # fmt: skip
+                    wrote = True
                 try:
                     plan = self.table.plan_pop(
                         key, start, read.end, max(1, len(read.again) + len(read.fresh)), invisible_ms, now,
@@ -269,9 +276,10 @@ class Popper:
                     else:
                         cold_out.append(
                             PoppedElsewhere(
-                                q, o, size_of(got), slave, entry.attempt, handle, entry.deadline_ms
+                                q, o, got.size, slave, entry.attempt, handle, entry.deadline_ms,
+                                got.physical_offset,
                             )
-                        )
+                        )  # fmt: skip
         if wrote:
             self._count(len(out), len(cold_out))
             self._confirm("popped")
@@ -279,26 +287,20 @@ class Popper:
             raise full
         return out, cold_out
 
+    def counts(self) -> dict[str, int]:
+        """A copy of `popped`, taken under its lock."""
+        with self._count_lock:
+            return dict(self.popped)
+
     def _count(self, here: int, elsewhere: int) -> None:
-        self.popped["here"] += here
-        self.popped["elsewhere"] += elsewhere
+        with self._count_lock:
+            self.popped["here"] += here
+            self.popped["elsewhere"] += elsewhere
         m = self.leader.core.metrics.popped
         if here:
             m.labels("here").inc(here)
         if elsewhere:
             m.labels("elsewhere").inc(elsewhere)
-
-    def _cold(self, advice: Advice, visible: int | None) -> tuple[int, int | None]:
-        """(the slave a queue's bodies are read from, -1: none; the end of
-        what the pop may hand out): a slave the advice names, and only what
-        it holds, so the caller rarely has to fall back to this master."""
-        if advice.suggested_broker_id <= MASTER_ID:
-            return -1, visible
-        held = {r.broker_id: r.acked for r in self.leader.replicas.snapshot() if r.connected}
-        acked = held.get(advice.suggested_broker_id)
-        if acked is None:  # (gone since the advice)
-            return -1, visible
-        return advice.suggested_broker_id, acked if visible is None else min(visible, acked)
 
     def _read_one(self, topic: str, queue_id: int, offset: int) -> tuple[Record, bytes] | None:
         return read_one(self.leader.core.store, topic, queue_id, offset)

@@ -458,7 +458,7 @@ class BrokerCore:
             role, "popper", None
         )  # the leader's: messages popped, by where their bytes were read
         if popper is not None:
-            details["popped"] = dict(popper.popped)
+            details["popped"] = popper.counts()
         txn = getattr(role, "transactions", None)  # the leader's (master/transactions.py)
         if txn is not None:
             details["transactions"] = txn.status()

@@ -246,6 +246,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                         queue_offset=e.queue_offset,
                         size=e.size,
                         read_from=e.read_from,
+                        physical_offset=e.physical_offset,
                     )
                     for e in out.elsewhere
                 ),

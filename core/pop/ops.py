@@ -34,6 +34,7 @@ class PoppedElsewhere:
     attempt: int
     handle: str
     deadline_ms: int
+    physical_offset: int  # the record's CommitLog offset: the caller checks the record it reads
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ class Entry:
     queue_offset: int
     size: int  # the stored record's bytes
     tag_hash: int
+    physical_offset: int  # where the record is in the CommitLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,7 @@ def read_entries(
                 raise CorruptRecordError(f"{topic}/{queue_id} entry {q} gives {size} bytes: not a record")
             if phys < log_min:
                 continue  # its segment was deleted: passed, as `store.read` passes it
-            out.append(Entry(q, size, th))
+            out.append(Entry(q, size, th, phys))
             total += size
             if len(out) >= max_count:
                 break

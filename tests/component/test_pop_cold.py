@@ -86,7 +86,14 @@ def test_a_cold_pop_reads_nothing_on_the_master_and_the_slave_serves_the_bodies(
     assert (reply.suggested_broker_id, reply.suggestion_reason) == (1, "backlog_over_budget")
     refs = [
         PoppedElsewhere(
-            r.queue_id, r.queue_offset, r.size, r.read_from, r.attempt, r.receipt_handle, r.deadline_ms
+            r.queue_id,
+            r.queue_offset,
+            r.size,
+            r.read_from,
+            r.attempt,
+            r.receipt_handle,
+            r.deadline_ms,
+            r.physical_offset,
         )
         for r in reply.messages
     ]
@@ -102,7 +109,7 @@ def test_a_cold_pop_reads_nothing_on_the_master_and_the_slave_serves_the_bodies(
         out = target.Pull(req, timeout=timeout)
         return bytes(out.records) if out.status == pb.FOUND else b""
 
-    got = fetch_bodies(refs, pull, Subscription.parse("*"), time.monotonic() + 10, time.monotonic)
+    got = fetch_bodies(refs, pull, Subscription.parse("*"), time.monotonic() + 10, time.monotonic, T)
     assert [msg.record.body for msg in got.messages] == [f"m{i}".encode() for i in range(6)]
     assert got.served_by == {1: 6} and reads.calls == 0
     assert s_out._value.get() - before == 6  # the slave served them (one pull)

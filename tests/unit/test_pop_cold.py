@@ -7,17 +7,20 @@ for the pop deadlines."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import core.store.entries as entries_module
 from core.clock import now_ms
 from core.pop.handles import decode_handle
 from core.pop.ops import PopResult
 from core.record import Message, iter_records
 from core.store import StoreConfig
+from core.subscription import Subscription
 from tests.unit.test_pop_master import Broker, start
 from tests.unit.test_retry_schedule import close
 
@@ -219,3 +222,66 @@ def test_each_cold_pop_counts_its_advice_once(broker: Broker) -> None:
     before = counts["backlog_over_budget"]
     cold_pop(broker, 1)
     assert counts["backlog_over_budget"] == before + 1
+
+
+def test_an_expired_collision_never_acked_is_consumed_once_the_queue_is_hot(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold pop hands out a tag hash collision; its proxy fails to ack
+    it. Once it expires the queue is hot (the cursor at its end): the pop
+    reads its body, sees the exact tag is another and acks it, rather than
+    leave it in flight for good (its attempt never rising, the group's
+    offset held)."""
+    msgs = [Message(T, 0, b"x", tags="x"), Message(T, 0, b"y", tags="y")]
+    assert broker.leader.send(T, 0, msgs).status.name == "SEND_OK"
+    slave(broker)
+    monkeypatch.setattr(Subscription, "hash_filter", lambda self: lambda h: True)  # every hash collides
+    out = cold_pop(broker, tags="y", inv=1000)
+    assert [e.queue_offset for e in out.elsewhere] == [0, 1]  # 0: a collision
+    broker.popper.ack(G, T, out.elsewhere[1].handle)  # the proxy's ack of 0 failed
+    broker.clock[0] += 1001
+    again = cold_pop(broker, tags="y")
+    assert again.messages == [] and again.elsewhere == []
+    st = broker.popper.table.get((G, T, 0))
+    assert st is not None and st.inflight == {} and broker.popper.table.commit_point((G, T, 0)) == 2
+    assert broker.popper.pop(G, T, 0, 32, 1000, tag_expression="x").messages == []  # consumed
+
+
+def test_a_held_cold_pop_asks_the_advice_once_and_outside_the_pop_lock(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A selective tag over a cold backlog: each held pass scans a slice and
+    hands out nothing. The advice (a CQ read at the cursor, a count) is
+    asked once for the call, without the broker-wide pop lock held."""
+    monkeypatch.setattr(entries_module, "FILTER_SCAN_LIMIT", 2)
+    broker.send(*[b"m"] * 10)  # untagged: an expression "y" passes them all
+    slave(broker)
+    popper = broker.popper
+    real, locked = broker.leader._advise, []
+
+    def advise(args: Any) -> Any:
+        locked.append(popper._lock.locked())
+        return real(args)
+
+    monkeypatch.setattr(broker.leader, "_advise", advise)
+    out = popper.pop(G, T, 0, 32, 1000, wait_ms=350, tag_expression="y", bodies_elsewhere=True)
+    assert out.messages == [] and out.elsewhere == [] and out.held
+    st = popper.table.get((G, T, 0))
+    assert st is not None and st.cursor > 2  # more than one pass
+    assert locked == [False]
+
+
+def test_the_popped_counters_change_under_a_lock(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    popper = broker.popper
+
+    class Checked(Counter[str]):
+        def __setitem__(self, key: str, value: int) -> None:
+            assert popper._count_lock.locked()
+            super().__setitem__(key, value)
+
+    monkeypatch.setattr(popper, "popped", Checked())
+    broker.send(b"a", b"b")
+    slave(broker)
+    cold_pop(broker, 1)
+    broker.pop(1)
+    assert popper.counts() == {"here": 1, "elsewhere": 1}

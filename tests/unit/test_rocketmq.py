@@ -455,3 +455,28 @@ def test_a_transaction_message_is_a_half_and_is_not_mixed_with_others() -> None:
     with pytest.raises(Refused) as info:
         translate.batch([_msg(message_type=d.TRANSACTION), _msg()], 1024, 0)
     assert info.value.code == d.BAD_REQUEST
+
+
+@pytest.mark.parametrize("setting, elsewhere", [(None, True), ("true", True), ("false", False)])
+def test_proxy_cold_reads_turns_the_pops_bodies_elsewhere_on_and_off(
+    monkeypatch: pytest.MonkeyPatch, setting: str | None, elsewhere: bool
+) -> None:
+    """proxy.cold_reads (default true): with false every pop asks the
+    master for its bodies, whatever the masters' pull.redirect."""
+    import argparse
+
+    from consumer.profile import Profile
+    from deploy import proxy_main
+    from deploy.proxy_backend import ClusterBackend
+
+    monkeypatch.delenv("TAILRACE_PROFILE", raising=False)
+    p = argparse.ArgumentParser()
+    proxy_main.add_arguments(p)
+    sets = ["proxy.namesrv=127.0.0.1:1"] + ([f"proxy.cold_reads={setting}"] if setting else [])
+    cfg = proxy_main.load(p.parse_args([x for s in sets for x in ("--set", s)]))
+    assert cfg.proxy.cold_reads is elsewhere
+    backend = ClusterBackend(["127.0.0.1:1"], Profile.resolve(None), 1000, cold_reads=cfg.proxy.cold_reads)
+    try:
+        assert backend.pops.bodies_elsewhere is elsewhere
+    finally:
+        backend.close()

@@ -84,7 +84,7 @@ class PopRequest(_message.Message):
     def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., queue_id: _Optional[int] = ..., max_messages: _Optional[int] = ..., invisible_ms: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., tag_expression: _Optional[str] = ..., bodies_elsewhere: _Optional[bool] = ...) -> None: ...
 
 class PoppedRecord(_message.Message):
-    __slots__ = ("record", "attempt", "receipt_handle", "deadline_ms", "queue_id", "queue_offset", "size", "read_from")
+    __slots__ = ("record", "attempt", "receipt_handle", "deadline_ms", "queue_id", "queue_offset", "size", "read_from", "physical_offset")
     RECORD_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_HANDLE_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class PoppedRecord(_message.Message):
     QUEUE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     READ_FROM_FIELD_NUMBER: _ClassVar[int]
+    PHYSICAL_OFFSET_FIELD_NUMBER: _ClassVar[int]
     record: bytes
     attempt: int
     receipt_handle: str
@@ -101,7 +102,8 @@ class PoppedRecord(_message.Message):
     queue_offset: int
     size: int
     read_from: int
-    def __init__(self, record: _Optional[bytes] = ..., attempt: _Optional[int] = ..., receipt_handle: _Optional[str] = ..., deadline_ms: _Optional[int] = ..., queue_id: _Optional[int] = ..., queue_offset: _Optional[int] = ..., size: _Optional[int] = ..., read_from: _Optional[int] = ...) -> None: ...
+    physical_offset: int
+    def __init__(self, record: _Optional[bytes] = ..., attempt: _Optional[int] = ..., receipt_handle: _Optional[str] = ..., deadline_ms: _Optional[int] = ..., queue_id: _Optional[int] = ..., queue_offset: _Optional[int] = ..., size: _Optional[int] = ..., read_from: _Optional[int] = ..., physical_offset: _Optional[int] = ...) -> None: ...
 
 class PopResponse(_message.Message):
     __slots__ = ("messages", "served_by", "suggested_broker_id", "suggestion_reason", "held")
