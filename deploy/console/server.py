@@ -25,10 +25,13 @@ non-loopback address without `[tls]` and accounts (as every port).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -55,34 +58,97 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-REQUEST_TIMEOUT_S = 10  # an idle or slow connection is closed after this
+REQUEST_TIMEOUT_S = 10  # the whole request (TLS handshake, request line, headers) within this of accept
+ANSWER_TIMEOUT_S = 30  # then the answer (a wait for a refresh, the write) within this
 MAX_CONNECTIONS = 64  # connections served at once; more are closed at accept (no thread each)
+MAX_PER_PEER = 8  # of them from one address: one client cannot hold every slot
+WATCH_S = 0.1  # how often the deadlines are checked
+
+
+def overdue(deadlines: Mapping[Any, float], now: float) -> list[Any]:
+    """The connections whose deadline (monotonic s) has passed."""
+    return [conn for conn, at in deadlines.items() if at <= now]
 
 
 class _BoundedServer(ThreadingHTTPServer):
-    """One thread per connection, at most MAX_CONNECTIONS of them."""
+    """One thread per connection, at most MAX_CONNECTIONS of them and
+    MAX_PER_PEER per peer address, each closed at its deadline: the request
+    read within REQUEST_TIMEOUT_S of accept (a per-read socket timeout
+    alone lets a client trickle a byte at a time for ever), the answer within
+    ANSWER_TIMEOUT_S more. A watchdog thread shuts overdue sockets down,
+    which ends any read or write, the TLS handshake's included."""
 
     daemon_threads = True
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._guard = threading.Lock()
+        self.peers: dict[str, int] = {}  # peer address -> connections being served
+        self.deadlines: dict[Any, float] = {}  # socket -> when it is shut down
+        self._stopping = threading.Event()
+        self._watch = threading.Thread(target=self._watchdog, name="console-deadlines", daemon=True)
+        self._watch.start()
+
+    def _admit(self, peer: str) -> bool:
+        with self._guard:
+            if self.peers.get(peer, 0) >= MAX_PER_PEER:
+                return False
+            if not self.slots.acquire(blocking=False):
+                return False
+            self.peers[peer] = self.peers.get(peer, 0) + 1
+            return True
+
+    def _leave(self, request: Any, peer: str) -> None:
+        with self._guard:
+            self.deadlines.pop(request, None)
+            n = self.peers.pop(peer, 0) - 1
+            if n > 0:
+                self.peers[peer] = n
+            self.slots.release()
+
+    def request_read(self, request: Any) -> None:
+        """The request is in: the answer has its own deadline from now."""
+        with self._guard:
+            if request in self.deadlines:
+                self.deadlines[request] = time.monotonic() + ANSWER_TIMEOUT_S
+
+    def _watchdog(self) -> None:
+        while not self._stopping.wait(WATCH_S):
+            with self._guard:
+                late = overdue(self.deadlines, time.monotonic())
+                for request in late:
+                    del self.deadlines[request]
+            for request in late:
+                with contextlib.suppress(OSError):  # the plain socket's: wakes a read, TLS or not
+                    socket.socket.shutdown(request, socket.SHUT_RDWR)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
+        peer = str(client_address[0])
+        if not self._admit(peer):
             self.shutdown_request(request)
             return
+        with self._guard:
+            self.deadlines[request] = time.monotonic() + REQUEST_TIMEOUT_S
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.slots.release()
+            self._leave(request, peer)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.release()
+            self._leave(request, str(client_address[0]))
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection cut (its deadline, or the client went): a debug line, not a traceback on stderr."""
+        log.debug("console connection from %s ended", client_address[0], exc_info=True)
+
+    def server_close(self) -> None:
+        self._stopping.set()
+        super().server_close()
 
 
 def check_request(
@@ -194,6 +260,7 @@ class ConsoleServer:
             sys_version = ""
 
             def _respond(self) -> None:
+                console.httpd.request_read(self.request)
                 try:
                     status, ctype, body = console.answer(self.command, self.path, dict(self.headers.items()))
                 except Exception:  # a bug: a 500, logged, never a dropped connection
