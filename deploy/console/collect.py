@@ -14,8 +14,10 @@ refresh. Parts:
   asked only while someone looks (an `/api` request in the last
   `VIEW_WINDOW_MS`);
 - `rates`: per topic, messages stored per second (the topic's summed max
-  offsets over time, `GetQueueOffsets` on each group's master), and per
-  group its total lag, bounded (deploy/console/history.py).
+  offsets over time, `GetQueueOffsets` on each group's master; at most
+  `max_topics_sampled` user topics, the busiest, `history.TopicPicker`,
+  the rest listed in `not_sampled`), and per group its total lag, bounded
+  (deploy/console/history.py).
 
 A failed part keeps its last value and says why (`errors`); nothing here
 raises into the serving thread.
@@ -36,7 +38,7 @@ from core.errors import TailraceError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.route import MASTER_ID, GroupRoute
 from deploy.console.config import ConsoleSection
-from deploy.console.history import Levels, Rates
+from deploy.console.history import Levels, Rates, TopicPicker
 
 log = logging.getLogger("tailrace.console")
 VIEW_WINDOW_MS = 60_000  # groups are described while someone looked this recently
@@ -67,6 +69,7 @@ class ConsoleData:
         self.clock_ms = clock_ms
         self.rates = Rates(cfg.history_points, cfg.max_series)
         self.lag = Levels(cfg.history_points, cfg.max_series)
+        self.picker = TopicPicker(cfg.max_topics_sampled)
         self._lock = threading.Lock()
         self._snapshot: dict[str, Any] = {"cluster": {}, "groups": {}, "updated_ms": 0, "errors": {}}
         self._viewed_ms = -VIEW_WINDOW_MS
@@ -94,7 +97,12 @@ class ConsoleData:
                     self._refreshed.wait_for(lambda: self._started_ms >= now, 10.0)
         with self._lock:
             snap = dict(self._snapshot)
-        charts = {"rates": self.rates.to_json(), "lag": self.lag.to_json(), "refresh_ms": self.cfg.refresh_ms}
+        left_out = self.picker.left_out
+        rates = self.rates.to_json() | {
+            "not_sampled": left_out[: self.cfg.max_series],
+            "not_sampled_count": len(left_out),
+        }
+        charts = {"rates": rates, "lag": self.lag.to_json(), "refresh_ms": self.cfg.refresh_ms}
         whole = {**snap, "charts": charts}
         if part == "state":
             return whole
@@ -210,13 +218,11 @@ class ConsoleData:
             g["master"] for c in cluster.get("clusters", []) for g in c["groups"] if g["master"] is not None
         ]
         try:
-            topics = sorted(self.admin.list_topics())[: self.cfg.max_topics_sampled] if masters else []
+            topics = self.picker.pick(list(self.admin.list_topics())) if masters else []
         except TailraceError as exc:
             errors["topics"] = str(exc)[:300]
             topics = []
         for topic in topics:
-            if topic.startswith("%"):
-                continue  # the broker's own topics (retries, timer, pop state): not an operator's rate
             total = 0
             for address in masters:
                 conn = self.admin.pool.get(address)
@@ -226,6 +232,7 @@ class ConsoleData:
                     continue  # the topic is not on that group
                 total += sum(q.max_offset for q in r.queues)
             stored[topic] = total
+        self.picker.sampled(now, stored)
         self.rates.add(now, stored)
         if groups is not None:
             self.lag.add(now, {g["group"]: g["lag"] for g in groups.get("groups", [])})

@@ -82,3 +82,46 @@ class Rates(Levels):
 
     def forget(self, name: str) -> None:
         self._last.pop(name, None)
+
+
+class TopicPicker:
+    """Which topics' offsets to sample each refresh, at most `cap`: the
+    broker's own `%` topics never (retries, DLQs, timer: not an operator's
+    rate, and `%` sorts before every letter, so a cut by name gave them
+    every slot); then the busiest (by the last rate measured for each),
+    with a quarter of the slots (at least one) turning through the rest,
+    least recently sampled first, so a topic that gets busy is found.
+    Plain logic: counts and times are passed in."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._count: dict[str, Point] = {}  # topic -> (ms, messages stored) when last sampled
+        self._rate: dict[str, float] = {}  # topic -> messages/s between its last two samples
+        self._turn = 0  # samples taken: the rotation's clock
+        self._sampled_at: dict[str, int] = {}  # topic -> the sample it was last in
+        self.left_out: list[str] = []  # user topics not sampled last time
+
+    def pick(self, topics: list[str]) -> list[str]:
+        users = sorted(t for t in topics if not t.startswith("%"))
+        for gone in [t for t in self._count if t not in set(users)]:
+            self._count.pop(gone), self._rate.pop(gone, None), self._sampled_at.pop(gone, None)
+        if len(users) <= self.cap:
+            self.left_out = []
+            return users
+        rotating = max(1, self.cap // 4) if self.cap else 0
+        by_rate = sorted(users, key=lambda t: -self._rate.get(t, -1.0))
+        busiest = [t for t in by_rate[: self.cap - rotating] if self._rate.get(t, 0.0) > 0]
+        rest = sorted((t for t in users if t not in set(busiest)), key=lambda t: self._sampled_at.get(t, -1))
+        chosen = busiest + rest[: self.cap - len(busiest)]
+        self.left_out = sorted(set(users) - set(chosen))
+        return chosen
+
+    def sampled(self, now_ms: int, counts: Mapping[str, float]) -> None:
+        """The counts read for the topics picked."""
+        self._turn += 1
+        for topic, n in counts.items():
+            prev = self._count.get(topic)
+            if prev is not None and now_ms > prev[0] and n >= prev[1]:
+                self._rate[topic] = (n - prev[1]) * 1000.0 / (now_ms - prev[0])
+            self._count[topic] = (now_ms, float(n))
+            self._sampled_at[topic] = self._turn

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,8 +14,9 @@ from core.config import load_section
 from core.errors import ConfigError
 from core.security.acl import AclFile
 from core.security.signing import sign
+from deploy.console.collect import ConsoleData
 from deploy.console.config import ConsoleSection
-from deploy.console.history import Levels, Rates
+from deploy.console.history import Levels, Rates, TopicPicker
 from deploy.console.server import ConsoleServer, check_request
 
 pytestmark = pytest.mark.unit
@@ -150,3 +152,64 @@ def test_console_section_defaults_off_and_checks_its_keys() -> None:
         load_section(ConsoleSection, {"refresh_ms": 1}, "console")
     with pytest.raises(ConfigError, match=r"console\.history_points"):
         load_section(ConsoleSection, {"history_points": 10**6}, "console")
+
+
+class FakeOffsets:
+    """A cluster of one master whose topics hold `counts` messages each, recording what is asked."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+        self.asked: list[str] = []
+        conn = SimpleNamespace(stub=SimpleNamespace(GetQueueOffsets=object()), call=self.call)
+        self.admin = SimpleNamespace(
+            list_topics=lambda: dict.fromkeys(counts, 1), pool=SimpleNamespace(get=lambda a: conn)
+        )
+
+    def call(self, method: Any, req: Any, timeout_s: float | None = None) -> Any:
+        self.asked.append(req.topic)
+        return SimpleNamespace(queues=[SimpleNamespace(max_offset=self.counts[req.topic])])
+
+
+CLUSTER = {"clusters": [{"groups": [{"master": "m:1"}]}]}
+
+
+def test_broker_topics_do_not_crowd_user_topics_out_of_the_rates_chart() -> None:
+    """Review B2: the cut to max_topics_sampled came before the `%` topics
+    were skipped, and `%` sorts first: four of them took all four slots and
+    `orders` was never asked for, with nothing saying so."""
+    cluster = FakeOffsets({f"%RETRY%g{i}": 1 for i in range(3)} | {"%DLQ%g0": 1, "orders": 0})
+    data = ConsoleData(ConsoleSection(max_topics_sampled=4), cluster.admin, lambda: {})  # type: ignore[arg-type]
+    for i in range(3):
+        cluster.counts["orders"] = 100 * i
+        data._sample(1000 * i, CLUSTER, None, {})
+    assert set(cluster.asked) == {"orders"}  # only the user topic, each refresh
+    assert data.rates.to_json()["series"] == {"orders": [[1000, 100.0], [2000, 100.0]]}
+
+
+def test_the_busiest_topics_are_sampled_and_the_rest_are_named() -> None:
+    """Past the cap: the busiest by their last rate, a turning slot finds a
+    topic that got busy, and /api says which topics were left out."""
+    names = [f"t{i}" for i in range(8)]
+    cluster = FakeOffsets(dict.fromkeys(names, 0))
+    data = ConsoleData(ConsoleSection(max_topics_sampled=4), cluster.admin, lambda: {})  # type: ignore[arg-type]
+    for i in range(12):  # t7 (last by name) is the one busy topic
+        cluster.counts["t7"] = 50 * i
+        cluster.asked.clear()
+        data._sample(1000 * i, CLUSTER, None, {})
+    assert len(cluster.asked) == 4 and "t7" in cluster.asked  # found, and kept every refresh since
+    rates = data.view("rates")["rates"]
+    assert rates["series"]["t7"][-1] == [11000, 50.0]
+    assert rates["not_sampled_count"] == 4 and len(rates["not_sampled"]) == 4
+    assert "t7" not in rates["not_sampled"]
+
+
+def test_the_topic_picker_turns_through_idle_topics() -> None:
+    picker = TopicPicker(2)
+    seen: set[str] = set()
+    for now in range(4):
+        chosen = picker.pick(["a", "b", "c", "d", "%SYS"])
+        assert len(chosen) == 2 and "%SYS" not in chosen
+        seen.update(chosen)
+        picker.sampled(now * 1000, dict.fromkeys(chosen, 0))
+    assert seen == {"a", "b", "c", "d"}  # every idle topic had its turn
+    assert TopicPicker(0).pick(["a"]) == [] and TopicPicker(5).pick(["%x", "b"]) == ["b"]

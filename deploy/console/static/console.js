@@ -168,8 +168,13 @@ function drawChart(id, chart) {
   root.replaceChildren();
   const names = Object.keys(chart.series || {});
   root.dataset.series = names.join(",");
+  const left = [];
+  if (chart.not_sampled_count) left.push(`${chart.not_sampled_count} quieter topic(s) not sampled: ${chart.not_sampled.join(", ")}`);
+  if ((chart.not_charted || []).length) left.push(`not charted (series cap): ${chart.not_charted.join(", ")}`);
+  root.dataset.leftOut = chart.not_sampled_count || 0;
   if (!names.length) {
     root.appendChild(el("p", "waiting for samples…", "empty"));
+    for (const t of left) root.appendChild(el("p", t, "note"));
     return;
   }
   const W = 600, H = 180, L = 44, B = 18;
@@ -222,6 +227,7 @@ function drawChart(id, chart) {
   });
   root.appendChild(svg);
   root.appendChild(legend);
+  for (const t of left) root.appendChild(el("p", t, "note"));
 }
 
 async function poll() {
