@@ -56,6 +56,20 @@ def brokers(admin: Admin, topic: str | None = None) -> Brokers:
     return out
 
 
+def down_groups(admin: Admin) -> dict[str, str]:
+    """Broker groups the nameservers know (or knew in the last day) with no
+    live broker: name -> why. They hold queues and offsets nobody can read
+    or change now; an answer without them must say so."""
+    if admin.routes is None:
+        return {}
+    return {
+        g.broker_name: "no live broker registered: its queues and offsets are not in this answer"
+        for c in admin.routes.clusters().clusters
+        for g in c.groups
+        if not any(b.alive for b in g.brokers)
+    }
+
+
 def _first(admin: Admin, replicas: list[tuple[int, str]], call: Callable[[Any], T]) -> T:
     """`call(stub)` on the first replica that answers (the master first)."""
     last: TailraceError = BrokerUnavailableError("no live broker")
@@ -81,9 +95,11 @@ def _row(q: pb.GroupQueue) -> dict[str, Any]:
 def describe_groups(admin: Admin, group: str = "", topic: str = "") -> dict[str, Any]:
     """{"queues": one entry per (group, topic, broker group, queue) (see
     admin_view.queue_entries), "groups": one summary per group,
-    "unreachable": broker address -> why}."""
+    "unreachable": broker address or broker group -> why (a group with no
+    live broker, or none of whose brokers answered: its queues are missing),
+    "complete": nothing unreachable}."""
     answers: dict[str, dict[int, list[dict[str, Any]]]] = {}
-    unreachable: dict[str, str] = {}
+    unreachable: dict[str, str] = down_groups(admin)
     for name, replicas in brokers(admin).items():
         for bid, address in replicas:
             try:
@@ -98,6 +114,8 @@ def describe_groups(admin: Admin, group: str = "", topic: str = "") -> dict[str,
                 unreachable[address] = str(exc)
                 continue
             answers.setdefault(name, {})[bid] = [_row(q) for q in r.queues]
+        if name not in answers:
+            unreachable[name] = "none of its brokers answered: its queues are not in this answer"
     topics = {row["topic"] for b in answers.values() for rows in b.values() for row in rows}
     read_queues: dict[str, list[MessageQueue]] = {}
     if admin.routes is not None:
@@ -107,7 +125,12 @@ def describe_groups(admin: Admin, group: str = "", topic: str = "") -> dict[str,
             except TailraceError:
                 continue  # no route (being deleted, say): the holder is computed per broker group
     entries = queue_entries(answers, read_queues)
-    return {"queues": entries, "groups": group_summaries(entries), "unreachable": unreachable}
+    return {
+        "queues": entries,
+        "groups": group_summaries(entries),
+        "unreachable": unreachable,
+        "complete": not unreachable,
+    }
 
 
 def parse_time(text: str) -> int:
@@ -134,16 +157,25 @@ def reset_offset(
     timestamp_ms: int = 0,
     dry_run: bool = False,
     force: bool = False,
+    skip_unreachable: bool = False,
 ) -> dict[str, Any]:
-    """Plan the reset on every broker group's master (a dry run each); with
-    members alive anywhere and no `force`, refuse before anything changes;
-    else carry it out group by group. {"plan": [...], "applied", "members"}."""
+    """Plan the reset on every broker group's master (a dry run each), then
+    carry it out group by group. Refused before anything changes when a
+    broker group cannot be reached (no live master, or a nameserver knows it
+    with no live broker: it may hold the topic) unless `skip_unreachable`,
+    and when members are live anywhere unless `force`. A group that fails
+    part way does not stop the others; the answer says per group what
+    happened: {"plan": rows with "applied", "groups": name -> {"status":
+    reset | planned | failed | unreachable, "why"}, "not_reset": names,
+    "applied": every group reset, "members", ...}. Running the same command
+    again finishes it (each group's plan goes to the same target)."""
     if target not in TARGETS:
         raise InvalidArgumentError(f"reset target must be one of {', '.join(TARGETS)}")
     if offset < 0 or timestamp_ms < 0:
         raise InvalidArgumentError("offsets and times are not negative")
     groups = brokers(admin, topic)
-    if not groups:
+    unreachable = {n: why for n, why in down_groups(admin).items() if n not in groups}
+    if not groups and not unreachable:
         raise UnknownTopicError(f"topic {topic!r} has no live broker")
 
     def request(dry: bool) -> pb.ResetOffsetRequest:
@@ -152,33 +184,65 @@ def reset_offset(
             dry_run=dry, force=force,
         )  # fmt: skip
 
-    masters = {}
+    masters: dict[str, str] = {}
     for name, replicas in groups.items():
         if replicas[0][0] != MASTER_ID:
-            raise BrokerUnavailableError(f"broker group {name} has no live master: nothing reset")
-        masters[name] = replicas[0][1]
-    plans = {n: _stub_call(admin.pool.get(a), "ResetOffset", request(True)) for n, a in masters.items()}
+            unreachable[name] = "no live master (a slave takes no reset)"
+        else:
+            masters[name] = replicas[0][1]
+    plans: dict[str, pb.ResetOffsetResponse] = {}
+    for name, address in sorted(masters.items()):
+        try:
+            plans[name] = _stub_call(admin.pool.get(address), "ResetOffset", request(True))
+        except BrokerUnavailableError as exc:
+            unreachable[name] = str(exc)
+    if unreachable and not skip_unreachable and not dry_run:
+        raise BrokerUnavailableError(
+            f"cannot reach broker group(s) {_why(unreachable)}; they may hold {topic!r}: nothing was reset "
+            "(run it again once they are back, or --skip-unreachable to reset the others and leave "
+            "their offsets as they are)"
+        )
     members = sorted({m for r in plans.values() for m in r.members})
     if members and not force and not dry_run:
         raise GroupActiveError(
             f"group {group!r} has {len(members)} live member(s) on {topic!r} ({', '.join(members)}): "
             "stop them first, or --force (they may commit over the reset); nothing was reset"
         )
-    if not dry_run:
-        plans = {n: _stub_call(admin.pool.get(a), "ResetOffset", request(False)) for n, a in masters.items()}
+    status = {n: {"status": "unreachable", "why": w} for n, w in unreachable.items()}
+    for name in sorted(plans):
+        if dry_run:
+            status[name] = {"status": "planned", "why": ""}
+            continue
+        try:  # each master checks members again and commits queue by queue
+            plans[name] = _stub_call(admin.pool.get(masters[name]), "ResetOffset", request(False))
+            status[name] = {"status": "reset", "why": ""}
+        except TailraceError as exc:
+            status[name] = {"status": "failed", "why": str(exc)}
     plan = [
-        {"broker_name": n, **{f.name: getattr(q, f.name) for f in pb.ResetQueue.DESCRIPTOR.fields}}
+        {
+            "broker_name": n,
+            **{f.name: getattr(q, f.name) for f in pb.ResetQueue.DESCRIPTOR.fields},
+            "applied": status[n]["status"] == "reset",
+        }
         for n, r in sorted(plans.items())
         for q in r.queues
     ]
+    not_reset = [] if dry_run else sorted(n for n, st in status.items() if st["status"] != "reset")
     return {
         "group": group,
         "topic": topic,
         "target": target,
-        "applied": not dry_run,
+        "dry_run": dry_run,
+        "applied": not dry_run and not not_reset,
         "members": members,
         "plan": plan,
+        "groups": dict(sorted(status.items())),
+        "not_reset": not_reset,
     }
+
+
+def _why(reasons: dict[str, str]) -> str:
+    return "; ".join(f"{n} ({why})" for n, why in sorted(reasons.items()))
 
 
 def message_dict(record: bytes, broker_name: str) -> dict[str, Any]:

@@ -65,13 +65,18 @@ def _admin_command(fn: Callable[[argparse.Namespace, Admin], dict[str, Any]], sh
             print(json.dumps(out), flush=True)
         else:
             show(out)
-        return 0
+        return exit_status(out)
 
     def with_dir(args: argparse.Namespace) -> int:
         _from_dir(args)
         return int(run(args))
 
     return with_dir
+
+
+def exit_status(out: dict[str, Any]) -> int:
+    """1 for a reset that did not reach every broker group (it says which), else 0."""
+    return 1 if out.get("not_reset") else 0
 
 
 def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> None:
@@ -118,6 +123,11 @@ def add_group_arguments(p: argparse.ArgumentParser) -> None:
     )
     r.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
     r.add_argument("--force", action="store_true", help="although members are live (they may commit over it)")
+    r.add_argument(
+        "--skip-unreachable",
+        action="store_true",
+        help="reset the broker groups that answer although others cannot be reached (theirs stay as is)",
+    )
     _common(r)
 
 
@@ -137,20 +147,14 @@ def _group(args: argparse.Namespace, admin: Admin) -> dict[str, Any]:
         target, offset, at = "offset", args.to_offset, 0
     else:
         target, offset, at = "time", 0, ops.parse_time(args.to_time)
-    return ops.reset_offset(admin, args.group, args.topic, target, offset, at, args.dry_run, args.force)
+    return ops.reset_offset(
+        admin, args.group, args.topic, target, offset, at, args.dry_run, args.force, args.skip_unreachable
+    )
 
 
 def _show_group(out: dict[str, Any]) -> None:
     if "plan" in out:
-        verb = "reset" if out["applied"] else "plan (dry run; nothing changed)"
-        print(f"{out['group']} on {out['topic']}: {verb} to {out['target']}")
-        _table(
-            out["plan"],
-            [("BROKER", "broker_name"), ("QUEUE", "queue_id"), ("OLD", "old_offset"), ("NEW", "new_offset"),
-             ("MIN", "min_offset"), ("MAX", "max_offset")],
-        )  # fmt: skip
-        if out["members"]:
-            print(f"live members: {', '.join(out['members'])}")
+        _show_reset(out)
         return
     if "queues" not in out:
         _table(
@@ -177,6 +181,30 @@ def _show_group(out: dict[str, Any]) -> None:
              ("READ_FROM", "served"), ("REASON", "reason"), ("LAST_PULL", "last"), ("POP", "pop_inflight")],
         )  # fmt: skip
     _unreachable(out)
+
+
+def _show_reset(out: dict[str, Any]) -> None:
+    verb = (
+        "plan (dry run; nothing changed)" if out["dry_run"] else "reset" if out["applied"] else "PARTLY reset"
+    )
+    print(f"{out['group']} on {out['topic']}: {verb} to {out['target']}")
+    rows = [{**r, "done": "yes" if r["applied"] else "no"} for r in out["plan"]]
+    _table(
+        rows,
+        [("BROKER", "broker_name"), ("QUEUE", "queue_id"), ("OLD", "old_offset"), ("NEW", "new_offset"),
+         ("MIN", "min_offset"), ("MAX", "max_offset"), ("APPLIED", "done")],
+    )  # fmt: skip
+    for name, g in out["groups"].items():
+        if g["status"] in ("failed", "unreachable"):
+            print(f"broker group {name}: {g['status']}: {g['why']}", file=sys.stderr)
+    if out["members"]:
+        print(f"live members: {', '.join(out['members'])}")
+    if out["not_reset"]:
+        print(
+            f"NOT reset on {', '.join(out['not_reset'])}; the other groups were. Run the same command again "
+            "to finish: each group is planned again for the same target (one already there does not move).",
+            file=sys.stderr,
+        )
 
 
 run_group = _admin_command(_group, _show_group)

@@ -6,6 +6,12 @@ the topic's queue counts (taken from the group's master, else any broker) and
 every live broker, where of two brokers claiming id 0 only the higher epoch
 is shown, and whether the group creates topics on first send (as its master,
 else its newest broker, registered).
+
+Broker groups are remembered past their last broker (`clusters()` lists a
+group with no live broker, and no brokers, for `KNOWN_GROUP_MS` after the
+last heartbeat of any of them; in memory, bounded): an operator's view
+must show a group that is entirely down, not drop it. Routes do not list
+such a group: clients would be given queues no broker serves.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from core.errors import PermissionDeniedError, brief
 from core.route import BrokerEndpoint, GroupRoute, TopicRoute
 
 MISSED_HEARTBEATS = 3
+KNOWN_GROUP_MS = 24 * 3600 * 1000  # a group with no live broker is listed this long after its last one
+MAX_KNOWN_GROUPS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,8 @@ class BrokerRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._brokers: dict[str, Registration] = {}  # by address
+        # broker group -> (cluster, last heartbeat ms of any of its brokers), oldest first
+        self._known: dict[str, tuple[str, int]] = {}
 
     def register(self, reg: Registration, now_ms: int) -> int:
         """Record a heartbeat; returns the highest epoch known for the group."""
@@ -79,6 +89,10 @@ class BrokerRegistry:
                 ):
                     del self._brokers[addr]
             self._brokers[reg.address] = reg
+            self._known.pop(reg.broker_name, None)
+            self._known[reg.broker_name] = (reg.cluster, now_ms)
+            while len(self._known) > MAX_KNOWN_GROUPS:
+                del self._known[next(iter(self._known))]
             return max(
                 (r.epoch for r in self._brokers.values() if r.broker_name == reg.broker_name),
                 default=reg.epoch,
@@ -166,10 +180,16 @@ class BrokerRegistry:
         return TopicRoute(topic, found) if found else None
 
     def clusters(self, now_ms: int) -> dict[str, list[GroupRoute]]:
+        """Every broker group by cluster: its live brokers, and the groups
+        known in the last KNOWN_GROUP_MS with none (no brokers listed)."""
         with self._lock:
             out: dict[str, list[GroupRoute]] = {}
-            for regs in self._groups(now_ms).values():
+            live = self._groups(now_ms)
+            for regs in live.values():
                 g = self._group_route(regs, None)
                 if g is not None:
                     out.setdefault(g.cluster, []).append(g)
+            for name, (cluster, last_ms) in self._known.items():
+                if name not in live and now_ms - last_ms <= KNOWN_GROUP_MS:
+                    out.setdefault(cluster, []).append(GroupRoute(name, cluster, 0, 0, ""))
         return {c: sorted(gs, key=lambda g: g.broker_name) for c, gs in sorted(out.items())}

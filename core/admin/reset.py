@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from core.errors import CorruptRecordError, GroupActiveError, InvalidArgumentError, UnknownTopicError
+from core.errors import (
+    CorruptRecordError,
+    GroupActiveError,
+    InvalidArgumentError,
+    TailraceError,
+    UnknownTopicError,
+)
 from core.offsets import U64, validate_group
 from core.record import check_record, validate_topic
 from core.retry import check_client_group
@@ -148,7 +154,23 @@ def reset_offsets(
             "stop them first, or force it (they may commit over the reset)"
         )
     leader = core.leader()
+    done: list[int] = []
     for row in plan:
         if not row["committed"] or row["new_offset"] != row["old_offset"]:
-            leader.commit_offset(group, topic, row["queue_id"], row["new_offset"])
+            try:
+                leader.commit_offset(group, topic, row["queue_id"], row["new_offset"])
+            except TailraceError as exc:
+                raise partly_done(exc, row["queue_id"], done) from exc
+        done.append(row["queue_id"])
     return plan, True, members
+
+
+def partly_done(exc: TailraceError, queue_id: int, done: list[int]) -> TailraceError:
+    """`exc` (same class: the same status code and retry advice), saying
+    which queues of this broker group were reset before queue `queue_id` failed."""
+    before = f"queues {', '.join(map(str, done))} were reset before it" if done else "no queue was reset"
+    out = type(exc).__new__(type(exc))  # its own fields kept (some take more than a message)
+    out.__dict__.update(exc.__dict__)
+    out.message = f"reset stopped at queue {queue_id} ({exc.message}); {before}, the rest were not"
+    out.args = (out.message,)
+    return out

@@ -53,6 +53,18 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def group_state(brokers: list[dict[str, Any]]) -> str:
+    """A broker group's card state: `unreachable` (no live broker
+    registered, or none answered), `no_master`, `degraded` (a broker did not
+    answer), else `ok`."""
+    answered = [b for b in brokers if "error" not in b]
+    if not answered:
+        return "unreachable"
+    if not any(b["broker_id"] == MASTER_ID for b in answered):
+        return "no_master"
+    return "ok" if len(answered) == len(brokers) else "degraded"
+
+
 class ConsoleData:
     def __init__(
         self,
@@ -201,6 +213,7 @@ class ConsoleData:
         masters = [b for b in brokers if b["broker_id"] == MASTER_ID]
         return {
             "broker_name": g.broker_name,
+            "state": group_state(brokers),
             "master": masters[0]["address"] if masters else None,
             "epoch": max((b["epoch"] for b in brokers), default=0),
             "in_sync": in_sync,

@@ -14,7 +14,13 @@ from core.admin.groups import describe_groups
 from core.admin.lookup import find_messages, get_message
 from core.admin.reset import Target, reset_offsets
 from core.clock import now_ms
-from core.errors import GroupActiveError, InvalidArgumentError, MessageNotFoundError, UnknownTopicError
+from core.errors import (
+    GroupActiveError,
+    InvalidArgumentError,
+    MessageNotFoundError,
+    RequestTimeoutError,
+    UnknownTopicError,
+)
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.pull import PullArgs
@@ -81,6 +87,32 @@ def test_a_reset_is_refused_while_members_live_and_goes_through_the_log(nodes: N
         reset_offsets(core, "G", "nope", Target.LATEST, 0, 0, False, True, now_ms())
     with pytest.raises(InvalidArgumentError):
         reset_offsets(core, "%SYS%", "T", Target.LATEST, 0, 0, False, True, now_ms())
+
+
+def test_a_reset_stopped_at_a_queue_says_which_queues_were_reset(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review B3: a commit failing at queue k (a sync-replication timeout)
+    left queues 0..k-1 reset while the error said nothing of them."""
+    master = nodes.master()
+    core = master.core
+    core.leader().create_topic("T", 3)
+    for q in range(3):
+        send(master, "T", q, 5)
+        core.leader().commit_offset("G", "T", q, 5)
+    leader = core.leader()
+    real = leader.commit_offset
+
+    def times_out_on_queue_1(group: str, topic: str, queue_id: int, offset: int) -> None:
+        if queue_id == 1:
+            raise RequestTimeoutError("no slave acknowledged in time")
+        real(group, topic, queue_id, offset)
+
+    monkeypatch.setattr(leader, "commit_offset", times_out_on_queue_1)
+    monkeypatch.setattr(core, "leader", lambda: leader)
+    with pytest.raises(RequestTimeoutError, match=r"stopped at queue 1 .*queues 0 were reset before it"):
+        reset_offsets(core, "G", "T", Target.EARLIEST, 0, 0, False, False, now_ms())
+    assert [core.offsets.query("G", "T", q) for q in range(3)] == [0, 5, 5]
 
 
 def test_a_reset_to_a_time_lands_on_the_first_message_stored_since(nodes: Nodes) -> None:

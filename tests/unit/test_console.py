@@ -213,3 +213,24 @@ def test_the_topic_picker_turns_through_idle_topics() -> None:
         picker.sampled(now * 1000, dict.fromkeys(chosen, 0))
     assert seen == {"a", "b", "c", "d"}  # every idle topic had its turn
     assert TopicPicker(0).pick(["a"]) == [] and TopicPicker(5).pick(["%x", "b"]) == ["b"]
+
+
+def test_a_broker_group_with_no_live_broker_keeps_its_card_as_unreachable() -> None:
+    """Review B4: the registry listed live groups only, so a group entirely
+    down lost its card. The registry now lists it with no brokers, and the
+    card says `unreachable`."""
+    from core.route import BrokerEndpoint, GroupRoute
+    from deploy.console.collect import group_state
+
+    up = GroupRoute("a", "c", 0, 0, "rw", (BrokerEndpoint(0, "a:1", "master", 1, True, 0),))
+    down = GroupRoute("b", "c", 0, 0, "")
+    status = SimpleNamespace(role="master", max_offset=0, details_json="{}")
+    conn = SimpleNamespace(stub=SimpleNamespace(Status=object()), call=lambda *a, **k: status)
+    admin = SimpleNamespace(pool=SimpleNamespace(get=lambda a: conn))
+    data = ConsoleData(ConsoleSection(), admin, lambda: {"c": [up, down]})  # type: ignore[arg-type]
+    cards = {g["broker_name"]: g for g in data._cluster({})["clusters"][0]["groups"]}
+    assert (cards["a"]["state"], cards["b"]["state"]) == ("ok", "unreachable")
+    assert cards["b"]["master"] is None and cards["b"]["brokers"] == []
+    slave = {"broker_id": 1}
+    assert group_state([{"broker_id": 0, "error": "x"}, slave]) == "no_master"
+    assert group_state([{"broker_id": 0}, {"broker_id": 1, "error": "x"}]) == "degraded"

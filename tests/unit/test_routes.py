@@ -7,7 +7,7 @@ import pytest
 from core.consumer_groups import ConsumerGroups
 from core.errors import InvalidArgumentError
 from core.route import MessageQueue, allocate_average
-from nameserver.registry import BrokerRegistry, Registration, TopicInfo
+from nameserver.registry import KNOWN_GROUP_MS, BrokerRegistry, Registration, TopicInfo
 
 pytestmark = pytest.mark.unit
 
@@ -188,3 +188,21 @@ def test_a_producer_sends_an_unrouted_topic_to_a_master_that_creates_it() -> Non
     assert not isinstance(first_call(nobody), Call)  # nobody registered yet: retried later
     with pytest.raises(UnknownTopicError, match="create it with"):
         first_call(UnknownTopicError("topic 'new' does not exist; create it with `tailrace topic create`"))
+
+
+def test_a_group_with_no_live_broker_stays_listed_but_not_routed() -> None:
+    """Review B4: `clusters()` carried only live groups, so a broker group
+    entirely down vanished from describe, list and the console. It stays
+    listed (with no brokers) for KNOWN_GROUP_MS; routes still leave it out
+    (consumers must not be given queues nobody serves)."""
+    r = BrokerRegistry()
+    r.register(reg("a", 0, "h:1"), now_ms=0)
+    r.register(reg("b", 0, "h:2"), now_ms=0)
+    r.register(reg("a", 0, "h:1"), now_ms=5000)  # b's master went silent
+    groups = {g.broker_name: g for g in r.clusters(now_ms=5000)["c"]}
+    assert sorted(groups) == ["a", "b"]
+    assert groups["b"].brokers == () and groups["b"].master is None
+    route = r.route("T", now_ms=5000)
+    assert route is not None and [g.broker_name for g in route.groups] == ["a"]
+    r.register(reg("a", 0, "h:1"), now_ms=KNOWN_GROUP_MS + 1)
+    assert [g.broker_name for g in r.clusters(now_ms=KNOWN_GROUP_MS + 1)["c"]] == ["a"]  # forgotten since

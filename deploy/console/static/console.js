@@ -90,9 +90,11 @@ function drawClusters(cluster) {
     root.appendChild(el("h3", `cluster ${c.name}`));
     const grid = el("div", null, "groups");
     for (const g of c.groups) {
-      const card = el("div", null, "group");
+      const card = el("div", null, `group state-${g.state}`);
       card.dataset.group = g.broker_name;
+      card.dataset.state = g.state;
       card.appendChild(el("h4", g.broker_name));
+      if (g.state !== "ok") card.appendChild(el("div", g.state === "unreachable" ? "UNREACHABLE: no live broker answers" : g.state.replace("_", " "), "no"));
       const inSync = g.in_sync === null ? "unknown (no master answered)" : `[${g.in_sync.join(", ")}]`;
       let meta = `epoch ${g.epoch} · master ${g.master || "NONE"} · in-sync slaves ${inSync}`;
       if (g.controller) meta += ` · controller: ${g.controller.status || ""}`;
@@ -112,6 +114,10 @@ function drawClusters(cluster) {
 }
 
 function drawGroups(groups) {
+  const missing = Object.entries(groups.unreachable || {}).map(([k, v]) => `${k}: ${v}`);
+  const note = document.getElementById("groups-unreachable");
+  note.textContent = missing.length ? `incomplete (lag below leaves these out): ${missing.join("; ")}` : "";
+  note.dataset.count = missing.length;
   const gb = document.querySelector("#groups tbody");
   gb.replaceChildren();
   for (const g of groups.groups || []) {
@@ -141,7 +147,8 @@ function drawGroups(groups) {
     cell(tr, q.broker_name);
     cell(tr, q.queue_id, "num");
     cell(tr, q.max_offset, "num");
-    cell(tr, q.committed_offset === null ? "none" : q.committed_offset, "num");
+    const fromSlave = q.offsets_from !== undefined && q.offsets_from !== 0;
+    cell(tr, (q.committed_offset === null ? "none" : q.committed_offset) + (fromSlave ? ` (slave ${q.offsets_from})` : ""), "num");
     cell(tr, q.lag, "num");
     cell(tr, q.lag_bytes_estimated ? `~${q.lag_bytes}` : q.lag_bytes, "num");
     cell(tr, q.member || "");
