@@ -23,6 +23,15 @@ _TARGETS = {
 }
 
 
+ANSWER_MARGIN_S = 0.5  # a scan stops this long before the caller's deadline, to answer in time
+
+
+def caller_gone(context: grpc.ServicerContext) -> bool:
+    """The call was cancelled, or its deadline is too near to go on scanning."""
+    left = context.time_remaining()
+    return not context.is_active() or (left is not None and left < ANSWER_MARGIN_S)
+
+
 class BrokerAdminService(broker_pb2_grpc.BrokerAdminServicer):
     def __init__(self, core: BrokerCore) -> None:
         self.core = core
@@ -83,6 +92,7 @@ class BrokerAdminService(broker_pb2_grpc.BrokerAdminServicer):
             request.max_scan,
             request.max_messages,
             self.core.visible_end(),
+            stop=lambda: caller_gone(context),
         )
         return pb.FindMessagesResponse(
             records=records,

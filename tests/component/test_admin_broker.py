@@ -6,13 +6,16 @@ checked once at the end."""
 from __future__ import annotations
 
 import time
+import tracemalloc
+from types import SimpleNamespace
 
 import grpc
 import pytest
 
 from core.admin.groups import describe_groups
-from core.admin.lookup import find_messages, get_message
+from core.admin.lookup import STOP_EVERY, find_messages, get_message
 from core.admin.reset import Target, reset_offsets
+from core.broker.admin_service import BrokerAdminService
 from core.clock import now_ms
 from core.errors import (
     GroupActiveError,
@@ -181,6 +184,50 @@ def test_messages_are_found_by_key_or_rocketmq_id_within_the_scan(nodes: Nodes) 
     for bad in ({"key": ""}, {"max_scan": 2_000_000}):
         with pytest.raises(InvalidArgumentError):
             find_messages(core.store, "T", bad.get("key", "k"), int(bad.get("max_scan", 0)), 0, None)
+
+
+def test_a_find_with_a_common_key_keeps_only_what_it_answers(nodes: Nodes) -> None:
+    """Review B5: every match was kept as raw bytes and cut to max_found only
+    at the end, so a key every message carries held the whole scan in
+    memory (1e6 x queues records). Now at most max_found are held."""
+    master = nodes.master()
+    master.core.leader().create_topic("T", 1)
+    for _ in range(4):
+        send_sized(master, 500, b"x" * 1000, keys="tenant-42")
+    tracemalloc.start()
+    try:
+        found, scanned, complete = find_messages(master.core.store, "T", "tenant-42", 0, 4, None)
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (len(found), scanned, complete) == (4, 2000, True)
+    assert peak < 500_000, peak  # the 2000 matches are 2 MB: only the 4 kept were held
+    newest = master.core.store.commitlog.max_offset - len(found[0])
+    assert decode_record(found[0]).physical_offset == newest  # still the newest first
+
+
+def test_a_find_answer_is_bounded_in_bytes_and_stops_when_the_caller_is_gone(nodes: Nodes) -> None:
+    """Review B5: no byte bound (32 x 4 MiB passes the 64 MiB gRPC limit,
+    failing after the whole scan) and no look at the caller: a scan went on
+    after the client had given up."""
+    master = nodes.master()
+    master.core.leader().create_topic("T", 1)
+    send_sized(master, 3000, b"y" * 100, keys="k")
+    size = len(find_messages(master.core.store, "T", "k", 0, 1, None)[0][0])
+    found, _scanned, complete = find_messages(master.core.store, "T", "k", 0, 32, None, max_bytes=3 * size)
+    assert len(found) == 3 and not complete  # the three newest; incomplete: matches were left out
+    gone = SimpleNamespace(is_active=lambda: False, time_remaining=lambda: 5.0)
+    svc = BrokerAdminService(master.core)
+    r = svc.FindMessages(pb.FindMessagesRequest(topic="T", key="k"), gone)  # type: ignore[arg-type]
+    assert r.scanned == STOP_EVERY and not r.complete  # stopped at the first look, not after 3000
+    near = SimpleNamespace(is_active=lambda: True, time_remaining=lambda: 0.1)
+    assert svc.FindMessages(pb.FindMessagesRequest(topic="T", key="k"), near).scanned == STOP_EVERY  # type: ignore[arg-type]
+
+
+def send_sized(node: BrokerNode, n: int, body: bytes, keys: str) -> None:
+    for i in range(0, n, 250):
+        msgs = [Message("T", 0, body, keys=keys) for _ in range(min(250, n - i))]
+        assert node.core.leader().send("T", 0, msgs).status.value == "SEND_OK"
 
 
 def test_the_admin_service_answers_over_grpc(nodes: Nodes) -> None:
