@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 BENCH_DIR ?= /tmp/tailrace-bench
 
-.PHONY: demo test lint typecheck unit test-all drills fuzz bench clean etcd chromium
+.PHONY: demo test lint typecheck unit test-all drills fuzz bench clean tools etcd chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,22 +25,26 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy core bench deploy master slave nameserver consumer
 
-# etcd for the failover controller's tests: Debian's etcd-server when no
-# `etcd` is installed (as root, or with sudo); its service is not started.
-etcd:
-	sh deploy/install_etcd.sh
+# What the tests run besides Python, from Debian when missing (as root, or
+# with sudo), with one `apt-get update` for all of them: etcd-server (the
+# failover controller's tests; its service is not started), chromium (the
+# web console's browser tests) and prometheus for promtool (the alert
+# rules' tests). `etcd` and `chromium` install just that one.
+tools:
+	sh deploy/install_test_tools.sh
 
-# Headless Chromium for the web console's browser tests: Debian's chromium
-# when none is installed (as root, or with sudo).
+etcd:
+	sh deploy/install_test_tools.sh etcd
+
 chromium:
-	sh deploy/install_chromium.sh
+	sh deploy/install_test_tools.sh chromium
 
 # The CI set: everything but the tests marked slow or drill.
-test: lint typecheck etcd chromium
+test: lint typecheck tools
 	$(BIN)/pytest
 
 # Everything, slow runs included.
-test-all: lint typecheck etcd chromium
+test-all: lint typecheck tools
 	$(BIN)/pytest -m ''
 
 # Every failover drill once (fast timings), the controller's drills once

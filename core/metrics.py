@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -218,7 +219,8 @@ class _StateCollector(Collector):
         )
 
 
-GroupCounts = Callable[[], dict[tuple[str, str], tuple[int, int]]]  # (cluster, group) -> (brokers, masters)
+# (cluster, group) -> (live brokers, live masters, brokers known in the last day)
+GroupCounts = Callable[[], dict[tuple[str, str], tuple[int, int, int]]]
 MAX_GROUPS_SEEN = 10_000  # broker groups a nameserver keeps reporting after their last broker went
 
 
@@ -244,14 +246,17 @@ class _GroupCollector(Collector):
     def __init__(self, groups: GroupCounts) -> None:
         self.groups = groups
         self.seen: dict[tuple[str, str], None] = {}  # insertion-ordered, bounded
+        self._lock = threading.Lock()  # scrapes run in threads, and may overlap
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         now = self.groups()
-        for key in now:
-            self.seen.pop(key, None)
-            self.seen[key] = None
-        while len(self.seen) > MAX_GROUPS_SEEN:
-            del self.seen[next(iter(self.seen))]
+        with self._lock:
+            for key in now:
+                self.seen.pop(key, None)
+                self.seen[key] = None
+            while len(self.seen) > MAX_GROUPS_SEEN:
+                del self.seen[next(iter(self.seen))]
+            seen = list(self.seen)
         brokers = GaugeMetricFamily(
             "tailrace_group_brokers", "Live brokers of a broker group", labels=["cluster", "group"]
         )
@@ -260,9 +265,16 @@ class _GroupCollector(Collector):
             "Live masters of a broker group (1 when healthy)",
             labels=["cluster", "group"],
         )
-        for key in self.seen:
-            n, m = now.get(key, (0, 0))
+        known = GaugeMetricFamily(
+            "tailrace_group_known_brokers",
+            "Brokers of a broker group heard from in the last day, live or not (what it should have)",
+            labels=["cluster", "group"],
+        )
+        for key in seen:
+            n, m, k = now.get(key, (0, 0, 0))
             brokers.add_metric(list(key), float(n))
             masters.add_metric(list(key), float(m))
+            known.add_metric(list(key), float(k))
         yield brokers
         yield masters
+        yield known

@@ -63,6 +63,7 @@ class BrokerRegistry:
         self._brokers: dict[str, Registration] = {}  # by address
         # broker group -> (cluster, last heartbeat ms of any of its brokers), oldest first
         self._known: dict[str, tuple[str, int]] = {}
+        self._nodes: dict[str, dict[int, int]] = {}  # broker group -> node id -> its last heartbeat ms
 
     def register(self, reg: Registration, now_ms: int) -> int:
         """Record a heartbeat; returns the highest epoch known for the group."""
@@ -91,8 +92,11 @@ class BrokerRegistry:
             self._brokers[reg.address] = reg
             self._known.pop(reg.broker_name, None)
             self._known[reg.broker_name] = (reg.cluster, now_ms)
+            self._nodes.setdefault(reg.broker_name, {})[reg.node_id] = now_ms
             while len(self._known) > MAX_KNOWN_GROUPS:
-                del self._known[next(iter(self._known))]
+                oldest = next(iter(self._known))
+                del self._known[oldest]
+                self._nodes.pop(oldest, None)
             return max(
                 (r.epoch for r in self._brokers.values() if r.broker_name == reg.broker_name),
                 default=reg.epoch,
@@ -102,13 +106,21 @@ class BrokerRegistry:
         with self._lock:
             return len(self._live(now_ms))
 
-    def group_counts(self, now_ms: int) -> dict[tuple[str, str], tuple[int, int]]:
-        """(cluster, group) -> (live brokers, live masters): the metrics' view."""
+    def group_counts(self, now_ms: int) -> dict[tuple[str, str], tuple[int, int, int]]:
+        """(cluster, group) -> (live brokers, live masters, known brokers):
+        the metrics' view. Known brokers are the group's nodes heard from in
+        the last KNOWN_GROUP_MS, live or not: what the group should have, so
+        an alert on live < known stays firing while one is down."""
         with self._lock:
-            return {
-                (regs[0].cluster, name): (len(regs), sum(1 for r in regs if r.broker_id == 0))
-                for name, regs in self._groups(now_ms).items()
-            }
+            live = self._groups(now_ms)
+            out = {}
+            for name, (cluster, last_ms) in self._known.items():
+                if now_ms - last_ms > KNOWN_GROUP_MS:
+                    continue
+                regs = live.get(name, [])
+                known = sum(1 for at in self._nodes.get(name, {}).values() if now_ms - at <= KNOWN_GROUP_MS)
+                out[(cluster, name)] = (len(regs), sum(1 for r in regs if r.broker_id == 0), known)
+            return out
 
     def unregister(self, address: str, owner: tuple[str, int] | None = None) -> bool:
         """Forget the broker registered at `address`; with `owner` (group,

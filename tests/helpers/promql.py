@@ -116,3 +116,66 @@ def exposed_samples(text: str) -> set[str]:
 def unknown_metrics(exprs: dict[str, str], known: set[str]) -> dict[str, set[str]]:
     """where -> the names its expression uses that `known` lacks (empty when all exist)."""
     return {where: missing for where, e in exprs.items() if (missing := metric_names(e) - known)}
+
+
+def without_annotations(rules_text: str) -> str:
+    """A rule file written as ours is, without its `annotations:` blocks
+    (promtool's unit tests compare rendered annotations; ours test firing)."""
+    out: list[str] = []
+    skip_deeper: int | None = None
+    for line in rules_text.splitlines():
+        indent = len(line) - len(line.lstrip())
+        if skip_deeper is not None:
+            if not line.strip() or indent > skip_deeper:
+                continue
+            skip_deeper = None
+        if line.strip() == "annotations:":
+            skip_deeper = indent
+            continue
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+TARGET_LABELS = {"instance", "job"}  # added by Prometheus to every scraped series
+_SELECTOR = re.compile(r"([A-Za-z_:][\w:]*)\s*\{([^{}]*)\}")
+_MATCHER_LABEL = re.compile(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)")
+_GROUP_LABELS = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+_TEMPLATE_LABEL = re.compile(r"\$labels\.(\w+)")
+
+
+def selector_labels(expr: str) -> dict[str, set[str]]:
+    """metric -> the labels its selectors match on (`m{a="x", b=~"y"}`)."""
+    out: dict[str, set[str]] = {}
+    for name, body in _SELECTOR.findall(_STRING.sub('""', expr)):
+        out.setdefault(name, set()).update(_MATCHER_LABEL.findall(body))
+    return out
+
+
+def grouping_labels(expr: str) -> set[str]:
+    """Labels named in `by`, `without`, `on`, `ignoring`, `group_left/right`."""
+    return {
+        lab.strip() for _kw, labs in _GROUP_LABELS.findall(expr) for lab in labs.split(",") if lab.strip()
+    }
+
+
+def template_labels(text: str) -> set[str]:
+    return set(_TEMPLATE_LABEL.findall(text))
+
+
+def label_problems(expr: str, labels: dict[str, set[str]], templates: str = "") -> list[str]:
+    """What in `expr` names a label no metric it uses has: a selector's
+    matcher on a metric without that label, a grouping label none of its
+    metrics carries, an alert template's `$labels.X` likewise. `labels`:
+    metric -> its label names (the target labels are added here)."""
+    problems = []
+    used = metric_names(expr)
+    for metric, matched in selector_labels(expr).items():
+        extra = matched - labels.get(metric, set()) - TARGET_LABELS
+        if extra:
+            problems.append(f"{metric} has no label {sorted(extra)}")
+    carried = set().union(*(labels.get(m, set()) for m in used)) | TARGET_LABELS
+    for lab in sorted(grouping_labels(expr) - carried):
+        problems.append(f"grouping on {lab!r}, which none of {sorted(used)} has")
+    for lab in sorted(template_labels(templates) - carried - {"alertname", "severity"}):
+        problems.append(f"template names $labels.{lab}, which none of {sorted(used)} has")
+    return problems

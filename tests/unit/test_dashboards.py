@@ -13,10 +13,12 @@ from prometheus_client import generate_latest
 
 from core.metrics import BrokerMetrics, NameserverMetrics
 from tests.helpers.promql import (
+    ALERTS,
     DASHBOARD,
     alert_rules,
     dashboard_exprs,
     exposed_samples,
+    label_problems,
     metric_names,
     unknown_metrics,
 )
@@ -77,3 +79,45 @@ def test_the_dashboard_is_grafana_json_with_a_datasource_variable() -> None:
     panels = [p for p in dash["panels"] if p["type"] != "row"]
     assert len(panels) >= 10 and all(p["targets"] for p in panels)
     assert len({p["title"] for p in panels}) == len(panels)
+
+
+def registered_labels() -> dict[str, set[str]]:
+    """metric -> its label names, as a broker's and a nameserver's registries
+    declare them (families without samples included; histograms add `le`)."""
+    out: dict[str, set[str]] = {}
+    for registry in (BrokerMetrics(dict).registry, NameserverMetrics(lambda: 0).registry):
+        for collector in list(registry._collector_to_names):  # type: ignore[attr-defined]
+            wrapped = getattr(collector, "_labelnames", None)
+            if wrapped is not None:  # a Counter, Gauge or Histogram
+                names = registry._collector_to_names[collector]  # type: ignore[attr-defined]
+                for n in names:
+                    out[n] = set(wrapped) | ({"le"} if n.endswith("_bucket") else set())
+                continue
+            for family in collector.collect():
+                labels = set(getattr(family, "_labelnames", ()))
+                for s in family.samples:
+                    labels |= set(s.labels)
+                out.setdefault(family.name, set()).update(labels)
+    return out
+
+
+def test_every_label_the_rules_and_the_dashboard_use_is_on_their_metrics() -> None:
+    """Review: the test checked metric names only, so `role="master"` on a
+    metric without `role`, or a `by (cluster)` over per-broker metrics,
+    passed. Selectors' matchers, groupings and alert templates' $labels."""
+    labels = registered_labels()
+    assert labels["tailrace_broker_info"] == {"group", "broker_id", "role"}  # the reader works
+    templates = {r["alert"]: ALERTS.read_text().split(f"alert: {r['alert']}")[1].split("- alert:")[0]
+                 for r in alert_rules()}  # fmt: skip
+    problems = {
+        where: found
+        for where, expr in all_exprs().items()
+        if (found := label_problems(expr, labels, templates.get(where.removeprefix("alert "), "")))
+    }
+    assert problems == {}
+    # and a wrong label is caught
+    assert label_problems('tailrace_in_sync_slaves{role="master"}', labels) == [
+        "tailrace_in_sync_slaves has no label ['role']"
+    ]
+    assert label_problems("max by (cluster) (tailrace_disk_used_ratio)", labels)
+    assert label_problems("tailrace_disk_used_ratio > 1", labels, "{{ $labels.slave }}")

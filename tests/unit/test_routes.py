@@ -206,3 +206,15 @@ def test_a_group_with_no_live_broker_stays_listed_but_not_routed() -> None:
     assert route is not None and [g.broker_name for g in route.groups] == ["a"]
     r.register(reg("a", 0, "h:1"), now_ms=KNOWN_GROUP_MS + 1)
     assert [g.broker_name for g in r.clusters(now_ms=KNOWN_GROUP_MS + 1)["c"]] == ["a"]  # forgotten since
+
+
+def test_group_counts_keep_the_brokers_a_group_should_have() -> None:
+    """The alerts compare live brokers with those heard from in the last day
+    (review B6): a slave down stays counted as known, live drops."""
+    r = BrokerRegistry()
+    r.register(reg("a", 0, "h:1"), now_ms=0)
+    r.register(reg("a", 1, "h:2"), now_ms=0)
+    assert r.group_counts(now_ms=0) == {("c", "a"): (2, 1, 2)}
+    r.register(reg("a", 0, "h:1"), now_ms=60_000)  # the slave stopped
+    assert r.group_counts(now_ms=60_000) == {("c", "a"): (1, 1, 2)}
+    assert r.group_counts(now_ms=KNOWN_GROUP_MS + 70_000) == {}  # the whole group forgotten a day later
