@@ -193,9 +193,15 @@ class _StateCollector(Collector):
             "Messages after a group's committed offset (master; queues held in memory)",
             labels=["group", "topic", "queue"],
         )
-        for (group, topic, queue), n in s.get("group_lag", {}).items():
+        lags, dropped = s.get("group_lag", ({}, 0))
+        for (group, topic, queue), n in lags.items():
             group_lag.add_metric([group, topic, str(queue)], float(n))
         yield group_lag
+        yield GaugeMetricFamily(
+            "tailrace_consumer_lag_series_dropped",
+            "Consumer-lag series left out for the cap (groups whose commits moved in the last day)",
+            value=float(dropped),
+        )
         yield GaugeMetricFamily(
             "tailrace_disk_used_ratio",
             "How full the data disk is (0..1)",

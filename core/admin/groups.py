@@ -6,6 +6,7 @@ of `GroupQueue` in broker.proto."""
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from core.offsets import validate_group
@@ -44,19 +45,58 @@ def queue_bytes(store: MessageStore, topic: str, queue_id: int, start: int, end:
     return span_bytes(sizes, end - start)
 
 
-def committed_lags(core: BrokerCore) -> dict[Key, int]:
-    """(group, topic, queue) -> messages after the group's committed offset
-    (from the queue's oldest message when the commit is below it): the
-    consumer-lag gauge, read at scrape time from the offsets table and the
-    queues held in memory (as `tailrace_queue_max_offset`: nothing loaded)."""
-    held, out, committed_keys = core.store.cqs.queues, {}, core.offsets.keys()
-    for group, topic, q in committed_keys:
-        cq = held.get((topic, q))
-        if cq is None or group.startswith("%"):  # the broker's own positions (timer, scheduler)
-            continue
-        committed = core.offsets.query(group, topic, q) or 0
-        out[(group, topic, q)] = max(0, cq.max_offset - max(committed, cq.min_offset))
-    return out
+MAX_LAG_SERIES = 10_000  # (group, topic, queue) series of the consumer-lag gauge, at most
+LAG_IDLE_MS = 24 * 3600 * 1000  # a group whose commits have not moved for this long: no series
+
+
+class LagSeries:
+    """Which (group, topic, queue)s the consumer-lag gauge exports: the
+    offsets table never shrinks and any account allowed `groups = ["*"]`
+    adds to it by committing under new names, so the series are bounded
+    like the backlog gauge's: those whose committed offset moved in the
+    last `idle_ms` (seen at scrapes: no clock on the commit path), the most
+    recently moved first, at most `max_series`. Plain logic, time passed in."""
+
+    def __init__(self, max_series: int = MAX_LAG_SERIES, idle_ms: int = LAG_IDLE_MS) -> None:
+        self.max_series = max_series
+        self.idle_ms = idle_ms
+        self._moved: dict[Key, tuple[int, int]] = {}  # key -> (committed offset, when it last changed)
+        self._lock = threading.Lock()  # scrapes run in threads
+
+    def pick(self, committed: dict[Key, int], now_ms: int) -> tuple[list[Key], int]:
+        """(the keys to export, how many were left out for the cap: idle
+        ones are not counted, they are simply gone)."""
+        with self._lock:
+            moved = {}
+            for key, offset in committed.items():
+                prev = self._moved.get(key)
+                moved[key] = prev if prev is not None and prev[0] == offset else (offset, now_ms)
+            self._moved = moved  # keys no longer committed are forgotten
+        recent = [k for k, (_o, at) in moved.items() if now_ms - at <= self.idle_ms]
+        if len(recent) <= self.max_series:
+            return recent, 0
+        recent.sort(key=lambda k: moved[k][1], reverse=True)
+        return recent[: self.max_series], len(recent) - self.max_series
+
+
+def committed_lags(core: BrokerCore, now_ms: int) -> tuple[dict[Key, int], int]:
+    """((group, topic, queue) -> messages after the group's committed offset
+    (from the queue's oldest message when the commit is below it), series
+    left out for the cap): the consumer-lag gauge, read at scrape time from
+    the offsets table and the queues held in memory (as
+    `tailrace_queue_max_offset`: nothing loaded), bounded by `core.lag_series`."""
+    held, out, table = core.store.cqs.queues, {}, core.offsets.keys()
+    committed = {
+        (g, t, q): core.offsets.query(g, t, q) or 0
+        for g, t, q in table
+        if not g.startswith("%") and (t, q) in held  # not the broker's own positions (timer, scheduler)
+    }
+    keys, dropped = core.lag_series.pick(committed, now_ms)
+    for key in keys:
+        cq = held.get(key[1:])
+        if cq is not None:
+            out[key] = max(0, cq.max_offset - max(committed[key], cq.min_offset))
+    return out, dropped
 
 
 def known_keys(core: BrokerCore, now_ms: int) -> set[Key]:

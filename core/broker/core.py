@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
-from core.admin.groups import committed_lags
+from core.admin.groups import LagSeries, committed_lags
 from core.admin.reads import ReadLog
 from core.broker.role import BrokerRole, LeaderOps, RoleFactory
 from core.broker_config import BrokerConfig
@@ -86,6 +86,7 @@ class BrokerCore:
         )
         self.advice_counts: Counter[str] = Counter()  # pull advice given, by reason
         self.reads = ReadLog()  # each queue's last pull and its advice, for the admin commands
+        self.lag_series = LagSeries()  # which groups' lag the metrics export (bounded)
         self.limits = PullLimits(config.pull.max_wait_ms, config.pull.max_messages, config.pull.max_bytes)
         self._hold_slots = threading.BoundedSemaphore(
             config.pull.max_held_pulls or config.server.max_workers // 2
@@ -382,7 +383,7 @@ class BrokerCore:
             "disk_used_ratio": disk_used_ratio(self.store.data_dir),
             "disk_max_used_ratio": self.config.store.disk_max_used_ratio,
             # a slave's offsets are its master's, replicated: the master alone reports lag
-            "group_lag": committed_lags(self) if self.role.is_leader else {},
+            "group_lag": committed_lags(self, now_ms()) if self.role.is_leader else ({}, 0),
         }
 
     def retention_floor(self) -> int | None:

@@ -11,7 +11,9 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
+from prometheus_client import generate_latest
 
+from core.admin import groups as groups_module
 from core.admin.groups import describe_groups
 from core.admin.lookup import STOP_EVERY, find_messages, get_message
 from core.admin.reset import Target, reset_offsets
@@ -228,6 +230,42 @@ def send_sized(node: BrokerNode, n: int, body: bytes, keys: str) -> None:
     for i in range(0, n, 250):
         msgs = [Message("T", 0, body, keys=keys) for _ in range(min(250, n - i))]
         assert node.core.leader().send("T", 0, msgs).status.value == "SEND_OK"
+
+
+def test_the_consumer_lag_gauge_is_bounded_and_forgets_idle_groups(nodes: Nodes) -> None:
+    """Review B7: one series per (group, topic, queue) in the offsets table,
+    which never shrinks and which any account with `groups = ["*"]` grows by
+    committing under new names. Now at most MAX_LAG_SERIES (the most
+    recently moved), the rest counted, and a group whose commits have not
+    moved for LAG_IDLE_MS has none."""
+    master = nodes.master()
+    core = master.core
+    core.lag_series = groups_module.LagSeries(max_series=5)
+    core.leader().create_topic("T", 1)
+    send(master, "T", 0, 10)
+    for i in range(20):
+        core.leader().commit_offset(f"G{i}", "T", 0, 1)
+
+    def series() -> dict[str, float]:
+        text = generate_latest(core.metrics.registry).decode()
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("tailrace_consumer_lag_messages{"):
+                out[line.split('group="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+            elif line.startswith("tailrace_consumer_lag_series_dropped "):
+                out["dropped"] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    first = series()
+    assert len(first) == 6 and first["dropped"] == 15  # 5 series, 15 left out
+    core.leader().commit_offset("G7", "T", 0, 4)  # moved since: kept first
+    assert series()["G7"] == 6
+    idle = groups_module.LAG_IDLE_MS
+    t0 = now_ms()
+    core.leader().commit_offset("G3", "T", 0, 5)
+    groups_module.committed_lags(core, t0 + idle)  # G3 moved a day on; the others did not
+    lags, dropped = groups_module.committed_lags(core, t0 + idle + 1000)
+    assert list(lags) == [("G3", "T", 0)] and dropped == 0  # the idle groups are gone
 
 
 def test_the_admin_service_answers_over_grpc(nodes: Nodes) -> None:
