@@ -8,8 +8,9 @@ the `tailrace group | message | topic` commands print them, a console's
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from consumer.admin import Admin
@@ -134,18 +135,32 @@ def describe_groups(admin: Admin, group: str = "", topic: str = "") -> dict[str,
 
 
 def parse_time(text: str) -> int:
-    """Epoch ms of an ISO 8601 time (a time without a zone is UTC)."""
+    """Epoch ms of an ISO 8601 time, or of RocketMQ mqadmin's
+    `yyyy-MM-dd#HH:mm:ss:SSS`. A time without a zone is this machine's
+    local time, as every time the CLI prints (LAST_PULL, a message's
+    "stored") and as mqadmin and Kafka read one; the plan shows the instant
+    it resolved to (`instant`)."""
+    mq = re.fullmatch(r"(\d{4}-\d\d-\d\d)#(\d\d:\d\d:\d\d):(\d{3})", text.strip())
+    iso = f"{mq.group(1)}T{mq.group(2)}.{mq.group(3)}" if mq else text.strip().replace("Z", "+00:00")
     try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        t = datetime.fromisoformat(iso)
     except ValueError:
         raise InvalidArgumentError(
-            f"--to-time {text!r} is not an ISO 8601 time (2026-01-31T12:00:00Z)"
+            f"--to-time {text!r} is not an ISO 8601 time (2026-01-31T12:00:00+01:00; no zone: local "
+            "time) nor mqadmin's 2026-01-31#12:00:00:000"
         ) from None
     if t.tzinfo is None:
-        from datetime import UTC
-
-        t = t.replace(tzinfo=UTC)
+        t = t.astimezone()  # a naive time is local
     return int(t.timestamp() * 1000)
+
+
+def instant(ms: int) -> dict[str, str]:
+    """An epoch-ms time as ISO 8601, in UTC and in local time with its offset."""
+    at = datetime.fromtimestamp(ms / 1000, UTC)
+    return {
+        "utc": at.isoformat(timespec="milliseconds"),
+        "local": at.astimezone().isoformat(timespec="milliseconds"),
+    }
 
 
 def reset_offset(
@@ -232,6 +247,7 @@ def reset_offset(
         "group": group,
         "topic": topic,
         "target": target,
+        **({"instant": instant(timestamp_ms)} if target == "time" else {}),
         "dry_run": dry_run,
         "applied": not dry_run and not not_reset,
         "members": members,

@@ -2,7 +2,7 @@
 
     tailrace group list | describe GROUP [--topic T]
     tailrace group reset-offset GROUP --topic T (--to-earliest | --to-latest |
-        --to-offset N | --to-time ISO8601) [--dry-run] [--force]
+        --to-offset N | --to-time TIME) [--dry-run] [--force] [--skip-unreachable]
     tailrace topic create | list | describe T
     tailrace message get --id ID [--topic T] | find --topic T --key K
 
@@ -119,7 +119,9 @@ def add_group_arguments(p: argparse.ArgumentParser) -> None:
     to.add_argument("--to-latest", action="store_true")
     to.add_argument("--to-offset", type=int, metavar="N", help="every queue (held to its range)")
     to.add_argument(
-        "--to-time", metavar="ISO8601", help="the first message stored at or after it (UTC if no zone)"
+        "--to-time",
+        metavar="TIME",
+        help="first message stored at or after it: ISO 8601 (no zone: local time) or yyyy-MM-dd#HH:mm:ss:SSS",
     )
     r.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
     r.add_argument("--force", action="store_true", help="although members are live (they may commit over it)")
@@ -187,7 +189,8 @@ def _show_reset(out: dict[str, Any]) -> None:
     verb = (
         "plan (dry run; nothing changed)" if out["dry_run"] else "reset" if out["applied"] else "PARTLY reset"
     )
-    print(f"{out['group']} on {out['topic']}: {verb} to {out['target']}")
+    when = f" {out['instant']['local']} (UTC {out['instant']['utc']})" if "instant" in out else ""
+    print(f"{out['group']} on {out['topic']}: {verb} to {out['target']}{when}")
     rows = [{**r, "done": "yes" if r["applied"] else "no"} for r in out["plan"]]
     _table(
         rows,

@@ -5,6 +5,7 @@ live broker) are set up exactly."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from consumer import admin_ops as ops
-from core.errors import BrokerUnavailableError, GroupActiveError
+from core.errors import BrokerUnavailableError, GroupActiveError, InvalidArgumentError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import nameserver_pb2 as ns
 from core.route import BrokerEndpoint, GroupRoute, TopicRoute
@@ -153,3 +154,33 @@ def test_the_cli_says_which_groups_were_not_reset_and_exits_non_zero(
     assert "NOT reset on b; the other groups were" in printed.err
     assert admin_cli.exit_status(out) == 1
     assert admin_cli.exit_status(ops.reset_offset(admin_of(FakeCluster(["a"])), "G", "T", "latest")) == 0
+
+
+def test_a_time_without_a_zone_is_local_like_every_time_the_cli_prints(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review B8: a naive --to-time was UTC while describe and message get
+    print local times: copying one across was off by the UTC offset. Now
+    local (as mqadmin and Kafka read it), mqadmin's format is accepted, and
+    the plan shows the instant resolved."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")  # +05:30, no daylight saving
+    time.tzset()
+    try:
+        utc_noon = 1_769_860_800_000  # 2026-01-31T12:00:00Z
+        assert ops.parse_time("2026-01-31T17:30:00") == utc_noon
+        assert ops.parse_time("2026-01-31#17:30:00:000") == utc_noon
+        assert (
+            ops.parse_time("2026-01-31T12:00:00Z") == ops.parse_time("2026-01-31T12:00:00+00:00") == utc_noon
+        )
+        with pytest.raises(InvalidArgumentError):
+            ops.parse_time("yesterday")
+        out = ops.reset_offset(
+            admin_of(FakeCluster(["a"])), "G", "T", "time", timestamp_ms=utc_noon, dry_run=True
+        )
+        assert out["instant"] == {
+            "utc": "2026-01-31T12:00:00.000+00:00",
+            "local": "2026-01-31T17:30:00.000+05:30",
+        }
+    finally:
+        monkeypatch.undo()
+        time.tzset()
