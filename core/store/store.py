@@ -27,8 +27,9 @@ from core.errors import (
     InvalidArgumentError,
     InvalidQueueError,
     StorageFullError,
+    UnknownTopicError,
 )
-from core.record import Message, decode_record
+from core.record import Message, decode_record, validate_topic
 from core.sidefiles import LogHistory
 from core.store.checkpoint import (
     Checkpoint,
@@ -41,6 +42,7 @@ from core.store.checkpoint import (
 from core.store.commitlog import CommitLog, Prepared
 from core.store.config import StoreConfig
 from core.store.cqset import ConsumeQueueSet
+from core.store.deletion import deletion, is_deletion
 from core.store.encoder import BatchEncoder
 from core.store.flush import GroupCommit, PeriodicService
 from core.store.publish import Listener, Publisher, QueueKey
@@ -75,6 +77,7 @@ class MessageStore:
         self._disk_used_ratio = disk_used_ratio
         self._ckpt_lock = threading.RLock()
         self.checkpoint_listeners: list[Callable[[], None]] = []  # after every checkpoint; never raise
+        self._opened = False  # recovered records replayed: deletions drop queues from now on
         self._system = SystemRecords()
         self._system.add_handler("topic", self._apply_topic)
         self._dirlock = DirLock(self.data_dir)
@@ -110,6 +113,7 @@ class MessageStore:
                     continue
                 self._system.recovered(kind, payload)
             self._checkpoint()
+            self._opened = True
         except BaseException:
             for part in (getattr(self, "commitlog", None), getattr(self, "cqs", None)):
                 if part is not None:
@@ -186,8 +190,24 @@ class MessageStore:
         clog = self.commitlog
         return LogHistory(clog.min_offset, clog.max_offset, lambda kind: log_payloads(clog, kind))
 
+    def delete_topic(self, topic: str) -> bool:
+        """Delete a topic through a system record (core/store/deletion.py):
+        its definition and ConsumeQueues go, its messages stay in the log
+        until retention. False (nothing written) if it is not defined."""
+        if self.topics.queue_count(validate_topic(topic).decode()) is None:
+            return False
+        self.append_system("topic", deletion(topic))
+        return True
+
     def _apply_topic(self, payload: dict[str, Any]) -> None:
-        self._encoder.define_topic(str(payload["name"]), int(payload["queues"]))
+        if not is_deletion(payload):
+            self._encoder.define_topic(str(payload["name"]), int(payload["queues"]))
+            return
+        name = str(payload["name"])
+        validate_topic(name)  # (a bad name: the record is skipped everywhere alike)
+        if self._opened:  # (while opening, recovery dropped the queues in log order)
+            self.cqs.drop_topic(name)
+        self._encoder.forget_topic(name)
 
     def _system_record_at(self, phys: int) -> tuple[str, dict[str, Any]]:
         return decode_system(decode_record(bytes(self.commitlog.record_at(phys))))
@@ -211,18 +231,28 @@ class MessageStore:
             raise InvalidArgumentError(f"append takes a list of Message, got {type(messages).__name__}")
         if not messages:
             return []
-        return self._append_prepared(self._encoder.prepare(messages))
+        deletions = self._encoder.deletions
+        return self._append_prepared(self._encoder.prepare(messages), deletions=deletions)
 
     def _append_prepared(
-        self, batch: list[Prepared], system: list[tuple[str, dict[str, Any]]] | None = None
+        self,
+        batch: list[Prepared],
+        system: list[tuple[str, dict[str, Any]]] | None = None,
+        deletions: int | None = None,
     ) -> list[tuple[int, int]]:
         """Write encoded records; `system` holds the (kind, payload) of a batch of
-        system records, which are applied instead of dispatched."""
+        system records, which are applied instead of dispatched. `deletions`:
+        the topic deletions counted when the batch was validated; if one came
+        since, its topics are checked again (a deleted one is refused)."""
         cqs = self.cqs
         clog = self.commitlog
         writer = self._writer
         with writer.lock:
             writer.check_open()
+            if deletions is not None and deletions != self._encoder.deletions:
+                for topic in {p[0] for p in batch}:
+                    if self.topics.queue_count(topic) is None:
+                        raise UnknownTopicError(f"topic {topic!r} was deleted; nothing stored")
             nexts: dict[QueueKey, int] = {}
             firsts: dict[QueueKey, int] = {}
             qoffs: list[int] = []
