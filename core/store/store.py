@@ -170,6 +170,13 @@ class MessageStore:
         prepared = encode_system(kind, payload, self._clock_ms())
         return self._append_prepared([prepared], [(kind, payload)])[0][0]
 
+    def append_systems(self, records: list[tuple[str, dict[str, Any]]]) -> int:
+        """Append system records as one batch (all or none) and apply them in
+        order; returns the physical offset of the first."""
+        now = self._clock_ms()
+        prepared = [encode_system(kind, payload, now) for kind, payload in records]
+        return self._append_prepared(prepared, records)[0][0]
+
     def add_system_handler(self, kind: str, fn: Handler) -> None:
         """Apply system records of `kind` with `fn`: those found by recovery
         now (in log order), every later one as it is appended or replicated."""
