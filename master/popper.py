@@ -437,7 +437,8 @@ class Popper:
                 done += pop_dead_letters.expired(self, key, offset, entry.gen, entry.attempt)
             except TailraceError as exc:
                 self._warn("pop: %s/%s queue %d offset %d not dead-lettered yet: %s", *key, offset, exc)
-        keys = self.table.queues()
+        topics = self.leader.core.store.topics
+        keys = [k for k in self.table.queues() if topics.queue_count(k[1]) is not None]  # (deleted: reset)
         for key in keys:
             try:
                 self._drop_removed(key)

@@ -9,6 +9,7 @@ import grpc
 from core.admin.groups import describe_groups
 from core.admin.lookup import find_messages, get_message
 from core.admin.reset import Target, reset_offsets
+from core.admin.topics import delete_topic
 from core.broker.core import BrokerCore
 from core.clock import now_ms
 from core.errors import InvalidArgumentError
@@ -61,6 +62,21 @@ class BrokerAdminService(broker_pb2_grpc.BrokerAdminServicer):
             queues=[pb.ResetQueue(**r) for r in plan],
             applied=applied,
             members=members,
+            broker_name=self.core.broker_name,
+            served_by=self.core.broker_id,
+        )
+
+    def DeleteTopic(
+        self, request: pb.DeleteTopicRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteTopicResponse:
+        what, deleted = delete_topic(self.core, request.topic, request.dry_run, request.force)
+        return pb.DeleteTopicResponse(
+            queues=[pb.QueueOffsets(**q) for q in what["queues"]],
+            messages=what["messages"],
+            offsets=[pb.DeletedOffset(**o) for o in what["offsets"]],
+            groups=what["groups"],
+            pop_inflight=what["pop_inflight"],
+            deleted=deleted,
             broker_name=self.core.broker_name,
             served_by=self.core.broker_id,
         )

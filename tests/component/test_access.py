@@ -57,8 +57,9 @@ UNARY_SAMPLES: dict[str, Any] = {
     "EndTransaction": pb.EndTransactionRequest(topic="T", transaction_id="forged", resolution=pb.COMMIT),
     "PollOrphanTransactions": pb.PollOrphanTransactionsRequest(max_count=1),
     "ResetOffset": pb.ResetOffsetRequest(group="G", topic="T", target=pb.RESET_EARLIEST),
+    "DeleteTopic": pb.DeleteTopicRequest(topic="T", dry_run=True),
 }
-ADMIN = {"ResetOffset"}  # tailrace.v1.BrokerAdmin's
+ADMIN = {"ResetOffset", "DeleteTopic"}  # tailrace.v1.BrokerAdmin's
 STREAM_SAMPLES: dict[str, Callable[[], Iterator[rpb.ReplicateRequest]]] = {
     "Replicate": lambda: iter([handshake()]),
 }

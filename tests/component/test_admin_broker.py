@@ -13,8 +13,16 @@ import pytest
 from core.admin.groups import describe_groups
 from core.admin.lookup import find_messages, get_message
 from core.admin.reset import Target, reset_offsets
+from core.admin.topics import delete_topic
 from core.clock import now_ms
-from core.errors import GroupActiveError, InvalidArgumentError, MessageNotFoundError, UnknownTopicError
+from core.errors import (
+    GroupActiveError,
+    InvalidArgumentError,
+    InvalidTopicError,
+    MessageNotFoundError,
+    NotMasterError,
+    UnknownTopicError,
+)
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.pull import PullArgs
@@ -166,3 +174,63 @@ def test_the_admin_service_answers_over_grpc(nodes: Nodes) -> None:
             stub.ResetOffset(pb.ResetOffsetRequest(group="G", topic="T"), timeout=5)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # no target: nothing done
         assert master.core.offsets.query("G", "T", 0) is None
+
+
+def test_a_topic_is_deleted_through_the_log_on_master_and_slave(nodes: Nodes) -> None:
+    master = nodes.master()
+    core = master.core
+    core.leader().create_topic("T", 2)
+    core.leader().create_topic("keep", 1)
+    send(master, "T", 0, 5)
+    send(master, "keep", 0, 1)
+    slave = nodes.slave(master)
+    core.leader().commit_offset("G", "T", 0, 3)
+    core.leader().commit_offset("G", "keep", 0, 1)
+    core.leader().popper.pop("P", "T", 0, 2, 60_000, 0, lambda: True, "")
+    core.leader().lock_queues("L", "T", "c1", [1], 60_000)
+    end = core.store.commitlog.max_offset
+    with pytest.raises(InvalidArgumentError, match="force"):
+        delete_topic(core, "%RETRY%G", False, False)
+    with pytest.raises(InvalidTopicError):
+        delete_topic(core, "%SCHEDULE%", False, True)
+    with pytest.raises(UnknownTopicError):
+        delete_topic(core, "nope", False, False)
+    what, deleted = delete_topic(core, "T", True, False)  # a dry run says what would go
+    assert not deleted and core.store.commitlog.max_offset == end
+    assert (what["messages"], what["groups"], what["pop_inflight"]) == (5, ["G", "P"], 2)
+    assert what["offsets"] == [{"group": "G", "queue_id": 0, "offset": 3}]
+    with pytest.raises(NotMasterError):  # a write: the master's
+        delete_topic(slave.core, "T", False, False)
+    _, deleted = delete_topic(core, "T", False, False)
+    assert deleted and core.store.topics.queue_count("T") is None
+    for c in (core, slave.core):
+        poll_until(lambda c=c: c.store.topics.queue_count("T") is None, 10, "the deletion replicated")
+        assert c.offsets.query("G", "T", 0) is None and c.offsets.query("G", "keep", 0) == 1
+        st = c.pops.get(("P", "T", 0))
+        assert st is not None and (st.cursor, st.inflight) == (0, {})
+        assert not (c.store.data_dir / "consumequeue" / "T").exists()
+        assert describe_groups(c, "", "T", now_ms()) == []
+    assert core.leader().queue_locks.holder("L", "T", 1, now_ms()) is None
+    # re-created (auto-create on send), it starts at queue offset 0 on both
+    send(master, "T", 0, 1)
+    assert core.store.queue_offsets("T", 0) == (0, 1)
+    poll_until(lambda: slave.core.store.next_queue_offset("T", 0) == 1, 10, "the slave agrees")
+    assert slave.core.store.queue_offsets("T", 0) == (0, 1)
+    assert (
+        core.leader().popper.pop("P", "T", 0, 1, 60_000, 0, lambda: True, "").messages[0].record.queue_offset
+        == 0
+    )
+
+
+def test_the_admin_service_deletes_a_topic_over_grpc(nodes: Nodes) -> None:
+    master = nodes.master()
+    master.core.leader().create_topic("T", 1)
+    send(master, "T", 0, 2)
+    with grpc.insecure_channel(master.address) as ch:
+        stub = broker_pb2_grpc.BrokerAdminStub(ch)
+        r = stub.DeleteTopic(pb.DeleteTopicRequest(topic="T", dry_run=True))
+        assert (r.deleted, r.messages, [q.max_offset for q in r.queues]) == (False, 2, [2])
+        assert stub.DeleteTopic(pb.DeleteTopicRequest(topic="T")).deleted
+        with pytest.raises(grpc.RpcError) as err:
+            stub.DeleteTopic(pb.DeleteTopicRequest(topic="T"))
+        assert err.value.code() is grpc.StatusCode.NOT_FOUND

@@ -721,3 +721,43 @@ class FindMessagesResponse(_message.Message):
     broker_name: str
     served_by: int
     def __init__(self, records: _Optional[_Iterable[bytes]] = ..., scanned: _Optional[int] = ..., complete: _Optional[bool] = ..., broker_name: _Optional[str] = ..., served_by: _Optional[int] = ...) -> None: ...
+
+class DeleteTopicRequest(_message.Message):
+    __slots__ = ("topic", "dry_run", "force")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    dry_run: bool
+    force: bool
+    def __init__(self, topic: _Optional[str] = ..., dry_run: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeletedOffset(_message.Message):
+    __slots__ = ("group", "queue_id", "offset")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    queue_id: int
+    offset: int
+    def __init__(self, group: _Optional[str] = ..., queue_id: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class DeleteTopicResponse(_message.Message):
+    __slots__ = ("queues", "messages", "offsets", "groups", "pop_inflight", "deleted", "broker_name", "served_by")
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    POP_INFLIGHT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    queues: _containers.RepeatedCompositeFieldContainer[QueueOffsets]
+    messages: int
+    offsets: _containers.RepeatedCompositeFieldContainer[DeletedOffset]
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    pop_inflight: int
+    deleted: bool
+    broker_name: str
+    served_by: int
+    def __init__(self, queues: _Optional[_Iterable[_Union[QueueOffsets, _Mapping]]] = ..., messages: _Optional[int] = ..., offsets: _Optional[_Iterable[_Union[DeletedOffset, _Mapping]]] = ..., groups: _Optional[_Iterable[str]] = ..., pop_inflight: _Optional[int] = ..., deleted: _Optional[bool] = ..., broker_name: _Optional[str] = ..., served_by: _Optional[int] = ...) -> None: ...
