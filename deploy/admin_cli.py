@@ -3,7 +3,7 @@
     tailrace group list | describe GROUP [--topic T]
     tailrace group reset-offset GROUP --topic T (--to-earliest | --to-latest |
         --to-offset N | --to-time ISO8601) [--dry-run] [--force]
-    tailrace topic create | list | describe T
+    tailrace topic create | list | describe T | delete T [--dry-run] [--force]
     tailrace message get --id ID [--topic T] | find --topic T --key K
 
 Each goes through the nameservers (`--namesrv`, the profile's, or `--dir`
@@ -65,7 +65,7 @@ def _admin_command(fn: Callable[[argparse.Namespace, Admin], dict[str, Any]], sh
             print(json.dumps(out), flush=True)
         else:
             show(out)
-        return 0
+        return 0 if out.get("ok", True) else 1  # (`ok` false: done in part, the output says where)
 
     def with_dir(args: argparse.Namespace) -> int:
         _from_dir(args)
@@ -200,6 +200,16 @@ def add_topic_arguments(p: argparse.ArgumentParser) -> None:
     d = sub.add_parser("describe", help="routes, brokers, queue offsets and consumer groups of a topic")
     d.add_argument("name")
     _common(d)
+    rm = sub.add_parser(
+        "delete", help="delete a topic on every broker group's master (messages stay until retention)"
+    )
+    rm.add_argument("name")
+    rm.add_argument("--dry-run", action="store_true", help="show what would go, change nothing")
+    rm.add_argument("--force", action="store_true", help="a consumer group's %%RETRY%% or %%DLQ%% topic")
+    rm.add_argument(
+        "--route-timeout-ms", type=int, default=30_000, help="how long to wait for the routes to drop it"
+    )
+    _common(rm)
 
 
 def _topic(args: argparse.Namespace, admin: Admin) -> dict[str, Any]:
@@ -211,11 +221,34 @@ def _topic(args: argparse.Namespace, admin: Admin) -> dict[str, Any]:
         return {"topic": args.topic, "created": created}
     if cmd == "list":
         return {"topics": [{"name": n, "queues": q} for n, q in admin.list_topics().items()]}
+    if cmd == "delete":
+        return ops.delete_topic(admin, args.name, args.dry_run, args.force, args.route_timeout_ms / 1000)
     return ops.describe_topic(admin, args.name)
 
 
+def _show_deletion(out: dict[str, Any]) -> None:
+    verb = "would delete (dry run; nothing changed)" if out["dry_run"] else "deleting"
+    print(f"topic {out['topic']}: {verb}")
+    for g in out["groups"]:
+        what = g["outcome"].replace("_", " ")
+        if "messages" in g:
+            what += (
+                f": {len(g['queues'])} queues, {g['messages']} messages (left in the log until retention), "
+                f"{len(g['offsets'])} committed offsets, groups {', '.join(g['consumer_groups']) or '-'}, "
+                f"{g['pop_inflight']} pop messages in flight"
+            )
+        error = f" ({g['error']})" if g["error"] else ""
+        print(f"  {g['broker_name']}: {what}{error}")
+    if out["routes_dropped"] is not None:
+        print("routes: dropped" if out["routes_dropped"] else f"routes: {'; '.join(out['route_gaps'])}")
+    if not out["ok"]:
+        print(f"tailrace topic delete: {out['topic']} not deleted everywhere (see above)", file=sys.stderr)
+
+
 def _show_topic(out: dict[str, Any]) -> None:
-    if "created" in out:
+    if "dry_run" in out:
+        _show_deletion(out)
+    elif "created" in out:
         print(f"{out['topic']}: {'created' if out['created'] else 'unchanged'}")
     elif "topics" in out:
         for t in out["topics"]:

@@ -10,6 +10,8 @@ import time
 import grpc
 import pytest
 
+from consumer import Admin
+from consumer import admin_ops as ops
 from core.admin.groups import describe_groups
 from core.admin.lookup import find_messages, get_message
 from core.admin.reset import Target, reset_offsets
@@ -27,6 +29,7 @@ from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.pull import PullArgs
 from core.record import Message, decode_record
+from core.route import GroupRoute, TopicRoute
 from deploy.broker_node import BrokerNode
 from deploy.harness import poll_until
 from tests.helpers.nodes import Nodes, nodes
@@ -234,3 +237,33 @@ def test_the_admin_service_deletes_a_topic_over_grpc(nodes: Nodes) -> None:
         with pytest.raises(grpc.RpcError) as err:
             stub.DeleteTopic(pb.DeleteTopicRequest(topic="T"))
         assert err.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_the_client_deletes_per_group_and_says_where_it_could_not(nodes: Nodes) -> None:
+    master = nodes.master()
+    master.core.leader().create_topic("T", 1)
+    send(master, "T", 0, 2)
+    slave = nodes.slave(master)
+    poll_until(lambda: slave.core.list_topics() == [("T", 1)], 10, "the topic on the slave")
+    with Admin(slave.address) as admin:  # a group whose master is not among its live brokers
+        out = ops.delete_topic(admin, "T")
+    assert not out["ok"] and out["groups"][0]["outcome"] == "failed", out
+    assert "no live master" in out["groups"][0]["error"]
+    with Admin(master.address) as admin:
+        with pytest.raises(InvalidTopicError):  # refused alike everywhere: raised, nothing deleted
+            ops.delete_topic(admin, "%SCHEDULE%")
+        with pytest.raises(UnknownTopicError):
+            ops.delete_topic(admin, "nope")
+        dry = ops.delete_topic(admin, "T", dry_run=True)
+        assert dry["ok"] and dry["groups"][0]["outcome"] == "would_delete"
+        assert master.core.store.topics.queue_count("T") == 1
+        out = ops.delete_topic(admin, "T")
+    assert out["ok"] and out["routes_dropped"] is None and out["groups"][0]["messages"] == 2, out
+    assert master.core.store.topics.queue_count("T") is None
+
+
+def test_routes_left_name_the_nameserver_and_groups() -> None:
+    route = TopicRoute("T", (GroupRoute("g1", "c", 1, 1, "rw"), GroupRoute("g3", "c", 1, 1, "rw")))
+    answers = {"ns1:1": None, "ns0:1": route}
+    assert ops.routed_to(answers, ["g1", "g2"]) == ["nameserver ns0:1 still routes it to g1"]
+    assert ops.routed_to(answers, ["g2"]) == []
