@@ -162,10 +162,14 @@ def reset_offset(
         masters[name] = replicas[0][1]
     plans = {n: _stub_call(admin.pool.get(a), "ResetOffset", request(True)) for n, a in masters.items()}
     members = sorted({m for r in plans.values() for m in r.members})
-    if members and not force and not dry_run:
+    popping = {n: r.last_pop_ms for n, r in sorted(plans.items()) if r.last_pop_ms}  # pop consumers
+    if (members or popping) and not force and not dry_run:
+        live = [f"{len(members)} live member(s) on {topic!r} ({', '.join(members)})"] if members else []
+        if popping:
+            live.append(f"popped from {topic!r} lately (on {', '.join(popping)})")
         raise GroupActiveError(
-            f"group {group!r} has {len(members)} live member(s) on {topic!r} ({', '.join(members)}): "
-            "stop them first, or --force (they may commit over the reset); nothing was reset"
+            f"group {group!r} has {' and '.join(live)}: stop them first, or --force (members may commit "
+            "over the reset; pop consumers' messages in flight go stale); nothing was reset"
         )
     if not dry_run:
         plans = {n: _stub_call(admin.pool.get(a), "ResetOffset", request(False)) for n, a in masters.items()}
@@ -180,6 +184,7 @@ def reset_offset(
         "target": target,
         "applied": not dry_run,
         "members": members,
+        "last_pop_ms": popping,
         "plan": plan,
     }
 

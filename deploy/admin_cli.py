@@ -117,7 +117,11 @@ def add_group_arguments(p: argparse.ArgumentParser) -> None:
         "--to-time", metavar="ISO8601", help="the first message stored at or after it (UTC if no zone)"
     )
     r.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
-    r.add_argument("--force", action="store_true", help="although members are live (they may commit over it)")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="although members are live or the group popped lately (pop_live_ms)",
+    )
     _common(r)
 
 
@@ -144,13 +148,19 @@ def _show_group(out: dict[str, Any]) -> None:
     if "plan" in out:
         verb = "reset" if out["applied"] else "plan (dry run; nothing changed)"
         print(f"{out['group']} on {out['topic']}: {verb} to {out['target']}")
+        popped = [  # a pop group's cursor and messages in flight (dropped by the reset)
+            p | ({"pop": p["pop_cursor"], "inflight": p["pop_inflight"]} if p["popped"] else {})
+            for p in out["plan"]
+        ]
         _table(
-            out["plan"],
+            popped,
             [("BROKER", "broker_name"), ("QUEUE", "queue_id"), ("OLD", "old_offset"), ("NEW", "new_offset"),
-             ("MIN", "min_offset"), ("MAX", "max_offset")],
+             ("MIN", "min_offset"), ("MAX", "max_offset"), ("POP_CURSOR", "pop"), ("IN_FLIGHT", "inflight")],
         )  # fmt: skip
         if out["members"]:
             print(f"live members: {', '.join(out['members'])}")
+        if out["last_pop_ms"]:
+            print(f"popped lately (pop consumers) on: {', '.join(out['last_pop_ms'])}")
         return
     if "queues" not in out:
         _table(

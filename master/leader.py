@@ -321,8 +321,10 @@ class LeaderRole:
     def write_system(self, plan: Callable[[], list[tuple[str, dict[str, Any]]]]) -> None:
         """Append the system records `plan()` makes, as one batch, through the
         write gate and with topic changes held off (an operator's write: a
-        topic deletion, a pop cursor's reset); acknowledged like a commit."""
-        with self._writing(), self._topic_lock:
+        topic deletion, a pop cursor's reset); pops wait meanwhile (the pop lock,
+        taken before the topic lock, as a pop's dead letter does), so no pop
+        plans from a state the batch changes; acknowledged like a commit."""
+        with self._writing(), self.popper._lock, self._topic_lock:
             records = plan()
             if records:
                 self.core.store.append_systems(records)

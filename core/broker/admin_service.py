@@ -47,7 +47,7 @@ class BrokerAdminService(broker_pb2_grpc.BrokerAdminServicer):
         target = _TARGETS.get(request.target)
         if target is None:
             raise InvalidArgumentError("a reset needs a target: earliest, latest, an offset or a time")
-        plan, applied, members = reset_offsets(
+        out = reset_offsets(
             self.core,
             request.group,
             request.topic,
@@ -59,11 +59,12 @@ class BrokerAdminService(broker_pb2_grpc.BrokerAdminServicer):
             now_ms(),
         )
         return pb.ResetOffsetResponse(
-            queues=[pb.ResetQueue(**r) for r in plan],
-            applied=applied,
-            members=members,
+            queues=[pb.ResetQueue(**r) for r in out.plan],
+            applied=out.applied,
+            members=out.members,
             broker_name=self.core.broker_name,
             served_by=self.core.broker_id,
+            last_pop_ms=out.last_pop_ms,
         )
 
     def DeleteTopic(

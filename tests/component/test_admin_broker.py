@@ -32,6 +32,8 @@ from core.record import Message, decode_record
 from core.route import GroupRoute, TopicRoute
 from deploy.broker_node import BrokerNode
 from deploy.harness import poll_until
+from master import pop_commits
+from master.popper import Popper
 from tests.helpers.nodes import Nodes, nodes
 
 pytestmark = pytest.mark.component
@@ -79,14 +81,14 @@ def test_a_reset_is_refused_while_members_live_and_goes_through_the_log(nodes: N
     core.leader().commit_offset("G", "T", 0, 8)
     core.heartbeat("G", "T", "c1", 10_000)
     end = core.store.commitlog.max_offset
-    plan, applied, members = reset_offsets(core, "G", "T", Target.EARLIEST, 0, 0, True, False, now_ms())
-    assert (applied, members) == (False, ["c1"])  # a dry run shows the plan, even with members
-    assert [(r["old_offset"], r["new_offset"]) for r in plan] == [(8, 0), (0, 0)]
+    out = reset_offsets(core, "G", "T", Target.EARLIEST, 0, 0, True, False, now_ms())
+    assert (out.applied, out.members) == (False, ["c1"])  # a dry run shows the plan, even with members
+    assert [(r["old_offset"], r["new_offset"]) for r in out.plan] == [(8, 0), (0, 0)]
     with pytest.raises(GroupActiveError, match="c1"):
         reset_offsets(core, "G", "T", Target.EARLIEST, 0, 0, False, False, now_ms())
     assert core.store.commitlog.max_offset == end and core.offsets.query("G", "T", 0) == 8  # nothing changed
-    plan, applied, _ = reset_offsets(core, "G", "T", Target.OFFSET, 3, 0, False, True, now_ms())
-    assert applied and core.offsets.query("G", "T", 0) == 3 and core.offsets.query("G", "T", 1) == 0
+    assert reset_offsets(core, "G", "T", Target.OFFSET, 3, 0, False, True, now_ms()).applied
+    assert core.offsets.query("G", "T", 0) == 3 and core.offsets.query("G", "T", 1) == 0
     poll_until(lambda: slave.core.offsets.query("G", "T", 0) == 3, 10, "the reset on the slave")
     with pytest.raises(UnknownTopicError):
         reset_offsets(core, "G", "nope", Target.LATEST, 0, 0, False, True, now_ms())
@@ -103,21 +105,93 @@ def test_a_reset_to_a_time_lands_on_the_first_message_stored_since(nodes: Nodes)
     at = int(time.time() * 1000)  # store times are wall-clock
     time.sleep(0.01)
     send(master, "T", 0, 2)
-    plan, _, _ = reset_offsets(core, "G", "T", Target.TIME, 0, at, False, False, now_ms())
+    plan = reset_offsets(core, "G", "T", Target.TIME, 0, at, False, False, now_ms()).plan
     assert plan[0]["new_offset"] == 3 and core.offsets.query("G", "T", 0) == 3
-    plan, _, _ = reset_offsets(core, "G", "T", Target.TIME, 0, at + 60_000, True, False, now_ms())
+    plan = reset_offsets(core, "G", "T", Target.TIME, 0, at + 60_000, True, False, now_ms()).plan
     assert plan[0]["new_offset"] == 5  # nothing stored since: the end
 
 
-def test_a_pop_group_is_not_reset(nodes: Nodes) -> None:
-    master = nodes.master()
+def test_a_pop_groups_reset_moves_its_cursor_and_pops_land_there(nodes: Nodes) -> None:
+    """Through the RPCs: refused while the group pops (nothing written), a dry
+    run shows the cursor and what is in flight, forced it moves cursor and
+    committed offset on master and slave, drops what was in flight (its
+    handles go stale), and the next pops start where asked."""
+    master = nodes.master({"broker.pop_commit_interval_ms": 0})
     core = master.core
     core.leader().create_topic("T", 1)
-    send(master, "T", 0, 2)
-    core.leader().popper.pop("P", "T", 0, 1, 10_000, 0, lambda: True, "")
-    with pytest.raises(InvalidArgumentError, match="pop cursor"):
-        reset_offsets(core, "P", "T", Target.EARLIEST, 0, 0, False, True, now_ms())
-    assert describe_groups(core, "P", "T", now_ms())[0]["pop_inflight"] == 1
+    send(master, "T", 0, 10)
+    slave = nodes.slave(master)
+    with grpc.insecure_channel(master.address) as ch:
+        admin, broker = broker_pb2_grpc.BrokerAdminStub(ch), broker_pb2_grpc.BrokerStub(ch)
+
+        def pop(n: int) -> list[pb.PoppedRecord]:
+            req = pb.PopRequest(group="P", topic="T", queue_id=0, max_messages=n, invisible_ms=60_000)
+            return list(broker.Pop(req, timeout=5).messages)
+
+        def reset(offset: int, **kw: bool) -> pb.ResetOffsetResponse:
+            req = pb.ResetOffsetRequest(group="P", topic="T", target=pb.RESET_OFFSET, offset=offset, **kw)
+            return admin.ResetOffset(req, timeout=5)
+
+        old = pop(3)
+        end = core.store.commitlog.max_offset
+        with pytest.raises(grpc.RpcError) as info:
+            reset(7)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "popped" in str(
+            info.value.details()
+        )
+        assert core.store.commitlog.max_offset == end and core.pops.get(("P", "T", 0)).cursor == 3  # type: ignore[union-attr]
+        dry = reset(7, dry_run=True)
+        (q,) = dry.queues
+        assert (q.popped, q.pop_cursor, q.pop_inflight, q.new_offset) == (
+            True,
+            3,
+            3,
+            7,
+        ) and dry.last_pop_ms > 0
+        assert not dry.applied and core.store.commitlog.max_offset == end
+        assert reset(7, force=True).applied
+        for c in (core, slave.core):
+            poll_until(lambda c=c: c.offsets.query("P", "T", 0) == 7, 10, "the reset replicated")
+            st = c.pops.get(("P", "T", 0))
+            assert st is not None and (st.cursor, st.inflight) == (7, {})
+        assert [m.queue_offset for m in pop(2)] == [7, 8]
+        acks = broker.AckPop(pb.AckPopRequest(group="P", topic="T", receipt_handles=[old[0].receipt_handle]))
+        assert [r.error_code for r in acks.results] == ["INVALID_RECEIPT_HANDLE"]  # dropped by the reset
+        core.leader().popper.revive_once()  # (acked nothing: the commit point stays at 7)
+        assert core.offsets.query("P", "T", 0) == 7
+        earliest = pb.ResetOffsetRequest(group="P", topic="T", target=pb.RESET_EARLIEST, force=True)
+        assert admin.ResetOffset(earliest, timeout=5).applied
+        assert [m.queue_offset for m in pop(10)] == list(range(10))  # back to the start, all of it
+    assert describe_groups(core, "P", "T", now_ms())[0]["pop_inflight"] == 10
+
+
+def test_a_revive_commit_read_before_a_reset_is_not_written_after_it(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The revive pass reads a queue's commit point, then appends its commit:
+    a reset coming in between must not be written over by the old point."""
+    master = nodes.master({"broker.pop_commit_interval_ms": 0})
+    core = master.core
+    core.leader().create_topic("T", 1)
+    send(master, "T", 0, 5)
+    popper = core.leader().popper
+    popper.close()  # the revive pass by hand only
+    popper.ack_all("P", "T", [m.handle for m in popper.pop("P", "T", 0, 5, 60_000).messages])
+    assert core.pops.commit_point(("P", "T", 0)) == 5 and core.offsets.query("P", "T", 0) is None
+    read = pop_commits._ahead
+    calls = []
+
+    def reset_between(p: Popper, key: tuple[str, str, int]) -> tuple[int | None, int | None]:
+        seen = read(p, key)
+        if not calls:  # the first read, outside the pop lock: the operator's reset comes now
+            reset_offsets(core, "P", "T", Target.EARLIEST, 0, 0, False, True, now_ms())
+        calls.append(seen)
+        return seen
+
+    monkeypatch.setattr(pop_commits, "_ahead", reset_between)
+    popper.revive_once()
+    assert calls[0] == (5, None)  # it had read the old point
+    assert core.offsets.query("P", "T", 0) == 0 and core.pops.commit_point(("P", "T", 0)) == 0
 
 
 def test_a_message_is_got_by_its_offset_and_nothing_else_passes_for_one(nodes: Nodes) -> None:

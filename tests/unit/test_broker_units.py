@@ -67,6 +67,7 @@ def test_config_file_then_flags(tmp_path: Path) -> None:
         ({"broker.broker_name": "has space"}, "broker.broker_name"),
         ({"broker.pop_commit_interval_ms": "-1"}, "broker.pop_commit_interval_ms"),
         ({"broker.pop_commit_interval_ms": str(24 * 3600 * 1000 + 1)}, "broker.pop_commit_interval_ms"),
+        ({"broker.pop_live_ms": "999"}, "broker.pop_live_ms"),
         ({"broker.broker_id": "1", "broker.controller": "h:1,nowhere"}, "broker.controller"),
         ({"broker.broker_id": "1", "broker.controller": "h:1,,h:2"}, "broker.controller"),
         ({"broker.broker_id": "1", "broker.controller": "h:1, h:2,h:1"}, "broker.controller"),  # twice

@@ -651,34 +651,42 @@ class ResetOffsetRequest(_message.Message):
     def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., target: _Optional[_Union[ResetTarget, str]] = ..., offset: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., dry_run: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ResetQueue(_message.Message):
-    __slots__ = ("queue_id", "committed", "old_offset", "new_offset", "min_offset", "max_offset")
+    __slots__ = ("queue_id", "committed", "old_offset", "new_offset", "min_offset", "max_offset", "popped", "pop_cursor", "pop_inflight")
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
     OLD_OFFSET_FIELD_NUMBER: _ClassVar[int]
     NEW_OFFSET_FIELD_NUMBER: _ClassVar[int]
     MIN_OFFSET_FIELD_NUMBER: _ClassVar[int]
     MAX_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    POPPED_FIELD_NUMBER: _ClassVar[int]
+    POP_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    POP_INFLIGHT_FIELD_NUMBER: _ClassVar[int]
     queue_id: int
     committed: bool
     old_offset: int
     new_offset: int
     min_offset: int
     max_offset: int
-    def __init__(self, queue_id: _Optional[int] = ..., committed: _Optional[bool] = ..., old_offset: _Optional[int] = ..., new_offset: _Optional[int] = ..., min_offset: _Optional[int] = ..., max_offset: _Optional[int] = ...) -> None: ...
+    popped: bool
+    pop_cursor: int
+    pop_inflight: int
+    def __init__(self, queue_id: _Optional[int] = ..., committed: _Optional[bool] = ..., old_offset: _Optional[int] = ..., new_offset: _Optional[int] = ..., min_offset: _Optional[int] = ..., max_offset: _Optional[int] = ..., popped: _Optional[bool] = ..., pop_cursor: _Optional[int] = ..., pop_inflight: _Optional[int] = ...) -> None: ...
 
 class ResetOffsetResponse(_message.Message):
-    __slots__ = ("queues", "applied", "members", "broker_name", "served_by")
+    __slots__ = ("queues", "applied", "members", "broker_name", "served_by", "last_pop_ms")
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    LAST_POP_MS_FIELD_NUMBER: _ClassVar[int]
     queues: _containers.RepeatedCompositeFieldContainer[ResetQueue]
     applied: bool
     members: _containers.RepeatedScalarFieldContainer[str]
     broker_name: str
     served_by: int
-    def __init__(self, queues: _Optional[_Iterable[_Union[ResetQueue, _Mapping]]] = ..., applied: _Optional[bool] = ..., members: _Optional[_Iterable[str]] = ..., broker_name: _Optional[str] = ..., served_by: _Optional[int] = ...) -> None: ...
+    last_pop_ms: int
+    def __init__(self, queues: _Optional[_Iterable[_Union[ResetQueue, _Mapping]]] = ..., applied: _Optional[bool] = ..., members: _Optional[_Iterable[str]] = ..., broker_name: _Optional[str] = ..., served_by: _Optional[int] = ..., last_pop_ms: _Optional[int] = ...) -> None: ...
 
 class GetMessageRequest(_message.Message):
     __slots__ = ("physical_offset",)
