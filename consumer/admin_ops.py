@@ -218,17 +218,21 @@ def reset_offset(
             "their offsets as they are)"
         )
     members = sorted({m for r in plans.values() for m in r.members})
-    if members and not force and not dry_run:
+    popping = {n: r.last_pop_ms for n, r in sorted(plans.items()) if r.last_pop_ms}  # pop consumers
+    if (members or popping) and not force and not dry_run:
+        live = [f"{len(members)} live member(s) on {topic!r} ({', '.join(members)})"] if members else []
+        if popping:
+            live.append(f"popped from {topic!r} lately (on {', '.join(popping)})")
         raise GroupActiveError(
-            f"group {group!r} has {len(members)} live member(s) on {topic!r} ({', '.join(members)}): "
-            "stop them first, or --force (they may commit over the reset); nothing was reset"
+            f"group {group!r} has {' and '.join(live)}: stop them first, or --force (members may commit "
+            "over the reset; pop consumers' messages in flight go stale); nothing was reset"
         )
     status = {n: {"status": "unreachable", "why": w} for n, w in unreachable.items()}
     for name in sorted(plans):
         if dry_run:
             status[name] = {"status": "planned", "why": ""}
             continue
-        try:  # each master checks members again and commits queue by queue
+        try:  # each master checks members and pops again and writes its reset as one batch
             plans[name] = _stub_call(admin.pool.get(masters[name]), "ResetOffset", request(False))
             status[name] = {"status": "reset", "why": ""}
         except TailraceError as exc:
@@ -251,6 +255,7 @@ def reset_offset(
         "dry_run": dry_run,
         "applied": not dry_run and not not_reset,
         "members": members,
+        "last_pop_ms": popping,
         "plan": plan,
         "groups": dict(sorted(status.items())),
         "not_reset": not_reset,

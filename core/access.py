@@ -78,6 +78,7 @@ RPC_ACCESS: dict[str, Access] = {
     "/tailrace.v1.BrokerAdmin/ResetOffset": WRITE,  # commits through the master's log
     "/tailrace.v1.BrokerAdmin/GetMessage": READ,
     "/tailrace.v1.BrokerAdmin/FindMessages": READ,
+    "/tailrace.v1.BrokerAdmin/DeleteTopic": WRITE,  # through the master's log
     # tailrace.v1.Replication: a slave of the group streams the leader's log
     "/tailrace.v1.Replication/Replicate": Access(Serves.LEADER, Callers.MEMBERS),
     # tailrace.v1.NameServer (no roles: every nameserver serves every call)

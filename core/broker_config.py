@@ -90,6 +90,13 @@ class BrokerSection:
             "(each commit rewrites offsets.json); 0: on every pass"
         ),
     )
+    pop_live_ms: int = field(
+        default=60_000,
+        metadata=_doc(
+            "a group that popped from a topic this recently counts as live: an offset reset of it "
+            "is refused unless forced (longer than the pops' long-poll wait)"
+        ),
+    )
     max_delay_ms: int = field(
         default=DEFAULT_MAX_DELAY_MS,
         metadata=_doc("how far ahead a message's deliver_at_ms may be (the timer; past it: refused)"),
@@ -168,6 +175,9 @@ class BrokerSection:
             0 <= self.pop_commit_interval_ms <= DAY_MS,
             f"{prefix}.pop_commit_interval_ms",
             f"must be in 0..{DAY_MS} (a day)",
+        )
+        require(
+            1000 <= self.pop_live_ms <= DAY_MS, f"{prefix}.pop_live_ms", f"must be in 1000..{DAY_MS} (a day)"
         )
         require(
             1000 <= self.max_delay_ms <= 366 * 86_400_000, f"{prefix}.max_delay_ms", "must be in 1000..1 year"

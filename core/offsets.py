@@ -12,6 +12,10 @@ cannot be written, the commit fails (StorageFullError) and the table in
 memory is unchanged; the store then takes the commit's record back out of
 the log (core/store/publish.py), so the client is told and nothing claims it.
 
+A topic deletion forgets its keys with `offset` records of offset FORGET
+(-1), each with its `prev`, so replays, rebuilds and cut tails treat them in
+log order like any commit.
+
 A damaged or missing `offsets.json` is rebuilt from the log's `offset`
 records (the last one per queue wins), under the rule in core/sidefiles.py.
 """
@@ -43,6 +47,7 @@ ADVICE = (
     "last commit is gone from the log starts where its consumers' start position says)"
 )
 Key = tuple[str, str, int]
+FORGET = -1  # an `offset` record's offset that forgets the key (a topic deletion)
 
 
 def validate_group(group: str) -> str:
@@ -77,6 +82,9 @@ def _replay(payloads: Payloads) -> dict[Key, int]:
     for p in payloads:
         try:
             key, off = _key(p), int(p["offset"])
+            if off == FORGET:
+                table.pop(key, None)
+                continue
             ConsumerOffsets.check(key[0], off)
         except (KeyError, TypeError, ValueError, TailraceError):
             continue
@@ -105,10 +113,19 @@ class ConsumerOffsets:
             raise InvalidOffsetError(f"offset must be in 0..2^64-1, got {offset!r}")
 
     def apply(self, payload: dict[str, Any]) -> None:
-        """Apply an `offset` system record (from this log, replication or recovery)."""
-        self.commit(
-            str(payload["group"]), str(payload["topic"]), int(payload["queue"]), int(payload["offset"])
-        )
+        """Apply an `offset` system record (from this log, replication or
+        recovery); offset FORGET removes the key (its topic was deleted)."""
+        key, offset = _key(payload), int(payload["offset"])
+        if offset != FORGET:
+            self.commit(*key, offset)
+            return
+        validate_group(key[0])
+        with self._lock:
+            if key in self._offsets:
+                updated = dict(self._offsets)
+                del updated[key]
+                self._persist(updated)
+                self._offsets = updated
 
     def commit(self, group: str, topic: str, queue_id: int, offset: int) -> None:
         self.check(group, offset)

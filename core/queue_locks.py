@@ -61,6 +61,14 @@ class QueueLocks:
                 if holder is not None and holder[0] == client_id:
                     del self._held[key]
 
+    def forget_topic(self, topic: str) -> int:
+        """Drop every lock on `topic` (it was deleted); returns how many."""
+        with self._lock:
+            keys = [k for k in self._held if k[1] == topic]
+            for key in keys:
+                del self._held[key]
+        return len(keys)
+
     def holder(self, group: str, topic: str, queue_id: int, now_ms: int) -> str | None:
         with self._lock:
             h = self._held.get((group, topic, queue_id))

@@ -3,7 +3,7 @@
     tailrace group list | describe GROUP [--topic T]
     tailrace group reset-offset GROUP --topic T (--to-earliest | --to-latest |
         --to-offset N | --to-time TIME) [--dry-run] [--force] [--skip-unreachable]
-    tailrace topic create | list | describe T
+    tailrace topic create | list | describe T | delete T [--dry-run] [--force]
     tailrace message get --id ID [--topic T] | find --topic T --key K
 
 Each goes through the nameservers (`--namesrv`, the profile's, or `--dir`
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from consumer import Admin
+from consumer import Admin, admin_topics
 from consumer import admin_ops as ops
 from consumer.profile import Profile
 from deploy.client_cli import _run_with_target, _target
@@ -75,8 +75,9 @@ def _admin_command(fn: Callable[[argparse.Namespace, Admin], dict[str, Any]], sh
 
 
 def exit_status(out: dict[str, Any]) -> int:
-    """1 for a reset that did not reach every broker group (it says which), else 0."""
-    return 1 if out.get("not_reset") else 0
+    """1 for a reset that did not reach every broker group, or a command done
+    only in part (`ok` false; the output says where), else 0."""
+    return 1 if out.get("not_reset") or not out.get("ok", True) else 0
 
 
 def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> None:
@@ -124,7 +125,11 @@ def add_group_arguments(p: argparse.ArgumentParser) -> None:
         help="first message stored at or after it: ISO 8601 (no zone: local time) or yyyy-MM-dd#HH:mm:ss:SSS",
     )
     r.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
-    r.add_argument("--force", action="store_true", help="although members are live (they may commit over it)")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="although members are live or the group popped lately (pop_live_ms)",
+    )
     r.add_argument(
         "--skip-unreachable",
         action="store_true",
@@ -191,17 +196,24 @@ def _show_reset(out: dict[str, Any]) -> None:
     )
     when = f" {out['instant']['local']} (UTC {out['instant']['utc']})" if "instant" in out else ""
     print(f"{out['group']} on {out['topic']}: {verb} to {out['target']}{when}")
-    rows = [{**r, "done": "yes" if r["applied"] else "no"} for r in out["plan"]]
+    rows = [  # a pop group's cursor and messages in flight (dropped by the reset)
+        {**r, "done": "yes" if r["applied"] else "no"}
+        | ({"pop": r["pop_cursor"], "inflight": r["pop_inflight"]} if r.get("popped") else {})
+        for r in out["plan"]
+    ]
     _table(
         rows,
         [("BROKER", "broker_name"), ("QUEUE", "queue_id"), ("OLD", "old_offset"), ("NEW", "new_offset"),
-         ("MIN", "min_offset"), ("MAX", "max_offset"), ("APPLIED", "done")],
+         ("MIN", "min_offset"), ("MAX", "max_offset"), ("POP_CURSOR", "pop"), ("IN_FLIGHT", "inflight"),
+         ("APPLIED", "done")],
     )  # fmt: skip
     for name, g in out["groups"].items():
         if g["status"] in ("failed", "unreachable"):
             print(f"broker group {name}: {g['status']}: {g['why']}", file=sys.stderr)
     if out["members"]:
         print(f"live members: {', '.join(out['members'])}")
+    if out.get("last_pop_ms"):
+        print(f"popped lately (pop consumers) on: {', '.join(out['last_pop_ms'])}")
     if out["not_reset"]:
         print(
             f"NOT reset on {', '.join(out['not_reset'])}; the other groups were. Run the same command again "
@@ -231,6 +243,16 @@ def add_topic_arguments(p: argparse.ArgumentParser) -> None:
     d = sub.add_parser("describe", help="routes, brokers, queue offsets and consumer groups of a topic")
     d.add_argument("name")
     _common(d)
+    rm = sub.add_parser(
+        "delete", help="delete a topic on every broker group's master (messages stay until retention)"
+    )
+    rm.add_argument("name")
+    rm.add_argument("--dry-run", action="store_true", help="show what would go, change nothing")
+    rm.add_argument("--force", action="store_true", help="a consumer group's %%RETRY%% or %%DLQ%% topic")
+    rm.add_argument(
+        "--route-timeout-ms", type=int, default=30_000, help="how long to wait for the routes to drop it"
+    )
+    _common(rm)
 
 
 def _topic(args: argparse.Namespace, admin: Admin) -> dict[str, Any]:
@@ -242,11 +264,36 @@ def _topic(args: argparse.Namespace, admin: Admin) -> dict[str, Any]:
         return {"topic": args.topic, "created": created}
     if cmd == "list":
         return {"topics": [{"name": n, "queues": q} for n, q in admin.list_topics().items()]}
+    if cmd == "delete":
+        return admin_topics.delete_topic(
+            admin, args.name, args.dry_run, args.force, args.route_timeout_ms / 1000
+        )
     return ops.describe_topic(admin, args.name)
 
 
+def _show_deletion(out: dict[str, Any]) -> None:
+    verb = "would delete (dry run; nothing changed)" if out["dry_run"] else "deleting"
+    print(f"topic {out['topic']}: {verb}")
+    for g in out["groups"]:
+        what = g["outcome"].replace("_", " ")
+        if "messages" in g:
+            what += (
+                f": {len(g['queues'])} queues, {g['messages']} messages (left in the log until retention), "
+                f"{len(g['offsets'])} committed offsets, groups {', '.join(g['consumer_groups']) or '-'}, "
+                f"{g['pop_inflight']} pop messages in flight"
+            )
+        error = f" ({g['error']})" if g["error"] else ""
+        print(f"  {g['broker_name']}: {what}{error}")
+    if out["routes_dropped"] is not None:
+        print("routes: dropped" if out["routes_dropped"] else f"routes: {'; '.join(out['route_gaps'])}")
+    if not out["ok"]:
+        print(f"tailrace topic delete: {out['topic']} not deleted everywhere (see above)", file=sys.stderr)
+
+
 def _show_topic(out: dict[str, Any]) -> None:
-    if "created" in out:
+    if "dry_run" in out:
+        _show_deletion(out)
+    elif "created" in out:
         print(f"{out['topic']}: {'created' if out['created'] else 'unchanged'}")
     elif "topics" in out:
         for t in out["topics"]:

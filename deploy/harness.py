@@ -154,13 +154,16 @@ class TailraceProcess:
     def restart(self, timeout_s: float = 30.0) -> TailraceProcess:
         """Start again with the same arguments (and so the same data).
 
-        The listen address is kept when the first start picked a port, so
-        clients can reconnect to the same address.
+        The listen address (and the members' port, with TLS) is kept when the
+        first start picked a port, so clients and slaves reconnect to it.
         """
         if self.running():
             self.stop()
         if self.info.get("address"):
             self.args = _replace_flag(self.args, "--listen", self.info["address"])
+        member = self.info.get("member_address")
+        if member and member != self.info.get("address"):  # and its members' port (slaves replicate there)
+            self.args += ["--set", f"server.member_listen={member}"]
         return self.start(timeout_s)
 
     def log_tail(self, lines: int = 40) -> str:

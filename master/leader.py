@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import cast
+from typing import Any, cast
 
 from core.broker.core import BrokerCore
 from core.broker.role import RoleStatus, SendOutcome
@@ -314,21 +314,27 @@ class LeaderRole:
                 )
             prev = core.offsets.query(group, topic, queue_id)
             if prev != offset:  # `prev` lets a truncation undo it without reading the log
-                core.store.append_system(
-                    "offset",
-                    {
-                        "group": group,
-                        "topic": topic,
-                        "queue": queue_id,
-                        "offset": offset,
-                        "prev": -1 if prev is None else prev,
-                    },
-                )
-        # (an unchanged offset is waited for too: an earlier commit of it may have timed out)
-        if core.config.replication.sync and not self._wait_replicated():
-            raise RequestTimeoutError("offset stored on the master, not on enough slaves in time")
+                payload = {"group": group, "topic": topic, "queue": queue_id, "offset": offset}
+                core.store.append_system("offset", payload | {"prev": -1 if prev is None else prev})
+        self._acknowledge("offset")  # (an unchanged one too: an earlier commit of it may have timed out)
+
+    def write_system(self, plan: Callable[[], list[tuple[str, dict[str, Any]]]]) -> None:
+        """Append the system records `plan()` makes, as one batch, through the
+        write gate and with topic changes held off (an operator's write: a
+        topic deletion, a pop cursor's reset); pops wait meanwhile (the pop lock,
+        taken before the topic lock, as a pop's dead letter does), so no pop
+        plans from a state the batch changes; acknowledged like a commit."""
+        with self._writing(), self.popper._lock, self._topic_lock:
+            records = plan()
+            if records:
+                self.core.store.append_systems(records)
+        self._acknowledge("change")
+
+    def _acknowledge(self, what: str) -> None:
+        if self.core.config.replication.sync and not self._wait_replicated():
+            raise RequestTimeoutError(f"{what} stored on the master, not on enough slaves in time")
         if self.fenced():  # as for a send: stored, but another master may lead by now
-            raise RequestTimeoutError("offset stored, but this master was fenced before it was acknowledged")
+            raise RequestTimeoutError(f"{what} stored, but this master was fenced before it was acknowledged")
 
     def lock_queues(
         self, group: str, topic: str, client_id: str, queue_ids: list[int], lease_ms: int

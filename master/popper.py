@@ -17,7 +17,9 @@ the log like any commit, so a group's progress shows where pulls and
 QueryOffset look, and a pop state lost to retention restarts there. Each
 commit rewrites offsets.json under the store's write lock, so a queue's is
 written at most every `broker.pop_commit_interval_ms` (the first one that
-long after the pass first sees the point ahead), and only when it moves.
+long after the pass first sees the point ahead), and only when it moves
+(master/pop_commits.py). Each pop notes its (group, topic) in `recent`: an
+offset reset refuses a group that popped lately (core/pop/recent.py).
 """
 
 from __future__ import annotations
@@ -41,13 +43,14 @@ from core.errors import (
 )
 from core.pop.handles import Receipt, decode_handle, encode_handle, handle_key
 from core.pop.ops import PoppedElsewhere, PoppedMessage, PopResult
+from core.pop.recent import RecentPops
 from core.pop.state import MAX_POP_BATCH, Key, PopTable
 from core.pull import PullArgs
 from core.record import Record, validate_topic
 from core.redirect import NO_ADVICE, Advice
 from core.retry import check_client_group
 from core.subscription import Subscription
-from master import pop_dead_letters
+from master import pop_commits, pop_dead_letters
 from master.pop_reads import Got, cold_slave, offset_of, pop_cursor, read_one, read_queue
 
 if TYPE_CHECKING:
@@ -72,6 +75,7 @@ class Popper:
         self.max_attempts = core.config.broker.pop_max_attempts
         self.commit_interval_ms = core.config.broker.pop_commit_interval_ms
         self._commit_due: dict[Key, int] = {}  # per queue: the clock's ms from which it may commit again
+        self.recent = RecentPops(core.config.broker.pop_live_ms)  # who pops what lately (resets ask)
         self.key = handle_key(core.config.replication.resolved_secret(), core.broker_name)
         self.dead_lettered = 0
         self.popped: Counter[str] = Counter()  # messages handed out, by where their bytes are read
@@ -116,6 +120,7 @@ class Popper:
         count = self.leader.core.store.topics.queue_count(topic)
         if count is None:
             raise UnknownTopicError(f"topic {topic!r} does not exist")
+        self.recent.note(group, topic, self.clock())
         if not -1 <= queue_id < count:
             raise InvalidQueueError(f"queue id {queue_id} out of range for {topic!r} (0..{count - 1}, or -1)")
         max_messages = max_messages or 32
@@ -437,34 +442,18 @@ class Popper:
                 done += pop_dead_letters.expired(self, key, offset, entry.gen, entry.attempt)
             except TailraceError as exc:
                 self._warn("pop: %s/%s queue %d offset %d not dead-lettered yet: %s", *key, offset, exc)
-        keys = self.table.queues()
+        topics = self.leader.core.store.topics
+        keys = [k for k in self.table.queues() if topics.queue_count(k[1]) is not None]  # (deleted: reset)
         for key in keys:
             try:
                 self._drop_removed(key)
             except TailraceError as exc:
                 self._warn("pop: %s/%s queue %d: %s", *key, exc)
-            self._commit(key, now)
+            pop_commits.commit(self, key, now)  # (master/pop_commits.py)
         for key in self._commit_due.keys() - set(keys):  # queues the table forgot (a cut tail)
             del self._commit_due[key]
         self.dead_lettered += done
         return done
-
-    def _commit(self, key: Key, now: int) -> None:
-        """Commit the group's offset at the queue's commit point if that moves
-        it, at most every `commit_interval_ms` per queue."""
-        point = self.table.commit_point(key)
-        committed = self.leader.core.offsets.query(*key)
-        if point is None or (committed is not None and point <= committed):
-            return  # a commit that moves nothing is never written
-        due = self._commit_due.setdefault(key, now + self.commit_interval_ms)
-        if now < due <= now + self.commit_interval_ms:  # (a clock stepped back: due now)
-            return
-        try:
-            self.leader.commit_offset(*key, point, internal=True)
-        except TailraceError as exc:  # retried next pass
-            self._warn("pop: committing %s/%s queue %d at %d failed: %s", *key, point, exc)
-            return
-        self._commit_due[key] = now + self.commit_interval_ms
 
     def _warn(self, fmt: str, *args: object) -> None:
         """A revive failure (retried every tick): logged every LOG_EVERY_S at most."""

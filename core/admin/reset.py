@@ -1,12 +1,18 @@
 """Offset resets: the plan (a plain function of the queues' offsets), the
 search of a queue offset by store time, and carrying a plan out.
 
-A reset is a commit per queue (`LeaderRole.commit_offset`): an `offset`
-record in the log, so it replicates, survives a failover and is undone with
-a cut tail like any commit. It is refused while the group has live members
-on the topic (their next commit would write over it) unless forced, and for
-a group that pops from the topic (its position is its pop cursor, which a
-commit does not move).
+A reset is one batch of system records (`LeaderRole.write_system`): an
+`offset` record per queue whose committed offset moves and, for a queue the
+group pops from, a pop `rst` record moving its cursor there and dropping
+its messages in flight (core/pop/state.py). In the log, so it replicates,
+survives a failover and is undone with a cut tail like any commit; written
+under the pop lock, so no pop or revive commit is planned from the state
+before it and appended after it.
+
+It is refused unless forced while the group has live members on the topic
+(their next commit would write over it) or popped from it on this master
+within `broker.pop_live_ms` (core/pop/recent.py: a pop consumer's in-flight
+messages would go stale under it).
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from core.errors import (
     CorruptRecordError,
     GroupActiveError,
     InvalidArgumentError,
-    TailraceError,
     UnknownTopicError,
 )
 from core.offsets import U64, validate_group
@@ -45,6 +50,8 @@ class QueueSpan:
     min_offset: int
     max_offset: int
     committed: int | None
+    pop_cursor: int | None = None  # the group pops from the queue
+    pop_inflight: int = 0
 
 
 def plan_reset(
@@ -75,6 +82,9 @@ def plan_reset(
                 "new_offset": new,
                 "min_offset": s.min_offset,
                 "max_offset": s.max_offset,
+                "popped": s.pop_cursor is not None,
+                "pop_cursor": s.pop_cursor or 0,
+                "pop_inflight": s.pop_inflight,
             }
         )
     return rows
@@ -113,6 +123,14 @@ def offset_at_time(store: MessageStore, topic: str, queue_id: int, at_ms: int) -
     return first_at_or_after(lo, hi, stored_ms, at_ms)
 
 
+@dataclass(frozen=True, slots=True)
+class ResetResult:
+    plan: list[dict[str, Any]]
+    applied: bool
+    members: list[str]  # live members on the topic
+    last_pop_ms: int  # the group's last pop of the topic here, within broker.pop_live_ms (0: none)
+
+
 def reset_offsets(
     core: BrokerCore,
     group: str,
@@ -123,54 +141,70 @@ def reset_offsets(
     dry_run: bool,
     force: bool,
     now_ms: int,
-) -> tuple[list[dict[str, Any]], bool, list[str]]:
-    """(plan, applied, live members). Everything is checked before the first
-    commit: a refusal changes nothing."""
+) -> ResetResult:
+    """Plan the reset and, unless `dry_run`, carry it out. Everything is
+    checked before the batch is written: a refusal changes nothing."""
     validate_group(group)
     check_client_group(group)
     count = core.store.topics.queue_count(validate_topic(topic).decode())
     if count is None:
         raise UnknownTopicError(f"topic {topic!r} does not exist")
     store = core.store
+    pops = [core.pops.get((group, topic, q)) for q in range(count)]
     spans = [
-        QueueSpan(q, *store.queue_offsets(topic, q), core.offsets.query(group, topic, q))
-        for q in range(count)
+        QueueSpan(
+            q,
+            *store.queue_offsets(topic, q),
+            core.offsets.query(group, topic, q),
+            None if st is None else st.cursor,
+            0 if st is None else len(st.inflight),
+        )
+        for q, st in enumerate(pops)
     ]
     at_time = (
         {q: offset_at_time(store, topic, q, at_ms) for q in range(count)} if target is Target.TIME else None
     )
     plan = plan_reset(spans, target, offset, at_time)
     members = core.groups.members(group, topic, now_ms)
-    if any(core.pops.get((group, topic, q)) is not None for q in range(count)):
-        raise InvalidArgumentError(
-            f"group {group!r} pops from {topic!r}: its position is its pop cursor, which a reset "
-            "does not move (not supported)"
-        )
-    if dry_run:
-        return plan, False, members
-    if members and not force:
-        raise GroupActiveError(
-            f"group {group!r} has {len(members)} live member(s) on {topic!r} ({', '.join(members)}): "
-            "stop them first, or force it (they may commit over the reset)"
-        )
     leader = core.leader()
-    done: list[int] = []
+    popper = leader.popper
+    last_pop = popper.recent.last(group, topic, popper.clock()) or 0
+    if dry_run:
+        return ResetResult(plan, False, members, last_pop)
+    if (members or last_pop) and not force:
+        live = [f"{len(members)} live member(s) on {topic!r} ({', '.join(members)})"] if members else []
+        if last_pop:
+            live.append(f"popped from {topic!r} {max(0, popper.clock() - last_pop) / 1000:.1f} s ago")
+        raise GroupActiveError(
+            f"group {group!r} has {' and '.join(live)}: stop them first, or force it "
+            "(members may commit over the reset; pop consumers' messages in flight go stale)"
+        )
+    leader.write_system(lambda: reset_records(core, group, topic, plan, leader.epoch << 32))
+    return ResetResult(plan, True, members, last_pop)
+
+
+Records = list[tuple[str, dict[str, Any]]]
+
+
+def reset_records(
+    core: BrokerCore, group: str, topic: str, plan: list[dict[str, Any]], gen_floor: int
+) -> Records:
+    """The batch carrying `plan` out, made under the write gate and the pop
+    lock (from the state then): per queue, a pop `rst` if the group pops
+    from it and its cursor moves or messages are in flight, and an `offset`
+    record if the committed offset moves."""
+    records: Records = []
     for row in plan:
-        if not row["committed"] or row["new_offset"] != row["old_offset"]:
-            try:
-                leader.commit_offset(group, topic, row["queue_id"], row["new_offset"])
-            except TailraceError as exc:
-                raise partly_done(exc, row["queue_id"], done) from exc
-        done.append(row["queue_id"])
-    return plan, True, members
-
-
-def partly_done(exc: TailraceError, queue_id: int, done: list[int]) -> TailraceError:
-    """`exc` (same class: the same status code and retry advice), saying
-    which queues of this broker group were reset before queue `queue_id` failed."""
-    before = f"queues {', '.join(map(str, done))} were reset before it" if done else "no queue was reset"
-    out = type(exc).__new__(type(exc))  # its own fields kept (some take more than a message)
-    out.__dict__.update(exc.__dict__)
-    out.message = f"reset stopped at queue {queue_id} ({exc.message}); {before}, the rest were not"
-    out.args = (out.message,)
-    return out
+        q, new = row["queue_id"], row["new_offset"]
+        key = (group, topic, q)
+        end = core.store.queue_offsets(topic, q)[1]  # (a topic deleted since the plan: UnknownTopicError)
+        if new > end:  # deleted and created again since the plan
+            raise InvalidArgumentError(f"{topic!r} queue {q} ends at {end} now, before {new}: plan again")
+        st = core.pops.get(key)
+        if st is not None and (st.cursor != new or st.inflight):
+            records.append(("pop", core.pops.plan_reset(key, new, gen_floor)))
+        prev = core.offsets.query(*key)
+        if prev != new:  # `prev` lets a truncation undo it without reading the log
+            records.append(("offset", {"group": group, "topic": topic, "queue": q, "offset": new,
+                                       "prev": -1 if prev is None else prev}))  # fmt: skip
+    return records

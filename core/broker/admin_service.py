@@ -9,6 +9,7 @@ import grpc
 from core.admin.groups import describe_groups
 from core.admin.lookup import find_messages, get_message
 from core.admin.reset import Target, reset_offsets
+from core.admin.topics import delete_topic
 from core.broker.core import BrokerCore
 from core.clock import now_ms
 from core.errors import InvalidArgumentError
@@ -55,7 +56,7 @@ class BrokerAdminService(broker_pb2_grpc.BrokerAdminServicer):
         target = _TARGETS.get(request.target)
         if target is None:
             raise InvalidArgumentError("a reset needs a target: earliest, latest, an offset or a time")
-        plan, applied, members = reset_offsets(
+        out = reset_offsets(
             self.core,
             request.group,
             request.topic,
@@ -67,9 +68,25 @@ class BrokerAdminService(broker_pb2_grpc.BrokerAdminServicer):
             now_ms(),
         )
         return pb.ResetOffsetResponse(
-            queues=[pb.ResetQueue(**r) for r in plan],
-            applied=applied,
-            members=members,
+            queues=[pb.ResetQueue(**r) for r in out.plan],
+            applied=out.applied,
+            members=out.members,
+            broker_name=self.core.broker_name,
+            served_by=self.core.broker_id,
+            last_pop_ms=out.last_pop_ms,
+        )
+
+    def DeleteTopic(
+        self, request: pb.DeleteTopicRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteTopicResponse:
+        what, deleted = delete_topic(self.core, request.topic, request.dry_run, request.force)
+        return pb.DeleteTopicResponse(
+            queues=[pb.QueueOffsets(**q) for q in what["queues"]],
+            messages=what["messages"],
+            offsets=[pb.DeletedOffset(**o) for o in what["offsets"]],
+            groups=what["groups"],
+            pop_inflight=what["pop_inflight"],
+            deleted=deleted,
             broker_name=self.core.broker_name,
             served_by=self.core.broker_id,
         )

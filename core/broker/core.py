@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from core.admin.groups import LagSeries, committed_lags
 from core.admin.reads import ReadLog
+from core.admin.topics import forget_deleted
 from core.broker.role import BrokerRole, LeaderOps, RoleFactory
 from core.broker_config import BrokerConfig
 from core.clock import now_ms
@@ -116,6 +117,7 @@ class BrokerCore:
         # only the log since the last one (core/pop/snapshot.py)
         store.checkpoint_listeners.append(lambda: pop_snapshot.save(self.pops, store, b.data_dir))
         store.add_system_handler("epoch", self._apply_epoch)
+        store.add_system_handler("topic", lambda p: forget_deleted(self, p))  # (core/admin/topics.py)
         store.add_append_listener(self._appended)
         store.add_topic_listener(lambda _topic: self.on_topics_change())
         # without a controller the config fixes the role; with one, every

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from core.errors import TailraceError
+from core.pop.recent import RecentPops
 from core.record import Record
 from core.redirect import Advice
 
@@ -46,6 +47,9 @@ class PopResult:
 
 
 class PopOps(Protocol):
+    recent: RecentPops  # each group's last pop per topic (core/pop/recent.py)
+    clock: Callable[[], int]  # wall-clock ms: pops' deadlines and `recent`'s times
+
     def pop(
         self,
         group: str,

@@ -28,7 +28,10 @@ an acked offset is below the cursor and out of flight, and nothing puts it
 back. A `rnw` (a renewal: the deadline moved, the generation kept) is
 idempotent too: it applies only to the generation it names and only
 moves a deadline later, so applied twice, or after the entry was handed
-out again, it changes nothing. A new master starts its generations at
+out again, it changes nothing. A `rst` (an operator's reset of the cursor,
+or a topic deletion's reset to 0) drops the in-flight entries and takes a
+generation too, so it applies once, and a receipt handle from before it
+never acks what is handed out after it. A new master starts its generations at
 `epoch << 32` at least (`gen_floor`), so a handle issued in a divergent tail
 that a failover cut away never matches an entry the new master issued.
 """
@@ -351,6 +354,16 @@ class PopTable:
                 "dl": now_ms + invisible_ms,
             }
 
+    def plan_reset(self, key: Key, to: int, gen_floor: int = 0) -> dict[str, Any]:
+        """The `pop` record moving `key`'s cursor to `to` and dropping its
+        in-flight entries (an operator's reset; a topic deletion resets to 0)."""
+        if isinstance(to, bool) or not isinstance(to, int) or to < 0:
+            raise InvalidArgumentError(f"a pop cursor is a queue offset, not {to!r}")
+        with self.lock:
+            q = self._queues.get(key)
+            gen = max(gen_floor, 1 if q is None else q.next_gen)
+            return {"op": "rst", "group": key[0], "topic": key[1], "queue": key[2], "to": to, "gen": gen}
+
     # ---- applying (every copy, from the record) ----------------------------------
 
     def apply(self, p: Mapping[str, Any]) -> list[Popped]:
@@ -381,6 +394,14 @@ class PopTable:
                 if q is not None and e is not None and e.gen == gen and dl > e.deadline_ms:
                     q.inflight[o] = Entry(dl, e.attempt, gen)
                     self._schedule(key, q, o)
+            elif op == "rst":  # applied once, like a pop: its generation is then below next_gen
+                to, gen = int(p["to"]), int(p["gen"])
+                if to < 0:
+                    raise ValueError("negative cursor")
+                if q is None or gen >= q.next_gen:
+                    if q is not None:
+                        self._count(key[0], -len(q.inflight))
+                    self._queues[key] = QueueState(to, gen + 1)  # old handles stay stale
             else:
                 raise ValueError(f"unknown pop operation {op!r}")
             return []

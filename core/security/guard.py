@@ -108,6 +108,7 @@ CLIENT_RULES: dict[str, Rule] = {
     "/tailrace.v1.BrokerAdmin/ResetOffset": _admin,
     "/tailrace.v1.BrokerAdmin/GetMessage": _admin,
     "/tailrace.v1.BrokerAdmin/FindMessages": _admin,
+    "/tailrace.v1.BrokerAdmin/DeleteTopic": _admin,
     "/tailrace.v1.NameServer/GetRoute": _any_account,  # routes are not secret (RocketMQ's are open)
     "/tailrace.v1.NameServer/ListClusters": _any_account,
     "/tailrace.v1.NameServer/ControllerStatus": _any_account,

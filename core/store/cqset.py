@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from core.fileutil import fsync_dir
 from core.record import Entry
 from core.store.consumequeue import ENTRY, ENTRY_SIZE, ConsumeQueue
 from core.store.cqcache import OpenSet
@@ -199,6 +200,23 @@ class ConsumeQueueSet:
             self._open.forget(cq)
             cq.close()
             shutil.rmtree(cq.directory, ignore_errors=True)
+
+    def drop_topic(self, topic: str) -> int:
+        """Forget every queue of `topic`, loaded or not: unmap and close its
+        files, remove its directory and sync the removal (a deletion,
+        core/store/deletion.py). Returns the queues dropped."""
+        with self._load_lock:
+            keys = [k for k in self.queues if k[0] == topic]
+            for key in keys:
+                self.discard(key)
+            unloaded = [k for k in self._on_disk if k[0] == topic]
+            for key in unloaded:
+                del self._on_disk[key]
+            path = self.directory / topic
+            if path.exists():
+                shutil.rmtree(path)
+                fsync_dir(self.directory)
+        return len(keys) + len(unloaded)
 
     # ---- durability, recovery, retention, replication ---------------------------
 

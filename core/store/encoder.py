@@ -49,6 +49,7 @@ class BatchEncoder:
         self._topic_info: dict[str, tuple[bytes, int]] = {}
         self._meta_cache: dict[tuple[str, str], tuple[bytes, int]] = {}
         self.topic_listeners: list[Callable[[str], None]] = []
+        self.deletions = 0  # topics deleted so far (forget_topic)
 
     # ---- topic definitions ---------------------------------------------------
 
@@ -74,6 +75,24 @@ class BatchEncoder:
                     listener(topic)
                 except Exception:
                     log.exception("topic listener failed")
+
+    def forget_topic(self, topic: str) -> bool:
+        """Delete a topic from the table (TopicTable.remove) and the caches;
+        then, if it was defined, tell the topic listeners. `deletions` counts
+        them: an append validated before one is checked again (store.py)."""
+        with self._lock:
+            removed = self.topics.remove(topic)
+            self._topic_info.pop(topic, None)
+            self._meta_cache.clear()
+            if removed:
+                self.deletions += 1
+        if removed:
+            for listener in self.topic_listeners:
+                try:
+                    listener(topic)
+                except Exception:
+                    log.exception("topic listener failed")
+        return removed
 
     def ensure_queues(self, wanted: Mapping[str, int]) -> None:
         """Grow each topic of `wanted` to at least its queue count (a slave

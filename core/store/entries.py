@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from core.errors import CorruptRecordError, InvalidArgumentError, InvalidOffsetError, StoreClosedError
 from core.record import HEADER_SIZE
-from core.store.store import FILTER_SCAN_LIMIT, MessageStore
+from core.store.reads import FILTER_SCAN_LIMIT
+from core.store.store import MessageStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,10 +97,13 @@ class Publisher:
             self._undo(start, end, firsts, {key for key, _ in created})
             raise
         self._clog.publish(end)
+        # (a queue a topic deletion in `system` dropped is gone: deletion.py)
         for key, q in created:  # first: lock-free readers never see slots below it
-            queues[key].min_offset = q
+            if (cq := queues.get(key)) is not None:
+                cq.min_offset = q
         for key, q in nexts.items():
-            queues[key].max_offset = q
+            if (cq := queues.get(key)) is not None:
+                cq.max_offset = q
 
     def _undo(self, start: int, end: int, firsts: Mapping[QueueKey, int], new: set[QueueKey]) -> None:
         """Take back an unpublished batch: its bytes, its queue slots, the queues it made."""

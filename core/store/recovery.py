@@ -11,7 +11,8 @@ so no later restart can revive them. They are not deleted: first they are
 kept in `<data>/quarantine/<cut offset>-<ms>/` (`quarantine_tail`), which
 nothing reads back; if that cannot be written, the store does not open
 (StorageFullError) rather than lose them. Records from the dispatched
-checkpoint on are re-dispatched into their ConsumeQueues (idempotent), and
+checkpoint on are re-dispatched into their ConsumeQueues (idempotent), in
+log order with the topic deletions among them (core/store/deletion.py), and
 every ConsumeQueue is trimmed of entries that point past the new end.
 """
 
@@ -33,6 +34,7 @@ from core.record import PREFIX, SYSTEM_TOPIC, tag_hash
 from core.store.checkpoint import Checkpoint
 from core.store.commitlog import CommitLog, last_nonzero
 from core.store.cqset import ConsumeQueueSet
+from core.store.deletion import deleted_topic
 
 log = logging.getLogger(__name__)
 QUARANTINE = "quarantine"  # beside commitlog/ in the data dir
@@ -98,6 +100,8 @@ def recover(
         report.records_scanned += 1
         if hdr.topic == SYSTEM_TOPIC:
             report.system_records.append(hdr.physical_offset)
+            if hdr.physical_offset >= dispatch_from and (gone := deleted_topic(clog, hdr)) is not None:
+                cqs.drop_topic(gone)  # what was re-dispatched before it goes again (deletion.py)
             continue
         if hdr.physical_offset >= dispatch_from:
             cqs.dispatch(

@@ -31,6 +31,7 @@ from core.record import (
 )
 from core.store.commitlog import CommitLog
 from core.store.cqset import ConsumeQueueSet
+from core.store.deletion import split_point
 from core.store.publish import Publisher, QueueKey
 from core.store.replicated import validate_chunk
 from core.store.system import decode_system, log_payloads
@@ -80,9 +81,15 @@ class ReplicaOps:
             for e in entries:
                 if e[0] == SYSTEM_TOPIC:
                     try:
-                        system.append(decode_system(decode_record(data, e[3] - offset)))
+                        kind, payload = decode_system(decode_record(data, e[3] - offset))
                     except CorruptRecordError as exc:
                         skipped.append(exc.message)
+                        continue
+                    system.append((kind, payload))
+                    cut = split_point(kind, payload, e[3] + e[4], chunk.new_end)
+                    if cut is not None:  # a topic deleted mid-chunk: before it, then after it
+                        self.append_replicated(offset, data[: cut - offset])
+                        return self.append_replicated(cut, data[cut - offset :])
             entries = [e for e in entries if e[0] != SYSTEM_TOPIC]
         cqs = self._cqs
         writer = self._writer

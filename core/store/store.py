@@ -18,8 +18,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +25,11 @@ from core.errors import (
     CorruptRecordError,
     FlushTimeoutError,
     InvalidArgumentError,
-    InvalidOffsetError,
     InvalidQueueError,
     StorageFullError,
-    StoreClosedError,
+    UnknownTopicError,
 )
-from core.record import FIXED, HEADER_SIZE, RECORD_MAGIC, Message, decode_record
+from core.record import Message, decode_record, validate_topic
 from core.sidefiles import LogHistory
 from core.store.checkpoint import (
     Checkpoint,
@@ -45,9 +42,11 @@ from core.store.checkpoint import (
 from core.store.commitlog import CommitLog, Prepared
 from core.store.config import StoreConfig
 from core.store.cqset import ConsumeQueueSet
+from core.store.deletion import deletion, is_deletion
 from core.store.encoder import BatchEncoder
 from core.store.flush import GroupCommit, PeriodicService
 from core.store.publish import Listener, Publisher, QueueKey
+from core.store.reads import ReadResult, read_queue
 from core.store.recovery import QUARANTINE, RecoveryReport, quarantine_usage, recover
 from core.store.replica_ops import ReplicaOps
 from core.store.retention import Retention
@@ -55,33 +54,6 @@ from core.store.system import Handler, SystemRecords, decode_system, encode_syst
 from core.store.topics import TopicTable
 
 log = logging.getLogger(__name__)
-
-FILTER_SCAN_LIMIT = 16_384  # ConsumeQueue entries one filtered read may skip
-
-
-class ReadStatus(Enum):
-    FOUND = "FOUND"
-    NO_NEW_MSG = "NO_NEW_MSG"
-    NO_MATCHED_MSG = "NO_MATCHED_MSG"
-    OFFSET_TOO_SMALL = "OFFSET_TOO_SMALL"
-    OFFSET_OVERFLOW = "OFFSET_OVERFLOW"
-
-
-@dataclass(slots=True)
-class ReadResult:
-    status: ReadStatus
-    data: bytes
-    count: int
-    next_queue_offset: int
-    min_offset: int
-    max_offset: int
-    next_physical_offset: int
-
-
-def _is_record(v: memoryview, size: int, queue_id: int, queue_offset: int, phys: int) -> bool:
-    """Does `v` hold the record a ConsumeQueue entry says is there?"""
-    rsize, magic, _, rqid, _, rqoff, rphys = FIXED.unpack_from(v)[:7]
-    return (rsize, magic, rqid, rqoff, rphys) == (size, RECORD_MAGIC, queue_id, queue_offset, phys)
 
 
 class MessageStore:
@@ -105,6 +77,7 @@ class MessageStore:
         self._disk_used_ratio = disk_used_ratio
         self._ckpt_lock = threading.RLock()
         self.checkpoint_listeners: list[Callable[[], None]] = []  # after every checkpoint; never raise
+        self._opened = False  # recovered records replayed: deletions drop queues from now on
         self._system = SystemRecords()
         self._system.add_handler("topic", self._apply_topic)
         self._dirlock = DirLock(self.data_dir)
@@ -140,6 +113,7 @@ class MessageStore:
                     continue
                 self._system.recovered(kind, payload)
             self._checkpoint()
+            self._opened = True
         except BaseException:
             for part in (getattr(self, "commitlog", None), getattr(self, "cqs", None)):
                 if part is not None:
@@ -196,6 +170,13 @@ class MessageStore:
         prepared = encode_system(kind, payload, self._clock_ms())
         return self._append_prepared([prepared], [(kind, payload)])[0][0]
 
+    def append_systems(self, records: list[tuple[str, dict[str, Any]]]) -> int:
+        """Append system records as one batch (all or none) and apply them in
+        order; returns the physical offset of the first."""
+        now = self._clock_ms()
+        prepared = [encode_system(kind, payload, now) for kind, payload in records]
+        return self._append_prepared(prepared, records)[0][0]
+
     def add_system_handler(self, kind: str, fn: Handler) -> None:
         """Apply system records of `kind` with `fn`: those found by recovery
         now (in log order), every later one as it is appended or replicated."""
@@ -216,8 +197,24 @@ class MessageStore:
         clog = self.commitlog
         return LogHistory(clog.min_offset, clog.max_offset, lambda kind: log_payloads(clog, kind))
 
+    def delete_topic(self, topic: str) -> bool:
+        """Delete a topic through a system record (core/store/deletion.py):
+        its definition and ConsumeQueues go, its messages stay in the log
+        until retention. False (nothing written) if it is not defined."""
+        if self.topics.queue_count(validate_topic(topic).decode()) is None:
+            return False
+        self.append_system("topic", deletion(topic))
+        return True
+
     def _apply_topic(self, payload: dict[str, Any]) -> None:
-        self._encoder.define_topic(str(payload["name"]), int(payload["queues"]))
+        if not is_deletion(payload):
+            self._encoder.define_topic(str(payload["name"]), int(payload["queues"]))
+            return
+        name = str(payload["name"])
+        validate_topic(name)  # (a bad name: the record is skipped everywhere alike)
+        if self._opened:  # (while opening, recovery dropped the queues in log order)
+            self.cqs.drop_topic(name)
+        self._encoder.forget_topic(name)
 
     def _system_record_at(self, phys: int) -> tuple[str, dict[str, Any]]:
         return decode_system(decode_record(bytes(self.commitlog.record_at(phys))))
@@ -241,18 +238,28 @@ class MessageStore:
             raise InvalidArgumentError(f"append takes a list of Message, got {type(messages).__name__}")
         if not messages:
             return []
-        return self._append_prepared(self._encoder.prepare(messages))
+        deletions = self._encoder.deletions
+        return self._append_prepared(self._encoder.prepare(messages), deletions=deletions)
 
     def _append_prepared(
-        self, batch: list[Prepared], system: list[tuple[str, dict[str, Any]]] | None = None
+        self,
+        batch: list[Prepared],
+        system: list[tuple[str, dict[str, Any]]] | None = None,
+        deletions: int | None = None,
     ) -> list[tuple[int, int]]:
         """Write encoded records; `system` holds the (kind, payload) of a batch of
-        system records, which are applied instead of dispatched."""
+        system records, which are applied instead of dispatched. `deletions`:
+        the topic deletions counted when the batch was validated; if one came
+        since, its topics are checked again (a deleted one is refused)."""
         cqs = self.cqs
         clog = self.commitlog
         writer = self._writer
         with writer.lock:
             writer.check_open()
+            if deletions is not None and deletions != self._encoder.deletions:
+                for topic in {p[0] for p in batch}:
+                    if self.topics.queue_count(topic) is None:
+                        raise UnknownTopicError(f"topic {topic!r} was deleted; nothing stored")
             nexts: dict[QueueKey, int] = {}
             firsts: dict[QueueKey, int] = {}
             qoffs: list[int] = []
@@ -356,83 +363,8 @@ class MessageStore:
         tag_filter: Callable[[int], bool] | None = None,
         visible_end: int | None = None,
     ) -> ReadResult:
-        """Stored record bytes from `queue_offset` on, laid end to end.
-
-        At most `max_count` records and `max_bytes` bytes, but at least one
-        record when one is there. `tag_filter(tag_hash)` skips entries on the
-        ConsumeQueue without touching the CommitLog. Records that end past
-        `visible_end` (the confirmed offset, in sync replication) are not
-        there yet for this read.
-        """
-        if self._closed:
-            raise StoreClosedError("store is closed")
-        self._check_queue(topic, queue_id)
-        if isinstance(queue_offset, bool) or not isinstance(queue_offset, int) or queue_offset < 0:
-            raise InvalidOffsetError(f"queue offset must be a non-negative integer, got {queue_offset!r}")
-        if not isinstance(max_count, int) or max_count <= 0:
-            raise InvalidArgumentError(f"max_count must be positive, got {max_count!r}")
-        if not isinstance(max_bytes, int) or max_bytes <= 0:
-            raise InvalidArgumentError(f"max_bytes must be positive, got {max_bytes!r}")
-        clog = self.commitlog
-        cq = self.cqs.get(topic, queue_id)
-        lo, hi = (cq.min_offset, cq.max_offset) if cq is not None else (0, 0)
-        if cq is None or queue_offset >= hi or queue_offset < lo:
-            if queue_offset < lo:
-                status, nxt = ReadStatus.OFFSET_TOO_SMALL, lo
-            elif queue_offset == hi:
-                status, nxt = ReadStatus.NO_NEW_MSG, hi
-            else:
-                status, nxt = ReadStatus.OFFSET_OVERFLOW, hi
-            return ReadResult(status, b"", 0, nxt, lo, hi, clog.max_offset)
-        scan_end = min(hi, queue_offset + (FILTER_SCAN_LIMIT if tag_filter else max_count))
-        chunks: list[memoryview] = []
-        total = 0
-        nxt = queue_offset
-        view = clog.view
-        hidden = False
-        cuts = clog.cuts  # a cut (truncation, log reset) during the read is not corruption
-        self.cqs.pin(cq)  # its files stay mapped while this read uses them
-        try:
-            for q, phys, size, th in cq.entries(queue_offset, scan_end):
-                if visible_end is not None and phys + size > visible_end:
-                    hidden = True
-                    break
-                if tag_filter is not None and not tag_filter(th):
-                    nxt = q + 1
-                    continue
-                if chunks and total + size > max_bytes:
-                    break
-                v = view(phys, size) if size >= HEADER_SIZE else None
-                nxt = q + 1
-                if v is None and size >= HEADER_SIZE and phys < clog.min_offset:
-                    continue  # its segment was deleted under us: skip like a filtered entry
-                if v is None or len(v) != size or not _is_record(v, size, queue_id, q, phys):
-                    if clog.cuts != cuts:  # the log was cut under this read (a slave's): stop here
-                        nxt = q
-                        break
-                    raise CorruptRecordError(
-                        f"{topic}/{queue_id} entry {q} points at {size} bytes at {phys}: not that record"
-                    )
-                chunks.append(v)
-                total += size
-                if len(chunks) >= max_count:
-                    break
-            next_phys = cq._entry(nxt)[0] if nxt < cq.max_offset else clog.max_offset
-        finally:
-            self.cqs.unpin(cq)
-        try:
-            data = b"".join(chunks)
-        except ValueError as exc:  # a mapping released by close() under us
-            raise StoreClosedError("store closed during the read") from exc
-        count = len(chunks)
-        del chunks
-        if count:
-            status = ReadStatus.FOUND
-        elif hidden and nxt == queue_offset:
-            status = ReadStatus.NO_NEW_MSG  # the next record is not confirmed yet
-        else:
-            status = ReadStatus.NO_MATCHED_MSG
-        return ReadResult(status, data, count, nxt, lo, hi, next_phys)
+        """Stored record bytes from `queue_offset` on (core/store/reads.py)."""
+        return read_queue(self, topic, queue_id, queue_offset, max_count, max_bytes, tag_filter, visible_end)
 
     # ---- durability and retention ---------------------------------------------
 

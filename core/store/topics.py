@@ -63,7 +63,10 @@ class TopicTable:
         if not needs_rebuild(self.path, self.damage, self.missing, history, ADVICE):
             return
         rebuilt: dict[str, int] = {}
-        for p in history.payloads("topic"):
+        for p in history.payloads("topic"):  # in log order: a deletion forgets what came before
+            if p.get("delete") is True:
+                rebuilt.pop(str(p.get("name")), None)
+                continue
             try:
                 name, queues = str(p["name"]), int(p["queues"])
             except (KeyError, TypeError, ValueError):
@@ -101,6 +104,18 @@ class TopicTable:
             return False
         updated = dict(self._queues)
         updated[topic] = queues
+        self._write(updated)
+        self._queues = updated
+        return True
+
+    def remove(self, topic: str) -> bool:
+        """Forget a topic (a deletion, core/store/deletion.py); False if it
+        was not defined. StorageFullError (nothing changed) if topics.json
+        cannot be written."""
+        if topic not in self._queues:
+            return False
+        updated = dict(self._queues)
+        del updated[topic]
         self._write(updated)
         self._queues = updated
         return True

@@ -57,8 +57,9 @@ UNARY_SAMPLES: dict[str, Any] = {
     "EndTransaction": pb.EndTransactionRequest(topic="T", transaction_id="forged", resolution=pb.COMMIT),
     "PollOrphanTransactions": pb.PollOrphanTransactionsRequest(max_count=1),
     "ResetOffset": pb.ResetOffsetRequest(group="G", topic="T", target=pb.RESET_EARLIEST),
+    "DeleteTopic": pb.DeleteTopicRequest(topic="T", dry_run=True),
 }
-ADMIN = {"ResetOffset"}  # tailrace.v1.BrokerAdmin's
+ADMIN = {"ResetOffset", "DeleteTopic"}  # tailrace.v1.BrokerAdmin's
 STREAM_SAMPLES: dict[str, Callable[[], Iterator[rpb.ReplicateRequest]]] = {
     "Replicate": lambda: iter([handshake()]),
 }
@@ -151,13 +152,20 @@ def test_the_same_requests_change_the_leader(nodes: Nodes) -> None:
     assert call(master, "CreateTopic").created
     call(master, "CommitOffset")
     assert master.core.offsets.query("G", "T", 0) == 1
-    assert call(master, "ResetOffset").applied  # (before G pops from T: a pop group is not reset)
+    assert call(master, "ResetOffset").applied
     assert master.core.offsets.query("G", "T", 0) == 0
     assert call(master, "SendBack").destination == "%SCHEDULE%"
     assert list(call(master, "LockQueues").locked) == [0]
     call(master, "UnlockQueues")
     (popped,) = call(master, "Pop").messages
     assert popped.attempt == 1 and master.core.pops.inflight("G") == 1
+    with pytest.raises(grpc.RpcError) as info:  # G pops from T now: a live pop consumer
+        call(master, "ResetOffset")
+    assert error_code(info.value) == "GROUP_ACTIVE" and master.core.pops.inflight("G") == 1
+    with grpc.insecure_channel(master.address) as ch:  # forced, it moves the pop cursor too
+        forced = pb.ResetOffsetRequest(group="G", topic="T", target=pb.RESET_EARLIEST, force=True)
+        assert broker_pb2_grpc.BrokerAdminStub(ch).ResetOffset(forced, timeout=5).applied
+    assert master.core.pops.inflight("G") == 0
     assert [r.error_code for r in call(master, "AckPop").results] == ["INVALID_RECEIPT_HANDLE"]
     for name in ("ChangeInvisible", "PopDeadLetter"):
         with pytest.raises(grpc.RpcError) as info:

@@ -13,16 +13,20 @@ import grpc
 import pytest
 from prometheus_client import generate_latest
 
+from consumer import Admin, admin_topics
 from core.admin import groups as groups_module
 from core.admin.groups import describe_groups
 from core.admin.lookup import STOP_EVERY, find_messages, get_message
 from core.admin.reset import Target, reset_offsets
+from core.admin.topics import delete_topic
 from core.broker.admin_service import BrokerAdminService
 from core.clock import now_ms
 from core.errors import (
     GroupActiveError,
     InvalidArgumentError,
+    InvalidTopicError,
     MessageNotFoundError,
+    NotMasterError,
     RequestTimeoutError,
     UnknownTopicError,
 )
@@ -30,8 +34,11 @@ from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pb.tailrace.v1 import broker_pb2_grpc
 from core.pull import PullArgs
 from core.record import Message, decode_record
+from core.route import GroupRoute, TopicRoute
 from deploy.broker_node import BrokerNode
 from deploy.harness import poll_until
+from master import pop_commits
+from master.popper import Popper
 from tests.helpers.nodes import Nodes, nodes
 
 pytestmark = pytest.mark.component
@@ -79,14 +86,14 @@ def test_a_reset_is_refused_while_members_live_and_goes_through_the_log(nodes: N
     core.leader().commit_offset("G", "T", 0, 8)
     core.heartbeat("G", "T", "c1", 10_000)
     end = core.store.commitlog.max_offset
-    plan, applied, members = reset_offsets(core, "G", "T", Target.EARLIEST, 0, 0, True, False, now_ms())
-    assert (applied, members) == (False, ["c1"])  # a dry run shows the plan, even with members
-    assert [(r["old_offset"], r["new_offset"]) for r in plan] == [(8, 0), (0, 0)]
+    out = reset_offsets(core, "G", "T", Target.EARLIEST, 0, 0, True, False, now_ms())
+    assert (out.applied, out.members) == (False, ["c1"])  # a dry run shows the plan, even with members
+    assert [(r["old_offset"], r["new_offset"]) for r in out.plan] == [(8, 0), (0, 0)]
     with pytest.raises(GroupActiveError, match="c1"):
         reset_offsets(core, "G", "T", Target.EARLIEST, 0, 0, False, False, now_ms())
     assert core.store.commitlog.max_offset == end and core.offsets.query("G", "T", 0) == 8  # nothing changed
-    plan, applied, _ = reset_offsets(core, "G", "T", Target.OFFSET, 3, 0, False, True, now_ms())
-    assert applied and core.offsets.query("G", "T", 0) == 3 and core.offsets.query("G", "T", 1) == 0
+    assert reset_offsets(core, "G", "T", Target.OFFSET, 3, 0, False, True, now_ms()).applied
+    assert core.offsets.query("G", "T", 0) == 3 and core.offsets.query("G", "T", 1) == 0
     poll_until(lambda: slave.core.offsets.query("G", "T", 0) == 3, 10, "the reset on the slave")
     with pytest.raises(UnknownTopicError):
         reset_offsets(core, "G", "nope", Target.LATEST, 0, 0, False, True, now_ms())
@@ -94,30 +101,37 @@ def test_a_reset_is_refused_while_members_live_and_goes_through_the_log(nodes: N
         reset_offsets(core, "%SYS%", "T", Target.LATEST, 0, 0, False, True, now_ms())
 
 
-def test_a_reset_stopped_at_a_queue_says_which_queues_were_reset(
+def test_a_broker_groups_reset_is_one_batch_so_its_queues_move_together(
     nodes: Nodes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Review B3: a commit failing at queue k (a sync-replication timeout)
-    left queues 0..k-1 reset while the error said nothing of them."""
+    """Review B3: committing queue by queue, a failure at queue k left queues
+    0..k-1 reset. A broker group's reset is now one batch of records: every
+    queue moves, or (the batch refused) none does."""
     master = nodes.master()
     core = master.core
     core.leader().create_topic("T", 3)
     for q in range(3):
         send(master, "T", q, 5)
         core.leader().commit_offset("G", "T", q, 5)
-    leader = core.leader()
-    real = leader.commit_offset
+    batches: list[list[tuple[str, dict[str, object]]]] = []
+    real = core.store.append_systems
 
-    def times_out_on_queue_1(group: str, topic: str, queue_id: int, offset: int) -> None:
-        if queue_id == 1:
-            raise RequestTimeoutError("no slave acknowledged in time")
-        real(group, topic, queue_id, offset)
+    def counted(records: list[tuple[str, dict[str, object]]]) -> object:
+        batches.append(list(records))
+        return real(records)
 
-    monkeypatch.setattr(leader, "commit_offset", times_out_on_queue_1)
-    monkeypatch.setattr(core, "leader", lambda: leader)
-    with pytest.raises(RequestTimeoutError, match=r"stopped at queue 1 .*queues 0 were reset before it"):
-        reset_offsets(core, "G", "T", Target.EARLIEST, 0, 0, False, False, now_ms())
-    assert [core.offsets.query("G", "T", q) for q in range(3)] == [0, 5, 5]
+    monkeypatch.setattr(core.store, "append_systems", counted)
+    reset_offsets(core, "G", "T", Target.EARLIEST, 0, 0, False, False, now_ms())
+    assert len(batches) == 1 and len(batches[0]) == 3  # one append for the three queues
+    assert [core.offsets.query("G", "T", q) for q in range(3)] == [0, 0, 0]
+
+    def refused(records: list[tuple[str, dict[str, object]]]) -> object:
+        raise RequestTimeoutError("the store refused the batch")
+
+    monkeypatch.setattr(core.store, "append_systems", refused)
+    with pytest.raises(RequestTimeoutError):
+        reset_offsets(core, "G", "T", Target.LATEST, 0, 0, False, False, now_ms())
+    assert [core.offsets.query("G", "T", q) for q in range(3)] == [0, 0, 0]  # none moved
 
 
 def test_a_reset_to_a_time_lands_on_the_first_message_stored_since(nodes: Nodes) -> None:
@@ -129,21 +143,93 @@ def test_a_reset_to_a_time_lands_on_the_first_message_stored_since(nodes: Nodes)
     at = int(time.time() * 1000)  # store times are wall-clock
     time.sleep(0.01)
     send(master, "T", 0, 2)
-    plan, _, _ = reset_offsets(core, "G", "T", Target.TIME, 0, at, False, False, now_ms())
+    plan = reset_offsets(core, "G", "T", Target.TIME, 0, at, False, False, now_ms()).plan
     assert plan[0]["new_offset"] == 3 and core.offsets.query("G", "T", 0) == 3
-    plan, _, _ = reset_offsets(core, "G", "T", Target.TIME, 0, at + 60_000, True, False, now_ms())
+    plan = reset_offsets(core, "G", "T", Target.TIME, 0, at + 60_000, True, False, now_ms()).plan
     assert plan[0]["new_offset"] == 5  # nothing stored since: the end
 
 
-def test_a_pop_group_is_not_reset(nodes: Nodes) -> None:
-    master = nodes.master()
+def test_a_pop_groups_reset_moves_its_cursor_and_pops_land_there(nodes: Nodes) -> None:
+    """Through the RPCs: refused while the group pops (nothing written), a dry
+    run shows the cursor and what is in flight, forced it moves cursor and
+    committed offset on master and slave, drops what was in flight (its
+    handles go stale), and the next pops start where asked."""
+    master = nodes.master({"broker.pop_commit_interval_ms": 0})
     core = master.core
     core.leader().create_topic("T", 1)
-    send(master, "T", 0, 2)
-    core.leader().popper.pop("P", "T", 0, 1, 10_000, 0, lambda: True, "")
-    with pytest.raises(InvalidArgumentError, match="pop cursor"):
-        reset_offsets(core, "P", "T", Target.EARLIEST, 0, 0, False, True, now_ms())
-    assert describe_groups(core, "P", "T", now_ms())[0]["pop_inflight"] == 1
+    send(master, "T", 0, 10)
+    slave = nodes.slave(master)
+    with grpc.insecure_channel(master.address) as ch:
+        admin, broker = broker_pb2_grpc.BrokerAdminStub(ch), broker_pb2_grpc.BrokerStub(ch)
+
+        def pop(n: int) -> list[pb.PoppedRecord]:
+            req = pb.PopRequest(group="P", topic="T", queue_id=0, max_messages=n, invisible_ms=60_000)
+            return list(broker.Pop(req, timeout=5).messages)
+
+        def reset(offset: int, **kw: bool) -> pb.ResetOffsetResponse:
+            req = pb.ResetOffsetRequest(group="P", topic="T", target=pb.RESET_OFFSET, offset=offset, **kw)
+            return admin.ResetOffset(req, timeout=5)
+
+        old = pop(3)
+        end = core.store.commitlog.max_offset
+        with pytest.raises(grpc.RpcError) as info:
+            reset(7)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "popped" in str(
+            info.value.details()
+        )
+        assert core.store.commitlog.max_offset == end and core.pops.get(("P", "T", 0)).cursor == 3  # type: ignore[union-attr]
+        dry = reset(7, dry_run=True)
+        (q,) = dry.queues
+        assert (q.popped, q.pop_cursor, q.pop_inflight, q.new_offset) == (
+            True,
+            3,
+            3,
+            7,
+        ) and dry.last_pop_ms > 0
+        assert not dry.applied and core.store.commitlog.max_offset == end
+        assert reset(7, force=True).applied
+        for c in (core, slave.core):
+            poll_until(lambda c=c: c.offsets.query("P", "T", 0) == 7, 10, "the reset replicated")
+            st = c.pops.get(("P", "T", 0))
+            assert st is not None and (st.cursor, st.inflight) == (7, {})
+        assert [m.queue_offset for m in pop(2)] == [7, 8]
+        acks = broker.AckPop(pb.AckPopRequest(group="P", topic="T", receipt_handles=[old[0].receipt_handle]))
+        assert [r.error_code for r in acks.results] == ["INVALID_RECEIPT_HANDLE"]  # dropped by the reset
+        core.leader().popper.revive_once()  # (acked nothing: the commit point stays at 7)
+        assert core.offsets.query("P", "T", 0) == 7
+        earliest = pb.ResetOffsetRequest(group="P", topic="T", target=pb.RESET_EARLIEST, force=True)
+        assert admin.ResetOffset(earliest, timeout=5).applied
+        assert [m.queue_offset for m in pop(10)] == list(range(10))  # back to the start, all of it
+    assert describe_groups(core, "P", "T", now_ms())[0]["pop_inflight"] == 10
+
+
+def test_a_revive_commit_read_before_a_reset_is_not_written_after_it(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The revive pass reads a queue's commit point, then appends its commit:
+    a reset coming in between must not be written over by the old point."""
+    master = nodes.master({"broker.pop_commit_interval_ms": 0})
+    core = master.core
+    core.leader().create_topic("T", 1)
+    send(master, "T", 0, 5)
+    popper = core.leader().popper
+    popper.close()  # the revive pass by hand only
+    popper.ack_all("P", "T", [m.handle for m in popper.pop("P", "T", 0, 5, 60_000).messages])
+    assert core.pops.commit_point(("P", "T", 0)) == 5 and core.offsets.query("P", "T", 0) is None
+    read = pop_commits._ahead
+    calls = []
+
+    def reset_between(p: Popper, key: tuple[str, str, int]) -> tuple[int | None, int | None]:
+        seen = read(p, key)
+        if not calls:  # the first read, outside the pop lock: the operator's reset comes now
+            reset_offsets(core, "P", "T", Target.EARLIEST, 0, 0, False, True, now_ms())
+        calls.append(seen)
+        return seen
+
+    monkeypatch.setattr(pop_commits, "_ahead", reset_between)
+    popper.revive_once()
+    assert calls[0] == (5, None)  # it had read the old point
+    assert core.offsets.query("P", "T", 0) == 0 and core.pops.commit_point(("P", "T", 0)) == 0
 
 
 def test_a_message_is_got_by_its_offset_and_nothing_else_passes_for_one(nodes: Nodes) -> None:
@@ -283,3 +369,93 @@ def test_the_admin_service_answers_over_grpc(nodes: Nodes) -> None:
             stub.ResetOffset(pb.ResetOffsetRequest(group="G", topic="T"), timeout=5)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # no target: nothing done
         assert master.core.offsets.query("G", "T", 0) is None
+
+
+def test_a_topic_is_deleted_through_the_log_on_master_and_slave(nodes: Nodes) -> None:
+    master = nodes.master()
+    core = master.core
+    core.leader().create_topic("T", 2)
+    core.leader().create_topic("keep", 1)
+    send(master, "T", 0, 5)
+    send(master, "keep", 0, 1)
+    slave = nodes.slave(master)
+    core.leader().commit_offset("G", "T", 0, 3)
+    core.leader().commit_offset("G", "keep", 0, 1)
+    core.leader().popper.pop("P", "T", 0, 2, 60_000, 0, lambda: True, "")
+    core.leader().lock_queues("L", "T", "c1", [1], 60_000)
+    end = core.store.commitlog.max_offset
+    with pytest.raises(InvalidArgumentError, match="force"):
+        delete_topic(core, "%RETRY%G", False, False)
+    with pytest.raises(InvalidTopicError):
+        delete_topic(core, "%SCHEDULE%", False, True)
+    with pytest.raises(UnknownTopicError):
+        delete_topic(core, "nope", False, False)
+    what, deleted = delete_topic(core, "T", True, False)  # a dry run says what would go
+    assert not deleted and core.store.commitlog.max_offset == end
+    assert (what["messages"], what["groups"], what["pop_inflight"]) == (5, ["G", "P"], 2)
+    assert what["offsets"] == [{"group": "G", "queue_id": 0, "offset": 3}]
+    with pytest.raises(NotMasterError):  # a write: the master's
+        delete_topic(slave.core, "T", False, False)
+    _, deleted = delete_topic(core, "T", False, False)
+    assert deleted and core.store.topics.queue_count("T") is None
+    for c in (core, slave.core):
+        poll_until(lambda c=c: c.store.topics.queue_count("T") is None, 10, "the deletion replicated")
+        assert c.offsets.query("G", "T", 0) is None and c.offsets.query("G", "keep", 0) == 1
+        st = c.pops.get(("P", "T", 0))
+        assert st is not None and (st.cursor, st.inflight) == (0, {})
+        assert not (c.store.data_dir / "consumequeue" / "T").exists()
+        assert describe_groups(c, "", "T", now_ms()) == []
+    assert core.leader().queue_locks.holder("L", "T", 1, now_ms()) is None
+    # re-created (auto-create on send), it starts at queue offset 0 on both
+    send(master, "T", 0, 1)
+    assert core.store.queue_offsets("T", 0) == (0, 1)
+    poll_until(lambda: slave.core.store.next_queue_offset("T", 0) == 1, 10, "the slave agrees")
+    assert slave.core.store.queue_offsets("T", 0) == (0, 1)
+    assert (
+        core.leader().popper.pop("P", "T", 0, 1, 60_000, 0, lambda: True, "").messages[0].record.queue_offset
+        == 0
+    )
+
+
+def test_the_admin_service_deletes_a_topic_over_grpc(nodes: Nodes) -> None:
+    master = nodes.master()
+    master.core.leader().create_topic("T", 1)
+    send(master, "T", 0, 2)
+    with grpc.insecure_channel(master.address) as ch:
+        stub = broker_pb2_grpc.BrokerAdminStub(ch)
+        r = stub.DeleteTopic(pb.DeleteTopicRequest(topic="T", dry_run=True))
+        assert (r.deleted, r.messages, [q.max_offset for q in r.queues]) == (False, 2, [2])
+        assert stub.DeleteTopic(pb.DeleteTopicRequest(topic="T")).deleted
+        with pytest.raises(grpc.RpcError) as err:
+            stub.DeleteTopic(pb.DeleteTopicRequest(topic="T"))
+        assert err.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_the_client_deletes_per_group_and_says_where_it_could_not(nodes: Nodes) -> None:
+    master = nodes.master()
+    master.core.leader().create_topic("T", 1)
+    send(master, "T", 0, 2)
+    slave = nodes.slave(master)
+    poll_until(lambda: slave.core.list_topics() == [("T", 1)], 10, "the topic on the slave")
+    with Admin(slave.address) as admin:  # a group whose master is not among its live brokers
+        out = admin_topics.delete_topic(admin, "T")
+    assert not out["ok"] and out["groups"][0]["outcome"] == "failed", out
+    assert "no live master" in out["groups"][0]["error"]
+    with Admin(master.address) as admin:
+        with pytest.raises(InvalidTopicError):  # refused alike everywhere: raised, nothing deleted
+            admin_topics.delete_topic(admin, "%SCHEDULE%")
+        with pytest.raises(UnknownTopicError):
+            admin_topics.delete_topic(admin, "nope")
+        dry = admin_topics.delete_topic(admin, "T", dry_run=True)
+        assert dry["ok"] and dry["groups"][0]["outcome"] == "would_delete"
+        assert master.core.store.topics.queue_count("T") == 1
+        out = admin_topics.delete_topic(admin, "T")
+    assert out["ok"] and out["routes_dropped"] is None and out["groups"][0]["messages"] == 2, out
+    assert master.core.store.topics.queue_count("T") is None
+
+
+def test_routes_left_name_the_nameserver_and_groups() -> None:
+    route = TopicRoute("T", (GroupRoute("g1", "c", 1, 1, "rw"), GroupRoute("g3", "c", 1, 1, "rw")))
+    answers = {"ns1:1": None, "ns0:1": route}
+    assert admin_topics.routed_to(answers, ["g1", "g2"]) == ["nameserver ns0:1 still routes it to g1"]
+    assert admin_topics.routed_to(answers, ["g2"]) == []

@@ -9,6 +9,7 @@ import pytest
 from core.consumer_groups import ConsumerGroups
 from core.errors import QuotaExceededError
 from core.expiring import ExpiringKeys
+from core.pop.recent import RecentPops
 from core.queue_locks import QueueLocks
 
 pytestmark = pytest.mark.unit
@@ -21,6 +22,23 @@ def test_expiring_keys_forget_the_idle_and_refuse_beyond_the_cap() -> None:
     assert keys.touch("a", 950)  # an old key touched again: fine, and now the newest
     assert keys.touch("c", 1600) and "b" not in keys  # b idle past its TTL: room for c
     assert keys.expire(10_000) == ["a", "c"] and len(keys) == 0
+
+
+def test_recent_pops_are_live_for_a_while_and_bounded_without_letting_a_reset_through() -> None:
+    pops = RecentPops(live_ms=1000, max_keys=2)
+    assert pops.last("g", "t", 0) is None
+    pops.note("g", "t", 100)
+    pops.note("g", "other", 200)
+    assert pops.last("g", "t", 1099) == 100 and pops.last("h", "t", 1099) is None
+    assert pops.last("g", "t", 1100) is None  # live_ms passed: no longer live
+    pops.note("g", "t", 1250)  # (g, other) expired meanwhile: gone as others come in
+    assert len(pops) == 1
+    pops.note("a", "t", 1300)
+    pops.note("b", "t", 1400)  # past the bound: the least recently popped (g, t) is forgotten...
+    assert len(pops) == 2
+    assert pops.last("g", "t", 1500) == 1500  # ...and counts as live until live_ms has passed
+    assert pops.last("z", "t", 1500) == 1500
+    assert pops.last("z", "t", 2400) is None and pops.last("b", "t", 2399) == 1400
 
 
 def test_consumer_groups_are_capped_and_forget_members_that_went_silent() -> None:

@@ -35,10 +35,11 @@ from core.grpc_status import (
     grpc_status_for,
 )
 from core.longpoll import ArrivalNotifier
-from core.offsets import ConsumerOffsets
+from core.offsets import FORGET, ConsumerOffsets
 from core.pb.tailrace.v1 import broker_pb2 as bpb
 from core.record import tag_hash
 from core.roles import SendStatus
+from core.sidefiles import LogHistory
 from core.subscription import Subscription
 from deploy.harness import poll_until
 
@@ -66,6 +67,7 @@ def test_config_file_then_flags(tmp_path: Path) -> None:
         ({"broker.broker_name": "has space"}, "broker.broker_name"),
         ({"broker.pop_commit_interval_ms": "-1"}, "broker.pop_commit_interval_ms"),
         ({"broker.pop_commit_interval_ms": str(24 * 3600 * 1000 + 1)}, "broker.pop_commit_interval_ms"),
+        ({"broker.pop_live_ms": "999"}, "broker.pop_live_ms"),
         ({"broker.broker_id": "1", "broker.controller": "h:1,nowhere"}, "broker.controller"),
         ({"broker.broker_id": "1", "broker.controller": "h:1,,h:2"}, "broker.controller"),
         ({"broker.broker_id": "1", "broker.controller": "h:1, h:2,h:1"}, "broker.controller"),  # twice
@@ -239,6 +241,30 @@ def test_consumer_offsets_persist(tmp_path: Path) -> None:
         o.commit("bad group", "t", 1, 1)
     with pytest.raises(InvalidArgumentError):
         o.commit("g", "t", 1, -1)
+
+
+def test_a_forget_record_drops_a_committed_offset_in_log_order(tmp_path: Path) -> None:
+    """A topic deletion forgets its groups' offsets with `offset` records of
+    offset -1: applied, replayed (a rebuilt offsets.json) and rolled back (a
+    cut tail, by `prev`) in log order like any commit."""
+    o = ConsumerOffsets(tmp_path)
+    records = [
+        {"group": "g", "topic": "t", "queue": 0, "offset": 5, "prev": -1},
+        {"group": "g", "topic": "t", "queue": 0, "offset": FORGET, "prev": 5},  # the deletion
+        {"group": "g", "topic": "t", "queue": 1, "offset": FORGET, "prev": -1},  # nothing to forget
+    ]
+    for p in records:
+        o.apply(p)
+    assert o.query("g", "t", 0) is None and ConsumerOffsets(tmp_path).query("g", "t", 0) is None
+    assert o.roll_back(records[1:], lambda: records[:1]) == 2  # the deletion cut away: back to 5
+    assert o.query("g", "t", 0) == 5 and o.query("g", "t", 1) is None
+    recreated = {"group": "g", "topic": "t", "queue": 0, "offset": 1, "prev": -1}
+    (tmp_path / "offsets.json").unlink()  # rebuilt from the log: the last word wins
+    history = LogHistory(0, 100, lambda kind: [*records, recreated])
+    assert ConsumerOffsets(tmp_path, history).query("g", "t", 0) == 1
+    history = LogHistory(0, 100, lambda kind: records)
+    (tmp_path / "offsets.json").unlink()
+    assert ConsumerOffsets(tmp_path, history).query("g", "t", 0) is None
 
 
 def test_generated_code_is_current() -> None:

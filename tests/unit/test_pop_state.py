@@ -60,6 +60,9 @@ class Master:
         self._write(p)
         return int(p["gen"])
 
+    def reset(self, to: int, key: Key = K) -> None:
+        self._write(self.table.plan_reset(key, to))
+
     def renew(self, offset: int, gen: int, inv: int, now: int, key: Key = K) -> None:
         self._write(self.table.plan_renew(key, offset, gen, inv, now))
 
@@ -296,6 +299,39 @@ def test_a_record_applied_twice_is_applied_once() -> None:
     assert gen < m.table.get(K).next_gen  # type: ignore[union-attr]
 
 
+def test_a_reset_moves_the_cursor_drops_what_is_in_flight_and_applies_once() -> None:
+    m = Master()
+    a = m.pop(end=10, n=4, inv=100, now=0)
+    m.ack(0, a[0].gen)
+    m.reset(7)
+    q = m.table.get(K)
+    assert q is not None and (q.cursor, q.commit, q.inflight) == (7, 7, {})
+    assert m.table.inflight("G") == 0
+    with pytest.raises(InvalidReceiptError):  # a handle from before the reset acks nothing
+        m.table.plan_ack(K, 1, a[1].gen)
+    got = m.pop(end=10, n=2, inv=100, now=1)  # pops after the reset land where asked
+    assert [p.offset for p in got] == [7, 8] and min(p.gen for p in got) > max(p.gen for p in a)
+    m.reset(2)  # back, too: what lies after it is handed out again
+    assert [p.offset for p in m.pop(end=10, n=3, inv=100, now=2)] == [2, 3, 4]
+    once = snapshot(m.table)
+    resets = [p for p in m.records if p["op"] == "rst"]
+    for p in resets:  # seen again alone, after what followed it: a no-op
+        m.table.apply(p)
+    assert snapshot(m.table) == once
+    for p in m.records:  # a slave re-applying the records: every reset applied once
+        m.table.apply(p)
+    assert snapshot(m.table) == once == snapshot(m.replica)
+    fresh = m.table.plan_reset(("G", "T", 5), 3)  # a queue never popped starts at the cursor given
+    m._write(fresh)
+    assert m.table.get(("G", "T", 5)).cursor == 3  # type: ignore[union-attr]
+    for bad in (-1, True, "3"):
+        with pytest.raises(InvalidArgumentError):
+            m.table.plan_reset(K, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        m.table.apply({"op": "rst", "group": "G", "topic": "T", "queue": 0, "to": -4, "gen": 1 << 40})
+    assert snapshot(m.table)[K] == once[K]
+
+
 def test_the_unknown_span_comes_back_whole_whatever_the_bounds() -> None:
     """The span [c, from) of a queue first seen mid-history is rebuilt whole:
     a cap from the config would skip unacked messages (and make a slave with
@@ -342,6 +378,7 @@ OPS = st.lists(
         st.tuples(st.just("rnw"), st.integers(0, 40), st.integers(1, 50)),
         st.tuples(st.just("tick"), st.integers(0, 60), st.just(0)),
         st.tuples(st.just("grow"), st.integers(0, 5), st.just(0)),
+        st.tuples(st.just("rst"), st.integers(0, 30), st.just(0)),  # an operator's reset to a
     ),
     max_size=80,
 )
@@ -414,6 +451,11 @@ def test_model(ops: list[tuple[str, int, Any]], per_queue: int) -> None:
                     m.table.plan_renew(K, off, gen, b, now)
         elif op == "tick":
             now += a
+        elif op == "rst":  # everything below the new cursor counts as consumed, nothing in flight
+            m.reset(a)
+            stale += list(live.items())
+            live.clear()
+            handed, acked = set(range(a)), set(range(a))
         else:
             end += a
         q = m.table.get(K)

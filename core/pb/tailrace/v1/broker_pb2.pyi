@@ -651,34 +651,42 @@ class ResetOffsetRequest(_message.Message):
     def __init__(self, group: _Optional[str] = ..., topic: _Optional[str] = ..., target: _Optional[_Union[ResetTarget, str]] = ..., offset: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., dry_run: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class ResetQueue(_message.Message):
-    __slots__ = ("queue_id", "committed", "old_offset", "new_offset", "min_offset", "max_offset")
+    __slots__ = ("queue_id", "committed", "old_offset", "new_offset", "min_offset", "max_offset", "popped", "pop_cursor", "pop_inflight")
     QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
     OLD_OFFSET_FIELD_NUMBER: _ClassVar[int]
     NEW_OFFSET_FIELD_NUMBER: _ClassVar[int]
     MIN_OFFSET_FIELD_NUMBER: _ClassVar[int]
     MAX_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    POPPED_FIELD_NUMBER: _ClassVar[int]
+    POP_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    POP_INFLIGHT_FIELD_NUMBER: _ClassVar[int]
     queue_id: int
     committed: bool
     old_offset: int
     new_offset: int
     min_offset: int
     max_offset: int
-    def __init__(self, queue_id: _Optional[int] = ..., committed: _Optional[bool] = ..., old_offset: _Optional[int] = ..., new_offset: _Optional[int] = ..., min_offset: _Optional[int] = ..., max_offset: _Optional[int] = ...) -> None: ...
+    popped: bool
+    pop_cursor: int
+    pop_inflight: int
+    def __init__(self, queue_id: _Optional[int] = ..., committed: _Optional[bool] = ..., old_offset: _Optional[int] = ..., new_offset: _Optional[int] = ..., min_offset: _Optional[int] = ..., max_offset: _Optional[int] = ..., popped: _Optional[bool] = ..., pop_cursor: _Optional[int] = ..., pop_inflight: _Optional[int] = ...) -> None: ...
 
 class ResetOffsetResponse(_message.Message):
-    __slots__ = ("queues", "applied", "members", "broker_name", "served_by")
+    __slots__ = ("queues", "applied", "members", "broker_name", "served_by", "last_pop_ms")
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    LAST_POP_MS_FIELD_NUMBER: _ClassVar[int]
     queues: _containers.RepeatedCompositeFieldContainer[ResetQueue]
     applied: bool
     members: _containers.RepeatedScalarFieldContainer[str]
     broker_name: str
     served_by: int
-    def __init__(self, queues: _Optional[_Iterable[_Union[ResetQueue, _Mapping]]] = ..., applied: _Optional[bool] = ..., members: _Optional[_Iterable[str]] = ..., broker_name: _Optional[str] = ..., served_by: _Optional[int] = ...) -> None: ...
+    last_pop_ms: int
+    def __init__(self, queues: _Optional[_Iterable[_Union[ResetQueue, _Mapping]]] = ..., applied: _Optional[bool] = ..., members: _Optional[_Iterable[str]] = ..., broker_name: _Optional[str] = ..., served_by: _Optional[int] = ..., last_pop_ms: _Optional[int] = ...) -> None: ...
 
 class GetMessageRequest(_message.Message):
     __slots__ = ("physical_offset",)
@@ -721,3 +729,43 @@ class FindMessagesResponse(_message.Message):
     broker_name: str
     served_by: int
     def __init__(self, records: _Optional[_Iterable[bytes]] = ..., scanned: _Optional[int] = ..., complete: _Optional[bool] = ..., broker_name: _Optional[str] = ..., served_by: _Optional[int] = ...) -> None: ...
+
+class DeleteTopicRequest(_message.Message):
+    __slots__ = ("topic", "dry_run", "force")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    dry_run: bool
+    force: bool
+    def __init__(self, topic: _Optional[str] = ..., dry_run: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeletedOffset(_message.Message):
+    __slots__ = ("group", "queue_id", "offset")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    queue_id: int
+    offset: int
+    def __init__(self, group: _Optional[str] = ..., queue_id: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class DeleteTopicResponse(_message.Message):
+    __slots__ = ("queues", "messages", "offsets", "groups", "pop_inflight", "deleted", "broker_name", "served_by")
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    POP_INFLIGHT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    BROKER_NAME_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
+    queues: _containers.RepeatedCompositeFieldContainer[QueueOffsets]
+    messages: int
+    offsets: _containers.RepeatedCompositeFieldContainer[DeletedOffset]
+    groups: _containers.RepeatedScalarFieldContainer[str]
+    pop_inflight: int
+    deleted: bool
+    broker_name: str
+    served_by: int
+    def __init__(self, queues: _Optional[_Iterable[_Union[QueueOffsets, _Mapping]]] = ..., messages: _Optional[int] = ..., offsets: _Optional[_Iterable[_Union[DeletedOffset, _Mapping]]] = ..., groups: _Optional[_Iterable[str]] = ..., pop_inflight: _Optional[int] = ..., deleted: _Optional[bool] = ..., broker_name: _Optional[str] = ..., served_by: _Optional[int] = ...) -> None: ...

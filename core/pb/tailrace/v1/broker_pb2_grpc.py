@@ -986,6 +986,11 @@ class BrokerAdminStub:
                 request_serializer=tailrace_dot_v1_dot_broker__pb2.FindMessagesRequest.SerializeToString,
                 response_deserializer=tailrace_dot_v1_dot_broker__pb2.FindMessagesResponse.FromString,
                 _registered_method=True)
+        self.DeleteTopic = channel.unary_unary(
+                '/tailrace.v1.BrokerAdmin/DeleteTopic',
+                request_serializer=tailrace_dot_v1_dot_broker__pb2.DeleteTopicRequest.SerializeToString,
+                response_deserializer=tailrace_dot_v1_dot_broker__pb2.DeleteTopicResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerAdminServicer:
@@ -1029,6 +1034,15 @@ class BrokerAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteTopic(self, request, context):
+        """Delete a topic on this master (docs/design.md, Admin commands): its
+        ConsumeQueues, committed offsets and pop state through the log; its
+        messages stay in the CommitLog until retention. dry_run only says what would go.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1051,6 +1065,11 @@ def add_BrokerAdminServicer_to_server(servicer, server):
                     servicer.FindMessages,
                     request_deserializer=tailrace_dot_v1_dot_broker__pb2.FindMessagesRequest.FromString,
                     response_serializer=tailrace_dot_v1_dot_broker__pb2.FindMessagesResponse.SerializeToString,
+            ),
+            'DeleteTopic': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTopic,
+                    request_deserializer=tailrace_dot_v1_dot_broker__pb2.DeleteTopicRequest.FromString,
+                    response_serializer=tailrace_dot_v1_dot_broker__pb2.DeleteTopicResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1168,6 +1187,33 @@ class BrokerAdmin:
             '/tailrace.v1.BrokerAdmin/FindMessages',
             tailrace_dot_v1_dot_broker__pb2.FindMessagesRequest.SerializeToString,
             tailrace_dot_v1_dot_broker__pb2.FindMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTopic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailrace.v1.BrokerAdmin/DeleteTopic',
+            tailrace_dot_v1_dot_broker__pb2.DeleteTopicRequest.SerializeToString,
+            tailrace_dot_v1_dot_broker__pb2.DeleteTopicResponse.FromString,
             options,
             channel_credentials,
             insecure,
