@@ -24,9 +24,6 @@ the half) keeps an id from naming a half a failover put at the same offset.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from core import tokens
 from core.errors import BrokerBusyError, InvalidArgumentError, InvalidTransactionError
 from core.record import Message, Record
 from core.retry import REAL_TOPIC
@@ -55,7 +53,7 @@ RESERVED = frozenset({NONCE, OP, HALF, CHECKS, MISSES})
 # consumer re-publishing what it received must not store a half)
 BOOKKEEPING = frozenset({REAL_TOPIC, REAL_QID, TRAN_MSG, PRODUCER_GROUP, *RESERVED})
 PREFIX = "t1"
-MAC_BYTES = 16
+MAC_BYTES = tokens.MAC_BYTES
 MAX_ID = 512
 RECENT_FACTOR = 2  # closed outcomes remembered (for repeated ends): this many times max_open
 
@@ -83,17 +81,7 @@ class TxnId:
 
 
 def txn_key(cluster_secret: str, broker_name: str) -> bytes:
-    return hashlib.sha256(
-        b"tailrace-transaction-id\0" + cluster_secret.encode() + b"\0" + broker_name.encode()
-    ).digest()
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return tokens.derive_key(b"tailrace-transaction-id", cluster_secret, broker_name)
 
 
 def new_nonce() -> str:
@@ -101,26 +89,21 @@ def new_nonce() -> str:
 
 
 def encode_id(key: bytes, t: TxnId) -> str:
-    body = f"{t.broker}|{t.offset}|{t.nonce}".encode()
-    mac = hmac.new(key, body, hashlib.sha256).digest()[:MAC_BYTES]
-    return f"{PREFIX}.{_b64(body)}.{_b64(mac)}"
+    return tokens.seal(key, PREFIX, f"{t.broker}|{t.offset}|{t.nonce}".encode())
 
 
 def _parts(text: str) -> tuple[bytes, bytes]:
-    parts = text.split(".") if isinstance(text, str) and len(text) <= MAX_ID else []
-    try:
-        if len(parts) != 3 or parts[0] != PREFIX:
-            raise ValueError("shape")
-        return _unb64(parts[1]), _unb64(parts[2])
-    except (ValueError, UnicodeError):
-        raise InvalidTransactionError("not a transaction id of this cluster") from None
+    split = tokens.split(PREFIX, text, MAX_ID)
+    if split is None:
+        raise InvalidTransactionError("not a transaction id of this cluster")
+    return split
 
 
 def decode_id(key: bytes, text: str) -> TxnId:
     """The half an id names; InvalidTransactionError when it is malformed,
     altered, forged or another broker group's."""
     body, mac = _parts(text)
-    if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()[:MAC_BYTES]):
+    if not tokens.verified(key, body, mac):
         raise InvalidTransactionError(
             "the transaction id was not issued by this broker group (or was altered)"
         )

@@ -14,15 +14,13 @@ generation check still keeps a stale handle from acking a newer hand-out.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from dataclasses import dataclass
 
+from core import tokens
 from core.errors import InvalidReceiptError
 
 PREFIX = "v1"
-MAC_BYTES = 16
+MAC_BYTES = tokens.MAC_BYTES
 MAX_HANDLE = 1024
 
 
@@ -38,23 +36,12 @@ class Receipt:
 
 def handle_key(cluster_secret: str, broker_name: str) -> bytes:
     """The key of one broker group's handles."""
-    return hashlib.sha256(
-        b"tailrace-pop-handle\0" + cluster_secret.encode() + b"\0" + broker_name.encode()
-    ).digest()
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return tokens.derive_key(b"tailrace-pop-handle", cluster_secret, broker_name)
 
 
 def encode_handle(key: bytes, r: Receipt) -> str:
     body = "|".join((r.broker, r.group, r.topic, str(r.queue), str(r.offset), str(r.gen))).encode()
-    mac = hmac.new(key, body, hashlib.sha256).digest()[:MAC_BYTES]
-    return f"{PREFIX}.{_b64(body)}.{_b64(mac)}"
+    return tokens.seal(key, PREFIX, body)
 
 
 def decode_handle(key: bytes, handle: str) -> Receipt:
@@ -62,14 +49,11 @@ def decode_handle(key: bytes, handle: str) -> Receipt:
     altered, forged or made with another broker group's key."""
     if not isinstance(handle, str) or len(handle) > MAX_HANDLE:
         raise InvalidReceiptError("not a receipt handle")
-    parts = handle.split(".")
-    try:
-        if len(parts) != 3 or parts[0] != PREFIX:
-            raise ValueError("shape")
-        body, mac = _unb64(parts[1]), _unb64(parts[2])
-    except (ValueError, UnicodeError):
-        raise InvalidReceiptError("not a receipt handle of this cluster") from None
-    if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()[:MAC_BYTES]):
+    split = tokens.split(PREFIX, handle, MAX_HANDLE)
+    if split is None:
+        raise InvalidReceiptError("not a receipt handle of this cluster")
+    body, mac = split
+    if not tokens.verified(key, body, mac):
         raise InvalidReceiptError("the receipt handle was not issued by this broker group (or was altered)")
     try:
         broker, group, topic, queue, offset, gen = body.decode().split("|")
@@ -82,13 +66,11 @@ def broker_of(handle: str) -> str:
     """The broker group a handle names (in clear text before its MAC), to
     route it to that group's master, which checks the MAC; raises
     InvalidReceiptError when it is not shaped as a handle."""
-    parts = handle.split(".") if isinstance(handle, str) and len(handle) <= MAX_HANDLE else []
+    split = tokens.split(PREFIX, handle, MAX_HANDLE)
     try:
-        if len(parts) != 3 or parts[0] != PREFIX:
-            raise ValueError("shape")
-        broker = _unb64(parts[1]).decode().split("|")[0]
-    except (ValueError, UnicodeError):
-        raise InvalidReceiptError("not a receipt handle of this cluster") from None
+        broker = split[0].decode().split("|")[0] if split is not None else ""
+    except UnicodeError:
+        broker = ""
     if not broker:
         raise InvalidReceiptError("not a receipt handle of this cluster")
     return broker
