@@ -52,8 +52,8 @@ from typing import Any
 from consumer.cold_reads import Fetched, RoutedPull, fetch_bodies
 from consumer.connection import ConnectionPool
 from consumer.retry_plan import Failure, classify, pause_for
-from consumer.routing import Routes
-from core.errors import BrokerUnavailableError, TailraceError, for_code
+from consumer.routing import Routes, live_master
+from core.errors import TailraceError, for_code
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.pop.ops import PoppedElsewhere, PoppedMessage
 from core.record import decode_record
@@ -348,8 +348,4 @@ class PopClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _master(self, broker_name: str, topic: str, refresh: bool, timeout_s: float) -> str:
-        route = self.routes.get(topic, refresh=refresh, timeout_s=max(MIN_CALL_S, timeout_s))
-        address = route.master_address(broker_name)
-        if address is None:
-            raise BrokerUnavailableError(f"broker group {broker_name!r} has no live master for {topic!r}")
-        return address
+        return live_master(self.routes, broker_name, topic, refresh, max(MIN_CALL_S, timeout_s))

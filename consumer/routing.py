@@ -54,6 +54,17 @@ class Routes(Protocol):
     def close(self) -> None: ...
 
 
+def live_master(routes: Routes, broker_name: str, topic: str, refresh: bool, timeout_s: float) -> str:
+    """The address of `broker_name`'s master as `topic`'s route names it
+    (`refresh`: the route asked again); BrokerUnavailableError when the
+    route names none (a failover under way)."""
+    route = routes.get(topic, refresh=refresh, timeout_s=timeout_s)
+    address = route.master_address(broker_name)
+    if address is None:
+        raise BrokerUnavailableError(f"broker group {broker_name!r} has no live master for {topic!r}")
+    return address
+
+
 def group_from_pb(g: pb.GroupRoute) -> GroupRoute:
     return GroupRoute(
         g.broker_name,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from consumer.connection import ConnectionPool
-from consumer.routing import Routes
+from consumer.routing import Routes, live_master
 from core.errors import BrokerUnavailableError, NotMasterError, RequestTimeoutError
 from core.pb.tailrace.v1 import broker_pb2 as pb
 from core.transactions import broker_of
@@ -109,8 +109,4 @@ class TransactionClient:
         return list(conn.call(conn.stub.PollOrphanTransactions, req, timeout_s).orphans)
 
     def _master(self, broker_name: str, topic: str, refresh: bool, timeout_s: float) -> str:
-        route = self.routes.get(topic, refresh=refresh, timeout_s=max(MIN_CALL_S, timeout_s))
-        address = route.master_address(broker_name)
-        if address is None:
-            raise BrokerUnavailableError(f"broker group {broker_name!r} has no live master for {topic!r}")
-        return address
+        return live_master(self.routes, broker_name, topic, refresh, max(MIN_CALL_S, timeout_s))
