@@ -21,8 +21,8 @@ from core.pop.ops import PopResult
 from core.record import Message, iter_records
 from core.store import StoreConfig
 from core.subscription import Subscription
+from tests.helpers.leader_core import close_core
 from tests.unit.test_pop_master import Broker, start
-from tests.unit.test_retry_schedule import close
 
 pytestmark = pytest.mark.unit
 T, G = "orders", "g"
@@ -37,7 +37,7 @@ def broker(tmp_path: Path, small_config: StoreConfig) -> Iterator[Broker]:
         b.leader.create_topic(T, 2)
         yield b
     finally:
-        close(b.core)
+        close_core(b.core)
 
 
 class Reads:
@@ -115,7 +115,7 @@ def test_a_hot_queue_is_popped_with_its_bodies(tmp_path: Path, small_config: Sto
         out = cold_pop(b)
         assert [m.record.body for m in out.messages] == [b"a"] and out.elsewhere == []
     finally:
-        close(b.core)
+        close_core(b.core)
 
 
 def test_redirect_off_keeps_the_bodies_on_the_master(tmp_path: Path, small_config: StoreConfig) -> None:
@@ -127,7 +127,7 @@ def test_redirect_off_keeps_the_bodies_on_the_master(tmp_path: Path, small_confi
         out = cold_pop(b)
         assert [m.record.body for m in out.messages] == [b"a"] and out.elsewhere == []
     finally:
-        close(b.core)
+        close_core(b.core)
 
 
 def test_no_slave_or_a_lagging_one_keeps_the_bodies_on_the_master(broker: Broker) -> None:
@@ -199,7 +199,7 @@ def test_the_answer_budget_counts_cold_records_as_it_counts_bodies(
                 [m.record.queue_offset for m in out.messages] + [e.queue_offset for e in out.elsewhere]
             )
         finally:
-            close(b.core)
+            close_core(b.core)
     assert got[0] == got[1] and 1 <= len(got[0]) < 8
 
 

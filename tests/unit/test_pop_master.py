@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from core.broker.core import BrokerCore
 from core.errors import (
     BrokerBusyError,
     InvalidArgumentError,
@@ -33,25 +32,18 @@ from core.retry import RECONSUME_TIMES, dlq_topic
 from core.roles import SendStatus
 from core.store import MessageStore, StoreConfig
 from core.store.checkpoint import CLEAN_MARKER
-from master.leader import LeaderRole
 from master.popper import Popper
+from tests.helpers.leader_core import LeaderBroker, close_core, open_core
 from tests.helpers.store_tools import abandon, log_records
-from tests.unit.test_retry_schedule import close, open_broker
 
 pytestmark = pytest.mark.unit
 T, G = "orders", "g"
+RETRY_DELAYS = "1s 5s 2h"
 
 
 @dataclass
-class Broker:
-    core: BrokerCore
+class Broker(LeaderBroker):
     clock: list[int]
-
-    @property
-    def leader(self) -> LeaderRole:
-        role = self.core.role
-        assert isinstance(role, LeaderRole)
-        return role
 
     @property
     def popper(self) -> Popper:
@@ -72,7 +64,7 @@ class Broker:
 
 
 def start(path: Path, config: StoreConfig, clock: list[int], **overrides: Any) -> Broker:
-    core = open_broker(path, config, clock, **overrides)
+    core = open_core(path, config, lambda: clock[0], broker__retry_delays=RETRY_DELAYS, **overrides)
     return Broker(core, clock)
 
 
@@ -83,7 +75,7 @@ def broker(tmp_path: Path, small_config: StoreConfig) -> Iterator[Broker]:
         b.leader.create_topic(T, 2)
         yield b
     finally:
-        close(b.core)
+        close_core(b.core)
 
 
 def test_pop_ack_and_the_committed_offset_follows(broker: Broker) -> None:
@@ -381,7 +373,7 @@ def test_a_sync_master_without_its_slaves_pops_nothing(tmp_path: Path, small_con
             b.pop()
         assert list(b.core.store.system_payloads("pop", at)) == []  # nothing recorded, no attempt burnt
     finally:
-        close(b.core)
+        close_core(b.core)
 
 
 def test_a_caller_gone_during_the_hold_is_handed_nothing_more(broker: Broker) -> None:
@@ -418,7 +410,7 @@ def test_a_restart_keeps_the_pop_state(tmp_path: Path, small_config: StoreConfig
     b.popper.ack(G, T, got[1].handle)
     b.popper.change_invisible(G, T, got[2].handle, 1000)
     before = snapshot(b.core.pops)
-    close(b.core)
+    close_core(b.core)
     if how in ("no snapshot", "unclean"):
         (tmp_path / POP_FILE).unlink()
     if how == "unclean":  # recovery scans the tail and hands its records to the handlers too
@@ -442,7 +434,7 @@ def test_a_restart_keeps_the_pop_state(tmp_path: Path, small_config: StoreConfig
         b.popper.ack(G, T, back.handle)
         assert b.core.pops.commit_point((G, T, 0)) == 3
     finally:
-        close(b.core)
+        close_core(b.core)
 
 
 def snapshot(t: PopTable) -> dict[Any, Any]:
@@ -508,7 +500,7 @@ def test_bounds_over_queues(tmp_path: Path, small_config: StoreConfig) -> None:
             b.pop(queue=-1)  # (which queue's refusal depends on the rotation)
         assert b.core.quota_usage()["pop_inflight_per_group"] == (3, 3)
     finally:
-        close(b.core)
+        close_core(b.core)
 
 
 def test_entries_retention_removed_are_acked(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -562,7 +554,7 @@ def test_a_broker_that_never_pops_walks_only_the_tail_after_a_crash(
         assert sum(1 for _ in scan) == 2  # the records walked: the tail only
         assert b.core.pop_load.errors == 0
     finally:
-        close(b.core)
+        close_core(b.core)
 
 
 @pytest.mark.parametrize("how", ["mid-record", "another log", "past the end", "no fingerprint"])
@@ -577,7 +569,7 @@ def test_a_stale_snapshot_does_not_stop_a_start(tmp_path: Path, small_config: St
     mid = log_records(b.core.store)[-2][0] + 4  # inside a record
     end = clog.max_offset
     snap: dict[str, Any] = {"at": mid, "fp": pop_snapshot.fingerprint(clog, mid), "queues": []}
-    close(b.core)
+    close_core(b.core)
     if how == "another log":
         snap["fp"] ^= 1
     elif how == "past the end":
@@ -592,7 +584,7 @@ def test_a_stale_snapshot_does_not_stop_a_start(tmp_path: Path, small_config: St
             assert b.core.pop_load.start == clog.min_offset  # rejected: rebuilt from the whole log
         assert [m.record.body for m in b.pop().messages] == [b"a", b"b", b"c"]
     finally:
-        close(b.core)
+        close_core(b.core)
 
 
 def test_a_pop_answer_keeps_to_one_byte_budget(tmp_path: Path, small_config: StoreConfig) -> None:
@@ -617,7 +609,7 @@ def test_a_pop_answer_keeps_to_one_byte_budget(tmp_path: Path, small_config: Sto
         assert b.core.pops.inflight(G) == 6  # every message handed out, none skipped
         assert sorted(m.attempt for m in seen) == [1] * 6 + [2] * 2  # the first two came back once
     finally:
-        close(b.core)
+        close_core(b.core)
 
 
 def test_snapshots_written_at_once_stay_whole(

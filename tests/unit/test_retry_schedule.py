@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,8 @@ import pytest
 
 from core.broker.core import BrokerCore
 from core.broker.role import SendOutcome
-from core.broker_config import load_broker_config
-from core.epochs import EpochFile
 from core.errors import InvalidArgumentError, TailraceError
-from core.offsets import U64, ConsumerOffsets
+from core.offsets import U64
 from core.record import Message, iter_records
 from core.retry import (
     DELIVER_AT,
@@ -32,24 +30,16 @@ from core.retry import (
     plan_send_back,
 )
 from core.roles import SendStatus
-from core.store import MessageStore, StoreConfig
-from deploy.broker_node import Roles
-from master.leader import LeaderRole
+from core.store import StoreConfig
+from tests.helpers.leader_core import LeaderBroker, close_core, open_core
 
 pytestmark = pytest.mark.unit
 DELAYS = "1s 5s 2h"
 
 
 @dataclass
-class Broker:
-    core: BrokerCore
+class Broker(LeaderBroker):
     clock: list[int]
-
-    @property
-    def leader(self) -> LeaderRole:
-        role = self.core.role
-        assert isinstance(role, LeaderRole)
-        return role
 
     def tick(self, ms: int) -> int:
         """Advance the clock and run one scheduler pass; how many moved."""
@@ -84,16 +74,7 @@ class Broker:
 def open_broker(
     directory: Path, config: StoreConfig, clock: list[int], delays: str = DELAYS, **overrides: Any
 ) -> BrokerCore:
-    store = MessageStore(directory / "store", replace(config, warm_segments=False), clock_ms=lambda: clock[0])
-    settings = {"broker.broker_name": "g", "broker.retry_delays": delays, "broker.data_dir": str(directory)}
-    cfg = load_broker_config(None, {**settings, **{k.replace("__", "."): v for k, v in overrides.items()}})
-    offsets, epochs = ConsumerOffsets(directory), EpochFile(directory, store.commitlog.max_offset)
-    return BrokerCore(cfg, store, offsets, epochs, Roles())
-
-
-def close(core: BrokerCore) -> None:
-    core.close()  # the scheduler thread was never started: run_once is called by hand
-    core.store.close()
+    return open_core(directory, config, lambda: clock[0], broker__retry_delays=delays, **overrides)
 
 
 @pytest.fixture
@@ -105,7 +86,7 @@ def broker(tmp_path: Path, small_config: StoreConfig) -> Iterator[Broker]:
         core.leader().create_topic("orders", 2)
         yield Broker(core, clock)
     finally:
-        close(core)
+        close_core(core)
 
 
 # ---- the attempt count ------------------------------------------------------------------
@@ -157,14 +138,14 @@ def test_shorter_delays_after_a_restart_hold_no_level_up(tmp_path: Path, small_c
         core.leader().create_topic("orders", 1)
         Broker(core, clock).send_back(b"parked under 2h")
     finally:
-        close(core)
+        close_core(core)
     b = Broker(open_broker(tmp_path, small_config, clock, "1s 5s"), clock)
     try:
         b.send_back(b"parked under 1s")
         assert b.tick(1100) == 2
         assert b.bodies("%RETRY%g") == [b"parked under 2h", b"parked under 1s"]
     finally:
-        close(b.core)
+        close_core(b.core)
 
 
 def test_levels_added_after_a_restart_grow_the_schedule(tmp_path: Path, small_config: StoreConfig) -> None:
@@ -174,7 +155,7 @@ def test_levels_added_after_a_restart_grow_the_schedule(tmp_path: Path, small_co
         core.leader().create_topic("orders", 1)
         Broker(core, clock).send_back(b"first")
     finally:
-        close(core)
+        close_core(core)
     b = Broker(open_broker(tmp_path, small_config, clock, "1s 5s 10s"), clock)
     try:
         assert b.send_back(b"third attempt", props={RECONSUME_TIMES: "2"}) == SCHEDULE_TOPIC
@@ -182,7 +163,7 @@ def test_levels_added_after_a_restart_grow_the_schedule(tmp_path: Path, small_co
         assert b.tick(9_000) == 1 and b.tick(1_100) == 1
         assert b.bodies("%RETRY%g") == [b"first", b"third attempt"]
     finally:
-        close(b.core)
+        close_core(b.core)
 
 
 def test_a_message_stored_in_the_future_is_due_now(broker: Broker) -> None:
@@ -232,7 +213,7 @@ def test_a_retry_topic_with_no_room_under_the_topic_quota_is_refused_at_send_bac
         )
         assert b.tick(1100) == 1 and b.bodies("%RETRY%g") == [b"fits"]
     finally:
-        close(b.core)
+        close_core(b.core)
 
 
 def test_a_head_that_cannot_be_moved_goes_to_the_dead_letters(broker: Broker, caplog: Any) -> None:

@@ -12,21 +12,17 @@ import errno
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from core.broker.core import BrokerCore
-from core.broker_config import load_broker_config
-from core.epochs import EpochFile
 from core.errors import BrokerBusyError, InvalidArgumentError
-from core.offsets import ConsumerOffsets
 from core.record import Message, Record, iter_records
 from core.retry import REAL_TOPIC
 from core.roles import SendStatus
-from core.store import MessageStore, StoreConfig
+from core.store import StoreConfig
 from core.timer import (
     COMMIT_MS,
     DELIVER_MS,
@@ -38,24 +34,15 @@ from core.timer import (
     TIMER_TOPIC,
     WAIT_QUEUE,
 )
-from deploy.broker_node import Roles
 from deploy.waits import poll_until
-from master.leader import LeaderRole
 from master.timer import Timer
+from tests.helpers.leader_core import LeaderBroker, close_core, open_core
 
 pytestmark = pytest.mark.unit
 
 
 @dataclass
-class Broker:
-    core: BrokerCore
-
-    @property
-    def leader(self) -> LeaderRole:
-        role = self.core.role
-        assert isinstance(role, LeaderRole)
-        return role
-
+class Broker(LeaderBroker):
     @property
     def timer(self) -> Timer:
         return self.leader.timer
@@ -77,18 +64,13 @@ class Broker:
 
 
 def open_broker(directory: Path, config: StoreConfig, **overrides: Any) -> Broker:
-    store = MessageStore(directory / "store", replace(config, warm_segments=False))
-    settings = {"broker.broker_name": "g", "broker.data_dir": str(directory)}
-    cfg = load_broker_config(None, {**settings, **{k.replace("__", "."): v for k, v in overrides.items()}})
-    offsets, epochs = ConsumerOffsets(directory), EpochFile(directory, store.commitlog.max_offset)
-    core = BrokerCore(cfg, store, offsets, epochs, Roles())  # the timer thread is never started
+    core = open_core(directory, config, **overrides)  # the timer thread is never started
     core.leader().create_topic("orders", 2)
     return Broker(core)
 
 
 def close(b: Broker) -> None:
-    b.core.close()
-    b.core.store.close()
+    close_core(b.core)
 
 
 @pytest.fixture
