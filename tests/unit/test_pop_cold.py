@@ -106,20 +106,17 @@ def test_without_the_flag_a_cold_queue_is_popped_with_its_bodies(broker: Broker)
     assert broker.core.status()["details"]["popped"] == {"here": 2, "elsewhere": 0}
 
 
-def test_a_hot_queue_is_popped_with_its_bodies(tmp_path: Path, small_config: StoreConfig) -> None:
-    b = start(tmp_path, small_config, [int(time.time() * 1000)], pull__budget_bytes=1 << 30)
-    try:
-        b.leader.create_topic(T, 1)
-        b.send(b"a")
-        slave(b)
-        out = cold_pop(b)
-        assert [m.record.body for m in out.messages] == [b"a"] and out.elsewhere == []
-    finally:
-        close_core(b.core)
-
-
-def test_redirect_off_keeps_the_bodies_on_the_master(tmp_path: Path, small_config: StoreConfig) -> None:
-    b = start(tmp_path, small_config, [int(time.time() * 1000)], pull__budget_bytes=1, pull__redirect=False)
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"pull__budget_bytes": 1 << 30}, id="a_hot_queue"),
+        pytest.param({"pull__budget_bytes": 1, "pull__redirect": False}, id="redirect_off"),
+    ],
+)
+def test_a_hot_queue_or_redirect_off_keeps_the_bodies_on_the_master(
+    tmp_path: Path, small_config: StoreConfig, overrides: dict[str, Any]
+) -> None:
+    b = start(tmp_path, small_config, [int(time.time() * 1000)], **overrides)
     try:
         b.leader.create_topic(T, 1)
         b.send(b"a")
