@@ -21,8 +21,8 @@ class ConsoleSection:
     profile: str = field(
         default="",
         metadata=_doc(
-            "client profile the console asks the brokers with (an admin account: group offsets "
-            "and members are an admin's); empty: plaintext and unsigned"
+            "client profile the console asks the brokers with (a monitor account, monitor = true: "
+            "group offsets and members, nothing that writes); empty: plaintext and unsigned"
         ),
     )
     refresh_ms: int = field(default=2000, metadata=_doc("how often the console samples the cluster"))

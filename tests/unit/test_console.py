@@ -25,6 +25,7 @@ ACL = (
     f'[[account]]\naccess_key = "ops"\nsecret_key = "{SECRET}"\nadmin = true\n'
     '[[account]]\naccess_key = "app"\nsecret_key = "0123456789abcdef-app"\n'
     'publish = ["*"]\nsubscribe = ["*"]\n'
+    '[[account]]\naccess_key = "watch"\nsecret_key = "0123456789abcdef-watch"\nmonitor = true\n'
 )
 NOW = 1_800_000_000_000
 SKEW = 300_000
@@ -76,7 +77,7 @@ def test_rates_memory_is_bounded_whatever_the_topics() -> None:
     assert len(r._last) <= 3 and len(r.refused) <= 3
 
 
-def test_the_console_accepts_only_requests_signed_by_an_admin(tmp_path: Path) -> None:
+def test_the_console_accepts_only_requests_signed_by_an_admin_or_a_monitor(tmp_path: Path) -> None:
     acl = acl_file(tmp_path)
     ok = signed("ops", SECRET, "/api/state")
     assert check_request(ok, "GET", "/api/state", acl, NOW, SKEW) == (200, "ops")
@@ -96,7 +97,10 @@ def test_the_console_accepts_only_requests_signed_by_an_admin(tmp_path: Path) ->
     assert check_request(stale, "GET", "/api/state", acl, NOW, SKEW)[0] == 401
     app = signed("app", "0123456789abcdef-app", "/api/state")
     status, why = check_request(app, "GET", "/api/state", acl, NOW, SKEW)
-    assert status == 403 and "not an admin" in why
+    assert status == 403 and "neither a monitor nor an admin" in why
+    # a monitor account (the console's own, review R1) signs in: it reads what the console shows
+    watch = signed("watch", "0123456789abcdef-watch", "/api/state")
+    assert check_request(watch, "GET", "/api/state", acl, NOW, SKEW) == (200, "watch")
     # no accounts configured: open, as the client RPCs are (loopback or --insecure only)
     assert check_request({}, "GET", "/api/state", None, NOW, SKEW)[0] == 200
 
