@@ -5,7 +5,7 @@ under the cluster directory, owner-only:
 
     DIR/tls/ca.pem, ca.key          the cluster's CA (core/security/certs.py)
     DIR/tls/<process>.pem, .key     one certificate per process, naming it
-    DIR/acl.toml                    accounts: `admin` (every permission), `proxy`
+    DIR/acl.toml                    accounts: `admin` (every permission), `proxy`, `console` (monitor)
     DIR/client.toml                 the client profile: nameservers, CA, admin keys
     DIR/proxy.toml                  `tailrace proxy`'s own profile: nameservers, CA, proxy keys
     DIR/console.toml                the web console's profile: CA, console keys (deploy/console/)
@@ -27,9 +27,11 @@ from core.security.identity import Member
 ADMIN = "admin"
 PROXY = "proxy"  # `tailrace proxy`'s account: publish and subscribe on every topic, every group
 PROXY_GRANTS = 'publish = ["*"]\nsubscribe = ["*"]\ngroups = ["*"]\nproxy = true\n'
-# the nameserver's web console asks the brokers as this account: admin, since a group's
-# offsets and members are an admin's (DescribeGroups); the console only reads
+# the nameserver's web console asks the brokers as this account, and an operator signs in to
+# the page with it: monitor only (review R1), the reads the console shows (DescribeGroups, queue
+# offsets), so its key, in the nameserver and in a browser, signs no reset, delete or message read
 CONSOLE = "console"
+CONSOLE_GRANTS = "monitor = true\n"
 
 
 def _toml_str(value: str) -> str:
@@ -65,7 +67,7 @@ class LocalPki:
         }
         if not text:
             text = "# Tailrace accounts (auth.acl_file): reloaded on change; readable by its owner only\n"
-        for key, grants in ((ADMIN, "admin = true\n"), (PROXY, PROXY_GRANTS), (CONSOLE, "admin = true\n")):
+        for key, grants in ((ADMIN, "admin = true\n"), (PROXY, PROXY_GRANTS), (CONSOLE, CONSOLE_GRANTS)):
             if key not in found:
                 found[key] = secrets.token_urlsafe(32)
                 secret = _toml_str(found[key])

@@ -21,6 +21,13 @@
     secret_key = "..."
     admin = true                  # everything, topic creation included
 
+    [[account]]
+    access_key = "console"
+    secret_key = "..."
+    monitor = true                # reads an operator watches, nothing else: every group's
+                                  # offsets, members and lag (DescribeGroups) and every topic's
+                                  # queue offsets; no message bodies, no resets, no deletes
+
     [anonymous]                   # optional; used only with auth.allow_anonymous
     subscribe = ["public.*"]
     groups = ["public-readers"]
@@ -77,6 +84,12 @@ class Permissions:
     groups: tuple[str, ...] = ()
     create: tuple[str, ...] = ()
     proxy: bool = False  # a RocketMQ proxy's: orphan checks (every topic's uncommitted bodies)
+    monitor: bool = False  # a console's or dashboard's: every group's and topic's offsets, read only
+
+    def may_monitor(self) -> bool:
+        """Read the cluster's bookkeeping (offsets, members, lag), never its
+        messages and never a write: admin or monitor."""
+        return self.admin or self.monitor
 
     def may_create(self, topic: str) -> bool:
         return self.admin or _matches(self.create, topic)
@@ -101,7 +114,8 @@ class Permissions:
         return _matches(self.subscribe, topic)
 
     def may_describe(self, topic: str) -> bool:
-        return self.may_publish(topic) or self.may_subscribe(topic)
+        """See a topic's queue offsets (counts, no bodies)."""
+        return self.may_monitor() or self.may_publish(topic) or self.may_subscribe(topic)
 
 
 @dataclass(frozen=True)
@@ -122,16 +136,26 @@ def _patterns(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]
 
 
 def _permissions(table: Mapping[str, Any], where: str) -> Permissions:
-    known = {"access_key", "secret_key", "admin", "publish", "subscribe", "groups", "create", "proxy"}
+    known = {
+        "access_key",
+        "secret_key",
+        "admin",
+        "publish",
+        "subscribe",
+        "groups",
+        "create",
+        "proxy",
+        "monitor",
+    }
     unknown = set(table) - known
     if unknown:
         raise ConfigError(where, f"unknown key(s) {sorted(unknown)}")
-    flags = {k: table.get(k, False) for k in ("admin", "proxy")}
+    flags = {k: table.get(k, False) for k in ("admin", "proxy", "monitor")}
     for k, v in flags.items():
         if not isinstance(v, bool):
             raise ConfigError(f"{where}.{k}", "must be true or false")
     patterns = {k: _patterns(table, k, where) for k in ("publish", "subscribe", "groups", "create")}
-    return Permissions(admin=flags["admin"], proxy=flags["proxy"], **patterns)
+    return Permissions(admin=flags["admin"], proxy=flags["proxy"], monitor=flags["monitor"], **patterns)
 
 
 def parse_acl(text: str, source: str = "ACL") -> Acl:

@@ -75,6 +75,10 @@ def _admin(p: Permissions, r: Any) -> str | None:
     return None if p.admin else "administer the cluster (admin)"
 
 
+def _monitor(p: Permissions, r: Any) -> str | None:
+    return None if p.may_monitor() else "read the cluster's offsets and members (admin or monitor)"
+
+
 def _create(p: Permissions, r: Any) -> str | None:
     return None if p.may_create(r.topic) else f"create topic {brief(r.topic)}"
 
@@ -102,9 +106,10 @@ CLIENT_RULES: dict[str, Rule] = {
     "/tailrace.v1.Broker/CreateTopic": _create,
     "/tailrace.v1.Broker/ListTopics": _any_account,
     "/tailrace.v1.Broker/Status": _any_account,
-    # the operator's commands (issue 19): a group's offsets and members, any
-    # message by id or key, resets: admin only, whatever the topic or group
-    "/tailrace.v1.BrokerAdmin/DescribeGroups": _admin,
+    # the operator's commands (issue 19): any message by id or key, resets and
+    # deletes: admin only, whatever the topic or group; a group's offsets and
+    # members: admin or a monitor account (the console's: review R1)
+    "/tailrace.v1.BrokerAdmin/DescribeGroups": _monitor,
     "/tailrace.v1.BrokerAdmin/ResetOffset": _admin,
     "/tailrace.v1.BrokerAdmin/GetMessage": _admin,
     "/tailrace.v1.BrokerAdmin/FindMessages": _admin,

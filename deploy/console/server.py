@@ -14,9 +14,11 @@ with `x-tailrace-date` and `authorization: TAILRACE-HMAC-SHA256
 Credential=<ak>, SignedHeaders=x-tailrace-date, Signature=...` over
 "<HTTP method> <path and query>" (`GET /api/state`; a gRPC method path
 starts with "/", so neither signs the other), and the account must be an
-admin (the same data as `tailrace group describe`, which needs admin).
-The page signs in the browser (Web Crypto); the secret key never
-travels. Unsigned: 401; signed by a non-admin: 403. Without accounts,
+admin or a monitor (`monitor = true`: the reads the console shows, and
+nothing that writes or reads a message; core/security/acl.py). Operators
+sign in with a monitor account: the key the page holds then signs no
+reset or delete. The page signs in the browser (Web Crypto); the secret
+key never travels. Unsigned: 401; signed by neither: 403. Without accounts,
 `/api` is open, like the client RPCs. The static files hold no data and
 are served to anyone. Over HTTPS with the nameserver's certificate when it
 has `[tls]`; the nameserver refuses to start with a console on a
@@ -160,7 +162,8 @@ def check_request(
     skew_ms: int,
 ) -> tuple[int, str]:
     """(HTTP status, who or why) for an `/api` request: 200 and the access
-    key, 401 unsigned or not proven, 403 proven but not an admin. No
+    key, 401 unsigned or not proven, 403 proven but neither admin nor
+    monitor. No
     accounts (`acl` None): 200, open."""
     if acl is None:
         return 200, "anonymous (no accounts)"
@@ -171,10 +174,13 @@ def check_request(
     except UnauthenticatedError as exc:
         return 401, str(exc)
     if account is None:
-        return 401, "sign in: this console needs a signed request from an admin account"
+        return 401, "sign in: this console needs a signed request from a monitor or admin account"
     perms = current.permissions.get(account.access_key)
-    if perms is None or not perms.admin:
-        return 403, f"account {account.access_key!r} is not an admin: the console is for admin accounts"
+    if perms is None or not perms.may_monitor():
+        return 403, (
+            f"account {account.access_key!r} is neither a monitor nor an admin: "
+            "the console is for monitor (monitor = true) or admin accounts"
+        )
     return 200, account.access_key
 
 

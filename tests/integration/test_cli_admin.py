@@ -88,8 +88,21 @@ def test_group_describe_reset_and_message_lookup_on_a_real_cluster(
         r = cli("group", "reset-offset", "G", "--topic", "T", "--to-earliest", *target)
         assert r.returncode != 0 and "live member" in r.stderr and "nothing was reset" in r.stderr, r.stderr
         assert lag_by_queue(target, "G") == {0: 0, 1: 0}
-        forced = cli_json("group", "reset-offset", "G", "--topic", "T", "--to-latest", "--force", *target)
+        # forced: it writes (the group is at its end, so the offsets must move back to show it)
+        forced = cli_json(
+            "group", "reset-offset", "G", "--topic", "T", "--to-offset", "5", "--force", *target
+        )
         assert forced["applied"] and forced["members"]
+        assert [(p["old_offset"], p["new_offset"]) for p in forced["plan"]] == [(20, 5), (21, 5)]
+        assert lag_by_queue(target, "G") == {0: 15, 1: 16}
+        # a live member would commit its own position over the reset when it leaves (docs/design.md,
+        # "Live members"): this one stops without committing, as a killed one would
+        member.close(commit=False)
+    consume(target, "G", 31, tmp_path / "c4.jsonl")  # the forced reset is where consumption lands
+    got = [r for r in read_jsonl(tmp_path / "c4.jsonl") if "offset" in r]
+    assert sorted((r["queue"], r["offset"]) for r in got) == [(0, o) for o in range(5, 20)] + [
+        (1, o) for o in range(5, 21)
+    ]
 
     # message get by the id the send returned; find by a key
     got_msg = cli_json("message", "get", "--id", keyed.message_id, *target)

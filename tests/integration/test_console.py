@@ -1,5 +1,5 @@
 """The nameserver's web console against real processes: what it serves,
-and that its data is for admin accounts only. As in test_security.py, the
+and that its data is for admin and monitor accounts only. As in test_security.py, the
 request is first made where it works (a development cluster without
 accounts: an unsigned request gets the cluster's data), which proves it a
 real one, and then against a secure cluster, where it is refused."""
@@ -13,9 +13,9 @@ import pytest
 
 from consumer import Producer, PullConsumer
 from deploy.harness import ProcessGroup
-from deploy.pki import PROXY
+from deploy.pki import CONSOLE, PROXY
 from deploy.waits import poll_until
-from tests.helpers.cli import cli
+from tests.helpers.cli import cli, cli_json
 from tests.helpers.console import console_get
 from tests.helpers.promql import alert_rules, dashboard_exprs, exposed_samples, unknown_metrics
 
@@ -46,7 +46,9 @@ def test_without_accounts_an_unsigned_request_gets_the_data(procs: ProcessGroup)
     assert unknown_metrics(exprs, served) == {}
 
 
-def test_with_accounts_the_console_is_for_admin_accounts_only(procs: ProcessGroup, tmp_path: Path) -> None:
+def test_with_accounts_the_console_is_for_admin_and_monitor_accounts_only(
+    procs: ProcessGroup, tmp_path: Path
+) -> None:
     pki = procs.secure()
     c = procs.cluster(("g",), slaves=1, topic="T", queues=2, console=True)
     url = procs.processes["ns0"].info["console_url"]
@@ -62,7 +64,7 @@ def test_with_accounts_the_console_is_for_admin_accounts_only(procs: ProcessGrou
         status, body = console_get(url, path, ca)
         assert status == 401 and set(body) == {"error"}, (path, body)
     status, body = console_get(url, "/api/state", ca, (PROXY, pki.proxy_secret))  # an account, not admin
-    assert status == 403 and "not an admin" in body["error"]
+    assert status == 403 and "neither a monitor nor an admin" in body["error"]
     status, body = console_get(url, "/api/state", ca, ("admin", "not-the-secret"))
     assert status == 401 and set(body) == {"error"}
     # an admin's signed request gets it: brokers with roles, the in-sync set, the group's queues
@@ -91,6 +93,27 @@ def test_with_accounts_the_console_is_for_admin_accounts_only(procs: ProcessGrou
     # the page itself holds no data and loads without an account
     status, page = console_get(url, "/", ca)
     assert status == 200 and b"console.js" in page
+
+    # least privilege (review R1): the console's own account, whose key sits in DIR/console.toml and
+    # in the nameserver, and which an operator may type into the page, reads but writes nothing
+    monitor = (CONSOLE, pki.console_secret)
+    status, body = console_get(url, "/api/state", ca, monitor)
+    assert status == 200 and any(g["group"] == "G" for g in body["groups"]["groups"]), body
+    as_console = ["--profile", str(pki.console_profile_file), "--namesrv", ",".join(c.namesrv)]
+    offsets = [
+        (q["queue_id"], q["committed_offset"])
+        for q in cli_json("group", "describe", "G", *as_console)["queues"]
+    ]
+    assert offsets  # the reads it needs
+    for args in (
+        ("group", "reset-offset", "G", "--topic", "T", "--to-earliest", "--force"),
+        ("message", "find", "--topic", "T", "--key", "k"),  # message bodies are data, not monitoring
+        ("topic", "delete", "T", "--force"),
+    ):
+        r = cli(*args, *as_console, "--json")
+        assert r.returncode != 0 and "PERMISSION_DENIED" in r.stderr, (args, r.stdout, r.stderr)
+    after = cli_json("group", "describe", "G", "--profile", str(pki.profile_file))["queues"]
+    assert [(q["queue_id"], q["committed_offset"]) for q in after] == offsets  # nothing was reset
 
 
 def test_a_console_on_a_non_loopback_address_needs_tls_and_accounts(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ ACL = (
     f'[[account]]\naccess_key = "ops"\nsecret_key = "{SECRET}"\nadmin = true\n'
     '[[account]]\naccess_key = "app"\nsecret_key = "0123456789abcdef-app"\n'
     'publish = ["*"]\nsubscribe = ["*"]\n'
+    '[[account]]\naccess_key = "watch"\nsecret_key = "0123456789abcdef-watch"\nmonitor = true\n'
 )
 NOW = 1_800_000_000_000
 SKEW = 300_000
@@ -76,7 +77,7 @@ def test_rates_memory_is_bounded_whatever_the_topics() -> None:
     assert len(r._last) <= 3 and len(r.refused) <= 3
 
 
-def test_the_console_accepts_only_requests_signed_by_an_admin(tmp_path: Path) -> None:
+def test_the_console_accepts_only_requests_signed_by_an_admin_or_a_monitor(tmp_path: Path) -> None:
     acl = acl_file(tmp_path)
     ok = signed("ops", SECRET, "/api/state")
     assert check_request(ok, "GET", "/api/state", acl, NOW, SKEW) == (200, "ops")
@@ -96,7 +97,10 @@ def test_the_console_accepts_only_requests_signed_by_an_admin(tmp_path: Path) ->
     assert check_request(stale, "GET", "/api/state", acl, NOW, SKEW)[0] == 401
     app = signed("app", "0123456789abcdef-app", "/api/state")
     status, why = check_request(app, "GET", "/api/state", acl, NOW, SKEW)
-    assert status == 403 and "not an admin" in why
+    assert status == 403 and "neither a monitor nor an admin" in why
+    # a monitor account (the console's own, review R1) signs in: it reads what the console shows
+    watch = signed("watch", "0123456789abcdef-watch", "/api/state")
+    assert check_request(watch, "GET", "/api/state", acl, NOW, SKEW) == (200, "watch")
     # no accounts configured: open, as the client RPCs are (loopback or --insecure only)
     assert check_request({}, "GET", "/api/state", None, NOW, SKEW)[0] == 200
 
@@ -181,7 +185,7 @@ def test_broker_topics_do_not_crowd_user_topics_out_of_the_rates_chart() -> None
     data = ConsoleData(ConsoleSection(max_topics_sampled=4), cluster.admin, lambda: {})  # type: ignore[arg-type]
     for i in range(3):
         cluster.counts["orders"] = 100 * i
-        data._sample(1000 * i, CLUSTER, None, {})
+        data._sample(1000 * i, CLUSTER, {})
     assert set(cluster.asked) == {"orders"}  # only the user topic, each refresh
     assert data.rates.to_json()["series"] == {"orders": [[1000, 100.0], [2000, 100.0]]}
 
@@ -195,7 +199,7 @@ def test_the_busiest_topics_are_sampled_and_the_rest_are_named() -> None:
     for i in range(12):  # t7 (last by name) is the one busy topic
         cluster.counts["t7"] = 50 * i
         cluster.asked.clear()
-        data._sample(1000 * i, CLUSTER, None, {})
+        data._sample(1000 * i, CLUSTER, {})
     assert len(cluster.asked) == 4 and "t7" in cluster.asked  # found, and kept every refresh since
     rates = data.view("rates")["rates"]
     assert rates["series"]["t7"][-1] == [11000, 50.0]
@@ -234,3 +238,56 @@ def test_a_broker_group_with_no_live_broker_keeps_its_card_as_unreachable() -> N
     slave = {"broker_id": 1}
     assert group_state([{"broker_id": 0, "error": "x"}, slave]) == "no_master"
     assert group_state([{"broker_id": 0}, {"broker_id": 1, "error": "x"}]) == "degraded"
+
+
+def test_a_stalled_broker_does_not_freeze_the_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review R5: the refresh asked every broker in turn, with no deadline: a
+    master that accepts connections and never answers (a GC stall, SIGSTOP)
+    held it for every call's timeout, Status, DescribeGroups and each
+    topic's offsets. Now brokers are asked at once under one deadline; the
+    stalled one is marked late and the others' answers are shown."""
+    import time
+
+    import deploy.console.collect as collect
+    from core.errors import RequestTimeoutError
+    from core.route import BrokerEndpoint, GroupRoute
+
+    def call(address: str) -> Any:
+        def answer(method: Any, req: Any, timeout_s: float | None = None) -> Any:
+            if address.startswith("stalled"):
+                time.sleep(min(timeout_s or 5.0, 5.0))  # answers nothing: the client's timeout ends it
+                raise RequestTimeoutError("DEADLINE_EXCEEDED")
+            if isinstance(req, collect.pb.StatusRequest):
+                return SimpleNamespace(role="master", max_offset=0, details_json="{}")
+            return SimpleNamespace(queues=[SimpleNamespace(max_offset=7)])
+
+        return SimpleNamespace(stub=SimpleNamespace(Status=object(), GetQueueOffsets=object()), call=answer)
+
+    def stalled_describe(admin: Any) -> dict[str, Any]:
+        time.sleep(3.0)
+        return {"groups": [], "queues": []}
+
+    monkeypatch.setattr(collect, "describe_groups", stalled_describe)
+    routes = {
+        "c": [
+            GroupRoute(n, "c", 0, 0, "rw", (BrokerEndpoint(0, f"{n}:1", "master", 1, True, 0),))
+            for n in ("ok", "stalled")
+        ]
+    }
+    admin = SimpleNamespace(pool=SimpleNamespace(get=call), list_topics=lambda: {"T": 1, "U": 1})
+    data = ConsoleData(ConsoleSection(deadline_ms=500), admin, lambda: routes)  # type: ignore[arg-type]
+    data._viewed_ms = data.clock_ms()  # someone looks: groups are described
+    try:
+        for _ in range(2):
+            began = time.monotonic()
+            data.refresh()
+            assert time.monotonic() - began < 1.5  # (the old code: 2 s Status + 3 s describe + 5 s per topic)
+        state = data.view("cluster")  # (not "state": that would wait for the describe)
+        cards = {g["broker_name"]: g for g in state["cluster"]["clusters"][0]["groups"]}
+        assert cards["ok"]["state"] == "ok" and cards["stalled"]["state"] == "unreachable"
+        (row,) = cards["stalled"]["brokers"]
+        assert row["late"] and row["error"] == collect.LATE
+        assert state["errors"]["groups"].startswith("late") and "rates" in state["errors"]
+        assert data._describing is not None  # the second refresh waited for the first describe, not a new one
+    finally:
+        data.stop()

@@ -44,6 +44,11 @@ access_key = "rmq-proxy"
 secret_key = "{SECRET}-proxy"
 proxy = true
 
+[[account]]
+access_key = "watch"
+secret_key = "{SECRET}-watch"
+monitor = true
+
 [anonymous]
 subscribe = ["public"]
 groups = ["*"]
@@ -128,15 +133,21 @@ def test_the_acl_file_is_private_reloaded_on_change_and_a_bad_change_keeps_the_o
         AclFile(path, 0)
     path.chmod(0o600)
     f = AclFile(path, 0)
-    assert set(f.current(0).secrets) == {"app", "ops", "bridge", "rmq-proxy"}
+    assert set(f.current(0).secrets) == {"app", "ops", "bridge", "rmq-proxy", "watch"}
     path.write_text(ACL.replace('access_key = "ops"', 'access_key = "ops2"'))
     os.utime(path, ns=(1, 1))  # a different mtime, whatever the clock's resolution
-    assert set(f.current(1).secrets) == {"app", "ops", "bridge", "rmq-proxy"}  # not re-read before RECHECK_MS
-    assert set(f.current(RECHECK_MS + 1).secrets) == {"app", "ops2", "bridge", "rmq-proxy"}
+    assert set(f.current(1).secrets) == {
+        "app",
+        "ops",
+        "bridge",
+        "rmq-proxy",
+        "watch",
+    }  # not re-read before RECHECK_MS
+    assert set(f.current(RECHECK_MS + 1).secrets) == {"app", "ops2", "bridge", "rmq-proxy", "watch"}
     path.write_text("not toml [")
     os.utime(path, ns=(2, 2))
     assert (
-        set(f.current(3 * RECHECK_MS).secrets) == {"app", "ops2", "bridge", "rmq-proxy"}
+        set(f.current(3 * RECHECK_MS).secrets) == {"app", "ops2", "bridge", "rmq-proxy", "watch"}
         and f.reloads == 1
         and f.refused
     )
@@ -145,11 +156,14 @@ def test_the_acl_file_is_private_reloaded_on_change_and_a_bad_change_keeps_the_o
     path.chmod(0o644)
     os.utime(path, ns=(3, 3))
     assert (
-        set(f.current(5 * RECHECK_MS).secrets) == {"app", "ops2", "bridge", "rmq-proxy"}
+        set(f.current(5 * RECHECK_MS).secrets) == {"app", "ops2", "bridge", "rmq-proxy", "watch"}
         and "readable by others" in f.refused
     )
     path.chmod(0o600)  # only the mode changes (and ctime)
-    assert set(f.current(7 * RECHECK_MS).secrets) == {"app", "ops", "bridge", "rmq-proxy"} and f.refused == ""
+    assert (
+        set(f.current(7 * RECHECK_MS).secrets) == {"app", "ops", "bridge", "rmq-proxy", "watch"}
+        and f.refused == ""
+    )
 
 
 def _policy(tmp_path: Path, **kw: object) -> SecurityPolicy:
@@ -189,6 +203,20 @@ def test_accounts_are_authorized_per_rpc(tmp_path: Path) -> None:
             p.authorize(who, polls, _req(), 0)
     p.authorize(Account("rmq-proxy"), polls, _req(), 0)
     p.authorize(ops, polls, _req(), 0)
+    # a monitor account (the console's, review R1) reads offsets and members, of any topic and group,
+    # and nothing else: no message body, no reset or delete, no send, pull, commit or create
+    watch = Account("watch")
+    p.authorize(watch, "/tailrace.v1.BrokerAdmin/DescribeGroups", _req(group="", topic=""), 0)
+    p.authorize(watch, "/tailrace.v1.Broker/GetQueueOffsets", _req(topic="orders"), 0)
+    p.authorize(watch, "/tailrace.v1.Broker/Status", _req(), 0)
+    for method in ("ResetOffset", "DeleteTopic", "GetMessage", "FindMessages"):
+        with pytest.raises(PermissionDeniedError, match="administer"):
+            p.authorize(watch, f"/tailrace.v1.BrokerAdmin/{method}", _req(topic="orders", group="g"), 0)
+    for method in ("SendBatch", "Pull", "CommitOffset", "Pop", "CreateTopic", "PollOrphanTransactions"):
+        with pytest.raises(PermissionDeniedError):
+            p.authorize(watch, f"/tailrace.v1.Broker/{method}", _req(topic="orders", group="g"), 0)
+    with pytest.raises(PermissionDeniedError, match="admin or monitor"):
+        p.authorize(app, "/tailrace.v1.BrokerAdmin/DescribeGroups", _req(group="billing", topic=""), 0)
     with pytest.raises(UnauthenticatedError, match="anonymous"):
         p.authorize(ANONYMOUS, "/tailrace.v1.Broker/Pull", _req(topic="public", group="g"), 0)
     anon = _policy(tmp_path, allow_anonymous=True)
