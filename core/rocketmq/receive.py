@@ -117,7 +117,7 @@ def polling_ms(request: s.ReceiveMessageRequest, server: ServerSettings, left_ms
 def invisible_ms(request: s.ReceiveMessageRequest, server: ServerSettings) -> int:
     """How long received messages stay invisible: the request's, or for
     `auto_renew` (push consumers, which send none) the proxy's
-    `auto_renew_invisible_ms`, given once and not renewed."""
+    `auto_renew_invisible_ms`, then renewed by `core/rocketmq/renew.py`."""
     if request.auto_renew:
         return server.auto_renew_invisible_ms
     if not request.HasField("invisible_duration"):

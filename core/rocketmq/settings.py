@@ -43,7 +43,7 @@ class ServerSettings:
     min_long_polling_ms: int = 5_000
     retry_delays: tuple[float, ...] = parse_delays(DEFAULT_DELAYS)
     max_attempts: int = CONSUMER_ATTEMPTS  # the brokers' pop_max_attempts: deliveries before %DLQ%<group>
-    auto_renew_invisible_ms: int = 60_000  # a push consumer's messages' invisibility (no renewal)
+    auto_renew_invisible_ms: int = 60_000  # push consumers' invisibility, renewed by core/rocketmq/renew.py
 
 
 def answer(client: d.Settings, server: ServerSettings) -> d.Settings:
