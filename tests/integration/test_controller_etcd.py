@@ -51,6 +51,7 @@ def test_local_ha_up_status_down(tmp_path: Path) -> None:
     assert pids and not any(alive(pid) for pid in pids)  # etcd members included
 
 
+@pytest.mark.slow  # CI time (README: the slow set)
 def test_a_running_file_cluster_moves_to_etcd_keeping_its_epochs(tmp_path: Path, etcd3: LocalEtcd) -> None:
     d = tmp_path / "c"
     r = cli("cluster", "up", "--topology", "local-failover", "--dir", str(d), "--insecure")

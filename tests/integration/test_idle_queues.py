@@ -48,6 +48,7 @@ def serves_cold_queues(b: TailraceProcess) -> None:
         channel.close()
 
 
+@pytest.mark.slow  # CI time (README: the slow set)
 def test_broker_restarts_on_ten_thousand_idle_queues(procs: ProcessGroup) -> None:
     data = procs.workdir / "b" / "data"
     s = MessageStore(data, StoreConfig(segment_bytes=SEGMENT, warm_segments=False))
