@@ -22,7 +22,7 @@ from core.record import Message, iter_records
 from core.store import StoreConfig
 from core.subscription import Subscription
 from tests.helpers.leader_core import close_core
-from tests.unit.test_pop_master import Broker, start
+from tests.helpers.pop_broker import Broker, start
 
 pytestmark = pytest.mark.unit
 T, G = "orders", "g"
